@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// Turns any network (x_t, t, cond) -> tensor into the pair (x0, eps) that every sampler uses, for
+// the prediction types epsilon, v_prediction and sample, with optional x0 clipping and dynamic
+// thresholding (Saharia et al. 2022). This is k-diffusion's external.py idea: the wrapper always
+// returns both predictions, so samplers and corrections never re-derive them inconsistently.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <diffuse/config.h>
+#include <diffuse/detail/aten.h>
+#include <diffuse/schedule.h>
+
+namespace diffuse {
+
+enum class Parameterization { kEpsilon, kSample, kVelocity };
+
+/// "epsilon" | "v_prediction" (also "v") | "sample" (also "x0").
+inline Parameterization parse_parameterization(const std::string& s) {
+  if (s == "epsilon" || s == "eps") return Parameterization::kEpsilon;
+  if (s == "v_prediction" || s == "v") return Parameterization::kVelocity;
+  if (s == "sample" || s == "x0") return Parameterization::kSample;
+  throw Error("unknown prediction_type '" + s + "'; valid: epsilon, v_prediction, sample");
+}
+inline std::string to_string(Parameterization p) {
+  switch (p) {
+    case Parameterization::kEpsilon: return "epsilon";
+    case Parameterization::kVelocity: return "v_prediction";
+    case Parameterization::kSample: return "sample";
+  }
+  return "?";
+}
+
+/// What the network is conditioned on. An undefined `value` means unconditional.
+struct Conditioning {
+  Tensor value;
+  std::map<std::string, Tensor> extra;
+};
+
+/// Both predictions at one point: x0 (data) and eps (noise), related by x = alpha*x0 + sigma*eps.
+struct Prediction {
+  Tensor x0, eps;
+};
+
+/// A user network: (x_t, t of shape [B] in x's dtype, conditioning) -> output shaped like x_t.
+using Network = std::function<Tensor(const Tensor& x_t, const Tensor& t, const Conditioning& c)>;
+
+struct DenoiserOptions {
+  /// What the network predicts. Default epsilon.
+  Parameterization prediction_type = Parameterization::kEpsilon;
+  /// Clamp x0 to [-clip_sample_range, clip_sample_range] (pixel-space models). Default off.
+  bool clip_sample = false;
+  double clip_sample_range = 1.0;
+  /// Dynamic thresholding: per sample, s = quantile(|x0|, ratio) clamped to [1, sample_max_value];
+  /// x0 <- clamp(x0, -s, s) / s. Default off; ratio in (0, 1].
+  bool thresholding = false;
+  double dynamic_thresholding_ratio = 0.995;
+  double sample_max_value = 1.0;
+  /// After clipping/thresholding x0, re-derive eps from the clipped x0 (GLIDE/ADM). Default false,
+  /// as in diffusers (DDIMScheduler.step's use_clipped_model_output): eps stays the model's own.
+  bool use_clipped_model_output = false;
+};
+
+/// Network + parameterisation. Stateless and const: safe to share between threads.
+class Denoiser {
+ public:
+  Denoiser(Network net, DenoiserOptions options = {}) : net_(std::move(net)), options_(options) {
+    check(static_cast<bool>(net_), "Denoiser needs a network, got an empty function");
+    check(options_.clip_sample_range > 0, "DenoiserOptions.clip_sample_range must be > 0, got ",
+          options_.clip_sample_range);
+    check(options_.dynamic_thresholding_ratio > 0 && options_.dynamic_thresholding_ratio <= 1,
+          "DenoiserOptions.dynamic_thresholding_ratio must be in (0, 1], got ",
+          options_.dynamic_thresholding_ratio);
+  }
+
+  const DenoiserOptions& options() const { return options_; }
+
+  /// Calls the network at `at` and checks that its output has x's shape.
+  Tensor call_network(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
+    Tensor t = at::full({x.size(0)}, at.t, x.options());
+    Tensor out = net_(x, t, c);
+    check(out.defined(), "the network returned an undefined tensor at t=", at.t);
+    check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
+          " but its input x_t has shape ", x.sizes());
+    return out;
+  }
+
+  /// Raw network output -> (x0, eps) at `at`, without clipping.
+  Prediction convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
+    const double a = at.alpha, s = at.sigma;
+    Prediction p;
+    switch (options_.prediction_type) {
+      case Parameterization::kEpsilon:
+        check(a > 0, "epsilon prediction cannot give x0 at alpha = 0 (t=", at.t,
+              ", zero terminal SNR); use prediction_type=v_prediction or sample");
+        p.eps = out;
+        p.x0 = (x - out * s) / a;
+        break;
+      case Parameterization::kSample:
+        check(s > 0, "sample prediction cannot give eps at sigma = 0 (t=", at.t, ")");
+        p.x0 = out;
+        p.eps = (x - out * a) / s;
+        break;
+      case Parameterization::kVelocity: {
+        // v = alpha*eps - sigma*x0 and x = alpha*x0 + sigma*eps; solve for (x0, eps).
+        const double n = a * a + s * s;
+        p.x0 = (x * a - out * s) / n;
+        p.eps = (x * s + out * a) / n;
+        break;
+      }
+    }
+    return p;
+  }
+
+  /// Clipping / thresholding of x0 (eps re-derived from the clipped x0 if use_clipped_model_output).
+  void finalize(Prediction& p, const Tensor& x, const TimePoint& at) const {
+    if (!options_.clip_sample && !options_.thresholding) return;
+    if (options_.thresholding) {
+      p.x0 = threshold(p.x0);
+    } else {
+      p.x0 = p.x0.clamp(-options_.clip_sample_range, options_.clip_sample_range);
+    }
+    if (options_.use_clipped_model_output && at.sigma > 0) p.eps = (x - p.x0 * at.alpha) / at.sigma;
+  }
+
+  /// The finished prediction for one branch.
+  Prediction operator()(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
+    Prediction p = convert(call_network(x, at, c), x, at);
+    finalize(p, x, at);
+    return p;
+  }
+
+  Tensor threshold(const Tensor& x0) const {
+    const auto dtype = x0.scalar_type();
+    Tensor v = (dtype == at::kFloat || dtype == at::kDouble) ? x0 : x0.to(at::kFloat);
+    const int64_t b = v.size(0);
+    Tensor flat = v.reshape({b, -1});
+    Tensor s = at::quantile(flat.abs(), options_.dynamic_thresholding_ratio, /*dim=*/1);
+    s = at::clamp(s, 1.0, options_.sample_max_value).unsqueeze(1);
+    flat = at::max(at::min(flat, s), -s) / s;
+    return flat.reshape(x0.sizes()).to(dtype);
+  }
+
+ private:
+  Network net_;
+  DenoiserOptions options_;
+};
+
+}  // namespace diffuse

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <diffuse/config.h>
+#include <diffuse/detail/aten.h>
+#include <diffuse/noise.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+namespace diffuse {
+namespace detail {
+
+inline at::Generator cpu_generator(uint64_t seed) {
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return g;
+}
+
+// Draws float32 on the CPU and casts: the stream is the same on every device and for every dtype,
+// so a seed gives the same noise in float32 and float64 runs (float64 runs see float32-rounded
+// normals, as the float64 diffusers references do).
+inline Tensor draw_cpu(at::Generator& g, c10::IntArrayRef shape, const c10::TensorOptions& options) {
+  Tensor out = at::randn(shape, g, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
+  return out.to(options.device(), options.dtype().toScalarType());
+}
+
+class TorchNoise final : public NoiseSource {
+ public:
+  explicit TorchNoise(uint64_t seed) : gen_(cpu_generator(seed)) {}
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
+    return draw_cpu(gen_, shape, options);
+  }
+
+ private:
+  at::Generator gen_;
+};
+
+class PerSampleNoise final : public NoiseSource {
+ public:
+  explicit PerSampleNoise(uint64_t seed) : seed_(seed) {}
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
+    check(!shape.empty(), "per-sample noise needs a batch dimension, got a 0-d shape");
+    const int64_t batch = shape[0];
+    while (static_cast<int64_t>(gens_.size()) < batch)
+      gens_.push_back(cpu_generator(seed_ + gens_.size()));
+    std::vector<int64_t> one(shape.begin(), shape.end());
+    one[0] = 1;
+    std::vector<Tensor> parts;
+    parts.reserve(batch);
+    for (int64_t i = 0; i < batch; ++i) parts.push_back(draw_cpu(gens_[i], one, options));
+    return at::cat(parts, 0);
+  }
+
+ private:
+  uint64_t seed_;
+  std::vector<at::Generator> gens_;
+};
+
+class ReplayNoise final : public NoiseSource {
+ public:
+  explicit ReplayNoise(std::vector<Tensor> draws) : draws_(std::move(draws)) {}
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
+    check(next_ < draws_.size(), "replay noise ran out after ", draws_.size(), " draws");
+    const Tensor& d = draws_[next_];
+    check(d.sizes() == shape, "replay noise draw ", next_, " has shape ", d.sizes(),
+          " but the sampler asked for ", shape);
+    ++next_;
+    return d.to(options.device(), options.dtype().toScalarType());
+  }
+
+ private:
+  std::vector<Tensor> draws_;
+  size_t next_ = 0;
+};
+
+}  // namespace detail
+
+inline std::unique_ptr<NoiseSource> make_torch_noise(uint64_t seed) {
+  return std::make_unique<detail::TorchNoise>(seed);
+}
+inline std::unique_ptr<NoiseSource> make_per_sample_noise(uint64_t seed) {
+  return std::make_unique<detail::PerSampleNoise>(seed);
+}
+inline std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws) {
+  return std::make_unique<detail::ReplayNoise>(std::move(draws));
+}
+
+}  // namespace diffuse

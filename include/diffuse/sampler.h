@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// The sampler interface. Like spdlog's base_sink::log -> sink_it_, the base class owns the loop,
+// the per-run history and the hooks; a concrete sampler writes one step(). History lives in the
+// run, not in the object, so a Sampler is const and re-entrant: many threads may sample with one.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <diffuse/config.h>
+#include <diffuse/correction.h>
+#include <diffuse/denoiser.h>
+#include <diffuse/detail/aten.h>
+#include <diffuse/noise.h>
+#include <diffuse/registry.h>
+#include <diffuse/schedule.h>
+
+namespace diffuse {
+
+enum class Branch { kCond, kUncond };
+
+/// Where a sampler is: step `index` of `num_steps`, going from `now` to `next`.
+struct StepContext {
+  int64_t index = 0;
+  int64_t num_steps = 0;
+  TimePoint now, next;
+  Branch branch = Branch::kCond;
+  const TimeGrid* grid = nullptr;  ///< the whole grid of this run (after on_grid)
+};
+
+/// The model as samplers see it: (x, time point, step) -> finished prediction.
+using ModelFn = std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
+
+/// What earlier steps of this run left behind, newest last: the time of each step's first model
+/// call, its prediction, and the state x the step started from.
+struct History {
+  std::vector<TimePoint> times;
+  std::vector<Prediction> preds;
+  std::vector<Tensor> xs;
+  size_t size() const { return preds.size(); }
+  bool empty() const { return preds.empty(); }
+};
+
+struct StepResult {
+  Tensor x;         ///< the state at step.next
+  Prediction pred;  ///< the prediction at step.now (kept in History for multistep solvers)
+};
+
+struct StepInfo {
+  const StepContext& step;
+  const Tensor& x;          ///< state after the step
+  const Prediction& pred;   ///< prediction made at step.now
+};
+
+/// Per-run state handed to samplers.
+struct SampleContext {
+  const NoiseSchedule* schedule = nullptr;  ///< may be null when sampling on a bare grid
+  NoiseSource* noise = nullptr;             ///< required by stochastic samplers
+  std::vector<Correction*> corrections;     ///< on_time is called by the driver
+  std::function<void(const StepInfo&)> on_step;
+
+  /// The only way a sampler draws noise.
+  Tensor randn_like(const Tensor& x) {
+    check(noise != nullptr, "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
+    return noise->randn_like(x);
+  }
+};
+
+class Sampler {
+ public:
+  static constexpr const char* kKindName = "sampler";
+  virtual ~Sampler() = default;
+
+  /// Runs the whole grid from state x (already at grid[0]'s noise level). Returns the state at the
+  /// last grid point, in x's dtype.
+  Tensor sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx) const {
+    check(static_cast<bool>(model), "sample(): the model function is empty");
+    check(x.defined(), "sample(): the initial sample is undefined");
+    check(x.dim() >= 1 && x.size(0) > 0, "sample(): the initial sample needs a non-empty batch dimension, got shape ",
+          x.sizes());
+    validate_grid(grid);
+    const auto out_dtype = x.scalar_type();
+    check(at::isFloatingType(out_dtype), "sample(): the initial sample must be floating point, got ", out_dtype);
+    x = x.to(compute_dtype(out_dtype));
+    History history;
+    const int64_t n = static_cast<int64_t>(grid.size()) - 1;
+    const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
+    for (int64_t i = 0; i < n; ++i) {
+      StepContext st;
+      st.index = i;
+      st.num_steps = n;
+      st.now = grid[i];
+      st.next = grid[i + 1];
+      st.grid = &grid;
+      for (Correction* c : ctx.corrections) c->on_time(x, st.now, st);
+      StepResult r = step(model, x, st, history, ctx);
+      check(r.x.defined(), name(), ": step ", i, " produced no sample");
+      if (keep > 0) {
+        history.times.push_back(st.now);
+        history.preds.push_back(r.pred);
+        history.xs.push_back(x);
+        if (history.size() > keep) {
+          history.times.erase(history.times.begin());
+          history.preds.erase(history.preds.begin());
+          history.xs.erase(history.xs.begin());
+        }
+      }
+      x = std::move(r.x);
+      if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
+    }
+    return x.to(out_dtype);
+  }
+
+  /// One step, for callers who drive the loop themselves (diffusers' scheduler.step()).
+  StepResult step(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
+                  SampleContext& ctx) const {
+    return step_impl(model, x, st, history, ctx);
+  }
+
+  /// How many past steps the solver needs (DPM-Solver++ 2M: 1, 3M: 2).
+  virtual int64_t history_size() const { return 0; }
+  /// True when the sampler draws noise.
+  virtual bool is_stochastic() const { return false; }
+  /// Network evaluations for a run of num_steps steps (without guidance doubling).
+  virtual int64_t model_calls(int64_t num_steps) const { return num_steps; }
+  virtual std::string name() const = 0;
+  virtual Config to_config() const = 0;
+
+  /// Updates are computed in float32 for half types and in the input's type otherwise.
+  static at::ScalarType compute_dtype(at::ScalarType t) {
+    return (t == at::kDouble || t == at::kFloat) ? t : at::kFloat;
+  }
+
+ protected:
+  virtual StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                               const History& history, SampleContext& ctx) const = 0;
+};
+
+/// Builds a sampler from a registry name ("ddim", "dpmpp_2m", "euler_a", ...) and options.
+inline std::unique_ptr<Sampler> make_sampler(const std::string& name, const Config& options = {}) {
+  return Registry<Sampler>::get().make(name, options);
+}
+/// "name" or "name:key=value,...".
+inline std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec) {
+  return Registry<Sampler>::get().make_from_spec(spec);
+}
+
+}  // namespace diffuse
+
+#define DIFFUSE_REGISTER_SAMPLER(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Sampler, Type, key, summary)
+#define DIFFUSE_REGISTER_SAMPLER_ALIAS(tag, alias, key, preset, summary) \
+  DIFFUSE_REGISTER_ALIAS(::diffuse::Sampler, tag, alias, key, preset, summary)

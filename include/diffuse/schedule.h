@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+// The forward process and the time grid.
+//
+// Notation (methods.md §0), used in every file of the library:
+//   x_t    = alpha_t * x0 + sigma_t * eps          (VP-native pair; VP schedules have alpha^2 + sigma^2 = 1)
+//   lambda = log(alpha / sigma)                    (half log-SNR; +inf at sigma = 0, -inf at alpha = 0)
+//   sigma_ve = sigma / alpha = exp(-lambda)        (k-diffusion / EDM "sigma"; x_ve = x_t / alpha)
+//   t      = what the network is fed: the training index 0..T-1 for discrete schedules,
+//            t in [t_min, 1] for continuous VP, sigma_ve for EDM/VE.
+//   discrete DDPM: alpha = sqrt(alphas_cumprod[t]), sigma = sqrt(1 - alphas_cumprod[t]).
+// A TimeGrid lists the points a sampler visits, noisiest first, ending at the final point
+// (usually sigma = 0). It lives in host memory as doubles: no device synchronisation per step.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <diffuse/config.h>
+#include <diffuse/tensor.h>
+
+namespace diffuse {
+
+/// One point of x_t = alpha * x0 + sigma * eps.
+struct TimePoint {
+  double t = 0.0;      ///< model time, exactly what the network is fed
+  double alpha = 1.0;  ///< signal scale
+  double sigma = 0.0;  ///< noise scale
+
+  /// lambda = log(alpha / sigma); +inf when sigma == 0, -inf when alpha == 0.
+  double log_snr() const {
+    if (sigma == 0.0) return std::numeric_limits<double>::infinity();
+    if (alpha == 0.0) return -std::numeric_limits<double>::infinity();
+    return std::log(alpha) - std::log(sigma);
+  }
+  /// sigma / alpha (k-diffusion sigma); +inf when alpha == 0.
+  double sigma_ve() const {
+    return alpha == 0.0 ? std::numeric_limits<double>::infinity() : sigma / alpha;
+  }
+  bool is_clean() const { return sigma == 0.0; }
+  bool operator==(const TimePoint& o) const {
+    return t == o.t && alpha == o.alpha && sigma == o.sigma;
+  }
+};
+
+using TimeGrid = std::vector<TimePoint>;
+
+/// The forward process. Implementations live in schedules/ and register under their file stem.
+class NoiseSchedule {
+ public:
+  static constexpr const char* kKindName = "schedule";
+  virtual ~NoiseSchedule() = default;
+
+  /// The point at model time t (t in [t_min(), t_max()]).
+  virtual TimePoint at(double t) const = 0;
+  /// The point with half log-SNR lambda; its t is the model time with that noise level
+  /// (interpolated for discrete schedules), alpha/sigma are exact for lambda.
+  virtual TimePoint at_log_snr(double lambda) const = 0;
+  /// The clean end point (sigma = 0), which samplers step onto last and never feed to the network.
+  virtual TimePoint clean_point() const = 0;
+
+  virtual double t_min() const = 0;
+  virtual double t_max() const = 0;
+  /// Number of training timesteps T for discrete schedules (t in 0..T-1), 0 for continuous ones.
+  virtual int64_t num_train_timesteps() const { return 0; }
+  /// True for schedules whose alpha and sigma satisfy alpha^2 + sigma^2 = 1.
+  virtual bool variance_preserving() const { return true; }
+
+  /// Batched alpha(t), sigma(t) on t's device and dtype (training).
+  virtual Tensor alpha(const Tensor& t) const = 0;
+  virtual Tensor sigma(const Tensor& t) const = 0;
+
+  virtual std::string name() const = 0;
+  virtual Config to_config() const = 0;
+
+  double t_from_log_snr(double lambda) const { return at_log_snr(lambda).t; }
+  TimePoint at_sigma_ve(double sigma_ve) const {
+    return at_log_snr(sigma_ve == 0.0 ? std::numeric_limits<double>::infinity() : -std::log(sigma_ve));
+  }
+};
+
+/// Chooses the points a sampler visits. Implementations live in schedules/spacing/.
+class TimestepSpacing {
+ public:
+  static constexpr const char* kKindName = "spacing";
+  virtual ~TimestepSpacing() = default;
+  /// num_steps + 1 points, noisiest first; the last one is the point the final step lands on.
+  virtual TimeGrid grid(const NoiseSchedule& s, int64_t num_steps) const = 0;
+  virtual std::string name() const = 0;
+  virtual Config to_config() const = 0;
+};
+
+/// Checks the shape of a grid: at least 2 points, finite alpha/sigma >= 0, noise level strictly
+/// decreasing (lambda strictly increasing; the last step may have zero length). Errors name the offending index and value.
+inline void validate_grid(const TimeGrid& grid) {
+  check(grid.size() >= 2, "a time grid needs at least 2 points (1 step), got ", grid.size());
+  for (size_t i = 0; i < grid.size(); ++i) {
+    const auto& p = grid[i];
+    check(std::isfinite(p.t) && std::isfinite(p.alpha) && std::isfinite(p.sigma) && p.alpha >= 0 &&
+              p.sigma >= 0 && (p.alpha > 0 || p.sigma > 0),
+          "time grid point ", i, " is invalid: t=", p.t, " alpha=", p.alpha, " sigma=", p.sigma);
+    if (i > 0) {
+      // The last step may have zero length: diffusers' DDIM with set_alpha_to_one=false steps from
+      // t=0 onto alphas_cumprod[0] itself.
+      const bool last = i + 1 == grid.size();
+      const bool ok = last ? grid[i].log_snr() >= grid[i - 1].log_snr()
+                           : grid[i].log_snr() > grid[i - 1].log_snr();
+      check(ok, "time grid must be strictly decreasing in noise: point ",
+            i, " (t=", p.t, ", sigma_ve=", p.sigma_ve(), ") is not less noisy than point ", i - 1,
+            " (t=", grid[i - 1].t, ", sigma_ve=", grid[i - 1].sigma_ve(), ")");
+    }
+  }
+  for (size_t i = 0; i + 1 < grid.size(); ++i)
+    check(!grid[i].is_clean(), "time grid point ", i, " has sigma = 0 but is not the last point");
+}
+
+}  // namespace diffuse

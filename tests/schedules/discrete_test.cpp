@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "test_util.h"
+
+namespace diffuse {
+namespace {
+
+TEST(DiscreteSchedule, LinearBetasMatchDdpmEndpoints) {
+  DiscreteSchedule s;
+  ASSERT_EQ(s.betas().size(), 1000u);
+  EXPECT_DOUBLE_EQ(s.betas().front(), 1e-4);
+  EXPECT_NEAR(s.betas().back(), 0.02, 1e-15);
+  // methods.md §0: alphas_cumprod[T-1] ~= 4.04e-5 for the DDPM linear schedule.
+  EXPECT_NEAR(s.alphas_cumprod().back(), 4.04e-5, 0.01e-5);
+}
+
+TEST(DiscreteSchedule, ScaledLinearSigmaMatchesPublishedValues) {
+  DiscreteSchedule s(DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
+  // methods.md §0 / §6.3: sigma_ve(999) = 14.6146412293, sigma_ve(0) = 0.0291671582.
+  EXPECT_NEAR(s.at(999).sigma_ve(), 14.6146412293, 1e-8);
+  EXPECT_NEAR(s.at(0).sigma_ve(), 0.0291671582, 1e-9);
+  EXPECT_NEAR(s.at(999).alpha, 0.068265, 1e-6);
+}
+
+TEST(DiscreteSchedule, VariancePreservingAndRoundTrip) {
+  for (const char* kind : {"linear", "scaled_linear", "squaredcos_cap_v2"}) {
+    DiscreteSchedule s(DiscreteScheduleOptions().beta_schedule(kind).beta_start(0.00085).beta_end(0.012));
+    for (int t : {0, 1, 17, 500, 998, 999}) {
+      const TimePoint p = s.at(t);
+      EXPECT_NEAR(p.alpha * p.alpha + p.sigma * p.sigma, 1.0, 1e-14) << kind << " t=" << t;
+      EXPECT_NEAR(s.t_from_log_snr(p.log_snr()), t, 1e-9) << kind << " t=" << t;
+    }
+  }
+}
+
+TEST(DiscreteSchedule, ZeroTerminalSnr) {
+  DiscreteSchedule s(DiscreteScheduleOptions()
+                         .beta_schedule("scaled_linear")
+                         .beta_start(0.00085)
+                         .beta_end(0.012)
+                         .rescale_betas_zero_snr(true));
+  EXPECT_EQ(s.alphas_cumprod().back(), 0.0);
+  EXPECT_NEAR(s.betas().back(), 1.0, 1e-12);
+  EXPECT_EQ(s.at(999).alpha, 0.0);
+  // methods.md §9.1: alphas_cumprod[998] becomes 1.97e-7.
+  EXPECT_NEAR(s.alphas_cumprod()[998], 1.97e-7, 0.01e-7);
+  // The first value is unchanged by the rescale.
+  DiscreteSchedule plain(DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
+  EXPECT_NEAR(s.alphas_cumprod()[0], plain.alphas_cumprod()[0], 1e-15);
+}
+
+TEST(DiscreteSchedule, BadInputNamesTheValue) {
+  EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().beta_schedule("cosine")), Error);
+  EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().num_train_timesteps(1)), Error);
+  EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().trained_betas({0.1, 1.5})), Error);
+  DiscreteSchedule s;
+  EXPECT_THROW(s.at(1000), Error);
+  EXPECT_THROW(s.at(-0.5), Error);
+}
+
+}  // namespace
+}  // namespace diffuse

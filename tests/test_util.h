@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared test helpers.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <diffuse/all.h>
+
+namespace diffuse::testing {
+
+/// |actual - expected| <= atol + rtol * |expected| elementwise, reporting the worst element.
+inline void ExpectTensorNear(const Tensor& actual, const Tensor& expected, double atol, double rtol,
+                             const std::string& what = "") {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const Tensor a = actual.to(at::kDouble).cpu(), e = expected.to(at::kDouble).cpu();
+  const Tensor excess = (a - e).abs() - (atol + rtol * e.abs());
+  const double worst = excess.max().item<double>();
+  if (worst > 0) {
+    const int64_t i = excess.reshape({-1}).argmax().item<int64_t>();
+    ADD_FAILURE() << what << ": element " << i << " is " << a.reshape({-1})[i].item<double>() << ", expected "
+                  << e.reshape({-1})[i].item<double>() << " (atol " << atol << ", rtol " << rtol << ")";
+  }
+}
+
+/// A spy network that records (x, t, cond) of each call and returns f(x, t).
+struct RecordingModel {
+  struct Call {
+    Tensor x, t;
+    Conditioning c;
+  };
+  std::function<Tensor(const Tensor&, const Tensor&)> f;
+  std::shared_ptr<std::vector<Call>> calls = std::make_shared<std::vector<Call>>();
+
+  Network network() const {
+    auto fn = f;
+    auto log = calls;
+    return [fn, log](const Tensor& x, const Tensor& t, const Conditioning& c) {
+      log->push_back({x.clone(), t.clone(), c});
+      return fn(x, t);
+    };
+  }
+};
+
+}  // namespace diffuse::testing
