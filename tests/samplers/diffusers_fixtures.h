@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -53,25 +52,6 @@ inline double abs_mean(const Tensor& x) { return x.abs().mean().item<double>(); 
 /// diffusers' add_noise: alpha * x0 + sigma * noise at the point p.
 inline Tensor add_noise(const Tensor& x0, const Tensor& noise, const TimePoint& p) {
   return x0 * p.alpha + noise * p.sigma;
-}
-
-/// Bit pattern checksum of a table: sum_i bits(v_i) * (i + 1) mod 2^64, with v_i stored as float
-/// (float32 tables) or double. Computed the same way on the Python side for the golden values.
-inline uint64_t bits_checksum(const std::vector<double>& v, bool as_float) {
-  uint64_t s = 0;
-  for (size_t i = 0; i < v.size(); ++i) {
-    uint64_t b = 0;
-    if (as_float) {
-      const float f = static_cast<float>(v[i]);
-      uint32_t u;
-      std::memcpy(&u, &f, sizeof u);
-      b = u;
-    } else {
-      std::memcpy(&b, &v[i], sizeof b);
-    }
-    s += b * static_cast<uint64_t>(i + 1);
-  }
-  return s;
 }
 
 /// One bit-compatibility case: a diffusers scheduler configuration and its diffuse equivalent.
