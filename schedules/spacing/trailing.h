@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // diffusers timestep_spacing="trailing" (Lin et al. 2024, Table 2): round(T - k*T/n) - 1 for
-// k = 0..n-1, so the first step is always t = T-1. (diffusers builds these with a float arange,
-// which for some n yields one spurious extra value; we compute the n values directly.)
+// k = 0..n-1, so the first step is always t = T-1. Bit-compatible with diffusers' (58eb52c)
+// np.round(np.arange(T, 0, -T/n)) - 1: numpy's float arange fills start + k*delta with
+// delta = (T - T/n) - T, which rounds differently from T - k*T/n for some n (T=1000: n=48 gives
+// 936 at k=3, not 937). numpy's length ceil(T / (T/n)) is n+1 for some n (T=1000: n=61, 103, ...);
+// the extra value is always -1, which diffusers then indexes as alphas_cumprod[-1] (the noisiest
+// point). We keep the first n values.
 #pragma once
 
 #include <memory>
@@ -38,9 +42,11 @@ class TrailingSpacing final : public TimestepSpacing {
     detail::check_discrete("trailing", s);
     const int64_t T = s.num_train_timesteps();
     check(n <= T, "trailing: num_steps=", n, " exceeds the schedule's ", T, " training timesteps");
-    const double ratio = static_cast<double>(T) / static_cast<double>(n);
+    const double start = static_cast<double>(T);
+    const double ratio = start / static_cast<double>(n);
+    const double delta = (start + (-ratio)) - start;  // numpy arange's step, as it fills the array
     std::vector<double> ts;
-    for (int64_t k = 0; k < n; ++k) ts.push_back(detail::np_round(static_cast<double>(T) - k * ratio) - 1.0);
+    for (int64_t k = 0; k < n; ++k) ts.push_back(detail::np_round(start + static_cast<double>(k) * delta) - 1.0);
     return detail::grid_from_times(s, ts, options.final());
   }
 
