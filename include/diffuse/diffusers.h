@@ -196,8 +196,10 @@ inline DiffusersScheduler from_diffusers(const std::string& cls, const Config& c
                                          {"fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log",
                                           "learned", "learned_range"});
     check(var.rfind("learned", 0) != 0, cls, ": variance_type=", var, " (learned variances) is not supported");
+    check(var != "fixed_large_log", cls, ": variance_type=fixed_large_log is not supported (diffusers' own step",
+          " takes the square root of a negative log there and returns NaN)");
     out.spacing = diffusers_spacing_n(dc, "leading", true, "zero");
-    out.sampler = make_sampler("ddpm", {{"variance_type", var == "fixed_large_log" ? "fixed_large" : var},
+    out.sampler = make_sampler("ddpm", {{"variance_type", var},
                                         {"diffusers_final_noise", "true"}});
   } else if (cls == "DDIMScheduler") {
     out.schedule = diffusers_schedule(dc, 1e-4, 0.02, true, false);

@@ -30,7 +30,8 @@ TEST(FromDiffusers, DdimDefaultsAndStepsOffset) {
 
 /// diffusers' scheduler-suite loop: x = step(model(x, t), t, x) over every timestep, from the
 /// suite's dummy_sample_deter with its dummy model sample * t / (t + 1).
-double suite_mean(const DiffusersScheduler& s, int64_t steps, at::ScalarType dtype = at::kDouble) {
+double suite_mean(const DiffusersScheduler& s, int64_t steps, at::ScalarType dtype = at::kDouble,
+                  NoiseSource* noise = nullptr) {
   const Tensor x = at::arange(768, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2});
   const Denoiser d = s.denoiser([](const Tensor& xx, const Tensor& t, const Conditioning&) {
     const Tensor tt = t.view({-1, 1, 1, 1});
@@ -38,6 +39,7 @@ double suite_mean(const DiffusersScheduler& s, int64_t steps, at::ScalarType dty
   });
   SampleContext ctx;
   ctx.schedule = s.schedule.get();
+  ctx.noise = noise;
   ModelFn fn = [&d](const Tensor& xx, const TimePoint& at, const StepContext&) { return d(xx, at, {}); };
   return s.sampler->sample(fn, x.contiguous(), s.grid(steps), ctx).abs().mean().item<double>();
 }
@@ -64,6 +66,13 @@ TEST(FromDiffusers, ReproducesTheDiffusersSuiteThroughTheFrontEnd) {
   thres["dynamic_thresholding_ratio"] = "0.87";
   thres["sample_max_value"] = "0.5";
   EXPECT_NEAR(suite_mean(from_diffusers("DPMSolverMultistepScheduler", thres), 10), 1.1364, 1e-3);
+  // DDPM test_full_loop_no_noise / with_v_prediction: 1000 leading steps, torch.manual_seed(0) noise.
+  auto g = make_torch_noise(0);
+  EXPECT_NEAR(suite_mean(from_diffusers("DDPMScheduler", {}), 1000, at::kFloat, g.get()), 0.3372, 1e-3);
+  g = make_torch_noise(0);
+  EXPECT_NEAR(suite_mean(from_diffusers("DDPMScheduler", {{"prediction_type", "v_prediction"}}), 1000, at::kFloat,
+                         g.get()),
+              0.2631, 1e-3);
   const Config single{{"final_sigmas_type", "sigma_min"}};
   EXPECT_NEAR(suite_mean(from_diffusers("DPMSolverSinglestepScheduler", single), 10), 0.2791, 1e-3);
   Config single_kv = single;
