@@ -33,12 +33,14 @@ inline Tensor smooth_network(const Tensor& x, const Tensor& t, const Conditionin
 }
 
 inline std::unique_ptr<NoiseSchedule> discrete_schedule(int64_t T, double beta_start, double beta_end,
-                                                        const std::string& kind, const std::string& precision) {
-  return make_schedule("discrete", {{"num_train_timesteps", std::to_string(T)},
-                                    {"beta_start", detail::format_double(beta_start)},
-                                    {"beta_end", detail::format_double(beta_end)},
-                                    {"beta_schedule", kind},
-                                    {"precision", precision}});
+                                                        const std::string& kind, const std::string& precision,
+                                                        Config extra = {}) {
+  extra["num_train_timesteps"] = std::to_string(T);
+  extra["beta_start"] = detail::format_double(beta_start);
+  extra["beta_end"] = detail::format_double(beta_end);
+  extra["beta_schedule"] = kind;
+  extra["precision"] = precision;
+  return make_schedule("discrete", extra);
 }
 
 /// ModelFn calling `d` with network input x / alpha (the VE state) instead of x. Used to reproduce
@@ -101,6 +103,7 @@ struct GoldenCase {
   int64_t T;
   double beta_start, beta_end;
   std::string beta_schedule;
+  Config schedule_config;           // further DiscreteSchedule options (zero terminal SNR)
   std::string spacing;
   Config spacing_config;
   std::string prediction;
@@ -117,7 +120,8 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
   SCOPED_TRACE(sampler_key + "." + g.name);
   for (const auto dtype : {at::kDouble, at::kFloat}) {
     const bool f64 = dtype == at::kDouble;
-    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32");
+    auto sched =
+        discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32", g.schedule_config);
     const TimeGrid grid = make_spacing(g.spacing, g.spacing_config)->grid(*sched, g.steps);
     ASSERT_EQ(grid.size(), g.sigmas.size());
     ASSERT_EQ(g.timesteps.size() + 1, g.sigmas.size());
