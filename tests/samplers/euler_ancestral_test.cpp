@@ -71,6 +71,22 @@ TEST(EulerAncestralSampler, MatchesDiffusersEulerAncestralDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_euler_ancestral (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionAncestralGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_euler_ancestral.inc"
+  };
+  return cases;
+}
+
+TEST(EulerAncestralSampler, MatchesKDiffusionSampleEulerAncestral) {
+  for (const auto& g : KDiffusionAncestralGoldens()) CheckGoldenCase("euler_ancestral", g);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Invariants.
 
 struct AncestralFixture {

@@ -93,6 +93,22 @@ TEST(EulerSampler, MatchesDiffusersEulerDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_euler (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionEulerGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_euler.inc"
+  };
+  return cases;
+}
+
+TEST(EulerSampler, MatchesKDiffusionSampleEuler) {
+  for (const auto& g : KDiffusionEulerGoldens()) CheckGoldenCase("euler", g);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Invariants and closed forms.
 
 TEST(EulerSampler, EqualsDdimEtaZero) {
@@ -199,17 +215,17 @@ TEST(EulerSampler, DefaultsAreDeterministicAndDrawNoNoise) {
 }
 
 TEST(EulerSampler, ConfigRoundTripAndErrors) {
-  auto s = make_sampler("euler", {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_eval", "sigma"}});
+  auto s = make_sampler("euler", {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_convention", "diffusers"}});
   const Config c = s->to_config();
   EXPECT_EQ(make_sampler("euler", c)->to_config(), c);
-  EXPECT_EQ(c.at("churn_eval"), "sigma");
+  EXPECT_EQ(c.at("churn_convention"), "diffusers");
   // s_tmax = +inf (the default) is left out of the config, so the round trip needs no "inf" value.
   EXPECT_EQ(make_sampler("euler")->to_config().count("s_tmax"), 0u);
   EXPECT_EQ(make_sampler("k_euler")->name(), "euler");
   EXPECT_THROW(make_sampler("euler", {{"s_churn", "-1"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"s_noise", "-0.5"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"s_tmin", "2"}, {"s_tmax", "1"}}), Error);
-  EXPECT_THROW(make_sampler("euler", {{"churn_eval", "t"}}), Error);
+  EXPECT_THROW(make_sampler("euler", {{"churn_convention", "edm"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"eta", "1"}}), Error);
   try {
     make_sampler("euler", {{"s_churn", "-1"}});

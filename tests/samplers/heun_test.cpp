@@ -95,6 +95,22 @@ TEST(HeunSampler, MatchesDiffusersHeunDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_heun (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionHeunGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_heun.inc"
+  };
+  return cases;
+}
+
+TEST(HeunSampler, MatchesKDiffusionSampleHeun) {
+  for (const auto& g : KDiffusionHeunGoldens()) CheckGoldenCase("heun", g);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Model calls and closed forms.
 
 TEST(HeunSampler, CallsTheModelAtDiffusersInterleavedTimesteps) {
@@ -167,10 +183,15 @@ TEST(HeunSampler, RejectsAStartAtAlphaZero) {
 TEST(HeunSampler, ConfigRoundTripAndErrors) {
   auto s = make_sampler("k_heun");
   EXPECT_EQ(s->name(), "heun");
-  EXPECT_TRUE(s->to_config().empty());
   EXPECT_FALSE(s->is_stochastic());
   EXPECT_EQ(s->model_calls(1), 1);
-  EXPECT_THROW(make_sampler("heun", {{"s_churn", "1"}}), Error);
+  EXPECT_EQ(s->to_config().count("s_tmax"), 0u);  // +inf is the default and is left out
+  auto c = make_sampler("heun", {{"s_churn", "40"}, {"s_tmin", "0.05"}, {"s_tmax", "50"}, {"s_noise", "1.003"}});
+  EXPECT_TRUE(c->is_stochastic());
+  EXPECT_EQ(make_sampler("heun", c->to_config())->to_config(), c->to_config());
+  EXPECT_THROW(make_sampler("heun", {{"s_churn", "-1"}}), Error);
+  EXPECT_THROW(make_sampler("heun", {{"s_tmin", "3"}, {"s_tmax", "2"}}), Error);
+  EXPECT_THROW(make_sampler("heun", {{"eta", "1"}}), Error);
 }
 
 }  // namespace

@@ -89,15 +89,17 @@ inline SampleStats stats_of(const Tensor& x) {
 
 inline void ExpectRelNear(double actual, double expected, double rtol, double atol, const std::string& what) {
   EXPECT_LE(std::abs(actual - expected), atol + rtol * std::abs(expected))
-      << what << ": got " << actual << ", diffusers " << expected;
+      << what << ": got " << actual << ", reference " << expected;
 }
 
-/// One configuration run through diffusers' pipeline loop
+/// One configuration with reference numbers. Most come from diffusers' pipeline loop
 ///   S.set_timesteps(steps); x = sample_deter * S.init_noise_sigma
 ///   for t in S.timesteps: x = S.step(smooth_model(S.scale_model_input(x, t), t), t, x, ...).prev_sample
 /// by /work/ref/euler/golden.py (scratch, not in the repo) against diffusers 58eb52c, once stock
 /// (float32) and once with every float32 dtype of the scheduler module replaced by float64 and its
 /// randn_tensor replaced by float32 torch.randn cast to float64 (the stream make_torch_noise gives).
+/// The kdiffusion_*.inc cases come from k-diffusion's samplers instead (see the test files); each
+/// case's comment line names the exact call.
 struct GoldenCase {
   std::string name;
   int64_t T;
@@ -110,8 +112,8 @@ struct GoldenCase {
   int64_t steps;
   Config sampler_config;
   int64_t seed;                     // torch.Generator().manual_seed(seed); -1: no generator
-  std::vector<double> timesteps;    // diffusers' (float64 run; Heun's de-interleaved)
-  std::vector<double> sigmas;       // diffusers' sigma_ve, final one included
+  std::vector<double> timesteps;    // reference model times (float64 run; Heun's de-interleaved)
+  std::vector<double> sigmas;       // reference sigma_ve, final one included
   SampleStats f64, f32;
 };
 
