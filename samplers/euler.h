@@ -14,15 +14,14 @@
 // for VP schedules.
 #pragma once
 
+#include <diffuse/sampler.h>
+#include <diffuse/samplers/detail/ve_step.h>
+#include <torch/arg.h>
+
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <string>
-
-#include <torch/arg.h>
-
-#include <diffuse/sampler.h>
-#include <diffuse/samplers/detail/ve_step.h>
 
 namespace diffuse {
 

@@ -12,15 +12,14 @@
 // two model calls of our steps on the grid t0, t1, ... (numbers in tests/samplers/heun_test.cpp).
 #pragma once
 
+#include <diffuse/sampler.h>
+#include <diffuse/samplers/detail/ve_step.h>
+#include <torch/arg.h>
+
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <string>
-
-#include <torch/arg.h>
-
-#include <diffuse/sampler.h>
-#include <diffuse/samplers/detail/ve_step.h>
 
 namespace diffuse {
 
@@ -69,8 +68,8 @@ class HeunSampler final : public Sampler {
                        SampleContext& ctx) const override {
     const TimePoint& next = st.next;
     TimePoint now = st.now;
-    check(now.sigma > 0 && now.alpha > 0, "heun: step ", st.index, " needs 0 < sigma_ve < inf at its start, got t=",
-          now.t, " alpha=", now.alpha, " sigma=", now.sigma,
+    check(now.sigma > 0 && now.alpha > 0, "heun: step ", st.index,
+          " needs 0 < sigma_ve < inf at its start, got t=", now.t, " alpha=", now.alpha, " sigma=", now.sigma,
           " (for zero terminal SNR set the schedule's terminal_alphas_cumprod)");
     Tensor xc = x;
     if (is_stochastic()) {

@@ -9,13 +9,13 @@
 // exactly on x0 when sigma' = 0.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
-
 #include <diffuse/config.h>
 #include <diffuse/sampler.h>
 #include <diffuse/schedule.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
 
 namespace diffuse::detail {
 
@@ -50,7 +50,6 @@ inline AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, dou
   return {std::sqrt(std::max(0.0, sigma_ve_next * sigma_ve_next - up * up)), up};
 }
 
-
 /// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by euler and heun: option checks.
 inline void check_churn_options(const char* who, double s_churn, double s_tmin, double s_tmax, double s_noise) {
   check(std::isfinite(s_churn) && s_churn >= 0, who, ": s_churn must be finite and >= 0, got ", s_churn);
@@ -71,8 +70,9 @@ inline double churn_gamma(double s_churn, double s_tmin, double s_tmax, const St
 /// the schedule (fractional for discrete schedules, like k-diffusion's sigma_to_t).
 inline TimePoint churn_point(const SampleContext& ctx, const TimePoint& now, double gamma, const char* who) {
   const double sigma_hat = now.sigma_ve() * (1.0 + gamma);
-  check(ctx.schedule != nullptr, who, ": s_churn > 0 needs the noise schedule to find the model time of sigma_hat=",
-        sigma_hat, " (SampleContext.schedule is null)");
+  check(ctx.schedule != nullptr, who,
+        ": s_churn > 0 needs the noise schedule to find the model time of sigma_hat=", sigma_hat,
+        " (SampleContext.schedule is null)");
   return ctx.schedule->at_sigma_ve(sigma_hat);
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "samplers/k_sampler_fixtures.h"
-
 #include <diffuse/samplers/euler_ancestral.h>
+
+#include "samplers/k_sampler_fixtures.h"
 
 namespace diffuse {
 namespace {
@@ -148,10 +148,11 @@ TEST(EulerAncestralSampler, OneStepClosedForm) {
   st.num_steps = 6;
   st.now = u.grid[2];
   st.next = u.grid[3];
-  const Tensor out = make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})->step(u.fn, u.x, st, {}, ctx).x;
+  const Tensor out =
+      make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})->step(u.fn, u.x, st, {}, ctx).x;
   const double sigma = st.now.sigma_ve(), sigma_next = st.next.sigma_ve();
-  const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
-                                                          (sigma * sigma)));
+  const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next *
+                                                         (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
   const double down = std::sqrt(sigma_next * sigma_next - up * up);
   const Tensor x_ve = u.x / st.now.alpha;
   const Tensor x0 = u.d(u.x, st.now, {}).x0;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "samplers/k_sampler_fixtures.h"
-
 #include <diffuse/samplers/heun.h>
+
+#include "samplers/k_sampler_fixtures.h"
 
 namespace diffuse {
 namespace {
@@ -48,7 +48,8 @@ void RunSuiteCase(const std::string& prediction, const std::string& spacing, con
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d), grid, s, first, ctx);
+    const Tensor out =
+        testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d), grid, s, first, ctx);
     const double tol = dtype == at::kDouble && f64_sum_rtol > 0 ? f64_sum_rtol * sum : 1e-2;
     EXPECT_NEAR(out.abs().sum().item<double>(), sum, tol);
     EXPECT_NEAR(out.abs().mean().item<double>(), mean, mean_tol);

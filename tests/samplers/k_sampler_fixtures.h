@@ -18,7 +18,13 @@ inline Tensor sample_deter(at::ScalarType dtype) {
 }
 /// dummy_noise_deter: the same on arange(768) reversed.
 inline Tensor noise_deter(at::ScalarType dtype) {
-  return at::arange(768, at::kFloat).flip({0}).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous().to(dtype);
+  return at::arange(768, at::kFloat)
+      .flip({0})
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous()
+      .to(dtype);
 }
 /// dummy_model: sample * t / (t + 1), t cast to the sample dtype.
 inline Tensor dummy_network(const Tensor& x, const Tensor& t, const Conditioning&) {
@@ -66,8 +72,8 @@ inline Tensor run_diffusers_test_loop(const Sampler& sampler, const ModelFn& fn,
     st.now = grid[i];
     st.next = grid[i + 1];
     st.grid = &grid;
-    s = s * grid[i].alpha;                  // the test's overwrite: sample = scale_model_input(sample, t)
-    const Tensor x = s * grid[i].alpha;     // VP state whose VE form is that overwritten sample
+    s = s * grid[i].alpha;               // the test's overwrite: sample = scale_model_input(sample, t)
+    const Tensor x = s * grid[i].alpha;  // VP state whose VE form is that overwritten sample
     s = sampler.step(fn, x, st, history, ctx).x / grid[i + 1].alpha;
   }
   return s;
@@ -105,15 +111,15 @@ struct GoldenCase {
   int64_t T;
   double beta_start, beta_end;
   std::string beta_schedule;
-  Config schedule_config;           // further DiscreteSchedule options (zero terminal SNR)
+  Config schedule_config;  // further DiscreteSchedule options (zero terminal SNR)
   std::string spacing;
   Config spacing_config;
   std::string prediction;
   int64_t steps;
   Config sampler_config;
-  int64_t seed;                     // torch.Generator().manual_seed(seed); -1: no generator
-  std::vector<double> timesteps;    // reference model times (float64 run; Heun's de-interleaved)
-  std::vector<double> sigmas;       // reference sigma_ve, final one included
+  int64_t seed;                   // torch.Generator().manual_seed(seed); -1: no generator
+  std::vector<double> timesteps;  // reference model times (float64 run; Heun's de-interleaved)
+  std::vector<double> sigmas;     // reference sigma_ve, final one included
   SampleStats f64, f32;
 };
 
@@ -122,8 +128,8 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
   SCOPED_TRACE(sampler_key + "." + g.name);
   for (const auto dtype : {at::kDouble, at::kFloat}) {
     const bool f64 = dtype == at::kDouble;
-    auto sched =
-        discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32", g.schedule_config);
+    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32",
+                                   g.schedule_config);
     const TimeGrid grid = make_spacing(g.spacing, g.spacing_config)->grid(*sched, g.steps);
     ASSERT_EQ(grid.size(), g.sigmas.size());
     ASSERT_EQ(g.timesteps.size() + 1, g.sigmas.size());
