@@ -274,7 +274,7 @@ inline DiffusersScheduler from_diffusers(const std::string& cls, const Config& c
     } else if (ancestral) {
       out.sampler = make_sampler("euler_ancestral");
     } else {
-      Config ec{{"churn_eval", "sigma"}};
+      Config ec{{"churn_convention", "diffusers"}};
       for (const char* k : {"s_churn", "s_tmin", "s_tmax", "s_noise"})
         if (r.has(k)) ec[k] = config.at(k);
       out.sampler = make_sampler("euler", ec);
