@@ -61,9 +61,10 @@ class CfgGuidance final : public Guidance {
   /// scale == 1 gives the conditional output exactly, so the unconditional call is skipped.
   bool needs_uncond(const StepContext& /*step*/) const override { return options.scale() != 1.0; }
 
-  Tensor combine(const Tensor& cond_out, const Tensor& uncond_out, const StepContext& /*step*/) const override {
-    check(cond_out.sizes() == uncond_out.sizes(), "cfg: conditional output shape ", cond_out.sizes(),
-          " differs from unconditional output shape ", uncond_out.sizes());
+  Tensor combine(const Tensor& cond_out, const Tensor& uncond_out,
+                 const StepContext& /*step*/) const override {
+    check(cond_out.sizes() == uncond_out.sizes(), "cfg: conditional output shape ",
+          cond_out.sizes(), " differs from unconditional output shape ", uncond_out.sizes());
     const auto dtype = cond_out.scalar_type();
     const bool upcast = dtype != at::kFloat && dtype != at::kDouble;
     const Tensor c = upcast ? cond_out.to(at::kFloat) : cond_out;
@@ -72,7 +73,8 @@ class CfgGuidance final : public Guidance {
     const double phi = options.guidance_rescale();
     if (phi > 0) {
       check(c.dim() >= 2 && c.numel() / c.size(0) >= 2,
-            "cfg: guidance_rescale needs at least 2 elements per sample to take a standard deviation, got shape ",
+            "cfg: guidance_rescale needs at least 2 elements per sample to take a standard "
+            "deviation, got shape ",
             c.sizes());
       std::vector<int64_t> dims;
       for (int64_t d = 1; d < c.dim(); ++d) dims.push_back(d);
@@ -86,6 +88,7 @@ class CfgGuidance final : public Guidance {
   CfgOptions options;
 };
 
-DIFFUSE_REGISTER_GUIDANCE(CfgGuidance, "cfg", "classifier-free guidance u + scale (c - u), with guidance_rescale");
+DIFFUSE_REGISTER_GUIDANCE(CfgGuidance, "cfg",
+                          "classifier-free guidance u + scale (c - u), with guidance_rescale");
 
 }  // namespace diffuse

@@ -15,7 +15,8 @@ void ExpectErrorMentioning(F&& f, const std::vector<std::string>& needles) {
     ADD_FAILURE() << "expected diffuse::Error mentioning " << needles.front();
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    for (const auto& n : needles)
+      EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
   }
 }
 
@@ -25,7 +26,9 @@ struct Fixture {
   std::unique_ptr<NoiseSchedule> schedule = make_schedule("discrete");
   std::unique_ptr<Sampler> sampler = make_sampler("ddim");
   Tensor noise = randn({2, 3}, 0);
-  Tensor run(const Denoiser& d, const SampleOptions& o) const { return sample(*sampler, d, *schedule, noise, o); }
+  Tensor run(const Denoiser& d, const SampleOptions& o) const {
+    return sample(*sampler, d, *schedule, noise, o);
+  }
   Tensor run(const SampleOptions& o) const { return run(Denoiser(eps_net), o); }
 };
 
@@ -36,7 +39,8 @@ TEST(BadInput, NonPositiveNumSteps) {
     o.num_steps = n;
     ExpectErrorMentioning([&] { s.run(o); }, {"num_steps", std::to_string(n)});
     for (const char* spacing : {"linspace", "leading", "trailing", "karras", "exponential"})
-      ExpectErrorMentioning([&] { make_spacing(spacing)->grid(*s.schedule, n); }, {"num_steps", std::to_string(n)});
+      ExpectErrorMentioning([&] { make_spacing(spacing)->grid(*s.schedule, n); },
+                            {"num_steps", std::to_string(n)});
   }
 }
 
@@ -65,13 +69,22 @@ TEST(BadInput, UnknownOptionListsTheValidOnes) {
 }
 
 TEST(BadInput, NonDescendingCustomTimesteps) {
-  ExpectErrorMentioning([] { make_spacing("timesteps", {{"timesteps", "999;500;600"}}); }, {"descending", "600", "500"});
-  ExpectErrorMentioning([] { make_spacing("timesteps", {{"timesteps", "999;500;500"}}); }, {"descending", "500"});
+  ExpectErrorMentioning(
+      [] {
+        make_spacing("timesteps", {{"timesteps", "999;500;600"}});
+      },
+      {"descending", "600", "500"});
+  ExpectErrorMentioning(
+      [] {
+        make_spacing("timesteps", {{"timesteps", "999;500;500"}});
+      },
+      {"descending", "500"});
   ExpectErrorMentioning([] { make_spacing("sigmas", {{"sigmas", "1;2;0"}}); }, {"descending", "2"});
   // An explicit grid that goes back up in noise.
   Fixture s;
   SampleOptions o;
-  o.grid = {s.schedule->at(999), s.schedule->at(400), s.schedule->at(600), s.schedule->clean_point()};
+  o.grid = {s.schedule->at(999), s.schedule->at(400), s.schedule->at(600),
+            s.schedule->clean_point()};
   ExpectErrorMentioning([&] { s.run(o); }, {"point 2", "t=600"});
   // Timesteps outside the schedule, and a count that does not match num_steps.
   o = SampleOptions();
@@ -97,7 +110,8 @@ TEST(BadInput, NonFiniteNetworkOutputNamesTheStep) {
   o.num_steps = 5;
   const TimeGrid grid = make_grid(*s.schedule, o);
   const double bad_t = grid[3].t;
-  for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+  for (double bad :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
     Denoiser d([bad_t, bad](const Tensor& x, const Tensor& t, const Conditioning&) {
       Tensor out = x * 0.1;
       if (t[0].item<double>() == bad_t) out.view({-1})[1] = bad;
@@ -115,13 +129,28 @@ TEST(BadInput, UndefinedEmptyOrIntegerInitialNoise) {
   Fixture s;
   Denoiser d(eps_net);
   ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, Tensor(), {}); }, {"undefined"});
-  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::zeros({0, 3}), {}); }, {"[0, 3]"});
-  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::zeros({2, 0}), {}); }, {"empty", "[2, 0]"});
-  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::scalar_tensor(1.0), {}); }, {"batch"});
-  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::zeros({2, 3}, at::kLong), {}); },
-                        {"floating point", "Long"});
-  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::zeros({2, 3}, at::kBool), {}); },
-                        {"floating point", "Bool"});
+  ExpectErrorMentioning(
+      [&] {
+        sample(*s.sampler, d, *s.schedule, at::zeros({0, 3}), {});
+      },
+      {"[0, 3]"});
+  ExpectErrorMentioning(
+      [&] {
+        sample(*s.sampler, d, *s.schedule, at::zeros({2, 0}), {});
+      },
+      {"empty", "[2, 0]"});
+  ExpectErrorMentioning([&] { sample(*s.sampler, d, *s.schedule, at::scalar_tensor(1.0), {}); },
+                        {"batch"});
+  ExpectErrorMentioning(
+      [&] {
+        sample(*s.sampler, d, *s.schedule, at::zeros({2, 3}, at::kLong), {});
+      },
+      {"floating point", "Long"});
+  ExpectErrorMentioning(
+      [&] {
+        sample(*s.sampler, d, *s.schedule, at::zeros({2, 3}, at::kBool), {});
+      },
+      {"floating point", "Bool"});
 }
 
 TEST(BadInput, InvalidSamplerAndDenoiserOptions) {

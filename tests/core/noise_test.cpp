@@ -30,7 +30,8 @@ void ExpectFloats(const Tensor& t, const std::vector<std::pair<int64_t, double>>
 
 TEST(TorchNoise, ReproducesPyTorchManualSeedStream) {
   // Golden values: PyTorch 1.13.1 (Debian python3-torch), printed with repr(float(v)):
-  //   g = torch.Generator().manual_seed(0); a = torch.randn(6, generator=g); b = torch.randn(3, generator=g)
+  //   g = torch.Generator().manual_seed(0); a = torch.randn(6, generator=g); b = torch.randn(3,
+  //   generator=g)
   // torch.manual_seed(0); torch.randn(6) gives the same a.
   auto noise = make_torch_noise(0);
   const Tensor a = noise->randn({6}, at::kFloat);
@@ -47,12 +48,13 @@ TEST(TorchNoise, ReproducesPyTorchManualSeedStream) {
 TEST(TorchNoise, ReproducesPyTorchVectorisedPath) {
   // Tensors of >= 16 elements take PyTorch's vectorised normal path (a different stream layout).
   //   g = torch.Generator().manual_seed(0); b = torch.randn(32, generator=g); b[[0, 1, 15, 16, 31]]
-  //   g = torch.Generator().manual_seed(123); torch.randn(2, 3, 4, generator=g).flatten()[[0, 5, 23]]
+  //   g = torch.Generator().manual_seed(123); torch.randn(2, 3, 4, generator=g).flatten()[[0, 5,
+  //   23]]
   ExpectFloats(make_torch_noise(0)->randn({32}, at::kFloat), {{0, -1.1258398294448853},
-                                                             {1, -1.152360200881958},
-                                                             {15, -0.2472781538963318},
-                                                             {16, -1.3526537418365479},
-                                                             {31, -0.843676745891571}});
+                                                              {1, -1.152360200881958},
+                                                              {15, -0.2472781538963318},
+                                                              {16, -1.3526537418365479},
+                                                              {31, -0.843676745891571}});
   ExpectFloats(make_torch_noise(123)->randn({2, 3, 4}, at::kFloat),
                {{0, 0.3373701870441437}, {5, 0.6603409647941589}, {23, -0.3378387987613678}});
 }
@@ -69,7 +71,9 @@ TEST(PerSampleNoise, RowIIsSeedPlusIAndIndependentOfBatchSize) {
   const Tensor one = randn({1, 3, 5}, /*seed=*/11);
   EXPECT_TRUE(at::equal(four.narrow(0, 0, 1), one));
   for (int64_t i = 0; i < 4; ++i)
-    EXPECT_TRUE(at::equal(four.narrow(0, i, 1), make_torch_noise(11 + i)->randn({1, 3, 5}, at::kFloat))) << i;
+    EXPECT_TRUE(
+        at::equal(four.narrow(0, i, 1), make_torch_noise(11 + i)->randn({1, 3, 5}, at::kFloat)))
+        << i;
   // Rows differ from each other.
   EXPECT_FALSE(at::equal(four[0], four[1]));
 }
@@ -80,7 +84,8 @@ struct NoisyRun {
   Denoiser denoiser{[](const Tensor& x, const Tensor& t, const Conditioning&) {
     return x * 0.2 + at::sin(x) * 0.1 + t.view({-1, 1}) * 1e-4;
   }};
-  Tensor operator()(int64_t batch, uint64_t seed, std::shared_ptr<NoiseSource> noise = nullptr) const {
+  Tensor operator()(int64_t batch, uint64_t seed,
+                    std::shared_ptr<NoiseSource> noise = nullptr) const {
     SampleOptions o;
     o.num_steps = 6;
     o.seed = seed;
@@ -114,7 +119,8 @@ TEST(ReplayNoise, ReplayingRecordedDrawsReproducesTheRun) {
   // Replaying other draws changes the result.
   std::vector<Tensor> zeros;
   for (const auto& d : rec->draws) zeros.push_back(at::zeros_like(d));
-  EXPECT_FALSE(at::equal(original, run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise(zeros)))));
+  EXPECT_FALSE(
+      at::equal(original, run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise(zeros)))));
 }
 
 TEST(ReplayNoise, RunningOutAndShapeMismatchAreErrors) {
@@ -137,7 +143,8 @@ TEST(ReplayNoise, RunningOutAndShapeMismatchAreErrors) {
   }
   // A run that needs more draws than recorded fails with the same error.
   NoisyRun run;
-  EXPECT_THROW(run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise({at::zeros({2, 7})}))), Error);
+  EXPECT_THROW(run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise({at::zeros({2, 7})}))),
+               Error);
 }
 
 TEST(PerSampleNoise, ZeroDimShapeIsAnError) {

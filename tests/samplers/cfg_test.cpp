@@ -65,7 +65,8 @@ TEST(CfgGuidance, ScaleOneIsConditionalOnlyWithOneBranch) {
   EXPECT_FALSE(at::equal(a, b));  // the conditioning reaches the network
   // combine() itself at scale 1 returns the conditional output (up to rounding).
   const Tensor cond = at::randn({2, 5}, at::kDouble), uncond = at::randn({2, 5}, at::kDouble);
-  ExpectTensorNear(CfgGuidance(CfgOptions().scale(1.0)).combine(cond, uncond, StepContext{}), cond, 1e-15, 1e-15);
+  ExpectTensorNear(CfgGuidance(CfgOptions().scale(1.0)).combine(cond, uncond, StepContext{}), cond,
+                   1e-15, 1e-15);
 }
 
 TEST(CfgGuidance, CombineIsUncondPlusScaleTimesDifference) {
@@ -73,7 +74,8 @@ TEST(CfgGuidance, CombineIsUncondPlusScaleTimesDifference) {
   const Tensor u = at::tensor({0.0, 1.0, 1.0, 0.5}, at::kDouble).reshape({2, 2});
   // Hand computation of u + 4 (c - u).
   const Tensor expected = at::tensor({4.0, 5.0, -15.0, 0.5}, at::kDouble).reshape({2, 2});
-  ExpectTensorNear(CfgGuidance(CfgOptions().scale(4.0)).combine(c, u, StepContext{}), expected, 0, 1e-15);
+  ExpectTensorNear(CfgGuidance(CfgOptions().scale(4.0)).combine(c, u, StepContext{}), expected, 0,
+                   1e-15);
   // scale 0 is the unconditional output.
   ExpectTensorNear(CfgGuidance(CfgOptions().scale(0.0)).combine(c, u, StepContext{}), u, 0, 0);
 }
@@ -99,10 +101,12 @@ TEST(CfgGuidance, RescaleMatchesHandComputation) {
   // Per sample: out = u + w (c - u); r = out * std(c) / std(out) (unbiased, over all non-batch
   // dims); result = phi r + (1 - phi) out. Computed here with plain loops.
   const double w = 3.0, phi = 0.7;
-  const Tensor c = at::tensor({0.3, -1.2, 2.0, 0.1, 0.0, 0.7, 1.5, -0.4, 0.9, 0.2, -2.0, 0.6}, at::kDouble)
-                       .reshape({2, 3, 2});
-  const Tensor u = at::tensor({0.1, 0.4, -0.5, 0.2, 0.3, 0.3, -1.0, 0.8, 0.0, 0.5, 0.1, -0.3}, at::kDouble)
-                       .reshape({2, 3, 2});
+  const Tensor c =
+      at::tensor({0.3, -1.2, 2.0, 0.1, 0.0, 0.7, 1.5, -0.4, 0.9, 0.2, -2.0, 0.6}, at::kDouble)
+          .reshape({2, 3, 2});
+  const Tensor u =
+      at::tensor({0.1, 0.4, -0.5, 0.2, 0.3, 0.3, -1.0, 0.8, 0.0, 0.5, 0.1, -0.3}, at::kDouble)
+          .reshape({2, 3, 2});
   const Tensor c2 = c.reshape({2, 6}).contiguous(), u2 = u.reshape({2, 6}).contiguous();
   auto cv = c2.accessor<double, 2>();
   auto uv = u2.accessor<double, 2>();
@@ -126,13 +130,15 @@ TEST(CfgGuidance, RescaleMatchesHandComputation) {
       CfgGuidance(CfgOptions().scale(w).guidance_rescale(phi)).combine(c, u, StepContext{});
   ExpectTensorNear(got, at::tensor(expected, at::kDouble).reshape({2, 3, 2}), 1e-14, 1e-13);
   // phi = 1: every sample has exactly the conditional output's standard deviation.
-  const Tensor full = CfgGuidance(CfgOptions().scale(w).guidance_rescale(1.0)).combine(c, u, StepContext{});
+  const Tensor full =
+      CfgGuidance(CfgOptions().scale(w).guidance_rescale(1.0)).combine(c, u, StepContext{});
   ExpectTensorNear(full.reshape({2, -1}).std(1), c.reshape({2, -1}).std(1), 1e-14, 1e-13);
 }
 
 TEST(CfgGuidance, Float32OutputStaysFloat32) {
   const Tensor c = at::randn({2, 3, 4}), u = at::randn({2, 3, 4});
-  const Tensor out = CfgGuidance(CfgOptions().scale(5.0).guidance_rescale(0.5)).combine(c, u, StepContext{});
+  const Tensor out =
+      CfgGuidance(CfgOptions().scale(5.0).guidance_rescale(0.5)).combine(c, u, StepContext{});
   EXPECT_EQ(out.scalar_type(), at::kFloat);
   const Tensor ref = CfgGuidance(CfgOptions().scale(5.0).guidance_rescale(0.5))
                          .combine(c.to(at::kDouble), u.to(at::kDouble), StepContext{});
@@ -177,7 +183,8 @@ TEST(CfgGuidance, RegistryConfigRoundTripAndBadOptions) {
   EXPECT_THROW(make_guidance("cfg", {{"scale", "nan"}}), Error);
   EXPECT_THROW(make_guidance("cfg", {{"w", "2"}}), Error);
   // Rescale needs a standard deviation: one element per sample is an error, not a NaN.
-  EXPECT_THROW(CfgGuidance(CfgOptions().guidance_rescale(0.5)).combine(at::ones({2, 1}), at::zeros({2, 1}), StepContext{}),
+  EXPECT_THROW(CfgGuidance(CfgOptions().guidance_rescale(0.5))
+                   .combine(at::ones({2, 1}), at::zeros({2, 1}), StepContext{}),
                Error);
 }
 

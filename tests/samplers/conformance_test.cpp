@@ -53,7 +53,9 @@ class SamplerConformance : public ::testing::TestWithParam<std::string> {
  protected:
   /// The parameter is a sampler spec: a registered key or alias, optionally with options.
   std::unique_ptr<Sampler> make() const { return sampler_from_spec(GetParam()); }
-  std::string registered_name() const { return detail::trim(GetParam().substr(0, GetParam().find(':'))); }
+  std::string registered_name() const {
+    return detail::trim(GetParam().substr(0, GetParam().find(':')));
+  }
   Harness h;
 };
 
@@ -66,7 +68,8 @@ TEST_P(SamplerConformance, PreservesShapeAndDtypeWithoutNaN) {
     EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << dtype;
   }
   // float32 and float64 runs agree (same noise stream, only rounding differs).
-  testing::ExpectTensorNear(h.run(*s, 1, at::kFloat), h.run(*s, 1, at::kDouble), 1e-3, 1e-3, "float32 vs float64");
+  testing::ExpectTensorNear(h.run(*s, 1, at::kFloat), h.run(*s, 1, at::kDouble), 1e-3, 1e-3,
+                            "float32 vs float64");
 }
 
 TEST_P(SamplerConformance, SameSeedGivesBitwiseSameOutput) {
