@@ -187,5 +187,27 @@ std::vector<std::string> Specs() {
 
 INSTANTIATE_TEST_SUITE_P(AllSamplers, SamplerConformance, ::testing::ValuesIn(Specs()), ParamName);
 
+// Every registered guidance: config round trip, and identical branches give that same output.
+class GuidanceConformance : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GuidanceConformance, ConfigRoundTrip) {
+  auto g = make_guidance(GetParam());
+  const Config c = g->to_config();
+  EXPECT_EQ(make_guidance(g->name(), c)->to_config(), c);
+}
+
+TEST_P(GuidanceConformance, IdenticalBranchesGiveThatOutput) {
+  auto g = make_guidance(GetParam());
+  const Tensor out = make_per_sample_noise(2)->randn({2, 3, 4}, at::kDouble);
+  testing::ExpectTensorNear(g->combine(out, out, StepContext{}), out, 1e-12, 1e-12);
+  const Tensor f = out.to(at::kFloat);
+  const Tensor combined = g->combine(f, f, StepContext{});
+  EXPECT_EQ(combined.scalar_type(), at::kFloat);
+  testing::ExpectTensorNear(combined, f, 1e-5, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllGuidance, GuidanceConformance,
+                         ::testing::ValuesIn(Registry<Guidance>::get().names()), ParamName);
+
 }  // namespace
 }  // namespace diffuse
