@@ -14,6 +14,14 @@ DIFFUSE_DEB_PACKAGES=(
 )
 
 diffuse_install_deps() {
+  if [ "${DIFFUSE_SKIP_DEPS:-0}" = "1" ]; then
+    echo "diffuse: DIFFUSE_SKIP_DEPS=1, not installing packages"
+    return 0
+  fi
+  if ! command -v dpkg-query > /dev/null; then
+    echo "diffuse: not a Debian system; install LibTorch, CMake, Ninja and GoogleTest yourself" >&2
+    return 0
+  fi
   local missing=()
   local pkg
   for pkg in "${DIFFUSE_DEB_PACKAGES[@]}"; do

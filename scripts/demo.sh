@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages, builds the demo and runs it: diffuse_demo samples a Gaussian
 # mixture with every registered sampler (examples/gmm_demo). Arguments go to diffuse_demo.
-# Environment: DIFFUSE_BUILD_DIR (default ./build), DIFFUSE_JOBS (default nproc).
+# Environment: DIFFUSE_BUILD_DIR (default ./build), DIFFUSE_JOBS (default nproc),
+# DIFFUSE_SKIP_DEPS=1 (do not run apt-get).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 

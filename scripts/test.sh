@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages, builds everything with warnings as errors and runs every test
 # (unit tests, the header-only smoke test, the examples' build and the package consumer tests).
-# Environment: DIFFUSE_BUILD_DIR (default ./build), DIFFUSE_JOBS (default nproc).
+# Environment: DIFFUSE_BUILD_DIR (default ./build), DIFFUSE_JOBS (default nproc),
+# DIFFUSE_SKIP_DEPS=1 (do not run apt-get).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
