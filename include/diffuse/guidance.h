@@ -4,9 +4,11 @@
 // (as diffusers does), before they are converted to (x0, eps).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <diffuse/config.h>
+#include <diffuse/registry.h>
 #include <diffuse/tensor.h>
 
 namespace diffuse {
@@ -24,4 +26,11 @@ class Guidance {
   virtual Config to_config() const = 0;
 };
 
+/// Builds a guidance from a registry name ("cfg") and options.
+inline std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& options = {}) {
+  return Registry<Guidance>::get().make(name, options);
+}
+
 }  // namespace diffuse
+
+#define DIFFUSE_REGISTER_GUIDANCE(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Guidance, Type, key, summary)

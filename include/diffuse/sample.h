@@ -169,6 +169,9 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
   check(noise.defined(), "sample(): the initial noise is undefined");
   check(noise.dim() >= 1 && noise.size(0) > 0, "sample(): the initial noise needs a batch dimension, got shape ",
         noise.sizes());
+  check(noise.numel() > 0, "sample(): the initial noise is empty, shape ", noise.sizes());
+  check(at::isFloatingType(noise.scalar_type()), "sample(): the initial noise must be floating point, got dtype ",
+        noise.scalar_type());
   std::vector<Correction*> corrections;
   for (const auto& c : o.corrections) {
     check(c != nullptr, "sample(): a correction in SampleOptions.corrections is null");

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// Noise sources and determinism: the torch stream reproduces PyTorch, per-sample noise does not
+// depend on the batch size, a seed reproduces a run bit for bit, recorded noise replays.
+#include "test_util.h"
+
+#include <atomic>
+
+namespace diffuse {
+namespace {
+
+/// Forwards to another source and keeps a copy of every draw.
+class RecordingNoise final : public NoiseSource {
+ public:
+  explicit RecordingNoise(std::unique_ptr<NoiseSource> inner) : inner_(std::move(inner)) {}
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
+    Tensor t = inner_->randn(shape, options);
+    draws.push_back(t.clone());
+    return t;
+  }
+  std::vector<Tensor> draws;
+
+ private:
+  std::unique_ptr<NoiseSource> inner_;
+};
+
+void ExpectFloats(const Tensor& t, const std::vector<std::pair<int64_t, double>>& expected) {
+  const Tensor flat = t.reshape({-1});
+  for (const auto& [i, v] : expected) EXPECT_EQ(flat[i].item<double>(), v) << "element " << i;
+}
+
+TEST(TorchNoise, ReproducesPyTorchManualSeedStream) {
+  // Golden values: PyTorch 1.13.1 (Debian python3-torch), printed with repr(float(v)):
+  //   g = torch.Generator().manual_seed(0); a = torch.randn(6, generator=g); b = torch.randn(3,
+  //   generator=g)
+  // torch.manual_seed(0); torch.randn(6) gives the same a.
+  auto noise = make_torch_noise(0);
+  const Tensor a = noise->randn({6}, at::kFloat);
+  ExpectFloats(a, {{0, 1.5409960746765137},
+                   {1, -0.293428897857666},
+                   {2, -2.1787893772125244},
+                   {3, 0.5684312582015991},
+                   {4, -1.0845223665237427},
+                   {5, -1.3985954523086548}});
+  const Tensor b = noise->randn({3}, at::kFloat);  // the stream continues
+  ExpectFloats(b, {{0, 0.40334683656692505}, {1, 0.8380263447761536}, {2, -0.7192575931549072}});
+}
+
+TEST(TorchNoise, ReproducesPyTorchVectorisedPath) {
+  // Tensors of >= 16 elements take PyTorch's vectorised normal path (a different stream layout).
+  //   g = torch.Generator().manual_seed(0); b = torch.randn(32, generator=g); b[[0, 1, 15, 16, 31]]
+  //   g = torch.Generator().manual_seed(123); torch.randn(2, 3, 4, generator=g).flatten()[[0, 5,
+  //   23]]
+  ExpectFloats(make_torch_noise(0)->randn({32}, at::kFloat), {{0, -1.1258398294448853},
+                                                              {1, -1.152360200881958},
+                                                              {15, -0.2472781538963318},
+                                                              {16, -1.3526537418365479},
+                                                              {31, -0.843676745891571}});
+  ExpectFloats(make_torch_noise(123)->randn({2, 3, 4}, at::kFloat),
+               {{0, 0.3373701870441437}, {5, 0.6603409647941589}, {23, -0.3378387987613678}});
+}
+
+TEST(TorchNoise, Float64DrawsAreTheFloat32StreamWidened) {
+  const Tensor f = make_torch_noise(9)->randn({4, 5}, at::kFloat);
+  const Tensor d = make_torch_noise(9)->randn({4, 5}, at::kDouble);
+  EXPECT_EQ(d.scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(d, f.to(at::kDouble)));
+}
+
+TEST(PerSampleNoise, RowIIsSeedPlusIAndIndependentOfBatchSize) {
+  const Tensor four = randn({4, 3, 5}, /*seed=*/11);
+  const Tensor one = randn({1, 3, 5}, /*seed=*/11);
+  EXPECT_TRUE(at::equal(four.narrow(0, 0, 1), one));
+  for (int64_t i = 0; i < 4; ++i)
+    EXPECT_TRUE(
+        at::equal(four.narrow(0, i, 1), make_torch_noise(11 + i)->randn({1, 3, 5}, at::kFloat)))
+        << i;
+  // Rows differ from each other.
+  EXPECT_FALSE(at::equal(four[0], four[1]));
+}
+
+struct NoisyRun {
+  std::unique_ptr<NoiseSchedule> schedule = make_schedule("discrete");
+  std::unique_ptr<Sampler> sampler = make_sampler("ddim", {{"eta", "1"}});  // stochastic
+  Denoiser denoiser{[](const Tensor& x, const Tensor& t, const Conditioning&) {
+    return x * 0.2 + at::sin(x) * 0.1 + t.view({-1, 1}) * 1e-4;
+  }};
+  Tensor operator()(int64_t batch, uint64_t seed,
+                    std::shared_ptr<NoiseSource> noise = nullptr) const {
+    SampleOptions o;
+    o.num_steps = 6;
+    o.seed = seed;
+    o.noise = std::move(noise);
+    return sample(*sampler, denoiser, *schedule, randn({batch, 7}, seed, at::kDouble), o);
+  }
+};
+
+TEST(PerSampleNoise, SampleRowZeroIsIndependentOfBatchSize) {
+  NoisyRun run;
+  const Tensor b1 = run(1, 3), b4 = run(4, 3);
+  EXPECT_TRUE(at::equal(b4.narrow(0, 0, 1), b1));
+  EXPECT_TRUE(at::isfinite(b4).all().item<bool>());
+}
+
+TEST(Determinism, SameSeedIsBitwiseIdenticalOtherSeedIsNot) {
+  NoisyRun run;
+  EXPECT_TRUE(at::equal(run(3, 21), run(3, 21)));
+  EXPECT_FALSE(at::equal(run(3, 21), run(3, 22)));
+  // A fresh torch stream per run: the same seed gives the same run too.
+  EXPECT_TRUE(at::equal(run(2, 1, make_torch_noise(5)), run(2, 1, make_torch_noise(5))));
+}
+
+TEST(ReplayNoise, ReplayingRecordedDrawsReproducesTheRun) {
+  NoisyRun run;
+  auto rec = std::make_shared<RecordingNoise>(make_per_sample_noise(8));
+  const Tensor original = run(2, 8, rec);
+  ASSERT_EQ(rec->draws.size(), 5u);  // one draw per step except the last, which lands on sigma = 0
+  const Tensor replayed = run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise(rec->draws)));
+  EXPECT_TRUE(at::equal(original, replayed));
+  // Replaying other draws changes the result.
+  std::vector<Tensor> zeros;
+  for (const auto& d : rec->draws) zeros.push_back(at::zeros_like(d));
+  EXPECT_FALSE(
+      at::equal(original, run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise(zeros)))));
+}
+
+TEST(ReplayNoise, RunningOutAndShapeMismatchAreErrors) {
+  auto replay = make_replay_noise({at::zeros({2, 3}), at::ones({2, 3})});
+  EXPECT_TRUE(at::equal(replay->randn({2, 3}, at::kFloat), at::zeros({2, 3})));
+  try {
+    replay->randn({2, 4}, at::kFloat);
+    ADD_FAILURE() << "expected a shape error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("[2, 3]"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[2, 4]"), std::string::npos) << msg;
+  }
+  EXPECT_TRUE(at::equal(replay->randn({2, 3}, at::kDouble), at::ones({2, 3}, at::kDouble)));
+  try {
+    replay->randn({2, 3}, at::kFloat);
+    ADD_FAILURE() << "expected an error when the draws run out";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ran out"), std::string::npos) << e.what();
+  }
+  // A run that needs more draws than recorded fails with the same error.
+  NoisyRun run;
+  EXPECT_THROW(run(2, 8, std::shared_ptr<NoiseSource>(make_replay_noise({at::zeros({2, 7})}))),
+               Error);
+}
+
+TEST(PerSampleNoise, ZeroDimShapeIsAnError) {
+  EXPECT_THROW(make_per_sample_noise(0)->randn({}, at::kFloat), Error);
+}
+
+}  // namespace
+}  // namespace diffuse
