@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+// Euler sampler for the probability-flow ODE in sigma_ve, with optional "churn" (Karras et al.
+// 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", Alg. 2 lines 4-8,
+// first-order part): before the step the noise level is raised to sigma_hat = sigma (1 + gamma)
+// by adding fresh noise of standard deviation s_noise * sqrt(sigma_hat^2 - sigma^2), with
+// gamma = min(s_churn / num_steps, sqrt(2) - 1) when s_tmin <= sigma_ve <= s_tmax, else 0.
+// Checked against: k-diffusion sample_euler (4601bf0), diffusers EulerDiscreteScheduler.step
+// (58eb52c; tests/samplers/euler_test.cpp holds its numbers).
+//
+// In k-diffusion's variables (x_ve = x / alpha, sigma = sigma_ve):
+//   d = (x_ve - x0) / sigma_hat,   x_ve_next = x_ve + d (sigma_next - sigma_hat)
+// which on the VP-native state is DDIM with eta = 0 (samplers/detail/ve_step.h). The network is
+// fed x = alpha * x_ve, which is exactly diffusers' scale_model_input(x_ve) = x_ve / sqrt(sigma^2+1)
+// for VP schedules.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include <torch/arg.h>
+
+#include <diffuse/sampler.h>
+#include <diffuse/samplers/detail/ve_step.h>
+
+namespace diffuse {
+
+struct EulerOptions {
+  /// Churn strength; gamma = min(s_churn / num_steps, sqrt(2) - 1). Default 0 (deterministic ODE
+  /// solver); must be >= 0.
+  TORCH_ARG(double, s_churn) = 0.0;
+  /// Churn is applied only while s_tmin <= sigma_ve <= s_tmax. Defaults 0 and +inf (always).
+  TORCH_ARG(double, s_tmin) = 0.0;
+  TORCH_ARG(double, s_tmax) = std::numeric_limits<double>::infinity();
+  /// Scale of the churn noise (EDM's S_noise). Default 1; must be >= 0.
+  TORCH_ARG(double, s_noise) = 1.0;
+  /// Where the model is evaluated when churn is active.
+  /// "sigma_hat" (default; k-diffusion and EDM): on the noised state at the raised level sigma_hat,
+  ///   whose network time comes from the schedule (NoiseSchedule::at_sigma_ve).
+  /// "sigma" (diffusers EulerDiscreteScheduler): at the grid point, before the noise is added (the
+  ///   pipeline calls the model before step() adds it); its eps is then reused at sigma_hat,
+  ///   x0 = x_hat - sigma_hat * eps. Matches diffusers exactly for epsilon-prediction models.
+  TORCH_ARG(std::string, churn_eval) = "sigma_hat";
+};
+
+class EulerSampler final : public Sampler {
+ public:
+  explicit EulerSampler(EulerOptions o = {}) : options(std::move(o)) {
+    check(std::isfinite(options.s_churn()) && options.s_churn() >= 0, "EulerOptions.s_churn must be finite and >= 0, got ",
+          options.s_churn());
+    check(!std::isnan(options.s_tmin()) && options.s_tmin() >= 0, "EulerOptions.s_tmin must be >= 0, got ",
+          options.s_tmin());
+    check(!std::isnan(options.s_tmax()) && options.s_tmax() >= options.s_tmin(),
+          "EulerOptions.s_tmax must be >= s_tmin (", options.s_tmin(), "), got ", options.s_tmax());
+    check(std::isfinite(options.s_noise()) && options.s_noise() >= 0, "EulerOptions.s_noise must be finite and >= 0, got ",
+          options.s_noise());
+    check(options.churn_eval() == "sigma_hat" || options.churn_eval() == "sigma",
+          "EulerOptions.churn_eval must be sigma_hat or sigma, got '", options.churn_eval(), "'");
+  }
+  static std::unique_ptr<Sampler> from_config(const Config& c) {
+    ConfigReader r(c, "euler");
+    EulerOptions o;
+    o.s_churn(r.get_double("s_churn", o.s_churn()));
+    o.s_tmin(r.get_double("s_tmin", o.s_tmin()));
+    o.s_tmax(r.get_double("s_tmax", o.s_tmax()));  // omit for +inf (config values must be finite)
+    o.s_noise(r.get_double("s_noise", o.s_noise()));
+    o.churn_eval(r.get_choice("churn_eval", o.churn_eval(), {"sigma_hat", "sigma"}));
+    r.finish();
+    return std::make_unique<EulerSampler>(o);
+  }
+  Config to_config() const override {
+    Config c{{"s_churn", detail::format_double(options.s_churn())},
+             {"s_tmin", detail::format_double(options.s_tmin())},
+             {"s_noise", detail::format_double(options.s_noise())},
+             {"churn_eval", options.churn_eval()}};
+    if (std::isfinite(options.s_tmax())) c["s_tmax"] = detail::format_double(options.s_tmax());
+    return c;
+  }
+  std::string name() const override { return "euler"; }
+  bool is_stochastic() const override { return options.s_churn() > 0 && options.s_noise() > 0; }
+
+  /// gamma of step `st` (0 when churn is off for this noise level). A point with alpha = 0 has
+  /// sigma_ve = inf and cannot be raised further, so it gets no churn.
+  double gamma(const StepContext& st) const {
+    const double sigma = st.now.sigma_ve();
+    if (options.s_churn() <= 0 || !std::isfinite(sigma) || sigma < options.s_tmin() || sigma > options.s_tmax())
+      return 0.0;
+    return std::min(options.s_churn() / static_cast<double>(st.num_steps), std::sqrt(2.0) - 1.0);
+  }
+
+  EulerOptions options;
+
+ protected:
+  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
+                       SampleContext& ctx) const override {
+    const TimePoint& now = st.now;
+    const TimePoint& next = st.next;
+    check(now.sigma > 0, "euler: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
+    const double g = gamma(st);
+    if (g <= 0) {
+      Prediction p = model(x, now, st);
+      const auto c = detail::euler_coefficients(now, next.sigma_ve(), next.alpha);
+      return {x * c.cx + p.x0 * c.cx0, p};
+    }
+    const double sigma = now.sigma_ve();
+    const double sigma_hat = sigma * (g + 1.0);
+    const double noise_std = options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma);
+    if (options.churn_eval() == "sigma") {
+      // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
+      Prediction p = model(x, now, st);
+      Tensor x_hat_ve = x / now.alpha + ctx.randn_like(x) * noise_std;
+      Tensor x_next = (x_hat_ve + p.eps * (next.sigma_ve() - sigma_hat)) * next.alpha;
+      return {x_next, p};
+    }
+    check(ctx.schedule != nullptr, "euler: s_churn > 0 needs the noise schedule to find the model time of sigma_hat=",
+          sigma_hat, " (SampleContext.schedule is null)");
+    const TimePoint hat = ctx.schedule->at_sigma_ve(sigma_hat);
+    Tensor x_hat = (x / now.alpha + ctx.randn_like(x) * noise_std) * hat.alpha;
+    Prediction p = model(x_hat, hat, st);
+    const auto c = detail::euler_coefficients(hat, next.sigma_ve(), next.alpha);
+    return {x_hat * c.cx + p.x0 * c.cx0, p};
+  }
+};
+
+DIFFUSE_REGISTER_SAMPLER(EulerSampler, "euler", "Euler ODE solver in sigma_ve (k-diffusion), optional EDM churn");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerK, "k_euler", "euler", {}, "A1111's name for euler");
+
+}  // namespace diffuse
