@@ -173,10 +173,13 @@ class GaussianMixture {
     Parts p = parts(x, alpha, sigma);
     Tensor r = at::softmax(p.logits, 1);                    // [B, K]
     if (labels.defined()) r = apply_labels(r, labels);
-    const Tensor rk = r.unsqueeze(-1);                      // [B, K, 1]
-    // E[x0 | x_t, k] = mu_k + alpha v_k diff / var_t;  eps_k = sigma diff / var_t.
-    Tensor x0 = (rk * (p.mu + p.a * p.v * p.diff / p.var)).sum(1);
-    Tensor eps = (rk * (p.s * p.diff / p.var)).sum(1);
+    const Tensor rb = r.unsqueeze(1);                       // [B, 1, K]
+    // E[x0 | x_t, k] = mu_k + alpha v_k w_k and eps_k = sigma w_k with w_k = (x_t - alpha mu_k) / var_k,
+    // averaged over the responsibilities (batched matrix products instead of [B, K, D] temporaries).
+    const int64_t b = p.w.size(0);
+    const Tensor a = p.a.dim() == 0 ? p.a : p.a.reshape({b, 1}), s = p.s.dim() == 0 ? p.s : p.s.reshape({b, 1});
+    const Tensor x0 = at::matmul(r, p.mu.squeeze(0)) + a * at::bmm(rb, p.v * p.w).squeeze(1);
+    const Tensor eps = s * at::bmm(rb, p.w).squeeze(1);
     return {x0.reshape(x.sizes()), eps.reshape(x.sizes())};
   }
   Prediction predict(const Tensor& x, const TimePoint& at, const Tensor& labels = {}) const {
@@ -263,10 +266,10 @@ class GaussianMixture {
 
  private:
   struct Parts {
-    Tensor logits;        // [B, K]: log w_k + log N(x; a mu_k, a^2 v_k + s^2)
-    Tensor mu, v, var;    // [1|B, K, D]
-    Tensor diff;          // [B, K, D]: x - a mu_k
-    Tensor a, s;          // 0-d or [B, 1, 1]
+    Tensor logits;  // [B, K]: log w_k + log N(x; a mu_k, a^2 v_k + s^2)
+    Tensor mu, v;   // [1, K, D]
+    Tensor w;       // [B, K, D]: (x - a mu_k) / (a^2 v_k + s^2)
+    Tensor a, s;    // 0-d or [B, 1, 1]
   };
 
   static Tensor scalar(double v, const Tensor& like) { return at::scalar_tensor(v, like.options()); }
@@ -289,10 +292,14 @@ class GaussianMixture {
     p.s = shape_ab(sigma, "sigma");
     p.mu = means_.to(opts).unsqueeze(0);
     p.v = variances_.to(opts).unsqueeze(0);
-    p.var = p.a * p.a * p.v + p.s * p.s;
-    p.diff = x.unsqueeze(1) - p.a * p.mu;
-    const Tensor quad = (p.diff * p.diff / p.var + at::log(p.var * (2 * kPi))).sum(-1);  // [B|1, K]
-    p.logits = log_weights_.to(opts).unsqueeze(0) - 0.5 * quad;
+    const Tensor inv_var = (p.a * p.a * p.v + p.s * p.s).reciprocal();  // [1|B, K, D]
+    const Tensor diff = x.unsqueeze(1) - p.a * p.mu;                    // [B, K, D]
+    p.w = diff * inv_var;
+    // log N(x; a mu_k, var_k) = -0.5 (sum_d diff^2 / var + sum_d log var + D log 2 pi)
+    const Tensor quad = (p.w * diff).sum(-1);                            // [B, K]
+    const Tensor log_det = inv_var.log().sum(-1);                        // [1|B, K]: -sum_d log var
+    p.logits = log_weights_.to(opts).unsqueeze(0) + 0.5 * (log_det - quad) -
+               0.5 * static_cast<double>(dim()) * std::log(2 * kPi);
     return p;
   }
 
