@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fixtures shared by the DPM-Solver++ tests: diffusers' scheduler-test inputs, the grids diffusers'
+// DPMSolver*Scheduler.set_timesteps builds, a loop that starts in the middle of a grid (diffusers'
+// step_index semantics), and golden-value tables produced by running diffusers itself.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace diffuse::testing {
+
+/// diffusers SchedulerCommonTest.dummy_sample_deter: element (b,c,h,w) = (c*256 + h*32 + w*4 + b) / 768.
+inline Tensor dummy_sample_deter(at::ScalarType dtype) {
+  return at::arange(768, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+}
+/// dummy_noise_deter: the same on 767 .. 0.
+inline Tensor dummy_noise_deter(at::ScalarType dtype) {
+  return at::arange(767, -1, -1, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+}
+/// diffusers' dummy_model: sample * t / (t + 1), t cast to the sample dtype.
+inline Network dummy_network() {
+  return [](const Tensor& x, const Tensor& t, const Conditioning&) {
+    const Tensor tt = t.view({-1, 1, 1, 1});
+    return x * tt / (tt + 1);
+  };
+}
+/// A nonlinear test network for the golden runs beyond diffusers' suite (same formula in the
+/// reference script): 0.5 x t / (t + 1) + 0.3 sin(3 x + t / 250).
+inline Network nonlinear_network() {
+  return [](const Tensor& x, const Tensor& t, const Conditioning&) {
+    const Tensor tt = t.view({-1, 1, 1, 1});
+    return x * tt / (tt + 1) * 0.5 + at::sin(x * 3 + tt / 250) * 0.3;
+  };
+}
+
+/// The grids of diffusers' DPMSolverMultistep/SinglestepScheduler.set_timesteps (58eb52c):
+/// "linspace": linspace(0, T-1, n+1).round()[::-1][:-1] (our linspace, include_t_min=false);
+/// "karras": use_karras_sigmas (timesteps rounded, sigmas kept); "exponential": use_lu_lambdas
+/// (sigma = exp(linspace(log sigma_max, log sigma_min, n)), timesteps rounded). final "min" is
+/// final_sigmas_type="sigma_min" (sigma of t=0), "zero" is final_sigmas_type="zero".
+inline TimeGrid dpm_grid(const NoiseSchedule& s, int64_t n, const std::string& spacing, const std::string& final) {
+  if (spacing == "linspace")
+    return make_spacing("linspace", {{"include_t_min", "false"}, {"final", final}})->grid(s, n);
+  return make_spacing(spacing, {{"round_t", "true"}, {"final", final}})->grid(s, n);
+}
+
+inline Denoiser make_denoiser(Network net, const std::string& prediction) {
+  DenoiserOptions o;
+  o.prediction_type = parse_parameterization(prediction);
+  return Denoiser(std::move(net), o);
+}
+
+inline ModelFn model_fn(const Denoiser& d) {
+  return [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+}
+
+/// Runs grid steps start .. n-1 with Sampler::step, keeping History as the driver does, with the
+/// step indices of the whole grid: diffusers' loop over `timesteps[start:]` after set_timesteps(n).
+inline Tensor run_from(const Sampler& s, const ModelFn& fn, Tensor x, const TimeGrid& grid, int64_t start,
+                       SampleContext& ctx) {
+  History h;
+  const int64_t n = static_cast<int64_t>(grid.size()) - 1;
+  const size_t keep = static_cast<size_t>(s.history_size());
+  for (int64_t i = start; i < n; ++i) {
+    StepContext st;
+    st.index = i;
+    st.num_steps = n;
+    st.now = grid[i];
+    st.next = grid[i + 1];
+    st.grid = &grid;
+    StepResult r = s.step(fn, x, st, h, ctx);
+    if (keep > 0) {
+      h.times.push_back(st.now);
+      h.preds.push_back(r.pred);
+      h.xs.push_back(x);
+      if (h.size() > keep) {
+        h.times.erase(h.times.begin());
+        h.preds.erase(h.preds.begin());
+        h.xs.erase(h.xs.begin());
+      }
+    }
+    x = r.x;
+  }
+  return x;
+}
+
+/// One golden run of diffusers on nonlinear_network() from x = 2 * dummy_sample_deter - 1:
+/// sampler options, discrete-schedule options, grid, prediction type, steps, noise seed (-1: none),
+/// diffusers' timesteps and sigmas, then sum |x| and x.flatten()[0, 1, 100, 383, 500, 767] of the
+/// final sample, from the float64 run and the stock float32 run.
+struct DpmGolden {
+  const char* name;
+  const char* sampler;
+  const char* schedule;
+  const char* spacing;
+  const char* final;
+  const char* prediction;
+  int64_t steps;
+  int64_t seed;
+  std::vector<int64_t> timesteps;
+  std::vector<double> sigmas;
+  double sum64;
+  std::vector<double> elems64;
+  double sum32;
+  std::vector<double> elems32;
+};
+
+inline Tensor golden_elems(const Tensor& x) {
+  return x.reshape({-1}).index_select(0, at::tensor({0, 1, 100, 383, 500, 767}, at::kLong)).to(at::kDouble);
+}
+
+/// Runs one golden case with sampler `key` in `dtype` and checks the grid (timesteps exactly,
+/// sigmas to 1e-12) and the result (float64: 1e-6 relative; float32: 1e-4 relative).
+inline void check_golden(const std::string& key, const DpmGolden& g, at::ScalarType dtype) {
+  SCOPED_TRACE(std::string(g.name) + (dtype == at::kDouble ? " float64" : " float32"));
+  auto sched = make_schedule("discrete", parse_config(g.schedule));
+  const TimeGrid grid = dpm_grid(*sched, g.steps, g.spacing, g.final);
+  ASSERT_EQ(grid.size(), g.sigmas.size());
+  for (size_t i = 0; i < g.timesteps.size(); ++i) EXPECT_EQ(grid[i].t, static_cast<double>(g.timesteps[i])) << i;
+  for (size_t i = 0; i < g.sigmas.size(); ++i) EXPECT_NEAR(grid[i].sigma_ve(), g.sigmas[i], 1e-12 * g.sigmas[i]) << i;
+  const Denoiser d = make_denoiser(nonlinear_network(), g.prediction);
+  SampleContext ctx;
+  ctx.schedule = sched.get();
+  std::unique_ptr<NoiseSource> noise;
+  if (g.seed >= 0) {
+    noise = make_torch_noise(static_cast<uint64_t>(g.seed));
+    ctx.noise = noise.get();
+  }
+  const Tensor x = dummy_sample_deter(dtype) * 2 - 1;
+  const Tensor out = make_sampler(key, parse_config(g.sampler))->sample(model_fn(d), x, grid, ctx);
+  ASSERT_EQ(out.scalar_type(), dtype);
+  const bool f64 = dtype == at::kDouble;
+  const double rtol = f64 ? 1e-6 : 1e-4;
+  const auto& elems = f64 ? g.elems64 : g.elems32;
+  // float32: diffusers' float32 tables and coefficients round differently from ours, so small
+  // elements get an absolute tolerance of 1e-4 of the largest one.
+  double scale = 0;
+  for (double e : elems) scale = std::max(scale, std::abs(e));
+  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale, rtol, "elements");
+  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32, rtol * (f64 ? g.sum64 : g.sum32));
+}
+
+}  // namespace diffuse::testing
