@@ -17,7 +17,7 @@
 // threads) sets LibTorch's intra-op pool.
 //
 //   diffuse_bench_sampler_overhead [--threads N] [--steps 50] [--runs 7] [--cost-steps 10]
-//                                  [--cost-matmuls 8] [--samplers a,b,c]
+//                                  [--cost-matmuls 8] [--samplers a,b,c] [--check-finite 1|0]
 #include <diffuse/all.h>
 
 #include <ATen/Parallel.h>
@@ -39,6 +39,7 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t steps = 50, runs = 7, cost_steps = 10, cost_matmuls = 8;
+  bool check_finite = true;
   std::vector<std::string> samplers;
 };
 
@@ -48,7 +49,7 @@ Args parse(int argc, char** argv) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h") {
       std::printf("usage: %s [--threads N] [--steps 50] [--runs 7] [--cost-steps 10] [--cost-matmuls 8] "
-                  "[--samplers a,b]\n", argv[0]);
+                  "[--samplers a,b] [--check-finite 1|0]\n", argv[0]);
       std::exit(0);
     }
     diffuse::check(i + 1 < argc, "option ", k, " needs a value");
@@ -58,6 +59,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--runs") a.runs = std::stoll(v);
     else if (k == "--cost-steps") a.cost_steps = std::stoll(v);
     else if (k == "--cost-matmuls") a.cost_matmuls = std::stoll(v);
+    else if (k == "--check-finite") a.check_finite = v != "0" && v != "false";
     else if (k == "--samplers") {
       std::stringstream ss(v);
       std::string item;
@@ -98,8 +100,10 @@ struct Measure {
 };
 
 Measure run_once(const diffuse::Sampler& sampler, const diffuse::NoiseSchedule& schedule, const TimedNetwork& timer,
-                 const diffuse::Denoiser& denoiser, const Tensor& noise, int64_t steps, uint64_t seed) {
+                 const diffuse::Denoiser& denoiser, const Tensor& noise, int64_t steps, uint64_t seed,
+                 bool check_finite) {
   diffuse::SampleOptions o;
+  o.check_finite = check_finite;
   o.num_steps = steps;
   o.seed = seed;
   timer.reset();
@@ -168,7 +172,8 @@ int main(int argc, char** argv) try {
   const double dit_call = dit_s_flop / (gflops * 1e9);
 
   std::printf("threads %d, batch [4, 4, 32, 32] float32 CPU, %lld steps x %lld runs (min), discrete schedule, "
-              "default spacing\n", args.threads, static_cast<long long>(args.steps), static_cast<long long>(args.runs));
+              "default spacing, check_finite %s\n", args.threads, static_cast<long long>(args.steps),
+              static_cast<long long>(args.runs), args.check_finite ? "on" : "off");
   std::printf("cost model: %lld matmuls [%lld, %d] x [%d, %d] = %.2f GFLOP/call, %.1f ms/call (%.1f GFLOP/s); "
               "full DiT-S/2 (%.1f GFLOP for this batch) would take %.0f ms/call\n\n",
               static_cast<long long>(k), static_cast<long long>(batch * tokens), static_cast<int>(hidden),
@@ -181,7 +186,7 @@ int main(int argc, char** argv) try {
     std::unique_ptr<diffuse::Sampler> sampler;
     try {
       sampler = registry.make(name);
-      run_once(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0);  // warm-up
+      run_once(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0, args.check_finite);  // warm-up
     } catch (const std::exception& e) {
       std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
       continue;
@@ -189,7 +194,7 @@ int main(int argc, char** argv) try {
     double best_over = 1e30, best_net = 0;
     int64_t calls = 0;
     for (int64_t r = 0; r < args.runs; ++r) {
-      const Measure m = run_once(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r);
+      const Measure m = run_once(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r, args.check_finite);
       const double over = (m.total - m.network) / args.steps;
       if (over < best_over) {
         best_over = over;
@@ -197,7 +202,7 @@ int main(int argc, char** argv) try {
       }
       calls = m.calls;
     }
-    const Measure c = run_once(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0);
+    const Measure c = run_once(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0, args.check_finite);
     const double cost_net_step = c.network / args.cost_steps;
     const double cost_over_pct = 100.0 * (c.total - c.network) / c.network;
     const double nfe_step = static_cast<double>(calls) / args.steps;
