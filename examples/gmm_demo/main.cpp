@@ -84,7 +84,7 @@ Args parse(int argc, char** argv) {
 
 /// Sliced 2-Wasserstein distance between two equally sized point sets [n, D]: the root mean over
 /// random unit directions of the squared W2 distance of the 1-D projections (sorted matching).
-double sliced_w2(const Tensor& a, const Tensor& b, uint64_t seed, int64_t directions = 256) {
+double sliced_w2(const Tensor& a, const Tensor& b, uint64_t seed, int64_t directions = 64) {
   at::Generator g = diffuse::detail::cpu_generator(seed);
   Tensor dirs = at::randn({a.size(1), directions}, g, at::TensorOptions().dtype(at::kDouble));
   dirs = dirs / dirs.norm(2, 0, /*keepdim=*/true);
@@ -125,7 +125,7 @@ int main(int argc, char** argv) try {
               floor);
   std::printf("ODE RMSE = error against the exact probability-flow ODE solution (deterministic samplers,\n"
               "first %lld samples).\n\n", static_cast<long long>(std::min<int64_t>(n, 500)));
-  std::printf("%-26s %5s %5s %12s %9s %9s %9s %8s\n", "sampler", "steps", "NFE", "ODE RMSE", "SW2", "mean err",
+  std::printf("%-36s %5s %5s %12s %9s %9s %9s %8s\n", "sampler", "steps", "NFE", "ODE RMSE", "SW2", "mean err",
               "cov err", "ms");
 
   // The exact probability-flow ODE solution from the same start (sample() scales the noise to the
@@ -146,7 +146,7 @@ int main(int argc, char** argv) try {
     try {
       sampler = registry.make(name);
     } catch (const std::exception& e) {
-      std::printf("%-26s needs options: %s\n", name.c_str(), e.what());
+      std::printf("%-36s needs options: %s\n", name.c_str(), e.what());
       continue;
     }
     // Aliases that only rename a key (k_euler = euler) would repeat its rows; aliases with preset
@@ -165,7 +165,7 @@ int main(int argc, char** argv) try {
       try {
         x = diffuse::sample(*sampler, denoiser, *schedule, noise, o);
       } catch (const std::exception& e) {
-        std::printf("%-26s %5lld  failed: %s\n", label.c_str(), static_cast<long long>(steps), e.what());
+        std::printf("%-36s %5lld  failed: %s\n", label.c_str(), static_cast<long long>(steps), e.what());
         continue;
       }
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -179,7 +179,7 @@ int main(int argc, char** argv) try {
       const double sw = sliced_w2(x, truth, args.seed + 3);
       const double mean_err = (x.mean(0) - gmm.mean()).norm().item<double>();
       const double cov_err = (covariance(x) - gmm.covariance()).norm().item<double>();
-      std::printf("%-26s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(), static_cast<long long>(steps),
+      std::printf("%-36s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(), static_cast<long long>(steps),
                   static_cast<long long>(sampler->model_calls(steps)), rmse, sw, mean_err, cov_err, ms);
     }
   }
