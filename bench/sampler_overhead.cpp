@@ -48,18 +48,26 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h") {
-      std::printf("usage: %s [--threads N] [--steps 50] [--runs 7] [--cost-steps 10] [--cost-matmuls 8] "
-                  "[--samplers a,b] [--check-finite 1|0]\n", argv[0]);
+      std::printf(
+          "usage: %s [--threads N] [--steps 50] [--runs 7] [--cost-steps 10] [--cost-matmuls 8] "
+          "[--samplers a,b] [--check-finite 1|0]\n",
+          argv[0]);
       std::exit(0);
     }
     diffuse::check(i + 1 < argc, "option ", k, " needs a value");
     const std::string v = argv[++i];
-    if (k == "--threads") a.threads = std::stoi(v);
-    else if (k == "--steps") a.steps = std::stoll(v);
-    else if (k == "--runs") a.runs = std::stoll(v);
-    else if (k == "--cost-steps") a.cost_steps = std::stoll(v);
-    else if (k == "--cost-matmuls") a.cost_matmuls = std::stoll(v);
-    else if (k == "--check-finite") a.check_finite = v != "0" && v != "false";
+    if (k == "--threads")
+      a.threads = std::stoi(v);
+    else if (k == "--steps")
+      a.steps = std::stoll(v);
+    else if (k == "--runs")
+      a.runs = std::stoll(v);
+    else if (k == "--cost-steps")
+      a.cost_steps = std::stoll(v);
+    else if (k == "--cost-matmuls")
+      a.cost_matmuls = std::stoll(v);
+    else if (k == "--check-finite")
+      a.check_finite = v != "0" && v != "false";
     else if (k == "--samplers") {
       std::stringstream ss(v);
       std::string item;
@@ -68,8 +76,9 @@ Args parse(int argc, char** argv) {
       throw diffuse::Error("unknown option '" + k + "'");
     }
   }
-  diffuse::check(a.threads >= 1 && a.steps >= 2 && a.runs >= 1 && a.cost_steps >= 2 && a.cost_matmuls >= 1,
-                 "all counts must be positive (steps >= 2)");
+  diffuse::check(
+      a.threads >= 1 && a.steps >= 2 && a.runs >= 1 && a.cost_steps >= 2 && a.cost_matmuls >= 1,
+      "all counts must be positive (steps >= 2)");
   return a;
 }
 
@@ -99,9 +108,9 @@ struct Measure {
   int64_t calls = 0;
 };
 
-Measure run_once(const diffuse::Sampler& sampler, const diffuse::NoiseSchedule& schedule, const TimedNetwork& timer,
-                 const diffuse::Denoiser& denoiser, const Tensor& noise, int64_t steps, uint64_t seed,
-                 bool check_finite) {
+Measure run_once(const diffuse::Sampler& sampler, const diffuse::NoiseSchedule& schedule,
+                 const TimedNetwork& timer, const diffuse::Denoiser& denoiser, const Tensor& noise,
+                 int64_t steps, uint64_t seed, bool check_finite) {
   diffuse::SampleOptions o;
   o.check_finite = check_finite;
   o.num_steps = steps;
@@ -133,10 +142,11 @@ int main(int argc, char** argv) try {
   // Cost model: project the latent to [B*256, 384] tokens, K matmuls, project back.
   at::Generator g = diffuse::detail::cpu_generator(1);
   const Tensor w = at::randn({hidden, hidden}, g, f32) / std::sqrt(static_cast<double>(hidden));
-  const Tensor w_in = at::randn({16, hidden}, g, f32) / 4.0, w_out = at::randn({hidden, 16}, g, f32) / std::sqrt(384.0);
+  const Tensor w_in = at::randn({16, hidden}, g, f32) / 4.0,
+               w_out = at::randn({hidden, 16}, g, f32) / std::sqrt(384.0);
   const int64_t k = args.cost_matmuls;
   const diffuse::Denoiser cost(cost_timer.wrap([w, w_in, w_out, k](const Tensor& x, const Tensor&,
-                                                                  const diffuse::Conditioning&) {
+                                                                   const diffuse::Conditioning&) {
     // [B, 4, 32, 32] -> 2x2 patches -> [B*256, 16] tokens
     const int64_t b = x.size(0);
     Tensor h = x.reshape({b, 4, 16, 2, 16, 2}).permute({0, 2, 4, 1, 3, 5}).reshape({b * 256, 16});
@@ -171,22 +181,31 @@ int main(int argc, char** argv) try {
   const double gflops = (k + 0.0) * flop_per_matmul / cost_call / 1e9;  // projections ignored
   const double dit_call = dit_s_flop / (gflops * 1e9);
 
-  std::printf("threads %d, batch [4, 4, 32, 32] float32 CPU, %lld steps x %lld runs (min), discrete schedule, "
-              "default spacing, check_finite %s\n", args.threads, static_cast<long long>(args.steps),
-              static_cast<long long>(args.runs), args.check_finite ? "on" : "off");
-  std::printf("cost model: %lld matmuls [%lld, %d] x [%d, %d] = %.2f GFLOP/call, %.1f ms/call (%.1f GFLOP/s); "
-              "full DiT-S/2 (%.1f GFLOP for this batch) would take %.0f ms/call\n\n",
-              static_cast<long long>(k), static_cast<long long>(batch * tokens), static_cast<int>(hidden),
-              static_cast<int>(hidden), static_cast<int>(hidden), k * flop_per_matmul / 1e9, cost_call * 1e3, gflops,
-              dit_s_flop / 1e9, dit_call * 1e3);
-  std::printf("| sampler | NFE/step | overhead us/step (trivial net) | trivial net us/step | cost-model run: net ms/step |"
-              " cost-model run: overhead / net | overhead / cost-model net | overhead / full DiT-S/2 net |\n");
+  std::printf(
+      "threads %d, batch [4, 4, 32, 32] float32 CPU, %lld steps x %lld runs (min), discrete "
+      "schedule, "
+      "default spacing, check_finite %s\n",
+      args.threads, static_cast<long long>(args.steps), static_cast<long long>(args.runs),
+      args.check_finite ? "on" : "off");
+  std::printf(
+      "cost model: %lld matmuls [%lld, %d] x [%d, %d] = %.2f GFLOP/call, %.1f ms/call (%.1f "
+      "GFLOP/s); "
+      "full DiT-S/2 (%.1f GFLOP for this batch) would take %.0f ms/call\n\n",
+      static_cast<long long>(k), static_cast<long long>(batch * tokens), static_cast<int>(hidden),
+      static_cast<int>(hidden), static_cast<int>(hidden), k * flop_per_matmul / 1e9,
+      cost_call * 1e3, gflops, dit_s_flop / 1e9, dit_call * 1e3);
+  std::printf(
+      "| sampler | NFE/step | overhead us/step (trivial net) | trivial net us/step | cost-model "
+      "run: net ms/step |"
+      " cost-model run: overhead / net | overhead / cost-model net | overhead / full DiT-S/2 net "
+      "|\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const auto& name : names) {
     std::unique_ptr<diffuse::Sampler> sampler;
     try {
       sampler = registry.make(name);
-      run_once(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0, args.check_finite);  // warm-up
+      run_once(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0,
+               args.check_finite);  // warm-up
     } catch (const std::exception& e) {
       std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
       continue;
@@ -194,7 +213,8 @@ int main(int argc, char** argv) try {
     double best_over = 1e30, best_net = 0;
     int64_t calls = 0;
     for (int64_t r = 0; r < args.runs; ++r) {
-      const Measure m = run_once(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r, args.check_finite);
+      const Measure m = run_once(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r,
+                                 args.check_finite);
       const double over = (m.total - m.network) / args.steps;
       if (over < best_over) {
         best_over = over;
@@ -202,13 +222,15 @@ int main(int argc, char** argv) try {
       }
       calls = m.calls;
     }
-    const Measure c = run_once(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0, args.check_finite);
+    const Measure c = run_once(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0,
+                               args.check_finite);
     const double cost_net_step = c.network / args.cost_steps;
     const double cost_over_pct = 100.0 * (c.total - c.network) / c.network;
     const double nfe_step = static_cast<double>(calls) / args.steps;
-    std::printf("| %s | %.2f | %.1f | %.1f | %.1f | %.2f%% | %.3f%% | %.4f%% |\n", name.c_str(), nfe_step,
-                best_over * 1e6, best_net * 1e6, cost_net_step * 1e3, cost_over_pct,
-                100.0 * best_over / (cost_call * nfe_step), 100.0 * best_over / (dit_call * nfe_step));
+    std::printf("| %s | %.2f | %.1f | %.1f | %.1f | %.2f%% | %.3f%% | %.4f%% |\n", name.c_str(),
+                nfe_step, best_over * 1e6, best_net * 1e6, cost_net_step * 1e3, cost_over_pct,
+                100.0 * best_over / (cost_call * nfe_step),
+                100.0 * best_over / (dit_call * nfe_step));
   }
   return 0;
 } catch (const std::exception& e) {

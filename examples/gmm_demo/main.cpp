@@ -38,10 +38,13 @@ struct Args {
 };
 
 void usage() {
-  std::cout << "usage: diffuse_demo [--steps 10,20,50] [--samples 4000] [--seed 0] [--preset mixture_2d|mixture_16d]\n"
-               "                    [--spacing karras|exponential|linspace|...] [--schedule vp|discrete|...]\n"
-               "Samples a Gaussian mixture with its exact denoiser using every registered sampler and\n"
-               "prints the error against the exact ODE solution and the distance to the true mixture.\n";
+  std::cout
+      << "usage: diffuse_demo [--steps 10,20,50] [--samples 4000] [--seed 0] [--preset "
+         "mixture_2d|mixture_16d]\n"
+         "                    [--spacing karras|exponential|linspace|...] [--schedule "
+         "vp|discrete|...]\n"
+         "Samples a Gaussian mixture with its exact denoiser using every registered sampler and\n"
+         "prints the error against the exact ODE solution and the distance to the true mixture.\n";
 }
 
 Args parse(int argc, char** argv) {
@@ -105,11 +108,12 @@ int main(int argc, char** argv) try {
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   const auto started = std::chrono::steady_clock::now();
 
-  // The problem: data distribution, its exact denoiser as an epsilon-predicting network, a schedule.
+  // The problem: the data distribution, its exact denoiser as an epsilon network, a schedule.
   const auto gmm = diffuse::GaussianMixture::preset(args.preset);
   std::shared_ptr<const diffuse::NoiseSchedule> schedule = diffuse::make_schedule(args.schedule);
   const diffuse::Denoiser denoiser(gmm.network(schedule, diffuse::Parameterization::kEpsilon));
-  const std::shared_ptr<const diffuse::TimestepSpacing> spacing = diffuse::make_spacing(args.spacing);
+  const std::shared_ptr<const diffuse::TimestepSpacing> spacing =
+      diffuse::make_spacing(args.spacing);
 
   // The same initial noise for every sampler, and an independent draw of the data as reference.
   const int64_t n = args.samples, dim = gmm.dim();
@@ -117,26 +121,34 @@ int main(int argc, char** argv) try {
   const Tensor truth = gmm.sample(n, args.seed + 1000).x0;
   const double floor = sliced_w2(truth, gmm.sample(n, args.seed + 2000).x0, args.seed + 3);
 
-  std::printf("diffuse_demo: %s (D=%lld, K=%lld), %lld samples, schedule %s, spacing %s, seed %llu\n",
-              args.preset.c_str(), static_cast<long long>(dim), static_cast<long long>(gmm.num_components()),
-              static_cast<long long>(n), args.schedule.c_str(), args.spacing.c_str(),
-              static_cast<unsigned long long>(args.seed));
-  std::printf("SW2 = sliced 2-Wasserstein distance to a fresh draw of the mixture; two fresh draws give %.4f.\n",
-              floor);
-  std::printf("ODE RMSE = error against the exact probability-flow ODE solution (deterministic samplers,\n"
-              "first %lld samples).\n\n", static_cast<long long>(std::min<int64_t>(n, 500)));
-  std::printf("%-36s %5s %5s %12s %9s %9s %9s %8s\n", "sampler", "steps", "NFE", "ODE RMSE", "SW2", "mean err",
-              "cov err", "ms");
+  std::printf(
+      "diffuse_demo: %s (D=%lld, K=%lld), %lld samples, schedule %s, spacing %s, seed %llu\n",
+      args.preset.c_str(), static_cast<long long>(dim),
+      static_cast<long long>(gmm.num_components()), static_cast<long long>(n),
+      args.schedule.c_str(), args.spacing.c_str(), static_cast<unsigned long long>(args.seed));
+  std::printf(
+      "SW2 = sliced 2-Wasserstein distance to a fresh draw of the mixture; two fresh draws give "
+      "%.4f.\n",
+      floor);
+  std::printf(
+      "ODE RMSE = error against the exact probability-flow ODE solution (deterministic samplers,\n"
+      "first %lld samples).\n\n",
+      static_cast<long long>(std::min<int64_t>(n, 500)));
+  std::printf("%-36s %5s %5s %12s %9s %9s %9s %8s\n", "sampler", "steps", "NFE", "ODE RMSE", "SW2",
+              "mean err", "cov err", "ms");
 
   // The exact probability-flow ODE solution from the same start (sample() scales the noise to the
   // first grid point), for the first `ode_points` samples; solved once per pair of grid ends.
   const int64_t ode_points = std::min<int64_t>(n, 500);
   std::vector<std::pair<std::pair<diffuse::TimePoint, diffuse::TimePoint>, Tensor>> exact_cache;
-  auto exact_ode = [&](const diffuse::TimePoint& first, const diffuse::TimePoint& last) -> const Tensor& {
+  auto exact_ode = [&](const diffuse::TimePoint& first,
+                       const diffuse::TimePoint& last) -> const Tensor& {
     for (const auto& e : exact_cache)
       if (e.first.first == first && e.first.second == last) return e.second;
     const Tensor start = noise.narrow(0, 0, ode_points) * std::hypot(first.alpha, first.sigma);
-    exact_cache.push_back({{first, last}, gmm.solve_ode(start, first, last, {}, diffuse::GmmOdeOptions().rtol(1e-10).atol(1e-10))});
+    exact_cache.push_back(
+        {{first, last},
+         gmm.solve_ode(start, first, last, {}, diffuse::GmmOdeOptions().rtol(1e-10).atol(1e-10))});
     return exact_cache.back().second;
   };
 
@@ -165,10 +177,12 @@ int main(int argc, char** argv) try {
       try {
         x = diffuse::sample(*sampler, denoiser, *schedule, noise, o);
       } catch (const std::exception& e) {
-        std::printf("%-36s %5lld  failed: %s\n", label.c_str(), static_cast<long long>(steps), e.what());
+        std::printf("%-36s %5lld  failed: %s\n", label.c_str(), static_cast<long long>(steps),
+                    e.what());
         continue;
       }
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       char rmse[32] = "-";
       if (!sampler->is_stochastic()) {
         const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, o);
@@ -179,11 +193,14 @@ int main(int argc, char** argv) try {
       const double sw = sliced_w2(x, truth, args.seed + 3);
       const double mean_err = (x.mean(0) - gmm.mean()).norm().item<double>();
       const double cov_err = (covariance(x) - gmm.covariance()).norm().item<double>();
-      std::printf("%-36s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(), static_cast<long long>(steps),
-                  static_cast<long long>(sampler->model_calls(steps)), rmse, sw, mean_err, cov_err, ms);
+      std::printf("%-36s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(),
+                  static_cast<long long>(steps),
+                  static_cast<long long>(sampler->model_calls(steps)), rmse, sw, mean_err, cov_err,
+                  ms);
     }
   }
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const double total =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   std::printf("\ntotal %.2f s\n", total);
   return 0;
 } catch (const std::exception& e) {

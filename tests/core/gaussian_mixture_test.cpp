@@ -18,22 +18,25 @@ TimePoint vp_point(double lambda) {
   return TimePoint{0.0, a, a * std::exp(-lambda)};
 }
 
-// E[x0 | x_t] by brute-force quadrature over a 2-D grid: p(x0 | x_t) ∝ p(x0) N(x_t; alpha x0, sigma^2 I).
+// E[x0 | x_t] by brute-force quadrature over a 2-D grid:
+//   p(x0 | x_t) ∝ p(x0) N(x_t; alpha x0, sigma^2 I).
 TEST(GaussianMixture, DenoiserMatchesQuadratureIn2D) {
   const auto gmm = GaussianMixture::preset("mixture_2d");
   const int64_t n = 801;
   const Tensor g = at::linspace(-6.0, 6.0, n, kF64);
   const Tensor gx = g.repeat_interleave(n), gy = g.repeat({n});
-  const Tensor pts = at::stack({gx, gy}, 1);                       // [n*n, 2]
-  const Tensor log_prior = gmm.log_prob(pts);                      // clean point: data density
-  for (const auto& at : {TimePoint{0, 0.9, 0.35}, TimePoint{0, 0.6, 0.8}, TimePoint{0, 0.2, 0.98}}) {
+  const Tensor pts = at::stack({gx, gy}, 1);   // [n*n, 2]
+  const Tensor log_prior = gmm.log_prob(pts);  // clean point: data density
+  for (const auto& at :
+       {TimePoint{0, 0.9, 0.35}, TimePoint{0, 0.6, 0.8}, TimePoint{0, 0.2, 0.98}}) {
     const Tensor xt = at::tensor({1.3, -0.4, -2.0, 0.7, 0.1, 2.2}, kF64).reshape({3, 2});
     for (int64_t i = 0; i < 3; ++i) {
       const Tensor d = xt[i].unsqueeze(0) - pts * at.alpha;
       const Tensor logw = log_prior - 0.5 * (d * d).sum(1) / (at.sigma * at.sigma);
       const Tensor w = at::softmax(logw, 0).unsqueeze(1);
       const Tensor expected = (w * pts).sum(0);
-      ExpectTensorNear(gmm.x0(xt[i].unsqueeze(0), at).squeeze(0), expected, 1e-8, 1e-7, "quadrature E[x0|x_t]");
+      ExpectTensorNear(gmm.x0(xt[i].unsqueeze(0), at).squeeze(0), expected, 1e-8, 1e-7,
+                       "quadrature E[x0|x_t]");
     }
   }
   // The clean-point density integrates to one.
@@ -41,8 +44,8 @@ TEST(GaussianMixture, DenoiserMatchesQuadratureIn2D) {
   EXPECT_NEAR(log_prior.exp().sum().item<double>() * h * h, 1.0, 1e-6);
 }
 
-// Tweedie: E[x0 | x_t] = (x_t + sigma^2 grad log p_t(x_t)) / alpha, the gradient by central differences
-// of log_prob (which uses only the marginal density, not the posterior formula).
+// Tweedie: E[x0 | x_t] = (x_t + sigma^2 grad log p_t(x_t)) / alpha, the gradient by central
+// differences of log_prob (which uses only the marginal density, not the posterior formula).
 TEST(GaussianMixture, DenoiserSatisfiesTweedieOnFiniteDifferences) {
   for (const auto& name : GaussianMixture::preset_names()) {
     const auto gmm = GaussianMixture::preset(name);
@@ -61,7 +64,8 @@ TEST(GaussianMixture, DenoiserSatisfiesTweedieOnFiniteDifferences) {
       const Tensor expected = (xt + grad * (at.sigma * at.sigma)) / at.alpha;
       const Prediction p = gmm.predict(xt, at);
       ExpectTensorNear(p.x0, expected, 1e-7, 1e-7, name + " Tweedie x0");
-      ExpectTensorNear(p.x0 * at.alpha + p.eps * at.sigma, xt, 1e-12, 1e-12, name + " x = alpha x0 + sigma eps");
+      ExpectTensorNear(p.x0 * at.alpha + p.eps * at.sigma, xt, 1e-12, 1e-12,
+                       name + " x = alpha x0 + sigma eps");
     }
   }
 }
@@ -76,9 +80,12 @@ TEST(GaussianMixture, ClassConditionalDenoiser) {
   ExpectTensorNear(gmm.x0(xt, at, at::full({3}, -1, at::kLong)), uncond, 0, 0, "label -1");
   // Label k: the conditional mean of component k alone (a one-component mixture).
   Tensor total = at::zeros_like(xt);
-  const Tensor resp = gmm.log_responsibilities(xt, at::scalar_tensor(at.alpha, kF64), at::scalar_tensor(at.sigma, kF64)).exp();
+  const Tensor resp = gmm.log_responsibilities(xt, at::scalar_tensor(at.alpha, kF64),
+                                               at::scalar_tensor(at.sigma, kF64))
+                          .exp();
   for (int64_t k = 0; k < K; ++k) {
-    const GaussianMixture one(at::ones({1}, kF64), gmm.means().narrow(0, k, 1), gmm.variances().narrow(0, k, 1));
+    const GaussianMixture one(at::ones({1}, kF64), gmm.means().narrow(0, k, 1),
+                              gmm.variances().narrow(0, k, 1));
     const Tensor cond = gmm.x0(xt, at, at::full({3}, k, at::kLong));
     ExpectTensorNear(cond, one.x0(xt, at), 1e-14, 1e-14, "label k");
     total = total + resp.select(1, k).unsqueeze(1) * cond;
@@ -97,9 +104,11 @@ TEST(GaussianMixture, NetworkAgreesForEveryParameterization) {
   const auto gmm = GaussianMixture::preset("mixture_16d");
   std::shared_ptr<const NoiseSchedule> vp = make_schedule("vp");
   const TimePoint at = vp->at(0.37);
-  const Tensor xt = gmm.sample(5, uint64_t{1}).x0 * at.alpha + at::randn({5, 16}, detail::cpu_generator(2), kF64) * at.sigma;
+  const Tensor xt = gmm.sample(5, uint64_t{1}).x0 * at.alpha +
+                    at::randn({5, 16}, detail::cpu_generator(2), kF64) * at.sigma;
   const Prediction exact = gmm.predict(xt, at);
-  for (auto p : {Parameterization::kEpsilon, Parameterization::kVelocity, Parameterization::kSample}) {
+  for (auto p :
+       {Parameterization::kEpsilon, Parameterization::kVelocity, Parameterization::kSample}) {
     DenoiserOptions o;
     o.prediction_type = p;
     const Denoiser d(gmm.network(vp, p), o);
@@ -112,7 +121,8 @@ TEST(GaussianMixture, NetworkAgreesForEveryParameterization) {
   const Tensor out = gmm.network(vp, Parameterization::kSample)(xt, ts, {});
   for (int64_t i = 0; i < 5; ++i) {
     const double t = ts[i].item<double>();
-    ExpectTensorNear(out[i], gmm.x0(xt[i].unsqueeze(0), vp->at(t)).squeeze(0), 1e-14, 1e-14, "per-sample t");
+    ExpectTensorNear(out[i], gmm.x0(xt[i].unsqueeze(0), vp->at(t)).squeeze(0), 1e-14, 1e-14,
+                     "per-sample t");
   }
   // Conditioning.value carries component indices; float32 input stays float32.
   Conditioning c;
@@ -124,10 +134,11 @@ TEST(GaussianMixture, NetworkAgreesForEveryParameterization) {
   ExpectTensorNear(f32, exact.eps, 1e-4, 1e-4, "float32 network");
 }
 
-// One Gaussian N(mu, diag(v)): in VE units y = x / alpha the PF-ODE dy/dsigma_ve = (y - E[x0|y]) / sigma_ve
+// One Gaussian N(mu, diag(v)): in VE units y = x / alpha the PF-ODE
+//   dy/dsigma_ve = (y - E[x0|y]) / sigma_ve
 // has the solution (y - mu) / sqrt(v + sigma_ve^2) = const.
-Tensor single_gaussian_flow(const Tensor& x, const Tensor& mu, const Tensor& v, const TimePoint& from,
-                            const TimePoint& to) {
+Tensor single_gaussian_flow(const Tensor& x, const Tensor& mu, const Tensor& v,
+                            const TimePoint& from, const TimePoint& to) {
   Tensor z;  // (y - mu) / sqrt(v + sigma_ve^2) at `from`
   if (from.alpha == 0) {
     z = x / from.sigma;  // the limit sigma_ve -> inf
@@ -148,18 +159,20 @@ TEST(GaussianMixture, OdeMatchesSingleGaussianClosedForm) {
     TimePoint from, to;
   };
   const Case cases[] = {
-      {vp_point(-3.0), TimePoint{0, 1, 0}},        // VP noisy -> clean
-      {vp_point(-3.0), vp_point(2.5)},             // VP -> VP
+      {vp_point(-3.0), TimePoint{0, 1, 0}},            // VP noisy -> clean
+      {vp_point(-3.0), vp_point(2.5)},                 // VP -> VP
       {TimePoint{80, 1, 80}, TimePoint{0.1, 1, 0.1}},  // EDM scaling (alpha = 1)
-      {TimePoint{1, 0, 1}, TimePoint{0, 1, 0}},    // flow matching: pure noise -> data
-      {TimePoint{0, 1, 0}, vp_point(-1.0)},        // clean -> noisy (encoding)
+      {TimePoint{1, 0, 1}, TimePoint{0, 1, 0}},        // flow matching: pure noise -> data
+      {TimePoint{0, 1, 0}, vp_point(-1.0)},            // clean -> noisy (encoding)
   };
   for (const auto& c : cases) {
-    const Tensor xin = c.from.alpha == 0 ? x * c.from.sigma : (mu + x * 0.7) * c.from.alpha + x * c.from.sigma;
+    const Tensor xin =
+        c.from.alpha == 0 ? x * c.from.sigma : (mu + x * 0.7) * c.from.alpha + x * c.from.sigma;
     GmmOdeStats st;
     const Tensor got = one.solve_ode(xin, c.from, c.to, {}, {}, &st);
-    ExpectTensorNear(got, single_gaussian_flow(xin, mu, v, c.from, c.to), 1e-10, 1e-10,
-                     detail::cat("closed form from lambda ", c.from.log_snr(), " to ", c.to.log_snr()));
+    ExpectTensorNear(
+        got, single_gaussian_flow(xin, mu, v, c.from, c.to), 1e-10, 1e-10,
+        detail::cat("closed form from lambda ", c.from.log_snr(), " to ", c.to.log_snr()));
     EXPECT_GT(st.accepted, 5);
   }
   // A labelled solve in a mixture is the closed form of that component.
@@ -169,8 +182,9 @@ TEST(GaussianMixture, OdeMatchesSingleGaussianClosedForm) {
   const Tensor labels = at::arange(8, at::kLong);
   const Tensor got = gmm.solve_ode(xm, from, to, labels);
   for (int64_t k = 0; k < 8; ++k) {
-    ExpectTensorNear(got[k], single_gaussian_flow(xm[k], gmm.means()[k], gmm.variances()[k], from, to), 1e-10, 1e-10,
-                     "labelled solve");
+    ExpectTensorNear(got[k],
+                     single_gaussian_flow(xm[k], gmm.means()[k], gmm.variances()[k], from, to),
+                     1e-10, 1e-10, "labelled solve");
   }
 }
 
@@ -192,7 +206,8 @@ TEST(GaussianMixture, OdeInvariants) {
   // The flow carries the noise distribution onto the data distribution: moments of 4000 solves.
   const int64_t n = 4000;
   const Tensor z = at::randn({n, 16}, detail::cpu_generator(9), kF64);
-  const Tensor data = gmm.solve_ode(z, TimePoint{1, 0, 1}, TimePoint{0, 1, 0}, {}, GmmOdeOptions().rtol(1e-8).atol(1e-8));
+  const Tensor data = gmm.solve_ode(z, TimePoint{1, 0, 1}, TimePoint{0, 1, 0}, {},
+                                    GmmOdeOptions().rtol(1e-8).atol(1e-8));
   const Tensor m = data.mean(0);
   const Tensor cov = at::matmul((data - m).t(), data - m) / (n - 1);
   ExpectTensorNear(m, gmm.mean(), 0.06, 0, "pushed-forward mean");
@@ -204,7 +219,9 @@ TEST(GaussianMixture, OdeInvariants) {
 struct ScaledGuidance final : Guidance {
   double w;
   explicit ScaledGuidance(double scale) : w(scale) {}
-  Tensor combine(const Tensor& c, const Tensor& u, const StepContext&) const override { return u + (c - u) * w; }
+  Tensor combine(const Tensor& c, const Tensor& u, const StepContext&) const override {
+    return u + (c - u) * w;
+  }
   std::string name() const override { return "scaled"; }
   Config to_config() const override { return {}; }
 };
@@ -219,7 +236,8 @@ TEST(GaussianMixture, ClassConditionalSamplingFollowsTheLabelledOde) {
   auto run = [&](int64_t steps, double scale) {
     SampleOptions o;
     o.num_steps = steps;
-    o.spacing = make_spacing("exponential", {{"final", "min"}, {"sigma_max", "20"}, {"sigma_min", "0.02"}});
+    o.spacing =
+        make_spacing("exponential", {{"final", "min"}, {"sigma_max", "20"}, {"sigma_min", "0.02"}});
     o.cond.value = labels;
     if (scale > 0) {
       o.guidance = std::make_shared<ScaledGuidance>(scale);
@@ -253,10 +271,12 @@ TEST(GaussianMixture, SamplingMatchesMomentsAndWeights) {
   const Tensor freq = at::bincount(s.labels, {}, gmm.num_components()).to(at::kDouble) / n;
   ExpectTensorNear(freq, gmm.weights(), 0.004, 0, "label frequencies");
   // Each draw sits near its own component: the standardised residuals have unit variance.
-  const Tensor zres = (s.x0 - gmm.means().index_select(0, s.labels)) / gmm.variances().index_select(0, s.labels).sqrt();
+  const Tensor zres = (s.x0 - gmm.means().index_select(0, s.labels)) /
+                      gmm.variances().index_select(0, s.labels).sqrt();
   EXPECT_NEAR(zres.var().item<double>(), 1.0, 0.01);
   // Seeded: the same seed gives the same draws; float32 options give float32.
-  ExpectTensorNear(gmm.sample(10, uint64_t{7}).x0, gmm.sample(10, uint64_t{7}).x0, 0, 0, "same seed");
+  ExpectTensorNear(gmm.sample(10, uint64_t{7}).x0, gmm.sample(10, uint64_t{7}).x0, 0, 0,
+                   "same seed");
   EXPECT_FALSE(at::equal(gmm.sample(10, uint64_t{7}).x0, gmm.sample(10, uint64_t{8}).x0));
   EXPECT_EQ(gmm.sample(3, uint64_t{1}, at::kFloat).x0.scalar_type(), at::kFloat);
 }
@@ -275,7 +295,8 @@ TEST(GaussianMixture, BadInputIsAnError) {
   }
   const GaussianMixture g(w, mu, v);
   EXPECT_THROW(g.x0(at::zeros({4, 2}, kF64), TimePoint{0, 1, 1}), Error);  // wrong D
-  EXPECT_THROW(g.solve_ode(at::zeros({4, 3}, kF64), TimePoint{0, 1, 1}, TimePoint{0, 1, 0}, {}, GmmOdeOptions().rtol(0)),
+  EXPECT_THROW(g.solve_ode(at::zeros({4, 3}, kF64), TimePoint{0, 1, 1}, TimePoint{0, 1, 0}, {},
+                           GmmOdeOptions().rtol(0)),
                Error);
   EXPECT_THROW(g.solve_ode(at::zeros({4, 3}, kF64), TimePoint{0, 0, 0}, TimePoint{0, 1, 0}), Error);
   EXPECT_THROW(g.sample(0, uint64_t{1}), Error);

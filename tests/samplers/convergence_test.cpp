@@ -45,7 +45,9 @@ struct Bed {
 TimeGrid lambda_uniform_grid(const NoiseSchedule& s, int64_t n) {
   // sigma_ve 20..0.02: over the schedule's whole range (lambda -5.0..4.6) the steps at N = 20 are
   // coarse enough that 2M/2S still measure 1.7-1.9 (pre-asymptotic), see methods.md §10b.
-  TimeGrid g = make_spacing("exponential", {{"final", "min"}, {"sigma_max", "20"}, {"sigma_min", "0.02"}})->grid(s, n + 1);
+  TimeGrid g =
+      make_spacing("exponential", {{"final", "min"}, {"sigma_max", "20"}, {"sigma_min", "0.02"}})
+          ->grid(s, n + 1);
   g.pop_back();  // final=min repeats the last point; drop it: n + 1 points, n equal steps in lambda
   return g;
 }
@@ -54,7 +56,12 @@ const Bed& bed(const std::string& preset) {
   static std::map<std::string, Bed> cache;
   auto it = cache.find(preset);
   if (it != cache.end()) return it->second;
-  Bed b{GaussianMixture::preset(preset), std::shared_ptr<const NoiseSchedule>(make_schedule("vp")), {}, {}, {}, {}};
+  Bed b{GaussianMixture::preset(preset),
+        std::shared_ptr<const NoiseSchedule>(make_schedule("vp")),
+        {},
+        {},
+        {},
+        {}};
   const TimeGrid g = lambda_uniform_grid(*b.schedule, 20);
   b.first = g.front();
   b.last = g.back();
@@ -71,7 +78,9 @@ double rmse(const Bed& b, const Sampler& sampler, int64_t n) {
   EXPECT_EQ(grid.front(), b.first);
   EXPECT_EQ(grid.back(), b.last);
   const Denoiser d(b.gmm.network(b.schedule, Parameterization::kEpsilon));
-  ModelFn model = [&](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn model = [&](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   ctx.schedule = b.schedule.get();
   const Tensor out = sampler.sample(model, b.x_start, grid, ctx);
@@ -100,10 +109,11 @@ TEST_P(ConvergenceOrder, SlopeOfLogErrorMatchesOrder) {
   double mx = 0, my = 0;
   for (size_t i = 0; i < lx.size(); ++i) mx += lx[i] / lx.size(), my += ly[i] / ly.size();
   double sxy = 0, sxx = 0;
-  for (size_t i = 0; i < lx.size(); ++i) sxy += (lx[i] - mx) * (ly[i] - my), sxx += (lx[i] - mx) * (lx[i] - mx);
+  for (size_t i = 0; i < lx.size(); ++i)
+    sxy += (lx[i] - mx) * (ly[i] - my), sxx += (lx[i] - mx) * (lx[i] - mx);
   const double order = -sxy / sxx;
-  std::cout << "[ order ] " << case_name(c) << " on " << preset << ": " << order << " (expected " << c.order << ")"
-            << table << "\n";
+  std::cout << "[ order ] " << case_name(c) << " on " << preset << ": " << order << " (expected "
+            << c.order << ")" << table << "\n";
   EXPECT_NEAR(order, c.order, 0.3) << table;
 }
 
@@ -114,10 +124,10 @@ const OrderCase kCases[] = {
     {"dpm_solver_pp", {{"order", "2"}, {"solver_type", "heun"}}, 2.0},
     // The third-order multistep update of diffusers (DPMSolverMultistepScheduler.
     // multistep_dpm_solver_third_order_update, 58eb52c) and k-diffusion (sample_dpmpp_3m_sde) uses
-    // D2 = (D1_0 - D1_1) / (r0 + r1) ~ h^2 x0''/2, where the Taylor term alpha (h^2/2 - e^{-h} + 1 - h) x0''
-    // needs h^2 x0'': the local error stays O(h^3), so the method is second order on this test
-    // (measured 2.23 / 2.16 on the 2-D / 16-D mixture; with D2 doubled a scratch implementation of the
-    // same loop measures 3.04 / 3.05).
+    // D2 = (D1_0 - D1_1) / (r0 + r1) ~ h^2 x0''/2, where the Taylor term
+    // alpha (h^2/2 - e^{-h} + 1 - h) x0'' needs h^2 x0'': the local error stays O(h^3), so the
+    // method is second order on this test (measured 2.23 / 2.16 on the 2-D / 16-D mixture; with
+    // D2 doubled a scratch implementation of the same loop measures 3.04 / 3.05).
     // dpmpp_3m reproduces diffusers, so its expected order here is 2.
     {"dpmpp_3m", {}, 2.0},
     {"dpmpp_2s", {}, 2.0},
@@ -127,9 +137,11 @@ const OrderCase kCases[] = {
 
 INSTANTIATE_TEST_SUITE_P(Gmm, ConvergenceOrder,
                          ::testing::Combine(::testing::ValuesIn(kCases),
-                                            ::testing::Values(std::string("mixture_2d"), std::string("mixture_16d"))),
+                                            ::testing::Values(std::string("mixture_2d"),
+                                                              std::string("mixture_16d"))),
                          [](const auto& info) {
-                           return case_name(std::get<0>(info.param)) + "_" + std::get<1>(info.param);
+                           return case_name(std::get<0>(info.param)) + "_" +
+                                  std::get<1>(info.param);
                          });
 
 }  // namespace
