@@ -15,6 +15,12 @@
 //   order 3:            ... + a (e^{-h} - 1 + h) ((1 + w) E0 - w E1)
 //                           - a (e^{-h} - 1 + h - h^2/2) (E0 - E1) / (h_0 + h_1),   w = h_0 / (h_0 + h_1)
 // (diffusers' 3M uses no solver_type.) Order rules: see detail::dpm_multistep_order.
+// Aliases: "dpmpp_2m" = order 2, "dpmpp_3m" = order 3, both with diffusers' defaults
+// (lower_order_final below 15 steps, midpoint); a 3M run of >= 15 steps keeps third order up to the
+// last step, and a run onto sigma = 0 always ends with one first-order step.
+// Runs that start in the middle of a grid (img2img) should pass the whole grid's index and size in
+// StepContext (as diffusers' step_index does); the driver on a cut grid counts only its own steps,
+// which differs only where lower_order_final's "< 15 steps" test falls between the two counts.
 #pragma once
 
 #include <cmath>

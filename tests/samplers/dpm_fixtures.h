@@ -16,11 +16,19 @@ namespace diffuse::testing {
 
 /// diffusers SchedulerCommonTest.dummy_sample_deter: element (b,c,h,w) = (c*256 + h*32 + w*4 + b) / 768.
 inline Tensor dummy_sample_deter(at::ScalarType dtype) {
-  return at::arange(768, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+  return at::arange(768, at::TensorOptions().dtype(dtype))
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous();
 }
 /// dummy_noise_deter: the same on 767 .. 0.
 inline Tensor dummy_noise_deter(at::ScalarType dtype) {
-  return at::arange(767, -1, -1, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+  return at::arange(767, -1, -1, at::TensorOptions().dtype(dtype))
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous();
 }
 /// diffusers' dummy_model: sample * t / (t + 1), t cast to the sample dtype.
 inline Network dummy_network() {
