@@ -14,49 +14,44 @@
 // for VP schedules.
 #pragma once
 
+#include <diffuse/sampler.h>
+#include <diffuse/samplers/detail/ve_step.h>
+#include <torch/arg.h>
+
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <string>
 
-#include <torch/arg.h>
-
-#include <diffuse/sampler.h>
-#include <diffuse/samplers/detail/ve_step.h>
-
 namespace diffuse {
 
 struct EulerOptions {
   /// Churn strength; gamma = min(s_churn / num_steps, sqrt(2) - 1). Default 0 (deterministic ODE
-  /// solver); must be >= 0.
+  /// solver, draws no noise); must be >= 0.
   TORCH_ARG(double, s_churn) = 0.0;
   /// Churn is applied only while s_tmin <= sigma_ve <= s_tmax. Defaults 0 and +inf (always).
   TORCH_ARG(double, s_tmin) = 0.0;
   TORCH_ARG(double, s_tmax) = std::numeric_limits<double>::infinity();
   /// Scale of the churn noise (EDM's S_noise). Default 1; must be >= 0.
   TORCH_ARG(double, s_noise) = 1.0;
-  /// Where the model is evaluated when churn is active.
-  /// "sigma_hat" (default; k-diffusion and EDM): on the noised state at the raised level sigma_hat,
-  ///   whose network time comes from the schedule (NoiseSchedule::at_sigma_ve).
-  /// "sigma" (diffusers EulerDiscreteScheduler): at the grid point, before the noise is added (the
-  ///   pipeline calls the model before step() adds it); its eps is then reused at sigma_hat,
-  ///   x0 = x_hat - sigma_hat * eps. Matches diffusers exactly for epsilon-prediction models.
-  TORCH_ARG(std::string, churn_eval) = "sigma_hat";
+  /// Whose churn to reproduce when s_churn > 0:
+  /// "k_diffusion" (default; EDM Alg. 2): the model is evaluated on the noised state at the raised
+  ///   level sigma_hat, whose network time comes from the schedule (NoiseSchedule::at_sigma_ve); one
+  ///   noise tensor is drawn on every step, also outside the [s_tmin, s_tmax] window (k-diffusion's
+  ///   sample_euler draws and discards it), so the stream does not depend on the window.
+  /// "diffusers" (EulerDiscreteScheduler): the model is evaluated at the grid point before the noise
+  ///   is added (the pipeline calls it before step()); its eps is reused at sigma_hat,
+  ///   x0 = x_hat - sigma_hat * eps; noise is drawn only on steps with gamma > 0. Matches diffusers
+  ///   exactly for epsilon-prediction models (its v_prediction mixes sigma and sigma_hat).
+  TORCH_ARG(std::string, churn_convention) = "k_diffusion";
 };
 
 class EulerSampler final : public Sampler {
  public:
   explicit EulerSampler(EulerOptions o = {}) : options(std::move(o)) {
-    check(std::isfinite(options.s_churn()) && options.s_churn() >= 0, "EulerOptions.s_churn must be finite and >= 0, got ",
-          options.s_churn());
-    check(!std::isnan(options.s_tmin()) && options.s_tmin() >= 0, "EulerOptions.s_tmin must be >= 0, got ",
-          options.s_tmin());
-    check(!std::isnan(options.s_tmax()) && options.s_tmax() >= options.s_tmin(),
-          "EulerOptions.s_tmax must be >= s_tmin (", options.s_tmin(), "), got ", options.s_tmax());
-    check(std::isfinite(options.s_noise()) && options.s_noise() >= 0, "EulerOptions.s_noise must be finite and >= 0, got ",
-          options.s_noise());
-    check(options.churn_eval() == "sigma_hat" || options.churn_eval() == "sigma",
-          "EulerOptions.churn_eval must be sigma_hat or sigma, got '", options.churn_eval(), "'");
+    detail::check_churn_options("euler", options.s_churn(), options.s_tmin(), options.s_tmax(), options.s_noise());
+    check(options.churn_convention() == "k_diffusion" || options.churn_convention() == "diffusers",
+          "euler: churn_convention must be k_diffusion or diffusers, got '", options.churn_convention(), "'");
   }
   static std::unique_ptr<Sampler> from_config(const Config& c) {
     ConfigReader r(c, "euler");
@@ -65,7 +60,7 @@ class EulerSampler final : public Sampler {
     o.s_tmin(r.get_double("s_tmin", o.s_tmin()));
     o.s_tmax(r.get_double("s_tmax", o.s_tmax()));  // omit for +inf (config values must be finite)
     o.s_noise(r.get_double("s_noise", o.s_noise()));
-    o.churn_eval(r.get_choice("churn_eval", o.churn_eval(), {"sigma_hat", "sigma"}));
+    o.churn_convention(r.get_choice("churn_convention", o.churn_convention(), {"k_diffusion", "diffusers"}));
     r.finish();
     return std::make_unique<EulerSampler>(o);
   }
@@ -73,20 +68,16 @@ class EulerSampler final : public Sampler {
     Config c{{"s_churn", detail::format_double(options.s_churn())},
              {"s_tmin", detail::format_double(options.s_tmin())},
              {"s_noise", detail::format_double(options.s_noise())},
-             {"churn_eval", options.churn_eval()}};
+             {"churn_convention", options.churn_convention()}};
     if (std::isfinite(options.s_tmax())) c["s_tmax"] = detail::format_double(options.s_tmax());
     return c;
   }
   std::string name() const override { return "euler"; }
   bool is_stochastic() const override { return options.s_churn() > 0 && options.s_noise() > 0; }
 
-  /// gamma of step `st` (0 when churn is off for this noise level). A point with alpha = 0 has
-  /// sigma_ve = inf and cannot be raised further, so it gets no churn.
+  /// gamma of step `st` (0 where churn is off).
   double gamma(const StepContext& st) const {
-    const double sigma = st.now.sigma_ve();
-    if (options.s_churn() <= 0 || !std::isfinite(sigma) || sigma < options.s_tmin() || sigma > options.s_tmax())
-      return 0.0;
-    return std::min(options.s_churn() / static_cast<double>(st.num_steps), std::sqrt(2.0) - 1.0);
+    return detail::churn_gamma(options.s_churn(), options.s_tmin(), options.s_tmax(), st);
   }
 
   EulerOptions options;
@@ -97,6 +88,9 @@ class EulerSampler final : public Sampler {
     const TimePoint& now = st.now;
     const TimePoint& next = st.next;
     check(now.sigma > 0, "euler: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
+    const bool kdiff = options.churn_convention() == "k_diffusion";
+    Tensor z;
+    if (kdiff && is_stochastic()) z = ctx.randn_like(x);
     const double g = gamma(st);
     if (g <= 0) {
       Prediction p = model(x, now, st);
@@ -106,17 +100,15 @@ class EulerSampler final : public Sampler {
     const double sigma = now.sigma_ve();
     const double sigma_hat = sigma * (g + 1.0);
     const double noise_std = options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma);
-    if (options.churn_eval() == "sigma") {
+    if (!kdiff) {
       // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
       Prediction p = model(x, now, st);
       Tensor x_hat_ve = x / now.alpha + ctx.randn_like(x) * noise_std;
       Tensor x_next = (x_hat_ve + p.eps * (next.sigma_ve() - sigma_hat)) * next.alpha;
       return {x_next, p};
     }
-    check(ctx.schedule != nullptr, "euler: s_churn > 0 needs the noise schedule to find the model time of sigma_hat=",
-          sigma_hat, " (SampleContext.schedule is null)");
-    const TimePoint hat = ctx.schedule->at_sigma_ve(sigma_hat);
-    Tensor x_hat = (x / now.alpha + ctx.randn_like(x) * noise_std) * hat.alpha;
+    const TimePoint hat = detail::churn_point(ctx, now, g, "euler");
+    Tensor x_hat = (x / now.alpha + z * noise_std) * hat.alpha;
     Prediction p = model(x_hat, hat, st);
     const auto c = detail::euler_coefficients(hat, next.sigma_ve(), next.alpha);
     return {x_hat * c.cx + p.x0 * c.cx0, p};

@@ -11,14 +11,13 @@
 // tests/samplers/euler_ancestral_test.cpp).
 #pragma once
 
+#include <diffuse/sampler.h>
+#include <diffuse/samplers/detail/ve_step.h>
+#include <torch/arg.h>
+
 #include <cmath>
 #include <memory>
 #include <string>
-
-#include <torch/arg.h>
-
-#include <diffuse/sampler.h>
-#include <diffuse/samplers/detail/ve_step.h>
 
 namespace diffuse {
 
@@ -73,7 +72,9 @@ class EulerAncestralSampler final : public Sampler {
 
 DIFFUSE_REGISTER_SAMPLER(EulerAncestralSampler, "euler_ancestral",
                          "Euler ancestral (k-diffusion / A1111 'Euler a'); eta=1 default, eta=0 is euler");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA, "euler_a", "euler_ancestral", {}, "A1111/ComfyUI name for euler_ancestral");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralKA, "k_euler_a", "euler_ancestral", {}, "A1111's name for euler_ancestral");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA, "euler_a", "euler_ancestral", {},
+                               "A1111/ComfyUI name for euler_ancestral");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralKA, "k_euler_a", "euler_ancestral", {},
+                               "A1111's name for euler_ancestral");
 
 }  // namespace diffuse

@@ -9,12 +9,13 @@
 // exactly on x0 when sigma' = 0.
 #pragma once
 
+#include <diffuse/config.h>
+#include <diffuse/sampler.h>
+#include <diffuse/schedule.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
-
-#include <diffuse/config.h>
-#include <diffuse/schedule.h>
 
 namespace diffuse::detail {
 
@@ -47,6 +48,32 @@ inline AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, dou
   const double r = ve_ratio(sigma_ve_next, sigma_ve);
   const double up = std::min(sigma_ve_next, eta * sigma_ve_next * std::sqrt(std::max(0.0, 1.0 - r * r)));
   return {std::sqrt(std::max(0.0, sigma_ve_next * sigma_ve_next - up * up)), up};
+}
+
+/// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by euler and heun: option checks.
+inline void check_churn_options(const char* who, double s_churn, double s_tmin, double s_tmax, double s_noise) {
+  check(std::isfinite(s_churn) && s_churn >= 0, who, ": s_churn must be finite and >= 0, got ", s_churn);
+  check(std::isfinite(s_tmin) && s_tmin >= 0, who, ": s_tmin must be finite and >= 0, got ", s_tmin);
+  check(!std::isnan(s_tmax) && s_tmax >= s_tmin, who, ": s_tmax must be >= s_tmin (", s_tmin, "), got ", s_tmax);
+  check(std::isfinite(s_noise) && s_noise >= 0, who, ": s_noise must be finite and >= 0, got ", s_noise);
+}
+
+/// gamma = min(s_churn / num_steps, sqrt(2) - 1) while s_tmin <= sigma_ve <= s_tmax, else 0. A
+/// point with alpha = 0 (sigma_ve = inf) cannot be raised further and gets 0.
+inline double churn_gamma(double s_churn, double s_tmin, double s_tmax, const StepContext& st) {
+  const double sigma = st.now.sigma_ve();
+  if (s_churn <= 0 || !std::isfinite(sigma) || sigma < s_tmin || sigma > s_tmax) return 0.0;
+  return std::min(s_churn / static_cast<double>(st.num_steps), std::sqrt(2.0) - 1.0);
+}
+
+/// The point at the raised noise level sigma_hat = sigma_ve (1 + gamma); its model time comes from
+/// the schedule (fractional for discrete schedules, like k-diffusion's sigma_to_t).
+inline TimePoint churn_point(const SampleContext& ctx, const TimePoint& now, double gamma, const char* who) {
+  const double sigma_hat = now.sigma_ve() * (1.0 + gamma);
+  check(ctx.schedule != nullptr, who,
+        ": s_churn > 0 needs the noise schedule to find the model time of sigma_hat=", sigma_hat,
+        " (SampleContext.schedule is null)");
+  return ctx.schedule->at_sigma_ve(sigma_hat);
 }
 
 }  // namespace diffuse::detail

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "samplers/k_sampler_fixtures.h"
-
 #include <diffuse/samplers/euler_ancestral.h>
+
+#include "samplers/k_sampler_fixtures.h"
 
 namespace diffuse {
 namespace {
@@ -71,6 +71,22 @@ TEST(EulerAncestralSampler, MatchesDiffusersEulerAncestralDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_euler_ancestral (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionAncestralGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_euler_ancestral.inc"
+  };
+  return cases;
+}
+
+TEST(EulerAncestralSampler, MatchesKDiffusionSampleEulerAncestral) {
+  for (const auto& g : KDiffusionAncestralGoldens()) CheckGoldenCase("euler_ancestral", g);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Invariants.
 
 struct AncestralFixture {
@@ -132,10 +148,11 @@ TEST(EulerAncestralSampler, OneStepClosedForm) {
   st.num_steps = 6;
   st.now = u.grid[2];
   st.next = u.grid[3];
-  const Tensor out = make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})->step(u.fn, u.x, st, {}, ctx).x;
+  const Tensor out =
+      make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})->step(u.fn, u.x, st, {}, ctx).x;
   const double sigma = st.now.sigma_ve(), sigma_next = st.next.sigma_ve();
-  const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
-                                                          (sigma * sigma)));
+  const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next *
+                                                         (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
   const double down = std::sqrt(sigma_next * sigma_next - up * up);
   const Tensor x_ve = u.x / st.now.alpha;
   const Tensor x0 = u.d(u.x, st.now, {}).x0;

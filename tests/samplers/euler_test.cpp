@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "samplers/k_sampler_fixtures.h"
-
 #include <diffuse/samplers/ddim.h>
 #include <diffuse/samplers/euler.h>
+
+#include "samplers/k_sampler_fixtures.h"
 
 namespace diffuse {
 namespace {
@@ -43,8 +43,8 @@ void RunSuiteCase(const SuiteCase& c, double f64_sum_rtol = 0) {
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out =
-        testing::run_diffusers_test_loop(*make_sampler("euler"), testing::network_sees_ve_state(d), grid, s, first, ctx);
+    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("euler"), testing::network_sees_ve_state(d), grid,
+                                                        s, first, ctx);
     const double sum = out.abs().sum().item<double>(), mean = out.abs().mean().item<double>();
     if (dtype == at::kDouble && f64_sum_rtol > 0) {
       EXPECT_NEAR(sum, c.sum, f64_sum_rtol * c.sum);
@@ -93,6 +93,22 @@ TEST(EulerSampler, MatchesDiffusersEulerDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_euler (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionEulerGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_euler.inc"
+  };
+  return cases;
+}
+
+TEST(EulerSampler, MatchesKDiffusionSampleEuler) {
+  for (const auto& g : KDiffusionEulerGoldens()) CheckGoldenCase("euler", g);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Invariants and closed forms.
 
 TEST(EulerSampler, EqualsDdimEtaZero) {
@@ -112,8 +128,10 @@ TEST(EulerSampler, EqualsDdimEtaZero) {
 TEST(EulerSampler, StartsAtZeroTerminalSnr) {
   // Zero terminal SNR + trailing: the first point has alpha = 0 (sigma_ve = inf), where k-diffusion's
   // x / alpha is undefined. The VP-native step stays finite and still equals DDIM (eta = 0).
-  auto sched = make_schedule("discrete", {{"beta_schedule", "scaled_linear"}, {"beta_start", "0.00085"},
-                                          {"beta_end", "0.012"}, {"rescale_betas_zero_snr", "true"}});
+  auto sched = make_schedule("discrete", {{"beta_schedule", "scaled_linear"},
+                                          {"beta_start", "0.00085"},
+                                          {"beta_end", "0.012"},
+                                          {"rescale_betas_zero_snr", "true"}});
   const TimeGrid grid = make_spacing("trailing")->grid(*sched, 5);
   ASSERT_EQ(grid[0].alpha, 0.0);
   DenoiserOptions dopt;
@@ -174,8 +192,8 @@ TEST(EulerSampler, ChurnWindowAndCap) {
   EulerSampler s(EulerOptions().s_churn(100).s_tmin(1.0).s_tmax(5.0));
   StepContext st;
   st.num_steps = 10;
-  st.now = TimePoint{0, 1 / std::sqrt(1 + 4.0), 2 / std::sqrt(1 + 4.0)};  // sigma_ve = 2
-  EXPECT_DOUBLE_EQ(s.gamma(st), std::sqrt(2.0) - 1);                     // capped
+  st.now = TimePoint{0, 1 / std::sqrt(1 + 4.0), 2 / std::sqrt(1 + 4.0)};    // sigma_ve = 2
+  EXPECT_DOUBLE_EQ(s.gamma(st), std::sqrt(2.0) - 1);                        // capped
   st.now = TimePoint{0, 1 / std::sqrt(1 + 36.0), 6 / std::sqrt(1 + 36.0)};  // sigma_ve = 6 > s_tmax
   EXPECT_EQ(s.gamma(st), 0.0);
   st.now = TimePoint{0, 1 / std::sqrt(1 + 0.25), 0.5 / std::sqrt(1 + 0.25)};  // 0.5 < s_tmin
@@ -183,6 +201,32 @@ TEST(EulerSampler, ChurnWindowAndCap) {
   EulerSampler small(EulerOptions().s_churn(1.0));
   st.now = TimePoint{0, 1 / std::sqrt(1 + 4.0), 2 / std::sqrt(1 + 4.0)};
   EXPECT_DOUBLE_EQ(small.gamma(st), 0.1);
+}
+
+TEST(EulerSampler, ChurnNoiseDrawsFollowTheConvention) {
+  // A window that no grid point falls in: gamma = 0 on every step, so the result is plain Euler,
+  // but k-diffusion's sample_euler still draws (and discards) one tensor per step while diffusers'
+  // step() draws only where gamma > 0.
+  auto sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
+  const TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 5);
+  Denoiser d(testing::smooth_network);
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  const Tensor x = testing::sample_deter(at::kDouble);
+  const Config window{{"s_churn", "1"}, {"s_tmin", "100"}, {"s_tmax", "200"}};
+  SampleContext plain;
+  plain.schedule = sched.get();
+  const Tensor expect = make_sampler("euler")->sample(fn, x, grid, plain);
+
+  std::vector<Tensor> five(5, at::zeros_like(x));
+  auto replay = make_replay_noise(five);
+  SampleContext kd = plain;
+  kd.noise = replay.get();
+  testing::ExpectTensorNear(make_sampler("euler", window)->sample(fn, x, grid, kd), expect, 0, 0, "k_diffusion");
+  EXPECT_THROW(kd.noise->randn_like(x), Error);  // all five draws were used
+
+  Config dwindow = window;
+  dwindow["churn_convention"] = "diffusers";
+  testing::ExpectTensorNear(make_sampler("euler", dwindow)->sample(fn, x, grid, plain), expect, 0, 0, "diffusers");
 }
 
 TEST(EulerSampler, DefaultsAreDeterministicAndDrawNoNoise) {
@@ -199,17 +243,18 @@ TEST(EulerSampler, DefaultsAreDeterministicAndDrawNoNoise) {
 }
 
 TEST(EulerSampler, ConfigRoundTripAndErrors) {
-  auto s = make_sampler("euler", {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_eval", "sigma"}});
+  auto s = make_sampler("euler",
+                        {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_convention", "diffusers"}});
   const Config c = s->to_config();
   EXPECT_EQ(make_sampler("euler", c)->to_config(), c);
-  EXPECT_EQ(c.at("churn_eval"), "sigma");
+  EXPECT_EQ(c.at("churn_convention"), "diffusers");
   // s_tmax = +inf (the default) is left out of the config, so the round trip needs no "inf" value.
   EXPECT_EQ(make_sampler("euler")->to_config().count("s_tmax"), 0u);
   EXPECT_EQ(make_sampler("k_euler")->name(), "euler");
   EXPECT_THROW(make_sampler("euler", {{"s_churn", "-1"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"s_noise", "-0.5"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"s_tmin", "2"}, {"s_tmax", "1"}}), Error);
-  EXPECT_THROW(make_sampler("euler", {{"churn_eval", "t"}}), Error);
+  EXPECT_THROW(make_sampler("euler", {{"churn_convention", "edm"}}), Error);
   EXPECT_THROW(make_sampler("euler", {{"eta", "1"}}), Error);
   try {
     make_sampler("euler", {{"s_churn", "-1"}});
@@ -220,7 +265,8 @@ TEST(EulerSampler, ConfigRoundTripAndErrors) {
 
 TEST(EulerSampler, ChurnAtSigmaHatNeedsASchedule) {
   auto s = make_sampler("euler", {{"s_churn", "1"}});
-  const TimeGrid grid = make_spacing("linspace")->grid(*testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64"), 3);
+  const TimeGrid grid =
+      make_spacing("linspace")->grid(*testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64"), 3);
   Denoiser d(testing::smooth_network);
   ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
   auto noise = make_torch_noise(0);

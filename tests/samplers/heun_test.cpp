@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "samplers/k_sampler_fixtures.h"
-
 #include <diffuse/samplers/heun.h>
+
+#include "samplers/k_sampler_fixtures.h"
 
 namespace diffuse {
 namespace {
@@ -48,7 +48,8 @@ void RunSuiteCase(const std::string& prediction, const std::string& spacing, con
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d), grid, s, first, ctx);
+    const Tensor out =
+        testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d), grid, s, first, ctx);
     const double tol = dtype == at::kDouble && f64_sum_rtol > 0 ? f64_sum_rtol * sum : 1e-2;
     EXPECT_NEAR(out.abs().sum().item<double>(), sum, tol);
     EXPECT_NEAR(out.abs().mean().item<double>(), mean, mean_tol);
@@ -92,6 +93,22 @@ const std::vector<GoldenCase>& HeunGoldens() {
 
 TEST(HeunSampler, MatchesDiffusersHeunDiscreteScheduler) {
   for (const auto& g : HeunGoldens()) CheckGoldenCase("heun", g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against k-diffusion 4601bf0 sample_heun (k_sampler_fixtures.h GoldenCase; k-diffusion run from
+// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
+// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+
+const std::vector<GoldenCase>& KDiffusionHeunGoldens() {
+  static const std::vector<GoldenCase> cases = {
+#include "samplers/kdiffusion_heun.inc"
+  };
+  return cases;
+}
+
+TEST(HeunSampler, MatchesKDiffusionSampleHeun) {
+  for (const auto& g : KDiffusionHeunGoldens()) CheckGoldenCase("heun", g);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,10 +184,15 @@ TEST(HeunSampler, RejectsAStartAtAlphaZero) {
 TEST(HeunSampler, ConfigRoundTripAndErrors) {
   auto s = make_sampler("k_heun");
   EXPECT_EQ(s->name(), "heun");
-  EXPECT_TRUE(s->to_config().empty());
   EXPECT_FALSE(s->is_stochastic());
   EXPECT_EQ(s->model_calls(1), 1);
-  EXPECT_THROW(make_sampler("heun", {{"s_churn", "1"}}), Error);
+  EXPECT_EQ(s->to_config().count("s_tmax"), 0u);  // +inf is the default and is left out
+  auto c = make_sampler("heun", {{"s_churn", "40"}, {"s_tmin", "0.05"}, {"s_tmax", "50"}, {"s_noise", "1.003"}});
+  EXPECT_TRUE(c->is_stochastic());
+  EXPECT_EQ(make_sampler("heun", c->to_config())->to_config(), c->to_config());
+  EXPECT_THROW(make_sampler("heun", {{"s_churn", "-1"}}), Error);
+  EXPECT_THROW(make_sampler("heun", {{"s_tmin", "3"}, {"s_tmax", "2"}}), Error);
+  EXPECT_THROW(make_sampler("heun", {{"eta", "1"}}), Error);
 }
 
 }  // namespace

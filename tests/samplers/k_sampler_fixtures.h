@@ -18,7 +18,13 @@ inline Tensor sample_deter(at::ScalarType dtype) {
 }
 /// dummy_noise_deter: the same on arange(768) reversed.
 inline Tensor noise_deter(at::ScalarType dtype) {
-  return at::arange(768, at::kFloat).flip({0}).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous().to(dtype);
+  return at::arange(768, at::kFloat)
+      .flip({0})
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous()
+      .to(dtype);
 }
 /// dummy_model: sample * t / (t + 1), t cast to the sample dtype.
 inline Tensor dummy_network(const Tensor& x, const Tensor& t, const Conditioning&) {
@@ -33,12 +39,14 @@ inline Tensor smooth_network(const Tensor& x, const Tensor& t, const Conditionin
 }
 
 inline std::unique_ptr<NoiseSchedule> discrete_schedule(int64_t T, double beta_start, double beta_end,
-                                                        const std::string& kind, const std::string& precision) {
-  return make_schedule("discrete", {{"num_train_timesteps", std::to_string(T)},
-                                    {"beta_start", detail::format_double(beta_start)},
-                                    {"beta_end", detail::format_double(beta_end)},
-                                    {"beta_schedule", kind},
-                                    {"precision", precision}});
+                                                        const std::string& kind, const std::string& precision,
+                                                        Config extra = {}) {
+  extra["num_train_timesteps"] = std::to_string(T);
+  extra["beta_start"] = detail::format_double(beta_start);
+  extra["beta_end"] = detail::format_double(beta_end);
+  extra["beta_schedule"] = kind;
+  extra["precision"] = precision;
+  return make_schedule("discrete", extra);
 }
 
 /// ModelFn calling `d` with network input x / alpha (the VE state) instead of x. Used to reproduce
@@ -64,8 +72,8 @@ inline Tensor run_diffusers_test_loop(const Sampler& sampler, const ModelFn& fn,
     st.now = grid[i];
     st.next = grid[i + 1];
     st.grid = &grid;
-    s = s * grid[i].alpha;                  // the test's overwrite: sample = scale_model_input(sample, t)
-    const Tensor x = s * grid[i].alpha;     // VP state whose VE form is that overwritten sample
+    s = s * grid[i].alpha;               // the test's overwrite: sample = scale_model_input(sample, t)
+    const Tensor x = s * grid[i].alpha;  // VP state whose VE form is that overwritten sample
     s = sampler.step(fn, x, st, history, ctx).x / grid[i + 1].alpha;
   }
   return s;
@@ -87,28 +95,31 @@ inline SampleStats stats_of(const Tensor& x) {
 
 inline void ExpectRelNear(double actual, double expected, double rtol, double atol, const std::string& what) {
   EXPECT_LE(std::abs(actual - expected), atol + rtol * std::abs(expected))
-      << what << ": got " << actual << ", diffusers " << expected;
+      << what << ": got " << actual << ", reference " << expected;
 }
 
-/// One configuration run through diffusers' pipeline loop
+/// One configuration with reference numbers. Most come from diffusers' pipeline loop
 ///   S.set_timesteps(steps); x = sample_deter * S.init_noise_sigma
 ///   for t in S.timesteps: x = S.step(smooth_model(S.scale_model_input(x, t), t), t, x, ...).prev_sample
 /// by /work/ref/euler/golden.py (scratch, not in the repo) against diffusers 58eb52c, once stock
 /// (float32) and once with every float32 dtype of the scheduler module replaced by float64 and its
 /// randn_tensor replaced by float32 torch.randn cast to float64 (the stream make_torch_noise gives).
+/// The kdiffusion_*.inc cases come from k-diffusion's samplers instead (see the test files); each
+/// case's comment line names the exact call.
 struct GoldenCase {
   std::string name;
   int64_t T;
   double beta_start, beta_end;
   std::string beta_schedule;
+  Config schedule_config;  // further DiscreteSchedule options (zero terminal SNR)
   std::string spacing;
   Config spacing_config;
   std::string prediction;
   int64_t steps;
   Config sampler_config;
-  int64_t seed;                     // torch.Generator().manual_seed(seed); -1: no generator
-  std::vector<double> timesteps;    // diffusers' (float64 run; Heun's de-interleaved)
-  std::vector<double> sigmas;       // diffusers' sigma_ve, final one included
+  int64_t seed;                   // torch.Generator().manual_seed(seed); -1: no generator
+  std::vector<double> timesteps;  // reference model times (float64 run; Heun's de-interleaved)
+  std::vector<double> sigmas;     // reference sigma_ve, final one included
   SampleStats f64, f32;
 };
 
@@ -117,7 +128,8 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
   SCOPED_TRACE(sampler_key + "." + g.name);
   for (const auto dtype : {at::kDouble, at::kFloat}) {
     const bool f64 = dtype == at::kDouble;
-    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32");
+    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32",
+                                   g.schedule_config);
     const TimeGrid grid = make_spacing(g.spacing, g.spacing_config)->grid(*sched, g.steps);
     ASSERT_EQ(grid.size(), g.sigmas.size());
     ASSERT_EQ(g.timesteps.size() + 1, g.sigmas.size());
