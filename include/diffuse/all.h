@@ -5,3 +5,4 @@
 #include <diffuse/diffuse.h>
 #include <diffuse/all_schedules.h>
 #include <diffuse/all_samplers.h>
+#include <diffuse/gaussian_mixture.h>
