@@ -130,6 +130,8 @@ const OrderCase kCases[] = {
     // D2 doubled a scratch implementation of the same loop measures 3.04 / 3.05).
     // dpmpp_3m reproduces diffusers, so its expected order here is 2.
     {"dpmpp_3m", {}, 2.0},
+    // With the Taylor-consistent second-derivative term the multistep solver is third order.
+    {"dpm_solver_pp", {{"order", "3"}, {"third_order", "taylor"}}, 3.0},
     {"dpmpp_2s", {}, 2.0},
     {"euler", {}, 1.0},
     {"heun", {}, 2.0},
