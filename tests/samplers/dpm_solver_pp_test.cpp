@@ -198,7 +198,7 @@ TEST(DpmSolverPPSampler, AliasesConfigAndErrors) {
   EXPECT_EQ(make_sampler("dpmpp_3m")->history_size(), 2);
   EXPECT_EQ(make_sampler("dpm_solver_pp", {{"order", "1"}})->history_size(), 0);
   const Config c{{"order", "3"}, {"solver_type", "heun"}, {"lower_order_final", "false"},
-                 {"lower_order_final_below", "20"}, {"euler_at_final", "true"}};
+                 {"lower_order_final_below", "20"}, {"euler_at_final", "true"}, {"third_order", "taylor"}};
   EXPECT_EQ(make_sampler("dpm_solver_pp", c)->to_config(), c);
   auto throws_naming = [](const Config& bad, const std::string& what) {
     try {
@@ -213,6 +213,7 @@ TEST(DpmSolverPPSampler, AliasesConfigAndErrors) {
   throws_naming({{"solver_type", "bogus"}}, "bogus");
   throws_naming({{"lower_order_final_below", "0"}}, "lower_order_final_below");
   throws_naming({{"no_such_key", "1"}}, "no_such_key");
+  throws_naming({{"third_order", "cubic"}}, "cubic");
 }
 
 // lower_order_final acts below `lower_order_final_below` steps only: at 20 steps the diffusers
