@@ -80,5 +80,6 @@ class DdimSampler final : public Sampler {
 };
 
 DIFFUSE_REGISTER_SAMPLER(DdimSampler, "ddim", "DDIM (Song et al. 2020); eta=0 deterministic, eta=1 ancestral");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(DdimA1111, "DDIM", "ddim", {}, "A1111's label for ddim");
 
 }  // namespace diffuse

@@ -142,6 +142,10 @@ DIFFUSE_REGISTER_SAMPLER(DpmSolverPPSampler, "dpm_solver_pp",
                          "DPM-Solver++ multistep (Lu et al. 2022), data prediction, order 1-3");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m, "dpmpp_2m", "dpm_solver_pp", (Config{{"order", "2"}}),
                                "DPM++ 2M (A1111/ComfyUI name): dpm_solver_pp order=2");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_k, "k_dpmpp_2m", "dpm_solver_pp", (Config{{"order", "2"}}),
+                               "A1111's internal name for DPM++ 2M");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_a1111, "DPM++ 2M", "dpm_solver_pp", (Config{{"order", "2"}}),
+                               "A1111's label for DPM++ 2M (pair it with the karras spacing for 'DPM++ 2M Karras')");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_3m, "dpmpp_3m", "dpm_solver_pp", (Config{{"order", "3"}}),
                                "DPM++ 3M: dpm_solver_pp order=3 (diffusers solver_order=3 defaults)");
 

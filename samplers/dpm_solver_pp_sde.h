@@ -112,5 +112,9 @@ DIFFUSE_REGISTER_SAMPLER(DpmSolverPPSdeSampler, "dpm_solver_pp_sde",
                          "SDE-DPM-Solver++ multistep (diffusers sde-dpmsolver++), order 1-2, stochastic");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde, "dpmpp_2m_sde", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
                                "DPM++ 2M SDE (eta=1, midpoint; noise per step, not a Brownian tree)");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_k, "k_dpmpp_2m_sde", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
+                               "A1111's internal name for DPM++ 2M SDE");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_a1111, "DPM++ 2M SDE", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
+                               "A1111's label for DPM++ 2M SDE");
 
 }  // namespace diffuse

@@ -117,5 +117,6 @@ class EulerSampler final : public Sampler {
 
 DIFFUSE_REGISTER_SAMPLER(EulerSampler, "euler", "Euler ODE solver in sigma_ve (k-diffusion), optional EDM churn");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerK, "k_euler", "euler", {}, "A1111's name for euler");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerA1111, "Euler", "euler", {}, "A1111's label for euler");
 
 }  // namespace diffuse

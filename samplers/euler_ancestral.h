@@ -76,5 +76,6 @@ DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA, "euler_a", "euler_ancestral", {}
                                "A1111/ComfyUI name for euler_ancestral");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralKA, "k_euler_a", "euler_ancestral", {},
                                "A1111's name for euler_ancestral");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA1111, "Euler a", "euler_ancestral", {}, "A1111's label for euler_ancestral");
 
 }  // namespace diffuse

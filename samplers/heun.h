@@ -99,5 +99,6 @@ class HeunSampler final : public Sampler {
 
 DIFFUSE_REGISTER_SAMPLER(HeunSampler, "heun", "Heun 2nd order (EDM Alg. 1; optional Alg. 2 churn); Euler onto sigma=0");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(HeunK, "k_heun", "heun", {}, "A1111's name for heun");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(HeunA1111, "Heun", "heun", {}, "A1111's label for heun");
 
 }  // namespace diffuse

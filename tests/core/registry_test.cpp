@@ -41,6 +41,25 @@ TEST(Registry, EveryModuleFileStemIsARegistryKey) {
   }
 }
 
+TEST(Registry, A1111AndComfyUiNamesResolve) {
+  // The names users type in A1111 / ComfyUI map onto our keys with the right preset options.
+  const std::vector<std::pair<std::string, std::string>> names{
+      {"euler_a", "euler_ancestral"},      {"Euler a", "euler_ancestral"}, {"k_euler_a", "euler_ancestral"},
+      {"Euler", "euler"},                  {"k_euler", "euler"},           {"Heun", "heun"},
+      {"DDIM", "ddim"},                    {"dpmpp_2m", "dpm_solver_pp"},  {"DPM++ 2M", "dpm_solver_pp"},
+      {"k_dpmpp_2m", "dpm_solver_pp"},     {"dpmpp_3m", "dpm_solver_pp"},  {"dpmpp_2m_sde", "dpm_solver_pp_sde"},
+      {"DPM++ 2M SDE", "dpm_solver_pp_sde"}, {"dpmpp_2s", "dpm_solver_pp_singlestep"}};
+  for (const auto& [alias, key] : names) {
+    auto s = make_sampler(alias);
+    EXPECT_EQ(s->name(), key) << alias;
+  }
+  EXPECT_EQ(make_sampler("DPM++ 2M")->to_config().at("order"), "2");
+  EXPECT_EQ(make_sampler("dpmpp_3m")->to_config().at("order"), "3");
+  // User options override an alias's preset.
+  EXPECT_EQ(make_sampler("dpmpp_2m", {{"order", "1"}})->to_config().at("order"), "1");
+  EXPECT_EQ(sampler_from_spec("ddim:eta=0.5")->to_config().at("eta"), "0.5");
+}
+
 TEST(Config, ParsesAndRejectsMalformedItems) {
   const Config c = parse_config(" eta = 0.5 , order=2");
   EXPECT_EQ(c.at("eta"), "0.5");
