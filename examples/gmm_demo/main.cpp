@@ -47,6 +47,18 @@ void usage() {
          "prints the error against the exact ODE solution and the distance to the true mixture.\n";
 }
 
+int64_t to_int(const std::string& option, const std::string& v) {
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  diffuse::check(used == v.size() && !v.empty(), option, ": '", v, "' is not an integer");
+  return n;
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -55,6 +67,9 @@ Args parse(int argc, char** argv) {
       usage();
       std::exit(0);
     }
+    static const char* const kKnown[] = {"--steps", "--samples", "--seed", "--preset", "--spacing", "--schedule"};
+    diffuse::check(std::find(std::begin(kKnown), std::end(kKnown), k) != std::end(kKnown), "unknown option '", k,
+                   "' (see --help)");
     diffuse::check(i + 1 < argc, "option ", k, " needs a value (see --help)");
     const std::string v = argv[++i];
     if (k == "--steps") {
@@ -62,16 +77,18 @@ Args parse(int argc, char** argv) {
       std::stringstream ss(v);
       std::string item;
       while (std::getline(ss, item, ',')) {
-        const int64_t n = std::stoll(item);
+        const int64_t n = to_int(k, item);
         diffuse::check(n >= 1, "--steps: every step count must be >= 1, got ", n);
         a.steps.push_back(n);
       }
       diffuse::check(!a.steps.empty(), "--steps needs at least one number");
     } else if (k == "--samples") {
-      a.samples = std::stoll(v);
+      a.samples = to_int(k, v);
       diffuse::check(a.samples >= 2, "--samples must be >= 2, got ", a.samples);
     } else if (k == "--seed") {
-      a.seed = std::stoull(v);
+      const int64_t seed = to_int(k, v);
+      diffuse::check(seed >= 0, "--seed must be >= 0, got ", seed);
+      a.seed = static_cast<uint64_t>(seed);
     } else if (k == "--preset") {
       a.preset = v;
     } else if (k == "--spacing") {
