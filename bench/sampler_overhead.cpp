@@ -160,12 +160,7 @@ int main(int argc, char** argv) try {
 
   const auto& registry = diffuse::Registry<diffuse::Sampler>::get();
   std::vector<std::string> names = args.samplers;
-  if (names.empty()) {
-    for (const auto& n : registry.names()) {
-      const auto [key, preset] = registry.resolve(n, {});
-      if (key == n || !preset.empty()) names.push_back(n);
-    }
-  }
+  if (names.empty()) names = diffuse::distinct_sampler_names();
 
   // Measured network throughput of the cost model, to scale to a full DiT-S/2 forward.
   {

@@ -23,9 +23,9 @@
 // Aliases: "dpmpp_2m" = order 2, "dpmpp_3m" = order 3, both with diffusers' defaults
 // (lower_order_final below 15 steps, midpoint); a 3M run of >= 15 steps keeps third order up to the
 // last step, and a run onto sigma = 0 always ends with one first-order step.
-// Runs that start in the middle of a grid (img2img) should pass the whole grid's index and size in
-// StepContext (as diffusers' step_index does); the driver on a cut grid counts only its own steps,
-// which differs only where lower_order_final's "< 15 steps" test falls between the two counts.
+// Runs that start in the middle of a grid (img2img) should keep the whole grid and pass first_step to
+// Sampler::sample, so step indices and num_steps are those of the whole grid (diffusers' step_index);
+// cutting the grid instead changes lower_order_final's "< 15 steps" test where the counts straddle 15.
 #pragma once
 
 #include <cmath>

@@ -15,7 +15,10 @@
 //                [--spacing karras] [--schedule vp]
 #include <diffuse/all.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +38,7 @@ struct Args {
   std::string preset = "mixture_2d";
   std::string spacing = "karras";
   std::string schedule = "vp";
+  int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
 };
 
 void usage() {
@@ -42,7 +46,7 @@ void usage() {
       << "usage: diffuse_demo [--steps 10,20,50] [--samples 4000] [--seed 0] [--preset "
          "mixture_2d|mixture_16d]\n"
          "                    [--spacing karras|exponential|linspace|...] [--schedule "
-         "vp|discrete|...]\n"
+         "vp|discrete|...] [--threads N]\n"
          "Samples a Gaussian mixture with its exact denoiser using every registered sampler and\n"
          "prints the error against the exact ODE solution and the distance to the true mixture.\n";
 }
@@ -67,7 +71,8 @@ Args parse(int argc, char** argv) {
       usage();
       std::exit(0);
     }
-    static const char* const kKnown[] = {"--steps", "--samples", "--seed", "--preset", "--spacing", "--schedule"};
+    static const char* const kKnown[] = {"--steps",   "--samples",  "--seed",   "--preset",
+                                         "--spacing", "--schedule", "--threads"};
     diffuse::check(std::find(std::begin(kKnown), std::end(kKnown), k) != std::end(kKnown), "unknown option '", k,
                    "' (see --help)");
     diffuse::check(i + 1 < argc, "option ", k, " needs a value (see --help)");
@@ -95,6 +100,9 @@ Args parse(int argc, char** argv) {
       a.spacing = v;
     } else if (k == "--schedule") {
       a.schedule = v;
+    } else if (k == "--threads") {
+      a.threads = to_int(k, v);
+      diffuse::check(a.threads >= 1, "--threads must be >= 1, got ", a.threads);
     } else {
       throw diffuse::Error("unknown option '" + k + "' (see --help)");
     }
@@ -122,6 +130,7 @@ Tensor covariance(const Tensor& x) {
 
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
+  at::set_num_threads(static_cast<int>(args.threads));  // LibTorch starts at 1 intra-op thread here
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   const auto started = std::chrono::steady_clock::now();
 
@@ -170,7 +179,7 @@ int main(int argc, char** argv) try {
   };
 
   const auto& registry = diffuse::Registry<diffuse::Sampler>::get();
-  for (const std::string& name : registry.names()) {
+  for (const std::string& name : diffuse::distinct_sampler_names()) {
     std::unique_ptr<diffuse::Sampler> sampler;
     try {
       sampler = registry.make(name);
@@ -178,10 +187,8 @@ int main(int argc, char** argv) try {
       std::printf("%-36s needs options: %s\n", name.c_str(), e.what());
       continue;
     }
-    // Aliases that only rename a key (k_euler = euler) would repeat its rows; aliases with preset
-    // options (dpmpp_2m = dpm_solver_pp:order=2) are samplers of their own.
-    const auto [key, preset] = registry.resolve(name, {});
-    if (key != name && preset.empty()) continue;
+    // Aliases with preset options (dpmpp_2m = dpm_solver_pp:order=2) are samplers of their own.
+    const std::string key = registry.resolve(name, {}).first;
     const std::string label = key == name ? name : name + " (" + key + ")";
     for (int64_t steps : args.steps) {
       diffuse::SampleOptions o;

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
+#include <set>
 #include <functional>
 #include <memory>
 #include <string>
@@ -42,6 +44,18 @@ struct History {
   std::vector<Tensor> xs;
   size_t size() const { return preds.size(); }
   bool empty() const { return preds.empty(); }
+  /// Appends one step's record, keeping at most `keep` entries (none when keep == 0).
+  void push(const TimePoint& at, const Prediction& pred, const Tensor& x, size_t keep) {
+    if (keep == 0) return;
+    times.push_back(at);
+    preds.push_back(pred);
+    xs.push_back(x);
+    if (preds.size() > keep) {
+      times.erase(times.begin());
+      preds.erase(preds.begin());
+      xs.erase(xs.begin());
+    }
+  }
 };
 
 struct StepResult {
@@ -74,9 +88,12 @@ class Sampler {
   static constexpr const char* kKindName = "sampler";
   virtual ~Sampler() = default;
 
-  /// Runs the whole grid from state x (already at grid[0]'s noise level). Returns the state at the
-  /// last grid point, in x's dtype.
-  Tensor sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx) const {
+  /// Runs the grid from state x (already at grid[first_step]'s noise level) to its last point and
+  /// returns that state in x's dtype. first_step > 0 starts part-way (img2img, diffusers'
+  /// `timesteps[k:]` loops): step indices stay those of the whole grid, so order rules such as
+  /// lower_order_final see the same num_steps as a full run.
+  Tensor sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx,
+                int64_t first_step = 0) const {
     check(static_cast<bool>(model), "sample(): the model function is empty");
     check(x.defined(), "sample(): the initial sample is undefined");
     check(x.dim() >= 1 && x.size(0) > 0, "sample(): the initial sample needs a non-empty batch dimension, got shape ",
@@ -87,8 +104,10 @@ class Sampler {
     x = x.to(compute_dtype(out_dtype));
     History history;
     const int64_t n = static_cast<int64_t>(grid.size()) - 1;
+    check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ", n,
+          ") for a grid of ", n, " steps");
     const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = first_step; i < n; ++i) {
       StepContext st;
       st.index = i;
       st.num_steps = n;
@@ -98,16 +117,7 @@ class Sampler {
       for (Correction* c : ctx.corrections) c->on_time(x, st.now, st);
       StepResult r = step(model, x, st, history, ctx);
       check(r.x.defined(), name(), ": step ", i, " produced no sample");
-      if (keep > 0) {
-        history.times.push_back(st.now);
-        history.preds.push_back(r.pred);
-        history.xs.push_back(x);
-        if (history.size() > keep) {
-          history.times.erase(history.times.begin());
-          history.preds.erase(history.preds.begin());
-          history.xs.erase(history.xs.begin());
-        }
-      }
+      history.push(st.now, r.pred, x, keep);
       x = std::move(r.x);
       if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
     }
@@ -143,6 +153,32 @@ class Sampler {
 inline std::unique_ptr<Sampler> make_sampler(const std::string& name, const Config& options = {}) {
   return Registry<Sampler>::get().make(name, options);
 }
+/// One name per distinct sampler configuration: every key, plus the aliases whose preset options
+/// make a different sampler (dpmpp_2m = dpm_solver_pp:order=2), each once. Of several names for
+/// the same configuration the ComfyUI-style one (lower case, no A1111 "k_" prefix) is kept.
+inline std::vector<std::string> distinct_sampler_names() {
+  const auto& registry = Registry<Sampler>::get();
+  auto canonical = [](const std::string& n) {
+    if (n.rfind("k_", 0) == 0) return false;
+    for (char c : n)
+      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_'))
+        return false;
+    return true;
+  };
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (int pass = 0; pass < 2; ++pass) {  // canonical names first, then any others still missing
+    for (const std::string& name : registry.names()) {
+      if ((pass == 0) != canonical(name)) continue;
+      const auto resolved = registry.resolve(name, {});
+      if (resolved.first != name && resolved.second.empty()) continue;  // a plain rename of a key
+      if (seen.insert(resolved.first + ":" + format_config(resolved.second)).second) out.push_back(name);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 /// "name" or "name:key=value,...".
 inline std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec) {
   return Registry<Sampler>::get().make_from_spec(spec);

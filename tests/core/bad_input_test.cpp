@@ -32,6 +32,23 @@ struct Fixture {
   Tensor run(const SampleOptions& o) const { return run(Denoiser(eps_net), o); }
 };
 
+TEST(BadInput, FirstStepOutsideTheGrid) {
+  Fixture s;
+  const TimeGrid grid = make_spacing("trailing")->grid(*s.schedule, 5);
+  Denoiser d(eps_net);
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  SampleContext ctx;
+  for (int64_t k : {-1, 5, 9})
+    ExpectErrorMentioning([&] { s.sampler->sample(fn, s.noise, grid, ctx, k); }, {"first_step", std::to_string(k)});
+  // A run started at step k equals the tail of the full run fed the state the full run had there.
+  std::vector<Tensor> states;
+  SampleContext record;
+  record.on_step = [&](const StepInfo& info) { states.push_back(info.x.clone()); };
+  const Tensor full = s.sampler->sample(fn, s.noise, grid, record);
+  const Tensor tail = s.sampler->sample(fn, states[1], grid, ctx, 2);
+  EXPECT_TRUE(at::equal(full, tail));
+}
+
 TEST(BadInput, NonPositiveNumSteps) {
   Fixture s;
   for (int64_t n : {0, -3}) {

@@ -60,6 +60,20 @@ TEST(Registry, A1111AndComfyUiNamesResolve) {
   EXPECT_EQ(sampler_from_spec("ddim:eta=0.5")->to_config().at("eta"), "0.5");
 }
 
+TEST(Registry, DistinctSamplerNamesListEachConfigurationOnce) {
+  const auto names = distinct_sampler_names();
+  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  for (const auto& key : Registry<Sampler>::get().keys()) EXPECT_TRUE(has(key)) << key;
+  EXPECT_TRUE(has("dpmpp_2m"));
+  EXPECT_TRUE(has("dpmpp_3m"));
+  for (const char* n : {"DPM++ 2M", "k_dpmpp_2m", "euler_a", "k_euler", "Euler a"}) EXPECT_FALSE(has(n)) << n;
+  std::set<std::string> configs;
+  for (const auto& n : names) {
+    const auto [key, preset] = Registry<Sampler>::get().resolve(n, {});
+    EXPECT_TRUE(configs.insert(key + ":" + format_config(preset)).second) << n;
+  }
+}
+
 TEST(Config, ParsesAndRejectsMalformedItems) {
   const Config c = parse_config(" eta = 0.5 , order=2");
   EXPECT_EQ(c.at("eta"), "0.5");

@@ -67,34 +67,11 @@ inline ModelFn model_fn(const Denoiser& d) {
   return [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
 }
 
-/// Runs grid steps start .. n-1 with Sampler::step, keeping History as the driver does, with the
-/// step indices of the whole grid: diffusers' loop over `timesteps[start:]` after set_timesteps(n).
+/// diffusers' loop over `timesteps[start:]` after set_timesteps(n): the driver started at step
+/// `start` keeps the step indices of the whole grid.
 inline Tensor run_from(const Sampler& s, const ModelFn& fn, Tensor x, const TimeGrid& grid, int64_t start,
                        SampleContext& ctx) {
-  History h;
-  const int64_t n = static_cast<int64_t>(grid.size()) - 1;
-  const size_t keep = static_cast<size_t>(s.history_size());
-  for (int64_t i = start; i < n; ++i) {
-    StepContext st;
-    st.index = i;
-    st.num_steps = n;
-    st.now = grid[i];
-    st.next = grid[i + 1];
-    st.grid = &grid;
-    StepResult r = s.step(fn, x, st, h, ctx);
-    if (keep > 0) {
-      h.times.push_back(st.now);
-      h.preds.push_back(r.pred);
-      h.xs.push_back(x);
-      if (h.size() > keep) {
-        h.times.erase(h.times.begin());
-        h.preds.erase(h.preds.begin());
-        h.xs.erase(h.xs.begin());
-      }
-    }
-    x = r.x;
-  }
-  return x;
+  return s.sample(fn, x, grid, ctx, start);
 }
 
 /// One golden run of diffusers on nonlinear_network() from x = 2 * dummy_sample_deter - 1:
