@@ -31,6 +31,7 @@ struct StepContext {
   TimePoint now, next;
   Branch branch = Branch::kCond;
   const TimeGrid* grid = nullptr;  ///< the whole grid of this run (after on_grid)
+  NoiseSource* noise = nullptr;    ///< the run's noise source (for corrections that draw noise)
 };
 
 /// The model as samplers see it: (x, time point, step) -> finished prediction.
@@ -73,7 +74,7 @@ struct StepInfo {
 struct SampleContext {
   const NoiseSchedule* schedule = nullptr;  ///< may be null when sampling on a bare grid
   NoiseSource* noise = nullptr;             ///< required by stochastic samplers
-  std::vector<Correction*> corrections;     ///< on_time is called by the driver
+  std::vector<Correction*> corrections;     ///< on_start / on_time / on_finish are called by the driver
   std::function<void(const StepInfo&)> on_step;
 
   /// The only way a sampler draws noise.
@@ -107,19 +108,32 @@ class Sampler {
     check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ", n,
           ") for a grid of ", n, " steps");
     const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
-    for (int64_t i = first_step; i < n; ++i) {
+    auto context_at = [&](int64_t i) {
       StepContext st;
       st.index = i;
       st.num_steps = n;
       st.now = grid[i];
       st.next = grid[i + 1];
       st.grid = &grid;
-      for (Correction* c : ctx.corrections) c->on_time(x, st.now, st);
+      st.noise = ctx.noise;
+      return st;
+    };
+    if (!ctx.corrections.empty()) {
+      const StepContext first = context_at(first_step);
+      for (Correction* c : ctx.corrections) c->on_start(x, first);
+    }
+    for (int64_t i = first_step; i < n; ++i) {
+      StepContext st = context_at(i);
+      for (Correction* c : ctx.corrections) c->on_time(x, st);
       StepResult r = step(model, x, st, history, ctx);
       check(r.x.defined(), name(), ": step ", i, " produced no sample");
       history.push(st.now, r.pred, x, keep);
       x = std::move(r.x);
       if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
+    }
+    if (!ctx.corrections.empty()) {
+      const StepContext last = context_at(n - 1);
+      for (Correction* c : ctx.corrections) c->on_finish(x, last);
     }
     return x.to(out_dtype);
   }
