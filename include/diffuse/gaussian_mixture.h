@@ -255,6 +255,23 @@ class GaussianMixture {
     };
   }
 
+  /// An imperfect epsilon-network that mimics exposure bias (Ning et al. 2024): the exact eps*
+  /// scaled by (1 + delta) plus a smooth state-dependent bias, eps_hat = (1 + delta) eps* +
+  /// bias * tanh(x). It over-predicts the noise for delta > 0, so the sampling chain ends too
+  /// noisy/too concentrated; Epsilon Scaling with b = 1 + delta undoes the scale part exactly.
+  /// delta > -1; both default to the identity (0).
+  Network imperfect_network(std::shared_ptr<const NoiseSchedule> schedule, double delta, double bias = 0.0) const {
+    check(std::isfinite(delta) && delta > -1, "GaussianMixture::imperfect_network: delta must be > -1, got ", delta);
+    check(std::isfinite(bias), "GaussianMixture::imperfect_network: bias must be finite, got ", bias);
+    Network exact = network(std::move(schedule), Parameterization::kEpsilon);
+    return [exact, delta, bias](const Tensor& x, const Tensor& t, const Conditioning& c) {
+      Tensor eps = exact(x, t, c);
+      if (delta != 0.0) eps = eps * (1.0 + delta);
+      if (bias != 0.0) eps = eps + at::tanh(x) * bias;
+      return eps;
+    };
+  }
+
   /// The exact probability-flow ODE solution: the state at `to` of the trajectory through x at
   /// `from` (either direction; either end may be clean or pure noise). x: [B, D] or [B, ...] with D
   /// elements per sample, any floating dtype and device; solved in float64, returned in x's dtype.
