@@ -110,22 +110,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-/// Sliced 2-Wasserstein distance between two equally sized point sets [n, D]: the root mean over
-/// random unit directions of the squared W2 distance of the 1-D projections (sorted matching).
-double sliced_w2(const Tensor& a, const Tensor& b, uint64_t seed, int64_t directions = 64) {
-  at::Generator g = diffuse::detail::cpu_generator(seed);
-  Tensor dirs = at::randn({a.size(1), directions}, g, at::TensorOptions().dtype(at::kDouble));
-  dirs = dirs / dirs.norm(2, 0, /*keepdim=*/true);
-  const Tensor pa = std::get<0>(at::sort(at::matmul(a, dirs), 0));
-  const Tensor pb = std::get<0>(at::sort(at::matmul(b, dirs), 0));
-  return (pa - pb).pow(2).mean().sqrt().item<double>();
-}
-
-Tensor covariance(const Tensor& x) {
-  const Tensor c = x - x.mean(0);
-  return at::matmul(c.t(), c) / (x.size(0) - 1);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -145,7 +129,7 @@ int main(int argc, char** argv) try {
   const int64_t n = args.samples, dim = gmm.dim();
   const Tensor noise = diffuse::randn({n, dim}, args.seed, f64);
   const Tensor truth = gmm.sample(n, args.seed + 1000).x0;
-  const double floor = sliced_w2(truth, gmm.sample(n, args.seed + 2000).x0, args.seed + 3);
+  const double floor = diffuse::sliced_wasserstein(truth, gmm.sample(n, args.seed + 2000).x0, args.seed + 3);
 
   std::printf(
       "diffuse_demo: %s (D=%lld, K=%lld), %lld samples, schedule %s, spacing %s, seed %llu\n",
@@ -214,9 +198,9 @@ int main(int argc, char** argv) try {
         const Tensor err = x.narrow(0, 0, exact.size(0)) - exact;
         std::snprintf(rmse, sizeof rmse, "%.3e", err.pow(2).mean().sqrt().item<double>());
       }
-      const double sw = sliced_w2(x, truth, args.seed + 3);
-      const double mean_err = (x.mean(0) - gmm.mean()).norm().item<double>();
-      const double cov_err = (covariance(x) - gmm.covariance()).norm().item<double>();
+      const double sw = diffuse::sliced_wasserstein(x, truth, args.seed + 3);
+      const double mean_err = diffuse::mean_error(x, gmm.mean());
+      const double cov_err = diffuse::covariance_error(x, gmm.covariance());
       std::printf("%-36s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(),
                   static_cast<long long>(steps),
                   static_cast<long long>(sampler->model_calls(steps)), rmse, sw, mean_err, cov_err,

@@ -322,3 +322,22 @@ TEST(GaussianMixture, ImperfectNetworkIsScaledExactEpsPlusBias) {
 
 }  // namespace
 }  // namespace diffuse
+
+namespace diffuse {
+namespace {
+
+TEST(Metrics, SlicedWassersteinMeanAndCovarianceErrors) {
+  const Tensor a = randn({1000, 3}, 1, at::kDouble);
+  const Tensor b = randn({1000, 3}, 2, at::kDouble);
+  EXPECT_EQ(sliced_wasserstein(a, a), 0.0);
+  EXPECT_LT(sliced_wasserstein(a, b), 0.1);  // two draws of N(0, I): MC noise only
+  // A shift by m moves every projection by <m, u>; E<m, u>^2 = |m|^2 / D for random unit u, so
+  // m = 0.6 (1, 1, 1) gives SW2 = 0.6.
+  EXPECT_NEAR(sliced_wasserstein(a, a + 0.6, 0, 512), 0.6, 0.05);
+  EXPECT_NEAR(mean_error(a + 0.5, at::zeros({3}, at::kDouble)), 0.5 * std::sqrt(3.0), 0.1);
+  EXPECT_NEAR(covariance_error(a * 2, at::eye(3, at::kDouble)), 3.0 * std::sqrt(3.0), 0.6);
+  EXPECT_THROW(sliced_wasserstein(a, a.narrow(0, 0, 10)), Error);
+}
+
+}  // namespace
+}  // namespace diffuse
