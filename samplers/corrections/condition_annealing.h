@@ -226,10 +226,11 @@ class ConditionAnnealing final : public Correction {
       Tensor mean_y, std_y, mean_h, std_h, bad;
       const Tensor yf = y.reshape({y.size(0), -1}), hf = y_hat.reshape({y.size(0), -1});
       if (options.rescale_over() == "sample") {
-        mean_y = yf.mean(1, /*keepdim=*/true);
-        std_y = yf.std(1, /*unbiased=*/true, /*keepdim=*/true);
-        mean_h = hf.mean(1, true);
-        std_h = hf.std(1, true, true);
+        const std::vector<int64_t> dim{1};
+        mean_y = yf.mean(dim, /*keepdim=*/true);
+        std_y = yf.std(dim, /*unbiased=*/true, /*keepdim=*/true);
+        mean_h = hf.mean(dim, true);
+        std_h = hf.std(dim, true, true);
       } else {
         mean_y = yf.mean();
         std_y = yf.std(/*unbiased=*/true);
