@@ -59,6 +59,51 @@ struct GmmSamples {
   Tensor labels;
 };
 
+namespace detail {
+
+/// (alpha, sigma) of the model times t [B] as 0-d tensors when all t agree (one schedule call),
+/// else as [B] tensors, in x's dtype and device. Reads t on the host.
+inline std::pair<Tensor, Tensor> gmm_alpha_sigma(const NoiseSchedule& schedule, const Tensor& t, const Tensor& x,
+                                                 const char* who) {
+  check(t.defined() && t.numel() == x.size(0), who, ": t must have one entry per sample, got ", t.sizes(),
+        " for x of shape ", x.sizes());
+  const Tensor tc = t.to(at::kDouble).cpu().contiguous().reshape({-1});
+  const double* tp = tc.data_ptr<double>();
+  const int64_t b = tc.numel();
+  if (std::all_of(tp, tp + b, [&](double v) { return v == tp[0]; })) {
+    const TimePoint pt = schedule.at(tp[0]);
+    return {at::scalar_tensor(pt.alpha, x.options()), at::scalar_tensor(pt.sigma, x.options())};
+  }
+  std::vector<double> av(b), sv(b);
+  for (int64_t i = 0; i < b; ++i) {
+    const TimePoint pt = schedule.at(tp[i]);
+    av[i] = pt.alpha;
+    sv[i] = pt.sigma;
+  }
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  return {at::tensor(av, opts).to(x.options()), at::tensor(sv, opts).to(x.options())};
+}
+
+/// An exact prediction expressed in parameterisation p (eps, x0 or v = alpha eps - sigma x0).
+inline Tensor gmm_output(const Prediction& pr, const Tensor& a, const Tensor& s, Parameterization p,
+                         const Tensor& x) {
+  switch (p) {
+    case Parameterization::kEpsilon:
+      return pr.eps;
+    case Parameterization::kSample:
+      return pr.x0;
+    case Parameterization::kVelocity: {
+      std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+      shape[0] = -1;
+      const Tensor ab = a.dim() == 0 ? a : a.reshape(shape), sb = s.dim() == 0 ? s : s.reshape(shape);
+      return ab * pr.eps - sb * pr.x0;
+    }
+  }
+  throw Error("GaussianMixture network: unknown parameterization");
+}
+
+}  // namespace detail
+
 class GaussianMixture {
  public:
   static constexpr double kPi = 3.14159265358979323846;
@@ -183,16 +228,19 @@ class GaussianMixture {
     Parts p = parts(x, alpha, sigma);
     Tensor r = at::softmax(p.logits, 1);  // [B, K]
     if (labels.defined()) r = apply_labels(r, labels);
-    const Tensor rb = r.unsqueeze(1);  // [B, 1, K]
-    // E[x0 | x_t, k] = mu_k + alpha v_k w_k and eps_k = sigma w_k, with
-    // w_k = (x_t - alpha mu_k) / var_k, averaged over the responsibilities (batched matrix
-    // products instead of [B, K, D] temporaries).
-    const int64_t b = p.w.size(0);
-    const Tensor a = p.a.dim() == 0 ? p.a : p.a.reshape({b, 1}),
-                 s = p.s.dim() == 0 ? p.s : p.s.reshape({b, 1});
-    const Tensor x0 = at::matmul(r, p.mu.squeeze(0)) + a * at::bmm(rb, p.v * p.w).squeeze(1);
-    const Tensor eps = s * at::bmm(rb, p.w).squeeze(1);
-    return {x0.reshape(x.sizes()), eps.reshape(x.sizes())};
+    return average(p, r, x);
+  }
+  /// E[x0 | x_t] and eps when sample b's component weights are tilted to
+  /// w_k exp(log_tilt[b, k]) (renormalised): log_tilt [B, K] (or [K] for all samples), finite.
+  /// A zero tilt is predict() without labels. ConditionalMixture builds on this.
+  Prediction predict_tilted(const Tensor& x, const Tensor& alpha, const Tensor& sigma,
+                            const Tensor& log_tilt) const {
+    Parts p = parts(x, alpha, sigma);
+    check(log_tilt.defined() && (log_tilt.sizes() == p.logits.sizes() ||
+                                 (log_tilt.dim() == 1 && log_tilt.size(0) == num_components())),
+          "GaussianMixture::predict_tilted: log_tilt must have shape [B, K] = ", p.logits.sizes(),
+          " or [K], got ", log_tilt.sizes());
+    return average(p, at::softmax(p.logits + log_tilt.to(p.logits.options()), 1), x);
   }
   Prediction predict(const Tensor& x, const TimePoint& at, const Tensor& labels = {}) const {
     return predict(x, scalar(at.alpha, x), scalar(at.sigma, x), labels);
@@ -215,43 +263,8 @@ class GaussianMixture {
           "GaussianMixture::network needs a schedule to map t to (alpha, sigma)");
     GaussianMixture self = *this;
     return [self, schedule, p](const Tensor& x, const Tensor& t, const Conditioning& c) {
-      check(t.defined() && t.numel() == x.size(0),
-            "GaussianMixture network: t must have one entry per sample, got ", t.sizes(),
-            " for x of shape ", x.sizes());
-      const Tensor tc = t.to(at::kDouble).cpu().contiguous().reshape({-1});
-      const double* tp = tc.data_ptr<double>();
-      const int64_t b = tc.numel();
-      Tensor a, s;
-      if (std::all_of(tp, tp + b, [&](double v) { return v == tp[0]; })) {
-        const TimePoint pt = schedule->at(tp[0]);
-        a = scalar(pt.alpha, x);
-        s = scalar(pt.sigma, x);
-      } else {
-        std::vector<double> av(b), sv(b);
-        for (int64_t i = 0; i < b; ++i) {
-          const TimePoint pt = schedule->at(tp[i]);
-          av[i] = pt.alpha;
-          sv[i] = pt.sigma;
-        }
-        const auto opts = at::TensorOptions().dtype(at::kDouble);
-        a = at::tensor(av, opts).to(x.options());
-        s = at::tensor(sv, opts).to(x.options());
-      }
-      const Prediction pr = self.predict(x, a, s, c.value);
-      switch (p) {
-        case Parameterization::kEpsilon:
-          return pr.eps;
-        case Parameterization::kSample:
-          return pr.x0;
-        case Parameterization::kVelocity: {
-          std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-          shape[0] = -1;
-          const Tensor ab = a.dim() == 0 ? a : a.reshape(shape),
-                       sb = s.dim() == 0 ? s : s.reshape(shape);
-          return ab * pr.eps - sb * pr.x0;
-        }
-      }
-      throw Error("GaussianMixture network: unknown parameterization");
+      const auto [a, s] = detail::gmm_alpha_sigma(*schedule, t, x, "GaussianMixture network");
+      return detail::gmm_output(self.predict(x, a, s, c.value), a, s, p, x);
     };
   }
 
@@ -348,6 +361,19 @@ class GaussianMixture {
     return p;
   }
 
+  /// The responsibility-weighted conditional means: E[x0 | x_t, k] = mu_k + alpha v_k w_k and
+  /// eps_k = sigma w_k, with w_k = (x_t - alpha mu_k) / var_k, averaged over r [B, K] (batched
+  /// matrix products instead of [B, K, D] temporaries).
+  static Prediction average(const Parts& p, const Tensor& r, const Tensor& x) {
+    const Tensor rb = r.unsqueeze(1);  // [B, 1, K]
+    const int64_t b = p.w.size(0);
+    const Tensor a = p.a.dim() == 0 ? p.a : p.a.reshape({b, 1}),
+                 s = p.s.dim() == 0 ? p.s : p.s.reshape({b, 1});
+    const Tensor x0 = at::matmul(r, p.mu.squeeze(0)) + a * at::bmm(rb, p.v * p.w).squeeze(1);
+    const Tensor eps = s * at::bmm(rb, p.w).squeeze(1);
+    return {x0.reshape(x.sizes()), eps.reshape(x.sizes())};
+  }
+
   Tensor apply_labels(const Tensor& r, const Tensor& labels_in) const {
     const int64_t b = r.size(0), k = r.size(1);
     check(labels_in.numel() == b,
@@ -437,6 +463,158 @@ class GaussianMixture {
   }
 
   Tensor weights_, log_weights_, means_, variances_;
+};
+
+/// A class-conditional mixture whose condition is an EMBEDDING vector, so that a noised or mixed
+/// condition (CADS, interpolated prompts) still means something. Classes are groups of mixture
+/// components: component k belongs to class c(k); class c has embedding e_c in R^E. Given an
+/// embedding e the data distribution is the mixture re-weighted by a softmax "conditioner"
+///   p(c | e) = softmax_c(log P(c) + beta <e, e_c>),   P(c) = sum of the class's component weights,
+///   w_k(e)   = w_k p(c(k) | e) / P(c(k)),
+/// so the null embedding e = 0 gives the unconditional mixture (the class prior) and e = e_c with
+/// a large beta gives class c alone. The exact denoiser for w_k(e) is closed-form
+/// (GaussianMixture::predict_tilted with tilt beta <e, e_c(k)>; the normaliser cancels).
+/// This is a MODEL of a conditioner — a smooth map from embedding to class weights — chosen so
+/// that conditioning-space methods can be tested exactly; it makes no claim about how real
+/// networks respond to perturbed embeddings.
+class ConditionalMixture {
+ public:
+  /// component_class [K] (integers in [0, C)), class_embeddings [C, E] (finite), beta > 0 finite.
+  /// Every class needs at least one component.
+  ConditionalMixture(GaussianMixture mixture, const Tensor& component_class, const Tensor& class_embeddings,
+                     double beta)
+      : mixture_(std::move(mixture)), beta_(beta) {
+    const int64_t k = mixture_.num_components();
+    check(component_class.defined() && component_class.dim() == 1 && component_class.size(0) == k,
+          "ConditionalMixture: component_class must have shape [K] = [", k, "], got ",
+          component_class.defined() ? component_class.sizes() : c10::IntArrayRef{});
+    check(!at::isFloatingType(component_class.scalar_type()),
+          "ConditionalMixture: component_class must hold integer class indices, got dtype ",
+          component_class.scalar_type());
+    check(class_embeddings.defined() && class_embeddings.dim() == 2 && class_embeddings.size(0) >= 1,
+          "ConditionalMixture: class_embeddings must have shape [C, E]");
+    check(std::isfinite(beta) && beta > 0, "ConditionalMixture: beta must be finite and > 0, got ", beta);
+    component_class_ = component_class.to(at::kLong).cpu().contiguous();
+    embeddings_ = class_embeddings.to(at::kDouble).cpu().contiguous();
+    check(at::isfinite(embeddings_).all().item<bool>(), "ConditionalMixture: class_embeddings must be finite");
+    const int64_t c = embeddings_.size(0);
+    const int64_t lo = component_class_.min().item<int64_t>(), hi = component_class_.max().item<int64_t>();
+    check(lo >= 0 && hi < c, "ConditionalMixture: component_class values must be in [0, ", c - 1, "], got range [",
+          lo, ", ", hi, "]");
+    prior_ = at::zeros({c}, at::kDouble).index_add_(0, component_class_, mixture_.weights());
+    check(prior_.min().item<double>() > 0, "ConditionalMixture: every class needs at least one component");
+  }
+
+  /// "classes_2d": 9 components on a ring of radius 24 (std 3, equal weights), three classes of
+  /// three neighbouring components each (class c = ring positions 3c, 3c+1, 3c+2), orthonormal
+  /// class embeddings in E = 8 dimensions (rows of a fixed orthogonal matrix), beta = 6. Each
+  /// class has one inner component between two of its own and two edge components next to
+  /// another class; strong guidance concentrates a class on its inner component. The scale sets
+  /// the noise level at which a sample commits to a component: with the "vp" schedule it is
+  /// around sigma/alpha ~ 10-20, i.e. model time t ~ 0.6-0.85, inside CADS's default annealing
+  /// window t in [0.6, 0.9] (with a ring of radius 2.5 the choice falls at t < 0.5, where CADS
+  /// at its defaults no longer acts).
+  static ConditionalMixture preset(const std::string& name) {
+    check(name == "classes_2d", "unknown conditional mixture preset '", name, "'; valid: classes_2d");
+    const auto f64 = at::TensorOptions().dtype(at::kDouble);
+    const int64_t K = 9, C = 3, E = 8;
+    Tensor w = at::ones({K}, f64), mu = at::empty({K, 2}, f64), v = at::full({K, 2}, 9.0, f64);
+    Tensor cls = at::empty({K}, at::kLong);
+    for (int64_t k = 0; k < K; ++k) {
+      const double th = 2 * GaussianMixture::kPi * static_cast<double>(k) / K;
+      mu[k][0] = 24.0 * std::cos(th);
+      mu[k][1] = 24.0 * std::sin(th);
+      cls[k] = k / 3;
+    }
+    // A fixed orthonormal set: Householder reflection of the identity by a fixed vector.
+    Tensor u = at::empty({E}, f64);
+    for (int64_t i = 0; i < E; ++i) u[i] = std::sin(1.7 * static_cast<double>(i + 1)) + 0.3;
+    u = u / u.norm();
+    const Tensor h = at::eye(E, f64) - 2.0 * at::outer(u, u);
+    return ConditionalMixture(GaussianMixture(w, mu, v), cls, h.narrow(0, 0, C).contiguous(), 6.0);
+  }
+
+  const GaussianMixture& mixture() const { return mixture_; }
+  int64_t num_classes() const { return embeddings_.size(0); }
+  int64_t embedding_dim() const { return embeddings_.size(1); }
+  double beta() const { return beta_; }
+  /// [K] int64 class of each component.
+  const Tensor& component_class() const { return component_class_; }
+  /// [C, E] float64.
+  const Tensor& class_embeddings() const { return embeddings_; }
+  /// [C] P(c), the class prior.
+  const Tensor& class_prior() const { return prior_; }
+
+  /// The embeddings of the classes [B] (integers) as [B, E] in `options`' dtype and device.
+  Tensor embed(const Tensor& classes, const c10::TensorOptions& options = at::kDouble) const {
+    check(classes.defined() && !at::isFloatingType(classes.scalar_type()),
+          "ConditionalMixture::embed: classes must be integer class indices");
+    const Tensor c = classes.reshape({-1}).to(at::kLong).cpu();
+    if (c.numel() > 0) {
+      const int64_t lo = c.min().item<int64_t>(), hi = c.max().item<int64_t>();
+      check(lo >= 0 && hi < num_classes(), "ConditionalMixture::embed: classes must be in [0, ", num_classes() - 1,
+            "], got range [", lo, ", ", hi, "]");
+    }
+    return embeddings_.index_select(0, c).to(options.device(), options.dtype().toScalarType());
+  }
+  /// The null (unconditional) embedding: zeros [n, E].
+  Tensor null_embedding(int64_t n, const c10::TensorOptions& options = at::kDouble) const {
+    return at::zeros({n, embedding_dim()}, options);
+  }
+
+  /// log p(c | e) [B, C] for embeddings [B, E].
+  Tensor class_log_probs(const Tensor& embedding) const {
+    const Tensor e = checked_embedding(embedding, "ConditionalMixture::class_log_probs");
+    return at::log_softmax(prior_.log().to(e.options()).unsqueeze(0) + at::matmul(e, embeddings_.to(e.options()).t()) * beta_, 1);
+  }
+
+  /// E[x0 | x_t, e] and eps; embedding [B, E] floating (undefined = unconditional).
+  Prediction predict(const Tensor& x, const Tensor& alpha, const Tensor& sigma, const Tensor& embedding) const {
+    if (!embedding.defined()) return mixture_.predict(x, alpha, sigma);
+    const Tensor e = checked_embedding(embedding, "ConditionalMixture::predict");
+    check(e.size(0) == x.size(0), "ConditionalMixture: embedding has ", e.size(0), " rows for a batch of ", x.size(0));
+    const Tensor scores = at::matmul(e.to(x.options()), embeddings_.to(x.options()).t()) * beta_;  // [B, C]
+    return mixture_.predict_tilted(x, alpha, sigma, scores.index_select(1, component_class_.to(x.device())));
+  }
+  Prediction predict(const Tensor& x, const TimePoint& tp, const Tensor& embedding) const {
+    return predict(x, at::scalar_tensor(tp.alpha, x.options()), at::scalar_tensor(tp.sigma, x.options()), embedding);
+  }
+
+  /// The exact conditional denoiser as a Network predicting `p`; Conditioning.value holds the
+  /// embeddings [B, E] (floating point; an integer class label is an error: embed() it first),
+  /// undefined = unconditional. Time handling as GaussianMixture::network.
+  Network network(std::shared_ptr<const NoiseSchedule> schedule, Parameterization p = Parameterization::kEpsilon) const {
+    check(schedule != nullptr, "ConditionalMixture::network needs a schedule to map t to (alpha, sigma)");
+    ConditionalMixture self = *this;
+    return [self, schedule, p](const Tensor& x, const Tensor& t, const Conditioning& c) {
+      const auto [a, s] = detail::gmm_alpha_sigma(*schedule, t, x, "ConditionalMixture network");
+      return detail::gmm_output(self.predict(x, a, s, c.value), a, s, p, x);
+    };
+  }
+
+  /// Index of the nearest component mean (Euclidean) of each row of x0 [B, D] -> [B] int64.
+  Tensor nearest_component(const Tensor& x0) const {
+    const Tensor x = x0.reshape({x0.size(0), -1}).to(at::kDouble).cpu();
+    check(x.size(1) == mixture_.dim(), "ConditionalMixture::nearest_component: x has ", x.size(1),
+          " elements per sample, the mixture ", mixture_.dim());
+    return at::cdist(x, mixture_.means()).argmin(1);
+  }
+  /// The class of the nearest component, [B] int64.
+  Tensor nearest_class(const Tensor& x0) const { return component_class_.index_select(0, nearest_component(x0)); }
+
+ private:
+  Tensor checked_embedding(const Tensor& e, const char* who) const {
+    check(e.defined(), who, ": the embedding is undefined");
+    check(at::isFloatingType(e.scalar_type()), who, ": the condition must be a floating-point embedding [B, ",
+          embedding_dim(), "], got dtype ", e.scalar_type(), " (an integer class label? pass embed(labels))");
+    check(e.dim() == 2 && e.size(1) == embedding_dim(), who, ": the embedding must have shape [B, ",
+          embedding_dim(), "], got ", e.sizes());
+    return e;
+  }
+
+  GaussianMixture mixture_;
+  Tensor component_class_, embeddings_, prior_;
+  double beta_;
 };
 
 }  // namespace diffuse
