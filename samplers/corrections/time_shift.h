@@ -30,9 +30,10 @@
 //       floor((t_max - t_min + res) / (S - 1)) + res below t_s (S = num_steps; for 1000 training
 //       steps: t_s - 1000 // (S - 1) - 1, the code's alphas_cumprod_prev_all index). The ADM code
 //       treats cutoff == 0 as "off"; here window = 0 is off and cutoff = 0 shifts everywhere.
-// No wiring shifts on the first step. A shift that would not leave the step strictly decreasing in
-// noise (t_s at or below the target, or a target at or above the current point) is not applied;
-// the clean end point is never a shift centre.
+// No wiring shifts on the first step. Only candidates that keep the run strictly decreasing in
+// noise are searched: coupled t_s lies strictly between the previous step's time and the step's
+// target (so multistep histories stay ordered), a shifted target is strictly less noisy than the
+// current point; the clean end point is never a shift centre.
 //
 // Batch: the official code computes one variance per sample (unbiased torch.var over C*H*W) and
 // shifts each sample's time separately. A TimePoint here is one time for the whole batch, so the
@@ -128,11 +129,20 @@ class TimeShift final : public Correction {
   void reset() override {
     schedule_ = nullptr;
     first_index_ = -1;
+    prev_now_log_snr_ = -std::numeric_limits<double>::infinity();
   }
   void on_grid(TimeGrid& /*grid*/, const NoiseSchedule& s) override { schedule_ = &s; }
-  void on_start(Tensor& /*x*/, const StepContext& step) override { first_index_ = step.index; }
+  void on_start(Tensor& /*x*/, const StepContext& step) override {
+    first_index_ = step.index;
+    prev_now_log_snr_ = -std::numeric_limits<double>::infinity();
+  }
 
   void on_time(const Tensor& x, StepContext& step) override {
+    shift(x, step);
+    prev_now_log_snr_ = step.now.log_snr();
+  }
+  /// One step's search and shift (on_time without the bookkeeping).
+  void shift(const Tensor& x, StepContext& step) {
     if (options.window() < 2) return;  // floor(w/2) == 0: only the centre itself is a candidate
     if (first_index_ < 0) first_index_ = step.index;
     if (step.index == first_index_) return;  // no shift on the first step (all official code)
@@ -142,20 +152,22 @@ class TimeShift final : public Correction {
     check(schedule_ != nullptr,
           "time_shift: no noise schedule; run through sample() or call on_grid(grid, schedule) before sampling");
     const double var = batch_variance(x);
-    const double t_s = choose(var, centre.t, v == "adm");
-    if (t_s == centre.t && v != "adm") return;  // no shift (adm still moves its target)
     if (v == "coupled") {
-      const TimePoint p = schedule_->at(t_s);
-      if (p.log_snr() < step.next.log_snr()) step.now = p;
+      // Strictly between the previous step's (possibly shifted) time and this step's target, so
+      // multistep histories stay ordered and the step keeps a positive length.
+      const double t_s = choose(var, centre.t, false, prev_now_log_snr_, step.next.log_snr());
+      if (t_s != centre.t) step.now = schedule_->at(t_s);
     } else if (v == "target_shift") {
-      const TimePoint p = schedule_->at(t_s);
-      if (p.log_snr() > step.now.log_snr()) step.next = p;
+      const double t_s = choose(var, centre.t, false, step.now.log_snr());
+      if (t_s != centre.t) step.next = schedule_->at(t_s);
     } else {
+      const double t_s = choose(var, centre.t, true);
       const double res = resolution();
       const int64_t steps = std::max<int64_t>(step.num_steps - 1, 1);
-      const double stride = std::floor((schedule_->t_max() - schedule_->t_min() + res) / res / static_cast<double>(steps)) * res;
+      const double stride =
+          std::floor((schedule_->t_max() - schedule_->t_min() + res) / res / static_cast<double>(steps)) * res;
       const double target = t_s - stride - res;
-      if (target < schedule_->t_min()) return;
+      if (target < schedule_->t_min()) return;  // the official index would wrap around: keep nominal
       const TimePoint p = schedule_->at(target);
       if (p.log_snr() > step.now.log_snr()) step.next = p;
     }
@@ -183,15 +195,24 @@ class TimeShift final : public Correction {
   }
 
   /// The window search: the candidate time around `centre` whose model variance is closest to
-  /// `var` (`mirrored`: the ADM code's flip(alphabar) values). Returns `centre` when it wins.
-  double choose(double var, double centre, bool mirrored = false) const {
+  /// `var` (`mirrored`: the ADM code's flip(alphabar) values), among the candidates whose log-SNR
+  /// lies strictly inside (lambda_lo, lambda_hi). Returns `centre` when no candidate is admissible.
+  double choose(double var, double centre, bool mirrored = false,
+                double lambda_lo = -std::numeric_limits<double>::infinity(),
+                double lambda_hi = std::numeric_limits<double>::infinity()) const {
     check(schedule_ != nullptr, "time_shift: no noise schedule (on_grid was not called)");
     const int64_t h = options.window() / 2;
     const double res = resolution(), lo = schedule_->t_min(), hi = schedule_->t_max();
+    const double slack = 1e-9 * res;  // centre + k * res may round just outside [t_min, t_max]
     double best_t = centre, best = std::numeric_limits<double>::infinity();
     for (int64_t k = -h; k <= h; ++k) {
-      const double tau = centre + static_cast<double>(k) * res;
-      if (tau < lo - 1e-12 * std::abs(lo) || tau > hi + 1e-12 * std::abs(hi)) continue;
+      double tau = k == 0 ? centre : centre + static_cast<double>(k) * res;
+      if (tau < lo - slack || tau > hi + slack) continue;
+      tau = std::min(std::max(tau, lo), hi);
+      if (std::isfinite(lambda_lo) || std::isfinite(lambda_hi)) {
+        const double l = schedule_->at(tau).log_snr();
+        if (!(l > lambda_lo && l < lambda_hi)) continue;
+      }
       const double d = var - model_variance(tau, mirrored);
       if (d * d < best) {
         best = d * d;
@@ -226,6 +247,7 @@ class TimeShift final : public Correction {
  private:
   const NoiseSchedule* schedule_ = nullptr;  // set by on_grid for the current run
   int64_t first_index_ = -1;
+  double prev_now_log_snr_ = -std::numeric_limits<double>::infinity();  // the last step's time
 };
 
 DIFFUSE_REGISTER_CORRECTION(TimeShift, "time_shift",
