@@ -173,7 +173,7 @@ class TimeShift final : public Correction {
     }
   }
 
-  /// The variance of x this correction matches (one reduction, one host read).
+  /// The variance of x this correction matches (two reductions, one host read).
   double batch_variance(const Tensor& x) const {
     check(options.batch_variance() == "pooled" || (x.dim() >= 1 && x.numel() > x.size(0)),
           "time_shift: batch_variance=mean needs more than one entry per sample, got shape ", x.sizes());
