@@ -317,7 +317,9 @@ TEST(AlignYourSteps, OptimisedScheduleOnTheGaussianMixture) {
     EXPECT_LT(e.at("ays_optimised"), (sampler == "dpmpp_2m" ? 0.8 : 1.05) * e.at("uniform_t")) << sampler;
   }
   for (const auto& [name, sg] : schedules)
-    if (name != "ays_optimised") EXPECT_LT(est.total(res.sigmas), est.total(sg)) << name;
+    if (name != "ays_optimised") {
+      EXPECT_LT(est.total(res.sigmas), est.total(sg)) << name;
+    }
 }
 
 TEST(AlignYourSteps, HierarchicalRefinementAndStepCounts) {
