@@ -30,11 +30,11 @@
 // default), then sweeps over the interior points; each point moves to the minimiser of
 // K(t_{i-1}, t) + K(t, t_{i+1}) over (t_{i-1}, t_{i+1}) by golden-section search in log t (kept
 // only if it lowers the objective); stop after max_sweeps or when a sweep lowers the KLUB by less
-// than tol (relative; the authors stop early on purpose); sweeps alternate direction. Hierarchical refinement (refine = 1, 2):
-// insert the geometric midpoint of every interval and optimise only the new points (each depends
-// only on its two fixed neighbours, so one pass is exact): 10 -> 20 -> 40 steps. For other step
-// counts the authors recommend log-linear interpolation of the optimised 10-step list:
-// ScheduleOptimisationResult::sigmas_for_steps.
+// than tol (relative; the authors stop early on purpose); sweeps alternate direction. Hierarchical
+// refinement (refine = 1, 2): insert the geometric midpoint of every interval and optimise only the
+// new points (each depends only on its two fixed neighbours, so one pass is exact): 10 -> 20 -> 40
+// steps. For other step counts the authors recommend log-linear interpolation of the optimised
+// 10-step list: ScheduleOptimisationResult::sigmas_for_steps.
 #pragma once
 
 #include <algorithm>
@@ -83,7 +83,8 @@ inline VeDenoiserFn ve_denoiser(std::function<Tensor(const Tensor& x_ve, double 
 /// The VE denoiser of a Denoiser on `schedule`: D(x_ve, sigma) = x0 of the network at the point of
 /// noise level sigma (schedule.at_sigma_ve), fed x = alpha x_ve. `cond` is passed to every call
 /// unchanged (undefined = unconditional).
-inline VeDenoiserFn ve_denoiser(const Denoiser& denoiser, std::shared_ptr<const NoiseSchedule> schedule,
+inline VeDenoiserFn ve_denoiser(const Denoiser& denoiser,
+                                std::shared_ptr<const NoiseSchedule> schedule,
                                 Conditioning cond = {}) {
   check(schedule != nullptr, "ve_denoiser: schedule is null");
   return ve_denoiser([denoiser, schedule, cond](const Tensor& x_ve, double sigma) {
@@ -125,9 +126,11 @@ class KlubEstimator {
   KlubEstimator(VeDenoiserFn denoiser, const Tensor& x0, const ScheduleOptimisationOptions& o)
       : denoiser_(std::move(denoiser)), options_(o) {
     check(static_cast<bool>(denoiser_), "KlubEstimator: empty denoiser");
-    check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 1, "KlubEstimator: x0 needs a batch dimension");
+    check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 1,
+          "KlubEstimator: x0 needs a batch dimension");
     check(o.estimator() == "importance" || o.estimator() == "log_t",
-          "ScheduleOptimisationOptions.estimator must be importance or log_t, got '", o.estimator(), "'");
+          "ScheduleOptimisationOptions.estimator must be importance or log_t, got '", o.estimator(),
+          "'");
     check(o.nodes() >= 1, "ScheduleOptimisationOptions.nodes must be >= 1, got ", o.nodes());
     check(std::isfinite(o.sigma_data()) && o.sigma_data() >= 0,
           "ScheduleOptimisationOptions.sigma_data must be >= 0, got ", o.sigma_data());
@@ -153,7 +156,8 @@ class KlubEstimator {
 
   /// K(a, b), 0 < a < b.
   double interval(double a, double b) const {
-    check(a > 0 && b > a && std::isfinite(b), "KlubEstimator: needs 0 < a < b < inf, got a=", a, " b=", b);
+    check(a > 0 && b > a && std::isfinite(b), "KlubEstimator: needs 0 < a < b < inf, got a=", a,
+          " b=", b);
     const int64_t m = options_.nodes();
     std::vector<double> t(m), w(m);
     const double s2 = sigma_data_ * sigma_data_;
@@ -174,8 +178,8 @@ class KlubEstimator {
     std::vector<int64_t> bshape(static_cast<size_t>(x0_.dim() + 1), 1);
     bshape[0] = m;
     const Tensor tt = at::tensor(t, f64).to(x0_.device()).reshape(bshape);
-    const Tensor xt = x0_.unsqueeze(0) + tt * noise_;                                   // [M, N, ...]
-    const Tensor xb = xt + at::sqrt((b - tt) * (b + tt)) * noise_b_;                   // [M, N, ...]
+    const Tensor xt = x0_.unsqueeze(0) + tt * noise_;                 // [M, N, ...]
+    const Tensor xb = xt + at::sqrt((b - tt) * (b + tt)) * noise_b_;  // [M, N, ...]
     std::vector<double> sig(static_cast<size_t>(2 * m * n_));
     for (int64_t j = 0; j < m; ++j)
       for (int64_t i = 0; i < n_; ++i) {
@@ -186,8 +190,8 @@ class KlubEstimator {
     for (int64_t k = 1; k < x0_.dim(); ++k) flat.push_back(x0_.size(k));
     const Tensor x = at::cat({xt.reshape(flat), xb.reshape(flat)}, 0);
     const Tensor d = denoiser_(x, at::tensor(sig, f64)).to(at::kDouble);
-    check(d.sizes() == x.sizes(), "KlubEstimator: the denoiser returned shape ", d.sizes(), " for input ",
-          x.sizes());
+    check(d.sizes() == x.sizes(), "KlubEstimator: the denoiser returned shape ", d.sizes(),
+          " for input ", x.sizes());
     const Tensor diff = (d.narrow(0, 0, m * n_) - d.narrow(0, m * n_, m * n_)).reshape({m, n_, -1});
     const Tensor per_node = diff.pow(2).sum(-1).mean(1).cpu().contiguous();  // [M]
     const double* pn = per_node.data_ptr<double>();
@@ -207,7 +211,8 @@ class KlubEstimator {
 
   /// Closed form of K(a, b) for Gaussian data N(mu, s^2 I) in d dimensions with the exact denoiser.
   static double gaussian_interval(double a, double b, double s, int64_t d) {
-    // r - 1 - log r with r = A / B, A = 1 + s^2/a^2, B = 1 + s^2/b^2, computed without cancellation.
+    // r - 1 - log r with r = A / B, A = 1 + s^2/a^2, B = 1 + s^2/b^2, computed without
+    // cancellation.
     const double qa = (s / a) * (s / a), qb = (s / b) * (s / b);
     const double x = (qa - qb) / (1.0 + qb);  // r - 1
     const double v = x < 1e-4 ? x * x * (0.5 - x / 3.0 + x * x / 4.0) : x - std::log1p(x);
@@ -222,7 +227,10 @@ class KlubEstimator {
     double lo = std::log(a), hi = std::log(b);
     for (int it = 0; it < 60; ++it) {
       const double mid = 0.5 * (lo + hi);
-      if (gaussian_partial(a, std::exp(mid), b, s) < u * total) lo = mid; else hi = mid;
+      if (gaussian_partial(a, std::exp(mid), b, s) < u * total)
+        lo = mid;
+      else
+        hi = mid;
     }
     return std::exp(0.5 * (lo + hi));
   }
@@ -276,12 +284,23 @@ double golden_section(F&& f, double lo, double hi, int64_t iters, double& fbest)
   double fc = f(c), fd = f(d);
   for (int64_t i = 0; i < iters; ++i) {
     if (fc < fd) {
-      hi = d; d = c; fd = fc; c = hi - r * (hi - lo); fc = f(c);
+      hi = d;
+      d = c;
+      fd = fc;
+      c = hi - r * (hi - lo);
+      fc = f(c);
     } else {
-      lo = c; c = d; fc = fd; d = lo + r * (hi - lo); fd = f(d);
+      lo = c;
+      c = d;
+      fc = fd;
+      d = lo + r * (hi - lo);
+      fd = f(d);
     }
   }
-  if (fc < fd) { fbest = fc; return c; }
+  if (fc < fd) {
+    fbest = fc;
+    return c;
+  }
   fbest = fd;
   return d;
 }
@@ -291,17 +310,21 @@ double golden_section(F&& f, double lo, double hi, int64_t iters, double& fbest)
 /// batch `x0` (see the file comment). Deterministic for a given seed.
 inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const Tensor& x0,
                                                     const ScheduleOptimisationOptions& o) {
-  check(o.num_steps() >= 2, "ScheduleOptimisationOptions.num_steps must be >= 2, got ", o.num_steps());
+  check(o.num_steps() >= 2, "ScheduleOptimisationOptions.num_steps must be >= 2, got ",
+        o.num_steps());
   check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min() && std::isfinite(o.sigma_max()),
-        "ScheduleOptimisationOptions needs 0 < sigma_min < sigma_max < inf, got sigma_min=", o.sigma_min(),
-        " sigma_max=", o.sigma_max());
+        "ScheduleOptimisationOptions needs 0 < sigma_min < sigma_max < inf, got sigma_min=",
+        o.sigma_min(), " sigma_max=", o.sigma_max());
   check(o.init() == "karras" || o.init() == "exponential",
         "ScheduleOptimisationOptions.init must be karras or exponential, got '", o.init(), "'");
   check(o.rho() > 0, "ScheduleOptimisationOptions.rho must be > 0, got ", o.rho());
-  check(o.max_sweeps() >= 0, "ScheduleOptimisationOptions.max_sweeps must be >= 0, got ", o.max_sweeps());
+  check(o.max_sweeps() >= 0, "ScheduleOptimisationOptions.max_sweeps must be >= 0, got ",
+        o.max_sweeps());
   check(o.tol() >= 0, "ScheduleOptimisationOptions.tol must be >= 0, got ", o.tol());
-  check(o.search_iters() >= 1, "ScheduleOptimisationOptions.search_iters must be >= 1, got ", o.search_iters());
-  check(o.refine() >= 0 && o.refine() <= 6, "ScheduleOptimisationOptions.refine must be in [0, 6], got ", o.refine());
+  check(o.search_iters() >= 1, "ScheduleOptimisationOptions.search_iters must be >= 1, got ",
+        o.search_iters());
+  check(o.refine() >= 0 && o.refine() <= 6,
+        "ScheduleOptimisationOptions.refine must be in [0, 6], got ", o.refine());
   KlubEstimator est(denoiser, x0, o);
   const int64_t n = o.num_steps();
   // Ascending t_0 = sigma_min .. t_n = sigma_max.
@@ -309,10 +332,12 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
   for (int64_t i = 0; i <= n; ++i) {
     const double u = static_cast<double>(i) / static_cast<double>(n);
     if (o.init() == "karras") {
-      const double a = std::pow(o.sigma_min(), 1.0 / o.rho()), b = std::pow(o.sigma_max(), 1.0 / o.rho());
+      const double a = std::pow(o.sigma_min(), 1.0 / o.rho()),
+                   b = std::pow(o.sigma_max(), 1.0 / o.rho());
       t[i] = std::pow(a + u * (b - a), o.rho());
     } else {
-      t[i] = std::exp(std::log(o.sigma_min()) + u * (std::log(o.sigma_max()) - std::log(o.sigma_min())));
+      t[i] = std::exp(std::log(o.sigma_min()) +
+                      u * (std::log(o.sigma_max()) - std::log(o.sigma_min())));
     }
   }
   t.front() = o.sigma_min();
@@ -345,7 +370,8 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
   for (int64_t sweep = 0; sweep < o.max_sweeps(); ++sweep) {
     const double before = sum(k);
     // Alternate the direction (symmetric Gauss-Seidel): moves propagate both ways along the chain.
-    for (int64_t j = 1; j < n; ++j) move_point(t, k, static_cast<size_t>(sweep % 2 == 0 ? j : n - j));
+    for (int64_t j = 1; j < n; ++j)
+      move_point(t, k, static_cast<size_t>(sweep % 2 == 0 ? j : n - j));
     const double after = sum(k);
     res.klub_history.push_back(after);
     res.sweeps = sweep + 1;
@@ -377,8 +403,8 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
 
 /// The exact KLUB optimum for Gaussian data N(mu, s^2 I): n + 1 values from sigma_max down to
 /// sigma_min, uniform in g(sigma) = log(sigma / sqrt(sigma^2 + s^2)).
-inline std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max, int64_t n,
-                                                        double s = 1.0) {
+inline std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max,
+                                                        int64_t n, double s = 1.0) {
   check(n >= 1 && sigma_min > 0 && sigma_max > sigma_min && s > 0,
         "gaussian_klub_optimal_sigmas: needs n >= 1, 0 < sigma_min < sigma_max, s > 0");
   auto g = [s](double x) { return std::log(x) - 0.5 * std::log(x * x + s * s); };
@@ -392,10 +418,12 @@ inline std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double
   return out;
 }
 
-/// The "KL-optimal" schedule of A1111/ComfyUI (methods.md §6.1): sigma_i = tan((1 - i/n) atan(sigma_max)
+/// The "KL-optimal" schedule of A1111/ComfyUI (methods.md §6.1): sigma_i = tan((1 - i/n)
+/// atan(sigma_max)
 /// + (i/n) atan(sigma_min)), i = 0..n.
 inline std::vector<double> kl_optimal_sigmas(double sigma_min, double sigma_max, int64_t n) {
-  check(n >= 1 && sigma_min > 0 && sigma_max > sigma_min, "kl_optimal_sigmas: needs n >= 1, 0 < sigma_min < sigma_max");
+  check(n >= 1 && sigma_min > 0 && sigma_max > sigma_min,
+        "kl_optimal_sigmas: needs n >= 1, 0 < sigma_min < sigma_max");
   std::vector<double> out;
   for (int64_t i = 0; i <= n; ++i) {
     const double u = static_cast<double>(i) / static_cast<double>(n);
@@ -419,7 +447,8 @@ struct ScheduleOptimisationCorrectionOptions {
 /// number of steps.
 class ScheduleOptimisation final : public Correction {
  public:
-  explicit ScheduleOptimisation(ScheduleOptimisationCorrectionOptions o = {}) : options(std::move(o)) {
+  explicit ScheduleOptimisation(ScheduleOptimisationCorrectionOptions o = {})
+      : options(std::move(o)) {
     if (!options.sigmas().empty()) check_ays_sigmas(options.sigmas(), "schedule_optimisation");
     check(options.final() == "zero" || options.final() == "min",
           "schedule_optimisation: final must be zero or min, got '", options.final(), "'");
@@ -457,7 +486,8 @@ class ScheduleOptimisation final : public Correction {
   ScheduleOptimisationCorrectionOptions options;
 };
 
-DIFFUSE_REGISTER_CORRECTION(ScheduleOptimisation, "schedule_optimisation",
-                            "Align Your Steps: replace the grid by an optimised sigma list (see optimise_schedule)");
+DIFFUSE_REGISTER_CORRECTION(
+    ScheduleOptimisation, "schedule_optimisation",
+    "Align Your Steps: replace the grid by an optimised sigma list (see optimise_schedule)");
 
 }  // namespace diffuse

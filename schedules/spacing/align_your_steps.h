@@ -12,8 +12,8 @@
 //
 // Conventions for `num_steps` = n (option `convention`):
 //   comfyui (default): if n + 1 != 11, interpolate the 11 sigmas log-linearly to n + 1 values, then
-//     overwrite the LAST value with 0: n model calls at sigma_0..sigma_{n-1}, the last step lands on
-//     the clean point and sigma_min itself is never visited. With denoise < 1 only the last
+//     overwrite the LAST value with 0: n model calls at sigma_0..sigma_{n-1}, the last step lands
+//     on the clean point and sigma_min itself is never visited. With denoise < 1 only the last
 //     round(n * denoise) + 1 values are kept (img2img: the grid then has fewer than n + 1 points).
 //   a1111: interpolate the list (A1111's 3-decimal rounded copy for sd15/sdxl) to n values (not
 //     n + 1) unless n == 11, then APPEND 0: the model is also called at sigma_min and the last
@@ -61,8 +61,8 @@ struct AysTables {
   }
   /// SVD (EDM sigmas), ComfyUI / diffusers.
   static const std::vector<double>& svd_sigmas() {
-    static const std::vector<double> v{700.00, 54.5, 15.886, 7.977, 4.248, 1.789,
-                                       0.981,  0.403, 0.173, 0.034, 0.002};
+    static const std::vector<double> v{700.00, 54.5,  15.886, 7.977, 4.248, 1.789,
+                                       0.981,  0.403, 0.173,  0.034, 0.002};
     return v;
   }
   /// A1111's rounded copies (modules/sd_schedulers.py).
@@ -81,12 +81,14 @@ struct AysTables {
     return v;
   }
   /// The sigma list of `model` in `convention` ("comfyui" or "a1111").
-  static const std::vector<double>& sigmas(const std::string& model, const std::string& convention = "comfyui") {
+  static const std::vector<double>& sigmas(const std::string& model,
+                                           const std::string& convention = "comfyui") {
     const bool a1111 = convention == "a1111";
     if (model == "sd15") return a1111 ? sd15_sigmas_a1111() : sd15_sigmas();
     if (model == "sdxl") return a1111 ? sdxl_sigmas_a1111() : sdxl_sigmas();
     if (model == "svd") return svd_sigmas();
-    throw Error("align_your_steps: unknown model '" + model + "'; valid: " + detail::join(model_names()));
+    throw Error("align_your_steps: unknown model '" + model +
+                "'; valid: " + detail::join(model_names()));
   }
 };
 
@@ -96,10 +98,11 @@ inline void check_ays_sigmas(const std::vector<double>& sg, const std::string& w
   check(sg.size() >= 2, who, ": needs at least 2 sigmas, got ", sg.size());
   for (size_t i = 0; i < sg.size(); ++i) {
     check(std::isfinite(sg[i]) && sg[i] > 0, who, ": sigmas[", i, "]=", sg[i],
-          " must be finite and > 0 (log-linear interpolation; the final 0 is added by the convention)");
+          " must be finite and > 0 (log-linear interpolation; the final 0 is added by the "
+          "convention)");
     if (i > 0)
-      check(sg[i] < sg[i - 1], who, ": sigmas must be strictly descending, but sigmas[", i, "]=", sg[i],
-            " >= sigmas[", i - 1, "]=", sg[i - 1]);
+      check(sg[i] < sg[i - 1], who, ": sigmas must be strictly descending, but sigmas[", i,
+            "]=", sg[i], " >= sigmas[", i - 1, "]=", sg[i - 1]);
   }
 }
 
@@ -111,7 +114,8 @@ inline std::vector<double> ays_loglinear_interp(const std::vector<double>& sigma
   const auto len = static_cast<int64_t>(sigmas.size());
   std::vector<double> ys(sigmas.size());  // ascending: log of the reversed list
   for (int64_t i = 0; i < len; ++i) ys[i] = std::log(sigmas[len - 1 - i]);
-  const std::vector<double> xs = detail::np_linspace(0.0, 1.0, len), nx = detail::np_linspace(0.0, 1.0, m);
+  const std::vector<double> xs = detail::np_linspace(0.0, 1.0, len),
+                            nx = detail::np_linspace(0.0, 1.0, m);
   std::vector<double> out(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; ++j) {
     const double x = nx[j];
@@ -132,7 +136,8 @@ inline std::vector<double> ays_loglinear_interp(const std::vector<double>& sigma
 /// ComfyUI AlignYourStepsScheduler.get_sigmas: the sigma_ve list for `steps` (its last value 0).
 /// denoise < 1 keeps the last round(steps * denoise) + 1 values (Python's round: half to even);
 /// denoise <= 0 gives an empty list.
-inline std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps, double denoise = 1.0) {
+inline std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps,
+                                              double denoise = 1.0) {
   check(steps >= 1, "align_your_steps: num_steps must be >= 1, got ", steps);
   check(std::isfinite(denoise), "align_your_steps: denoise must be finite, got ", denoise);
   int64_t total = steps;
@@ -166,9 +171,11 @@ struct AlignYourStepsSpacingOptions {
   TORCH_ARG(std::vector<double>, sigmas) = {};
   /// "comfyui" (default) or "a1111" (see the file comment).
   TORCH_ARG(std::string, convention) = "comfyui";
-  /// ComfyUI's denoise in (0, 1] (default 1): keep only the last round(n * denoise) steps. comfyui only.
+  /// ComfyUI's denoise in (0, 1] (default 1): keep only the last round(n * denoise) steps. comfyui
+  /// only.
   TORCH_ARG(double, denoise) = 1.0;
-  /// Round discrete model times to integers. Default false (the grid has the listed sigmas exactly).
+  /// Round discrete model times to integers. Default false (the grid has the listed sigmas
+  /// exactly).
   TORCH_ARG(bool, round_t) = false;
 };
 
@@ -176,11 +183,12 @@ class AlignYourStepsSpacing final : public TimestepSpacing {
  public:
   explicit AlignYourStepsSpacing(AlignYourStepsSpacingOptions o = {}) : options(std::move(o)) {
     const auto& c = options.convention();
-    check(c == "comfyui" || c == "a1111", "align_your_steps: convention must be comfyui or a1111, got '", c, "'");
+    check(c == "comfyui" || c == "a1111",
+          "align_your_steps: convention must be comfyui or a1111, got '", c, "'");
     check(std::isfinite(options.denoise()) && options.denoise() > 0 && options.denoise() <= 1,
           "align_your_steps: denoise must be in (0, 1], got ", options.denoise());
-    check(c == "comfyui" || options.denoise() == 1.0, "align_your_steps: denoise=", options.denoise(),
-          " needs convention=comfyui");
+    check(c == "comfyui" || options.denoise() == 1.0,
+          "align_your_steps: denoise=", options.denoise(), " needs convention=comfyui");
     if (options.sigmas().empty()) {
       AysTables::sigmas(options.model(), c);  // validates the model name
     } else {
@@ -215,7 +223,8 @@ class AlignYourStepsSpacing final : public TimestepSpacing {
   /// The sigma_ve list this spacing visits for n steps (its last value is 0).
   std::vector<double> sigmas(int64_t n) const {
     const std::vector<double>& table =
-        options.sigmas().empty() ? AysTables::sigmas(options.model(), options.convention()) : options.sigmas();
+        options.sigmas().empty() ? AysTables::sigmas(options.model(), options.convention())
+                                 : options.sigmas();
     return options.convention() == "a1111" ? ays_sigmas_a1111(table, n)
                                            : ays_sigmas_comfyui(table, n, options.denoise());
   }
@@ -231,6 +240,7 @@ class AlignYourStepsSpacing final : public TimestepSpacing {
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, AlignYourStepsSpacing, "align_your_steps",
                  "Align Your Steps: published sd15/sdxl/svd schedules or a custom list, log-linear "
                  "interpolation to any step count (ComfyUI or A1111 convention)");
-DIFFUSE_REGISTER_ALIAS(::diffuse::TimestepSpacing, ays, "ays", "align_your_steps", {}, "alias of align_your_steps");
+DIFFUSE_REGISTER_ALIAS(::diffuse::TimestepSpacing, ays, "ays", "align_your_steps", {},
+                       "alias of align_your_steps");
 
 }  // namespace diffuse

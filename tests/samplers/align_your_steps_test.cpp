@@ -32,7 +32,8 @@ std::vector<double> grid_sigmas(const TimeGrid& g) {
 void expect_near_list(const std::vector<double>& got, const std::vector<double>& want, double tol,
                       const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], tol) << what << " [" << i << "]";
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], tol) << what << " [" << i << "]";
 }
 
 std::string str(const std::vector<double>& v, int prec = 4) {
@@ -67,13 +68,14 @@ TEST(AlignYourSteps, TenStepsAreThePublishedTables) {
 }
 
 TEST(AlignYourSteps, ComfyUiInterpolationTestVectors) {
-  // methods.md §6.4 test vectors (ComfyUI AlignYourStepsScheduler rule, SD1 list), printed to 4 decimals.
+  // methods.md §6.4 test vectors (ComfyUI AlignYourStepsScheduler rule, SD1 list), printed to 4
+  // decimals.
   auto sp = make_spacing("align_your_steps", {{"model", "sd15"}});
   const auto& a = static_cast<const AlignYourStepsSpacing&>(*sp);
   expect_near_list(a.sigmas(5), {14.6146, 3.8637, 1.8842, 0.9643, 0.3977, 0}, 5.01e-5, "steps=5");
-  expect_near_list(a.sigmas(20),
-                   {14.6146, 9.7275, 6.4746, 5.0016, 3.8637, 3.2266, 2.6946, 2.2533, 1.8842, 1.6209, 1.3944,
-                    1.1595, 0.9643, 0.7931, 0.6524, 0.5094, 0.3977, 0.2455, 0.1515, 0.0665, 0.},
+  expect_near_list(a.sigmas(20), {14.6146, 9.7275, 6.4746, 5.0016, 3.8637, 3.2266, 2.6946,
+                                  2.2533,  1.8842, 1.6209, 1.3944, 1.1595, 0.9643, 0.7931,
+                                  0.6524,  0.5094, 0.3977, 0.2455, 0.1515, 0.0665, 0.},
                    5.01e-5, "steps=20");
   // Every 4th point of the 40-step list and every 2nd of the 20-step list are the table itself.
   const auto s40 = a.sigmas(40);
@@ -81,9 +83,10 @@ TEST(AlignYourSteps, ComfyUiInterpolationTestVectors) {
   // SDXL, 7 steps: numpy np.interp on ComfyUI's SDXL list (scratch /work/ref/ays/a1111.py, the
   // loglinear_interp of comfy_extras/nodes_align_your_steps.py).
   auto xl = make_spacing("ays", {{"model", "sdxl"}});
-  expect_near_list(static_cast<const AlignYourStepsSpacing&>(*xl).sigmas(7),
-                   {14.61464123, 5.06296819, 2.35833807, 1.18166514, 0.6294696, 0.35428823, 0.15291865, 0.0},
-                   5e-8, "sdxl steps=7");
+  expect_near_list(
+      static_cast<const AlignYourStepsSpacing&>(*xl).sigmas(7),
+      {14.61464123, 5.06296819, 2.35833807, 1.18166514, 0.6294696, 0.35428823, 0.15291865, 0.0},
+      5e-8, "sdxl steps=7");
   // denoise: ComfyUI keeps the last round(steps * denoise) + 1 values.
   auto half = make_spacing("ays", {{"denoise", "0.5"}});
   std::vector<double> tail(AysTables::sd15_sigmas().end() - 6, AysTables::sd15_sigmas().end());
@@ -98,8 +101,8 @@ TEST(AlignYourSteps, A1111Convention) {
   auto sp = make_spacing("ays", {{"convention", "a1111"}});
   const auto& a = static_cast<const AlignYourStepsSpacing&>(*sp);
   expect_near_list(a.sigmas(10),
-                   {14.615, 6.11351366, 3.56511374, 2.39387348, 1.64995551, 1.13578731, 0.7425183, 0.44500744,
-                    0.16920512, 0.029, 0.0},
+                   {14.615, 6.11351366, 3.56511374, 2.39387348, 1.64995551, 1.13578731, 0.7425183,
+                    0.44500744, 0.16920512, 0.029, 0.0},
                    5e-8, "a1111 n=10");
   std::vector<double> eleven = AysTables::sd15_sigmas_a1111();
   eleven.push_back(0.0);
@@ -141,9 +144,15 @@ TEST(AlignYourSteps, CustomListAndBadInput) {
   };
   EXPECT_NE(msg([] { make_spacing("ays", {{"model", "sd3"}}); }).find("sd3"), std::string::npos);
   EXPECT_NE(msg([] { make_spacing("ays", {{"sigmas", "10;5;7"}}); }).find("7"), std::string::npos);
-  EXPECT_NE(msg([] { make_spacing("ays", {{"sigmas", "10;5;0"}}); }).find("sigmas[2]=0"), std::string::npos);
+  EXPECT_NE(msg([] {
+              make_spacing("ays", {{"sigmas", "10;5;0"}});
+            }).find("sigmas[2]=0"),
+            std::string::npos);
   EXPECT_NE(msg([] { make_spacing("ays", {{"denoise", "1.5"}}); }).find("1.5"), std::string::npos);
-  EXPECT_NE(msg([] { make_spacing("ays", {{"convention", "forge"}}); }).find("forge"), std::string::npos);
+  EXPECT_NE(msg([] {
+              make_spacing("ays", {{"convention", "forge"}});
+            }).find("forge"),
+            std::string::npos);
   EXPECT_THROW(make_spacing("ays")->grid(sd_schedule(), 0), Error);
 }
 
@@ -175,7 +184,8 @@ double klub_quadrature(double a, double b, double s, int64_t d) {
   double acc = 0;
   for (int i = 0; i <= n; ++i) {
     const double t = std::exp(la + i * h);
-    const double f = d * std::pow(s, 4) * (1 / (t * t + s * s) - 1 / (b * b + s * s)) / (t * t);  // dt = t dlog t
+    const double f = d * std::pow(s, 4) * (1 / (t * t + s * s) - 1 / (b * b + s * s)) /
+                     (t * t);  // dt = t dlog t
     acc += f * (i == 0 || i == n ? 1 : (i % 2 ? 4 : 2));
   }
   return acc * h / 3;
@@ -186,7 +196,8 @@ TEST(AlignYourSteps, KlubEstimateMatchesTheGaussianClosedForm) {
   const double s = 0.7;
   const int64_t d = 4;
   const Tensor x0 = at::randn({2048, d}, detail::cpu_generator(7), at::kDouble) * s;
-  const std::vector<std::pair<double, double>> intervals{{0.02, 0.05}, {0.3, 0.9}, {1.0, 4.0}, {5.0, 80.0}};
+  const std::vector<std::pair<double, double>> intervals{
+      {0.02, 0.05}, {0.3, 0.9}, {1.0, 4.0}, {5.0, 80.0}};
   for (const std::string est : {"importance", "log_t"}) {
     KlubEstimator k(gaussian_denoiser(s), x0,
                     ScheduleOptimisationOptions().estimator(est).nodes(16).sigma_data(s).seed(3));
@@ -195,9 +206,10 @@ TEST(AlignYourSteps, KlubEstimateMatchesTheGaussianClosedForm) {
       const double quad = klub_quadrature(a, b, s, d);
       EXPECT_NEAR(closed, quad, 1e-6 * quad) << a << " " << b;
       const double mc = k.interval(a, b);
-      std::cout << "[ ays ] KLUB " << est << " [" << a << ", " << b << "]: estimate " << mc << ", closed form "
-                << closed << " (rel " << (mc - closed) / closed << ")\n";
-      EXPECT_NEAR(mc, closed, (est == "importance" ? 0.03 : 0.08) * closed) << est << " " << a << " " << b;
+      std::cout << "[ ays ] KLUB " << est << " [" << a << ", " << b << "]: estimate " << mc
+                << ", closed form " << closed << " (rel " << (mc - closed) / closed << ")\n";
+      EXPECT_NEAR(mc, closed, (est == "importance" ? 0.03 : 0.08) * closed)
+          << est << " " << a << " " << b;
     }
   }
 }
@@ -206,8 +218,14 @@ TEST(AlignYourSteps, OptimiserFindsTheGaussianKlubOptimum) {
   const double s = 1.0, smin = 0.0291671582, smax = 14.6146412293;
   SingleThread single;
   const Tensor x0 = at::randn({256, 2}, detail::cpu_generator(11), at::kDouble) * s;
-  auto o = ScheduleOptimisationOptions().sigma_min(smin).sigma_max(smax).sigma_data(s).max_sweeps(40).tol(1e-6)
-               .nodes(6).search_iters(10);
+  auto o = ScheduleOptimisationOptions()
+               .sigma_min(smin)
+               .sigma_max(smax)
+               .sigma_data(s)
+               .max_sweeps(40)
+               .tol(1e-6)
+               .nodes(6)
+               .search_iters(10);
   const auto res = optimise_schedule(gaussian_denoiser(s), x0, o);
   const auto opt = gaussian_klub_optimal_sigmas(smin, smax, 10, s);
   const auto tan = kl_optimal_sigmas(smin, smax, 10);
@@ -217,19 +235,22 @@ TEST(AlignYourSteps, OptimiserFindsTheGaussianKlubOptimum) {
     total_tan += KlubEstimator::gaussian_interval(tan[i + 1], tan[i], s, 2);
     total_res += KlubEstimator::gaussian_interval(res.sigmas[i + 1], res.sigmas[i], s, 2);
   }
-  std::cout << "[ ays ] Gaussian data: optimiser " << str(res.sigmas) << " (" << res.sweeps << " sweeps)\n"
+  std::cout << "[ ays ] Gaussian data: optimiser " << str(res.sigmas) << " (" << res.sweeps
+            << " sweeps)\n"
             << "[ ays ]   closed-form KLUB optimum " << str(opt) << "\n"
             << "[ ays ]   tan/atan 'KL-optimal' " << str(tan) << "\n"
-            << "[ ays ]   exact KLUB: optimiser " << total_res << ", optimum " << total_opt << ", tan/atan "
-            << total_tan << "\n";
+            << "[ ays ]   exact KLUB: optimiser " << total_res << ", optimum " << total_opt
+            << ", tan/atan " << total_tan << "\n";
   double worst = 0;
-  for (size_t i = 0; i < opt.size(); ++i) worst = std::max(worst, std::abs(std::log(res.sigmas[i] / opt[i])));
+  for (size_t i = 0; i < opt.size(); ++i)
+    worst = std::max(worst, std::abs(std::log(res.sigmas[i] / opt[i])));
   std::cout << "[ ays ]   max |log(sigma_opt / sigma_closed)| = " << worst << "\n";
   EXPECT_LT(worst, 0.1);
   EXPECT_LT(total_res, 1.01 * total_opt);
   EXPECT_GT(total_tan, 5 * total_opt);  // the tan/atan schedule is far from this KLUB's optimum
   // The estimate is monotone over sweeps (a point only moves when the objective drops).
-  for (size_t i = 1; i < res.klub_history.size(); ++i) EXPECT_LE(res.klub_history[i], res.klub_history[i - 1]);
+  for (size_t i = 1; i < res.klub_history.size(); ++i)
+    EXPECT_LE(res.klub_history[i], res.klub_history[i - 1]);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -265,11 +286,16 @@ TEST(AlignYourSteps, OptimisedScheduleOnTheGaussianMixture) {
   Testbed tb;
   const int64_t n = 10;
   const Tensor x0 = tb.gmm.sample(128, 5).x0;
-  auto o = ScheduleOptimisationOptions().sigma_min(tb.smin).sigma_max(tb.smax).seed(1).nodes(6).search_iters(12)
+  auto o = ScheduleOptimisationOptions()
+               .sigma_min(tb.smin)
+               .sigma_max(tb.smax)
+               .seed(1)
+               .nodes(6)
+               .search_iters(12)
                .max_sweeps(6);
   const auto res = optimise_schedule(tb.ve(), x0, o);
-  std::cout << "[ ays ] GMM (mixture_2d, vp) optimised: " << str(res.sigmas) << "; KLUB " << str(res.klub_history)
-            << " (" << res.sweeps << " sweeps)\n";
+  std::cout << "[ ays ] GMM (mixture_2d, vp) optimised: " << str(res.sigmas) << "; KLUB "
+            << str(res.klub_history) << " (" << res.sweeps << " sweeps)\n";
   // Early-stopped variant (the authors stop early on purpose): 2 sweeps from Karras.
   const auto early = optimise_schedule(tb.ve(), x0, ScheduleOptimisationOptions(o).max_sweeps(2));
 
@@ -279,7 +305,8 @@ TEST(AlignYourSteps, OptimisedScheduleOnTheGaussianMixture) {
   schedules["kl_optimal_tan"] = kl_optimal_sigmas(tb.smin, tb.smax, n);
   {
     std::vector<double> ut;
-    for (double t : detail::np_linspace(tb.vp->t_max(), tb.vp->t_min(), n + 1)) ut.push_back(tb.vp->at(t).sigma_ve());
+    for (double t : detail::np_linspace(tb.vp->t_max(), tb.vp->t_min(), n + 1))
+      ut.push_back(tb.vp->at(t).sigma_ve());
     schedules["uniform_t"] = ut;
   }
   for (const std::string sp : {"exponential", "karras"}) {
@@ -299,12 +326,14 @@ TEST(AlignYourSteps, OptimisedScheduleOnTheGaussianMixture) {
   const Tensor exact = tb.gmm.solve_ode(noise, from, to);
   std::map<std::string, std::map<std::string, double>> err;
   for (const std::string sampler : {"ddim", "euler", "dpmpp_2m"}) {
-    for (const auto& [name, sg] : schedules) err[sampler][name] = tb.error(sampler, sg, noise, exact);
+    for (const auto& [name, sg] : schedules)
+      err[sampler][name] = tb.error(sampler, sg, noise, exact);
   }
   for (const auto& [name, sg] : schedules) {
-    std::cout << "[ ays ]   " << std::left << std::setw(15) << name << " KLUB " << std::setw(10) << est.total(sg)
-              << " RMSE ddim " << std::setw(11) << err["ddim"][name] << " euler " << std::setw(11)
-              << err["euler"][name] << " dpmpp_2m " << err["dpmpp_2m"][name] << "   sigmas " << str(sg, 3) << "\n";
+    std::cout << "[ ays ]   " << std::left << std::setw(15) << name << " KLUB " << std::setw(10)
+              << est.total(sg) << " RMSE ddim " << std::setw(11) << err["ddim"][name] << " euler "
+              << std::setw(11) << err["euler"][name] << " dpmpp_2m " << err["dpmpp_2m"][name]
+              << "   sigmas " << str(sg, 3) << "\n";
   }
   // Measured (this seed; see the report): the optimised schedule beats Karras and uniform-lambda
   // by far with every solver and uniform-t with DPM++ 2M; with DDIM/Euler it ties uniform-t
@@ -314,7 +343,8 @@ TEST(AlignYourSteps, OptimisedScheduleOnTheGaussianMixture) {
     const auto& e = err[sampler];
     EXPECT_LT(e.at("ays_optimised"), 0.8 * e.at("uniform_lambda")) << sampler;
     EXPECT_LT(e.at("ays_optimised"), 0.8 * e.at("karras")) << sampler;
-    EXPECT_LT(e.at("ays_optimised"), (sampler == "dpmpp_2m" ? 0.8 : 1.05) * e.at("uniform_t")) << sampler;
+    EXPECT_LT(e.at("ays_optimised"), (sampler == "dpmpp_2m" ? 0.8 : 1.05) * e.at("uniform_t"))
+        << sampler;
   }
   for (const auto& [name, sg] : schedules)
     if (name != "ays_optimised") {
@@ -326,7 +356,12 @@ TEST(AlignYourSteps, HierarchicalRefinementAndStepCounts) {
   SingleThread single;
   Testbed tb;
   const Tensor x0 = tb.gmm.sample(48, 2).x0;
-  auto o = ScheduleOptimisationOptions().sigma_min(tb.smin).sigma_max(tb.smax).refine(2).max_sweeps(2).nodes(4)
+  auto o = ScheduleOptimisationOptions()
+               .sigma_min(tb.smin)
+               .sigma_max(tb.smax)
+               .refine(2)
+               .max_sweeps(2)
+               .nodes(4)
                .search_iters(8);
   const auto res = optimise_schedule(tb.ve(), x0, o);
   ASSERT_EQ(res.levels.size(), 3u);
@@ -337,7 +372,8 @@ TEST(AlignYourSteps, HierarchicalRefinementAndStepCounts) {
     EXPECT_EQ(res.levels[2][4 * i], res.levels[0][i]);
   }
   for (size_t l = 1; l < res.levels.size(); ++l)
-    for (size_t i = 1; i < res.levels[l].size(); ++i) EXPECT_LT(res.levels[l][i], res.levels[l][i - 1]);
+    for (size_t i = 1; i < res.levels[l].size(); ++i)
+      EXPECT_LT(res.levels[l][i], res.levels[l][i - 1]);
   std::cout << "[ ays ] refined KLUB 10/20/40 steps: " << str(res.klub) << "\n";
   EXPECT_LT(res.klub[1], res.klub[0]);
   EXPECT_LT(res.klub[2], res.klub[1]);
@@ -356,7 +392,8 @@ TEST(AlignYourSteps, HierarchicalRefinementAndStepCounts) {
   // The Denoiser + schedule adaptor gives the same KLUB as the direct VE function.
   Denoiser den(tb.gmm.network(tb.vp));
   KlubEstimator direct(tb.ve(), x0, o), adapted(ve_denoiser(den, tb.vp), x0, o);
-  EXPECT_NEAR(adapted.interval(0.1, 0.5), direct.interval(0.1, 0.5), 1e-9 * direct.interval(0.1, 0.5));
+  EXPECT_NEAR(adapted.interval(0.1, 0.5), direct.interval(0.1, 0.5),
+              1e-9 * direct.interval(0.1, 0.5));
   EXPECT_THROW(optimise_schedule(tb.ve(), x0, ScheduleOptimisationOptions()), Error);  // no range
 }
 
@@ -365,7 +402,9 @@ TEST(AlignYourSteps, HierarchicalRefinementAndStepCounts) {
 
 TEST(ScheduleOptimisationCorrection, IdentityByDefaultAndReplacesTheGrid) {
   auto schedule = make_schedule("discrete");
-  auto net = [](const Tensor& x, const Tensor& t, const Conditioning&) { return x * 0.1 + t.view({-1, 1}) * 1e-4; };
+  auto net = [](const Tensor& x, const Tensor& t, const Conditioning&) {
+    return x * 0.1 + t.view({-1, 1}) * 1e-4;
+  };
   for (const std::string& key : distinct_sampler_names()) {
     SampleOptions plain;
     plain.num_steps = 6;
@@ -378,7 +417,8 @@ TEST(ScheduleOptimisationCorrection, IdentityByDefaultAndReplacesTheGrid) {
     EXPECT_TRUE(at::equal(a, b)) << key;
     // With a list every sampler runs on the interpolated schedule.
     SampleOptions ays = plain;
-    ays.corrections = {make_correction("schedule_optimisation", {{"sigmas", "14;5;2;0.8;0.3;0.1;0.03"}})};
+    ays.corrections = {
+        make_correction("schedule_optimisation", {{"sigmas", "14;5;2;0.8;0.3;0.1;0.03"}})};
     const Tensor c = sample(*make_sampler(key), Denoiser(net), *schedule, noise, ays);
     EXPECT_TRUE(at::isfinite(c).all().item<bool>()) << key;
     EXPECT_FALSE(at::allclose(a, c)) << key;
@@ -393,7 +433,9 @@ TEST(ScheduleOptimisationCorrection, IdentityByDefaultAndReplacesTheGrid) {
   EXPECT_EQ(make_grid(s, o), make_spacing("ays")->grid(s, 9));
   o.num_steps = 10;
   EXPECT_EQ(make_grid(s, o), make_spacing("ays")->grid(s, 10));
-  EXPECT_EQ(correction_from_spec("schedule_optimisation:final=min,sigmas=3;2;1")->to_config().at("final"), "min");
+  EXPECT_EQ(
+      correction_from_spec("schedule_optimisation:final=min,sigmas=3;2;1")->to_config().at("final"),
+      "min");
   EXPECT_THROW(make_correction("schedule_optimisation", {{"sigmas", "1;2"}}), Error);
 }
 
