@@ -6,3 +6,4 @@
 #include <diffuse/all_schedules.h>
 #include <diffuse/all_samplers.h>
 #include <diffuse/gaussian_mixture.h>
+#include <diffuse/exposure_bias.h>
