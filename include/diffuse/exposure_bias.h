@@ -2,7 +2,8 @@
 // The exposure-bias metric of Ning et al., "Elucidating the Exposure Bias in Diffusion Models"
 // (ICLR 2024), methods.md §3.3: how far the sampling chain's x_t drifts from the forward process at
 // the same t. Checked against: forever208/ADM-ES @da955c1 datasets/exposure_bias_xt.py (how the
-// per-pixel std is reduced and compared; the sampling side lives in its x_t_distribution_* branches).
+// per-pixel std is reduced and compared; the sampling side lives in its x_t_distribution_*
+// branches).
 //
 // Real data x0 [N, ...] is diffused to the grid point of the first step, x = alpha x0 + sigma z,
 // and the sampler runs from there (with the options' corrections, guidance and noise). After each
@@ -57,23 +58,22 @@ struct ExposureBiasOptions {
 
 /// One step's measurement, at the step's landing point.
 struct ExposureBiasRecord {
-  int64_t index = 0;      ///< the step (its landing point is grid[index + 1])
-  double t = 0;           ///< model time of the landing point
+  int64_t index = 0;  ///< the step (its landing point is grid[index + 1])
+  double t = 0;       ///< model time of the landing point
   double alpha = 1, sigma = 0;
-  double sigma_hat = 0;   ///< mean over elements of std over samples of x_t - alpha x0
-  double delta = 0;       ///< (sigma_hat - sigma)^2
-  double var_chain = 0;   ///< mean over elements of var over samples of x_t
-  double var_forward = 0; ///< alpha^2 var(x0) + sigma^2 (same reduction)
+  double sigma_hat = 0;       ///< mean over elements of std over samples of x_t - alpha x0
+  double delta = 0;           ///< (sigma_hat - sigma)^2
+  double var_chain = 0;       ///< mean over elements of var over samples of x_t
+  double var_forward = 0;     ///< alpha^2 var(x0) + sigma^2 (same reduction)
   double variance_ratio = 1;  ///< var_chain / var_forward (NaN if var_forward == 0)
 };
 
 /// Runs the measurement; returns one record per step run (first_step .. num_steps - 1).
 /// x0: [N, ...] real data, N >= 2. Grid, corrections, guidance, noise/seed come from `options`
 /// as in sample(); the forward noise z is the first draw of the run's noise source.
-std::vector<ExposureBiasRecord> measure_exposure_bias(const Sampler& sampler, const Denoiser& denoiser,
-                                                      const NoiseSchedule& schedule, const Tensor& x0,
-                                                      const SampleOptions& options = {},
-                                                      const ExposureBiasOptions& eb = {});
+std::vector<ExposureBiasRecord> measure_exposure_bias(
+    const Sampler& sampler, const Denoiser& denoiser, const NoiseSchedule& schedule,
+    const Tensor& x0, const SampleOptions& options = {}, const ExposureBiasOptions& eb = {});
 
 /// Sum of delta over the records (a one-number summary).
 inline double total_delta(const std::vector<ExposureBiasRecord>& records) {
@@ -86,8 +86,8 @@ inline double total_delta(const std::vector<ExposureBiasRecord>& records) {
 // Implementation
 
 namespace detail {
-inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0, const Tensor& var_x0,
-                                               const StepContext& st) {
+inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0,
+                                               const Tensor& var_x0, const StepContext& st) {
   const TimePoint& p = st.next;
   const int64_t n = x.size(0);
   const Tensor xd = x.to(at::kDouble).reshape({n, -1});
@@ -101,23 +101,22 @@ inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0
   rec.delta = (rec.sigma_hat - p.sigma) * (rec.sigma_hat - p.sigma);
   rec.var_chain = at::var(xd, {0}, /*unbiased=*/false).mean().item<double>();
   rec.var_forward = (var_x0 * (p.alpha * p.alpha) + p.sigma * p.sigma).mean().item<double>();
-  rec.variance_ratio =
-      rec.var_forward > 0 ? rec.var_chain / rec.var_forward : std::numeric_limits<double>::quiet_NaN();
+  rec.variance_ratio = rec.var_forward > 0 ? rec.var_chain / rec.var_forward
+                                           : std::numeric_limits<double>::quiet_NaN();
   return rec;
 }
 }  // namespace detail
 
-inline std::vector<ExposureBiasRecord> measure_exposure_bias(const Sampler& sampler, const Denoiser& denoiser,
-                                                             const NoiseSchedule& schedule, const Tensor& x0,
-                                                             const SampleOptions& o,
-                                                             const ExposureBiasOptions& eb) {
+inline std::vector<ExposureBiasRecord> measure_exposure_bias(
+    const Sampler& sampler, const Denoiser& denoiser, const NoiseSchedule& schedule,
+    const Tensor& x0, const SampleOptions& o, const ExposureBiasOptions& eb) {
   check(eb.mode() == "accumulated" || eb.mode() == "single_step",
         "ExposureBiasOptions.mode must be accumulated or single_step, got '", eb.mode(), "'");
   check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 2,
         "measure_exposure_bias: x0 needs a batch of at least 2 samples, got shape ",
         x0.defined() ? x0.sizes() : c10::IntArrayRef{});
-  check(at::isFloatingType(x0.scalar_type()), "measure_exposure_bias: x0 must be floating point, got ",
-        x0.scalar_type());
+  check(at::isFloatingType(x0.scalar_type()),
+        "measure_exposure_bias: x0 must be floating point, got ", x0.scalar_type());
   std::vector<Correction*> corrections;
   for (const auto& c : o.corrections) {
     check(c != nullptr, "measure_exposure_bias: a correction in SampleOptions.corrections is null");
@@ -126,8 +125,9 @@ inline std::vector<ExposureBiasRecord> measure_exposure_bias(const Sampler& samp
   }
   const TimeGrid grid = make_grid(schedule, o);
   const int64_t n = static_cast<int64_t>(grid.size()) - 1;
-  check(eb.first_step() >= 0 && eb.first_step() < n, "ExposureBiasOptions.first_step=", eb.first_step(),
-        " is outside [0, ", n, ") for a grid of ", n, " steps");
+  check(eb.first_step() >= 0 && eb.first_step() < n,
+        "ExposureBiasOptions.first_step=", eb.first_step(), " is outside [0, ", n,
+        ") for a grid of ", n, " steps");
   std::shared_ptr<NoiseSource> noise =
       o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
   SampleContext ctx;
@@ -139,7 +139,9 @@ inline std::vector<ExposureBiasRecord> measure_exposure_bias(const Sampler& samp
   const Tensor x0c = x0.to(Sampler::compute_dtype(x0.scalar_type()));
   const Tensor x0d = x0.to(at::kDouble).reshape({x0.size(0), -1});
   const Tensor var_x0 = at::var(x0d, {0}, /*unbiased=*/false);
-  auto forward = [&](const TimePoint& p) { return x0c * p.alpha + noise->randn_like(x0c) * p.sigma; };
+  auto forward = [&](const TimePoint& p) {
+    return x0c * p.alpha + noise->randn_like(x0c) * p.sigma;
+  };
 
   std::vector<ExposureBiasRecord> out;
   if (eb.mode() == "accumulated") {

@@ -13,7 +13,9 @@
 namespace diffuse {
 namespace {
 
-Tensor net(const Tensor& x, const Tensor& t, const Conditioning&) { return x * 0.1 + t.view({-1, 1}) * 1e-4; }
+Tensor net(const Tensor& x, const Tensor& t, const Conditioning&) {
+  return x * 0.1 + t.view({-1, 1}) * 1e-4;
+}
 
 std::shared_ptr<Correction> es(double b, double k = 0, const std::string& direction = "from_last") {
   return std::make_shared<EpsilonScaling>(EpsilonScalingOptions().b(b).k(k).direction(direction));
@@ -27,15 +29,19 @@ TEST(EpsilonScaling, IdentityIsBitExactForEverySampler) {
     plain.seed = 3;
     const Tensor noise = randn({3, 5}, 1, at::kDouble);
     const Tensor a = sample(*make_sampler(key), Denoiser(net), *schedule, noise, plain);
-    for (auto c : {es(1.0), es(1.0, 0.0, "from_first"), std::shared_ptr<Correction>(make_correction("epsilon_scaling"))}) {
+    for (auto c : {es(1.0), es(1.0, 0.0, "from_first"),
+                   std::shared_ptr<Correction>(make_correction("epsilon_scaling"))}) {
       SampleOptions hooked = plain;
       hooked.corrections = {c};
-      EXPECT_TRUE(at::equal(a, sample(*make_sampler(key), Denoiser(net), *schedule, noise, hooked))) << key;
+      EXPECT_TRUE(at::equal(a, sample(*make_sampler(key), Denoiser(net), *schedule, noise, hooked)))
+          << key;
     }
     // And it does something for every sampler when lambda != 1.
     SampleOptions scaled = plain;
     scaled.corrections = {es(1.05)};
-    EXPECT_FALSE(at::allclose(a, sample(*make_sampler(key), Denoiser(net), *schedule, noise, scaled))) << key;
+    EXPECT_FALSE(
+        at::allclose(a, sample(*make_sampler(key), Denoiser(net), *schedule, noise, scaled)))
+        << key;
   }
 }
 
@@ -56,7 +62,8 @@ class PredictionSpy final : public Correction {
 
 // lambda at step `index` of `n`, written out independently of the class.
 double expected_lambda(double b, double k, const std::string& direction, int64_t index, int64_t n) {
-  return direction == "from_last" ? b + k * static_cast<double>(n - 1 - index) : b + k * static_cast<double>(index);
+  return direction == "from_last" ? b + k * static_cast<double>(n - 1 - index)
+                                  : b + k * static_cast<double>(index);
 }
 
 TEST(EpsilonScaling, DividesEpsByLambdaAtEveryModelCallAndKeepsX0Consistent) {
@@ -65,10 +72,13 @@ TEST(EpsilonScaling, DividesEpsByLambdaAtEveryModelCallAndKeepsX0Consistent) {
     double b, k;
     std::string direction;
   };
-  for (const Case& cs : {Case{1.02, 0.0, "from_last"}, Case{1.0, 0.0025, "from_last"}, Case{1.0, 0.004, "from_first"}}) {
+  for (const Case& cs : {Case{1.02, 0.0, "from_last"}, Case{1.0, 0.0025, "from_last"},
+                         Case{1.0, 0.004, "from_first"}}) {
     for (const std::string key : {"ddim", "heun", "dpmpp_2s", "euler"}) {
       auto before = std::make_shared<PredictionSpy>(), after = std::make_shared<PredictionSpy>();
-      testing::RecordingModel spy{[](const Tensor& x, const Tensor& t) { return x * 0.3 + t.view({-1, 1}) * 1e-3; }};
+      testing::RecordingModel spy{[](const Tensor& x, const Tensor& t) {
+        return x * 0.3 + t.view({-1, 1}) * 1e-3;
+      }};
       SampleOptions o;
       o.num_steps = 7;
       o.seed = 2;
@@ -88,7 +98,8 @@ TEST(EpsilonScaling, DividesEpsByLambdaAtEveryModelCallAndKeepsX0Consistent) {
         if (tp.t != post.step.now.t) ++inner_calls;
         const double lam = expected_lambda(cs.b, cs.k, cs.direction, post.step.index, o.num_steps);
         testing::ExpectTensorNear(post.eps, pre.eps / lam, 0, 1e-15, key + " eps / lambda");
-        testing::ExpectTensorNear(post.x, post.x0 * tp.alpha + post.eps * tp.sigma, 1e-12, 1e-12, key + " x0 consistent");
+        testing::ExpectTensorNear(post.x, post.x0 * tp.alpha + post.eps * tp.sigma, 1e-12, 1e-12,
+                                  key + " x0 consistent");
       }
       if (key == "heun" || key == "euler") {  // dpmpp_2s uses grid points only
         EXPECT_GT(inner_calls, 0) << key;
@@ -121,12 +132,15 @@ TEST(EpsilonScaling, AlphaZeroLeavesThePredictionAlone) {
 }
 
 TEST(EpsilonScaling, ConfigRoundTripAndPresets) {
-  auto c = make_correction("epsilon_scaling", {{"b", "1.011"}, {"k", "0.0008"}, {"direction", "from_first"}});
+  auto c = make_correction("epsilon_scaling",
+                           {{"b", "1.011"}, {"k", "0.0008"}, {"direction", "from_first"}});
   EXPECT_EQ(c->name(), "epsilon_scaling");
   const Config cfg = c->to_config();
   EXPECT_EQ(make_correction("epsilon_scaling", cfg)->to_config(), cfg);
   EXPECT_EQ(cfg.at("direction"), "from_first");
-  EXPECT_EQ(correction_from_spec("epsilon_scaling:b=1.011,k=0.0008,direction=from_first")->to_config(), cfg);
+  EXPECT_EQ(
+      correction_from_spec("epsilon_scaling:b=1.011,k=0.0008,direction=from_first")->to_config(),
+      cfg);
   // Presets carry the published numbers (methods.md §3.2) and user options override them.
   auto preset = [](const std::string& name, const std::string& key) {
     return std::stod(make_correction(name)->to_config().at(key));
@@ -158,15 +172,22 @@ TEST(EpsilonScaling, BadOptionsNameTheValue) {
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "0"}}); }, "got 0");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "-1.5"}}); }, "-1.5");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"k", "inf"}}); }, "inf");
-  expect_error_naming([] { make_correction("epsilon_scaling", {{"direction", "sideways"}}); }, "sideways");
+  expect_error_naming(
+      [] {
+        make_correction("epsilon_scaling", {{"direction", "sideways"}});
+      },
+      "sideways");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"lambda", "1"}}); }, "lambda");
   // A linear schedule that reaches lambda <= 0 within the run: b + k * 9 = 1 - 1.8 = -0.8.
   auto schedule = make_schedule("discrete");
   SampleOptions o;
   o.num_steps = 10;
   o.corrections = {es(1.0, -0.2)};
-  expect_error_naming([&] { sample(*make_sampler("ddim"), Denoiser(net), *schedule, randn({1, 2}, 0, at::kDouble), o); },
-                      "-0.8");
+  expect_error_naming(
+      [&] {
+        sample(*make_sampler("ddim"), Denoiser(net), *schedule, randn({1, 2}, 0, at::kDouble), o);
+      },
+      "-0.8");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,7 +215,8 @@ TEST(EpsilonScaling, ReducesTheImperfectNetworksErrorOnTheGaussianMixture) {
   const auto g = GaussianMixture::preset("mixture_16d");
   std::shared_ptr<const NoiseSchedule> schedule(make_schedule("vp").release());
   const double delta = 0.05, bias = 0.02;
-  const Network exact_net = g.network(schedule), imperfect_net = g.imperfect_network(schedule, delta, bias);
+  const Network exact_net = g.network(schedule),
+                imperfect_net = g.imperfect_network(schedule, delta, bias);
   const Denoiser exact(exact_net), imperfect(imperfect_net);
   const int64_t n = 2048;
   const Tensor noise = randn({n, g.dim()}, 7, at::kDouble);
@@ -210,7 +232,9 @@ TEST(EpsilonScaling, ReducesTheImperfectNetworksErrorOnTheGaussianMixture) {
     const TimeGrid grid = make_grid(*schedule, o);
     double num = 0, den = 0;
     for (int64_t i = 0; i < steps; ++i) {
-      const Tensor xt = x0 * grid[i].alpha + randn(x0.sizes(), 1000 + static_cast<uint64_t>(i) * n, at::kDouble) * grid[i].sigma;
+      const Tensor xt =
+          x0 * grid[i].alpha +
+          randn(x0.sizes(), 1000 + static_cast<uint64_t>(i) * n, at::kDouble) * grid[i].sigma;
       const Tensor t = at::full({n}, grid[i].t, at::kDouble);
       const Tensor e_star = exact_net(xt, t, {}), e_hat = imperfect_net(xt, t, {});
       num += (e_hat * e_star).sum().item<double>();
@@ -225,23 +249,29 @@ TEST(EpsilonScaling, ReducesTheImperfectNetworksErrorOnTheGaussianMixture) {
       const Tensor xe = sample(*sampler, exact, *schedule, noise, o);
       const Tensor xi = sample(*sampler, imperfect, *schedule, noise, o);
       const Tensor xs = sample(*sampler, imperfect, *schedule, noise, with_es);
-      const double err_exact = moment_error(xe, g), err_imp = moment_error(xi, g), err_es = moment_error(xs, g);
+      const double err_exact = moment_error(xe, g), err_imp = moment_error(xi, g),
+                   err_es = moment_error(xs, g);
       const double dev_imp = rms(xi - xe), dev_es = rms(xs - xe);
-      const double eb_exact = variance_gap(measure_exposure_bias(*sampler, exact, *schedule, x0, o));
-      const double eb_imp = variance_gap(measure_exposure_bias(*sampler, imperfect, *schedule, x0, o));
-      const double eb_es = variance_gap(measure_exposure_bias(*sampler, imperfect, *schedule, x0, with_es));
+      const double eb_exact =
+          variance_gap(measure_exposure_bias(*sampler, exact, *schedule, x0, o));
+      const double eb_imp =
+          variance_gap(measure_exposure_bias(*sampler, imperfect, *schedule, x0, o));
+      const double eb_es =
+          variance_gap(measure_exposure_bias(*sampler, imperfect, *schedule, x0, with_es));
       std::cout << "[ es ] mixture_16d " << key << " " << steps << " steps, b=" << b
-                << ": moment error exact " << err_exact << ", imperfect " << err_imp << ", imperfect+ES " << err_es
-                << "; rms distance to exact-denoiser samples imperfect " << dev_imp << ", imperfect+ES " << dev_es
-                << "; EB mean log^2(var ratio) exact " << eb_exact << ", imperfect " << eb_imp << ", imperfect+ES "
-                << eb_es << "\n";
+                << ": moment error exact " << err_exact << ", imperfect " << err_imp
+                << ", imperfect+ES " << err_es
+                << "; rms distance to exact-denoiser samples imperfect " << dev_imp
+                << ", imperfect+ES " << dev_es << "; EB mean log^2(var ratio) exact " << eb_exact
+                << ", imperfect " << eb_imp << ", imperfect+ES " << eb_es << "\n";
       // ES undoes the network's error: the samples come back to the exact denoiser's, and the
       // chain's variance to the forward process's.
       EXPECT_LT(dev_es, 0.3 * dev_imp) << key << " " << steps;
       EXPECT_LT(eb_es, 0.3 * eb_imp) << key << " " << steps;
       // The final-distribution error falls, except for DPM++ 2M at 10 steps: there the solver's own
-      // error (over-dispersion, larger than the network's with the exact denoiser) dominates and the
-      // imperfect network's shrinkage partly cancels it, so restoring the exact behaviour cannot help.
+      // error (over-dispersion, larger than the network's with the exact denoiser) dominates and
+      // the imperfect network's shrinkage partly cancels it, so restoring the exact behaviour
+      // cannot help.
       if (!(key == "dpmpp_2m" && steps == 10)) {
         EXPECT_LT(err_es, 0.8 * err_imp) << key << " " << steps;
       }
@@ -267,10 +297,10 @@ TEST(ExposureBias, ExactDenoiserHasNoVarianceGapImperfectOneHas) {
     worst_exact = std::max(worst_exact, std::abs(std::log(re[i].variance_ratio)));
     worst_imp = std::max(worst_imp, std::abs(std::log(ri[i].variance_ratio)));
   }
-  std::cout << "[ es ] exposure bias, ddpm 100 steps mixture_2d: max |log var ratio| exact " << worst_exact
-            << ", imperfect(0.05, 0.02) " << worst_imp << "; mean log^2 exact " << variance_gap(re) << ", imperfect "
-            << variance_gap(ri) << "; ADM delta sum exact " << total_delta(re) << ", imperfect " << total_delta(ri)
-            << "\n";
+  std::cout << "[ es ] exposure bias, ddpm 100 steps mixture_2d: max |log var ratio| exact "
+            << worst_exact << ", imperfect(0.05, 0.02) " << worst_imp << "; mean log^2 exact "
+            << variance_gap(re) << ", imperfect " << variance_gap(ri) << "; ADM delta sum exact "
+            << total_delta(re) << ", imperfect " << total_delta(ri) << "\n";
   EXPECT_LT(worst_exact, 0.08);  // Monte Carlo error of 4096 samples
   EXPECT_GT(worst_imp, 2 * worst_exact);
   EXPECT_GT(variance_gap(ri), 4 * variance_gap(re));
@@ -295,8 +325,8 @@ TEST(ExposureBias, ExactDenoiserHasNoVarianceGapImperfectOneHas) {
     return s / static_cast<double>(m);
   };
   const double gap20 = single_step_gap(20), gap80 = single_step_gap(80);
-  std::cout << "[ es ] single-step mean |sigma_hat/sigma - 1| (sigma > 0.3), exact ddpm: 20 steps " << gap20
-            << ", 80 steps " << gap80 << "\n";
+  std::cout << "[ es ] single-step mean |sigma_hat/sigma - 1| (sigma > 0.3), exact ddpm: 20 steps "
+            << gap20 << ", 80 steps " << gap80 << "\n";
   EXPECT_LT(gap80, 0.5 * gap20);
   EXPECT_LT(gap80, 0.06);
 }
@@ -306,11 +336,29 @@ TEST(ExposureBias, BadOptions) {
   SampleOptions o;
   o.num_steps = 4;
   const Tensor x0 = randn({8, 2}, 0, at::kDouble);
-  expect_error_naming([&] { measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o, ExposureBiasOptions().mode("both")); }, "both");
-  expect_error_naming([&] { measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o, ExposureBiasOptions().first_step(4)); }, "first_step=4");
-  expect_error_naming([&] { measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0.narrow(0, 0, 1), o); }, "at least 2");
+  expect_error_naming(
+      [&] {
+        measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o,
+                              ExposureBiasOptions().mode("both"));
+      },
+      "both");
+  expect_error_naming(
+      [&] {
+        measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o,
+                              ExposureBiasOptions().first_step(4));
+      },
+      "first_step=4");
+  expect_error_naming(
+      [&] {
+        measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0.narrow(0, 0, 1),
+                              o);
+      },
+      "at least 2");
   // first_step > 0 measures the remaining steps only.
-  EXPECT_EQ(measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o, ExposureBiasOptions().first_step(1)).size(), 3u);
+  EXPECT_EQ(measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o,
+                                  ExposureBiasOptions().first_step(1))
+                .size(),
+            3u);
 }
 
 }  // namespace
