@@ -86,6 +86,10 @@ inline double total_delta(const std::vector<ExposureBiasRecord>& records) {
 // Implementation
 
 namespace detail {
+/// Variance over dim 0 with divisor N (numpy's default), written out so it means the same on
+/// every LibTorch version.
+inline Tensor population_var(const Tensor& v) { return (v - v.mean(0)).pow(2).mean(0); }
+
 inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0,
                                                const Tensor& var_x0, const StepContext& st) {
   const TimePoint& p = st.next;
@@ -97,9 +101,9 @@ inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0
   rec.t = p.t;
   rec.alpha = p.alpha;
   rec.sigma = p.sigma;
-  rec.sigma_hat = at::std(r, {0}, /*unbiased=*/false).mean().item<double>();
+  rec.sigma_hat = population_var(r).sqrt().mean().item<double>();
   rec.delta = (rec.sigma_hat - p.sigma) * (rec.sigma_hat - p.sigma);
-  rec.var_chain = at::var(xd, {0}, /*unbiased=*/false).mean().item<double>();
+  rec.var_chain = population_var(xd).mean().item<double>();
   rec.var_forward = (var_x0 * (p.alpha * p.alpha) + p.sigma * p.sigma).mean().item<double>();
   rec.variance_ratio = rec.var_forward > 0 ? rec.var_chain / rec.var_forward
                                            : std::numeric_limits<double>::quiet_NaN();
@@ -138,7 +142,7 @@ inline std::vector<ExposureBiasRecord> measure_exposure_bias(
 
   const Tensor x0c = x0.to(Sampler::compute_dtype(x0.scalar_type()));
   const Tensor x0d = x0.to(at::kDouble).reshape({x0.size(0), -1});
-  const Tensor var_x0 = at::var(x0d, {0}, /*unbiased=*/false);
+  const Tensor var_x0 = detail::population_var(x0d);
   auto forward = [&](const TimePoint& p) {
     return x0c * p.alpha + noise->randn_like(x0c) * p.sigma;
   };
