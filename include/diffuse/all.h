@@ -7,3 +7,4 @@
 #include <diffuse/all_samplers.h>
 #include <diffuse/gaussian_mixture.h>
 #include <diffuse/metrics.h>
+#include <diffuse/exposure_bias.h>

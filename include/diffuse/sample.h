@@ -144,12 +144,14 @@ inline ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
     Conditioning cond = opts->cond;
     StepContext cstep = step;
     cstep.branch = Branch::kCond;
+    cstep.call = at;
     for (Correction* c : corrections) c->on_condition(cond, cstep);
     Tensor out;
     if (guided) {
       Conditioning uncond = opts->uncond;
       StepContext ustep = step;
       ustep.branch = Branch::kUncond;
+      ustep.call = at;
       for (Correction* c : corrections) c->on_condition(uncond, ustep);
       const int64_t b = x.size(0);
       Tensor both = d->call_network(at::cat({x, x}, 0), at, detail::cat_conditioning(cond, uncond));
@@ -161,7 +163,9 @@ inline ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
     }
     out = out.to(x.scalar_type());
     Prediction p = d->convert(out, x, at);
-    for (Correction* c : corrections) c->on_prediction(p, x, step);
+    StepContext pstep = step;
+    pstep.call = at;
+    for (Correction* c : corrections) c->on_prediction(p, x, pstep);
     d->finalize(p, x, at);
     return p;
   };

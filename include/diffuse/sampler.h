@@ -32,6 +32,10 @@ struct StepContext {
   Branch branch = Branch::kCond;
   const TimeGrid* grid = nullptr;  ///< the whole grid of this run (after on_grid)
   NoiseSource* noise = nullptr;    ///< the run's noise source (for corrections that draw noise)
+  /// In on_condition / on_prediction: the time point this model call evaluates at. The first call
+  /// of a step is at `now`; a multi-stage solver's inner calls (Heun's corrector, DPM++ 2S's
+  /// midpoint, Euler's churned sigma_hat) are elsewhere.
+  TimePoint call;
 };
 
 /// The model as samplers see it: (x, time point, step) -> finished prediction.
