@@ -216,7 +216,7 @@ int main(int argc, char** argv) try {
       const std::string script = args.plot + ".gp";
       std::ofstream gp(script);
       gp << "set terminal pngcairo size 1200,800\nset output '" << args.plot << "'\n"
-         << "set datafile separator ','\nset logscale xy\nset xlabel 'network evaluations'\n"
+         << "set termoption noenhanced\nset datafile separator ','\nset logscale xy\nset xlabel 'network evaluations'\n"
          << "set ylabel 'sliced W2 to the true mixture'\nset key outside right\n"
          << "set title 'Corrections on the imperfect Gaussian-mixture testbed'\nplot ";
       bool first = true;

@@ -108,3 +108,46 @@ TEST(CorrectionHooks, UnknownCorrectionListsValidNames) {
 
 }  // namespace
 }  // namespace diffuse
+
+namespace diffuse {
+namespace {
+
+// Several corrections compose in list order at every hook. Two Epsilon Scalings at the same hook
+// divide eps twice: b1 then b2 equals one with b1 * b2 (exactly, up to rounding of the product).
+TEST(CorrectionComposition, TwoEpsilonScalingsMultiply) {
+  auto schedule = make_schedule("discrete");
+  const Tensor noise = randn({3, 4}, 2, at::kDouble);
+  for (const char* key : {"ddim", "dpmpp_2m", "heun"}) {
+    SampleOptions two;
+    two.num_steps = 8;
+    two.corrections = {make_correction("epsilon_scaling", {{"b", "1.02"}}),
+                       make_correction("epsilon_scaling", {{"b", "1.05"}})};
+    SampleOptions one = two;
+    one.corrections = {make_correction("epsilon_scaling", {{"b", detail::format_double(1.02 * 1.05)}})};
+    const Tensor a = sample(*make_sampler(key), Denoiser(net), *schedule, noise, two);
+    const Tensor b = sample(*make_sampler(key), Denoiser(net), *schedule, noise, one);
+    testing::ExpectTensorNear(a, b, 1e-12, 1e-12, key);
+  }
+}
+
+// Corrections at different hooks compose with every sampler: a run with Epsilon Scaling, Time
+// Shift and a schedule-optimisation grid is finite and differs from each alone.
+TEST(CorrectionComposition, DifferentHooksComposeWithEverySampler) {
+  auto schedule = make_schedule("discrete");
+  const Tensor noise = randn({3, 4}, 5, at::kDouble);
+  for (const std::string& key : distinct_sampler_names()) {
+    SampleOptions o;
+    o.num_steps = 10;
+    o.spacing = make_spacing("trailing");
+    o.corrections = {make_correction("epsilon_scaling", {{"b", "1.01"}}),
+                     make_correction("time_shift", {{"window", "20"}, {"cutoff", "200"}})};
+    const Tensor both = sample(*make_sampler(key), Denoiser(net), *schedule, noise, o);
+    EXPECT_TRUE(at::isfinite(both).all().item<bool>()) << key;
+    SampleOptions es_only = o;
+    es_only.corrections = {o.corrections[0]};
+    EXPECT_FALSE(at::equal(both, sample(*make_sampler(key), Denoiser(net), *schedule, noise, es_only))) << key;
+  }
+}
+
+}  // namespace
+}  // namespace diffuse
