@@ -196,9 +196,7 @@ TEST(EpsilonScaling, BadOptionsNameTheValue) {
 // log-SNR-uniform grid.
 
 double moment_error(const Tensor& x, const GaussianMixture& g) {
-  const Tensor m = x.mean(0), xc = x - m;
-  const Tensor cov = at::matmul(xc.t(), xc) / static_cast<double>(x.size(0) - 1);
-  return (m - g.mean()).norm().item<double>() + (cov - g.covariance()).norm().item<double>();
+  return mean_error(x, g.mean()) + covariance_error(x, g.covariance());
 }
 
 double rms(const Tensor& a) { return a.pow(2).mean().sqrt().item<double>(); }

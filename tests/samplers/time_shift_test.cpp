@@ -314,12 +314,7 @@ struct Testbed {
     return (e_sq / D - e_mean_sq) * D / (D - 1);
   }
   /// ||mean - mean*|| + ||cov - cov*||_F of the samples against the true mixture.
-  double error(const Tensor& x) const {
-    const Tensor m = x.mean(0);
-    const Tensor d = x - m;
-    const Tensor c = at::matmul(d.t(), d) / static_cast<double>(x.size(0) - 1);
-    return ((m - true_mean).norm() + (c - true_cov).norm()).item<double>();
-  }
+  double error(const Tensor& x) const { return mean_error(x, true_mean) + covariance_error(x, true_cov); }
   Tensor run(const std::string& sampler, int64_t steps, double delta, double bias,
              std::shared_ptr<Correction> corr = nullptr) const {
     Denoiser d(gmm.imperfect_network(vp, delta, bias));
