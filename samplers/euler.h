@@ -56,20 +56,14 @@ class EulerSampler final : public Sampler {
   static std::unique_ptr<Sampler> from_config(const Config& c) {
     ConfigReader r(c, "euler");
     EulerOptions o;
-    o.s_churn(r.get_double("s_churn", o.s_churn()));
-    o.s_tmin(r.get_double("s_tmin", o.s_tmin()));
-    o.s_tmax(r.get_double("s_tmax", o.s_tmax()));  // omit for +inf (config values must be finite)
-    o.s_noise(r.get_double("s_noise", o.s_noise()));
+    detail::read_churn_options(r, o);
     o.churn_convention(r.get_choice("churn_convention", o.churn_convention(), {"k_diffusion", "diffusers"}));
     r.finish();
     return std::make_unique<EulerSampler>(o);
   }
   Config to_config() const override {
-    Config c{{"s_churn", detail::format_double(options.s_churn())},
-             {"s_tmin", detail::format_double(options.s_tmin())},
-             {"s_noise", detail::format_double(options.s_noise())},
-             {"churn_convention", options.churn_convention()}};
-    if (std::isfinite(options.s_tmax())) c["s_tmax"] = detail::format_double(options.s_tmax());
+    Config c{{"churn_convention", options.churn_convention()}};
+    detail::write_churn_options(options, c);
     return c;
   }
   std::string name() const override { return "euler"; }

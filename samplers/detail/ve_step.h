@@ -58,6 +58,24 @@ inline void check_churn_options(const char* who, double s_churn, double s_tmin, 
   check(std::isfinite(s_noise) && s_noise >= 0, who, ": s_noise must be finite and >= 0, got ", s_noise);
 }
 
+/// Reads the four churn options (s_churn, s_tmin, s_tmax, s_noise) of an options struct `O`.
+template <class O>
+void read_churn_options(ConfigReader& r, O& o) {
+  o.s_churn(r.get_double("s_churn", o.s_churn()));
+  o.s_tmin(r.get_double("s_tmin", o.s_tmin()));
+  o.s_tmax(r.get_double("s_tmax", o.s_tmax()));  // omitted for +inf (config values must be finite)
+  o.s_noise(r.get_double("s_noise", o.s_noise()));
+}
+
+/// Writes them back (s_tmax only when finite).
+template <class O>
+void write_churn_options(const O& o, Config& c) {
+  c["s_churn"] = format_double(o.s_churn());
+  c["s_tmin"] = format_double(o.s_tmin());
+  c["s_noise"] = format_double(o.s_noise());
+  if (std::isfinite(o.s_tmax())) c["s_tmax"] = format_double(o.s_tmax());
+}
+
 /// gamma = min(s_churn / num_steps, sqrt(2) - 1) while s_tmin <= sigma_ve <= s_tmax, else 0. A
 /// point with alpha = 0 (sigma_ve = inf) cannot be raised further and gets 0.
 inline double churn_gamma(double s_churn, double s_tmin, double s_tmax, const StepContext& st) {
