@@ -1,10 +1,10 @@
 # Generates the umbrella headers from the module folders: one file per algorithm means a glob is
 # what makes "adding a sampler touches one file" true. Writes into ${DIFFUSE_GEN_DIR}/diffuse/.
 function(diffuse_generate_umbrella src_dir gen_dir)
-  set(groups samplers "samplers" schedules "schedules")
-  set(all_includes "")
+  # training/objectives holds registered objectives (ATen only, part of all.h); the rest of training/
+  # (DiT, trainer, data, evaluation) needs <torch/nn> and is reached through <diffuse/training.h>.
   set(stems "")
-  foreach(group samplers schedules)
+  foreach(group samplers schedules training/objectives)
     file(GLOB_RECURSE headers CONFIGURE_DEPENDS RELATIVE "${src_dir}/${group}" "${src_dir}/${group}/*.h")
     list(SORT headers)
     set(lines "")
@@ -24,9 +24,20 @@ function(diffuse_generate_umbrella src_dir gen_dir)
     endforeach()
     set(DIFFUSE_UMBRELLA_INCLUDES "${lines}")
     set(DIFFUSE_UMBRELLA_NAME "${group}")
-    configure_file("${src_dir}/cmake/umbrella.h.in" "${gen_dir}/diffuse/all_${group}.h" @ONLY)
-    string(APPEND all_includes "#include <diffuse/all_${group}.h>\n")
+    get_filename_component(leaf "${group}" NAME)
+    configure_file("${src_dir}/cmake/umbrella.h.in" "${gen_dir}/diffuse/all_${leaf}.h" @ONLY)
   endforeach()
+  # all_training.h: the training engine's top-level headers (not registered, so no stems).
+  file(GLOB headers CONFIGURE_DEPENDS RELATIVE "${src_dir}/training" "${src_dir}/training/*.h")
+  list(SORT headers)
+  set(lines "")
+  foreach(h IN LISTS headers)
+    string(APPEND lines "#include <diffuse/training/${h}>\n")
+  endforeach()
+  set(DIFFUSE_UMBRELLA_INCLUDES "${lines}")
+  set(DIFFUSE_UMBRELLA_NAME "training")
+  configure_file("${src_dir}/cmake/umbrella.h.in" "${gen_dir}/diffuse/all_training.h" @ONLY)
+
   set(DIFFUSE_MODULE_STEMS "${stems}")
   configure_file("${src_dir}/cmake/module_list.h.in" "${gen_dir}/diffuse/detail/module_list.h" @ONLY)
 endfunction()

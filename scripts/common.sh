@@ -11,6 +11,8 @@ DIFFUSE_DEB_PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libgtest-dev libbenchmark-dev
   libcli11-dev libeigen3-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
+  zlib1g-dev libstb-dev
+  dataset-fashion-mnist
 )
 
 diffuse_install_deps() {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Everything: the core, every schedule, spacing, sampler, guidance and correction.
+// Everything in the core library: every schedule, spacing, sampler, guidance, correction and
+// training objective. The training engine (DiT, trainer, data, evaluation) is <diffuse/training.h>.
 #pragma once
 
 #include <diffuse/diffuse.h>
 #include <diffuse/all_schedules.h>
 #include <diffuse/all_samplers.h>
+#include <diffuse/all_objectives.h>
 #include <diffuse/gaussian_mixture.h>
 #include <diffuse/metrics.h>
 #include <diffuse/exposure_bias.h>

@@ -13,3 +13,4 @@
 #include <diffuse/correction.h>
 #include <diffuse/sampler.h>
 #include <diffuse/sample.h>
+#include <diffuse/objective.h>

@@ -35,6 +35,8 @@ TEST(Registry, EveryModuleFileStemIsARegistryKey) {
       EXPECT_TRUE(Registry<NoiseSchedule>::get().contains(stem)) << folder << "/" << stem;
     } else if (folder == "schedules/spacing") {
       EXPECT_TRUE(Registry<TimestepSpacing>::get().contains(stem)) << folder << "/" << stem;
+    } else if (folder == "training/objectives") {
+      EXPECT_TRUE(Registry<Objective>::get().contains(stem)) << folder << "/" << stem;
     } else {
       ADD_FAILURE() << "module folder without a registry: " << folder;
     }
