@@ -4,6 +4,9 @@
 // gradient accumulation = one big batch, clipping, label dropout, NaN detection, atomic writes,
 // incompatible-resume errors and a one-batch overfit.
 #include <diffuse/training/checkpoint.h>
+#include <diffuse/training/dit.h>
+#include <diffuse/training/objectives/denoising.h>
+#include <diffuse/training/objectives/masked_denoising.h>
 #include <diffuse/training/ema.h>
 #include <diffuse/training/progress.h>
 #include <diffuse/training/trainer.h>
@@ -652,6 +655,80 @@ TEST_F(TrainerTest, TimeBudgetStopsWithACheckpoint) {
   EXPECT_EQ(res.reason, StopReason::kTimeBudget);
   EXPECT_EQ(res.final_step, 1);
   EXPECT_EQ(res.last_checkpoint, (dir / "checkpoints" / checkpoint_filename(1)).string());
+}
+
+// ----- the real model ---------------------------------------------------------------------------
+
+Dataset labelled_images(int64_t n) {
+  at::Generator g = at::detail::createCPUGenerator(5);
+  Dataset d;
+  d.name = "test_8x8";
+  d.labels = at::randint(0, 3, {n}, g, at::kLong);
+  // Class-dependent brightness plus noise, in [-1, 1].
+  d.data = (d.labels.to(at::kFloat).reshape({n, 1, 1, 1}) * 0.5 - 0.5 + 0.2 * at::randn({n, 1, 8, 8}, g)).clamp(-1, 1);
+  d.num_classes = 3;
+  return d;
+}
+
+DiT tiny_dit(bool decoder) {
+  torch::manual_seed(21);
+  DiTOptions o(8, 1);
+  o.patch_size(2).hidden_size(32).depth(2).num_heads(2).num_classes(3);
+  if (decoder) o.decoder_depth(1).decoder_hidden_size(32).decoder_num_heads(2);
+  return DiT(o);
+}
+
+TrainerOptions dit_options(const fs::path& out) {
+  return TrainerOptions()
+      .steps(6)
+      .batch_size(8)
+      .lr(1e-3)
+      .ema_decay(0.9)
+      .threads(1)
+      .checkpoint_every(3)
+      .log_every(2)
+      .sample_every(6)
+      .sample_count(4)
+      .sample_nrow(2)
+      .sample_steps(3)
+      .cfg_scale(2.0)
+      .output_dir(out.string());
+}
+
+TEST_F(TrainerTest, DiTTrainsAndResumesBitExactly) {
+  const Dataset data = labelled_images(24);
+  std::shared_ptr<const Objective> obj = objective_from_spec("ddpm_ip");
+  Trajectory a, b1, b2;
+  const fs::path da = scratch("dit_a"), db = scratch("dit_b");
+  Trainer<DiT> ta(tiny_dit(false), obj, ddpm(), data, dit_options(da), record(a));
+  ta.train();
+  for (double l : a.losses) EXPECT_TRUE(std::isfinite(l));
+  EXPECT_TRUE(fs::exists(da / "samples_00000006.png"));
+  {
+    Trainer<DiT> tb(tiny_dit(false), obj, ddpm(), data, dit_options(db), record(b1, 5));
+    EXPECT_THROW(tb.train(), std::runtime_error);
+  }
+  Trainer<DiT> tb(tiny_dit(false), obj, ddpm(), data, dit_options(db), record(b2));
+  ASSERT_NE(tb.resume_latest(), "");
+  EXPECT_EQ(tb.step(), 3);
+  tb.train();
+  ASSERT_EQ(b2.losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(b2.losses[i], a.losses[i + 3]) << "step " << i + 4;
+  expect_same_parameters(*ta.model(), *tb.model());
+  expect_same_parameters(*ta.ema(), *tb.ema());
+}
+
+TEST_F(TrainerTest, MaskedDiTTrainsWithTheMaskedObjective) {
+  const Dataset data = labelled_images(16);
+  std::shared_ptr<const Objective> obj = objective_from_spec("maskdit:mask_ratio=0.5");
+  Trajectory r;
+  Trainer<DiT> t(tiny_dit(true), obj, ddpm(), data, TrainerOptions(dit_options(scratch("maskdit"))).steps(3),
+                 record(r));
+  t.train();
+  ASSERT_EQ(r.losses.size(), 3u);
+  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+  Tensor x = t.sample(2, 0);
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{2, 1, 8, 8}));
 }
 
 }  // namespace
