@@ -682,7 +682,10 @@ class Trainer {
         first = false;
         continue;
       }
-      if (line.empty()) continue;
+      // A row is kept if it is complete (as many fields as the header, a final newline was
+      // written before it) and not after the checkpoint; the first other row ends the file (a row
+      // cut short by a kill is always the last one).
+      if (std::count(line.begin(), line.end(), ',') != std::count(csv_header_.begin(), csv_header_.end(), ',')) break;
       std::istringstream ls(line);
       std::string f0, f1;
       std::getline(ls, f0, ',');
@@ -691,7 +694,7 @@ class Trainer {
       try {
         s = std::stoll(f0);
       } catch (...) {
-        continue;
+        break;
       }
       if (s > step_) break;
       kept += line + "\n";

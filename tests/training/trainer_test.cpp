@@ -248,6 +248,8 @@ TEST_F(TrainerTest, ResumeAfterDestroyContinuesBitExactly) {
   }
   ASSERT_EQ(b1.losses.size(), 6u);
   EXPECT_EQ(list_checkpoints((db / "checkpoints").string()).back().first, 4);
+  // A row cut short by a kill while appending (here: just "1" of a step number, no newline).
+  std::ofstream(db / "loss.csv", std::ios::app) << "1";
   // A new trainer with a differently initialised model resumes and finishes.
   Trajectory b2;
   Trainer<TinyMlp> tb(make_mlp(99, 2, 3), obj, ddpm(), data, resume_options(db), record(b2));
