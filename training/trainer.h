@@ -103,7 +103,8 @@ struct TrainerOptions {
   /// Seed of all generators (data order, objective draws, label dropout, previews). Default 0.
   TORCH_ARG(uint64_t, seed) = 0;
   /// Intra-op threads (at::set_num_threads) set by the constructor; 0 = hardware concurrency
-  /// (the default); < 0 = leave the current setting.
+  /// (the default); < 0 = leave the current setting. Bit-exact resume needs the same thread count
+  /// (reductions may split differently); it is not part of the fingerprint.
   TORCH_ARG(int64_t, threads) = 0;
   /// Write a checkpoint every this many steps; 0 = only at the end of train(). >= 0. Default 1000.
   TORCH_ARG(int64_t, checkpoint_every) = 1000;
@@ -132,6 +133,10 @@ struct TrainerOptions {
   /// Directory for loss.csv, loss.png and samples_<step>.png; created if missing. Empty
   /// (default): write no files except checkpoints.
   TORCH_ARG(std::string, output_dir) = "";
+  /// Free text describing the model's configuration (e.g. its options), made part of the resume
+  /// fingerprint: the parameter names and shapes are always compared, but settings that keep the
+  /// shapes (a DiT's num_heads, say) can only be caught through this. Default "".
+  TORCH_ARG(std::string, model_config) = "";
   /// Wall-clock budget of train() in minutes (checked after every step; a final checkpoint is
   /// written when it runs out). 0 = none (default). >= 0.
   TORCH_ARG(double, max_minutes) = 0.0;
@@ -524,8 +529,9 @@ class Trainer {
     resumed_ = true;
   }
 
-  /// Resumes from the newest checkpoint in checkpoint_dir; returns its path, or "" (and changes
-  /// nothing) if there is none. Also truncates loss.csv to the checkpoint's step.
+  /// Resumes from the newest checkpoint in checkpoint_dir (after removing temporary files left by
+  /// killed writers); returns its path, or "" (and changes nothing) if there is none. The next
+  /// train() truncates loss.csv to the checkpoint's step.
   std::string resume_latest() {
     if (checkpoint_dir_.empty()) return "";
     remove_stale_temporaries(checkpoint_dir_);
@@ -599,6 +605,7 @@ class Trainer {
     }
     for (const auto& item : model_->named_buffers(true)) shapes << item.key() << item.value().sizes() << ";";
     os << "model=" << model_->name() << " " << count << " parameters\n"
+       << "model_config=" << o.model_config() << "\n"
        << "model_shapes=" << shapes.str() << "\n";
     return os.str();
   }

@@ -556,6 +556,17 @@ TEST_F(TrainerTest, IncompatibleResumeIsAClearError) {
     EXPECT_THROW(t.load_checkpoint(ckpt), Error);
   }
   {
+    Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), data,
+                       TrainerOptions(opts).model_config("heads 4"));
+    try {
+      t.load_checkpoint(ckpt);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("model_config: checkpoint , this run heads 4"), std::string::npos)
+          << e.what();
+    }
+  }
+  {
     Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), data, opts);
     EXPECT_THROW(t.load_checkpoint((dir / "missing.pt").string()), Error);
     // steps, output/cadence options and threads may change on resume.
