@@ -177,8 +177,10 @@ struct TrainResult {
   int64_t steps_done = 0;  ///< steps taken by this call
   int64_t final_step = 0;
   StopReason reason = StopReason::kFinished;
-  double seconds = 0;
-  double images_per_s = 0;
+  double seconds = 0;        ///< wall-clock time of train()
+  double images_per_s = 0;   ///< examples per second over `seconds` (includes checkpoints, previews)
+  double step_seconds = 0;   ///< time spent in train_step() alone
+  double step_images_per_s = 0;  ///< examples per second of train_step() alone (compute throughput)
   std::string last_checkpoint;  ///< "" if none was written
 };
 
@@ -378,7 +380,9 @@ class Trainer {
     TrainResult res;
     prepare_output();
     while (step_ < options_.steps()) {
+      const auto s0 = clock::now();
       StepStats st = train_step();
+      res.step_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
       st.elapsed_s = elapsed;
       st.it_per_s = elapsed > 0 ? static_cast<double>(step_ - start) / elapsed : 0;
@@ -406,7 +410,9 @@ class Trainer {
     res.steps_done = step_ - start;
     res.final_step = step_;
     res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-    res.images_per_s = res.seconds > 0 ? static_cast<double>(res.steps_done * options_.batch_size()) / res.seconds : 0;
+    const double examples = static_cast<double>(res.steps_done * options_.batch_size());
+    res.images_per_s = res.seconds > 0 ? examples / res.seconds : 0;
+    res.step_images_per_s = res.step_seconds > 0 ? examples / res.step_seconds : 0;
     return res;
   }
 

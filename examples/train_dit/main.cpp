@@ -193,10 +193,11 @@ int main(int argc, char** argv) {
       return 2;
     }
     const diffuse::TrainResult res = trainer.train();
-    spdlog::info("{} after {} steps this run ({} in total) in {:.1f} s: {:.2f} it/s, {:.1f} images/s",
+    spdlog::info("{} after {} steps this run ({} in total) in {:.1f} s: {:.2f} it/s, {:.1f} images/s overall, "
+                 "{:.1f} images/s in training steps alone (without checkpoints and previews)",
                  res.reason == diffuse::StopReason::kTimeBudget ? "time budget reached" : "finished", res.steps_done,
                  res.final_step, res.seconds, res.seconds > 0 ? res.steps_done / res.seconds : 0.0,
-                 res.images_per_s);
+                 res.images_per_s, res.step_images_per_s);
     if (!res.last_checkpoint.empty()) spdlog::info("final checkpoint: {}", res.last_checkpoint);
 
     // The EMA weights on their own (what a sampler loads), written atomically.
@@ -229,11 +230,11 @@ int main(int argc, char** argv) {
                    r.num_samples, a.sample_steps, a.sampler, r.fd, r.precision, r.recall, noise.fd, secs);
       const std::string eval_path = (fs::path(a.out) / "eval.csv").string();
       diffuse::write_text_file_atomic(
-          eval_path, "step,objective,num_samples,fd,precision,recall,noise_fd,images_per_s\n" +
+          eval_path, "step,objective,num_samples,fd,precision,recall,noise_fd,images_per_s,step_images_per_s\n" +
                          std::to_string(trainer.step()) + "," + a.objective + "," + std::to_string(r.num_samples) +
                          "," + std::to_string(r.fd) + "," + std::to_string(r.precision) + "," +
                          std::to_string(r.recall) + "," + std::to_string(noise.fd) + "," +
-                         std::to_string(res.images_per_s) + "\n");
+                         std::to_string(res.images_per_s) + "," + std::to_string(res.step_images_per_s) + "\n");
     }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

@@ -628,7 +628,10 @@ TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
                      cb);
   TrainResult res = t.train();
   EXPECT_EQ(res.final_step, 6);
+  EXPECT_EQ(res.steps_done, 6);
   EXPECT_EQ(res.reason, StopReason::kFinished);
+  EXPECT_GT(res.step_seconds, 0);
+  EXPECT_LE(res.step_seconds, res.seconds);
   ASSERT_EQ(previews.size(), 2u);
   EXPECT_TRUE(fs::exists(dir / "samples_00000003.png"));
   EXPECT_TRUE(fs::exists(dir / "samples_00000006.png"));
