@@ -30,7 +30,8 @@ inline std::string format_duration(double seconds) {
   return buf;
 }
 
-/// One console line, redrawn in place ("\r"):
+/// One console line, redrawn in place ("\r"); the bar shows StepStats::progress (steps or time
+/// budget, whichever is further along):
 ///   [########------------]  1200/5000  loss 0.04123  lr 1.0e-04  3.2 it/s  205 img/s  ETA 19:47
 class ProgressBar {
  public:
@@ -39,7 +40,7 @@ class ProgressBar {
 
   /// The text of the line for `st` (no "\r").
   std::string line(const StepStats& st) const {
-    const double frac = st.total_steps > 0 ? std::min(1.0, static_cast<double>(st.step) / st.total_steps) : 0.0;
+    const double frac = std::min(1.0, std::max(0.0, st.progress));
     const int filled = static_cast<int>(frac * width_);
     std::string bar = "[" + std::string(filled, '#') + std::string(width_ - filled, '-') + "]";
     char buf[256];
@@ -52,11 +53,11 @@ class ProgressBar {
   /// Redraws the line (throttled to about 10 redraws per second, always at the last step).
   void update(const StepStats& st) {
     const double now = st.elapsed_s;
-    if (st.step < st.total_steps && now - last_draw_ < 0.1 && drawn_) return;
+    if (st.progress < 1 && now - last_draw_ < 0.1 && drawn_) return;
     last_draw_ = now;
     drawn_ = true;
     std::fprintf(stream_, "\r%s\033[K", line(st).c_str());
-    if (st.step >= st.total_steps) std::fprintf(stream_, "\n");
+    if (st.progress >= 1) std::fprintf(stream_, "\n");
     std::fflush(stream_);
   }
 

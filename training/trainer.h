@@ -156,7 +156,10 @@ struct StepStats {
   double it_per_s = 0;      ///< optimiser steps per second since train() started
   double images_per_s = 0;  ///< it_per_s * batch_size
   double elapsed_s = 0;     ///< seconds since train() started
-  double eta_s = 0;         ///< estimated seconds to total_steps at the current rate
+  double eta_s = 0;         ///< estimated seconds to the end: to total_steps at the current rate, or
+                            ///< to the end of the time budget (max_minutes) if that comes first
+  double progress = 0;      ///< fraction of the run done in [0, 1]: the larger of step / total_steps
+                            ///< and elapsed / time budget
 };
 
 struct TrainerCallbacks {
@@ -388,6 +391,12 @@ class Trainer {
       st.it_per_s = elapsed > 0 ? static_cast<double>(step_ - start) / elapsed : 0;
       st.images_per_s = st.it_per_s * static_cast<double>(options_.batch_size());
       st.eta_s = st.it_per_s > 0 ? static_cast<double>(options_.steps() - step_) / st.it_per_s : 0;
+      st.progress = static_cast<double>(step_) / static_cast<double>(options_.steps());
+      if (options_.max_minutes() > 0) {
+        const double budget = options_.max_minutes() * 60.0;
+        st.eta_s = std::min(st.eta_s, std::max(0.0, budget - elapsed));
+        st.progress = std::max(st.progress, std::min(1.0, elapsed / budget));
+      }
       accumulate_log(st);
       if (callbacks_.on_step) callbacks_.on_step(st);
       if (step_ % options_.log_every() == 0) flush_log(st);

@@ -656,6 +656,7 @@ TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
   st.it_per_s = 2;
   st.images_per_s = 128;
   st.eta_s = 65;
+  st.progress = 0.5;
   const std::string line = ProgressBar(10).line(st);
   EXPECT_NE(line.find("[#####-----] 5/10"), std::string::npos) << line;
   EXPECT_NE(line.find("128 img/s"), std::string::npos) << line;
@@ -665,11 +666,17 @@ TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
 
 TEST_F(TrainerTest, TimeBudgetStopsWithACheckpoint) {
   const fs::path dir = scratch("budget");
+  StepStats last;
+  TrainerCallbacks cb;
+  cb.on_step = [&](const StepStats& st) { last = st; };
   Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), toy_points(16, 0),
-                     TrainerOptions().steps(1000000).batch_size(8).max_minutes(1e-9).threads(1).output_dir(dir.string()));
+                     TrainerOptions().steps(1000000).batch_size(8).max_minutes(1e-9).threads(1).output_dir(dir.string()),
+                     cb);
   TrainResult res = t.train();
   EXPECT_EQ(res.reason, StopReason::kTimeBudget);
   EXPECT_EQ(res.final_step, 1);
+  EXPECT_EQ(last.progress, 1.0);  // the budget, not the 10^6 steps, sets the progress
+  EXPECT_EQ(last.eta_s, 0.0);
   EXPECT_EQ(res.last_checkpoint, (dir / "checkpoints" / checkpoint_filename(1)).string());
 }
 
