@@ -226,6 +226,16 @@ inline int64_t checkpoint_step(const std::string& path) {
   return v.toInt();
 }
 
+/// Trains a model M (a TORCH_MODULE holder of a Cloneable module, with a free function
+/// as_network(M) -> Network found by ADL) on `data` with `objective` and `schedule`.
+///
+///   Trainer<DiT> trainer(model, objective_from_spec("ddpm_ip"), make_schedule("discrete"), data,
+///                        TrainerOptions().steps(20000).output_dir("run"), console_reporter());
+///   trainer.resume_latest();   // optional: continue from run/checkpoints
+///   TrainResult r = trainer.train();
+///
+/// The model is trained in place (model()); ema() is a separate copy (model->clone()) updated
+/// after every optimiser step. Both live on the CPU. Not thread-safe; one train() at a time.
 template <typename M>
 class Trainer {
  public:
