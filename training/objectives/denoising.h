@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// Denoising score matching (the "simple" DDPM loss), with optional input perturbation.
+//   Ho, Jain, Abbeel, "Denoising Diffusion Probabilistic Models" (2020), Eq. (14), Algorithm 1;
+//   v-prediction: Salimans & Ho, "Progressive Distillation" (2022), Sec. 4 / App. D;
+//   input perturbation: Ning, Sangineto, Porrello, Calderara, Cucchiara, "Input Perturbation
+//   Reduces Exposure Bias in Diffusion Models" (ICML 2023), Eq. (9) / Algorithm 1 (DDPM-IP).
+// Checked against: forever208/DDPM-IP guided_diffusion/gaussian_diffusion.py training_losses
+//   (noise drawn first, then xi = randn_like(noise); the network input uses noise + gamma * xi,
+//   the epsilon target is the unperturbed noise; mse = mean_flat((target - output)^2)).
+//
+// Per example, with t and eps drawn as below:
+//   x_t    = alpha_t x0 + sigma_t (eps + gamma xi)        network input (gamma = input_perturbation)
+//   target = eps | alpha_t eps - sigma_t x0 | x0           for epsilon | v_prediction | sample
+//   mse    = mean over all non-batch dims of (net(x_t, t, cond) - target)^2
+//   loss   = w(t) mse                                      w from training/weighting.h
+// The target always uses the UNPERTURBED eps: DDPM-IP trains the network to remove the noise the
+// forward process put in, while it sees an input that is slightly off the forward marginal (the
+// exposure-bias simulation). For v and x0 targets this is the natural extension (x0 does not
+// involve eps at all; v is built from the same eps as the epsilon target). With gamma = 0 the
+// objective is the standard one, bit for bit, from the same generator.
+//
+// Draw order (all from the one generator, see training/time_sampling.h for the device rule):
+//   1. t    [B]       (time sampling options)
+//   2. eps  like x0   N(0, I)
+//   3. xi   like x0   N(0, I), ONLY when input_perturbation > 0 (extra["xi"])
+// so gamma = 0 consumes exactly the random numbers of the standard objective.
+// Output terms: {"mse"} = the unweighted per-example mean squared error; loss = w(t) * mse.
+#pragma once
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/arg.h>
+
+#include <diffuse/objective.h>
+#include <diffuse/registry.h>
+#include <diffuse/training/objectives/detail/denoising_core.h>
+
+namespace diffuse {
+
+struct DenoisingOptions {
+  /// What the network predicts: epsilon | v_prediction | sample. Default epsilon.
+  TORCH_ARG(Parameterization, prediction_type) = Parameterization::kEpsilon;
+  /// How t is drawn: uniform (default) or log_normal (p_mean, p_std).
+  TORCH_ARG(TimeSamplingOptions, time_sampling) = {};
+  /// Per-example loss weight: none (default), min_snr, snr, truncated_snr, edm.
+  TORCH_ARG(WeightingOptions, weighting) = {};
+  /// DDPM-IP gamma: the network input is built from eps + gamma xi. Default 0 (off); finite, >= 0.
+  /// The paper's default is 0.1 (alias "ddpm_ip"); its README trains CIFAR-10 with 0.15.
+  TORCH_ARG(double, input_perturbation) = 0.0;
+};
+
+class DenoisingObjective final : public Objective {
+ public:
+  explicit DenoisingObjective(DenoisingOptions o = {}) : options(std::move(o)) {
+    detail::validate(core());
+    check(std::isfinite(options.input_perturbation()) && options.input_perturbation() >= 0,
+          "denoising: input_perturbation must be finite and >= 0, got ", options.input_perturbation());
+  }
+
+  /// Keys: prediction_type, time_sampling, p_mean, p_std, weighting, snr_gamma, sigma_data,
+  /// input_perturbation.
+  static std::unique_ptr<Objective> from_config(const Config& c) {
+    ConfigReader r(c, "denoising");
+    const detail::DenoisingCoreOptions core = detail::read_core(r);
+    DenoisingOptions o;
+    o.prediction_type(core.prediction_type()).time_sampling(core.time_sampling()).weighting(core.weighting());
+    o.input_perturbation(r.get_double("input_perturbation", o.input_perturbation()));
+    r.finish();
+    return std::make_unique<DenoisingObjective>(o);
+  }
+  Config to_config() const override {
+    Config c;
+    detail::write_core(core(), c);
+    c["input_perturbation"] = detail::format_double(options.input_perturbation());
+    return c;
+  }
+  std::string name() const override { return "denoising"; }
+  Parameterization prediction_type() const override { return options.prediction_type(); }
+
+  /// Fills t, eps and (input_perturbation > 0 only) extra["xi"].
+  ObjectiveDraw draw(const NoiseSchedule& s, const Batch& b, at::Generator& gen) const override {
+    detail::check_batch(b, "denoising");
+    ObjectiveDraw d;
+    d.t = detail::draw_times(s, b.x0, gen, core());
+    d.eps = detail::normal_like(b.x0, gen);
+    if (options.input_perturbation() > 0) d.extra["xi"] = detail::normal_like(b.x0, gen);
+    return d;
+  }
+
+  ObjectiveOutput evaluate(const Network& net, const NoiseSchedule& s, const Batch& b,
+                           const ObjectiveDraw& d) const override {
+    detail::check_batch(b, "denoising");
+    detail::check_draw(d, b, "denoising");
+    const at::Tensor& x0 = b.x0;
+    const detail::ForwardScales f = detail::forward_scales(s, d.t, x0);
+    at::Tensor noise = d.eps;
+    if (options.input_perturbation() > 0) {
+      auto it = d.extra.find("xi");
+      check(it != d.extra.end() && it->second.defined() && it->second.sizes() == x0.sizes(),
+            "denoising: input_perturbation=", options.input_perturbation(),
+            " needs the draw's extra[\"xi\"] shaped like x0");
+      noise = d.eps + it->second * options.input_perturbation();
+    }
+    const at::Tensor x_t = f.a * x0 + f.s * noise;
+    const at::Tensor out = detail::call_network(net, x_t, d.t, b.cond, "denoising");
+    const at::Tensor target = detail::regression_target(options.prediction_type(), x0, d.eps, f);
+    const at::Tensor diff = out - target;
+    const at::Tensor mse = detail::mean_per_example(diff * diff);
+    ObjectiveOutput o;
+    o.loss = mse * detail::weights_for(f, core(), x0);
+    o.terms["mse"] = mse;
+    return o;
+  }
+
+  DenoisingOptions options;
+
+ private:
+  detail::DenoisingCoreOptions core() const {
+    detail::DenoisingCoreOptions c;
+    c.prediction_type(options.prediction_type()).time_sampling(options.time_sampling()).weighting(options.weighting());
+    return c;
+  }
+};
+
+DIFFUSE_REGISTER_OBJECTIVE(DenoisingObjective, "denoising",
+                           "denoising score matching: epsilon / v / x0 targets, uniform or log-normal t, "
+                           "min-SNR / EDM weighting, optional input perturbation (DDPM-IP)");
+DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_input_perturbation, "input_perturbation", "denoising",
+                                 (Config{{"input_perturbation", "0.1"}}),
+                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
+DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_ddpm_ip, "ddpm_ip", "denoising", (Config{{"input_perturbation", "0.1"}}),
+                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
+
+}  // namespace diffuse
