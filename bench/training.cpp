@@ -47,11 +47,21 @@ namespace {
 using diffuse::Tensor;
 using Clock = std::chrono::steady_clock;
 
+/// The type of the allocators' running totals in reportMemoryUsage: int64_t in LibTorch 1.13,
+/// size_t in 2.x. Read off the base class so that the override matches either.
+template <class F>
+struct ThirdArgument;
+template <class C, class R, class A1, class A2, class A3, class A4, class A5>
+struct ThirdArgument<R (C::*)(A1, A2, A3, A4, A5)> {
+  using type = A3;
+};
+using AllocatorTotal = ThirdArgument<decltype(&c10::MemoryReportingInfoBase::reportMemoryUsage)>::type;
+
 /// Live and peak bytes of tensor memory on one device type, from the allocators' reports.
 class PeakMemory final : public c10::MemoryReportingInfoBase {
  public:
   explicit PeakMemory(c10::DeviceType type) : type_(type) {}
-  void reportMemoryUsage(void* ptr, int64_t alloc_size, int64_t, int64_t, c10::Device device) override {
+  void reportMemoryUsage(void* ptr, int64_t alloc_size, AllocatorTotal, AllocatorTotal, c10::Device device) override {
     if (device.type() != type_ || alloc_size == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
     if (alloc_size > 0) {
