@@ -130,6 +130,51 @@ inline DiTOptions dit_preset(const std::string& name, int64_t input_size, int64_
   return o;
 }
 
+/// DiTOptions from key=value pairs: `preset` (optional, a dit_preset name), `input_size` and
+/// `in_channels` (required), and any other field by its name (patch_size, hidden_size, depth,
+/// num_heads, mlp_ratio, num_classes, learn_sigma, decoder_depth, decoder_hidden_size,
+/// decoder_num_heads), which override the preset. Unknown keys are errors; the result is validated.
+inline DiTOptions dit_options_from_config(const Config& c) {
+  ConfigReader r(c, "dit");
+  const int64_t input_size = r.get_int("input_size", -1);
+  const int64_t in_channels = r.get_int("in_channels", -1);
+  check(input_size > 0, "dit: input_size (> 0) is required, got ", input_size);
+  check(in_channels > 0, "dit: in_channels (> 0) is required, got ", in_channels);
+  const std::string preset = r.get_string("preset", "");
+  DiTOptions o = preset.empty() ? DiTOptions(input_size, in_channels)
+                                : dit_preset(preset, input_size, in_channels);
+  o.patch_size(r.get_int("patch_size", o.patch_size()));
+  o.hidden_size(r.get_int("hidden_size", o.hidden_size()));
+  o.depth(r.get_int("depth", o.depth()));
+  o.num_heads(r.get_int("num_heads", o.num_heads()));
+  o.mlp_ratio(r.get_double("mlp_ratio", o.mlp_ratio()));
+  o.num_classes(r.get_int("num_classes", o.num_classes()));
+  o.learn_sigma(r.get_bool("learn_sigma", o.learn_sigma()));
+  o.decoder_depth(r.get_int("decoder_depth", o.decoder_depth()));
+  o.decoder_hidden_size(r.get_int("decoder_hidden_size", o.decoder_hidden_size()));
+  o.decoder_num_heads(r.get_int("decoder_num_heads", o.decoder_num_heads()));
+  r.finish();
+  validate(o);
+  return o;
+}
+
+/// Every field of `o` as key=value (no preset key); dit_options_from_config reads it back.
+inline Config to_config(const DiTOptions& o) {
+  auto i = [](int64_t v) { return std::to_string(v); };
+  return {{"input_size", i(o.input_size())},
+          {"in_channels", i(o.in_channels())},
+          {"patch_size", i(o.patch_size())},
+          {"hidden_size", i(o.hidden_size())},
+          {"depth", i(o.depth())},
+          {"num_heads", i(o.num_heads())},
+          {"mlp_ratio", detail::format_double(o.mlp_ratio())},
+          {"num_classes", i(o.num_classes())},
+          {"learn_sigma", o.learn_sigma() ? "true" : "false"},
+          {"decoder_depth", i(o.decoder_depth())},
+          {"decoder_hidden_size", i(o.decoder_hidden_size())},
+          {"decoder_num_heads", i(o.decoder_num_heads())}};
+}
+
 namespace detail {
 
 /// x * (1 + scale) + shift, with per-sample [B, D] modulation broadcast over tokens.

@@ -408,6 +408,31 @@ TEST(DiT, AsNetworkReadsLabelsAndMaskAndDropsSigmaChannels) {
   EXPECT_TRUE(at::equal(as_network(u)(x, t, Conditioning{c.value, {}}), u->forward(x, t)));
 }
 
+TEST(DiT, OptionsConfigRoundTripAndPresets) {
+  const DiTOptions o = small_maskdit().mlp_ratio(2.5);
+  const DiTOptions back = dit_options_from_config(to_config(o));
+  EXPECT_EQ(to_config(back), to_config(o));
+  EXPECT_EQ(back.decoder_hidden_size(), 16);
+  EXPECT_EQ(back.mlp_ratio(), 2.5);
+  EXPECT_TRUE(back.learn_sigma());
+  // A preset with an override; DiT Table 1 sizes.
+  const DiTOptions b = dit_options_from_config(
+      {{"preset", "B/2"}, {"input_size", "32"}, {"in_channels", "4"}, {"num_classes", "1000"}});
+  EXPECT_EQ(b.hidden_size(), 768);
+  EXPECT_EQ(b.depth(), 12);
+  EXPECT_EQ(b.num_heads(), 12);
+  EXPECT_EQ(b.num_classes(), 1000);
+  const DiTOptions xl = dit_preset("XL/2", 32, 4);
+  EXPECT_EQ(xl.hidden_size() * 1000 + xl.depth() * 10 + xl.num_heads() / 16, 1152000 + 280 + 1);
+  EXPECT_ERROR_NAMING(
+      dit_options_from_config({{"input_size", "32"}, {"in_channels", "4"}, {"widht", "3"}}),
+      "widht");
+  EXPECT_ERROR_NAMING(dit_options_from_config({{"in_channels", "4"}}), "input_size");
+  EXPECT_ERROR_NAMING(
+      dit_options_from_config({{"input_size", "30"}, {"in_channels", "4"}, {"patch_size", "4"}}),
+      "input_size (30)");
+}
+
 TEST(DiT, BadOptionsAreErrorsNamingTheValue) {
   EXPECT_ERROR_NAMING(DiT(DiTOptions(10, 3).patch_size(4)), "input_size (10)");
   EXPECT_ERROR_NAMING(
