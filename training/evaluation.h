@@ -133,7 +133,8 @@ struct ClassifierTrainOptions {
 };
 
 /// Runs the classifier on images [N, 1, 28, 28] in batches (eval mode, no gradients; the module's
-/// mode is restored) and returns logits [N, 10] (logits = true) or features [N, 128].
+/// mode is restored; images move to the model's device) and returns logits [N, 10] (logits = true)
+/// or features [N, 128], on the model's device.
 /// batch_size >= 1 (default 500).
 inline Tensor classifier_outputs(FashionClassifier& model, const Tensor& images, bool logits,
                                  int64_t batch_size = 500) {
@@ -142,11 +143,13 @@ inline Tensor classifier_outputs(FashionClassifier& model, const Tensor& images,
         "FashionClassifier: images must be [N, 1, 28, 28] with N >= 1, got ",
         images.defined() ? c10::str(images.sizes()) : std::string("undefined"));
   torch::NoGradGuard no_grad;
+  const at::Device device = model->parameters().front().device();  // images move to the model
   const bool was_training = model->is_training();
   model->eval();
   std::vector<Tensor> out;
   for (int64_t i = 0; i < images.size(0); i += batch_size) {
-    const Tensor x = images.narrow(0, i, std::min(batch_size, images.size(0) - i)).to(at::kFloat);
+    const Tensor x =
+        images.narrow(0, i, std::min(batch_size, images.size(0) - i)).to(device, at::kFloat);
     out.push_back(logits ? model->forward(x) : model->features(x));
   }
   model->train(was_training);
