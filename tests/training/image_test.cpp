@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: Apache-2.0
+// training/image.h: PNGs read back through stb_image with the exact 8-bit values; grids have
+// torchvision's geometry; plots are valid PNGs of the requested size with the curve colours; and
+// a failed write leaves neither the target nor a temporary file behind.
+#include <diffuse/training/image.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <stb/stb_image.h>
+
+#include <gtest/gtest.h>
+
+namespace diffuse {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path = fs::temp_directory_path() /
+           ("diffuse_image_test_" + tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+  size_t count() const {
+    return static_cast<size_t>(
+        std::distance(fs::directory_iterator(path), fs::directory_iterator()));
+  }
+};
+
+struct Loaded {
+  int w = 0, h = 0, c = 0;
+  std::vector<unsigned char> px;
+};
+
+Loaded load(const std::string& path) {
+  Loaded l;
+  unsigned char* p = stbi_load(path.c_str(), &l.w, &l.h, &l.c, 0);
+  if (p) {
+    l.px.assign(p, p + static_cast<size_t>(l.w) * l.h * l.c);
+    stbi_image_free(p);
+  }
+  return l;
+}
+
+TEST(SavePng, RoundTripsExactBytesThroughStbImage) {
+  TempDir dir("png");
+  // Bytes b in 0..255 are written as b / 127.5 - 1 and must come back as b.
+  const Tensor bytes = at::remainder(at::arange(3 * 5 * 7, at::kLong) * 53 + 11, 256);
+  save_png(dir / "rgb.png", bytes.to(at::kDouble).div(127.5).sub(1.0).reshape({3, 5, 7}));
+  const Loaded l = load(dir / "rgb.png");
+  ASSERT_EQ(l.w, 7);
+  ASSERT_EQ(l.h, 5);
+  ASSERT_EQ(l.c, 3);
+  const Tensor hwc = bytes.reshape({3, 5, 7}).permute({1, 2, 0}).contiguous().reshape({-1});
+  for (int64_t i = 0; i < hwc.numel(); ++i)
+    ASSERT_EQ(l.px[static_cast<size_t>(i)], hwc[i].item<int64_t>()) << i;
+
+  // [H, W] grey, and clamping: values beyond [-1, 1] saturate.
+  Tensor grey = at::zeros({2, 3});
+  grey[0][0] = -5.0;
+  grey[0][1] = 5.0;
+  grey[0][2] = 0.0;  // 127.5 rounds to 128
+  save_png(dir / "grey.png", grey);
+  const Loaded g = load(dir / "grey.png");
+  ASSERT_EQ(g.c, 1);
+  EXPECT_EQ(g.px[0], 0);
+  EXPECT_EQ(g.px[1], 255);
+  EXPECT_EQ(g.px[2], 128);
+  EXPECT_EQ(dir.count(), 2u) << "no temporary files are left behind";
+}
+
+TEST(SavePng, FailuresNameThePathAndLeaveNoFile) {
+  TempDir dir("png_fail");
+  try {
+    save_png(dir / "no_such_dir/x.png", at::zeros({1, 4, 4}));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no_such_dir/x.png"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(dir.count(), 0u);
+  // A failed write keeps the previous file intact.
+  save_png(dir / "keep.png", at::ones({1, 4, 4}));
+  Tensor bad = at::zeros({1, 4, 4});
+  bad[0][1][1] = std::nan("");
+  try {
+    save_png(dir / "keep.png", bad);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("keep.png"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(load(dir / "keep.png").px, std::vector<unsigned char>(16, 255));
+  EXPECT_EQ(dir.count(), 1u);
+  EXPECT_THROW(save_png(dir / "c2.png", at::zeros({2, 4, 4})), Error);  // 2 channels
+  EXPECT_THROW(save_png(dir / "int.png", at::zeros({1, 4, 4}, at::kLong)), Error);
+}
+
+TEST(ImageGrid, HasTorchvisionGeometry) {
+  // 5 images 1x2x3 with values i / 10, 3 per row, padding 2: [1, 2 * 4 + 2, 3 * 5 + 2].
+  const Tensor images =
+      (at::arange(5, at::kFloat) / 10).reshape({5, 1, 1, 1}).expand({5, 1, 2, 3}).contiguous();
+  const Tensor g = make_image_grid(images, 3, 2, -1.0);
+  ASSERT_EQ(g.sizes(), at::IntArrayRef({1, 10, 17}));
+  for (int64_t i = 0; i < 5; ++i) {
+    const int64_t r = i / 3, c = i % 3;
+    EXPECT_TRUE(g[0].narrow(0, 2 + 4 * r, 2)
+                    .narrow(1, 2 + 5 * c, 3)
+                    .eq(static_cast<float>(i) / 10)
+                    .all()
+                    .item<bool>())
+        << i;
+  }
+  // Padding and the empty sixth cell hold pad_value; total count = all pixels minus 5 tiles.
+  EXPECT_EQ(g.eq(-1.0).sum().item<int64_t>(), 10 * 17 - 5 * 6);
+  EXPECT_EQ(make_image_grid(images, 10).sizes(), at::IntArrayRef({1, 6, 27}));  // nrow clipped to N
+  EXPECT_EQ(make_image_grid(images, 1, 0).sizes(), at::IntArrayRef({1, 10, 3}));
+  EXPECT_THROW(make_image_grid(images, 0), Error);
+  EXPECT_THROW(make_image_grid(images[0], 2), Error);
+
+  TempDir dir("grid");
+  save_image_grid(dir / "g.png", images, 3);
+  const Loaded l = load(dir / "g.png");
+  EXPECT_EQ(l.w, 17);
+  EXPECT_EQ(l.h, 10);
+}
+
+TEST(PlotCurves, WritesAPngOfTheRequestedSizeWithEachCurveColour) {
+  TempDir dir("plot");
+  std::vector<double> x, y1, y2;
+  for (int i = 0; i < 200; ++i) {
+    x.push_back(i);
+    y1.push_back(1.0 / (1.0 + i));
+    y2.push_back(i == 50 ? std::nan("") : 0.5 + 0.001 * i);
+  }
+  PlotOptions o;
+  o.title = "loss";
+  o.width = 320;
+  o.height = 200;
+  plot_curves_png(dir / "p.png", {"a", "b"}, {x, x}, {y1, y2}, o);
+  Loaded l = load(dir / "p.png");
+  ASSERT_EQ(l.w, 320);
+  ASSERT_EQ(l.h, 200);
+  ASSERT_EQ(l.c, 3);
+  auto count_colour = [&](int r, int g, int b) {
+    int64_t n = 0;
+    for (size_t i = 0; i + 2 < l.px.size(); i += 3)
+      n += l.px[i] == r && l.px[i + 1] == g && l.px[i + 2] == b;
+    return n;
+  };
+  EXPECT_GT(count_colour(31, 119, 180), 200) << "first curve colour";
+  EXPECT_GT(count_colour(255, 127, 14), 200) << "second curve colour";
+  o.log_y = true;  // y <= 0 points are skipped, not an error
+  y1[3] = -1.0;
+  plot_curves_png(dir / "log.png", {"a", "b"}, {x, x}, {y1, y2}, o);
+  l = load(dir / "log.png");
+  EXPECT_EQ(l.w, 320);
+  plot_curves_png(dir / "empty.png", {}, {}, {}, {});
+  EXPECT_EQ(load(dir / "empty.png").w, 640);
+  EXPECT_EQ(dir.count(), 3u);
+  EXPECT_THROW(plot_curves_png(dir / "bad.png", {"a"}, {x}, {y1, y2}), Error);
+  EXPECT_THROW(plot_curves_png(dir / "bad.png", {"a"}, {x}, {std::vector<double>(3, 1.0)}), Error);
+  try {
+    plot_curves_png(dir / "missing/dir/p.png", {"a"}, {x}, {y1});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing/dir/p.png"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(dir.count(), 3u);
+}
+
+}  // namespace
+}  // namespace diffuse

@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: Apache-2.0
+// PNG output for training: single images, image grids and line plots (loss curves).
+//
+// Images are tensors in the model's range [-1, 1] (mapped to 0..255 by round((x + 1) / 2 * 255)
+// after clamping). PNG encoding is stb_image_write (libstb.so); the plot rasteriser, its 5x7
+// bitmap font and the atomic file writer are our own.
+//
+// Every writer here writes a temporary file next to the target ("<path>.tmp.<pid>.<n>") and
+// renames it over the target, so a reader never sees a half-written file; on any failure the
+// temporary file is removed and a diffuse::Error naming the target path is thrown.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include <stb/stb_image_write.h>
+
+#include <diffuse/config.h>
+#include <diffuse/tensor.h>
+
+namespace diffuse {
+
+namespace detail {
+
+/// A fresh temporary path in the directory of `path` (so that rename() stays on one file system).
+inline std::string temp_path_for(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
+         std::to_string(counter.fetch_add(1));
+}
+
+/// Calls write(tmp) to produce the file at a temporary path next to `path`, then renames it to
+/// `path`. Any exception from write() or a failed rename removes the temporary file and throws
+/// diffuse::Error naming `path` (and the underlying reason).
+inline void write_file_atomically(const std::string& path,
+                                  const std::function<void(const std::string&)>& write) {
+  check(!path.empty(), "cannot write a file with an empty path");
+  const std::string tmp = temp_path_for(path);
+  try {
+    write(tmp);
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    throw Error("cannot write '" + path + "': " + e.what());
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw Error("cannot write '" + path + "': unknown error");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw Error("cannot write '" + path + "': rename from '" + tmp +
+                "' failed: " + std::strerror(err));
+  }
+}
+
+/// Writes `n` bytes to `path` atomically (see write_file_atomically), flushed to disk before the
+/// rename.
+inline void write_bytes_atomically(const std::string& path, const void* data, size_t n) {
+  write_file_atomically(path, [&](const std::string& tmp) {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f)
+      throw Error(std::string("cannot open a temporary file for writing: ") + std::strerror(errno));
+    const bool ok = (n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0 &&
+                    ::fsync(::fileno(f)) == 0;
+    const int err = errno;
+    const bool closed = std::fclose(f) == 0;
+    if (!ok || !closed)
+      throw Error(std::string("write failed: ") + std::strerror(ok ? errno : err));
+  });
+}
+
+/// Encodes interleaved 8-bit pixels (height x width x channels, channels 1..4) as PNG bytes.
+inline std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height,
+                                             int channels) {
+  std::vector<unsigned char> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<unsigned char>*>(ctx);
+    const auto* p = static_cast<const unsigned char*>(data);
+    v->insert(v->end(), p, p + size);
+  };
+  const int ok =
+      stbi_write_png_to_func(sink, &out, width, height, channels, pixels, width * channels);
+  check(ok != 0 && !out.empty(), "PNG encoding failed for a ", width, "x", height, "x", channels,
+        " image");
+  return out;
+}
+
+/// [C, H, W] or [H, W] floating image in [-1, 1] -> uint8 [H, W, C] contiguous on the CPU.
+/// C must be 1 (grey), 3 (RGB) or 4 (RGBA). Non-finite values are an error.
+inline Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
+  check(image.defined(), "save_png('", path, "'): image is undefined");
+  check(at::isFloatingType(image.scalar_type()), "save_png('", path,
+        "'): image must be floating point in [-1, 1], got ", image.scalar_type());
+  Tensor x = image.detach().to(at::kCPU, at::kFloat);
+  if (x.dim() == 2) x = x.unsqueeze(0);
+  check(x.dim() == 3 && (x.size(0) == 1 || x.size(0) == 3 || x.size(0) == 4) && x.size(1) > 0 &&
+            x.size(2) > 0,
+        "save_png('", path, "'): image must be [C, H, W] with C in {1, 3, 4} or [H, W], got ",
+        image.sizes());
+  check(x.size(1) <= (1 << 16) && x.size(2) <= (1 << 16), "save_png('", path,
+        "'): image too large: ", image.sizes());
+  check(at::isfinite(x).all().item<bool>(), "save_png('", path, "'): image has non-finite values");
+  return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(at::kByte).permute({1, 2, 0}).contiguous();
+}
+
+}  // namespace detail
+
+/// Writes one image as PNG. image: [C, H, W] (C = 1 grey, 3 RGB, 4 RGBA) or [H, W], floating
+/// point, values in [-1, 1] (clamped; -1 -> 0, 1 -> 255). Any device and float dtype.
+/// Atomic (temp file + rename); throws diffuse::Error naming `path` on failure.
+inline void save_png(const std::string& path, const Tensor& image) {
+  const Tensor hwc = detail::image_to_u8_hwc(image, path);
+  const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
+            c = static_cast<int>(hwc.size(2));
+  const std::vector<unsigned char> png = detail::encode_png(hwc.data_ptr<uint8_t>(), w, h, c);
+  detail::write_bytes_atomically(path, png.data(), png.size());
+}
+
+/// Tiles images [N, C, H, W] (values in [-1, 1]) into one image [C, rows * (H + padding) + padding,
+/// nrow * (W + padding) + padding] with nrow images per row and rows = ceil(N / nrow), as
+/// torchvision's make_grid. The padding and unused cells hold pad_value.
+/// nrow >= 1 (default none; clipped to N), padding >= 0 (default 2), pad_value default 1 (white).
+inline Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding = 2,
+                              double pad_value = 1.0) {
+  check(images.defined() && images.dim() == 4 && images.size(0) > 0,
+        "make_image_grid: images must be [N, C, H, W] with N > 0, got ",
+        images.defined() ? c10::str(images.sizes()) : std::string("undefined"));
+  check(nrow >= 1, "make_image_grid: nrow must be >= 1, got ", nrow);
+  check(padding >= 0, "make_image_grid: padding must be >= 0, got ", padding);
+  const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
+  const int64_t cols = std::min(nrow, n), rows = (n + cols - 1) / cols;
+  Tensor grid = at::full({c, rows * (h + padding) + padding, cols * (w + padding) + padding},
+                         pad_value, images.options());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i / cols, q = i % cols;
+    grid.narrow(1, r * (h + padding) + padding, h)
+        .narrow(2, q * (w + padding) + padding, w)
+        .copy_(images[i]);
+  }
+  return grid;
+}
+
+/// make_image_grid(images, nrow) written with save_png (atomic; errors name `path`).
+inline void save_image_grid(const std::string& path, const Tensor& images, int64_t nrow) {
+  save_png(path, make_image_grid(images, nrow));
+}
+
+/// Appearance of plot_curves_png.
+struct PlotOptions {
+  /// Drawn centred above the plot; empty = no title. Characters outside printable ASCII show as
+  /// '?'.
+  std::string title;
+  /// Logarithmic y axis (base 10); points with y <= 0 are skipped. Default false.
+  bool log_y = false;
+  /// Image size in pixels. Defaults 640 x 400; each in [160, 8192].
+  int width = 640, height = 400;
+};
+
+namespace detail {
+
+/// A 5x7 bitmap font for printable ASCII (lowercase letters are drawn as capitals): each glyph is
+/// 7 rows of 5 characters, '#' = ink.
+inline const char* plot_glyph(char ch) {
+  if (ch >= 'a' && ch <= 'z') ch = static_cast<char>(ch - 'a' + 'A');
+  switch (ch) {
+    // clang-format off
+    case ' ': return "                                   ";
+    case '0': return " ### #   ##  ### # ###  ##   # ### ";
+    case '1': return "  #   ##    #    #    #    #   ### ";
+    case '2': return " ### #   #    #   #   #   #   #####";
+    case '3': return "#####   #   #     #     ##   # ### ";
+    case '4': return "   #   ##  # # #  # #####   #    # ";
+    case '5': return "######    ####     #    ##   # ### ";
+    case '6': return "  ##  #   #    #### #   ##   # ### ";
+    case '7': return "#####    #   #   #   #    #    #   ";
+    case '8': return " ### #   ##   # ### #   ##   # ### ";
+    case '9': return " ### #   ##   # ####    #   #  ##  ";
+    case 'A': return " ### #   ##   #######   ##   ##   #";
+    case 'B': return "#### #   ##   ##### #   ##   ##### ";
+    case 'C': return " ### #   ##    #    #    #   # ### ";
+    case 'D': return "#### #   ##   ##   ##   ##   ##### ";
+    case 'E': return "######    #    #### #    #    #####";
+    case 'F': return "######    #    #### #    #    #    ";
+    case 'G': return " ### #   ##    # ####   ##   # ####";
+    case 'H': return "#   ##   ##   #######   ##   ##   #";
+    case 'I': return " ###   #    #    #    #    #   ### ";
+    case 'J': return "  ###   #    #    #    # #  #  ##  ";
+    case 'K': return "#   ##  # # #  ##   # #  #  # #   #";
+    case 'L': return "#    #    #    #    #    #    #####";
+    case 'M': return "#   ### ### # ##   ##   ##   ##   #";
+    case 'N': return "#   ##   ###  ## # ##  ###   ##   #";
+    case 'O': return " ### #   ##   ##   ##   ##   # ### ";
+    case 'P': return "#### #   ##   ##### #    #    #    ";
+    case 'Q': return " ### #   ##   ##   ## # ##  #  ## #";
+    case 'R': return "#### #   ##   ##### # #  #  # #   #";
+    case 'S': return " #####    #     ###     #    ##### ";
+    case 'T': return "#####  #    #    #    #    #    #  ";
+    case 'U': return "#   ##   ##   ##   ##   ##   # ### ";
+    case 'V': return "#   ##   ##   ##   ##   # # #   #  ";
+    case 'W': return "#   ##   ##   ## # ## # ## # # # # ";
+    case 'X': return "#   ##   # # #   #   # # #   ##   #";
+    case 'Y': return "#   ##   # # #   #    #    #    #  ";
+    case 'Z': return "#####    #   #   #   #   #    #####";
+    case '.': return "                          ##   ##  ";
+    case ',': return "                     ##   ##   #   ";
+    case ':': return "      ##   ##        ##   ##       ";
+    case ';': return "      ##   ##        ##   ##   #   ";
+    case '-': return "               #####               ";
+    case '+': return "       #    #  #####  #    #       ";
+    case '=': return "          #####     #####          ";
+    case '_': return "                              #####";
+    case '(': return "   #   #   #    #    #     #     # ";
+    case ')': return " #     #     #    #    #   #   #   ";
+    case '[': return " ###  #    #    #    #    #    ### ";
+    case ']': return " ###    #    #    #    #    #  ### ";
+    case '/': return "         #   #   #   #   #         ";
+    case '*': return "       #  # # # ### # # #  #       ";
+    case '%': return "##   ##  #   #   #   #   #  ##   ##";
+    case '<': return "   #   #   #   #     #     #     # ";
+    case '>': return " #     #     #     #   #   #   #   ";
+    case '!': return "  #    #    #    #    #         #  ";
+    case '\'': return "  #    #   #                       ";
+    case '#': return " # # ##### # #  # # ##### # #      ";
+    case '|': return "  #    #    #    #    #    #    #  ";
+    case '^': return "  #   # # #   #                    ";
+    case '~': return "           #   # # #   #           ";
+    default:  return " ### #   #    #   #   #         #  ";  // '?'
+      // clang-format on
+  }
+}
+
+/// An RGB canvas with the few drawing primitives the plots need.
+struct Canvas {
+  int w, h;
+  std::vector<unsigned char> px;  // h * w * 3
+  Canvas(int width, int height)
+      : w(width), h(height), px(static_cast<size_t>(width) * height * 3, 255) {}
+
+  void set(int x, int y, const unsigned char* c) {
+    if (x < 0 || y < 0 || x >= w || y >= h) return;
+    std::memcpy(&px[(static_cast<size_t>(y) * w + x) * 3], c, 3);
+  }
+  void fill(int x0, int y0, int x1, int y1, const unsigned char* c) {  // inclusive corners
+    for (int y = std::max(0, y0); y <= std::min(h - 1, y1); ++y)
+      for (int x = std::max(0, x0); x <= std::min(w - 1, x1); ++x) set(x, y, c);
+  }
+  /// A line of the given thickness (pixel squares stamped along a DDA), clipped to [cx0, cx1] x
+  /// [cy0, cy1].
+  void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0,
+            int cy0, int cx1, int cy1) {
+    const double len = std::max(std::abs(xb - xa), std::abs(yb - ya));
+    const int steps = std::max(1, static_cast<int>(std::ceil(len)));
+    for (int i = 0; i <= steps; ++i) {
+      const double s = static_cast<double>(i) / steps;
+      const int x = static_cast<int>(std::lround(xa + s * (xb - xa))) - thick / 2;
+      const int y = static_cast<int>(std::lround(ya + s * (yb - ya))) - thick / 2;
+      for (int dy = 0; dy < thick; ++dy)
+        for (int dx = 0; dx < thick; ++dx)
+          if (x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1)
+            set(x + dx, y + dy, c);
+    }
+  }
+  static int text_width(const std::string& s, int scale) {
+    return static_cast<int>(s.size()) * 6 * scale - scale;
+  }
+  static int text_height(int scale) { return 7 * scale; }
+  /// Text with its top-left corner at (x, y).
+  void text(int x, int y, const std::string& s, const unsigned char* c, int scale = 1) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      const char* g = plot_glyph(s[i]);
+      for (int r = 0; r < 7; ++r)
+        for (int q = 0; q < 5; ++q)
+          if (g[r * 5 + q] == '#')
+            fill(x + (static_cast<int>(i) * 6 + q) * scale, y + r * scale,
+                 x + (static_cast<int>(i) * 6 + q + 1) * scale - 1, y + (r + 1) * scale - 1, c);
+    }
+  }
+};
+
+/// Tick positions: multiples of a 1/2/5 x 10^k step covering [lo, hi] with about `target` ticks.
+inline std::vector<double> nice_ticks(double lo, double hi, int target = 6) {
+  const double raw = (hi - lo) / target;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double r = raw / mag;
+  const double step = (r < 1.5 ? 1.0 : r < 3.0 ? 2.0 : r < 7.0 ? 5.0 : 10.0) * mag;
+  std::vector<double> out;
+  for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step; k += 1.0)
+    out.push_back(std::abs(k) < 0.5 ? 0.0 : k * step);
+  return out;
+}
+
+inline std::string tick_label(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+}  // namespace detail
+
+/// Writes a line plot of curves i = 0..names.size()-1 (points (xs[i][j], ys[i][j]), joined in the
+/// given order) as a PNG of o.width x o.height pixels: framed axes with grid lines and tick labels,
+/// one colour per curve (10 colours, then repeated), a legend with the names, the optional title,
+/// optional log10 y axis. Non-finite points (and y <= 0 with log_y) are skipped and break the line.
+/// Curves may be empty. Atomic (temp file + rename); throws diffuse::Error naming `path` on failure
+/// or on inconsistent input (names, xs, ys of different lengths; xs[i], ys[i] of different
+/// lengths).
+inline void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
+                            const std::vector<std::vector<double>>& xs,
+                            const std::vector<std::vector<double>>& ys, const PlotOptions& o = {}) {
+  check(names.size() == xs.size() && xs.size() == ys.size(), "plot_curves_png('", path,
+        "'): ", names.size(), " names, ", xs.size(), " x series and ", ys.size(),
+        " y series; they must agree");
+  for (size_t i = 0; i < xs.size(); ++i)
+    check(xs[i].size() == ys[i].size(), "plot_curves_png('", path, "'): curve '", names[i],
+          "' has ", xs[i].size(), " x values and ", ys[i].size(), " y values");
+  check(o.width >= 160 && o.width <= 8192 && o.height >= 160 && o.height <= 8192,
+        "plot_curves_png('", path, "'): width and height must be in [160, 8192], got ", o.width,
+        " x ", o.height);
+
+  auto usable = [&](double x, double y) {
+    return std::isfinite(x) && std::isfinite(y) && (!o.log_y || y > 0);
+  };
+  auto ty = [&](double y) { return o.log_y ? std::log10(y) : y; };
+  double xlo = std::numeric_limits<double>::infinity(), xhi = -xlo, ylo = xlo, yhi = -xlo;
+  for (size_t i = 0; i < xs.size(); ++i)
+    for (size_t j = 0; j < xs[i].size(); ++j)
+      if (usable(xs[i][j], ys[i][j])) {
+        xlo = std::min(xlo, xs[i][j]);
+        xhi = std::max(xhi, xs[i][j]);
+        ylo = std::min(ylo, ty(ys[i][j]));
+        yhi = std::max(yhi, ty(ys[i][j]));
+      }
+  if (!(xlo <= xhi)) xlo = 0, xhi = 1, ylo = 0, yhi = 1;
+  if (xhi - xlo <= 1e-12 * std::max(1.0, std::abs(xlo))) xlo -= 0.5, xhi += 0.5;
+  if (yhi - ylo <= 1e-12 * std::max(1.0, std::abs(ylo))) {
+    const double d = o.log_y ? 0.5 : std::max(0.5, 0.1 * std::abs(ylo));
+    ylo -= d, yhi += d;
+  }
+  {
+    const double pad = 0.05 * (yhi - ylo);
+    ylo -= pad, yhi += pad;
+  }
+
+  // y ticks (positions in transformed space, labels in data space).
+  std::vector<double> ytick_pos;
+  std::vector<std::string> ytick_lab;
+  if (o.log_y && std::floor(yhi) - std::ceil(ylo) >= 1.0) {  // decades; also 2x and 5x when few
+    const double span = std::floor(yhi) - std::ceil(ylo);
+    const double every = std::max(1.0, std::ceil(span / 8.0));
+    for (double k = std::floor(ylo); k <= yhi; k += every)
+      for (double m : {1.0, 2.0, 5.0}) {
+        const double pos = k + std::log10(m);
+        if ((m == 1.0 || span <= 2.0) && pos >= ylo && pos <= yhi) {
+          ytick_pos.push_back(pos);
+          ytick_lab.push_back(detail::tick_label(std::pow(10.0, pos)));
+        }
+      }
+  } else if (o.log_y) {
+    for (double v : detail::nice_ticks(std::pow(10.0, ylo), std::pow(10.0, yhi), 5))
+      if (v > 0) {
+        ytick_pos.push_back(std::log10(v));
+        ytick_lab.push_back(detail::tick_label(v));
+      }
+  } else {
+    for (double v : detail::nice_ticks(ylo, yhi, 6)) {
+      ytick_pos.push_back(v);
+      ytick_lab.push_back(detail::tick_label(v));
+    }
+  }
+  const std::vector<double> xticks = detail::nice_ticks(xlo, xhi, 6);
+
+  int label_w = 0;
+  for (const auto& s : ytick_lab) label_w = std::max(label_w, detail::Canvas::text_width(s, 1));
+  const int left = label_w + 14, right = o.width - 16;
+  const int top = o.title.empty() ? 14 : 34, bottom = o.height - 26;
+  auto px = [&](double x) { return left + (x - xlo) / (xhi - xlo) * (right - left); };
+  auto py = [&](double y) { return bottom - (y - ylo) / (yhi - ylo) * (bottom - top); };
+
+  detail::Canvas cv(o.width, o.height);
+  const unsigned char ink[3] = {40, 40, 40}, grid[3] = {225, 225, 225}, white[3] = {255, 255, 255};
+  for (size_t k = 0; k < ytick_pos.size(); ++k) {
+    const int y = static_cast<int>(std::lround(py(ytick_pos[k])));
+    if (y < top || y > bottom) continue;
+    cv.fill(left, y, right, y, grid);
+    cv.fill(left - 4, y, left, y, ink);
+    cv.text(left - 6 - detail::Canvas::text_width(ytick_lab[k], 1), y - 3, ytick_lab[k], ink);
+  }
+  for (double v : xticks) {
+    const int x = static_cast<int>(std::lround(px(v)));
+    if (x < left || x > right) continue;
+    cv.fill(x, top, x, bottom, grid);
+    cv.fill(x, bottom, x, bottom + 4, ink);
+    const std::string s = detail::tick_label(v);
+    cv.text(x - detail::Canvas::text_width(s, 1) / 2, bottom + 8, s, ink);
+  }
+  cv.fill(left, top, right, top, ink);
+  cv.fill(left, bottom, right, bottom, ink);
+  cv.fill(left, top, left, bottom, ink);
+  cv.fill(right, top, right, bottom, ink);
+  if (!o.title.empty())
+    cv.text((o.width - detail::Canvas::text_width(o.title, 2)) / 2, 8, o.title, ink, 2);
+
+  static const unsigned char palette[10][3] = {
+      {31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
+      {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const unsigned char* c = palette[i % 10];
+    bool have_prev = false;
+    double qx = 0, qy = 0;
+    for (size_t j = 0; j < xs[i].size(); ++j) {
+      if (!usable(xs[i][j], ys[i][j])) {
+        have_prev = false;
+        continue;
+      }
+      const double cx = px(xs[i][j]), cy = py(ty(ys[i][j]));
+      if (have_prev)
+        cv.line(qx, qy, cx, cy, c, 2, left + 1, top + 1, right - 1, bottom - 1);
+      else
+        cv.line(cx, cy, cx, cy, c, 2, left + 1, top + 1, right - 1,
+                bottom - 1);  // isolated points stay visible
+      qx = cx, qy = cy, have_prev = true;
+    }
+  }
+  if (!names.empty()) {  // legend, top right inside the frame
+    int lw = 0;
+    for (const auto& s : names) lw = std::max(lw, detail::Canvas::text_width(s, 1));
+    const int bw = lw + 34, bh = static_cast<int>(names.size()) * 12 + 6;
+    const int bx = right - 6 - bw, by = top + 6;
+    cv.fill(bx, by, bx + bw, by + bh, white);
+    cv.fill(bx, by, bx + bw, by, ink);
+    cv.fill(bx, by + bh, bx + bw, by + bh, ink);
+    cv.fill(bx, by, bx, by + bh, ink);
+    cv.fill(bx + bw, by, bx + bw, by + bh, ink);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const int y = by + 5 + static_cast<int>(i) * 12;
+      cv.fill(bx + 5, y + 2, bx + 22, y + 4, palette[i % 10]);
+      cv.text(bx + 28, y, names[i], ink);
+    }
+  }
+  const std::vector<unsigned char> png = detail::encode_png(cv.px.data(), cv.w, cv.h, 3);
+  detail::write_bytes_atomically(path, png.data(), png.size());
+}
+
+}  // namespace diffuse
