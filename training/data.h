@@ -6,16 +6,17 @@
 // References:
 //   idx format: Y. LeCun et al., "THE MNIST DATABASE of handwritten digits" (file format section):
 //     magic = 0x00 0x00 <type> <ndims>, then ndims big-endian uint32 sizes, then the data
-//     (type 0x08 unsigned byte, 0x09 signed byte, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64;
-//     multi-byte values big-endian).
-//   Fashion-MNIST: H. Xiao, K. Rasul, R. Vollgraf, arXiv:1708.07747 (2017): 60000 train / 10000 test
+//     (type 0x08 unsigned byte, 0x09 signed byte, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E
+//     float64; multi-byte values big-endian).
+//   Fashion-MNIST: H. Xiao, K. Rasul, R. Vollgraf, arXiv:1708.07747 (2017): 60000 train / 10000
+//   test
 //     28x28 grey images, 10 classes; class names from the zalandoresearch/fashion-mnist README.
 //   Toy sets: moons and circles as scikit-learn's make_moons / make_circles (random positions along
-//     the curves; noise 0.1 and 0.08, circle factor 0.5), swiss_roll as scikit-learn's make_swiss_roll
-//     projected on (x, z) with noise 1.0, checkerboard and eight_gaussians as in FFJORD's toy data
-//     (Grathwohl et al. 2019, rtqichen/ffjord lib/toy_data.py: centres at radius 4, std 0.5), each
-//     then centred and divided by a fixed isotropic scale measured on 4e6 draws, so that the
-//     per-coordinate variance is about 1.
+//     the curves; noise 0.1 and 0.08, circle factor 0.5), swiss_roll as scikit-learn's
+//     make_swiss_roll projected on (x, z) with noise 1.0, checkerboard and eight_gaussians as in
+//     FFJORD's toy data (Grathwohl et al. 2019, rtqichen/ffjord lib/toy_data.py: centres at radius
+//     4, std 0.5), each then centred and divided by a fixed isotropic scale measured on 4e6 draws,
+//     so that the per-coordinate variance is about 1.
 #pragma once
 
 #include <algorithm>
@@ -68,7 +69,8 @@ inline std::vector<unsigned char> read_maybe_gzipped(const std::string& path) {
   int code = Z_OK;
   const std::string msg = gzerror(f, &code);
   gzclose(f);
-  check(code == Z_OK || code == Z_STREAM_END, "cannot read '", path, "': corrupt or truncated gzip data (", msg, ")");
+  check(code == Z_OK || code == Z_STREAM_END, "cannot read '", path,
+        "': corrupt or truncated gzip data (", msg, ")");
   return out;
 }
 
@@ -90,18 +92,32 @@ inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
 /// number or type code, or holds a different number of bytes than its header announces.
 inline Tensor read_idx(const std::string& path) {
   const std::vector<unsigned char> bytes = detail::read_maybe_gzipped(path);
-  check(bytes.size() >= 4, "idx file '", path, "' is truncated: ", bytes.size(), " bytes, no complete header");
-  check(bytes[0] == 0 && bytes[1] == 0, "idx file '", path, "' has a bad magic number (first bytes ",
-        static_cast<int>(bytes[0]), " ", static_cast<int>(bytes[1]), ", expected 0 0)");
+  check(bytes.size() >= 4, "idx file '", path, "' is truncated: ", bytes.size(),
+        " bytes, no complete header");
+  check(bytes[0] == 0 && bytes[1] == 0, "idx file '", path,
+        "' has a bad magic number (first bytes ", static_cast<int>(bytes[0]), " ",
+        static_cast<int>(bytes[1]), ", expected 0 0)");
   at::ScalarType type;
   size_t elem = 1;
   switch (bytes[2]) {
-    case 0x08: type = at::kByte, elem = 1; break;
-    case 0x09: type = at::kChar, elem = 1; break;
-    case 0x0B: type = at::kShort, elem = 2; break;
-    case 0x0C: type = at::kInt, elem = 4; break;
-    case 0x0D: type = at::kFloat, elem = 4; break;
-    case 0x0E: type = at::kDouble, elem = 8; break;
+    case 0x08:
+      type = at::kByte, elem = 1;
+      break;
+    case 0x09:
+      type = at::kChar, elem = 1;
+      break;
+    case 0x0B:
+      type = at::kShort, elem = 2;
+      break;
+    case 0x0C:
+      type = at::kInt, elem = 4;
+      break;
+    case 0x0D:
+      type = at::kFloat, elem = 4;
+      break;
+    case 0x0E:
+      type = at::kDouble, elem = 8;
+      break;
     default:
       throw Error("idx file '" + path + "' has a bad magic number (unknown type code " +
                   std::to_string(static_cast<int>(bytes[2])) + ")");
@@ -109,21 +125,24 @@ inline Tensor read_idx(const std::string& path) {
   const int ndims = bytes[3];
   check(ndims >= 1, "idx file '", path, "' has a bad magic number (0 dimensions)");
   const size_t header = 4 + 4 * static_cast<size_t>(ndims);
-  check(bytes.size() >= header, "idx file '", path, "' is truncated: ", bytes.size(), " bytes, header needs ", header);
+  check(bytes.size() >= header, "idx file '", path, "' is truncated: ", bytes.size(),
+        " bytes, header needs ", header);
   std::vector<int64_t> dims(static_cast<size_t>(ndims));
   size_t count = 1;
   for (int d = 0; d < ndims; ++d) {
     const unsigned char* p = &bytes[4 + 4 * static_cast<size_t>(d)];
-    const uint32_t v = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+    const uint32_t v =
+        (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
     dims[static_cast<size_t>(d)] = static_cast<int64_t>(v);
-    check(v == 0 || count <= (size_t{1} << 40) / v, "idx file '", path, "' announces an absurd size");
+    check(v == 0 || count <= (size_t{1} << 40) / v, "idx file '", path,
+          "' announces an absurd size");
     count *= v;
   }
   const size_t expected = header + count * elem;
-  check(bytes.size() >= expected, "idx file '", path, "' is truncated: ", bytes.size(), " bytes, the header ",
-        at::IntArrayRef(dims), " needs ", expected);
-  check(bytes.size() == expected, "idx file '", path, "' is corrupt: ", bytes.size(), " bytes, the header ",
-        at::IntArrayRef(dims), " needs exactly ", expected);
+  check(bytes.size() >= expected, "idx file '", path, "' is truncated: ", bytes.size(),
+        " bytes, the header ", at::IntArrayRef(dims), " needs ", expected);
+  check(bytes.size() == expected, "idx file '", path, "' is corrupt: ", bytes.size(),
+        " bytes, the header ", at::IntArrayRef(dims), " needs exactly ", expected);
   Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
   auto* dst = static_cast<unsigned char*>(out.data_ptr());
   const unsigned char* src = bytes.data() + header;
@@ -138,8 +157,9 @@ inline Tensor read_idx(const std::string& path) {
 
 /// The ten Fashion-MNIST class names, index = label.
 inline const std::vector<std::string>& fashion_mnist_class_names() {
-  static const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  static const std::vector<std::string> names = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                                 "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                                 "Bag",         "Ankle boot"};
   return names;
 }
 
@@ -157,29 +177,35 @@ inline std::string fashion_mnist_default_dir() {
 /// Returns data float [N, 1, 28, 28] = pixel / 127.5 - 1 (in [-1, 1]), labels int64 [N] in 0..9,
 /// num_classes 10, name "fashion_mnist/<split>". Errors (diffuse::Error) name the file: missing,
 /// corrupt, not [N, 28, 28] / [N], image and label counts that disagree, labels outside 0..9.
-inline Dataset load_fashion_mnist(const std::string& split, const std::string& dir = "", int64_t limit = -1) {
-  check(split == "train" || split == "test", "load_fashion_mnist: split must be 'train' or 'test', got '", split, "'");
-  check(limit == -1 || limit >= 1, "load_fashion_mnist: limit must be -1 (all) or >= 1, got ", limit);
+inline Dataset load_fashion_mnist(const std::string& split, const std::string& dir = "",
+                                  int64_t limit = -1) {
+  check(split == "train" || split == "test",
+        "load_fashion_mnist: split must be 'train' or 'test', got '", split, "'");
+  check(limit == -1 || limit >= 1, "load_fashion_mnist: limit must be -1 (all) or >= 1, got ",
+        limit);
   const std::string root = dir.empty() ? fashion_mnist_default_dir() : dir;
   const std::string prefix = split == "train" ? "train" : "t10k";
   auto locate = [&](const std::string& stem) {
     const std::filesystem::path base = std::filesystem::path(root) / stem;
     std::error_code ec;
-    if (!std::filesystem::exists(base.string() + ".gz", ec) && std::filesystem::exists(base, ec)) return base.string();
+    if (!std::filesystem::exists(base.string() + ".gz", ec) && std::filesystem::exists(base, ec))
+      return base.string();
     return base.string() + ".gz";  // the name the error reports when neither exists
   };
-  const std::string image_path = locate(prefix + "-images-idx3-ubyte"), label_path = locate(prefix + "-labels-idx1-ubyte");
+  const std::string image_path = locate(prefix + "-images-idx3-ubyte"),
+                    label_path = locate(prefix + "-labels-idx1-ubyte");
   const Tensor images = read_idx(image_path), labels = read_idx(label_path);
-  check(images.scalar_type() == at::kByte && images.dim() == 3 && images.size(1) == 28 && images.size(2) == 28,
-        "Fashion-MNIST image file '", image_path, "' must hold uint8 [N, 28, 28], got ", images.scalar_type(), " ",
-        images.sizes());
-  check(labels.scalar_type() == at::kByte && labels.dim() == 1, "Fashion-MNIST label file '", label_path,
-        "' must hold uint8 [N], got ", labels.scalar_type(), " ", labels.sizes());
-  check(images.size(0) == labels.size(0), "Fashion-MNIST files disagree: '", image_path, "' has ", images.size(0),
-        " images but '", label_path, "' has ", labels.size(0), " labels");
+  check(images.scalar_type() == at::kByte && images.dim() == 3 && images.size(1) == 28 &&
+            images.size(2) == 28,
+        "Fashion-MNIST image file '", image_path, "' must hold uint8 [N, 28, 28], got ",
+        images.scalar_type(), " ", images.sizes());
+  check(labels.scalar_type() == at::kByte && labels.dim() == 1, "Fashion-MNIST label file '",
+        label_path, "' must hold uint8 [N], got ", labels.scalar_type(), " ", labels.sizes());
+  check(images.size(0) == labels.size(0), "Fashion-MNIST files disagree: '", image_path, "' has ",
+        images.size(0), " images but '", label_path, "' has ", labels.size(0), " labels");
   check(images.size(0) > 0, "Fashion-MNIST image file '", image_path, "' holds no images");
-  check(labels.max().item<int64_t>() <= 9, "Fashion-MNIST label file '", label_path, "' has labels above 9 (max ",
-        labels.max().item<int64_t>(), ")");
+  check(labels.max().item<int64_t>() <= 9, "Fashion-MNIST label file '", label_path,
+        "' has labels above 9 (max ", labels.max().item<int64_t>(), ")");
   const int64_t n = limit < 0 ? images.size(0) : std::min(limit, images.size(0));
   Dataset ds;
   ds.data = images.narrow(0, 0, n).to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1).contiguous();
@@ -193,12 +219,17 @@ inline Dataset load_fashion_mnist(const std::string& split, const std::string& d
 /// [-1, 1] (pixel / 127.5 - 1). channels: 1 (grey; colour images are converted by stb's luma
 /// weights), 3 (RGB; grey is replicated) or 4 (RGBA). Errors name the file and stb's reason.
 inline Tensor read_image(const std::string& path, int channels = 3) {
-  check(channels == 1 || channels == 3 || channels == 4, "read_image('", path, "'): channels must be 1, 3 or 4, got ",
-        channels);
+  check(channels == 1 || channels == 3 || channels == 4, "read_image('", path,
+        "'): channels must be 1, 3 or 4, got ", channels);
   int w = 0, h = 0, in_file = 0;
   unsigned char* px = stbi_load(path.c_str(), &w, &h, &in_file, channels);
-  check(px != nullptr, "cannot read image '", path, "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
-  Tensor out = at::from_blob(px, {h, w, channels}, at::kByte).permute({2, 0, 1}).to(at::kFloat).div(127.5).sub(1.0);
+  check(px != nullptr, "cannot read image '", path,
+        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+  Tensor out = at::from_blob(px, {h, w, channels}, at::kByte)
+                   .permute({2, 0, 1})
+                   .to(at::kFloat)
+                   .div(127.5)
+                   .sub(1.0);
   stbi_image_free(px);
   return out.contiguous();
 }
@@ -206,9 +237,9 @@ inline Tensor read_image(const std::string& path, int channels = 3) {
 /// How load_image_folder reads a folder of images.
 struct ImageFolderOptions {
   /// Output side length. 0 (default) keeps the images' own size, which must then be the same for
-  /// all images; > 0 (up to 4096) centre-crops each image to a square (the shorter side) and resizes
-  /// that square to size x size with stb_image_resize (stbir_resize_uint8: Mitchell filter when
-  /// downsampling, Catmull-Rom when upsampling).
+  /// all images; > 0 (up to 4096) centre-crops each image to a square (the shorter side) and
+  /// resizes that square to size x size with stb_image_resize (stbir_resize_uint8: Mitchell filter
+  /// when downsampling, Catmull-Rom when upsampling).
   int64_t size = 0;
   /// 1 (grey) or 3 (RGB, default).
   int64_t channels = 3;
@@ -224,7 +255,8 @@ namespace detail {
 
 inline bool is_image_file(const std::filesystem::path& p) {
   const std::string s = p.filename().string();
-  return ends_with_ci(s, ".png") || ends_with_ci(s, ".jpg") || ends_with_ci(s, ".jpeg") || ends_with_ci(s, ".bmp");
+  return ends_with_ci(s, ".png") || ends_with_ci(s, ".jpg") || ends_with_ci(s, ".jpeg") ||
+         ends_with_ci(s, ".bmp");
 }
 
 /// Sorted image files directly inside `dir`.
@@ -237,12 +269,12 @@ inline std::vector<std::string> list_images(const std::filesystem::path& dir) {
 }
 
 /// Centre-crop to a square and resize to size x size (uint8 HWC in, uint8 HWC out).
-inline std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c, int size,
-                                              const std::string& path) {
+inline std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c,
+                                              int size, const std::string& path) {
   const int side = std::min(w, h), x0 = (w - side) / 2, y0 = (h - side) / 2;
   std::vector<unsigned char> out(static_cast<size_t>(size) * size * c);
-  const int ok = stbir_resize_uint8(px + (static_cast<size_t>(y0) * w + x0) * c, side, side, w * c, out.data(), size,
-                                    size, size * c, c);
+  const int ok = stbir_resize_uint8(px + (static_cast<size_t>(y0) * w + x0) * c, side, side, w * c,
+                                    out.data(), size, size, size * c, c);
   check(ok != 0, "cannot resize image '", path, "'");
   return out;
 }
@@ -251,10 +283,12 @@ inline std::vector<unsigned char> crop_resize(const unsigned char* px, int w, in
 
 inline std::vector<std::string> image_folder_classes(const std::string& dir) {
   std::error_code ec;
-  check(std::filesystem::is_directory(dir, ec), "image folder '", dir, "' does not exist or is not a directory");
+  check(std::filesystem::is_directory(dir, ec), "image folder '", dir,
+        "' does not exist or is not a directory");
   std::vector<std::string> classes;
   for (const auto& e : std::filesystem::directory_iterator(dir))
-    if (e.is_directory() && !detail::list_images(e.path()).empty()) classes.push_back(e.path().filename().string());
+    if (e.is_directory() && !detail::list_images(e.path()).empty())
+      classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
   return classes;
 }
@@ -269,8 +303,8 @@ inline std::vector<std::string> image_folder_classes(const std::string& dir) {
 inline Dataset load_image_folder(const std::string& dir, const ImageFolderOptions& options = {}) {
   check(options.channels == 1 || options.channels == 3, "load_image_folder('", dir,
         "'): channels must be 1 or 3, got ", options.channels);
-  check(options.size >= 0 && options.size <= 4096, "load_image_folder('", dir, "'): size must be in [0, 4096], got ",
-        options.size);
+  check(options.size >= 0 && options.size <= 4096, "load_image_folder('", dir,
+        "'): size must be in [0, 4096], got ", options.size);
   check(options.limit == -1 || options.limit >= 1, "load_image_folder('", dir,
         "'): limit must be -1 (all) or >= 1, got ", options.limit);
   const std::vector<std::string> classes = image_folder_classes(dir);
@@ -280,7 +314,8 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
   if (classes.empty()) {
     files = top;
   } else {
-    check(top.empty(), "image folder '", dir, "' has both class subfolders and images at the top level (e.g. '",
+    check(top.empty(), "image folder '", dir,
+          "' has both class subfolders and images at the top level (e.g. '",
           top.empty() ? std::string() : top.front(), "'); use one layout");
     for (size_t k = 0; k < classes.size(); ++k)
       for (const auto& f : detail::list_images(std::filesystem::path(dir) / classes[k])) {
@@ -288,7 +323,8 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
         labels.push_back(static_cast<int64_t>(k));
       }
   }
-  check(!files.empty(), "image folder '", dir, "' holds no images (.png, .jpg, .jpeg, .bmp) directly or in subfolders");
+  check(!files.empty(), "image folder '", dir,
+        "' holds no images (.png, .jpg, .jpeg, .bmp) directly or in subfolders");
   if (options.limit > 0 && static_cast<int64_t>(files.size()) > options.limit) {
     files.resize(static_cast<size_t>(options.limit));
     if (!labels.empty()) labels.resize(static_cast<size_t>(options.limit));
@@ -300,11 +336,13 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
   for (const auto& f : files) {
     int w = 0, h = 0, in_file = 0;
     unsigned char* px = stbi_load(f.c_str(), &w, &h, &in_file, c);
-    check(px != nullptr, "cannot read image '", f, "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+    check(px != nullptr, "cannot read image '", f,
+          "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
     Tensor img;
     try {
       if (options.size > 0) {
-        std::vector<unsigned char> r = detail::crop_resize(px, w, h, c, static_cast<int>(options.size), f);
+        std::vector<unsigned char> r =
+            detail::crop_resize(px, w, h, c, static_cast<int>(options.size), f);
         img = at::from_blob(r.data(), {options.size, options.size, c}, at::kByte).clone();
       } else {
         img = at::from_blob(px, {h, w, c}, at::kByte).clone();
@@ -315,8 +353,9 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
     }
     stbi_image_free(px);
     if (h0 < 0) h0 = img.size(0), w0 = img.size(1);
-    check(img.size(0) == h0 && img.size(1) == w0, "image '", f, "' is ", img.size(1), "x", img.size(0), " but '",
-          files.front(), "' is ", w0, "x", h0, "; set ImageFolderOptions::size to resize");
+    check(img.size(0) == h0 && img.size(1) == w0, "image '", f, "' is ", img.size(1), "x",
+          img.size(0), " but '", files.front(), "' is ", w0, "x", h0,
+          "; set ImageFolderOptions::size to resize");
     images.push_back(img);
   }
   Dataset ds;
@@ -331,7 +370,8 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
 
 /// The names make_toy_2d accepts.
 inline const std::vector<std::string>& toy_2d_names() {
-  static const std::vector<std::string> names = {"moons", "swiss_roll", "circles", "checkerboard", "eight_gaussians"};
+  static const std::vector<std::string> names = {"moons", "swiss_roll", "circles", "checkerboard",
+                                                 "eight_gaussians"};
   return names;
 }
 
@@ -343,7 +383,8 @@ inline const std::vector<std::string>& toy_2d_names() {
 ///   "swiss_roll"      t = 1.5 pi (1 + 2u), (t cos t, t sin t) + N(0, 1); unlabelled
 ///   "circles"         radii 1 and 0.5, noise std 0.08; labels = circle (0 outer, 1 inner)
 ///   "checkerboard"    uniform on the 8 dark squares of a 4x4 board; unlabelled
-///   "eight_gaussians" 8 Gaussians (std 0.5) on a circle of radius 4; labels = component (8 classes)
+///   "eight_gaussians" 8 Gaussians (std 0.5) on a circle of radius 4; labels = component (8
+///   classes)
 /// Unknown names are an error that lists the valid ones.
 inline Dataset make_toy_2d(const std::string& name, int64_t n, at::Generator gen) {
   check(n >= 1, "make_toy_2d('", name, "'): n must be >= 1, got ", n);
@@ -357,8 +398,8 @@ inline Dataset make_toy_2d(const std::string& name, int64_t n, at::Generator gen
     const Tensor b = at::randint(0, 2, {n}, gen, at::kLong);
     const Tensor t = at::rand({n}, gen, f64) * pi;
     const Tensor inner = b.to(at::kDouble);
-    x = at::cos(t) * (1 - 2 * inner) + inner;            // outer: cos t; inner: 1 - cos t
-    y = at::sin(t) * (1 - 2 * inner) + 0.5 * inner;      // outer: sin t; inner: 0.5 - sin t
+    x = at::cos(t) * (1 - 2 * inner) + inner;        // outer: cos t; inner: 1 - cos t
+    y = at::sin(t) * (1 - 2 * inner) + 0.5 * inner;  // outer: sin t; inner: 0.5 - sin t
     const Tensor noise = at::randn({n, 2}, gen, f64) * 0.1;
     x = x + noise.select(1, 0), y = y + noise.select(1, 1);
     cx = 0.5, cy = 0.25, scale = 0.712;
@@ -378,7 +419,8 @@ inline Dataset make_toy_2d(const std::string& name, int64_t n, at::Generator gen
     ds.labels = b, ds.num_classes = 2;
   } else if (name == "checkerboard") {
     x = at::rand({n}, gen, f64) * 4 - 2;
-    y = at::rand({n}, gen, f64) - 2 * at::randint(0, 2, {n}, gen, f64) + at::remainder(at::floor(x), 2.0);
+    y = at::rand({n}, gen, f64) - 2 * at::randint(0, 2, {n}, gen, f64) +
+        at::remainder(at::floor(x), 2.0);
     x = x * 2, y = y * 2;
     scale = 8.0 / std::sqrt(12.0);
   } else if (name == "eight_gaussians") {

@@ -45,7 +45,8 @@ inline std::string temp_path_for(const std::string& path) {
 /// Calls write(tmp) to produce the file at a temporary path next to `path`, then renames it to
 /// `path`. Any exception from write() or a failed rename removes the temporary file and throws
 /// diffuse::Error naming `path` (and the underlying reason).
-inline void write_file_atomically(const std::string& path, const std::function<void(const std::string&)>& write) {
+inline void write_file_atomically(const std::string& path,
+                                  const std::function<void(const std::string&)>& write) {
   check(!path.empty(), "cannot write a file with an empty path");
   const std::string tmp = temp_path_for(path);
   try {
@@ -60,32 +61,40 @@ inline void write_file_atomically(const std::string& path, const std::function<v
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     std::remove(tmp.c_str());
-    throw Error("cannot write '" + path + "': rename from '" + tmp + "' failed: " + std::strerror(err));
+    throw Error("cannot write '" + path + "': rename from '" + tmp +
+                "' failed: " + std::strerror(err));
   }
 }
 
-/// Writes `n` bytes to `path` atomically (see write_file_atomically), flushed to disk before the rename.
+/// Writes `n` bytes to `path` atomically (see write_file_atomically), flushed to disk before the
+/// rename.
 inline void write_bytes_atomically(const std::string& path, const void* data, size_t n) {
   write_file_atomically(path, [&](const std::string& tmp) {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw Error(std::string("cannot open a temporary file for writing: ") + std::strerror(errno));
-    const bool ok = (n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+    if (!f)
+      throw Error(std::string("cannot open a temporary file for writing: ") + std::strerror(errno));
+    const bool ok = (n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0 &&
+                    ::fsync(::fileno(f)) == 0;
     const int err = errno;
     const bool closed = std::fclose(f) == 0;
-    if (!ok || !closed) throw Error(std::string("write failed: ") + std::strerror(ok ? errno : err));
+    if (!ok || !closed)
+      throw Error(std::string("write failed: ") + std::strerror(ok ? errno : err));
   });
 }
 
 /// Encodes interleaved 8-bit pixels (height x width x channels, channels 1..4) as PNG bytes.
-inline std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height, int channels) {
+inline std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height,
+                                             int channels) {
   std::vector<unsigned char> out;
   auto sink = [](void* ctx, void* data, int size) {
     auto* v = static_cast<std::vector<unsigned char>*>(ctx);
     const auto* p = static_cast<const unsigned char*>(data);
     v->insert(v->end(), p, p + size);
   };
-  const int ok = stbi_write_png_to_func(sink, &out, width, height, channels, pixels, width * channels);
-  check(ok != 0 && !out.empty(), "PNG encoding failed for a ", width, "x", height, "x", channels, " image");
+  const int ok =
+      stbi_write_png_to_func(sink, &out, width, height, channels, pixels, width * channels);
+  check(ok != 0 && !out.empty(), "PNG encoding failed for a ", width, "x", height, "x", channels,
+        " image");
   return out;
 }
 
@@ -93,13 +102,16 @@ inline std::vector<unsigned char> encode_png(const unsigned char* pixels, int wi
 /// C must be 1 (grey), 3 (RGB) or 4 (RGBA). Non-finite values are an error.
 inline Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
   check(image.defined(), "save_png('", path, "'): image is undefined");
-  check(at::isFloatingType(image.scalar_type()), "save_png('", path, "'): image must be floating point in [-1, 1], got ",
-        image.scalar_type());
+  check(at::isFloatingType(image.scalar_type()), "save_png('", path,
+        "'): image must be floating point in [-1, 1], got ", image.scalar_type());
   Tensor x = image.detach().to(at::kCPU, at::kFloat);
   if (x.dim() == 2) x = x.unsqueeze(0);
-  check(x.dim() == 3 && (x.size(0) == 1 || x.size(0) == 3 || x.size(0) == 4) && x.size(1) > 0 && x.size(2) > 0,
-        "save_png('", path, "'): image must be [C, H, W] with C in {1, 3, 4} or [H, W], got ", image.sizes());
-  check(x.size(1) <= (1 << 16) && x.size(2) <= (1 << 16), "save_png('", path, "'): image too large: ", image.sizes());
+  check(x.dim() == 3 && (x.size(0) == 1 || x.size(0) == 3 || x.size(0) == 4) && x.size(1) > 0 &&
+            x.size(2) > 0,
+        "save_png('", path, "'): image must be [C, H, W] with C in {1, 3, 4} or [H, W], got ",
+        image.sizes());
+  check(x.size(1) <= (1 << 16) && x.size(2) <= (1 << 16), "save_png('", path,
+        "'): image too large: ", image.sizes());
   check(at::isfinite(x).all().item<bool>(), "save_png('", path, "'): image has non-finite values");
   return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(at::kByte).permute({1, 2, 0}).contiguous();
 }
@@ -111,7 +123,8 @@ inline Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
 /// Atomic (temp file + rename); throws diffuse::Error naming `path` on failure.
 inline void save_png(const std::string& path, const Tensor& image) {
   const Tensor hwc = detail::image_to_u8_hwc(image, path);
-  const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)), c = static_cast<int>(hwc.size(2));
+  const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
+            c = static_cast<int>(hwc.size(2));
   const std::vector<unsigned char> png = detail::encode_png(hwc.data_ptr<uint8_t>(), w, h, c);
   detail::write_bytes_atomically(path, png.data(), png.size());
 }
@@ -120,7 +133,8 @@ inline void save_png(const std::string& path, const Tensor& image) {
 /// nrow * (W + padding) + padding] with nrow images per row and rows = ceil(N / nrow), as
 /// torchvision's make_grid. The padding and unused cells hold pad_value.
 /// nrow >= 1 (default none; clipped to N), padding >= 0 (default 2), pad_value default 1 (white).
-inline Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding = 2, double pad_value = 1.0) {
+inline Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding = 2,
+                              double pad_value = 1.0) {
   check(images.defined() && images.dim() == 4 && images.size(0) > 0,
         "make_image_grid: images must be [N, C, H, W] with N > 0, got ",
         images.defined() ? c10::str(images.sizes()) : std::string("undefined"));
@@ -128,11 +142,13 @@ inline Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t paddin
   check(padding >= 0, "make_image_grid: padding must be >= 0, got ", padding);
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
   const int64_t cols = std::min(nrow, n), rows = (n + cols - 1) / cols;
-  Tensor grid = at::full({c, rows * (h + padding) + padding, cols * (w + padding) + padding}, pad_value,
-                         images.options());
+  Tensor grid = at::full({c, rows * (h + padding) + padding, cols * (w + padding) + padding},
+                         pad_value, images.options());
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = i / cols, q = i % cols;
-    grid.narrow(1, r * (h + padding) + padding, h).narrow(2, q * (w + padding) + padding, w).copy_(images[i]);
+    grid.narrow(1, r * (h + padding) + padding, h)
+        .narrow(2, q * (w + padding) + padding, w)
+        .copy_(images[i]);
   }
   return grid;
 }
@@ -144,7 +160,8 @@ inline void save_image_grid(const std::string& path, const Tensor& images, int64
 
 /// Appearance of plot_curves_png.
 struct PlotOptions {
-  /// Drawn centred above the plot; empty = no title. Characters outside printable ASCII show as '?'.
+  /// Drawn centred above the plot; empty = no title. Characters outside printable ASCII show as
+  /// '?'.
   std::string title;
   /// Logarithmic y axis (base 10); points with y <= 0 are skipped. Default false.
   bool log_y = false;
@@ -229,7 +246,8 @@ inline const char* plot_glyph(char ch) {
 struct Canvas {
   int w, h;
   std::vector<unsigned char> px;  // h * w * 3
-  Canvas(int width, int height) : w(width), h(height), px(static_cast<size_t>(width) * height * 3, 255) {}
+  Canvas(int width, int height)
+      : w(width), h(height), px(static_cast<size_t>(width) * height * 3, 255) {}
 
   void set(int x, int y, const unsigned char* c) {
     if (x < 0 || y < 0 || x >= w || y >= h) return;
@@ -239,9 +257,10 @@ struct Canvas {
     for (int y = std::max(0, y0); y <= std::min(h - 1, y1); ++y)
       for (int x = std::max(0, x0); x <= std::min(w - 1, x1); ++x) set(x, y, c);
   }
-  /// A line of the given thickness (pixel squares stamped along a DDA), clipped to [cx0, cx1] x [cy0, cy1].
-  void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0, int cy0, int cx1,
-            int cy1) {
+  /// A line of the given thickness (pixel squares stamped along a DDA), clipped to [cx0, cx1] x
+  /// [cy0, cy1].
+  void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0,
+            int cy0, int cx1, int cy1) {
     const double len = std::max(std::abs(xb - xa), std::abs(yb - ya));
     const int steps = std::max(1, static_cast<int>(std::ceil(len)));
     for (int i = 0; i <= steps; ++i) {
@@ -250,10 +269,13 @@ struct Canvas {
       const int y = static_cast<int>(std::lround(ya + s * (yb - ya))) - thick / 2;
       for (int dy = 0; dy < thick; ++dy)
         for (int dx = 0; dx < thick; ++dx)
-          if (x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1) set(x + dx, y + dy, c);
+          if (x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1)
+            set(x + dx, y + dy, c);
     }
   }
-  static int text_width(const std::string& s, int scale) { return static_cast<int>(s.size()) * 6 * scale - scale; }
+  static int text_width(const std::string& s, int scale) {
+    return static_cast<int>(s.size()) * 6 * scale - scale;
+  }
   static int text_height(int scale) { return 7 * scale; }
   /// Text with its top-left corner at (x, y).
   void text(int x, int y, const std::string& s, const unsigned char* c, int scale = 1) {
@@ -262,8 +284,8 @@ struct Canvas {
       for (int r = 0; r < 7; ++r)
         for (int q = 0; q < 5; ++q)
           if (g[r * 5 + q] == '#')
-            fill(x + (static_cast<int>(i) * 6 + q) * scale, y + r * scale, x + (static_cast<int>(i) * 6 + q + 1) * scale - 1,
-                 y + (r + 1) * scale - 1, c);
+            fill(x + (static_cast<int>(i) * 6 + q) * scale, y + r * scale,
+                 x + (static_cast<int>(i) * 6 + q + 1) * scale - 1, y + (r + 1) * scale - 1, c);
     }
   }
 };
@@ -293,17 +315,20 @@ inline std::string tick_label(double v) {
 /// one colour per curve (10 colours, then repeated), a legend with the names, the optional title,
 /// optional log10 y axis. Non-finite points (and y <= 0 with log_y) are skipped and break the line.
 /// Curves may be empty. Atomic (temp file + rename); throws diffuse::Error naming `path` on failure
-/// or on inconsistent input (names, xs, ys of different lengths; xs[i], ys[i] of different lengths).
+/// or on inconsistent input (names, xs, ys of different lengths; xs[i], ys[i] of different
+/// lengths).
 inline void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
-                            const std::vector<std::vector<double>>& xs, const std::vector<std::vector<double>>& ys,
-                            const PlotOptions& o = {}) {
-  check(names.size() == xs.size() && xs.size() == ys.size(), "plot_curves_png('", path, "'): ", names.size(),
-        " names, ", xs.size(), " x series and ", ys.size(), " y series; they must agree");
+                            const std::vector<std::vector<double>>& xs,
+                            const std::vector<std::vector<double>>& ys, const PlotOptions& o = {}) {
+  check(names.size() == xs.size() && xs.size() == ys.size(), "plot_curves_png('", path,
+        "'): ", names.size(), " names, ", xs.size(), " x series and ", ys.size(),
+        " y series; they must agree");
   for (size_t i = 0; i < xs.size(); ++i)
-    check(xs[i].size() == ys[i].size(), "plot_curves_png('", path, "'): curve '", names[i], "' has ", xs[i].size(),
-          " x values and ", ys[i].size(), " y values");
-  check(o.width >= 160 && o.width <= 8192 && o.height >= 160 && o.height <= 8192, "plot_curves_png('", path,
-        "'): width and height must be in [160, 8192], got ", o.width, " x ", o.height);
+    check(xs[i].size() == ys[i].size(), "plot_curves_png('", path, "'): curve '", names[i],
+          "' has ", xs[i].size(), " x values and ", ys[i].size(), " y values");
+  check(o.width >= 160 && o.width <= 8192 && o.height >= 160 && o.height <= 8192,
+        "plot_curves_png('", path, "'): width and height must be in [160, 8192], got ", o.width,
+        " x ", o.height);
 
   auto usable = [&](double x, double y) {
     return std::isfinite(x) && std::isfinite(y) && (!o.log_y || y > 0);
@@ -385,11 +410,12 @@ inline void plot_curves_png(const std::string& path, const std::vector<std::stri
   cv.fill(left, bottom, right, bottom, ink);
   cv.fill(left, top, left, bottom, ink);
   cv.fill(right, top, right, bottom, ink);
-  if (!o.title.empty()) cv.text((o.width - detail::Canvas::text_width(o.title, 2)) / 2, 8, o.title, ink, 2);
+  if (!o.title.empty())
+    cv.text((o.width - detail::Canvas::text_width(o.title, 2)) / 2, 8, o.title, ink, 2);
 
-  static const unsigned char palette[10][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},
-                                               {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                                               {188, 189, 34},  {23, 190, 207}};
+  static const unsigned char palette[10][3] = {
+      {31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
+      {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
   for (size_t i = 0; i < xs.size(); ++i) {
     const unsigned char* c = palette[i % 10];
     bool have_prev = false;
@@ -403,7 +429,8 @@ inline void plot_curves_png(const std::string& path, const std::vector<std::stri
       if (have_prev)
         cv.line(qx, qy, cx, cy, c, 2, left + 1, top + 1, right - 1, bottom - 1);
       else
-        cv.line(cx, cy, cx, cy, c, 2, left + 1, top + 1, right - 1, bottom - 1);  // isolated points stay visible
+        cv.line(cx, cy, cx, cy, c, 2, left + 1, top + 1, right - 1,
+                bottom - 1);  // isolated points stay visible
       qx = cx, qy = cy, have_prev = true;
     }
   }

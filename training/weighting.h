@@ -26,10 +26,12 @@
 //                  SNR = 0) gives gamma / 0 = inf -> weight 1 (the limit), never NaN; v gives 0 there.
 //   snr            w_x0 = SNR (= the unweighted epsilon loss, Ho et al. 2020, expressed elsewhere).
 //   truncated_snr  w_x0 = max(SNR, 1) (Salimans & Ho, "Progressive Distillation", 2022, Sec. 4;
-//                  Min-SNR's 'trunc_snr').
+//                  Min-SNR's 'trunc_snr'). Infinite for epsilon at SNR = 0 (max(0, 1) / 0).
 //   edm            w_x0 = lambda(sigma_ve) = (sigma_ve^2 + sigma_data^2) / (sigma_ve sigma_data)^2
 //                  = SNR + 1 / sigma_data^2 (Karras et al. 2022, Eq. 8 and Table 1; MaskDiT's
 //                  EDMLoss weight), sigma_data default 0.5. Infinite for epsilon at SNR = 0.
+// Only none, min_snr and snr are finite for every parameterisation at zero terminal SNR; epsilon
+// prediction cannot be trained usefully there anyway (it gives no x0 at alpha = 0).
 // Weights are computed from the schedule's alpha(t), sigma(t) in float64 and returned in t's dtype
 // on t's device; no host synchronisation.
 #pragma once

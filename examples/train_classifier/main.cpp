@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
     } else if (!a.empty() && a[0] != '-') {
       out = a;
     } else {
-      std::fprintf(stderr, "usage: %s [OUT.pt] [--epochs N] [--seed S] [--threads T] [--data DIR]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [OUT.pt] [--epochs N] [--seed S] [--threads T] [--data DIR]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -43,15 +45,18 @@ int main(int argc, char** argv) {
     const diffuse::Dataset test = diffuse::load_fashion_mnist("test", data_dir);
     const auto start = std::chrono::steady_clock::now();
     options.on_epoch([&](int64_t epoch, double loss, double acc) {
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("epoch %lld  loss %.4f  test accuracy %.4f  (%.0f s)\n", static_cast<long long>(epoch), loss, acc, s);
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::printf("epoch %lld  loss %.4f  test accuracy %.4f  (%.0f s)\n",
+                  static_cast<long long>(epoch), loss, acc, s);
       std::fflush(stdout);
     });
     diffuse::FashionClassifier model = diffuse::train_fashion_classifier(train, options, &test);
     diffuse::save_fashion_classifier(model, out);
     diffuse::FashionClassifier loaded = diffuse::load_fashion_classifier(out);
     std::printf("wrote %s (%lld bytes); test accuracy after reload %.4f\n", out.c_str(),
-                static_cast<long long>(std::filesystem::file_size(out)), diffuse::classifier_accuracy(loaded, test));
+                static_cast<long long>(std::filesystem::file_size(out)),
+                diffuse::classifier_accuracy(loaded, test));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -26,7 +26,8 @@ namespace fs = std::filesystem;
 struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("diffuse_data_test_" + tag + "_" + std::to_string(::getpid()));
+    path =
+        fs::temp_directory_path() / ("diffuse_data_test_" + tag + "_" + std::to_string(::getpid()));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -57,7 +58,8 @@ void write_raw(const std::string& path, const std::vector<unsigned char>& bytes)
 void write_gz(const std::string& path, const std::vector<unsigned char>& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");
   ASSERT_NE(f, nullptr);
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())),
+            static_cast<int>(bytes.size()));
   gzclose(f);
 }
 
@@ -65,7 +67,8 @@ std::vector<unsigned char> ubyte_file(const std::vector<uint32_t>& dims, int see
   std::vector<unsigned char> b = idx_header(0x08, dims);
   size_t n = 1;
   for (uint32_t d : dims) n *= d;
-  for (size_t i = 0; i < n; ++i) b.push_back(static_cast<unsigned char>((i * 37 + static_cast<size_t>(seed)) % 256));
+  for (size_t i = 0; i < n; ++i)
+    b.push_back(static_cast<unsigned char>((i * 37 + static_cast<size_t>(seed)) % 256));
   return b;
 }
 
@@ -93,7 +96,8 @@ TEST(ReadIdx, RawAndGzipRoundTripByteExactly) {
     ASSERT_EQ(t.scalar_type(), at::kByte) << name;
     ASSERT_EQ(t.sizes(), at::IntArrayRef({2, 3, 4})) << name;
     const uint8_t* p = t.data_ptr<uint8_t>();
-    for (int64_t i = 0; i < 24; ++i) ASSERT_EQ(p[i], bytes[16 + static_cast<size_t>(i)]) << name << " element " << i;
+    for (int64_t i = 0; i < 24; ++i)
+      ASSERT_EQ(p[i], bytes[16 + static_cast<size_t>(i)]) << name << " element " << i;
   }
   // idx1 labels.
   write_gz(dir / "l-idx1-ubyte.gz", ubyte_file({7}, 1));
@@ -103,7 +107,8 @@ TEST(ReadIdx, RawAndGzipRoundTripByteExactly) {
 TEST(ReadIdx, MultiByteTypesAreBigEndian) {
   TempDir dir("idx_int");
   std::vector<unsigned char> b = idx_header(0x0C, {2});
-  for (unsigned char c : {0x00, 0x00, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFE}) b.push_back(c);  // 258, -2
+  for (unsigned char c : {0x00, 0x00, 0x01, 0x02, 0xFF, 0xFF, 0xFF, 0xFE})
+    b.push_back(c);  // 258, -2
   write_raw(dir / "i.idx", b);
   const Tensor t = read_idx(dir / "i.idx");
   ASSERT_EQ(t.scalar_type(), at::kInt);
@@ -114,7 +119,8 @@ TEST(ReadIdx, MultiByteTypesAreBigEndian) {
 TEST(ReadIdx, BrokenFilesAreErrorsNamingTheFile) {
   TempDir dir("idx_bad");
   const std::vector<unsigned char> good = ubyte_file({3, 28, 28}, 0);
-  ExpectErrorNaming([&] { read_idx(dir / "missing-idx3-ubyte.gz"); }, "missing-idx3-ubyte.gz", "no such file");
+  ExpectErrorNaming([&] { read_idx(dir / "missing-idx3-ubyte.gz"); }, "missing-idx3-ubyte.gz",
+                    "no such file");
 
   std::vector<unsigned char> cut(good.begin(), good.end() - 10);
   write_raw(dir / "cut-raw", cut);
@@ -127,7 +133,8 @@ TEST(ReadIdx, BrokenFilesAreErrorsNamingTheFile) {
   std::ifstream in(dir / "full.gz", std::ios::binary);
   std::vector<char> gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_GT(gz.size(), 40u);
-  write_raw(dir / "cut.gz", std::vector<unsigned char>(gz.begin(), gz.begin() + static_cast<long>(gz.size() / 2)));
+  write_raw(dir / "cut.gz",
+            std::vector<unsigned char>(gz.begin(), gz.begin() + static_cast<long>(gz.size() / 2)));
   ExpectErrorNaming([&] { read_idx(dir / "cut.gz"); }, "cut.gz");
 
   std::vector<unsigned char> magic = good;
@@ -176,20 +183,24 @@ TEST(FashionMnist, LoadsAMiniatureDirectoryWithScalingAndLimit) {
 
 TEST(FashionMnist, BrokenDirectoriesAreErrorsNamingTheFile) {
   TempDir dir("fm_bad");
-  ExpectErrorNaming([&] { load_fashion_mnist("train", dir.path.string()); }, "train-images-idx3-ubyte.gz",
-                    "no such file");
+  ExpectErrorNaming([&] { load_fashion_mnist("train", dir.path.string()); },
+                    "train-images-idx3-ubyte.gz", "no such file");
   write_mini_fashion(dir, "train", 5, 4);
-  ExpectErrorNaming([&] { load_fashion_mnist("train", dir.path.string()); }, "train-labels-idx1-ubyte.gz", "disagree");
+  ExpectErrorNaming([&] { load_fashion_mnist("train", dir.path.string()); },
+                    "train-labels-idx1-ubyte.gz", "disagree");
   write_mini_fashion(dir, "t10k", 4, 4);
   write_gz(dir / "t10k-images-idx3-ubyte.gz", ubyte_file({4, 27, 28}, 0));  // wrong image size
-  ExpectErrorNaming([&] { load_fashion_mnist("test", dir.path.string()); }, "t10k-images-idx3-ubyte.gz", "28");
+  ExpectErrorNaming([&] { load_fashion_mnist("test", dir.path.string()); },
+                    "t10k-images-idx3-ubyte.gz", "28");
   ExpectErrorNaming([&] { load_fashion_mnist("validation", dir.path.string()); }, "validation");
 }
 
 TEST(FashionMnist, RealDataHasThePublishedSizesAndBalance) {
   const std::string dir = fashion_mnist_default_dir();
-  if (!fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz") && !fs::exists(fs::path(dir) / "train-images-idx3-ubyte"))
-    GTEST_SKIP() << "Fashion-MNIST not installed in " << dir << " (Debian package dataset-fashion-mnist)";
+  if (!fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz") &&
+      !fs::exists(fs::path(dir) / "train-images-idx3-ubyte"))
+    GTEST_SKIP() << "Fashion-MNIST not installed in " << dir
+                 << " (Debian package dataset-fashion-mnist)";
   const Dataset train = load_fashion_mnist("train"), test = load_fashion_mnist("test");
   train.validate();
   test.validate();
@@ -207,8 +218,11 @@ TEST(FashionMnist, RealDataHasThePublishedSizesAndBalance) {
 
 /// A deterministic [C, H, W] image with values on the 8-bit grid k / 127.5 - 1.
 Tensor grid_image(int64_t c, int64_t h, int64_t w, int64_t seed) {
-  return at::remainder(at::arange(c * h * w, at::kLong) * 31 + seed, 256).to(at::kFloat).div(127.5).sub(1.0).reshape(
-      {c, h, w});
+  return at::remainder(at::arange(c * h * w, at::kLong) * 31 + seed, 256)
+      .to(at::kFloat)
+      .div(127.5)
+      .sub(1.0)
+      .reshape({c, h, w});
 }
 
 TEST(ImageFolder, ClassSubfoldersRoundTripThroughSavePng) {
@@ -287,7 +301,8 @@ TEST(Toy2d, ShapesLabelsScaleAndDeterminism) {
     EXPECT_EQ(a.data.scalar_type(), at::kFloat) << name;
     EXPECT_TRUE(a.data.equal(b.data)) << name;
     EXPECT_FALSE(a.data.equal(c.data)) << name;
-    // Isotropic scaling keeps the shape: the per-coordinate variances average to 1 (moons: 1.5, 0.5).
+    // Isotropic scaling keeps the shape: the per-coordinate variances average to 1 (moons: 1.5,
+    // 0.5).
     const Tensor mean = a.data.mean(0), var = a.data.var(0);
     EXPECT_LT(mean.abs().max().item<double>(), 0.08) << name << " mean " << mean;
     EXPECT_NEAR(var.mean().item<double>(), 1.0, 0.05) << name << " var " << var;
@@ -304,7 +319,8 @@ TEST(Toy2d, ShapesLabelsScaleAndDeterminism) {
   EXPECT_NEAR(k2[0].item<double>(), 0.0, 0.05);
   EXPECT_NEAR(k2[1].item<double>(), 4.0 / std::sqrt(8.25), 0.05);
   EXPECT_FALSE(make_toy_2d("checkerboard", 10, detail::cpu_generator(0)).labels.defined());
-  ExpectErrorNaming([&] { make_toy_2d("spiral", 10, detail::cpu_generator(0)); }, "spiral", "moons");
+  ExpectErrorNaming([&] { make_toy_2d("spiral", 10, detail::cpu_generator(0)); }, "spiral",
+                    "moons");
   ExpectErrorNaming([&] { make_toy_2d("moons", 0, detail::cpu_generator(0)); }, "n must be");
 }
 

@@ -26,11 +26,11 @@ std::string error_of(F&& f) {
   }
   return "";
 }
-#define EXPECT_ERROR_NAMING(stmt, text)                                                          \
-  do {                                                                                           \
-    const std::string msg_ = error_of([&] { stmt; });                                            \
-    EXPECT_NE(msg_.find(text), std::string::npos) << "expected an Error naming '" << (text)      \
-                                                  << "', got '" << msg_ << "' from " #stmt; \
+#define EXPECT_ERROR_NAMING(stmt, text)                                                     \
+  do {                                                                                      \
+    const std::string msg_ = error_of([&] { stmt; });                                       \
+    EXPECT_NE(msg_.find(text), std::string::npos)                                           \
+        << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
   } while (0)
 
 int64_t count(const std::vector<at::Tensor>& ts) {
@@ -41,8 +41,15 @@ int64_t count(const std::vector<at::Tensor>& ts) {
 
 /// Small MaskDiT: 8x8x2 input, patch 2 -> 16 tokens, class-conditional, learned sigma.
 DiTOptions small_maskdit() {
-  return DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(3).learn_sigma(true)
-      .decoder_depth(1).decoder_hidden_size(16).decoder_num_heads(2);
+  return DiTOptions(8, 2)
+      .hidden_size(32)
+      .depth(2)
+      .num_heads(4)
+      .num_classes(3)
+      .learn_sigma(true)
+      .decoder_depth(1)
+      .decoder_hidden_size(16)
+      .decoder_num_heads(2);
 }
 
 /// Makes the zero-initialised layers (adaLN modulation, final/decoder linear) random so that every
@@ -51,7 +58,8 @@ void perturb_zero_init(DiTImpl& m) {
   torch::NoGradGuard g;
   for (auto& p : m.named_parameters()) {
     const std::string& k = p.key();
-    if (k.find("adaLN_modulation") != std::string::npos || k.find("final_layer.linear") != std::string::npos ||
+    if (k.find("adaLN_modulation") != std::string::npos ||
+        k.find("final_layer.linear") != std::string::npos ||
         k.find("decoder_layer.linear") != std::string::npos)
       p.value().normal_(0.0, 0.2);
   }
@@ -93,8 +101,8 @@ TEST(DiT, OutputShapes) {
 // Reference counts: facebookresearch/DiT @ed81ce2 models.py, DiT_S_2 / DiT_B_2 (input_size 32,
 // in_channels 4, num_classes 1000, class_dropout_prob 0.1, learn_sigma True); sum of numel over
 // model.parameters() (as train.py logs), which includes the frozen pos_embed (256 x d). Computed by
-// hand, 18 d^2 + 15 d per block etc., and with an independent PyTorch re-implementation of the module
-// structure (which also gives DiT-XL/2's widely quoted 675,129,632).
+// hand, 18 d^2 + 15 d per block etc., and with an independent PyTorch re-implementation of the
+// module structure (which also gives DiT-XL/2's widely quoted 675,129,632).
 TEST(DiT, ParameterCountsMatchTheReference) {
   struct Case {
     const char* name;
@@ -111,13 +119,21 @@ TEST(DiT, ParameterCountsMatchTheReference) {
   // The MaskDiT decoder (DiT-XL/2 encoder, 8 x 512-wide decoder blocks) adds decoder_layer
   // (LN-adaLN 1152 -> 512), mask_token, decoder_pos_embed and 8 blocks conditioned by c (1152-d);
   // counted here on a small instance against the closed form.
-  DiT md(DiTOptions(8, 2).hidden_size(32).depth(1).num_heads(4).decoder_depth(2).decoder_hidden_size(16)
+  DiT md(DiTOptions(8, 2)
+             .hidden_size(32)
+             .depth(1)
+             .num_heads(4)
+             .decoder_depth(2)
+             .decoder_hidden_size(16)
              .decoder_num_heads(2));
   const int64_t d = 32, e = 16, p2c = 4 * 2;
-  const int64_t block_d = 3 * d * d + 3 * d + d * d + d + 4 * d * d + 4 * d + 4 * d * d + d + d * 6 * d + 6 * d;
-  const int64_t block_e = 3 * e * e + 3 * e + e * e + e + 4 * e * e + 4 * e + 4 * e * e + e + d * 6 * e + 6 * e;
-  const int64_t expected = (4 * 2 * d + d) + (256 * d + d + d * d + d) + block_d + (d * e + e + d * 2 * d + 2 * d) +
-                           e + 2 * block_e + (e * p2c + p2c + d * 2 * e + 2 * e);
+  const int64_t block_d =
+      3 * d * d + 3 * d + d * d + d + 4 * d * d + 4 * d + 4 * d * d + d + d * 6 * d + 6 * d;
+  const int64_t block_e =
+      3 * e * e + 3 * e + e * e + e + 4 * e * e + 4 * e + 4 * e * e + e + d * 6 * e + 6 * e;
+  const int64_t expected = (4 * 2 * d + d) + (256 * d + d + d * d + d) + block_d +
+                           (d * e + e + d * 2 * d + 2 * d) + e + 2 * block_e +
+                           (e * p2c + p2c + d * 2 * e + 2 * e);
   EXPECT_EQ(count(md->parameters()), expected);
 }
 
@@ -127,23 +143,45 @@ TEST(DiT, ParameterNamesFollowTheReference) {
   for (const auto& p : m->named_parameters()) names.insert(p.key());
   for (const auto& b : m->named_buffers()) names.insert(b.key());
   // facebookresearch/DiT @ed81ce2 models.py and Anima-Lab/MaskDiT @73cfb96 models/maskdit.py.
-  for (const char* k :
-       {"pos_embed", "x_embedder.proj.weight", "x_embedder.proj.bias", "t_embedder.mlp.0.weight",
-        "t_embedder.mlp.0.bias", "t_embedder.mlp.2.weight", "t_embedder.mlp.2.bias",
-        "y_embedder.embedding_table.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias",
-        "blocks.0.attn.proj.weight", "blocks.1.attn.proj.bias", "blocks.1.mlp.fc1.weight", "blocks.1.mlp.fc1.bias",
-        "blocks.1.mlp.fc2.weight", "blocks.1.mlp.fc2.bias", "blocks.1.adaLN_modulation.1.weight",
-        "blocks.1.adaLN_modulation.1.bias", "final_layer.linear.weight", "final_layer.linear.bias",
-        "final_layer.adaLN_modulation.1.weight", "final_layer.adaLN_modulation.1.bias", "decoder_pos_embed",
-        "decoder_layer.linear.weight", "decoder_layer.linear.bias", "decoder_layer.adaLN_modulation.1.weight",
-        "mask_token", "decoder_blocks.0.attn.qkv.weight", "decoder_blocks.0.adaLN_modulation.1.weight"})
+  for (const char* k : {"pos_embed",
+                        "x_embedder.proj.weight",
+                        "x_embedder.proj.bias",
+                        "t_embedder.mlp.0.weight",
+                        "t_embedder.mlp.0.bias",
+                        "t_embedder.mlp.2.weight",
+                        "t_embedder.mlp.2.bias",
+                        "y_embedder.embedding_table.weight",
+                        "blocks.0.attn.qkv.weight",
+                        "blocks.0.attn.qkv.bias",
+                        "blocks.0.attn.proj.weight",
+                        "blocks.1.attn.proj.bias",
+                        "blocks.1.mlp.fc1.weight",
+                        "blocks.1.mlp.fc1.bias",
+                        "blocks.1.mlp.fc2.weight",
+                        "blocks.1.mlp.fc2.bias",
+                        "blocks.1.adaLN_modulation.1.weight",
+                        "blocks.1.adaLN_modulation.1.bias",
+                        "final_layer.linear.weight",
+                        "final_layer.linear.bias",
+                        "final_layer.adaLN_modulation.1.weight",
+                        "final_layer.adaLN_modulation.1.bias",
+                        "decoder_pos_embed",
+                        "decoder_layer.linear.weight",
+                        "decoder_layer.linear.bias",
+                        "decoder_layer.adaLN_modulation.1.weight",
+                        "mask_token",
+                        "decoder_blocks.0.attn.qkv.weight",
+                        "decoder_blocks.0.adaLN_modulation.1.weight"})
     EXPECT_EQ(names.count(k), 1u) << k;
   // Shapes that a checkpoint mapping relies on.
   auto params = m->named_parameters();
   EXPECT_EQ(params["y_embedder.embedding_table.weight"].sizes(), (std::vector<int64_t>{4, 32}));
-  EXPECT_EQ(params["decoder_blocks.0.adaLN_modulation.1.weight"].sizes(), (std::vector<int64_t>{6 * 16, 32}));
-  EXPECT_EQ(params["decoder_layer.adaLN_modulation.1.weight"].sizes(), (std::vector<int64_t>{2 * 32, 32}));
-  EXPECT_EQ(params["final_layer.adaLN_modulation.1.weight"].sizes(), (std::vector<int64_t>{2 * 16, 32}));
+  EXPECT_EQ(params["decoder_blocks.0.adaLN_modulation.1.weight"].sizes(),
+            (std::vector<int64_t>{6 * 16, 32}));
+  EXPECT_EQ(params["decoder_layer.adaLN_modulation.1.weight"].sizes(),
+            (std::vector<int64_t>{2 * 32, 32}));
+  EXPECT_EQ(params["final_layer.adaLN_modulation.1.weight"].sizes(),
+            (std::vector<int64_t>{2 * 16, 32}));
   EXPECT_EQ(params["final_layer.linear.weight"].sizes(), (std::vector<int64_t>{2 * 2 * 4, 16}));
   EXPECT_EQ(params["mask_token"].sizes(), (std::vector<int64_t>{1, 1, 16}));
   EXPECT_EQ(m->named_buffers()["pos_embed"].sizes(), (std::vector<int64_t>{1, 16, 32}));
@@ -166,15 +204,17 @@ TEST(DiT, InitialisationFollowsTheReference) {
   const double sd = p["t_embedder.mlp.0.weight"].std().item<double>();
   EXPECT_NEAR(sd, 0.02, 0.002);
   EXPECT_NEAR(p["mask_token"].abs().max().item<double>(), 0.02, 0.03);
-  for (const char* k : {"blocks.0.adaLN_modulation.1.weight", "decoder_blocks.0.adaLN_modulation.1.bias",
-                        "final_layer.linear.weight", "final_layer.adaLN_modulation.1.weight",
-                        "decoder_layer.linear.weight", "decoder_layer.adaLN_modulation.1.bias"})
+  for (const char* k :
+       {"blocks.0.adaLN_modulation.1.weight", "decoder_blocks.0.adaLN_modulation.1.bias",
+        "final_layer.linear.weight", "final_layer.adaLN_modulation.1.weight",
+        "decoder_layer.linear.weight", "decoder_layer.adaLN_modulation.1.bias"})
     EXPECT_EQ(p[k].abs().max().item<double>(), 0.0) << k;
 }
 
 TEST(DiT, AdaLnZeroGivesZeroOutputUntilPerturbed) {
   torch::manual_seed(1);
-  for (DiTOptions o : {DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(5), small_maskdit()}) {
+  for (DiTOptions o :
+       {DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(5), small_maskdit()}) {
     DiT m(o);
     at::Tensor x = at::randn({2, 2, 8, 8}), t = at::tensor({3.0f, 500.0f});
     at::Tensor y = at::tensor({int64_t{1}, int64_t{0}});
@@ -198,8 +238,8 @@ TEST(DiT, AllFalseMaskEqualsTheUnmaskedForward) {
 }
 
 TEST(DiT, MaskedPatchesDoNotInfluenceAnyOutput) {
-  // The encoder only sees the kept tokens and the decoder replaces the dropped ones by the mask token,
-  // so the pixels of masked patches cannot reach any output position.
+  // The encoder only sees the kept tokens and the decoder replaces the dropped ones by the mask
+  // token, so the pixels of masked patches cannot reach any output position.
   torch::manual_seed(4);
   DiT m(small_maskdit());
   perturb_zero_init(*m);
@@ -207,7 +247,8 @@ TEST(DiT, MaskedPatchesDoNotInfluenceAnyOutput) {
   at::Tensor mask = half_mask(b, 16, 7);
   at::Tensor x = at::randn({b, 2, 8, 8}), t = at::tensor({5.0f, 700.0f});
   // Pixel mask: patch (i, j) = token i*4 + j covers rows 2i..2i+1, columns 2j..2j+1.
-  at::Tensor pix = mask.reshape({b, 1, 4, 1, 4, 1}).expand({b, 2, 4, 2, 4, 2}).reshape({b, 2, 8, 8});
+  at::Tensor pix =
+      mask.reshape({b, 1, 4, 1, 4, 1}).expand({b, 2, 4, 2, 4, 2}).reshape({b, 2, 8, 8});
   at::Tensor x_changed = at::where(pix, at::randn({b, 2, 8, 8}) * 5, x);
   at::Tensor out = m->forward(x, t, {}, mask);
   EXPECT_EQ((x_changed - x).abs().max().item<double>() > 0, true);
@@ -222,7 +263,8 @@ TEST(DiT, MaskedPatchesDoNotInfluenceAnyOutput) {
 TEST(DiT, GradientsReachEveryTrainableParameter) {
   torch::manual_seed(5);
   for (bool masked : {false, true}) {
-    DiT m(masked ? small_maskdit() : DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(3));
+    DiT m(masked ? small_maskdit()
+                 : DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(3));
     perturb_zero_init(*m);
     at::Tensor x = at::randn({4, 2, 8, 8}), t = at::rand({4}) * 999;
     at::Tensor y = at::tensor({int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}});
@@ -230,9 +272,11 @@ TEST(DiT, GradientsReachEveryTrainableParameter) {
     out.pow(2).mean().backward();
     for (const auto& p : m->named_parameters()) {
       ASSERT_TRUE(p.value().grad().defined()) << p.key();
-      EXPECT_GT(p.value().grad().abs().max().item<double>(), 0.0) << p.key() << (masked ? " (masked)" : "");
+      EXPECT_GT(p.value().grad().abs().max().item<double>(), 0.0)
+          << p.key() << (masked ? " (masked)" : "");
     }
-    for (const auto& buf : m->named_buffers()) EXPECT_FALSE(buf.value().requires_grad()) << buf.key();
+    for (const auto& buf : m->named_buffers())
+      EXPECT_FALSE(buf.value().requires_grad()) << buf.key();
   }
 }
 
@@ -251,7 +295,8 @@ TEST(DiT, TimestepEmbeddingMatchesTheFormula) {
   }
   // Hand value: t = 1, k = 64: f = 10000^-0.5 = 0.01, cos(0.01) = 0.99995000041666.
   EXPECT_NEAR(e[1][64].item<double>(), 0.99995000041666, 1e-12);
-  // float32 path (what the model uses for float inputs) agrees to float precision; odd dims pad a zero.
+  // float32 path (what the model uses for float inputs) agrees to float precision; odd dims pad a
+  // zero.
   ExpectTensorNear(dit_timestep_embedding(t.to(at::kFloat), 256), e, 2e-5, 0, "float32");
   EXPECT_EQ(dit_timestep_embedding(t, 7).select(1, 6).abs().max().item<double>(), 0.0);
 }
@@ -283,7 +328,8 @@ TEST(DiT, PatchAndUnpatchifyOrderMatchTheReference) {
   // Token i*g + j is patch (row i, column j); the final linear's per-token output is laid out
   // (p, q, c) as DiT's unpatchify einsum 'nhwpqc->nchpwq'. With the zero-initialised modulation the
   // final layer returns its bias, so the output image shows that layout directly.
-  DiT m(DiTOptions(8, 3).patch_size(4).hidden_size(16).depth(1).num_heads(2));  // g = 2, p = 4, C = 3
+  DiT m(
+      DiTOptions(8, 3).patch_size(4).hidden_size(16).depth(1).num_heads(2));  // g = 2, p = 4, C = 3
   {
     torch::NoGradGuard g;
     m->final_layer->linear->bias.copy_(at::arange(48, at::kFloat));
@@ -293,7 +339,8 @@ TEST(DiT, PatchAndUnpatchifyOrderMatchTheReference) {
     for (int64_t a = 0; a < 4; ++a)
       for (int64_t bq = 0; bq < 4; ++bq)
         for (int64_t i : {0, 1})
-          EXPECT_EQ(out[0][c][i * 4 + a][4 + bq].item<float>(), static_cast<float>((a * 4 + bq) * 3 + c));
+          EXPECT_EQ(out[0][c][i * 4 + a][4 + bq].item<float>(),
+                    static_cast<float>((a * 4 + bq) * 3 + c));
   // Patchify: an input nonzero only in patch (row 1, column 0) gives a token that differs from the
   // bias only at index 1*2 + 0.
   at::Tensor x = at::zeros({1, 3, 8, 8});
@@ -305,8 +352,8 @@ TEST(DiT, PatchAndUnpatchifyOrderMatchTheReference) {
 }
 
 TEST(DiT, AttentionUsesTheQkvHeadLayoutOfTheReference) {
-  // timm Attention: qkv(x).reshape(B, N, 3, heads, head_dim): rows [0, d) are q, [d, 2d) k, [2d, 3d) v,
-  // each split into consecutive head_dim blocks.
+  // timm Attention: qkv(x).reshape(B, N, 3, heads, head_dim): rows [0, d) are q, [d, 2d) k, [2d,
+  // 3d) v, each split into consecutive head_dim blocks.
   torch::manual_seed(6);
   DiTAttention attn(8, 2);
   at::Tensor x = at::randn({1, 5, 8}, at::kFloat);
@@ -358,22 +405,51 @@ TEST(DiT, AsNetworkReadsLabelsAndMaskAndDropsSigmaChannels) {
   EXPECT_FALSE(at::equal(net(x, t, c), out));
   // An unconditional model ignores Conditioning.value.
   DiT u(DiTOptions(8, 2).hidden_size(16).depth(1).num_heads(2));
-  EXPECT_TRUE(at::equal(as_network(u)(x, t, c.value.defined() ? Conditioning{c.value, {}} : Conditioning{}),
-                        u->forward(x, t)));
+  EXPECT_TRUE(at::equal(as_network(u)(x, t, Conditioning{c.value, {}}), u->forward(x, t)));
+}
+
+TEST(DiT, OptionsConfigRoundTripAndPresets) {
+  const DiTOptions o = small_maskdit().mlp_ratio(2.5);
+  const DiTOptions back = dit_options_from_config(to_config(o));
+  EXPECT_EQ(to_config(back), to_config(o));
+  EXPECT_EQ(back.decoder_hidden_size(), 16);
+  EXPECT_EQ(back.mlp_ratio(), 2.5);
+  EXPECT_TRUE(back.learn_sigma());
+  // A preset with an override; DiT Table 1 sizes.
+  const DiTOptions b = dit_options_from_config(
+      {{"preset", "B/2"}, {"input_size", "32"}, {"in_channels", "4"}, {"num_classes", "1000"}});
+  EXPECT_EQ(b.hidden_size(), 768);
+  EXPECT_EQ(b.depth(), 12);
+  EXPECT_EQ(b.num_heads(), 12);
+  EXPECT_EQ(b.num_classes(), 1000);
+  const DiTOptions xl = dit_preset("XL/2", 32, 4);
+  EXPECT_EQ(xl.hidden_size() * 1000 + xl.depth() * 10 + xl.num_heads() / 16, 1152000 + 280 + 1);
+  EXPECT_ERROR_NAMING(
+      dit_options_from_config({{"input_size", "32"}, {"in_channels", "4"}, {"widht", "3"}}),
+      "widht");
+  EXPECT_ERROR_NAMING(dit_options_from_config({{"in_channels", "4"}}), "input_size");
+  EXPECT_ERROR_NAMING(
+      dit_options_from_config({{"input_size", "30"}, {"in_channels", "4"}, {"patch_size", "4"}}),
+      "input_size (30)");
 }
 
 TEST(DiT, BadOptionsAreErrorsNamingTheValue) {
   EXPECT_ERROR_NAMING(DiT(DiTOptions(10, 3).patch_size(4)), "input_size (10)");
-  EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(30).num_heads(3)), "hidden_size must be a positive multiple of 4 (2-D sin-cos position embedding), got 30");
+  EXPECT_ERROR_NAMING(
+      DiT(DiTOptions(8, 3).hidden_size(30).num_heads(3)),
+      "hidden_size must be a positive multiple of 4 (2-D sin-cos position embedding), got 30");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(5)), "num_heads (5)");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 0)), "in_channels must be > 0, got 0");
-  EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).depth(0)), "depth must be >= 1, got 0");
+  EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).depth(0)),
+                      "depth must be >= 1, got 0");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).num_classes(-2)), "got -2");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).mlp_ratio(0)), "mlp_ratio");
-  EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).decoder_depth(1).decoder_hidden_size(18)),
-                      "decoder_hidden_size must be a positive multiple of 4, got 18");
-  EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).decoder_depth(1).decoder_num_heads(3)),
-                      "decoder_num_heads (3)");
+  EXPECT_ERROR_NAMING(
+      DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).decoder_depth(1).decoder_hidden_size(18)),
+      "decoder_hidden_size must be a positive multiple of 4, got 18");
+  EXPECT_ERROR_NAMING(
+      DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).decoder_depth(1).decoder_num_heads(3)),
+      "decoder_num_heads (3)");
   EXPECT_ERROR_NAMING(dit_preset("XXL/2", 32, 4), "XXL/2");
   EXPECT_ERROR_NAMING(dit_preset("XXL/2", 32, 4), "tiny, mini, S/2, B/2, L/2, XL/2");
 }
@@ -383,7 +459,8 @@ TEST(DiT, BadInputsAreErrorsNamingTheValue) {
   at::Tensor x = at::randn({2, 2, 8, 8}), t = at::ones({2});
   EXPECT_ERROR_NAMING(m->forward(at::randn({2, 3, 8, 8}), t), "[2, 3, 8, 8]");
   EXPECT_ERROR_NAMING(m->forward(x, at::ones({3})), "[3]");
-  EXPECT_ERROR_NAMING(m->forward(x, t, at::tensor({int64_t{0}, int64_t{4}})), "got values in [0, 4]");
+  EXPECT_ERROR_NAMING(m->forward(x, t, at::tensor({int64_t{0}, int64_t{4}})),
+                      "got values in [0, 4]");
   EXPECT_ERROR_NAMING(m->forward(x, t, at::tensor({0.5f, 1.0f})), "Float");
   EXPECT_ERROR_NAMING(m->forward(x, t, {}, at::zeros({2, 16})), "must be a bool tensor");
   EXPECT_ERROR_NAMING(m->forward(x, t, {}, at::zeros({2, 15}, at::kBool)), "[2, 15]");

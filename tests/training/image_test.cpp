@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("diffuse_image_test_" + tag + "_" + std::to_string(::getpid()));
+    path = fs::temp_directory_path() /
+           ("diffuse_image_test_" + tag + "_" + std::to_string(::getpid()));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -32,7 +33,10 @@ struct TempDir {
     fs::remove_all(path, ec);
   }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
-  size_t count() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
+  size_t count() const {
+    return static_cast<size_t>(
+        std::distance(fs::directory_iterator(path), fs::directory_iterator()));
+  }
 };
 
 struct Loaded {
@@ -60,7 +64,8 @@ TEST(SavePng, RoundTripsExactBytesThroughStbImage) {
   ASSERT_EQ(l.h, 5);
   ASSERT_EQ(l.c, 3);
   const Tensor hwc = bytes.reshape({3, 5, 7}).permute({1, 2, 0}).contiguous().reshape({-1});
-  for (int64_t i = 0; i < hwc.numel(); ++i) ASSERT_EQ(l.px[static_cast<size_t>(i)], hwc[i].item<int64_t>()) << i;
+  for (int64_t i = 0; i < hwc.numel(); ++i)
+    ASSERT_EQ(l.px[static_cast<size_t>(i)], hwc[i].item<int64_t>()) << i;
 
   // [H, W] grey, and clamping: values beyond [-1, 1] saturate.
   Tensor grey = at::zeros({2, 3});
@@ -103,12 +108,17 @@ TEST(SavePng, FailuresNameThePathAndLeaveNoFile) {
 
 TEST(ImageGrid, HasTorchvisionGeometry) {
   // 5 images 1x2x3 with values i / 10, 3 per row, padding 2: [1, 2 * 4 + 2, 3 * 5 + 2].
-  const Tensor images = (at::arange(5, at::kFloat) / 10).reshape({5, 1, 1, 1}).expand({5, 1, 2, 3}).contiguous();
+  const Tensor images =
+      (at::arange(5, at::kFloat) / 10).reshape({5, 1, 1, 1}).expand({5, 1, 2, 3}).contiguous();
   const Tensor g = make_image_grid(images, 3, 2, -1.0);
   ASSERT_EQ(g.sizes(), at::IntArrayRef({1, 10, 17}));
   for (int64_t i = 0; i < 5; ++i) {
     const int64_t r = i / 3, c = i % 3;
-    EXPECT_TRUE(g[0].narrow(0, 2 + 4 * r, 2).narrow(1, 2 + 5 * c, 3).eq(static_cast<float>(i) / 10).all().item<bool>())
+    EXPECT_TRUE(g[0].narrow(0, 2 + 4 * r, 2)
+                    .narrow(1, 2 + 5 * c, 3)
+                    .eq(static_cast<float>(i) / 10)
+                    .all()
+                    .item<bool>())
         << i;
   }
   // Padding and the empty sixth cell hold pad_value; total count = all pixels minus 5 tiles.
@@ -144,7 +154,8 @@ TEST(PlotCurves, WritesAPngOfTheRequestedSizeWithEachCurveColour) {
   ASSERT_EQ(l.c, 3);
   auto count_colour = [&](int r, int g, int b) {
     int64_t n = 0;
-    for (size_t i = 0; i + 2 < l.px.size(); i += 3) n += l.px[i] == r && l.px[i + 1] == g && l.px[i + 2] == b;
+    for (size_t i = 0; i + 2 < l.px.size(); i += 3)
+      n += l.px[i] == r && l.px[i + 1] == g && l.px[i + 2] == b;
     return n;
   };
   EXPECT_GT(count_colour(31, 119, 180), 200) << "first curve colour";

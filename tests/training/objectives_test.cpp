@@ -397,15 +397,41 @@ TEST(ObjectiveConformance, EveryRegisteredObjective) {
     EXPECT_EQ(again->to_config(), obj->to_config()) << key;
     auto g4 = gen(21);
     EXPECT_TRUE(at::equal(o1.loss, again->loss(simple_net(), s, b, g4).loss)) << key << ": config round trip";
-    // Non-default options survive the round trip too.
-    auto custom = make_objective(key, {{"prediction_type", "v_prediction"}, {"weighting", "min_snr"},
-                                       {"snr_gamma", "2.5"}, {"time_sampling", "log_normal"}});
-    auto custom2 = make_objective(key, custom->to_config());
-    EXPECT_EQ(custom2->to_config(), custom->to_config()) << key;
-    EXPECT_EQ(custom2->prediction_type(), Parameterization::kVelocity) << key;
-    EXPECT_EQ(objective_from_spec(key + ":prediction_type=sample")->prediction_type(), Parameterization::kSample);
+    // float64 data gives a float64 loss.
+    auto g5 = gen(21);
+    const Batch b64{b.x0.to(at::kDouble), {}};
+    EXPECT_EQ(obj->loss(simple_net(), s, b64, g5).loss.scalar_type(), at::kDouble) << key;
   }
   for (const char* alias : {"input_perturbation", "ddpm_ip", "maskdit"}) EXPECT_NO_THROW(make_objective(alias)) << alias;
+}
+
+TEST(ObjectiveConformance, NonDefaultOptionsRoundTrip) {
+  for (const char* key : {"denoising", "masked_denoising"}) {
+    auto custom = make_objective(key, {{"prediction_type", "v"}, {"weighting", "min_snr"}, {"snr_gamma", "2.5"},
+                                       {"time_sampling", "log_normal"}, {"p_mean", "-0.5"}});
+    auto again = make_objective(key, custom->to_config());
+    EXPECT_EQ(again->to_config(), custom->to_config()) << key;
+    EXPECT_EQ(again->to_config().at("prediction_type"), "v_prediction") << key;
+    EXPECT_EQ(again->prediction_type(), Parameterization::kVelocity) << key;
+    EXPECT_EQ(objective_from_spec(std::string(key) + ":prediction_type=sample")->prediction_type(),
+              Parameterization::kSample);
+  }
+}
+
+// The same losses on a CUDA device from a CPU generator (draws are made on the generator's device).
+TEST(ObjectiveConformance, CudaMatchesCpuFromACpuGenerator) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "CUDA not available";
+  const auto s = tiny_schedule();
+  const Batch cpu{random_data({3, 2, 4, 4}, 0), {}};
+  const Batch cuda{cpu.x0.to(at::kCUDA), {}};
+  for (const auto& key : Registry<Objective>::get().keys()) {
+    auto obj = make_objective(key);
+    auto g1 = gen(5), g2 = gen(5);
+    const Tensor a = obj->loss(simple_net(), s, cpu, g1).loss;
+    const Tensor b = obj->loss(simple_net(), s, cuda, g2).loss;
+    EXPECT_TRUE(b.is_cuda()) << key;
+    ExpectTensorNear(b, a, 1e-6, 1e-5, key);
+  }
 }
 
 void ExpectErrorNaming(const std::function<void()>& f, const std::string& needle) {
