@@ -169,11 +169,7 @@ int main(int argc, char** argv) {
         .cfg_scale(a.cfg_scale)
         .output_dir(a.out)
         .max_minutes(a.minutes)
-        .model_config(c10::str("DiT input ", dit.input_size(), " channels ", dit.in_channels(), " patch ",
-                               dit.patch_size(), " hidden ", dit.hidden_size(), " depth ", dit.depth(), " heads ",
-                               dit.num_heads(), " mlp_ratio ", dit.mlp_ratio(), " classes ", dit.num_classes(),
-                               " learn_sigma ", dit.learn_sigma(), " decoder ", dit.decoder_depth(), "/",
-                               dit.decoder_hidden_size(), "/", dit.decoder_num_heads()));
+        .model_config("DiT " + diffuse::format_config(diffuse::to_config(dit)));
     diffuse::Trainer<diffuse::DiT> trainer(model, objective, schedule, data, o, diffuse::console_reporter(!a.no_bar));
     spdlog::info("data {} {} | DiT-{} patch {} decoder {} ({} parameters) | objective {}:{} | schedule {} | "
                  "batch {} lr {} | {} threads",
