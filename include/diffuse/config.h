@@ -51,11 +51,18 @@ std::string cat(const Args&... args) {
 }
 
 /// Formats a double with enough digits to round-trip (used by to_config()).
+/// The shortest of 15, 16 or 17 significant digits that reads back as exactly `v` ("0.1", not
+/// "0.10000000000000001"), so configurations round-trip bit for bit and stay readable.
 inline std::string format_double(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
+  std::string out;
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::ostringstream os;
+    os.precision(digits);
+    os << v;
+    out = os.str();
+    if (std::strtod(out.c_str(), nullptr) == v) break;
+  }
+  return out;
 }
 
 }  // namespace detail

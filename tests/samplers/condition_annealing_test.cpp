@@ -238,13 +238,13 @@ TEST(ConditionAnnealing, ConfigRoundTripAndNames) {
   EXPECT_EQ(c->name(), "condition_annealing");
   const Config cfg = c->to_config();
   EXPECT_EQ(cfg.at("tau1"), "0.5");
-  EXPECT_EQ(cfg.at("psi"), "0.29999999999999999");
+  EXPECT_EQ(cfg.at("psi"), "0.3");
   EXPECT_EQ(cfg.at("apply_to"), "both");
   EXPECT_EQ(cfg.at("extra_keys"), "a;b");
   EXPECT_EQ(make_correction("condition_annealing", cfg)->to_config(), cfg);
   const Config dflt = make_correction("condition_annealing")->to_config();
-  EXPECT_EQ(dflt.at("tau1"), "0.59999999999999998");
-  EXPECT_EQ(dflt.at("tau2"), "0.90000000000000002");
+  EXPECT_EQ(dflt.at("tau1"), "0.6");
+  EXPECT_EQ(dflt.at("tau2"), "0.9");
   EXPECT_EQ(dflt.at("noise_scale"), "0.25");
   EXPECT_EQ(dflt.at("psi"), "1");
   EXPECT_EQ(dflt.at("apply_to"), "cond");

@@ -106,7 +106,7 @@ TEST(DenoisingObjective, InputPerturbationMatchesHandComputedLoss) {
   const auto s = tiny_schedule();
   for (const auto& [p, e] : expected) {
     auto obj = make_objective("ddpm_ip", {{"prediction_type", p}});
-    EXPECT_EQ(obj->to_config().at("input_perturbation"), "0.10000000000000001");
+    EXPECT_EQ(obj->to_config().at("input_perturbation"), "0.1");
     ExpectTensorNear(obj->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw(true)).loss, vec(e), 1e-14, 1e-12,
                      p);
   }
@@ -403,6 +403,9 @@ TEST(ObjectiveConformance, EveryRegisteredObjective) {
     EXPECT_EQ(obj->loss(simple_net(), s, b64, g5).loss.scalar_type(), at::kDouble) << key;
   }
   for (const char* alias : {"input_perturbation", "ddpm_ip", "maskdit"}) EXPECT_NO_THROW(make_objective(alias)) << alias;
+  // maskdit presets v-prediction (bounded x0 for the MAE term); the key keeps epsilon.
+  EXPECT_EQ(make_objective("maskdit")->prediction_type(), Parameterization::kVelocity);
+  EXPECT_EQ(make_objective("masked_denoising")->prediction_type(), Parameterization::kEpsilon);
 }
 
 TEST(ObjectiveConformance, NonDefaultOptionsRoundTrip) {
@@ -475,7 +478,7 @@ TEST(ObjectiveConformance, BadOptionsAreErrorsNamingTheValue) {
                     "xi");
   // Epsilon + MAE on a zero-terminal-SNR schedule cannot form x0 at t = T - 1.
   const DiscreteSchedule z(DiscreteScheduleOptions().rescale_betas_zero_snr(true));
-  ExpectErrorNaming([&] { make_objective("maskdit")->evaluate(simple_net(), z, {fixed_x0(), {}}, fixed_draw(false, true)); },
+  ExpectErrorNaming([&] { make_objective("masked_denoising")->evaluate(simple_net(), z, {fixed_x0(), {}}, fixed_draw(false, true)); },
                     "zero terminal SNR");
   // A network with the wrong output shape.
   Network bad = [](const Tensor& x, const Tensor&, const Conditioning&) { return x.sum(1); };
