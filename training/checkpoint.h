@@ -1,13 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Checkpoint files: atomic writes, naming, discovery of the latest one, pruning, and the state of
-// at::Generator objects (get_state / set_state, available on CPUGeneratorImpl in LibTorch 1.13
-// and 2.x).
-//
-// A checkpoint is written to a temporary file in the destination directory, flushed and fsync'ed,
-// then renamed over the final name (rename(2) is atomic within one file system) and the directory
-// is fsync'ed. A reader therefore sees either the previous complete file or the new complete one,
-// never a partial file, even if the process is killed while writing. Temporary names start with
-// '.' and end in ".tmp" and are ignored by latest_checkpoint().
+// Checkpoint files: naming, discovery of the latest one, pruning, clean-up of temporaries left by
+// killed writers, and the state of at::Generator objects (get_state / set_state, available on
+// CPUGeneratorImpl in LibTorch 1.13 and 2.x). Checkpoints are written with write_file_atomic
+// (training/atomic_file.h); its temporary names start with '.' and end in ".tmp" and are ignored
+// by latest_checkpoint().
 #pragma once
 
 #include <algorithm>
@@ -33,77 +29,9 @@
 #include <ATen/core/Generator.h>
 
 #include <diffuse/config.h>
+#include <diffuse/training/atomic_file.h>
 
 namespace diffuse {
-
-namespace detail {
-
-inline void write_all_or_throw(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw Error(cat("cannot write '", path, "': ", std::strerror(errno)));
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-inline void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // best effort: some file systems do not allow opening directories
-  (void)::fsync(fd);
-  ::close(fd);
-}
-
-}  // namespace detail
-
-/// Writes the bytes produced by `writer` to `path` atomically: a temporary file ".<name>.<pid>.tmp"
-/// in the same directory is written, flushed, fsync'ed and renamed over `path`. If `writer` throws
-/// or any system call fails, the temporary file is removed, `path` is left as it was, and a
-/// diffuse::Error naming `path` is thrown. The directory must exist.
-inline void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& writer) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const fs::path tmp = dir / ("." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
-  std::string bytes;
-  try {
-    std::ostringstream os(std::ios::out | std::ios::binary);
-    writer(os);
-    check(static_cast<bool>(os), "the serializer failed");
-    bytes = os.str();
-  } catch (const std::exception& e) {
-    throw Error(detail::cat("cannot write '", path, "': ", e.what()));
-  }
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(detail::cat("cannot write '", path, "': cannot create '", tmp.string(), "': ",
-                                      std::strerror(errno)));
-  try {
-    detail::write_all_or_throw(fd, bytes.data(), bytes.size(), path);
-    if (::fsync(fd) != 0) throw Error(detail::cat("cannot write '", path, "': fsync: ", std::strerror(errno)));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(detail::cat("cannot write '", path, "': close: ", std::strerror(errno)));
-  }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error(detail::cat("cannot write '", path, "': rename: ", std::strerror(err)));
-  }
-  detail::fsync_directory(dir.string());
-}
-
-/// Replaces `path` atomically by `text`.
-inline void write_text_file_atomic(const std::string& path, const std::string& text) {
-  write_file_atomic(path, [&](std::ostream& os) { os << text; });
-}
 
 /// "ckpt_00001234.pt" for step 1234 (eight digits, wider when needed; sorts by step).
 inline std::string checkpoint_filename(int64_t step) {

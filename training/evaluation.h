@@ -237,7 +237,7 @@ inline void save_fashion_classifier(const FashionClassifier& model, const std::s
   std::ostringstream os;
   torch::save(model, os);
   const std::string bytes = os.str();
-  detail::write_bytes_atomically(path, bytes.data(), bytes.size());
+  write_bytes_atomic(path, bytes.data(), bytes.size());
 }
 
 /// The file name of the shipped classifier.

@@ -2,12 +2,11 @@
 // PNG output for training: single images, image grids and line plots (loss curves).
 //
 // Images are tensors in the model's range [-1, 1] (mapped to 0..255 by round((x + 1) / 2 * 255)
-// after clamping). PNG encoding is stb_image_write (libstb.so); the plot rasteriser, its 5x7
-// bitmap font and the atomic file writer are our own.
+// after clamping). PNG encoding is stb_image_write (libstb.so); the plot rasteriser and its 5x7
+// bitmap font are our own.
 //
-// Every writer here writes a temporary file next to the target ("<path>.tmp.<pid>.<n>") and
-// renames it over the target, so a reader never sees a half-written file; on any failure the
-// temporary file is removed and a diffuse::Error naming the target path is thrown.
+// Every writer here goes through write_bytes_atomic (training/atomic_file.h): a reader never sees a
+// half-written file, and on any failure a diffuse::Error naming the target path is thrown.
 #pragma once
 
 #include <algorithm>
@@ -30,57 +29,11 @@
 
 #include <diffuse/config.h>
 #include <diffuse/tensor.h>
+#include <diffuse/training/atomic_file.h>
 
 namespace diffuse {
 
 namespace detail {
-
-/// A fresh temporary path in the directory of `path` (so that rename() stays on one file system).
-inline std::string temp_path_for(const std::string& path) {
-  static std::atomic<uint64_t> counter{0};
-  return path + ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
-         std::to_string(counter.fetch_add(1));
-}
-
-/// Calls write(tmp) to produce the file at a temporary path next to `path`, then renames it to
-/// `path`. Any exception from write() or a failed rename removes the temporary file and throws
-/// diffuse::Error naming `path` (and the underlying reason).
-inline void write_file_atomically(const std::string& path,
-                                  const std::function<void(const std::string&)>& write) {
-  check(!path.empty(), "cannot write a file with an empty path");
-  const std::string tmp = temp_path_for(path);
-  try {
-    write(tmp);
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
-    throw Error("cannot write '" + path + "': " + e.what());
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw Error("cannot write '" + path + "': unknown error");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    throw Error("cannot write '" + path + "': rename from '" + tmp +
-                "' failed: " + std::strerror(err));
-  }
-}
-
-/// Writes `n` bytes to `path` atomically (see write_file_atomically), flushed to disk before the
-/// rename.
-inline void write_bytes_atomically(const std::string& path, const void* data, size_t n) {
-  write_file_atomically(path, [&](const std::string& tmp) {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f)
-      throw Error(std::string("cannot open a temporary file for writing: ") + std::strerror(errno));
-    const bool ok = (n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0 &&
-                    ::fsync(::fileno(f)) == 0;
-    const int err = errno;
-    const bool closed = std::fclose(f) == 0;
-    if (!ok || !closed)
-      throw Error(std::string("write failed: ") + std::strerror(ok ? errno : err));
-  });
-}
 
 /// Encodes interleaved 8-bit pixels (height x width x channels, channels 1..4) as PNG bytes.
 inline std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height,
@@ -126,7 +79,7 @@ inline void save_png(const std::string& path, const Tensor& image) {
   const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
             c = static_cast<int>(hwc.size(2));
   const std::vector<unsigned char> png = detail::encode_png(hwc.data_ptr<uint8_t>(), w, h, c);
-  detail::write_bytes_atomically(path, png.data(), png.size());
+  write_bytes_atomic(path, png.data(), png.size());
 }
 
 /// Tiles images [N, C, H, W] (values in [-1, 1]) into one image [C, rows * (H + padding) + padding,
@@ -451,7 +404,7 @@ inline void plot_curves_png(const std::string& path, const std::vector<std::stri
     }
   }
   const std::vector<unsigned char> png = detail::encode_png(cv.px.data(), cv.w, cv.h, 3);
-  detail::write_bytes_atomically(path, png.data(), png.size());
+  write_bytes_atomic(path, png.data(), png.size());
 }
 
 }  // namespace diffuse

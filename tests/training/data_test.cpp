@@ -18,25 +18,14 @@
 
 #include <gtest/gtest.h>
 
+#include "temp_dir.h"
+
 namespace diffuse {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path =
-        fs::temp_directory_path() / ("diffuse_data_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 /// idx header bytes: 0 0 type ndims, then big-endian dims.
 std::vector<unsigned char> idx_header(unsigned char type, const std::vector<uint32_t>& dims) {
