@@ -235,7 +235,11 @@ inline int64_t checkpoint_step(const std::string& path) {
 ///   TrainResult r = trainer.train();
 ///
 /// The model is trained in place (model()); ema() is a separate copy (model->clone()) updated
-/// after every optimiser step. Both live on the CPU. Not thread-safe; one train() at a time.
+/// after every optimiser step. Both live on the model's device (CPU or CUDA): the dataset stays in
+/// host memory and each batch is copied to that device; the generators are CPU generators whose
+/// draws the objectives move to the batch's device, so a CUDA run draws the same numbers as a CPU
+/// run (bit-exact resume is guaranteed on the CPU; on CUDA it is as deterministic as the kernels).
+/// Not thread-safe; one train() at a time.
 template <typename M>
 class Trainer {
  public:
@@ -257,8 +261,11 @@ class Trainer {
                                                : std::max<int64_t>(1, std::thread::hardware_concurrency());
       at::set_num_threads(static_cast<int>(n));
     }
+    bool first = true;
     for (const auto& p : model_->parameters()) {
-      check(p.device().is_cpu(), "Trainer: the model must be on the CPU (generators are CPU generators), got ",
+      if (first) device_ = p.device();
+      first = false;
+      check(p.device() == device_, "Trainer: all model parameters must be on one device, found ", device_, " and ",
             p.device());
     }
     data_.data = data_.data.contiguous();
@@ -353,8 +360,8 @@ class Trainer {
     for (int64_t m = 0; m < k; ++m) {
       Tensor idx = next_indices(micro);
       Batch b;
-      b.x0 = data_.data.index_select(0, idx);
-      if (data_.labels.defined()) b.cond.value = drop_labels(data_.labels.index_select(0, idx));
+      b.x0 = data_.data.index_select(0, idx).to(device_);
+      if (data_.labels.defined()) b.cond.value = drop_labels(data_.labels.index_select(0, idx)).to(device_);
       ObjectiveOutput out = objective_->loss(net_, *schedule_, b, objective_gen_);
       check(out.loss.defined() && out.loss.dim() == 1 && out.loss.size(0) == micro, "objective '",
             objective_->name(), "' must return a per-example loss of shape [", micro, "], got ",
@@ -454,15 +461,15 @@ class Trainer {
       if (!labels.defined()) labels = at::arange(n, at::kLong).remainder(data_.num_classes);
       check(labels.dim() == 1 && labels.size(0) == n, "Trainer::sample: labels must have shape [", n, "], got ",
             labels.sizes());
-      so.cond.value = labels;
+      so.cond.value = labels.to(device_);
       if (options_.cfg_scale() != 1.0) {
         so.guidance = make_guidance("cfg", {{"scale", detail::format_double(options_.cfg_scale())}});
-        so.uncond.value = at::full({n}, data_.num_classes, at::kLong);
+        so.uncond.value = at::full({n}, data_.num_classes, at::TensorOptions(at::kLong).device(device_));
       }
     }
     std::vector<int64_t> shape(data_.data.sizes().begin(), data_.data.sizes().end());
     shape[0] = n;
-    Tensor noise = randn(shape, seed, data_.data.options());
+    Tensor noise = randn(shape, seed, data_.data.options().device(device_));
     return diffuse::sample(*sampler, denoiser, *schedule_, noise, so);
   }
 
@@ -506,14 +513,8 @@ class Trainer {
   /// be read or was written for a different setup (the message lists the differences).
   void load_checkpoint(const std::string& path) {
     torch::serialize::InputArchive ar;
-    try {
-      ar.load_from(path);
-    } catch (const std::exception& ex) {
-      throw Error(detail::cat("cannot read checkpoint '", path, "': ", ex.what()));
-    }
+    open_checkpoint(ar, path);
     c10::IValue v;
-    check(ar.try_read("format", v) && v.isInt(), "'", path, "' is not a diffuse trainer checkpoint");
-    check(v.toInt() == kFormat, "checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat);
     ar.read("fingerprint", v);
     const std::string theirs = v.toStringRef();
     if (theirs != fingerprint_) {
@@ -554,6 +555,32 @@ class Trainer {
     resumed_ = true;
   }
 
+  /// Starts a new training phase from the weights of another run (e.g. MaskDiT's unmasking
+  /// fine-tune: the same DiT, the objective's mask_ratio 0, a smaller lr). Loads the model and EMA
+  /// weights of the checkpoint at `path` (written by any trainer whose model has the same parameter
+  /// names and shapes); optimiser state, step, data position and generators stay fresh, since the
+  /// objective and optimiser settings may differ. Throws diffuse::Error naming the first mismatch.
+  void initialize_from(const std::string& path) {
+    torch::serialize::InputArchive ar;
+    open_checkpoint(ar, path);
+    c10::IValue v;
+    ar.read("fingerprint", v);
+    const auto theirs = detail::parse_fingerprint(v.toStringRef());
+    const auto ours = detail::parse_fingerprint(fingerprint_);
+    const auto shapes = [](const std::map<std::string, std::string>& f) {
+      auto it = f.find("model_shapes");
+      return it == f.end() ? std::string() : it->second;
+    };
+    check(shapes(theirs) == shapes(ours), "cannot initialise from '", path,
+          "': its model has different parameter names or shapes (checkpoint model: ",
+          theirs.count("model") ? theirs.at("model") : "?", ", this run: ", ours.at("model"), ")");
+    torch::serialize::InputArchive m, e;
+    ar.read("model", m);
+    ar.read("ema", e);
+    model_->load(m);
+    ema_->load(e);
+  }
+
   /// Resumes from the newest checkpoint in checkpoint_dir (after removing temporary files left by
   /// killed writers); returns its path, or "" (and changes nothing) if there is none. The next
   /// train() truncates loss.csv to the checkpoint's step.
@@ -568,6 +595,18 @@ class Trainer {
 
  private:
   static constexpr int64_t kFormat = 1;
+
+  /// Loads `path` into `ar` and checks that it is a trainer checkpoint of this format.
+  static void open_checkpoint(torch::serialize::InputArchive& ar, const std::string& path) {
+    try {
+      ar.load_from(path);
+    } catch (const std::exception& ex) {
+      throw Error(detail::cat("cannot read checkpoint '", path, "': ", ex.what()));
+    }
+    c10::IValue v;
+    check(ar.try_read("format", v) && v.isInt(), "'", path, "' is not a diffuse trainer checkpoint");
+    check(v.toInt() == kFormat, "checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat);
+  }
 
   void validate() {
     const auto& o = options_;
@@ -773,7 +812,7 @@ class Trainer {
   }
 
   void preview() {
-    Tensor x = sample(options_.sample_count(), options_.seed());
+    Tensor x = sample(options_.sample_count(), options_.seed()).cpu();
     std::string path;
     if (!options_.output_dir().empty()) {
       char name[64];
@@ -808,6 +847,7 @@ class Trainer {
   Network net_;
   at::Generator objective_gen_, label_gen_;
   std::string checkpoint_dir_, fingerprint_;
+  at::Device device_ = at::kCPU;
   int64_t step_ = 0, epoch_ = 0, position_ = 0;
   Tensor permutation_;
   bool resumed_ = false;

@@ -754,5 +754,41 @@ TEST_F(TrainerTest, MaskedDiTTrainsWithTheMaskedObjective) {
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{2, 1, 8, 8}));
 }
 
+TEST_F(TrainerTest, UnmaskingPhaseStartsFromTheMaskedRunsWeights) {
+  // MaskDiT's second phase: the same model, mask ratio 0, a new optimiser and lr.
+  const Dataset data = labelled_images(16);
+  const fs::path masked_dir = scratch("phase1"), unmask_dir = scratch("phase2");
+  Trainer<DiT> phase1(tiny_dit(true), objective_from_spec("maskdit:mask_ratio=0.5"), ddpm(), data,
+                      TrainerOptions(dit_options(masked_dir)).steps(3).sample_every(0));
+  const std::string last = phase1.train().last_checkpoint;
+  ASSERT_FALSE(last.empty());
+
+  DiT fresh = tiny_dit(true);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : fresh->parameters()) p.add_(1.0);  // differs from phase 1's weights everywhere
+  }
+  Trainer<DiT> phase2(fresh, objective_from_spec("maskdit:mask_ratio=0"), ddpm(), data,
+                      TrainerOptions(dit_options(unmask_dir)).steps(2).lr(5e-4).sample_every(0));
+  // A resume would refuse: the objective differs. A new phase takes the weights only.
+  EXPECT_THROW(phase2.load_checkpoint(last), Error);
+  phase2.initialize_from(last);
+  expect_same_parameters(*phase1.model(), *phase2.model());
+  expect_same_parameters(*phase1.ema(), *phase2.ema());
+  EXPECT_EQ(phase2.step(), 0);
+  phase2.train();
+  EXPECT_EQ(phase2.step(), 2);
+
+  // A model with other parameter shapes (no decoder) is refused with a clear error.
+  Trainer<DiT> other(tiny_dit(false), objective_from_spec("denoising"), ddpm(), data,
+                     TrainerOptions(dit_options(scratch("phase2_other"))).sample_every(0));
+  try {
+    other.initialize_from(last);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(last), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace diffuse
