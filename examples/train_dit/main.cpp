@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// diffuse_train_dit: trains a small class-conditional DiT on Fashion-MNIST on the CPU with any
-// registered objective, then writes the final checkpoint, the EMA weights, a sample grid, the loss
+// diffuse_example_train_dit: trains a small class-conditional DiT on Fashion-MNIST (CPU by default,
+// --device cuda) with any registered objective, then writes the final checkpoint, the EMA weights, a sample grid, the loss
 // curve (CSV + PNG) and, with --eval, the Frechet distance / precision / recall of EMA samples.
 //
-//   diffuse_train_dit --out runs/ip --objective ddpm_ip --minutes 20
-//   diffuse_train_dit --out runs/mask --objective "maskdit:mask_ratio=0.5" --minutes 20
-//   diffuse_train_dit --out runs/ip --resume --minutes 20     (continue the same run)
+//   diffuse_example_train_dit --out runs/ip --objective ddpm_ip --minutes 20
+//   diffuse_example_train_dit --out runs/mask --objective "maskdit:mask_ratio=0.5" --minutes 20
+//   diffuse_example_train_dit --out runs/ip --resume --minutes 20     (continue the same run)
+//   diffuse_example_train_dit --out runs/unmask --objective "maskdit:mask_ratio=0" --lr 1e-4
+//       --init-from runs/mask/checkpoints/ckpt_00012000.pt  (one line: MaskDiT's unmasking phase)
 //
 // Everything random is seeded by --seed; a resumed run continues exactly where it stopped.
 // Images/s is printed in the progress bar, every --log-every steps and at the end.
@@ -20,6 +22,7 @@
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -48,6 +51,9 @@ struct Args {
   bool unconditional = false;
   std::string out = "train_dit_out";
   bool resume = false;
+  std::string init_from;
+  int64_t decoder_width = 0;
+  std::string device = "cpu";
   int64_t threads = 0;
   uint64_t seed = 0;
   int64_t sample_every = 1000;
@@ -84,7 +90,7 @@ Tensor draw_samples(diffuse::Trainer<diffuse::DiT>& trainer, int64_t n, uint64_t
     const int64_t m = std::min<int64_t>(250, n - start);
     Tensor labels;
     if (num_classes > 0) labels = at::arange(start, start + m, at::kLong).remainder(num_classes);
-    parts.push_back(trainer.sample(m, seed + static_cast<uint64_t>(start), labels));
+    parts.push_back(trainer.sample(m, seed + static_cast<uint64_t>(start), labels).cpu());
   }
   return at::cat(parts);
 }
@@ -114,6 +120,12 @@ int main(int argc, char** argv) {
   app.add_flag("--unconditional", a.unconditional, "Ignore the labels");
   app.add_option("--out", a.out, "Output directory")->capture_default_str();
   app.add_flag("--resume", a.resume, "Resume from the latest checkpoint in <out>/checkpoints");
+  app.add_option("--decoder-width", a.decoder_width, "MaskDiT decoder width (0 = the encoder's; heads = width / 32, >= 1)")
+      ->capture_default_str();
+  app.add_option("--init-from", a.init_from,
+                 "Start a new phase from the model + EMA weights of this checkpoint (e.g. MaskDiT's unmasking "
+                 "fine-tune: --objective maskdit:mask_ratio=0 --lr 1e-4)");
+  app.add_option("--device", a.device, "Device of the model: cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("--threads", a.threads, "Intra-op threads (0 = all cores)")->capture_default_str();
   app.add_option("--seed", a.seed, "Seed of everything")->capture_default_str();
   app.add_option("--sample-every", a.sample_every, "Preview grid every N steps (0 = none; samples_final.png is always written)")
@@ -142,9 +154,14 @@ int main(int argc, char** argv) {
     diffuse::DiTOptions dit = diffuse::dit_preset(a.preset, data.data.size(2), data.data.size(1));
     dit.patch_size(a.patch).num_classes(data.num_classes);
     const int64_t decoder = a.decoder_depth >= 0 ? a.decoder_depth : (is_masked(*objective) ? 2 : 0);
-    if (decoder > 0) dit.decoder_depth(decoder).decoder_hidden_size(dit.hidden_size()).decoder_num_heads(dit.num_heads());
+    if (decoder > 0) {
+      const int64_t width = a.decoder_width > 0 ? a.decoder_width : dit.hidden_size();
+      const int64_t heads = a.decoder_width > 0 ? std::max<int64_t>(1, width / 32) : dit.num_heads();
+      dit.decoder_depth(decoder).decoder_hidden_size(width).decoder_num_heads(heads);
+    }
     torch::manual_seed(a.seed);
     diffuse::DiT model(dit);
+    model->to(at::Device(a.device));
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
 
@@ -176,17 +193,23 @@ int main(int argc, char** argv) {
                  data.name, c10::str(data.data.sizes()), a.preset, a.patch, decoder, params, objective->name(),
                  diffuse::format_config(objective->to_config()), schedule->name(), a.batch_size, a.lr,
                  at::get_num_threads());
+    std::string resumed_from;
     if (a.resume) {
-      const std::string from = trainer.resume_latest();
-      if (from.empty()) {
-        spdlog::info("--resume: no checkpoint in {}, starting from scratch", trainer.checkpoint_dir());
+      resumed_from = trainer.resume_latest();
+      if (resumed_from.empty()) {
+        spdlog::info("--resume: no checkpoint in {}, starting a new run", trainer.checkpoint_dir());
       } else {
-        spdlog::info("resumed from {} at step {}", from, trainer.step());
+        spdlog::info("resumed from {} at step {}", resumed_from, trainer.step());
       }
     } else if (diffuse::latest_checkpoint(trainer.checkpoint_dir())) {
       spdlog::error("{} already holds checkpoints: pass --resume to continue, or choose another --out",
                     trainer.checkpoint_dir());
       return 2;
+    }
+    // A new run (not a resumed one) may start from another run's weights.
+    if (resumed_from.empty() && !a.init_from.empty()) {
+      trainer.initialize_from(a.init_from);
+      spdlog::info("initialised model and EMA weights from {}", a.init_from);
     }
     const diffuse::TrainResult res = trainer.train();
     spdlog::info("{} after {} steps this run ({} in total) in {:.1f} s: {:.2f} it/s, {:.1f} images/s overall, "
