@@ -157,13 +157,7 @@ inline std::vector<ExposureBiasRecord> measure_exposure_bias(
     return out;
   }
   for (int64_t i = eb.first_step(); i < n; ++i) {
-    StepContext st;
-    st.index = i;
-    st.num_steps = n;
-    st.now = grid[i];
-    st.next = grid[i + 1];
-    st.grid = &grid;
-    st.noise = noise.get();
+    StepContext st = step_context(grid, i, noise.get());
     const Tensor x = forward(grid[i]);
     for (Correction* c : corrections) c->on_time(x, st);
     const StepResult r = sampler.step(model, x, st, History{}, ctx);

@@ -38,6 +38,19 @@ struct StepContext {
   TimePoint call;
 };
 
+/// The context of step i on `grid` (index, num_steps, now = grid[i], next = grid[i + 1]); branch and
+/// call keep their defaults.
+inline StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise) {
+  StepContext st;
+  st.index = i;
+  st.num_steps = static_cast<int64_t>(grid.size()) - 1;
+  st.now = grid[i];
+  st.next = grid[i + 1];
+  st.grid = &grid;
+  st.noise = noise;
+  return st;
+}
+
 /// The model as samplers see it: (x, time point, step) -> finished prediction.
 using ModelFn = std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
 
@@ -112,16 +125,7 @@ class Sampler {
     check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ", n,
           ") for a grid of ", n, " steps");
     const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
-    auto context_at = [&](int64_t i) {
-      StepContext st;
-      st.index = i;
-      st.num_steps = n;
-      st.now = grid[i];
-      st.next = grid[i + 1];
-      st.grid = &grid;
-      st.noise = ctx.noise;
-      return st;
-    };
+    auto context_at = [&](int64_t i) { return step_context(grid, i, ctx.noise); };
     if (!ctx.corrections.empty()) {
       const StepContext first = context_at(first_step);
       for (Correction* c : ctx.corrections) c->on_start(x, first);
