@@ -46,6 +46,7 @@
 #include <torch/utils.h>
 
 #include <diffuse/config.h>
+#include <diffuse/training/assets.h>
 #include <diffuse/tensor.h>
 #include <diffuse/training/data.h>
 #include <diffuse/training/dataset.h>
@@ -251,35 +252,8 @@ inline const char* fashion_classifier_file_name() { return "fashion_mnist_classi
 ///   defined.
 /// Errors (diffuse::Error) name the file, or list every place tried when none has it.
 inline FashionClassifier load_fashion_classifier(const std::string& path = "") {
-  std::string file = path;
-  if (file.empty()) {
-    std::vector<std::string> tried;
-    auto consider = [&](const std::string& dir, const std::string& origin) {
-      if (!file.empty() || dir.empty()) return;
-      const std::string candidate = dir + "/" + fashion_classifier_file_name();
-      std::error_code ec;
-      if (std::filesystem::is_regular_file(candidate, ec))
-        file = candidate;
-      else
-        tried.push_back(candidate + " (" + origin + ")");
-    };
-    const char* asset_env = std::getenv("DIFFUSE_ASSET_DIR");
-    const char* source_env = std::getenv("DIFFUSE_SOURCE_DIR");
-    consider(asset_env ? asset_env : "", "$DIFFUSE_ASSET_DIR");
-    consider(
-        source_env && *source_env ? std::string(source_env) + "/training/assets" : std::string(),
-        "$DIFFUSE_SOURCE_DIR/training/assets");
-#ifdef DIFFUSE_ASSET_DIR
-    consider(DIFFUSE_ASSET_DIR, "compile-time DIFFUSE_ASSET_DIR");
-#endif
-    if (file.empty()) {
-      std::string list;
-      for (const auto& t : tried) list += "\n  " + t;
-      if (tried.empty()) list = " (none: set DIFFUSE_ASSET_DIR or DIFFUSE_SOURCE_DIR)";
-      throw Error(std::string("cannot find the Fashion-MNIST classifier ") +
-                  fashion_classifier_file_name() + "; tried:" + list);
-    }
-  }
+  const std::string file =
+      path.empty() ? find_asset(fashion_classifier_file_name(), "the Fashion-MNIST classifier") : path;
   std::error_code ec;
   check(std::filesystem::is_regular_file(file, ec), "cannot read classifier '", file,
         "': no such file");

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <limits>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include <ATen/ATen.h>
 
 #include <stb/stb_image_write.h>
+#include <zlib.h>
 
 #include <diffuse/config.h>
 #include <diffuse/tensor.h>
@@ -71,14 +73,88 @@ inline Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
 
 }  // namespace detail
 
+/// Returns `png` (a complete PNG stream) with a tEXt chunk keyword/text inserted right after the
+/// IHDR chunk. Errors (diffuse::Error) for a malformed stream or an invalid keyword / text.
+inline std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png, const std::string& keyword,
+                                               const std::string& text) {
+  static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  check(png.size() >= 33 && std::memcmp(png.data(), kSig, 8) == 0 && std::memcmp(png.data() + 12, "IHDR", 4) == 0,
+        "add_png_text: not a PNG stream");
+  check(!keyword.empty() && keyword.size() <= 79, "add_png_text: keyword must be 1-79 characters, got '", keyword,
+        "'");
+  for (unsigned char ch : keyword)
+    check(ch >= 32 && ch != 127, "add_png_text: keyword '", keyword, "' has a non-printable character");
+  check(text.find('\0') == std::string::npos, "add_png_text: text for '", keyword, "' contains NUL");
+  std::vector<unsigned char> data(keyword.begin(), keyword.end());
+  data.push_back(0);
+  data.insert(data.end(), text.begin(), text.end());
+  check(data.size() < (1u << 31), "add_png_text: text for '", keyword, "' is too long");
+  std::vector<unsigned char> chunk;
+  auto put32 = [&](uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) chunk.push_back(static_cast<unsigned char>(v >> s));
+  };
+  put32(static_cast<uint32_t>(data.size()));
+  const size_t type_at = chunk.size();
+  chunk.insert(chunk.end(), {'t', 'E', 'X', 't'});
+  chunk.insert(chunk.end(), data.begin(), data.end());
+  const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), chunk.data() + type_at, static_cast<uInt>(chunk.size() - type_at));
+  put32(static_cast<uint32_t>(crc));
+  const size_t ihdr_end = 8 + 4 + 4 + 13 + 4;  // signature, length, type, IHDR data, CRC
+  std::vector<unsigned char> out(png.begin(), png.begin() + static_cast<std::ptrdiff_t>(ihdr_end));
+  out.insert(out.end(), chunk.begin(), chunk.end());
+  out.insert(out.end(), png.begin() + static_cast<std::ptrdiff_t>(ihdr_end), png.end());
+  return out;
+}
+
+/// The tEXt chunks (keyword -> text) of a PNG file; bounds-checked, CRCs verified. Errors name the
+/// file.
+inline std::map<std::string, std::string> read_png_text(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  check(f != nullptr, "cannot open PNG '", path, "': ", std::strerror(errno));
+  std::vector<unsigned char> b;
+  unsigned char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) b.insert(b.end(), buf, buf + n);
+  std::fclose(f);
+  static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  check(b.size() >= 8 && std::memcmp(b.data(), kSig, 8) == 0, "'", path, "' is not a PNG file");
+  std::map<std::string, std::string> out;
+  size_t pos = 8;
+  while (pos + 12 <= b.size()) {
+    const uint32_t len = (uint32_t(b[pos]) << 24) | (uint32_t(b[pos + 1]) << 16) | (uint32_t(b[pos + 2]) << 8) |
+                         uint32_t(b[pos + 3]);
+    check(len <= b.size() - pos - 12, "'", path, "': PNG chunk at byte ", pos, " runs past the end of the file");
+    const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
+    const unsigned char* data = &b[pos + 8];
+    const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), &b[pos + 4], static_cast<uInt>(len + 4));
+    const uint32_t stored = (uint32_t(data[len]) << 24) | (uint32_t(data[len + 1]) << 16) |
+                            (uint32_t(data[len + 2]) << 8) | uint32_t(data[len + 3]);
+    check(static_cast<uint32_t>(crc) == stored, "'", path, "': CRC mismatch in PNG chunk '", type, "'");
+    if (type == "tEXt") {
+      const auto* nul = static_cast<const unsigned char*>(std::memchr(data, 0, len));
+      check(nul != nullptr, "'", path, "': tEXt chunk without a keyword separator");
+      out[std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(nul - data))] =
+          std::string(reinterpret_cast<const char*>(nul + 1), static_cast<size_t>(data + len - nul - 1));
+    }
+    if (type == "IEND") break;
+    pos += 12 + len;
+  }
+  return out;
+}
+
 /// Writes one image as PNG. image: [C, H, W] (C = 1 grey, 3 RGB, 4 RGBA) or [H, W], floating
 /// point, values in [-1, 1] (clamped; -1 -> 0, 1 -> 255). Any device and float dtype.
 /// Atomic (temp file + rename); throws diffuse::Error naming `path` on failure.
-inline void save_png(const std::string& path, const Tensor& image) {
+/// `text` holds PNG tEXt chunks (keyword -> text) written before the image data, e.g. the settings
+/// that produced the image (A1111 writes "parameters"; the diffuse CLI writes "diffuse"). Keywords
+/// are 1-79 printable Latin-1 characters; text must not contain NUL.
+inline void save_png(const std::string& path, const Tensor& image,
+                     const std::map<std::string, std::string>& text = {}) {
   const Tensor hwc = detail::image_to_u8_hwc(image, path);
   const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
             c = static_cast<int>(hwc.size(2));
-  const std::vector<unsigned char> png = detail::encode_png(hwc.data_ptr<uint8_t>(), w, h, c);
+  std::vector<unsigned char> png = detail::encode_png(hwc.data_ptr<uint8_t>(), w, h, c);
+  for (const auto& [key, value] : text) png = add_png_text(png, key, value);
   write_bytes_atomic(path, png.data(), png.size());
 }
 

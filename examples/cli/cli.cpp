@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cli.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/DeviceType.h>
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
+
+#include <diffuse/config.h>
+
+namespace diffuse::cli {
+
+GlobalOptions& global() {
+  static GlobalOptions g;
+  return g;
+}
+
+std::vector<Command>& commands() {
+  static std::vector<Command> c;
+  return c;
+}
+
+bool register_command(Command c) {
+  commands().push_back(std::move(c));
+  return true;
+}
+
+std::string error_message(const std::exception& e) {
+  std::string text;
+  if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) {
+    text = ce->what_without_backtrace();
+  } else {
+    text = e.what();
+  }
+  // One line: LibTorch appends "Exception raised from ..." and context lines.
+  const auto nl = text.find('\n');
+  if (nl != std::string::npos) {
+    // Keep multi-line diffuse errors (lists of places tried) readable on one line.
+    std::string joined;
+    size_t start = 0;
+    while (start <= text.size()) {
+      auto end = text.find('\n', start);
+      std::string line = detail::trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      if (line.rfind("Exception raised from", 0) == 0 || line.rfind("frame #", 0) == 0) break;
+      if (!line.empty()) joined += (joined.empty() ? "" : "; ") + line;
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    text = joined;
+  }
+  return text;
+}
+
+c10::Device parse_device(const std::string& text) {
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(text);
+  } catch (const std::exception&) {
+    throw UsageError("unknown device '" + text + "' (cpu, cuda, cuda:N)");
+  }
+  if (device.is_cuda()) {
+    const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+    require(n > 0, "device '" + text + "' requested but this LibTorch has no usable CUDA device");
+    require(!device.has_index() || device.index() < n,
+            "device '" + text + "' does not exist (" + std::to_string(n) + " CUDA device(s))");
+  } else {
+    require(device.is_cpu(), "device '" + text + "' is not supported (cpu, cuda, cuda:N)");
+  }
+  return device;
+}
+
+c10::ScalarType parse_dtype(const std::string& text) {
+  if (text == "float32" || text == "float" || text == "fp32") return c10::kFloat;
+  if (text == "float64" || text == "double" || text == "fp64") return c10::kDouble;
+  if (text == "float16" || text == "half" || text == "fp16") return c10::kHalf;
+  if (text == "bfloat16" || text == "bf16") return c10::kBFloat16;
+  throw UsageError("unknown dtype '" + text + "' (float32, float64, float16, bfloat16)");
+}
+
+std::string dtype_name(c10::ScalarType t) {
+  switch (t) {
+    case c10::kFloat: return "float32";
+    case c10::kDouble: return "float64";
+    case c10::kHalf: return "float16";
+    case c10::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+
+void require(bool cond, const std::string& message) {
+  if (!cond) throw UsageError(message);
+}
+
+void require_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  require(!path.empty(), what + " path is empty");
+  require(std::filesystem::exists(path, ec), what + " '" + path + "' does not exist");
+  require(std::filesystem::is_regular_file(path, ec), what + " '" + path + "' is not a regular file");
+}
+
+bool progress_enabled() { return !global().quiet && !global().no_progress && ::isatty(STDERR_FILENO); }
+
+namespace {
+std::string format_eta(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const long long s = std::llround(seconds);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof(buf), "%02lld:%02lld", s / 60, s % 60);
+  return buf;
+}
+}  // namespace
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(std::max<int64_t>(1, total)), enabled_(progress_enabled()),
+      start_(std::chrono::steady_clock::now()) {}
+
+Progress::~Progress() { finish(); }
+
+void Progress::update(int64_t done) {
+  if (!enabled_) return;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (done < total_ && drawn_ && elapsed - last_draw_ < 0.1) return;
+  last_draw_ = elapsed;
+  drawn_ = true;
+  const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
+  const int width = 24, filled = static_cast<int>(frac * width);
+  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+  const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
+  std::fprintf(stderr, "\r%s [%s%s] %lld/%lld  %.2f it/s  ETA %s\033[K", label_.c_str(),
+               std::string(filled, '#').c_str(), std::string(width - filled, '-').c_str(),
+               static_cast<long long>(done), static_cast<long long>(total_), rate, format_eta(eta).c_str());
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  if (enabled_ && drawn_) {
+    std::fprintf(stderr, "\r\033[K");
+    std::fflush(stderr);
+  }
+  drawn_ = false;
+}
+
+void apply_threads() {
+  const int64_t t = global().threads;
+  require(t >= 0, "--threads must be >= 0, got " + std::to_string(t));
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(static_cast<int>(t > 0 ? t : hw));
+}
+
+namespace {
+std::string& invocation_storage() {
+  static std::string s;
+  return s;
+}
+}  // namespace
+
+std::string command_line(int argc, char** argv) {
+  std::string out;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                         "0123456789-_=.,:/+@%") == std::string::npos;
+    if (!plain) {
+      std::string q = "'";
+      for (char ch : a) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      a = q + "'";
+    }
+    out += (i ? " " : "") + a;
+  }
+  invocation_storage() = out;
+  return out;
+}
+
+const std::string& invocation() { return invocation_storage(); }
+
+}  // namespace diffuse::cli
+
+// ----- shared helpers
+
+#include <nlohmann/json.hpp>
+
+#include <diffuse/training/atomic_file.h>
+
+namespace diffuse::cli {
+
+void write_schedule_file(const std::string& path, const ScheduleFile& s) {
+  nlohmann::json j;
+  j["format"] = "diffuse-schedule";
+  j["version"] = 1;
+  j["noise_schedule"] = s.noise_schedule;
+  j["timesteps"] = s.timesteps;
+  j["final"] = s.final_point;
+  j["steps"] = s.timesteps.size();
+  if (!s.description.empty()) j["description"] = s.description;
+  diffuse::write_text_file_atomic(path, j.dump(2) + "\n");
+}
+
+ScheduleFile read_schedule_file(const std::string& path) {
+  require_file(path, "schedule file");
+  nlohmann::json j;
+  try {
+    std::ifstream f(path);
+    j = nlohmann::json::parse(f);
+  } catch (const std::exception& e) {
+    throw diffuse::Error("schedule file '" + path + "' is not valid JSON: " + error_message(e));
+  }
+  auto fail = [&](const std::string& why) { throw diffuse::Error("schedule file '" + path + "': " + why); };
+  if (!j.is_object() || j.value("format", "") != "diffuse-schedule") fail("not a diffuse schedule (format field)");
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
+    fail("unsupported version (this build reads version 1)");
+  ScheduleFile s;
+  if (!j.contains("noise_schedule") || !j["noise_schedule"].is_string()) fail("no noise_schedule");
+  s.noise_schedule = j["noise_schedule"].get<std::string>();
+  if (!j.contains("timesteps") || !j["timesteps"].is_array() || j["timesteps"].empty())
+    fail("no timesteps (a non-empty list of numbers)");
+  for (const auto& v : j["timesteps"]) {
+    if (!v.is_number()) fail("timesteps holds a non-number: " + v.dump());
+    s.timesteps.push_back(v.get<double>());
+  }
+  for (size_t i = 0; i < s.timesteps.size(); ++i) {
+    if (!std::isfinite(s.timesteps[i])) fail("timesteps[" + std::to_string(i) + "] is not finite");
+    if (i > 0 && !(s.timesteps[i] < s.timesteps[i - 1]))
+      fail("timesteps must be strictly descending; timesteps[" + std::to_string(i) + "]=" +
+           diffuse::detail::format_double(s.timesteps[i]) + " >= timesteps[" + std::to_string(i - 1) + "]");
+  }
+  s.final_point = j.value("final", "zero");
+  if (s.final_point != "zero" && s.final_point != "min") fail("final must be \"zero\" or \"min\"");
+  s.description = j.value("description", "");
+  return s;
+}
+
+std::string spacing_spec(const ScheduleFile& s) {
+  std::string v;
+  for (double t : s.timesteps) v += (v.empty() ? "" : ";") + diffuse::detail::format_double(t);
+  return "timesteps:timesteps=" + v + ",final=" + s.final_point;
+}
+
+diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
+                                    c10::ScalarType dtype) {
+  diffuse::LoadModelOptions o;
+  o.device = device;
+  o.dtype = dtype;
+  o.card = card;
+  if (model.empty() || model == "default") {
+    std::string path;
+    try {
+      path = diffuse::default_model_path();
+    } catch (const diffuse::Error& e) {
+      throw UsageError(error_message(e));
+    }
+    diffuse::LoadedModel m = diffuse::load_model(path, o);
+    m.source = "default";
+    return m;
+  }
+  require_file(model, "model file");
+  return diffuse::load_model(model, o);
+}
+
+}  // namespace diffuse::cli

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `diffuse` command-line tool: subcommand registration and what every subcommand shares
+// (logging verbosity, threads, devices and dtypes, one-line errors, exit codes, a progress bar with
+// ETA, JSON records). Each subcommand lives in commands/<name>.cpp and registers itself with
+// DIFFUSE_CLI_COMMAND, so adding one touches one file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace diffuse::cli {
+
+/// Exit codes of every subcommand.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailure = 1,  ///< the work failed (unreadable or corrupt file, NaN, I/O error, ...)
+  kExitUsage = 2,    ///< bad arguments (unknown name, value out of range, missing file)
+};
+
+/// A bad argument: reported as one line and exit code 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Options shared by all subcommands (set on the top-level app).
+struct GlobalOptions {
+  int verbose = 0;        ///< -v / -vv
+  bool quiet = false;     ///< -q: warnings and errors only, no progress bar
+  int64_t threads = 0;    ///< --threads: intra-op threads, 0 = all cores
+  bool no_progress = false;
+};
+GlobalOptions& global();
+
+/// A subcommand: `setup` adds its options to `app` and returns the action run after a successful
+/// parse (returning an exit code). Registered with DIFFUSE_CLI_COMMAND.
+struct Command {
+  std::string name;
+  std::string summary;
+  std::function<std::function<int()>(CLI::App& app)> setup;
+};
+std::vector<Command>& commands();
+bool register_command(Command c);
+
+#define DIFFUSE_CLI_COMMAND(id, name, summary, setup) \
+  static const bool diffuse_cli_command_##id = ::diffuse::cli::register_command({name, summary, setup})
+
+/// The message of an exception on one line (LibTorch's backtraces and context lines dropped).
+std::string error_message(const std::exception& e);
+
+/// "cpu", "cuda", "cuda:1" -> device; a CUDA device without CUDA is a UsageError naming it.
+c10::Device parse_device(const std::string& text);
+/// "float32"/"float"/"fp32", "float64"/"double"/"fp64", "float16"/"half"/"fp16", "bfloat16"/"bf16".
+c10::ScalarType parse_dtype(const std::string& text);
+std::string dtype_name(c10::ScalarType t);
+
+/// Throws UsageError(message) unless cond.
+void require(bool cond, const std::string& message);
+/// A file that must exist (UsageError "<what> '<path>' does not exist" otherwise).
+void require_file(const std::string& path, const std::string& what);
+
+/// Whether progress bars are drawn (stderr is a terminal, no -q, no --no-progress).
+bool progress_enabled();
+
+/// A one-line progress bar on stderr: "label [#####-----] 12/40  3.1 it/s  ETA 00:09". Silent when
+/// progress_enabled() is false. Redraws at most ~10 times a second.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  ~Progress();
+  void update(int64_t done);
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_;
+  double last_draw_ = -1;
+};
+
+/// Add the common "--threads" handling after parsing: at::set_num_threads(threads or all cores).
+void apply_threads();
+
+/// The full command line, quoted where needed (for records and logs).
+std::string command_line(int argc, char** argv);
+const std::string& invocation();
+
+}  // namespace diffuse::cli
+
+// ----- shared by several subcommands (cli.cpp)
+
+#include <diffuse/training/model_file.h>
+
+namespace diffuse::cli {
+
+/// A sampling schedule saved by `diffuse ays` and read by `diffuse sample --schedule file:PATH`:
+/// JSON {"format": "diffuse-schedule", "version": 1, "noise_schedule": <card schedule spec>,
+/// "timesteps": [model times, noisiest first, one per step], "final": "zero"|"min", "description": ...}.
+struct ScheduleFile {
+  std::string noise_schedule;     ///< the model's noise schedule the times belong to
+  std::vector<double> timesteps;  ///< N model times (N = steps), strictly descending
+  std::string final_point = "zero";
+  std::string description;
+};
+void write_schedule_file(const std::string& path, const ScheduleFile& s);  ///< atomic
+ScheduleFile read_schedule_file(const std::string& path);                 ///< errors name the file
+/// The `timesteps` spacing spec for a schedule file ("timesteps:timesteps=999;...,final=zero").
+std::string spacing_spec(const ScheduleFile& s);
+
+/// Loads --model (empty = the shipped default model) on device/dtype; --model-card text for
+/// formats without a card. A missing file is a UsageError; an unreadable one a diffuse::Error.
+diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
+                                    c10::ScalarType dtype);
+
+/// "name" / "name:k=v,..." of any registry, in canonical form: the registered key and its full
+/// to_config (aliases resolved), so a record names exactly what ran.
+template <class T>
+std::string canonical_spec(const T& obj) {
+  const std::string opts = diffuse::format_config(obj.to_config());
+  return opts.empty() ? obj.name() : obj.name() + ":" + opts;
+}
+
+}  // namespace diffuse::cli

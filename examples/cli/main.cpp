@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// diffuse: sample, train, optimise Align-Your-Steps schedules, evaluate and benchmark from the
+// command line. `diffuse <command> --help` shows each command's options and examples.
+#include "cli.h"
+
+#include <c10/util/Exception.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include <diffuse/config.h>
+#include <diffuse/version.h>
+
+int main(int argc, char** argv) {
+  using namespace diffuse::cli;
+  command_line(argc, argv);
+  CLI::App app{"diffuse " DIFFUSE_VERSION_STRING
+               ": diffusion sampling and training on LibTorch.\n"
+               "Run `diffuse <command> --help` for a command's options and examples."};
+  app.name("diffuse");
+  app.set_version_flag("--version", DIFFUSE_VERSION_STRING);
+  app.require_subcommand(1, 1);
+  app.fallthrough();
+  auto& g = global();
+  app.add_flag("-v,--verbose", g.verbose, "More log output (-vv: trace)");
+  app.add_flag("-q,--quiet", g.quiet, "Warnings and errors only, no progress bar");
+  app.add_option("--threads", g.threads, "Intra-op CPU threads (0 = all cores)")->capture_default_str();
+  app.add_flag("--no-progress", g.no_progress, "Never draw progress bars");
+
+  std::map<CLI::App*, std::function<int()>> actions;
+  for (const Command& c : commands()) {
+    CLI::App* sub = app.add_subcommand(c.name, c.summary);
+    sub->fallthrough();
+    actions[sub] = c.setup(*sub);
+  }
+
+  std::string where = "diffuse";
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    for (CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::fprintf(stderr, "%s: error: %s (see `%s --help`)\n", where.c_str(), e.what(), where.c_str());
+    return kExitUsage;
+  }
+
+  auto logger = spdlog::stderr_color_mt("diffuse");
+  logger->set_pattern("%^%l%$: %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(g.quiet ? spdlog::level::warn
+                            : g.verbose >= 2 ? spdlog::level::trace
+                            : g.verbose == 1 ? spdlog::level::debug
+                                             : spdlog::level::info);
+
+  CLI::App* chosen = app.get_subcommands().front();
+  where += " " + chosen->get_name();
+  try {
+    apply_threads();
+    return actions.at(chosen)();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: error: %s\n", where.c_str(), e.what());
+    return kExitUsage;
+  } catch (const diffuse::Error& e) {
+    std::fprintf(stderr, "%s: error: %s\n", where.c_str(), error_message(e).c_str());
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", where.c_str(), error_message(e).c_str());
+    return kExitFailure;
+  }
+}

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+// Runs the built `diffuse` tool as a subprocess (fork + exec, stdout/stderr captured through
+// files, killed after a timeout) for the CLI tests.
+#pragma once
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+namespace diffuse::test {
+
+struct CliResult {
+  int code = -1;         ///< exit status; 128 + signal if killed by a signal
+  bool timed_out = false;
+  std::string out, err;  ///< stdout, stderr
+  /// Number of non-empty lines of stderr.
+  int err_lines() const {
+    std::istringstream is(err);
+    std::string line;
+    int n = 0;
+    while (std::getline(is, line))
+      if (!line.empty()) ++n;
+    return n;
+  }
+};
+
+inline std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+/// A fresh directory for one test under the build tree's cli_tests/ (removed first if present).
+inline std::string cli_test_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(DIFFUSE_CLI_TEST_DIR) / name;
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+/// Runs `diffuse args...` in `cwd` (default: the current directory) with --no-progress added by
+/// the caller when wanted. Environment: the test's own plus `env` ("KEY=VALUE").
+inline CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "",
+                         double timeout_s = 300, const std::vector<std::string>& env = {}) {
+  namespace fs = std::filesystem;
+  static int counter = 0;
+  const fs::path tmp = fs::path(DIFFUSE_CLI_TEST_DIR) / "_io";
+  fs::create_directories(tmp);
+  const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  const std::string out_path = (tmp / ("out_" + tag)).string(), err_path = (tmp / ("err_" + tag)).string();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
+    const int fo = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fe = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fo, 1);
+    ::dup2(fe, 2);
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> argv;
+    std::string bin = DIFFUSE_CLI_PATH;
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  CliResult r;
+  int status = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    const pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      r.timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  r.out = read_text_file(out_path);
+  r.err = read_text_file(err_path);
+  std::error_code ec;
+  fs::remove(out_path, ec);
+  fs::remove(err_path, ec);
+  return r;
+}
+
+/// Expects a clean failure: non-zero exit (not a signal, not a timeout), exactly one line on stderr
+/// that contains every `needles` text.
+inline void expect_clean_error(const CliResult& r, const std::vector<std::string>& needles, int code = -1) {
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_NE(r.code, 0) << r.err;
+  EXPECT_LT(r.code, 128) << "killed by a signal: " << r.err;
+  if (code >= 0) EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_EQ(r.err_lines(), 1) << r.err;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+}
+
+}  // namespace diffuse::test

@@ -1,0 +1,490 @@
+// SPDX-License-Identifier: Apache-2.0
+// Self-describing model files: the weights of a network together with the "model card" a sampler
+// needs (architecture and its options, noise schedule, prediction type, sample shape, classes).
+//
+//   diffuse::save_model("fashion.pt", dit, card);           // our model file (atomic write)
+//   diffuse::LoadedModel m = diffuse::load_model("fashion.pt");
+//   diffuse::Denoiser d(m.network, m.denoiser_options());
+//   auto schedule = m.make_schedule();
+//
+// load_model() reads our model files, training checkpoints of Trainer<DiT> (their EMA weights; the
+// card comes from the checkpoint's fingerprint), and, through the loaders registered with
+// register_model_loader() (TorchScript, safetensors: training/torchscript.h, training/safetensors.h),
+// other formats whose card comes from the file or from the caller.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <diffuse/config.h>
+#include <diffuse/denoiser.h>
+#include <diffuse/objective.h>
+#include <diffuse/sample.h>
+#include <diffuse/training/assets.h>
+#include <diffuse/training/atomic_file.h>
+#include <diffuse/training/dit.h>
+
+namespace diffuse {
+
+/// What a sampler needs to know about a network besides its weights. Stored as text, one
+/// `key=value` per line (model_card_text / parse_model_card); a one-line "key=value,key=value" form is
+/// accepted too when no value contains a comma (handy on a command line or in a TorchScript attribute).
+struct ModelCard {
+  /// "DiT" (our module; `model` holds its DiTOptions) or "torchscript" / any other name for external
+  /// networks. Default "DiT".
+  std::string architecture = "DiT";
+  /// The architecture's options (DiT: to_config(DiTOptions)). Default empty.
+  Config model;
+  /// Noise schedule spec, "key" or "key:opt=value;..." (options separated by ';' here). Default "discrete".
+  std::string schedule = "discrete";
+  /// What the network predicts: epsilon, v_prediction (v), sample (x0). Default epsilon.
+  std::string prediction_type = "epsilon";
+  /// The shape of one sample, [C, H, W] (or any rank >= 1). Required.
+  std::vector<int64_t> sample_shape;
+  /// Number of classes; class id num_classes is the null (unconditional) class used by
+  /// classifier-free guidance. 0 = unconditional model. Default 0.
+  int64_t num_classes = 0;
+  /// Optional display names of the classes (num_classes of them, or none).
+  std::vector<std::string> class_names;
+  /// Clamp x0 to [-1, 1] while sampling (pixel-space models). Default true.
+  bool clip_sample = true;
+  /// Free text (how it was trained, its FD, ...). Default empty.
+  std::string description;
+};
+
+/// Parses a card from its text form. Unknown keys, a missing sample_shape and malformed values are
+/// errors naming `origin` (the file the text came from).
+ModelCard parse_model_card(const std::string& text, const std::string& origin);
+/// The canonical text form (one key=value per line), read back by parse_model_card.
+std::string model_card_text(const ModelCard& card);
+
+/// A network ready to sample from, with its card.
+struct LoadedModel {
+  ModelCard card;
+  /// The network on the requested device and dtype.
+  Network network;
+  /// Where it came from: the file path, or "embedded default (<path>)".
+  std::string source;
+  /// "diffuse model", "training checkpoint (EMA weights)", "TorchScript", "safetensors", ...
+  std::string format;
+  /// Our DiT when the architecture is DiT (empty otherwise).
+  std::optional<DiT> dit;
+  /// The parameterisation and clipping of card, for a Denoiser.
+  DenoiserOptions denoiser_options() const;
+  /// The noise schedule the card names.
+  std::shared_ptr<NoiseSchedule> make_schedule() const;
+};
+
+struct LoadModelOptions {
+  /// Device of the network. Default CPU.
+  c10::Device device = at::kCPU;
+  /// Floating dtype of the network's parameters. Default float32.
+  at::ScalarType dtype = at::kFloat;
+  /// For formats that cannot carry a card (or to override the card stored in the file): card text.
+  /// Default empty = use the file's own card.
+  std::string card;
+};
+
+/// Saves `model` (its parameters and buffers) with `card` (architecture DiT; card.model is replaced
+/// by the model's own options) to `path`, atomically: a crash never leaves a half-written file.
+void save_model(const std::string& path, DiT model, ModelCard card);
+
+/// Loads a model file (see the top of this header). Errors name the file and say what is wrong.
+LoadedModel load_model(const std::string& path, const LoadModelOptions& options = {});
+
+/// The file name of the shipped default model (a class-conditional Fashion-MNIST DiT).
+inline const char* default_model_file_name() { return "fashion_mnist_dit.pt"; }
+/// The path of the shipped default model (searched as find_asset() does).
+inline std::string default_model_path() {
+  return find_asset(default_model_file_name(), "the default model");
+}
+
+/// A loader for another format: returns nullopt when the file is not of its format, else the model
+/// (it may use options.card). Loaders are tried in registration order after our own formats.
+using ModelLoader =
+    std::function<std::optional<LoadedModel>(const std::string& path, const LoadModelOptions& options)>;
+bool register_model_loader(const std::string& name, ModelLoader loader);
+
+// ---------------------------------------------------------------------------------------------
+// Implementation
+
+namespace detail {
+
+inline std::vector<std::string> split_text(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream is(s);
+  while (std::getline(is, item, sep)) out.push_back(item);
+  return out;
+}
+
+/// The first line of a message (LibTorch errors append context lines).
+inline std::string first_line(const std::string& text) {
+  const auto nl = text.find('\n');
+  return trim(nl == std::string::npos ? text : text.substr(0, nl));
+}
+
+inline std::vector<int64_t> parse_shape_text(const std::string& text, const std::string& what) {
+  std::vector<int64_t> out;
+  for (const std::string& part : split_text(text, 'x')) {
+    const std::string p = trim(part);
+    char* end = nullptr;
+    errno = 0;
+    const long long v = p.empty() ? -1 : std::strtoll(p.c_str(), &end, 10);
+    check(!p.empty() && end && *end == '\0' && errno == 0 && v >= 1 && v <= (1LL << 24), what,
+          ": sample_shape must be sizes >= 1 joined by 'x' (e.g. 1x28x28), got '", text, "'");
+    out.push_back(v);
+  }
+  check(!out.empty(), what, ": sample_shape is empty");
+  return out;
+}
+
+inline std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? "x" : "") + std::to_string(shape[i]);
+  return out;
+}
+
+inline Parameterization parse_prediction_type(const std::string& name, const std::string& what) {
+  if (name == "epsilon" || name == "eps") return Parameterization::kEpsilon;
+  if (name == "v_prediction" || name == "v") return Parameterization::kVelocity;
+  if (name == "sample" || name == "x0") return Parameterization::kSample;
+  throw Error(cat(what, ": unknown prediction_type '", name, "' (epsilon, v_prediction, sample)"));
+}
+
+/// Registered loaders of other formats.
+struct ModelLoaderRegistry {
+  std::mutex mu;
+  std::vector<std::pair<std::string, ModelLoader>> loaders;
+  static ModelLoaderRegistry& get() {
+    static ModelLoaderRegistry r;
+    return r;
+  }
+};
+
+/// "discrete:beta_schedule=linear;beta_end=0.02" -> schedule (';' separates options in a card
+/// because a card may be written on one comma-separated line).
+inline std::shared_ptr<NoiseSchedule> schedule_from_card(const std::string& spec, const std::string& what) {
+  const auto colon = spec.find(':');
+  std::string name = trim(spec.substr(0, colon));
+  Config opts;
+  if (colon != std::string::npos) {
+    std::string rest = spec.substr(colon + 1);
+    for (char& ch : rest)
+      if (ch == ';') ch = ',';
+    opts = parse_config(rest);
+  }
+  try {
+    return std::shared_ptr<NoiseSchedule>(diffuse::make_schedule(name, opts));
+  } catch (const Error& e) {
+    throw Error(cat(what, ": schedule '", spec, "': ", e.what()));
+  }
+}
+
+inline std::string schedule_card_spec(const NoiseSchedule& s) {
+  std::string opts = format_config(s.to_config());
+  for (char& ch : opts)
+    if (ch == ',') ch = ';';
+  return opts.empty() ? s.name() : s.name() + ":" + opts;
+}
+
+/// A DiT built from a card (architecture DiT), moved to the options' device and dtype.
+inline DiT dit_from_card(const ModelCard& card, const std::string& what) {
+  check(card.architecture == "DiT", what, ": architecture '", card.architecture, "' is not DiT");
+  DiTOptions o(1, 1);
+  try {
+    o = dit_options_from_config(card.model);
+  } catch (const Error& e) {
+    throw Error(cat(what, ": bad DiT options in the model card: ", e.what()));
+  }
+  check(card.sample_shape.size() == 3 && card.sample_shape[0] == o.in_channels() &&
+            card.sample_shape[1] == o.input_size() && card.sample_shape[2] == o.input_size(),
+        what, ": sample_shape ", shape_text(card.sample_shape), " does not match the DiT (", o.in_channels(), "x",
+        o.input_size(), "x", o.input_size(), ")");
+  check(card.num_classes == o.num_classes(), what, ": num_classes ", card.num_classes,
+        " does not match the DiT's ", o.num_classes());
+  return DiT(o);
+}
+
+inline LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options, std::string source,
+                              std::string format) {
+  model->to(options.device, options.dtype);
+  model->eval();
+  LoadedModel m;
+  m.card = std::move(card);
+  m.dit = model;
+  m.network = as_network(model);
+  m.source = std::move(source);
+  m.format = std::move(format);
+  return m;
+}
+
+/// A card from a Trainer checkpoint's fingerprint (objective, schedule, dataset, model_config lines).
+inline ModelCard card_from_fingerprint(const std::string& fingerprint, const std::string& what) {
+  std::map<std::string, std::string> f;
+  for (const std::string& line : split_text(fingerprint, '\n')) {
+    const auto eq = line.find('=');
+    if (eq != std::string::npos) f[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  auto need = [&](const std::string& key) -> const std::string& {
+    auto it = f.find(key);
+    check(it != f.end() && !it->second.empty(), what, ": the checkpoint's fingerprint has no ", key);
+    return it->second;
+  };
+  ModelCard card;
+  const std::string& model_config = need("model_config");
+  check(model_config.rfind("DiT ", 0) == 0, what, ": the checkpoint's model is not a DiT (model_config '",
+        model_config, "'); use the program that trained it");
+  card.architecture = "DiT";
+  card.model = parse_config(model_config.substr(4));
+  // objective=<name>:<config>  ->  its prediction type
+  const std::string& objective = need("objective");
+  std::unique_ptr<Objective> obj = objective_from_spec(objective);
+  switch (obj->prediction_type()) {
+    case Parameterization::kEpsilon: card.prediction_type = "epsilon"; break;
+    case Parameterization::kVelocity: card.prediction_type = "v_prediction"; break;
+    case Parameterization::kSample: card.prediction_type = "sample"; break;
+  }
+  // schedule=<name>:<config>
+  const std::string& schedule = need("schedule");
+  const auto colon = schedule.find(':');
+  std::unique_ptr<NoiseSchedule> s =
+      colon == std::string::npos ? diffuse::make_schedule(schedule)
+                                 : diffuse::make_schedule(schedule.substr(0, colon), parse_config(schedule.substr(colon + 1)));
+  card.schedule = schedule_card_spec(*s);
+  const DiTOptions o = dit_options_from_config(card.model);
+  card.sample_shape = {o.in_channels(), o.input_size(), o.input_size()};
+  card.num_classes = o.num_classes();
+  card.clip_sample = true;
+  card.description = "EMA weights of a training checkpoint (" + need("dataset") + ")";
+  return card;
+}
+
+inline bool archive_has(torch::serialize::InputArchive& ar, const std::string& key) {
+  c10::IValue v;
+  return ar.try_read(key, v);
+}
+
+}  // namespace detail
+
+inline ModelCard parse_model_card(const std::string& text, const std::string& origin) {
+  const std::string what = origin.empty() ? std::string("model card") : origin;
+  std::vector<std::string> items = detail::split_text(text, '\n');
+  if (items.size() <= 1 && text.find('\n') == std::string::npos) items = detail::split_text(text, ',');
+  ModelCard card;
+  bool have_shape = false;
+  std::map<std::string, bool> seen;
+  for (const std::string& raw : items) {
+    const std::string item = detail::trim(raw);
+    if (item.empty() || item[0] == '#') continue;
+    const auto eq = item.find('=');
+    check(eq != std::string::npos && eq > 0, what, ": card line '", item, "' is not key=value");
+    const std::string key = detail::trim(item.substr(0, eq));
+    const std::string value = detail::trim(item.substr(eq + 1));
+    check(!seen[key], what, ": card key '", key, "' given twice");
+    seen[key] = true;
+    if (key == "architecture") {
+      card.architecture = value;
+    } else if (key == "model") {
+      card.model = parse_config(value);
+    } else if (key == "schedule") {
+      card.schedule = value;
+    } else if (key == "prediction_type") {
+      (void)detail::parse_prediction_type(value, what);
+      card.prediction_type = value;
+    } else if (key == "sample_shape") {
+      card.sample_shape = detail::parse_shape_text(value, what);
+      have_shape = true;
+    } else if (key == "num_classes") {
+      char* end = nullptr;
+      const long long n = std::strtoll(value.c_str(), &end, 10);
+      check(!value.empty() && *end == '\0' && n >= 0 && n < (1LL << 31), what,
+            ": num_classes must be an integer >= 0, got '", value, "'");
+      card.num_classes = n;
+    } else if (key == "class_names") {
+      card.class_names = detail::split_text(value, ';');
+      for (auto& n : card.class_names) n = detail::trim(n);
+    } else if (key == "clip_sample") {
+      check(value == "true" || value == "false", what, ": clip_sample must be true or false, got '", value, "'");
+      card.clip_sample = value == "true";
+    } else if (key == "description") {
+      card.description = value;
+    } else {
+      throw Error(detail::cat(what, ": unknown card key '", key,
+                              "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
+                              "class_names, clip_sample, description)"));
+    }
+  }
+  check(have_shape, what, ": the model card has no sample_shape (e.g. sample_shape=1x28x28)");
+  check(card.class_names.empty() || static_cast<int64_t>(card.class_names.size()) == card.num_classes, what,
+        ": class_names lists ", card.class_names.size(), " names for num_classes=", card.num_classes);
+  (void)detail::schedule_from_card(card.schedule, what);
+  return card;
+}
+
+inline std::string model_card_text(const ModelCard& c) {
+  std::ostringstream os;
+  os << "architecture=" << c.architecture << "\n";
+  if (!c.model.empty()) os << "model=" << format_config(c.model) << "\n";
+  os << "schedule=" << c.schedule << "\n"
+     << "prediction_type=" << c.prediction_type << "\n"
+     << "sample_shape=" << detail::shape_text(c.sample_shape) << "\n"
+     << "num_classes=" << c.num_classes << "\n";
+  if (!c.class_names.empty()) os << "class_names=" << detail::join(c.class_names, ";") << "\n";
+  os << "clip_sample=" << (c.clip_sample ? "true" : "false") << "\n";
+  if (!c.description.empty()) {
+    std::string d = c.description;
+    for (char& ch : d)
+      if (ch == '\n') ch = ' ';
+    os << "description=" << d << "\n";
+  }
+  return os.str();
+}
+
+inline DenoiserOptions LoadedModel::denoiser_options() const {
+  DenoiserOptions o;
+  o.prediction_type = detail::parse_prediction_type(card.prediction_type, source);
+  o.clip_sample = card.clip_sample;
+  return o;
+}
+
+inline std::shared_ptr<NoiseSchedule> LoadedModel::make_schedule() const {
+  return detail::schedule_from_card(card.schedule, source);
+}
+
+inline bool register_model_loader(const std::string& name, ModelLoader loader) {
+  auto& r = detail::ModelLoaderRegistry::get();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (auto& entry : r.loaders) {
+    if (entry.first == name) {
+      entry.second = std::move(loader);
+      return true;
+    }
+  }
+  r.loaders.emplace_back(name, std::move(loader));
+  return true;
+}
+
+/// Format version of our model files.
+inline constexpr int64_t kModelFileFormat = 1;
+
+inline void save_model(const std::string& path, DiT model, ModelCard card) {
+  card.architecture = "DiT";
+  card.model = to_config(model->options);
+  card.sample_shape = {model->options.in_channels(), model->options.input_size(), model->options.input_size()};
+  card.num_classes = model->options.num_classes();
+  const std::string text = model_card_text(card);
+  (void)parse_model_card(text, path);  // never write a card that cannot be read back
+  torch::serialize::OutputArchive weights;
+  model->save(weights);
+  torch::serialize::OutputArchive ar;
+  ar.write("diffuse_model_format", c10::IValue(kModelFileFormat));
+  ar.write("card", c10::IValue(text));
+  ar.write("model", weights);
+  write_file_atomic(path, [&](std::ostream& os) { ar.save_to(os); });
+}
+
+inline LoadedModel load_model(const std::string& path, const LoadModelOptions& options) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  check(!path.empty(), "model path is empty");
+  check(fs::exists(path, ec), "model file '", path, "' does not exist");
+  check(fs::is_regular_file(path, ec), "model file '", path, "' is not a regular file");
+  check(at::isFloatingType(options.dtype), "model dtype must be a floating type, got ", options.dtype);
+  {
+    std::ifstream probe(path, std::ios::binary);
+    check(probe.good(), "cannot open model file '", path, "'");
+  }
+  std::optional<ModelCard> card_override;
+  if (!options.card.empty()) card_override = parse_model_card(options.card, "--model-card");
+
+  // Our formats are zip archives written by torch::serialize; other formats go to the loaders.
+  const bool is_zip = [&] {
+    std::ifstream f(path, std::ios::binary);
+    char magic[4] = {0, 0, 0, 0};
+    f.read(magic, 4);
+    return f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+  }();
+  if (is_zip) {
+    torch::serialize::InputArchive ar;
+    bool readable = true;
+    std::string why;
+    try {
+      ar.load_from(path, options.device);
+    } catch (const c10::Error& e) {
+      readable = false;
+      why = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      readable = false;
+      why = e.what();
+    }
+    if (readable && detail::archive_has(ar, "diffuse_model_format")) {
+      c10::IValue v;
+      ar.read("diffuse_model_format", v);
+      check(v.isInt() && v.toInt() == kModelFileFormat, "model file '", path, "' has format ",
+            v.isInt() ? std::to_string(v.toInt()) : std::string("?"), "; this build reads format ", kModelFileFormat);
+      ar.read("card", v);
+      check(v.isString(), "model file '", path, "': its card is not text");
+      ModelCard card = card_override ? *card_override : parse_model_card(v.toStringRef(), path);
+      DiT model = detail::dit_from_card(card, path);
+      torch::serialize::InputArchive weights;
+      check(ar.try_read("model", weights), "model file '", path, "' has no weights ('model')");
+      try {
+        model->load(weights);
+      } catch (const c10::Error& e) {
+        throw Error(detail::cat("model file '", path, "': weights do not fit the card's DiT: ",
+                                detail::first_line(e.what_without_backtrace())));
+      }
+      return detail::finish_dit(model, std::move(card), options, path, "diffuse model");
+    }
+    if (readable && detail::archive_has(ar, "fingerprint") && detail::archive_has(ar, "ema")) {
+      c10::IValue v;
+      ar.read("fingerprint", v);
+      check(v.isString(), "checkpoint '", path, "': its fingerprint is not text");
+      ModelCard card = card_override ? *card_override : detail::card_from_fingerprint(v.toStringRef(), path);
+      DiT model = detail::dit_from_card(card, path);
+      torch::serialize::InputArchive ema;
+      ar.read("ema", ema);
+      try {
+        model->load(ema);
+      } catch (const c10::Error& e) {
+        throw Error(detail::cat("checkpoint '", path, "': EMA weights do not fit the DiT: ",
+                                detail::first_line(e.what_without_backtrace())));
+      }
+      return detail::finish_dit(model, std::move(card), options, path, "training checkpoint (EMA weights)");
+    }
+    (void)why;
+  }
+  std::vector<std::pair<std::string, ModelLoader>> loaders;
+  {
+    auto& r = detail::ModelLoaderRegistry::get();
+    std::lock_guard<std::mutex> lock(r.mu);
+    loaders = r.loaders;
+  }
+  std::vector<std::string> names;
+  for (auto& [name, loader] : loaders) {
+    names.push_back(name);
+    if (auto m = loader(path, options)) return *m;
+  }
+  throw Error(detail::cat("model file '", path, "' is not a diffuse model, a training checkpoint",
+                          names.empty() ? std::string() : ", or " + detail::join(names, " / "),
+                          " file (corrupt or of another format)"));
+}
+
+}  // namespace diffuse
