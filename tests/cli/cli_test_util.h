@@ -54,8 +54,9 @@ inline std::string cli_test_dir(const std::string& name) {
   return dir.string();
 }
 
-/// Runs `diffuse args...` in `cwd` (default: the current directory) with --no-progress added by
-/// the caller when wanted. Environment: the test's own plus `env` ("KEY=VALUE").
+/// Runs `diffuse --threads 1 args...` in `cwd` (default: the current directory). One intra-op thread:
+/// ctest runs test binaries side by side on 2 cores, and OpenMP threads that spin on busy cores are
+/// many times slower. Environment: the test's own plus `env` ("KEY=VALUE").
 inline CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "",
                          double timeout_s = 300, const std::vector<std::string>& env = {}) {
   namespace fs = std::filesystem;
@@ -75,6 +76,9 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
     std::vector<char*> argv;
     std::string bin = DIFFUSE_CLI_PATH;
     argv.push_back(bin.data());
+    std::string threads_flag = "--threads", one = "1";
+    argv.push_back(threads_flag.data());
+    argv.push_back(one.data());
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
