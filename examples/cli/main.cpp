@@ -48,7 +48,23 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     for (CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
-    std::fprintf(stderr, "%s: error: %s (see `%s --help`)\n", where.c_str(), e.what(), where.c_str());
+    std::string message = e.what();
+    if (app.get_subcommands().empty()) {
+      // Name the word that is not a command rather than CLI11's "A subcommand is required".
+      std::string names;
+      for (const Command& c : commands()) names += (names.empty() ? "" : ", ") + c.name;
+      for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg.empty() || arg[0] == '-') {
+          if (arg == "--threads") ++i;  // skip its value
+          continue;
+        }
+        message = "unknown command '" + arg + "'";
+        break;
+      }
+      message += " (commands: " + names + ")";
+    }
+    std::fprintf(stderr, "%s: error: %s (see `%s --help`)\n", where.c_str(), message.c_str(), where.c_str());
     return kExitUsage;
   }
 

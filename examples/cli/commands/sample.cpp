@@ -418,7 +418,7 @@ std::function<int()> setup_sample(CLI::App& app) {
   app.footer(R"(Examples:
   diffuse sample                                     # 40 Fashion-MNIST images from the shipped model
   diffuse sample --sampler euler_a --schedule karras --steps 30 --cfg 3 -o euler.png
-  diffuse sample --class Sneaker,Bag -n 16 --correction epsilon_scaling:scale=1.005
+  diffuse sample --class Sneaker,Bag -n 16 --correction epsilon_scaling:b=1.005
   diffuse sample --schedule file:ays.json            # a schedule written by `diffuse ays`
   diffuse sample --model run/model.pt --save-each frames/ --save-tensor x.npy
   diffuse sample --model exported.pt --model-card "sample_shape=1x28x28,num_classes=10"

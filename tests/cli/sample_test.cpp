@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: Apache-2.0
+// `diffuse sample` as a subprocess: the shipped model, reproducibility (same seed -> same PNG bytes,
+// the settings record regenerates the image), outputs, and clean failures on bad input.
+#include "cli/cli_test_util.h"
+
+#include <torch/serialize.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include <diffuse/training/image.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+using diffuse::test::cli_test_dir;
+using diffuse::test::expect_clean_error;
+using diffuse::test::read_text_file;
+using diffuse::test::run_cli;
+
+// Small and fast: 2 DPM++ steps on 10 images.
+const std::vector<std::string> kTiny = {"--steps", "3", "-n", "10"};
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(CliSample, DefaultModelWritesGridAndRecord) {
+  const std::string dir = cli_test_dir("sample_default");
+  const auto r = run_cli(with({"sample", "-o", "grid.png"}, kTiny), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(dir + "/grid.png"));
+  ASSERT_TRUE(fs::exists(dir + "/grid.json"));
+  // The grid: 10 images of 28x28 in one row of 10 (default nrow = classes), padding 2.
+  const auto text = diffuse::read_png_text(dir + "/grid.png");
+  ASSERT_TRUE(text.count("diffuse"));
+  const auto rec = nlohmann::json::parse(text.at("diffuse"));
+  EXPECT_EQ(rec["settings"]["steps"], 3);
+  EXPECT_EQ(rec["settings"]["model"], "default");
+  EXPECT_EQ(rec["resolved"]["grid_t"].size(), 4u);  // steps + 1 points
+  EXPECT_EQ(rec["resolved"]["class_ids"][9], 9);
+  // The JSON file holds the same record as the PNG.
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(dir + "/grid.json")), rec);
+}
+
+TEST(CliSample, SameSeedSameBytesAndRecordRegenerates) {
+  const std::string dir = cli_test_dir("sample_repro");
+  const std::vector<std::string> base = with({"sample", "--sampler", "euler_a", "--schedule", "karras",
+                                              "--cfg", "3", "--class", "Sneaker,1", "-c", "epsilon_scaling:b=1.01"},
+                                             kTiny);
+  const std::vector<std::string> args = with(base, {"--seed", "7"});
+  ASSERT_EQ(run_cli(with(args, {"-o", "a.png"}), dir).code, 0);
+  ASSERT_EQ(run_cli(with(args, {"-o", "b.png"}), dir).code, 0);
+  const std::string a = read_text_file(dir + "/a.png");
+  EXPECT_EQ(a, read_text_file(dir + "/b.png"));
+  // A different seed changes the image.
+  ASSERT_EQ(run_cli(with(base, {"-o", "c.png", "--seed", "8"}), dir).code, 0);
+  EXPECT_NE(a, read_text_file(dir + "/c.png"));
+  // The record (JSON or PNG) alone regenerates the same bytes.
+  auto r = run_cli({"sample", "--from-record", "a.json", "-o", "from_json.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(a, read_text_file(dir + "/from_json.png"));
+  r = run_cli({"sample", "--from-record", "a.png", "-o", "from_png.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(a, read_text_file(dir + "/from_png.png"));
+  // Explicit options override the record.
+  r = run_cli({"sample", "--from-record", "a.png", "--seed", "8", "-o", "override.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/c.png"), read_text_file(dir + "/override.png"));
+}
+
+TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
+  const std::string dir = cli_test_dir("sample_batch");
+  ASSERT_EQ(run_cli(with({"sample", "-o", "all.png", "--save-tensor", "all.pt", "--save-each", "each"}, kTiny), dir)
+                .code,
+            0);
+  const auto r = run_cli(with({"sample", "-o", "chunks.png", "--batch-size", "3", "--save-tensor", "chunks.npy"}, kTiny),
+                         dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor all;
+  torch::load(all, dir + "/all.pt");
+  ASSERT_EQ(all.sizes(), (std::vector<int64_t>{10, 1, 28, 28}));
+  // .npy: 128-byte header for this shape, then float32 C-order data equal to the unchunked run.
+  const std::string npy = read_text_file(dir + "/chunks.npy");
+  ASSERT_EQ(npy.substr(0, 6), "\x93NUMPY");
+  const uint16_t hlen = static_cast<uint8_t>(npy[8]) | (static_cast<uint8_t>(npy[9]) << 8);
+  EXPECT_EQ((10 + hlen) % 64, 0);
+  EXPECT_NE(npy.find("'shape': (10, 1, 28, 28)"), std::string::npos);
+  ASSERT_EQ(npy.size(), 10u + hlen + 10 * 28 * 28 * 4);
+  at::Tensor chunks = at::from_blob(const_cast<char*>(npy.data()) + 10 + hlen, {10, 1, 28, 28}, at::kFloat).clone();
+  // Same noise per image whatever the chunking; the network's batched float32 GEMMs round
+  // differently for other batch sizes, so different chunkings agree to float precision only.
+  EXPECT_TRUE(at::allclose(all, chunks, 0, 2e-3)) << (all - chunks).abs().max();
+  // Bitwise: the first 5 images of `-n 10 --batch-size 5` are those of `-n 5` (same batches).
+  ASSERT_EQ(run_cli(with({"sample", "-o", "five.png", "--batch-size", "5", "-n", "5", "--save-tensor", "five.pt"},
+                         {"--steps", "3"}),
+                    dir)
+                .code,
+            0);
+  ASSERT_EQ(run_cli(with({"sample", "-o", "ten.png", "--batch-size", "5", "-n", "10", "--save-tensor", "ten.pt"},
+                         {"--steps", "3"}),
+                    dir)
+                .code,
+            0);
+  at::Tensor five, ten;
+  torch::load(five, dir + "/five.pt");
+  torch::load(ten, dir + "/ten.pt");
+  EXPECT_TRUE(at::equal(five, ten.narrow(0, 0, 5)));
+  EXPECT_FALSE(at::equal(ten.narrow(0, 0, 5), ten.narrow(0, 5, 5)));
+  EXPECT_TRUE(fs::exists(dir + "/each/000009.png"));
+  EXPECT_FALSE(fs::exists(dir + "/each/000010.png"));
+}
+
+TEST(CliSample, ListShowsEveryRegistry) {
+  const auto r = run_cli({"sample", "--list"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* name : {"dpmpp_2m", "euler_a", "ddim", "karras", "ays", "epsilon_scaling", "cads", "time_shift",
+                           "cfg", "discrete"})
+    EXPECT_NE(r.out.find(name), std::string::npos) << name;
+}
+
+TEST(CliSample, BadArgumentsFailCleanly) {
+  const std::string dir = cli_test_dir("sample_bad");
+  expect_clean_error(run_cli({"sample", "--sampler", "no_such_sampler"}, dir), {"no_such_sampler", "dpmpp_2m"}, 2);
+  expect_clean_error(run_cli({"sample", "--steps", "-3"}, dir), {"--steps", "-3"}, 2);
+  expect_clean_error(run_cli({"sample", "--steps", "abc"}, dir), {"--steps"}, 2);
+  expect_clean_error(run_cli({"sample", "--num", "0"}, dir), {"--num"}, 2);
+  expect_clean_error(run_cli({"sample", "--schedule", "no_such_spacing"}, dir), {"no_such_spacing"}, 2);
+  expect_clean_error(run_cli({"sample", "--correction", "epsilon_scaling:bogus=1"}, dir), {"bogus"}, 2);
+  expect_clean_error(run_cli({"sample", "--class", "Unicorn"}, dir), {"Unicorn", "Sneaker"}, 2);
+  expect_clean_error(run_cli({"sample", "--class", "10"}, dir), {"'10'"}, 2);
+  expect_clean_error(run_cli({"sample", "--device", "tpu"}, dir), {"tpu"}, 2);
+  expect_clean_error(run_cli({"sample", "--dtype", "int8"}, dir), {"int8"}, 2);
+  expect_clean_error(run_cli({"sample", "--model", "missing.pt"}, dir), {"missing.pt", "does not exist"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "missing.json"}, dir), {"missing.json"}, 2);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:missing.json"}, dir), {"missing.json"}, 2);
+  // A corrupt model file: junk bytes, and a truncated copy of the real one.
+  { std::ofstream(dir + "/junk.pt") << "this is not a model"; }
+  expect_clean_error(run_cli({"sample", "--model", "junk.pt"}, dir), {"junk.pt"}, 1);
+  const std::string real = read_text_file(std::string(std::getenv("DIFFUSE_SOURCE_DIR")) +
+                                          "/training/assets/fashion_mnist_dit.pt");
+  { std::ofstream(dir + "/truncated.pt", std::ios::binary) << real.substr(0, real.size() / 2); }
+  expect_clean_error(run_cli({"sample", "--model", "truncated.pt"}, dir), {"truncated.pt"}, 1);
+  // A record that is not one.
+  { std::ofstream(dir + "/bad.json") << "{\"hello\": 1}"; }
+  expect_clean_error(run_cli({"sample", "--from-record", "bad.json"}, dir), {"bad.json", "not a diffuse"}, 2);
+  // Nothing was written by the failed runs.
+  EXPECT_FALSE(fs::exists(dir + "/diffuse_samples.png"));
+}
+
+TEST(CliSample, ScheduleFileRoundTrip) {
+  const std::string dir = cli_test_dir("sample_schedule_file");
+  {
+    std::ofstream f(dir + "/sched.json");
+    f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": ")"
+      << "discrete:beta_end=0.02;beta_schedule=linear;beta_start=0.0001;num_train_timesteps=1000;precision=float64;"
+         "rescale_betas_zero_snr=false;terminal_alphas_cumprod=0"
+      << R"(", "timesteps": [999, 600.5, 250, 40], "final": "zero"})";
+  }
+  auto r = run_cli({"sample", "--schedule", "file:sched.json", "-n", "2", "-o", "s.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto rec = nlohmann::json::parse(read_text_file(dir + "/s.json"));
+  ASSERT_EQ(rec["resolved"]["grid_t"].size(), 5u);
+  EXPECT_DOUBLE_EQ(rec["resolved"]["grid_t"][1].get<double>(), 600.5);
+  EXPECT_DOUBLE_EQ(rec["resolved"]["grid_t"][3].get<double>(), 40.0);
+  EXPECT_EQ(rec["settings"]["steps"], 4);
+  // Wrong step count, wrong noise schedule, non-monotone times.
+  expect_clean_error(run_cli({"sample", "--schedule", "file:sched.json", "--steps", "5"}, dir), {"5", "4 steps"}, 2);
+  {
+    std::ofstream f(dir + "/other.json");
+    f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "vp", "timesteps": [1.0, 0.5]})";
+  }
+  expect_clean_error(run_cli({"sample", "--schedule", "file:other.json"}, dir), {"other.json", "'vp'"}, 2);
+  {
+    std::ofstream f(dir + "/up.json");
+    f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "x", "timesteps": [10, 500]})";
+  }
+  expect_clean_error(run_cli({"sample", "--schedule", "file:up.json"}, dir), {"up.json", "descending"}, 1);
+}
+
+}  // namespace
