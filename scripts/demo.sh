@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages, builds the demo and runs it: diffuse_demo samples a Gaussian
-# mixture with every registered sampler (examples/gmm_demo). Arguments go to diffuse_demo.
+# Installs the Debian packages, builds the `diffuse` command-line tool and runs it. With no
+# arguments: `diffuse sample`, 40 Fashion-MNIST images from the shipped model written to
+# diffuse_samples.png (+ diffuse_samples.json, the settings that regenerate it) in the current
+# directory. With arguments: `diffuse <arguments>` (e.g. `bash scripts/demo.sh sample --help`).
 # Environment: DIFFUSE_BUILD_DIR (default ./build), DIFFUSE_JOBS (default nproc),
 # DIFFUSE_SKIP_DEPS=1 (do not run apt-get).
 set -euo pipefail
@@ -8,10 +10,13 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
 diffuse_install_deps
 diffuse_configure -DDIFFUSE_BUILD_EXAMPLES=ON
-cmake --build "$DIFFUSE_BUILD_DIR" -j "$(diffuse_jobs)" --target diffuse_demo
-demo="$(find "$DIFFUSE_BUILD_DIR" -type f -name diffuse_demo -perm -u+x | head -n 1)"
-if [ -z "$demo" ]; then
-  echo "diffuse: the diffuse_demo binary was not found under $DIFFUSE_BUILD_DIR" >&2
+cmake --build "$DIFFUSE_BUILD_DIR" -j "$(diffuse_jobs)" --target diffuse_cli
+cli="$DIFFUSE_BUILD_DIR/examples/cli/diffuse"
+if [ ! -x "$cli" ]; then
+  echo "diffuse: the diffuse binary was not found at $cli" >&2
   exit 1
 fi
-"$demo" "$@"
+if [ "$#" -eq 0 ]; then
+  exec "$cli" sample
+fi
+exec "$cli" "$@"

@@ -16,7 +16,9 @@ namespace diffuse {
 /// The path of the shipped file `name`, searched in, in order:
 ///   1. $DIFFUSE_ASSET_DIR,
 ///   2. $DIFFUSE_SOURCE_DIR/training/assets,
-///   3. the directory given at compile time by the macro DIFFUSE_ASSET_DIR (a string literal), if
+///   3. <directory of the running executable>/../share/diffuse (an installed program finds the
+///      installed files wherever the prefix was moved to; Linux),
+///   4. the directory given at compile time by the macro DIFFUSE_ASSET_DIR (a string literal), if
 ///      defined (the source tree for a build tree, share/diffuse for an installed package).
 /// Throws diffuse::Error naming `what` and listing every place tried when none has it.
 inline std::string find_asset(const std::string& name, const std::string& what) {
@@ -36,6 +38,12 @@ inline std::string find_asset(const std::string& name, const std::string& what) 
   consider(asset_env ? asset_env : "", "$DIFFUSE_ASSET_DIR");
   consider(source_env && *source_env ? std::string(source_env) + "/training/assets" : std::string(),
            "$DIFFUSE_SOURCE_DIR/training/assets");
+  {
+    std::error_code ec;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec && !exe.empty())
+      consider((exe.parent_path().parent_path() / "share" / "diffuse").string(), "next to the executable");
+  }
 #ifdef DIFFUSE_ASSET_DIR
   consider(DIFFUSE_ASSET_DIR, "compile-time DIFFUSE_ASSET_DIR");
 #endif

@@ -100,9 +100,10 @@ inline std::vector<unsigned char> add_png_text(const std::vector<unsigned char>&
   const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), chunk.data() + type_at, static_cast<uInt>(chunk.size() - type_at));
   put32(static_cast<uint32_t>(crc));
   const size_t ihdr_end = 8 + 4 + 4 + 13 + 4;  // signature, length, type, IHDR data, CRC
-  std::vector<unsigned char> out(png.begin(), png.begin() + static_cast<std::ptrdiff_t>(ihdr_end));
-  out.insert(out.end(), chunk.begin(), chunk.end());
-  out.insert(out.end(), png.begin() + static_cast<std::ptrdiff_t>(ihdr_end), png.end());
+  std::vector<unsigned char> out(png.size() + chunk.size());
+  std::memcpy(out.data(), png.data(), ihdr_end);
+  std::memcpy(out.data() + ihdr_end, chunk.data(), chunk.size());
+  std::memcpy(out.data() + ihdr_end + chunk.size(), png.data() + ihdr_end, png.size() - ihdr_end);
   return out;
 }
 

@@ -222,6 +222,36 @@ inline DiT dit_from_card(const ModelCard& card, const std::string& what) {
   return DiT(o);
 }
 
+/// Module::load() replaces a parameter's storage with the archive's, shape included; so compare
+/// every parameter and buffer with a freshly built model of the card's options afterwards.
+inline void load_dit_checked(DiT& model, torch::serialize::InputArchive& ar, const std::string& what) {
+  const DiT reference(model->options);
+  try {
+    model->load(ar);
+  } catch (const c10::Error& e) {
+    throw Error(cat(what, ": weights do not fit the card's DiT: ", first_line(e.what_without_backtrace())));
+  }
+  std::vector<std::string> bad;
+  const auto want = reference->named_parameters(true);
+  for (const auto& p : model->named_parameters(true)) {
+    const at::Tensor* w = want.find(p.key());
+    if (w && w->sizes() != p.value().sizes())
+      bad.push_back(p.key() + " " + c10::str(p.value().sizes()) + " (card: " + c10::str(w->sizes()) + ")");
+  }
+  const auto want_b = reference->named_buffers(true);
+  for (const auto& b : model->named_buffers(true)) {
+    const at::Tensor* w = want_b.find(b.key());
+    if (w && w->sizes() != b.value().sizes())
+      bad.push_back(b.key() + " " + c10::str(b.value().sizes()) + " (card: " + c10::str(w->sizes()) + ")");
+  }
+  if (!bad.empty()) {
+    const size_t n = bad.size();
+    if (n > 3) bad.resize(3);
+    throw Error(cat(what, ": ", n, " weight(s) do not have the shape the card's DiT needs: ", join(bad, "; "),
+                    n > 3 ? "; ..." : ""));
+  }
+}
+
 inline LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options, std::string source,
                               std::string format) {
   model->to(options.device, options.dtype);
@@ -445,12 +475,7 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       DiT model = detail::dit_from_card(card, path);
       torch::serialize::InputArchive weights;
       check(ar.try_read("model", weights), "model file '", path, "' has no weights ('model')");
-      try {
-        model->load(weights);
-      } catch (const c10::Error& e) {
-        throw Error(detail::cat("model file '", path, "': weights do not fit the card's DiT: ",
-                                detail::first_line(e.what_without_backtrace())));
-      }
+      detail::load_dit_checked(model, weights, "model file '" + path + "'");
       return detail::finish_dit(model, std::move(card), options, path, "diffuse model");
     }
     if (readable && detail::archive_has(ar, "fingerprint") && detail::archive_has(ar, "ema")) {
@@ -461,12 +486,7 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       DiT model = detail::dit_from_card(card, path);
       torch::serialize::InputArchive ema;
       ar.read("ema", ema);
-      try {
-        model->load(ema);
-      } catch (const c10::Error& e) {
-        throw Error(detail::cat("checkpoint '", path, "': EMA weights do not fit the DiT: ",
-                                detail::first_line(e.what_without_backtrace())));
-      }
+      detail::load_dit_checked(model, ema, "checkpoint '" + path + "'");
       return detail::finish_dit(model, std::move(card), options, path, "training checkpoint (EMA weights)");
     }
     (void)why;

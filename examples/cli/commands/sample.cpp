@@ -325,11 +325,14 @@ int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
   if (guided) so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::detail::format_double(s.cfg)}});
   const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, so);
 
-  spdlog::info("model {} ({}, {} classes, {}, {}), sampler {}, {} steps{}, {} images, seed {}, {} on {}",
-               model.source == "default" ? "default (" + diffuse::default_model_path() + ")" : model.source,
-               model.format, card.num_classes, card.prediction_type, card.schedule, canonical_spec(*sampler), s.steps,
+  spdlog::info("{} model {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images, seed {} | {} on {}",
+               model.format, model.source == "default" ? diffuse::default_model_path() : model.source,
+               card.num_classes, card.prediction_type, schedule->name(), s.sampler, s.steps,
+               spacing ? " (" + spacing->name() + ")" : std::string(),
                guided ? ", cfg " + diffuse::detail::format_double(s.cfg) : std::string(), s.num, s.seed,
                dtype_name(dtype), device.str());
+  spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*sampler),
+                spacing ? canonical_spec(*spacing) : std::string("default"), grid.front().t, grid.back().t);
 
   std::vector<int64_t> shape = {0};
   shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
