@@ -20,6 +20,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -508,6 +509,49 @@ inline void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tens
   check(problems.empty(), "load_dit_state_dict: ", problems);
   torch::NoGradGuard no_grad;
   for (const auto& [name, kv] : found) targets[name].copy_(kv.second);
+}
+
+/// The metadata key under which save_dit_safetensors stores the architecture
+/// (format_config(to_config(options)), e.g. "depth=4,hidden_size=64,...").
+inline const char* const kDiTMetadataKey = "diffuse_dit";
+
+/// Writes `model`'s state dict (reference names, see dit_state_dict) to `path` with the
+/// architecture in the metadata under kDiTMetadataKey, plus `metadata` (which must not use that
+/// key). Atomic; errors name the path.
+inline void save_dit_safetensors(const std::string& path, DiT& model,
+                                 std::map<std::string, std::string> metadata = {}) {
+  check(!metadata.count(kDiTMetadataKey), "save_dit_safetensors: metadata key '", kDiTMetadataKey,
+        "' is reserved for the architecture");
+  metadata[kDiTMetadataKey] = format_config(to_config(model->options));
+  write_safetensors(path, dit_state_dict(model), metadata);
+}
+
+/// A DiT built from `options`, or, when they are not given, from the file's kDiTMetadataKey
+/// metadata (as save_dit_safetensors writes it), with the weights of the safetensors file `path`
+/// loaded (strictly; see load_dit_state_dict). Errors name the path. A reference checkpoint
+/// converted to safetensors has no such metadata: pass its options (e.g. dit_preset("XL/2", 32,
+/// 4).num_classes(1000).learn_sigma(true)).
+inline DiT load_dit_safetensors(const std::string& path,
+                                const std::optional<DiTOptions>& options = std::nullopt) {
+  SafetensorsFile f = read_safetensors(path);
+  std::optional<DiTOptions> o = options;
+  if (!o) {
+    auto it = f.metadata.find(kDiTMetadataKey);
+    check(it != f.metadata.end(), path, ": no '", kDiTMetadataKey,
+          "' metadata describes the DiT architecture; give the DiT options explicitly");
+    try {
+      o = dit_options_from_config(parse_config(it->second));
+    } catch (const Error& e) {
+      throw Error(detail::cat(path, ": metadata '", kDiTMetadataKey, "': ", e.what()));
+    }
+  }
+  DiT model(*o);
+  try {
+    load_dit_state_dict(model, f.tensors);
+  } catch (const Error& e) {
+    throw Error(detail::cat(path, ": ", e.what()));
+  }
+  return model;
 }
 
 }  // namespace diffuse

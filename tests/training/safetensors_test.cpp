@@ -409,5 +409,35 @@ TEST(Safetensors, LoadListsEveryMissingUnexpectedAndMisshapedKey) {
                       "duplicated");
 }
 
+TEST(Safetensors, DiTFileCarriesItsArchitecture) {
+  test::TempDir dir("safetensors_dit_file");
+  torch::manual_seed(4);
+  DiT a(tiny_reference_options());
+  {
+    torch::NoGradGuard g;
+    for (auto& p : a->parameters()) p.normal_(0, 0.2);
+  }
+  save_dit_safetensors(dir / "m.safetensors", a, {{"note", "x"}});
+  const SafetensorsFile f = read_safetensors(dir / "m.safetensors");
+  EXPECT_EQ(f.metadata.at("note"), "x");
+  EXPECT_EQ(parse_config(f.metadata.at(kDiTMetadataKey)), to_config(a->options));
+  DiT b = load_dit_safetensors(dir / "m.safetensors");
+  EXPECT_EQ(to_config(b->options), to_config(a->options));
+  at::Tensor x = at::randn({2, 2, 8, 8}), t = at::tensor({5.0f, 50.0f});
+  at::Tensor y = at::tensor(at::ArrayRef<int64_t>{0, 3});
+  torch::NoGradGuard g;
+  EXPECT_TRUE(at::equal(a->forward(x, t, y), b->forward(x, t, y)));
+  // The reference-layout fixture has no architecture metadata: options must be given.
+  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture("tiny_dit.safetensors")),
+                      "tiny_dit.safetensors: no 'diffuse_dit' metadata");
+  DiT c = load_dit_safetensors(fixture("tiny_dit.safetensors"), tiny_reference_options());
+  EXPECT_EQ(c->options.num_classes(), 3);
+  // Options that do not fit the weights: the path and the mismatches.
+  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture("tiny_dit.safetensors"),
+                                           tiny_reference_options().learn_sigma(false)),
+                      "tiny_dit.safetensors: load_dit_state_dict: 2 shape mismatched: "
+                      "module.final_layer.linear.bias [16] vs model [8]");
+}
+
 }  // namespace
 }  // namespace diffuse
