@@ -63,8 +63,8 @@ inline bool host_is_little_endian() {
 /// built here) cannot hold, and for unknown names.
 inline bool safetensors_dtype(const std::string& name, at::ScalarType* out) {
   static const std::map<std::string, at::ScalarType> table = {
-      {"F64", at::kDouble}, {"F32", at::kFloat},  {"F16", at::kHalf}, {"BF16", at::kBFloat16},
-      {"I64", at::kLong},   {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},
+      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16},
+      {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
       {"U8", at::kByte},    {"BOOL", at::kBool}};
   auto it = table.find(name);
   if (it == table.end()) return false;
@@ -80,17 +80,28 @@ inline bool safetensors_dtype_known_unsupported(const std::string& name) {
 
 inline std::string safetensors_dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kDouble: return "F64";
-    case at::kFloat: return "F32";
-    case at::kHalf: return "F16";
-    case at::kBFloat16: return "BF16";
-    case at::kLong: return "I64";
-    case at::kInt: return "I32";
-    case at::kShort: return "I16";
-    case at::kChar: return "I8";
-    case at::kByte: return "U8";
-    case at::kBool: return "BOOL";
-    default: return "";
+    case at::kDouble:
+      return "F64";
+    case at::kFloat:
+      return "F32";
+    case at::kHalf:
+      return "F16";
+    case at::kBFloat16:
+      return "BF16";
+    case at::kLong:
+      return "I64";
+    case at::kInt:
+      return "I32";
+    case at::kShort:
+      return "I16";
+    case at::kChar:
+      return "I8";
+    case at::kByte:
+      return "U8";
+    case at::kBool:
+      return "BOOL";
+    default:
+      return "";
   }
 }
 
@@ -215,10 +226,10 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
              ": 'dtype' is missing or not a string");
     st_check(v.contains("shape") && v["shape"].is_array(), f, where,
              ": 'shape' is missing or not an array");
-    st_check(v.contains("data_offsets") && v["data_offsets"].is_array() &&
-                 v["data_offsets"].size() == 2,
-             f, where, ": 'data_offsets' must be an array [begin, end], got ",
-             v.contains("data_offsets") ? detail::json_excerpt(v["data_offsets"]) : "nothing");
+    st_check(
+        v.contains("data_offsets") && v["data_offsets"].is_array() && v["data_offsets"].size() == 2,
+        f, where, ": 'data_offsets' must be an array [begin, end], got ",
+        v.contains("data_offsets") ? detail::json_excerpt(v["data_offsets"]) : "nothing");
 
     const std::string dtype_name = v["dtype"].get<std::string>();
     at::ScalarType dtype{};
@@ -255,8 +266,7 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
                  detail::json_uint(v["data_offsets"][1], &end),
              f, where, ": data_offsets ", detail::json_excerpt(v["data_offsets"]),
              " must be non-negative integers");
-    st_check(begin <= end, f, where, ": data_offsets [", begin, ", ", end,
-             "] has begin after end");
+    st_check(begin <= end, f, where, ": data_offsets [", begin, ", ", end, "] has begin after end");
     st_check(end <= buffer_size, f, where, ": data_offsets [", begin, ", ", end,
              "] reach past the end of the data buffer (", buffer_size, " bytes; truncated file?)");
     st_check(end - begin == bytes, f, where, ": data_offsets [", begin, ", ", end, "] hold ",
@@ -279,8 +289,8 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
   for (size_t i : order) {
     const Span& s = spans[i];
     st_check(s.begin >= covered, f, "tensors '", previous ? previous->name : "", "' [",
-             previous ? previous->begin : 0, ", ", covered, ") and '", s.name, "' [", s.begin,
-             ", ", s.end, ") overlap in the data buffer");
+             previous ? previous->begin : 0, ", ", covered, ") and '", s.name, "' [", s.begin, ", ",
+             s.end, ") overlap in the data buffer");
     st_check(s.begin == covered, f, "bytes [", covered, ", ", s.begin,
              ") of the data buffer belong to no tensor (the format requires the tensors to cover "
              "the buffer without gaps)");
@@ -348,8 +358,7 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
 /// 8 bytes. Names must be non-empty and not "__metadata__".
 inline std::string safetensors_bytes(const std::map<std::string, at::Tensor>& tensors,
                                      const std::map<std::string, std::string>& metadata = {}) {
-  check(detail::host_is_little_endian(),
-        "safetensors: this host is big-endian (not supported)");
+  check(detail::host_is_little_endian(), "safetensors: this host is big-endian (not supported)");
   std::vector<std::pair<std::string, at::Tensor>> items;
   for (const auto& kv : tensors) {
     check(!kv.first.empty(), "safetensors: a tensor has an empty name");
@@ -486,8 +495,8 @@ inline void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tens
       if (name == "y_embedder.embedding_table.weight" && v.dim() == 2 &&
           v.size(0) == target.size(0) - 1)
         hint = "; a reference model trained with class_dropout_prob = 0 has no null-class row";
-      mismatched.push_back(detail::cat(it->second.first, " ", v.sizes(), " vs model ",
-                                       target.sizes(), hint));
+      mismatched.push_back(
+          detail::cat(it->second.first, " ", v.sizes(), " vs model ", target.sizes(), hint));
       continue;
     }
     if (at::isFloatingType(target.scalar_type()) && !at::isFloatingType(v.scalar_type()))

@@ -107,8 +107,8 @@ inline int torchscript_forward_arity(const torch::jit::Module& m, const std::str
         required.size(),
         " required arguments; expected (x, t) or (x, t, y): x [B, C, H, W], t [B], y [B] int64");
   for (size_t i = 0; i < required.size(); ++i)
-    check(required[i] == &args[i + 1] && is_tensor_type(required[i]->type()), name, ": ",
-          signature, ": argument ", i + 1, " ('", args[i + 1].name(),
+    check(required[i] == &args[i + 1] && is_tensor_type(required[i]->type()), name, ": ", signature,
+          ": argument ", i + 1, " ('", args[i + 1].name(),
           "') must be a Tensor without a default (expected (x: Tensor, t: Tensor[, y: Tensor]))");
   check(schema.returns().size() == 1 &&
             schema.returns()[0].type()->kind() == c10::TypeKind::TensorType,
@@ -167,10 +167,10 @@ inline void check_torchscript_network(const Network& network, const std::string&
                                       const std::vector<int64_t>& sample_shape,
                                       int64_t num_classes = 0,
                                       const c10::Device& device = at::kCPU) {
-  check(sample_shape.size() == 3 && sample_shape[0] > 0 && sample_shape[1] > 0 &&
-            sample_shape[2] > 0,
-        name, ": sample shape must be [C, H, W] with positive sizes, got ",
-        detail::shape_text(sample_shape));
+  check(
+      sample_shape.size() == 3 && sample_shape[0] > 0 && sample_shape[1] > 0 && sample_shape[2] > 0,
+      name, ": sample shape must be [C, H, W] with positive sizes, got ",
+      detail::shape_text(sample_shape));
   torch::NoGradGuard no_grad;
   const auto opts = at::TensorOptions().device(device);
   Tensor x = at::zeros({1, sample_shape[0], sample_shape[1], sample_shape[2]}, opts);
@@ -184,12 +184,12 @@ inline void check_torchscript_network(const Network& network, const std::string&
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+    throw Error(
+        detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
   }
   check(out.sizes() == x.sizes(), name, ": forward returned ", detail::shape_text(out.sizes()),
         ", expected ", detail::shape_text(x.sizes()));
 }
-
 
 /// Wraps a loaded module as a Network; `name` prefixes error messages (usually the file name).
 /// Each call checks the input against options.sample_shape (when set) and the output shape:
@@ -213,8 +213,9 @@ inline TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
     check(x.defined() && x.dim() == 4, name, ": x must be [B, C, H, W], got ",
           x.defined() ? detail::shape_text(x.sizes()) : std::string("undefined"));
     if (!sample_shape.empty())
-      check(x.sizes().slice(1).vec() == sample_shape, name, ": x is ", detail::shape_text(x.sizes()),
-            " but the model takes samples of shape ", detail::shape_text(sample_shape));
+      check(x.sizes().slice(1).vec() == sample_shape, name, ": x is ",
+            detail::shape_text(x.sizes()), " but the model takes samples of shape ",
+            detail::shape_text(sample_shape));
     std::vector<c10::IValue> inputs{x, t};
     if (conditional) {
       Tensor y = c.value;
@@ -222,7 +223,8 @@ inline TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
         check(num_classes > 0, name,
               ": the model takes class labels but none were given, and the null class is unknown "
               "(set num_classes)");
-        y = at::full({x.size(0)}, num_classes, at::TensorOptions().dtype(at::kLong).device(x.device()));
+        y = at::full({x.size(0)}, num_classes,
+                     at::TensorOptions().dtype(at::kLong).device(x.device()));
       }
       inputs.emplace_back(y.to(x.device(), at::kLong));
     }
@@ -236,7 +238,8 @@ inline TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
     } catch (const std::exception& e) {
       // The TorchScript interpreter rethrows an operator's error as std::runtime_error whose
       // text is the script traceback followed by the error.
-      throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+      throw Error(
+          detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
     }
     check(result.isTensor(), name, ": forward returned ", result.tagKind(), ", expected a Tensor");
     Tensor y = result.toTensor();

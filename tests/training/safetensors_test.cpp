@@ -68,9 +68,7 @@ SafetensorsFile parse(const std::string& bytes) {
 }
 
 /// The fixture's values: v[i] = (7 i mod 23) - 11.
-at::Tensor base(int64_t n) {
-  return at::remainder(at::arange(n, at::kLong) * 7, 23) - 11;
-}
+at::Tensor base(int64_t n) { return at::remainder(at::arange(n, at::kLong) * 7, 23) - 11; }
 
 TEST(Safetensors, RoundTripOfEveryDtype) {
   test::TempDir dir("safetensors_roundtrip");
@@ -162,7 +160,8 @@ TEST(Safetensors, TruncatedOrOversizedHeaderLengths) {
 }
 
 TEST(Safetensors, MalformedHeaders) {
-  EXPECT_ERROR_NAMING(parse(make_file("{\"a\": ")), "bad.safetensors: the header is not valid JSON");
+  EXPECT_ERROR_NAMING(parse(make_file("{\"a\": ")),
+                      "bad.safetensors: the header is not valid JSON");
   EXPECT_ERROR_NAMING(parse(make_file("{} x")), "not valid JSON");
   EXPECT_ERROR_NAMING(parse(make_file("[1, 2]")), "does not start with '{'");
   EXPECT_ERROR_NAMING(parse(make_file("{\"a\": 3}")), "tensor 'a': the entry must be an object");
@@ -173,7 +172,8 @@ TEST(Safetensors, MalformedHeaders) {
       parse(make_file(R"({"a": {"dtype": "U16", "shape": [1], "data_offsets": [0, 2]}})", 2)),
       "tensor 'a': dtype 'U16' has no LibTorch equivalent");
   EXPECT_ERROR_NAMING(
-      parse(make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": 1}})", 4)),
+      parse(
+          make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": 1}})", 4)),
       "tensor 'a': unknown field 'x'");
   EXPECT_ERROR_NAMING(parse(make_file(R"({"a": {"dtype": "F32", "data_offsets": [0, 4]}})", 4)),
                       "tensor 'a': 'shape' is missing");
@@ -229,8 +229,8 @@ TEST(Safetensors, OffsetsSizesOverlapsAndGaps) {
           R"({"a": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 4]}})", 4)),
       "overflows 64 bits");
   // A zero in the shape makes any other size fine (0 bytes).
-  const SafetensorsFile ok = parse(make_file(
-      R"({"a": {"dtype": "F32", "shape": [4294967296, 0], "data_offsets": [0, 0]}})"));
+  const SafetensorsFile ok = parse(
+      make_file(R"({"a": {"dtype": "F32", "shape": [4294967296, 0], "data_offsets": [0, 0]}})"));
   EXPECT_EQ(ok.tensors.at("a").numel(), 0);
   // BOOL bytes must be 0 or 1.
   std::string b = make_file(R"({"a": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}})", 2);
@@ -384,29 +384,30 @@ TEST(Safetensors, LoadListsEveryMissingUnexpectedAndMisshapedKey) {
   const at::Tensor before = m->x_embedder->proj->weight.clone();
   sd["x_embedder.proj.weight"] = at::zeros_like(before);
   const std::string msg = error_of([&] { load_dit_state_dict(m, sd); });
-  for (const char* part : {"load_dit_state_dict: 2 missing: blocks.0.mlp.fc1.bias, final_layer.linear.weight",
-                           "1 unexpected: blocks.7.attn.qkv.weight",
-                           "1 shape mismatched: y_embedder.embedding_table.weight [3, 16] vs model [4, 16]",
-                           "no null-class row", "1 not floating point: t_embedder.mlp.0.bias (Long)"})
+  for (const char* part :
+       {"load_dit_state_dict: 2 missing: blocks.0.mlp.fc1.bias, final_layer.linear.weight",
+        "1 unexpected: blocks.7.attn.qkv.weight",
+        "1 shape mismatched: y_embedder.embedding_table.weight [3, 16] vs model [4, 16]",
+        "no null-class row", "1 not floating point: t_embedder.mlp.0.bias (Long)"})
     EXPECT_NE(msg.find(part), std::string::npos) << part << " not in: " << msg;
   EXPECT_TRUE(at::equal(m->x_embedder->proj->weight, before)) << "nothing loaded on error";
   // Many missing: the first few and the count.
-  EXPECT_ERROR_NAMING(load_dit_state_dict(m, {{"pos_embed", m->pos_embed.clone()}}),
-                      "in all)");
+  EXPECT_ERROR_NAMING(load_dit_state_dict(m, {{"pos_embed", m->pos_embed.clone()}}), "in all)");
   // Non-strict: a subset loads, unknown keys are ignored, shapes are still checked.
-  load_dit_state_dict(m, {{"x_embedder.proj.weight", at::zeros_like(before)}, {"foo", at::zeros({1})}},
+  load_dit_state_dict(m,
+                      {{"x_embedder.proj.weight", at::zeros_like(before)}, {"foo", at::zeros({1})}},
                       /*strict=*/false);
   EXPECT_EQ(m->x_embedder->proj->weight.abs().sum().item<double>(), 0.0);
-  EXPECT_ERROR_NAMING(
-      load_dit_state_dict(m, {{"x_embedder.proj.weight", at::zeros({1})}}, false),
-      "x_embedder.proj.weight [1] vs model [16, 2, 2, 2]");
+  EXPECT_ERROR_NAMING(load_dit_state_dict(m, {{"x_embedder.proj.weight", at::zeros({1})}}, false),
+                      "x_embedder.proj.weight [1] vs model [16, 2, 2, 2]");
   EXPECT_ERROR_NAMING(load_dit_state_dict(m, {{"foo", at::zeros({1})}}, false),
                       "no key of the state dict names a tensor of the model");
   // The same tensor with and without the prefix.
-  EXPECT_ERROR_NAMING(load_dit_state_dict(m, {{"pos_embed", m->pos_embed.clone()},
-                                              {"module.pos_embed", m->pos_embed.clone()}},
-                                          false),
-                      "duplicated");
+  EXPECT_ERROR_NAMING(
+      load_dit_state_dict(
+          m, {{"pos_embed", m->pos_embed.clone()}, {"module.pos_embed", m->pos_embed.clone()}},
+          false),
+      "duplicated");
 }
 
 TEST(Safetensors, DiTFileCarriesItsArchitecture) {

@@ -34,7 +34,7 @@ std::string error_of(F&& f) {
     const std::string msg_ = error_of([&] { stmt; });                                       \
     EXPECT_NE(msg_.find(text), std::string::npos)                                           \
         << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "one line expected: " << msg_;        \
+    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "one line expected: " << msg_;         \
   } while (0)
 
 std::string fixture(const std::string& name) {
@@ -161,11 +161,12 @@ def forward(self, x, t, y, z):
     return x
 )")),
                       "takes 4 required arguments");
-  EXPECT_ERROR_NAMING(load_torchscript(save_module(dir, "float_t.pt", R"(
+  EXPECT_ERROR_NAMING(
+      load_torchscript(save_module(dir, "float_t.pt", R"(
 def forward(self, x, t: float):
     return x
 )")),
-                      "float_t.pt: forward(x: Tensor, t: float): argument 2 ('t') must be a Tensor");
+      "float_t.pt: forward(x: Tensor, t: float): argument 2 ('t') must be a Tensor");
   EXPECT_ERROR_NAMING(load_torchscript(save_module(dir, "tuple.pt", R"(
 def forward(self, x, t):
     return x, t
@@ -183,16 +184,19 @@ TEST(TorchScript, FailingForwardAndNonTorchScriptFilesGiveOneLineErrors) {
 def forward(self, x, t):
     return x.view(7, -1)
 )");
-  EXPECT_ERROR_NAMING(load_torchscript(bad_view, shape_opts({1, 4, 4})),
-                      "view.pt: forward failed: RuntimeError: shape '[7, -1]' is invalid for input of size 16");
+  EXPECT_ERROR_NAMING(
+      load_torchscript(bad_view, shape_opts({1, 4, 4})),
+      "view.pt: forward failed: RuntimeError: shape '[7, -1]' is invalid for input of size 16");
   std::ofstream(dir / "text.pt") << "this is not a zip archive\n";
   EXPECT_ERROR_NAMING(load_torchscript(dir / "text.pt"),
                       "text.pt: not a loadable TorchScript module (");
   EXPECT_ERROR_NAMING(load_torchscript_network(dir / "absent.pt"), "absent.pt: cannot open");
   // torch::save writes a tensor into an archive that loads as a module without forward.
   torch::save(at::ones({2}), dir / "tensor.pt");
-  EXPECT_ERROR_NAMING(load_torchscript(dir / "tensor.pt"), "tensor.pt: the TorchScript module has no forward method");
-  EXPECT_ERROR_NAMING(load_torchscript(bad_view, shape_opts({1, 4})), "sample_shape must be [C, H, W]");
+  EXPECT_ERROR_NAMING(load_torchscript(dir / "tensor.pt"),
+                      "tensor.pt: the TorchScript module has no forward method");
+  EXPECT_ERROR_NAMING(load_torchscript(bad_view, shape_opts({1, 4})),
+                      "sample_shape must be [C, H, W]");
   // A PyTorch checkpoint (torch.save of a state dict), the most likely wrong file.
   EXPECT_ERROR_NAMING(load_torchscript(fixture("pytorch_checkpoint.pt")),
                       "pytorch_checkpoint.pt: not a loadable TorchScript module (");
@@ -204,7 +208,8 @@ TEST(TorchScript, CardAttribute) {
   test::TempDir dir("ts_card");
   const std::string path = save_module(dir, "card.pt", "def forward(self, x, t):\n    return x\n",
                                        "schedule=cosine,prediction=v");
-  EXPECT_EQ(torchscript_attribute(path, "diffuse_card"), std::optional<std::string>("schedule=cosine,prediction=v"));
+  EXPECT_EQ(torchscript_attribute(path, "diffuse_card"),
+            std::optional<std::string>("schedule=cosine,prediction=v"));
   EXPECT_FALSE(torchscript_attribute(path, "other").has_value());
   torch::jit::Module m("IntAttr");
   m.register_attribute("diffuse_card", c10::IntType::get(), int64_t{3});
