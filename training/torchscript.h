@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: Apache-2.0
+// A TorchScript module (exported from PyTorch with torch.jit.script / torch.jit.trace and
+// torch.jit.save) as a diffuse::Network. See docs/interop.md for the export recipe.
+//
+// The module's forward takes the noisy sample, the model time and (optionally) class labels:
+//   forward(x: Tensor [B, C, H, W], t: Tensor [B] (float, the schedule's model time),
+//           y: Tensor [B] (int64 labels; num_classes is the null class)) -> Tensor
+// and returns [B, C, H, W], or [B, 2C, H, W] for learned-variance models (DiT's learn_sigma), of
+// which the first C channels are used. A forward with exactly two required arguments (x, t) is an
+// unconditional model: it is called without labels. Further arguments must have defaults and are
+// not passed. An optional string attribute "diffuse_card" describes the model as key=value text.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/utils.h>
+
+#include <diffuse/config.h>
+#include <diffuse/denoiser.h>
+#include <diffuse/detail/aten.h>
+
+namespace diffuse {
+
+/// How load_torchscript reads and checks a module.
+struct TorchScriptOptions {
+  /// Where the module's tensors are placed (torch::jit::load's map_location). Default CPU.
+  c10::Device device = at::kCPU;
+  /// Shape [C, H, W] of one sample. Empty (default) = unknown: the output is only checked against
+  /// the input at each call. When set, inputs whose shape differs are refused and (with probe) the
+  /// module is run once at load time on a dummy batch of this shape.
+  std::vector<int64_t> sample_shape;
+  /// Number of classes of a conditional module; label num_classes is the null class, passed when
+  /// the conditioning has no labels (the unconditional branch of classifier-free guidance).
+  /// Default 0 = not known (then labels must always be given to a conditional module). >= 0.
+  int64_t num_classes = 0;
+  /// Run one forward on a dummy batch [1, C, H, W] at load (needs sample_shape) so that a wrong
+  /// output shape or a failing forward is reported at once. Default true.
+  bool probe = true;
+};
+
+/// A loaded TorchScript model.
+struct TorchScriptNetwork {
+  /// The module wrapped as a Network (see the file comment for how it is called).
+  Network network;
+  /// The module itself (in eval mode, on the requested device).
+  torch::jit::Module module;
+  /// True if forward takes class labels (three required arguments), false if it takes (x, t).
+  bool conditional = false;
+  /// The module's "diffuse_card" string attribute, if it has one.
+  std::optional<std::string> card;
+};
+
+namespace detail {
+
+/// The last non-empty line of a LibTorch error message without its C++ backtrace (errors raised
+/// in the TorchScript interpreter carry the script's traceback first and the actual error last).
+inline std::string torch_error_line(const std::string& s) {
+  std::string last;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t nl = s.find('\n', pos);
+    if (nl == std::string::npos) nl = s.size();
+    std::string line = s.substr(pos, nl - pos);
+    const size_t a = line.find_first_not_of(" \t\r");
+    if (a != std::string::npos) last = line.substr(a);
+    pos = nl + 1;
+  }
+  return last.empty() ? std::string("unknown LibTorch error") : last;
+}
+inline std::string torch_error_line(const c10::Error& e) {
+  return torch_error_line(std::string(e.what_without_backtrace()));
+}
+
+inline bool is_tensor_type(const c10::TypePtr& t) {
+  if (t->kind() == c10::TypeKind::TensorType) return true;
+  if (auto o = t->cast<c10::OptionalType>())
+    return o->getElementType()->kind() == c10::TypeKind::TensorType;
+  return false;
+}
+
+inline std::string shape_text(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+/// Number of required (x, t[, y]) arguments of forward: 2 or 3; throws for anything else.
+inline int torchscript_forward_arity(const torch::jit::Module& m, const std::string& name) {
+  auto method = m.find_method("forward");
+  check(method.has_value(), name, ": the TorchScript module has no forward method");
+  const c10::FunctionSchema& schema = method->function().getSchema();
+  const auto& args = schema.arguments();
+  // args[0] is self.
+  std::vector<const c10::Argument*> required;
+  for (size_t i = 1; i < args.size(); ++i)
+    if (!args[i].default_value().has_value()) required.push_back(&args[i]);
+  std::string signature = "forward(";
+  for (size_t i = 1; i < args.size(); ++i)
+    signature += (i > 1 ? ", " : "") + args[i].name() + ": " + args[i].type()->annotation_str();
+  signature += ")";
+  check(required.size() == 2 || required.size() == 3, name, ": ", signature, " takes ",
+        required.size(),
+        " required arguments; expected (x, t) or (x, t, y): x [B, C, H, W], t [B], y [B] int64");
+  for (size_t i = 0; i < required.size(); ++i)
+    check(required[i] == &args[i + 1] && is_tensor_type(required[i]->type()), name, ": ", signature,
+          ": argument ", i + 1, " ('", args[i + 1].name(),
+          "') must be a Tensor without a default (expected (x: Tensor, t: Tensor[, y: Tensor]))");
+  check(schema.returns().size() == 1 &&
+            schema.returns()[0].type()->kind() == c10::TypeKind::TensorType,
+        name, ": ", signature, " must return one Tensor, returns ",
+        schema.returns().size() == 1 ? schema.returns()[0].type()->annotation_str()
+                                     : std::to_string(schema.returns().size()) + " values");
+  return static_cast<int>(required.size());
+}
+
+}  // namespace detail
+
+/// The string attribute `attribute` of `module`, or nullopt if it has none (or it is not a string).
+inline std::optional<std::string> torchscript_attribute(const torch::jit::Module& module,
+                                                        const std::string& attribute) {
+  if (!module.hasattr(attribute)) return std::nullopt;
+  c10::IValue v = module.attr(attribute);
+  if (!v.isString()) return std::nullopt;
+  return v.toStringRef();
+}
+
+/// Loads the TorchScript file `path` onto `device`, in eval mode. Throws diffuse::Error naming the
+/// path when it does not exist or is not a TorchScript archive (one line, no backtrace).
+inline torch::jit::Module load_torchscript_module(const std::string& path,
+                                                  const c10::Device& device = at::kCPU) {
+  check(std::ifstream(path, std::ios::binary).good(), path, ": cannot open the file");
+  torch::jit::Module m;
+  try {
+    m = torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    const std::string why = detail::torch_error_line(e);
+    // A torch.save() pickle archive lacks the TorchScript constants: say what to do instead.
+    const std::string hint =
+        why.find("constants.pkl") != std::string::npos
+            ? "; a torch.save() checkpoint rather than TorchScript? export the model with "
+              "torch.jit.script(model).save(path), see docs/interop.md"
+            : "";
+    throw Error(detail::cat(path, ": not a loadable TorchScript module (", why, ")", hint));
+  } catch (const std::exception& e) {
+    throw Error(detail::cat(path, ": not a loadable TorchScript module (",
+                            detail::torch_error_line(std::string(e.what())), ")"));
+  }
+  m.eval();
+  return m;
+}
+
+/// The string attribute `attribute` of the TorchScript module stored at `path`, or nullopt.
+inline std::optional<std::string> torchscript_attribute(const std::string& path,
+                                                        const std::string& attribute) {
+  return torchscript_attribute(load_torchscript_module(path), attribute);
+}
+
+/// Runs `network` once on a dummy batch (x = zeros [1, C, H, W], t = [0.5], labels [0] when
+/// num_classes > 0) and throws a one-line diffuse::Error naming `name` if it fails or returns
+/// another shape than x.
+inline void check_torchscript_network(const Network& network, const std::string& name,
+                                      const std::vector<int64_t>& sample_shape,
+                                      int64_t num_classes = 0,
+                                      const c10::Device& device = at::kCPU) {
+  check(
+      sample_shape.size() == 3 && sample_shape[0] > 0 && sample_shape[1] > 0 && sample_shape[2] > 0,
+      name, ": sample shape must be [C, H, W] with positive sizes, got ",
+      detail::shape_text(sample_shape));
+  torch::NoGradGuard no_grad;
+  const auto opts = at::TensorOptions().device(device);
+  Tensor x = at::zeros({1, sample_shape[0], sample_shape[1], sample_shape[2]}, opts);
+  Conditioning c;
+  if (num_classes > 0) c.value = at::zeros({1}, opts.dtype(at::kLong));
+  Tensor out;
+  try {
+    out = network(x, at::full({1}, 0.5, opts), c);
+  } catch (const c10::Error& e) {
+    throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(e)));
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(
+        detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+  }
+  check(out.sizes() == x.sizes(), name, ": forward returned ", detail::shape_text(out.sizes()),
+        ", expected ", detail::shape_text(x.sizes()));
+}
+
+/// Wraps a loaded module as a Network; `name` prefixes error messages (usually the file name).
+/// Each call checks the input against options.sample_shape (when set) and the output shape:
+/// [B, C, H, W] as the input, or [B, 2C, H, W] (the first C channels are returned). The output is
+/// cast to the input's dtype. A failing forward becomes a one-line diffuse::Error.
+inline TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
+                                                  const std::string& name,
+                                                  const TorchScriptOptions& options = {}) {
+  check(options.num_classes >= 0, name, ": num_classes must be >= 0, got ", options.num_classes);
+  check(options.sample_shape.empty() || options.sample_shape.size() == 3, name,
+        ": sample_shape must be [C, H, W], got ", detail::shape_text(options.sample_shape));
+  TorchScriptNetwork out;
+  out.module = module;
+  out.conditional = detail::torchscript_forward_arity(module, name) == 3;
+  out.card = torchscript_attribute(module, "diffuse_card");
+  const bool conditional = out.conditional;
+  const int64_t num_classes = options.num_classes;
+  const std::vector<int64_t> sample_shape = options.sample_shape;
+  out.network = [module, name, conditional, num_classes, sample_shape](
+                    const Tensor& x, const Tensor& t, const Conditioning& c) mutable -> Tensor {
+    check(x.defined() && x.dim() == 4, name, ": x must be [B, C, H, W], got ",
+          x.defined() ? detail::shape_text(x.sizes()) : std::string("undefined"));
+    if (!sample_shape.empty())
+      check(x.sizes().slice(1).vec() == sample_shape, name, ": x is ",
+            detail::shape_text(x.sizes()), " but the model takes samples of shape ",
+            detail::shape_text(sample_shape));
+    std::vector<c10::IValue> inputs{x, t};
+    if (conditional) {
+      Tensor y = c.value;
+      if (!y.defined()) {
+        check(num_classes > 0, name,
+              ": the model takes class labels but none were given, and the null class is unknown "
+              "(set num_classes)");
+        y = at::full({x.size(0)}, num_classes,
+                     at::TensorOptions().dtype(at::kLong).device(x.device()));
+      }
+      inputs.emplace_back(y.to(x.device(), at::kLong));
+    }
+    c10::IValue result;
+    try {
+      result = module.forward(std::move(inputs));
+    } catch (const c10::Error& e) {
+      throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(e)));
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      // The TorchScript interpreter rethrows an operator's error as std::runtime_error whose
+      // text is the script traceback followed by the error.
+      throw Error(
+          detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+    }
+    check(result.isTensor(), name, ": forward returned ", result.tagKind(), ", expected a Tensor");
+    Tensor y = result.toTensor();
+    const int64_t ch = x.size(1);
+    std::vector<int64_t> want = x.sizes().vec(), want2 = want;
+    want2[1] = 2 * ch;
+    const std::vector<int64_t> got = y.sizes().vec();
+    check(got == want || got == want2, name, ": forward returned ", detail::shape_text(got),
+          ", expected ", detail::shape_text(want), " (or ", detail::shape_text(want2),
+          " with a learned variance)");
+    if (got == want2) y = y.narrow(1, 0, ch);
+    return y.to(x.scalar_type());
+  };
+  if (options.probe && !options.sample_shape.empty())
+    check_torchscript_network(out.network, name, options.sample_shape, options.num_classes,
+                              options.device);
+  return out;
+}
+
+/// Loads `path` (see load_torchscript_module), checks forward's signature and, with
+/// options.probe and options.sample_shape, runs it once. Errors name the path.
+inline TorchScriptNetwork load_torchscript(const std::string& path,
+                                           const TorchScriptOptions& options = {}) {
+  return wrap_torchscript_module(load_torchscript_module(path, options.device), path, options);
+}
+
+/// The TorchScript model at `path` as a Network on `device` (no probe; the output shape is checked
+/// at every call). See load_torchscript for the checks at load time.
+inline Network load_torchscript_network(const std::string& path,
+                                        const c10::Device& device = at::kCPU) {
+  TorchScriptOptions o;
+  o.device = device;
+  return load_torchscript(path, o).network;
+}
+
+}  // namespace diffuse
