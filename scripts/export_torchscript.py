@@ -36,8 +36,9 @@ class TinyEps(nn.Module):
         self.time = nn.Linear(16, width)
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         # Read by diffuse (torchscript_attribute(module, "diffuse_card")).
-        self.diffuse_card: str = ("prediction=epsilon,schedule=linear,timesteps=1000,"
-                                  "channels=1,height=8,width=8,num_classes=4")
+        # diffuse's model card (training/model_file.h, docs/interop.md): one key=value per item.
+        self.diffuse_card: str = ("architecture=torchscript,prediction_type=epsilon,schedule=discrete,"
+                                  "sample_shape=1x8x8,num_classes=4")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         freqs = torch.exp(torch.arange(8, dtype=torch.float32, device=x.device)

@@ -155,7 +155,7 @@ inline std::vector<int64_t> parse_shape_text(const std::string& text, const std:
   return out;
 }
 
-inline std::string shape_text(const std::vector<int64_t>& shape) {
+inline std::string card_shape_text(const std::vector<int64_t>& shape) {
   std::string out;
   for (size_t i = 0; i < shape.size(); ++i) out += (i ? "x" : "") + std::to_string(shape[i]);
   return out;
@@ -215,7 +215,7 @@ inline DiT dit_from_card(const ModelCard& card, const std::string& what) {
   }
   check(card.sample_shape.size() == 3 && card.sample_shape[0] == o.in_channels() &&
             card.sample_shape[1] == o.input_size() && card.sample_shape[2] == o.input_size(),
-        what, ": sample_shape ", shape_text(card.sample_shape), " does not match the DiT (", o.in_channels(), "x",
+        what, ": sample_shape ", card_shape_text(card.sample_shape), " does not match the DiT (", o.in_channels(), "x",
         o.input_size(), "x", o.input_size(), ")");
   check(card.num_classes == o.num_classes(), what, ": num_classes ", card.num_classes,
         " does not match the DiT's ", o.num_classes());
@@ -374,7 +374,7 @@ inline std::string model_card_text(const ModelCard& c) {
   if (!c.model.empty()) os << "model=" << format_config(c.model) << "\n";
   os << "schedule=" << c.schedule << "\n"
      << "prediction_type=" << c.prediction_type << "\n"
-     << "sample_shape=" << detail::shape_text(c.sample_shape) << "\n"
+     << "sample_shape=" << detail::card_shape_text(c.sample_shape) << "\n"
      << "num_classes=" << c.num_classes << "\n";
   if (!c.class_names.empty()) os << "class_names=" << detail::join(c.class_names, ";") << "\n";
   os << "clip_sample=" << (c.clip_sample ? "true" : "false") << "\n";
@@ -489,7 +489,9 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       detail::load_dit_checked(model, ema, "checkpoint '" + path + "'");
       return detail::finish_dit(model, std::move(card), options, path, "training checkpoint (EMA weights)");
     }
-    (void)why;
+    if (!readable)
+      throw Error(detail::cat("model file '", path, "' is corrupt or not a model (unreadable archive: ",
+                              detail::first_line(why), ")"));
   }
   std::vector<std::pair<std::string, ModelLoader>> loaders;
   {

@@ -37,6 +37,7 @@
 #include <diffuse/detail/aten.h>
 #include <diffuse/training/atomic_file.h>
 #include <diffuse/training/dit.h>
+#include <diffuse/training/model_file.h>
 
 namespace diffuse {
 
@@ -562,5 +563,63 @@ inline DiT load_dit_safetensors(const std::string& path,
   }
   return model;
 }
+
+
+// ----- diffuse model files in safetensors form (load_model / save_model_safetensors)
+
+/// The metadata key holding a model card (model_card_text) in safetensors files written by
+/// save_model_safetensors.
+inline const char* const kCardMetadataKey = "diffuse_card";
+
+/// Writes `model` and its card as safetensors: the weights under reference-DiT names, the
+/// architecture under kDiTMetadataKey and the card under kCardMetadataKey. load_model() reads it
+/// back. Atomic; errors name the path.
+inline void save_model_safetensors(const std::string& path, DiT model, ModelCard card) {
+  card.architecture = "DiT";
+  card.model = to_config(model->options);
+  card.sample_shape = {model->options.in_channels(), model->options.input_size(), model->options.input_size()};
+  card.num_classes = model->options.num_classes();
+  const std::string text = model_card_text(card);
+  (void)parse_model_card(text, path);
+  save_dit_safetensors(path, model, {{kCardMetadataKey, text}});
+}
+
+namespace detail {
+
+/// load_model() for "*.safetensors": a DiT whose card is the caller's (options.card), else the
+/// file's diffuse_card metadata; a card without DiT options takes them from the diffuse_dit
+/// metadata (so a one-line --model-card "sample_shape=4x32x32,num_classes=1000" is enough).
+inline std::optional<LoadedModel> load_safetensors_model(const std::string& path, const LoadModelOptions& options) {
+  const std::string ext = ".safetensors";
+  if (path.size() < ext.size() || path.compare(path.size() - ext.size(), ext.size(), ext) != 0) return std::nullopt;
+  SafetensorsFile f = read_safetensors(path);
+  ModelCard card;
+  if (!options.card.empty()) {
+    card = parse_model_card(options.card, "model card for '" + path + "'");
+  } else {
+    auto it = f.metadata.find(kCardMetadataKey);
+    check(it != f.metadata.end(), path, ": no '", kCardMetadataKey,
+          "' metadata; give a model card (e.g. --model-card \"sample_shape=4x32x32,num_classes=1000\")");
+    card = parse_model_card(it->second, path);
+  }
+  if (card.model.empty()) {
+    auto it = f.metadata.find(kDiTMetadataKey);
+    check(it != f.metadata.end(), path, ": neither the card nor the '", kDiTMetadataKey,
+          "' metadata gives the DiT options (card key model=...)");
+    card.model = parse_config(it->second);
+  }
+  DiT model = dit_from_card(card, path);
+  try {
+    load_dit_state_dict(model, f.tensors);
+  } catch (const Error& e) {
+    throw Error(cat(path, ": ", e.what()));
+  }
+  return finish_dit(model, std::move(card), options, path, "safetensors");
+}
+
+}  // namespace detail
+
+inline const bool diffuse_registered_safetensors_loader =
+    register_model_loader("safetensors", detail::load_safetensors_model);
 
 }  // namespace diffuse

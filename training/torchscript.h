@@ -23,6 +23,7 @@
 #include <diffuse/config.h>
 #include <diffuse/denoiser.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/training/model_file.h>
 
 namespace diffuse {
 
@@ -274,5 +275,60 @@ inline Network load_torchscript_network(const std::string& path,
   o.device = device;
   return load_torchscript(path, o).network;
 }
+
+
+namespace detail {
+
+/// load_model() for TorchScript modules (zip archives that are not diffuse model files or
+/// checkpoints). The card is the caller's (options.card), else the module's "diffuse_card"
+/// attribute; the module is probed once with the card's sample shape and moved to options.dtype.
+inline std::optional<LoadedModel> load_torchscript_model(const std::string& path, const LoadModelOptions& options) {
+  {
+    std::ifstream f(path, std::ios::binary);
+    char magic[2] = {0, 0};
+    f.read(magic, 2);
+    if (f.gcount() != 2 || magic[0] != 'P' || magic[1] != 'K') return std::nullopt;  // not a zip archive
+  }
+  torch::jit::Module module = load_torchscript_module(path, options.device);
+  ModelCard card;
+  if (!options.card.empty()) {
+    card = parse_model_card(options.card, "model card for '" + path + "'");
+  } else {
+    const auto text = torchscript_attribute(module, "diffuse_card");
+    check(text.has_value(), path, ": the TorchScript module has no diffuse_card attribute; give a model card "
+          "(e.g. --model-card \"sample_shape=1x28x28,num_classes=10,prediction_type=epsilon\")");
+    card = parse_model_card(*text, path + " (diffuse_card)");
+  }
+  if (card.architecture == "DiT" && card.model.empty()) card.architecture = "torchscript";
+  module.to(options.dtype);
+  TorchScriptOptions o;
+  o.device = options.device;
+  o.sample_shape = card.sample_shape;
+  o.num_classes = card.num_classes;
+  o.probe = false;
+  TorchScriptNetwork net = wrap_torchscript_module(module, path, o);
+  // Probe in the requested dtype: a wrong output shape or a failing forward is reported now.
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<int64_t> shape = {1};
+    shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
+    const auto topt = at::TensorOptions().dtype(options.dtype).device(options.device);
+    Conditioning c;
+    if (net.conditional && card.num_classes > 0)
+      c.value = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(options.device));
+    (void)net.network(at::zeros(shape, topt), at::full({1}, 1.0, topt), c);
+  }
+  LoadedModel m;
+  m.card = std::move(card);
+  m.network = net.network;
+  m.source = path;
+  m.format = "TorchScript";
+  return m;
+}
+
+}  // namespace detail
+
+inline const bool diffuse_registered_torchscript_loader =
+    register_model_loader("TorchScript", detail::load_torchscript_model);
 
 }  // namespace diffuse

@@ -191,6 +191,8 @@ const std::string& invocation() { return invocation_storage(); }
 #include <nlohmann/json.hpp>
 
 #include <diffuse/training/atomic_file.h>
+#include <diffuse/training/safetensors.h>  // registers the safetensors model loader
+#include <diffuse/training/torchscript.h>  // registers the TorchScript model loader
 
 namespace diffuse::cli {
 

@@ -237,7 +237,9 @@ TEST(TorchScript, ModuleExportedFromPyTorchGivesThePyTorchOutput) {
   EXPECT_TRUE(ts.conditional);
   ASSERT_TRUE(ts.card.has_value());
   const Config card = parse_config(*ts.card);
-  EXPECT_EQ(card.at("prediction"), "epsilon");
+  EXPECT_EQ(card.at("prediction_type"), "epsilon");
+  EXPECT_EQ(card.at("sample_shape"), "1x8x8");
+  EXPECT_NO_THROW(parse_model_card(*ts.card, "tiny_eps.pt"));
   EXPECT_EQ(card.at("num_classes"), "4");
   at::Tensor x = at::cos(at::arange(2 * 64, at::kFloat) * 0.11).reshape({2, 1, 8, 8});
   at::Tensor t = at::tensor({3.0f, 500.0f});
