@@ -109,7 +109,10 @@ inline Suite sampler_overhead_suite() {
       const int64_t reps = detail::repeat_for(budget, 1, 10000, [&] {
         const RunTime m = timed_sample(*sampler, *schedule, timer, denoiser, noise, steps,
                                        static_cast<uint64_t>(r++));
-        if (m.total - m.network < best) best = m.total - m.network, net = m.network;
+        if (m.total - m.network < best) {
+          best = m.total - m.network;
+          net = m.network;
+        }
         calls = m.calls;
       });
       Result res;

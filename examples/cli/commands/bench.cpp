@@ -168,12 +168,19 @@ void suite_plot(const std::string& path, const bench::Suite& suite,
     for (int k = 0; k <= strokes; ++k) {
       const double x = left + 0.7 * k / strokes;
       bx.insert(bx.end(), {x, x});
-      by.insert(by.end(), k % 2 ? std::initializer_list<double>{v, 0.0}
-                                : std::initializer_list<double>{0.0, v});
+      if (k % 2)
+        by.insert(by.end(), {v, 0.0});
+      else
+        by.insert(by.end(), {0.0, v});
     }
-    if (i == 0) bx.insert(bx.begin(), 0.4), by.insert(by.begin(), 0.0);  // margins left and right
-    if (i + 1 == rows.size())
-      bx.push_back(static_cast<double>(rows.size()) + 0.6), by.push_back(0.0);
+    if (i == 0) {  // margins left and right
+      bx.insert(bx.begin(), 0.4);
+      by.insert(by.begin(), 0.0);
+    }
+    if (i + 1 == rows.size()) {
+      bx.push_back(static_cast<double>(rows.size()) + 0.6);
+      by.push_back(0.0);
+    }
     xs.push_back(std::move(bx));
     ys.push_back(std::move(by));
   }
