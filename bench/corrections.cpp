@@ -17,6 +17,8 @@
 //                             [--samplers a,b] [--csv path] [--plot path.png] [--delta 0.03] [--bias 0.02]
 #include <diffuse/all.h>
 
+#include "timing.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -32,7 +34,7 @@
 namespace {
 
 using diffuse::Tensor;
-using Clock = std::chrono::steady_clock;
+using diffuse::bench::min_time;
 
 struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -53,19 +55,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-/// The corrections compared by default: each with the published or testbed-appropriate setting.
-std::vector<std::string> default_corrections() {
-  std::vector<std::string> out;
-  for (const std::string& spec : {DIFFUSE_BENCH_DEFAULT_CORRECTIONS}) {
-    const std::string key = spec.substr(0, spec.find(':'));
-    if (diffuse::Registry<diffuse::Correction>::get().contains(key)) out.push_back(spec);
-  }
-  return out;
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  a.corrections = default_corrections();
+  a.corrections = diffuse::bench::default_bench_corrections();
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h") {
@@ -109,20 +101,6 @@ std::string csv_name(const std::string& spec) {
   std::string out = spec.empty() ? "none" : spec;
   std::replace(out.begin(), out.end(), ',', ' ');
   return out;
-}
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-/// Minimum wall time of `runs` calls of f.
-template <class F>
-double min_time(int64_t runs, F&& f) {
-  double best = 1e30;
-  for (int64_t r = 0; r < runs; ++r) {
-    const auto t0 = Clock::now();
-    f();
-    best = std::min(best, seconds_since(t0));
-  }
-  return best;
 }
 
 }  // namespace

@@ -20,6 +20,8 @@
 //                                  [--cost-matmuls 8] [--samplers a,b,c] [--check-finite 1|0]
 #include <diffuse/all.h>
 
+#include "timing.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -34,7 +36,9 @@
 namespace {
 
 using diffuse::Tensor;
-using Clock = std::chrono::steady_clock;
+using diffuse::bench::RunTime;
+using diffuse::bench::TimedNetwork;
+using diffuse::bench::timed_sample;
 
 struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -82,49 +86,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-/// A network that records how long its calls take.
-struct TimedNetwork {
-  std::shared_ptr<double> seconds = std::make_shared<double>(0.0);
-  std::shared_ptr<int64_t> calls = std::make_shared<int64_t>(0);
-  diffuse::Network wrap(diffuse::Network inner) const {
-    auto s = seconds;
-    auto c = calls;
-    return [inner, s, c](const Tensor& x, const Tensor& t, const diffuse::Conditioning& cond) {
-      const auto t0 = Clock::now();
-      Tensor out = inner(x, t, cond);
-      *s += std::chrono::duration<double>(Clock::now() - t0).count();
-      ++*c;
-      return out;
-    };
-  }
-  void reset() const {
-    *seconds = 0;
-    *calls = 0;
-  }
-};
-
-struct Measure {
-  double total = 0, network = 0;  // seconds
-  int64_t calls = 0;
-};
-
-Measure run_once(const diffuse::Sampler& sampler, const diffuse::NoiseSchedule& schedule,
-                 const TimedNetwork& timer, const diffuse::Denoiser& denoiser, const Tensor& noise,
-                 int64_t steps, uint64_t seed, bool check_finite) {
-  diffuse::SampleOptions o;
-  o.check_finite = check_finite;
-  o.num_steps = steps;
-  o.seed = seed;
-  timer.reset();
-  const auto t0 = Clock::now();
-  Tensor x = diffuse::sample(sampler, denoiser, schedule, noise, o);
-  Measure m;
-  m.total = std::chrono::duration<double>(Clock::now() - t0).count();
-  m.network = *timer.seconds;
-  m.calls = *timer.calls;
-  return m;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -137,8 +98,7 @@ int main(int argc, char** argv) try {
   const Tensor noise = diffuse::randn({batch, 4, 32, 32}, 0, f32);
 
   TimedNetwork trivial_timer, cost_timer;
-  const diffuse::Denoiser trivial(trivial_timer.wrap(
-      [](const Tensor& x, const Tensor&, const diffuse::Conditioning&) { return x * 0.1; }));
+  const diffuse::Denoiser trivial(trivial_timer.wrap(diffuse::bench::trivial_network()));
   // Cost model: project the latent to [B*256, 384] tokens, K matmuls, project back.
   at::Generator g = diffuse::detail::cpu_generator(1);
   const Tensor w = at::randn({hidden, hidden}, g, f32) / std::sqrt(static_cast<double>(hidden));
@@ -199,7 +159,7 @@ int main(int argc, char** argv) try {
     std::unique_ptr<diffuse::Sampler> sampler;
     try {
       sampler = registry.make(name);
-      run_once(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0,
+      timed_sample(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0,
                args.check_finite);  // warm-up
     } catch (const std::exception& e) {
       std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
@@ -208,7 +168,7 @@ int main(int argc, char** argv) try {
     double best_over = 1e30, best_net = 0;
     int64_t calls = 0;
     for (int64_t r = 0; r < args.runs; ++r) {
-      const Measure m = run_once(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r,
+      const RunTime m = timed_sample(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r,
                                  args.check_finite);
       const double over = (m.total - m.network) / args.steps;
       if (over < best_over) {
@@ -217,7 +177,7 @@ int main(int argc, char** argv) try {
       }
       calls = m.calls;
     }
-    const Measure c = run_once(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0,
+    const RunTime c = timed_sample(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0,
                                args.check_finite);
     const double cost_net_step = c.network / args.cost_steps;
     const double cost_over_pct = 100.0 * (c.total - c.network) / c.network;

@@ -27,6 +27,8 @@
 // DiT-S/2 encoder (d 384 x 12, 6 heads), decoder 256 x 2 (8 heads), 1000 classes, batch 8.
 #include <diffuse/training/dit.h>
 
+#include "training_step.h"
+
 #include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
@@ -46,88 +48,10 @@
 namespace {
 
 using diffuse::Tensor;
-using Clock = std::chrono::steady_clock;
-
-/// The type of the allocators' running totals in reportMemoryUsage: int64_t in LibTorch 1.13,
-/// size_t in 2.x. Read off the base class so that the override matches either.
-template <class F>
-struct ThirdArgument;
-template <class C, class R, class A1, class A2, class A3, class A4, class A5>
-struct ThirdArgument<R (C::*)(A1, A2, A3, A4, A5)> {
-  using type = A3;
-};
-using AllocatorTotal =
-    ThirdArgument<decltype(&c10::MemoryReportingInfoBase::reportMemoryUsage)>::type;
-
-/// Live and peak bytes of tensor memory on one device type, from the allocators' reports.
-class PeakMemory final : public c10::MemoryReportingInfoBase {
- public:
-  explicit PeakMemory(c10::DeviceType type) : type_(type) {}
-  void reportMemoryUsage(void* ptr, int64_t alloc_size, AllocatorTotal, AllocatorTotal,
-                         c10::Device device) override {
-    if (device.type() != type_ || alloc_size == 0) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (alloc_size > 0) {
-      sizes_[ptr] = alloc_size;
-      live_ += alloc_size;
-      peak_ = std::max(peak_, live_);
-    } else {
-      auto it = sizes_.find(ptr);  // frees of blocks allocated before the hook are ignored
-      if (it != sizes_.end()) {
-        live_ -= it->second;
-        sizes_.erase(it);
-      }
-    }
-  }
-  bool memoryProfilingEnabled() const override { return true; }
-  int64_t live() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return live_;
-  }
-  int64_t peak() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return peak_;
-  }
-  void reset_peak() {
-    std::lock_guard<std::mutex> lock(mu_);
-    peak_ = live_;
-  }
-
- private:
-  c10::DeviceType type_;
-  std::mutex mu_;
-  std::unordered_map<void*, int64_t> sizes_;
-  int64_t live_ = 0, peak_ = 0;
-};
-
-struct BenchConfig {
-  std::string name;
-  diffuse::DiTOptions options;
-  int64_t batch;
-};
-
-std::vector<BenchConfig> configs() {
-  using diffuse::DiTOptions;
-  return {
-      {"fmnist",
-       DiTOptions(28, 1)
-           .hidden_size(128)
-           .depth(6)
-           .num_heads(4)
-           .num_classes(10)
-           .decoder_depth(2)
-           .decoder_hidden_size(64)
-           .decoder_num_heads(4),
-       64},
-      {"latent32",
-       diffuse::dit_preset("S/2", 32, 4)
-           .num_classes(1000)
-           .decoder_depth(2)
-           .decoder_hidden_size(256)
-           .decoder_num_heads(8),
-       8},
-  };
-}
+using diffuse::bench::PeakMemory;
+using diffuse::bench::TrainingBench;
+using diffuse::bench::median;
+using diffuse::bench::mib;
 
 struct Args {
   std::string config = "all", device = "cpu";
@@ -169,67 +93,24 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-/// MaskDiT's mask: per row a random permutation, the first floor(N (1 - ratio)) tokens kept.
-Tensor random_mask(int64_t b, int64_t n, double ratio, const at::TensorOptions& opts) {
-  const int64_t keep = static_cast<int64_t>(static_cast<double>(n) * (1.0 - ratio));
-  Tensor order = at::argsort(at::rand({b, n}, opts.dtype(at::kFloat)), /*dim=*/int64_t{1});
-  return at::ones({b, n}, opts.dtype(at::kBool)).scatter(1, order.narrow(1, 0, keep), false);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
-void run(const BenchConfig& cfg, const Args& args, const std::shared_ptr<PeakMemory>& mem,
+void run(const diffuse::bench::TrainingConfig& cfg, const Args& args, const std::shared_ptr<PeakMemory>& mem,
          const at::Device& device) {
-  const int64_t batch = args.batch > 0 ? args.batch : cfg.batch;
-  torch::manual_seed(0);
-  diffuse::DiT model(cfg.options);
-  model->to(device);
-  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4).weight_decay(0.0));
+  TrainingBench bench(cfg, args.batch, mem, device);
+  const int64_t batch = bench.batch();
   const auto& o = cfg.options;
-  const auto opts = at::TensorOptions().device(device);
-
-  auto step = [&](bool masked, double* seconds, int64_t* step_peak, int64_t* total_peak) {
-    Tensor x0 = at::randn({batch, o.in_channels(), o.input_size(), o.input_size()}, opts);
-    Tensor eps = at::randn_like(x0);
-    Tensor t = at::randint(0, 1000, {batch}, opts.dtype(at::kFloat));
-    Tensor y = at::randint(0, o.num_classes() + 1, {batch}, opts.dtype(at::kLong));
-    Tensor mask = masked ? random_mask(batch, model->num_tokens(), 0.5, opts) : Tensor();
-    Tensor xt = x0 * 0.8 + eps * 0.6;
-    if (device.is_cuda()) torch::cuda::synchronize();
-    const int64_t base = mem->live();
-    mem->reset_peak();
-    const auto start = Clock::now();
-    opt.zero_grad();
-    Tensor loss = (model->forward(xt, t, y, mask) - eps).pow(2).mean();
-    loss.backward();
-    opt.step();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    *seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    *step_peak = mem->peak() - base;
-    *total_peak = mem->peak();
-  };
-
-  double sec;
-  int64_t sp, tp;
-  step(false, &sec, &sp, &tp);  // warm-up: allocates gradients and the AdamW state
-  step(true, &sec, &sp, &tp);
+  auto& model = bench.model();
+  bench.step(false);  // warm-up: allocates gradients and the AdamW state
+  bench.step(true);
   std::vector<double> times[2];
   int64_t step_peak[2] = {0, 0}, total_peak[2] = {0, 0};
   for (int64_t s = 0; s < args.steps; ++s)
-    for (int m : {0, 1}) {
-      step(m == 1, &sec, &sp, &tp);
-      times[m].push_back(sec);
-      step_peak[m] = std::max(step_peak[m], sp);
-      total_peak[m] = std::max(total_peak[m], tp);
+    for (int m : {0, 1}) {  // modes alternate so that load from other processes hits both alike
+      const TrainingBench::Step st = bench.step(m == 1);
+      times[m].push_back(st.seconds);
+      step_peak[m] = std::max(step_peak[m], st.step_peak);
+      total_peak[m] = std::max(total_peak[m], st.total_peak);
     }
-  int64_t params = 0;
-  for (const auto& p : model->parameters()) params += p.numel();
+  const int64_t params = bench.parameters();
   std::printf(
       "\n%s: %lld x %lld x %lld, patch %lld -> %lld tokens, encoder d %lld x %lld, decoder d %lld "
       "x %lld, "
@@ -288,7 +169,7 @@ int main(int argc, char** argv) {
   }
 
   bool any = false;
-  for (const auto& cfg : configs()) {
+  for (const auto& cfg : diffuse::bench::training_configs()) {
     if (args.config != "all" && args.config != cfg.name) continue;
     any = true;
     run(cfg, args, mem, device);

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+// Timing pieces shared by the benchmark programs (bench/*.cpp) and `diffuse bench`
+// (bench/suites.h): a network timed from the inside, the trivial network, one timed sample() run.
+// Header-only like the library; needs only the core library.
+#pragma once
+
+#include <diffuse/all.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace diffuse::bench {
+
+using Clock = std::chrono::steady_clock;
+
+/// Seconds elapsed since t0.
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// A network that records how long its calls take (total seconds and number of calls).
+struct TimedNetwork {
+  std::shared_ptr<double> seconds = std::make_shared<double>(0.0);
+  std::shared_ptr<int64_t> calls = std::make_shared<int64_t>(0);
+  /// `inner` wrapped so that each call adds its wall time to `seconds`.
+  Network wrap(Network inner) const {
+    auto s = seconds;
+    auto c = calls;
+    return [inner, s, c](const Tensor& x, const Tensor& t, const Conditioning& cond) {
+      const auto t0 = Clock::now();
+      Tensor out = inner(x, t, cond);
+      *s += seconds_since(t0);
+      ++*c;
+      return out;
+    };
+  }
+  void reset() const {
+    *seconds = 0;
+    *calls = 0;
+  }
+};
+
+/// eps = x * 0.1: one elementwise op, so that a run's time is almost all the library's own.
+inline Network trivial_network() {
+  return [](const Tensor& x, const Tensor&, const Conditioning&) { return x * 0.1; };
+}
+
+/// One timed diffuse::sample() run: total wall time and the time inside the network.
+struct RunTime {
+  double total = 0, network = 0;  ///< seconds
+  int64_t calls = 0;              ///< network calls
+};
+
+/// Runs sample() once with `steps` steps and `seed`; `timer` must be the TimedNetwork wrapped
+/// into `denoiser`'s network.
+inline RunTime timed_sample(const Sampler& sampler, const NoiseSchedule& schedule,
+                            const TimedNetwork& timer, const Denoiser& denoiser,
+                            const Tensor& noise, int64_t steps, uint64_t seed,
+                            bool check_finite = true,
+                            std::vector<std::shared_ptr<Correction>> corrections = {}) {
+  SampleOptions o;
+  o.check_finite = check_finite;
+  o.num_steps = steps;
+  o.seed = seed;
+  o.corrections = std::move(corrections);
+  timer.reset();
+  const auto t0 = Clock::now();
+  diffuse::sample(sampler, denoiser, schedule, noise, o);
+  RunTime m;
+  m.total = seconds_since(t0);
+  m.network = *timer.seconds;
+  m.calls = *timer.calls;
+  return m;
+}
+
+/// Minimum wall time of `runs` calls of f.
+template <class F>
+double min_time(int64_t runs, F&& f) {
+  double best = 1e30;
+  for (int64_t r = 0; r < runs; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+/// The corrections compared by bench/corrections.cpp and `diffuse bench --suite corrections`, each
+/// with the published or testbed-appropriate setting; those not registered in this build are left
+/// out.
+inline std::vector<std::string> default_bench_corrections() {
+  std::vector<std::string> out;
+  for (const char* spec : {"epsilon_scaling:b=1.03", "time_shift:window=30,cutoff=300"}) {
+    const std::string s = spec;
+    if (Registry<Correction>::get().contains(s.substr(0, s.find(':')))) out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace diffuse::bench
