@@ -436,8 +436,17 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
     initialize_weights();
   }
 
+  /// The label embeddings [B, hidden_size] of int64 labels [B] in [0, num_classes] (undefined =
+  /// the null class): what forward() adds to the time embedding. forward() also accepts them in
+  /// place of the labels, so corrections that perturb the condition embedding (CADS) work on a DiT.
+  at::Tensor label_embedding(const at::Tensor& labels, int64_t batch, const at::Device& device) {
+    check(options.num_classes() > 0, "DiT: the model is unconditional (num_classes = 0): no label embedding");
+    return y_embedder->forward(labels_or_null(labels, batch, device));
+  }
+
   /// x [B, C, H, W]; t [B] (model time, embedded as given); y int64 [B] in [0, num_classes] or
-  /// undefined (= the null class; must be undefined for an unconditional model); mask bool [B, N],
+  /// undefined (= the null class; must be undefined for an unconditional model), or float
+  /// [B, hidden_size] label embeddings (label_embedding()); mask bool [B, N],
   /// true = token dropped, the same count in every row, at least one token kept (needs a decoder).
   /// With a mask the encoder runs on the kept tokens only; the decoder puts the mask token at the
   /// dropped positions. Returns [B, out_channels(), H, W].
@@ -456,7 +465,13 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
     const auto dtype = x.scalar_type();
 
     at::Tensor c = t_embedder->forward(t, dtype);
-    if (o.num_classes() > 0) {
+    if (o.num_classes() > 0 && y.defined() && y.is_floating_point()) {
+      // An already-embedded condition (label_embedding(), possibly annealed by CADS).
+      check(y.dim() == 2 && y.size(0) == b && y.size(1) == o.hidden_size(),
+            "DiT: a floating-point condition must be a label embedding [", b, ", ", o.hidden_size(), "], got ",
+            y.sizes());
+      c = c + y.to(dtype);
+    } else if (o.num_classes() > 0) {
       c = c + y_embedder->forward(labels_or_null(y, b, x.device()));
     } else {
       check(!y.defined(), "DiT: the model is unconditional (num_classes = 0) but got class labels");

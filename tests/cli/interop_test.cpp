@@ -40,6 +40,9 @@ TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   // cleanly (it needs labels, and num_classes=0 gives no null class).
   r = run_cli({"sample", "--model", fixture("tiny_eps.pt"), "--model-card", "sample_shape=1x8x8", "--steps", "2"}, dir);
   expect_clean_error(r, {"tiny_eps.pt"}, 1);
+  // CADS needs a condition embedding, which only our DiT exposes.
+  expect_clean_error(run_cli({"sample", "--model", fixture("tiny_eps.pt"), "-c", "cads"}, dir), {"cads", "TorchScript"},
+                     2);
 }
 
 TEST(CliInterop, WrongTorchScriptModelsFailCleanly) {

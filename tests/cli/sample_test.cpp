@@ -114,6 +114,24 @@ TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
   EXPECT_FALSE(fs::exists(dir + "/each/000010.png"));
 }
 
+TEST(CliSample, CorrectionsChangeTheImagesAndCadsGetsEmbeddings) {
+  const std::string dir = cli_test_dir("sample_corrections");
+  const std::vector<std::string> base = {"sample", "--sampler", "ddim", "--steps", "4", "-n", "4"};
+  ASSERT_EQ(run_cli(with(base, {"-o", "plain.png", "--save-tensor", "plain.pt"}), dir).code, 0);
+  at::Tensor plain;
+  torch::load(plain, dir + "/plain.pt");
+  for (const std::string spec : {"cads", "epsilon_scaling:b=1.05", "time_shift:window=2,cutoff=100"}) {
+    const auto r = run_cli(with(base, {"-c", spec, "-o", "c.png", "--save-tensor", "c.pt"}), dir);
+    ASSERT_EQ(r.code, 0) << spec << ": " << r.err;
+    at::Tensor c;
+    torch::load(c, dir + "/c.pt");
+    EXPECT_TRUE(at::isfinite(c).all().item<bool>()) << spec;
+    EXPECT_GT((c - plain).abs().max().item<double>(), 1e-3) << spec << " changed nothing";
+    const auto rec = nlohmann::json::parse(read_text_file(dir + "/c.json"));
+    EXPECT_EQ(rec["resolved"]["corrections"].size(), 1u);
+  }
+}
+
 TEST(CliSample, ListShowsEveryRegistry) {
   const auto r = run_cli({"sample", "--list"});
   ASSERT_EQ(r.code, 0) << r.err;

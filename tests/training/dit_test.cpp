@@ -408,6 +408,29 @@ TEST(DiT, AsNetworkReadsLabelsAndMaskAndDropsSigmaChannels) {
   EXPECT_TRUE(at::equal(as_network(u)(x, t, Conditioning{c.value, {}}), u->forward(x, t)));
 }
 
+TEST(DiT, LabelEmbeddingsInPlaceOfLabelsGiveTheSameOutput) {
+  torch::manual_seed(11);
+  DiT m(DiTOptions(8, 2).hidden_size(32).depth(2).num_heads(4).num_classes(5));
+  perturb_zero_init(*m);
+  at::Tensor x = at::randn({3, 2, 8, 8}), t = at::tensor({3.0f, 500.0f, 900.0f});
+  at::Tensor y = at::tensor({int64_t{1}, int64_t{5}, int64_t{4}});  // 5 = the null class
+  const at::Tensor e = m->label_embedding(y, 3, x.device());
+  ASSERT_EQ(e.sizes(), (std::vector<int64_t>{3, 32}));
+  EXPECT_TRUE(at::equal(e[1], m->label_embedding({}, 1, x.device())[0])) << "undefined = null class";
+  // The same additions in the same order: bitwise equal.
+  EXPECT_TRUE(at::equal(m->forward(x, t, e), m->forward(x, t, y)));
+  // Through as_network too (Conditioning.value may hold embeddings, e.g. annealed by CADS).
+  EXPECT_TRUE(at::equal(as_network(m)(x, t, Conditioning{e, {}}), m->forward(x, t, y)));
+  // A perturbed embedding changes the output; a wrongly sized one is an error naming the shape.
+  EXPECT_FALSE(at::equal(m->forward(x, t, e + 0.5), m->forward(x, t, y)));
+  try {
+    m->forward(x, t, at::zeros({3, 16}));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("[3, 16]"), std::string::npos) << err.what();
+  }
+}
+
 TEST(DiT, OptionsConfigRoundTripAndPresets) {
   const DiTOptions o = small_maskdit().mlp_ratio(2.5);
   const DiTOptions back = dit_options_from_config(to_config(o));

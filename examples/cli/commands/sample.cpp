@@ -314,6 +314,13 @@ int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
   }
   const std::vector<int64_t> classes = parse_classes(s.classes, card, s.num);
   const bool guided = card.num_classes > 0 && s.cfg != 1.0;
+  // CADS anneals the condition *embedding*: hand a DiT its label embeddings instead of the labels.
+  bool embed_labels = false;
+  for (const auto& c : corrections) embed_labels = embed_labels || c->name() == "condition_annealing";
+  embed_labels = embed_labels && card.num_classes > 0;
+  require(!embed_labels || model.dit.has_value(),
+          "--correction cads needs a model that takes its condition as an embedding (diffuse's DiT); this " +
+              model.format + " model takes class labels");
   const int64_t nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
   const int64_t chunk = s.batch_size > 0 ? s.batch_size : s.num;
 
@@ -353,6 +360,11 @@ int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
                                    at::TensorOptions(at::kLong))
                             .to(device);
         if (guided) co.uncond.value = at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device));
+        if (embed_labels) {
+          diffuse::DiT& dit = *model.dit;
+          co.cond.value = dit->label_embedding(co.cond.value, m, device);
+          if (guided) co.uncond.value = dit->label_embedding(co.uncond.value, m, device);
+        }
       }
       co.on_step = [&](const diffuse::StepInfo&) { bar.update(++done_steps); };
       at::Tensor noise = diffuse::randn(shape, co.seed, topt);
