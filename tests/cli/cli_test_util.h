@@ -114,7 +114,9 @@ inline void expect_clean_error(const CliResult& r, const std::vector<std::string
   EXPECT_FALSE(r.timed_out);
   EXPECT_NE(r.code, 0) << r.err;
   EXPECT_LT(r.code, 128) << "killed by a signal: " << r.err;
-  if (code >= 0) EXPECT_EQ(r.code, code) << r.err;
+  if (code >= 0) {
+    EXPECT_EQ(r.code, code) << r.err;
+  }
   EXPECT_EQ(r.err_lines(), 1) << r.err;
   for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
 }
