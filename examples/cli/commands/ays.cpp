@@ -29,8 +29,8 @@ struct AysArgs {
   int64_t steps = 10;
   int64_t base_steps = 0;
   int64_t refine = 0;
-  int64_t sweeps = 4;
-  int64_t search_iters = 12;
+  int64_t sweeps = 3;
+  int64_t search_iters = 8;
   int64_t nodes = 4;
   double tol = 1e-3;
   std::string estimator = "importance";
@@ -38,7 +38,7 @@ struct AysArgs {
   double rho = 7.0;
   double sigma_min = 0;
   double sigma_max = 0;
-  int64_t limit = 32;
+  int64_t limit = 16;
   uint64_t seed = 0;
   std::string data_dir;
   std::string device = "cpu";

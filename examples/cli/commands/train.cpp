@@ -484,7 +484,11 @@ std::function<int()> setup_train(CLI::App& app) {
     for (char& ch : flag)
       if (ch == '_') ch = '-';
     a->flags[k.name];  // create the entry first: std::map nodes keep their address
-    app.add_option(flag, a->flags[k.name], std::string("Config key ") + k.name + ": " + k.help);
+    const char* type = k.type == KeyType::kInt ? "INT" : k.type == KeyType::kDouble ? "NUM"
+                       : k.type == KeyType::kBool ? "BOOL" : "TEXT";
+    app.add_option(flag, a->flags[k.name], std::string("Same as --set ") + k.name + "=VALUE (see Keys below)")
+        ->type_name(type)
+        ->group("Config keys as options");
   }
   return [a, &app] { return run_train(*a, app); };
 }
