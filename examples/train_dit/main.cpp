@@ -11,6 +11,8 @@
 //
 // Everything random is seeded by --seed; a resumed run continues exactly where it stopped.
 // Images/s is printed in the progress bar, every --log-every steps and at the end.
+// The same training from a JSON config, with automatic resume and a model file at the end:
+// `diffuse train` (examples/cli/commands/train.cpp, docs/cli.md).
 #include <diffuse/training.h>
 #include <diffuse/training/data.h>
 #include <diffuse/training/dit.h>

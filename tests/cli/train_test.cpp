@@ -85,6 +85,19 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }
 
+TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
+  for (const char* cmd : {"train", "eval", "ays"}) {
+    const auto r = run_cli({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << cmd << ":\n" << r.out;
+    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n" << r.out;
+  }
+  // train documents every config key.
+  const auto r = run_cli({"train", "--help"});
+  for (const char* key : {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
+    EXPECT_NE(r.out.find(std::string("\n  ") + key + " "), std::string::npos) << key;
+}
+
 TEST(CliTrain, PrintConfigShowsPrecedence) {
   const std::string dir = cli_test_dir("train_print");
   write_file(dir + "/c.json", R"({"lr": 0.001, "batch_size": 16, "preset": "tiny"})");
