@@ -232,6 +232,14 @@ int run_eval(const EvalArgs& a) {
   std::vector<std::string> eb_names;
   std::vector<std::vector<double>> eb_xs, eb_ys;
 
+  // A plot legend names what varies besides the steps.
+  auto curve_label = [&](const Setting& s) {
+    std::string label = s.sampler;
+    if (schedules.size() > 1) label += " " + (s.schedule.empty() ? std::string("default") : s.schedule);
+    if (cfgs.size() > 1) label += " cfg " + format_double(s.cfg);
+    return label;
+  };
+
   for (size_t si = 0; si < settings.size(); ++si) {
     const Setting& s = settings[si];
     const auto t0 = std::chrono::steady_clock::now();
@@ -296,7 +304,7 @@ int run_eval(const EvalArgs& a) {
         xs.push_back(static_cast<double>(rec.index + 1) / static_cast<double>(s.steps));
         ys.push_back(rec.delta);
       }
-      eb_names.push_back(s.sampler + " " + std::to_string(s.steps));
+      eb_names.push_back(curve_label(s) + (steps.size() > 1 ? " " + std::to_string(s.steps) + " steps" : ""));
       eb_xs.push_back(xs);
       eb_ys.push_back(ys);
     }
@@ -312,8 +320,7 @@ int run_eval(const EvalArgs& a) {
                   static_cast<long long>(s.steps), format_double(s.cfg).c_str(), r.fd, r.precision, r.recall,
                   eb_total, eb_ratio, secs);
     md << row;
-    std::string curve = s.sampler + (s.schedule.empty() ? "" : " " + s.schedule) +
-                        (cfgs.size() > 1 ? " cfg " + format_double(s.cfg) : "");
+    const std::string curve = curve_label(s);
     fd_curves[curve].first.push_back(static_cast<double>(s.steps));
     fd_curves[curve].second.push_back(r.fd);
     bar.finish();
