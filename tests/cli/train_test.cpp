@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// `diffuse train`: a tiny run from a JSON config, its automatic resume, the model file it writes,
+// and one-line errors for bad configs.
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include <diffuse/training/model_file.h>
+
+#include "cli/cli_test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using diffuse::test::cli_test_dir;
+using diffuse::test::expect_clean_error;
+using diffuse::test::read_text_file;
+using diffuse::test::run_cli;
+
+/// The step column of loss.csv.
+std::vector<int64_t> loss_steps(const std::string& path) {
+  std::istringstream is(read_text_file(path));
+  std::string line;
+  std::vector<int64_t> steps;
+  std::getline(is, line);  // header
+  while (std::getline(is, line))
+    if (!line.empty()) steps.push_back(std::stoll(line.substr(0, line.find(','))));
+  return steps;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+TEST(CliTrain, TinyRunFromConfigThenResume) {
+  const std::string dir = cli_test_dir("train_resume");
+  write_file(dir + "/tiny.json", R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
+    "minutes": 0, "sample_every": 0, "sample_steps": 2, "checkpoint_every": 0, "log_every": 1,
+    // comments are allowed
+    "warmup": 0})");
+  const std::string out = dir + "/run";
+  auto r = run_cli({"train", "--config", dir + "/tiny.json", "--out", out, "--set", "lr=1e-4"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"config.json", "loss.csv", "loss.png", "samples_final.png", "model.pt",
+                        "checkpoints/ckpt_00000003.pt"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f << "\n" << r.err;
+  EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3}));
+  // The saved config is the resolved one: file values, the --set override and defaults.
+  const nlohmann::json saved = nlohmann::json::parse(read_text_file(out + "/config.json"));
+  EXPECT_EQ(saved.at("batch_size"), 8);
+  EXPECT_DOUBLE_EQ(saved.at("lr").get<double>(), 1e-4);
+  EXPECT_EQ(saved.at("objective"), "denoising");
+  EXPECT_EQ(saved.at("steps"), 3);
+
+  // The model file: EMA weights + the card (prediction type of the objective, class names).
+  const diffuse::LoadedModel m = diffuse::load_model(out + "/model.pt");
+  EXPECT_EQ(m.card.architecture, "DiT");
+  EXPECT_EQ(m.card.prediction_type, "epsilon");
+  EXPECT_EQ(m.card.num_classes, 10);
+  ASSERT_EQ(m.card.class_names.size(), 10u);
+  EXPECT_EQ(m.card.class_names[0], "T-shirt/top");
+  EXPECT_EQ(m.card.class_names[9], "Ankle boot");
+  EXPECT_EQ(m.card.sample_shape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(m.card.schedule.rfind("discrete", 0), 0u) << m.card.schedule;
+  const std::string model_bytes = read_text_file(out + "/model.pt");
+
+  // Same folder again, no --config: the saved config, 2 more steps (CLI option wins).
+  r = run_cli({"train", "--out", out, "--steps", "5"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resumed from"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ckpt_00000003.pt at step 3"), std::string::npos) << r.err;
+  EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000005.pt"));
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("steps"), 5);
+  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes) << "model.pt not rewritten after 2 more steps";
+  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"), std::string::npos);
+
+  // An incompatible config for the same folder is refused with the trainer's reasons, and the
+  // saved config is left alone.
+  r = run_cli({"train", "--out", out, "--set", "objective=ddpm_ip", "--steps", "6"});
+  expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 1);
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
+  EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
+}
+
+TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
+  for (const char* cmd : {"train", "eval", "ays"}) {
+    const auto r = run_cli({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << cmd << ":\n" << r.out;
+    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n" << r.out;
+  }
+  // train documents every config key.
+  const auto r = run_cli({"train", "--help"});
+  for (const char* key : {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
+    EXPECT_NE(r.out.find(std::string("\n  ") + key + " "), std::string::npos) << key;
+}
+
+TEST(CliTrain, PrintConfigShowsPrecedence) {
+  const std::string dir = cli_test_dir("train_print");
+  write_file(dir + "/c.json", R"({"lr": 0.001, "batch_size": 16, "preset": "tiny"})");
+  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr", "0.002",
+                          "--out", dir + "/run", "--print-config"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("batch_size"), 32);                 // --set over the file
+  EXPECT_DOUBLE_EQ(j.at("lr").get<double>(), 0.002);  // the option over the file
+  EXPECT_EQ(j.at("preset"), "tiny");
+  EXPECT_EQ(j.at("ema_decay"), 0.9999);  // a default
+  EXPECT_FALSE(fs::exists(dir + "/run"));
+}
+
+TEST(CliTrain, BadConfigsAreOneLineErrors) {
+  const std::string dir = cli_test_dir("train_bad");
+  write_file(dir + "/unknown.json", R"({"objective": "denoising", "learning_rate": 0.1})");
+  expect_clean_error(run_cli({"train", "--config", dir + "/unknown.json", "--out", dir + "/r"}),
+                     {"unknown config key 'learning_rate'", "unknown.json"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--steps", "-3"}), {"steps", "-3"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"}, 2);
+  expect_clean_error(run_cli({"train", "--config", dir + "/missing.json", "--out", dir + "/r"}),
+                     {"missing.json", "does not exist"}, 2);
+  write_file(dir + "/broken.json", "{\"steps\": 3,");
+  expect_clean_error(run_cli({"train", "--config", dir + "/broken.json", "--out", dir + "/r"}),
+                     {"broken.json", "not valid JSON"}, 2);
+  write_file(dir + "/typed.json", R"({"steps": "many"})");
+  expect_clean_error(run_cli({"train", "--config", dir + "/typed.json", "--out", dir + "/r"}),
+                     {"'steps'", "integer"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective", "--limit", "8"}),
+                     {"objective", "no_such_objective"}, 2);
+  EXPECT_FALSE(fs::exists(dir + "/r/config.json"));
+}
+
+}  // namespace
