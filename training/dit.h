@@ -469,7 +469,7 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
       // An already-embedded condition (label_embedding(), possibly annealed by CADS).
       check(y.dim() == 2 && y.size(0) == b && y.size(1) == o.hidden_size(),
             "DiT: a floating-point condition must be a label embedding [", b, ", ", o.hidden_size(), "], got ",
-            y.sizes());
+            y.sizes(), " ", y.scalar_type());
       c = c + y.to(dtype);
     } else if (o.num_classes() > 0) {
       c = c + y_embedder->forward(labels_or_null(y, b, x.device()));

@@ -13,14 +13,6 @@
 // Images/s is printed in the progress bar, every --log-every steps and at the end.
 // The same training from a JSON config, with automatic resume and a model file at the end:
 // `diffuse train` (examples/cli/commands/train.cpp, docs/cli.md).
-// GCC 12 at -O3 reports false -Warray-bounds / -Wstringop-* in std::vector::insert inlined from
-// diffuse::add_png_text (training/image.h) in this translation unit.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overread"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#endif
-
 #include <diffuse/training.h>
 #include <diffuse/training/data.h>
 #include <diffuse/training/dit.h>

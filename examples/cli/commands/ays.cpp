@@ -74,7 +74,7 @@ int run_ays(const AysArgs& a) {
   const diffuse::ModelCard& card = model.card;
   require(card.sample_shape == std::vector<int64_t>({1, 28, 28}),
           "ays uses Fashion-MNIST training images; the model's sample_shape is " +
-              diffuse::detail::shape_text(card.sample_shape) + ", not 1x28x28");
+              diffuse::detail::card_shape_text(card.sample_shape) + ", not 1x28x28");
   std::shared_ptr<const diffuse::NoiseSchedule> schedule = model.make_schedule();
   const diffuse::Dataset data = diffuse::load_fashion_mnist("train", a.data_dir, a.limit);
 

@@ -7,14 +7,6 @@
 // into --out and prints the markdown table.
 #include "cli.h"
 
-// GCC 12 at -O3 reports false -Warray-bounds / -Wstringop-* in std::vector::insert inlined from
-// diffuse::add_png_text (training/image.h) in this translation unit.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overread"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#endif
-
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
@@ -192,7 +184,7 @@ int run_eval(const EvalArgs& a) {
   const diffuse::ModelCard& card = model.card;
   require(card.sample_shape == std::vector<int64_t>({1, 28, 28}),
           "eval measures Fashion-MNIST models (sample_shape 1x28x28); the model's is " +
-              diffuse::detail::shape_text(card.sample_shape));
+              diffuse::detail::card_shape_text(card.sample_shape));
   auto schedule = model.make_schedule();
   for (const std::string& sch : schedules) {
     std::string ns;

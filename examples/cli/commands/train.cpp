@@ -5,14 +5,6 @@
 // curve, a sample grid, the final model file (EMA weights + card) and, with `eval`, an eval.csv.
 #include "cli.h"
 
-// GCC 12 at -O3 reports false -Warray-bounds / -Wstringop-* in std::vector::insert inlined from
-// diffuse::add_png_text (training/image.h) in this translation unit.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Warray-bounds"
-#pragma GCC diagnostic ignored "-Wstringop-overread"
-#pragma GCC diagnostic ignored "-Wstringop-overflow"
-#endif
-
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
