@@ -45,4 +45,25 @@ struct RecordingModel {
   }
 };
 
+/// The message of the diffuse::Error that f() throws, or "" if it throws none.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace diffuse::testing
+
+/// Expects `stmt` to throw a one-line diffuse::Error whose message contains `text`.
+#define EXPECT_ERROR_NAMING(stmt, text)                                                     \
+  do {                                                                                      \
+    const std::string msg_ = ::diffuse::testing::error_of([&] { stmt; });                   \
+    EXPECT_NE(msg_.find(text), std::string::npos)                                           \
+        << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
+    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "one line expected: " << msg_;         \
+  } while (0)
+

@@ -173,6 +173,22 @@ struct TrainerCallbacks {
   std::function<void(const Tensor&, const std::string&, int64_t)> on_sample;
 };
 
+/// The objective `spec` for a DiT of patch size `patch`: masked objectives (those with a
+/// patch_size option) get patch_size=patch unless the spec sets it.
+inline std::shared_ptr<const Objective> objective_for_patch(const std::string& spec, int64_t patch) {
+  std::shared_ptr<const Objective> obj = objective_from_spec(spec);
+  const Config cfg = obj->to_config();
+  auto it = cfg.find("patch_size");
+  if (it != cfg.end() && spec.find("patch_size") == std::string::npos && it->second != std::to_string(patch)) {
+    obj = objective_from_spec(spec + (spec.find(':') == std::string::npos ? ":" : ",") + "patch_size=" +
+                              std::to_string(patch));
+  }
+  return obj;
+}
+
+/// Whether the objective masks tokens (has a mask_ratio option), i.e. needs a MaskDiT decoder.
+inline bool is_masked_objective(const Objective& obj) { return obj.to_config().count("mask_ratio") > 0; }
+
 /// Why train() returned.
 enum class StopReason { kFinished, kTimeBudget };
 
@@ -440,6 +456,21 @@ class Trainer {
     res.images_per_s = res.seconds > 0 ? examples / res.seconds : 0;
     res.step_images_per_s = res.step_seconds > 0 ? examples / res.step_seconds : 0;
     return res;
+  }
+
+  /// sample() for many images in batches of at most `chunk` (>= 1, default 250): sample i uses the
+  /// seed seed + i and, for labelled data, class i % num_classes, whatever the chunking. On the CPU.
+  Tensor sample_many(int64_t n, uint64_t seed, int64_t chunk = 250) {
+    check(n >= 1, "Trainer::sample_many: n must be >= 1, got ", n);
+    check(chunk >= 1, "Trainer::sample_many: chunk must be >= 1, got ", chunk);
+    std::vector<Tensor> parts;
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t m = std::min(chunk, n - start);
+      Tensor labels;
+      if (data_.labels.defined()) labels = at::arange(start, start + m, at::kLong).remainder(data_.num_classes);
+      parts.push_back(sample(m, seed + static_cast<uint64_t>(start), labels).cpu());
+    }
+    return at::cat(parts);
   }
 
   /// Draws n samples with the EMA model (no_grad), the objective's prediction type, the preview

@@ -70,32 +70,6 @@ struct Args {
   bool no_bar = false;
 };
 
-/// Masked objectives need the DiT's patch size; add it to the spec when the user did not.
-std::shared_ptr<const diffuse::Objective> make_objective(const std::string& spec, int64_t patch) {
-  std::shared_ptr<const diffuse::Objective> obj = diffuse::objective_from_spec(spec);
-  const diffuse::Config cfg = obj->to_config();
-  auto it = cfg.find("patch_size");
-  if (it != cfg.end() && spec.find("patch_size") == std::string::npos && it->second != std::to_string(patch)) {
-    const std::string with = spec + (spec.find(':') == std::string::npos ? ":" : ",") + "patch_size=" +
-                             std::to_string(patch);
-    obj = diffuse::objective_from_spec(with);
-  }
-  return obj;
-}
-
-bool is_masked(const diffuse::Objective& obj) { return obj.to_config().count("mask_ratio") > 0; }
-
-/// n samples from the EMA model in chunks of at most 250 (seed, seed + 1, ... per sample).
-Tensor draw_samples(diffuse::Trainer<diffuse::DiT>& trainer, int64_t n, uint64_t seed, int64_t num_classes) {
-  std::vector<Tensor> parts;
-  for (int64_t start = 0; start < n; start += 250) {
-    const int64_t m = std::min<int64_t>(250, n - start);
-    Tensor labels;
-    if (num_classes > 0) labels = at::arange(start, start + m, at::kLong).remainder(num_classes);
-    parts.push_back(trainer.sample(m, seed + static_cast<uint64_t>(start), labels).cpu());
-  }
-  return at::cat(parts);
-}
 
 }  // namespace
 
@@ -151,11 +125,11 @@ int main(int argc, char** argv) {
       data.labels = Tensor();
       data.num_classes = 0;
     }
-    auto objective = make_objective(a.objective, a.patch);
+    auto objective = diffuse::objective_for_patch(a.objective, a.patch);
     std::shared_ptr<const diffuse::NoiseSchedule> schedule = diffuse::make_schedule(a.schedule);
     diffuse::DiTOptions dit = diffuse::dit_preset(a.preset, data.data.size(2), data.data.size(1));
     dit.patch_size(a.patch).num_classes(data.num_classes);
-    const int64_t decoder = a.decoder_depth >= 0 ? a.decoder_depth : (is_masked(*objective) ? 2 : 0);
+    const int64_t decoder = a.decoder_depth >= 0 ? a.decoder_depth : (diffuse::is_masked_objective(*objective) ? 2 : 0);
     if (decoder > 0) {
       const int64_t width = a.decoder_width > 0 ? a.decoder_width : dit.hidden_size();
       const int64_t heads = a.decoder_width > 0 ? std::max<int64_t>(1, width / 32) : dit.num_heads();
@@ -229,7 +203,7 @@ int main(int argc, char** argv) {
       ar.save_to(os);
     });
     const int64_t per_row = data.num_classes > 0 ? data.num_classes : 8;
-    Tensor grid = draw_samples(trainer, per_row * (data.num_classes > 0 ? 10 : 8), a.seed, data.num_classes);
+    Tensor grid = trainer.sample_many(per_row * (data.num_classes > 0 ? 10 : 8), a.seed);
     const std::string grid_path = (fs::path(a.out) / "samples_final.png").string();
     diffuse::save_image_grid(grid_path, grid.clamp(-1, 1), per_row);
     spdlog::info("EMA weights: {} | samples: {} ({}cfg scale {})", ema_path, grid_path,
@@ -240,7 +214,7 @@ int main(int argc, char** argv) {
       diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
       const diffuse::FashionReference ref =
           diffuse::make_fashion_reference(classifier, diffuse::load_fashion_mnist("test", a.data_dir));
-      Tensor samples = draw_samples(trainer, a.eval, a.seed + 1000003, data.num_classes);
+      Tensor samples = trainer.sample_many(a.eval, a.seed + 1000003);
       const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples, classifier, ref);
       at::Generator g = at::detail::createCPUGenerator(a.seed);
       const diffuse::EvalResult noise =

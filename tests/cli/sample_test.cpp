@@ -132,6 +132,22 @@ TEST(CliSample, CorrectionsChangeTheImagesAndCadsGetsEmbeddings) {
   }
 }
 
+TEST(CliSample, ClippedDdimEqualsEuler) {
+  // Euler in sigma_ve = alpha-scaled DDIM (eta = 0): with x0 clamped to [-1, 1] (the shipped card)
+  // they agree only if DDIM steps with the eps re-derived from the clamped x0.
+  const std::string dir = cli_test_dir("sample_ddim_euler");
+  for (const std::string s : {"ddim", "euler"})
+    ASSERT_EQ(run_cli({"sample", "--sampler", s, "--steps", "8", "-n", "6", "--dtype", "float64", "--save-tensor",
+                       s + ".pt", "-o", s + ".png"},
+                      dir)
+                  .code,
+              0);
+  at::Tensor ddim, euler;
+  torch::load(ddim, dir + "/ddim.pt");
+  torch::load(euler, dir + "/euler.pt");
+  EXPECT_TRUE(at::allclose(ddim, euler, 0, 1e-5)) << (ddim - euler).abs().max();
+}
+
 TEST(CliSample, ListShowsEveryRegistry) {
   const auto r = run_cli({"sample", "--list"});
   ASSERT_EQ(r.code, 0) << r.err;

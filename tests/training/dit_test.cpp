@@ -16,22 +16,6 @@ namespace {
 
 using testing::ExpectTensorNear;
 
-/// The error message of f(), or "" if it did not throw diffuse::Error.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_ERROR_NAMING(stmt, text)                                                     \
-  do {                                                                                      \
-    const std::string msg_ = error_of([&] { stmt; });                                       \
-    EXPECT_NE(msg_.find(text), std::string::npos)                                           \
-        << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
-  } while (0)
 
 int64_t count(const std::vector<at::Tensor>& ts) {
   int64_t n = 0;

@@ -93,6 +93,8 @@ TEST(ModelFile, SaveLoadGivesTheSameNetwork) {
   EXPECT_EQ(back.card.class_names, card.class_names);
   EXPECT_EQ(back.make_schedule()->num_train_timesteps(), 50);
   EXPECT_EQ(back.denoiser_options().prediction_type, Parameterization::kSample);
+  EXPECT_TRUE(back.denoiser_options().clip_sample);
+  EXPECT_TRUE(back.denoiser_options().use_clipped_model_output);  // eps re-derived from the clamped x0
   at::Generator g = at::detail::createCPUGenerator(5);
   const at::Tensor x = at::randn({4, 1, 8, 8}, g), t = at::tensor({1.0, 10.0, 20.0, 49.0}, at::kFloat);
   Conditioning c;

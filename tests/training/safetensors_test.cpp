@@ -21,21 +21,6 @@ namespace {
 
 using testing::ExpectTensorNear;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_ERROR_NAMING(stmt, text)                                                     \
-  do {                                                                                      \
-    const std::string msg_ = error_of([&] { stmt; });                                       \
-    EXPECT_NE(msg_.find(text), std::string::npos)                                           \
-        << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
-  } while (0)
 
 std::string fixture(const std::string& name) {
   const char* src = std::getenv("DIFFUSE_SOURCE_DIR");
@@ -383,7 +368,7 @@ TEST(Safetensors, LoadListsEveryMissingUnexpectedAndMisshapedKey) {
   sd["t_embedder.mlp.0.bias"] = at::zeros({16}, at::kLong);
   const at::Tensor before = m->x_embedder->proj->weight.clone();
   sd["x_embedder.proj.weight"] = at::zeros_like(before);
-  const std::string msg = error_of([&] { load_dit_state_dict(m, sd); });
+  const std::string msg = testing::error_of([&] { load_dit_state_dict(m, sd); });
   for (const char* part :
        {"load_dit_state_dict: 2 missing: blocks.0.mlp.fc1.bias, final_layer.linear.weight",
         "1 unexpected: blocks.7.attn.qkv.weight",

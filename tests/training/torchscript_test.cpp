@@ -20,22 +20,6 @@ namespace {
 
 using testing::ExpectTensorNear;
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_ERROR_NAMING(stmt, text)                                                     \
-  do {                                                                                      \
-    const std::string msg_ = error_of([&] { stmt; });                                       \
-    EXPECT_NE(msg_.find(text), std::string::npos)                                           \
-        << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
-    EXPECT_EQ(msg_.find('\n'), std::string::npos) << "one line expected: " << msg_;         \
-  } while (0)
 
 std::string fixture(const std::string& name) {
   const char* src = std::getenv("DIFFUSE_SOURCE_DIR");

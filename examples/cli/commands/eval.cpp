@@ -377,7 +377,7 @@ Examples:
   diffuse eval                                        # dpmpp_2m, 10 and 20 steps, 500 samples
   diffuse eval --sampler ddim,euler,dpmpp_2m --steps 5,10,20 --out eval_samplers
   diffuse eval --schedule default,karras --steps 10 --cfg 1,2,4
-  diffuse eval --correction epsilon_scaling:scale=1.005 --steps 20
+  diffuse eval --correction epsilon_scaling:b=1.005 --steps 20
   diffuse eval --model runs/tiny/model.pt --num 2000 --batch-size 500
   diffuse eval --schedule file:ays.json --steps 10   # a schedule written by `diffuse ays`)");
   app.add_option("-m,--model", a->model, "Model (as in `diffuse sample`; default: the shipped model)")

@@ -187,34 +187,8 @@ struct TrainArgs {
   bool print_config = false;
 };
 
-// ----- helpers kept from the train_dit example
+// ----- helpers
 
-/// Masked objectives need the DiT's patch size; add it to the spec when the user did not.
-std::shared_ptr<const diffuse::Objective> make_objective(const std::string& spec, int64_t patch) {
-  std::shared_ptr<const diffuse::Objective> obj = diffuse::objective_from_spec(spec);
-  const diffuse::Config cfg = obj->to_config();
-  auto it = cfg.find("patch_size");
-  if (it != cfg.end() && spec.find("patch_size") == std::string::npos && it->second != std::to_string(patch)) {
-    const std::string with =
-        spec + (spec.find(':') == std::string::npos ? ":" : ",") + "patch_size=" + std::to_string(patch);
-    obj = diffuse::objective_from_spec(with);
-  }
-  return obj;
-}
-
-bool is_masked(const diffuse::Objective& obj) { return obj.to_config().count("mask_ratio") > 0; }
-
-/// n samples from the EMA model in chunks of at most 250 (seed, seed + 1, ... per sample).
-at::Tensor draw_samples(diffuse::Trainer<diffuse::DiT>& trainer, int64_t n, uint64_t seed, int64_t num_classes) {
-  std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < n; start += 250) {
-    const int64_t m = std::min<int64_t>(250, n - start);
-    at::Tensor labels;
-    if (num_classes > 0) labels = at::arange(start, start + m, at::kLong).remainder(num_classes);
-    parts.push_back(trainer.sample(m, seed + static_cast<uint64_t>(start), labels).cpu());
-  }
-  return at::cat(parts);
-}
 
 std::string prediction_type_name(diffuse::Parameterization p) {
   switch (p) {
@@ -284,7 +258,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   // Names first (fast, usage errors), then the data.
   std::shared_ptr<const diffuse::Objective> objective;
   try {
-    objective = make_objective(objective_spec, patch);
+    objective = diffuse::objective_for_patch(objective_spec, patch);
   } catch (const diffuse::Error& e) {
     throw UsageError("config key 'objective': " + error_message(e));
   }
@@ -321,7 +295,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   dit.patch_size(patch).num_classes(data.num_classes);
   const int64_t decoder_depth = cfg["decoder_depth"].get<int64_t>();
   const int64_t decoder_width = cfg["decoder_width"].get<int64_t>();
-  const int64_t decoder = decoder_depth >= 0 ? decoder_depth : (is_masked(*objective) ? 2 : 0);
+  const int64_t decoder = decoder_depth >= 0 ? decoder_depth : (diffuse::is_masked_objective(*objective) ? 2 : 0);
   if (decoder > 0) {
     const int64_t width = decoder_width > 0 ? decoder_width : dit.hidden_size();
     const int64_t heads = decoder_width > 0 ? std::max<int64_t>(1, width / 32) : dit.num_heads();
@@ -408,7 +382,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   diffuse::save_model(model_path, trainer.ema(), card);
 
   const int64_t per_row = data.num_classes > 0 ? data.num_classes : 8;
-  const at::Tensor grid = draw_samples(trainer, per_row * (data.num_classes > 0 ? 10 : 8), seed, data.num_classes);
+  const at::Tensor grid = trainer.sample_many(per_row * (data.num_classes > 0 ? 10 : 8), seed);
   const std::string grid_path = (out / "samples_final.png").string();
   diffuse::save_image_grid(grid_path, grid.clamp(-1, 1), per_row);
   spdlog::info("model: {} | samples: {} | loss curve: {}", model_path, grid_path, (out / "loss.csv").string());
@@ -418,7 +392,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
     diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
     const diffuse::FashionReference ref =
         diffuse::make_fashion_reference(classifier, diffuse::load_fashion_mnist("test", data_dir));
-    const at::Tensor samples = draw_samples(trainer, eval_n, seed + 1000003, data.num_classes);
+    const at::Tensor samples = trainer.sample_many(eval_n, seed + 1000003);
     const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples, classifier, ref);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     spdlog::info("eval on {} EMA samples ({} steps of {}): FD {:.3f} precision {:.3f} recall {:.3f} | {:.1f} s",
