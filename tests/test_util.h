@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,21 @@ struct RecordingModel {
     };
   }
 };
+
+/// Every number in a text file (whitespace-separated; lines starting with '#' skipped): reference
+/// values written by the fixture scripts.
+inline std::vector<double> read_numbers(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<double> v;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    double x;
+    while (s >> x) v.push_back(x);
+  }
+  return v;
+}
 
 /// The message of the diffuse::Error that f() throws, or "" if it throws none.
 template <class F>

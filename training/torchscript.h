@@ -77,6 +77,22 @@ inline std::string torch_error_line(const c10::Error& e) {
   return torch_error_line(std::string(e.what_without_backtrace()));
 }
 
+/// Rethrows the exception being handled, from a failing forward of `name`, as a one-line
+/// diffuse::Error ("<name>: forward failed: <last line>"); diffuse::Error and non-standard
+/// exceptions pass through. The TorchScript interpreter rethrows an operator's error as
+/// std::runtime_error whose text is the script traceback followed by the error.
+[[noreturn]] inline void rethrow_as_forward_error(const std::string& name) {
+  try {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(cat(name, ": forward failed: ", torch_error_line(e)));
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(cat(name, ": forward failed: ", torch_error_line(std::string(e.what()))));
+  }
+}
+
 inline bool is_tensor_type(const c10::TypePtr& t) {
   if (t->kind() == c10::TypeKind::TensorType) return true;
   if (auto o = t->cast<c10::OptionalType>())
@@ -180,13 +196,8 @@ inline void check_torchscript_network(const Network& network, const std::string&
   Tensor out;
   try {
     out = network(x, at::full({1}, 0.5, opts), c);
-  } catch (const c10::Error& e) {
-    throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(e)));
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error(
-        detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+  } catch (...) {
+    detail::rethrow_as_forward_error(name);
   }
   check(out.sizes() == x.sizes(), name, ": forward returned ", detail::shape_text(out.sizes()),
         ", expected ", detail::shape_text(x.sizes()));
@@ -232,15 +243,8 @@ inline TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
     c10::IValue result;
     try {
       result = module.forward(std::move(inputs));
-    } catch (const c10::Error& e) {
-      throw Error(detail::cat(name, ": forward failed: ", detail::torch_error_line(e)));
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      // The TorchScript interpreter rethrows an operator's error as std::runtime_error whose
-      // text is the script traceback followed by the error.
-      throw Error(
-          detail::cat(name, ": forward failed: ", detail::torch_error_line(std::string(e.what()))));
+    } catch (...) {
+      detail::rethrow_as_forward_error(name);
     }
     check(result.isTensor(), name, ": forward returned ", result.tagKind(), ", expected a Tensor");
     Tensor y = result.toTensor();

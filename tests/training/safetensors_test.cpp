@@ -243,18 +243,7 @@ DiTOptions tiny_reference_options() {
   return DiTOptions(8, 2).hidden_size(16).depth(2).num_heads(2).num_classes(3).learn_sigma(true);
 }
 
-std::vector<double> read_numbers(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<double> v;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream s(line);
-    double x;
-    while (s >> x) v.push_back(x);
-  }
-  return v;
-}
+using testing::read_numbers;
 
 TEST(Safetensors, DiTStateDictHasTheReferenceNamesAndShapes) {
   // Names and shapes of the reference DiT-S/2's state_dict (fixture from a PyTorch

@@ -201,18 +201,7 @@ TEST(TorchScript, CardAttribute) {
   EXPECT_FALSE(torchscript_attribute(m, "diffuse_card").has_value()) << "not a string";
 }
 
-std::vector<double> read_numbers(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<double> v;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream s(line);
-    double x;
-    while (s >> x) v.push_back(x);
-  }
-  return v;
-}
+using testing::read_numbers;
 
 TEST(TorchScript, ModuleExportedFromPyTorchGivesThePyTorchOutput) {
   // tests/training/fixtures/tiny_eps.pt and tiny_eps_expected.txt, made by
