@@ -10,7 +10,17 @@ using diffuse::test::run_cli;
 TEST(Cli, HelpListsEveryCommand) {
   const auto r = run_cli({"--help"});
   EXPECT_EQ(r.code, 0) << r.err;
-  for (const char* c : {"sample"}) EXPECT_NE(r.out.find(c), std::string::npos) << c << " missing from\n" << r.out;
+  for (const char* c : {"sample", "train", "ays", "eval", "bench", "export"})
+    EXPECT_NE(r.out.find(c), std::string::npos) << c << " missing from\n" << r.out;
+}
+
+TEST(Cli, EveryCommandHasHelpWithExamples) {
+  for (const char* c : {"sample", "train", "ays", "eval", "bench", "export"}) {
+    const auto r = diffuse::test::run_cli({c, "--help"});
+    EXPECT_EQ(r.code, 0) << c << ": " << r.err;
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << c << " --help has no examples";
+    EXPECT_NE(r.out.find(std::string("diffuse ") + c), std::string::npos) << c;
+  }
 }
 
 TEST(Cli, Version) {
