@@ -26,6 +26,13 @@
 #include <utility>
 #include <vector>
 
+#if !__has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
+#error "diffuse/training/distributed.h: this LibTorch has no c10d headers (built without USE_DISTRIBUTED)"
+#endif
+#if !__has_include(<gloo/config.h>)
+#error "diffuse/training/distributed.h: the gloo headers are missing (Debian: apt-get install libgloo-dev)"
+#endif
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -58,20 +65,23 @@ struct DistributedOptions {
   /// Throws diffuse::Error naming the first bad field.
   void validate() const {
     check(world_size >= 1, "DistributedOptions.world_size must be >= 1, got ", world_size);
-    check(rank >= 0 && rank < world_size, "DistributedOptions.rank must be in [0, ", world_size, "), got ", rank);
+    check(rank >= 0 && rank < world_size, "DistributedOptions.rank must be in [0, ", world_size,
+          "), got ", rank);
     check(!master_addr.empty(), "DistributedOptions.master_addr must not be empty");
-    check(master_port >= 1 && master_port <= 65535, "DistributedOptions.master_port must be in [1, 65535], got ",
-          master_port);
+    check(master_port >= 1 && master_port <= 65535,
+          "DistributedOptions.master_port must be in [1, 65535], got ", master_port);
     check(timeout.count() > 0, "DistributedOptions.timeout must be > 0 ms, got ", timeout.count());
   }
 
   /// Reads RANK, WORLD_SIZE, MASTER_PORT (required) and MASTER_ADDR (default 127.0.0.1) from the
   /// environment, as torchrun sets them. Errors name the variable and its value.
-  static DistributedOptions from_env(std::chrono::milliseconds timeout = std::chrono::milliseconds(30000)) {
+  static DistributedOptions from_env(
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(30000)) {
     const auto get_int = [](const char* name) {
       const char* v = std::getenv(name);
       check(v != nullptr && *v != '\0', "environment variable ", name,
-            " is not set (launch with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, see docs/distributed.md)");
+            " is not set (launch with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, see "
+            "docs/distributed.md)");
       const std::string s(v);
       size_t used = 0;
       long long x = 0;
@@ -80,8 +90,8 @@ struct DistributedOptions {
       } catch (const std::exception&) {
         used = 0;
       }
-      check(used == s.size() && used > 0 && x >= 0 && x <= 1000000000, "environment variable ", name, "='", s,
-            "' is not a non-negative integer");
+      check(used == s.size() && used > 0 && x >= 0 && x <= 1000000000, "environment variable ",
+            name, "='", s, "' is not a non-negative integer");
       return static_cast<int>(x);
     };
     DistributedOptions o;
@@ -91,9 +101,10 @@ struct DistributedOptions {
     if (const char* a = std::getenv("MASTER_ADDR"); a != nullptr && *a != '\0') o.master_addr = a;
     o.timeout = timeout;
     check(o.world_size >= 1, "environment variable WORLD_SIZE='", o.world_size, "' must be >= 1");
-    check(o.rank < o.world_size, "environment variable RANK='", o.rank, "' must be < WORLD_SIZE (", o.world_size, ")");
-    check(o.master_port >= 1 && o.master_port <= 65535, "environment variable MASTER_PORT='", o.master_port,
-          "' must be in [1, 65535]");
+    check(o.rank < o.world_size, "environment variable RANK='", o.rank, "' must be < WORLD_SIZE (",
+          o.world_size, ")");
+    check(o.master_port >= 1 && o.master_port <= 65535, "environment variable MASTER_PORT='",
+          o.master_port, "' must be in [1, 65535]");
     o.validate();
     return o;
   }
@@ -135,9 +146,9 @@ class DistributedContext {
       so.timeout = o.timeout;
       store_ = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
     } catch (const std::exception& e) {
-      throw Error(detail::cat("distributed rendezvous failed on rank ", o.rank, " of ", o.world_size,
-                              " (TCPStore at ", o.master_addr, ":", o.master_port, ", timeout ", o.timeout.count(),
-                              " ms): ", detail::first_line(e)));
+      throw Error(detail::cat("distributed rendezvous failed on rank ", o.rank, " of ",
+                              o.world_size, " (TCPStore at ", o.master_addr, ":", o.master_port,
+                              ", timeout ", o.timeout.count(), " ms): ", detail::first_line(e)));
     }
     try {
       auto go = c10d::ProcessGroupGloo::Options::create(o.timeout);
@@ -151,8 +162,9 @@ class DistributedContext {
       }
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, go);
     } catch (const std::exception& e) {
-      throw Error(detail::cat("distributed process group creation failed on rank ", o.rank, " of ", o.world_size,
-                              " (gloo, timeout ", o.timeout.count(), " ms): ", detail::first_line(e)));
+      throw Error(detail::cat("distributed process group creation failed on rank ", o.rank, " of ",
+                              o.world_size, " (gloo, timeout ", o.timeout.count(),
+                              " ms): ", detail::first_line(e)));
     }
   }
 
@@ -187,8 +199,9 @@ class DistributedContext {
 
   /// Overwrites every tensor with rank `root`'s values, in place (e.g. the initial parameters).
   void broadcast(std::vector<Tensor>& tensors, int root = 0) {
-    check(root >= 0 && root < options_.world_size, "DistributedContext::broadcast: root must be in [0, ",
-          options_.world_size, "), got ", root);
+    check(root >= 0 && root < options_.world_size,
+          "DistributedContext::broadcast: root must be in [0, ", options_.world_size, "), got ",
+          root);
     if (options_.world_size == 1) return;
     guarded("broadcast", [&] {
       torch::NoGradGuard no_grad;
@@ -222,14 +235,15 @@ class DistributedContext {
 
   template <typename F>
   void guarded(const char* op, F&& f) {
-    check(!failed_, "distributed ", op, " on rank ", options_.rank, ": the process group failed earlier");
+    check(!failed_, "distributed ", op, " on rank ", options_.rank,
+          ": the process group failed earlier");
     try {
       f();
     } catch (const std::exception& e) {
       failed_ = true;
-      throw Error(detail::cat("distributed ", op, " failed on rank ", options_.rank, " of ", options_.world_size,
-                              " (a peer exited or did not answer within ", options_.timeout.count(),
-                              " ms): ", detail::first_line(e)));
+      throw Error(detail::cat("distributed ", op, " failed on rank ", options_.rank, " of ",
+                              options_.world_size, " (a peer exited or did not answer within ",
+                              options_.timeout.count(), " ms): ", detail::first_line(e)));
     }
   }
 
@@ -255,7 +269,8 @@ class DistributedContext {
     for (size_t i : idx) flat.push_back(tensors[i].reshape({-1}));
     return at::cat(flat).contiguous();
   }
-  static void unpack(const Tensor& flat, std::vector<Tensor>& tensors, const std::vector<size_t>& idx) {
+  static void unpack(const Tensor& flat, std::vector<Tensor>& tensors,
+                     const std::vector<size_t>& idx) {
     int64_t offset = 0;
     for (size_t i : idx) {
       const int64_t n = tensors[i].numel();

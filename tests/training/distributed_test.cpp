@@ -62,7 +62,9 @@ TORCH_MODULE(PointNet);
 
 Network as_network(PointNet m) {
   auto impl = m.ptr();
-  return [impl](const Tensor& x, const Tensor& t, const Conditioning& c) { return impl->forward(x, t, c); };
+  return [impl](const Tensor& x, const Tensor& t, const Conditioning& c) {
+    return impl->forward(x, t, c);
+  };
 }
 
 Dataset points(int64_t n) {
@@ -98,10 +100,12 @@ TrainerOptions options(int64_t batch, const std::string& out) {
       .output_dir(out);
 }
 
-std::unique_ptr<Trainer<PointNet>> make_trainer(uint64_t init_seed, int64_t batch, const std::string& out) {
+std::unique_ptr<Trainer<PointNet>> make_trainer(uint64_t init_seed, int64_t batch,
+                                                const std::string& out) {
   torch::manual_seed(init_seed);
-  return std::make_unique<Trainer<PointNet>>(PointNet(), objective_from_spec("ddpm_ip"), make_schedule("discrete"),
-                                             points(20), options(batch, out));
+  return std::make_unique<Trainer<PointNet>>(PointNet(), objective_from_spec("ddpm_ip"),
+                                             make_schedule("discrete"), points(20),
+                                             options(batch, out));
 }
 
 std::vector<Tensor> state_of(Trainer<PointNet>& t) {
@@ -160,7 +164,8 @@ pid_t spawn_worker(const std::string& role, int rank, int port, const std::strin
 
 /// Waits for both workers; kills them if they are still running after `limit` (a hang).
 /// Returns the wait statuses; `hung` is set if the watchdog fired.
-std::vector<int> wait_workers(const std::vector<pid_t>& pids, std::chrono::seconds limit, bool& hung) {
+std::vector<int> wait_workers(const std::vector<pid_t>& pids, std::chrono::seconds limit,
+                              bool& hung) {
   std::vector<int> status(pids.size(), -1);
   std::vector<bool> done(pids.size(), false);
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -212,8 +217,33 @@ std::string error_of(const std::function<void()>& f) {
 int run_train_worker(const DistributedOptions& o, const std::string& dir) {
   DistributedContext ctx(o);
   // Different initial weights per rank: make_data_parallel must broadcast rank 0's.
-  auto t = make_trainer(100 + static_cast<uint64_t>(o.rank), kGlobalBatch, dir + "/out_rank" + std::to_string(o.rank));
+  auto t = make_trainer(100 + static_cast<uint64_t>(o.rank), kGlobalBatch,
+                        dir + "/out_rank" + std::to_string(o.rank));
   make_data_parallel(*t, ctx);
+  t->train();
+  torch::save(state_of(*t), dir + "/state_rank" + std::to_string(o.rank) + ".pt");
+  return 0;
+}
+
+/// Trains 3 steps (rank 0 checkpoints into a folder both ranks use), then both ranks build fresh
+/// trainers for 6 steps, resume from that checkpoint and finish.
+int run_resume_worker(const DistributedOptions& o, const std::string& dir) {
+  DistributedContext ctx(o);
+  const std::string out = dir + "/out_shared";
+  {
+    torch::manual_seed(100 + static_cast<uint64_t>(o.rank));
+    TrainerOptions first = options(kGlobalBatch, out);
+    first.steps(3);
+    Trainer<PointNet> t(PointNet(), objective_from_spec("ddpm_ip"), make_schedule("discrete"),
+                        points(20), first);
+    make_data_parallel(t, ctx);
+    t.train();
+  }
+  ctx.barrier();  // rank 0's checkpoint is on disk before anyone resumes
+  auto t = make_trainer(200 + static_cast<uint64_t>(o.rank), kGlobalBatch, out);
+  make_data_parallel(*t, ctx);
+  const std::string from = t->resume_latest();
+  if (from.empty() || t->step() != 3) return 6;
   t->train();
   torch::save(state_of(*t), dir + "/state_rank" + std::to_string(o.rank) + ".pt");
   return 0;
@@ -222,7 +252,8 @@ int run_train_worker(const DistributedOptions& o, const std::string& dir) {
 int run_die_worker(const DistributedOptions& o, const std::string& dir) {
   DistributedContext ctx(o);
   ctx.barrier();  // the group is up on both ranks
-  if (o.rank == 1) ::raise(std::string(std::getenv("DIFFUSE_DIST_ROLE")) == "stop" ? SIGSTOP : SIGKILL);
+  if (o.rank == 1)
+    ::raise(std::string(std::getenv("DIFFUSE_DIST_ROLE")) == "stop" ? SIGSTOP : SIGKILL);
   std::vector<Tensor> g{at::ones({1000})};
   const std::string msg = error_of([&] { ctx.all_reduce_mean(g); });
   std::ofstream(dir + "/error_rank0.txt") << msg;
@@ -238,6 +269,8 @@ TEST(DistributedWorker, Main) {
     at::set_num_threads(1);
     if (std::string(role) == "train") {
       rc = run_train_worker(DistributedOptions::from_env(), dir);
+    } else if (std::string(role) == "resume") {
+      rc = run_resume_worker(DistributedOptions::from_env(), dir);
     } else {
       rc = run_die_worker(DistributedOptions::from_env(std::chrono::milliseconds(3000)), dir);
     }
@@ -256,14 +289,17 @@ TEST(Distributed, OptionsFromEnvironmentNameTheVariable) {
   ::setenv("WORLD_SIZE", "2", 1);
   ::setenv("MASTER_PORT", "29511", 1);
   ::unsetenv("MASTER_ADDR");
-  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("RANK is not set"), std::string::npos);
+  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("RANK is not set"),
+            std::string::npos);
   ::setenv("RANK", "x1", 1);
   EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("RANK='x1'"), std::string::npos);
   ::setenv("RANK", "2", 1);
-  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("RANK='2' must be < WORLD_SIZE"), std::string::npos);
+  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("RANK='2' must be < WORLD_SIZE"),
+            std::string::npos);
   ::setenv("RANK", "1", 1);
   ::setenv("MASTER_PORT", "70000", 1);
-  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("MASTER_PORT='70000'"), std::string::npos);
+  EXPECT_NE(error_of([] { DistributedOptions::from_env(); }).find("MASTER_PORT='70000'"),
+            std::string::npos);
   ::setenv("MASTER_PORT", "29511", 1);
   const DistributedOptions o = DistributedOptions::from_env(std::chrono::milliseconds(1234));
   EXPECT_EQ(o.rank, 1);
@@ -276,7 +312,8 @@ TEST(Distributed, OptionsFromEnvironmentNameTheVariable) {
   DistributedOptions bad;
   bad.world_size = 2;
   bad.rank = 2;
-  EXPECT_NE(error_of([&] { bad.validate(); }).find("rank must be in [0, 2), got 2"), std::string::npos);
+  EXPECT_NE(error_of([&] { bad.validate(); }).find("rank must be in [0, 2), got 2"),
+            std::string::npos);
   bad.rank = 0;
   bad.timeout = std::chrono::milliseconds(0);
   EXPECT_NE(error_of([&] { bad.validate(); }).find("timeout"), std::string::npos);
@@ -284,52 +321,72 @@ TEST(Distributed, OptionsFromEnvironmentNameTheVariable) {
 
 TEST(Distributed, TrainerRefusesAnIndivisibleBatch) {
   auto t = make_trainer(1, 6, "");  // 6 / (grad_accum 2 * 2 ranks) is not whole
-  const std::string msg = error_of([&] { t->set_data_parallel(0, 2, [](std::vector<Tensor>&) {}); });
-  EXPECT_NE(msg.find("batch_size (6) must be divisible by grad_accum * world_size (2 * 2)"), std::string::npos) << msg;
-  EXPECT_NE(error_of([&] { t->set_data_parallel(2, 2, [](std::vector<Tensor>&) {}); }).find("rank must be in [0, 2)"),
+  const std::string msg =
+      error_of([&] { t->set_data_parallel(0, 2, [](std::vector<Tensor>&) {}); });
+  EXPECT_NE(msg.find("batch_size (6) must be divisible by grad_accum * world_size (2 * 2)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(error_of([&] {
+              t->set_data_parallel(2, 2, [](std::vector<Tensor>&) {});
+            }).find("rank must be in [0, 2)"),
             std::string::npos);
 }
 
 // Two ranks with batch 8 (2 examples per rank per micro-batch) against one process with batch 8.
 // Tolerance: the ranks' gradients are summed by Gloo in another order than autograd sums a
 // single batch's, so float32 results differ in the last bits; AdamW then divides by sqrt(v), and
-// after 6 steps the parameters differ by at most 6e-8 (measured); 2e-5 absolute leaves a wide margin
-// while a run on a different data split differs by 0.066 (> 1e-3 checked below, so the test can fail).
-TEST(Distributed, TwoRanksEqualOneProcessWithTheGlobalBatch) {
-  at::set_num_threads(1);
-  test::TempDir dir("distributed_train");
+// after 6 steps the parameters differ by at most 6e-8 (measured); 2e-5 absolute leaves a wide
+// margin while a run on a different data split differs by 0.066 (> 1e-3 checked below, so the test
+// can fail).
+/// Runs the two `role` workers; checks that they succeeded and ended bit-identical; sets max_diff
+/// to the largest difference between rank 0's final model + EMA parameters and the single-process
+/// run's with the global batch.
+void run_training_workers(const std::string& role, const test::TempDir& dir, double& max_diff) {
   const int port = free_port();
   ASSERT_GT(port, 0);
-  std::vector<pid_t> pids{spawn_worker("train", 0, port, dir.path.string()),
-                          spawn_worker("train", 1, port, dir.path.string())};
+  std::vector<pid_t> pids{spawn_worker(role, 0, port, dir.path.string()),
+                          spawn_worker(role, 1, port, dir.path.string())};
   bool hung = false;
   const auto st = wait_workers(pids, std::chrono::seconds(60), hung);
   ASSERT_FALSE(hung) << "distributed training did not finish within 60 s";
   for (int r = 0; r < 2; ++r) {
     ASSERT_TRUE(WIFEXITED(st[r]) && WEXITSTATUS(st[r]) == 0)
-        << "rank " << r << " status " << st[r] << ": " << read_text(dir / ("exception_" + std::to_string(r) + ".txt"));
+        << "rank " << r << " status " << st[r] << ": "
+        << read_text(dir / ("exception_" + std::to_string(r) + ".txt"));
   }
   std::vector<Tensor> s0, s1;
   torch::load(s0, dir / "state_rank0.pt");
   torch::load(s1, dir / "state_rank1.pt");
   ASSERT_EQ(s0.size(), s1.size());
   for (size_t i = 0; i < s0.size(); ++i) EXPECT_TRUE(at::equal(s0[i], s1[i])) << "tensor " << i;
-
   auto single = make_trainer(100, kGlobalBatch, "");
   single->train();
   const auto ref = state_of(*single);
   ASSERT_EQ(ref.size(), s0.size());
-  double max_diff = 0;
-  for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, (ref[i] - s0[i]).abs().max().item<double>());
+  max_diff = 0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    max_diff = std::max(max_diff, (ref[i] - s0[i]).abs().max().item<double>());
+}
+
+TEST(Distributed, TwoRanksEqualOneProcessWithTheGlobalBatch) {
+  at::set_num_threads(1);
+  test::TempDir dir("distributed_train");
+  double max_diff = 1;
+  run_training_workers("train", dir, max_diff);
+  if (HasFatalFailure()) return;
   EXPECT_LT(max_diff, 2e-5);
   std::printf("max |two ranks - one process| over model and EMA parameters: %.3g\n", max_diff);
 
   // Not vacuous: one process with half the batch (another data split) lands far away.
+  auto single = make_trainer(100, kGlobalBatch, "");
+  single->train();
+  const auto ref = state_of(*single);
   auto half = make_trainer(100, kGlobalBatch / 2, "");
   half->train();
   const auto other = state_of(*half);
   double other_diff = 0;
-  for (size_t i = 0; i < ref.size(); ++i) other_diff = std::max(other_diff, (ref[i] - other[i]).abs().max().item<double>());
+  for (size_t i = 0; i < ref.size(); ++i)
+    other_diff = std::max(other_diff, (ref[i] - other[i]).abs().max().item<double>());
   EXPECT_GT(other_diff, 1e-3);
   std::printf("max |batch 4 - batch 8| (another data split): %.3g\n", other_diff);
 
@@ -337,6 +394,19 @@ TEST(Distributed, TwoRanksEqualOneProcessWithTheGlobalBatch) {
   EXPECT_FALSE(fs::exists(dir / "out_rank1"));
   EXPECT_TRUE(fs::exists(dir / "out_rank0/loss.csv"));
   EXPECT_EQ(checkpoint_step(dir / "out_rank0/checkpoints/" + checkpoint_filename(kSteps)), kSteps);
+}
+
+// Both ranks resume from rank 0's step-3 checkpoint (fresh trainers with other initial weights)
+// and finish: the same result as the uninterrupted single-process run.
+TEST(Distributed, TwoRanksResumeFromRankZerosCheckpoint) {
+  at::set_num_threads(1);
+  test::TempDir dir("distributed_resume");
+  double max_diff = 1;
+  run_training_workers("resume", dir, max_diff);
+  if (HasFatalFailure()) return;
+  EXPECT_LT(max_diff, 2e-5);
+  std::printf("resumed two ranks vs uninterrupted one process: max diff %.3g\n", max_diff);
+  EXPECT_EQ(checkpoint_step(dir / "out_shared/checkpoints/" + checkpoint_filename(kSteps)), kSteps);
 }
 
 // Rank 1 is SIGKILLed after the group is up; rank 0's all-reduce must fail with a one-line
@@ -356,7 +426,8 @@ TEST(Distributed, AKilledRankMakesTheOtherFailNotHang) {
   EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text(dir / "exception_0.txt");
   const std::string msg = read_text(dir / "error_rank0.txt");
   std::printf("rank 0 reported: %s\n", msg.c_str());
-  EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos)
+      << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
@@ -377,7 +448,8 @@ TEST(Distributed, AStoppedRankMakesTheOtherTimeOut) {
   EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text(dir / "exception_0.txt");
   const std::string msg = read_text(dir / "error_rank0.txt");
   std::printf("rank 0 reported: %s\n", msg.c_str());
-  EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("3000 ms"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
