@@ -29,6 +29,8 @@ function(diffuse_generate_umbrella src_dir gen_dir)
   endforeach()
   # all_training.h: the training engine's top-level headers (not registered, so no stems).
   file(GLOB headers CONFIGURE_DEPENDS RELATIVE "${src_dir}/training" "${src_dir}/training/*.h")
+  # distributed.h needs c10d + the gloo headers (libgloo-dev): included explicitly, not by the umbrella.
+  list(REMOVE_ITEM headers "distributed.h")
   list(SORT headers)
   set(lines "")
   foreach(h IN LISTS headers)

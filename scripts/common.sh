@@ -12,6 +12,7 @@ DIFFUSE_DEB_PACKAGES=(
   libgtest-dev libbenchmark-dev
   libcli11-dev libeigen3-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
   zlib1g-dev libstb-dev
+  libgloo-dev
   dataset-fashion-mnist
 )
 

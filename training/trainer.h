@@ -317,6 +317,41 @@ class Trainer {
   /// trajectory, objective, schedule, dataset shape, parameter names and shapes).
   const std::string& fingerprint() const { return fingerprint_; }
 
+  /// Data-parallel training (training/distributed.h's make_data_parallel() calls this; it is
+  /// independent of any communication library). This process is rank `rank` of `world_size`; every
+  /// optimiser step, each micro-batch of batch_size / grad_accum examples is the same global
+  /// micro-batch as in a single-process run, and this rank evaluates its slice [rank * m, (rank+1)
+  /// * m), m = batch_size / (grad_accum * world_size). The objective's random draws and the label
+  /// dropout are made for the whole global micro-batch on every rank (the generators stay identical
+  /// across ranks) and sliced, so the run equals single-process training up to the order of the
+  /// gradient sums. After backward, `all_reduce_mean` receives the gradients of all parameters that
+  /// require them (undefined ones as zeros) followed by one float64 tensor [loss, terms...] and must
+  /// replace each by its mean over ranks, before clipping and the optimiser step. Only rank 0
+  /// writes checkpoints, loss.csv/loss.png and previews, and calls on_log / on_sample /
+  /// on_checkpoint (every rank may read checkpoints to resume). Call it before resume_latest().
+  /// Requires batch_size divisible by grad_accum * world_size and max_minutes = 0 (ranks must
+  /// agree on the number of steps). world_size 1 restores single-process behaviour.
+  void set_data_parallel(int rank, int world_size, std::function<void(std::vector<Tensor>&)> all_reduce_mean) {
+    check(world_size >= 1, "Trainer::set_data_parallel: world_size must be >= 1, got ", world_size);
+    check(rank >= 0 && rank < world_size, "Trainer::set_data_parallel: rank must be in [0, ", world_size, "), got ",
+          rank);
+    if (world_size > 1) {
+      check(static_cast<bool>(all_reduce_mean), "Trainer::set_data_parallel: all_reduce_mean is empty");
+      check(options_.batch_size() % (options_.grad_accum() * world_size) == 0, "TrainerOptions.batch_size (",
+            options_.batch_size(), ") must be divisible by grad_accum * world_size (", options_.grad_accum(), " * ",
+            world_size, ") for data-parallel training");
+      check(options_.max_minutes() == 0, "TrainerOptions.max_minutes (", options_.max_minutes(),
+            ") must be 0 for data-parallel training: ranks must agree on the number of steps");
+    }
+    dp_rank_ = rank;
+    dp_world_ = world_size;
+    all_reduce_mean_ = world_size > 1 ? std::move(all_reduce_mean) : nullptr;
+  }
+  /// This process's rank and the number of data-parallel processes (0 and 1 unless
+  /// set_data_parallel was called).
+  int rank() const { return dp_rank_; }
+  int world_size() const { return dp_world_; }
+
   /// Learning rate of step s (1-based): lr * min(1, s / warmup_steps).
   double lr_at(int64_t s) const {
     if (options_.warmup_steps() <= 0) return options_.lr();
@@ -373,14 +408,31 @@ class Trainer {
     st.step = s;
     st.total_steps = options_.steps();
     st.lr = lr;
+    const int64_t local = micro / dp_world_;
     for (int64_t m = 0; m < k; ++m) {
       Tensor idx = next_indices(micro);
       Batch b;
       b.x0 = data_.data.index_select(0, idx).to(device_);
       if (data_.labels.defined()) b.cond.value = drop_labels(data_.labels.index_select(0, idx)).to(device_);
-      ObjectiveOutput out = objective_->loss(net_, *schedule_, b, objective_gen_);
-      check(out.loss.defined() && out.loss.dim() == 1 && out.loss.size(0) == micro, "objective '",
-            objective_->name(), "' must return a per-example loss of shape [", micro, "], got ",
+      ObjectiveOutput out;
+      if (dp_world_ == 1) {
+        out = objective_->loss(net_, *schedule_, b, objective_gen_);
+      } else {  // draw for the global micro-batch, evaluate this rank's slice
+        ObjectiveDraw d = objective_->draw(*schedule_, b, objective_gen_);
+        const int64_t from = dp_rank_ * local;
+        const auto slice = [&](Tensor& t) {
+          if (t.defined() && t.dim() >= 1 && t.size(0) == micro) t = t.narrow(0, from, local);
+        };
+        slice(b.x0);
+        slice(b.cond.value);
+        for (auto& kv : b.cond.extra) slice(kv.second);
+        slice(d.t);
+        slice(d.eps);
+        for (auto& kv : d.extra) slice(kv.second);
+        out = objective_->evaluate(net_, *schedule_, b, d);
+      }
+      check(out.loss.defined() && out.loss.dim() == 1 && out.loss.size(0) == local, "objective '",
+            objective_->name(), "' must return a per-example loss of shape [", local, "], got ",
             out.loss.defined() ? detail::cat(out.loss.sizes()) : std::string("an undefined tensor"));
       Tensor l = out.loss.mean();
       const double lv = l.item<double>();
@@ -392,6 +444,7 @@ class Trainer {
       for (const auto& kv : out.terms) st.terms[kv.first] += kv.second.mean().item<double>() / static_cast<double>(k);
     }
     auto params = model_->parameters();
+    if (all_reduce_mean_) reduce_across_ranks(params, st);
     // With grad_clip = 0 the cap is +inf: the gradients are unchanged and the norm is computed
     // exactly as when clipping (float, as torch::nn::utils::clip_grad_norm_ does).
     st.grad_norm = torch::nn::utils::clip_grad_norm_(
@@ -414,7 +467,7 @@ class Trainer {
     const auto t0 = clock::now();
     const int64_t start = step_;
     TrainResult res;
-    prepare_output();
+    if (dp_rank_ == 0) prepare_output();
     while (step_ < options_.steps()) {
       const auto s0 = clock::now();
       StepStats st = train_step();
@@ -433,12 +486,12 @@ class Trainer {
       accumulate_log(st);
       if (callbacks_.on_step) callbacks_.on_step(st);
       if (step_ % options_.log_every() == 0) flush_log(st);
-      if (options_.sample_every() > 0 && step_ % options_.sample_every() == 0) preview();
+      if (options_.sample_every() > 0 && step_ % options_.sample_every() == 0 && dp_rank_ == 0) preview();
       const bool out_of_time =
           options_.max_minutes() > 0 &&
           std::chrono::duration<double>(clock::now() - t0).count() >= options_.max_minutes() * 60.0;
       const bool last = step_ >= options_.steps() || out_of_time;
-      if (!checkpoint_dir_.empty() &&
+      if (!checkpoint_dir_.empty() && dp_rank_ == 0 &&
           ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) || last)) {
         res.last_checkpoint = save_checkpoint();
       }
@@ -447,8 +500,10 @@ class Trainer {
         break;
       }
     }
-    if (options_.sample_every() > 0 && step_ % options_.sample_every() != 0 && step_ > start) preview();
-    write_loss_plot();
+    if (options_.sample_every() > 0 && step_ % options_.sample_every() != 0 && step_ > start && dp_rank_ == 0) {
+      preview();
+    }
+    if (dp_rank_ == 0) write_loss_plot();
     res.steps_done = step_ - start;
     res.final_step = step_;
     res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -617,7 +672,7 @@ class Trainer {
   /// train() truncates loss.csv to the checkpoint's step.
   std::string resume_latest() {
     if (checkpoint_dir_.empty()) return "";
-    remove_stale_temporaries(checkpoint_dir_);
+    if (dp_rank_ == 0) remove_stale_temporaries(checkpoint_dir_);
     auto latest = latest_checkpoint(checkpoint_dir_);
     if (!latest) return "";
     load_checkpoint(*latest);
@@ -637,6 +692,34 @@ class Trainer {
     c10::IValue v;
     check(ar.try_read("format", v) && v.isInt(), "'", path, "' is not a diffuse trainer checkpoint");
     check(v.toInt() == kFormat, "checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat);
+  }
+
+  /// Data-parallel: replaces the gradients and the step's loss/terms by their means over ranks.
+  void reduce_across_ranks(std::vector<Tensor>& params, StepStats& st) {
+    std::vector<Tensor> v;
+    v.reserve(params.size() + 1);
+    for (auto& p : params) {
+      if (!p.requires_grad()) continue;
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      v.push_back(p.grad());
+    }
+    std::vector<double> stats{st.loss};
+    for (const auto& kv : st.terms) stats.push_back(kv.second);
+    v.push_back(at::tensor(stats, at::TensorOptions().dtype(at::kDouble)));
+    const size_t n = v.size();
+    all_reduce_mean_(v);
+    check(v.size() == n, "Trainer: all_reduce_mean changed the number of tensors");
+    size_t i = 0;
+    for (auto& p : params) {
+      if (!p.requires_grad()) continue;
+      if (!v[i].is_same(p.grad())) p.mutable_grad() = v[i];
+      ++i;
+    }
+    const Tensor s = v.back().to(at::kDouble).contiguous();
+    auto a = s.accessor<double, 1>();
+    st.loss = a[0];
+    int64_t j = 1;
+    for (auto& kv : st.terms) kv.second = a[j++];
   }
 
   void validate() {
@@ -727,6 +810,7 @@ class Trainer {
     window_loss_ = window_lr_ = window_grad_ = 0;
     window_count_ = 0;
     window_terms_.clear();
+    if (dp_rank_ != 0) return;
     append_csv(avg);
     if (callbacks_.on_log) callbacks_.on_log(avg);
   }
@@ -882,6 +966,9 @@ class Trainer {
   int64_t step_ = 0, epoch_ = 0, position_ = 0;
   Tensor permutation_;
   bool resumed_ = false;
+  // data parallelism (set_data_parallel)
+  int dp_rank_ = 0, dp_world_ = 1;
+  std::function<void(std::vector<Tensor>&)> all_reduce_mean_;
   // log window
   int64_t window_count_ = 0;
   double window_loss_ = 0, window_lr_ = 0, window_grad_ = 0;
