@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -46,6 +48,14 @@ struct RecordingModel {
     };
   }
 };
+
+/// The path of tests/training/fixtures/<name> (from $DIFFUSE_SOURCE_DIR, else next to this file).
+inline std::string fixture_path(const std::string& name) {
+  const char* src = std::getenv("DIFFUSE_SOURCE_DIR");
+  const std::filesystem::path dir = src ? std::filesystem::path(src) / "tests/training/fixtures"
+                                        : std::filesystem::path(__FILE__).parent_path() / "training/fixtures";
+  return (dir / name).string();
+}
 
 /// Every number in a text file (whitespace-separated; lines starting with '#' skipped): reference
 /// values written by the fixture scripts.

@@ -444,20 +444,17 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
   check(fs::exists(path, ec), "model file '", path, "' does not exist");
   check(fs::is_regular_file(path, ec), "model file '", path, "' is not a regular file");
   check(at::isFloatingType(options.dtype), "model dtype must be a floating type, got ", options.dtype);
+  // Our formats are zip archives written by torch::serialize; other formats go to the loaders.
+  bool is_zip = false;
   {
-    std::ifstream probe(path, std::ios::binary);
-    check(probe.good(), "cannot open model file '", path, "'");
+    std::ifstream f(path, std::ios::binary);
+    check(f.good(), "cannot open model file '", path, "'");
+    char magic[4] = {0, 0, 0, 0};
+    f.read(magic, 4);
+    is_zip = f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
   }
   std::optional<ModelCard> card_override;
   if (!options.card.empty()) card_override = parse_model_card(options.card, "--model-card");
-
-  // Our formats are zip archives written by torch::serialize; other formats go to the loaders.
-  const bool is_zip = [&] {
-    std::ifstream f(path, std::ios::binary);
-    char magic[4] = {0, 0, 0, 0};
-    f.read(magic, 4);
-    return f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-  }();
   if (is_zip) {
     torch::serialize::InputArchive ar;
     bool readable = true;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <diffuse/config.h>
+#include <diffuse/training/progress.h>
 
 namespace diffuse::cli {
 
@@ -108,18 +109,6 @@ void require_file(const std::string& path, const std::string& what) {
 
 bool progress_enabled() { return !global().quiet && !global().no_progress && ::isatty(STDERR_FILENO); }
 
-namespace {
-std::string format_eta(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
-  const long long s = std::llround(seconds);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof(buf), "%02lld:%02lld", s / 60, s % 60);
-  return buf;
-}
-}  // namespace
 
 Progress::Progress(std::string label, int64_t total)
     : label_(std::move(label)), total_(std::max<int64_t>(1, total)), enabled_(progress_enabled()),
@@ -139,7 +128,8 @@ void Progress::update(int64_t done) {
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
   std::fprintf(stderr, "\r%s [%s%s] %lld/%lld  %.2f it/s  ETA %s\033[K", label_.c_str(),
                std::string(filled, '#').c_str(), std::string(width - filled, '-').c_str(),
-               static_cast<long long>(done), static_cast<long long>(total_), rate, format_eta(eta).c_str());
+               static_cast<long long>(done), static_cast<long long>(total_), rate,
+               diffuse::format_duration(eta).c_str());
   std::fflush(stderr);
 }
 

@@ -3,6 +3,7 @@
 // PyTorch (tests/training/fixtures/tiny_eps.pt, card in its diffuse_card attribute), modules of
 // the wrong shape or signature, safetensors written by `diffuse export`.
 #include "cli/cli_test_util.h"
+#include "test_util.h"
 
 #include <torch/script.h>
 #include <torch/serialize.h>
@@ -16,9 +17,7 @@ using diffuse::test::expect_clean_error;
 using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
 
-std::string fixture(const std::string& name) {
-  return std::string(std::getenv("DIFFUSE_SOURCE_DIR")) + "/tests/training/fixtures/" + name;
-}
+using diffuse::testing::fixture_path;
 
 void save_script(const std::string& path, const std::string& source) {
   torch::jit::Module m("m");
@@ -28,7 +27,7 @@ void save_script(const std::string& path, const std::string& source) {
 
 TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   const std::string dir = cli_test_dir("interop_ts");
-  auto r = run_cli({"sample", "--model", fixture("tiny_eps.pt"), "--steps", "3", "-n", "8", "--save-tensor", "x.pt",
+  auto r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--steps", "3", "-n", "8", "--save-tensor", "x.pt",
                     "-o", "ts.png"},
                    dir);
   ASSERT_EQ(r.code, 0) << r.err;
@@ -38,10 +37,10 @@ TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   EXPECT_TRUE(at::isfinite(x).all().item<bool>());
   // --model-card replaces the module's own card: an unconditional reading of the same module fails
   // cleanly (it needs labels, and num_classes=0 gives no null class).
-  r = run_cli({"sample", "--model", fixture("tiny_eps.pt"), "--model-card", "sample_shape=1x8x8", "--steps", "2"}, dir);
+  r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--model-card", "sample_shape=1x8x8", "--steps", "2"}, dir);
   expect_clean_error(r, {"tiny_eps.pt"}, 1);
   // CADS needs a condition embedding, which only our DiT exposes.
-  expect_clean_error(run_cli({"sample", "--model", fixture("tiny_eps.pt"), "-c", "cads"}, dir), {"cads", "TorchScript"},
+  expect_clean_error(run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "-c", "cads"}, dir), {"cads", "TorchScript"},
                      2);
 }
 

@@ -20,15 +20,7 @@ namespace diffuse {
 namespace {
 
 using testing::ExpectTensorNear;
-
-
-std::string fixture(const std::string& name) {
-  const char* src = std::getenv("DIFFUSE_SOURCE_DIR");
-  const std::filesystem::path dir =
-      src ? std::filesystem::path(src) / "tests/training/fixtures"
-          : std::filesystem::path(__FILE__).parent_path() / "fixtures";
-  return (dir / name).string();
-}
+using testing::fixture_path;
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,7 +88,7 @@ TEST(Safetensors, RoundTripOfEveryDtype) {
 TEST(Safetensors, ReadsAFileWrittenFromTheSpecification) {
   // Written by tests/training/fixtures/make_interop_fixtures.py with Python's struct + json,
   // header in insertion order, data in an unrelated order, padded header.
-  const SafetensorsFile f = read_safetensors(fixture("reference.safetensors"));
+  const SafetensorsFile f = read_safetensors(fixture_path("reference.safetensors"));
   EXPECT_EQ(f.metadata, (std::map<std::string, std::string>{
                             {"format", "pt"}, {"written_by", "make_interop_fixtures.py"}}));
   ASSERT_EQ(f.tensors.size(), 12u);
@@ -133,7 +125,7 @@ TEST(Safetensors, TruncatedOrOversizedHeaderLengths) {
                       "exceeds the limit of 100000000");
   // A real file cut short: the last tensor reaches past the end.
   test::TempDir dir("safetensors_truncated");
-  const std::string full = read_bytes(fixture("reference.safetensors"));
+  const std::string full = read_bytes(fixture_path("reference.safetensors"));
   const std::string cut = dir / "cut.safetensors";
   std::ofstream(cut, std::ios::binary) << full.substr(0, full.size() - 10);
   EXPECT_ERROR_NAMING(read_safetensors(cut), cut + ": tensor 'f64': data_offsets [175, 223]");
@@ -248,7 +240,7 @@ using testing::read_numbers;
 TEST(Safetensors, DiTStateDictHasTheReferenceNamesAndShapes) {
   // Names and shapes of the reference DiT-S/2's state_dict (fixture from a PyTorch
   // re-implementation of facebookresearch/DiT models.py's module structure).
-  std::ifstream in(fixture("dit_s2_reference_shapes.txt"));
+  std::ifstream in(fixture_path("dit_s2_reference_shapes.txt"));
   ASSERT_TRUE(in.good());
   std::map<std::string, std::vector<int64_t>> reference;
   std::string line;
@@ -283,7 +275,7 @@ TEST(Safetensors, DiTStateDictHasTheReferenceNamesAndShapes) {
 TEST(Safetensors, ReferenceLayoutDiTFromPyTorchGivesThePyTorchOutput) {
   // A reference-layout DiT made in PyTorch (make_interop_fixtures.py): F16 weights, F32 pos_embed,
   // keys prefixed "module.".
-  const SafetensorsFile f = read_safetensors(fixture("tiny_dit.safetensors"));
+  const SafetensorsFile f = read_safetensors(fixture_path("tiny_dit.safetensors"));
   ASSERT_EQ(f.tensors.count("module.blocks.1.attn.qkv.weight"), 1u);
   EXPECT_EQ(f.tensors.at("module.blocks.1.attn.qkv.weight").scalar_type(), at::kHalf);
   torch::manual_seed(5);
@@ -298,7 +290,7 @@ TEST(Safetensors, ReferenceLayoutDiTFromPyTorchGivesThePyTorchOutput) {
   at::Tensor y = at::tensor(at::ArrayRef<int64_t>{0, 2, 3});
   torch::NoGradGuard g;
   const at::Tensor out = m->forward(x, t, y);
-  const std::vector<double> want = read_numbers(fixture("tiny_dit_expected.txt"));
+  const std::vector<double> want = read_numbers(fixture_path("tiny_dit_expected.txt"));
   ASSERT_EQ(static_cast<int64_t>(want.size()), out.numel());
   ExpectTensorNear(out, at::tensor(want, at::kDouble).reshape({3, 4, 8, 8}), 2e-4, 2e-5,
                    "tiny DiT output vs PyTorch");
@@ -403,12 +395,12 @@ TEST(Safetensors, DiTFileCarriesItsArchitecture) {
   torch::NoGradGuard g;
   EXPECT_TRUE(at::equal(a->forward(x, t, y), b->forward(x, t, y)));
   // The reference-layout fixture has no architecture metadata: options must be given.
-  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture("tiny_dit.safetensors")),
+  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture_path("tiny_dit.safetensors")),
                       "tiny_dit.safetensors: no 'diffuse_dit' metadata");
-  DiT c = load_dit_safetensors(fixture("tiny_dit.safetensors"), tiny_reference_options());
+  DiT c = load_dit_safetensors(fixture_path("tiny_dit.safetensors"), tiny_reference_options());
   EXPECT_EQ(c->options.num_classes(), 3);
   // Options that do not fit the weights: the path and the mismatches.
-  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture("tiny_dit.safetensors"),
+  EXPECT_ERROR_NAMING(load_dit_safetensors(fixture_path("tiny_dit.safetensors"),
                                            tiny_reference_options().learn_sigma(false)),
                       "tiny_dit.safetensors: load_dit_state_dict: 2 shape mismatched: "
                       "module.final_layer.linear.bias [16] vs model [8]");

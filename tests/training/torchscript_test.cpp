@@ -19,15 +19,7 @@ namespace diffuse {
 namespace {
 
 using testing::ExpectTensorNear;
-
-
-std::string fixture(const std::string& name) {
-  const char* src = std::getenv("DIFFUSE_SOURCE_DIR");
-  const std::filesystem::path dir =
-      src ? std::filesystem::path(src) / "tests/training/fixtures"
-          : std::filesystem::path(__FILE__).parent_path() / "fixtures";
-  return (dir / name).string();
-}
+using testing::fixture_path;
 
 /// Saves a module whose methods are `source` (TorchScript) to dir/name; returns the path.
 std::string save_module(const test::TempDir& dir, const std::string& name,
@@ -182,9 +174,9 @@ def forward(self, x, t):
   EXPECT_ERROR_NAMING(load_torchscript(bad_view, shape_opts({1, 4})),
                       "sample_shape must be [C, H, W]");
   // A PyTorch checkpoint (torch.save of a state dict), the most likely wrong file.
-  EXPECT_ERROR_NAMING(load_torchscript(fixture("pytorch_checkpoint.pt")),
+  EXPECT_ERROR_NAMING(load_torchscript(fixture_path("pytorch_checkpoint.pt")),
                       "pytorch_checkpoint.pt: not a loadable TorchScript module (");
-  EXPECT_ERROR_NAMING(load_torchscript(fixture("pytorch_checkpoint.pt")),
+  EXPECT_ERROR_NAMING(load_torchscript(fixture_path("pytorch_checkpoint.pt")),
                       "a torch.save() checkpoint rather than TorchScript?");
 }
 
@@ -206,7 +198,7 @@ using testing::read_numbers;
 TEST(TorchScript, ModuleExportedFromPyTorchGivesThePyTorchOutput) {
   // tests/training/fixtures/tiny_eps.pt and tiny_eps_expected.txt, made by
   // scripts/export_torchscript.py (torch.jit.script of a small conv net, 1 x 8 x 8, 4 classes).
-  TorchScriptNetwork ts = load_torchscript(fixture("tiny_eps.pt"), shape_opts({1, 8, 8}, 4));
+  TorchScriptNetwork ts = load_torchscript(fixture_path("tiny_eps.pt"), shape_opts({1, 8, 8}, 4));
   EXPECT_TRUE(ts.conditional);
   ASSERT_TRUE(ts.card.has_value());
   const Config card = parse_config(*ts.card);
@@ -218,7 +210,7 @@ TEST(TorchScript, ModuleExportedFromPyTorchGivesThePyTorchOutput) {
   at::Tensor t = at::tensor({3.0f, 500.0f});
   Conditioning c;
   c.value = at::tensor(at::ArrayRef<int64_t>{2, 4});
-  const std::vector<double> want = read_numbers(fixture("tiny_eps_expected.txt"));
+  const std::vector<double> want = read_numbers(fixture_path("tiny_eps_expected.txt"));
   ASSERT_EQ(want.size(), 128u);
   const at::Tensor expected = at::tensor(want, at::kDouble).reshape({2, 1, 8, 8});
   torch::NoGradGuard g;
