@@ -51,6 +51,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,12 +143,14 @@ def import_diffusers(path):
 
 
 def diffusers_commit(path, diffusers):
-    try:
-        out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True)
-        if out.returncode == 0:
-            return out.stdout.strip()
-    except OSError:
-        pass
+    """The checkout's commit: from its .git, else from a COMMIT file (for a `git archive`)."""
+    if os.path.exists(os.path.join(path, ".git")):
+        try:
+            out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stdout.strip()
+        except OSError:
+            pass
     for f in ("COMMIT", os.path.join("..", "COMMIT")):
         p = os.path.join(path, f)
         if os.path.isfile(p):
@@ -254,6 +257,8 @@ def main():
         ap.error("give the diffusers source checkout with --diffusers or $DIFFUSERS_SRC")
     if not os.access(args.bin, os.X_OK):
         ap.error(f"'{args.bin}' is not an executable; build it: ninja -C build diffuse_bench_vs_diffusers")
+    if min(args.steps, args.rounds, args.runs, args.cost_runs, args.matmuls) < 1:
+        ap.error("--steps, --rounds, --runs, --cost-runs and --matmuls must be positive")
     wanted = args.samplers.split(",")
     unknown = [s for s in wanted if s not in {n for n, _, _ in SAMPLERS}]
     if unknown:
@@ -336,6 +341,7 @@ def main():
                     diffs[(key, net_name)] /= float(np.abs(py_out.numpy()).max())
                 print(f"round {rnd + 1}/{args.rounds} {key} {net_name} done", file=sys.stderr, flush=True)
     elapsed = time.time() - t_start
+    shutil.rmtree(work, ignore_errors=True)
 
     def best_overhead(key, net_name, side):
         return min((tot - inside) / args.steps for tot, inside in runs[(key, net_name, side)])
