@@ -6,8 +6,11 @@
 // diffusers' own loop, and times diffuse::sample() on the initial noise the script wrote (raw
 // little-endian float32), with either the trivial network (eps = 0.1 x) or the DiT-S/2-sized cost
 // model of bench/timing.h (weights from the script's files too). The network is timed from the
-// inside (bench::TimedNetwork), one warm-up run, then --runs timed runs; prints one JSON line:
-//   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...]}
+// inside (bench::TimedNetwork for wall time; around it, the calling thread's CPU time, which a
+// loaded machine's preemptions do not inflate), one warm-up run, then --runs timed runs; prints
+// one JSON line:
+//   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
+//    "total_cpu_s": [...], "network_cpu_s": [...]}
 // and with --save writes the last run's final sample as raw float32.
 // Not a unit test and not meant to be run by hand: the script passes all the options.
 //
@@ -22,6 +25,8 @@
 #include "timing.h"
 
 #include <ATen/Parallel.h>
+
+#include <time.h>
 
 #include <cstdio>
 #include <fstream>
@@ -100,6 +105,13 @@ void write_f32(const std::string& path, const Tensor& t) {
   diffuse::check(out.good(), "cannot write '", path, "'");
 }
 
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID, as Python's time.thread_time()).
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 std::string json_list(const std::vector<double>& v) {
   std::string s = "[";
   char buf[32];
@@ -128,7 +140,17 @@ int main(int argc, char** argv) try {
                                              read_f32(args.inputs + "/w_out.f32", {hidden, patch}),
                                              args.matmuls);
   }
-  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(net));
+  // CPU time inside the network, read within the wall-timed call (so the wall overhead does not
+  // include these clock reads). With one intra-op thread all work runs on this thread.
+  auto net_cpu = std::make_shared<double>(0.0);
+  diffuse::Network cpu_timed = [net, net_cpu](const Tensor& x, const Tensor& t,
+                                              const diffuse::Conditioning& c) {
+    const double c0 = thread_cpu_seconds();
+    Tensor out = net(x, t, c);
+    *net_cpu += thread_cpu_seconds() - c0;
+    return out;
+  };
+  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(cpu_timed));
   // diffusers' pipeline: latents = noise * init_noise_sigma (in its own units), then the loop.
   const Tensor x_T = s.initial_state(noise, args.steps);
   diffuse::SampleOptions o = s.sample_options(args.steps);
@@ -140,11 +162,15 @@ int main(int argc, char** argv) try {
   diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
                                s.initial_state(noise, args.warmup_steps), warm);
   Tensor result;
-  std::vector<double> total, network;
+  std::vector<double> total, network, total_cpu, network_cpu;
   int64_t calls = 0;
   for (int64_t r = 0; r < args.runs; ++r) {
+    *net_cpu = 0;
+    const double c0 = thread_cpu_seconds();
     const diffuse::bench::RunTime m =
         diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser, x_T, o, &result);
+    total_cpu.push_back(thread_cpu_seconds() - c0);
+    network_cpu.push_back(*net_cpu);
     total.push_back(m.total);
     network.push_back(m.network);
     calls = m.calls;
@@ -152,10 +178,12 @@ int main(int argc, char** argv) try {
   if (!args.save.empty()) write_f32(args.save, result);
   std::printf(
       "{\"class\": \"%s\", \"network\": \"%s\", \"steps\": %lld, \"calls\": %lld, \"threads\": %d, "
-      "\"check_finite\": %s, \"total_s\": %s, \"network_s\": %s}\n",
+      "\"check_finite\": %s, \"total_s\": %s, \"network_s\": %s, \"total_cpu_s\": %s, "
+      "\"network_cpu_s\": %s}\n",
       args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
       static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
-      json_list(total).c_str(), json_list(network).c_str());
+      json_list(total).c_str(), json_list(network).c_str(), json_list(total_cpu).c_str(),
+      json_list(network_cpu).c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "vs_diffusers: %s\n", e.what());

@@ -163,20 +163,21 @@ def diffusers_commit(path, diffusers):
 
 
 class Timed:
-    """A network timed from the inside: total seconds and calls since reset(); fastest call ever."""
+    """A network timed from the inside: wall and thread CPU seconds and calls since reset()."""
 
     def __init__(self, fn):
-        self.fn, self.seconds, self.calls, self.fastest = fn, 0.0, 0, math.inf
+        self.fn = fn
+        self.reset()
 
     def reset(self):
-        self.seconds, self.calls = 0.0, 0
+        self.seconds, self.cpu_seconds, self.calls = 0.0, 0.0, 0
 
     def __call__(self, x, t):
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         out = self.fn(x, t)
-        dt = time.perf_counter() - t0
-        self.seconds += dt
-        self.fastest = min(self.fastest, dt)
+        self.cpu_seconds += time.thread_time() - c0
+        self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out
 
@@ -201,9 +202,11 @@ def cost_network(w_in, w, w_out, k):
 
 
 def diffusers_run(torch, scheduler, net, noise, steps):
-    """One pipeline-style sampling loop; returns (total s, network s, calls, final x)."""
+    """One pipeline-style sampling loop; returns ((wall total, wall in network, CPU total, CPU in
+    network) in seconds, network calls, final x)."""
     net.reset()
     with torch.no_grad():
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         scheduler.set_timesteps(steps)
         x = noise * scheduler.init_noise_sigma
@@ -211,7 +214,8 @@ def diffusers_run(torch, scheduler, net, noise, steps):
             eps = net(scheduler.scale_model_input(x, t), t)
             x = scheduler.step(eps, t, x, return_dict=False)[0]
         total = time.perf_counter() - t0
-    return total, net.seconds, net.calls, x
+        cpu = time.thread_time() - c0
+    return (total, net.seconds, cpu, net.cpu_seconds), net.calls, x
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +293,7 @@ def main():
     if not args.no_cost:
         networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
     # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net)
-    runs = {}  # (sampler, network, side) -> list of (total, network)
+    runs = {}  # (sampler, network, side) -> list of (wall total, wall network, CPU total, CPU network)
     calls = {}
     diffs = {}
     schedulers = {key: classes[cls](**COMMON, **extra) for key, cls, extra in samplers}
@@ -300,8 +304,8 @@ def main():
         diffusers_run(torch, sch, net, noise, warmup)
         out = None
         for _ in range(n):
-            total, inside, c, out = diffusers_run(torch, sch, net, noise, args.steps)
-            runs.setdefault((key, net_name, "diffusers"), []).append((total, inside))
+            times, c, out = diffusers_run(torch, sch, net, noise, args.steps)
+            runs.setdefault((key, net_name, "diffusers"), []).append(times)
             calls[(key, net_name, "diffusers")] = c
         return out
 
@@ -317,7 +321,8 @@ def main():
             sys.exit(f"bench_vs_diffusers: {' '.join(cmd)} failed:\n{p.stderr}")
         r = json.loads(p.stdout.strip().splitlines()[-1])
         side = "diffuse" if check_finite else "diffuse_nocheck"
-        runs.setdefault((key, net_name, side), []).extend(zip(r["total_s"], r["network_s"]))
+        runs.setdefault((key, net_name, side), []).extend(
+            zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
         calls[(key, net_name, side)] = r["calls"]
 
     t_start = time.time()
@@ -345,14 +350,18 @@ def main():
     elapsed = time.time() - t_start
     shutil.rmtree(work, ignore_errors=True)
 
-    def best_overhead(key, net_name, side):
-        return min((tot - inside) / args.steps for tot, inside in runs[(key, net_name, side)])
+    CLOCK = {"wall": 0, "cpu": 2}  # index of the total in a run record; the network time follows
 
-    def best_total(key, net_name, side):
-        return min(tot for tot, _ in runs[(key, net_name, side)])
+    def best_overhead(key, net_name, side, clock):
+        c = CLOCK[clock]
+        return min((r[c] - r[c + 1]) / args.steps for r in runs[(key, net_name, side)])
 
-    def best_call(key, net_name, side):
-        return min(inside / calls[(key, net_name, side)] for _, inside in runs[(key, net_name, side)])
+    def best_total(key, net_name, side, clock):
+        return min(r[CLOCK[clock]] for r in runs[(key, net_name, side)])
+
+    def best_call(key, net_name, side, clock):
+        c = CLOCK[clock]
+        return min(r[c + 1] / calls[(key, net_name, side)] for r in runs[(key, net_name, side)])
 
     cpu, ncpu, _ = machine()
     print(f"diffusers {diffusers.__version__} at commit {commit}; torch {torch.__version__} "
@@ -361,49 +370,53 @@ def main():
           f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; {elapsed:.0f} s in all")
     print(f"[4, 4, 32, 32] float32, DDPM linear betas 1e-4..0.02, T = 1000, epsilon prediction, "
           f"{args.steps} steps; {args.rounds} alternating rounds x {args.runs} runs (trivial) / "
-          f"{args.cost_runs} runs (cost model, {args.matmuls} matmuls); minimum over all runs\n")
+          f"{args.cost_runs} runs (cost model, {args.matmuls} matmuls); minimum over all runs; "
+          "wall = elapsed time, CPU = the sampling thread's CPU time (not inflated by preemption)\n")
 
-    print("| sampler (diffusers class) | diffusers overhead µs/step | diffuse overhead µs/step | "
-          "diffuse ÷ diffusers | diffuse, check_finite off µs/step | ÷ diffusers | "
-          "final x: max abs diff ÷ max abs x, trivial net | same, cost model |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("Overhead per step, trivial network (µs/step):\n")
+    print("| sampler (diffusers class) | diffusers, wall | diffuse, wall | diffuse ÷ diffusers, wall | "
+          "diffusers, CPU | diffuse, CPU | diffuse ÷ diffusers, CPU | diffuse check_finite off, CPU | "
+          "÷ diffusers, CPU | final x: max abs diff ÷ max abs x, trivial net | same, cost model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, cls, _ in samplers:
-        d = best_overhead(key, "trivial", "diffusers")
-        c = best_overhead(key, "trivial", "diffuse")
-        nc = best_overhead(key, "trivial", "diffuse_nocheck")
+        dw, cw = (best_overhead(key, "trivial", s, "wall") for s in ("diffusers", "diffuse"))
+        dc, cc, nc = (best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse", "diffuse_nocheck"))
         cost_diff = f"{diffs[(key, 'cost')]:.1e}" if "cost" in networks else "-"
-        print(f"| {key} (`{cls}`) | {d * 1e6:.1f} | {c * 1e6:.1f} | {c / d:.3f} | {nc * 1e6:.1f} | "
-              f"{nc / d:.3f} | {diffs[(key, 'trivial')]:.1e} | {cost_diff} |")
+        print(f"| {key} (`{cls}`) | {dw * 1e6:.1f} | {cw * 1e6:.1f} | **{cw / dw:.3f}** | {dc * 1e6:.1f} | "
+              f"{cc * 1e6:.1f} | **{cc / dc:.3f}** | {nc * 1e6:.1f} | {nc / dc:.3f} | "
+              f"{diffs[(key, 'trivial')]:.1e} | {cost_diff} |")
 
-    print()
     if "cost" in networks:
-        print("| sampler | end-to-end, trivial net: diffusers ms | diffuse ms | diffuse ÷ diffusers | "
-              "end-to-end, cost model: diffusers ms | diffuse ms | diffuse ÷ diffusers | "
-              "overhead with cost model: diffusers µs/step | diffuse µs/step | "
-              "diffusers overhead % of a DiT-S/2 forward | diffuse overhead % of a DiT-S/2 forward |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
         cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN
-        # DiT-S/2 forward time at the speed of the fastest single cost-model call (the least
-        # inflated by other processes' load; timed in this process); projections ignored
-        call = networks["cost"][0].fastest
+        # DiT-S/2 forward time at the cost model's speed: CPU time per call (the least inflated by
+        # other processes), the best over all runs of both sides; projections ignored
+        call = min(best_call(key, "cost", side, "cpu") for key, _, _ in samplers
+                   for side in ("diffuse", "diffusers"))
         dit_call = call * DIT_S_FLOP / cost_flop
+        print("\nEnd to end (ms per 50-step run) and the cost model:\n")
+        print("| sampler | trivial net, wall: diffusers | diffuse | ÷ | trivial net, CPU: diffusers | "
+              "diffuse | ÷ | cost model, wall: diffusers | diffuse | ÷ | cost model, CPU: diffusers | "
+              "diffuse | ÷ | overhead with cost model, CPU µs/step: diffusers | diffuse | "
+              "diffusers overhead (CPU) % of a DiT-S/2 forward | diffuse overhead (CPU) % of a DiT-S/2 forward |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for key, _, _ in samplers:
-            et = [best_total(key, "trivial", s) for s in ("diffusers", "diffuse")]
-            ec = [best_total(key, "cost", s) for s in ("diffusers", "diffuse")]
-            oc = [best_overhead(key, "cost", s) for s in ("diffusers", "diffuse")]
+            row = f"| {key} "
+            for net_name, fmt in (("trivial", ".2f"), ("cost", ".0f")):
+                for clock in ("wall", "cpu"):
+                    d, c = (best_total(key, net_name, s, clock) for s in ("diffusers", "diffuse"))
+                    row += f"| {d * 1e3:{fmt}} | {c * 1e3:{fmt}} | {c / d:.3f} "
+            oc = [best_overhead(key, "cost", s, "cpu") for s in ("diffusers", "diffuse")]
             nfe = calls[(key, "trivial", "diffuse")] / args.steps
-            ov = [best_overhead(key, "trivial", s) for s in ("diffusers", "diffuse")]
-            print(f"| {key} | {et[0] * 1e3:.2f} | {et[1] * 1e3:.2f} | {et[1] / et[0]:.3f} | "
-                  f"{ec[0] * 1e3:.0f} | {ec[1] * 1e3:.0f} | {ec[1] / ec[0]:.4f} | {oc[0] * 1e6:.0f} | "
-                  f"{oc[1] * 1e6:.0f} | {100 * ov[0] / (nfe * dit_call):.4f}% | "
-                  f"{100 * ov[1] / (nfe * dit_call):.4f}% |")
-        cpp_call = min(best_call(key, "cost", "diffuse") for key, _, _ in samplers)
-        py_call = min(best_call(key, "cost", "diffusers") for key, _, _ in samplers)
-        print(f"\ncost model call ({args.matmuls} matmuls): mean over the fastest run {cpp_call * 1e3:.1f} ms "
-              f"in C++, {py_call * 1e3:.1f} ms in Python; fastest single call {call * 1e3:.1f} ms = "
-              f"{cost_flop / call / 1e9:.1f} GFLOP/s, so a full DiT-S/2 forward "
-              f"({DIT_S_FLOP / 1e9:.1f} GFLOP) ~ {DIT_S_FLOP / (cost_flop / call) * 1e3:.0f} ms; the % columns "
-              "divide the trivial-network overhead per step by that (NFE/step = 1 for all three)")
+            ov = [best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse")]
+            row += (f"| {oc[0] * 1e6:.0f} | {oc[1] * 1e6:.0f} | {100 * ov[0] / (nfe * dit_call):.4f}% | "
+                    f"{100 * ov[1] / (nfe * dit_call):.4f}% |")
+            print(row)
+        cpp_call = min(best_call(key, "cost", "diffuse", "cpu") for key, _, _ in samplers)
+        py_call = min(best_call(key, "cost", "diffusers", "cpu") for key, _, _ in samplers)
+        print(f"\nCost model call ({args.matmuls} matmuls), CPU time: {cpp_call * 1e3:.1f} ms in C++, "
+              f"{py_call * 1e3:.1f} ms in Python = {cost_flop / call / 1e9:.1f} GFLOP/s, so a full DiT-S/2 "
+              f"forward ({DIT_S_FLOP / 1e9:.1f} GFLOP) ~ {dit_call * 1e3:.0f} ms; the % columns divide the "
+              "trivial-network CPU overhead per step by that (NFE/step = 1 for all three)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"diffusers_commit": commit, "steps": args.steps, "matmuls": args.matmuls,
