@@ -23,9 +23,12 @@ networks, both timed from the inside on each side:
             overhead is also reported as a share of that, at the measured matmul speed.
 
 overhead per step = (total - time inside the network) / steps, the minimum over all runs;
-end-to-end = the minimum total. The Python and C++ blocks alternate (and swap order every
-round) so that load from other processes hits both alike; every ratio in the output comes from
-this one run. The script also checks that both sides compute the same samples: max |x_diffusers
+end-to-end = the minimum total; each both in wall time and in the sampling thread's CPU time
+(CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that thread).
+On a loaded machine a run of a few ms is nearly always preempted for whole scheduler time slices,
+which inflates wall time but not CPU time. The Python and C++ blocks alternate (and swap order
+every round) so that load from other processes hits both alike; every ratio in the output comes
+from this one run. The script also checks that both sides compute the same samples: max |x_diffusers
 - x_diffuse| of the final sample from the same noise (deterministic samplers, same network).
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
