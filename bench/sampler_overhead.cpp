@@ -105,16 +105,8 @@ int main(int argc, char** argv) try {
   const Tensor w_in = at::randn({16, hidden}, g, f32) / 4.0,
                w_out = at::randn({hidden, 16}, g, f32) / std::sqrt(384.0);
   const int64_t k = args.cost_matmuls;
-  const diffuse::Denoiser cost(cost_timer.wrap([w, w_in, w_out, k](const Tensor& x, const Tensor&,
-                                                                   const diffuse::Conditioning&) {
-    // [B, 4, 32, 32] -> 2x2 patches -> [B*256, 16] tokens
-    const int64_t b = x.size(0);
-    Tensor h = x.reshape({b, 4, 16, 2, 16, 2}).permute({0, 2, 4, 1, 3, 5}).reshape({b * 256, 16});
-    h = at::matmul(h, w_in);
-    for (int64_t i = 0; i < k; ++i) h = at::matmul(h, w);
-    h = at::matmul(h, w_out);
-    return h.reshape({b, 16, 16, 4, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape(x.sizes()) * 0.01;
-  }));
+  const diffuse::Denoiser cost(
+      cost_timer.wrap(diffuse::bench::dit_s_cost_network(w_in, w, w_out, k)));
   const double flop_per_matmul = 2.0 * batch * tokens * hidden * hidden;
   const double dit_s_flop = 6.06e9 * batch;
 

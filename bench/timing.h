@@ -48,11 +48,44 @@ inline Network trivial_network() {
   return [](const Tensor& x, const Tensor&, const Conditioning&) { return x * 0.1; };
 }
 
+/// The DiT-S/2-sized cost model of the sampler benchmarks (bench/sampler_overhead.cpp,
+/// scripts/bench_vs_diffusers.py runs the same op sequence in Python): a [B, 4, 32, 32] latent cut
+/// into 2x2 patches ([B*256, 16] tokens), projected to width 384 by `w_in` [16, 384], `k` matmuls
+/// with `w` [384, 384], projected back by `w_out` [384, 16], reassembled and scaled by 0.01 (so the
+/// "eps" stays small). A full DiT-S/2 forward is about 6.06 GFLOP per image (Peebles & Xie 2023,
+/// Table 1), 80 such matmuls for a batch of 4; the time t is ignored.
+inline Network dit_s_cost_network(Tensor w_in, Tensor w, Tensor w_out, int64_t k) {
+  return [w_in, w, w_out, k](const Tensor& x, const Tensor&, const Conditioning&) {
+    const int64_t b = x.size(0);
+    Tensor h = x.reshape({b, 4, 16, 2, 16, 2}).permute({0, 2, 4, 1, 3, 5}).reshape({b * 256, 16});
+    h = at::matmul(h, w_in);
+    for (int64_t i = 0; i < k; ++i) h = at::matmul(h, w);
+    h = at::matmul(h, w_out);
+    return h.reshape({b, 16, 16, 4, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape(x.sizes()) * 0.01;
+  };
+}
+
 /// One timed diffuse::sample() run: total wall time and the time inside the network.
 struct RunTime {
   double total = 0, network = 0;  ///< seconds
   int64_t calls = 0;              ///< network calls
 };
+
+/// Runs sample() once with options `o` (spacing, steps, seed, check_finite, ...); `timer` must be
+/// the TimedNetwork wrapped into `denoiser`'s network. The sample goes to *result when not null.
+inline RunTime timed_sample(const Sampler& sampler, const NoiseSchedule& schedule,
+                            const TimedNetwork& timer, const Denoiser& denoiser,
+                            const Tensor& noise, const SampleOptions& o, Tensor* result = nullptr) {
+  timer.reset();
+  const auto t0 = Clock::now();
+  Tensor x = diffuse::sample(sampler, denoiser, schedule, noise, o);
+  RunTime m;
+  m.total = seconds_since(t0);
+  m.network = *timer.seconds;
+  m.calls = *timer.calls;
+  if (result != nullptr) *result = std::move(x);
+  return m;
+}
 
 /// Runs sample() once with `steps` steps and `seed`; `timer` must be the TimedNetwork wrapped
 /// into `denoiser`'s network.
@@ -66,14 +99,7 @@ inline RunTime timed_sample(const Sampler& sampler, const NoiseSchedule& schedul
   o.num_steps = steps;
   o.seed = seed;
   o.corrections = std::move(corrections);
-  timer.reset();
-  const auto t0 = Clock::now();
-  diffuse::sample(sampler, denoiser, schedule, noise, o);
-  RunTime m;
-  m.total = seconds_since(t0);
-  m.network = *timer.seconds;
-  m.calls = *timer.calls;
-  return m;
+  return timed_sample(sampler, schedule, timer, denoiser, noise, o);
 }
 
 /// Minimum wall time of `runs` calls of f.

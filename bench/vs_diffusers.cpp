@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0
+// The C++ half of scripts/bench_vs_diffusers.py (diffuse vs HuggingFace diffusers, side by side).
+//
+// Builds the sampler, schedule and spacing of one diffusers scheduler class + config with
+// diffuse::from_diffusers(), so that it visits the same timesteps and computes the same samples as
+// diffusers' own loop, and times diffuse::sample() on the initial noise the script wrote (raw
+// little-endian float32), with either the trivial network (eps = 0.1 x) or the DiT-S/2-sized cost
+// model of bench/timing.h (weights from the script's files too). The network is timed from the
+// inside (bench::TimedNetwork for wall time; around it, the calling thread's CPU time, which a
+// loaded machine's preemptions do not inflate), one warm-up run, then --runs timed runs; prints
+// one JSON line:
+//   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
+//    "total_cpu_s": [...], "network_cpu_s": [...]}
+// and with --save writes the last run's final sample as raw float32.
+// Not a unit test and not meant to be run by hand: the script passes all the options.
+//
+//   diffuse_bench_vs_diffusers --class DDIMScheduler --config "beta_schedule=linear,..."
+//       --inputs DIR [--network trivial|cost] [--matmuls 8] [--steps 50] [--runs 5]
+//       [--warmup-steps N (default --steps)] [--threads 1] [--check-finite 1|0] [--save FILE]
+// DIR holds noise.f32 [4, 4, 32, 32] and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
+// w_out.f32 [384, 16].
+#include <diffuse/all.h>
+#include <diffuse/diffusers.h>
+
+#include "timing.h"
+
+#include <ATen/Parallel.h>
+
+#include <time.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using diffuse::Tensor;
+
+struct Args {
+  std::string cls, config, inputs, network = "trivial", save;
+  int64_t matmuls = 8, steps = 50, runs = 5, warmup_steps = 0;
+  int threads = 1;
+  bool check_finite = true;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    diffuse::check(i + 1 < argc, "option ", k, " needs a value");
+    const std::string v = argv[++i];
+    if (k == "--class")
+      a.cls = v;
+    else if (k == "--config")
+      a.config = v;
+    else if (k == "--inputs")
+      a.inputs = v;
+    else if (k == "--network")
+      a.network = v;
+    else if (k == "--save")
+      a.save = v;
+    else if (k == "--matmuls")
+      a.matmuls = std::stoll(v);
+    else if (k == "--steps")
+      a.steps = std::stoll(v);
+    else if (k == "--runs")
+      a.runs = std::stoll(v);
+    else if (k == "--warmup-steps")
+      a.warmup_steps = std::stoll(v);
+    else if (k == "--threads")
+      a.threads = std::stoi(v);
+    else if (k == "--check-finite")
+      a.check_finite = v != "0" && v != "false";
+    else
+      throw diffuse::Error("unknown option '" + k + "'");
+  }
+  diffuse::check(!a.cls.empty() && !a.inputs.empty(), "--class and --inputs are required");
+  diffuse::check(a.network == "trivial" || a.network == "cost",
+                 "--network must be trivial or cost, got '", a.network, "'");
+  diffuse::check(a.matmuls >= 1 && a.steps >= 1 && a.runs >= 1 && a.threads >= 1,
+                 "--matmuls, --steps, --runs and --threads must be positive");
+  if (a.warmup_steps <= 0) a.warmup_steps = a.steps;
+  return a;
+}
+
+/// A raw little-endian float32 file of exactly the given shape.
+Tensor read_f32(const std::string& path, std::vector<int64_t> shape) {
+  Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  diffuse::check(in.good(), "cannot open '", path, "'");
+  const auto bytes = static_cast<int64_t>(in.tellg());
+  diffuse::check(bytes == t.numel() * 4, "'", path, "' has ", bytes, " bytes, expected ",
+                 t.numel() * 4, " (float32 ", t.sizes(), ")");
+  in.seekg(0);
+  in.read(static_cast<char*>(t.data_ptr()), bytes);
+  diffuse::check(in.good(), "cannot read '", path, "'");
+  return t;
+}
+
+void write_f32(const std::string& path, const Tensor& t) {
+  const Tensor c = t.to(at::kFloat).contiguous();
+  std::ofstream out(path, std::ios::binary);
+  out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * 4));
+  diffuse::check(out.good(), "cannot write '", path, "'");
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID, as Python's time.thread_time()).
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+std::string json_list(const std::vector<double>& v) {
+  std::string s = "[";
+  char buf[32];
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%s%.9g", i ? ", " : "", v[i]);
+    s += buf;
+  }
+  return s + "]";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Args args = parse(argc, argv);
+  at::set_num_threads(args.threads);
+  const diffuse::DiffusersScheduler s =
+      diffuse::from_diffusers(args.cls, diffuse::parse_config(args.config));
+  const Tensor noise = read_f32(args.inputs + "/noise.f32", {4, 4, 32, 32});
+
+  diffuse::bench::TimedNetwork timer;
+  diffuse::Network net = diffuse::bench::trivial_network();
+  if (args.network == "cost") {
+    const int64_t hidden = 384, patch = 16;
+    net = diffuse::bench::dit_s_cost_network(read_f32(args.inputs + "/w_in.f32", {patch, hidden}),
+                                             read_f32(args.inputs + "/w.f32", {hidden, hidden}),
+                                             read_f32(args.inputs + "/w_out.f32", {hidden, patch}),
+                                             args.matmuls);
+  }
+  // CPU time inside the network, read within the wall-timed call (so the wall overhead does not
+  // include these clock reads). With one intra-op thread all work runs on this thread.
+  auto net_cpu = std::make_shared<double>(0.0);
+  diffuse::Network cpu_timed = [net, net_cpu](const Tensor& x, const Tensor& t,
+                                              const diffuse::Conditioning& c) {
+    const double c0 = thread_cpu_seconds();
+    Tensor out = net(x, t, c);
+    *net_cpu += thread_cpu_seconds() - c0;
+    return out;
+  };
+  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(cpu_timed));
+  // diffusers' pipeline: latents = noise * init_noise_sigma (in its own units), then the loop.
+  const Tensor x_T = s.initial_state(noise, args.steps);
+  diffuse::SampleOptions o = s.sample_options(args.steps);
+  o.check_finite = args.check_finite;
+
+  // Warm-up (first-call costs: allocator, lazy initialisation), --warmup-steps steps.
+  diffuse::SampleOptions warm = s.sample_options(args.warmup_steps);
+  warm.check_finite = args.check_finite;
+  diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
+                               s.initial_state(noise, args.warmup_steps), warm);
+  Tensor result;
+  std::vector<double> total, network, total_cpu, network_cpu;
+  int64_t calls = 0;
+  for (int64_t r = 0; r < args.runs; ++r) {
+    *net_cpu = 0;
+    const double c0 = thread_cpu_seconds();
+    const diffuse::bench::RunTime m =
+        diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser, x_T, o, &result);
+    total_cpu.push_back(thread_cpu_seconds() - c0);
+    network_cpu.push_back(*net_cpu);
+    total.push_back(m.total);
+    network.push_back(m.network);
+    calls = m.calls;
+  }
+  if (!args.save.empty()) write_f32(args.save, result);
+  std::printf(
+      "{\"class\": \"%s\", \"network\": \"%s\", \"steps\": %lld, \"calls\": %lld, \"threads\": %d, "
+      "\"check_finite\": %s, \"total_s\": %s, \"network_s\": %s, \"total_cpu_s\": %s, "
+      "\"network_cpu_s\": %s}\n",
+      args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
+      static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
+      json_list(total).c_str(), json_list(network).c_str(), json_list(total_cpu).c_str(),
+      json_list(network_cpu).c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "vs_diffusers: %s\n", e.what());
+  return 1;
+}

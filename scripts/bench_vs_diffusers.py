@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""diffuse vs HuggingFace diffusers, side by side, timed in one run.
+
+Runs diffusers' scheduler loop in Python (set_timesteps, init_noise_sigma, then per timestep
+scale_model_input -> network -> step, as its pipelines do) and diffuse's C++ loop
+(bench/vs_diffusers.cpp: the same scheduler built with diffuse::from_diffusers, then
+diffuse::sample()) on the same [4, 4, 32, 32] float32 initial noise, one intra-op thread, for
+
+  ddim      DDIMScheduler                  eta 0, clip_sample false, "leading" spacing (its default)
+  dpmpp_2m  DPMSolverMultistepScheduler    algorithm_type dpmsolver++, solver_order 2, "linspace"
+  euler     EulerDiscreteScheduler         "linspace" spacing, final sigma 0
+
+all on DDPM linear betas 1e-4..0.02, 1000 training steps, epsilon prediction, 50 steps, with two
+networks, both timed from the inside on each side:
+
+  trivial   eps = 0.1 x (one elementwise op): the run is almost all the sampler's own cost;
+  cost      the DiT-S/2-sized cost model of bench/timing.h (dit_s_cost_network), the SAME op
+            sequence on both sides: 2x2 patchify to [1024, 16] tokens, x [16, 384], --matmuls
+            (default 8) matmuls [1024, 384] x [384, 384], x [384, 16], unpatchify, * 0.01;
+            weights written by this script and read by the C++ side. A real DiT-S/2 forward is
+            about 80 such matmuls for this batch (6.06 GFLOP/image, Peebles & Xie 2023); the
+            overhead is also reported as a share of that, at the measured matmul speed.
+
+overhead per step = (total - time inside the network) / steps, the minimum over all runs;
+end-to-end = the minimum total; each both in wall time and in the sampling thread's CPU time
+(CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that thread).
+On a loaded machine a run of a few ms is nearly always preempted for whole scheduler time slices,
+which inflates wall time but not CPU time. The Python and C++ blocks alternate (and swap order
+every round) so that load from other processes hits both alike; every ratio in the output comes
+from this one run. The script also checks that both sides compute the same samples: max |x_diffusers
+- x_diffuse| of the final sample from the same noise (deterministic samplers, same network).
+
+diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
+folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
+python3-torch 1.13 without huggingface_hub: stub modules for huggingface_hub and filelock (hub
+access is never used here), a no-op dependency version check, and placeholders for torch.xpu /
+torch.mps (referenced in device tables at import time, never called on CPU). The scheduler code
+itself runs unmodified. Tested with diffusers 58eb52c (and v0.38.0, identical step code).
+
+Not part of CI (CI has no Python torch). Example (docs/benchmarks.md, "Side by side with
+diffusers"):
+
+  ninja -C build diffuse_bench_vs_diffusers
+  /usr/bin/python3 scripts/bench_vs_diffusers.py --diffusers /path/to/diffusers \\
+      --bin build/bench/diffuse_bench_vs_diffusers
+"""
+
+import argparse
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+COMMON = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+              prediction_type="epsilon")
+# (diffuse sampler, diffusers class, class-specific config)
+SAMPLERS = [
+    ("ddim", "DDIMScheduler", dict(clip_sample=False)),
+    ("dpmpp_2m", "DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver++", solver_order=2)),
+    ("euler", "EulerDiscreteScheduler", {}),
+]
+HIDDEN, PATCH, TOKENS, BATCH = 384, 16, 256, 4
+DIT_S_FLOP = 6.06e9 * BATCH  # a DiT-S/2 forward on 32x32x4 latents, this batch
+
+
+# --------------------------------------------------------------------------------------------
+# Importing diffusers' schedulers from a source checkout under python3-torch 1.13
+
+
+class _Anything:
+    """Stands for any huggingface_hub / filelock object: callable, any attribute."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Anything()
+
+    def __getattr__(self, name):
+        return _Anything()
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes `import huggingface_hub[.x]` / `import filelock` give stub modules."""
+
+    ROOTS = {"huggingface_hub", "filelock"}
+
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in self.ROOTS:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        m = types.ModuleType(spec.name)
+        m.__path__ = []
+        m.__version__ = "0.0.0-stub"
+
+        def getattr_(attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            if attr.isupper():  # constants such as HF_HOME
+                return os.path.join(tempfile.gettempdir(), "no-hub")
+            return type(attr, (_Anything,), {})  # classes, exceptions and functions alike
+
+        m.__getattr__ = getattr_
+        return m
+
+    def exec_module(self, module):
+        pass
+
+
+def import_diffusers(path):
+    """diffusers' DDIM, DPM-Solver multistep and Euler scheduler classes from a source checkout."""
+    src = path if os.path.isdir(os.path.join(path, "diffusers")) else os.path.join(path, "src")
+    if not os.path.isfile(os.path.join(src, "diffusers", "schedulers", "scheduling_ddim.py")):
+        sys.exit(f"bench_vs_diffusers: no diffusers source under '{path}' "
+                 "(expected src/diffusers/schedulers/scheduling_ddim.py)")
+    import torch
+    if importlib.util.find_spec("huggingface_hub") is None:
+        sys.meta_path.insert(0, _StubFinder())
+        check = types.ModuleType("diffusers.dependency_versions_check")
+        check.dep_version_check = lambda pkg, hint=None: None
+        sys.modules["diffusers.dependency_versions_check"] = check
+    for name in ("xpu", "mps"):
+        if not hasattr(torch, name):
+            setattr(torch, name, _Anything())
+    sys.path.insert(0, src)
+    import diffusers
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+    classes = {c.__name__: c for c in (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler)}
+    return diffusers, classes
+
+
+def diffusers_commit(path, diffusers):
+    """The checkout's commit: from its .git, else from a COMMIT file (for a `git archive`)."""
+    if os.path.exists(os.path.join(path, ".git")):
+        try:
+            out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True)
+            if out.returncode == 0:
+                return out.stdout.strip()
+        except OSError:
+            pass
+    for f in ("COMMIT", os.path.join("..", "COMMIT")):
+        p = os.path.join(path, f)
+        if os.path.isfile(p):
+            return open(p).read().strip()
+    return f"unknown (version {diffusers.__version__})"
+
+
+# --------------------------------------------------------------------------------------------
+# The two networks, the Python loop
+
+
+class Timed:
+    """A network timed from the inside: wall and thread CPU seconds and calls since reset()."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.reset()
+
+    def reset(self):
+        self.seconds, self.cpu_seconds, self.calls = 0.0, 0.0, 0
+
+    def __call__(self, x, t):
+        t0 = time.perf_counter()
+        c0 = time.thread_time()
+        out = self.fn(x, t)
+        self.cpu_seconds += time.thread_time() - c0
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def trivial_network(x, t):
+    return x * 0.1
+
+
+def cost_network(w_in, w, w_out, k):
+    """bench/timing.h dit_s_cost_network, op for op."""
+
+    def net(x, t):
+        b = x.shape[0]
+        h = x.reshape(b, 4, 16, 2, 16, 2).permute(0, 2, 4, 1, 3, 5).reshape(b * 256, 16)
+        h = h.matmul(w_in)
+        for _ in range(k):
+            h = h.matmul(w)
+        h = h.matmul(w_out)
+        return h.reshape(b, 16, 16, 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(x.shape) * 0.01
+
+    return net
+
+
+def diffusers_run(torch, scheduler, net, noise, steps):
+    """One pipeline-style sampling loop; returns ((wall total, wall in network, CPU total, CPU in
+    network) in seconds, network calls, final x)."""
+    net.reset()
+    with torch.no_grad():
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        scheduler.set_timesteps(steps)
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            eps = net(scheduler.scale_model_input(x, t), t)
+            x = scheduler.step(eps, t, x, return_dict=False)[0]
+        total = time.perf_counter() - t0
+        cpu = time.thread_time() - c0
+    return (total, net.seconds, cpu, net.cpu_seconds), net.calls, x
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def config_string(cfg):
+    def fmt(v):
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return ",".join(f"{k}={fmt(v)}" for k, v in cfg.items())
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return cpu, os.cpu_count(), os.getloadavg()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--diffusers", default=os.environ.get("DIFFUSERS_SRC"),
+                    help="diffusers source checkout (folder with src/diffusers); default $DIFFUSERS_SRC")
+    ap.add_argument("--commit", help="the diffusers commit to report when the checkout has no .git")
+    ap.add_argument("--bin", default=os.environ.get(
+        "DIFFUSE_BENCH_VS_DIFFUSERS", os.path.join(REPO, "build", "bench", "diffuse_bench_vs_diffusers")),
+        help="the diffuse_bench_vs_diffusers program (default build/bench/...)")
+    ap.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating Python/C++ rounds (default 5)")
+    ap.add_argument("--runs", type=int, default=6, help="timed runs per block, trivial network (default 6)")
+    ap.add_argument("--cost-runs", type=int, default=1, help="timed runs per block, cost network (default 1)")
+    ap.add_argument("--matmuls", type=int, default=8,
+                    help="[1024,384]x[384,384] matmuls per cost-network call (default 8; DiT-S/2 ~ 80)")
+    ap.add_argument("--samplers", default=",".join(s for s, _, _ in SAMPLERS),
+                    help="subset of " + ",".join(s for s, _, _ in SAMPLERS))
+    ap.add_argument("--no-cost", action="store_true", help="trivial network only")
+    ap.add_argument("--json", help="also write all raw timings here")
+    args = ap.parse_args()
+    if not args.diffusers:
+        ap.error("give the diffusers source checkout with --diffusers or $DIFFUSERS_SRC")
+    if not os.access(args.bin, os.X_OK):
+        ap.error(f"'{args.bin}' is not an executable; build it: ninja -C build diffuse_bench_vs_diffusers")
+    if min(args.steps, args.rounds, args.runs, args.cost_runs, args.matmuls) < 1:
+        ap.error("--steps, --rounds, --runs, --cost-runs and --matmuls must be positive")
+    wanted = args.samplers.split(",")
+    unknown = [s for s in wanted if s not in {n for n, _, _ in SAMPLERS}]
+    if unknown:
+        ap.error(f"unknown sampler(s) {unknown}")
+    samplers = [s for s in SAMPLERS if s[0] in wanted]
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    diffusers, classes = import_diffusers(args.diffusers)
+    commit = args.commit or diffusers_commit(args.diffusers, diffusers)
+
+    work = tempfile.mkdtemp(prefix="bench_vs_diffusers_")
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(BATCH, 4, 32, 32, generator=g)
+    w = torch.randn(HIDDEN, HIDDEN, generator=g) / math.sqrt(HIDDEN)
+    w_in = torch.randn(PATCH, HIDDEN, generator=g) / 4.0
+    w_out = torch.randn(HIDDEN, PATCH, generator=g) / math.sqrt(HIDDEN)
+    for name, t in (("noise", noise), ("w", w), ("w_in", w_in), ("w_out", w_out)):
+        t.numpy().astype("<f4").tofile(os.path.join(work, name + ".f32"))
+
+    # name -> (timed network, timed runs per block, warm-up steps: a full run for the cheap trivial
+    # network, 2 steps for the cost model: enough for the first-call costs)
+    networks = {"trivial": (Timed(trivial_network), args.runs, args.steps)}
+    if not args.no_cost:
+        networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
+    # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net)
+    runs = {}  # (sampler, network, side) -> list of (wall total, wall network, CPU total, CPU network)
+    calls = {}
+    diffs = {}
+    schedulers = {key: classes[cls](**COMMON, **extra) for key, cls, extra in samplers}
+
+    def python_block(key, net_name):
+        net, n, warmup = networks[net_name]
+        sch = schedulers[key]
+        diffusers_run(torch, sch, net, noise, warmup)
+        out = None
+        for _ in range(n):
+            times, c, out = diffusers_run(torch, sch, net, noise, args.steps)
+            runs.setdefault((key, net_name, "diffusers"), []).append(times)
+            calls[(key, net_name, "diffusers")] = c
+        return out
+
+    def cpp_block(key, cls, extra, net_name, check_finite, save=None):
+        _, n, warmup = networks[net_name]
+        cmd = [args.bin, "--class", cls, "--config", config_string({**COMMON, **extra}), "--inputs", work,
+               "--network", net_name, "--matmuls", str(args.matmuls), "--steps", str(args.steps),
+               "--runs", str(n), "--warmup-steps", str(warmup), "--threads", "1", "--check-finite", "1" if check_finite else "0"]
+        if save:
+            cmd += ["--save", save]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"bench_vs_diffusers: {' '.join(cmd)} failed:\n{p.stderr}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        side = "diffuse" if check_finite else "diffuse_nocheck"
+        runs.setdefault((key, net_name, side), []).extend(
+            zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
+        calls[(key, net_name, side)] = r["calls"]
+
+    t_start = time.time()
+    load0 = os.getloadavg()
+    for rnd in range(args.rounds):
+        for i, (key, cls, extra) in enumerate(samplers):
+            for net_name in networks:
+                save = os.path.join(work, f"{key}_{net_name}.diffuse.f32") if rnd == 0 else None
+                blocks = [lambda: python_block(key, net_name),
+                          lambda: cpp_block(key, cls, extra, net_name, True, save)]
+                if net_name == "trivial":
+                    blocks.append(lambda: cpp_block(key, cls, extra, net_name, False))
+                if (rnd + i) % 2:
+                    blocks.reverse()
+                py_out = None
+                for b in blocks:
+                    out = b()
+                    if out is not None:
+                        py_out = out
+                if rnd == 0:
+                    theirs = np.fromfile(save, dtype="<f4").reshape(tuple(noise.shape))
+                    diffs[(key, net_name)] = float(np.abs(py_out.numpy() - theirs).max())
+                    diffs[(key, net_name)] /= float(np.abs(py_out.numpy()).max())
+                print(f"round {rnd + 1}/{args.rounds} {key} {net_name} done", file=sys.stderr, flush=True)
+    elapsed = time.time() - t_start
+    shutil.rmtree(work, ignore_errors=True)
+
+    CLOCK = {"wall": 0, "cpu": 2}  # index of the total in a run record; the network time follows
+
+    def best_overhead(key, net_name, side, clock):
+        c = CLOCK[clock]
+        return min((r[c] - r[c + 1]) / args.steps for r in runs[(key, net_name, side)])
+
+    def best_total(key, net_name, side, clock):
+        return min(r[CLOCK[clock]] for r in runs[(key, net_name, side)])
+
+    def best_call(key, net_name, side, clock):
+        c = CLOCK[clock]
+        return min(r[c + 1] / calls[(key, net_name, side)] for r in runs[(key, net_name, side)])
+
+    cpu, ncpu, _ = machine()
+    print(f"diffusers {diffusers.__version__} at commit {commit}; torch {torch.__version__} "
+          f"(Python {platform.python_version()}); diffuse C++ program {os.path.relpath(args.bin, REPO)}")
+    print(f"{cpu}, {ncpu} hardware threads, 1 intra-op thread on both sides; load average "
+          f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; {elapsed:.0f} s in all")
+    print(f"[4, 4, 32, 32] float32, DDPM linear betas 1e-4..0.02, T = 1000, epsilon prediction, "
+          f"{args.steps} steps; {args.rounds} alternating rounds x {args.runs} runs (trivial) / "
+          f"{args.cost_runs} runs (cost model, {args.matmuls} matmuls); minimum over all runs; "
+          "wall = elapsed time, CPU = the sampling thread's CPU time (not inflated by preemption)\n")
+
+    print("Overhead per step, trivial network (µs/step):\n")
+    print("| sampler (diffusers class) | diffusers, wall | diffuse, wall | diffuse ÷ diffusers, wall | "
+          "diffusers, CPU | diffuse, CPU | diffuse ÷ diffusers, CPU | diffuse check_finite off, CPU | "
+          "÷ diffusers, CPU | final x: max abs diff ÷ max abs x, trivial net | same, cost model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for key, cls, _ in samplers:
+        dw, cw = (best_overhead(key, "trivial", s, "wall") for s in ("diffusers", "diffuse"))
+        dc, cc, nc = (best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse", "diffuse_nocheck"))
+        cost_diff = f"{diffs[(key, 'cost')]:.1e}" if "cost" in networks else "-"
+        print(f"| {key} (`{cls}`) | {dw * 1e6:.1f} | {cw * 1e6:.1f} | **{cw / dw:.3f}** | {dc * 1e6:.1f} | "
+              f"{cc * 1e6:.1f} | **{cc / dc:.3f}** | {nc * 1e6:.1f} | {nc / dc:.3f} | "
+              f"{diffs[(key, 'trivial')]:.1e} | {cost_diff} |")
+
+    if "cost" in networks:
+        cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN
+        # DiT-S/2 forward time at the cost model's speed: CPU time per call (the least inflated by
+        # other processes), the best over all runs of both sides; projections ignored
+        call = min(best_call(key, "cost", side, "cpu") for key, _, _ in samplers
+                   for side in ("diffuse", "diffusers"))
+        dit_call = call * DIT_S_FLOP / cost_flop
+        print("\nEnd to end (ms per 50-step run) and the cost model:\n")
+        print("| sampler | trivial net, wall: diffusers | diffuse | ÷ | trivial net, CPU: diffusers | "
+              "diffuse | ÷ | cost model, wall: diffusers | diffuse | ÷ | cost model, CPU: diffusers | "
+              "diffuse | ÷ | overhead with cost model, CPU µs/step: diffusers | diffuse | "
+              "diffusers overhead (CPU) % of a DiT-S/2 forward | diffuse overhead (CPU) % of a DiT-S/2 forward |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for key, _, _ in samplers:
+            row = f"| {key} "
+            for net_name, fmt in (("trivial", ".2f"), ("cost", ".0f")):
+                for clock in ("wall", "cpu"):
+                    d, c = (best_total(key, net_name, s, clock) for s in ("diffusers", "diffuse"))
+                    row += f"| {d * 1e3:{fmt}} | {c * 1e3:{fmt}} | {c / d:.3f} "
+            oc = [best_overhead(key, "cost", s, "cpu") for s in ("diffusers", "diffuse")]
+            nfe = calls[(key, "trivial", "diffuse")] / args.steps
+            ov = [best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse")]
+            row += (f"| {oc[0] * 1e6:.0f} | {oc[1] * 1e6:.0f} | {100 * ov[0] / (nfe * dit_call):.4f}% | "
+                    f"{100 * ov[1] / (nfe * dit_call):.4f}% |")
+            print(row)
+        cpp_call = min(best_call(key, "cost", "diffuse", "cpu") for key, _, _ in samplers)
+        py_call = min(best_call(key, "cost", "diffusers", "cpu") for key, _, _ in samplers)
+        print(f"\nCost model call ({args.matmuls} matmuls), CPU time: {cpp_call * 1e3:.1f} ms in C++, "
+              f"{py_call * 1e3:.1f} ms in Python = {cost_flop / call / 1e9:.1f} GFLOP/s, so a full DiT-S/2 "
+              f"forward ({DIT_S_FLOP / 1e9:.1f} GFLOP) ~ {dit_call * 1e3:.0f} ms; the % columns divide the "
+              "trivial-network CPU overhead per step by that (NFE/step = 1 for all three)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"diffusers_commit": commit, "steps": args.steps, "matmuls": args.matmuls,
+                       "runs": {"/".join(k): v for k, v in runs.items()},
+                       "calls": {"/".join(k): v for k, v in calls.items()},
+                       "relative_max_abs_diff": {"/".join(k): v for k, v in diffs.items()}}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
