@@ -10,7 +10,7 @@
 namespace diffuse {
 namespace {
 
-struct Setup {
+struct Harness {
   std::unique_ptr<NoiseSchedule> schedule = make_schedule("discrete");
   Denoiser denoiser{[](const Tensor& x, const Tensor& t, const Conditioning&) {
     return x * 0.3 + at::tanh(x) * 0.2 + t.view({-1, 1, 1}) * 2e-4;
@@ -25,7 +25,7 @@ struct Setup {
 };
 
 TEST(StaticNoise, ReplayedDrawsReproduceTheEagerRunOfEverySampler) {
-  Setup s;
+  Harness s;
   int stochastic = 0;
   for (const std::string& name : distinct_sampler_names()) {
     SCOPED_TRACE(name);
@@ -54,7 +54,7 @@ TEST(StaticNoise, ReplayedDrawsReproduceTheEagerRunOfEverySampler) {
 }
 
 TEST(StaticNoise, DrawsThatDifferFromTheRecordingAreErrors) {
-  Setup s;
+  Harness s;
   auto sampler = sampler_from_spec("euler_ancestral");
   auto sn = std::make_shared<detail::StaticNoise>();
   sn->record(nullptr);  // zeros while recording
