@@ -149,7 +149,8 @@ struct TrainerOptions {
   ///          by a scale S (initially 2^16) before backward and the gradients divided by S after
   ///          the data-parallel reduction; a step whose gradients are not finite is skipped (no
   ///          optimiser update; S is halved), and S doubles after 2000 consecutive finite steps
-  ///          (torch.cuda.amp.GradScaler's defaults). S is part of the checkpoint.
+  ///          (torch.cuda.amp.GradScaler's defaults). S is part of the checkpoint. A non-finite
+  ///          loss (an fp16 overflow in the forward pass) is still an error, as without autocast.
   /// Anything else is an error naming the value. A value other than "off" is part of the resume
   /// fingerprint.
   TORCH_ARG(std::string, autocast) = "off";
