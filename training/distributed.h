@@ -7,8 +7,12 @@
 //
 // Needs a LibTorch built with USE_DISTRIBUTED and USE_C10D_GLOO (Debian's and PyTorch's Linux
 // builds are) and the gloo headers (Debian: libgloo-dev, the same gloo libtorch_cpu links). Not
-// part of the <diffuse/training.h> umbrella: include it explicitly. NCCL (ProcessGroupNCCL) is
-// not wired here: it exists only in CUDA builds of LibTorch.
+// part of the <diffuse/training.h> umbrella: include it explicitly.
+//
+// NCCL: in CUDA builds of LibTorch that define USE_C10D_NCCL (PyTorch's CUDA wheels do; the macro
+// reaches us through the torch_cuda target), collectives on CUDA tensors go through
+// c10d::ProcessGroupNCCL (DistributedOptions::backend; see docs/distributed.md). Elsewhere
+// DIFFUSE_HAS_NCCL is 0 and backend "nccl" is an error.
 //
 // LibTorch versions: the calls used (TCPStore(host, TCPStoreOptions), ProcessGroupGloo(store,
 // rank, size, options), allreduce / broadcast / barrier returning a Work with wait(timeout)) have
@@ -27,10 +31,12 @@
 #include <vector>
 
 #if !__has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
-#error "diffuse/training/distributed.h: this LibTorch has no c10d headers (built without USE_DISTRIBUTED)"
+#error \
+    "diffuse/training/distributed.h: this LibTorch has no c10d headers (built without USE_DISTRIBUTED)"
 #endif
 #if !__has_include(<gloo/config.h>)
-#error "diffuse/training/distributed.h: the gloo headers are missing (Debian: apt-get install libgloo-dev)"
+#error \
+    "diffuse/training/distributed.h: the gloo headers are missing (Debian: apt-get install libgloo-dev)"
 #endif
 
 #include <ATen/ATen.h>
@@ -38,6 +44,13 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(USE_C10D_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#define DIFFUSE_HAS_NCCL 1
+#else
+#define DIFFUSE_HAS_NCCL 0
+#endif
 
 #include <diffuse/config.h>
 #include <diffuse/training/trainer.h>
@@ -61,6 +74,15 @@ struct DistributedOptions {
   /// Limit of the rendezvous and of every collective, > 0. A peer that died or stopped answering
   /// turns into a diffuse::Error after at most this long. Default 30 s.
   std::chrono::milliseconds timeout{30000};
+  /// Communication backend:
+  ///   "auto" (default): Gloo for CPU tensors; for CUDA tensors NCCL where LibTorch has it
+  ///          (DIFFUSE_HAS_NCCL; the NCCL group is created at the first collective on CUDA
+  ///          tensors), else Gloo through host copies;
+  ///   "gloo": always Gloo (CUDA tensors are staged through host memory);
+  ///   "nccl": always NCCL (CPU tensors are staged through the CUDA device of the collective's
+  ///          CUDA tensors, or the current CUDA device); an error on a LibTorch without NCCL.
+  /// All ranks must use the same value. Anything else is an error naming the value.
+  std::string backend = "auto";
 
   /// Throws diffuse::Error naming the first bad field.
   void validate() const {
@@ -71,6 +93,12 @@ struct DistributedOptions {
     check(master_port >= 1 && master_port <= 65535,
           "DistributedOptions.master_port must be in [1, 65535], got ", master_port);
     check(timeout.count() > 0, "DistributedOptions.timeout must be > 0 ms, got ", timeout.count());
+    check(backend == "auto" || backend == "gloo" || backend == "nccl",
+          "DistributedOptions.backend must be auto, gloo or nccl, got '", backend, "'");
+    check(backend != "nccl" || DIFFUSE_HAS_NCCL,
+          "DistributedOptions.backend='nccl' but this LibTorch has no NCCL (ProcessGroupNCCL needs "
+          "a CUDA build "
+          "with USE_C10D_NCCL); use 'gloo' or 'auto'");
   }
 
   /// Reads RANK, WORLD_SIZE, MASTER_PORT (required) and MASTER_ADDR (default 127.0.0.1) from the
@@ -150,6 +178,10 @@ class DistributedContext {
                               o.world_size, " (TCPStore at ", o.master_addr, ":", o.master_port,
                               ", timeout ", o.timeout.count(), " ms): ", detail::first_line(e)));
     }
+    if (o.backend == "nccl") {
+      create_nccl();
+      return;
+    }
     try {
       auto go = c10d::ProcessGroupGloo::Options::create(o.timeout);
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
@@ -160,7 +192,7 @@ class DistributedContext {
       } else {
         go->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       }
-      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, go);
+      gloo_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, go);
     } catch (const std::exception& e) {
       throw Error(detail::cat("distributed process group creation failed on rank ", o.rank, " of ",
                               o.world_size, " (gloo, timeout ", o.timeout.count(),
@@ -173,24 +205,32 @@ class DistributedContext {
 
   int rank() const { return options_.rank; }
   int world_size() const { return options_.world_size; }
+  /// The backend the next collective on `cuda` (true: some tensor is on a CUDA device) uses:
+  /// "gloo" or "nccl" (resolves DistributedOptions::backend "auto").
+  std::string backend_for(bool cuda) const {
+    if (options_.backend == "auto") return (cuda && DIFFUSE_HAS_NCCL) ? "nccl" : "gloo";
+    return options_.backend;
+  }
   /// Rank 0, the process that writes checkpoints and logs.
   bool is_main() const { return options_.rank == 0; }
   const DistributedOptions& options() const { return options_; }
 
-  /// Replaces every tensor by its mean over all ranks, in place (tensors on the CPU; of any
-  /// floating dtypes; they are packed per dtype into one flat buffer, summed, divided by
-  /// world_size and copied back). All ranks end with bit-identical values.
+  /// Replaces every tensor by its mean over all ranks, in place (of any floating dtypes; they are
+  /// packed per dtype into one flat buffer on the backend's device, summed, divided by world_size
+  /// and copied back; see DistributedOptions::backend for CPU and CUDA tensors). All ranks end
+  /// with bit-identical values.
   void all_reduce_mean(std::vector<Tensor>& tensors) {
     if (options_.world_size == 1) return;
     guarded("all_reduce_mean", [&] {
       torch::NoGradGuard no_grad;
+      const at::Device dev = collective_device(tensors);
       for (auto& group : by_dtype(tensors)) {
-        Tensor flat = pack(tensors, group.second);
+        Tensor flat = pack(tensors, group.second, dev);
         std::vector<Tensor> io{flat};
         c10d::AllreduceOptions ao;
         ao.reduceOp = c10d::ReduceOp::SUM;
         ao.timeout = options_.timeout;
-        wait(pg_->allreduce(io, ao));
+        collective(dev, [&](auto& pg) { return pg.allreduce(io, ao); });
         flat.div_(static_cast<double>(options_.world_size));
         unpack(flat, tensors, group.second);
       }
@@ -205,14 +245,15 @@ class DistributedContext {
     if (options_.world_size == 1) return;
     guarded("broadcast", [&] {
       torch::NoGradGuard no_grad;
+      const at::Device dev = collective_device(tensors);
       for (auto& group : by_dtype(tensors)) {
-        Tensor flat = pack(tensors, group.second);
+        Tensor flat = pack(tensors, group.second, dev);
         std::vector<Tensor> io{flat};
         c10d::BroadcastOptions bo;
         bo.rootRank = root;
         bo.rootTensor = 0;
         bo.timeout = options_.timeout;
-        wait(pg_->broadcast(io, bo));
+        collective(dev, [&](auto& pg) { return pg.broadcast(io, bo); });
         unpack(flat, tensors, group.second);
       }
     });
@@ -224,7 +265,13 @@ class DistributedContext {
     guarded("barrier", [&] {
       c10d::BarrierOptions bo;
       bo.timeout = options_.timeout;
-      wait(pg_->barrier(bo));
+#if DIFFUSE_HAS_NCCL
+      if (!gloo_) {
+        wait(nccl_->barrier(bo));
+        return;
+      }
+#endif
+      wait(gloo()->barrier(bo));
     });
   }
 
@@ -257,16 +304,32 @@ class DistributedContext {
     for (size_t i = 0; i < tensors.size(); ++i) {
       const Tensor& t = tensors[i];
       check(t.defined(), "distributed collective: tensor ", i, " is undefined");
-      check(t.device().is_cpu(), "distributed collective: tensor ", i, " is on ", t.device(),
-            "; the Gloo group here takes CPU tensors");
+      check(t.device().is_cpu() || t.device().is_cuda(), "distributed collective: tensor ", i,
+            " is on ", t.device(), "; only CPU and CUDA tensors are supported");
       groups[static_cast<int>(t.scalar_type())].push_back(i);
     }
     return groups;
   }
-  static Tensor pack(const std::vector<Tensor>& tensors, const std::vector<size_t>& idx) {
+  /// Where a collective's flat buffers live: the CPU for Gloo, a CUDA device for NCCL (the first
+  /// CUDA tensor's, else the current one). Creates the NCCL group on first use ("auto").
+  at::Device collective_device(const std::vector<Tensor>& tensors) {
+    const Tensor* cuda = nullptr;
+    for (const auto& t : tensors)
+      if (t.defined() && t.is_cuda() && cuda == nullptr) cuda = &t;
+    if (backend_for(cuda != nullptr) == "gloo") return at::kCPU;
+#if DIFFUSE_HAS_NCCL
+    if (!nccl_) create_nccl();
+    if (cuda != nullptr) return cuda->device();
+    return at::Device(at::kCUDA, c10::cuda::current_device());
+#else
+    throw Error("distributed collective: NCCL is not available in this LibTorch");
+#endif
+  }
+  static Tensor pack(const std::vector<Tensor>& tensors, const std::vector<size_t>& idx,
+                     const at::Device& dev) {
     std::vector<Tensor> flat;
     flat.reserve(idx.size());
-    for (size_t i : idx) flat.push_back(tensors[i].reshape({-1}));
+    for (size_t i : idx) flat.push_back(tensors[i].reshape({-1}).to(dev));
     return at::cat(flat).contiguous();
   }
   static void unpack(const Tensor& flat, std::vector<Tensor>& tensors,
@@ -279,9 +342,48 @@ class DistributedContext {
     }
   }
 
+  const c10::intrusive_ptr<c10d::ProcessGroupGloo>& gloo() const {
+    check(static_cast<bool>(gloo_), "distributed collective: no Gloo group (backend '",
+          options_.backend, "')");
+    return gloo_;
+  }
+
+  /// The NCCL group (on a PrefixStore, so that it never shares keys with the Gloo group).
+  void create_nccl() {
+#if DIFFUSE_HAS_NCCL
+    const auto& o = options_;
+    try {
+      auto no = c10d::ProcessGroupNCCL::Options::create();
+      no->timeout = o.timeout;
+      auto store = c10::make_intrusive<c10d::PrefixStore>("diffuse_nccl", store_);
+      nccl_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o.rank, o.world_size, no);
+    } catch (const std::exception& e) {
+      throw Error(detail::cat("distributed process group creation failed on rank ", o.rank, " of ",
+                              o.world_size, " (nccl, timeout ", o.timeout.count(),
+                              " ms): ", detail::first_line(e)));
+    }
+#endif
+  }
+
+  /// Runs op(process group) on NCCL for a CUDA `dev`, else on Gloo, and waits for it.
+  template <typename Op>
+  void collective(const at::Device& dev, Op&& op) {
+#if DIFFUSE_HAS_NCCL
+    if (dev.is_cuda()) {
+      wait(op(*nccl_));
+      return;
+    }
+#endif
+    (void)dev;
+    wait(op(*gloo()));
+  }
+
   DistributedOptions options_;
   c10::intrusive_ptr<c10d::TCPStore> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo_;
+#if DIFFUSE_HAS_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl_;
+#endif
   bool failed_ = false;
 };
 

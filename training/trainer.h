@@ -140,6 +140,20 @@ struct TrainerOptions {
   /// Wall-clock budget of train() in minutes (checked after every step; a final checkpoint is
   /// written when it runs out). 0 = none (default). >= 0.
   TORCH_ARG(double, max_minutes) = 0.0;
+  /// Mixed precision of the forward pass and loss (detail::AutocastGuard around the objective;
+  /// the backward pass, gradients, optimiser state and the parameters, i.e. the master weights,
+  /// stay in the parameters' dtype):
+  ///   "off"  (default) no autocast;
+  ///   "bf16" autocast to bfloat16 on the model's device (CPU or CUDA);
+  ///   "fp16" autocast to float16, CUDA only, with a dynamic loss scaler: the loss is multiplied
+  ///          by a scale S (initially 2^16) before backward and the gradients divided by S after
+  ///          the data-parallel reduction; a step whose gradients are not finite is skipped (no
+  ///          optimiser update; S is halved), and S doubles after 2000 consecutive finite steps
+  ///          (torch.cuda.amp.GradScaler's defaults). S is part of the checkpoint. A non-finite
+  ///          loss (an fp16 overflow in the forward pass) is still an error, as without autocast.
+  /// Anything else is an error naming the value. A value other than "off" is part of the resume
+  /// fingerprint.
+  TORCH_ARG(std::string, autocast) = "off";
 };
 
 /// What one optimiser step did (passed to on_step every step, and, averaged over log_every
@@ -151,7 +165,9 @@ struct StepStats {
   double loss = 0;          ///< mean per-example loss of the step's batch
   std::map<std::string, double> terms;  ///< the objective's named terms, batch means
   double lr = 0;            ///< learning rate used by this step
-  double grad_norm = 0;     ///< global gradient norm before clipping
+  double grad_norm = 0;     ///< global gradient norm before clipping (after loss-scale removal)
+  double loss_scale = 1;    ///< fp16 autocast: the loss scale used by this step; otherwise 1
+  bool skipped = false;     ///< fp16 autocast: non-finite gradients, no optimiser update this step
   double ema_decay = 0;     ///< EMA decay used by this step
   double it_per_s = 0;      ///< optimiser steps per second since train() started
   double images_per_s = 0;  ///< it_per_s * batch_size
@@ -284,6 +300,7 @@ class Trainer {
       check(p.device() == device_, "Trainer: all model parameters must be on one device, found ", device_, " and ",
             p.device());
     }
+    autocast_dtype_ = autocast_dtype_for(options_.autocast(), device_);
     data_.data = data_.data.contiguous();
     ema_ = M(std::dynamic_pointer_cast<Module>(model_->clone()));
     check(static_cast<bool>(ema_.ptr()), "Trainer: model->clone() did not return the model's own type");
@@ -303,6 +320,8 @@ class Trainer {
 
   // ----- accessors
   M& model() { return model_; }
+  /// The fp16 loss scale the next step will use (1 unless autocast is "fp16").
+  double loss_scale() const { return autocast_dtype_ == at::kHalf ? loss_scale_ : 1.0; }
   M& ema() { return ema_; }
   const TrainerOptions& options() const { return options_; }
   const Dataset& dataset() const { return data_; }
@@ -409,6 +428,9 @@ class Trainer {
     st.total_steps = options_.steps();
     st.lr = lr;
     const int64_t local = micro / dp_world_;
+    const bool scaled = autocast_dtype_ == at::kHalf;
+    const bool cast = autocast_dtype_ != at::kFloat;
+    st.loss_scale = scaled ? loss_scale_ : 1.0;
     for (int64_t m = 0; m < k; ++m) {
       Tensor idx = next_indices(micro);
       Batch b;
@@ -416,6 +438,7 @@ class Trainer {
       if (data_.labels.defined()) b.cond.value = drop_labels(data_.labels.index_select(0, idx)).to(device_);
       ObjectiveOutput out;
       if (dp_world_ == 1) {
+        detail::AutocastGuard autocast(device_.type(), autocast_dtype_, cast);
         out = objective_->loss(net_, *schedule_, b, objective_gen_);
       } else {  // draw for the global micro-batch, evaluate this rank's slice
         ObjectiveDraw d = objective_->draw(*schedule_, b, objective_gen_);
@@ -429,6 +452,7 @@ class Trainer {
         slice(d.t);
         slice(d.eps);
         for (auto& kv : d.extra) slice(kv.second);
+        detail::AutocastGuard autocast(device_.type(), autocast_dtype_, cast);
         out = objective_->evaluate(net_, *schedule_, b, d);
       }
       check(out.loss.defined() && out.loss.dim() == 1 && out.loss.size(0) == local, "objective '",
@@ -439,20 +463,36 @@ class Trainer {
       if (!std::isfinite(lv)) {
         throw Error(detail::cat("loss is ", lv, " at step ", s, " (objective '", objective_->name(), "')"));
       }
-      (k == 1 ? l : l / static_cast<double>(k)).backward();
+      const double factor = (scaled ? loss_scale_ : 1.0) / static_cast<double>(k);
+      (factor == 1.0 ? l : l * factor).backward();
       st.loss += lv / static_cast<double>(k);
       for (const auto& kv : out.terms) st.terms[kv.first] += kv.second.mean().item<double>() / static_cast<double>(k);
     }
     auto params = model_->parameters();
     if (all_reduce_mean_) reduce_across_ranks(params, st);
+    if (scaled) {  // unscale after the reduction, so every rank sees the same gradients
+      torch::NoGradGuard no_grad;
+      for (auto& p : params)
+        if (p.grad().defined()) p.mutable_grad().mul_(1.0 / loss_scale_);
+    }
     // With grad_clip = 0 the cap is +inf: the gradients are unchanged and the norm is computed
     // exactly as when clipping (float, as torch::nn::utils::clip_grad_norm_ does).
     st.grad_norm = torch::nn::utils::clip_grad_norm_(
         params, options_.grad_clip() > 0 ? options_.grad_clip() : std::numeric_limits<double>::infinity());
-    if (!std::isfinite(st.grad_norm)) {
+    if (scaled) {  // dynamic loss scaling: skip non-finite steps, grow after a run of good ones
+      if (!std::isfinite(st.grad_norm)) {
+        st.skipped = true;
+        loss_scale_ *= 0.5;
+        loss_scale_good_ = 0;
+        optimizer_->zero_grad();
+      } else if (++loss_scale_good_ >= kLossScaleInterval) {
+        loss_scale_ *= 2.0;
+        loss_scale_good_ = 0;
+      }
+    } else if (!std::isfinite(st.grad_norm)) {
       throw Error(detail::cat("gradient norm is ", st.grad_norm, " at step ", s));
     }
-    optimizer_->step();
+    if (!st.skipped) optimizer_->step();
     st.ema_decay = ema_decay_at(options_.ema_decay(), s, options_.ema_warmup());
     ema_update(*ema_, *model_, st.ema_decay);
     step_ = s;
@@ -592,6 +632,10 @@ class Trainer {
     ar.write("rng_labels", generator_state(label_gen_));
     ar.write("log_window", log_window_tensor());
     ar.write("log_terms", c10::IValue(log_window_names()));
+    if (autocast_dtype_ == at::kHalf) {
+      ar.write("loss_scale", c10::IValue(loss_scale_));
+      ar.write("loss_scale_good", c10::IValue(loss_scale_good_));
+    }
     write_file_atomic(path, [&](std::ostream& os) { ar.save_to(os); });
   }
 
@@ -638,6 +682,10 @@ class Trainer {
     ar.read("log_window", log_window);
     ar.read("log_terms", v);
     set_log_window(log_window, v.toStringRef());
+    if (autocast_dtype_ == at::kHalf) {
+      if (ar.try_read("loss_scale", v) && v.isDouble()) loss_scale_ = v.toDouble();
+      if (ar.try_read("loss_scale_good", v) && v.isInt()) loss_scale_good_ = v.toInt();
+    }
     resumed_ = true;
   }
 
@@ -681,6 +729,20 @@ class Trainer {
 
  private:
   static constexpr int64_t kFormat = 1;
+  static constexpr double kInitialLossScale = 65536.0;
+  static constexpr int64_t kLossScaleInterval = 2000;
+
+  /// TrainerOptions::autocast -> the autocast dtype (kFloat for "off"); checks the device.
+  static at::ScalarType autocast_dtype_for(const std::string& value, const at::Device& device) {
+    if (value == "off") return at::kFloat;
+    check(value == "bf16" || value == "fp16", "TrainerOptions.autocast must be off, bf16 or fp16, got '", value,
+          "'");
+    check(device.is_cpu() || device.is_cuda(), "TrainerOptions.autocast='", value,
+          "' needs a CPU or CUDA model, the model is on ", device);
+    check(value == "bf16" || device.is_cuda(), "TrainerOptions.autocast='fp16' needs a CUDA model (the model is on ",
+          device, "); use bf16 on the CPU");
+    return value == "bf16" ? at::kBFloat16 : at::kHalf;
+  }
 
   /// Loads `path` into `ar` and checks that it is a trainer checkpoint of this format.
   static void open_checkpoint(torch::serialize::InputArchive& ar, const std::string& path) {
@@ -785,6 +847,7 @@ class Trainer {
     os << "model=" << model_->name() << " " << count << " parameters\n"
        << "model_config=" << o.model_config() << "\n"
        << "model_shapes=" << shapes.str() << "\n";
+    if (o.autocast() != "off") os << "autocast=" << o.autocast() << "\n";  // absent: old checkpoints match
     return os.str();
   }
 
@@ -966,6 +1029,10 @@ class Trainer {
   int64_t step_ = 0, epoch_ = 0, position_ = 0;
   Tensor permutation_;
   bool resumed_ = false;
+  // mixed precision (TrainerOptions::autocast): kFloat = off
+  at::ScalarType autocast_dtype_ = at::kFloat;
+  double loss_scale_ = kInitialLossScale;
+  int64_t loss_scale_good_ = 0;
   // data parallelism (set_data_parallel)
   int dp_rank_ = 0, dp_world_ = 1;
   std::function<void(std::vector<Tensor>&)> all_reduce_mean_;

@@ -72,6 +72,8 @@ const std::vector<KeySpec>& config_keys() {
       {"init_from", KeyType::kString, "", -inf, inf,
        "A new run starts from the model + EMA weights of this checkpoint (ignored when resuming)"},
       {"device", KeyType::kString, "cpu", -inf, inf, "Device of the model: cpu, cuda, cuda:N"},
+      {"autocast", KeyType::kString, "off", -inf, inf,
+       "Mixed precision of the forward pass: off, bf16 (CPU or CUDA), fp16 (CUDA, dynamic loss scaling)"},
       {"seed", KeyType::kInt, 0, 0, 9.007199254740992e15, "Seed of everything"},
       {"sample_every", KeyType::kInt, 1000, 0, 1e12, "Preview grid every N steps (0 = none)"},
       {"checkpoint_every", KeyType::kInt, 500, 0, 1e12, "Checkpoint every N steps (0 = only at the end)"},
@@ -314,6 +316,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
       .lr(cfg["lr"].get<double>())
       .warmup_steps(cfg["warmup"].get<int64_t>())
       .grad_clip(cfg["grad_clip"].get<double>())
+      .autocast(cfg["autocast"].get<std::string>())
       .ema_decay(cfg["ema_decay"].get<double>())
       .label_dropout(cfg["label_dropout"].get<double>())
       .seed(seed)
