@@ -6,6 +6,7 @@
 // are taken against that baseline, measured in the same run.
 #pragma once
 
+#include "scaling.h"
 #include "timing.h"
 #include "training_step.h"
 
@@ -57,19 +58,6 @@ struct Suite {
 };
 
 namespace detail {
-
-/// Repeats f until at least min_time seconds have passed (at least `at_least` times, at most
-/// `at_most`); returns the number of repetitions.
-template <class F>
-int64_t repeat_for(double min_time, int64_t at_least, int64_t at_most, F&& f) {
-  const auto t0 = Clock::now();
-  int64_t n = 0;
-  while (n < at_least || (n < at_most && seconds_since(t0) < min_time)) {
-    f();
-    ++n;
-  }
-  return n;
-}
 
 inline std::string code_label(const std::string& spec) {
   return spec.empty() ? "(none)" : "`" + spec + "`";
@@ -226,9 +214,85 @@ inline Suite training_suite() {
   return s;
 }
 
+/// Scaling: sampling time, images/s and memory vs batch size (the shipped model) and vs resolution
+/// (a DiT with patch 2), and training images/s vs batch size; baselines batch 1 and resolution 32.
+inline Suite scaling_suite() {
+  Suite s;
+  s.name = "scaling";
+  s.title = "Scaling with batch size and resolution";
+  s.description =
+      "Sampling: diffuse::sample() with `ddim` (deterministic), 10 steps, float32 CPU, no "
+      "autograd; ms/step, images/s and ms/image (the whole 10-step sample per image) from the "
+      "least CPU time of the runs (the compute a dedicated core needs with one intra-op thread; "
+      "wall ms/step, the least wall time, also counts waiting for a core on a shared machine); "
+      "network % = wall share inside the network. Batch rows: the shipped Fashion-MNIST model "
+      "(28x28, 49 tokens); resolution rows: DiT mini with patch 2, batch 4. Training: unmasked "
+      "steps (forward, loss, backward, AdamW), least CPU time, median wall time; ms/image = step "
+      "/ batch. Peak MiB = exact tensor memory of a run/step above what was live at its start "
+      "(complete with one thread). Baselines: batch 1, resolution 32.";
+  s.key_columns = {"what", "model", "batch", "resolution"};
+  s.plot_value = "images/s";
+  const int64_t steps = 10;
+  auto sampling_result = [steps](const SamplingScale& m, const SamplingModel& model) {
+    Result res;
+    res.values = {
+        {"ms/step", m.ms_per_step(), true},        {"wall ms/step", m.wall_ms_per_step(), false},
+        {"images/s", m.images_per_second(), true}, {"ms/image", m.ms_per_image(), false},
+        {"peak MiB", mib(m.peak_bytes), true},     {"network %", 100.0 * m.network_share(), false}};
+    res.repetitions = m.repetitions;
+    res.note = model.description + ", " + std::to_string(steps) + " steps";
+    return res;
+  };
+  for (const int64_t b : {1, 2, 4, 8, 16, 32}) {
+    Case c;
+    c.name = "scaling/sample_batch/" + std::to_string(b);
+    c.labels = {"sample", "shipped", std::to_string(b), "28"};
+    c.baseline = "scaling/sample_batch/1";
+    c.run = [b, steps, sampling_result](double budget) {
+      const SamplingModel model = shipped_model();
+      return sampling_result(measure_sampling(model, b, steps, budget, 1), model);
+    };
+    s.cases.push_back(std::move(c));
+  }
+  for (const int64_t r : {16, 32, 64}) {
+    Case c;
+    c.name = "scaling/sample_resolution/" + std::to_string(r);
+    c.labels = {"sample", "DiT mini/2", "4", std::to_string(r)};
+    c.baseline = "scaling/sample_resolution/32";
+    c.run = [r, steps, sampling_result](double budget) {
+      const SamplingModel model = scaling_dit(r);
+      return sampling_result(measure_sampling(model, 4, steps, budget, 1), model);
+    };
+    s.cases.push_back(std::move(c));
+  }
+  for (const TrainingConfig& cfg : scaling_training_configs()) {
+    for (const int64_t b : {1, 2, 4, 8, 16, 32}) {
+      Case c;
+      c.name = "scaling/train_batch/" + cfg.name + "/" + std::to_string(b);
+      c.labels = {"train", cfg.name, std::to_string(b), std::to_string(cfg.options.input_size())};
+      c.baseline = "scaling/train_batch/" + cfg.name + "/1";
+      c.run = [cfg, b](double budget) {
+        const TrainingScale m = measure_training(cfg, b, budget, 3);
+        Result res;
+        res.values = {{"ms/step", m.cpu_seconds * 1e3, true},
+                      {"wall ms/step", m.seconds * 1e3, false},
+                      {"images/s", m.images_per_second(), true},
+                      {"ms/image", m.cpu_seconds * 1e3 / static_cast<double>(b), false},
+                      {"peak MiB", mib(m.peak_bytes), true},
+                      {"network %", std::numeric_limits<double>::quiet_NaN(), false}};
+        res.repetitions = m.repetitions;
+        res.note = cfg.description + ", " + std::to_string(m.parameters) + " parameters";
+        return res;
+      };
+      s.cases.push_back(std::move(c));
+    }
+  }
+  return s;
+}
+
 /// The suites `diffuse bench --suite` accepts, in the order `all` runs them.
 inline std::vector<std::string> suite_names() {
-  return {"sampler_overhead", "corrections", "training"};
+  return {"sampler_overhead", "corrections", "training", "scaling"};
 }
 
 /// A suite by name; an unknown name is a diffuse::Error listing the valid ones.
@@ -236,8 +300,9 @@ inline Suite make_suite(const std::string& name) {
   if (name == "sampler_overhead") return sampler_overhead_suite();
   if (name == "corrections") return corrections_suite();
   if (name == "training") return training_suite();
+  if (name == "scaling") return scaling_suite();
   throw Error("unknown benchmark suite '" + name +
-              "' (sampler_overhead, corrections, training, all)");
+              "' (sampler_overhead, corrections, training, scaling, all)");
 }
 
 }  // namespace diffuse::bench

@@ -9,12 +9,18 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <vector>
 
 namespace diffuse::bench {
 
 using Clock = std::chrono::steady_clock;
+
+/// CPU seconds used so far by this process (all its threads; std::clock). With one intra-op
+/// thread this is the compute time of the work, unaffected by other processes on a shared machine
+/// (wall time is not: it also counts the time the process waits for a core).
+inline double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
 /// Seconds elapsed since t0.
 inline double seconds_since(Clock::time_point t0) {
@@ -68,6 +74,7 @@ inline Network dit_s_cost_network(Tensor w_in, Tensor w, Tensor w_out, int64_t k
 /// One timed diffuse::sample() run: total wall time and the time inside the network.
 struct RunTime {
   double total = 0, network = 0;  ///< seconds
+  double cpu = 0;                 ///< CPU seconds of the process during the run (cpu_seconds())
   int64_t calls = 0;              ///< network calls
 };
 
@@ -77,10 +84,12 @@ inline RunTime timed_sample(const Sampler& sampler, const NoiseSchedule& schedul
                             const TimedNetwork& timer, const Denoiser& denoiser,
                             const Tensor& noise, const SampleOptions& o, Tensor* result = nullptr) {
   timer.reset();
+  const double c0 = cpu_seconds();
   const auto t0 = Clock::now();
   Tensor x = diffuse::sample(sampler, denoiser, schedule, noise, o);
   RunTime m;
   m.total = seconds_since(t0);
+  m.cpu = cpu_seconds() - c0;
   m.network = *timer.seconds;
   m.calls = *timer.calls;
   if (result != nullptr) *result = std::move(x);
@@ -113,6 +122,23 @@ double min_time(int64_t runs, F&& f) {
   }
   return best;
 }
+
+namespace detail {
+
+/// Repeats f until at least min_time seconds have passed (at least `at_least` times, at most
+/// `at_most`); returns the number of repetitions.
+template <class F>
+int64_t repeat_for(double min_time, int64_t at_least, int64_t at_most, F&& f) {
+  const auto t0 = Clock::now();
+  int64_t n = 0;
+  while (n < at_least || (n < at_most && seconds_since(t0) < min_time)) {
+    f();
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace detail
 
 /// The corrections compared by bench/corrections.cpp and `diffuse bench --suite corrections`, each
 /// with the published or testbed-appropriate setting; those not registered in this build are left

@@ -6,6 +6,8 @@
 
 #include <diffuse/training/dit.h>
 
+#include "timing.h"
+
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/cuda.h>
@@ -130,6 +132,7 @@ class TrainingBench {
   /// What one step measured.
   struct Step {
     double seconds = 0;
+    double cpu_seconds = 0;  ///< CPU seconds of the process during the step (timing.h)
     int64_t step_peak = 0;   ///< highest live tensor bytes during the step minus those at its start
     int64_t total_peak = 0;  ///< highest live tensor bytes during the step
   };
@@ -156,6 +159,7 @@ class TrainingBench {
     if (device_.is_cuda()) torch::cuda::synchronize();
     const int64_t base = mem_->live();
     mem_->reset_peak();
+    const double cpu0 = cpu_seconds();
     const auto start = std::chrono::steady_clock::now();
     opt_.zero_grad();
     Tensor loss = (model_->forward(xt, t, y, mask) - eps).pow(2).mean();
@@ -164,6 +168,7 @@ class TrainingBench {
     if (device_.is_cuda()) torch::cuda::synchronize();
     Step s;
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    s.cpu_seconds = cpu_seconds() - cpu0;
     s.step_peak = mem_->peak() - base;
     s.total_peak = mem_->peak();
     return s;

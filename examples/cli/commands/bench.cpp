@@ -333,7 +333,7 @@ std::function<int()> setup_bench(CLI::App& app) {
   diffuse bench --filter 'sampler_overhead/(euler|heun)$' --min-time 0.1
   diffuse bench --list                               # the benchmark names --filter matches against
 A row's baseline (ddim; the plain sampler; the unmasked step) is always run with it.)");
-  app.add_option("--suite", o->suite, "sampler_overhead, corrections, training or all")
+  app.add_option("--suite", o->suite, "sampler_overhead, corrections, training, scaling or all")
       ->capture_default_str();
   app.add_option("--filter", o->filter,
                  "Only benchmarks whose name (suite/...) matches this ECMAScript regular "
