@@ -105,7 +105,8 @@ class DpmSolverPPSdeSampler final : public Sampler {
     Tensor e0 = p.x0 - history.preds[n - 1].x0;
     detail::scale_(e0, detail::dpm_inv_step(lambda0 - history.times[n - 1].log_snr()));
     const bool midpoint = options.solver_type() == "midpoint";
-    x_next.add_(detail::scale_(e0, midpoint ? 0.5 * a * phi * h : 0.5 * a * (std::expm1(-2.0 * h) + 2.0 * h)));
+    x_next.add_(detail::scale_(
+        e0, midpoint ? 0.5 * a * phi * h : 0.5 * a * (std::expm1(-2.0 * h) + 2.0 * h)));
     return {x_next, p};
   }
 };

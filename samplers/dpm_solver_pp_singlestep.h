@@ -152,7 +152,8 @@ class DpmSolverPPSinglestepSampler final : public Sampler {
     detail::divide_(e0, h0);
     const bool midpoint = options.solver_type() == "midpoint";
     if (order == 2 || midpoint) {
-      x_next.add_(detail::scaled(e0, order == 2 && midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em));
+      x_next.add_(
+          detail::scaled(e0, order == 2 && midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em));
       return {x_next, p};
     }
     const double h1 = history.times[n - 1].log_snr() - lambda_g;

@@ -74,7 +74,8 @@ class HeunSampler final : public Sampler {
         const TimePoint hat = detail::churn_point(ctx, now, g, "heun");
         const double sigma = now.sigma_ve(), sigma_hat = hat.sigma_ve();
         xc = detail::divided(x, now.alpha);
-        xc.add_(detail::scaled(z, options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma)));
+        xc.add_(detail::scaled(
+            z, options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma)));
         detail::scale_(xc, hat.alpha);
         now = hat;
       }

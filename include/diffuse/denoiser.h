@@ -25,13 +25,15 @@ namespace detail {
 /// (double needs no cast; half and bfloat16 multiply by the unrounded factor in float). A CPU 0-dim
 /// operand is allowed next to CUDA tensors and passed as a kernel argument: no copy, no sync.
 inline Tensor scaled(const Tensor& t, double c) {
-  if (t.scalar_type() == at::kFloat) return at::mul(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+  if (t.scalar_type() == at::kFloat)
+    return at::mul(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
   return t * c;
 }
 
 /// `t / c` with the bits of the plain expression (see scaled()).
 inline Tensor divided(const Tensor& t, double c) {
-  if (t.scalar_type() == at::kFloat) return at::div(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+  if (t.scalar_type() == at::kFloat)
+    return at::div(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
   return t / c;
 }
 
@@ -59,7 +61,8 @@ inline Tensor& divide_(Tensor& t, double c) {
 /// sum; at::add with alpha or addcmul would fuse a multiply-add and change the last bit).
 inline Tensor lincomb(const Tensor& a, double ca, const Tensor& b, double cb) {
   Tensor out = scaled(a, ca);
-  if (out.scalar_type() != b.scalar_type() || out.device() != b.device() || out.sizes() != b.sizes()) {
+  if (out.scalar_type() != b.scalar_type() || out.device() != b.device() ||
+      out.sizes() != b.sizes()) {
     return out + scaled(b, cb);
   }
   out.add_(scaled(b, cb));
@@ -141,14 +144,16 @@ class Denoiser {
   }
 
   /// Raw network output -> (x0, eps) at `at`, without clipping. Returns fresh tensors except the
-  /// one that is `out` itself (eps for epsilon, x0 for sample prediction); never writes to `out` or x.
+  /// one that is `out` itself (eps for epsilon, x0 for sample prediction); never writes to `out` or
+  /// x.
   Prediction convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
     const double a = at.alpha, s = at.sigma;
     Prediction p;
     // (x - u * cu) / d: the products and quotients of the plain expression, in one fresh buffer.
     auto solve = [&x](const Tensor& u, double cu, double d) {
       Tensor r = detail::scaled(u, cu);
-      if (r.scalar_type() != x.scalar_type() || r.device() != x.device() || r.sizes() != x.sizes()) {
+      if (r.scalar_type() != x.scalar_type() || r.device() != x.device() ||
+          r.sizes() != x.sizes()) {
         return detail::divided(x - r, d);
       }
       at::sub_out(r, x, r);

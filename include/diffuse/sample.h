@@ -66,7 +66,8 @@ class FiniteLog;
 /// check (when options.check_finite) throws at the call itself (one host sync per call); sample()
 /// passes its run's log instead and checks it once at the end.
 ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& options,
-                      const std::vector<Correction*>& corrections, detail::FiniteLog* deferred = nullptr);
+                      const std::vector<Correction*>& corrections,
+                      detail::FiniteLog* deferred = nullptr);
 
 /// Samples from `noise` ~ N(0, I) (any shape [B, ...], the caller's dtype and device): scales it by
 /// sqrt(alpha^2 + sigma^2) of the first grid point and runs the sampler over the grid.
@@ -169,8 +170,9 @@ class FiniteLog {
       const float v = on_cpu ? *flags[k].data_ptr<float>() : host.data_ptr<float>()[k];
       if (!std::isfinite(v)) {
         const Call& c = calls[k];
-        throw Error(cat("the network returned NaN/Inf output at step ", c.index, " of ", c.num_steps, " (t=", c.t,
-                        "); network call ", k + 1, " of ", flags.size(), " checked, evaluated at t=", c.at));
+        throw Error(cat("the network returned NaN/Inf output at step ", c.index, " of ",
+                        c.num_steps, " (t=", c.t, "); network call ", k + 1, " of ", flags.size(),
+                        " checked, evaluated at t=", c.at));
       }
     }
   }
@@ -183,11 +185,13 @@ class FiniteLog {
 }  // namespace detail
 
 inline ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
-                             const std::vector<Correction*>& corrections, detail::FiniteLog* deferred) {
+                             const std::vector<Correction*>& corrections,
+                             detail::FiniteLog* deferred) {
   // Captured by value/pointer: the returned function lives only for one run.
   const Denoiser* d = &denoiser;
   const SampleOptions* opts = &o;
-  return [d, opts, corrections, deferred](const Tensor& x, const TimePoint& at, const StepContext& step) {
+  return [d, opts, corrections, deferred](const Tensor& x, const TimePoint& at,
+                                          const StepContext& step) {
     auto check_output = [&](const Tensor& out) {
       if (!opts->check_finite) return;
       if (deferred != nullptr) {
@@ -258,7 +262,8 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
   ctx.corrections = corrections;
   ctx.on_step = o.on_step;
   const TimePoint& first = grid.front();
-  Tensor x = detail::scaled(noise, std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
+  Tensor x =
+      detail::scaled(noise, std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
   // The finiteness flags are read once, after the loop. A NaN/Inf output that made the sampler
   // (or a correction) throw on the way is the real cause, so it is reported instead of that error.
   detail::FiniteLog finite;
