@@ -170,9 +170,12 @@ class FiniteLog {
       const float v = on_cpu ? *flags[k].data_ptr<float>() : host.data_ptr<float>()[k];
       if (!std::isfinite(v)) {
         const Call& c = calls[k];
+        // Deferred (several records): which call of the run; a single record is the call itself.
+        const std::string which =
+            flags.size() > 1 ? cat("network call ", k + 1, " of the run's ", flags.size(), ", ")
+                             : std::string("network ");
         throw Error(cat("the network returned NaN/Inf output at step ", c.index, " of ",
-                        c.num_steps, " (t=", c.t, "); network call ", k + 1, " of ", flags.size(),
-                        " checked, evaluated at t=", c.at));
+                        c.num_steps, " (t=", c.t, "; ", which, "evaluated at t=", c.at, ")"));
       }
     }
   }
