@@ -94,11 +94,11 @@ class DdpmSampler final : public Sampler {
     // Eq. (7): the posterior mean in terms of the (clipped) x0 prediction.
     const double c_x0 = next.alpha * beta / s2;
     const double c_x = (now.alpha / next.alpha) * next.sigma * next.sigma / s2;
-    Tensor x_next = p.x0 * c_x0 + x * c_x;
+    Tensor x_next = detail::lincomb(p.x0, c_x0, x, c_x);
     const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
     if (noisy) {
       const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
-      x_next = x_next + ctx.randn_like(x) * stddev;
+      x_next.add_(detail::scaled(ctx.randn_like(x), stddev));
     }
     return {x_next, p};
   }

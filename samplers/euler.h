@@ -89,7 +89,7 @@ class EulerSampler final : public Sampler {
     if (g <= 0) {
       Prediction p = model(x, now, st);
       const auto c = detail::euler_coefficients(now, next.sigma_ve(), next.alpha);
-      return {x * c.cx + p.x0 * c.cx0, p};
+      return {detail::lincomb(x, c.cx, p.x0, c.cx0), p};
     }
     const double sigma = now.sigma_ve();
     const double sigma_hat = sigma * (g + 1.0);
@@ -97,15 +97,19 @@ class EulerSampler final : public Sampler {
     if (!kdiff) {
       // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
       Prediction p = model(x, now, st);
-      Tensor x_hat_ve = x / now.alpha + ctx.randn_like(x) * noise_std;
-      Tensor x_next = (x_hat_ve + p.eps * (next.sigma_ve() - sigma_hat)) * next.alpha;
+      Tensor x_hat_ve = detail::divided(x, now.alpha);
+      x_hat_ve.add_(detail::scaled(ctx.randn_like(x), noise_std));
+      Tensor x_next = x_hat_ve.add_(detail::scaled(p.eps, next.sigma_ve() - sigma_hat));
+      detail::scale_(x_next, next.alpha);
       return {x_next, p};
     }
     const TimePoint hat = detail::churn_point(ctx, now, g, "euler");
-    Tensor x_hat = (x / now.alpha + z * noise_std) * hat.alpha;
+    Tensor x_hat = detail::divided(x, now.alpha);
+    x_hat.add_(detail::scaled(z, noise_std));
+    detail::scale_(x_hat, hat.alpha);
     Prediction p = model(x_hat, hat, st);
     const auto c = detail::euler_coefficients(hat, next.sigma_ve(), next.alpha);
-    return {x_hat * c.cx + p.x0 * c.cx0, p};
+    return {detail::lincomb(x_hat, c.cx, p.x0, c.cx0), p};
   }
 };
 

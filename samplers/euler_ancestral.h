@@ -63,9 +63,9 @@ class EulerAncestralSampler final : public Sampler {
     const auto split = detail::ancestral_split(now.sigma_ve(), next.sigma_ve(), options.eta());
     // Deterministic part down to sigma_down, expressed in the next point's scaling alpha_next.
     const auto c = detail::euler_coefficients(now, split.sigma_down, next.alpha);
-    Tensor x_next = x * c.cx + p.x0 * c.cx0;
+    Tensor x_next = detail::lincomb(x, c.cx, p.x0, c.cx0);
     const double noise_std = options.s_noise() * split.sigma_up * next.alpha;
-    if (noise_std > 0) x_next = x_next + ctx.randn_like(x) * noise_std;
+    if (noise_std > 0) x_next.add_(detail::scaled(ctx.randn_like(x), noise_std));
     return {x_next, p};
   }
 };

@@ -73,21 +73,28 @@ class HeunSampler final : public Sampler {
       if (g > 0) {
         const TimePoint hat = detail::churn_point(ctx, now, g, "heun");
         const double sigma = now.sigma_ve(), sigma_hat = hat.sigma_ve();
-        xc = (x / now.alpha + z * (options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma))) * hat.alpha;
+        xc = detail::divided(x, now.alpha);
+        xc.add_(detail::scaled(
+            z, options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma)));
+        detail::scale_(xc, hat.alpha);
         now = hat;
       }
     }
     Prediction p = model(xc, now, st);
     const auto c = detail::euler_coefficients(now, next.sigma_ve(), next.alpha);
-    Tensor x_euler = xc * c.cx + p.x0 * c.cx0;
+    Tensor x_euler = detail::lincomb(xc, c.cx, p.x0, c.cx0);
     if (next.is_clean()) return {x_euler, p};
     // Corrector: the slope at the Euler point, averaged with the first one (trapezoidal rule).
     const Prediction p2 = model(x_euler, next, st);
     const double sigma = now.sigma_ve(), sigma_next = next.sigma_ve();
-    const Tensor x_ve = xc / now.alpha;
-    const Tensor d = (x_ve - p.x0) / sigma;
-    const Tensor d2 = (x_euler / next.alpha - p2.x0) / sigma_next;
-    Tensor x_next = (x_ve + (d + d2) * (0.5 * (sigma_next - sigma))) * next.alpha;
+    const Tensor x_ve = detail::divided(xc, now.alpha);
+    Tensor d = x_ve - p.x0;
+    detail::divide_(d, sigma);
+    Tensor d2 = detail::divided(x_euler, next.alpha).sub_(p2.x0);
+    detail::divide_(d2, sigma_next);
+    detail::scale_(d.add_(d2), 0.5 * (sigma_next - sigma));
+    Tensor x_next = d.add_(x_ve);
+    detail::scale_(x_next, next.alpha);
     return {x_next, p};
   }
 };

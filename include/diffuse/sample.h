@@ -4,6 +4,7 @@
 // how the pieces combine.
 #pragma once
 
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,7 +38,11 @@ struct SampleOptions {
   /// seed + i; independent of the batch size).
   std::shared_ptr<NoiseSource> noise;
   uint64_t seed = 0;
-  /// Check every network output for NaN/Inf and throw naming the step (one host sync per call).
+  /// Check every network output for NaN/Inf and throw naming the first bad step and network call.
+  /// Default true. The check runs on the device without a host sync: each call adds one flag (two
+  /// small ops), and sample() reads all flags once, after the loop, then throws for the first bad
+  /// call. A run with a bad output therefore finishes its remaining steps on NaN/Inf first (and
+  /// on_step sees them); if the sampler throws on the way, the NaN/Inf error is reported instead.
   bool check_finite = true;
   std::function<void(const StepInfo&)> on_step;
 };
@@ -52,10 +57,17 @@ TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& options);
 /// Draws an initial N(0, I) tensor from `seed` with the per-sample convention of sample().
 Tensor randn(c10::IntArrayRef shape, uint64_t seed, const c10::TensorOptions& options = {});
 
+namespace detail {
+class FiniteLog;
+}
+
 /// The ModelFn sample() runs: conditioning hooks, batched guidance branches, conversion to
-/// (x0, eps), on_prediction hooks, clipping, and the finiteness check.
+/// (x0, eps), on_prediction hooks, clipping, and the finiteness check. With `deferred` null the
+/// check (when options.check_finite) throws at the call itself (one host sync per call); sample()
+/// passes its run's log instead and checks it once at the end.
 ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& options,
-                      const std::vector<Correction*>& corrections);
+                      const std::vector<Correction*>& corrections,
+                      detail::FiniteLog* deferred = nullptr);
 
 /// Samples from `noise` ~ N(0, I) (any shape [B, ...], the caller's dtype and device): scales it by
 /// sqrt(alpha^2 + sigma^2) of the first grid point and runs the sampler over the grid.
@@ -122,30 +134,88 @@ inline Conditioning cat_conditioning(const Conditioning& a, const Conditioning& 
   return out;
 }
 
-inline void check_finite(const Tensor& t, const char* what, const StepContext& step) {
-  // One reduction: a NaN or Inf anywhere makes the double-precision sum non-finite. Only a sum
-  // that overflows double from finite values could be a false alarm; confirm before throwing.
-  const double total = t.sum(at::kDouble).item<double>();
-  if (!std::isfinite(total) && !at::isfinite(t).all().item<bool>()) {
-    throw Error(cat("the network returned NaN/Inf ", what, " at step ", step.index, " of ", step.num_steps,
-                    " (t=", step.now.t, ")"));
+/// The finiteness check of network outputs without a host sync per call. record() adds one
+/// device flag per call: sum(out * 0), which is 0 when every entry of out is finite and NaN when
+/// one is NaN or +-Inf (Inf * 0 = NaN), exactly, whatever the magnitudes (every term is 0, so
+/// nothing can overflow). check() reads all flags with one host transfer and throws naming the
+/// first bad call's step; a run without records costs nothing.
+class FiniteLog {
+ public:
+  struct Call {
+    int64_t index, num_steps;  ///< the sampler step of the call
+    double t;                  ///< that step's time (StepContext::now.t)
+    double at;                 ///< where the call evaluated the network
+  };
+
+  void record(const Tensor& out, const StepContext& step, const TimePoint& at) {
+    // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
+    flags_.push_back(scaled(out, 0.0).sum(at::kFloat));
+    calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
   }
-}
+
+  size_t size() const { return flags_.size(); }
+
+  /// Throws for the first recorded call whose output was not finite, then forgets the records.
+  void check() {
+    if (flags_.empty()) return;
+    std::vector<Tensor> flags;
+    flags.swap(flags_);
+    std::vector<Call> calls;
+    calls.swap(calls_);
+    bool on_cpu = true;
+    for (const Tensor& f : flags) on_cpu = on_cpu && f.device().is_cpu();
+    // CPU flags are read in place; device flags are gathered and copied once (the one sync).
+    const Tensor host = on_cpu ? Tensor() : at::stack(flags).to(at::kCPU);
+    for (size_t k = 0; k < flags.size(); ++k) {
+      const float v = on_cpu ? *flags[k].data_ptr<float>() : host.data_ptr<float>()[k];
+      if (!std::isfinite(v)) {
+        const Call& c = calls[k];
+        // Deferred (several records): which call of the run; a single record is the call itself.
+        const std::string which =
+            flags.size() > 1 ? cat("network call ", k + 1, " of the run's ", flags.size(), ", ")
+                             : std::string("network ");
+        throw Error(cat("the network returned NaN/Inf output at step ", c.index, " of ",
+                        c.num_steps, " (t=", c.t, "; ", which, "evaluated at t=", c.at, ")"));
+      }
+    }
+  }
+
+ private:
+  std::vector<Tensor> flags_;
+  std::vector<Call> calls_;
+};
 
 }  // namespace detail
 
 inline ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
-                             const std::vector<Correction*>& corrections) {
+                             const std::vector<Correction*>& corrections,
+                             detail::FiniteLog* deferred) {
   // Captured by value/pointer: the returned function lives only for one run.
   const Denoiser* d = &denoiser;
   const SampleOptions* opts = &o;
-  return [d, opts, corrections](const Tensor& x, const TimePoint& at, const StepContext& step) {
+  return [d, opts, corrections, deferred](const Tensor& x, const TimePoint& at,
+                                          const StepContext& step) {
+    auto check_output = [&](const Tensor& out) {
+      if (!opts->check_finite) return;
+      if (deferred != nullptr) {
+        deferred->record(out, step, at);
+      } else {
+        detail::FiniteLog now;
+        now.record(out, step, at);
+        now.check();
+      }
+    };
     const bool guided = static_cast<bool>(opts->guidance) && opts->guidance->needs_uncond(step);
-    Conditioning cond = opts->cond;
-    StepContext cstep = step;
-    cstep.branch = Branch::kCond;
-    cstep.call = at;
-    for (Correction* c : corrections) c->on_condition(cond, cstep);
+    // The conditioning hooks get copies; without hooks the options' own values are passed.
+    Conditioning hooked;
+    if (!corrections.empty()) {
+      hooked = opts->cond;
+      StepContext cstep = step;
+      cstep.branch = Branch::kCond;
+      cstep.call = at;
+      for (Correction* c : corrections) c->on_condition(hooked, cstep);
+    }
+    const Conditioning& cond = corrections.empty() ? opts->cond : hooked;
     Tensor out;
     if (guided) {
       Conditioning uncond = opts->uncond;
@@ -155,17 +225,19 @@ inline ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       for (Correction* c : corrections) c->on_condition(uncond, ustep);
       const int64_t b = x.size(0);
       Tensor both = d->call_network(at::cat({x, x}, 0), at, detail::cat_conditioning(cond, uncond));
-      if (opts->check_finite) detail::check_finite(both, "output", step);
+      check_output(both);
       out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), step);
     } else {
       out = d->call_network(x, at, cond);
-      if (opts->check_finite) detail::check_finite(out, "output", step);
+      check_output(out);
     }
-    out = out.to(x.scalar_type());
+    if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
     Prediction p = d->convert(out, x, at);
-    StepContext pstep = step;
-    pstep.call = at;
-    for (Correction* c : corrections) c->on_prediction(p, x, pstep);
+    if (!corrections.empty()) {
+      StepContext pstep = step;
+      pstep.call = at;
+      for (Correction* c : corrections) c->on_prediction(p, x, pstep);
+    }
     d->finalize(p, x, at);
     return p;
   };
@@ -193,8 +265,20 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
   ctx.corrections = corrections;
   ctx.on_step = o.on_step;
   const TimePoint& first = grid.front();
-  Tensor x = noise * std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma);
-  return sampler.sample(make_model_fn(denoiser, o, corrections), x, grid, ctx);
+  Tensor x =
+      detail::scaled(noise, std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
+  // The finiteness flags are read once, after the loop. A NaN/Inf output that made the sampler
+  // (or a correction) throw on the way is the real cause, so it is reported instead of that error.
+  detail::FiniteLog finite;
+  Tensor out;
+  try {
+    out = sampler.sample(make_model_fn(denoiser, o, corrections, &finite), x, grid, ctx);
+  } catch (const std::exception&) {
+    finite.check();
+    throw;
+  }
+  finite.check();
+  return out;
 }
 
 }  // namespace diffuse

@@ -119,7 +119,7 @@ class Sampler {
     validate_grid(grid);
     const auto out_dtype = x.scalar_type();
     check(at::isFloatingType(out_dtype), "sample(): the initial sample must be floating point, got ", out_dtype);
-    x = x.to(compute_dtype(out_dtype));
+    if (compute_dtype(out_dtype) != out_dtype) x = x.to(compute_dtype(out_dtype));
     History history;
     const int64_t n = static_cast<int64_t>(grid.size()) - 1;
     check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ", n,
@@ -134,7 +134,7 @@ class Sampler {
       StepContext st = context_at(i);
       for (Correction* c : ctx.corrections) c->on_time(x, st);
       StepResult r = step(model, x, st, history, ctx);
-      check(r.x.defined(), name(), ": step ", i, " produced no sample");
+      if (!r.x.defined()) throw Error(detail::cat(name(), ": step ", i, " produced no sample"));
       history.push(st.now, r.pred, x, keep);
       x = std::move(r.x);
       if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
@@ -143,7 +143,7 @@ class Sampler {
       const StepContext last = context_at(n - 1);
       for (Correction* c : ctx.corrections) c->on_finish(x, last);
     }
-    return x.to(out_dtype);
+    return x.scalar_type() == out_dtype ? x : x.to(out_dtype);
   }
 
   /// One step, for callers who drive the loop themselves (diffusers' scheduler.step()).

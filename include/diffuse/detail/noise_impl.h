@@ -42,12 +42,13 @@ class PerSampleNoise final : public NoiseSource {
     const int64_t batch = shape[0];
     while (static_cast<int64_t>(gens_.size()) < batch)
       gens_.push_back(cpu_generator(seed_ + gens_.size()));
-    std::vector<int64_t> one(shape.begin(), shape.end());
-    one[0] = 1;
-    std::vector<Tensor> parts;
-    parts.reserve(batch);
-    for (int64_t i = 0; i < batch; ++i) parts.push_back(draw_cpu(gens_[i], one, options));
-    return at::cat(parts, 0);
+    // Each generator fills its own row of one float32 CPU buffer: at::randn(shape, g) is
+    // empty(shape).normal_(0, 1, g), and a row of a contiguous buffer is itself contiguous, so
+    // every row gets exactly the numbers a separate draw would (no per-row tensors, no cat); one
+    // conversion to the caller's dtype and device at the end.
+    Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
+    for (int64_t i = 0; i < batch; ++i) out.narrow(0, i, 1).normal_(0.0, 1.0, gens_[i]);
+    return out.to(options.device(), options.dtype().toScalarType());
   }
 
  private:
