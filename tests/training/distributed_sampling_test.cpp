@@ -15,6 +15,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <ATen/Parallel.h>
 #include <torch/serialize.h>
@@ -27,6 +31,13 @@ namespace {
 
 using namespace diffuse;
 namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 TEST(ShardChunks, ContiguousBalancedAndComplete) {
   for (int64_t chunks = 0; chunks <= 9; ++chunks) {
@@ -110,8 +121,13 @@ TEST(ShardedSampling, TwoRanksGatherTheSingleProcessImagesBitForBit) {
   o.env = {"DIFFUSE_SHARD_DIR=" + dir.path.string()};
   o.limit = std::chrono::seconds(60);
   o.name = "sharded sampling workers";
+  const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  o.out_fd = devnull;  // the workers' gtest chatter
   const LaunchResult r = launch_processes(o);
-  ASSERT_EQ(r.exit_code, 0) << r.message;
+  ::close(devnull);
+  ASSERT_EQ(r.exit_code, 0) << r.message << "\n"
+                            << read_text(dir.path / "error0.txt")
+                            << read_text(dir.path / "error1.txt");
   for (int rank = 0; rank < 2; ++rank) {
     std::vector<Tensor> got;
     torch::load(got, dir / ("rank" + std::to_string(rank) + ".pt"));

@@ -308,15 +308,6 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
     }
   }
 
-  // --nproc N: the same command as N ranks (each samples its share of the images, rank 0 writes).
-  if (const auto rc = launch_if_requested(par, "sample")) return *rc;
-  join_group(group, par);
-  const int rank = group.info.rank, world = group.info.world_size;
-  if (world > 1 && s.batch_size == 0) {
-    // One batch per rank; recorded, so that one process with the record makes the same bytes.
-    s.batch_size = (s.num + world - 1) / world;
-  }
-
   diffuse::LoadedModel model = load_cli_model(s.model, s.model_card, device, dtype);
   const diffuse::ModelCard& card = model.card;
   auto schedule = model.make_schedule();
@@ -335,6 +326,15 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
           "--correction cads needs a model that takes its condition as an embedding (diffuse's DiT); this " +
               model.format + " model takes class labels");
   const int64_t nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
+  // --nproc N (after every check, so that bad arguments fail once, here): the same command as N
+  // ranks, each sampling its share of the images; rank 0 writes the outputs.
+  if (const auto rc = launch_if_requested(par, "sample")) return *rc;
+  join_group(group, par);
+  const int rank = group.info.rank, world = group.info.world_size;
+  if (world > 1 && s.batch_size == 0) {
+    // One batch per rank; recorded, so that one process with the record makes the same bytes.
+    s.batch_size = (s.num + world - 1) / world;
+  }
   const int64_t chunk = s.batch_size > 0 ? s.batch_size : s.num;
 
   diffuse::Denoiser denoiser(model.network, model.denoiser_options());
