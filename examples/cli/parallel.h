@@ -165,6 +165,7 @@ inline std::optional<int> launch_if_requested(const ParallelArgs& p, const std::
               " in a process that is already a rank (WORLD_SIZE=" + std::string(ws ? ws : "") +
               " is set): use one or the other");
 #if !DIFFUSE_CLI_DISTRIBUTED
+  (void)port;
   throw UsageError("--nproc " + std::to_string(p.nproc) +
                    ": this build of diffuse has no c10d/Gloo (distributed) support");
 #else

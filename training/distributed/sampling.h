@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include <diffuse/config.h>
+#include <diffuse/tensor.h>
 
 namespace diffuse {
 
