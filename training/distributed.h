@@ -275,6 +275,27 @@ class DistributedContext {
     });
   }
 
+  /// Every rank's `tensor` in rank order, on every rank (a CPU tensor of the same shape and dtype
+  /// on all ranks; e.g. sample_sharded()'s gather). With world_size 1: {a copy of tensor}.
+  std::vector<Tensor> all_gather(const Tensor& tensor) {
+    check(tensor.defined(), "DistributedContext::all_gather: the tensor is undefined");
+    check(tensor.device().is_cpu(), "DistributedContext::all_gather: the tensor is on ",
+          tensor.device(), "; the Gloo group here takes CPU tensors");
+    if (options_.world_size == 1) return {tensor.clone()};
+    std::vector<Tensor> out;
+    guarded("all_gather", [&] {
+      torch::NoGradGuard no_grad;
+      std::vector<Tensor> in{tensor.contiguous()};
+      std::vector<std::vector<Tensor>> gathered(1);
+      for (int r = 0; r < options_.world_size; ++r) gathered[0].push_back(at::empty_like(in[0]));
+      c10d::AllgatherOptions ao;
+      ao.timeout = options_.timeout;
+      wait(pg_->allgather(gathered, in, ao));
+      out = std::move(gathered[0]);
+    });
+    return out;
+  }
+
  private:
   static bool is_loopback(const std::string& addr) {
     return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";

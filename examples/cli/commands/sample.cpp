@@ -4,6 +4,7 @@
 // sampler, spacing, guidance scale and corrections. Writes a PNG grid whose tEXt chunk "diffuse"
 // and a JSON file next to it record every setting, so `--from-record` regenerates the same bytes.
 #include "cli.h"
+#include "parallel.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -235,11 +236,14 @@ void ensure_parent(const std::string& path) {
 
 // ----- the command
 
-int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
+int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par, CLI::App& app) {
   if (o.list) {
     print_lists(std::cout);
     return kExitOk;
   }
+  RankGroup group;
+  group.info = rank_from_env();
+  check_parallel_args(par);
   if (!o.from_record.empty()) {
     // The record's settings, then whatever was given explicitly on this command line.
     SampleSettings given = s;
@@ -322,6 +326,15 @@ int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
           "--correction cads needs a model that takes its condition as an embedding (diffuse's DiT); this " +
               model.format + " model takes class labels");
   const int64_t nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
+  // --nproc N (after every check, so that bad arguments fail once, here): the same command as N
+  // ranks, each sampling its share of the images; rank 0 writes the outputs.
+  if (const auto rc = launch_if_requested(par, "sample")) return *rc;
+  join_group(group, par);
+  const int rank = group.info.rank, world = group.info.world_size;
+  if (world > 1 && s.batch_size == 0) {
+    // One batch per rank; recorded, so that one process with the record makes the same bytes.
+    s.batch_size = (s.num + world - 1) / world;
+  }
   const int64_t chunk = s.batch_size > 0 ? s.batch_size : s.num;
 
   diffuse::Denoiser denoiser(model.network, model.denoiser_options());
@@ -344,35 +357,36 @@ int run_sample(SampleSettings s, const SampleOutputs& o, CLI::App& app) {
   std::vector<int64_t> shape = {0};
   shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
   const auto topt = at::TensorOptions().dtype(dtype).device(device);
-  std::vector<at::Tensor> parts;
-  const int64_t chunks = (s.num + chunk - 1) / chunk;
-  Progress bar("sampling", chunks * s.steps);
+  const auto mine = diffuse::shard_items(s.num, chunk, rank, world);
+  Progress bar("sampling", (mine.second - mine.first + chunk - 1) / chunk * s.steps);
   int64_t done_steps = 0;
-  {
+  // Sample i uses seed + i, whatever the chunking; with several ranks each samples a block of the
+  // chunks one process would use (so the images are bit-identical) and rank 0 gathers them.
+  const auto make_chunk = [&](int64_t start, int64_t m) {
     at::NoGradGuard no_grad;
-    for (int64_t start = 0; start < s.num; start += chunk) {
-      const int64_t m = std::min(chunk, s.num - start);
-      shape[0] = m;
-      diffuse::SampleOptions co = so;
-      co.seed = s.seed + static_cast<uint64_t>(start);  // sample i uses seed + i, whatever the chunking
-      if (card.num_classes > 0) {
-        co.cond.value = at::tensor(std::vector<int64_t>(classes.begin() + start, classes.begin() + start + m),
-                                   at::TensorOptions(at::kLong))
-                            .to(device);
-        if (guided) co.uncond.value = at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device));
-        if (embed_labels) {
-          diffuse::DiT& dit = *model.dit;
-          co.cond.value = dit->label_embedding(co.cond.value, m, device);
-          if (guided) co.uncond.value = dit->label_embedding(co.uncond.value, m, device);
-        }
+    shape[0] = m;
+    diffuse::SampleOptions co = so;
+    co.seed = s.seed + static_cast<uint64_t>(start);
+    if (card.num_classes > 0) {
+      co.cond.value = at::tensor(std::vector<int64_t>(classes.begin() + start, classes.begin() + start + m),
+                                 at::TensorOptions(at::kLong))
+                          .to(device);
+      if (guided) co.uncond.value = at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device));
+      if (embed_labels) {
+        diffuse::DiT& dit = *model.dit;
+        co.cond.value = dit->label_embedding(co.cond.value, m, device);
+        if (guided) co.uncond.value = dit->label_embedding(co.uncond.value, m, device);
       }
-      co.on_step = [&](const diffuse::StepInfo&) { bar.update(++done_steps); };
-      at::Tensor noise = diffuse::randn(shape, co.seed, topt);
-      parts.push_back(diffuse::sample(*sampler, denoiser, *schedule, noise, co).cpu());
     }
-  }
+    co.on_step = [&](const diffuse::StepInfo&) { bar.update(++done_steps); };
+    at::Tensor noise = diffuse::randn(shape, co.seed, topt);
+    return diffuse::sample(*sampler, denoiser, *schedule, noise, co).cpu();
+  };
+  const std::vector<int64_t> item_shape(card.sample_shape.begin(), card.sample_shape.end());
+  at::Tensor images =
+      diffuse::sample_sharded(s.num, chunk, rank, world, item_shape, at::kFloat, make_chunk, group.all_gather());
   bar.finish();
-  at::Tensor images = at::cat(parts).to(at::kFloat);
+  if (rank != 0) return kExitOk;  // rank 0 writes the outputs
   require(at::isfinite(images).all().item<bool>(), "sampling produced NaN/Inf values");
 
   // The record: settings (regenerable) + what they resolved to (for reading).
@@ -470,7 +484,9 @@ std::function<int()> setup_sample(CLI::App& app) {
                  "Take the settings from a record (.json or a PNG written by diffuse sample); options given "
                  "explicitly override it");
   app.add_flag("--list", o->list, "List the samplers, schedules, corrections and guidance, then exit");
-  return [s, o, &app] { return run_sample(*s, *o, app); };
+  auto par = std::make_shared<ParallelArgs>();
+  add_parallel_options(app, *par);
+  return [s, o, par, &app] { return run_sample(*s, *o, *par, app); };
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // holds its checkpoints (a second invocation resumes from the newest one automatically), the loss
 // curve, a sample grid, the final model file (EMA weights + card) and, with `eval`, an eval.csv.
 #include "cli.h"
+#include "parallel.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -187,6 +188,7 @@ struct TrainArgs {
   std::map<std::string, std::string> flags;  // per-key options (--batch-size 32), as text
   std::string out = "diffuse_run";
   bool print_config = false;
+  ParallelArgs parallel;
 };
 
 // ----- helpers
@@ -204,6 +206,9 @@ std::string prediction_type_name(diffuse::Parameterization p) {
 // ----- the command
 
 int run_train(const TrainArgs& a, CLI::App& app) {
+  RankGroup group;
+  group.info = rank_from_env();
+  check_parallel_args(a.parallel);
   require(!a.out.empty(), "--out must name the run folder");
   const fs::path out(a.out);
   const std::string saved_config = (out / "config.json").string();
@@ -279,6 +284,19 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   if (!data_dir.empty()) {
     require(fs::is_directory(data_dir, ec), "config key 'data_dir': '" + data_dir + "' is not a folder");
   }
+  const int world = std::max(group.info.world_size, a.parallel.nproc);
+  if (world > 1) {
+    require(cfg["minutes"].get<double>() == 0,
+            "config key 'minutes' = " + cfg["minutes"].dump() + " must be 0 with " + std::to_string(world) +
+                " processes (ranks must agree on the number of steps): add --minutes 0 and set --steps");
+    require(cfg["batch_size"].get<int64_t>() % (cfg["grad_accum"].get<int64_t>() * world) == 0,
+            "config key 'batch_size' (" + cfg["batch_size"].dump() + ") must be divisible by grad_accum * processes (" +
+                cfg["grad_accum"].dump() + " * " + std::to_string(world) + "): it is the global batch");
+  }
+  // --nproc N: the same command as N data-parallel ranks (rank 0 writes the run folder).
+  if (const auto rc = launch_if_requested(a.parallel, "train")) return *rc;
+  const int rank = group.info.rank;
+  const bool main_rank = rank == 0;
 
   diffuse::Dataset data = diffuse::load_fashion_mnist("train", data_dir, cfg["limit"].get<int64_t>());
   if (cfg["unconditional"].get<bool>()) {
@@ -336,6 +354,12 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   diffuse::Trainer<diffuse::DiT> trainer(model, objective, schedule, data, o,
                                          diffuse::console_reporter(progress_enabled()));
 
+  // A launched rank: rendezvous, rank 0's initial weights everywhere, the gradient all-reduce.
+  join_group(group, a.parallel);
+#if DIFFUSE_CLI_DISTRIBUTED
+  if (group.ctx) diffuse::make_data_parallel(trainer, *group.ctx);
+#endif
+
   // Resume automatically; an incompatible run folder is refused with the trainer's reasons.
   std::string resumed_from;
   try {
@@ -346,15 +370,19 @@ int run_train(const TrainArgs& a, CLI::App& app) {
     throw diffuse::Error("cannot resume the run in '" + a.out + "': " + why +
                          " (train into another --out, or use the run's own config.json)");
   }
-  fs::create_directories(out, ec);
-  require(!ec, "cannot create the run folder '" + a.out + "': " + ec.message());
-  diffuse::write_text_file_atomic(saved_config, cfg.dump(2) + "\n");
+  if (main_rank) {
+    fs::create_directories(out, ec);
+    require(!ec, "cannot create the run folder '" + a.out + "': " + ec.message());
+    diffuse::write_text_file_atomic(saved_config, cfg.dump(2) + "\n");
+  }
   if (!base.empty()) spdlog::info("config: {}{}", base, base == saved_config ? " (the run's saved config)" : "");
   spdlog::info("data {} {} | DiT-{} patch {} decoder {} ({} parameters) | objective {}:{} | schedule {} | "
-               "batch {} lr {} | {} threads | run folder {}",
+               "batch {} lr {} | {} threads{} | run folder {}",
                data.name, c10::str(data.data.sizes()), preset, patch, decoder, params, objective->name(),
                diffuse::format_config(objective->to_config()), schedule->name(), o.batch_size(), o.lr(),
-               at::get_num_threads(), a.out);
+               at::get_num_threads(),
+               group.info.launched() ? " x " + std::to_string(group.info.world_size) + " processes" : std::string(),
+               a.out);
   if (!resumed_from.empty()) {
     spdlog::info("resumed from {} at step {}", resumed_from, trainer.step());
   } else if (!init_from.empty()) {
@@ -368,6 +396,25 @@ int run_train(const TrainArgs& a, CLI::App& app) {
                res.reason == diffuse::StopReason::kTimeBudget ? "time budget reached" : "finished", res.steps_done,
                res.final_step, res.seconds, res.images_per_s, res.step_images_per_s);
   if (!res.last_checkpoint.empty()) spdlog::info("final checkpoint: {}", res.last_checkpoint);
+
+  // The final grid and the evaluation samples: sharded across the ranks in Trainer::sample_many's
+  // chunks (bit-identical to one process), gathered; rank 0 then writes everything.
+  const int64_t sample_chunk = 250;
+  const auto make_samples = [&](int64_t n, uint64_t sample_seed) {
+    const auto make = [&](int64_t start, int64_t m) {
+      at::Tensor labels;
+      if (data.num_classes > 0) labels = at::arange(start, start + m, at::kLong).remainder(data.num_classes);
+      return trainer.sample(m, sample_seed + static_cast<uint64_t>(start), labels).cpu();
+    };
+    std::vector<int64_t> item_shape(data.data.sizes().begin() + 1, data.data.sizes().end());
+    return diffuse::sample_sharded(n, sample_chunk, rank, group.info.world_size, item_shape,
+                                   data.data.scalar_type(), make, group.all_gather());
+  };
+  const int64_t per_row = data.num_classes > 0 ? data.num_classes : 8;
+  const at::Tensor grid = make_samples(per_row * (data.num_classes > 0 ? 10 : 8), seed);
+  const auto eval_t0 = std::chrono::steady_clock::now();
+  const at::Tensor eval_samples = eval_n > 0 ? make_samples(eval_n, seed + 1000003) : at::Tensor();
+  if (!main_rank) return kExitOk;
 
   // The model file: EMA weights + the card a sampler needs.
   diffuse::ModelCard card;
@@ -384,20 +431,16 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   const std::string model_path = (out / "model.pt").string();
   diffuse::save_model(model_path, trainer.ema(), card);
 
-  const int64_t per_row = data.num_classes > 0 ? data.num_classes : 8;
-  const at::Tensor grid = trainer.sample_many(per_row * (data.num_classes > 0 ? 10 : 8), seed);
   const std::string grid_path = (out / "samples_final.png").string();
   diffuse::save_image_grid(grid_path, grid.clamp(-1, 1), per_row);
   spdlog::info("model: {} | samples: {} | loss curve: {}", model_path, grid_path, (out / "loss.csv").string());
 
   if (eval_n > 0) {
-    const auto t0 = std::chrono::steady_clock::now();
     diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
     const diffuse::FashionReference ref =
         diffuse::make_fashion_reference(classifier, diffuse::load_fashion_mnist("test", data_dir));
-    const at::Tensor samples = trainer.sample_many(eval_n, seed + 1000003);
-    const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples, classifier, ref);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(eval_samples, classifier, ref);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_t0).count();
     spdlog::info("eval on {} EMA samples ({} steps of {}): FD {:.3f} precision {:.3f} recall {:.3f} | {:.1f} s",
                  r.num_samples, o.sample_steps(), sampler_spec, r.fd, r.precision, r.recall, secs);
     diffuse::write_text_file_atomic(
@@ -448,6 +491,7 @@ std::function<int()> setup_train(CLI::App& app) {
   app.add_option("-o,--out", a->out, "Run folder (created; resumed when it holds checkpoints)")
       ->capture_default_str();
   app.add_flag("--print-config", a->print_config, "Print the resolved config as JSON and exit");
+  add_parallel_options(app, a->parallel);
   for (const KeySpec& k : config_keys()) {
     std::string flag = std::string("--") + k.name;
     for (char& ch : flag)
