@@ -26,7 +26,7 @@
 namespace diffuse {
 
 struct DiscreteScheduleOptions {
-  /// T, the number of training timesteps (>= 2). Default 1000.
+  /// T, the number of training timesteps, in [2, 1e6] (detail::kMaxTrainTimesteps). Default 1000.
   TORCH_ARG(int64_t, num_train_timesteps) = 1000;
   /// First and last beta for linear / scaled_linear. Defaults 1e-4, 0.02 (DDPM).
   TORCH_ARG(double, beta_start) = 1e-4;
@@ -171,6 +171,12 @@ class DiscreteSchedule final : public NoiseSchedule {
     for (size_t i = 0; i < ac_.size(); ++i)
       check(ac_[i] >= 0 && ac_[i] < 1 && std::isfinite(ac_[i]), "alphas_cumprod[", i, "]=", ac_[i],
             " is outside [0, 1): check the betas");
+    const size_t last = ac_.size() - 1;
+    check(!(o.terminal_alphas_cumprod() > 0 && ac_[last] == o.terminal_alphas_cumprod() &&
+            ac_[last] > ac_[last - 1]),
+          "terminal_alphas_cumprod=", o.terminal_alphas_cumprod(), " is above alphas_cumprod[",
+          last - 1, "]=", ac_[last - 1],
+          ": the last timestep would be less noisy than the one before it");
     for (size_t i = 1; i < ac_.size(); ++i)
       check(ac_[i] <= ac_[i - 1], "alphas_cumprod must not increase; index ", i, " has ", ac_[i], " > ", ac_[i - 1]);
     sigmas_.resize(ac_.size());

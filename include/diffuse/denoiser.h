@@ -5,6 +5,7 @@
 // returns both predictions, so samplers and corrections never re-derive them inconsistently.
 #pragma once
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -110,7 +111,7 @@ struct DenoiserOptions {
   bool clip_sample = false;
   double clip_sample_range = 1.0;
   /// Dynamic thresholding: per sample, s = quantile(|x0|, ratio) clamped to [1, sample_max_value];
-  /// x0 <- clamp(x0, -s, s) / s. Default off; ratio in (0, 1].
+  /// x0 <- clamp(x0, -s, s) / s. Default off; ratio in (0, 1], sample_max_value finite and > 0.
   bool thresholding = false;
   double dynamic_thresholding_ratio = 0.995;
   double sample_max_value = 1.0;
@@ -129,6 +130,10 @@ class Denoiser {
     check(options_.dynamic_thresholding_ratio > 0 && options_.dynamic_thresholding_ratio <= 1,
           "DenoiserOptions.dynamic_thresholding_ratio must be in (0, 1], got ",
           options_.dynamic_thresholding_ratio);
+    // Dividing by s = clamp(quantile, 1, sample_max_value) must stay finite.
+    check(std::isfinite(options_.sample_max_value) && options_.sample_max_value > 0,
+          "DenoiserOptions.sample_max_value must be finite and > 0, got ",
+          options_.sample_max_value);
   }
 
   const DenoiserOptions& options() const { return options_; }
@@ -219,5 +224,20 @@ class Denoiser {
   Network net_;
   DenoiserOptions options_;
 };
+
+namespace detail {
+/// Checks that every defined tensor of `c` has one row per sample: dim >= 1 and size(0) == batch.
+/// `which` names the conditioning in the error ("cond", "uncond").
+inline void check_conditioning_batch(const Conditioning& c, int64_t batch, const char* which) {
+  auto one = [&](const Tensor& v, const std::string& what) {
+    if (!v.defined()) return;
+    check(v.dim() >= 1 && v.size(0) == batch, "SampleOptions.", which, what, " has shape ",
+          v.sizes(), " but the batch has ", batch,
+          " samples: conditioning tensors need one row per sample");
+  };
+  one(c.value, ".value");
+  for (const auto& kv : c.extra) one(kv.second, ".extra['" + kv.first + "']");
+}
+}  // namespace detail
 
 }  // namespace diffuse

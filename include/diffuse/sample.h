@@ -31,6 +31,8 @@ struct SampleOptions {
   TimeGrid grid;
   /// Classifier-free guidance or similar; null: one network call per model evaluation.
   std::shared_ptr<const Guidance> guidance;
+  /// Passed to the network (uncond: to the unconditional branch of `guidance`). Every defined
+  /// tensor needs one row per sample: size(0) == the batch size of the noise.
   Conditioning cond, uncond;
   /// Applied in list order at every hook.
   std::vector<std::shared_ptr<Correction>> corrections;
@@ -38,11 +40,13 @@ struct SampleOptions {
   /// seed + i; independent of the batch size).
   std::shared_ptr<NoiseSource> noise;
   uint64_t seed = 0;
-  /// Check every network output for NaN/Inf and throw naming the first bad step and network call.
-  /// Default true. The check runs on the device without a host sync: each call adds one flag (two
-  /// small ops), and sample() reads all flags once, after the loop, then throws for the first bad
-  /// call. A run with a bad output therefore finishes its remaining steps on NaN/Inf first (and
-  /// on_step sees them); if the sampler throws on the way, the NaN/Inf error is reported instead.
+  /// Check every network output for NaN/Inf and throw naming the first bad step and network call,
+  /// and the result once at the end (NaN/Inf from the update, or overflow of a float16 result).
+  /// Default true. The per-call check runs on the device without a host sync: each call adds one
+  /// flag (two small ops), and sample() reads all flags once, after the loop, then throws for the
+  /// first bad call. A run with a bad output therefore finishes its remaining steps on NaN/Inf
+  /// first (and on_step sees them); if the sampler throws on the way, the NaN/Inf error is
+  /// reported instead.
   bool check_finite = true;
   std::function<void(const StepInfo&)> on_step;
 };
@@ -251,6 +255,8 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
   check(noise.numel() > 0, "sample(): the initial noise is empty, shape ", noise.sizes());
   check(at::isFloatingType(noise.scalar_type()), "sample(): the initial noise must be floating point, got dtype ",
         noise.scalar_type());
+  detail::check_conditioning_batch(o.cond, noise.size(0), "cond");
+  if (o.guidance) detail::check_conditioning_batch(o.uncond, noise.size(0), "uncond");
   std::vector<Correction*> corrections;
   for (const auto& c : o.corrections) {
     check(c != nullptr, "sample(): a correction in SampleOptions.corrections is null");
@@ -265,8 +271,10 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
   ctx.corrections = corrections;
   ctx.on_step = o.on_step;
   const TimePoint& first = grid.front();
-  Tensor x =
-      detail::scaled(noise, std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
+  // Scaled in the sampler's compute dtype: float16 noise times a first sigma above ~16000 (EDM/VE
+  // sigma_max) would overflow to Inf before the sampler upcasts.
+  const Tensor x = detail::scaled(noise.to(Sampler::compute_dtype(noise.scalar_type())),
+                                  std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
   // The finiteness flags are read once, after the loop. A NaN/Inf output that made the sampler
   // (or a correction) throw on the way is the real cause, so it is reported instead of that error.
   detail::FiniteLog finite;
@@ -278,7 +286,20 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
     throw;
   }
   finite.check();
-  return out;
+  Tensor result = out.to(noise.scalar_type());
+  // Once per run: a result that overflowed the caller's dtype, or that the update arithmetic made
+  // non-finite from finite network outputs, is an error rather than a silent NaN/Inf.
+  if (o.check_finite && !at::isfinite(result).all().item<bool>()) {
+    check(!at::isfinite(out).all().item<bool>(), "sample(): the result does not fit ",
+          noise.scalar_type(), ": its largest magnitude is ", out.abs().max().item<double>(),
+          " (finite in ", out.scalar_type(), "); sample in ", out.scalar_type(),
+          " or check the model's output scale");
+    throw Error(detail::cat(
+        "sample(): the result has NaN/Inf although every network output was finite: the ",
+        sampler.name(), " update overflowed on this grid (", grid.size() - 1,
+        " steps from sigma_ve=", grid.front().sigma_ve(), ")"));
+  }
+  return result;
 }
 
 }  // namespace diffuse

@@ -82,12 +82,17 @@ class NoiseSchedule {
   }
 };
 
+/// The most steps a spacing builds a grid for: 1e6 (a 24 MB grid). Step counts above it are
+/// typos or overflowed arithmetic; spacings reject them at once instead of allocating the grid.
+inline constexpr int64_t kMaxNumSteps = 1000000;
+
 /// Chooses the points a sampler visits. Implementations live in schedules/spacing/.
 class TimestepSpacing {
  public:
   static constexpr const char* kKindName = "spacing";
   virtual ~TimestepSpacing() = default;
   /// num_steps + 1 points, noisiest first; the last one is the point the final step lands on.
+  /// num_steps in [1, kMaxNumSteps].
   virtual TimeGrid grid(const NoiseSchedule& s, int64_t num_steps) const = 0;
   virtual std::string name() const = 0;
   virtual Config to_config() const = 0;

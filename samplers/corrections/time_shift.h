@@ -64,8 +64,9 @@ namespace diffuse {
 
 struct TimeShiftOptions {
   /// Window size w: candidates c - floor(w/2) .. c + floor(w/2) (in units of `resolution`).
-  /// Default 0 = off (the identity); >= 0. Published: 5 (F-PNDM, 100 steps), 30 (DPM-Solver-2,
-  /// 5 steps), 10 (DEIS-2, 5 steps), 80 (ADM DDIM, 5 steps) with 1000 training steps.
+  /// Default 0 = off (the identity); in [0, TimeShift::kMaxWindow = 100000]. Published: 5 (F-PNDM,
+  /// 100 steps), 30 (DPM-Solver-2, 5 steps), 10 (DEIS-2, 5 steps), 80 (ADM DDIM, 5 steps) with 1000
+  /// training steps.
   TORCH_ARG(int64_t, window) = 0;
   /// Cutoff t_c in model time: shift only while the centre time is > cutoff. Default 0; >= 0.
   /// Published: 550, 300, 900, 300 (same runs as above, 1000-step time).
@@ -87,8 +88,13 @@ struct TimeShiftOptions {
 
 class TimeShift final : public Correction {
  public:
+  /// The largest window accepted (the published ones are at most 80).
+  static constexpr int64_t kMaxWindow = 100000;
+
   explicit TimeShift(TimeShiftOptions o = {}) : options(std::move(o)) {
-    check(options.window() >= 0, "TimeShiftOptions.window must be >= 0, got ", options.window());
+    // The search visits window + 1 candidates per step: a huge window would stall every step.
+    check(options.window() >= 0 && options.window() <= kMaxWindow,
+          "TimeShiftOptions.window must be in [0, ", kMaxWindow, "], got ", options.window());
     check(std::isfinite(options.cutoff()) && options.cutoff() >= 0,
           "TimeShiftOptions.cutoff must be finite and >= 0, got ", options.cutoff());
     check(options.variant() == "coupled" || options.variant() == "target_shift" || options.variant() == "adm",

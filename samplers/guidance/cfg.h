@@ -8,6 +8,7 @@
 //   out_res = out_cfg * std(c) / std(out_cfg)          std per sample over all non-batch dims,
 //                                                      unbiased (torch.std's default)
 //   out     = phi * out_res + (1 - phi) * out_cfg      phi = guidance_rescale
+// A sample whose out_cfg is constant (std 0) is left unrescaled (diffusers divides by 0 there).
 // Ho & Salimans write (1 + w) c - w u; their w is scale - 1 here.
 // Unlike diffusers' pipelines, which switch guidance off for every guidance_scale <= 1, only
 // scale == 1 skips the unconditional branch (the result is then exactly the conditional output);
@@ -80,7 +81,10 @@ class CfgGuidance final : public Guidance {
       for (int64_t d = 1; d < c.dim(); ++d) dims.push_back(d);
       const Tensor std_c = at::std(c, dims, /*unbiased=*/true, /*keepdim=*/true);
       const Tensor std_out = at::std(out, dims, /*unbiased=*/true, /*keepdim=*/true);
-      out = out * (std_c / std_out) * phi + out * (1.0 - phi);
+      // A constant output (e.g. a zero-initialised network) has std 0: nothing to rescale, and
+      // std_c / 0 would turn the whole sample into NaN/Inf (as diffusers' rescale_noise_cfg does).
+      const Tensor ratio = at::where(std_out > 0, std_c / std_out, at::ones_like(std_out));
+      out = out * ratio * phi + out * (1.0 - phi);
     }
     return upcast ? out.to(dtype) : out;
   }

@@ -14,6 +14,9 @@
 
 namespace diffuse::detail {
 
+/// The largest num_train_timesteps a discrete schedule accepts (1e6; models use 1000 to 4000).
+inline constexpr int64_t kMaxTrainTimesteps = 1000000;
+
 inline const std::vector<std::string>& beta_schedule_names() {
   static const std::vector<std::string> names{"linear", "scaled_linear", "squaredcos_cap_v2"};
   return names;
@@ -22,7 +25,9 @@ inline const std::vector<std::string>& beta_schedule_names() {
 /// betas for `kind` with T steps, as a 1-D tensor of `dtype`.
 inline at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
                              at::ScalarType dtype) {
-  check(T >= 2, "num_train_timesteps must be >= 2, got ", T);
+  // The tables hold a few doubles per timestep; an absurd T would allocate gigabytes first.
+  check(T >= 2 && T <= kMaxTrainTimesteps, "num_train_timesteps must be in [2, ",
+        kMaxTrainTimesteps, "], got ", T);
   const auto opt = at::TensorOptions().dtype(dtype);
   if (kind == "linear") {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,

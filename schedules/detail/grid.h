@@ -39,8 +39,11 @@ inline TimePoint final_point(const NoiseSchedule& s, const std::string& final_ki
   return final_kind == "min" ? s.at(s.t_min()) : s.clean_point();
 }
 
+/// num_steps must be in [1, kMaxNumSteps] (a huge count fails here, before any allocation).
 inline void check_steps(const std::string& who, int64_t n) {
   check(n >= 1, who, ": num_steps must be >= 1, got ", n);
+  check(n <= kMaxNumSteps, who, ": num_steps=", n, " is more than the ", kMaxNumSteps,
+        " steps a grid may have");
 }
 
 inline void check_discrete(const std::string& who, const NoiseSchedule& s) {
@@ -57,7 +60,9 @@ inline TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double
 }
 
 /// Grid visiting noise levels `sigmas` (sigma_ve, noisiest first); t from the schedule's inverse,
-/// optionally rounded (diffusers' DPM-Solver rounds, Euler does not).
+/// optionally rounded (diffusers' DPM-Solver rounds, Euler does not). Only discrete schedules'
+/// times are rounded: a continuous model time (VP t in [t_min, 1], EDM t = sigma) rounded to an
+/// integer would feed the network a different noise level from the grid point's.
 inline TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t) {
   TimeGrid g;
   g.reserve(sigmas.size());
@@ -67,7 +72,7 @@ inline TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<doubl
       continue;
     }
     TimePoint p = s.at_sigma_ve(sg);
-    if (round_t) p.t = np_round(p.t);
+    if (round_t && s.num_train_timesteps() > 0) p.t = np_round(p.t);
     g.push_back(p);
   }
   return g;

@@ -110,7 +110,8 @@ inline void check_ays_sigmas(const std::vector<double>& sg, const std::string& w
 /// linear in log sigma against an equally spaced index in [0, 1] (numpy.interp), descending.
 inline std::vector<double> ays_loglinear_interp(const std::vector<double>& sigmas, int64_t m) {
   check_ays_sigmas(sigmas, "ays_loglinear_interp");
-  check(m >= 1, "ays_loglinear_interp: m must be >= 1, got ", m);
+  check(m >= 1 && m <= kMaxNumSteps + 1, "ays_loglinear_interp: m must be in [1, ",
+        kMaxNumSteps + 1, "], got ", m);
   const auto len = static_cast<int64_t>(sigmas.size());
   std::vector<double> ys(sigmas.size());  // ascending: log of the reversed list
   for (int64_t i = 0; i < len; ++i) ys[i] = std::log(sigmas[len - 1 - i]);
@@ -138,7 +139,7 @@ inline std::vector<double> ays_loglinear_interp(const std::vector<double>& sigma
 /// denoise <= 0 gives an empty list.
 inline std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps,
                                               double denoise = 1.0) {
-  check(steps >= 1, "align_your_steps: num_steps must be >= 1, got ", steps);
+  detail::check_steps("align_your_steps", steps);
   check(std::isfinite(denoise), "align_your_steps: denoise must be finite, got ", denoise);
   int64_t total = steps;
   if (denoise < 1.0) {
@@ -155,7 +156,7 @@ inline std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, 
 
 /// A1111 get_align_your_steps_sigmas: n values (interpolated unless n == len(table)), then 0.
 inline std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n) {
-  check(n >= 1, "align_your_steps: num_steps must be >= 1, got ", n);
+  detail::check_steps("align_your_steps", n);
   std::vector<double> sg = table;
   check_ays_sigmas(sg, "align_your_steps");
   if (n != static_cast<int64_t>(sg.size())) sg = ays_loglinear_interp(sg, n);
@@ -231,7 +232,10 @@ class AlignYourStepsSpacing final : public TimestepSpacing {
 
   TimeGrid grid(const NoiseSchedule& s, int64_t n) const override {
     detail::check_steps("align_your_steps", n);
-    return detail::grid_from_sigmas(s, sigmas(n), options.round_t());
+    const std::vector<double> sg = sigmas(n);
+    check(sg.size() >= 2, "align_your_steps: denoise=", options.denoise(), " keeps round(", n,
+          " * ", options.denoise(), ") = 0 of the ", n, " steps; raise denoise or num_steps");
+    return detail::grid_from_sigmas(s, sg, options.round_t());
   }
 
   AlignYourStepsSpacingOptions options;

@@ -30,7 +30,9 @@ struct ExponentialSpacingOptions {
 class ExponentialSpacing final : public TimestepSpacing {
  public:
   explicit ExponentialSpacing(ExponentialSpacingOptions o = {}) : options(std::move(o)) {
-    check(options.sigma_min() >= 0 && options.sigma_max() >= 0, "exponential: sigma_min/sigma_max must be >= 0");
+    check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
+          "exponential: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
+          options.sigma_min(), " sigma_max=", options.sigma_max());
   }
   static std::unique_ptr<TimestepSpacing> from_config(const Config& c) {
     ConfigReader r(c, "exponential spacing");

@@ -41,7 +41,9 @@ class KarrasSpacing final : public TimestepSpacing {
  public:
   explicit KarrasSpacing(KarrasSpacingOptions o = {}) : options(std::move(o)) {
     check(options.rho() > 0, "karras: rho must be > 0, got ", options.rho());
-    check(options.sigma_min() >= 0 && options.sigma_max() >= 0, "karras: sigma_min/sigma_max must be >= 0");
+    check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
+          "karras: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
+          options.sigma_min(), " sigma_max=", options.sigma_max());
   }
   static std::unique_ptr<TimestepSpacing> from_config(const Config& c) {
     ConfigReader r(c, "karras spacing");

@@ -52,8 +52,10 @@ class SigmasSpacing final : public TimestepSpacing {
   std::string name() const override { return "sigmas"; }
 
   TimeGrid grid(const NoiseSchedule& s, int64_t n) const override {
-    check(n + 1 == static_cast<int64_t>(options.sigmas().size()), "sigmas spacing: num_steps=", n, " needs ", n + 1,
-          " sigmas but ", options.sigmas().size(), " were given");
+    // n == size - 1, not n + 1 == size: n + 1 overflows for n = INT64_MAX.
+    const int64_t given = static_cast<int64_t>(options.sigmas().size());
+    check(n == given - 1, "sigmas spacing: num_steps=", n, " needs num_steps + 1 sigmas but ",
+          given, " were given");
     return detail::grid_from_sigmas(s, options.sigmas(), options.round_t());
   }
 

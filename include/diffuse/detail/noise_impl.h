@@ -40,6 +40,7 @@ class PerSampleNoise final : public NoiseSource {
   Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
     check(!shape.empty(), "per-sample noise needs a batch dimension, got a 0-d shape");
     const int64_t batch = shape[0];
+    if (batch == 0) return at::empty(shape, options);  // nothing to draw (at::cat needs a part)
     while (static_cast<int64_t>(gens_.size()) < batch)
       gens_.push_back(cpu_generator(seed_ + gens_.size()));
     // Each generator fills its own row of one float32 CPU buffer: at::randn(shape, g) is
