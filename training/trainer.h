@@ -63,6 +63,7 @@
 #include <diffuse/training/checkpoint.h>
 #include <diffuse/training/dataset.h>
 #include <diffuse/training/ema.h>
+#include <diffuse/training/fault_injection.h>
 #include <diffuse/training/image.h>
 
 namespace diffuse {
@@ -471,6 +472,7 @@ class Trainer {
     while (step_ < options_.steps()) {
       const auto s0 = clock::now();
       StepStats st = train_step();
+      fault_point("after_step");
       res.step_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
       st.elapsed_s = elapsed;
@@ -565,9 +567,10 @@ class Trainer {
   /// returns its path.
   std::string save_checkpoint() {
     check(!checkpoint_dir_.empty(), "Trainer: no checkpoint_dir (set checkpoint_dir or output_dir)");
-    std::filesystem::create_directories(checkpoint_dir_);
+    create_directories_or_throw(checkpoint_dir_);
     const std::string path = (std::filesystem::path(checkpoint_dir_) / checkpoint_filename(step_)).string();
     save_checkpoint(path);
+    fault_point("after_checkpoint");
     prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
     if (callbacks_.on_checkpoint) callbacks_.on_checkpoint(path, step_);
     return path;
@@ -852,7 +855,9 @@ class Trainer {
   /// (rows written after the checkpoint by the interrupted run are dropped) and reloads the curve.
   void prepare_output() {
     if (options_.output_dir().empty()) return;
-    std::filesystem::create_directories(options_.output_dir());
+    create_directories_or_throw(options_.output_dir());
+    // Temporaries of loss.csv, previews or other files whose writer was killed.
+    remove_stale_temporaries(options_.output_dir());
     curve_steps_.clear();
     curve_loss_.clear();
     csv_header_.clear();
@@ -910,9 +915,15 @@ class Trainer {
       csv_header_ += ",lr,grad_norm";
       out << csv_header_ << "\n";
     }
-    out << avg.step << "," << detail::format_double(avg.loss);
-    for (const auto& kv : avg.terms) out << "," << detail::format_double(kv.second);
-    out << "," << detail::format_double(avg.lr) << "," << detail::format_double(avg.grad_norm) << "\n";
+    std::ostringstream row;
+    row << avg.step << "," << detail::format_double(avg.loss);
+    for (const auto& kv : avg.terms) row << "," << detail::format_double(kv.second);
+    row << "," << detail::format_double(avg.lr) << "," << detail::format_double(avg.grad_norm) << "\n";
+    const std::string text = row.str();
+    out << text.substr(0, text.size() / 2);
+    out.flush();
+    fault_point("mid_log_append", path);
+    out << text.substr(text.size() / 2);
     out.flush();
     check(static_cast<bool>(out), "cannot append to '", path, "'");
   }
