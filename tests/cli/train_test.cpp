@@ -2,11 +2,13 @@
 // `diffuse train`: a tiny run from a JSON config, its automatic resume, the model file it writes,
 // and one-line errors for bad configs.
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include <diffuse/training/model_file.h>
+#include <torch/serialize/input-archive.h>
 
 #include "cli/cli_test_util.h"
 
@@ -36,7 +38,8 @@ void write_file(const std::string& path, const std::string& text) {
 
 TEST(CliTrain, TinyRunFromConfigThenResume) {
   const std::string dir = cli_test_dir("train_resume");
-  write_file(dir + "/tiny.json", R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
+  write_file(dir + "/tiny.json",
+             R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
     "minutes": 0, "sample_every": 0, "sample_steps": 2, "checkpoint_every": 0, "log_every": 1,
     // comments are allowed
     "warmup": 0})");
@@ -74,15 +77,78 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5}));
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000005.pt"));
   EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("steps"), 5);
-  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes) << "model.pt not rewritten after 2 more steps";
-  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"), std::string::npos);
+  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes)
+      << "model.pt not rewritten after 2 more steps";
+  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"),
+            std::string::npos);
 
   // An incompatible config for the same folder is refused with the trainer's reasons, and the
   // saved config is left alone.
   r = run_cli({"train", "--out", out, "--set", "objective=ddpm_ip", "--steps", "6"});
   expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 1);
-  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"),
+            "denoising");
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
+}
+
+/// Every tensor of the "model" and "ema" archives of a trainer checkpoint, by dotted name.
+void collect_tensors(torch::serialize::InputArchive& ar, const std::string& prefix,
+                     std::map<std::string, at::Tensor>& out) {
+  for (const std::string& key : ar.keys()) {
+    at::Tensor t;
+    torch::serialize::InputArchive sub;
+    if (ar.try_read(key, t)) {
+      out[prefix + key] = t;
+    } else if (ar.try_read(key, sub)) {
+      collect_tensors(sub, prefix + key + ".", out);
+    }
+  }
+}
+std::map<std::string, at::Tensor> model_and_ema(const std::string& checkpoint) {
+  torch::serialize::InputArchive ar;
+  ar.load_from(checkpoint);
+  std::map<std::string, at::Tensor> out;
+  for (const char* part : {"model", "ema"}) {
+    torch::serialize::InputArchive sub;
+    ar.read(part, sub);
+    collect_tensors(sub, std::string(part) + ".", out);
+  }
+  return out;
+}
+
+// `diffuse train` killed with SIGKILL (DIFFUSE_FAULT_INJECT, training/fault_injection.h) inside a
+// checkpoint write and after a step, then run again on the same folder: it resumes and ends with
+// the uninterrupted run's weights, loss curve and model file. tests/training/faults_test.cpp
+// covers more kill points on the Trainer itself.
+TEST(CliTrain, KilledRunResumesToTheUninterruptedResult) {
+  const std::string dir = cli_test_dir("train_kill");
+  write_file(dir + "/tiny.json",
+             R"({"preset": "tiny", "patch": 7, "limit": 32, "batch_size": 4, "steps": 4,
+    "minutes": 0, "sample_every": 0, "sample_steps": 1, "checkpoint_every": 1, "log_every": 1, "warmup": 0})");
+  auto r = run_cli({"train", "--config", dir + "/tiny.json", "--out", dir + "/ref"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto want = model_and_ema(dir + "/ref/checkpoints/ckpt_00000004.pt");
+  ASSERT_GT(want.size(), 10u);
+  for (const std::string fault : {"before_rename:3:ckpt_", "after_step:2"}) {
+    const std::string out = dir + "/killed_" + fault.substr(0, fault.find(':'));
+    r = run_cli({"train", "--config", dir + "/tiny.json", "--out", out}, "", 300,
+                {"DIFFUSE_FAULT_INJECT=" + fault});
+    ASSERT_EQ(r.code, 128 + SIGKILL) << fault << "\n" << r.err;
+    r = run_cli({"train", "--out", out});
+    ASSERT_EQ(r.code, 0) << fault << "\n" << r.err;
+    EXPECT_NE(r.err.find("resumed from"), std::string::npos) << fault << "\n" << r.err;
+    const auto got = model_and_ema(out + "/checkpoints/ckpt_00000004.pt");
+    ASSERT_EQ(got.size(), want.size()) << fault;
+    for (const auto& [name, t] : want) {
+      ASSERT_EQ(got.count(name), 1u) << fault << ": " << name;
+      EXPECT_TRUE(at::equal(got.at(name), t)) << fault << ": " << name;
+    }
+    EXPECT_EQ(read_text_file(out + "/loss.csv"), read_text_file(dir + "/ref/loss.csv")) << fault;
+    EXPECT_TRUE(read_text_file(out + "/model.pt") == read_text_file(dir + "/ref/model.pt"))
+        << fault;
+    for (const auto& e : fs::recursive_directory_iterator(out))
+      EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
 }
 
 TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
@@ -90,22 +156,24 @@ TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
     const auto r = run_cli({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("Examples:"), std::string::npos) << cmd << ":\n" << r.out;
-    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n" << r.out;
+    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n"
+                                                                                    << r.out;
   }
   // train documents every config key.
   const auto r = run_cli({"train", "--help"});
-  for (const char* key : {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
+  for (const char* key :
+       {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
     EXPECT_NE(r.out.find(std::string("\n  ") + key + " "), std::string::npos) << key;
 }
 
 TEST(CliTrain, PrintConfigShowsPrecedence) {
   const std::string dir = cli_test_dir("train_print");
   write_file(dir + "/c.json", R"({"lr": 0.001, "batch_size": 16, "preset": "tiny"})");
-  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr", "0.002",
-                          "--out", dir + "/run", "--print-config"});
+  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr",
+                          "0.002", "--out", dir + "/run", "--print-config"});
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j.at("batch_size"), 32);                 // --set over the file
+  EXPECT_EQ(j.at("batch_size"), 32);                  // --set over the file
   EXPECT_DOUBLE_EQ(j.at("lr").get<double>(), 0.002);  // the option over the file
   EXPECT_EQ(j.at("preset"), "tiny");
   EXPECT_EQ(j.at("ema_decay"), 0.9999);  // a default
@@ -117,10 +185,13 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/unknown.json", R"({"objective": "denoising", "learning_rate": 0.1})");
   expect_clean_error(run_cli({"train", "--config", dir + "/unknown.json", "--out", dir + "/r"}),
                      {"unknown config key 'learning_rate'", "unknown.json"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"},
+                     2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"},
+                     2);
   expect_clean_error(run_cli({"train", "--out", dir + "/r", "--steps", "-3"}), {"steps", "-3"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"},
+                     2);
   expect_clean_error(run_cli({"train", "--config", dir + "/missing.json", "--out", dir + "/r"}),
                      {"missing.json", "does not exist"}, 2);
   write_file(dir + "/broken.json", "{\"steps\": 3,");
@@ -129,7 +200,8 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/typed.json", R"({"steps": "many"})");
   expect_clean_error(run_cli({"train", "--config", dir + "/typed.json", "--out", dir + "/r"}),
                      {"'steps'", "integer"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective", "--limit", "8"}),
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective",
+                              "--limit", "8"}),
                      {"objective", "no_such_objective"}, 2);
   EXPECT_FALSE(fs::exists(dir + "/r/config.json"));
 }
