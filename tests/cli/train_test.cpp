@@ -38,8 +38,7 @@ void write_file(const std::string& path, const std::string& text) {
 
 TEST(CliTrain, TinyRunFromConfigThenResume) {
   const std::string dir = cli_test_dir("train_resume");
-  write_file(dir + "/tiny.json",
-             R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
+  write_file(dir + "/tiny.json", R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
     "minutes": 0, "sample_every": 0, "sample_steps": 2, "checkpoint_every": 0, "log_every": 1,
     // comments are allowed
     "warmup": 0})");
@@ -77,17 +76,14 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5}));
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000005.pt"));
   EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("steps"), 5);
-  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes)
-      << "model.pt not rewritten after 2 more steps";
-  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"),
-            std::string::npos);
+  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes) << "model.pt not rewritten after 2 more steps";
+  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"), std::string::npos);
 
   // An incompatible config for the same folder is refused with the trainer's reasons, and the
   // saved config is left alone.
   r = run_cli({"train", "--out", out, "--set", "objective=ddpm_ip", "--steps", "6"});
   expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 1);
-  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"),
-            "denoising");
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }
 
@@ -156,24 +152,22 @@ TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
     const auto r = run_cli({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("Examples:"), std::string::npos) << cmd << ":\n" << r.out;
-    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n"
-                                                                                    << r.out;
+    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n" << r.out;
   }
   // train documents every config key.
   const auto r = run_cli({"train", "--help"});
-  for (const char* key :
-       {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
+  for (const char* key : {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
     EXPECT_NE(r.out.find(std::string("\n  ") + key + " "), std::string::npos) << key;
 }
 
 TEST(CliTrain, PrintConfigShowsPrecedence) {
   const std::string dir = cli_test_dir("train_print");
   write_file(dir + "/c.json", R"({"lr": 0.001, "batch_size": 16, "preset": "tiny"})");
-  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr",
-                          "0.002", "--out", dir + "/run", "--print-config"});
+  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr", "0.002",
+                          "--out", dir + "/run", "--print-config"});
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j.at("batch_size"), 32);                  // --set over the file
+  EXPECT_EQ(j.at("batch_size"), 32);                 // --set over the file
   EXPECT_DOUBLE_EQ(j.at("lr").get<double>(), 0.002);  // the option over the file
   EXPECT_EQ(j.at("preset"), "tiny");
   EXPECT_EQ(j.at("ema_decay"), 0.9999);  // a default
@@ -185,13 +179,10 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/unknown.json", R"({"objective": "denoising", "learning_rate": 0.1})");
   expect_clean_error(run_cli({"train", "--config", dir + "/unknown.json", "--out", dir + "/r"}),
                      {"unknown config key 'learning_rate'", "unknown.json"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"},
-                     2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"},
-                     2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"}, 2);
   expect_clean_error(run_cli({"train", "--out", dir + "/r", "--steps", "-3"}), {"steps", "-3"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"},
-                     2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"}, 2);
   expect_clean_error(run_cli({"train", "--config", dir + "/missing.json", "--out", dir + "/r"}),
                      {"missing.json", "does not exist"}, 2);
   write_file(dir + "/broken.json", "{\"steps\": 3,");
@@ -200,8 +191,7 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/typed.json", R"({"steps": "many"})");
   expect_clean_error(run_cli({"train", "--config", dir + "/typed.json", "--out", dir + "/r"}),
                      {"'steps'", "integer"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective",
-                              "--limit", "8"}),
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective", "--limit", "8"}),
                      {"objective", "no_such_objective"}, 2);
   EXPECT_FALSE(fs::exists(dir + "/r/config.json"));
 }
