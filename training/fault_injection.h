@@ -18,7 +18,7 @@
 //     mid_log_append      half of a loss.csv row is written and flushed (subject: loss.csv path)
 //     after_checkpoint    a checkpoint is written; older ones not yet pruned
 // Example: DIFFUSE_FAULT_INJECT=before_rename:2:ckpt_ kills the process just before the second
-// checkpoint file would appear. A disabled hook costs one load of a static and a branch.
+// checkpoint file would appear. A disarmed point costs two atomic loads and a branch.
 // tests/training/faults_test.cpp and tests/cli/train_test.cpp use it; docs/reliability.md has the
 // results.
 #pragma once

@@ -488,11 +488,15 @@ class Trainer {
       accumulate_log(st);
       if (callbacks_.on_step) callbacks_.on_step(st);
       if (step_ % options_.log_every() == 0) flush_log(st);
-      if (options_.sample_every() > 0 && step_ % options_.sample_every() == 0 && dp_rank_ == 0) preview();
       const bool out_of_time =
           options_.max_minutes() > 0 &&
           std::chrono::duration<double>(clock::now() - t0).count() >= options_.max_minutes() * 60.0;
       const bool last = step_ >= options_.steps() || out_of_time;
+      // The last preview too comes before the checkpoint: a run killed after the final checkpoint
+      // has nothing left to redo when it is resumed.
+      if (options_.sample_every() > 0 && (step_ % options_.sample_every() == 0 || last) && dp_rank_ == 0) {
+        preview();
+      }
       if (!checkpoint_dir_.empty() && dp_rank_ == 0 &&
           ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) || last)) {
         res.last_checkpoint = save_checkpoint();
@@ -501,9 +505,6 @@ class Trainer {
         res.reason = StopReason::kTimeBudget;
         break;
       }
-    }
-    if (options_.sample_every() > 0 && step_ % options_.sample_every() != 0 && step_ > start && dp_rank_ == 0) {
-      preview();
     }
     if (dp_rank_ == 0) write_loss_plot();
     res.steps_done = step_ - start;
@@ -671,7 +672,7 @@ class Trainer {
   }
 
   /// Resumes from the newest checkpoint in checkpoint_dir (after removing temporary files left by
-  /// killed writers); returns its path, or "" (and changes nothing) if there is none. The next
+  /// killed writers; older checkpoints beyond keep_checkpoints are pruned); returns its path, or "" (and changes nothing) if there is none. The next
   /// train() truncates loss.csv to the checkpoint's step.
   std::string resume_latest() {
     if (checkpoint_dir_.empty()) return "";
@@ -679,6 +680,8 @@ class Trainer {
     auto latest = latest_checkpoint(checkpoint_dir_);
     if (!latest) return "";
     load_checkpoint(*latest);
+    // A run killed between writing a checkpoint and pruning the old ones.
+    if (dp_rank_ == 0) prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
     return *latest;
   }
 

@@ -315,6 +315,8 @@ TEST_F(TrainingFaults, KillAtNamedPointsThenResumeIsBitExact) {
       "before_rename:2:samples_",   // second preview complete but not renamed
       "after_step:11",              // after the last checkpoint but one
       "mid_temp_write:6:ckpt_",     // the final checkpoint
+      "after_rename:6:ckpt_",       // the final checkpoint in place: nothing may be left to redo
+      "after_checkpoint:6",         // the final checkpoint written, the oldest of 3 not yet pruned
   };
   (void)reference();
   for (const std::string& spec : specs) {
