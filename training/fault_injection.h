@@ -90,15 +90,20 @@ inline void set_fault_injection(const std::string& spec) {
   detail::fault_enabled() = !detail::fault_spec().point.empty();
 }
 
-/// A named fault point (see the file comment): kills the process if the armed spec matches.
-inline void fault_point(const char* point, const std::string& subject = std::string()) {
+/// Whether a fault spec is armed (for code that must prepare a fault point, e.g. split a write).
+inline bool fault_injection_armed() {
   std::call_once(detail::fault_env_once(), [] {
     const char* env = std::getenv("DIFFUSE_FAULT_INJECT");
     if (env == nullptr || *env == '\0') return;
     detail::parse_fault_spec(env, detail::fault_spec());
     detail::fault_enabled() = !detail::fault_spec().point.empty();
   });
-  if (!detail::fault_enabled().load(std::memory_order_relaxed)) return;
+  return detail::fault_enabled().load(std::memory_order_relaxed);
+}
+
+/// A named fault point (see the file comment): kills the process if the armed spec matches.
+inline void fault_point(const char* point, const std::string& subject = std::string()) {
+  if (!fault_injection_armed()) return;
   detail::FaultSpec& s = detail::fault_spec();
   if (s.point != point) return;
   if (!s.substring.empty() && subject.find(s.substring) == std::string::npos) return;
