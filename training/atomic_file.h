@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <diffuse/config.h>
+#include <diffuse/training/fault_injection.h>
 
 namespace diffuse {
 
@@ -50,6 +51,14 @@ inline void fsync_directory(const std::string& dir) {
 
 }  // namespace detail
 
+/// Creates `dir` and its parents if missing; throws diffuse::Error naming the folder and the
+/// reason (not std::filesystem::filesystem_error) if that fails.
+inline void create_directories_or_throw(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw Error(detail::cat("cannot create the folder '", dir, "': ", ec.message()));
+}
+
 /// Writes `n` bytes to `path` atomically (see the file comment). The directory must exist.
 inline void write_bytes_atomic(const std::string& path, const void* data, size_t n) {
   namespace fs = std::filesystem;
@@ -65,7 +74,10 @@ inline void write_bytes_atomic(const std::string& path, const void* data, size_t
   if (fd < 0) throw Error(detail::cat("cannot write '", path, "': cannot create '", tmp.string(), "': ",
                                       std::strerror(errno)));
   try {
-    detail::write_all_or_throw(fd, bytes, n, path);
+    fault_point("after_temp_create", path);
+    detail::write_all_or_throw(fd, bytes, n / 2, path);
+    fault_point("mid_temp_write", path);
+    detail::write_all_or_throw(fd, bytes + n / 2, n - n / 2, path);
     if (::fsync(fd) != 0) throw Error(detail::cat("cannot write '", path, "': fsync: ", std::strerror(errno)));
   } catch (...) {
     ::close(fd);
@@ -76,11 +88,13 @@ inline void write_bytes_atomic(const std::string& path, const void* data, size_t
     ::unlink(tmp.c_str());
     throw Error(detail::cat("cannot write '", path, "': close: ", std::strerror(errno)));
   }
+  fault_point("before_rename", path);
   if (::rename(tmp.c_str(), target.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     throw Error(detail::cat("cannot write '", path, "': rename: ", std::strerror(err)));
   }
+  fault_point("after_rename", path);
   detail::fsync_directory(dir.string());
 }
 

@@ -63,6 +63,7 @@
 #include <diffuse/training/checkpoint.h>
 #include <diffuse/training/dataset.h>
 #include <diffuse/training/ema.h>
+#include <diffuse/training/fault_injection.h>
 #include <diffuse/training/image.h>
 
 namespace diffuse {
@@ -511,6 +512,7 @@ class Trainer {
     while (step_ < options_.steps()) {
       const auto s0 = clock::now();
       StepStats st = train_step();
+      fault_point("after_step");
       res.step_seconds += std::chrono::duration<double>(clock::now() - s0).count();
       const double elapsed = std::chrono::duration<double>(clock::now() - t0).count();
       st.elapsed_s = elapsed;
@@ -526,11 +528,15 @@ class Trainer {
       accumulate_log(st);
       if (callbacks_.on_step) callbacks_.on_step(st);
       if (step_ % options_.log_every() == 0) flush_log(st);
-      if (options_.sample_every() > 0 && step_ % options_.sample_every() == 0 && dp_rank_ == 0) preview();
       const bool out_of_time =
           options_.max_minutes() > 0 &&
           std::chrono::duration<double>(clock::now() - t0).count() >= options_.max_minutes() * 60.0;
       const bool last = step_ >= options_.steps() || out_of_time;
+      // The last preview too comes before the checkpoint: a run killed after the final checkpoint
+      // has nothing left to redo when it is resumed.
+      if (options_.sample_every() > 0 && (step_ % options_.sample_every() == 0 || last) && dp_rank_ == 0) {
+        preview();
+      }
       if (!checkpoint_dir_.empty() && dp_rank_ == 0 &&
           ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) || last)) {
         res.last_checkpoint = save_checkpoint();
@@ -539,9 +545,6 @@ class Trainer {
         res.reason = StopReason::kTimeBudget;
         break;
       }
-    }
-    if (options_.sample_every() > 0 && step_ % options_.sample_every() != 0 && step_ > start && dp_rank_ == 0) {
-      preview();
     }
     if (dp_rank_ == 0) write_loss_plot();
     res.steps_done = step_ - start;
@@ -605,9 +608,10 @@ class Trainer {
   /// returns its path.
   std::string save_checkpoint() {
     check(!checkpoint_dir_.empty(), "Trainer: no checkpoint_dir (set checkpoint_dir or output_dir)");
-    std::filesystem::create_directories(checkpoint_dir_);
+    create_directories_or_throw(checkpoint_dir_);
     const std::string path = (std::filesystem::path(checkpoint_dir_) / checkpoint_filename(step_)).string();
     save_checkpoint(path);
+    fault_point("after_checkpoint");
     prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
     if (callbacks_.on_checkpoint) callbacks_.on_checkpoint(path, step_);
     return path;
@@ -716,14 +720,17 @@ class Trainer {
   }
 
   /// Resumes from the newest checkpoint in checkpoint_dir (after removing temporary files left by
-  /// killed writers); returns its path, or "" (and changes nothing) if there is none. The next
-  /// train() truncates loss.csv to the checkpoint's step.
+  /// killed writers; older checkpoints beyond keep_checkpoints are pruned); returns its path, or ""
+  /// (and changes nothing) if there is none. The next train() truncates loss.csv to the
+  /// checkpoint's step.
   std::string resume_latest() {
     if (checkpoint_dir_.empty()) return "";
     if (dp_rank_ == 0) remove_stale_temporaries(checkpoint_dir_);
     auto latest = latest_checkpoint(checkpoint_dir_);
     if (!latest) return "";
     load_checkpoint(*latest);
+    // A run killed between writing a checkpoint and pruning the old ones.
+    if (dp_rank_ == 0) prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
     return *latest;
   }
 
@@ -915,7 +922,9 @@ class Trainer {
   /// (rows written after the checkpoint by the interrupted run are dropped) and reloads the curve.
   void prepare_output() {
     if (options_.output_dir().empty()) return;
-    std::filesystem::create_directories(options_.output_dir());
+    create_directories_or_throw(options_.output_dir());
+    // Temporaries of loss.csv, previews or other files whose writer was killed.
+    remove_stale_temporaries(options_.output_dir());
     curve_steps_.clear();
     curve_loss_.clear();
     csv_header_.clear();
@@ -973,9 +982,19 @@ class Trainer {
       csv_header_ += ",lr,grad_norm";
       out << csv_header_ << "\n";
     }
-    out << avg.step << "," << detail::format_double(avg.loss);
-    for (const auto& kv : avg.terms) out << "," << detail::format_double(kv.second);
-    out << "," << detail::format_double(avg.lr) << "," << detail::format_double(avg.grad_norm) << "\n";
+    std::ostringstream row;
+    row << avg.step << "," << detail::format_double(avg.loss);
+    for (const auto& kv : avg.terms) row << "," << detail::format_double(kv.second);
+    row << "," << detail::format_double(avg.lr) << "," << detail::format_double(avg.grad_norm) << "\n";
+    const std::string text = row.str();
+    size_t half = 0;
+    if (fault_injection_armed()) {  // tests: a row cut short by a kill
+      half = text.size() / 2;
+      out << text.substr(0, half);
+      out.flush();
+      fault_point("mid_log_append", path);
+    }
+    out << text.substr(half);
     out.flush();
     check(static_cast<bool>(out), "cannot append to '", path, "'");
   }

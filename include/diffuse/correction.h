@@ -15,12 +15,20 @@
 //       on_prediction after guidance, before clipping/thresholding (Epsilon Scaling)
 //       clipping / thresholding -> solver update
 //   on_finish     once, on the final state (last-step correction functions: Residual Learning)
-// reset() runs at the start of every run. Corrections may keep per-run state between hooks, so one
-// correction object serves one run at a time; samplers stay stateless.
+// reset() runs at the start of every run. Corrections may keep per-run state between hooks.
+//
+// Concurrency. sample() runs every correction through a per-run copy made by clone() (the
+// built-in corrections all provide one), so one correction object - like one sampler, schedule or
+// denoiser, which are stateless - can serve any number of concurrent sample() calls from different
+// threads, and each run gives what it gives alone (tests/samplers/concurrency_test.cpp). A
+// correction without clone() (the default returns nullptr) is used in place, one run at a time: a
+// run that starts while another run uses it throws a diffuse::Error naming it.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <diffuse/config.h>
 #include <diffuse/registry.h>
@@ -33,10 +41,27 @@ struct StepContext;
 struct Conditioning;
 struct Prediction;
 
+namespace detail {
+class CorrectionRun;
+/// The in-use mark of a correction without clone(); copies of a correction start unmarked.
+struct CorrectionBusy {
+  std::atomic<bool> busy{false};
+  CorrectionBusy() = default;
+  CorrectionBusy(const CorrectionBusy&) {}
+  CorrectionBusy& operator=(const CorrectionBusy&) { return *this; }
+};
+}  // namespace detail
+
 class Correction {
  public:
   static constexpr const char* kKindName = "correction";
   virtual ~Correction() = default;
+  /// A new object with this one's options for one run (its per-run state need not be copied:
+  /// reset() is called on it before the run). sample() runs the copy, so the object in
+  /// SampleOptions can be shared by concurrent runs. Default: nullptr, no copy - the object itself
+  /// serves one run at a time (see the file comment). Override it as
+  /// `return std::make_unique<MyCorrection>(*this);`.
+  virtual std::unique_ptr<Correction> clone() const { return nullptr; }
   virtual void reset() {}
   virtual void on_grid(TimeGrid& /*grid*/, const NoiseSchedule& /*s*/) {}
   /// `x` is the initial state at step.now = grid[0] (the first step's context).
@@ -48,7 +73,61 @@ class Correction {
   virtual void on_finish(Tensor& /*x*/, const StepContext& /*step*/) {}
   virtual std::string name() const = 0;
   virtual Config to_config() const = 0;
+
+ private:
+  friend class detail::CorrectionRun;
+  detail::CorrectionBusy busy_;
 };
+
+namespace detail {
+
+/// The corrections of one run, in list order: a clone() of each that has one, otherwise the object
+/// itself, marked in use until the end of the run (another run that finds the mark throws). Every
+/// one is reset(). `who` names the caller in errors.
+class CorrectionRun {
+ public:
+  CorrectionRun(const std::vector<std::shared_ptr<Correction>>& list, const char* who) {
+    try {
+      for (const auto& c : list) {
+        check(c != nullptr, who, ": a correction in SampleOptions.corrections is null");
+        if (std::unique_ptr<Correction> copy = c->clone()) {
+          copies_.push_back(std::move(copy));
+          run_.push_back(copies_.back().get());
+        } else {
+          bool mine = false;
+          for (Correction* m : marked_) mine = mine || m == c.get();
+          if (!mine) {
+            check(
+                !c->busy_.busy.exchange(true), who, ": correction '", c->name(),
+                "' is in use by another run; a correction without clone() serves one run at a time "
+                "(override Correction::clone() to share one object between threads)");
+            marked_.push_back(c.get());
+          }
+          run_.push_back(c.get());
+        }
+      }
+      for (Correction* c : run_) c->reset();
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~CorrectionRun() { release(); }
+  CorrectionRun(const CorrectionRun&) = delete;
+  CorrectionRun& operator=(const CorrectionRun&) = delete;
+  /// The objects the run's hooks are called on.
+  const std::vector<Correction*>& get() const { return run_; }
+
+ private:
+  void release() {
+    for (Correction* c : marked_) c->busy_.busy = false;
+    marked_.clear();
+  }
+  std::vector<std::unique_ptr<Correction>> copies_;
+  std::vector<Correction*> run_, marked_;
+};
+
+}  // namespace detail
 
 /// Builds a correction from a registry name and options, or from "name:key=value,...".
 inline std::unique_ptr<Correction> make_correction(const std::string& name, const Config& options = {}) {

@@ -121,13 +121,9 @@ inline std::vector<ExposureBiasRecord> measure_exposure_bias(
         x0.defined() ? x0.sizes() : c10::IntArrayRef{});
   check(at::isFloatingType(x0.scalar_type()),
         "measure_exposure_bias: x0 must be floating point, got ", x0.scalar_type());
-  std::vector<Correction*> corrections;
-  for (const auto& c : o.corrections) {
-    check(c != nullptr, "measure_exposure_bias: a correction in SampleOptions.corrections is null");
-    c->reset();
-    corrections.push_back(c.get());
-  }
-  const TimeGrid grid = make_grid(schedule, o);
+  const detail::CorrectionRun run(o.corrections, "measure_exposure_bias");
+  const std::vector<Correction*>& corrections = run.get();
+  const TimeGrid grid = detail::make_grid(schedule, o, corrections);
   const int64_t n = static_cast<int64_t>(grid.size()) - 1;
   check(eb.first_step() >= 0 && eb.first_step() < n,
         "ExposureBiasOptions.first_step=", eb.first_step(), " is outside [0, ", n,

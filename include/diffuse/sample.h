@@ -55,7 +55,8 @@ struct SampleOptions {
 std::unique_ptr<NoiseSchedule> make_schedule(const std::string& name, const Config& options = {});
 std::unique_ptr<TimestepSpacing> make_spacing(const std::string& name, const Config& options = {});
 
-/// The grid sample() will visit for these options (after the corrections' on_grid hooks).
+/// The grid sample() will visit for these options (after the corrections' on_grid hooks, run on
+/// per-run copies as in sample()).
 TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& options);
 
 /// Draws an initial N(0, I) tensor from `seed` with the per-sample convention of sample().
@@ -95,7 +96,10 @@ inline std::string default_spacing_for(const NoiseSchedule& s) {
 }
 }  // namespace detail
 
-inline TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o) {
+namespace detail {
+/// make_grid with the run's correction objects (detail::CorrectionRun).
+inline TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o,
+                          const std::vector<Correction*>& corrections) {
   TimeGrid grid;
   if (!o.grid.empty()) {
     grid = o.grid;
@@ -107,9 +111,15 @@ inline TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o)
       grid = make_spacing(detail::default_spacing_for(schedule))->grid(schedule, o.num_steps);
     }
   }
-  for (const auto& c : o.corrections) c->on_grid(grid, schedule);
+  for (Correction* c : corrections) c->on_grid(grid, schedule);
   validate_grid(grid);
   return grid;
+}
+}  // namespace detail
+
+inline TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o) {
+  const detail::CorrectionRun run(o.corrections, "make_grid()");
+  return detail::make_grid(schedule, o, run.get());
 }
 
 inline Tensor randn(c10::IntArrayRef shape, uint64_t seed, const c10::TensorOptions& options) {
@@ -257,13 +267,11 @@ inline Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const Noi
         noise.scalar_type());
   detail::check_conditioning_batch(o.cond, noise.size(0), "cond");
   if (o.guidance) detail::check_conditioning_batch(o.uncond, noise.size(0), "uncond");
-  std::vector<Correction*> corrections;
-  for (const auto& c : o.corrections) {
-    check(c != nullptr, "sample(): a correction in SampleOptions.corrections is null");
-    c->reset();
-    corrections.push_back(c.get());
-  }
-  const TimeGrid grid = make_grid(schedule, o);
+  // Per-run copies of the corrections (or the objects themselves, one run at a time): one
+  // SampleOptions may serve concurrent runs.
+  const detail::CorrectionRun run(o.corrections, "sample()");
+  const std::vector<Correction*>& corrections = run.get();
+  const TimeGrid grid = detail::make_grid(schedule, o, corrections);
   std::shared_ptr<NoiseSource> noise_source = o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
   SampleContext ctx;
   ctx.schedule = &schedule;

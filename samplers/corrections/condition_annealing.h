@@ -141,6 +141,9 @@ class ConditionAnnealing final : public Correction {
             {"extra_keys", keys}};
   }
   std::string name() const override { return "condition_annealing"; }
+  std::unique_ptr<Correction> clone() const override {
+    return std::make_unique<ConditionAnnealing>(*this);
+  }
 
   /// gamma(t): 1 for t <= tau1, 0 for t >= tau2, linear in between.
   static double gamma(double t, double tau1, double tau2) {

@@ -87,6 +87,9 @@ class EpsilonScaling final : public Correction {
             {"direction", options.direction()}};
   }
   std::string name() const override { return "epsilon_scaling"; }
+  std::unique_ptr<Correction> clone() const override {
+    return std::make_unique<EpsilonScaling>(*this);
+  }
 
   /// lambda at step `index` of a run of `num_steps` steps.
   double lambda(int64_t index, int64_t num_steps) const {

@@ -472,6 +472,9 @@ class ScheduleOptimisation final : public Correction {
     return c;
   }
   std::string name() const override { return "schedule_optimisation"; }
+  std::unique_ptr<Correction> clone() const override {
+    return std::make_unique<ScheduleOptimisation>(*this);
+  }
 
   void on_grid(TimeGrid& grid, const NoiseSchedule& s) override {
     if (options.sigmas().empty()) return;

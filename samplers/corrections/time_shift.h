@@ -46,7 +46,8 @@
 // loop over at most w + 1 schedule evaluations, without allocations.
 //
 // Needs the schedule: sample() hands it over through on_grid (callers that drive Sampler::sample
-// themselves call on_grid first). Keep one TimeShift object per concurrent run.
+// themselves call on_grid first). sample() runs a clone() per run, so one TimeShift object can be
+// shared by concurrent sample() calls; code that drives the hooks itself keeps one object per run.
 #pragma once
 
 #include <cmath>
@@ -131,6 +132,7 @@ class TimeShift final : public Correction {
             {"resolution", detail::format_double(options.resolution())}};
   }
   std::string name() const override { return "time_shift"; }
+  std::unique_ptr<Correction> clone() const override { return std::make_unique<TimeShift>(*this); }
 
   void reset() override {
     schedule_ = nullptr;

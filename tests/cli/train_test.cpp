@@ -2,11 +2,13 @@
 // `diffuse train`: a tiny run from a JSON config, its automatic resume, the model file it writes,
 // and one-line errors for bad configs.
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include <diffuse/training/model_file.h>
+#include <torch/serialize/input-archive.h>
 
 #include "cli/cli_test_util.h"
 
@@ -83,6 +85,66 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 1);
   EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
+}
+
+/// Every tensor of the "model" and "ema" archives of a trainer checkpoint, by dotted name.
+void collect_tensors(torch::serialize::InputArchive& ar, const std::string& prefix,
+                     std::map<std::string, at::Tensor>& out) {
+  for (const std::string& key : ar.keys()) {
+    at::Tensor t;
+    torch::serialize::InputArchive sub;
+    if (ar.try_read(key, t)) {
+      out[prefix + key] = t;
+    } else if (ar.try_read(key, sub)) {
+      collect_tensors(sub, prefix + key + ".", out);
+    }
+  }
+}
+std::map<std::string, at::Tensor> model_and_ema(const std::string& checkpoint) {
+  torch::serialize::InputArchive ar;
+  ar.load_from(checkpoint);
+  std::map<std::string, at::Tensor> out;
+  for (const char* part : {"model", "ema"}) {
+    torch::serialize::InputArchive sub;
+    ar.read(part, sub);
+    collect_tensors(sub, std::string(part) + ".", out);
+  }
+  return out;
+}
+
+// `diffuse train` killed with SIGKILL (DIFFUSE_FAULT_INJECT, training/fault_injection.h) inside a
+// checkpoint write and after a step, then run again on the same folder: it resumes and ends with
+// the uninterrupted run's weights, loss curve and model file. tests/training/faults_test.cpp
+// covers more kill points on the Trainer itself.
+TEST(CliTrain, KilledRunResumesToTheUninterruptedResult) {
+  const std::string dir = cli_test_dir("train_kill");
+  write_file(dir + "/tiny.json",
+             R"({"preset": "tiny", "patch": 7, "limit": 32, "batch_size": 4, "steps": 4,
+    "minutes": 0, "sample_every": 0, "sample_steps": 1, "checkpoint_every": 1, "log_every": 1, "warmup": 0})");
+  auto r = run_cli({"train", "--config", dir + "/tiny.json", "--out", dir + "/ref"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto want = model_and_ema(dir + "/ref/checkpoints/ckpt_00000004.pt");
+  ASSERT_GT(want.size(), 10u);
+  for (const std::string fault : {"before_rename:3:ckpt_", "after_step:2"}) {
+    const std::string out = dir + "/killed_" + fault.substr(0, fault.find(':'));
+    r = run_cli({"train", "--config", dir + "/tiny.json", "--out", out}, "", 300,
+                {"DIFFUSE_FAULT_INJECT=" + fault});
+    ASSERT_EQ(r.code, 128 + SIGKILL) << fault << "\n" << r.err;
+    r = run_cli({"train", "--out", out});
+    ASSERT_EQ(r.code, 0) << fault << "\n" << r.err;
+    EXPECT_NE(r.err.find("resumed from"), std::string::npos) << fault << "\n" << r.err;
+    const auto got = model_and_ema(out + "/checkpoints/ckpt_00000004.pt");
+    ASSERT_EQ(got.size(), want.size()) << fault;
+    for (const auto& [name, t] : want) {
+      ASSERT_EQ(got.count(name), 1u) << fault << ": " << name;
+      EXPECT_TRUE(at::equal(got.at(name), t)) << fault << ": " << name;
+    }
+    EXPECT_EQ(read_text_file(out + "/loss.csv"), read_text_file(dir + "/ref/loss.csv")) << fault;
+    EXPECT_TRUE(read_text_file(out + "/model.pt") == read_text_file(dir + "/ref/model.pt"))
+        << fault;
+    for (const auto& e : fs::recursive_directory_iterator(out))
+      EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
 }
 
 TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
