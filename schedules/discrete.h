@@ -26,7 +26,7 @@
 namespace diffuse {
 
 struct DiscreteScheduleOptions {
-  /// T, the number of training timesteps (>= 2). Default 1000.
+  /// T, the number of training timesteps (2 to 1e6). Default 1000.
   TORCH_ARG(int64_t, num_train_timesteps) = 1000;
   /// First and last beta for linear / scaled_linear. Defaults 1e-4, 0.02 (DDPM).
   TORCH_ARG(double, beta_start) = 1e-4;

@@ -19,10 +19,15 @@ inline const std::vector<std::string>& beta_schedule_names() {
   return names;
 }
 
-/// betas for `kind` with T steps, as a 1-D tensor of `dtype`.
+/// Largest num_train_timesteps accepted (the schedule keeps several tables of T doubles; 1e6 is
+/// 250x the largest T in use, and a typo such as 1e10 would otherwise allocate hundreds of GB).
+constexpr int64_t kMaxTrainTimesteps = 1000000;
+
+/// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
 inline at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
                              at::ScalarType dtype) {
-  check(T >= 2, "num_train_timesteps must be >= 2, got ", T);
+  check(T >= 2 && T <= kMaxTrainTimesteps, "num_train_timesteps must be in [2, ",
+        kMaxTrainTimesteps, "], got ", T);
   const auto opt = at::TensorOptions().dtype(dtype);
   if (kind == "linear") {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
