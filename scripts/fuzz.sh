@@ -2,13 +2,14 @@
 # Builds the libFuzzer targets (tests/fuzz, Clang, -fsanitize=fuzzer,address,undefined) in their
 # own build folder and runs each for a bounded time on a temporary copy of its seed corpus
 # (tests/fuzz/corpus/<target>/ plus the seeds fuzz_make_corpus writes); the repository is never
-# written to. Any crash, sanitizer report, uncaught non-diffuse::Error exception, timeout (> 10 s
+# written to. Any crash, sanitizer report, uncaught non-diffuse::Error exception, timeout (> 30 s
 # per input) or allocation over the limits below fails the script; the input is kept in
 # $DIFFUSE_FUZZ_ARTIFACTS (default <build>/artifacts).
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [target ...]
 # Environment: DIFFUSE_FUZZ_BUILD_DIR (default ./build-fuzz), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,
-# CXX (default clang++).
+# CXX (default clang++), DIFFUSE_FUZZ_LIBTORCH_ZIP=1 (fuzz_model_file also runs load_model() on
+# the bytes: finds crashes inside LibTorch 1.13's TorchScript importer, so off in CI).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
@@ -50,10 +51,16 @@ for t in "${targets[@]}"; do
   if [ -d "$work/generated/$name" ]; then cp -r "$work/generated/$name/." "$corpus/"; fi
   log="$work/$t.log"
   echo "== $t: ${seconds} s on $(ls "$corpus" | wc -l) seeds"
+  # With DIFFUSE_FUZZ_LIBTORCH_ZIP=1, fuzz_model_file also feeds load_model() (LibTorch's zip
+  # reader). Its unpickler reserves a string's announced length (up to 4 GiB, a uint32) before
+  # checking the data holds it, a transient allocation we cannot prevent (docs/reliability.md);
+  # it is never touched, so RSS stays low, and the malloc limit is raised above 4 GiB.
+  malloc_limit=1024
+  if [ "$t" = fuzz_model_file ]; then malloc_limit=4097; fi
   set +e
-  "$build/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 \
-    -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
-    > "$log" 2>&1
+  "$build/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 \
+    -malloc_limit_mb="$malloc_limit" -max_len=65536 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/$t-" > "$log" 2>&1
   rc=$?
   set -e
   runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')"

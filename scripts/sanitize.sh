@@ -16,7 +16,8 @@
 #                        see either way.
 #   No container-overflow suppression is needed: libstdc++ annotates std::vector for ASan only when
 #   built with _GLIBCXX_SANITIZE_VECTOR, so instrumented and uninstrumented code can share
-#   containers. new/delete mismatches are reported (alloc_dealloc_mismatch stays on): none occur.
+#   containers. alloc_dealloc_mismatch stays on (no new/delete mismatch was reported in the core
+#   and schedules tests).
 # UBSAN_OPTIONS: print_stacktrace=1; -fno-sanitize-recover=undefined makes any report fatal.
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"

@@ -87,8 +87,8 @@ inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
   return true;
 }
 
-/// Largest image decoded (pixels): 2^26, e.g. 8192 x 8192.
-constexpr int64_t kMaxImagePixels = int64_t{1} << 26;
+/// Largest image decoded (pixels): 2^24, e.g. 4096 x 4096 (its float tensor alone is 200 MB).
+constexpr int64_t kMaxImagePixels = int64_t{1} << 24;
 
 /// Decodes an image file held in memory with stb_image into interleaved 8-bit pixels (the caller
 /// frees them with stbi_image_free). Before decoding: the header's size must be at most
@@ -275,7 +275,7 @@ inline Dataset load_fashion_mnist(const std::string& split, const std::string& d
 
 /// Decodes an image file held in memory (PNG, JPEG, BMP, anything stb_image reads) as float
 /// [channels, H, W] in [-1, 1], as read_image does for a path. `name` is the file name put in
-/// error messages. channels: 1, 3 or 4. Images over 2^26 pixels and PNG chunks running past the
+/// error messages. channels: 1, 3 or 4. Images over 2^24 pixels and PNG chunks running past the
 /// end of the data are errors.
 inline Tensor decode_image(const unsigned char* data, size_t size, const std::string& name,
                            int channels = 3) {
@@ -294,7 +294,7 @@ inline Tensor decode_image(const unsigned char* data, size_t size, const std::st
 
 /// Reads one image file (PNG, JPEG, BMP, anything stb_image reads) as float [channels, H, W] in
 /// [-1, 1] (pixel / 127.5 - 1). channels: 1 (grey; colour images are converted by stb's luma
-/// weights), 3 (RGB; grey is replicated) or 4 (RGBA). Images over 2^26 pixels and PNG chunks
+/// weights), 3 (RGB; grey is replicated) or 4 (RGBA). Images over 2^24 pixels and PNG chunks
 /// running past the end of the file are errors. Errors name the file and stb's reason.
 inline Tensor read_image(const std::string& path, int channels = 3) {
   check(channels == 1 || channels == 3 || channels == 4, "read_image('", path,
