@@ -21,11 +21,15 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -83,23 +87,66 @@ inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
   return true;
 }
 
+/// Largest image decoded (pixels): 2^24, e.g. 4096 x 4096 (its float tensor alone is 200 MB).
+constexpr int64_t kMaxImagePixels = int64_t{1} << 24;
+
+/// Decodes an image file held in memory with stb_image into interleaved 8-bit pixels (the caller
+/// frees them with stbi_image_free). Before decoding: the header's size must be at most
+/// kMaxImagePixels, and in a PNG every chunk must lie inside the data. stb_image trusts both:
+/// a 100-byte PNG whose IDAT length field says 1 GB, or whose header says 65535 x 65535, made it
+/// allocate a gigabyte (found by tests/fuzz/fuzz_images). Errors name `name`.
+inline unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
+                                 const std::string& name, int* w, int* h) {
+  check(size <= static_cast<size_t>(std::numeric_limits<int>::max()), "cannot read image '", name,
+        "': ", size, " bytes is too large");
+  static const unsigned char kPngSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) {
+    for (size_t pos = 8; pos + 12 <= size;) {
+      const uint32_t len = (uint32_t{data[pos]} << 24) | (uint32_t{data[pos + 1]} << 16) |
+                           (uint32_t{data[pos + 2]} << 8) | uint32_t{data[pos + 3]};
+      check(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
+            " (length ", len, ") runs past the end of the file");
+      if (std::memcmp(data + pos + 4, "IEND", 4) == 0) break;
+      pos += 12 + len;
+    }
+  }
+  int in_file = 0;
+  check(stbi_info_from_memory(data, static_cast<int>(size), w, h, &in_file) != 0,
+        "cannot read image '", name,
+        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown format");
+  check(*w > 0 && *h > 0 && static_cast<int64_t>(*w) * *h <= kMaxImagePixels, "cannot read image '",
+        name, "': ", *w, "x", *h, " is larger than the limit of ", kMaxImagePixels, " pixels");
+  unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), w, h, &in_file, channels);
+  check(px != nullptr, "cannot read image '", name,
+        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+  return px;
+}
+
+/// The bytes of the file at `path`. Errors name it.
+inline std::vector<unsigned char> read_file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  check(f.good(), "cannot open '", path, "': ", std::strerror(errno));
+  std::vector<unsigned char> out((std::istreambuf_iterator<char>(f)),
+                                 std::istreambuf_iterator<char>());
+  check(!f.bad(), "cannot read '", path, "'");
+  return out;
+}
+
 }  // namespace detail
 
-/// Reads an idx file (the MNIST format; see the header comment), gzip-compressed or raw.
-/// Returns a CPU tensor of the stored type (uint8 for the idx1/idx3 ubyte files) with the stored
-/// dimensions, e.g. [60000, 28, 28] images or [60000] labels.
-/// Throws diffuse::Error naming the file when it is missing, not gzip-readable, has a bad magic
-/// number or type code, or holds a different number of bytes than its header announces.
-inline Tensor read_idx(const std::string& path) {
-  const std::vector<unsigned char> bytes = detail::read_maybe_gzipped(path);
-  check(bytes.size() >= 4, "idx file '", path, "' is truncated: ", bytes.size(),
-        " bytes, no complete header");
-  check(bytes[0] == 0 && bytes[1] == 0, "idx file '", path,
-        "' has a bad magic number (first bytes ", static_cast<int>(bytes[0]), " ",
-        static_cast<int>(bytes[1]), ", expected 0 0)");
+/// Parses the bytes of an idx file (the MNIST format; see the header comment; already
+/// decompressed) held in memory. `name` is the file name put in error messages. Returns a CPU
+/// tensor of the stored type with the stored dimensions (a copy; `data` may be released after).
+/// Throws diffuse::Error naming `name` for a bad magic number or type code, a truncated header,
+/// a size over 2^40 elements, or a byte count that differs from what the header announces.
+inline Tensor parse_idx(const unsigned char* data, size_t size, const std::string& name) {
+  const std::string& path = name;
+  check(size >= 4, "idx file '", path, "' is truncated: ", size, " bytes, no complete header");
+  check(data[0] == 0 && data[1] == 0, "idx file '", path, "' has a bad magic number (first bytes ",
+        static_cast<int>(data[0]), " ", static_cast<int>(data[1]), ", expected 0 0)");
   at::ScalarType type;
   size_t elem = 1;
-  switch (bytes[2]) {
+  switch (data[2]) {
     case 0x08:
       type = at::kByte, elem = 1;
       break;
@@ -120,17 +167,17 @@ inline Tensor read_idx(const std::string& path) {
       break;
     default:
       throw Error("idx file '" + path + "' has a bad magic number (unknown type code " +
-                  std::to_string(static_cast<int>(bytes[2])) + ")");
+                  std::to_string(static_cast<int>(data[2])) + ")");
   }
-  const int ndims = bytes[3];
+  const int ndims = data[3];
   check(ndims >= 1, "idx file '", path, "' has a bad magic number (0 dimensions)");
   const size_t header = 4 + 4 * static_cast<size_t>(ndims);
-  check(bytes.size() >= header, "idx file '", path, "' is truncated: ", bytes.size(),
-        " bytes, header needs ", header);
+  check(size >= header, "idx file '", path, "' is truncated: ", size, " bytes, header needs ",
+        header);
   std::vector<int64_t> dims(static_cast<size_t>(ndims));
   size_t count = 1;
   for (int d = 0; d < ndims; ++d) {
-    const unsigned char* p = &bytes[4 + 4 * static_cast<size_t>(d)];
+    const unsigned char* p = &data[4 + 4 * static_cast<size_t>(d)];
     const uint32_t v =
         (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
     dims[static_cast<size_t>(d)] = static_cast<int64_t>(v);
@@ -139,13 +186,14 @@ inline Tensor read_idx(const std::string& path) {
     count *= v;
   }
   const size_t expected = header + count * elem;
-  check(bytes.size() >= expected, "idx file '", path, "' is truncated: ", bytes.size(),
-        " bytes, the header ", at::IntArrayRef(dims), " needs ", expected);
-  check(bytes.size() == expected, "idx file '", path, "' is corrupt: ", bytes.size(),
-        " bytes, the header ", at::IntArrayRef(dims), " needs exactly ", expected);
+  check(size >= expected, "idx file '", path, "' is truncated: ", size, " bytes, the header ",
+        at::IntArrayRef(dims), " needs ", expected);
+  check(size == expected, "idx file '", path, "' is corrupt: ", size, " bytes, the header ",
+        at::IntArrayRef(dims), " needs exactly ", expected);
   Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
   auto* dst = static_cast<unsigned char*>(out.data_ptr());
-  const unsigned char* src = bytes.data() + header;
+  const unsigned char* src = data + header;
+  if (count == 0) return out;  // no storage: data_ptr() is null, which memcpy must not get
   if (elem == 1) {
     std::memcpy(dst, src, count);
   } else {  // big-endian on disk
@@ -153,6 +201,16 @@ inline Tensor read_idx(const std::string& path) {
       for (size_t b = 0; b < elem; ++b) dst[i * elem + b] = src[i * elem + (elem - 1 - b)];
   }
   return out;
+}
+
+/// Reads an idx file (the MNIST format; see the header comment), gzip-compressed or raw.
+/// Returns a CPU tensor of the stored type (uint8 for the idx1/idx3 ubyte files) with the stored
+/// dimensions, e.g. [60000, 28, 28] images or [60000] labels.
+/// Throws diffuse::Error naming the file when it is missing, not gzip-readable, has a bad magic
+/// number or type code, or holds a different number of bytes than its header announces.
+inline Tensor read_idx(const std::string& path) {
+  const std::vector<unsigned char> bytes = detail::read_maybe_gzipped(path);
+  return parse_idx(bytes.data(), bytes.size(), path);
 }
 
 /// The ten Fashion-MNIST class names, index = label.
@@ -215,16 +273,16 @@ inline Dataset load_fashion_mnist(const std::string& split, const std::string& d
   return ds;
 }
 
-/// Reads one image file (PNG, JPEG, BMP, anything stb_image reads) as float [channels, H, W] in
-/// [-1, 1] (pixel / 127.5 - 1). channels: 1 (grey; colour images are converted by stb's luma
-/// weights), 3 (RGB; grey is replicated) or 4 (RGBA). Errors name the file and stb's reason.
-inline Tensor read_image(const std::string& path, int channels = 3) {
-  check(channels == 1 || channels == 3 || channels == 4, "read_image('", path,
+/// Decodes an image file held in memory (PNG, JPEG, BMP, anything stb_image reads) as float
+/// [channels, H, W] in [-1, 1], as read_image does for a path. `name` is the file name put in
+/// error messages. channels: 1, 3 or 4. Images over 2^24 pixels and PNG chunks running past the
+/// end of the data are errors.
+inline Tensor decode_image(const unsigned char* data, size_t size, const std::string& name,
+                           int channels = 3) {
+  check(channels == 1 || channels == 3 || channels == 4, "decode_image('", name,
         "'): channels must be 1, 3 or 4, got ", channels);
-  int w = 0, h = 0, in_file = 0;
-  unsigned char* px = stbi_load(path.c_str(), &w, &h, &in_file, channels);
-  check(px != nullptr, "cannot read image '", path,
-        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+  int w = 0, h = 0;
+  unsigned char* px = detail::stb_decode(data, size, channels, name, &w, &h);
   Tensor out = at::from_blob(px, {h, w, channels}, at::kByte)
                    .permute({2, 0, 1})
                    .to(at::kFloat)
@@ -232,6 +290,17 @@ inline Tensor read_image(const std::string& path, int channels = 3) {
                    .sub(1.0);
   stbi_image_free(px);
   return out.contiguous();
+}
+
+/// Reads one image file (PNG, JPEG, BMP, anything stb_image reads) as float [channels, H, W] in
+/// [-1, 1] (pixel / 127.5 - 1). channels: 1 (grey; colour images are converted by stb's luma
+/// weights), 3 (RGB; grey is replicated) or 4 (RGBA). Images over 2^24 pixels and PNG chunks
+/// running past the end of the file are errors. Errors name the file and stb's reason.
+inline Tensor read_image(const std::string& path, int channels = 3) {
+  check(channels == 1 || channels == 3 || channels == 4, "read_image('", path,
+        "'): channels must be 1, 3 or 4, got ", channels);
+  const std::vector<unsigned char> bytes = detail::read_file_bytes(path);
+  return decode_image(bytes.data(), bytes.size(), path, channels);
 }
 
 /// How load_image_folder reads a folder of images.
@@ -334,10 +403,9 @@ inline Dataset load_image_folder(const std::string& dir, const ImageFolderOption
   images.reserve(files.size());
   int64_t h0 = -1, w0 = -1;
   for (const auto& f : files) {
-    int w = 0, h = 0, in_file = 0;
-    unsigned char* px = stbi_load(f.c_str(), &w, &h, &in_file, c);
-    check(px != nullptr, "cannot read image '", f,
-          "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+    int w = 0, h = 0;
+    const std::vector<unsigned char> bytes = detail::read_file_bytes(f);
+    unsigned char* px = detail::stb_decode(bytes.data(), bytes.size(), c, f, &w, &h);
     Tensor img;
     try {
       if (options.size > 0) {

@@ -107,24 +107,19 @@ inline std::vector<unsigned char> add_png_text(const std::vector<unsigned char>&
   return out;
 }
 
-/// The tEXt chunks (keyword -> text) of a PNG file; bounds-checked, CRCs verified. Errors name the
-/// file.
-inline std::map<std::string, std::string> read_png_text(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  check(f != nullptr, "cannot open PNG '", path, "': ", std::strerror(errno));
-  std::vector<unsigned char> b;
-  unsigned char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) b.insert(b.end(), buf, buf + n);
-  std::fclose(f);
+/// The tEXt chunks (keyword -> text) of a PNG stream held in memory; bounds-checked, CRCs
+/// verified, parsing stops at IEND. `name` is the file name put in error messages.
+inline std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_t size,
+                                                          const std::string& name) {
+  const std::string& path = name;
   static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-  check(b.size() >= 8 && std::memcmp(b.data(), kSig, 8) == 0, "'", path, "' is not a PNG file");
+  check(size >= 8 && std::memcmp(b, kSig, 8) == 0, "'", path, "' is not a PNG file");
   std::map<std::string, std::string> out;
   size_t pos = 8;
-  while (pos + 12 <= b.size()) {
+  while (pos + 12 <= size) {
     const uint32_t len = (uint32_t(b[pos]) << 24) | (uint32_t(b[pos + 1]) << 16) | (uint32_t(b[pos + 2]) << 8) |
                          uint32_t(b[pos + 3]);
-    check(len <= b.size() - pos - 12, "'", path, "': PNG chunk at byte ", pos, " runs past the end of the file");
+    check(len <= size - pos - 12, "'", path, "': PNG chunk at byte ", pos, " runs past the end of the file");
     const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
     const unsigned char* data = &b[pos + 8];
     const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), &b[pos + 4], static_cast<uInt>(len + 4));
@@ -141,6 +136,19 @@ inline std::map<std::string, std::string> read_png_text(const std::string& path)
     pos += 12 + len;
   }
   return out;
+}
+
+/// The tEXt chunks (keyword -> text) of a PNG file; bounds-checked, CRCs verified. Errors name the
+/// file.
+inline std::map<std::string, std::string> read_png_text(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  check(f != nullptr, "cannot open PNG '", path, "': ", std::strerror(errno));
+  std::vector<unsigned char> b;
+  unsigned char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) b.insert(b.end(), buf, buf + n);
+  std::fclose(f);
+  return png_text_chunks(b.data(), b.size(), path);
 }
 
 /// Writes one image as PNG. image: [C, H, W] (C = 1 grey, 3 RGB, 4 RGBA) or [H, W], floating

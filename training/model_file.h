@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -205,8 +206,33 @@ inline std::string schedule_card_spec(const NoiseSchedule& s) {
   return opts.empty() ? s.name() : s.name() + ":" + opts;
 }
 
-/// A DiT built from a card (architecture DiT), moved to the options' device and dtype.
-inline DiT dit_from_card(const ModelCard& card, const std::string& what) {
+/// A lower bound on the number of weights of a DiT with options `o`: the attention and adaLN
+/// matrices of the blocks (10 d^2 each), the position table, the label table and the patch
+/// embedding (biases, MLPs, decoder and final layer left out).
+inline double dit_min_weights(const DiTOptions& o) {
+  const double d = static_cast<double>(o.hidden_size()), p = static_cast<double>(o.patch_size());
+  const double side = static_cast<double>(o.input_size()) / p;
+  return static_cast<double>(o.depth()) * 10.0 * d * d + side * side * d +
+         (o.num_classes() > 0 ? (static_cast<double>(o.num_classes()) + 1.0) * d : 0.0) +
+         static_cast<double>(o.in_channels()) * d * p * p;
+}
+
+/// Throws unless a file of `file_bytes` bytes can hold the weights of a DiT with options `o` (at
+/// 2 bytes a weight, the smallest floating type). A card naming a model far larger than its file
+/// (hidden_size=4000000, depth=100000000: found by tests/fuzz) is then an error instead of an
+/// attempt to allocate and initialise terabytes.
+inline void check_dit_fits_file(const DiTOptions& o, uint64_t file_bytes, const std::string& what) {
+  const double need = 2.0 * dit_min_weights(o);
+  check(need <= static_cast<double>(file_bytes), what, ": the card's DiT (input_size ",
+        o.input_size(), ", patch_size ", o.patch_size(), ", hidden_size ", o.hidden_size(),
+        ", depth ", o.depth(), ") needs at least ", format_double(need),
+        " bytes of weights, more than the file's ", file_bytes,
+        " bytes: the card does not describe this file");
+}
+
+/// A DiT built from a card (architecture DiT). `file_bytes`: the size of the file its weights come
+/// from (see check_dit_fits_file); 0 skips that check.
+inline DiT dit_from_card(const ModelCard& card, const std::string& what, uint64_t file_bytes = 0) {
   check(card.architecture == "DiT", what, ": architecture '", card.architecture, "' is not DiT");
   DiTOptions o(1, 1);
   try {
@@ -220,6 +246,7 @@ inline DiT dit_from_card(const ModelCard& card, const std::string& what) {
         o.input_size(), "x", o.input_size(), ")");
   check(card.num_classes == o.num_classes(), what, ": num_classes ", card.num_classes,
         " does not match the DiT's ", o.num_classes());
+  if (file_bytes > 0) check_dit_fits_file(o, file_bytes, what);
   return DiT(o);
 }
 
@@ -455,6 +482,7 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
   }
   std::optional<ModelCard> card_override;
   if (!options.card.empty()) card_override = parse_model_card(options.card, "--model-card");
+  const uint64_t file_bytes = static_cast<uint64_t>(std::filesystem::file_size(path, ec));
   if (is_zip) {
     torch::serialize::InputArchive ar;
     bool readable = true;
@@ -476,7 +504,7 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       ar.read("card", v);
       check(v.isString(), "model file '", path, "': its card is not text");
       ModelCard card = card_override ? *card_override : parse_model_card(v.toStringRef(), path);
-      DiT model = detail::dit_from_card(card, path);
+      DiT model = detail::dit_from_card(card, path, file_bytes);
       torch::serialize::InputArchive weights;
       check(ar.try_read("model", weights), "model file '", path, "' has no weights ('model')");
       detail::load_dit_checked(model, weights, "model file '" + path + "'");
@@ -487,7 +515,7 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       ar.read("fingerprint", v);
       check(v.isString(), "checkpoint '", path, "': its fingerprint is not text");
       ModelCard card = card_override ? *card_override : detail::card_from_fingerprint(v.toStringRef(), path);
-      DiT model = detail::dit_from_card(card, path);
+      DiT model = detail::dit_from_card(card, path, file_bytes);
       torch::serialize::InputArchive ema;
       ar.read("ema", ema);
       detail::load_dit_checked(model, ema, "checkpoint '" + path + "'");

@@ -9,15 +9,16 @@
 // little-endian, and the tensors must cover the buffer exactly (no gaps, no overlaps). The header
 // may be padded with trailing spaces; the reference writer pads it to a multiple of 8 bytes.
 //
-// The reader here is strict: every violation of the above (and header lengths over 100 MB,
-// duplicate JSON keys, unknown fields in a tensor entry, shapes whose byte size overflows) is a
-// diffuse::Error that names the file and the offending entry.
+// The reader here is strict: every violation of the above (and header lengths over 100 MB, JSON
+// nested more than 64 levels deep, duplicate JSON keys, unknown fields in a tensor entry, shapes
+// whose byte size overflows) is a diffuse::Error that names the file and the offending entry.
 #pragma once
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <optional>
@@ -52,6 +53,36 @@ namespace detail {
 
 /// Largest header accepted, as the reference implementation (100,000,000 bytes).
 constexpr uint64_t kSafetensorsMaxHeader = 100000000;
+
+/// Deepest JSON nesting accepted in a header (the format itself needs 3 levels).
+constexpr int kSafetensorsMaxDepth = 64;
+
+/// The deepest nesting of arrays / objects in the JSON text [begin, end) (brackets inside strings
+/// do not count). nlohmann::json parses iteratively but serialises recursively, so a header
+/// nested tens of thousands of levels deep overflowed the stack while its error message was being
+/// built (found by tests/fuzz/fuzz_safetensors); the reader rejects deep headers before parsing.
+inline int json_nesting_depth(const char* begin, const char* end) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char* p = begin; p != end; ++p) {
+    const char c = *p;
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
 
 inline bool host_is_little_endian() {
   const uint16_t one = 1;
@@ -160,6 +191,10 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
            "the header does not start with '{' (not a safetensors file, or a corrupt one)");
   const char* header_begin = reinterpret_cast<const char*>(data + 8);
   const char* header_end = header_begin + n;
+  const int depth = detail::json_nesting_depth(header_begin, header_end);
+  st_check(depth <= detail::kSafetensorsMaxDepth, f, "the header nests arrays/objects ", depth,
+           " levels deep (limit ", detail::kSafetensorsMaxDepth,
+           "; not a safetensors file, or a corrupt one)");
 
   // Duplicate keys: nlohmann keeps the last silently, the format forbids them. Track the keys of
   // every open object during the parse.
@@ -555,6 +590,9 @@ inline DiT load_dit_safetensors(const std::string& path,
       throw Error(detail::cat(path, ": metadata '", kDiTMetadataKey, "': ", e.what()));
     }
   }
+  std::error_code ec;
+  detail::check_dit_fits_file(*o, static_cast<uint64_t>(std::filesystem::file_size(path, ec)),
+                              path);
   DiT model(*o);
   try {
     load_dit_state_dict(model, f.tensors);
@@ -608,7 +646,9 @@ inline std::optional<LoadedModel> load_safetensors_model(const std::string& path
           "' metadata gives the DiT options (card key model=...)");
     card.model = parse_config(it->second);
   }
-  DiT model = dit_from_card(card, path);
+  std::error_code ec;
+  const auto file_bytes = static_cast<uint64_t>(std::filesystem::file_size(path, ec));
+  DiT model = dit_from_card(card, path, file_bytes);
   try {
     load_dit_state_dict(model, f.tensors);
   } catch (const Error& e) {

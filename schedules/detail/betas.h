@@ -22,7 +22,7 @@ inline const std::vector<std::string>& beta_schedule_names() {
   return names;
 }
 
-/// betas for `kind` with T steps, as a 1-D tensor of `dtype`.
+/// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
 inline at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
                              at::ScalarType dtype) {
   // The tables hold a few doubles per timestep; an absurd T would allocate gigabytes first.
