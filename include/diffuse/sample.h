@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -148,8 +149,17 @@ class FiniteLog {
   };
 
   void record(const Tensor& out, const StepContext& step, const TimePoint& at) {
-    // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
-    flags_.push_back(scaled(out, 0.0).sum(at::kFloat));
+    if (fused::can_fuse(out)) {
+      // Contiguous float32/float64 CPU output: one integer pass over the bit patterns writes the
+      // same flag value sum(out * 0) would have (0 or NaN) into a fresh 0-dim tensor.
+      Tensor flag = at::empty({}, at::TensorOptions().dtype(at::kFloat));
+      *flag.data_ptr<float>() =
+          fused::any_nonfinite(out) ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+      flags_.push_back(std::move(flag));
+    } else {
+      // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
+      flags_.push_back(scaled(out, 0.0).sum(at::kFloat));
+    }
     calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
   }
 
