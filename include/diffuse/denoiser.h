@@ -19,6 +19,12 @@ namespace diffuse {
 
 namespace detail {
 
+/// c as a 0-dim float32 CPU tensor: rounded to float32 to nearest (beyond the float range to
+/// +-Inf, like the plain `t * c`; at::scalar_tensor itself would throw there).
+inline Tensor float_factor(double c) {
+  return at::scalar_tensor(fused::coefficient<float>(c), at::TensorOptions().dtype(at::kFloat));
+}
+
 /// `t * c` with the bits of the plain expression. Contiguous float32/float64 CPU tensors go through
 /// a fused loop (detail/fused.h). Otherwise, for float32 tensors the factor goes in as a 0-dim
 /// float32 CPU tensor: a double Scalar operand (what `t * c` passes) sends LibTorch 1.13's CPU
@@ -29,7 +35,7 @@ namespace detail {
 inline Tensor scaled(const Tensor& t, double c) {
   if (fused::can_fuse(t)) return fused::mul(t, c);
   if (t.scalar_type() == at::kFloat)
-    return at::mul(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    return at::mul(t, float_factor(c));
   return t * c;
 }
 
@@ -37,7 +43,7 @@ inline Tensor scaled(const Tensor& t, double c) {
 inline Tensor divided(const Tensor& t, double c) {
   if (fused::can_fuse(t)) return fused::div(t, c);
   if (t.scalar_type() == at::kFloat)
-    return at::div(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    return at::div(t, float_factor(c));
   return t / c;
 }
 
@@ -46,7 +52,7 @@ inline Tensor& scale_(Tensor& t, double c) {
   if (fused::can_fuse(t)) {
     fused::mul_(t, c);
   } else if (t.scalar_type() == at::kFloat) {
-    t.mul_(at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    t.mul_(float_factor(c));
   } else {
     t.mul_(c);
   }
@@ -58,7 +64,7 @@ inline Tensor& divide_(Tensor& t, double c) {
   if (fused::can_fuse(t)) {
     fused::div_(t, c);
   } else if (t.scalar_type() == at::kFloat) {
-    t.div_(at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    t.div_(float_factor(c));
   } else {
     t.div_(c);
   }
@@ -116,7 +122,10 @@ inline Tensor diff_divided(const Tensor& a, const Tensor& b, double c) {
 inline Tensor solve(const Tensor& x, const Tensor& u, double cu, double d) {
   if (fused::can_fuse(x, u)) return fused::solve(x, u, cu, d);
   Tensor r = scaled(u, cu);
-  if (r.scalar_type() != x.scalar_type() || r.device() != x.device() || r.sizes() != x.sizes()) {
+  // at::sub_out into r: only for one dtype, device and shape, and not under autograd (out= ops
+  // do not record gradients).
+  if (r.scalar_type() != x.scalar_type() || r.device() != x.device() || r.sizes() != x.sizes() ||
+      r.requires_grad() || x.requires_grad()) {
     return divided(x - r, d);
   }
   at::sub_out(r, x, r);

@@ -18,6 +18,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -62,10 +63,23 @@ inline bool can_fuse(const Tensor& a, const Tensor& b) {
   return can_fuse(a) && can_fuse(b) && a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes();
 }
 
-/// The coefficient as the kernels of dtype T see it: float32 tensors round it to float first.
+/// The coefficient as the kernels of dtype T see it: float32 tensors round it to float first
+/// (to nearest; beyond the float range to +-Inf, as LibTorch's `t * c` does for a float tensor).
 template <typename T>
 inline T coefficient(double c) {
   return static_cast<T>(c);
+}
+
+template <>
+inline float coefficient<float>(double c) {
+  constexpr double kMax = static_cast<double>(std::numeric_limits<float>::max());
+  if (!(std::fabs(c) > kMax)) return static_cast<float>(c);  // in range, or NaN
+  // Out of range the cast is undefined behaviour in C++: round by hand. Halfway between the
+  // largest float and 2^128 (a tie, which goes to the even 2^128) and beyond is Inf.
+  const double halfway = kMax + std::ldexp(1.0, 103);
+  const float mag = std::fabs(c) < halfway ? std::numeric_limits<float>::max()
+                                           : std::numeric_limits<float>::infinity();
+  return c < 0 ? -mag : mag;
 }
 
 // The raw loops. `out` never overlaps the inputs unless the signature says so (the in-place
