@@ -138,8 +138,9 @@ inline Conditioning cat_conditioning(const Conditioning& a, const Conditioning& 
 /// The finiteness check of network outputs without a host sync per call. record() adds one
 /// device flag per call: sum(out * 0), which is 0 when every entry of out is finite and NaN when
 /// one is NaN or +-Inf (Inf * 0 = NaN), exactly, whatever the magnitudes (every term is 0, so
-/// nothing can overflow). check() reads all flags with one host transfer and throws naming the
-/// first bad call's step; a run without records costs nothing.
+/// nothing can overflow); contiguous float32/float64 CPU outputs get the same 0 or NaN from one
+/// fused pass (detail/fused.h). check() reads all flags with one host transfer and throws naming
+/// the first bad call's step; a run without records costs nothing.
 class FiniteLog {
  public:
   struct Call {
