@@ -64,7 +64,7 @@ class DdimSampler final : public Sampler {
                                  : 0.0;
     const double dir = std::sqrt(std::max(0.0, next.sigma * next.sigma - eta_sigma * eta_sigma));
     Tensor x_next = detail::lincomb(p.x0, next.alpha, p.eps, dir);
-    if (eta_sigma > 0) x_next.add_(detail::scaled(ctx.randn_like(x), eta_sigma));
+    if (eta_sigma > 0) detail::add_scaled_(x_next, ctx.randn_like(x), eta_sigma);
     return {x_next, p};
   }
 

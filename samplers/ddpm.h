@@ -98,7 +98,7 @@ class DdpmSampler final : public Sampler {
     const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
     if (noisy) {
       const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
-      x_next.add_(detail::scaled(ctx.randn_like(x), stddev));
+      detail::add_scaled_(x_next, ctx.randn_like(x), stddev);
     }
     return {x_next, p};
   }

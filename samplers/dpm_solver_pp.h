@@ -120,26 +120,24 @@ class DpmSolverPPSampler final : public Sampler {
     const size_t n = history.size();
     const Tensor& m1 = history.preds[n - 1].x0;
     const double inv_h0 = detail::dpm_inv_step(lambda0 - history.times[n - 1].log_snr());
-    Tensor e0 = m0 - m1;
-    detail::scale_(e0, inv_h0);
+    const Tensor e0 = detail::diff_scaled(m0, m1, inv_h0);
     const double em = detail::dpm_expm1_plus(h);  // e^{-h} - 1 + h
     if (order == 2) {
       const bool midpoint = options.solver_type() == "midpoint";
-      x_next.add_(detail::scale_(e0, midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em));
+      detail::add_scaled_(x_next, e0, midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em);
       return {x_next, p};
     }
     const Tensor& m2 = history.preds[n - 2].x0;
     const double h0 = lambda0 - history.times[n - 1].log_snr();
     const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();
-    Tensor e1 = m1 - m2;
-    detail::scale_(e1, detail::dpm_inv_step(h1));
+    const Tensor e1 = detail::diff_scaled(m1, m2, detail::dpm_inv_step(h1));
     const double w = std::isinf(h1) ? 0.0 : h0 / (h0 + h1);
     const double d2_scale = options.third_order() == "taylor" ? 2.0 : 1.0;
     const double inv_sum = std::isinf(h1) ? 0.0 : d2_scale / (h0 + h1);
-    Tensor first = detail::scaled(e0, 1.0 + w).sub_(detail::scaled(e1, w));
-    x_next.add_(detail::scale_(first, a * em));
-    Tensor second = e0 - e1;
-    x_next.sub_(detail::scale_(second, a * (em - 0.5 * h * h) * inv_sum));
+    Tensor first = detail::scaled(e0, 1.0 + w);
+    detail::sub_scaled_(first, e1, w);
+    detail::add_scaled_(x_next, first, a * em);
+    detail::sub_scaled_(x_next, e0 - e1, a * (em - 0.5 * h * h) * inv_sum);
     return {x_next, p};
   }
 };

@@ -148,22 +148,20 @@ class DpmSolverPPSinglestepSampler final : public Sampler {
     if (order == 1) return {x_next, p};
     const double em = detail::dpm_expm1_plus(h);
     const double h0 = st.now.log_snr() - lambda_g;
-    Tensor e0 = p.x0 - mg;
-    detail::divide_(e0, h0);
+    const Tensor e0 = detail::diff_divided(p.x0, mg, h0);
     const bool midpoint = options.solver_type() == "midpoint";
     if (order == 2 || midpoint) {
-      x_next.add_(
-          detail::scaled(e0, order == 2 && midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em));
+      detail::add_scaled_(x_next, e0,
+                          order == 2 && midpoint ? 0.5 * a * detail::dpm_phi1(h) * h : a * em);
       return {x_next, p};
     }
     const double h1 = history.times[n - 1].log_snr() - lambda_g;
-    Tensor e1 = history.preds[n - 1].x0 - mg;
-    detail::divide_(e1, h1);
+    const Tensor e1 = detail::diff_divided(history.preds[n - 1].x0, mg, h1);
     const double inv = 1.0 / (h0 - h1);
-    Tensor first = detail::scaled(e1, h0).sub_(detail::scaled(e0, h1));
-    x_next.add_(detail::scale_(first, a * em * inv));
-    Tensor second = e0 - e1;
-    x_next.sub_(detail::scale_(second, 2.0 * a * (em - 0.5 * h * h) * inv));
+    Tensor first = detail::scaled(e1, h0);
+    detail::sub_scaled_(first, e0, h1);
+    detail::add_scaled_(x_next, first, a * em * inv);
+    detail::sub_scaled_(x_next, e0 - e1, 2.0 * a * (em - 0.5 * h * h) * inv);
     return {x_next, p};
   }
 };

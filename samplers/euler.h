@@ -98,14 +98,14 @@ class EulerSampler final : public Sampler {
       // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
       Prediction p = model(x, now, st);
       Tensor x_hat_ve = detail::divided(x, now.alpha);
-      x_hat_ve.add_(detail::scaled(ctx.randn_like(x), noise_std));
-      Tensor x_next = x_hat_ve.add_(detail::scaled(p.eps, next.sigma_ve() - sigma_hat));
+      detail::add_scaled_(x_hat_ve, ctx.randn_like(x), noise_std);
+      Tensor x_next = detail::add_scaled_(x_hat_ve, p.eps, next.sigma_ve() - sigma_hat);
       detail::scale_(x_next, next.alpha);
       return {x_next, p};
     }
     const TimePoint hat = detail::churn_point(ctx, now, g, "euler");
     Tensor x_hat = detail::divided(x, now.alpha);
-    x_hat.add_(detail::scaled(z, noise_std));
+    detail::add_scaled_(x_hat, z, noise_std);
     detail::scale_(x_hat, hat.alpha);
     Prediction p = model(x_hat, hat, st);
     const auto c = detail::euler_coefficients(hat, next.sigma_ve(), next.alpha);

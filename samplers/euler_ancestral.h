@@ -65,7 +65,7 @@ class EulerAncestralSampler final : public Sampler {
     const auto c = detail::euler_coefficients(now, split.sigma_down, next.alpha);
     Tensor x_next = detail::lincomb(x, c.cx, p.x0, c.cx0);
     const double noise_std = options.s_noise() * split.sigma_up * next.alpha;
-    if (noise_std > 0) x_next.add_(detail::scaled(ctx.randn_like(x), noise_std));
+    if (noise_std > 0) detail::add_scaled_(x_next, ctx.randn_like(x), noise_std);
     return {x_next, p};
   }
 };

@@ -74,8 +74,8 @@ class HeunSampler final : public Sampler {
         const TimePoint hat = detail::churn_point(ctx, now, g, "heun");
         const double sigma = now.sigma_ve(), sigma_hat = hat.sigma_ve();
         xc = detail::divided(x, now.alpha);
-        xc.add_(detail::scaled(
-            z, options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma)));
+        detail::add_scaled_(xc, z,
+                            options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma));
         detail::scale_(xc, hat.alpha);
         now = hat;
       }
@@ -88,8 +88,7 @@ class HeunSampler final : public Sampler {
     const Prediction p2 = model(x_euler, next, st);
     const double sigma = now.sigma_ve(), sigma_next = next.sigma_ve();
     const Tensor x_ve = detail::divided(xc, now.alpha);
-    Tensor d = x_ve - p.x0;
-    detail::divide_(d, sigma);
+    Tensor d = detail::diff_divided(x_ve, p.x0, sigma);
     Tensor d2 = detail::divided(x_euler, next.alpha).sub_(p2.x0);
     detail::divide_(d2, sigma_next);
     detail::scale_(d.add_(d2), 0.5 * (sigma_next - sigma));

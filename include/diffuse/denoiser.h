@@ -13,35 +13,47 @@
 
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/detail/fused.h>
 #include <diffuse/schedule.h>
 
 namespace diffuse {
 
 namespace detail {
 
-/// `t * c` with the bits of the plain expression. For float32 tensors the factor goes in as a 0-dim
+/// c as a 0-dim float32 CPU tensor: rounded to float32 to nearest (beyond the float range to
+/// +-Inf, like the plain `t * c`; at::scalar_tensor itself would throw there).
+inline Tensor float_factor(double c) {
+  return at::scalar_tensor(fused::coefficient<float>(c), at::TensorOptions().dtype(at::kFloat));
+}
+
+/// `t * c` with the bits of the plain expression. Contiguous float32/float64 CPU tensors go through
+/// a fused loop (detail/fused.h). Otherwise, for float32 tensors the factor goes in as a 0-dim
 /// float32 CPU tensor: a double Scalar operand (what `t * c` passes) sends LibTorch 1.13's CPU
 /// kernels through their dtype-casting loop, about 1 us more per [4, 4, 32, 32] op, while the
 /// product is the same (both round c to float32 first). Other dtypes use the Scalar as before
 /// (double needs no cast; half and bfloat16 multiply by the unrounded factor in float). A CPU 0-dim
 /// operand is allowed next to CUDA tensors and passed as a kernel argument: no copy, no sync.
 inline Tensor scaled(const Tensor& t, double c) {
+  if (fused::can_fuse(t)) return fused::mul(t, c);
   if (t.scalar_type() == at::kFloat)
-    return at::mul(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    return at::mul(t, float_factor(c));
   return t * c;
 }
 
 /// `t / c` with the bits of the plain expression (see scaled()).
 inline Tensor divided(const Tensor& t, double c) {
+  if (fused::can_fuse(t)) return fused::div(t, c);
   if (t.scalar_type() == at::kFloat)
-    return at::div(t, at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+    return at::div(t, float_factor(c));
   return t / c;
 }
 
 /// In place `t *= c` on a tensor the caller owns (see scaled()).
 inline Tensor& scale_(Tensor& t, double c) {
-  if (t.scalar_type() == at::kFloat) {
-    t.mul_(at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+  if (fused::can_fuse(t)) {
+    fused::mul_(t, c);
+  } else if (t.scalar_type() == at::kFloat) {
+    t.mul_(float_factor(c));
   } else {
     t.mul_(c);
   }
@@ -50,8 +62,10 @@ inline Tensor& scale_(Tensor& t, double c) {
 
 /// In place `t /= c` on a tensor the caller owns.
 inline Tensor& divide_(Tensor& t, double c) {
-  if (t.scalar_type() == at::kFloat) {
-    t.div_(at::scalar_tensor(c, at::TensorOptions().dtype(at::kFloat)));
+  if (fused::can_fuse(t)) {
+    fused::div_(t, c);
+  } else if (t.scalar_type() == at::kFloat) {
+    t.div_(float_factor(c));
   } else {
     t.div_(c);
   }
@@ -61,6 +75,7 @@ inline Tensor& divide_(Tensor& t, double c) {
 /// a * ca + b * cb in a fresh tensor, rounded exactly like that expression (two products, then one
 /// sum; at::add with alpha or addcmul would fuse a multiply-add and change the last bit).
 inline Tensor lincomb(const Tensor& a, double ca, const Tensor& b, double cb) {
+  if (fused::can_fuse(a, b)) return fused::lincomb(a, ca, b, cb);
   Tensor out = scaled(a, ca);
   if (out.scalar_type() != b.scalar_type() || out.device() != b.device() ||
       out.sizes() != b.sizes()) {
@@ -68,6 +83,61 @@ inline Tensor lincomb(const Tensor& a, double ca, const Tensor& b, double cb) {
   }
   out.add_(scaled(b, cb));
   return out;
+}
+
+/// In place `x += e * c` (x.add_(scaled(e, c))) on a tensor x the caller owns; e is not changed.
+inline Tensor& add_scaled_(Tensor& x, const Tensor& e, double c) {
+  if (fused::can_fuse(x, e) && !fused::may_overlap(x, e)) {
+    fused::add_scaled_(x, e, c, false);
+  } else {
+    x.add_(scaled(e, c));
+  }
+  return x;
+}
+
+/// In place `x -= e * c` (x.sub_(scaled(e, c))) on a tensor x the caller owns.
+inline Tensor& sub_scaled_(Tensor& x, const Tensor& e, double c) {
+  if (fused::can_fuse(x, e) && !fused::may_overlap(x, e)) {
+    fused::add_scaled_(x, e, c, true);
+  } else {
+    x.sub_(scaled(e, c));
+  }
+  return x;
+}
+
+/// (a - b) * c in a fresh tensor: the rounded difference, then the rounded product.
+inline Tensor diff_scaled(const Tensor& a, const Tensor& b, double c) {
+  if (fused::can_fuse(a, b)) return fused::diff_scaled(a, b, c, false);
+  Tensor d = a - b;
+  return scale_(d, c);
+}
+
+/// (a - b) / c in a fresh tensor.
+inline Tensor diff_divided(const Tensor& a, const Tensor& b, double c) {
+  if (fused::can_fuse(a, b)) return fused::diff_scaled(a, b, c, true);
+  Tensor d = a - b;
+  return divide_(d, c);
+}
+
+/// (x - u * cu) / d in a fresh tensor, rounded like that expression.
+inline Tensor solve(const Tensor& x, const Tensor& u, double cu, double d) {
+  if (fused::can_fuse(x, u)) return fused::solve(x, u, cu, d);
+  Tensor r = scaled(u, cu);
+  // at::sub_out into r: only for one dtype, device and shape, and not under autograd (out= ops
+  // do not record gradients).
+  if (r.scalar_type() != x.scalar_type() || r.device() != x.device() || r.sizes() != x.sizes() ||
+      r.requires_grad() || x.requires_grad()) {
+    return divided(x - r, d);
+  }
+  at::sub_out(r, x, r);
+  return divide_(r, d);
+}
+
+/// (a * ca + b * cb) / d in a fresh tensor, rounded like that expression.
+inline Tensor lincomb_divided(const Tensor& a, double ca, const Tensor& b, double cb, double d) {
+  if (fused::can_fuse(a, b)) return fused::lincomb_div(a, ca, b, cb, d);
+  Tensor r = lincomb(a, ca, b, cb);
+  return divide_(r, d);
 }
 
 }  // namespace detail
@@ -154,35 +224,23 @@ class Denoiser {
   Prediction convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
     const double a = at.alpha, s = at.sigma;
     Prediction p;
-    // (x - u * cu) / d: the products and quotients of the plain expression, in one fresh buffer.
-    auto solve = [&x](const Tensor& u, double cu, double d) {
-      Tensor r = detail::scaled(u, cu);
-      if (r.scalar_type() != x.scalar_type() || r.device() != x.device() ||
-          r.sizes() != x.sizes()) {
-        return detail::divided(x - r, d);
-      }
-      at::sub_out(r, x, r);
-      return detail::divide_(r, d);
-    };
     switch (options_.prediction_type) {
       case Parameterization::kEpsilon:
         check(a > 0, "epsilon prediction cannot give x0 at alpha = 0 (t=", at.t,
               ", zero terminal SNR); use prediction_type=v_prediction or sample");
         p.eps = out;
-        p.x0 = solve(out, s, a);
+        p.x0 = detail::solve(x, out, s, a);
         break;
       case Parameterization::kSample:
         check(s > 0, "sample prediction cannot give eps at sigma = 0 (t=", at.t, ")");
         p.x0 = out;
-        p.eps = solve(out, a, s);
+        p.eps = detail::solve(x, out, a, s);
         break;
       case Parameterization::kVelocity: {
         // v = alpha*eps - sigma*x0 and x = alpha*x0 + sigma*eps; solve for (x0, eps).
         const double n = a * a + s * s;
-        p.x0 = detail::lincomb(x, a, out, -s);
-        detail::divide_(p.x0, n);
-        p.eps = detail::lincomb(x, s, out, a);
-        detail::divide_(p.eps, n);
+        p.x0 = detail::lincomb_divided(x, a, out, -s, n);
+        p.eps = detail::lincomb_divided(x, s, out, a, n);
         break;
       }
     }
@@ -198,7 +256,7 @@ class Denoiser {
       p.x0 = p.x0.clamp(-options_.clip_sample_range, options_.clip_sample_range);
     }
     if (options_.use_clipped_model_output && at.sigma > 0) {
-      p.eps = detail::divided(x - detail::scaled(p.x0, at.alpha), at.sigma);
+      p.eps = detail::solve(x, p.x0, at.alpha, at.sigma);
     }
   }
 

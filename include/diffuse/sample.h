@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -151,8 +152,9 @@ inline Conditioning cat_conditioning(const Conditioning& a, const Conditioning& 
 /// The finiteness check of network outputs without a host sync per call. record() adds one
 /// device flag per call: sum(out * 0), which is 0 when every entry of out is finite and NaN when
 /// one is NaN or +-Inf (Inf * 0 = NaN), exactly, whatever the magnitudes (every term is 0, so
-/// nothing can overflow). check() reads all flags with one host transfer and throws naming the
-/// first bad call's step; a run without records costs nothing.
+/// nothing can overflow); contiguous float32/float64 CPU outputs get the same 0 or NaN from one
+/// fused pass (detail/fused.h). check() reads all flags with one host transfer and throws naming
+/// the first bad call's step; a run without records costs nothing.
 class FiniteLog {
  public:
   struct Call {
@@ -162,8 +164,17 @@ class FiniteLog {
   };
 
   void record(const Tensor& out, const StepContext& step, const TimePoint& at) {
-    // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
-    flags_.push_back(scaled(out, 0.0).sum(at::kFloat));
+    if (fused::can_fuse(out)) {
+      // Contiguous float32/float64 CPU output: one integer pass over the bit patterns writes the
+      // same flag value sum(out * 0) would have (0 or NaN) into a fresh 0-dim tensor.
+      Tensor flag = at::empty({}, at::TensorOptions().dtype(at::kFloat));
+      *flag.data_ptr<float>() =
+          fused::any_nonfinite(out) ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+      flags_.push_back(std::move(flag));
+    } else {
+      // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
+      flags_.push_back(scaled(out, 0.0).sum(at::kFloat));
+    }
     calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
   }
 
