@@ -290,7 +290,7 @@ class DistributedContext {
       for (int r = 0; r < options_.world_size; ++r) gathered[0].push_back(at::empty_like(in[0]));
       c10d::AllgatherOptions ao;
       ao.timeout = options_.timeout;
-      wait(pg_->allgather(gathered, in, ao));
+      wait(gloo()->allgather(gathered, in, ao));
       out = std::move(gathered[0]);
     });
     return out;
