@@ -8,7 +8,8 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [target ...]
 # Environment: DIFFUSE_FUZZ_BUILD_DIR (default ./build-fuzz), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,
-# CXX (default clang++), DIFFUSE_FUZZ_LIBTORCH_ZIP=1 (fuzz_model_file also runs load_model() on
+# CXX (default clang++), DIFFUSE_FUZZ_SEED (libFuzzer's -seed, default 1: a CI failure replays
+# with the same seed and corpus), DIFFUSE_FUZZ_LIBTORCH_ZIP=1 (fuzz_model_file also runs load_model() on
 # the bytes: finds crashes inside LibTorch 1.13's TorchScript importer, so off in CI).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
@@ -58,7 +59,7 @@ for t in "${targets[@]}"; do
   malloc_limit=1024
   if [ "$t" = fuzz_model_file ]; then malloc_limit=4097; fi
   set +e
-  "$build/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 \
+  "$build/tests/fuzz/$t" "$corpus" -max_total_time="$seconds" -seed="${DIFFUSE_FUZZ_SEED:-1}" -timeout=30 -rss_limit_mb=2560 \
     -malloc_limit_mb="$malloc_limit" -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$artifacts/$t-" > "$log" 2>&1
   rc=$?
