@@ -26,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,15 +44,6 @@ struct Args {
   std::string csv, plot;
   double delta = 0.03, bias = 0.02;
 };
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -74,12 +64,12 @@ Args parse(int argc, char** argv) {
     } else if (k == "--runs") {
       a.runs = std::stoll(v);
     } else if (k == "--corrections") {
-      a.corrections = split(v, ';');
+      a.corrections = diffuse::bench::split_list(v, ';');
     } else if (k == "--samplers") {
-      a.samplers = split(v, ',');
+      a.samplers = diffuse::bench::split_list(v, ',');
     } else if (k == "--steps") {
       a.steps.clear();
-      for (const auto& s : split(v, ',')) a.steps.push_back(std::stoll(s));
+      for (const auto& s : diffuse::bench::split_list(v, ',')) a.steps.push_back(std::stoll(s));
     } else if (k == "--csv") {
       a.csv = v;
     } else if (k == "--plot") {

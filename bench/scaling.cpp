@@ -40,7 +40,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -58,18 +57,9 @@ struct Args {
   std::string csv, plot;
 };
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 std::vector<int64_t> int_list(const std::string& option, const std::string& v) {
   std::vector<int64_t> out;
-  for (const auto& s : split(v, ',')) {
+  for (const auto& s : bench::split_list(v, ',')) {
     char* end = nullptr;
     const long long x = std::strtoll(s.c_str(), &end, 10);
     diffuse::check(end && *end == '\0' && x >= 1, option, ": '", s,
@@ -110,9 +100,9 @@ Args parse(int argc, char** argv) {
     else if (k == "--train-batches")
       a.train_batches = int_list(k, v);
     else if (k == "--train-configs")
-      a.train_configs = split(v, ',');
+      a.train_configs = bench::split_list(v, ',');
     else if (k == "--parts") {
-      const auto p = split(v, ',');
+      const auto p = bench::split_list(v, ',');
       a.parts = {p.begin(), p.end()};
     } else if (k == "--csv")
       a.csv = v;

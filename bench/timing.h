@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace diffuse::bench {
@@ -21,6 +23,16 @@ using Clock = std::chrono::steady_clock;
 /// thread this is the compute time of the work, unaffected by other processes on a shared machine
 /// (wall time is not: it also counts the time the process waits for a core).
 inline double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
+
+/// The non-empty items of `s` separated by `sep` (the benchmark programs' list options).
+inline std::vector<std::string> split_list(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 /// Seconds elapsed since t0.
 inline double seconds_since(Clock::time_point t0) {
