@@ -15,6 +15,7 @@
 #include <torch/nn/module.h>
 
 #include "test_util.h"
+#include "training/tiny_dit_fixture.h"
 
 namespace diffuse {
 namespace {
@@ -123,23 +124,8 @@ TEST(Gpu, CudaGraphRefusesWhatItCannotCapture) {
 
 // ----- autocast training on CUDA
 
-Dataset tiny_images(int64_t n) {
-  at::Generator g = at::detail::createCPUGenerator(5);
-  Dataset d;
-  d.name = "gpu_8x8";
-  d.labels = at::randint(0, 3, {n}, g, at::kLong);
-  d.data =
-      (d.labels.to(at::kFloat).reshape({n, 1, 1, 1}) * 0.5 - 0.5 + 0.2 * at::randn({n, 1, 8, 8}, g))
-          .clamp(-1, 1);
-  d.num_classes = 3;
-  return d;
-}
-
-DiT tiny_dit() {
-  torch::manual_seed(21);
-  DiTOptions o(8, 1);
-  o.patch_size(2).hidden_size(32).depth(2).num_heads(2).num_classes(3);
-  DiT m(o);
+DiT tiny_cuda_dit() {
+  DiT m = test::tiny_dit();
   m->to(kCuda);
   return m;
 }
@@ -154,8 +140,8 @@ std::vector<double> losses_with(const std::string& autocast, double* final_scale
       .checkpoint_every(0)
       .log_every(1000)
       .autocast(autocast);
-  Trainer<DiT> t(tiny_dit(), objective_from_spec("denoising"), make_schedule("discrete"),
-                 tiny_images(64), o);
+  Trainer<DiT> t(tiny_cuda_dit(), objective_from_spec("denoising"), make_schedule("discrete"),
+                 test::tiny_images(64, "gpu_8x8"), o);
   std::vector<double> losses;
   while (t.step() < o.steps()) losses.push_back(t.train_step().loss);
   for (const auto& p : t.model()->parameters()) EXPECT_EQ(p.scalar_type(), at::kFloat) << autocast;

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+#include "training/tiny_dit_fixture.h"
 
 namespace diffuse {
 namespace {
@@ -45,25 +46,6 @@ TEST(AutocastGuard, ScopesNestsAndRestores) {
   EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
 }
 
-Dataset tiny_images(int64_t n) {
-  at::Generator g = at::detail::createCPUGenerator(5);
-  Dataset d;
-  d.name = "mixed_8x8";
-  d.labels = at::randint(0, 3, {n}, g, at::kLong);
-  d.data =
-      (d.labels.to(at::kFloat).reshape({n, 1, 1, 1}) * 0.5 - 0.5 + 0.2 * at::randn({n, 1, 8, 8}, g))
-          .clamp(-1, 1);
-  d.num_classes = 3;
-  return d;
-}
-
-DiT tiny_dit() {
-  torch::manual_seed(21);
-  DiTOptions o(8, 1);
-  o.patch_size(2).hidden_size(32).depth(2).num_heads(2).num_classes(3);
-  return DiT(o);
-}
-
 TrainerOptions options(const std::string& autocast) {
   return TrainerOptions()
       .steps(30)
@@ -89,10 +71,10 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
 }
 
 TEST(TrainerAutocast, Bf16OnTheCpuFollowsFloat32AndKeepsFloat32MasterWeights) {
-  const Dataset data = tiny_images(64);
+  const Dataset data = test::tiny_images(64, "mixed_8x8");
   std::shared_ptr<const Objective> obj = objective_from_spec("denoising");
-  Trainer<DiT> fp32(tiny_dit(), obj, make_schedule("discrete"), data, options("off"));
-  Trainer<DiT> bf16(tiny_dit(), obj, make_schedule("discrete"), data, options("bf16"));
+  Trainer<DiT> fp32(test::tiny_dit(), obj, make_schedule("discrete"), data, options("off"));
+  Trainer<DiT> bf16(test::tiny_dit(), obj, make_schedule("discrete"), data, options("bf16"));
   const std::vector<double> a = train_losses(fp32), b = train_losses(bf16);
   ASSERT_EQ(a.size(), 30u);
   ASSERT_EQ(b.size(), 30u);
@@ -125,15 +107,18 @@ TEST(TrainerAutocast, Bf16OnTheCpuFollowsFloat32AndKeepsFloat32MasterWeights) {
 }
 
 TEST(TrainerAutocast, BadValuesAreErrorsNamingThem) {
-  const Dataset data = tiny_images(8);
+  const Dataset data = test::tiny_images(8, "mixed_8x8");
   std::shared_ptr<const Objective> obj = objective_from_spec("denoising");
   EXPECT_ERROR_NAMING(
-      Trainer<DiT> t(tiny_dit(), obj, make_schedule("discrete"), data, options("fp8")), "'fp8'");
+      Trainer<DiT> t(test::tiny_dit(), obj, make_schedule("discrete"), data, options("fp8")),
+      "'fp8'");
   EXPECT_ERROR_NAMING(
-      Trainer<DiT> t(tiny_dit(), obj, make_schedule("discrete"), data, options("BF16")), "'BF16'");
+      Trainer<DiT> t(test::tiny_dit(), obj, make_schedule("discrete"), data, options("BF16")),
+      "'BF16'");
   // fp16 needs CUDA (and its loss scaler); the message says what to use instead.
-  const std::string msg = testing::error_of(
-      [&] { Trainer<DiT> t(tiny_dit(), obj, make_schedule("discrete"), data, options("fp16")); });
+  const std::string msg = testing::error_of([&] {
+    Trainer<DiT> t(test::tiny_dit(), obj, make_schedule("discrete"), data, options("fp16"));
+  });
   EXPECT_NE(msg.find("fp16"), std::string::npos) << msg;
   EXPECT_NE(msg.find("CUDA"), std::string::npos) << msg;
   EXPECT_NE(msg.find("bf16"), std::string::npos) << msg;
