@@ -79,7 +79,13 @@ class EpsilonScaling final : public Correction {
     o.k(r.get_double("k", o.k()));
     o.direction(r.get_choice("direction", o.direction(), {"from_last", "from_first"}));
     r.finish();
-    return std::make_unique<EpsilonScaling>(o);
+    auto made = std::make_unique<EpsilonScaling>(o);  // validates the values given first
+    // Asked for by name, a correction must act: b = 1, k = 0 (the options' default) is the identity.
+    check(c.count("b") > 0 || c.count("k") > 0,
+          "epsilon_scaling needs b (and optionally k), e.g. epsilon_scaling:b=1.005 (ComfyUI's default, also the "
+          "preset es_comfyui); the published settings are the presets es_adm_* and es_edm_* (see --list); b=1 "
+          "is the identity");
+    return made;
   }
   Config to_config() const override {
     return {{"b", detail::format_double(options.b())},
@@ -129,7 +135,7 @@ class EpsilonScaling final : public Correction {
 
 DIFFUSE_REGISTER_CORRECTION(
     EpsilonScaling, "epsilon_scaling",
-    "Epsilon Scaling (Ning et al. 2024): eps / lambda, lambda = k*i + b (b=1, k=0: off)");
+    "Epsilon Scaling (Ning et al. 2024): eps / lambda, lambda = k*i + b (set b; b=1, k=0: off)");
 
 // ADM-ES, constant b (methods.md §3.2 table; ADM-ES @54ad3ad datasets/ADM-ES_results.png).
 DIFFUSE_REGISTER_CORRECTION_ALIAS(EsAdmCifar10_100, "es_adm_cifar10_100", "epsilon_scaling",

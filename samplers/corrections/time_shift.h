@@ -65,7 +65,8 @@ namespace diffuse {
 
 struct TimeShiftOptions {
   /// Window size w: candidates c - floor(w/2) .. c + floor(w/2) (in units of `resolution`).
-  /// Default 0 = off (the identity); in [0, TimeShift::kMaxWindow = 100000]. Published: 5 (F-PNDM,
+  /// Default 0 = off (the identity); in [0, TimeShift::kMaxWindow = 100000]. A spec ("time_shift:...")
+  /// must name it: from_config refuses a spec without window. Published: 5 (F-PNDM,
   /// 100 steps), 30 (DPM-Solver-2, 5 steps), 10 (DEIS-2, 5 steps), 80 (ADM DDIM, 5 steps) with 1000
   /// training steps.
   TORCH_ARG(int64_t, window) = 0;
@@ -120,7 +121,15 @@ class TimeShift final : public Correction {
     o.batch_variance(r.get_choice("batch_variance", o.batch_variance(), {"mean", "pooled"}));
     o.resolution(r.get_double("resolution", o.resolution()));
     r.finish();
-    return std::make_unique<TimeShift>(o);
+    auto made = std::make_unique<TimeShift>(o);  // validates the values given first
+    // Asked for by name, a correction must act: the window has no default that suits every
+    // schedule and step count (window = 0, the options' default, is the identity), so it is named.
+    check(c.count("window") > 0,
+          "time_shift needs window=W (and usually cutoff=T), e.g. time_shift:window=5,cutoff=550; the published "
+          "settings are the presets time_shift_pndm (window=5,cutoff=550), time_shift_dpm_solver (30, 300), "
+          "time_shift_deis (10, 900) and time_shift_adm (80, 300, variant=adm), for 1000-step discrete schedules; "
+          "window=0 is the identity");
+    return made;
   }
   Config to_config() const override {
     return {{"window", std::to_string(options.window())},
@@ -259,7 +268,7 @@ class TimeShift final : public Correction {
 };
 
 DIFFUSE_REGISTER_CORRECTION(TimeShift, "time_shift",
-                            "Time-Shift Sampler (Li et al. ICLR 2024): couple x with the time whose noise level matches var(x)");
+                            "Time-Shift Sampler (Li et al. ICLR 2024): couple x with the time whose noise level matches var(x) (set window, cutoff)");
 // The hyper-parameters of the official READMEs (methods.md §2.3), for discrete 1000-step schedules
 // (window and cutoff are in training steps there).
 DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftPndm, "time_shift_pndm", "time_shift", (Config{{"window", "5"}, {"cutoff", "550"}}),

@@ -804,6 +804,8 @@ class Generator {
       if (window >= 2) time_shift_window_ = true;
       if (window >= 2 && merged.count("batch_variance") && merged["batch_variance"] == "pooled")
         pooled_ = true;
+      // A spec must name the window (its default 0 is the identity).
+      if (!merged.count("window") && !bad) c_.fault("time_shift without window", {"needs window"});
       if (!bad) return;
       std::vector<std::pair<std::string, std::string>> b{
           {"window", "-1"},       {"window", "1000000000"},
@@ -823,6 +825,9 @@ class Generator {
       if (r_.chance(0.5)) sp.set("b", num(r_.real(0.8, 1.2)));
       if (r_.chance(0.4)) sp.set("k", num(r_.real(-0.01, 0.01)));
       if (r_.chance(0.3)) sp.set("direction", r_.pick<std::string>({"from_last", "from_first"}));
+      // A spec must name b or k (b = 1, k = 0 is the identity).
+      if (!bad && !preset.count("b") && !preset.count("k") && !sp.has("b") && !sp.has("k"))
+        c_.fault("epsilon_scaling without b", {"needs b"});
       if (!bad) return;
       std::vector<std::pair<std::string, std::string>> b{
           {"b", "0"},   {"b", "-1"},   {"b", "nan"},        {"b", "inf"},

@@ -114,7 +114,7 @@ TEST(Gpu, CudaGraphRefusesWhatItCannotCapture) {
   EXPECT_ERROR_NAMING(CudaGraphSampler bad(*sampler, d, *schedule, randn({2, 4}, 0), steps(4, 0)),
                       "CUDA tensor");
   SampleOptions with_correction = steps(4, 0);
-  with_correction.corrections.push_back(make_correction("epsilon_scaling"));
+  with_correction.corrections.push_back(make_correction("epsilon_scaling", {{"b", "1.005"}}));
   EXPECT_ERROR_NAMING(
       CudaGraphSampler(*sampler, d, *schedule, randn({2, 4}, 0).to(kCuda), with_correction),
       "corrections");

@@ -30,7 +30,7 @@ TEST(EpsilonScaling, IdentityIsBitExactForEverySampler) {
     const Tensor noise = randn({3, 5}, 1, at::kDouble);
     const Tensor a = sample(*make_sampler(key), Denoiser(net), *schedule, noise, plain);
     for (auto c : {es(1.0), es(1.0, 0.0, "from_first"),
-                   std::shared_ptr<Correction>(make_correction("epsilon_scaling"))}) {
+                   std::shared_ptr<Correction>(make_correction("epsilon_scaling", {{"b", "1"}}))}) {
       SampleOptions hooked = plain;
       hooked.corrections = {c};
       EXPECT_TRUE(at::equal(a, sample(*make_sampler(key), Denoiser(net), *schedule, noise, hooked)))
@@ -169,6 +169,10 @@ void expect_error_naming(const std::function<void()>& f, const std::string& need
 }
 
 TEST(EpsilonScaling, BadOptionsNameTheValue) {
+  // By name without b or k it would be the identity: refused, naming b and a published preset.
+  expect_error_naming([] { make_correction("epsilon_scaling"); }, "needs b");
+  expect_error_naming([] { correction_from_spec("epsilon_scaling:direction=from_first"); }, "es_comfyui");
+  EXPECT_EQ(correction_from_spec("epsilon_scaling:k=0.001")->to_config().at("b"), "1");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "0"}}); }, "got 0");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "-1.5"}}); }, "-1.5");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"k", "inf"}}); }, "inf");

@@ -258,7 +258,11 @@ TEST(TimeShift, ConfigRoundTripAndSpec) {
   auto spec = correction_from_spec("time_shift:window=5,cutoff=550");
   EXPECT_EQ(spec->to_config().at("window"), "5");
   EXPECT_EQ(spec->to_config().at("variant"), "coupled");
-  EXPECT_EQ(make_correction("time_shift")->to_config().at("window"), "0");
+  // Asked for by name without a window it would be the identity: refused, naming the option and the
+  // published presets. An explicit window=0 is still the identity on request.
+  ExpectErrorMentioning([] { make_correction("time_shift"); }, {"needs window", "time_shift_pndm"});
+  ExpectErrorMentioning([] { correction_from_spec("time_shift:cutoff=300"); }, {"needs window"});
+  EXPECT_EQ(make_correction("time_shift", {{"window", "0"}})->to_config().at("window"), "0");
   // Presets from the official READMEs; user options override them.
   EXPECT_EQ(make_correction("time_shift_dpm_solver")->to_config().at("window"), "30");
   EXPECT_EQ(make_correction("time_shift_adm")->to_config().at("variant"), "adm");
