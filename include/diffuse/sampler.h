@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <diffuse/config.h>
@@ -201,8 +202,50 @@ inline std::vector<std::string> distinct_sampler_names() {
   return out;
 }
 
-/// "name" or "name:key=value,...".
+/// A sampler spec split into the sampler and the spacing its name carries, if any.
+struct SamplerSpacingSpec {
+  std::string sampler;  ///< "name" or "name:key=value,..." of the sampler registry
+  std::string spacing;  ///< the spacing registry key the name selects ("karras", ...); "" = none
+};
+
+/// A1111 sampler names carry the spacing: "DPM++ 2M Karras", "DPM++ 2M SDE Exponential",
+/// "Euler a Karras". The table of suffixes A1111 used before it split samplers from schedulers,
+/// with the spacing each selects.
+inline const std::vector<std::pair<std::string, std::string>>& sampler_spacing_suffixes() {
+  static const std::vector<std::pair<std::string, std::string>> table = {{" Karras", "karras"},
+                                                                         {" Exponential", "exponential"}};
+  return table;
+}
+
+/// Splits "<sampler name><suffix>[:options]" (suffix from sampler_spacing_suffixes(), the rest a
+/// registered sampler name) into {"<sampler name>[:options]", spacing key}. Any other spec comes
+/// back unchanged with spacing "" (an unknown name is left for sampler_from_spec to report).
+inline SamplerSpacingSpec split_sampler_spacing(const std::string& spec) {
+  const auto colon = spec.find(':');
+  const std::string name = detail::trim(spec.substr(0, colon));
+  const std::string options = colon == std::string::npos ? std::string() : spec.substr(colon);
+  const auto& registry = Registry<Sampler>::get();
+  if (!registry.contains(name)) {
+    for (const auto& [suffix, spacing] : sampler_spacing_suffixes()) {
+      if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      const std::string base = detail::trim(name.substr(0, name.size() - suffix.size()));
+      if (registry.contains(base)) return {base + options, spacing};
+    }
+  }
+  return {spec, ""};
+}
+
+/// "name" or "name:key=value,...". A name that also selects a spacing ("DPM++ 2M Karras") is
+/// refused here, since a sampler alone cannot honour it: split it with split_sampler_spacing().
 inline std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec) {
+  const SamplerSpacingSpec split = split_sampler_spacing(spec);
+  if (!split.spacing.empty()) {
+    throw Error(detail::cat("sampler '", detail::trim(spec.substr(0, spec.find(':'))),
+                            "' names a sampler and a spacing (sampler '", split.sampler, "', spacing '",
+                            split.spacing, "'): select the spacing separately, or split the name with "
+                            "split_sampler_spacing()"));
+  }
   return Registry<Sampler>::get().make_from_spec(spec);
 }
 
