@@ -13,6 +13,7 @@
 // other formats whose card comes from the file or from the caller.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -87,11 +88,30 @@ struct LoadedModel {
   std::string format;
   /// Our DiT when the architecture is DiT (empty otherwise).
   std::optional<DiT> dit;
+  /// The dtype the network computes in: LoadModelOptions::dtype, except float16 on a device
+  /// whose LibTorch has no float16 kernels (see `precision`).
+  at::ScalarType dtype = at::kFloat;
+  /// Empty, or what was done instead of the dtype asked for: LibTorch 1.13 has no float16 CPU
+  /// kernels for matrix products, convolutions, layer norm or softmax, so a float16 CPU model
+  /// computes in float32 (our DiT with its weights rounded to float16 first).
+  std::string precision;
   /// The parameterisation and clipping of card, for a Denoiser.
   DenoiserOptions denoiser_options() const;
   /// The noise schedule the card names.
   std::shared_ptr<NoiseSchedule> make_schedule() const;
+  /// An upper estimate of the memory one sample's network call needs at inference (no autograd)
+  /// in `dtype`, in bytes: for our DiT the largest set of tensors alive inside a block (tokens x
+  /// hidden for x, q/k/v, attention output, the two attention-score tables, the MLP's hidden
+  /// layer before and after its activation), doubled for temporaries; for other formats, which
+  /// this library cannot look into, 1024 values per value of the sample.
+  double inference_bytes_per_sample(at::ScalarType dtype) const;
 };
+
+/// The batch size that keeps the estimated memory of one network call within `budget_bytes`
+/// (LoadedModel::inference_bytes_per_sample; a guided call evaluates two samples per image), in
+/// [1, num]. The same model, settings and budget always give the same batch.
+int64_t auto_batch_size(const LoadedModel& model, at::ScalarType dtype, int64_t num, bool guided,
+                        double budget_bytes);
 
 struct LoadModelOptions {
   /// Device of the network. Default CPU.
@@ -287,6 +307,7 @@ inline LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions&
   LoadedModel m;
   m.card = std::move(card);
   m.dit = model;
+  m.dtype = options.dtype;
   m.network = as_network(model);
   m.source = std::move(source);
   m.format = std::move(format);
@@ -341,10 +362,41 @@ inline bool archive_has(torch::serialize::InputArchive& ar, const std::string& k
 
 }  // namespace detail
 
+namespace detail {
+/// The lines of a card's text: one key=value a line, or one line of comma-separated key=value.
+inline std::vector<std::string> card_items(const std::string& text) {
+  std::vector<std::string> items = split_text(text, '\n');
+  if (items.size() <= 1 && text.find('\n') == std::string::npos) items = split_text(text, ',');
+  return items;
+}
+
+/// The card text `base` with each key of `overrides` replacing (or adding) that key: a
+/// --model-card given for a file that has its own card changes only the keys it names.
+inline std::string override_card_text(const std::string& base, const std::string& overrides) {
+  std::vector<std::pair<std::string, std::string>> merged;
+  for (const std::string& text : {base, overrides}) {
+    for (const std::string& raw : card_items(text)) {
+      const std::string item = trim(raw);
+      const auto eq = item.find('=');
+      if (item.empty() || item[0] == '#' || eq == std::string::npos) continue;
+      const std::string key = trim(item.substr(0, eq));
+      auto it = std::find_if(merged.begin(), merged.end(), [&](const auto& kv) { return kv.first == key; });
+      if (it == merged.end()) {
+        merged.emplace_back(key, item);
+      } else {
+        it->second = item;
+      }
+    }
+  }
+  std::string out;
+  for (const auto& kv : merged) out += kv.second + "\n";
+  return out;
+}
+}  // namespace detail
+
 inline ModelCard parse_model_card(const std::string& text, const std::string& origin) {
   const std::string what = origin.empty() ? std::string("model card") : origin;
-  std::vector<std::string> items = detail::split_text(text, '\n');
-  if (items.size() <= 1 && text.find('\n') == std::string::npos) items = detail::split_text(text, ',');
+  const std::vector<std::string> items = detail::card_items(text);
   ModelCard card;
   bool have_shape = false;
   std::map<std::string, bool> seen;
@@ -425,7 +477,35 @@ inline DenoiserOptions LoadedModel::denoiser_options() const {
   // leaves visible noise in the images (shipped model, DDIM, 20 steps, CFG 2: FD 138.6 against
   // 58.7 at 10 steps; re-derived: see docs/cli.md).
   o.use_clipped_model_output = card.clip_sample;
+  // A float16 / bfloat16 network gets x_t in its dtype (the sampler computes in float32).
+  o.network_dtype = dtype;
   return o;
+}
+
+inline double LoadedModel::inference_bytes_per_sample(at::ScalarType dtype) const {
+  const double elem = static_cast<double>(c10::elementSize(dtype));
+  if (dit.has_value()) {
+    const DiTOptions& o = (*dit)->options;
+    const double side = static_cast<double>(o.input_size()) / static_cast<double>(o.patch_size());
+    const double tokens = side * side, d = static_cast<double>(o.hidden_size());
+    const double width = std::max(d, static_cast<double>(o.decoder_depth() > 0 ? o.decoder_hidden_size() : 0));
+    const double heads = static_cast<double>(std::max(o.num_heads(), o.decoder_depth() > 0 ? o.decoder_num_heads() : 0));
+    const double values = tokens * width * (6.0 + 2.0 * o.mlp_ratio()) + 2.0 * heads * tokens * tokens;
+    return 2.0 * values * elem;
+  }
+  double numel = 1;
+  for (int64_t s : card.sample_shape) numel *= static_cast<double>(s);
+  return 1024.0 * numel * elem;
+}
+
+inline int64_t auto_batch_size(const LoadedModel& model, at::ScalarType dtype, int64_t num, bool guided,
+                               double budget_bytes) {
+  check(num >= 1, "auto_batch_size: num must be >= 1, got ", num);
+  check(std::isfinite(budget_bytes) && budget_bytes > 0, "auto_batch_size: the memory budget must be > 0 bytes, got ",
+        budget_bytes);
+  const double per_image = model.inference_bytes_per_sample(dtype) * (guided ? 2.0 : 1.0);
+  const double fit = std::floor(budget_bytes / per_image);
+  return fit >= static_cast<double>(num) ? num : std::max<int64_t>(1, static_cast<int64_t>(fit));
 }
 
 inline std::shared_ptr<NoiseSchedule> LoadedModel::make_schedule() const {
@@ -464,7 +544,55 @@ inline void save_model(const std::string& path, DiT model, ModelCard card) {
   write_file_atomic(path, [&](std::ostream& os) { ar.save_to(os); });
 }
 
+namespace detail {
+/// Whether this LibTorch computes float16 networks on `device`: the CPU kernels of LibTorch 1.13
+/// lack float16 for addmm, convolution, layer norm and softmax (2.x has them); CUDA has them.
+inline bool device_computes_float16(const c10::Device& device) {
+  if (!device.is_cpu()) return true;
+  static const bool ok = [] {
+    try {
+      const at::Tensor a = at::ones({2, 2}, at::kHalf);
+      (void)at::mm(a, a);
+      (void)at::softmax(a, -1);
+      (void)at::layer_norm(a, {2});
+      (void)at::conv2d(a.view({1, 1, 2, 2}), at::ones({1, 1, 1, 1}, at::kHalf));
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+inline LoadedModel load_model_as(const std::string& path, const LoadModelOptions& options);
+}  // namespace detail
+
 inline LoadedModel load_model(const std::string& path, const LoadModelOptions& options) {
+  if (options.dtype != at::kHalf || detail::device_computes_float16(options.device))
+    return detail::load_model_as(path, options);
+  // float16 where LibTorch cannot compute it: float32 arithmetic; our DiT's weights are rounded to
+  // float16 first, so the network is the float16 one up to the arithmetic's rounding.
+  LoadModelOptions as_float = options;
+  as_float.dtype = at::kFloat;
+  LoadedModel m = detail::load_model_as(path, as_float);
+  if (m.dit.has_value()) {
+    at::NoGradGuard no_grad;
+    for (auto& p : (*m.dit)->parameters()) p.copy_(p.to(at::kHalf));
+    for (auto& b : (*m.dit)->buffers())
+      if (b.is_floating_point()) b.copy_(b.to(at::kHalf));
+    m.precision = "float16 weights, float32 arithmetic (this LibTorch has no float16 CPU kernels)";
+  } else {
+    m.precision = "float32 (this LibTorch has no float16 CPU kernels)";
+  }
+  // Callers that feed the network float16 tensors themselves get float16 back.
+  m.network = [inner = m.network](const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
+    if (x.scalar_type() != at::kHalf) return inner(x, t, c);
+    return inner(x.to(at::kFloat), t.to(at::kFloat), c).to(at::kHalf);
+  };
+  return m;
+}
+
+inline LoadedModel detail::load_model_as(const std::string& path, const LoadModelOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   check(!path.empty(), "model path is empty");
@@ -480,8 +608,9 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
     f.read(magic, 4);
     is_zip = f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
   }
-  std::optional<ModelCard> card_override;
-  if (!options.card.empty()) card_override = parse_model_card(options.card, "--model-card");
+  // A card given for one of our formats replaces only the keys it names (override_card_text);
+  // the other formats' loaders read options.card as the whole card.
+  const bool card_override = !options.card.empty();
   const uint64_t file_bytes = static_cast<uint64_t>(std::filesystem::file_size(path, ec));
   if (is_zip) {
     torch::serialize::InputArchive ar;
@@ -503,7 +632,10 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
             v.isInt() ? std::to_string(v.toInt()) : std::string("?"), "; this build reads format ", kModelFileFormat);
       ar.read("card", v);
       check(v.isString(), "model file '", path, "': its card is not text");
-      ModelCard card = card_override ? *card_override : parse_model_card(v.toStringRef(), path);
+      // --model-card replaces the keys it names; the file's own card gives the rest.
+      ModelCard card = card_override ? parse_model_card(detail::override_card_text(v.toStringRef(), options.card),
+                                                        path + " with --model-card")
+                                     : parse_model_card(v.toStringRef(), path);
       DiT model = detail::dit_from_card(card, path, file_bytes);
       torch::serialize::InputArchive weights;
       check(ar.try_read("model", weights), "model file '", path, "' has no weights ('model')");
@@ -514,7 +646,10 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
       c10::IValue v;
       ar.read("fingerprint", v);
       check(v.isString(), "checkpoint '", path, "': its fingerprint is not text");
-      ModelCard card = card_override ? *card_override : detail::card_from_fingerprint(v.toStringRef(), path);
+      ModelCard card = detail::card_from_fingerprint(v.toStringRef(), path);
+      if (card_override)
+        card = parse_model_card(detail::override_card_text(model_card_text(card), options.card),
+                                path + " with --model-card");
       DiT model = detail::dit_from_card(card, path, file_bytes);
       torch::serialize::InputArchive ema;
       ar.read("ema", ema);
@@ -534,7 +669,10 @@ inline LoadedModel load_model(const std::string& path, const LoadModelOptions& o
   std::vector<std::string> names;
   for (auto& [name, loader] : loaders) {
     names.push_back(name);
-    if (auto m = loader(path, options)) return *m;
+    if (auto m = loader(path, options)) {
+      m->dtype = options.dtype;
+      return *m;
+    }
   }
   throw Error(detail::cat("model file '", path, "' is not a diffuse model, a training checkpoint",
                           names.empty() ? std::string() : ", or " + detail::join(names, " / "),

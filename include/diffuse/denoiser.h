@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
@@ -188,6 +189,12 @@ struct DenoiserOptions {
   /// After clipping/thresholding x0, re-derive eps from the clipped x0 (GLIDE/ADM). Default false,
   /// as in diffusers (DDIMScheduler.step's use_clipped_model_output): eps stays the model's own.
   bool use_clipped_model_output = false;
+  /// The dtype the network computes in (its weights' dtype), if it differs from the sampler's.
+  /// Samplers compute float16 / bfloat16 runs in float32 (Sampler::compute_dtype, as diffusers'
+  /// schedulers upcast); with this set, x_t is cast to it for each network call and the output cast
+  /// back, while t stays in the sampler's dtype (bfloat16 cannot hold t = 999; diffusers also feeds
+  /// float32 timesteps to half-precision models). Default unset: the network gets x_t as is.
+  std::optional<at::ScalarType> network_dtype;
 };
 
 /// Network + parameterisation. Stateless and const: safe to share between threads.
@@ -211,11 +218,12 @@ class Denoiser {
   /// Calls the network at `at` and checks that its output has x's shape.
   Tensor call_network(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
     Tensor t = at::full({x.size(0)}, at.t, x.options());
-    Tensor out = net_(x, t, c);
+    const bool cast = options_.network_dtype.has_value() && *options_.network_dtype != x.scalar_type();
+    Tensor out = net_(cast ? x.to(*options_.network_dtype) : x, t, c);
     check(out.defined(), "the network returned an undefined tensor at t=", at.t);
     check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
           " but its input x_t has shape ", x.sizes());
-    return out;
+    return cast ? out.to(x.scalar_type()) : out;
   }
 
   /// Raw network output -> (x0, eps) at `at`, without clipping. Returns fresh tensors except the

@@ -105,7 +105,9 @@ int run_ays(const AysArgs& a) {
   diffuse::Denoiser denoiser(model.network, model.denoiser_options());
   const int64_t n = data.size();
   const at::Tensor labels = card.num_classes > 0 ? data.labels.to(device) : at::Tensor();
-  const auto topt = at::TensorOptions().dtype(dtype).device(device);
+  // The KLUB's data and noise in the samplers' compute dtype (float32 for float16 / bfloat16 runs);
+  // the Denoiser hands the network x_t in its own dtype.
+  const auto topt = at::TensorOptions().dtype(diffuse::Sampler::compute_dtype(dtype)).device(device);
   // Progress: one unit per KLUB interval evaluation (one denoiser batch), counted against the most
   // the optimiser can do (it usually stops earlier).
   int64_t max_evals = base + a.sweeps * (base - 1) * (2 * (a.search_iters + 2) + 2);

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+// Every dtype `diffuse sample --dtype` offers (float32, float64, float16, bfloat16) runs every
+// sampler with every model format on the CPU: a diffuse model file, a training checkpoint (its EMA
+// weights), safetensors and TorchScript. Samplers compute float16/bfloat16 runs in float32, so the
+// network is handed x_t in its own dtype (DenoiserOptions::network_dtype); LibTorch 1.13 has no
+// float16 CPU kernels, so there a float16 model computes in float32 (LoadedModel::precision).
+// Each run must be finite, of the noise's dtype, and close to the float64 run of the same model.
+#include <diffuse/training/model_file.h>
+#include <diffuse/training/safetensors.h>
+#include <diffuse/training/torchscript.h>
+#include <diffuse/training/trainer.h>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "training/temp_dir.h"
+
+namespace diffuse {
+namespace {
+
+using test::TempDir;
+using testing::fixture_path;
+
+DiTOptions tiny_options() {
+  return DiTOptions(8, 1).patch_size(4).hidden_size(32).depth(1).num_heads(2).num_classes(3);
+}
+
+ModelCard tiny_card() {
+  ModelCard card;
+  card.architecture = "DiT";
+  card.schedule = "discrete";
+  card.prediction_type = "epsilon";
+  card.sample_shape = {1, 8, 8};
+  card.num_classes = 3;
+  card.clip_sample = true;
+  return card;
+}
+
+DiT random_dit(uint64_t seed) {
+  torch::manual_seed(seed);
+  DiT m(tiny_options());
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  at::NoGradGuard ng;
+  for (auto& p : m->parameters()) p.copy_(at::randn(p.sizes(), g) * 0.1);
+  return m;
+}
+
+struct Format {
+  std::string name, path;
+  LoadModelOptions options;  // the card for formats without one
+};
+
+std::vector<Format> make_formats(const TempDir& dir) {
+  std::vector<Format> out;
+  DiT m = random_dit(3);
+  save_model(dir / "model.pt", m, tiny_card());
+  out.push_back({"diffuse model", dir / "model.pt", {}});
+  save_model_safetensors(dir / "model.safetensors", m, tiny_card());
+  out.push_back({"safetensors", dir / "model.safetensors", {}});
+  {
+    Dataset data;
+    at::Generator g = at::detail::createCPUGenerator(0);
+    data.data = at::rand({8, 1, 8, 8}, g) * 2 - 1;
+    data.labels = at::arange(8, at::kLong).remainder(3);
+    data.num_classes = 3;
+    data.name = "toy";
+    DiT model(tiny_options());
+    TrainerOptions o;
+    o.steps(1).batch_size(4).threads(-1).output_dir(dir / "run").checkpoint_every(1).ema_decay(0.5)
+        .model_config("DiT " + format_config(to_config(tiny_options())));
+    Trainer<DiT> trainer(model, objective_from_spec("denoising"), make_schedule("discrete"), data, o);
+    trainer.train();
+    out.push_back({"training checkpoint", latest_checkpoint(trainer.checkpoint_dir()).value(), {}});
+  }
+  Format ts{"TorchScript", fixture_path("tiny_eps.pt"), {}};
+  ts.options.card = "sample_shape=1x8x8,num_classes=4,prediction_type=epsilon,schedule=discrete";
+  out.push_back(ts);
+  return out;
+}
+
+TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
+  TempDir dir("dtypes");
+  const std::vector<Format> formats = make_formats(dir);
+  const std::vector<std::string> samplers = distinct_sampler_names();
+  ASSERT_GE(samplers.size(), 10u);
+  int runs = 0;
+  for (const Format& f : formats) {
+    std::map<std::string, at::Tensor> reference;  // float64 result per sampler
+    for (const at::ScalarType dtype : {at::kDouble, at::kFloat, at::kBFloat16, at::kHalf}) {
+      LoadModelOptions lo = f.options;
+      lo.dtype = dtype;
+      const LoadedModel m = load_model(f.path, lo);
+      // float16 computes in float16 where LibTorch can, else in float32 and says so.
+      if (dtype == at::kHalf && !detail::device_computes_float16(at::kCPU)) {
+        EXPECT_EQ(m.dtype, at::kFloat) << f.name;
+        EXPECT_NE(m.precision.find("no float16 CPU kernels"), std::string::npos) << f.name;
+      } else {
+        EXPECT_EQ(m.dtype, dtype) << f.name;
+        EXPECT_TRUE(m.precision.empty()) << f.name;
+      }
+      const Denoiser denoiser(m.network, m.denoiser_options());
+      auto schedule = m.make_schedule();
+      for (const std::string& name : samplers) {
+        SampleOptions o;
+        o.num_steps = 3;
+        o.seed = 11;
+        o.cond.value = at::tensor(at::ArrayRef<int64_t>{0, 2});
+        o.uncond.value = at::full({2}, m.card.num_classes, at::kLong);
+        o.guidance = make_guidance("cfg", {{"scale", "1.5"}});
+        const at::Tensor noise = randn({2, 1, 8, 8}, 5, at::TensorOptions().dtype(dtype));
+        at::Tensor out;
+        try {
+          out = sample(*sampler_from_spec(name), denoiser, *schedule, noise, o);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << f.name << " " << c10::toString(dtype) << " " << name << ": " << e.what();
+          continue;
+        }
+        ++runs;
+        EXPECT_EQ(out.scalar_type(), dtype) << f.name << " " << name;
+        EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << f.name << " " << c10::toString(dtype) << " " << name;
+        if (dtype == at::kDouble) {
+          reference[name] = out;
+          continue;
+        }
+        // Reduced precision stays near the float64 run (clipped samples live in [-1, 1]).
+        const double tol = dtype == at::kFloat ? 1e-4 : 0.15;
+        const double err = (out.to(at::kDouble) - reference.at(name)).abs().max().item<double>();
+        EXPECT_LT(err, tol) << f.name << " " << c10::toString(dtype) << " " << name;
+      }
+    }
+  }
+  EXPECT_EQ(runs, static_cast<int>(formats.size() * 4 * samplers.size()));
+}
+
+TEST(Dtypes, NetworkDtypeCastsTheNetworkCallOnly) {
+  // The network sees x_t in its dtype and t in the sampler's; the sampler gets its own dtype back.
+  at::ScalarType seen_x = at::kFloat, seen_t = at::kDouble;
+  DenoiserOptions o;
+  o.network_dtype = at::kBFloat16;
+  const Denoiser d(
+      [&](const at::Tensor& x, const at::Tensor& t, const Conditioning&) {
+        seen_x = x.scalar_type();
+        seen_t = t.scalar_type();
+        return x * 0.5;
+      },
+      o);
+  const at::Tensor x = at::ones({2, 3}, at::kFloat) * 3.0;
+  const at::Tensor out = d.call_network(x, TimePoint{999, 0.1, 0.99}, {});
+  EXPECT_EQ(seen_x, at::kBFloat16);
+  EXPECT_EQ(seen_t, at::kFloat);
+  EXPECT_EQ(out.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(out, at::full({2, 3}, 1.5, at::kFloat)));
+}
+
+}  // namespace
+}  // namespace diffuse
