@@ -10,7 +10,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
 diffuse_install_deps
 diffuse_configure -DDIFFUSE_BUILD_EXAMPLES=ON
-cmake --build "$DIFFUSE_BUILD_DIR" -j "$(diffuse_jobs)" --target diffuse_cli
+cmake --build "$DIFFUSE_BUILD_DIR" -j "$(diffuse_jobs)" --target diffuse_launcher
 cli="$DIFFUSE_BUILD_DIR/examples/cli/diffuse"
 if [ ! -x "$cli" ]; then
   echo "diffuse: the diffuse binary was not found at $cli" >&2

@@ -11,7 +11,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <thread>
+#include <vector>
+
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <diffuse/config.h>
@@ -141,11 +147,57 @@ void Progress::finish() {
   drawn_ = false;
 }
 
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+double measure_free_cpus(int cpus, double window_s) {
+  // One spinning thread per CPU for `window_s`: the CPU time they get, over the wall time, is the
+  // number of CPUs that other processes leave free (the scheduler shares a busy CPU between its
+  // runnable threads). Reads only this process's own clocks, so it also holds in a container.
+  std::vector<double> cpu_s(static_cast<size_t>(cpus), 0.0);
+  std::vector<std::thread> spinners;
+  const auto wall0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < cpus; ++i) {
+    spinners.emplace_back([&cpu_s, i, window_s, wall0] {
+      timespec a{}, b{};
+      ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+      volatile uint64_t sink = 0;
+      while (std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count() < window_s)
+        for (int k = 0; k < 1000; ++k) sink = sink + static_cast<uint64_t>(k);
+      ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+      cpu_s[static_cast<size_t>(i)] =
+          static_cast<double>(b.tv_sec - a.tv_sec) + 1e-9 * static_cast<double>(b.tv_nsec - a.tv_nsec);
+    });
+  }
+  for (auto& t : spinners) t.join();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  double total = 0;
+  for (double c : cpu_s) total += c;
+  return wall > 0 ? total / wall : static_cast<double>(cpus);
+}
+
+int auto_threads() {
+  const int cpus = usable_cpus();
+  if (cpus <= 1) return 1;
+  // A CPU counts as free when the spinners got at least ~70% of it: with one busy process on two
+  // CPUs they get ~1.33 CPUs (three threads share two) -> 1 thread; idle they get ~2 -> 2.
+  const double free_cpus = measure_free_cpus(cpus, kThreadProbeSeconds);
+  return std::clamp(static_cast<int>(std::floor(free_cpus + 0.3)), 1, cpus);
+}
+
 void apply_threads() {
   const int64_t t = global().threads;
-  require(t >= 0, "--threads must be >= 0, got " + std::to_string(t));
-  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  at::set_num_threads(static_cast<int>(t > 0 ? t : hw));
+  const int cpus = usable_cpus();
+  require(t >= 0 && t <= cpus, "--threads must be in [0, " + std::to_string(cpus) + "] (0 = automatic; this process " +
+                                   "may run on " + std::to_string(cpus) + " CPUs), got " + std::to_string(t));
+  const int n = t > 0 ? static_cast<int>(t) : auto_threads();
+  at::set_num_threads(n);
+  spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={})", n, t > 0 ? "" : " (automatic)", cpus,
+                std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "unset");
 }
 
 namespace {
@@ -186,6 +238,53 @@ const std::string& invocation() { return invocation_storage(); }
 
 namespace diffuse::cli {
 
+std::string printable(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+nlohmann::json parse_json_strict(const std::string& text, bool allow_comments) {
+  // The parser reports every key as it reads it; one set of seen keys per open object.
+  std::vector<std::set<std::string>> open;
+  std::string duplicate;
+  const nlohmann::json::parser_callback_t check = [&](int /*depth*/, nlohmann::json::parse_event_t event,
+                                                      nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) open.emplace_back();
+    if (event == E::object_end && !open.empty()) open.pop_back();
+    if (event == E::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second &&
+        duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text, check, /*allow_exceptions=*/true, allow_comments);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(printable(e.what()));
+  }
+  if (!duplicate.empty()) throw std::runtime_error("duplicate key '" + printable(duplicate) + "'");
+  return j;
+}
+
+std::string read_file_text(const std::string& path, const std::string& what) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream os;
+  os << f.rdbuf();
+  if (!f && !f.eof()) throw diffuse::Error(what + " '" + path + "' cannot be read");
+  return os.str();
+}
+
 void write_schedule_file(const std::string& path, const ScheduleFile& s) {
   nlohmann::json j;
   j["format"] = "diffuse-schedule";
@@ -200,12 +299,16 @@ void write_schedule_file(const std::string& path, const ScheduleFile& s) {
 
 ScheduleFile read_schedule_file(const std::string& path) {
   require_file(path, "schedule file");
+  const std::string text = read_file_text(path, "schedule file");
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || text[first] != '{')
+    throw diffuse::Error("schedule file '" + path + "' is not a JSON schedule written by `diffuse ays` (it does not "
+                         "start with '{')");
   nlohmann::json j;
   try {
-    std::ifstream f(path);
-    j = nlohmann::json::parse(f);
+    j = parse_json_strict(text);
   } catch (const std::exception& e) {
-    throw diffuse::Error("schedule file '" + path + "' is not valid JSON: " + error_message(e));
+    throw diffuse::Error("schedule file '" + path + "' is not valid JSON: " + e.what());
   }
   auto fail = [&](const std::string& why) { throw diffuse::Error("schedule file '" + path + "': " + why); };
   if (!j.is_object() || j.value("format", "") != "diffuse-schedule") fail("not a diffuse schedule (format field)");
@@ -225,6 +328,15 @@ ScheduleFile read_schedule_file(const std::string& path) {
     if (i > 0 && !(s.timesteps[i] < s.timesteps[i - 1]))
       fail("timesteps must be strictly descending; timesteps[" + std::to_string(i) + "]=" +
            diffuse::detail::format_double(s.timesteps[i]) + " >= timesteps[" + std::to_string(i - 1) + "]");
+  }
+  if (j.contains("steps") &&
+      !(j["steps"].is_number_unsigned() && j["steps"].get<uint64_t>() == s.timesteps.size()))
+    fail("steps = " + j["steps"].dump() + " does not match the " + std::to_string(s.timesteps.size()) +
+         " entries of timesteps");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    static const std::set<std::string> known = {"format", "version", "noise_schedule", "timesteps",
+                                                "final", "steps", "description"};
+    if (!known.count(it.key())) fail("unknown field '" + printable(it.key()) + "'");
   }
   s.final_point = j.value("final", "zero");
   if (s.final_point != "zero" && s.final_point != "min") fail("final must be \"zero\" or \"min\"");

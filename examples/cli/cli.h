@@ -36,7 +36,7 @@ class UsageError : public std::runtime_error {
 struct GlobalOptions {
   int verbose = 0;        ///< -v / -vv
   bool quiet = false;     ///< -q: warnings and errors only, no progress bar
-  int64_t threads = 0;    ///< --threads: intra-op threads, 0 = all cores
+  int64_t threads = 0;    ///< --threads: intra-op threads, 0 = automatic (auto_threads)
   bool no_progress = false;
 };
 GlobalOptions& global();
@@ -89,7 +89,18 @@ class Progress {
   double last_draw_ = -1;
 };
 
-/// Add the common "--threads" handling after parsing: at::set_num_threads(threads or all cores).
+/// The CPUs this process may run on (its affinity mask).
+int usable_cpus();
+/// How many of `cpus` CPUs other processes leave free, measured over `window_s` seconds by one
+/// spinning thread per CPU (their CPU time over the wall time).
+double measure_free_cpus(int cpus, double window_s);
+/// Length of the probe behind --threads 0 (automatic), in seconds.
+inline constexpr double kThreadProbeSeconds = 0.02;
+/// --threads 0 (automatic): the CPUs that are free now (measure_free_cpus), at least 1. OpenMP
+/// threads wait passively (the `diffuse` launcher, launcher.cpp, sets OMP_WAIT_POLICY=PASSIVE
+/// before LibTorch loads), so a thread that shares its CPU with another process later costs little.
+int auto_threads();
+/// The common "--threads" handling after parsing: in [0, usable_cpus()], 0 = auto_threads().
 void apply_threads();
 
 /// The full command line, quoted where needed (for records and logs).
@@ -99,6 +110,8 @@ const std::string& invocation();
 }  // namespace diffuse::cli
 
 // ----- shared by several subcommands (cli.cpp)
+
+#include <nlohmann/json.hpp>
 
 #include <diffuse/training/model_file.h>
 
@@ -122,6 +135,18 @@ std::string spacing_spec(const ScheduleFile& s);
 /// formats without a card. A missing file is a UsageError; an unreadable one a diffuse::Error.
 diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
                                     c10::ScalarType dtype);
+
+/// `text` with every byte outside printable ASCII shown as \xNN (for messages that quote file
+/// content: a binary file given where JSON was expected must not echo raw bytes).
+std::string printable(const std::string& text);
+
+/// Parses JSON text (comments allowed with `allow_comments`), refusing an object that repeats a
+/// key; throws std::runtime_error with a printable message ("duplicate key 'x'", or the
+/// parser's error) for the caller to prefix with what was read.
+nlohmann::json parse_json_strict(const std::string& text, bool allow_comments = false);
+
+/// The whole of a file as bytes; a diffuse::Error naming `what` and the path if it cannot be read.
+std::string read_file_text(const std::string& path, const std::string& what);
 
 /// "name" / "name:k=v,..." of any registry, in canonical form: the registered key and its full
 /// to_config (aliases resolved), so a record names exactly what ran.

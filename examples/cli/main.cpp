@@ -27,7 +27,9 @@ int main(int argc, char** argv) {
   auto& g = global();
   app.add_flag("-v,--verbose", g.verbose, "More log output (-vv: trace)");
   app.add_flag("-q,--quiet", g.quiet, "Warnings and errors only, no progress bar");
-  app.add_option("--threads", g.threads, "Intra-op CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--threads", g.threads,
+                 "Intra-op CPU threads, at most the CPUs this process may use (0 = automatic: the CPUs that "
+                 "are free at start)")->capture_default_str();
   app.add_flag("--no-progress", g.no_progress, "Never draw progress bars");
 
   std::map<CLI::App*, std::function<int()>> actions;
