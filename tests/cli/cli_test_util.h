@@ -54,11 +54,12 @@ inline std::string cli_test_dir(const std::string& name) {
   return dir.string();
 }
 
-/// Runs `diffuse --threads 1 args...` in `cwd` (default: the current directory). One intra-op thread:
+/// Runs `diffuse --threads 1 args...` (`diffuse args...` with one_thread false) in `cwd` (default: the current directory). One intra-op thread:
 /// ctest runs test binaries side by side on 2 cores, and OpenMP threads that spin on busy cores are
 /// many times slower. Environment: the test's own plus `env` ("KEY=VALUE").
 inline CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "",
-                         double timeout_s = 300, const std::vector<std::string>& env = {}) {
+                         double timeout_s = 300, const std::vector<std::string>& env = {},
+                         bool one_thread = true) {
   namespace fs = std::filesystem;
   static int counter = 0;
   const fs::path tmp = fs::path(DIFFUSE_CLI_TEST_DIR) / "_io";
@@ -77,8 +78,10 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
     std::string bin = DIFFUSE_CLI_PATH;
     argv.push_back(bin.data());
     std::string threads_flag = "--threads", one = "1";
-    argv.push_back(threads_flag.data());
-    argv.push_back(one.data());
+    if (one_thread) {
+      argv.push_back(threads_flag.data());
+      argv.push_back(one.data());
+    }
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);

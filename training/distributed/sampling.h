@@ -68,7 +68,10 @@ inline Tensor sample_sharded(int64_t num, int64_t chunk, int rank, int world_siz
   const auto options = at::TensorOptions().dtype(dtype);
 
   const auto mine = shard_items(num, chunk, rank, world_size);
-  std::vector<Tensor> parts;
+  // The result is allocated once and filled chunk by chunk: the chunks and their concatenation are
+  // never alive together (for a million images that halves the peak memory).
+  shape[0] = mine.second - mine.first;
+  Tensor local = at::empty(shape, options);
   for (int64_t start = mine.first; start < mine.second; start += chunk) {
     const int64_t count = std::min(chunk, mine.second - start);
     Tensor part = make(start, count);
@@ -76,10 +79,8 @@ inline Tensor sample_sharded(int64_t num, int64_t chunk, int rank, int world_siz
     check(part.defined() && part.sizes().vec() == shape, "sample_sharded: make(", start, ", ",
           count, ") returned a tensor of shape ", part.defined() ? part.sizes().vec() : shape,
           ", expected ", shape);
-    parts.push_back(part.to(at::kCPU).to(dtype));
+    local.narrow(0, start - mine.first, count).copy_(part.to(at::kCPU).to(dtype));
   }
-  shape[0] = 0;
-  Tensor local = parts.empty() ? at::empty(shape, options) : at::cat(parts);
   if (world_size == 1) return local;
 
   // Equal shapes for the gather: pad every rank's block to the largest one; every rank knows

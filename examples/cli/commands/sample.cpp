@@ -11,6 +11,9 @@
 #include <spdlog/spdlog.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -40,14 +43,24 @@ struct SampleSettings {
   std::vector<std::string> corrections;
   uint64_t seed = 0;
   int64_t num = 40;
-  int64_t batch_size = 0;  // 0 = all at once
+  int64_t batch_size = 0;  // 0 = automatic: as many as fit --batch-memory
   std::string device = "cpu";
   std::string dtype = "float32";
   int64_t nrow = 0;  // 0 = number of classes when cycling, else 8
+  // The intra-op threads the images were made with: matrix products round differently with
+  // another thread count (docs/reliability.md), so --from-record reuses it. 0 = not recorded.
+  int64_t threads = 0;
 };
+
+/// The largest --num, and the most images the grid PNG shows.
+constexpr int64_t kMaxNum = 1000000;
+constexpr int64_t kMaxGridImages = 1024;
+/// The most threads a record may ask for (it may come from a larger machine than this one).
+constexpr int64_t kMaxRecordThreads = 1024;
 
 struct SampleOutputs {
   std::string out = "diffuse_samples.png";
+  double batch_memory_mib = 1024;  // --batch-memory: the budget of --batch-size 0
   std::string record;  // default: <out without .png>.json
   std::string save_each;
   std::string save_tensor;
@@ -97,6 +110,7 @@ json to_json(const SampleSettings& s) {
   j["device"] = s.device;
   j["dtype"] = s.dtype;
   j["nrow"] = s.nrow;
+  j["threads"] = s.threads;
   return j;
 }
 
@@ -104,43 +118,80 @@ SampleSettings from_json(const json& j, const std::string& path) {
   auto fail = [&](const std::string& why) { throw UsageError("record '" + path + "': " + why); };
   if (!j.is_object() || !j.contains("diffuse_sample")) fail("not a diffuse sample record");
   if (j["diffuse_sample"] != 1) fail("unsupported record version " + j["diffuse_sample"].dump());
+  // Every field of this version, and nothing else: a misspelt field must not be ignored.
+  json known = to_json(SampleSettings{});
+  known["model_card"] = "";
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.contains(it.key())) fail("unknown field '" + printable(it.key()) + "'");
+  const auto field = [&](const char* key) -> const json& {
+    if (!j.contains(key)) fail(std::string("missing field '") + key + "'");
+    return j.at(key);
+  };
+  const auto text = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_string()) fail(std::string("field '") + key + "' must be a string, got " + v.dump());
+    return v.get<std::string>();
+  };
+  const auto integer = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_number_integer()) fail(std::string("field '") + key + "' must be an integer, got " + v.dump());
+    return v.get<int64_t>();
+  };
   SampleSettings s;
-  try {
-    s.model = j.at("model").get<std::string>();
-    s.model_card = j.value("model_card", "");
-    s.sampler = j.at("sampler").get<std::string>();
-    s.schedule = j.at("schedule").get<std::string>();
-    s.steps = j.at("steps").get<int64_t>();
-    s.cfg = j.at("cfg").get<double>();
-    s.classes = j.at("classes").get<std::string>();
-    s.corrections = j.at("corrections").get<std::vector<std::string>>();
-    s.seed = j.at("seed").get<uint64_t>();
-    s.num = j.at("num").get<int64_t>();
-    s.batch_size = j.at("batch_size").get<int64_t>();
-    s.device = j.at("device").get<std::string>();
-    s.dtype = j.at("dtype").get<std::string>();
-    s.nrow = j.at("nrow").get<int64_t>();
-  } catch (const json::exception& e) {
-    fail(std::string("missing or mistyped field: ") + e.what());
+  s.model = text("model");
+  if (j.contains("model_card")) s.model_card = text("model_card");
+  s.sampler = text("sampler");
+  s.schedule = text("schedule");
+  s.steps = integer("steps");
+  if (!field("cfg").is_number()) fail("field 'cfg' must be a number, got " + j["cfg"].dump());
+  s.cfg = j["cfg"].get<double>();
+  s.classes = text("classes");
+  const json& corr = field("corrections");
+  if (!corr.is_array()) fail("field 'corrections' must be a list of strings, got " + corr.dump());
+  for (const json& c : corr) {
+    if (!c.is_string()) fail("field 'corrections' must be a list of strings, got " + corr.dump());
+    s.corrections.push_back(c.get<std::string>());
+  }
+  if (!field("seed").is_number_unsigned())
+    fail("field 'seed' must be an integer in [0, 2^64 - 1], got " + j["seed"].dump());
+  s.seed = j["seed"].get<uint64_t>();
+  s.num = integer("num");
+  s.batch_size = integer("batch_size");
+  s.device = text("device");
+  s.dtype = text("dtype");
+  s.nrow = integer("nrow");
+  if (j.contains("threads")) {  // records of diffuse <= 0.5 have none
+    s.threads = integer("threads");
+    if (s.threads < 0 || s.threads > kMaxRecordThreads)
+      fail("field 'threads' must be in [0, " + std::to_string(kMaxRecordThreads) + "], got " +
+           std::to_string(s.threads));
   }
   return s;
 }
 
 json read_record(const std::string& path) {
   require_file(path, "record");
-  try {
-    if (path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0) {
-      const auto text = diffuse::read_png_text(path);
-      auto it = text.find("diffuse");
-      require(it != text.end(), "PNG '" + path + "' carries no diffuse record (tEXt chunk \"diffuse\")");
-      return json::parse(it->second).at("settings");
-    }
-    std::ifstream f(path);
-    json j = json::parse(f);
-    return j.contains("settings") ? j.at("settings") : j;
-  } catch (const json::exception& e) {
-    throw UsageError("record '" + path + "' is not valid: " + std::string(e.what()));
+  std::string text;
+  const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
+  if (png) {
+    const auto chunks = diffuse::read_png_text(path);
+    auto it = chunks.find("diffuse");
+    require(it != chunks.end(), "PNG '" + path + "' carries no diffuse record (tEXt chunk \"diffuse\")");
+    text = it->second;
+  } else {
+    text = read_file_text(path, "record");
   }
+  json j;
+  try {
+    j = parse_json_strict(text);
+  } catch (const std::exception& e) {
+    throw UsageError("record '" + path + "' is not valid JSON: " + std::string(e.what()));
+  }
+  if (png || (j.is_object() && j.contains("settings"))) {
+    require(j.is_object() && j.contains("settings"), "record '" + path + "' has no 'settings' object");
+    return j.at("settings");
+  }
+  return j;
 }
 
 // ----- helpers
@@ -236,6 +287,23 @@ void ensure_parent(const std::string& path) {
 
 // ----- the command
 
+bool ends_with_ci(const std::string& text, const std::string& suffix) {
+  if (text.size() < suffix.size()) return false;
+  for (size_t i = 0; i < suffix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(text[text.size() - suffix.size() + i])) != suffix[i]) return false;
+  return true;
+}
+
+/// The largest finite magnitude of a floating dtype (a guidance scale beyond it is +-inf there).
+double dtype_max(c10::ScalarType t) {
+  switch (t) {
+    case c10::kHalf: return 65504.0;
+    case c10::kBFloat16: return 3.3895313892515355e38;
+    case c10::kFloat: return static_cast<double>(std::numeric_limits<float>::max());
+    default: return std::numeric_limits<double>::max();
+  }
+}
+
 int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par, CLI::App& app) {
   if (o.list) {
     print_lists(std::cout);
@@ -244,11 +312,11 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   RankGroup group;
   group.info = rank_from_env();
   check_parallel_args(par);
+  auto given_opt = [&](const char* name) { return app.get_option(name)->count() > 0; };
   if (!o.from_record.empty()) {
     // The record's settings, then whatever was given explicitly on this command line.
     SampleSettings given = s;
     s = from_json(read_record(o.from_record), o.from_record);
-    auto given_opt = [&](const char* name) { return app.get_option(name)->count() > 0; };
     if (given_opt("--model")) s.model = given.model;
     if (given_opt("--model-card")) s.model_card = given.model_card;
     if (given_opt("--sampler")) s.sampler = given.sampler;
@@ -263,28 +331,82 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
     if (given_opt("--device")) s.device = given.device;
     if (given_opt("--dtype")) s.dtype = given.dtype;
     if (given_opt("--nrow")) s.nrow = given.nrow;
+    // The same bytes need the same thread count, unless --threads says otherwise.
+    const bool threads_given = app.get_parent() && app.get_parent()->get_option("--threads")->count() > 0;
+    if (s.threads > 0 && !threads_given && s.threads != at::get_num_threads()) {
+      if (s.threads > usable_cpus())
+        spdlog::warn("record '{}' was made with {} threads, more than the {} CPUs here: running {} threads to "
+                     "reproduce its bytes (slower; --threads N overrides)",
+                     o.from_record, s.threads, usable_cpus(), s.threads);
+      at::set_num_threads(static_cast<int>(s.threads));
+    }
   }
-  require(s.steps >= 1 && s.steps <= 100000, "--steps must be in [1, 100000], got " + std::to_string(s.steps));
-  require(s.num >= 1 && s.num <= 1000000, "--num must be in [1, 1000000], got " + std::to_string(s.num));
-  require(s.batch_size >= 0, "--batch-size must be >= 0 (0 = all at once), got " + std::to_string(s.batch_size));
-  require(s.nrow >= 0, "--nrow must be >= 0, got " + std::to_string(s.nrow));
-  require(std::isfinite(s.cfg), "--cfg must be finite, got " + diffuse::detail::format_double(s.cfg));
-  const c10::Device device = parse_device(s.device);
-  const c10::ScalarType dtype = parse_dtype(s.dtype);
+  s.threads = at::get_num_threads();
+  // Each setting is named as the user gave it: the option, or the record's field.
+  const auto named = [&](const char* option, const char* field) -> std::string {
+    if (o.from_record.empty() || given_opt(option)) return option;
+    return "record '" + o.from_record + "' field '" + field + "'";
+  };
+  require(s.steps >= 1 && s.steps <= 100000,
+          named("--steps", "steps") + " must be in [1, 100000], got " + std::to_string(s.steps));
+  require(s.num >= 1 && s.num <= kMaxNum,
+          named("--num", "num") + " must be in [1, " + std::to_string(kMaxNum) + "], got " + std::to_string(s.num));
+  require(s.batch_size >= 0, named("--batch-size", "batch_size") + " must be >= 0 (0 = automatic), got " +
+                                 std::to_string(s.batch_size));
+  require(s.nrow >= 0, named("--nrow", "nrow") + " must be >= 0, got " + std::to_string(s.nrow));
+  require(std::isfinite(s.cfg), named("--cfg", "cfg") + " must be finite, got " + diffuse::detail::format_double(s.cfg));
+  require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
+          "--batch-memory must be > 0 MiB, got " + diffuse::detail::format_double(o.batch_memory_mib));
+  c10::Device device(c10::kCPU);
+  c10::ScalarType dtype = c10::kFloat;
+  try {
+    device = parse_device(s.device);
+    dtype = parse_dtype(s.dtype);
+  } catch (const UsageError& e) {
+    const bool dev = std::string(e.what()).find("device") != std::string::npos;
+    throw UsageError(dev ? named("--device", "device") + ": " + e.what() : named("--dtype", "dtype") + ": " + e.what());
+  }
+  // The scale multiplies network outputs of the run's dtype: it must be finite there too.
+  require(std::abs(s.cfg) <= dtype_max(dtype),
+          named("--cfg", "cfg") + " " + diffuse::detail::format_double(s.cfg) + " is not finite in " + dtype_name(dtype) +
+              " (the run's dtype holds magnitudes up to " + diffuse::detail::format_double(dtype_max(dtype)) + ")");
+  // What the outputs' names promise is what is written.
+  require(ends_with_ci(o.out, ".png"), "--out '" + o.out + "': the grid is written as PNG, name it *.png");
+  require(o.save_tensor.empty() || ends_with_ci(o.save_tensor, ".npy") || ends_with_ci(o.save_tensor, ".pt"),
+          "--save-tensor '" + o.save_tensor + "': name it *.npy (NumPy) or *.pt (torch::save)");
+  require(o.record.empty() || ends_with_ci(o.record, ".json"),
+          "--record '" + o.record + "': the record is JSON, name it *.json");
+  // A1111 names carry the spacing ("DPM++ 2M Karras"): sampler and spacing, both recorded.
+  const diffuse::SamplerSpacingSpec split = diffuse::split_sampler_spacing(s.sampler);
+  if (!split.spacing.empty()) {
+    if (!s.schedule.empty()) {
+      std::string chosen = diffuse::detail::trim(s.schedule.substr(0, s.schedule.find(':')));
+      try {
+        chosen = diffuse::Registry<diffuse::TimestepSpacing>::get().resolve(chosen, {}).first;
+      } catch (const diffuse::Error&) {
+      }
+      require(chosen == split.spacing, named("--sampler", "sampler") + " '" + s.sampler + "' selects the " +
+                                           split.spacing + " spacing, but " + named("--schedule", "schedule") +
+                                           " is '" + s.schedule + "'");
+    } else {
+      s.schedule = split.spacing;
+    }
+    s.sampler = split.sampler;
+  }
 
   // Build every component before loading anything heavy: a bad name fails fast.
   std::unique_ptr<diffuse::Sampler> sampler;
   try {
     sampler = diffuse::sampler_from_spec(s.sampler);
   } catch (const diffuse::Error& e) {
-    throw UsageError("--sampler: " + error_message(e));
+    throw UsageError(named("--sampler", "sampler") + ": " + error_message(e));
   }
   std::vector<std::shared_ptr<diffuse::Correction>> corrections;
   for (const std::string& spec : s.corrections) {
     try {
       corrections.push_back(diffuse::correction_from_spec(spec));
     } catch (const diffuse::Error& e) {
-      throw UsageError("--correction " + spec + ": " + error_message(e));
+      throw UsageError(named("--correction", "corrections") + " " + spec + ": " + error_message(e));
     }
   }
   std::optional<ScheduleFile> schedule_file;
@@ -304,11 +426,12 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
     try {
       spacing = diffuse::Registry<diffuse::TimestepSpacing>::get().make_from_spec(spacing_text);
     } catch (const diffuse::Error& e) {
-      throw UsageError("--schedule: " + error_message(e));
+      throw UsageError(named("--schedule", "schedule") + ": " + error_message(e));
     }
   }
 
   diffuse::LoadedModel model = load_cli_model(s.model, s.model_card, device, dtype);
+  if (!model.precision.empty()) spdlog::info("--dtype {} on {}: {}", dtype_name(dtype), device.str(), model.precision);
   const diffuse::ModelCard& card = model.card;
   auto schedule = model.make_schedule();
   if (schedule_file) {
@@ -335,7 +458,12 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
     // One batch per rank; recorded, so that one process with the record makes the same bytes.
     s.batch_size = (s.num + world - 1) / world;
   }
-  const int64_t chunk = s.batch_size > 0 ? s.batch_size : s.num;
+  // --batch-size 0: as many images per network call as the memory budget allows (the estimate
+  // depends only on the model, dtype and settings, so a record reproduces the same batches).
+  // The record then holds the batch size it chose (batch composition can change the rounding).
+  if (s.batch_size == 0)
+    s.batch_size = diffuse::auto_batch_size(model, dtype, s.num, guided, o.batch_memory_mib * 1024.0 * 1024.0);
+  const int64_t chunk = s.batch_size;
 
   diffuse::Denoiser denoiser(model.network, model.denoiser_options());
   diffuse::SampleOptions so;
@@ -345,12 +473,13 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   if (guided) so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::detail::format_double(s.cfg)}});
   const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, so);
 
-  spdlog::info("{} model {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images, seed {} | {} on {}",
-               model.format, model.source == "default" ? diffuse::default_model_path() : model.source,
-               card.num_classes, card.prediction_type, schedule->name(), s.sampler, s.steps,
+  const std::string model_path = model.source == "default" ? diffuse::default_model_path() : model.source;
+  spdlog::info("{} {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images in batches of {}, seed {} | {} on "
+               "{}, {} thread(s)",
+               model.format, model_path, card.num_classes, card.prediction_type, schedule->name(), s.sampler, s.steps,
                spacing ? " (" + spacing->name() + ")" : std::string(),
-               guided ? ", cfg " + diffuse::detail::format_double(s.cfg) : std::string(), s.num, s.seed,
-               dtype_name(dtype), device.str());
+               guided ? ", cfg " + diffuse::detail::format_double(s.cfg) : std::string(), s.num, chunk,
+               s.seed, dtype_name(dtype), device.str(), at::get_num_threads());
   spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*sampler),
                 spacing ? canonical_spec(*spacing) : std::string("default"), grid.front().t, grid.back().t);
 
@@ -390,13 +519,12 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   require(at::isfinite(images).all().item<bool>(), "sampling produced NaN/Inf values");
 
   // The record: settings (regenerable) + what they resolved to (for reading).
-  SampleSettings canonical = s;
   json record;
-  record["settings"] = to_json(canonical);
+  record["settings"] = to_json(s);
   json resolved;
   resolved["diffuse_version"] = DIFFUSE_VERSION_STRING;
   resolved["model_format"] = model.format;
-  resolved["model_checksum"] = file_checksum(model.source == "default" ? diffuse::default_model_path() : model.source);
+  resolved["model_checksum"] = file_checksum(model_path);
   resolved["model_card"] = diffuse::model_card_text(card);
   resolved["sampler"] = canonical_spec(*sampler);
   resolved["spacing"] = spacing ? canonical_spec(*spacing) : std::string("default");
@@ -411,8 +539,15 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   record["resolved"] = resolved;
   const std::string record_text = record.dump(2) + "\n";
 
+  // The grid shows at most kMaxGridImages images (a million would make a 30,000-pixel-wide PNG);
+  // --save-each and --save-tensor keep all of them.
+  const int64_t shown = std::min(s.num, kMaxGridImages);
+  if (shown < s.num)
+    spdlog::warn("the grid shows the first {} of the {} images; --save-each DIR or --save-tensor FILE keeps all",
+                 shown, s.num);
   ensure_parent(o.out);
-  diffuse::save_png(o.out, diffuse::make_image_grid(images.clamp(-1, 1), nrow), {{"diffuse", record.dump()}});
+  diffuse::save_png(o.out, diffuse::make_image_grid(images.narrow(0, 0, shown).clamp(-1, 1), nrow),
+                    {{"diffuse", record.dump()}});
   const std::string record_path = o.record.empty() ? default_record_path(o.out) : o.record;
   ensure_parent(record_path);
   diffuse::write_text_file_atomic(record_path, record_text);
@@ -429,14 +564,15 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   }
   if (!o.save_tensor.empty()) {
     ensure_parent(o.save_tensor);
-    const std::string& p = o.save_tensor;
-    if (p.size() > 4 && p.compare(p.size() - 4, 4, ".npy") == 0) {
-      save_npy(p, images);
+    if (ends_with_ci(o.save_tensor, ".npy")) {
+      save_npy(o.save_tensor, images);
     } else {
-      diffuse::write_file_atomic(p, [&](std::ostream& os) { torch::save(images, os); });
+      diffuse::write_file_atomic(o.save_tensor, [&](std::ostream& os) { torch::save(images, os); });
     }
   }
-  spdlog::info("wrote {} ({} images, {} per row) and {}{}{}", o.out, s.num, nrow, record_path,
+  const int64_t cols = std::min(nrow, shown);
+  spdlog::info("wrote {} ({} image{} in {} row{} of {}) and {}{}{}", o.out, shown, shown == 1 ? "" : "s",
+               (shown + cols - 1) / cols, (shown + cols - 1) / cols == 1 ? "" : "s", cols, record_path,
                o.save_each.empty() ? "" : ", " + o.save_each + "/", o.save_tensor.empty() ? "" : ", " + o.save_tensor);
   return kExitOk;
 }
@@ -469,17 +605,33 @@ std::function<int()> setup_sample(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--class", s->classes, "Class ids or names, comma-separated (default: every class in turn)");
   app.add_option("-c,--correction", s->corrections, "Correction NAME[:option=value,...]; repeat for several");
-  app.add_option("--seed", s->seed, "Seed; image i uses seed + i")->capture_default_str();
-  app.add_option("-n,--num", s->num, "Number of images")->capture_default_str();
-  app.add_option("--batch-size", s->batch_size, "Images per network batch (0 = all at once)")->capture_default_str();
+  app.add_option("--seed", s->seed, "Seed in [0, 2^64 - 1]; image i uses seed + i")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            const std::string t = diffuse::detail::trim(v);
+            if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos)
+              return std::string("the seed must be an integer in [0, 18446744073709551615], got '") + v + "'";
+            return std::string();
+          },
+          "UINT64", "seed"));
+  app.add_option("-n,--num", s->num, "Number of images (at most 1,000,000; the grid shows the first 1,024)")
+      ->capture_default_str();
+  app.add_option("--batch-size", s->batch_size,
+                 "Images per network batch (0 = automatic: as many as fit --batch-memory)")
+      ->capture_default_str();
+  app.add_option("--batch-memory", o->batch_memory_mib,
+                 "Memory budget in MiB of one batch's network call when --batch-size is 0 (an estimate from the "
+                 "model's card; the images themselves take num x their size on top)")
+      ->capture_default_str();
   app.add_option("--device", s->device, "cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("--dtype", s->dtype, "float32, float64, float16, bfloat16")->capture_default_str();
   app.add_option("--nrow", s->nrow, "Images per grid row (0 = number of classes, or 8)")->capture_default_str();
-  app.add_option("-o,--out", o->out, "PNG grid to write (the settings go into its tEXt chunk \"diffuse\")")
+  app.add_option("-o,--out", o->out, "PNG grid to write, *.png (the settings go into its tEXt chunk \"diffuse\")")
       ->capture_default_str();
   app.add_option("--record", o->record, "Settings record JSON (default: the --out path with .json)");
   app.add_option("--save-each", o->save_each, "Also write each image as DIR/000000.png, ...");
-  app.add_option("--save-tensor", o->save_tensor, "Also write the images as a tensor: .npy or .pt (torch::save)");
+  app.add_option("--save-tensor", o->save_tensor, "Also write the images as a tensor: *.npy or *.pt (torch::save)");
   app.add_option("--from-record", o->from_record,
                  "Take the settings from a record (.json or a PNG written by diffuse sample); options given "
                  "explicitly override it");
