@@ -31,8 +31,8 @@ Tensor simple_net(const Tensor& x, const Tensor& t, const Conditioning&) {
 }
 
 TEST(TimeShift, IdentityIsBitExactForEverySampler) {
-  // window 0 (the default), window 1 (floor(w/2) = 0) and a cutoff at t_max reproduce the plain
-  // sampler exactly, on the discrete (integer t) and the vp schedule.
+  // window 0 (the options' default; a spec must name it), window 1 (floor(w/2) = 0) and a cutoff at
+  // t_max reproduce the plain sampler exactly, on the discrete (integer t) and the vp schedule.
   for (const std::string sched : {"discrete", "vp"}) {
     auto schedule = make_schedule(sched);
     const double cutoff = schedule->t_max();
@@ -43,7 +43,7 @@ TEST(TimeShift, IdentityIsBitExactForEverySampler) {
       o.num_steps = 6;
       o.seed = 3;
       const Tensor plain = sample(*sampler, Denoiser(simple_net), *schedule, noise, o);
-      for (const Config& c : std::vector<Config>{{},
+      for (const Config& c : std::vector<Config>{{{"window", "0"}},
                                                   {{"window", "1"}},
                                                   {{"window", "40"}, {"cutoff", detail::format_double(cutoff)}},
                                                   {{"window", "40"}, {"cutoff", detail::format_double(cutoff)},
