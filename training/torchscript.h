@@ -23,6 +23,7 @@
 #include <diffuse/config.h>
 #include <diffuse/denoiser.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/sampler.h>
 #include <diffuse/training/model_file.h>
 
 namespace diffuse {
@@ -320,7 +321,15 @@ inline std::optional<LoadedModel> load_torchscript_model(const std::string& path
     Conditioning c;
     if (net.conditional && card.num_classes > 0)
       c.value = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(options.device));
-    (void)net.network(at::zeros(shape, topt), at::full({1}, 1.0, topt), c);
+    // As a Denoiser calls it: t in the samplers' compute dtype (float32 for float16 / bfloat16).
+    const at::Tensor t = at::full({1}, 1.0, topt.dtype(Sampler::compute_dtype(options.dtype)));
+    try {
+      (void)net.network(at::zeros(shape, topt), t, c);
+    } catch (const Error& e) {
+      if (options.dtype == at::kFloat) throw;
+      throw Error(cat(e.what(), " (in ", options.dtype, "; a module may run only in the dtype it was exported ",
+                      "in: try float32)"));
+    }
   }
   LoadedModel m;
   m.card = std::move(card);
