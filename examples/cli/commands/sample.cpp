@@ -160,7 +160,7 @@ SampleSettings from_json(const json& j, const std::string& path) {
   s.device = text("device");
   s.dtype = text("dtype");
   s.nrow = integer("nrow");
-  if (j.contains("threads")) {  // records of diffuse <= 0.5 have none
+  if (j.contains("threads")) {  // records written before the field was added have none
     s.threads = integer("threads");
     if (s.threads < 0 || s.threads > kMaxRecordThreads)
       fail("field 'threads' must be in [0, " + std::to_string(kMaxRecordThreads) + "], got " +
