@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -167,6 +168,10 @@ inline void save_png(const std::string& path, const Tensor& image,
   write_bytes_atomic(path, png.data(), png.size());
 }
 
+/// Images per row of make_image_grid(images of n, nrow): nrow clipped to n (a 4-image grid with
+/// nrow 10 has 4 per row). Use it to report a grid's shape.
+inline int64_t image_grid_columns(int64_t n, int64_t nrow) { return std::max<int64_t>(1, std::min(nrow, n)); }
+
 /// Tiles images [N, C, H, W] (values in [-1, 1]) into one image [C, rows * (H + padding) + padding,
 /// nrow * (W + padding) + padding] with nrow images per row and rows = ceil(N / nrow), as
 /// torchvision's make_grid. The padding and unused cells hold pad_value.
@@ -179,7 +184,7 @@ inline Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t paddin
   check(nrow >= 1, "make_image_grid: nrow must be >= 1, got ", nrow);
   check(padding >= 0, "make_image_grid: padding must be >= 0, got ", padding);
   const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
-  const int64_t cols = std::min(nrow, n), rows = (n + cols - 1) / cols;
+  const int64_t cols = image_grid_columns(n, nrow), rows = (n + cols - 1) / cols;
   Tensor grid = at::full({c, rows * (h + padding) + padding, cols * (w + padding) + padding},
                          pad_value, images.options());
   for (int64_t i = 0; i < n; ++i) {
@@ -198,8 +203,8 @@ inline void save_image_grid(const std::string& path, const Tensor& images, int64
 
 /// Appearance of plot_curves_png.
 struct PlotOptions {
-  /// Drawn centred above the plot; empty = no title. Characters outside printable ASCII show as
-  /// '?'.
+  /// Drawn centred above the plot (at double size if it fits the width); empty = no title.
+  /// Characters outside printable ASCII show as '?'.
   std::string title;
   /// Logarithmic y axis (base 10); points with y <= 0 are skipped. Default false.
   bool log_y = false;
@@ -296,13 +301,29 @@ struct Canvas {
       for (int x = std::max(0, x0); x <= std::min(w - 1, x1); ++x) set(x, y, c);
   }
   /// A line of the given thickness (pixel squares stamped along a DDA), clipped to [cx0, cx1] x
-  /// [cy0, cy1].
+  /// [cy0, cy1]. With a `dash` pattern (on/off lengths in pixels, e.g. {8, 4}) only the "on" parts
+  /// are drawn; `*dash_pos` (if given) is the distance already drawn along the polyline, so the
+  /// pattern runs on through its vertices.
   void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0,
-            int cy0, int cx1, int cy1) {
+            int cy0, int cx1, int cy1, const std::vector<int>& dash = {}, double* dash_pos = nullptr) {
     const double len = std::max(std::abs(xb - xa), std::abs(yb - ya));
     const int steps = std::max(1, static_cast<int>(std::ceil(len)));
+    int period = 0;
+    for (int d : dash) period += d;
+    const double start = dash_pos ? *dash_pos : 0.0;
+    if (dash_pos) *dash_pos += std::hypot(xb - xa, yb - ya);
     for (int i = 0; i <= steps; ++i) {
       const double s = static_cast<double>(i) / steps;
+      if (period > 0) {  // inside an "on" part of the pattern?
+        int at = static_cast<int>(std::fmod(start + s * std::hypot(xb - xa, yb - ya), period));
+        bool on = true;
+        for (int d : dash) {
+          if (at < d) break;
+          at -= d;
+          on = !on;
+        }
+        if (!on) continue;
+      }
       const int x = static_cast<int>(std::lround(xa + s * (xb - xa))) - thick / 2;
       const int y = static_cast<int>(std::lround(ya + s * (yb - ya))) - thick / 2;
       for (int dy = 0; dy < thick; ++dy)
@@ -310,6 +331,27 @@ struct Canvas {
           if (x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1)
             set(x + dx, y + dy, c);
     }
+  }
+  /// A marker of shape `shape` % 8 (filled square, ring, filled triangle, cross, diamond, plus,
+  /// down triangle, open square) about 9 pixels wide centred at (x, y), clipped as line().
+  void marker(int x, int y, int shape, const unsigned char* c, int cx0, int cy0, int cx1, int cy1) {
+    for (int dy = -4; dy <= 4; ++dy)
+      for (int dx = -4; dx <= 4; ++dx) {
+        const int ax = std::abs(dx), ay = std::abs(dy), m = std::max(ax, ay);
+        const double r = std::hypot(dx, dy);
+        bool ink = false;
+        switch (((shape % 8) + 8) % 8) {
+          case 0: ink = m <= 3; break;
+          case 1: ink = r >= 2.5 && r <= 4.2; break;
+          case 2: ink = dy >= -3 && dy <= 3 && 2 * ax <= dy + 3; break;
+          case 3: ink = m <= 4 && std::abs(ax - ay) <= 1 && ax + ay >= 1; break;
+          case 4: ink = ax + ay >= 3 && ax + ay <= 4; break;
+          case 5: ink = (ax <= 1 && ay <= 4) || (ay <= 1 && ax <= 4); break;
+          case 6: ink = dy >= -3 && dy <= 3 && 2 * ax <= 3 - dy; break;
+          default: ink = m >= 3 && m <= 4; break;
+        }
+        if (ink && x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1) set(x + dx, y + dy, c);
+      }
   }
   static int text_width(const std::string& s, int scale) {
     return static_cast<int>(s.size()) * 6 * scale - scale;
@@ -348,16 +390,36 @@ inline std::string tick_label(double v) {
 
 }  // namespace detail
 
-/// Writes a line plot of curves i = 0..names.size()-1 (points (xs[i][j], ys[i][j]), joined in the
-/// given order) as a PNG of o.width x o.height pixels: framed axes with grid lines and tick labels,
-/// one colour per curve (10 colours, then repeated), a legend with the names, the optional title,
-/// optional log10 y axis. Non-finite points (and y <= 0 with log_y) are skipped and break the line.
-/// Curves may be empty. Atomic (temp file + rename); throws diffuse::Error naming `path` on failure
-/// or on inconsistent input (names, xs, ys of different lengths; xs[i], ys[i] of different
-/// lengths).
-inline void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
-                            const std::vector<std::vector<double>>& xs,
-                            const std::vector<std::vector<double>>& ys, const PlotOptions& o = {}) {
+/// Where plot_curves_png put things (pixels, inclusive): the data area inside the frame and the
+/// legend box (legend_x0 < 0: no legend).
+struct PlotLayout {
+  int left = 0, top = 0, right = 0, bottom = 0;
+  int legend_x0 = -1, legend_y0 = -1, legend_x1 = -1, legend_y1 = -1;
+  /// The legend sits right of the frame (no corner inside it was free of curves).
+  bool legend_outside = false;
+};
+
+namespace detail {
+
+/// The line style of curve i: colour i % 10, marker shape i % 8 and dash pattern i % 4 (solid,
+/// dashed, dotted, dash-dot), so curves that lie exactly on top of each other stay tellable apart
+/// (render_plot also orders and widens them).
+inline const unsigned char* plot_colour(size_t i) {
+  static const unsigned char palette[10][3] = {
+      {31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
+      {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+  return palette[i % 10];
+}
+inline const std::vector<int>& plot_dash(size_t i) {
+  static const std::vector<int> dashes[4] = {{}, {9, 5}, {2, 4}, {9, 3, 2, 3}};
+  return dashes[i % 4];
+}
+
+/// Renders plot_curves_png's image. `draw_legend` = false leaves the legend box empty (same
+/// layout; for tests that check what lies under it).
+inline Canvas render_plot(const std::string& path, const std::vector<std::string>& names,
+                          const std::vector<std::vector<double>>& xs, const std::vector<std::vector<double>>& ys,
+                          const PlotOptions& o, PlotLayout* layout_out = nullptr, bool draw_legend = true) {
   check(names.size() == xs.size() && xs.size() == ys.size(), "plot_curves_png('", path,
         "'): ", names.size(), " names, ", xs.size(), " x series and ", ys.size(),
         " y series; they must agree");
@@ -403,91 +465,183 @@ inline void plot_curves_png(const std::string& path, const std::vector<std::stri
         const double pos = k + std::log10(m);
         if ((m == 1.0 || span <= 2.0) && pos >= ylo && pos <= yhi) {
           ytick_pos.push_back(pos);
-          ytick_lab.push_back(detail::tick_label(std::pow(10.0, pos)));
+          ytick_lab.push_back(tick_label(std::pow(10.0, pos)));
         }
       }
   } else if (o.log_y) {
-    for (double v : detail::nice_ticks(std::pow(10.0, ylo), std::pow(10.0, yhi), 5))
+    for (double v : nice_ticks(std::pow(10.0, ylo), std::pow(10.0, yhi), 5))
       if (v > 0) {
         ytick_pos.push_back(std::log10(v));
-        ytick_lab.push_back(detail::tick_label(v));
+        ytick_lab.push_back(tick_label(v));
       }
   } else {
-    for (double v : detail::nice_ticks(ylo, yhi, 6)) {
+    for (double v : nice_ticks(ylo, yhi, 6)) {
       ytick_pos.push_back(v);
-      ytick_lab.push_back(detail::tick_label(v));
+      ytick_lab.push_back(tick_label(v));
     }
   }
-  const std::vector<double> xticks = detail::nice_ticks(xlo, xhi, 6);
+  const std::vector<double> xticks = nice_ticks(xlo, xhi, 6);
 
   int label_w = 0;
-  for (const auto& s : ytick_lab) label_w = std::max(label_w, detail::Canvas::text_width(s, 1));
-  const int left = label_w + 14, right = o.width - 16;
-  const int top = o.title.empty() ? 14 : 34, bottom = o.height - 26;
-  auto px = [&](double x) { return left + (x - xlo) / (xhi - xlo) * (right - left); };
-  auto py = [&](double y) { return bottom - (y - ylo) / (yhi - ylo) * (bottom - top); };
-
-  detail::Canvas cv(o.width, o.height);
+  for (const auto& s : ytick_lab) label_w = std::max(label_w, Canvas::text_width(s, 1));
+  int lw = 0;  // legend box size
+  for (const auto& s : names) lw = std::max(lw, Canvas::text_width(s, 1));
+  const int bw = lw + 38, bh = static_cast<int>(names.size()) * 12 + 6;
   const unsigned char ink[3] = {40, 40, 40}, grid[3] = {225, 225, 225}, white[3] = {255, 255, 255};
-  for (size_t k = 0; k < ytick_pos.size(); ++k) {
-    const int y = static_cast<int>(std::lround(py(ytick_pos[k])));
-    if (y < top || y > bottom) continue;
-    cv.fill(left, y, right, y, grid);
-    cv.fill(left - 4, y, left, y, ink);
-    cv.text(left - 6 - detail::Canvas::text_width(ytick_lab[k], 1), y - 3, ytick_lab[k], ink);
-  }
-  for (double v : xticks) {
-    const int x = static_cast<int>(std::lround(px(v)));
-    if (x < left || x > right) continue;
-    cv.fill(x, top, x, bottom, grid);
-    cv.fill(x, bottom, x, bottom + 4, ink);
-    const std::string s = detail::tick_label(v);
-    cv.text(x - detail::Canvas::text_width(s, 1) / 2, bottom + 8, s, ink);
-  }
-  cv.fill(left, top, right, top, ink);
-  cv.fill(left, bottom, right, bottom, ink);
-  cv.fill(left, top, left, bottom, ink);
-  cv.fill(right, top, right, bottom, ink);
-  if (!o.title.empty())
-    cv.text((o.width - detail::Canvas::text_width(o.title, 2)) / 2, 8, o.title, ink, 2);
 
-  static const unsigned char palette[10][3] = {
-      {31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
-      {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const unsigned char* c = palette[i % 10];
-    bool have_prev = false;
-    double qx = 0, qy = 0;
-    for (size_t j = 0; j < xs[i].size(); ++j) {
-      if (!usable(xs[i][j], ys[i][j])) {
-        have_prev = false;
-        continue;
+  // Draws axes and curves with the frame's right edge at `right`.
+  PlotLayout L;
+  L.left = label_w + 14;
+  L.top = o.title.empty() ? 14 : 34;
+  L.bottom = o.height - 26;
+  auto draw = [&](int right) {
+    L.right = right;
+    const int left = L.left, top = L.top, bottom = L.bottom;
+    auto px = [&](double x) { return left + (x - xlo) / (xhi - xlo) * (right - left); };
+    auto py = [&](double y) { return bottom - (y - ylo) / (yhi - ylo) * (bottom - top); };
+    Canvas cv(o.width, o.height);
+    for (size_t k = 0; k < ytick_pos.size(); ++k) {
+      const int y = static_cast<int>(std::lround(py(ytick_pos[k])));
+      if (y < top || y > bottom) continue;
+      cv.fill(left, y, right, y, grid);
+      cv.fill(left - 4, y, left, y, ink);
+      cv.text(left - 6 - Canvas::text_width(ytick_lab[k], 1), y - 3, ytick_lab[k], ink);
+    }
+    for (double v : xticks) {
+      const int x = static_cast<int>(std::lround(px(v)));
+      if (x < left || x > right) continue;
+      cv.fill(x, top, x, bottom, grid);
+      cv.fill(x, bottom, x, bottom + 4, ink);
+      const std::string s = tick_label(v);
+      cv.text(x - Canvas::text_width(s, 1) / 2, bottom + 8, s, ink);
+    }
+    cv.fill(left, top, right, top, ink);
+    cv.fill(left, bottom, right, bottom, ink);
+    cv.fill(left, top, left, bottom, ink);
+    cv.fill(right, top, right, bottom, ink);
+    if (!o.title.empty()) {  // double size if it fits the width, else single
+      const int scale = Canvas::text_width(o.title, 2) <= o.width - 8 ? 2 : 1;
+      cv.text((o.width - Canvas::text_width(o.title, scale)) / 2, scale == 2 ? 8 : 12, o.title, ink, scale);
+    }
+    const int cx0 = left + 1, cy0 = top + 1, cx1 = right - 1, cy1 = bottom - 1;
+    // Curves that coincide stay visible: solid lines are drawn first, then dash-dot, dashed and
+    // dotted ones over them (the earlier show through the gaps), and a curve with the same dash
+    // pattern and exactly the same points as later ones is drawn wider, so it frames them.
+    std::vector<size_t> order(xs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    auto dash_rank = [](size_t i) { return std::array<int, 4>{0, 2, 3, 1}[i % 4]; };
+    std::stable_sort(order.begin(), order.end(), [&](size_t p, size_t q) { return dash_rank(p) < dash_rank(q); });
+    for (size_t i : order) {
+      const unsigned char* c = plot_colour(i);
+      int same = 0;
+      for (size_t j = i + 4; j < xs.size(); j += 4) same += xs[j] == xs[i] && ys[j] == ys[i];
+      const int thick = 2 + 2 * std::min(same, 2);
+      bool have_prev = false;
+      double qx = 0, qy = 0, dash_pos = 0;
+      std::vector<std::pair<int, int>> points;
+      for (size_t j = 0; j < xs[i].size(); ++j) {
+        if (!usable(xs[i][j], ys[i][j])) {
+          have_prev = false;
+          continue;
+        }
+        const double cx = px(xs[i][j]), cy = py(ty(ys[i][j]));
+        if (have_prev)
+          cv.line(qx, qy, cx, cy, c, thick, cx0, cy0, cx1, cy1, plot_dash(i), &dash_pos);
+        else
+          cv.line(cx, cy, cx, cy, c, thick, cx0, cy0, cx1, cy1);  // isolated points stay visible
+        points.emplace_back(static_cast<int>(std::lround(cx)), static_cast<int>(std::lround(cy)));
+        qx = cx, qy = cy, have_prev = true;
       }
-      const double cx = px(xs[i][j]), cy = py(ty(ys[i][j]));
-      if (have_prev)
-        cv.line(qx, qy, cx, cy, c, 2, left + 1, top + 1, right - 1, bottom - 1);
-      else
-        cv.line(cx, cy, cx, cy, c, 2, left + 1, top + 1, right - 1,
-                bottom - 1);  // isolated points stay visible
-      qx = cx, qy = cy, have_prev = true;
+      // Markers on at most ~12 points per curve, shifted per curve so that coinciding curves show
+      // theirs at different points.
+      const size_t every = std::max<size_t>(1, (points.size() + 11) / 12);
+      for (size_t j = i % every; j < points.size(); j += every)
+        cv.marker(points[j].first, points[j].second, static_cast<int>(i), c, cx0, cy0, cx1, cy1);
+    }
+    return cv;
+  };
+  auto is_curve = [&](const Canvas& cv, int x, int y) {
+    const unsigned char* p = &cv.px[(static_cast<size_t>(y) * cv.w + x) * 3];
+    return !(std::memcmp(p, white, 3) == 0 || std::memcmp(p, grid, 3) == 0 || std::memcmp(p, ink, 3) == 0);
+  };
+  auto curve_pixels = [&](const Canvas& cv, int x0, int y0, int x1, int y1) {
+    int64_t n = 0;
+    for (int y = std::max(0, y0); y <= std::min(cv.h - 1, y1); ++y)
+      for (int x = std::max(0, x0); x <= std::min(cv.w - 1, x1); ++x) n += is_curve(cv, x, y);
+    return n;
+  };
+
+  Canvas cv = draw(o.width - 16);
+  if (!names.empty()) {
+    // The legend goes into the first corner of the data area (top right, top left, bottom right,
+    // bottom left) whose box, with a 3-pixel margin, has no curve pixel; if none has, to the right
+    // of the frame (the data area narrows), if it fits, else into the least covered corner.
+    const int inner_w = L.right - L.left, inner_h = L.bottom - L.top;
+    int best = -1;
+    int64_t best_n = std::numeric_limits<int64_t>::max();
+    std::pair<int, int> corners[4] = {{L.right - 6 - bw, L.top + 6},
+                                      {L.left + 6, L.top + 6},
+                                      {L.right - 6 - bw, L.bottom - 6 - bh},
+                                      {L.left + 6, L.bottom - 6 - bh}};
+    if (bw + 12 <= inner_w && bh + 12 <= inner_h) {
+      for (int k = 0; k < 4; ++k) {
+        const int64_t n = curve_pixels(cv, corners[k].first - 3, corners[k].second - 3, corners[k].first + bw + 3,
+                                       corners[k].second + bh + 3);
+        if (n < best_n) best = k, best_n = n;
+        if (n == 0) break;
+      }
+    }
+    const int outside_right = o.width - 10 - bw - 8;  // the frame's right edge with the legend outside
+    if (best_n > 0 && outside_right - L.left >= o.width / 2 && bh <= L.bottom - L.top) {
+      cv = draw(outside_right);
+      L.legend_outside = true;
+      L.legend_x0 = o.width - 10 - bw;
+      L.legend_y0 = L.top;
+    } else if (best >= 0) {
+      L.legend_x0 = corners[best].first;
+      L.legend_y0 = corners[best].second;
+    } else {
+      L.legend_x0 = corners[0].first;
+      L.legend_y0 = corners[0].second;
+    }
+    L.legend_x1 = L.legend_x0 + bw;
+    L.legend_y1 = L.legend_y0 + bh;
+    if (draw_legend) {
+      const int bx = L.legend_x0, by = L.legend_y0;
+      cv.fill(bx, by, bx + bw, by + bh, white);
+      cv.fill(bx, by, bx + bw, by, ink);
+      cv.fill(bx, by + bh, bx + bw, by + bh, ink);
+      cv.fill(bx, by, bx, by + bh, ink);
+      cv.fill(bx + bw, by, bx + bw, by + bh, ink);
+      for (size_t i = 0; i < names.size(); ++i) {  // every curve: its line style and marker
+        const int y = by + 5 + static_cast<int>(i) * 12;
+        cv.line(bx + 4, y + 3, bx + 27, y + 3, plot_colour(i), 2, bx + 1, by + 1, bx + bw - 1, by + bh - 1,
+                plot_dash(i));
+        cv.marker(bx + 15, y + 3, static_cast<int>(i), plot_colour(i), bx + 1, by + 1, bx + bw - 1, by + bh - 1);
+        cv.text(bx + 32, y, names[i], ink);
+      }
     }
   }
-  if (!names.empty()) {  // legend, top right inside the frame
-    int lw = 0;
-    for (const auto& s : names) lw = std::max(lw, detail::Canvas::text_width(s, 1));
-    const int bw = lw + 34, bh = static_cast<int>(names.size()) * 12 + 6;
-    const int bx = right - 6 - bw, by = top + 6;
-    cv.fill(bx, by, bx + bw, by + bh, white);
-    cv.fill(bx, by, bx + bw, by, ink);
-    cv.fill(bx, by + bh, bx + bw, by + bh, ink);
-    cv.fill(bx, by, bx, by + bh, ink);
-    cv.fill(bx + bw, by, bx + bw, by + bh, ink);
-    for (size_t i = 0; i < names.size(); ++i) {
-      const int y = by + 5 + static_cast<int>(i) * 12;
-      cv.fill(bx + 5, y + 2, bx + 22, y + 4, palette[i % 10]);
-      cv.text(bx + 28, y, names[i], ink);
-    }
-  }
+  if (layout_out) *layout_out = L;
+  return cv;
+}
+
+}  // namespace detail
+
+/// Writes a line plot of curves i = 0..names.size()-1 (points (xs[i][j], ys[i][j]), joined in the
+/// given order) as a PNG of o.width x o.height pixels: framed axes with grid lines and tick labels,
+/// one style per curve (colour i % 10, marker i % 8, dash pattern i % 4: curves that coincide stay
+/// visible), a legend with every name and its style in the first corner of the data area that no
+/// curve crosses (else right of the frame), the optional title, optional log10 y axis. Non-finite
+/// points (and y <= 0 with log_y) are skipped and break the line. Curves may be empty. Atomic (temp
+/// file + rename); throws diffuse::Error naming `path` on failure or on inconsistent input (names,
+/// xs, ys of different lengths; xs[i], ys[i] of different lengths). `layout` (optional) receives
+/// where the data area and the legend are.
+inline void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
+                            const std::vector<std::vector<double>>& xs,
+                            const std::vector<std::vector<double>>& ys, const PlotOptions& o = {},
+                            PlotLayout* layout = nullptr) {
+  const detail::Canvas cv = detail::render_plot(path, names, xs, ys, o, layout);
   const std::vector<unsigned char> png = detail::encode_png(cv.px.data(), cv.w, cv.h, 3);
   write_bytes_atomic(path, png.data(), png.size());
 }

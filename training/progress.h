@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Reporters for the trainer's callbacks (the library itself never prints): a one-line console
-// progress bar with it/s, images/s and ETA, and an spdlog reporter for the periodic log rows,
-// checkpoints and previews. Used by examples/train_dit.
+// progress bar with it/s, images/s and ETA, plain progress log lines for when the output is not a
+// terminal (a log file, CI), and an spdlog reporter for the periodic log rows, checkpoints and
+// previews. Used by examples/train_dit and the diffuse CLI.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -29,6 +31,43 @@ inline std::string format_duration(double seconds) {
   }
   return buf;
 }
+
+/// Seconds between two plain progress lines when the output is not a terminal (the diffuse CLI
+/// reads DIFFUSE_PROGRESS_INTERVAL to override it; 0 = a line per update).
+inline constexpr double kProgressLogIntervalSeconds = 5.0;
+
+/// One plain progress line (no "\r", no ANSI codes), e.g.
+///   "sampling: 120/400 steps (30%), 4.10 it/s, ETA 01:08"
+/// `unit` may be empty; `fraction` in [0, 1] is shown as a whole percentage; `extra` (e.g.
+/// "loss 0.041") goes before the rate; `rate` is in units per second, `eta_s` in seconds (negative
+/// or non-finite: "--:--").
+inline std::string progress_log_line(const std::string& label, int64_t done, int64_t total, const std::string& unit,
+                                     double fraction, double rate, double eta_s, const std::string& extra = "") {
+  const double pct = std::floor(100.0 * std::min(1.0, std::max(0.0, std::isfinite(fraction) ? fraction : 0.0)));
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "%lld/%lld%s%s (%.0f%%), ", static_cast<long long>(done),
+                static_cast<long long>(total), unit.empty() ? "" : " ", unit.c_str(), pct);
+  char rate_buf[64];
+  std::snprintf(rate_buf, sizeof(rate_buf), "%.2f it/s, ETA ", std::isfinite(rate) ? rate : 0.0);
+  return label + ": " + buf + (extra.empty() ? "" : extra + ", ") + rate_buf + format_duration(eta_s);
+}
+
+/// When the next plain progress line is due: every `interval_s` seconds of elapsed time (<= 0:
+/// every update), and always for the last update.
+class ProgressLogThrottle {
+ public:
+  explicit ProgressLogThrottle(double interval_s = kProgressLogIntervalSeconds) : interval_(interval_s) {}
+  /// True if a line should be printed now (and then counts it as printed).
+  bool due(double elapsed_s, bool last) {
+    if (!last && interval_ > 0 && elapsed_s - last_ < interval_) return false;
+    last_ = elapsed_s;
+    return true;
+  }
+
+ private:
+  double interval_;
+  double last_ = 0;
+};
 
 /// One console line, redrawn in place ("\r"); the bar shows StepStats::progress (steps or time
 /// budget, whichever is further along):
@@ -74,12 +113,30 @@ class ProgressBar {
   bool drawn_ = false;
 };
 
+/// The plain progress line of a training step:
+///   "train: 1200/5000 steps (24%), loss 0.04123, 3.20 it/s, ETA 19:47"
+/// (the percentage is StepStats::progress: steps or time budget, whichever is further along).
+inline std::string train_progress_line(const StepStats& st) {
+  char loss[48];
+  std::snprintf(loss, sizeof(loss), "loss %.5g", st.loss);
+  return progress_log_line("train", st.step, st.total_steps, "steps", st.progress, st.it_per_s, st.eta_s, loss);
+}
+
 /// Callbacks that draw a ProgressBar on every step (if `bar`) and log every on_log row,
-/// checkpoint and preview through spdlog (info level, default logger).
-inline TrainerCallbacks console_reporter(bool bar = true) {
+/// checkpoint and preview through spdlog (info level, default logger). Without the bar and with
+/// `log_interval_s` >= 0 (for output that is not a terminal), a train_progress_line is logged every
+/// log_interval_s seconds (0: every step) and at the last step.
+inline TrainerCallbacks console_reporter(bool bar = true, double log_interval_s = -1) {
   auto pb = std::make_shared<ProgressBar>();
   TrainerCallbacks cb;
-  if (bar) cb.on_step = [pb](const StepStats& st) { pb->update(st); };
+  if (bar) {
+    cb.on_step = [pb](const StepStats& st) { pb->update(st); };
+  } else if (log_interval_s >= 0) {
+    auto throttle = std::make_shared<ProgressLogThrottle>(log_interval_s);
+    cb.on_step = [throttle](const StepStats& st) {
+      if (throttle->due(st.elapsed_s, st.progress >= 1)) spdlog::info("{}", train_progress_line(st));
+    };
+  }
   cb.on_log = [pb, bar](const StepStats& st) {
     std::string terms;
     for (const auto& kv : st.terms) terms += " " + kv.first + "=" + std::to_string(kv.second);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -113,25 +114,47 @@ void require_file(const std::string& path, const std::string& what) {
   require(std::filesystem::is_regular_file(path, ec), what + " '" + path + "' is not a regular file");
 }
 
-bool progress_enabled() { return !global().quiet && !global().no_progress && ::isatty(STDERR_FILENO); }
+ProgressMode progress_mode() {
+  if (global().quiet || global().no_progress) return ProgressMode::kOff;
+  return ::isatty(STDERR_FILENO) ? ProgressMode::kBar : ProgressMode::kLog;
+}
 
+bool progress_enabled() { return progress_mode() == ProgressMode::kBar; }
 
-Progress::Progress(std::string label, int64_t total)
+double progress_interval_setting() {
+  const char* env = std::getenv(kProgressIntervalEnv);
+  if (env == nullptr || *env == '\0') return diffuse::kProgressLogIntervalSeconds;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  require(*end == '\0' && std::isfinite(v) && v >= 0, std::string(kProgressIntervalEnv) +
+                                                           " must be a number of seconds >= 0, got '" + env + "'");
+  return v;
+}
+
+double progress_log_interval() { return progress_mode() == ProgressMode::kLog ? progress_interval_setting() : -1; }
+
+Progress::Progress(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)), total_(std::max<int64_t>(1, total)), enabled_(progress_enabled()),
-      start_(std::chrono::steady_clock::now()) {}
+      start_(std::chrono::steady_clock::now()), unit_(std::move(unit)), log_interval_(progress_log_interval()) {}
 
 Progress::~Progress() { finish(); }
 
 void Progress::update(int64_t done) {
-  if (!enabled_) return;
+  if (!enabled_ && log_interval_ < 0) return;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+  const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
+  const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
+  if (!enabled_) {  // plain log lines: every log_interval_ seconds and at the end
+    if (done < total_ && log_interval_ > 0 && elapsed - last_log_ < log_interval_) return;
+    last_log_ = elapsed;
+    spdlog::info("{}", diffuse::progress_log_line(label_, done, total_, unit_, frac, rate, eta));
+    return;
+  }
   if (done < total_ && drawn_ && elapsed - last_draw_ < 0.1) return;
   last_draw_ = elapsed;
   drawn_ = true;
-  const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
   const int width = 24, filled = static_cast<int>(frac * width);
-  const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
-  const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
   std::fprintf(stderr, "\r%s [%s%s] %lld/%lld  %.2f it/s  ETA %s\033[K", label_.c_str(),
                std::string(filled, '#').c_str(), std::string(width - filled, '-').c_str(),
                static_cast<long long>(done), static_cast<long long>(total_), rate,

@@ -68,14 +68,34 @@ void require(bool cond, const std::string& message);
 /// A file that must exist (UsageError "<what> '<path>' does not exist" otherwise).
 void require_file(const std::string& path, const std::string& what);
 
-/// Whether progress bars are drawn (stderr is a terminal, no -q, no --no-progress).
+/// How long commands show their progress: a bar redrawn in place when stderr is a terminal, plain
+/// log lines every few seconds when it is not (a log file, a pipe, CI), nothing with -q or
+/// --no-progress.
+enum class ProgressMode { kOff, kBar, kLog };
+ProgressMode progress_mode();
+
+/// Whether progress bars are drawn (progress_mode() == kBar).
 bool progress_enabled();
 
-/// A one-line progress bar on stderr: "label [#####-----] 12/40  3.1 it/s  ETA 00:09". Silent when
-/// progress_enabled() is false. Redraws at most ~10 times a second.
+/// Environment variable: seconds between two plain progress lines (a number >= 0; 0 = a line per
+/// update). Default diffuse::kProgressLogIntervalSeconds (training/progress.h, 5 s).
+inline constexpr const char* kProgressIntervalEnv = "DIFFUSE_PROGRESS_INTERVAL";
+
+/// DIFFUSE_PROGRESS_INTERVAL, or the default when unset; anything but a number >= 0 is a
+/// UsageError naming the value (main checks it before running a command).
+double progress_interval_setting();
+/// Seconds between plain progress lines in ProgressMode::kLog (progress_interval_setting()), -1 in
+/// the other modes.
+double progress_log_interval();
+
+/// Progress of a long loop on stderr. On a terminal a one-line bar,
+/// "label [#####-----] 12/40  3.1 it/s  ETA 00:09", redrawn at most ~10 times a second and cleared
+/// by finish(). Off a terminal an info log line every progress_log_interval() seconds and at the
+/// last update, "label: 12/40 unit (30%), 3.10 it/s, ETA 00:09" (finish() prints nothing). Silent in
+/// ProgressMode::kOff.
 class Progress {
  public:
-  Progress(std::string label, int64_t total);
+  Progress(std::string label, int64_t total, std::string unit = "");
   ~Progress();
   void update(int64_t done);
   void finish();
@@ -87,6 +107,9 @@ class Progress {
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_;
   double last_draw_ = -1;
+  std::string unit_;
+  double log_interval_ = -1;  // >= 0: plain log lines (ProgressMode::kLog)
+  double last_log_ = 0;
 };
 
 /// The CPUs this process may run on (its affinity mask).

@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   where += " " + chosen->get_name();
   try {
     apply_threads();
+    (void)progress_interval_setting();  // a bad DIFFUSE_PROGRESS_INTERVAL fails before any work
     return actions.at(chosen)();
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: error: %s\n", where.c_str(), e.what());

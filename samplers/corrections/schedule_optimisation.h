@@ -35,9 +35,13 @@
 // new points (each depends only on its two fixed neighbours, so one pass is exact): 10 -> 20 -> 40
 // steps. For other step counts the authors recommend log-linear interpolation of the optimised
 // 10-step list: ScheduleOptimisationResult::sigmas_for_steps.
+// Progress: ScheduleOptimisationOptions::on_iteration (optional) is called after every point move,
+// at the end of every sweep and of every level, with the current KLUB; it only observes, so the
+// result is the same with and without it.
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -93,6 +97,35 @@ inline VeDenoiserFn ve_denoiser(const Denoiser& denoiser,
   });
 }
 
+/// What optimise_schedule reports to ScheduleOptimisationOptions::on_iteration.
+struct AysIteration {
+  enum class Kind {
+    kInitial,  ///< the initial schedule has been evaluated (sweep = -1, point = -1)
+    kPoint,    ///< one interior point has been optimised (moved, or kept if no better)
+    kSweep,    ///< a sweep over the base level's interior points has ended (point = -1)
+    kLevel,    ///< a level (the base, or a refinement) is final (sweep = -1, point = -1)
+  };
+  Kind kind = Kind::kInitial;
+  /// 0 = the base (num_steps) schedule, l = the l-th refinement (num_steps * 2^l steps).
+  int64_t level = 0;
+  /// 0-based sweep of the base level (-1 outside sweeps; refinements have one pass, sweep 0).
+  int64_t sweep = -1;
+  /// Sweeps at most (ScheduleOptimisationOptions::max_sweeps; 1 for a refinement pass).
+  int64_t max_sweeps = 0;
+  /// 0-based position of this point within its sweep/pass (-1 if kind != kPoint), of `points`.
+  int64_t point = -1;
+  int64_t points = 0;
+  /// The moved point's index in the ascending schedule t_0 = sigma_min .. t_n (-1 if none).
+  int64_t index = -1;
+  /// The point's noise level after the move (0 if kind != kPoint).
+  double sigma = 0;
+  /// KLUB estimate of the whole current schedule of this level, and at the start of the sweep
+  /// (kPoint, kSweep: the sweep's; otherwise the same as klub).
+  double klub = 0, klub_start = 0;
+  /// Seconds since optimise_schedule started.
+  double elapsed_s = 0;
+};
+
 struct ScheduleOptimisationOptions {
   /// Steps of the optimised base schedule (the authors: 10). Default 10; >= 2.
   TORCH_ARG(int64_t, num_steps) = 10;
@@ -118,6 +151,9 @@ struct ScheduleOptimisationOptions {
   TORCH_ARG(int64_t, refine) = 0;
   /// Seed of the estimator's noise. Default 0.
   TORCH_ARG(uint64_t, seed) = 0;
+  /// Called after every point move, sweep and level (see AysIteration), e.g. to log progress. It
+  /// only observes: the result is the same with or without it. Default none.
+  TORCH_ARG(std::function<void(const AysIteration&)>, on_iteration) = nullptr;
 };
 
 /// KLUB estimator for one denoiser and one data batch (fixed noises: common random numbers).
@@ -325,6 +361,7 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
         o.search_iters());
   check(o.refine() >= 0 && o.refine() <= 6,
         "ScheduleOptimisationOptions.refine must be in [0, 6], got ", o.refine());
+  const auto started = std::chrono::steady_clock::now();
   KlubEstimator est(denoiser, x0, o);
   const int64_t n = o.num_steps();
   // Ascending t_0 = sigma_min .. t_n = sigma_max.
@@ -349,8 +386,28 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
     for (double x : v) s += x;
     return s;
   };
+  // Progress report (observes only): it fills an AysIteration from the current state.
+  auto report = [&](AysIteration::Kind kind, int64_t level, int64_t sweep, int64_t max_sweeps, int64_t point,
+                    int64_t points, int64_t index, double sigma, const std::vector<double>& kv, double klub_start) {
+    if (!o.on_iteration()) return;
+    AysIteration it;
+    it.kind = kind;
+    it.level = level;
+    it.sweep = sweep;
+    it.max_sweeps = max_sweeps;
+    it.point = point;
+    it.points = points;
+    it.index = index;
+    it.sigma = sigma;
+    it.klub = sum(kv);
+    it.klub_start = klub_start < 0 ? it.klub : klub_start;
+    it.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    o.on_iteration()(it);
+  };
+  using Kind = AysIteration::Kind;
   ScheduleOptimisationResult res;
   res.klub_history.push_back(sum(k));
+  report(Kind::kInitial, 0, -1, o.max_sweeps(), -1, 0, -1, 0.0, k, -1.0);
   // Moves t[i] (neighbours fixed) to the golden-section minimum of K(t[i-1], .) + K(., t[i+1]).
   auto move_point = [&](std::vector<double>& tv, std::vector<double>& kv, size_t i) {
     const double lo = std::log(tv[i - 1]), hi = std::log(tv[i + 1]);
@@ -370,11 +427,15 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
   for (int64_t sweep = 0; sweep < o.max_sweeps(); ++sweep) {
     const double before = sum(k);
     // Alternate the direction (symmetric Gauss-Seidel): moves propagate both ways along the chain.
-    for (int64_t j = 1; j < n; ++j)
-      move_point(t, k, static_cast<size_t>(sweep % 2 == 0 ? j : n - j));
+    for (int64_t j = 1; j < n; ++j) {
+      const auto i = static_cast<size_t>(sweep % 2 == 0 ? j : n - j);
+      move_point(t, k, i);
+      report(Kind::kPoint, 0, sweep, o.max_sweeps(), j - 1, n - 1, static_cast<int64_t>(i), t[i], k, before);
+    }
     const double after = sum(k);
     res.klub_history.push_back(after);
     res.sweeps = sweep + 1;
+    report(Kind::kSweep, 0, sweep, o.max_sweeps(), -1, n - 1, -1, 0.0, k, before);
     if (before - after < o.tol() * before) break;
   }
   auto descending = [](std::vector<double> v) {
@@ -383,6 +444,7 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
   };
   res.levels.push_back(descending(t));
   res.klub.push_back(sum(k));
+  report(Kind::kLevel, 0, -1, o.max_sweeps(), -1, 0, -1, 0.0, k, -1.0);
   for (int64_t level = 0; level < o.refine(); ++level) {
     std::vector<double> t2, k2;
     for (size_t i = 0; i + 1 < t.size(); ++i) {
@@ -391,11 +453,18 @@ inline ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser
     }
     t2.push_back(t.back());
     for (size_t i = 0; i + 1 < t2.size(); ++i) k2.push_back(est.interval(t2[i], t2[i + 1]));
-    for (size_t i = 1; i + 1 < t2.size(); i += 2) move_point(t2, k2, i);  // only the new points
+    const double start = sum(k2);
+    const auto new_points = static_cast<int64_t>(t2.size() / 2);
+    for (size_t i = 1; i + 1 < t2.size(); i += 2) {  // only the new points
+      move_point(t2, k2, i);
+      report(Kind::kPoint, level + 1, 0, 1, static_cast<int64_t>(i / 2), new_points, static_cast<int64_t>(i), t2[i],
+             k2, start);
+    }
     t = std::move(t2);
     k = std::move(k2);
     res.levels.push_back(descending(t));
     res.klub.push_back(sum(k));
+    report(Kind::kLevel, level + 1, -1, 1, -1, 0, -1, 0.0, k, start);
   }
   res.sigmas = res.levels.back();
   return res;

@@ -20,9 +20,18 @@ using diffuse::test::run_cli;
 TEST(CliAys, ScheduleFileRoundTripsThroughSample) {
   const std::string dir = cli_test_dir("ays_roundtrip");
   const std::string file = dir + "/ays3.json";
-  auto r = run_cli({"ays", "--steps", "3", "--sweeps", "1", "--search-iters", "3", "--nodes", "2", "--limit", "8",
-                    "--out", file});
+  auto r = run_cli({"-v", "ays", "--steps", "3", "--sweeps", "1", "--search-iters", "3", "--nodes", "2", "--limit",
+                    "8", "--out", file},
+                   "", 300, {"DIFFUSE_PROGRESS_INTERVAL=0"});
   ASSERT_EQ(r.code, 0) << r.err;
+  // The KLUB as it goes: the initial schedule and each sweep (info), each point (debug, -v), and
+  // plain progress lines (stderr is not a terminal).
+  EXPECT_NE(r.err.find("info: ays: initial karras schedule (3 steps): KLUB "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("debug: ays: sweep 1/1, point 1/2 (sigma_ve "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("debug: ays: sweep 1/1, point 2/2 (sigma_ve "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("info: ays: sweep 1/1: KLUB "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("info: ays: 1/"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" denoiser batches ("), std::string::npos) << r.err;
   const nlohmann::json s = nlohmann::json::parse(read_text_file(file));
   const auto ts = s.at("timesteps").get<std::vector<double>>();
   ASSERT_EQ(ts.size(), 3u);

@@ -51,6 +51,54 @@ TEST(CliEval, TinyGridWritesTablesAndPlots) {
   }
 }
 
+// Each row is written as soon as it is measured, so a run that fails later keeps it; --resume
+// measures only the missing settings and refuses a table of other run settings.
+TEST(CliEval, RowsAreWrittenAsMeasuredAndResumeSkipsThem) {
+  const std::string dir = cli_test_dir("eval_resume");
+  // A two-time schedule: the 2-step setting runs, the 3-step one fails when its grid is made (exit
+  // 1, a work failure), after the first row was measured.
+  const std::string sched = "timesteps:timesteps=999;500";
+  const std::vector<std::string> common = {"eval", "--num", "8", "--reference-limit", "16", "--eb-num", "4",
+                                           "--batch-size", "8", "--schedule", sched, "--out", dir + "/e"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  auto r = run_cli(with({"--steps", "2,3"}));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("num_steps=3"), std::string::npos) << r.err;
+  auto csv = lines(read_text_file(dir + "/e/eval.csv"));
+  ASSERT_EQ(csv.size(), 2u) << r.err;
+  EXPECT_EQ(csv[1].rfind("dpmpp_2m," + sched + ",2,2,", 0), 0u) << csv[1];
+  EXPECT_NE(read_text_file(dir + "/e/eval.md").find("| 1 | dpmpp_2m | " + sched + " | 2 | 2 |"), std::string::npos);
+  EXPECT_EQ(lines(read_text_file(dir + "/e/exposure_bias.csv")).size(), 1u + 2u);  // header + 2 steps
+  const std::string first = csv[1];
+
+  // --resume with a grid of two: the measured row is kept byte for byte (its seconds too), the
+  // other is measured; progress counts only the new one; the plots are drawn from both.
+  r = run_cli(with({"--steps", "2", "--cfg", "2,3", "--resume"}), "", 300, {"DIFFUSE_PROGRESS_INTERVAL=0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("--resume: 1 of 2 settings already in"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("info: eval: 1/4 steps (25%), "), std::string::npos) << r.err;  // 2 steps x (1 chunk + EB)
+  EXPECT_NE(r.err.find("info: eval: 4/4 steps (100%), "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("info: eval: 5/"), std::string::npos) << r.err;
+  csv = lines(read_text_file(dir + "/e/eval.csv"));
+  ASSERT_EQ(csv.size(), 3u);
+  EXPECT_EQ(csv[1], first);
+  EXPECT_EQ(csv[2].rfind("dpmpp_2m," + sched + ",2,3,", 0), 0u) << csv[2];
+  EXPECT_EQ(lines(read_text_file(dir + "/e/exposure_bias.csv")).size(), 1u + 2u + 2u);
+  EXPECT_NE(r.out.find("| 2 | dpmpp_2m | " + sched + " | 2 | 3 |"), std::string::npos) << r.out;
+  EXPECT_GT(read_text_file(dir + "/e/fd_vs_steps.png").size(), 8u);
+
+  // A table measured with another seed or sample count is refused before any work.
+  expect_clean_error(run_cli(with({"--steps", "2", "--seed", "3", "--resume"})), {"seed", "'0'", "'3'"}, 2);
+  std::vector<std::string> more = with({"--steps", "2", "--resume"});
+  more[2] = "12";  // --num
+  expect_clean_error(run_cli(more), {"num_samples", "'8'", "'12'"}, 2);
+  EXPECT_EQ(lines(read_text_file(dir + "/e/eval.csv")).size(), 3u);
+}
+
 TEST(CliEval, BadArgumentsAreOneLineErrors) {
   const std::string dir = cli_test_dir("eval_bad");
   expect_clean_error(run_cli({"eval", "--sampler", "ddim,no_such_sampler", "--out", dir}), {"no_such_sampler"}, 2);

@@ -69,9 +69,13 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   const std::string model_bytes = read_text_file(out + "/model.pt");
 
   // Same folder again, no --config: the saved config, 2 more steps (CLI option wins).
-  r = run_cli({"train", "--out", out, "--steps", "5"});
+  r = run_cli({"train", "--out", out, "--steps", "5"}, "", 300, {"DIFFUSE_PROGRESS_INTERVAL=0"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("resumed from"), std::string::npos) << r.err;
+  // stderr is not a terminal: plain progress lines (here one per step) instead of a bar.
+  EXPECT_NE(r.err.find("info: train: 4/5 steps (80%), loss "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("info: train: 5/5 steps (100%), loss "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("ckpt_00000003.pt at step 3"), std::string::npos) << r.err;
   EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5}));
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000005.pt"));

@@ -253,6 +253,72 @@ TEST(AlignYourSteps, OptimiserFindsTheGaussianKlubOptimum) {
     EXPECT_LE(res.klub_history[i], res.klub_history[i - 1]);
 }
 
+// The progress callback reports every point move, sweep and level with the running KLUB, and
+// only observes: the result is bit-identical without it.
+TEST(AlignYourSteps, IterationCallbackReportsKlubAndChangesNothing) {
+  const double s = 1.0, smin = 0.03, smax = 14.6;
+  SingleThread single;
+  const Tensor x0 = at::randn({32, 2}, detail::cpu_generator(5), at::kDouble) * s;
+  auto o = ScheduleOptimisationOptions()
+               .num_steps(5)
+               .sigma_min(smin)
+               .sigma_max(smax)
+               .sigma_data(s)
+               .max_sweeps(3)
+               .tol(0)
+               .nodes(3)
+               .search_iters(4)
+               .refine(1);
+  const auto plain = optimise_schedule(gaussian_denoiser(s), x0, o);
+  std::vector<AysIteration> seen;
+  const auto watched = optimise_schedule(gaussian_denoiser(s), x0,
+                                         ScheduleOptimisationOptions(o).on_iteration(
+                                             [&](const AysIteration& it) { seen.push_back(it); }));
+  EXPECT_EQ(watched.sigmas, plain.sigmas);
+  EXPECT_EQ(watched.levels, plain.levels);
+  EXPECT_EQ(watched.klub_history, plain.klub_history);
+  EXPECT_EQ(watched.klub, plain.klub);
+  ASSERT_EQ(plain.sweeps, 3);
+  // initial, 3 sweeps x (4 points + end), base level, 5 new points of the refinement, its level.
+  ASSERT_EQ(seen.size(), 1u + 3u * 5u + 1u + 5u + 1u);
+  using Kind = AysIteration::Kind;
+  EXPECT_EQ(seen[0].kind, Kind::kInitial);
+  EXPECT_EQ(seen[0].klub, plain.klub_history[0]);
+  size_t at = 1;
+  for (int64_t sweep = 0; sweep < 3; ++sweep) {
+    for (int64_t p = 0; p < 4; ++p, ++at) {
+      const AysIteration& it = seen[at];
+      EXPECT_EQ(it.kind, Kind::kPoint) << at;
+      EXPECT_EQ(it.level, 0);
+      EXPECT_EQ(it.sweep, sweep);
+      EXPECT_EQ(it.max_sweeps, 3);
+      EXPECT_EQ(it.point, p);
+      EXPECT_EQ(it.points, 4);
+      EXPECT_EQ(it.index, sweep % 2 == 0 ? p + 1 : 4 - p);  // sweeps alternate direction
+      EXPECT_EQ(it.klub_start, plain.klub_history[sweep]);
+      EXPECT_LE(it.klub, seen[at - 1].klub);  // a point only moves when the KLUB drops
+      EXPECT_GE(it.elapsed_s, seen[at - 1].elapsed_s);
+    }
+    EXPECT_EQ(seen[at].kind, Kind::kSweep);
+    EXPECT_EQ(seen[at].sweep, sweep);
+    EXPECT_EQ(seen[at].klub, plain.klub_history[sweep + 1]);
+    ++at;
+  }
+  EXPECT_EQ(seen[at].kind, Kind::kLevel);
+  EXPECT_EQ(seen[at].level, 0);
+  EXPECT_EQ(seen[at].klub, plain.klub[0]);
+  ++at;
+  for (int64_t p = 0; p < 5; ++p, ++at) {
+    EXPECT_EQ(seen[at].kind, Kind::kPoint);
+    EXPECT_EQ(seen[at].level, 1);
+    EXPECT_EQ(seen[at].index, 2 * p + 1);  // only the new midpoints move
+    EXPECT_EQ(seen[at].points, 5);
+  }
+  EXPECT_EQ(seen[at].kind, Kind::kLevel);
+  EXPECT_EQ(seen[at].level, 1);
+  EXPECT_EQ(seen[at].klub, plain.klub[1]);
+}
+
 // ----------------------------------------------------------------------------------------------
 // Gaussian-mixture testbed: optimised 10-step schedule vs hand-made ones, against the exact ODE
 

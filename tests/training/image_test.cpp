@@ -5,6 +5,7 @@
 #include <diffuse/training/image.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -162,6 +163,109 @@ TEST(PlotCurves, WritesAPngOfTheRequestedSizeWithEachCurveColour) {
     EXPECT_NE(std::string(e.what()).find("missing/dir/p.png"), std::string::npos) << e.what();
   }
   EXPECT_EQ(dir.count(), 3u);
+}
+
+// Pixels of colour c inside [x0, x1] x [y0, y1] of a rendered plot.
+int64_t count_in(const detail::Canvas& cv, const unsigned char* c, int x0, int y0, int x1, int y1) {
+  int64_t n = 0;
+  for (int y = y0; y <= y1; ++y)
+    for (int x = x0; x <= x1; ++x) n += std::memcmp(&cv.px[(static_cast<size_t>(y) * cv.w + x) * 3], c, 3) == 0;
+  return n;
+}
+
+// Curves exactly on top of each other (as FD vs steps of two samplers that agree) must all stay
+// visible, and the legend lists each with its own style.
+TEST(PlotCurves, CoincidingCurvesStayVisibleAndTheLegendListsAll) {
+  const std::vector<double> x = {1, 2, 3, 4}, y = {40, 25, 18, 16};
+  PlotLayout L;
+  const detail::Canvas cv = detail::render_plot("p.png", {"ddim", "euler", "heun"}, {x, x, x}, {y, y, y}, {}, &L);
+  ASSERT_GE(L.legend_x0, 0);
+  for (size_t i = 0; i < 3; ++i) {
+    const unsigned char* c = detail::plot_colour(i);
+    // In the data area outside the legend: on every curve, at least its markers show.
+    const int64_t in_data = count_in(cv, c, L.left + 1, L.top + 1, L.right - 1, L.bottom - 1) -
+                            count_in(cv, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1);
+    EXPECT_GT(in_data, 40) << "curve " << i << " is hidden by the others";
+    EXPECT_GT(count_in(cv, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1), 10) << "legend entry " << i;
+  }
+  // Six identical straight curves: curves 0 and 4 share the solid pattern, 1 and 5 the dashed one.
+  // Every curve shows in the data area (line or marker), and the first of two same-pattern curves
+  // frames the later one, so its line shows in the middle half of the plot (away from the markers
+  // at the two ends; the legend sits in a corner).
+  const std::vector<std::vector<double>> x6(6, {0.0, 1.0}), y6(6, {1.0, 2.0});
+  const detail::Canvas cv6 = detail::render_plot("p.png", {"a", "b", "c", "d", "e", "f"}, x6, y6, {}, &L);
+  const int quarter = (L.right - L.left) / 4;
+  ASSERT_TRUE(L.legend_x1 < L.left + quarter || L.legend_x0 > L.right - quarter);
+  for (size_t i = 0; i < 6; ++i) {
+    const unsigned char* c = detail::plot_colour(i);
+    const int64_t in_data = count_in(cv6, c, L.left + 1, L.top + 1, L.right - 1, L.bottom - 1) -
+                            count_in(cv6, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1);
+    EXPECT_GT(in_data, 10) << "curve " << i << " is hidden by the others";
+  }
+  for (size_t i : {0, 1}) {
+    const int64_t middle =
+        count_in(cv6, detail::plot_colour(i), L.left + quarter, L.top + 1, L.right - quarter, L.bottom - 1);
+    EXPECT_GT(middle, 30) << "the line of curve " << i << " is hidden by the later one of its pattern";
+  }
+}
+
+// The legend goes into a corner that no curve crosses, else right of the data area: it never covers
+// a curve (the same plot rendered without the legend has no curve pixel under its box).
+TEST(PlotCurves, TheLegendCoversNoCurve) {
+  auto curve_pixels_under_legend = [](const std::vector<std::vector<double>>& xs,
+                                      const std::vector<std::vector<double>>& ys, PlotLayout& L) {
+    PlotOptions o;
+    o.title = "exposure bias";
+    o.log_y = true;
+    std::vector<std::string> names;
+    for (size_t i = 0; i < xs.size(); ++i) names.push_back("sampler " + std::to_string(i) + " 10 steps");
+    const detail::Canvas bare = detail::render_plot("p.png", names, xs, ys, o, &L, /*draw_legend=*/false);
+    int64_t n = 0;
+    for (size_t i = 0; i < xs.size(); ++i)
+      n += count_in(bare, detail::plot_colour(i), L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1);
+    return n;
+  };
+  // A curve along the top (the old legend place) and one along the right half of the bottom: the
+  // bottom-left corner is free.
+  PlotLayout L;
+  EXPECT_EQ(curve_pixels_under_legend({{0, 1}, {0.5, 1}}, {{1, 1}, {1e-3, 1e-3}}, L), 0);
+  EXPECT_FALSE(L.legend_outside);
+  EXPECT_LT(L.legend_x1, (L.left + L.right) / 2);
+  EXPECT_GT(L.legend_y0, (L.top + L.bottom) / 2);
+  // Curves along the top and the whole bottom: no corner is free, the legend goes outside.
+  EXPECT_EQ(curve_pixels_under_legend({{0, 1}, {0, 1}}, {{1, 1}, {1e-3, 1e-3}}, L), 0);
+  EXPECT_TRUE(L.legend_outside);
+  EXPECT_GT(L.legend_x0, L.right);
+  EXPECT_LT(L.legend_x1, 640);
+  // Decreasing exposure-bias-like curves (high at the left, low at the right).
+  std::vector<std::vector<double>> xs, ys;
+  for (int c = 0; c < 4; ++c) {
+    xs.emplace_back();
+    ys.emplace_back();
+    for (int j = 1; j <= 10; ++j) {
+      xs.back().push_back(j / 10.0);
+      ys.back().push_back(std::pow(10.0, -0.4 * j) * (1 + c));
+    }
+  }
+  EXPECT_EQ(curve_pixels_under_legend(xs, ys, L), 0);
+  // The file writer reports the same layout.
+  TempDir dir("plot_legend");
+  PlotLayout written;
+  PlotOptions o;
+  o.title = "exposure bias";
+  o.log_y = true;
+  plot_curves_png(dir / "eb.png", {"sampler 0 10 steps", "sampler 1 10 steps", "sampler 2 10 steps",
+                                   "sampler 3 10 steps"},
+                  xs, ys, o, &written);
+  EXPECT_EQ(written.legend_x0, L.legend_x0);
+  EXPECT_EQ(written.legend_y0, L.legend_y0);
+}
+
+TEST(ImageGrid, ColumnsAreNrowClippedToTheImageCount) {
+  EXPECT_EQ(image_grid_columns(4, 10), 4);
+  EXPECT_EQ(image_grid_columns(40, 10), 10);
+  EXPECT_EQ(image_grid_columns(1, 8), 1);
+  EXPECT_EQ(make_image_grid(at::zeros({4, 1, 2, 2}), 10).size(2), image_grid_columns(4, 10) * 4 + 2);
 }
 
 }  // namespace

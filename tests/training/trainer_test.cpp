@@ -662,6 +662,16 @@ TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
   EXPECT_NE(line.find("128 img/s"), std::string::npos) << line;
   EXPECT_NE(line.find("ETA 01:05"), std::string::npos) << line;
   EXPECT_EQ(format_duration(3725), "1:02:05");
+  // The plain line for output that is not a terminal (no "\r", no ANSI codes), and its throttle.
+  EXPECT_EQ(train_progress_line(st), "train: 5/10 steps (50%), loss 0.5, 2.00 it/s, ETA 01:05");
+  EXPECT_EQ(progress_log_line("sampling", 2, 3, "", 2.0 / 3.0, 4.1, -1), "sampling: 2/3 (66%), 4.10 it/s, ETA --:--");
+  ProgressLogThrottle every5(5.0), every_time(0.0);
+  EXPECT_FALSE(every5.due(1.0, false));
+  EXPECT_TRUE(every5.due(5.5, false));
+  EXPECT_FALSE(every5.due(9.0, false));
+  EXPECT_TRUE(every5.due(9.0, true));  // the last update always
+  EXPECT_TRUE(every_time.due(0.0, false));
+  EXPECT_TRUE(every_time.due(0.0, false));
 }
 
 TEST_F(TrainerTest, TimeBudgetStopsWithACheckpoint) {

@@ -113,8 +113,37 @@ int run_ays(const AysArgs& a) {
   int64_t max_evals = base + a.sweeps * (base - 1) * (2 * (a.search_iters + 2) + 2);
   for (int64_t l = 0, intervals = base; l < a.refine; ++l, intervals *= 2)
     max_evals += 2 * intervals + intervals * (2 * (a.search_iters + 2) + 2);
-  Progress bar("ays", max_evals);
+  Progress bar("ays", max_evals, "denoiser batches");
   int64_t evals = 0;
+  // The KLUB as it goes: a line per sweep and per level (info), per point (debug, -v).
+  o.on_iteration([&](const diffuse::AysIteration& it) {
+    using Kind = diffuse::AysIteration::Kind;
+    const bool wanted = spdlog::should_log(it.kind == Kind::kPoint ? spdlog::level::debug : spdlog::level::info);
+    if (!wanted) return;
+    bar.finish();  // clear a drawn bar before the log line
+    const double change = it.klub_start > 0 ? 100.0 * (it.klub - it.klub_start) / it.klub_start : 0.0;
+    const int64_t level_steps = base << it.level;
+    switch (it.kind) {
+      case Kind::kInitial:
+        spdlog::info("ays: initial {} schedule ({} steps): KLUB {:.6g} | {:.1f} s", a.init, base, it.klub, it.elapsed_s);
+        break;
+      case Kind::kPoint:
+        spdlog::debug("ays: {} {}/{}, point {}/{} (sigma_ve {:.5g}): KLUB {:.6g} ({:+.2f}% this {}) | {:.1f} s",
+                      it.level == 0 ? "sweep" : "refinement", it.level == 0 ? it.sweep + 1 : it.level,
+                      it.level == 0 ? it.max_sweeps : a.refine, it.point + 1, it.points, it.sigma, it.klub, change,
+                      it.level == 0 ? "sweep" : "pass", it.elapsed_s);
+        break;
+      case Kind::kSweep:
+        spdlog::info("ays: sweep {}/{}: KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s", it.sweep + 1, it.max_sweeps,
+                     it.klub_start, it.klub, change, it.elapsed_s);
+        break;
+      case Kind::kLevel:
+        if (it.level > 0)
+          spdlog::info("ays: refinement {}/{} ({} steps): KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s", it.level,
+                       a.refine, level_steps, it.klub_start, it.klub, change, it.elapsed_s);
+        break;
+    }
+  });
   diffuse::VeDenoiserFn inner = diffuse::ve_denoiser([&](const at::Tensor& x_ve, double sigma) {
     const diffuse::TimePoint p = schedule->at_sigma_ve(sigma);
     diffuse::Conditioning cond;

@@ -352,7 +352,7 @@ int run_train(const TrainArgs& a, CLI::App& app) {
       .max_minutes(cfg["minutes"].get<double>())
       .model_config("DiT " + diffuse::format_config(diffuse::to_config(dit)));
   diffuse::Trainer<diffuse::DiT> trainer(model, objective, schedule, data, o,
-                                         diffuse::console_reporter(progress_enabled()));
+                                         diffuse::console_reporter(progress_enabled(), progress_log_interval()));
 
   // A launched rank: rendezvous, rank 0's initial weights everywhere, the gradient all-reduce.
   join_group(group, a.parallel);
