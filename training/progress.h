@@ -75,7 +75,8 @@ class ProgressBar {
 };
 
 /// Callbacks that draw a ProgressBar on every step (if `bar`) and log every on_log row,
-/// checkpoint and preview through spdlog (info level, default logger).
+/// checkpoint and preview through spdlog (info level, default logger), and a skipped corrupt
+/// checkpoint at warn level.
 inline TrainerCallbacks console_reporter(bool bar = true) {
   auto pb = std::make_shared<ProgressBar>();
   TrainerCallbacks cb;
@@ -97,6 +98,12 @@ inline TrainerCallbacks console_reporter(bool bar = true) {
     if (bar) std::fprintf(stderr, "\r\033[K");
     spdlog::info("samples at step {}: {} ({} samples, mean {:.3f}, std {:.3f})", step, path.empty() ? "-" : path,
                  x.size(0), x.mean().item<double>(), x.std().item<double>());
+  };
+  cb.on_checkpoint_skipped = [bar](const std::string& path, const std::string& reason, const std::string& renamed) {
+    if (bar) std::fprintf(stderr, "\r\033[K");
+    spdlog::warn("skipped checkpoint {}: {}; {}", path, reason,
+                 renamed.empty() ? std::string("it could not be renamed, move it away yourself")
+                                 : "kept as " + renamed + " (not deleted); resuming from an older checkpoint");
   };
   return cb;
 }
