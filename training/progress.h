@@ -123,9 +123,10 @@ inline std::string train_progress_line(const StepStats& st) {
 }
 
 /// Callbacks that draw a ProgressBar on every step (if `bar`) and log every on_log row,
-/// checkpoint and preview through spdlog (info level, default logger). Without the bar and with
-/// `log_interval_s` >= 0 (for output that is not a terminal), a train_progress_line is logged every
-/// log_interval_s seconds (0: every step) and at the last step.
+/// checkpoint and preview through spdlog (info level, default logger), and a skipped corrupt
+/// checkpoint at warn level. Without the bar and with `log_interval_s` >= 0 (for output that is not
+/// a terminal), a train_progress_line is logged every log_interval_s seconds (0: every step) and at
+/// the last step.
 inline TrainerCallbacks console_reporter(bool bar = true, double log_interval_s = -1) {
   auto pb = std::make_shared<ProgressBar>();
   TrainerCallbacks cb;
@@ -154,6 +155,12 @@ inline TrainerCallbacks console_reporter(bool bar = true, double log_interval_s 
     if (bar) std::fprintf(stderr, "\r\033[K");
     spdlog::info("samples at step {}: {} ({} samples, mean {:.3f}, std {:.3f})", step, path.empty() ? "-" : path,
                  x.size(0), x.mean().item<double>(), x.std().item<double>());
+  };
+  cb.on_checkpoint_skipped = [bar](const std::string& path, const std::string& reason, const std::string& renamed) {
+    if (bar) std::fprintf(stderr, "\r\033[K");
+    spdlog::warn("skipped checkpoint {}: {}; {}", path, reason,
+                 renamed.empty() ? std::string("it could not be renamed, move it away yourself")
+                                 : "kept as " + renamed + " (not deleted); resuming from an older checkpoint");
   };
   return cb;
 }

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -188,6 +189,14 @@ struct TrainerCallbacks {
   std::function<void(const std::string&, int64_t)> on_checkpoint;
   /// After a preview (samples [n, ...] in data space, path of the PNG or "" if none, step).
   std::function<void(const Tensor&, const std::string&, int64_t)> on_sample;
+  /// Polled after every optimiser step (and, data-parallel, during it, see Trainer::request_stop);
+  /// returning true stops train() after that step with a checkpoint (StopReason::kInterrupted).
+  /// Called on every rank. The CLI's Ctrl-C handling (training/stop_signal.h) plugs in here.
+  std::function<bool()> should_stop;
+  /// resume_latest() skipped a checkpoint it could not load (path, reason) and fell back to an
+  /// older one; the skipped file was renamed to path + ".corrupt" (renamed_to, "" if that failed).
+  std::function<void(const std::string& path, const std::string& reason, const std::string& renamed_to)>
+      on_checkpoint_skipped;
 };
 
 /// The objective `spec` for a DiT of patch size `patch`: masked objectives (those with a
@@ -207,7 +216,11 @@ inline std::shared_ptr<const Objective> objective_for_patch(const std::string& s
 inline bool is_masked_objective(const Objective& obj) { return obj.to_config().count("mask_ratio") > 0; }
 
 /// Why train() returned.
-enum class StopReason { kFinished, kTimeBudget };
+enum class StopReason {
+  kFinished,     ///< options.steps steps are done
+  kTimeBudget,   ///< max_minutes ran out
+  kInterrupted,  ///< request_stop() or callbacks.should_stop asked (after a step, with a checkpoint)
+};
 
 struct TrainResult {
   int64_t steps_done = 0;  ///< steps taken by this call
@@ -244,6 +257,25 @@ inline std::map<std::string, std::string> parse_fingerprint(const std::string& t
   return out;
 }
 
+}  // namespace detail
+
+/// A checkpoint file that cannot be used because of the file itself: unreadable, truncated, not a
+/// trainer checkpoint, another format, or entries missing or malformed. A checkpoint that is intact
+/// but was written for a different setup is a plain Error instead (a configuration mistake, which
+/// resume_latest() never skips).
+class CorruptCheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+/// The first line of an exception's message (LibTorch's backtrace and context lines dropped).
+inline std::string exception_first_line(const std::exception& e) {
+  const auto* ce = dynamic_cast<const c10::Error*>(&e);
+  std::string text = ce != nullptr ? ce->what_without_backtrace() : e.what();
+  const auto nl = text.find('\n');
+  return trim(nl == std::string::npos ? text : text.substr(0, nl));
+}
 }  // namespace detail
 
 /// The step encoded in a checkpoint without loading the model (reads the archive).
@@ -337,6 +369,14 @@ class Trainer {
   /// trajectory, objective, schedule, dataset shape, parameter names and shapes).
   const std::string& fingerprint() const { return fingerprint_; }
 
+  /// Asks train() to stop after the step in progress (or after the next one, if none is), writing a
+  /// checkpoint for it; train() then returns StopReason::kInterrupted. Thread-safe and lock-free
+  /// (std::atomic<bool>), so another thread may call it; a signal handler should rather set a
+  /// std::sig_atomic_t that callbacks.should_stop reads (training/stop_signal.h). Data-parallel:
+  /// the request of any rank is part of the step's all-reduce, so every rank stops after the same
+  /// step (the first whose reduction saw a request); rank 0 writes the checkpoint.
+  void request_stop() { stop_requested_.store(true); }
+
   /// Data-parallel training (training/distributed.h's make_data_parallel() calls this; it is
   /// independent of any communication library). This process is rank `rank` of `world_size`; every
   /// optimiser step, each micro-batch of batch_size / grad_accum examples is the same global
@@ -345,7 +385,8 @@ class Trainer {
   /// dropout are made for the whole global micro-batch on every rank (the generators stay identical
   /// across ranks) and sliced, so the run equals single-process training up to the order of the
   /// gradient sums. After backward, `all_reduce_mean` receives the gradients of all parameters that
-  /// require them (undefined ones as zeros) followed by one float64 tensor [loss, terms...] and must
+  /// require them (undefined ones as zeros) followed by one float64 tensor [loss, terms..., stop]
+  /// (stop: 1 if this rank was asked to stop, see request_stop()) and must
   /// replace each by its mean over ranks, before clipping and the optimiser step. Only rank 0
   /// writes checkpoints, loss.csv/loss.png and previews, and calls on_log / on_sample /
   /// on_checkpoint (every rank may read checkpoints to resume). Call it before resume_latest().
@@ -508,6 +549,7 @@ class Trainer {
     const auto t0 = clock::now();
     const int64_t start = step_;
     TrainResult res;
+    stop_agreed_ = false;
     if (dp_rank_ == 0) prepare_output();
     while (step_ < options_.steps()) {
       const auto s0 = clock::now();
@@ -531,15 +573,25 @@ class Trainer {
       const bool out_of_time =
           options_.max_minutes() > 0 &&
           std::chrono::duration<double>(clock::now() - t0).count() >= options_.max_minutes() * 60.0;
+      // A stop request: data-parallel ranks decide on the value reduced with this step's
+      // statistics (all the same), a single process on its own flag, polled now.
+      const bool interrupted = all_reduce_mean_ ? stop_agreed_ : stop_wanted();
       const bool last = step_ >= options_.steps() || out_of_time;
       // The last preview too comes before the checkpoint: a run killed after the final checkpoint
-      // has nothing left to redo when it is resumed.
+      // has nothing left to redo when it is resumed. An interrupted run draws only the previews
+      // due anyway (so that, resumed, its folder equals an uninterrupted run's), plus a checkpoint.
       if (options_.sample_every() > 0 && (step_ % options_.sample_every() == 0 || last) && dp_rank_ == 0) {
         preview();
       }
       if (!checkpoint_dir_.empty() && dp_rank_ == 0 &&
-          ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) || last)) {
+          ((options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) || last || interrupted)) {
         res.last_checkpoint = save_checkpoint();
+        write_loss_plot();  // loss.png follows the checkpoints, not only the previews
+      }
+      if (interrupted && !last) {
+        res.reason = StopReason::kInterrupted;
+        stop_requested_.store(false);  // answered
+        break;
       }
       if (out_of_time) {
         res.reason = StopReason::kTimeBudget;
@@ -645,11 +697,16 @@ class Trainer {
 
   /// Restores the state saved by save_checkpoint(path). Throws diffuse::Error if the file cannot
   /// be read or was written for a different setup (the message lists the differences).
+  /// A file that is not a usable checkpoint throws CorruptCheckpointError (a subclass); then, or if
+  /// entries are missing after the model was read, the trainer may be partly loaded: load another
+  /// checkpoint or discard it.
   void load_checkpoint(const std::string& path) {
     torch::serialize::InputArchive ar;
     open_checkpoint(ar, path);
     c10::IValue v;
-    ar.read("fingerprint", v);
+    if (!ar.try_read("fingerprint", v) || !v.isString()) {
+      throw CorruptCheckpointError(detail::cat("checkpoint '", path, "' has no fingerprint (damaged?)"));
+    }
     const std::string theirs = v.toStringRef();
     if (theirs != fingerprint_) {
       const auto a = detail::parse_fingerprint(theirs), b = detail::parse_fingerprint(fingerprint_);
@@ -663,6 +720,18 @@ class Trainer {
         if (!b.count(kv.first)) diff += "\n  " + kv.first + ": checkpoint " + kv.second + ", this run <missing>";
       throw Error(detail::cat("cannot resume from '", path, "': it was written for a different setup:", diff));
     }
+    try {
+      read_checkpoint_state(ar);
+    } catch (const std::exception& ex) {
+      throw CorruptCheckpointError(detail::cat("checkpoint '", path, "' is damaged: ", detail::exception_first_line(ex)));
+    }
+    resumed_ = true;
+  }
+
+ private:
+  /// The state entries of an opened checkpoint whose fingerprint matched.
+  void read_checkpoint_state(torch::serialize::InputArchive& ar) {
+    c10::IValue v;
     torch::serialize::InputArchive m, e, o;
     ar.read("model", m);
     ar.read("ema", e);
@@ -690,9 +759,9 @@ class Trainer {
       if (ar.try_read("loss_scale", v) && v.isDouble()) loss_scale_ = v.toDouble();
       if (ar.try_read("loss_scale_good", v) && v.isInt()) loss_scale_good_ = v.toInt();
     }
-    resumed_ = true;
   }
 
+ public:
   /// Starts a new training phase from the weights of another run (e.g. MaskDiT's unmasking
   /// fine-tune: the same DiT, the objective's mask_ratio 0, a smaller lr). Loads the model and EMA
   /// weights of the checkpoint at `path` (written by any trainer whose model has the same parameter
@@ -719,19 +788,56 @@ class Trainer {
     ema_->load(e);
   }
 
-  /// Resumes from the newest checkpoint in checkpoint_dir (after removing temporary files left by
-  /// killed writers; older checkpoints beyond keep_checkpoints are pruned); returns its path, or ""
-  /// (and changes nothing) if there is none. The next train() truncates loss.csv to the
+  /// Resumes from the newest intact checkpoint in checkpoint_dir (after removing temporary files
+  /// left by killed writers; older checkpoints beyond keep_checkpoints are pruned); returns its
+  /// path, or "" (and changes nothing) if there is none. The next train() truncates loss.csv to the
   /// checkpoint's step.
+  ///
+  /// A newer checkpoint that cannot be read (CorruptCheckpointError: truncated, garbage, not a
+  /// checkpoint, another format) is skipped: rank 0 renames it to <name>.corrupt (never deletes
+  /// it; out of the ckpt_<digits>.pt pattern, it is neither resumed from, nor counted or deleted by
+  /// keep_checkpoints pruning, nor overwritten when the run reaches its step again) and reports it
+  /// through callbacks.on_checkpoint_skipped. A checkpoint written for a different setup is never
+  /// skipped: it throws Error as load_checkpoint() does. If every checkpoint is corrupt, throws
+  /// CorruptCheckpointError listing them and renames nothing.
   std::string resume_latest() {
     if (checkpoint_dir_.empty()) return "";
     if (dp_rank_ == 0) remove_stale_temporaries(checkpoint_dir_);
-    auto latest = latest_checkpoint(checkpoint_dir_);
-    if (!latest) return "";
-    load_checkpoint(*latest);
-    // A run killed between writing a checkpoint and pruning the old ones.
-    if (dp_rank_ == 0) prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
-    return *latest;
+    const auto all = list_checkpoints(checkpoint_dir_);
+    if (all.empty()) return "";
+    std::vector<std::pair<std::string, std::string>> skipped;  // (path, reason), newest first
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      try {
+        load_checkpoint(it->second);
+      } catch (const CorruptCheckpointError& e) {
+        skipped.emplace_back(it->second, detail::exception_first_line(e));
+        continue;
+      }
+      for (const auto& [path, why] : skipped) {
+        const std::string renamed = dp_rank_ == 0 ? set_aside(path) : std::string();
+        if (dp_rank_ == 0 && callbacks_.on_checkpoint_skipped) callbacks_.on_checkpoint_skipped(path, why, renamed);
+      }
+      // A run killed between writing a checkpoint and pruning the old ones.
+      if (dp_rank_ == 0) prune_checkpoints(checkpoint_dir_, options_.keep_checkpoints());
+      return it->second;
+    }
+    std::string list;
+    for (const auto& [path, why] : skipped) list += "\n  " + why;
+    throw CorruptCheckpointError(detail::cat("none of the ", skipped.size(), " checkpoint(s) in '", checkpoint_dir_,
+                                             "' can be read:", list));
+  }
+
+  /// Renames a corrupt checkpoint to <path>.corrupt (or .corrupt.N if taken); returns the new name,
+  /// or "" if the rename failed.
+  static std::string set_aside(const std::string& path) {
+    for (int n = 0; n < 1000; ++n) {
+      const std::string to = path + ".corrupt" + (n == 0 ? std::string() : "." + std::to_string(n));
+      std::error_code ec;
+      if (std::filesystem::exists(to, ec)) continue;
+      std::filesystem::rename(path, to, ec);
+      return ec ? std::string() : to;
+    }
+    return "";
   }
 
  private:
@@ -752,15 +858,25 @@ class Trainer {
   }
 
   /// Loads `path` into `ar` and checks that it is a trainer checkpoint of this format.
+  /// Throws CorruptCheckpointError.
   static void open_checkpoint(torch::serialize::InputArchive& ar, const std::string& path) {
     try {
       ar.load_from(path);
     } catch (const std::exception& ex) {
-      throw Error(detail::cat("cannot read checkpoint '", path, "': ", ex.what()));
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(path, ec);
+      throw CorruptCheckpointError(detail::cat("cannot read checkpoint '", path, "' (",
+                                               ec ? std::string("unreadable") : detail::cat(size, " bytes"),
+                                               "; truncated or damaged?): ", detail::exception_first_line(ex)));
     }
     c10::IValue v;
-    check(ar.try_read("format", v) && v.isInt(), "'", path, "' is not a diffuse trainer checkpoint");
-    check(v.toInt() == kFormat, "checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat);
+    if (!ar.try_read("format", v) || !v.isInt()) {
+      throw CorruptCheckpointError(detail::cat("'", path, "' is not a diffuse trainer checkpoint"));
+    }
+    if (v.toInt() != kFormat) {
+      throw CorruptCheckpointError(
+          detail::cat("checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat));
+    }
   }
 
   /// Data-parallel: replaces the gradients and the step's loss/terms by their means over ranks.
@@ -774,6 +890,7 @@ class Trainer {
     }
     std::vector<double> stats{st.loss};
     for (const auto& kv : st.terms) stats.push_back(kv.second);
+    stats.push_back(stop_wanted() ? 1.0 : 0.0);  // every rank stops after the same step
     v.push_back(at::tensor(stats, at::TensorOptions().dtype(at::kDouble)));
     const size_t n = v.size();
     all_reduce_mean_(v);
@@ -789,6 +906,13 @@ class Trainer {
     st.loss = a[0];
     int64_t j = 1;
     for (auto& kv : st.terms) kv.second = a[j++];
+    stop_agreed_ = stop_agreed_ || a[j] > 0;
+  }
+
+  /// Whether this process was asked to stop (request_stop() or callbacks.should_stop).
+  bool stop_wanted() {
+    if (stop_requested_.load()) return true;
+    return callbacks_.should_stop && callbacks_.should_stop();
   }
 
   void validate() {
@@ -882,6 +1006,7 @@ class Trainer {
     window_terms_.clear();
     if (dp_rank_ != 0) return;
     append_csv(avg);
+    if (curve_steps_.size() == 1) write_loss_plot();  // loss.png exists from the first row on
     if (callbacks_.on_log) callbacks_.on_log(avg);
   }
 
@@ -1000,7 +1125,7 @@ class Trainer {
   }
 
   void write_loss_plot() {
-    if (options_.output_dir().empty() || curve_steps_.size() < 2) return;
+    if (options_.output_dir().empty() || curve_steps_.empty()) return;
     PlotOptions po;
     po.title = "training loss (" + objective_->name() + ")";
     po.log_y = true;
@@ -1035,6 +1160,8 @@ class Trainer {
 
   M model_;
   M ema_{nullptr};
+  std::atomic<bool> stop_requested_{false};
+  bool stop_agreed_ = false;  // data-parallel: the reduced stop request of this train()
   std::shared_ptr<const Objective> objective_;
   std::shared_ptr<const NoiseSchedule> schedule_;
   Dataset data_;

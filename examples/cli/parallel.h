@@ -174,6 +174,9 @@ inline std::optional<int> launch_if_requested(const ParallelArgs& p, const std::
   lo.args = rank_arguments(own_arguments(), p.nproc, global().threads);
   lo.master_port = port > 0 ? port : diffuse::find_free_port(lo.master_addr);
   lo.name = "diffuse " + command;
+  // train: a forwarded SIGINT/SIGTERM makes every rank finish its step and rank 0 write a checkpoint
+  // (diffuse::StopSignalGuard); give that time before SIGKILL (a second signal still kills at once).
+  if (command == "train") lo.grace = std::chrono::seconds(60);
   spdlog::info(
       "launching {} processes (RANK 0..{}, MASTER_PORT {}, {} intra-op threads each); "
       "rank 0 reports, the other ranks' warnings and errors are prefixed [rank r]",

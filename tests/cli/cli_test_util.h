@@ -54,23 +54,33 @@ inline std::string cli_test_dir(const std::string& name) {
   return dir.string();
 }
 
-/// Runs `diffuse --threads 1 args...` (`diffuse args...` with one_thread false) in `cwd` (default: the current directory). One intra-op thread:
-/// ctest runs test binaries side by side on 2 cores, and OpenMP threads that spin on busy cores are
-/// many times slower. Environment: the test's own plus `env` ("KEY=VALUE").
-inline CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "",
-                         double timeout_s = 300, const std::vector<std::string>& env = {},
-                         bool one_thread = true) {
+/// A `diffuse` process started by start_cli(): its pid and the files its stdout/stderr go to.
+struct CliProcess {
+  pid_t pid = -1;
+  std::string out_path, err_path;
+  /// What it has written to stderr so far.
+  std::string err_so_far() const { return read_text_file(err_path); }
+};
+
+/// Starts `diffuse --threads 1 args...` (`diffuse args...` with one_thread false) in `cwd`
+/// (default: the current directory) and returns at once. One intra-op thread: ctest runs test binaries side by side on 2 cores, and OpenMP threads
+/// that spin on busy cores are many times slower. Environment: the test's own plus `env`
+/// ("KEY=VALUE").
+inline CliProcess start_cli(const std::vector<std::string>& args, const std::string& cwd = "",
+                            const std::vector<std::string>& env = {}, bool one_thread = true) {
   namespace fs = std::filesystem;
   static int counter = 0;
   const fs::path tmp = fs::path(DIFFUSE_CLI_TEST_DIR) / "_io";
   fs::create_directories(tmp);
   const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(counter++);
-  const std::string out_path = (tmp / ("out_" + tag)).string(), err_path = (tmp / ("err_" + tag)).string();
+  CliProcess p;
+  p.out_path = (tmp / ("out_" + tag)).string();
+  p.err_path = (tmp / ("err_" + tag)).string();
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-    const int fo = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int fe = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fo = ::open(p.out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fe = ::open(p.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fo, 1);
     ::dup2(fe, 2);
     for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
@@ -88,27 +98,41 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
     ::execv(bin.c_str(), argv.data());
     ::_exit(127);
   }
+  p.pid = pid;
+  return p;
+}
+
+/// Waits for a started process (SIGKILL after timeout_s) and collects its result.
+inline CliResult wait_cli(const CliProcess& p, double timeout_s = 300) {
+  namespace fs = std::filesystem;
   CliResult r;
   int status = 0;
   const auto start = std::chrono::steady_clock::now();
   while (true) {
-    const pid_t w = ::waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
+    const pid_t w = ::waitpid(p.pid, &status, WNOHANG);
+    if (w == p.pid) break;
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
+      ::kill(p.pid, SIGKILL);
+      ::waitpid(p.pid, &status, 0);
       r.timed_out = true;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  r.out = read_text_file(out_path);
-  r.err = read_text_file(err_path);
+  r.out = read_text_file(p.out_path);
+  r.err = read_text_file(p.err_path);
   std::error_code ec;
-  fs::remove(out_path, ec);
-  fs::remove(err_path, ec);
+  fs::remove(p.out_path, ec);
+  fs::remove(p.err_path, ec);
   return r;
+}
+
+/// Runs `diffuse --threads 1 args...` to the end (see start_cli), killed after timeout_s.
+inline CliResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "",
+                         double timeout_s = 300, const std::vector<std::string>& env = {},
+                         bool one_thread = true) {
+  return wait_cli(start_cli(args, cwd, env, one_thread), timeout_s);
 }
 
 /// Expects a clean failure: non-zero exit (not a signal, not a timeout), exactly one line on stderr

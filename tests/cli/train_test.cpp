@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // `diffuse train`: a tiny run from a JSON config, its automatic resume, the model file it writes,
 // and one-line errors for bad configs.
+#include <chrono>
+#include <csignal>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +23,8 @@ using diffuse::test::cli_test_dir;
 using diffuse::test::expect_clean_error;
 using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
+using diffuse::test::start_cli;
+using diffuse::test::wait_cli;
 
 /// The step column of loss.csv.
 std::vector<int64_t> loss_steps(const std::string& path) {
@@ -149,6 +155,147 @@ TEST(CliTrain, KilledRunResumesToTheUninterruptedResult) {
     for (const auto& e : fs::recursive_directory_iterator(out))
       EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   }
+}
+
+// Ctrl-C (SIGINT) and SIGTERM during `diffuse train`: the step in progress is finished and
+// checkpointed (one log line names the checkpoint and the step), the exit status is 128 + signal,
+// and the same command resumes from that step. (A second signal exiting at once is tested on the
+// handler itself, deterministically: tests/training/faults_test.cpp, StopSignal.)
+TEST(CliTrain, SignalCheckpointsTheStepAndExitsWith128PlusSignal) {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    const std::string dir = cli_test_dir("train_signal_" + name);
+    const std::string out = dir + "/run";
+    auto p = start_cli({"train", "--out", out, "--preset", "tiny", "--patch", "7", "--steps", "100000", "--limit",
+                        "256", "--batch-size", "8", "--sample-every", "0", "--checkpoint-every", "1000000",
+                        "--log-every", "1", "--minutes", "0", "--warmup", "0"});
+    // Until a few steps are logged (the handler is installed before the first step).
+    const auto rows_logged = [&]() -> size_t {
+      try {
+        return fs::exists(out + "/loss.csv") ? loss_steps(out + "/loss.csv").size() : 0;
+      } catch (const std::exception&) {  // a row being appended
+        return 0;
+      }
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    while (rows_logged() < 3) {
+      ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(240)) << p.err_so_far();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_EQ(::kill(p.pid, sig), 0);
+    auto r = wait_cli(p, 240);
+    ASSERT_FALSE(r.timed_out) << r.err;
+    EXPECT_EQ(r.code, 128 + sig) << r.err;
+    EXPECT_NE(r.err.find("diffuse train: " + name + " received, stopping after the current step"),
+              std::string::npos) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.err, m, std::regex("interrupted by " + name + ": checkpoint (\\S+) written at step (\\d+)")))
+        << r.err;
+    const int64_t step = std::stoll(m[2].str());
+    char ckpt[32];
+    std::snprintf(ckpt, sizeof(ckpt), "ckpt_%08lld.pt", static_cast<long long>(step));
+    EXPECT_EQ(m[1].str(), out + "/checkpoints/" + ckpt) << r.err;
+    EXPECT_TRUE(fs::exists(out + "/checkpoints/" + ckpt)) << r.err;
+    EXPECT_GE(step, 3);
+    EXPECT_EQ(loss_steps(out + "/loss.csv").back(), step);
+    EXPECT_FALSE(fs::exists(out + "/model.pt"));  // stopped: no final samples or model file
+
+    // The same folder continues from that step.
+    r = run_cli({"train", "--out", out, "--steps", std::to_string(step + 2)});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find(std::string(ckpt) + " at step " + std::to_string(step)), std::string::npos) << r.err;
+    std::vector<int64_t> want;
+    for (int64_t i = 1; i <= step + 2; ++i) want.push_back(i);
+    EXPECT_EQ(loss_steps(out + "/loss.csv"), want);
+  }
+}
+
+// A damaged newest checkpoint: the run resumes from the newest intact one, with a warning naming
+// the skipped file; it is kept as <name>.corrupt. All damaged: a clear error with a relevant hint.
+TEST(CliTrain, CorruptNewestCheckpointFallsBackWithAWarning) {
+  const std::string dir = cli_test_dir("train_corrupt");
+  write_file(dir + "/tiny.json",
+             R"({"preset": "tiny", "patch": 7, "limit": 32, "batch_size": 4, "steps": 4,
+    "minutes": 0, "sample_every": 0, "sample_steps": 1, "checkpoint_every": 2, "log_every": 1, "warmup": 0})");
+  const std::string out = dir + "/run";
+  auto r = run_cli({"train", "--config", dir + "/tiny.json", "--out", out});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string c2 = out + "/checkpoints/ckpt_00000002.pt", c4 = out + "/checkpoints/ckpt_00000004.pt";
+  const std::string bytes = read_text_file(c4);
+  write_file(c4, bytes.substr(0, bytes.size() / 3));  // truncated
+  r = run_cli({"train", "--out", out, "--steps", "6"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: skipped checkpoint " + c4 + ": cannot read checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("kept as " + c4 + ".corrupt"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("resumed from " + c2 + " at step 2"), std::string::npos) << r.err;
+  EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(read_text_file(c4 + ".corrupt"), bytes.substr(0, bytes.size() / 3));
+  EXPECT_TRUE(fs::exists(c4));  // written again by the resumed run
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
+
+  // Every checkpoint damaged: exit 1, the files named, the hint to move them, nothing renamed.
+  for (const auto& e : fs::directory_iterator(out + "/checkpoints"))
+    if (e.path().extension() == ".pt") write_file(e.path().string(), "garbage");
+  r = run_cli({"train", "--out", out, "--steps", "8"});
+  expect_clean_error(r, {"cannot resume the run", c4, "ckpt_00000006.pt", "remove or move the corrupt checkpoint(s)"},
+                     1);
+  EXPECT_EQ(r.err.find("use the run's own config.json"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
+}
+
+// loss.png exists from the first loss.csv row on (README and docs/cli.md list it in every run
+// folder), even for a one-step run.
+TEST(CliTrain, LossPlotExistsFromTheFirstRow) {
+  const std::string dir = cli_test_dir("train_one_step");
+  const auto r = run_cli({"train", "--out", dir + "/run", "--preset", "tiny", "--patch", "7", "--steps", "1",
+                          "--limit", "8", "--batch-size", "4", "--sample-every", "0", "--sample-steps", "1",
+                          "--log-every", "1", "--minutes", "0", "--warmup", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(loss_steps(dir + "/run/loss.csv"), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(fs::exists(dir + "/run/loss.png"));
+  EXPECT_EQ(read_text_file(dir + "/run/loss.png").substr(1, 3), "PNG");
+}
+
+// Values the trainer would refuse are refused while reading the config (exit 2, before
+// --print-config prints), naming the value as it was written.
+TEST(CliTrain, BadValuesAreRefusedBeforePrintConfig) {
+  const std::string dir = cli_test_dir("train_bad_values");
+  const std::string out = dir + "/r";
+  for (const auto& [args, needles] : std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>>{
+           {{"--set", "lr=nan"}, {"config key 'lr' = nan must be a finite number > 0"}},
+           {{"--lr", "NaN"}, {"config key 'lr' = NaN must be a finite number > 0"}},
+           {{"--lr", "inf"}, {"config key 'lr' = inf must be"}},
+           {{"--set", "lr=-inf"}, {"config key 'lr' = -inf must be"}},
+           {{"--lr", "0"}, {"--lr", "config key 'lr' = 0 must be a finite number > 0"}},
+           {{"--set", "ema_decay=1.5"}, {"config key 'ema_decay' = 1.5 must be a finite number in [0, 1]"}},
+           {{"--set", "cfg_scale=inf"}, {"config key 'cfg_scale' = inf must be a finite number"}},
+           {{"--patch", "5"}, {"'patch' = 5 does not divide the image size 28"}},
+           {{"--preset", "huge"}, {"config key 'preset'", "huge"}},
+           {{"--set", "autocast=fp32"}, {"config key 'autocast' = 'fp32' must be off, bf16 or fp16"}},
+           {{"--set", "objective=no_such_objective"}, {"config key 'objective'", "no_such_objective"}},
+           {{"--set", "sampler=no_such_sampler"}, {"config key 'sampler'", "no_such_sampler"}},
+           {{"--device", "tpu"}, {"unknown device 'tpu'"}},
+       }) {
+    std::vector<std::string> cmd = {"train", "--out", out, "--print-config"};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    const auto r = run_cli(cmd);
+    expect_clean_error(r, needles, 2);
+    EXPECT_TRUE(r.out.empty()) << args[0] << ": printed " << r.out;
+  }
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(CliTrain, DuplicateKeysInAConfigFileAreRefused) {
+  const std::string dir = cli_test_dir("train_duplicate");
+  write_file(dir + "/dup.json", R"({"lr": 0.001, "batch_size": 16,
+    "lr": 0.002})");
+  expect_clean_error(run_cli({"train", "--config", dir + "/dup.json", "--out", dir + "/r", "--print-config"}),
+                     {"dup.json", "duplicate key 'lr'"}, 2);
+  // The same key in different objects is not a duplicate (only the top-level object is a config;
+  // a nested one is a type error of its key).
+  write_file(dir + "/nested.json", R"({"lr": 0.001, "objective": {"lr": 1}})");
+  expect_clean_error(run_cli({"train", "--config", dir + "/nested.json", "--out", dir + "/r", "--print-config"}),
+                     {"'objective' must be a string"}, 2);
 }
 
 TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {

@@ -8,12 +8,14 @@
 #include <diffuse/training/checkpoint.h>
 #include <diffuse/training/fault_injection.h>
 #include <diffuse/training/objectives/denoising.h>
+#include <diffuse/training/stop_signal.h>
 #include <diffuse/training/trainer.h>
 
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -490,6 +492,224 @@ TEST_F(TrainingFaults, ReadOnlyFolderIsAClearErrorAndKeepsThePreviousCheckpoint)
   EXPECT_EQ(read_file(first), first_bytes);
   EXPECT_EQ(count_temporaries(out), 0);
   EXPECT_EQ(expect_sound_folder(out, "read-only folder"), 1u);
+}
+
+// ----- a corrupt newest checkpoint: resume falls back to the newest intact one
+
+/// Damages a file in one of the ways a crash, a full disk or a user could.
+void corrupt_file(const fs::path& p, const std::string& how) {
+  const std::string bytes = read_file(p);
+  std::string damaged;
+  if (how == "truncated") damaged = bytes.substr(0, bytes.size() / 2);
+  if (how == "empty") damaged = "";
+  if (how == "garbage") damaged = std::string(bytes.size(), '\x5a');
+  if (how == "text") damaged = "not a checkpoint\n";
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << damaged;
+}
+
+TEST_F(TrainingFaults, CorruptNewestCheckpointIsSkippedAndResumeIsBitExact) {
+  (void)reference();
+  for (const std::string how : {"truncated", "garbage", "empty", "text"}) {
+    const test::TempDir dir("faults_corrupt_" + how);
+    // Killed after step 9: checkpoints 6 and 8 (keep 2); then the newest is damaged.
+    ASSERT_TRUE(killed(run_child(dir.path, "after_step:9"))) << how;
+    const fs::path newest = dir.path / "checkpoints" / "ckpt_00000008.pt";
+    ASSERT_TRUE(fs::exists(newest)) << how;
+    corrupt_file(newest, how);
+    const std::string damaged = read_file(newest);
+
+    torch::manual_seed(1);
+    TrainerCallbacks cb;
+    std::vector<std::string> skipped;
+    cb.on_checkpoint_skipped = [&](const std::string& path, const std::string& reason, const std::string& renamed) {
+      skipped.push_back(path + " | " + reason + " | " + renamed);
+    };
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                   options(dir.path), cb);
+    const std::string resumed = t.resume_latest();
+    EXPECT_EQ(fs::path(resumed).filename(), "ckpt_00000006.pt") << how;
+    EXPECT_EQ(t.step(), 6) << how;
+    ASSERT_EQ(skipped.size(), 1u) << how;
+    EXPECT_EQ(skipped[0].rfind(newest.string() + " | ", 0), 0u) << skipped[0];
+    EXPECT_NE(skipped[0].find("ckpt_00000008.pt"), std::string::npos) << skipped[0];
+    EXPECT_NE(skipped[0].find(" | " + newest.string() + ".corrupt"), std::string::npos) << skipped[0];
+    // Set aside, not deleted: the damaged bytes are kept under the new name.
+    EXPECT_FALSE(fs::exists(newest)) << how;
+    EXPECT_EQ(read_file(newest.string() + ".corrupt"), damaged) << how;
+
+    // Training on ends where the uninterrupted run ends (pruning kept the intact checkpoints and
+    // never counted or touched the corrupt one).
+    const TrainResult r = t.train();
+    EXPECT_EQ(r.final_step, 12) << how;
+    EXPECT_EQ(read_file(newest.string() + ".corrupt"), damaged) << how;
+    fs::remove(newest.string() + ".corrupt");
+    expect_same_folder(dir.path, reference(), "corrupt newest checkpoint (" + how + ")");
+  }
+}
+
+TEST_F(TrainingFaults, AllCheckpointsCorruptIsAnErrorNamingThemAndRenamesNothing) {
+  const test::TempDir dir("faults_all_corrupt");
+  ASSERT_TRUE(killed(run_child(dir.path, "after_step:9")));
+  const fs::path c6 = dir.path / "checkpoints" / "ckpt_00000006.pt", c8 = dir.path / "checkpoints" / "ckpt_00000008.pt";
+  corrupt_file(c6, "garbage");
+  corrupt_file(c8, "truncated");
+  torch::manual_seed(1);
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                 options(dir.path));
+  try {
+    t.resume_latest();
+    ADD_FAILURE() << "resumed from corrupt checkpoints";
+  } catch (const CorruptCheckpointError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("none of the 2 checkpoint(s)"), std::string::npos) << what;
+    EXPECT_NE(what.find(c6.string()), std::string::npos) << what;
+    EXPECT_NE(what.find(c8.string()), std::string::npos) << what;
+  }
+  EXPECT_TRUE(fs::exists(c6));
+  EXPECT_TRUE(fs::exists(c8));
+  EXPECT_EQ(t.step(), 0);
+}
+
+// A checkpoint of a different setup is a configuration error, never skipped as corrupt, even
+// behind a corrupt newer one.
+TEST_F(TrainingFaults, DifferentSetupBehindACorruptCheckpointIsStillRefused) {
+  const test::TempDir dir("faults_corrupt_setup");
+  ASSERT_TRUE(killed(run_child(dir.path, "after_step:9")));
+  const fs::path c8 = dir.path / "checkpoints" / "ckpt_00000008.pt";
+  corrupt_file(c8, "truncated");
+  torch::manual_seed(1);
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                 options(dir.path).lr(1e-3));
+  try {
+    t.resume_latest();
+    ADD_FAILURE() << "resumed into a different setup";
+  } catch (const CorruptCheckpointError& e) {
+    ADD_FAILURE() << "reported as corrupt: " << e.what();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("different setup"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ckpt_00000006.pt"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::exists(c8));  // nothing set aside
+}
+
+// ----- stopping on request (Ctrl-C in `diffuse train`)
+
+// A stop requested during step 5 (not a checkpoint step) ends train() after it with a checkpoint
+// of step 5; resumed, the run ends with the uninterrupted run's folder.
+TEST_F(TrainingFaults, StopRequestCheckpointsTheStepAndResumesBitExactly) {
+  (void)reference();
+  const test::TempDir dir("faults_stop");
+  {
+    torch::manual_seed(1);
+    bool stop = false;
+    int polls = 0;
+    TrainerCallbacks cb;
+    cb.on_step = [&](const StepStats& st) { stop = st.step == 5; };
+    cb.should_stop = [&] {
+      ++polls;
+      return stop;
+    };
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                   options(dir.path), cb);
+    const TrainResult r = t.train();
+    EXPECT_EQ(r.reason, StopReason::kInterrupted);
+    EXPECT_EQ(r.final_step, 5);
+    EXPECT_EQ(polls, 5);
+    EXPECT_EQ(fs::path(r.last_checkpoint).filename(), "ckpt_00000005.pt");
+    EXPECT_TRUE(fs::exists(r.last_checkpoint));
+    EXPECT_TRUE(fs::exists(dir.path / "loss.png"));  // from the first loss.csv row on
+  }
+  expect_sound_folder(dir.path, "stopped at 5");
+  expect_resumes_to_reference(dir.path, "stopped at 5");
+}
+
+// request_stop() before train(): one step, a checkpoint, kInterrupted; the request is answered,
+// so the next train() runs to the end, and the folder is the uninterrupted run's.
+TEST_F(TrainingFaults, RequestStopIsAnsweredOnce) {
+  (void)reference();
+  const test::TempDir dir("faults_request_stop");
+  torch::manual_seed(1);
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                 options(dir.path));
+  t.request_stop();
+  TrainResult r = t.train();
+  EXPECT_EQ(r.reason, StopReason::kInterrupted);
+  EXPECT_EQ(r.final_step, 1);
+  EXPECT_TRUE(fs::exists(dir.path / "checkpoints" / "ckpt_00000001.pt"));
+  r = t.train();
+  EXPECT_EQ(r.reason, StopReason::kFinished);
+  EXPECT_EQ(r.final_step, 12);
+  expect_same_folder(dir.path, reference(), "request_stop");
+}
+
+// Data-parallel: the stop request travels with the step's statistics, so every rank stops after
+// the same step, whichever rank was asked (a stand-in reduction reports another rank's request
+// at step 3); only rank 0 writes the checkpoint.
+TEST_F(TrainingFaults, DataParallelRanksStopAfterTheSameStep) {
+  for (int rank : {0, 1}) {
+    const test::TempDir dir("faults_dp_stop_" + std::to_string(rank));
+    torch::manual_seed(1);
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
+                   options(dir.path).sample_every(0));
+    int calls = 0;
+    t.set_data_parallel(rank, 2, [&](std::vector<Tensor>& v) {
+      ++calls;
+      Tensor stats = v.back();
+      ASSERT_GE(stats.numel(), 2);
+      EXPECT_EQ(stats[-1].item<double>(), 0.0) << "this rank was not asked";
+      if (calls == 3) stats[-1].fill_(0.5);  // the mean of 0 (here) and 1 (the other rank)
+    });
+    const TrainResult r = t.train();
+    EXPECT_EQ(r.reason, StopReason::kInterrupted) << rank;
+    EXPECT_EQ(r.final_step, 3) << rank;
+    EXPECT_EQ(fs::exists(dir.path / "checkpoints" / "ckpt_00000003.pt"), rank == 0) << rank;
+  }
+}
+
+// The handler of training/stop_signal.h, in a child process (signals are process-wide): the first
+// signal is only recorded, a second one exits at once with 128 + signal, unless repeats are
+// ignored; the guard restores the previous handlers.
+int child_status(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(30);
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST(StopSignal, FirstSignalIsRecordedSecondExitsAtOnce) {
+  for (const auto& [first, second] : {std::pair{SIGINT, SIGINT}, std::pair{SIGTERM, SIGTERM},
+                                      std::pair{SIGTERM, SIGINT}}) {
+    const int status = child_status([first = first, second = second] {
+      StopSignalGuard guard(nullptr, /*exit_on_repeat=*/true);
+      if (stop_signal_received() != 0) return 10;
+      ::raise(first);  // the handler runs before raise() returns
+      if (stop_signal_received() != first) return 11;
+      ::raise(second);
+      return 12;  // not reached: the second signal exits
+    });
+    ASSERT_TRUE(WIFEXITED(status)) << first << " " << second;
+    EXPECT_EQ(WEXITSTATUS(status), 128 + second) << first << " " << second;
+  }
+  // Repeats ignored (a launched rank): the process survives both and keeps the first signal.
+  int status = child_status([] {
+    StopSignalGuard guard(nullptr, /*exit_on_repeat=*/false);
+    ::raise(SIGTERM);
+    ::raise(SIGINT);
+    return stop_signal_received() == SIGTERM ? 0 : 13;
+  });
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // After the guard, the default action again: SIGTERM kills.
+  status = child_status([] {
+    { StopSignalGuard guard; }
+    ::raise(SIGTERM);
+    return 14;
+  });
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
 }
 
 TEST(FaultInjection, SpecsAreParsedAndBadOnesNamed) {

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +30,7 @@
 #include <diffuse/training/image.h>
 #include <diffuse/training/model_file.h>
 #include <diffuse/training/progress.h>
+#include <diffuse/training/stop_signal.h>
 #include <diffuse/training/trainer.h>
 
 namespace diffuse::cli {
@@ -48,7 +51,10 @@ struct KeySpec {
   double min = -std::numeric_limits<double>::infinity();
   double max = std::numeric_limits<double>::infinity();
   const char* help = "";
+  bool min_exclusive = false;  ///< values must be > min (the trainer's own check, e.g. lr > 0)
 };
+
+constexpr int64_t kImageSize = 28;  // Fashion-MNIST
 
 const std::vector<KeySpec>& config_keys() {
   const double inf = std::numeric_limits<double>::infinity();
@@ -64,7 +70,7 @@ const std::vector<KeySpec>& config_keys() {
       {"minutes", KeyType::kDouble, 20.0, 0, inf, "Wall-clock budget of this invocation (0 = none)"},
       {"batch_size", KeyType::kInt, 64, 1, 1e9, "Examples per optimiser step"},
       {"grad_accum", KeyType::kInt, 1, 1, 1e9, "Micro-batches per step (must divide batch_size)"},
-      {"lr", KeyType::kDouble, 3e-4, 0, inf, "Peak AdamW learning rate (> 0)"},
+      {"lr", KeyType::kDouble, 3e-4, 0, inf, "Peak AdamW learning rate (> 0)", /*min_exclusive=*/true},
       {"warmup", KeyType::kInt, 200, 0, 1e12, "Linear warm-up steps"},
       {"grad_clip", KeyType::kDouble, 1.0, 0, inf, "Max gradient norm (0 = off)"},
       {"ema_decay", KeyType::kDouble, 0.9999, 0, 1, "EMA decay (with warm-up)"},
@@ -114,9 +120,26 @@ std::string type_name(KeyType t) {
   return "?";
 }
 
+/// The range of a numeric key in words: "a finite number >= 0", "an integer in [1, 28]", ...
+std::string range_text(const KeySpec& k) {
+  using diffuse::detail::format_double;
+  std::string s = k.type == KeyType::kInt ? "an integer" : "a finite number";
+  const bool low = std::isfinite(k.min), high = std::isfinite(k.max);
+  if (low && high) {
+    s += std::string(" in ") + (k.min_exclusive ? "(" : "[") + format_double(k.min) + ", " + format_double(k.max) + "]";
+  } else if (low) {
+    s += (k.min_exclusive ? " > " : " >= ") + format_double(k.min);
+  } else if (high) {
+    s += " <= " + format_double(k.max);
+  }
+  return s;
+}
+
 /// Stores value under key after checking the key and the value's type and range; `origin` names
-/// where it came from in errors ("config file 'x.json'", "--set").
-void set_key(json& cfg, const std::string& key, json value, const std::string& origin) {
+/// where it came from in errors ("config file 'x.json'", "--set"), `written` the value as the user
+/// wrote it (default: value.dump()).
+void set_key(json& cfg, const std::string& key, json value, const std::string& origin,
+             const std::string& written = "") {
   const KeySpec* k = find_key(key);
   require(k != nullptr, origin + ": unknown config key '" + key + "' (known keys: " + key_list() + ")");
   bool ok = false;
@@ -129,9 +152,9 @@ void set_key(json& cfg, const std::string& key, json value, const std::string& o
   require(ok, origin + ": config key '" + key + "' must be " + type_name(k->type) + ", got " + value.dump());
   if (k->type == KeyType::kInt || k->type == KeyType::kDouble) {
     const double v = value.get<double>();
-    require(std::isfinite(v) && v >= k->min && v <= k->max,
-            origin + ": config key '" + key + "' = " + value.dump() + " is outside [" +
-                diffuse::detail::format_double(k->min) + ", " + diffuse::detail::format_double(k->max) + "]");
+    require(std::isfinite(v) && v >= k->min && v <= k->max && !(k->min_exclusive && v == k->min),
+            origin + ": config key '" + key + "' = " + (written.empty() ? value.dump() : written) + " must be " +
+                range_text(*k));
     if (k->type == KeyType::kDouble) value = v;
   }
   cfg[key] = value;
@@ -173,10 +196,10 @@ json read_config_file(const std::string& path) {
   require_file(path, "config file");
   json j;
   try {
-    std::ifstream f(path);
-    j = json::parse(f, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::exception& e) {
-    throw UsageError("config file '" + path + "' is not valid JSON: " + error_message(e));
+    // nlohmann::json would keep the last of duplicate keys silently: parse_json_strict refuses them.
+    j = parse_json_strict(read_file_text(path, "config file"), /*allow_comments=*/true);
+  } catch (const std::exception& e) {
+    throw UsageError("config file '" + path + "' is not valid JSON: " + std::string(e.what()));
   }
   require(j.is_object(), "config file '" + path + "' must hold a JSON object {\"key\": value, ...}");
   return j;
@@ -233,14 +256,16 @@ int run_train(const TrainArgs& a, CLI::App& app) {
     const auto eq = s.find('=');
     require(eq != std::string::npos && eq > 0, "--set '" + s + "': expected key=value");
     const std::string key = diffuse::detail::trim(s.substr(0, eq));
-    set_key(cfg, key, parse_cli_value(key, s.substr(eq + 1), "--set " + key), "--set " + key);
+    const std::string text = s.substr(eq + 1);
+    set_key(cfg, key, parse_cli_value(key, text, "--set " + key), "--set " + key, diffuse::detail::trim(text));
   }
   for (const KeySpec& k : config_keys()) {
     std::string flag = std::string("--") + k.name;
     for (char& ch : flag)
       if (ch == '_') ch = '-';
     if (app.get_option(flag)->count() == 0) continue;
-    set_key(cfg, k.name, parse_cli_value(k.name, a.flags.at(k.name), flag), flag);
+    const std::string& text = a.flags.at(k.name);
+    set_key(cfg, k.name, parse_cli_value(k.name, text, flag), flag, diffuse::detail::trim(text));
   }
   const int64_t eval_n = cfg["eval"].get<int64_t>();
   require(eval_n == 0 || eval_n >= 4, "config key 'eval' must be 0 (off) or >= 4, got " + std::to_string(eval_n));
@@ -248,11 +273,6 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   require(cfg["batch_size"].get<int64_t>() % cfg["grad_accum"].get<int64_t>() == 0,
           "config key 'batch_size' (" + cfg["batch_size"].dump() + ") must be divisible by 'grad_accum' (" +
               cfg["grad_accum"].dump() + ")");
-  if (a.print_config) {
-    std::cout << cfg.dump(2) << "\n";
-    return kExitOk;
-  }
-
   const std::string objective_spec = cfg["objective"].get<std::string>();
   const std::string preset = cfg["preset"].get<std::string>();
   const int64_t patch = cfg["patch"].get<int64_t>();
@@ -261,8 +281,19 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   const uint64_t seed = cfg["seed"].get<uint64_t>();
   const std::string data_dir = cfg["data_dir"].get<std::string>();
   const std::string init_from = cfg["init_from"].get<std::string>();
+  const std::string autocast = cfg["autocast"].get<std::string>();
 
-  // Names first (fast, usage errors), then the data.
+  // Every check of the config comes before --print-config and the data (fast, usage errors).
+  // Fashion-MNIST images are 1 x 28 x 28.
+  require(kImageSize % patch == 0, "config key 'patch' = " + std::to_string(patch) +
+                                       " does not divide the image size " + std::to_string(kImageSize));
+  try {
+    (void)diffuse::dit_preset(preset, kImageSize, 1);
+  } catch (const diffuse::Error& e) {
+    throw UsageError("config key 'preset': " + error_message(e));
+  }
+  require(autocast == "off" || autocast == "bf16" || autocast == "fp16",
+          "config key 'autocast' = '" + autocast + "' must be off, bf16 or fp16");
   std::shared_ptr<const diffuse::Objective> objective;
   try {
     objective = diffuse::objective_for_patch(objective_spec, patch);
@@ -292,6 +323,10 @@ int run_train(const TrainArgs& a, CLI::App& app) {
     require(cfg["batch_size"].get<int64_t>() % (cfg["grad_accum"].get<int64_t>() * world) == 0,
             "config key 'batch_size' (" + cfg["batch_size"].dump() + ") must be divisible by grad_accum * processes (" +
                 cfg["grad_accum"].dump() + " * " + std::to_string(world) + "): it is the global batch");
+  }
+  if (a.print_config) {
+    std::cout << cfg.dump(2) << "\n";
+    return kExitOk;
   }
   // --nproc N: the same command as N data-parallel ranks (rank 0 writes the run folder).
   if (const auto rc = launch_if_requested(a.parallel, "train")) return *rc;
@@ -351,8 +386,10 @@ int run_train(const TrainArgs& a, CLI::App& app) {
       .output_dir(a.out)
       .max_minutes(cfg["minutes"].get<double>())
       .model_config("DiT " + diffuse::format_config(diffuse::to_config(dit)));
-  diffuse::Trainer<diffuse::DiT> trainer(model, objective, schedule, data, o,
-                                         diffuse::console_reporter(progress_enabled(), progress_log_interval()));
+  diffuse::TrainerCallbacks callbacks = diffuse::console_reporter(progress_enabled(), progress_log_interval());
+  // Ctrl-C / SIGTERM (the StopSignalGuard around train() below): stop after the step in progress.
+  callbacks.should_stop = [] { return diffuse::stop_signal_received() != 0; };
+  diffuse::Trainer<diffuse::DiT> trainer(model, objective, schedule, data, o, callbacks);
 
   // A launched rank: rendezvous, rank 0's initial weights everywhere, the gradient all-reduce.
   join_group(group, a.parallel);
@@ -364,6 +401,12 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   std::string resumed_from;
   try {
     resumed_from = trainer.resume_latest();
+  } catch (const diffuse::CorruptCheckpointError& e) {
+    // Every checkpoint is unreadable: nothing to fall back to, and nothing is deleted for the user.
+    std::string why = error_message(e);
+    for (size_t at = why.find(":; "); at != std::string::npos; at = why.find(":; ")) why.replace(at, 3, ": ");
+    throw diffuse::Error("cannot resume the run in '" + a.out + "': " + why + " (remove or move the corrupt " +
+                         "checkpoint(s) out of '" + trainer.checkpoint_dir() + "' to start afresh)");
   } catch (const diffuse::Error& e) {
     std::string why = error_message(e);
     for (size_t at = why.find(":; "); at != std::string::npos; at = why.find(":; ")) why.replace(at, 3, ": ");
@@ -390,7 +433,26 @@ int run_train(const TrainArgs& a, CLI::App& app) {
     spdlog::info("initialised model and EMA weights from {}", init_from);
   }
 
+  // Ctrl-C / SIGTERM during training: the step in progress is finished and checkpointed, then the
+  // command exits with 128 + signal. A second signal exits at once; in a launched rank the launcher
+  // handles the second one (it kills every rank), so repeats are ignored there.
+  std::optional<diffuse::StopSignalGuard> stop_guard;
+  stop_guard.emplace(main_rank ? "diffuse train" : nullptr, !group.info.launched());
   const diffuse::TrainResult res = trainer.train();
+  stop_guard.reset();  // the final samples and eval: a signal ends them as before
+  // A launched job decides on the result the ranks agreed on (the final samples are collective).
+  const int signal_received = diffuse::stop_signal_received();
+  if (res.reason == diffuse::StopReason::kInterrupted || (signal_received != 0 && !group.info.launched())) {
+    const int code = 128 + (signal_received != 0 ? signal_received : SIGINT);
+    if (main_rank) {
+      spdlog::warn("interrupted by {}: checkpoint {} written at step {}; exit status {} (`diffuse train --out {}` "
+                   "resumes from it)",
+                   signal_received == SIGTERM ? "SIGTERM" : "SIGINT",
+                   res.last_checkpoint.empty() ? std::string("(none)") : res.last_checkpoint, res.final_step, code,
+                   a.out);
+    }
+    return code;
+  }
   spdlog::info("{} after {} steps this run ({} in total) in {:.1f} s: {:.1f} images/s overall, {:.1f} images/s "
                "in training steps alone",
                res.reason == diffuse::StopReason::kTimeBudget ? "time budget reached" : "finished", res.steps_done,
@@ -473,7 +535,9 @@ Keys:
 The run folder (--out): checkpoints/ (the newest one is resumed automatically; a folder trained with
 an incompatible config is refused), config.json, loss.csv, loss.png, samples_<step>.png,
 samples_final.png, model.pt (EMA weights + card: use it with `diffuse sample --model OUT/model.pt`),
-eval.csv (with eval > 0).
+eval.csv (with eval > 0). Ctrl-C or SIGTERM finishes the step in progress, checkpoints it and exits
+with 130 (SIGINT) or 143 (SIGTERM); a second signal exits at once. A corrupt newest checkpoint is
+kept as <name>.corrupt and the newest intact one resumed, with a warning.
 
 Examples:
   diffuse train --config tiny.json --out runs/tiny
