@@ -60,9 +60,9 @@ TEST(CliProgress, PlainLinesWhenStderrIsNotATerminal) {
   ASSERT_EQ(r.code, 0) << r.err;
   const auto lines = lines_with(r.err, "sampling: ");
   ASSERT_EQ(lines.size(), 3u) << r.err;
-  EXPECT_EQ(lines[0].rfind("info: sampling: 1/3 (33%), ", 0), 0u) << lines[0];
-  EXPECT_EQ(lines[1].rfind("info: sampling: 2/3 (66%), ", 0), 0u) << lines[1];
-  EXPECT_EQ(lines[2].rfind("info: sampling: 3/3 (100%), ", 0), 0u) << lines[2];
+  EXPECT_EQ(lines[0].rfind("info: sampling: 1/3 steps (33%), ", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1].rfind("info: sampling: 2/3 steps (66%), ", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[2].rfind("info: sampling: 3/3 steps (100%), ", 0), 0u) << lines[2];
   for (const auto& l : lines) {
     EXPECT_NE(l.find(" it/s, ETA "), std::string::npos) << l;
   }
@@ -73,7 +73,7 @@ TEST(CliProgress, PlainLinesWhenStderrIsNotATerminal) {
   r = run_cli({"sample", "-n", "2", "--steps", "3", "-o", dir + "/b.png"});
   ASSERT_EQ(r.code, 0) << r.err;
   ASSERT_FALSE(lines_with(r.err, "sampling: ").empty()) << r.err;
-  EXPECT_EQ(lines_with(r.err, "sampling: ").back().rfind("info: sampling: 3/3 (100%), ", 0), 0u) << r.err;
+  EXPECT_EQ(lines_with(r.err, "sampling: ").back().rfind("info: sampling: 3/3 steps (100%), ", 0), 0u) << r.err;
 
   // -q and --no-progress: none.
   for (const char* flag : {"-q", "--no-progress"}) {

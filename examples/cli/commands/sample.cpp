@@ -487,7 +487,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
   const auto topt = at::TensorOptions().dtype(dtype).device(device);
   const auto mine = diffuse::shard_items(s.num, chunk, rank, world);
-  Progress bar("sampling", (mine.second - mine.first + chunk - 1) / chunk * s.steps);
+  Progress bar("sampling", (mine.second - mine.first + chunk - 1) / chunk * s.steps, "steps");
   int64_t done_steps = 0;
   // Sample i uses seed + i, whatever the chunking; with several ranks each samples a block of the
   // chunks one process would use (so the images are bit-identical) and rank 0 gathers them.
@@ -570,7 +570,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
       diffuse::write_file_atomic(o.save_tensor, [&](std::ostream& os) { torch::save(images, os); });
     }
   }
-  const int64_t cols = std::min(nrow, shown);
+  const int64_t cols = diffuse::image_grid_columns(shown, nrow);
   spdlog::info("wrote {} ({} image{} in {} row{} of {}) and {}{}{}", o.out, shown, shown == 1 ? "" : "s",
                (shown + cols - 1) / cols, (shown + cols - 1) / cols == 1 ? "" : "s", cols, record_path,
                o.save_each.empty() ? "" : ", " + o.save_each + "/", o.save_tensor.empty() ? "" : ", " + o.save_tensor);
