@@ -94,7 +94,7 @@ struct LoadedModel {
   /// Empty, or what was done instead of the dtype asked for: LibTorch 1.13 has no float16 CPU
   /// kernels for matrix products, convolutions, layer norm or softmax, so a float16 CPU model
   /// computes in float32 (our DiT with its weights rounded to float16 first).
-  std::string precision;
+  std::string precision = {};
   /// The parameterisation and clipping of card, for a Denoiser.
   DenoiserOptions denoiser_options() const;
   /// The noise schedule the card names.

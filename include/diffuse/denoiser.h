@@ -194,7 +194,7 @@ struct DenoiserOptions {
   /// schedulers upcast); with this set, x_t is cast to it for each network call and the output cast
   /// back, while t stays in the sampler's dtype (bfloat16 cannot hold t = 999; diffusers also feeds
   /// float32 timesteps to half-precision models). Default unset: the network gets x_t as is.
-  std::optional<at::ScalarType> network_dtype;
+  std::optional<at::ScalarType> network_dtype = std::nullopt;
 };
 
 /// Network + parameterisation. Stateless and const: safe to share between threads.
