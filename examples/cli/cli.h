@@ -118,7 +118,7 @@ int usable_cpus();
 /// spinning thread per CPU (their CPU time over the wall time).
 double measure_free_cpus(int cpus, double window_s);
 /// Length of the probe behind --threads 0 (automatic), in seconds.
-inline constexpr double kThreadProbeSeconds = 0.02;
+inline constexpr double kThreadProbeSeconds = 0.05;
 /// --threads 0 (automatic): the CPUs that are free now (measure_free_cpus), at least 1. OpenMP
 /// threads wait passively (the `diffuse` launcher, launcher.cpp, sets OMP_WAIT_POLICY=PASSIVE
 /// before LibTorch loads), so a thread that shares its CPU with another process later costs little.
