@@ -350,7 +350,7 @@ ScheduleFile read_schedule_file(const std::string& path) {
     if (!std::isfinite(s.timesteps[i])) fail("timesteps[" + std::to_string(i) + "] is not finite");
     if (i > 0 && !(s.timesteps[i] < s.timesteps[i - 1]))
       fail("timesteps must be strictly descending; timesteps[" + std::to_string(i) + "]=" +
-           diffuse::detail::format_double(s.timesteps[i]) + " >= timesteps[" + std::to_string(i - 1) + "]");
+           diffuse::format_double(s.timesteps[i]) + " >= timesteps[" + std::to_string(i - 1) + "]");
   }
   if (j.contains("steps") &&
       !(j["steps"].is_number_unsigned() && j["steps"].get<uint64_t>() == s.timesteps.size()))
@@ -369,7 +369,7 @@ ScheduleFile read_schedule_file(const std::string& path) {
 
 std::string spacing_spec(const ScheduleFile& s) {
   std::string v;
-  for (double t : s.timesteps) v += (v.empty() ? "" : ";") + diffuse::detail::format_double(t);
+  for (double t : s.timesteps) v += (v.empty() ? "" : ";") + diffuse::format_double(t);
   return "timesteps:timesteps=" + v + ",final=" + s.final_point;
 }
 

@@ -99,7 +99,7 @@ inline void check_parallel_args(const ParallelArgs& p) {
           "--nproc must be in [1, 1024], got " + std::to_string(p.nproc));
   require(p.timeout_s > 0 && p.timeout_s <= 86400,
           "--dist-timeout must be in (0, 86400] seconds, got " +
-              diffuse::detail::format_double(p.timeout_s));
+              diffuse::format_double(p.timeout_s));
 }
 
 inline int parse_master_port(const std::string& text) {

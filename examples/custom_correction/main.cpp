@@ -21,7 +21,7 @@ class ClampX0 final : public diffuse::Correction {
   }
   std::string name() const override { return "clamp_x0"; }
   diffuse::Config to_config() const override {
-    return {{"limit", diffuse::detail::format_double(limit_)}};
+    return {{"limit", diffuse::format_double(limit_)}};
   }
 
   void reset() override { clipped_.clear(); }

@@ -14,17 +14,41 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffuse {
 
 using Config = std::map<std::string, std::string>;
 
-/// Thrown for every user-facing configuration or argument error. Derives from std::invalid_argument
-/// so callers can catch either.
+/// Base of every error diffuse throws on purpose. Catch a kind below to tell them apart:
+///   ConfigError     bad configuration or argument (unknown name or key, value out of range,
+///                   wrong shape or dtype): the caller can fix the input and retry;
+///   IOError         a file or stream could not be read or written, or its contents are not what
+///                   they claim (truncated, corrupt, wrong format);
+///   NumericalError  the computation itself went wrong (NaN or Inf in a sample, a loss or a schedule).
+/// Derives from std::invalid_argument (as it always has) so callers can catch either.
 class Error : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
+};
+
+/// Bad configuration or argument. check() throws this.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A file or stream could not be read or written, or its contents are malformed.
+class IOError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// NaN / Inf or another numerical failure of the computation.
+class NumericalError : public Error {
+ public:
+  using Error::Error;
 };
 
 namespace detail {
@@ -50,6 +74,8 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 
+}  // namespace detail
+
 /// Formats a double with enough digits to round-trip (used by to_config()).
 /// The shortest of 15, 16 or 17 significant digits that reads back as exactly `v` ("0.1", not
 /// "0.10000000000000001"), so configurations round-trip bit for bit and stay readable.
@@ -65,12 +91,30 @@ inline std::string format_double(double v) {
   return out;
 }
 
-}  // namespace detail
+/// The name of an enum value in a names table of ConfigReader::get_enum (for to_config()).
+template <class E>
+std::string enum_name(E value, const std::vector<std::pair<std::string, E>>& names) {
+  for (const auto& [name, v] : names)
+    if (v == value) return name;
+  return "?";
+}
 
-/// Throws diffuse::Error built from the arguments unless cond holds.
+/// Throws diffuse::ConfigError built from the arguments unless cond holds.
 template <class... Args>
 inline void check(bool cond, const Args&... args) {
-  if (!cond) throw Error(detail::cat(args...));
+  if (!cond) throw ConfigError(detail::cat(args...));
+}
+
+/// Throws diffuse::IOError built from the arguments unless cond holds.
+template <class... Args>
+inline void check_io(bool cond, const Args&... args) {
+  if (!cond) throw IOError(detail::cat(args...));
+}
+
+/// Throws diffuse::NumericalError built from the arguments unless cond holds.
+template <class... Args>
+inline void check_numerics(bool cond, const Args&... args) {
+  if (!cond) throw NumericalError(detail::cat(args...));
 }
 
 /// Parses "key=value,key=value" (spaces around tokens ignored). A value may itself contain ':'
@@ -117,7 +161,21 @@ class ConfigReader {
     const std::string v = get_string(key, dflt);
     for (const auto& ch : choices)
       if (ch == v) return v;
-    throw Error(detail::cat(owner_, ": ", key, "='", v, "' is not one of: ", detail::join(choices)));
+    throw ConfigError(detail::cat(owner_, ": ", key, "='", v, "' is not one of: ", detail::join(choices)));
+  }
+
+  /// An option whose value is one of a fixed set of names, parsed once into an enum:
+  ///   o.mode = r.get_enum("mode", o.mode, {{"grid", Mode::kGrid}, {"train_stride", Mode::kTrainStride}});
+  /// A value not in `names` is a ConfigError that lists the valid names.
+  template <class E>
+  E get_enum(const std::string& key, E dflt, const std::vector<std::pair<std::string, E>>& names) {
+    if (!has(key)) return dflt;
+    const std::string& v = c_.at(key);
+    for (const auto& [name, value] : names)
+      if (name == v) return value;
+    std::vector<std::string> valid;
+    for (const auto& kv : names) valid.push_back(kv.first);
+    throw ConfigError(detail::cat(owner_, ": ", key, "='", v, "' is not one of: ", detail::join(valid)));
   }
 
   double get_double(const std::string& key, double dflt) {

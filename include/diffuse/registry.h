@@ -19,14 +19,10 @@
 namespace diffuse {
 
 namespace detail {
-#ifdef DIFFUSE_COMPILED_LIB
-/// Defined in src/registry.cpp, which includes every built-in module. Referencing it from get()
-/// pulls that object file, and so every built-in registration, out of the static library.
+/// Defined in the generated builtin_modules.cpp of libdiffuse: calls the anchor of every built-in
+/// module source, so that referencing it from Registry::get() keeps every built-in registration
+/// in a static link.
 void link_builtin_modules();
-#else
-/// Header-only mode: include <diffuse/all.h> (or the module headers you use) to register them.
-inline void link_builtin_modules() {}
-#endif
 }  // namespace detail
 
 template <class Base>
@@ -143,6 +139,17 @@ class Registry {
 
 #define DIFFUSE_DETAIL_CONCAT2(a, b) a##b
 #define DIFFUSE_DETAIL_CONCAT(a, b) DIFFUSE_DETAIL_CONCAT2(a, b)
+
+// A built-in module source (libdiffuse's build gives each one that registers something
+// -DDIFFUSE_MODULE_ANCHOR=<name>) defines its anchor here; the generated builtin_modules.cpp calls
+// it. Code outside the library registers the same way and needs no anchor: its object files are
+// linked because the application names them.
+#ifdef DIFFUSE_MODULE_ANCHOR
+namespace diffuse::detail {
+void DIFFUSE_MODULE_ANCHOR();
+void DIFFUSE_MODULE_ANCHOR() {}
+}  // namespace diffuse::detail
+#endif
 
 /// Registers Type (which has `static std::unique_ptr<Base> from_config(const Config&)`) under key.
 #define DIFFUSE_REGISTER(Base, Type, key, summary)                                              \

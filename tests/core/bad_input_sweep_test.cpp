@@ -66,7 +66,7 @@ uint64_t mix(uint64_t z) {  // splitmix64
   return z ^ (z >> 31);
 }
 
-std::string num(double v) { return detail::format_double(v); }
+std::string num(double v) { return format_double(v); }
 std::string shape_str(const std::vector<int64_t>& s) { return detail::cat(c10::IntArrayRef(s)); }
 
 /// The strings an error about the raw option value `raw` may show: the raw text (parse errors

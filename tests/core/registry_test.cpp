@@ -21,16 +21,16 @@ TEST(Registry, UnknownSamplerListsValidNames) {
 }
 
 TEST(FormatDouble, ShortestTextThatReadsBackExactly) {
-  EXPECT_EQ(detail::format_double(0.1), "0.1");
-  EXPECT_EQ(detail::format_double(0.3), "0.3");
-  EXPECT_EQ(detail::format_double(1e-4), "0.0001");
+  EXPECT_EQ(format_double(0.1), "0.1");
+  EXPECT_EQ(format_double(0.3), "0.3");
+  EXPECT_EQ(format_double(1e-4), "0.0001");
   // Values that need 16 or 17 digits keep them.
   for (double v : {1.0 / 3.0, 0.1 + 0.2, std::ldexp(1.0, -24), 1e-300, 6.02214076e23, -2.5e-7,
                    std::nextafter(1.0, 2.0), 0.99999999999999989}) {
-    const std::string text = detail::format_double(v);
+    const std::string text = format_double(v);
     EXPECT_EQ(std::strtod(text.c_str(), nullptr), v) << text;
   }
-  EXPECT_EQ(detail::format_double(0.1 + 0.2), "0.30000000000000004");
+  EXPECT_EQ(format_double(0.1 + 0.2), "0.30000000000000004");
 }
 
 TEST(Registry, UnknownOptionIsAnError) {

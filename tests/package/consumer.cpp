@@ -1,10 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The program both package consumer projects build: DDIM on a stand-in network.
-#ifdef CONSUMER_HEADER_ONLY
-#include <diffuse/all.h>  // header-only: including the modules registers them here
-#else
-#include <diffuse/diffuse.h>  // compiled: the registrations live in libdiffuse
-#endif
+#include <diffuse/diffuse.h>  // the registrations live in libdiffuse
 
 #include <cstdio>
 

@@ -345,7 +345,7 @@ Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction
   SampleOptions o;
   o.num_steps = steps;
   o.seed = 2024;
-  o.guidance = make_guidance("cfg", {{"scale", detail::format_double(scale)}});
+  o.guidance = make_guidance("cfg", {{"scale", format_double(scale)}});
   o.cond.value = cm.embed(labels);
   o.uncond.value = cm.null_embedding(labels.size(0));
   if (corr) o.corrections = {corr};

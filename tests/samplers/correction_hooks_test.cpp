@@ -123,7 +123,7 @@ TEST(CorrectionComposition, TwoEpsilonScalingsMultiply) {
     two.corrections = {make_correction("epsilon_scaling", {{"b", "1.02"}}),
                        make_correction("epsilon_scaling", {{"b", "1.05"}})};
     SampleOptions one = two;
-    one.corrections = {make_correction("epsilon_scaling", {{"b", detail::format_double(1.02 * 1.05)}})};
+    one.corrections = {make_correction("epsilon_scaling", {{"b", format_double(1.02 * 1.05)}})};
     const Tensor a = sample(*make_sampler(key), Denoiser(net), *schedule, noise, two);
     const Tensor b = sample(*make_sampler(key), Denoiser(net), *schedule, noise, one);
     testing::ExpectTensorNear(a, b, 1e-12, 1e-12, key);

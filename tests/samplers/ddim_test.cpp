@@ -27,7 +27,7 @@ using testing::ExpectTensorNear;
 Tensor suite_full_loop(const std::string& prediction_type, double beta_start, const char* final_kind,
                        at::ScalarType dtype = at::kFloat) {
   Config c = linear_betas();
-  c["beta_start"] = detail::format_double(beta_start);
+  c["beta_start"] = format_double(beta_start);
   c["precision"] = "float32";
   auto sched = make_schedule("discrete", c);
   const TimeGrid grid = make_spacing("leading", {{"final", final_kind}})->grid(*sched, 10);

@@ -27,8 +27,8 @@ std::vector<GoldenCase> table(const char* which) {
 /// The diffusers config that the golden case was produced with.
 Config diffusers_config(const GoldenCase& g, const std::string& precision) {
   Config c{{"num_train_timesteps", std::to_string(g.T)},
-           {"beta_start", detail::format_double(g.beta_start)},
-           {"beta_end", detail::format_double(g.beta_end)},
+           {"beta_start", format_double(g.beta_start)},
+           {"beta_end", format_double(g.beta_end)},
            {"beta_schedule", g.beta_schedule},
            {"prediction_type", g.prediction}};
   if (g.schedule_config.count("rescale_betas_zero_snr")) c["rescale_betas_zero_snr"] = "true";

@@ -42,8 +42,8 @@ inline std::unique_ptr<NoiseSchedule> discrete_schedule(int64_t T, double beta_s
                                                         const std::string& kind, const std::string& precision,
                                                         Config extra = {}) {
   extra["num_train_timesteps"] = std::to_string(T);
-  extra["beta_start"] = detail::format_double(beta_start);
-  extra["beta_end"] = detail::format_double(beta_end);
+  extra["beta_start"] = format_double(beta_start);
+  extra["beta_end"] = format_double(beta_end);
   extra["beta_schedule"] = kind;
   extra["precision"] = precision;
   return make_schedule("discrete", extra);

@@ -45,10 +45,10 @@ TEST(TimeShift, IdentityIsBitExactForEverySampler) {
       const Tensor plain = sample(*sampler, Denoiser(simple_net), *schedule, noise, o);
       for (const Config& c : std::vector<Config>{{{"window", "0"}},
                                                   {{"window", "1"}},
-                                                  {{"window", "40"}, {"cutoff", detail::format_double(cutoff)}},
-                                                  {{"window", "40"}, {"cutoff", detail::format_double(cutoff)},
+                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)}},
+                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)},
                                                    {"variant", "target_shift"}},
-                                                  {{"window", "40"}, {"cutoff", detail::format_double(cutoff)},
+                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)},
                                                    {"variant", "adm"}}}) {
         o.corrections = {ts(c)};
         const Tensor out = sample(*sampler, Denoiser(simple_net), *schedule, noise, o);

@@ -245,7 +245,7 @@ TEST(MaskedDenoisingObjective, MaskHasTheMaskDiTCountAndIsReproducible) {
   const auto s = tiny_schedule();
   const Batch b{at::zeros({5, 3, 8, 8}, kD), {}};  // N = 16 patch tokens
   for (double ratio : {0.5, 0.3, 0.75}) {
-    auto obj = make_objective("masked_denoising", {{"mask_ratio", detail::format_double(ratio)}});
+    auto obj = make_objective("masked_denoising", {{"mask_ratio", format_double(ratio)}});
     const int64_t keep = static_cast<int64_t>(std::floor(16 * (1 - ratio)));  // MaskDiT's len_keep
     auto g1 = gen(5), g2 = gen(5), g3 = gen(6);
     const Tensor m1 = obj->draw(s, b, g1).extra.at("mask");

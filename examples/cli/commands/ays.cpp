@@ -21,7 +21,7 @@
 namespace diffuse::cli {
 namespace {
 
-using diffuse::detail::format_double;
+using diffuse::format_double;
 
 struct AysArgs {
   std::string model = "default";

@@ -203,7 +203,7 @@ int run_bench(const BenchOptions& o) {
   }
   require(
       std::isfinite(o.min_time) && o.min_time > 0 && o.min_time <= 3600,
-      "--min-time must be in (0, 3600] seconds, got " + diffuse::detail::format_double(o.min_time));
+      "--min-time must be in (0, 3600] seconds, got " + diffuse::format_double(o.min_time));
 
   std::vector<bench::Suite> suites;
   for (const auto& name : all)
@@ -237,7 +237,7 @@ int run_bench(const BenchOptions& o) {
 
   const json context = machine_context();
   spdlog::info("{} benchmark(s), at least {} s each, {} intra-op thread(s), LibTorch {}",
-               selected.size(), diffuse::detail::format_double(o.min_time), at::get_num_threads(),
+               selected.size(), diffuse::format_double(o.min_time), at::get_num_threads(),
                TORCH_VERSION);
   std::vector<Ran> ran;
   ran.reserve(selected.size());
@@ -281,7 +281,7 @@ int run_bench(const BenchOptions& o) {
   if (context.contains("load_average"))
     md << " Load average at the start: " << number(context["load_average"][0].get<double>()) << ".";
   md << "\nEach benchmark repeats its measurement for at least "
-     << diffuse::detail::format_double(o.min_time)
+     << diffuse::format_double(o.min_time)
      << " s (\"runs\"); ratios are to the baseline row named in each row, measured in this same "
         "run.\n\n";
 

@@ -31,7 +31,7 @@ namespace diffuse::cli {
 namespace {
 
 namespace fs = std::filesystem;
-using diffuse::detail::format_double;
+using diffuse::format_double;
 
 struct EvalArgs {
   std::string model = "default";

@@ -354,9 +354,9 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   require(s.batch_size >= 0, named("--batch-size", "batch_size") + " must be >= 0 (0 = automatic), got " +
                                  std::to_string(s.batch_size));
   require(s.nrow >= 0, named("--nrow", "nrow") + " must be >= 0, got " + std::to_string(s.nrow));
-  require(std::isfinite(s.cfg), named("--cfg", "cfg") + " must be finite, got " + diffuse::detail::format_double(s.cfg));
+  require(std::isfinite(s.cfg), named("--cfg", "cfg") + " must be finite, got " + diffuse::format_double(s.cfg));
   require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
-          "--batch-memory must be > 0 MiB, got " + diffuse::detail::format_double(o.batch_memory_mib));
+          "--batch-memory must be > 0 MiB, got " + diffuse::format_double(o.batch_memory_mib));
   c10::Device device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;
   try {
@@ -368,8 +368,8 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   }
   // The scale multiplies network outputs of the run's dtype: it must be finite there too.
   require(std::abs(s.cfg) <= dtype_max(dtype),
-          named("--cfg", "cfg") + " " + diffuse::detail::format_double(s.cfg) + " is not finite in " + dtype_name(dtype) +
-              " (the run's dtype holds magnitudes up to " + diffuse::detail::format_double(dtype_max(dtype)) + ")");
+          named("--cfg", "cfg") + " " + diffuse::format_double(s.cfg) + " is not finite in " + dtype_name(dtype) +
+              " (the run's dtype holds magnitudes up to " + diffuse::format_double(dtype_max(dtype)) + ")");
   // What the outputs' names promise is what is written.
   require(ends_with_ci(o.out, ".png"), "--out '" + o.out + "': the grid is written as PNG, name it *.png");
   require(o.save_tensor.empty() || ends_with_ci(o.save_tensor, ".npy") || ends_with_ci(o.save_tensor, ".pt"),
@@ -470,7 +470,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   so.num_steps = s.steps;
   so.spacing = spacing;
   so.corrections = corrections;
-  if (guided) so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::detail::format_double(s.cfg)}});
+  if (guided) so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::format_double(s.cfg)}});
   const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, so);
 
   const std::string model_path = model.source == "default" ? diffuse::default_model_path() : model.source;
@@ -478,7 +478,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
                "{}, {} thread(s)",
                model.format, model_path, card.num_classes, card.prediction_type, schedule->name(), s.sampler, s.steps,
                spacing ? " (" + spacing->name() + ")" : std::string(),
-               guided ? ", cfg " + diffuse::detail::format_double(s.cfg) : std::string(), s.num, chunk,
+               guided ? ", cfg " + diffuse::format_double(s.cfg) : std::string(), s.num, chunk,
                s.seed, dtype_name(dtype), device.str(), at::get_num_threads());
   spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*sampler),
                 spacing ? canonical_spec(*spacing) : std::string("default"), grid.front().t, grid.back().t);

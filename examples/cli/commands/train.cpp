@@ -122,7 +122,7 @@ std::string type_name(KeyType t) {
 
 /// The range of a numeric key in words: "a finite number >= 0", "an integer in [1, 28]", ...
 std::string range_text(const KeySpec& k) {
-  using diffuse::detail::format_double;
+  using diffuse::format_double;
   std::string s = k.type == KeyType::kInt ? "an integer" : "a finite number";
   const bool low = std::isfinite(k.min), high = std::isfinite(k.max);
   if (low && high) {
@@ -509,9 +509,9 @@ int run_train(const TrainArgs& a, CLI::App& app) {
         (out / "eval.csv").string(),
         "step,objective,sampler,sample_steps,cfg_scale,num_samples,fd,precision,recall\n" +
             std::to_string(trainer.step()) + ",\"" + objective_spec + "\",\"" + sampler_spec + "\"," +
-            std::to_string(o.sample_steps()) + "," + diffuse::detail::format_double(o.cfg_scale()) + "," +
-            std::to_string(r.num_samples) + "," + diffuse::detail::format_double(r.fd) + "," +
-            diffuse::detail::format_double(r.precision) + "," + diffuse::detail::format_double(r.recall) + "\n");
+            std::to_string(o.sample_steps()) + "," + diffuse::format_double(o.cfg_scale()) + "," +
+            std::to_string(r.num_samples) + "," + diffuse::format_double(r.fd) + "," +
+            diffuse::format_double(r.precision) + "," + diffuse::format_double(r.recall) + "\n");
   }
   return kExitOk;
 }

@@ -129,13 +129,13 @@ class ConditionAnnealing final : public Correction {
   Config to_config() const override {
     std::string keys;
     for (const auto& k : options.extra_keys()) keys += (keys.empty() ? "" : ";") + k;
-    return {{"tau1", detail::format_double(options.tau1())},
-            {"tau2", detail::format_double(options.tau2())},
-            {"noise_scale", detail::format_double(options.noise_scale())},
-            {"psi", detail::format_double(options.psi())},
+    return {{"tau1", format_double(options.tau1())},
+            {"tau2", format_double(options.tau2())},
+            {"noise_scale", format_double(options.noise_scale())},
+            {"psi", format_double(options.psi())},
             {"rescale_over", options.rescale_over()},
             {"time", options.time()},
-            {"t_max", detail::format_double(options.t_max())},
+            {"t_max", format_double(options.t_max())},
             {"apply_to", options.apply_to()},
             {"value", options.value() ? "true" : "false"},
             {"extra_keys", keys}};

@@ -133,12 +133,12 @@ class TimeShift final : public Correction {
   }
   Config to_config() const override {
     return {{"window", std::to_string(options.window())},
-            {"cutoff", detail::format_double(options.cutoff())},
+            {"cutoff", format_double(options.cutoff())},
             {"variant", options.variant()},
             {"variance_model", options.variance_model()},
-            {"data_var", detail::format_double(options.data_var())},
+            {"data_var", format_double(options.data_var())},
             {"batch_variance", options.batch_variance()},
-            {"resolution", detail::format_double(options.resolution())}};
+            {"resolution", format_double(options.resolution())}};
   }
   std::string name() const override { return "time_shift"; }
   std::unique_ptr<Correction> clone() const override { return std::make_unique<TimeShift>(*this); }

@@ -88,8 +88,8 @@ class EpsilonScaling final : public Correction {
     return made;
   }
   Config to_config() const override {
-    return {{"b", detail::format_double(options.b())},
-            {"k", detail::format_double(options.k())},
+    return {{"b", format_double(options.b())},
+            {"k", format_double(options.k())},
             {"direction", options.direction()}};
   }
   std::string name() const override { return "epsilon_scaling"; }

@@ -45,8 +45,8 @@ class ExponentialSpacing final : public TimestepSpacing {
     return std::make_unique<ExponentialSpacing>(o);
   }
   Config to_config() const override {
-    return {{"sigma_min", detail::format_double(options.sigma_min())},
-            {"sigma_max", detail::format_double(options.sigma_max())},
+    return {{"sigma_min", format_double(options.sigma_min())},
+            {"sigma_max", format_double(options.sigma_max())},
             {"round_t", detail::bool_str(options.round_t())},
             {"final", options.final()}};
   }

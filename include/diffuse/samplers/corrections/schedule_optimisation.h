@@ -535,7 +535,7 @@ class ScheduleOptimisation final : public Correction {
     Config c{{"final", options.final()}, {"round_t", detail::bool_str(options.round_t())}};
     if (!options.sigmas().empty()) {
       std::string v;
-      for (double s : options.sigmas()) v += (v.empty() ? "" : ";") + detail::format_double(s);
+      for (double s : options.sigmas()) v += (v.empty() ? "" : ";") + format_double(s);
       c["sigmas"] = v;
     }
     return c;

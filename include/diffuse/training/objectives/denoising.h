@@ -74,7 +74,7 @@ class DenoisingObjective final : public Objective {
   Config to_config() const override {
     Config c;
     detail::write_core(core(), c);
-    c["input_perturbation"] = detail::format_double(options.input_perturbation());
+    c["input_perturbation"] = format_double(options.input_perturbation());
     return c;
   }
   std::string name() const override { return "denoising"; }

@@ -54,8 +54,8 @@ class CfgGuidance final : public Guidance {
     return std::make_unique<CfgGuidance>(o);
   }
   Config to_config() const override {
-    return {{"scale", detail::format_double(options.scale())},
-            {"guidance_rescale", detail::format_double(options.guidance_rescale())}};
+    return {{"scale", format_double(options.scale())},
+            {"guidance_rescale", format_double(options.guidance_rescale())}};
   }
   std::string name() const override { return "cfg"; }
 

@@ -66,15 +66,15 @@ class DiscreteSchedule final : public NoiseSchedule {
 
   Config to_config() const override {
     Config c{{"num_train_timesteps", std::to_string(options.num_train_timesteps())},
-             {"beta_start", detail::format_double(options.beta_start())},
-             {"beta_end", detail::format_double(options.beta_end())},
+             {"beta_start", format_double(options.beta_start())},
+             {"beta_end", format_double(options.beta_end())},
              {"beta_schedule", options.beta_schedule()},
              {"rescale_betas_zero_snr", options.rescale_betas_zero_snr() ? "true" : "false"},
-             {"terminal_alphas_cumprod", detail::format_double(options.terminal_alphas_cumprod())},
+             {"terminal_alphas_cumprod", format_double(options.terminal_alphas_cumprod())},
              {"precision", options.precision()}};
     if (!options.trained_betas().empty()) {
       std::string v;
-      for (double b : options.trained_betas()) v += (v.empty() ? "" : ";") + detail::format_double(b);
+      for (double b : options.trained_betas()) v += (v.empty() ? "" : ";") + format_double(b);
       c["trained_betas"] = v;
     }
     return c;

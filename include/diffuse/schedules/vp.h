@@ -42,9 +42,9 @@ class VpSchedule final : public NoiseSchedule {
     return std::make_unique<VpSchedule>(o);
   }
   Config to_config() const override {
-    return {{"beta_min", detail::format_double(options.beta_min())},
-            {"beta_max", detail::format_double(options.beta_max())},
-            {"t_min", detail::format_double(options.t_min())}};
+    return {{"beta_min", format_double(options.beta_min())},
+            {"beta_max", format_double(options.beta_max())},
+            {"t_min", format_double(options.t_min())}};
   }
   std::string name() const override { return "vp"; }
 

@@ -42,9 +42,9 @@ class EdmSchedule final : public NoiseSchedule {
     return std::make_unique<EdmSchedule>(o);
   }
   Config to_config() const override {
-    return {{"sigma_min", detail::format_double(options.sigma_min())},
-            {"sigma_max", detail::format_double(options.sigma_max())},
-            {"sigma_data", detail::format_double(options.sigma_data())}};
+    return {{"sigma_min", format_double(options.sigma_min())},
+            {"sigma_max", format_double(options.sigma_max())},
+            {"sigma_data", format_double(options.sigma_data())}};
   }
   std::string name() const override { return "edm"; }
   bool variance_preserving() const override { return false; }

@@ -46,7 +46,7 @@ class EulerAncestralSampler final : public Sampler {
     return std::make_unique<EulerAncestralSampler>(o);
   }
   Config to_config() const override {
-    return {{"eta", detail::format_double(options.eta())}, {"s_noise", detail::format_double(options.s_noise())}};
+    return {{"eta", format_double(options.eta())}, {"s_noise", format_double(options.s_noise())}};
   }
   std::string name() const override { return "euler_ancestral"; }
   bool is_stochastic() const override { return options.eta() > 0 && options.s_noise() > 0; }

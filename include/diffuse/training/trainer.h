@@ -644,7 +644,7 @@ class Trainer {
             labels.sizes());
       so.cond.value = labels.to(device_);
       if (options_.cfg_scale() != 1.0) {
-        so.guidance = make_guidance("cfg", {{"scale", detail::format_double(options_.cfg_scale())}});
+        so.guidance = make_guidance("cfg", {{"scale", format_double(options_.cfg_scale())}});
         so.uncond.value = at::full({n}, data_.num_classes, at::TensorOptions(at::kLong).device(device_));
       }
     }
@@ -951,7 +951,7 @@ class Trainer {
   }
 
   std::string make_fingerprint() const {
-    using detail::format_double;
+    using format_double;
     std::ostringstream os;
     const auto& o = options_;
     os << "batch_size=" << o.batch_size() << "\n"
@@ -1108,9 +1108,9 @@ class Trainer {
       out << csv_header_ << "\n";
     }
     std::ostringstream row;
-    row << avg.step << "," << detail::format_double(avg.loss);
-    for (const auto& kv : avg.terms) row << "," << detail::format_double(kv.second);
-    row << "," << detail::format_double(avg.lr) << "," << detail::format_double(avg.grad_norm) << "\n";
+    row << avg.step << "," << format_double(avg.loss);
+    for (const auto& kv : avg.terms) row << "," << format_double(kv.second);
+    row << "," << format_double(avg.lr) << "," << format_double(avg.grad_norm) << "\n";
     const std::string text = row.str();
     size_t half = 0;
     if (fault_injection_armed()) {  // tests: a row cut short by a kill
@@ -1148,7 +1148,7 @@ class Trainer {
         std::ostringstream os;
         auto a = flat.accessor<double, 2>();
         for (int64_t i = 0; i < flat.size(0); ++i) {
-          for (int64_t j = 0; j < flat.size(1); ++j) os << (j ? "," : "") << detail::format_double(a[i][j]);
+          for (int64_t j = 0; j < flat.size(1); ++j) os << (j ? "," : "") << format_double(a[i][j]);
           os << "\n";
         }
         write_text_file_atomic(path, os.str());

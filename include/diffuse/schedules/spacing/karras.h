@@ -57,9 +57,9 @@ class KarrasSpacing final : public TimestepSpacing {
     return std::make_unique<KarrasSpacing>(o);
   }
   Config to_config() const override {
-    return {{"rho", detail::format_double(options.rho())},
-            {"sigma_min", detail::format_double(options.sigma_min())},
-            {"sigma_max", detail::format_double(options.sigma_max())},
+    return {{"rho", format_double(options.rho())},
+            {"sigma_min", format_double(options.sigma_min())},
+            {"sigma_max", format_double(options.sigma_max())},
             {"round_t", detail::bool_str(options.round_t())},
             {"final", options.final()}};
   }

@@ -167,7 +167,7 @@ inline Config to_config(const DiTOptions& o) {
           {"hidden_size", i(o.hidden_size())},
           {"depth", i(o.depth())},
           {"num_heads", i(o.num_heads())},
-          {"mlp_ratio", detail::format_double(o.mlp_ratio())},
+          {"mlp_ratio", format_double(o.mlp_ratio())},
           {"num_classes", i(o.num_classes())},
           {"learn_sigma", o.learn_sigma() ? "true" : "false"},
           {"decoder_depth", i(o.decoder_depth())},

@@ -93,8 +93,8 @@ class MaskedDenoisingObjective final : public Objective {
   Config to_config() const override {
     Config c;
     detail::write_core(core(), c);
-    c["mask_ratio"] = detail::format_double(options.mask_ratio());
-    c["mae_weight"] = detail::format_double(options.mae_weight());
+    c["mask_ratio"] = format_double(options.mask_ratio());
+    c["mae_weight"] = format_double(options.mae_weight());
     c["patch_size"] = std::to_string(options.patch_size());
     return c;
   }

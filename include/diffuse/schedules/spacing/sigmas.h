@@ -46,7 +46,7 @@ class SigmasSpacing final : public TimestepSpacing {
   }
   Config to_config() const override {
     std::string v;
-    for (double t : options.sigmas()) v += (v.empty() ? "" : ";") + detail::format_double(t);
+    for (double t : options.sigmas()) v += (v.empty() ? "" : ";") + format_double(t);
     return {{"sigmas", v}, {"round_t", detail::bool_str(options.round_t())}};
   }
   std::string name() const override { return "sigmas"; }

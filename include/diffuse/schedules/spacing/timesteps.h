@@ -44,7 +44,7 @@ class TimestepsSpacing final : public TimestepSpacing {
   }
   Config to_config() const override {
     std::string v;
-    for (double t : options.timesteps()) v += (v.empty() ? "" : ";") + detail::format_double(t);
+    for (double t : options.timesteps()) v += (v.empty() ? "" : ";") + format_double(t);
     return {{"timesteps", v}, {"final", options.final()}};
   }
   std::string name() const override { return "timesteps"; }

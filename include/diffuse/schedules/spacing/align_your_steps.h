@@ -210,11 +210,11 @@ class AlignYourStepsSpacing final : public TimestepSpacing {
   Config to_config() const override {
     Config c{{"model", options.model()},
              {"convention", options.convention()},
-             {"denoise", detail::format_double(options.denoise())},
+             {"denoise", format_double(options.denoise())},
              {"round_t", detail::bool_str(options.round_t())}};
     if (!options.sigmas().empty()) {
       std::string v;
-      for (double s : options.sigmas()) v += (v.empty() ? "" : ";") + detail::format_double(s);
+      for (double s : options.sigmas()) v += (v.empty() ? "" : ";") + format_double(s);
       c["sigmas"] = v;
     }
     return c;
