@@ -7,7 +7,10 @@
 # $DIFFUSE_FUZZ_ARTIFACTS (default <build>/artifacts).
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [target ...]
-# Environment: DIFFUSE_FUZZ_BUILD_DIR (default ./build-fuzz), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,
+# The targets run DIFFUSE_JOBS at a time (default: the CPU count), each a single libFuzzer process
+# for its full time, so two CPUs halve the wall time without shortening any target's run.
+# Environment: DIFFUSE_FUZZ_BUILD_DIR (default ./build-fuzz; scripts/sanitize.sh with
+# DIFFUSE_ASAN_WITH_FUZZ=1 builds its tests in the same folder and flags), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,
 # CXX (default clang++), DIFFUSE_FUZZ_SEED (libFuzzer's -seed, default 1: a CI failure replays
 # with the same seed and corpus), DIFFUSE_FUZZ_LIBTORCH_ZIP=1 (fuzz_model_file also runs load_model() on
 # the bytes: finds crashes inside LibTorch 1.13's TorchScript importer, so off in CI).
@@ -42,10 +45,10 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export OMP_NUM_THREADS=1
 
-status=0
-summary=()
-for t in "${targets[@]}"; do
-  name="${t#fuzz_}"
+# One target: copy its corpus, fuzz, write "<target>: ..." to $work/<target>.summary; exit status
+# nonzero on a finding.
+fuzz_one() {
+  local t="$1" name="${1#fuzz_}" corpus log malloc_limit rc runs
   corpus="$work/$name"
   mkdir -p "$corpus"
   cp -r "$DIFFUSE_ROOT/tests/fuzz/corpus/$name/." "$corpus/" 2>/dev/null || true
@@ -66,12 +69,27 @@ for t in "${targets[@]}"; do
   set -e
   runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')"
   if [ "$rc" -ne 0 ]; then
-    status=1
-    tail -n 60 "$log"
-    summary+=("$t: FAILED (exit $rc) after $runs executions; input in $artifacts/")
+    echo "$t: FAILED (exit $rc) after $runs executions; input in $artifacts/" > "$work/$t.summary"
   else
-    summary+=("$t: $runs executions in ${seconds} s, no finding")
+    echo "$t: $runs executions in ${seconds} s, no finding" > "$work/$t.summary"
+  fi
+  return "$rc"
+}
+
+status=0
+parallel="$(diffuse_jobs)"
+pids=()
+for t in "${targets[@]}"; do
+  fuzz_one "$t" &
+  pids+=("$!")
+  if [ "${#pids[@]}" -ge "$parallel" ]; then
+    wait "${pids[0]}" || status=1
+    pids=("${pids[@]:1}")
   fi
 done
-printf '%s\n' "${summary[@]}"
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for t in "${targets[@]}"; do
+  if grep -q FAILED "$work/$t.summary" 2>/dev/null; then tail -n 60 "$work/$t.log"; fi
+done
+for t in "${targets[@]}"; do cat "$work/$t.summary" 2>/dev/null || echo "$t: no summary"; done
 exit "$status"

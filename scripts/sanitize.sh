@@ -6,7 +6,9 @@
 #
 # Usage: scripts/sanitize.sh [test binary ...]   (default: the core, schedules and samplers tests)
 # Environment: DIFFUSE_ASAN_BUILD_DIR (default ./build-asan), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,
-# CXX (default clang++).
+# CXX (default clang++), DIFFUSE_ASAN_WITH_FUZZ=1: build in scripts/fuzz.sh's folder and flags
+# instead (-DDIFFUSE_FUZZ=ON: address + undefined as here, plus libFuzzer's coverage
+# instrumentation), so that CI compiles the instrumented library once for both scripts.
 #
 # ASAN_OPTIONS (unless set by the caller):
 #   detect_leaks=0       LibTorch keeps thread pools, allocator caches and operator registries
@@ -26,12 +28,18 @@ tests=("$@")
 if [ "${#tests[@]}" -eq 0 ]; then
   tests=(diffuse_core_tests diffuse_schedules_tests diffuse_samplers_tests)
 fi
-build="${DIFFUSE_ASAN_BUILD_DIR:-$DIFFUSE_ROOT/build-asan}"
+if [ "${DIFFUSE_ASAN_WITH_FUZZ:-0}" = "1" ]; then
+  build="${DIFFUSE_ASAN_BUILD_DIR:-${DIFFUSE_FUZZ_BUILD_DIR:-$DIFFUSE_ROOT/build-fuzz}}"
+  instrument=(-DDIFFUSE_FUZZ=ON)
+else
+  build="${DIFFUSE_ASAN_BUILD_DIR:-$DIFFUSE_ROOT/build-asan}"
+  instrument=(-DDIFFUSE_SANITIZE=address,undefined)
+fi
 
 DIFFUSE_DEB_PACKAGES+=(clang libclang-rt-14-dev)
 diffuse_install_deps
 cmake -G Ninja -S "$DIFFUSE_ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CXX_COMPILER="${CXX:-clang++}" -DDIFFUSE_SANITIZE=address,undefined \
+  -DCMAKE_CXX_COMPILER="${CXX:-clang++}" "${instrument[@]}" \
   -DDIFFUSE_BUILD_TESTS=ON -DDIFFUSE_BUILD_EXAMPLES=OFF -DDIFFUSE_BUILD_BENCH=OFF -DDIFFUSE_INSTALL=OFF
 cmake --build "$build" -j "$(diffuse_jobs)" --target "${tests[@]}"
 
