@@ -72,27 +72,33 @@ for tu, label in zip(tus, labels):
     print(f"| `{label}` | {t:.1f} s | {t / base:.2f}x | {m / 1048576:.2f} GB |")
 PY
 
-# One-file edits: how many compile commands ninja would run after touching each file (a dry run;
-# the file's modification time is put back afterwards, so nothing is rebuilt).
-if command -v ninja > /dev/null && [ -f "$build/build.ninja" ]; then
-  if ninja -C "$build" -n 2> /dev/null | grep -q 'Building CXX object'; then
-    echo "compile_cost: $build is not up to date; build it first for the recompile counts" >&2
-    exit 0
-  fi
+# One-file edits: the object files whose recorded dependencies (ninja's deps log, written by the
+# last build from the compiler's depfiles) include the edited file, i.e. what ninja recompiles
+# after that edit. Nothing is touched or rebuilt.
+if command -v ninja > /dev/null && [ -f "$build/.ninja_deps" ]; then
   echo
   echo "| edited file | files recompiled |"
   echo "|---|---|"
-  for f in samplers/euler.cpp samplers/dpm_solver_pp.cpp schedules/spacing/karras.cpp \
-           samplers/corrections/time_shift.cpp training/trainer.cpp src/sample.cpp \
-           include/diffuse/samplers/euler.h include/diffuse/sampler.h; do
-    [ -f "$root/$f" ] || continue
-    touch -r "$root/$f" "$work/mtime"
-    touch "$root/$f"
-    mapfile -t objs < <(ninja -C "$build" -n 2> /dev/null | grep -oE 'Building CXX object [^ ]+' | sed 's/Building CXX object //')
-    touch -r "$work/mtime" "$root/$f"
-    n="${#objs[@]}"
-    shown="$(printf '%s\n' "${objs[@]}" | sed -E 's|^CMakeFiles/[^/]+\.dir/||; s|^[a-z]+/CMakeFiles/[^/]+\.dir/||; s|\.o$||' | head -3 | paste -sd, -)"
-    if [ "$n" -gt 3 ]; then shown="$shown, ..."; fi
-    echo "| \`$f\` | $n ($shown) |"
-  done
+  ninja -C "$build" -t deps > "$work/deps" 2> /dev/null
+  /usr/bin/python3 - "$work/deps" "$build" "$root" samplers/euler.cpp samplers/dpm_solver_pp.cpp \
+      schedules/spacing/karras.cpp samplers/corrections/time_shift.cpp training/trainer.cpp \
+      src/sample.cpp include/diffuse/samplers/euler.h include/diffuse/sampler.h <<'PY'
+import os, re, sys
+deps_file, build, root = sys.argv[1:4]
+objects, current = {}, None
+for line in open(deps_file):
+    if line and not line[0].isspace() and ": #deps" in line:
+        current = line.split(": #deps")[0]
+        objects[current] = set()
+    elif line.strip() and current is not None:
+        objects[current].add(os.path.normpath(os.path.join(build, line.strip())))
+for rel in sys.argv[4:]:
+    path = os.path.normpath(os.path.join(root, rel))
+    if not os.path.exists(path):
+        continue
+    hits = sorted(o for o, d in objects.items() if path in d)
+    short = [re.sub(r"^(.*/)?CMakeFiles/[^/]+\.dir/", "", h).removesuffix(".o") for h in hits]
+    shown = ", ".join(short[:3]) + (", ..." if len(short) > 3 else "")
+    print(f"| `{rel}` | {len(hits)} ({shown}) |")
+PY
 fi
