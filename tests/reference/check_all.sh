@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs every generator of tests/reference and compares its table with the test that holds it
 # (compare.py: count, exact matches, largest deviations). Needs the sources of README.md's table:
-#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, DIT_SRC
+#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, DIT_SRC, PYTORCH_FID_SRC
 # Usage, from the repository root: bash tests/reference/check_all.sh [python (default /usr/bin/python3)]
 set -euo pipefail
 py="${1:-/usr/bin/python3}"
@@ -36,8 +36,8 @@ cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '
 cmp spacing_lists "spacing.py spacings" tests/schedules/spacing_test.cpp --from '{1000, "linspace", {}' \
   --to '{1100, "trailing"'
 echo "== printed only (compare by eye with the comments that quote them)"
-for args in "dpm_solver.py suite" "ddim_ddpm.py ddpm_noise" "k_schedulers.py noise_suite" "ddpm_gaussian.py" \
-  "align_your_steps.py" "objectives.py" "torch_noise.py" "dit_params.py"; do
+for args in "spacing.py points" "dpm_solver.py suite" "ddim_ddpm.py ddpm_noise" "k_schedulers.py noise_suite" "ddpm_gaussian.py" \
+  "align_your_steps.py" "objectives.py" "frechet_distance.py" "torch_noise.py" "dit_params.py"; do
   echo "-- $args"
   # shellcheck disable=SC2086
   "$py" "$ref"/$args

@@ -3,6 +3,7 @@
 
     /usr/bin/python3 tests/reference/spacing.py --diffusers PATH tables     # TablesAreBitEqualToDiffusers
     /usr/bin/python3 tests/reference/spacing.py --diffusers PATH spacings   # EveryStepCountMatchesDiffusers
+    /usr/bin/python3 tests/reference/spacing.py --diffusers PATH points     # the values of discrete_test.cpp
 
 tables: DDIMScheduler(**cfg).alphas_cumprod and .betas (DDPMScheduler gives identical tensors),
 stock float32 and the float64 copy (diffusers_ref.py); checksum = sum_i bits(v_i) * (i + 1) mod 2^64
@@ -68,13 +69,27 @@ def spacings(src):
         print('      {%d, "%s", %s, %dLL},' % (T, sp, cfg, total))
 
 
+def points(src):
+    """Single table values quoted in tests/schedules/discrete_test.cpp (float64 copy)."""
+    lin = ref.scheduler(src, "scheduling_ddim", "DDIMScheduler", True, **LINEAR).alphas_cumprod
+    sd = ref.scheduler(src, "scheduling_ddim", "DDIMScheduler", True, **SCALED).alphas_cumprod
+    zsnr = ref.scheduler(src, "scheduling_ddim", "DDIMScheduler", True, rescale_betas_zero_snr=True,
+                         **SCALED).alphas_cumprod
+    sigma = ((1 - sd) / sd).sqrt()
+    print("linear alphas_cumprod[999] = %r" % float(lin[999]))
+    print("scaled_linear sigma_ve(999) = %r, sigma_ve(0) = %r, alpha(999) = %r" % (
+        float(sigma[999]), float(sigma[0]), float(sd[999].sqrt())))
+    print("scaled_linear rescale_betas_zero_snr alphas_cumprod[998] = %r, [999] = %r" % (
+        float(zsnr[998]), float(zsnr[999])))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ref.add_source_argument(ap)
-    ap.add_argument("which", choices=["tables", "spacings"])
+    ap.add_argument("which", choices=["tables", "spacings", "points"])
     a = ap.parse_args()
     src = ref.source_dir(a.diffusers)
-    tables(src) if a.which == "tables" else spacings(src)
+    {"tables": tables, "spacings": spacings, "points": points}[a.which](src)
 
 
 if __name__ == "__main__":
