@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // from_diffusers(): diffusers scheduler configs map onto schedule + spacing + sampler. The grids are
-// checked against set_timesteps() of diffusers 58eb52c (values in diffusers-test-expectations.md
-// and the diffusers test-suite); the samplers' numerics are checked in tests/samplers/.
+// checked against set_timesteps() of diffusers 58eb52c (the diffusers test-suite,
+// tests/schedulers/test_scheduler_*.py at 58eb52c, and the timesteps tests/reference/ddim_ddpm.py
+// and dpm_solver.py print); the samplers' numerics are checked in tests/samplers/.
 #include "test_util.h"
 
 #include <diffuse/diffusers.h>
@@ -44,7 +45,8 @@ double suite_mean(const DiffusersScheduler& s, int64_t steps, at::ScalarType dty
   return s.sampler->sample(fn, x.contiguous(), s.grid(steps), ctx).abs().mean().item<double>();
 }
 
-// Expected means: diffusers-test-expectations.md (diffusers 58eb52c tests/schedulers), tolerance 1e-3.
+// Expected means: the asserts of diffusers 58eb52c tests/schedulers/test_scheduler_*.py, tolerance
+// 1e-3.
 TEST(FromDiffusers, ReproducesTheDiffusersSuiteThroughTheFrontEnd) {
   EXPECT_NEAR(suite_mean(from_diffusers("DDIMScheduler", {}), 10), 0.223967, 1e-3);
   EXPECT_NEAR(suite_mean(from_diffusers("DDIMScheduler", {{"prediction_type", "v_prediction"}}), 10), 0.0684, 1e-3);

@@ -29,7 +29,8 @@ void ExpectFloats(const Tensor& t, const std::vector<std::pair<int64_t, double>>
 }
 
 TEST(TorchNoise, ReproducesPyTorchManualSeedStream) {
-  // Golden values: PyTorch 1.13.1 (Debian python3-torch), printed with repr(float(v)):
+  // Golden values: PyTorch 1.13.1 (Debian python3-torch), printed with repr(float(v)) by
+  // tests/reference/torch_noise.py:
   //   g = torch.Generator().manual_seed(0); a = torch.randn(6, generator=g); b = torch.randn(3,
   //   generator=g)
   // torch.manual_seed(0); torch.randn(6) gives the same a.

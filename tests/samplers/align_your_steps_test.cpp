@@ -68,8 +68,9 @@ TEST(AlignYourSteps, TenStepsAreThePublishedTables) {
 }
 
 TEST(AlignYourSteps, ComfyUiInterpolationTestVectors) {
-  // methods.md §6.4 test vectors (ComfyUI AlignYourStepsScheduler rule, SD1 list), printed to 4
-  // decimals.
+  // ComfyUI AlignYourStepsScheduler.get_sigmas("SD1", 5 / 20, 1.0) (comfy_extras/
+  // nodes_align_your_steps.py at 341667c), printed to 4 decimals by
+  // tests/reference/align_your_steps.py (see tests/reference/README.md).
   auto sp = make_spacing("align_your_steps", {{"model", "sd15"}});
   const auto& a = static_cast<const AlignYourStepsSpacing&>(*sp);
   expect_near_list(a.sigmas(5), {14.6146, 3.8637, 1.8842, 0.9643, 0.3977, 0}, 5.01e-5, "steps=5");
@@ -80,8 +81,8 @@ TEST(AlignYourSteps, ComfyUiInterpolationTestVectors) {
   // Every 4th point of the 40-step list and every 2nd of the 20-step list are the table itself.
   const auto s40 = a.sigmas(40);
   for (int i = 0; i < 10; ++i) EXPECT_NEAR(s40[4 * i], AysTables::sd15_sigmas()[i], 1e-12) << i;
-  // SDXL, 7 steps: numpy np.interp on ComfyUI's SDXL list (scratch /work/ref/ays/a1111.py, the
-  // loglinear_interp of comfy_extras/nodes_align_your_steps.py).
+  // SDXL, 7 steps: numpy np.interp on ComfyUI's SDXL list (the loglinear_interp of
+  // comfy_extras/nodes_align_your_steps.py, run by tests/reference/align_your_steps.py).
   auto xl = make_spacing("ays", {{"model", "sdxl"}});
   expect_near_list(
       static_cast<const AlignYourStepsSpacing&>(*xl).sigmas(7),
@@ -97,7 +98,8 @@ TEST(AlignYourSteps, ComfyUiInterpolationTestVectors) {
 
 TEST(AlignYourSteps, A1111Convention) {
   // A1111 modules/sd_schedulers.py get_align_your_steps_sigmas: its rounded SD1.5 list interpolated
-  // to n values, then 0 appended (numpy reference: /work/ref/ays/a1111.py).
+  // to n values, then 0 appended (A1111 02b0092's function run in float64 by
+  // tests/reference/align_your_steps.py).
   auto sp = make_spacing("ays", {{"convention", "a1111"}});
   const auto& a = static_cast<const AlignYourStepsSpacing&>(*sp);
   expect_near_list(a.sigmas(10),

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// DDIM sampler: diffusers' DDIMScheduler test-suite (docs/diffusers-test-expectations.md),
-// bit-compatibility with diffusers 58eb52c run in float64 and float32, and invariants.
+// DDIM sampler: diffusers' DDIMScheduler test-suite (tests/schedulers/test_scheduler_ddim.py at
+// 58eb52c), bit-compatibility with diffusers 58eb52c run in float64 and float32, and invariants.
 //
-// How the golden values were made (scratch script, not in the repo): diffusers 58eb52c,
+// How the golden values were made (tests/reference/ddim_ddpm.py ddim; see
+// tests/reference/README.md): diffusers 58eb52c,
 //   s = DDIMScheduler(**cfg); s.set_timesteps(10); g = torch.manual_seed(0); x = sample_deter * scale
 //   for t in s.timesteps: x = s.step(x * t / (t + 1), t, x, eta=eta, generator=g).prev_sample
-// float64 run: the scheduler module sees a `torch` whose float32 is float64 (betas, alphas_cumprod
+// float64 run: the scheduler file with every float32 replaced by float64 (betas, alphas_cumprod
 // and final_alpha_cumprod in float64), sample in float64, randn_tensor replaced by
 // torch.randn(shape, generator=g, dtype=float32).to(float64) (what make_torch_noise does for
 // double tensors). float32 run: stock diffusers.

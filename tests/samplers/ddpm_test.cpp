@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// DDPM ancestral sampler: diffusers' DDPMScheduler test-suite (docs/diffusers-test-expectations.md),
-// bit-compatibility with diffusers 58eb52c run in float64 and float32, and invariants.
+// DDPM ancestral sampler: diffusers' DDPMScheduler test-suite
+// (tests/schedulers/test_scheduler_ddpm.py at 58eb52c), bit-compatibility with diffusers 58eb52c
+// run in float64 and float32, and invariants.
 //
-// How the golden values were made (scratch script, not in the repo): diffusers 58eb52c,
+// How the golden values were made (tests/reference/ddim_ddpm.py ddpm; see
+// tests/reference/README.md): diffusers 58eb52c,
 //   s = DDPMScheduler(**cfg); s.set_timesteps(steps); g = torch.manual_seed(0); x = sample_deter * scale
 //   for t in s.timesteps: x = s.step(x * t / (t + 1), t, x, generator=g).prev_sample
-// float64 run: the scheduler module sees a `torch` whose float32 is float64 (so betas,
+// float64 run: the scheduler file with every float32 replaced by float64 (so betas,
 // alphas_cumprod and `one` are float64), sample in float64, and randn_tensor replaced by
 // torch.randn(shape, generator=g, dtype=float32).to(float64), i.e. the same float32 stream cast,
 // which is what make_torch_noise does for double tensors. float32 run: stock diffusers.
@@ -71,12 +73,13 @@ TEST(DdpmSampler, DiffusersFullLoopWithNoise) {
   // the last step lands on -1), x = add_noise(sample_deter, noise_deter, 1), then two steps with
   // torch.manual_seed(0) (one draw, at t = 1). Expected sum 387.9466 (tol 1e-2), mean 0.5051 (1e-3).
   //
-  // Known float32-vs-float64 case (docs/diffusers-test-expectations.md): diffusers computes
+  // Known float32-vs-float64 case: diffusers computes
   // current_beta_t = 1 - alphas_cumprod[1] / alphas_cumprod[0] in float32, which cancels (relative
   // error 1e-4 in beta, c_x0 = 0.5452302 instead of 0.5452847). diffuse computes the coefficients
   // as host doubles, so even with float32 tables and float32 tensors the sum is 387.9676, which is
   // what diffusers gives with its step coefficients evaluated in double (measured: 387.96762), and
-  // the float64 diffusers run gives 387.9673. The sum therefore gets a relative tolerance of 1e-4
+  // the float64 diffusers run gives 387.9673 (stock and float64 diffusers sums:
+  // tests/reference/ddim_ddpm.py ddpm_noise). The sum therefore gets a relative tolerance of 1e-4
   // (5.4e-5 off), the mean keeps the suite's 1e-3.
   for (const char* precision : {"float32", "float64"}) {
     for (const auto dtype : {at::kFloat, at::kDouble}) {
@@ -335,7 +338,8 @@ TEST(DdpmSampler, SamplesGaussianDataWithTheExactDenoiser) {
   // Data x0 ~ N(mu, s^2) per element; the exact denoiser is E[x0 | x_t] = mu + k (x_t - alpha mu),
   // k = alpha s^2 / (alpha^2 s^2 + sigma^2). Starting from the exact marginal at t = 999, the
   // chain stays Gaussian, and the mean/std of its output follow a scalar recursion computed
-  // independently in numpy (scratch script, linear betas 1e-4..0.02, leading spacing):
+  // independently in numpy (tests/reference/ddpm_gaussian.py; linear betas 1e-4..0.02, leading
+  // spacing):
   //   1000 steps: std 0.29625 (fixed_small), 0.30092 (fixed_large); mean 0.5 in all cases;
   //     20 steps: std 0.21464 (fixed_small, under-dispersed), 0.35852 (fixed_large, over-dispersed).
   // 20000 samples: Monte-Carlo error 0.0021 on the mean and 0.5% on the std (tolerances ~4 sigma).

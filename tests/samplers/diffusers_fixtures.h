@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The fixtures of diffusers' scheduler test-suite (tests/schedulers/test_schedulers.py at 58eb52c,
-// restated in docs/diffusers-test-expectations.md), shared by the sampler tests that port it.
+// The fixtures of diffusers' scheduler test-suite (tests/schedulers/test_schedulers.py at 58eb52c;
+// the same in Python: tests/reference/diffusers_ref.py), shared by the sampler tests that port it.
 #pragma once
 
 #include <cstdint>

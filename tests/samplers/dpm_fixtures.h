@@ -37,8 +37,8 @@ inline Network dummy_network() {
     return x * tt / (tt + 1);
   };
 }
-/// A nonlinear test network for the golden runs beyond diffusers' suite (same formula in the
-/// reference script): 0.5 x t / (t + 1) + 0.3 sin(3 x + t / 250).
+/// A nonlinear test network for the golden runs beyond diffusers' suite (same formula in
+/// tests/reference/dpm_solver.py): 0.5 x t / (t + 1) + 0.3 sin(3 x + t / 250).
 inline Network nonlinear_network() {
   return [](const Tensor& x, const Tensor& t, const Conditioning&) {
     const Tensor tt = t.view({-1, 1, 1, 1});

@@ -16,8 +16,8 @@ using testing::DpmGolden;
 // from `generator=g`; passing them lets the float64 run use the float32 draws cast to double,
 // which is what make_torch_noise(seed) gives a float64 sample). Model and start as in
 // dpm_solver_pp_test.cpp: 0.5 x t / (t + 1) + 0.3 sin(3 x + t / 250), x = 2 * dummy_sample_deter - 1.
-// float64: scratch copy of scheduling_dpmsolver_multistep.py with float32 -> float64. Generated
-// by /work/ref/dpm/golden.py sde.
+// float64: a copy of scheduling_dpmsolver_multistep.py with float32 -> float64. Generated
+// by tests/reference/dpm_solver.py sde (see tests/reference/README.md).
 const DpmGolden kGolden[] = {
 // Sde2Defaults: {}, set_timesteps(10), seed 0
 {"Sde2Defaults", "order=2,solver_type=midpoint,lower_order_final=true,euler_at_final=false", "", "linspace", "zero", "epsilon", 10, 0,

@@ -52,7 +52,8 @@ TEST(EulerAncestralSampler, DiffusersFullLoopWithVPrediction) {
 }
 
 TEST(EulerAncestralSampler, DiffusersFullLoopWithNoise) {
-  // test_full_loop_with_noise: sum 56163.0508, mean 73.1290 (diffusers in float64: 56163.0585).
+  // test_full_loop_with_noise: sum 56163.0508, mean 73.1290 (diffusers in float64: 56163.0585,
+  // tests/reference/k_schedulers.py noise_suite).
   RunSuiteCase("epsilon", true, 56163.0508, 73.1290);
 }
 
@@ -72,8 +73,9 @@ TEST(EulerAncestralSampler, MatchesDiffusersEulerAncestralDiscreteScheduler) {
 
 // ---------------------------------------------------------------------------------------------
 // Against k-diffusion 4601bf0 sample_euler_ancestral (k_sampler_fixtures.h GoldenCase; k-diffusion run from
-// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
-// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+// source by tests/reference/kdiffusion.py euler_ancestral, see tests/reference/README.md, with its
+// DiscreteEps/VDDPMDenoiser wrapping the same network, fractional sigma_to_t, global
+// torch.manual_seed(seed), randn_like drawn in float32).
 
 const std::vector<GoldenCase>& KDiffusionAncestralGoldens() {
   static const std::vector<GoldenCase> cases = {

@@ -11,8 +11,8 @@ using testing::CheckGoldenCase;
 using testing::GoldenCase;
 
 // ---------------------------------------------------------------------------------------------
-// diffusers tests/schedulers/test_scheduler_euler.py (58eb52c), restated in
-// docs/diffusers-test-expectations.md: num_train_timesteps=1100, linear betas 1e-4..0.02,
+// diffusers tests/schedulers/test_scheduler_euler.py (58eb52c): num_train_timesteps=1100, linear
+// betas 1e-4..0.02,
 // set_timesteps(10) = linspace(0, 1099, 10) reversed, fractional (our linspace round=false).
 
 struct SuiteCase {
@@ -73,8 +73,8 @@ TEST(EulerSampler, DiffusersFullLoopKarrasSigmas) {
 
 TEST(EulerSampler, DiffusersFullLoopWithNoise) {
   // test_full_loop_with_noise: sum 57062.9297, mean 74.3007. The 1e-2 sum tolerance is float32-exact
-  // at 57k; diffusers itself run in float64 gives 57062.858 (diffusers-test-expectations.md), so the
-  // float64 run is held to 1e-5 relative on the sum instead.
+  // at 57k; diffusers itself run in float64 gives 57062.858 (tests/reference/k_schedulers.py
+  // noise_suite), so the float64 run is held to 1e-5 relative on the sum instead.
   RunSuiteCase({"epsilon", "linspace", {{"round", "false"}}, true, 57062.9297, 74.3007}, 1e-5);
 }
 
@@ -94,8 +94,9 @@ TEST(EulerSampler, MatchesDiffusersEulerDiscreteScheduler) {
 
 // ---------------------------------------------------------------------------------------------
 // Against k-diffusion 4601bf0 sample_euler (k_sampler_fixtures.h GoldenCase; k-diffusion run from
-// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
-// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+// source by tests/reference/kdiffusion.py euler, see tests/reference/README.md, with its
+// DiscreteEps/VDDPMDenoiser wrapping the same network, fractional sigma_to_t, global
+// torch.manual_seed(seed), randn_like drawn in float32).
 
 const std::vector<GoldenCase>& KDiffusionEulerGoldens() {
   static const std::vector<GoldenCase> cases = {

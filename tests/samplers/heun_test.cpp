@@ -75,8 +75,9 @@ TEST(HeunSampler, DiffusersFullLoopKarrasSigmas) {
 
 TEST(HeunSampler, DiffusersFullLoopWithNoise) {
   // test_full_loop_with_noise: sum 75074.8906, mean 97.7538. As in the Euler case the 1e-2 sum
-  // tolerance is float32-exact at 75k: diffusers run in float64 gives 75074.8654 (scratch run of the
-  // same loop), so the float64 run is held to 1e-5 relative on the sum.
+  // tolerance is float32-exact at 75k: diffusers run in float64 gives 75074.8654 (the same loop,
+  // tests/reference/k_schedulers.py noise_suite), so the float64 run is held to 1e-5 relative on
+  // the sum.
   RunSuiteCase("epsilon", "linspace", kLinspaceFractional, true, 75074.8906, 97.7538, 1e-3, 1e-5);
 }
 
@@ -97,8 +98,9 @@ TEST(HeunSampler, MatchesDiffusersHeunDiscreteScheduler) {
 
 // ---------------------------------------------------------------------------------------------
 // Against k-diffusion 4601bf0 sample_heun (k_sampler_fixtures.h GoldenCase; k-diffusion run from
-// source by /work/ref/euler/kdiff.py with its DiscreteEps/VDDPMDenoiser wrapping the same network,
-// fractional sigma_to_t, global torch.manual_seed(seed), randn_like drawn in float32).
+// source by tests/reference/kdiffusion.py heun, see tests/reference/README.md, with its
+// DiscreteEps/VDDPMDenoiser wrapping the same network, fractional sigma_to_t, global
+// torch.manual_seed(seed), randn_like drawn in float32).
 
 const std::vector<GoldenCase>& KDiffusionHeunGoldens() {
   static const std::vector<GoldenCase> cases = {

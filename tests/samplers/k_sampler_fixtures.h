@@ -31,7 +31,8 @@ inline Tensor dummy_network(const Tensor& x, const Tensor& t, const Conditioning
   const Tensor tt = t.to(x.scalar_type()).view({-1, 1, 1, 1});
   return x * tt / (tt + 1);
 }
-/// A smooth, nonlinear, time-dependent network for the golden runs (scratch script's smooth_model):
+/// A smooth, nonlinear, time-dependent network for the golden runs (smooth_model in
+/// tests/reference/k_schedulers.py):
 /// 0.8 tanh(x) + 0.2 x cos(t / 300).
 inline Tensor smooth_network(const Tensor& x, const Tensor& t, const Conditioning&) {
   const Tensor tt = t.to(x.scalar_type()).view({-1, 1, 1, 1});
@@ -101,11 +102,13 @@ inline void ExpectRelNear(double actual, double expected, double rtol, double at
 /// One configuration with reference numbers. Most come from diffusers' pipeline loop
 ///   S.set_timesteps(steps); x = sample_deter * S.init_noise_sigma
 ///   for t in S.timesteps: x = S.step(smooth_model(S.scale_model_input(x, t), t), t, x, ...).prev_sample
-/// by /work/ref/euler/golden.py (scratch, not in the repo) against diffusers 58eb52c, once stock
-/// (float32) and once with every float32 dtype of the scheduler module replaced by float64 and its
-/// randn_tensor replaced by float32 torch.randn cast to float64 (the stream make_torch_noise gives).
-/// The kdiffusion_*.inc cases come from k-diffusion's samplers instead (see the test files); each
-/// case's comment line names the exact call.
+/// against diffusers 58eb52c, once stock (float32) and once with every float32 dtype of the
+/// scheduler module replaced by float64 and its randn_tensor replaced by float32 torch.randn cast
+/// to float64 (the stream make_torch_noise gives): golden_{euler,euler_ancestral,heun}.inc are the
+/// output of tests/reference/k_schedulers.py {euler,euler_a,heun} (see tests/reference/README.md).
+/// The kdiffusion_*.inc cases come from k-diffusion's samplers instead
+/// (tests/reference/kdiffusion.py; see the test files); each case's comment line names the exact
+/// call.
 struct GoldenCase {
   std::string name;
   int64_t T;

@@ -9,13 +9,16 @@ TEST(DiscreteSchedule, LinearBetasMatchDdpmEndpoints) {
   ASSERT_EQ(s.betas().size(), 1000u);
   EXPECT_DOUBLE_EQ(s.betas().front(), 1e-4);
   EXPECT_NEAR(s.betas().back(), 0.02, 1e-15);
-  // methods.md §0: alphas_cumprod[T-1] ~= 4.04e-5 for the DDPM linear schedule.
+  // alphas_cumprod[T-1] ~= 4.04e-5 for the DDPM linear schedule (diffusers 58eb52c in float64:
+  // 4.035829765375676e-05, tests/reference/spacing.py points).
   EXPECT_NEAR(s.alphas_cumprod().back(), 4.04e-5, 0.01e-5);
 }
 
 TEST(DiscreteSchedule, ScaledLinearSigmaMatchesPublishedValues) {
   DiscreteSchedule s(DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
-  // methods.md §0 / §6.3: sigma_ve(999) = 14.6146412293, sigma_ve(0) = 0.0291671582.
+  // sigma_ve(999) = 14.6146412293, sigma_ve(0) = 0.0291671582: the ends of the published AYS SD
+  // lists (ComfyUI's NOISE_LEVELS); diffusers 58eb52c in float64 gives 14.614641229333635,
+  // 0.029167158151720367 and alpha(999) = 0.0682649142 (tests/reference/spacing.py points).
   EXPECT_NEAR(s.at(999).sigma_ve(), 14.6146412293, 1e-8);
   EXPECT_NEAR(s.at(0).sigma_ve(), 0.0291671582, 1e-9);
   EXPECT_NEAR(s.at(999).alpha, 0.068265, 1e-6);
@@ -41,7 +44,8 @@ TEST(DiscreteSchedule, ZeroTerminalSnr) {
   EXPECT_EQ(s.alphas_cumprod().back(), 0.0);
   EXPECT_NEAR(s.betas().back(), 1.0, 1e-12);
   EXPECT_EQ(s.at(999).alpha, 0.0);
-  // methods.md §9.1: alphas_cumprod[998] becomes 1.97e-7.
+  // alphas_cumprod[998] becomes 1.97e-7 (diffusers 58eb52c in float64: 1.9678880566211582e-07,
+  // tests/reference/spacing.py points).
   EXPECT_NEAR(s.alphas_cumprod()[998], 1.97e-7, 0.01e-7);
   // The first value is unchanged by the rescale.
   DiscreteSchedule plain(DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Spacings and discrete tables against diffusers 58eb52c.
 //
-// Golden values come from a scratch script (not in the repo) run on diffusers 58eb52c:
+// Golden values come from tests/reference/spacing.py {tables,spacings} (see
+// tests/reference/README.md) run on diffusers 58eb52c:
 // * tables: DDIMScheduler(**cfg).alphas_cumprod / .betas (DDPMScheduler gives identical tensors),
-//   float32 as shipped, float64 with the scheduler module's torch.float32 mapped to float64;
+//   float32 as shipped, float64 with the scheduler module's float32 replaced by float64;
 //   checksum = sum_i bits(v_i) * (i + 1) mod 2^64 over the float32 (or float64) bit patterns.
 // * spacings: DDPMScheduler/DDIMScheduler.set_timesteps(n).timesteps for every n in 1..T,
 //   checksum = sum_n n * sum_k (k + 1) * timesteps[k]; for trailing the first n values (see

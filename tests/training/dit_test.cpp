@@ -85,8 +85,9 @@ TEST(DiT, OutputShapes) {
 // Reference counts: facebookresearch/DiT @ed81ce2 models.py, DiT_S_2 / DiT_B_2 (input_size 32,
 // in_channels 4, num_classes 1000, class_dropout_prob 0.1, learn_sigma True); sum of numel over
 // model.parameters() (as train.py logs), which includes the frozen pos_embed (256 x d). Computed by
-// hand, 18 d^2 + 15 d per block etc., and with an independent PyTorch re-implementation of the
-// module structure (which also gives DiT-XL/2's widely quoted 675,129,632).
+// hand, 18 d^2 + 15 d per block etc., and by tests/reference/dit_params.py, which builds the
+// reference models.py itself (timm's modules stubbed with the same parameters; --xl also gives
+// DiT-XL/2's widely quoted 675,129,632).
 TEST(DiT, ParameterCountsMatchTheReference) {
   struct Case {
     const char* name;

@@ -60,7 +60,8 @@ TEST(FrechetDistance, MatchesPytorchFidFormulaOnAFixedPair) {
   // Golden value: mseitzer/pytorch-fid calculate_frechet_distance's formula (np.cov, scipy
   // linalg.sqrtm(s1 @ s2)) in numpy 1.24 / scipy 1.10 on a_ij = sin(0.7 i + 1.3 j) + 0.1 j,
   // b_ij = cos(0.3 i (j + 1)) + 0.05 i [j == 2], i < 50, j < 5: 3.5266140410856823 (a, b) and
-  // 3.526614051250904 (b, a); sqrtm's own error is ~1e-8.
+  // 3.526614051250904 (b, a); sqrtm's own error is ~1e-8. Printed by
+  // tests/reference/frechet_distance.py (pytorch-fid b9c1811's function itself).
   const Tensor i = at::arange(50, at::kDouble).unsqueeze(1),
                j = at::arange(5, at::kDouble).unsqueeze(0);
   const Tensor a = at::sin(0.7 * i + 1.3 * j) + 0.1 * j;

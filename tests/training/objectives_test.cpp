@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Training objectives (training/objectives/), time sampling and loss weighting.
-// Hand-computed values come from /work/ref/objectives/reference.py (a PyTorch re-implementation
+// Hand-computed values come from tests/reference/objectives.py (a PyTorch re-implementation
 // from the paper formulas: DDPM simple loss, v = alpha eps - sigma x0, DDPM-IP's perturbed input,
-// Min-SNR weights, MaskDiT train_utils/loss.py semantics), pasted here as literals.
+// Min-SNR weights, MaskDiT train_utils/loss.py semantics), pasted here as literals; run
+// /usr/bin/python3 tests/reference/objectives.py to print them.
 #include <cmath>
 #include <map>
 #include <string>
@@ -23,7 +24,7 @@ namespace {
 
 using testing::ExpectTensorNear;
 
-// The fixed tiny problem of reference.py: T = 10 linear betas 0.05..0.5, x0 [2, 1, 4, 4],
+// The fixed tiny problem of objectives.py: T = 10 linear betas 0.05..0.5, x0 [2, 1, 4, 4],
 // t = {2, 7}, eps = sin(0.7 k + 0.3), xi = cos(1.3 k - 0.2), net(x, t) = 0.5 x + 0.01 t.
 DiscreteSchedule tiny_schedule() {
   return DiscreteSchedule(DiscreteScheduleOptions().num_train_timesteps(10).beta_start(0.05).beta_end(0.5));
@@ -69,7 +70,7 @@ std::pair<std::vector<double>, std::vector<double>> tiny_alpha_sigma() {
 }
 
 const std::map<std::string, std::vector<double>> kDenoisingExpected = {
-    // reference.py "denoising <prediction_type> <weighting>" (min_snr with gamma = 1)
+    // objectives.py "denoising <prediction_type> <weighting>" (min_snr with gamma = 1)
     {"epsilon/none", {0.39435493254577947, 0.1361374512928768}},
     {"epsilon/min_snr", {0.14827311361284384, 0.1361374512928768}},
     {"v_prediction/none", {0.59681018918035944, 0.48472869587659506}},
@@ -97,7 +98,7 @@ TEST(DenoisingObjective, MatchesHandComputedLoss) {
 }
 
 TEST(DenoisingObjective, InputPerturbationMatchesHandComputedLoss) {
-  // reference.py "ip0.1": input from eps + 0.1 xi, target from the unperturbed eps.
+  // objectives.py "ip0.1": input from eps + 0.1 xi, target from the unperturbed eps.
   const std::map<std::string, std::vector<double>> expected = {
       {"epsilon", {0.39718581153675192, 0.13248308513482571}},
       {"v_prediction", {0.59783481670722138, 0.48687734978511044}},
@@ -183,7 +184,7 @@ TEST(DenoisingObjective, PerturbationZeroIsTheStandardObjectiveBitForBit) {
 }
 
 TEST(MaskedDenoisingObjective, MatchesHandComputedLoss) {
-  // reference.py "masked": MaskDiT's loss with the fixed mask, patch 2 (N = 4), mae_weight 0.1.
+  // objectives.py "masked": MaskDiT's loss with the fixed mask, patch 2 (N = 4), mae_weight 0.1.
   struct Case {
     const char* p;
     const char* w;
@@ -263,7 +264,7 @@ TEST(MaskedDenoisingObjective, MaskHasTheMaskDiTCountAndIsReproducible) {
 }
 
 TEST(Weighting, MinSnrMatchesTheFormulasForEveryParameterization) {
-  // reference.py "minsnr_all" (gamma 5) at t = 0..9 of the tiny schedule.
+  // objectives.py "minsnr_all" (gamma 5) at t = 0..9 of the tiny schedule.
   const std::map<Parameterization, std::vector<double>> expected = {
       {Parameterization::kEpsilon, {0.26315789473684237, 0.84795321637426901, 1, 1, 1, 1, 1, 1, 1, 1}},
       {Parameterization::kVelocity,

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs every generator of tests/reference and compares its table with the test that holds it
+# (compare.py: count, exact matches, largest deviations). Needs the sources of README.md's table:
+#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, DIT_SRC, PYTORCH_FID_SRC
+# Usage, from the repository root: bash tests/reference/check_all.sh [python (default /usr/bin/python3)]
+set -euo pipefail
+py="${1:-/usr/bin/python3}"
+ref=tests/reference
+out="$(mktemp -d "${TMPDIR:-/tmp}/diffuse_goldens.XXXXXX")"
+trap 'rm -rf "$out"' EXIT
+cmp() {  # name, generator args, test file, [--from X --to Y]
+  local name="$1" args="$2" file="$3"
+  shift 3
+  echo "== $name ($file)"
+  # shellcheck disable=SC2086
+  "$py" "$ref"/$args > "$out/$name.txt"
+  "$py" "$ref/compare.py" "$out/$name.txt" "$file" "$@"
+}
+s=tests/samplers
+cmp ddim "ddim_ddpm.py ddim" $s/ddim_test.cpp --from "const GoldenValues kDdimEta0" --to "3440.13427734375"
+cmp ddpm "ddim_ddpm.py ddpm" $s/ddpm_test.cpp --from "const GoldenValues kDdpmSmall" --to "395.1219177246094"
+cmp dpm_multistep "dpm_solver.py multistep" $s/dpm_solver_pp_test.cpp --from "const DpmGolden kGolden" --to "};"
+cmp dpm_sde "dpm_solver.py sde" $s/dpm_solver_pp_sde_test.cpp --from "const DpmGolden kGolden" --to "};"
+cmp dpm_single "dpm_solver.py single" $s/dpm_solver_pp_singlestep_test.cpp --from "const DpmGolden kGolden" --to "};"
+cmp dpm_orders "dpm_solver.py orders" $s/dpm_solver_pp_singlestep_test.cpp \
+  --from '{1, false, "min", 1, {1}}' --to '{3, true, "zero", 12'
+cmp golden_euler "k_schedulers.py euler" $s/golden_euler.inc
+cmp golden_euler_ancestral "k_schedulers.py euler_a" $s/golden_euler_ancestral.inc
+cmp golden_heun "k_schedulers.py heun" $s/golden_heun.inc
+for k in euler euler_ancestral heun; do
+  cmp "kdiffusion_$k" "kdiffusion.py $k" "$s/kdiffusion_$k.inc"
+done
+cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '{"linear", kLinear' \
+  --to '4.213262465088073e-09}'
+cmp spacing_lists "spacing.py spacings" tests/schedules/spacing_test.cpp --from '{1000, "linspace", {}' \
+  --to '{1100, "trailing"'
+echo "== printed only (compare by eye with the comments that quote them)"
+for args in "spacing.py points" "dpm_solver.py suite" "ddim_ddpm.py ddpm_noise" "k_schedulers.py noise_suite" "ddpm_gaussian.py" \
+  "align_your_steps.py" "objectives.py" "frechet_distance.py" "torch_noise.py" "dit_params.py"; do
+  echo "-- $args"
+  # shellcheck disable=SC2086
+  "$py" "$ref"/$args
+done

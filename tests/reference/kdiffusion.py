@@ -1,0 +1,172 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Golden values of tests/samplers/kdiffusion_euler.inc, kdiffusion_euler_ancestral.inc,
+kdiffusion_heun.inc: k-diffusion's own samplers (crowsonkb/k-diffusion 4601bf0) on the same network.
+
+    /usr/bin/python3 tests/reference/kdiffusion.py --kdiffusion KPATH --diffusers DPATH euler \\
+        > tests/samplers/kdiffusion_euler.inc
+    (likewise euler_ancestral, heun)
+
+Each case (its comment line names the exact call): after torch.manual_seed(seed),
+k_diffusion.sampling.sample_<x>(Discrete{Eps,V}DDPMDenoiser(net, alphas_cumprod, quantize=False),
+sample_deter * sigmas[0], sigmas, **extra) with net(x, t) = 0.8 tanh(x) + 0.2 x cos(t / 300)
+(t = the denoiser's fractional sigma_to_t, in x's dtype), sample_deter computed in float32.
+alphas_cumprod and the sigmas are diffusers' (58eb52c): the scaled_linear 0.00085..0.012 table
+and EulerDiscreteScheduler(use_karras_sigmas / use_exponential_sigmas=True).set_timesteps(n).sigmas
+(or an explicit list), float64 in the float64 run (diffusers_ref.py's float64 copy) and stock
+float32 in the float32 run. In the float64 run torch.randn_like draws the float32 stream and casts
+it. Printed: the diffuse-side fields, the float64 run's sigma_to_t(sigmas[:-1]) and sigmas, then
+sum|x|, sum x * linspace(-1, 1, 768) and x.flatten()[0, 123, 456, 767] of each run.
+
+KPATH: the root of a k-diffusion checkout (holding k_diffusion/), or $KDIFFUSION_SRC. Only
+k_diffusion/sampling.py, external.py and utils.py are used; the imports they need beyond torch and
+scipy (tqdm, torchsde, torchdiffeq, PIL, safetensors, torchvision) are stubbed here.
+"""
+import argparse
+import os
+import sys
+import types
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import diffusers_ref as ref  # noqa: E402
+from k_schedulers import smooth_model, stats, fmt_stats  # noqa: E402
+
+KDIFFUSION_COMMIT = "4601bf085320592473f681a62808ed873d17fad5"
+SD = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+EXPLICIT = [14.614641229333635, 6.678016262459337, 3.5220637628696423, 2.0606428913444716, 1.276833141471462,
+            0.7912610494546163, 0.4396669334982228, 0.029167158151720367, 0.0]
+
+# sampler, denoiser, sigmas ("karras"/"exponential" with the step count, or the explicit list),
+# extra kwargs, seed (None: no torch.manual_seed), the diffuse-side GoldenCase fields.
+CASES = {
+    "euler": [
+        ("sample_euler", "DiscreteEpsDDPMDenoiser", ("karras", 10),
+         dict(s_churn=1.5, s_tmin=0.3, s_tmax=6.0, s_noise=1.007), 11,
+         '{"karras_sd_churn_window", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, '
+         '{{"s_churn", "1.5"}, {"s_tmin", "0.3"}, {"s_tmax", "6.0"}, {"s_noise", "1.007"}}, 11,'),
+        ("sample_euler", "DiscreteVDDPMDenoiser", ("explicit", 8), dict(s_churn=0.8), 12,
+         '{"sigmas_sd_churn_v", 1000, 0.00085, 0.012, "scaled_linear", {}, "sigmas", {{"sigmas", "'
+         + ";".join(repr(s) for s in EXPLICIT) + '"}}, "v_prediction", 8, {{"s_churn", "0.8"}}, 12,'),
+    ],
+    "euler_ancestral": [
+        ("sample_euler_ancestral", "DiscreteEpsDDPMDenoiser", ("karras", 12), dict(eta=0.6, s_noise=1.02), 13,
+         '{"karras_sd_eta", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 12, '
+         '{{"eta", "0.6"}, {"s_noise", "1.02"}}, 13,'),
+    ],
+    "heun": [
+        ("sample_heun", "DiscreteEpsDDPMDenoiser", ("karras", 9), dict(s_churn=3.0, s_tmin=0.1, s_tmax=20.0), 14,
+         '{"karras_sd_churn", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 9, '
+         '{{"s_churn", "3.0"}, {"s_tmin", "0.1"}, {"s_tmax", "20.0"}}, 14,'),
+        ("sample_heun", "DiscreteVDDPMDenoiser", ("exponential", 7), {}, None,
+         '{"exponential_sd_v", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 7, {}, -1,'),
+    ],
+}
+
+
+def _stub(name, **attrs):
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    sys.modules[name] = m
+    return m
+
+
+def load_kdiffusion(src):
+    if not os.path.isfile(os.path.join(src, "k_diffusion", "sampling.py")):
+        sys.exit("%s: no k_diffusion/sampling.py in it (a k-diffusion checkout at %s is needed)" %
+                 (src, KDIFFUSION_COMMIT[:7]))
+
+    def trange(*args, **kwargs):
+        return range(*args)
+
+    _stub("tqdm")
+    _stub("tqdm.auto", trange=trange, tqdm=lambda it=None, **kwargs: it)
+    _stub("torchsde")
+    _stub("torchdiffeq", odeint=None)
+    _stub("PIL", Image=_stub("PIL.Image"))
+    _stub("safetensors")
+    _stub("torchvision")
+    _stub("torchvision.transforms", functional=_stub("torchvision.transforms.functional"))
+    pkg = _stub("k_diffusion")
+    pkg.__path__ = [os.path.join(src, "k_diffusion")]
+    out = {}
+    for name in ("utils", "sampling", "external"):
+        path = os.path.join(src, "k_diffusion", name + ".py")
+        m = types.ModuleType("k_diffusion." + name)
+        m.__file__, m.__package__ = path, "k_diffusion"
+        sys.modules[m.__name__] = m
+        setattr(pkg, name, m)
+        with open(path) as f:
+            exec(compile(f.read(), path, "exec"), m.__dict__)
+        out[name] = m
+    return out["sampling"], out["external"]
+
+
+def net(x, t):
+    return smooth_model(x, t)
+
+
+def run(kd, dsrc, case, f64):
+    sampling, external = kd
+    fn, denoiser, (kind, n), extra, seed, _ = case
+    dtype = torch.float64 if f64 else torch.float32
+    table = ref.scheduler(dsrc, "scheduling_ddpm", "DDPMScheduler", f64, **SD).alphas_cumprod
+    if kind == "explicit":
+        sigmas = torch.tensor(EXPLICIT, dtype=dtype)
+    else:
+        flag = "use_karras_sigmas" if kind == "karras" else "use_exponential_sigmas"
+        s = ref.scheduler(dsrc, "scheduling_euler_discrete", "EulerDiscreteScheduler", f64, **SD, **{flag: True})
+        with ref.precision(f64):
+            s.set_timesteps(n)
+        sigmas = s.sigmas.to(dtype)
+    model = getattr(external, denoiser)(net, table, quantize=False)
+    x = ref.dummy_sample_deter(torch.float32).to(dtype) * sigmas[0]
+    randn_like = torch.randn_like
+    if f64:
+        torch.randn_like = lambda t, **kw: torch.randn(t.shape, dtype=torch.float32).to(t.dtype)
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = getattr(sampling, fn)(model, x, sigmas, disable=True, **extra)
+    finally:
+        torch.randn_like = randn_like
+    assert out.dtype == dtype
+    return model, sigmas, out
+
+
+def call_text(case):
+    fn, denoiser, _, extra, seed, _ = case
+    args = "".join(", %s=%r" % kv for kv in extra.items())
+    text = "k_diffusion.sampling.%s(%s(net, alphas_cumprod, quantize=False), sample_deter * sigmas[0], sigmas%s)" % (
+        fn, denoiser, args)
+    return text + (" after torch.manual_seed(%d)" % seed if seed is not None else "")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ref.add_source_argument(ap)
+    ap.add_argument("--kdiffusion", help="root of a crowsonkb/k-diffusion checkout at %s (default: $KDIFFUSION_SRC)"
+                    % KDIFFUSION_COMMIT[:7])
+    ap.add_argument("which", choices=sorted(CASES))
+    a = ap.parse_args()
+    dsrc = ref.source_dir(a.diffusers)
+    ksrc = a.kdiffusion or os.environ.get("KDIFFUSION_SRC")
+    if not ksrc:
+        sys.exit("the k-diffusion source is needed: --kdiffusion PATH or KDIFFUSION_SRC=PATH")
+    kd = load_kdiffusion(ksrc)
+    print("    // Generated by /usr/bin/python3 tests/reference/kdiffusion.py --kdiffusion DIR --diffusers DIR %s (see tests/reference/README.md)."
+          % a.which)
+    for case in CASES[a.which]:
+        model, sigmas, x64 = run(kd, dsrc, case, True)
+        _, _, x32 = run(kd, dsrc, case, False)
+        ts = [float(model.sigma_to_t(s.reshape(1), quantize=False)) for s in sigmas[:-1]]
+        print("    // %s: %s" % (a.which, call_text(case)))
+        print("    " + case[-1])
+        print("     {%s}," % ref.join(ts, ref.g17))
+        print("     {%s}," % ref.join(sigmas, ref.g17))
+        print("     %s," % fmt_stats(stats(x64)))
+        print("     %s}," % fmt_stats(stats(x32)))
+
+
+if __name__ == "__main__":
+    main()
