@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Convergence order of the deterministic samplers against the exact probability-flow ODE endpoint
-// of a Gaussian mixture (methods.md §10b). In float64, 64 start points drawn from the exact noisy
+// of a Gaussian mixture. In float64, 64 start points drawn from the exact noisy
 // marginal, grids uniform in lambda (the "exponential" spacing from sigma_ve = 20 to 0.02 on the
 // continuous VP schedule, i.e. lambda from -3.0 to 3.9; its final=min duplicate point dropped, so
 // every step has the same h and none lands on sigma = 0), N = 20..80 steps. The fitted slope of
@@ -44,7 +44,7 @@ struct Bed {
 
 TimeGrid lambda_uniform_grid(const NoiseSchedule& s, int64_t n) {
   // sigma_ve 20..0.02: over the schedule's whole range (lambda -5.0..4.6) the steps at N = 20 are
-  // coarse enough that 2M/2S still measure 1.7-1.9 (pre-asymptotic), see methods.md §10b.
+  // coarse enough that 2M/2S still measure 1.7-1.9 (pre-asymptotic).
   TimeGrid g =
       make_spacing("exponential", {{"final", "min"}, {"sigma_max", "20"}, {"sigma_min", "0.02"}})
           ->grid(s, n + 1);

@@ -179,7 +179,7 @@ TEST(DpmSolverPPSampler, MatchesDiffusersFloat32) {
 // ---------------------------------------------------------------------------------------------
 // Invariants.
 
-// DPM-Solver++ of order 1 is DDIM with eta = 0 (Lu et al. 2022, Sec. 3; methods.md §1.4).
+// DPM-Solver++ of order 1 is DDIM with eta = 0 (Lu et al. 2022, Sec. 3).
 TEST(DpmSolverPPSampler, OrderOneIsDdimEtaZero) {
   auto sched = make_schedule("discrete");
   for (const char* final : {"zero", "min"}) {

@@ -109,7 +109,7 @@ TEST(EpsilonScaling, DividesEpsByLambdaAtEveryModelCallAndKeepsX0Consistent) {
 }
 
 TEST(EpsilonScaling, LinearScheduleIndexConventions) {
-  // methods.md §3.1: ADM-ES counts i from the last step (k = 0.0025, b = 1 at 20 steps spans
+  // ADM-ES counts i from the last step (k = 0.0025, b = 1 at 20 steps spans
   // lambda 1 .. 1.0475); TS-DPM's counter starts at the first step.
   EpsilonScaling adm(EpsilonScalingOptions().b(1.0).k(0.0025));
   EXPECT_DOUBLE_EQ(adm.lambda(19, 20), 1.0);
@@ -141,7 +141,7 @@ TEST(EpsilonScaling, ConfigRoundTripAndPresets) {
   EXPECT_EQ(
       correction_from_spec("epsilon_scaling:b=1.011,k=0.0008,direction=from_first")->to_config(),
       cfg);
-  // Presets carry the published numbers (methods.md §3.2) and user options override them.
+  // Presets carry the published numbers and user options override them.
   auto preset = [](const std::string& name, const std::string& key) {
     return std::stod(make_correction(name)->to_config().at(key));
   };

@@ -332,7 +332,7 @@ struct Testbed {
 };
 
 TEST(TimeShift, TestbedReducesTheFinalDistributionError) {
-  // The published DPM-Solver-2 setting (w = 30, t_c = 300 of 1000 training steps; methods.md §2.3)
+  // The published DPM-Solver-2 setting (w = 30, t_c = 300 of 1000 training steps)
   // scaled to the vp time axis (resolution (1 - 0.001) / 1000, cutoff 0.3); the coupled wiring
   // with the official variance rule (the defaults). Imperfect network: delta = 0.03, bias = 0.01.
   // Grid: uniform in lambda (exponential spacing), 4096 samples, float64.
