@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include <diffuse/detail/aten.h>
 #include <diffuse/registry.h>
 
 namespace diffuse {

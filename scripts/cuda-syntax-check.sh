@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile-checks (g++ -fsyntax-only, -Werror) the code that is built only against a CUDA LibTorch
-# (DIFFUSE_CUDA: include/diffuse/cuda_graph.h, the NCCL path of training/distributed.h, the
-# autocast trainer, bench/gpu.cpp, tests/gpu/*.cpp) on a machine whose LibTorch is CPU-only: with
+# (DIFFUSE_CUDA: include/diffuse/cuda_graph.h and src/cuda_graph.cpp, the NCCL path of
+# training/distributed.h, the autocast trainer, bench/gpu.cpp, tests/gpu/*.cpp) on a machine whose
+# LibTorch is CPU-only: with
 # DIFFUSE_WITH_CUDA and USE_C10D_NCCL defined, against this LibTorch's CUDA / c10d headers and the
 # CUDA toolkit's headers (nothing is linked or run; scripts/gpu-check does that on a GPU machine).
 # It keeps the CUDA-only code from breaking unseen when the CPU code changes. Needs a configured
@@ -22,7 +23,7 @@ if [ ! -f "$torch_inc/c10/cuda/CUDAStream.h" ] || [ ! -f "$torch_inc/ATen/cuda/C
   echo "cuda-syntax-check: this LibTorch ($torch_inc) has no CUDA headers; skipped" >&2
   exit 0
 fi
-if [ ! -d "$build/include/diffuse" ]; then
+if [ ! -d "$build/generated/diffuse" ]; then
   echo "cuda-syntax-check: $build is not a configured build folder (run scripts/test.sh first)" >&2
   exit 1
 fi
@@ -38,7 +39,7 @@ fi
 flags=(-std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror
   -DDIFFUSE_WITH_CUDA -DUSE_C10D_NCCL -DUSE_C10D_GLOO -DUSE_DISTRIBUTED
   -DSPDLOG_FMT_EXTERNAL -DSPDLOG_COMPILED_LIB -DSPDLOG_SHARED_LIB -DFMT_SHARED -DDIFFUSE_ASSET_DIR=\"x\"
-  -I"$work/stub" -I"$root/include" -I"$build/include" -I"$root/tests"
+  -I"$work/stub" -I"$root/include" -I"$build/generated" -I"$root/tests"
   -isystem "$cuda/include" -isystem "$torch_inc/torch/csrc/api/include" -isystem /usr/include/eigen3)
 
 cat > "$work/library.cpp" <<CPP
@@ -60,7 +61,7 @@ template class diffuse::Trainer<diffuse::DiT>;
 #include "$root/bench/gpu.cpp"
 CPP
 status=0
-for f in "$work/library.cpp" "$root"/tests/gpu/*.cpp; do
+for f in "$work/library.cpp" "$root/src/cuda_graph.cpp" "$root"/tests/gpu/*.cpp; do
   if g++ "${flags[@]}" "$f"; then
     echo "cuda-syntax-check: ok   ${f#"$root"/}"
   else

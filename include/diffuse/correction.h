@@ -86,32 +86,7 @@ namespace detail {
 /// one is reset(). `who` names the caller in errors.
 class CorrectionRun {
  public:
-  CorrectionRun(const std::vector<std::shared_ptr<Correction>>& list, const char* who) {
-    try {
-      for (const auto& c : list) {
-        check(c != nullptr, who, ": a correction in SampleOptions.corrections is null");
-        if (std::unique_ptr<Correction> copy = c->clone()) {
-          copies_.push_back(std::move(copy));
-          run_.push_back(copies_.back().get());
-        } else {
-          bool mine = false;
-          for (Correction* m : marked_) mine = mine || m == c.get();
-          if (!mine) {
-            check(
-                !c->busy_.busy.exchange(true), who, ": correction '", c->name(),
-                "' is in use by another run; a correction without clone() serves one run at a time "
-                "(override Correction::clone() to share one object between threads)");
-            marked_.push_back(c.get());
-          }
-          run_.push_back(c.get());
-        }
-      }
-      for (Correction* c : run_) c->reset();
-    } catch (...) {
-      release();
-      throw;
-    }
-  }
+  CorrectionRun(const std::vector<std::shared_ptr<Correction>>& list, const char* who);
   ~CorrectionRun() { release(); }
   CorrectionRun(const CorrectionRun&) = delete;
   CorrectionRun& operator=(const CorrectionRun&) = delete;
@@ -119,10 +94,7 @@ class CorrectionRun {
   const std::vector<Correction*>& get() const { return run_; }
 
  private:
-  void release() {
-    for (Correction* c : marked_) c->busy_.busy = false;
-    marked_.clear();
-  }
+  void release();
   std::vector<std::unique_ptr<Correction>> copies_;
   std::vector<Correction*> run_, marked_;
 };
@@ -130,12 +102,8 @@ class CorrectionRun {
 }  // namespace detail
 
 /// Builds a correction from a registry name and options, or from "name:key=value,...".
-inline std::unique_ptr<Correction> make_correction(const std::string& name, const Config& options = {}) {
-  return Registry<Correction>::get().make(name, options);
-}
-inline std::unique_ptr<Correction> correction_from_spec(const std::string& spec) {
-  return Registry<Correction>::get().make_from_spec(spec);
-}
+std::unique_ptr<Correction> make_correction(const std::string& name, const Config& options = {});
+std::unique_ptr<Correction> correction_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 

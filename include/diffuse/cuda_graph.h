@@ -15,27 +15,24 @@
 // the same noise.
 //
 // Only built when LibTorch has CUDA: CMake defines DIFFUSE_WITH_CUDA (option DIFFUSE_CUDA,
-// detected from the torch_cuda target). Without it only detail::StaticNoise (device-agnostic,
-// tested on the CPU) is defined. See docs/gpu.md.
+// detected from the torch_cuda target) and compiles src/cuda_graph.cpp. Without it only
+// detail::StaticNoise (device-agnostic, tested on the CPU; src/static_noise.cpp) is defined.
+// See docs/gpu.md.
 #pragma once
 
-#include <cmath>
-#include <exception>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
-#include <string>
-#include <utility>
 #include <vector>
 
-#include <diffuse/config.h>
-#include <diffuse/detail/aten.h>
 #include <diffuse/noise.h>
 #include <diffuse/sample.h>
+#include <diffuse/tensor.h>
 
 #if defined(DIFFUSE_WITH_CUDA)
-#include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+namespace at::cuda {
+struct CUDAGraph;
+}  // namespace at::cuda
 #endif
 
 namespace diffuse {
@@ -49,49 +46,19 @@ namespace detail {
 class StaticNoise final : public NoiseSource {
  public:
   /// Starts (or restarts) recording; `source` may be null.
-  void record(NoiseSource* source) {
-    recording_ = true;
-    source_ = source;
-    shapes_.clear();
-    options_.clear();
-    buffers_.clear();
-    next_ = 0;
-  }
+  void record(NoiseSource* source);
   /// Allocates one buffer per recorded draw and switches to replaying.
-  void allocate() {
-    buffers_.clear();
-    for (size_t i = 0; i < shapes_.size(); ++i)
-      buffers_.push_back(at::zeros(shapes_[i], options_[i]));
-    recording_ = false;
-    next_ = 0;
-  }
+  void allocate();
   /// The next replayed draw is buffer 0 again.
   void rewind() { next_ = 0; }
   /// Writes draws from `source` into the buffers, in recording order.
-  void refill(NoiseSource& source) {
-    for (size_t i = 0; i < buffers_.size(); ++i)
-      buffers_[i].copy_(source.randn(shapes_[i], options_[i]));
-  }
+  void refill(NoiseSource& source);
   size_t draws() const { return shapes_.size(); }
   /// Buffers handed out since the last rewind().
   size_t consumed() const { return next_; }
   const std::vector<Tensor>& buffers() const { return buffers_; }
 
-  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
-    if (recording_) {
-      shapes_.emplace_back(shape.begin(), shape.end());
-      options_.push_back(options);
-      return source_ != nullptr ? source_->randn(shape, options) : at::zeros(shape, options);
-    }
-    check(next_ < buffers_.size(), "CudaGraphSampler: the sampler drew more noise (", next_ + 1,
-          " draws) than during warm-up (", buffers_.size(),
-          "); its draws must not depend on the data");
-    const Tensor& b = buffers_[next_];
-    check(b.sizes() == shape, "CudaGraphSampler: noise draw ", next_, " has shape ", shape,
-          ", during warm-up it had ", b.sizes());
-    ++next_;
-    return b;
-  }
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override;
 
  private:
   bool recording_ = true;
@@ -130,102 +97,21 @@ class StaticNoise final : public NoiseSource {
 class CudaGraphSampler {
  public:
   CudaGraphSampler(const Sampler& sampler, const Denoiser& denoiser, const NoiseSchedule& schedule,
-                   const Tensor& noise, SampleOptions options = {}, int warmup = 2)
-      : options_(std::move(options)) {
-    check(noise.defined() && noise.is_cuda(),
-          "CudaGraphSampler: the noise must be a CUDA tensor, got ",
-          noise.defined() ? detail::cat(noise.device()) : std::string("an undefined tensor"));
-    check(at::isFloatingType(noise.scalar_type()),
-          "CudaGraphSampler: the noise must be floating point, got ", noise.scalar_type());
-    check(noise.dim() >= 1 && noise.size(0) > 0,
-          "CudaGraphSampler: the noise needs a batch dimension, got shape ", noise.sizes());
-    check(warmup >= 1, "CudaGraphSampler: warmup must be >= 1, got ", warmup);
-    check(options_.corrections.empty(), "CudaGraphSampler: corrections are not supported (",
-          options_.corrections.size(), " given): they run host code at every step");
-    check(!options_.on_step,
-          "CudaGraphSampler: SampleOptions.on_step is not supported (it would run only during "
-          "capture)");
-    check(!options_.noise,
-          "CudaGraphSampler: SampleOptions.noise is not supported; pass a NoiseSource to run()");
-    device_ = noise.device();
-    c10::cuda::CUDAGuard device_guard(device_);
-    check_output_ = options_.check_finite;
-    options_.check_finite = false;
-    to_device(options_.cond);
-    to_device(options_.uncond);
-    options_.noise = noise_;
-    input_ = noise.detach().clone();
+                   const Tensor& noise, SampleOptions options = {}, int warmup = 2);
 
-    // Warm-up and capture on a side stream (CUDA graphs cannot capture the legacy default stream).
-    c10::cuda::getCurrentCUDAStream(device_.index()).synchronize();
-    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device_.index());
-    {
-      c10::cuda::CUDAStreamGuard stream_guard(side);
-      for (int i = 0; i < warmup; ++i) {
-        auto source = make_per_sample_noise(options_.seed);
-        noise_->record(source.get());
-        (void)diffuse::sample(sampler, denoiser, schedule, input_, options_);
-      }
-      noise_->allocate();
-      side.synchronize();
-      graph_ = std::make_unique<at::cuda::CUDAGraph>();
-      noise_->rewind();
-      graph_->capture_begin();
-      try {
-        output_ = diffuse::sample(sampler, denoiser, schedule, input_, options_);
-      } catch (const std::exception& e) {
-        try {
-          graph_->capture_end();
-        } catch (...) {
-        }
-        std::string what = e.what();
-        what = what.substr(0, what.find('\n'));
-        throw Error(detail::cat(
-            "CudaGraphSampler: capturing the sampling loop failed (the network, sampler or "
-            "denoiser options need host work, e.g. a synchronisation): ",
-            what));
-      }
-      graph_->capture_end();
-      side.synchronize();
-    }
-    check(noise_->consumed() == noise_->draws(), "CudaGraphSampler: the captured run drew ",
-          noise_->consumed(), " noise tensors, the warm-up ", noise_->draws());
-  }
-
+  ~CudaGraphSampler();
   CudaGraphSampler(const CudaGraphSampler&) = delete;
   CudaGraphSampler& operator=(const CudaGraphSampler&) = delete;
 
   /// Copies `noise` (same shape and dtype as at construction; any device) into the static input,
   /// refills the pre-drawn noise from per-sample generators seeded `seed` (as SampleOptions::seed),
   /// replays the graph and returns a copy of the output.
-  Tensor run(const Tensor& noise, uint64_t seed = 0) {
-    auto source = make_per_sample_noise(seed);
-    return run(noise, *source);
-  }
+  Tensor run(const Tensor& noise, uint64_t seed = 0);
   /// As run(noise, seed), with the stochastic samplers' draws taken from `source`, in the order
   /// the eager loop would make them.
-  Tensor run(const Tensor& noise, NoiseSource& source) {
-    replay(noise, source);
-    return output_.clone();
-  }
+  Tensor run(const Tensor& noise, NoiseSource& source);
   /// Replays without copying the result: output() holds it until the next replay.
-  void replay(const Tensor& noise, NoiseSource& source) {
-    check(noise.defined() && noise.sizes() == input_.sizes() &&
-              noise.scalar_type() == input_.scalar_type(),
-          "CudaGraphSampler::run: the noise must have the captured shape ", input_.sizes(),
-          " and dtype ", input_.scalar_type(), ", got ",
-          noise.defined() ? detail::cat(noise.sizes(), " ", noise.scalar_type())
-                          : std::string("an undefined tensor"));
-    c10::cuda::CUDAGuard device_guard(device_);
-    input_.copy_(noise);
-    noise_->refill(source);
-    graph_->replay();
-    if (check_output_) {
-      const double total = output_.sum(at::kDouble).item<double>();
-      check(std::isfinite(total) || at::isfinite(output_).all().item<bool>(),
-            "CudaGraphSampler: the sampled output contains NaN/Inf");
-    }
-  }
+  void replay(const Tensor& noise, NoiseSource& source);
 
   /// The static output of the last replay (overwritten by the next one).
   const Tensor& output() const { return output_; }
@@ -237,11 +123,7 @@ class CudaGraphSampler {
   const at::Device& device() const { return device_; }
 
  private:
-  void to_device(Conditioning& c) const {
-    if (c.value.defined()) c.value = c.value.to(device_).clone();
-    for (auto& kv : c.extra)
-      if (kv.second.defined()) kv.second = kv.second.to(device_).clone();
-  }
+  void to_device(Conditioning& c) const;
 
   // Declaration order matters: tensors from the graph's private memory pool are destroyed before
   // the graph.

@@ -29,28 +29,37 @@
 // on_start / on_finish do not.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
-#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/arg.h>
 
-#include <diffuse/config.h>
-#include <diffuse/correction.h>
 #include <diffuse/denoiser.h>
-#include <diffuse/noise.h>
 #include <diffuse/sample.h>
 #include <diffuse/sampler.h>
 #include <diffuse/schedule.h>
+#include <diffuse/tensor.h>
 
 namespace diffuse {
 
+/// How measure_exposure_bias runs the chain (see the file comment).
+enum class ExposureBiasMode {
+  kAccumulated,  ///< "accumulated": one chain from the start (ADM-ES's multi-step measurement)
+  kSingleStep,   ///< "single_step": each step from the forward-diffused state at its own time
+};
+
+/// The names of the modes: {"accumulated", kAccumulated}, {"single_step", kSingleStep}.
+const std::vector<std::pair<std::string, ExposureBiasMode>>& exposure_bias_mode_names();
+/// "accumulated" or "single_step" -> the mode (ConfigError naming the value otherwise).
+ExposureBiasMode parse_exposure_bias_mode(const std::string& name);
+/// The mode's name ("accumulated", "single_step").
+std::string to_string(ExposureBiasMode mode);
+
 struct ExposureBiasOptions {
-  /// "accumulated" (default; one chain) or "single_step" (each step from the forward process).
-  TORCH_ARG(std::string, mode) = "accumulated";
+  /// kAccumulated (default; one chain) or kSingleStep (each step from the forward process).
+  TORCH_ARG(ExposureBiasMode, mode) = ExposureBiasMode::kAccumulated;
   /// The grid step the chain starts at (0 = the first grid point). ADM-ES starts at respaced
   /// index 19 of its grid, i.e. part-way; must be in [0, num_steps).
   TORCH_ARG(int64_t, first_step) = 0;
@@ -76,91 +85,6 @@ std::vector<ExposureBiasRecord> measure_exposure_bias(
     const Tensor& x0, const SampleOptions& options = {}, const ExposureBiasOptions& eb = {});
 
 /// Sum of delta over the records (a one-number summary).
-inline double total_delta(const std::vector<ExposureBiasRecord>& records) {
-  double s = 0;
-  for (const auto& r : records) s += r.delta;
-  return s;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Implementation
-
-namespace detail {
-/// Variance over dim 0 with divisor N (numpy's default), written out so it means the same on
-/// every LibTorch version.
-inline Tensor population_var(const Tensor& v) { return (v - v.mean(0)).pow(2).mean(0); }
-
-inline ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0,
-                                               const Tensor& var_x0, const StepContext& st) {
-  const TimePoint& p = st.next;
-  const int64_t n = x.size(0);
-  const Tensor xd = x.to(at::kDouble).reshape({n, -1});
-  const Tensor r = xd - x0 * p.alpha;
-  ExposureBiasRecord rec;
-  rec.index = st.index;
-  rec.t = p.t;
-  rec.alpha = p.alpha;
-  rec.sigma = p.sigma;
-  rec.sigma_hat = population_var(r).sqrt().mean().item<double>();
-  rec.delta = (rec.sigma_hat - p.sigma) * (rec.sigma_hat - p.sigma);
-  rec.var_chain = population_var(xd).mean().item<double>();
-  rec.var_forward = (var_x0 * (p.alpha * p.alpha) + p.sigma * p.sigma).mean().item<double>();
-  rec.variance_ratio = rec.var_forward > 0 ? rec.var_chain / rec.var_forward
-                                           : std::numeric_limits<double>::quiet_NaN();
-  return rec;
-}
-}  // namespace detail
-
-inline std::vector<ExposureBiasRecord> measure_exposure_bias(
-    const Sampler& sampler, const Denoiser& denoiser, const NoiseSchedule& schedule,
-    const Tensor& x0, const SampleOptions& o, const ExposureBiasOptions& eb) {
-  check(eb.mode() == "accumulated" || eb.mode() == "single_step",
-        "ExposureBiasOptions.mode must be accumulated or single_step, got '", eb.mode(), "'");
-  check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 2,
-        "measure_exposure_bias: x0 needs a batch of at least 2 samples, got shape ",
-        x0.defined() ? x0.sizes() : c10::IntArrayRef{});
-  check(at::isFloatingType(x0.scalar_type()),
-        "measure_exposure_bias: x0 must be floating point, got ", x0.scalar_type());
-  const detail::CorrectionRun run(o.corrections, "measure_exposure_bias");
-  const std::vector<Correction*>& corrections = run.get();
-  const TimeGrid grid = detail::make_grid(schedule, o, corrections);
-  const int64_t n = static_cast<int64_t>(grid.size()) - 1;
-  check(eb.first_step() >= 0 && eb.first_step() < n,
-        "ExposureBiasOptions.first_step=", eb.first_step(), " is outside [0, ", n,
-        ") for a grid of ", n, " steps");
-  std::shared_ptr<NoiseSource> noise =
-      o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
-  SampleContext ctx;
-  ctx.schedule = &schedule;
-  ctx.noise = noise.get();
-  ctx.corrections = corrections;
-  const ModelFn model = make_model_fn(denoiser, o, corrections);
-
-  const Tensor x0c = x0.to(Sampler::compute_dtype(x0.scalar_type()));
-  const Tensor x0d = x0.to(at::kDouble).reshape({x0.size(0), -1});
-  const Tensor var_x0 = detail::population_var(x0d);
-  auto forward = [&](const TimePoint& p) {
-    return x0c * p.alpha + noise->randn_like(x0c) * p.sigma;
-  };
-
-  std::vector<ExposureBiasRecord> out;
-  if (eb.mode() == "accumulated") {
-    ctx.on_step = [&](const StepInfo& info) {
-      out.push_back(detail::exposure_bias_record(info.x, x0d, var_x0, info.step));
-      if (o.on_step) o.on_step(info);
-    };
-    sampler.sample(model, forward(grid[eb.first_step()]), grid, ctx, eb.first_step());
-    return out;
-  }
-  for (int64_t i = eb.first_step(); i < n; ++i) {
-    StepContext st = step_context(grid, i, noise.get());
-    const Tensor x = forward(grid[i]);
-    for (Correction* c : corrections) c->on_time(x, st);
-    const StepResult r = sampler.step(model, x, st, History{}, ctx);
-    out.push_back(detail::exposure_bias_record(r.x, x0d, var_x0, st));
-    if (o.on_step) o.on_step(StepInfo{st, r.x, r.pred});
-  }
-  return out;
-}
+double total_delta(const std::vector<ExposureBiasRecord>& records);
 
 }  // namespace diffuse

@@ -27,9 +27,7 @@ class Guidance {
 };
 
 /// Builds a guidance from a registry name ("cfg") and options.
-inline std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& options = {}) {
-  return Registry<Guidance>::get().make(name, options);
-}
+std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& options = {});
 
 }  // namespace diffuse
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <c10/core/TensorOptions.h>
 #include <c10/util/ArrayRef.h>
 
@@ -35,6 +36,9 @@ std::unique_ptr<NoiseSource> make_per_sample_noise(uint64_t seed);
 /// Replays a recorded list of tensors in order (shape-checked); throws when it runs out.
 std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws);
 
-}  // namespace diffuse
+namespace detail {
+/// A LibTorch CPU generator seeded `seed` (torch.Generator().manual_seed(seed)).
+at::Generator cpu_generator(uint64_t seed);
+}  // namespace detail
 
-#include <diffuse/detail/noise_impl.h>
+}  // namespace diffuse

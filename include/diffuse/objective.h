@@ -68,13 +68,10 @@ class Objective {
   virtual Config to_config() const = 0;
 };
 
-inline std::unique_ptr<Objective> make_objective(const std::string& name, const Config& options = {}) {
-  return Registry<Objective>::get().make(name, options);
-}
+/// Builds an objective from a registry name and options.
+std::unique_ptr<Objective> make_objective(const std::string& name, const Config& options = {});
 /// "key" or "key:option=value,...", e.g. "denoising:prediction_type=v_prediction,weighting=min_snr".
-inline std::unique_ptr<Objective> objective_from_spec(const std::string& spec) {
-  return Registry<Objective>::get().make_from_spec(spec);
-}
+std::unique_ptr<Objective> objective_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 

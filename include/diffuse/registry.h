@@ -88,7 +88,7 @@ class Registry {
       for (const auto& kv : options) merged[kv.first] = kv.second;
       return {a->second.key, merged};
     }
-    throw Error(detail::cat("unknown ", kind_name(), " '", name, "'; valid names: ",
+    throw ConfigError(detail::cat("unknown ", kind_name(), " '", name, "'; valid names: ",
                             detail::join(names_locked())));
   }
 

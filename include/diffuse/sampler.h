@@ -4,9 +4,7 @@
 // run, not in the object, so a Sampler is const and re-entrant: many threads may sample with one.
 #pragma once
 
-#include <algorithm>
-#include <cctype>
-#include <set>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16,10 +14,10 @@
 #include <diffuse/config.h>
 #include <diffuse/correction.h>
 #include <diffuse/denoiser.h>
-#include <diffuse/detail/aten.h>
 #include <diffuse/noise.h>
 #include <diffuse/registry.h>
 #include <diffuse/schedule.h>
+#include <diffuse/tensor.h>
 
 namespace diffuse {
 
@@ -41,16 +39,7 @@ struct StepContext {
 
 /// The context of step i on `grid` (index, num_steps, now = grid[i], next = grid[i + 1]); branch and
 /// call keep their defaults.
-inline StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise) {
-  StepContext st;
-  st.index = i;
-  st.num_steps = static_cast<int64_t>(grid.size()) - 1;
-  st.now = grid[i];
-  st.next = grid[i + 1];
-  st.grid = &grid;
-  st.noise = noise;
-  return st;
-}
+StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise);
 
 /// The model as samplers see it: (x, time point, step) -> finished prediction.
 using ModelFn = std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
@@ -64,17 +53,7 @@ struct History {
   size_t size() const { return preds.size(); }
   bool empty() const { return preds.empty(); }
   /// Appends one step's record, keeping at most `keep` entries (none when keep == 0).
-  void push(const TimePoint& at, const Prediction& pred, const Tensor& x, size_t keep) {
-    if (keep == 0) return;
-    times.push_back(at);
-    preds.push_back(pred);
-    xs.push_back(x);
-    if (preds.size() > keep) {
-      times.erase(times.begin());
-      preds.erase(preds.begin());
-      xs.erase(xs.begin());
-    }
-  }
+  void push(const TimePoint& at, const Prediction& pred, const Tensor& x, size_t keep);
 };
 
 struct StepResult {
@@ -96,10 +75,7 @@ struct SampleContext {
   std::function<void(const StepInfo&)> on_step;
 
   /// The only way a sampler draws noise.
-  Tensor randn_like(const Tensor& x) {
-    check(noise != nullptr, "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
-    return noise->randn_like(x);
-  }
+  Tensor randn_like(const Tensor& x);
 };
 
 class Sampler {
@@ -112,40 +88,7 @@ class Sampler {
   /// `timesteps[k:]` loops): step indices stay those of the whole grid, so order rules such as
   /// lower_order_final see the same num_steps as a full run.
   Tensor sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx,
-                int64_t first_step = 0) const {
-    check(static_cast<bool>(model), "sample(): the model function is empty");
-    check(x.defined(), "sample(): the initial sample is undefined");
-    check(x.dim() >= 1 && x.size(0) > 0, "sample(): the initial sample needs a non-empty batch dimension, got shape ",
-          x.sizes());
-    validate_grid(grid);
-    const auto out_dtype = x.scalar_type();
-    check(at::isFloatingType(out_dtype), "sample(): the initial sample must be floating point, got ", out_dtype);
-    if (compute_dtype(out_dtype) != out_dtype) x = x.to(compute_dtype(out_dtype));
-    History history;
-    const int64_t n = static_cast<int64_t>(grid.size()) - 1;
-    check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ", n,
-          ") for a grid of ", n, " steps");
-    const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
-    auto context_at = [&](int64_t i) { return step_context(grid, i, ctx.noise); };
-    if (!ctx.corrections.empty()) {
-      const StepContext first = context_at(first_step);
-      for (Correction* c : ctx.corrections) c->on_start(x, first);
-    }
-    for (int64_t i = first_step; i < n; ++i) {
-      StepContext st = context_at(i);
-      for (Correction* c : ctx.corrections) c->on_time(x, st);
-      StepResult r = step(model, x, st, history, ctx);
-      if (!r.x.defined()) throw Error(detail::cat(name(), ": step ", i, " produced no sample"));
-      history.push(st.now, r.pred, x, keep);
-      x = std::move(r.x);
-      if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
-    }
-    if (!ctx.corrections.empty()) {
-      const StepContext last = context_at(n - 1);
-      for (Correction* c : ctx.corrections) c->on_finish(x, last);
-    }
-    return x.scalar_type() == out_dtype ? x : x.to(out_dtype);
-  }
+                int64_t first_step = 0) const;
 
   /// One step, for callers who drive the loop themselves (diffusers' scheduler.step()).
   StepResult step(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
@@ -173,34 +116,11 @@ class Sampler {
 };
 
 /// Builds a sampler from a registry name ("ddim", "dpmpp_2m", "euler_a", ...) and options.
-inline std::unique_ptr<Sampler> make_sampler(const std::string& name, const Config& options = {}) {
-  return Registry<Sampler>::get().make(name, options);
-}
+std::unique_ptr<Sampler> make_sampler(const std::string& name, const Config& options = {});
 /// One name per distinct sampler configuration: every key, plus the aliases whose preset options
 /// make a different sampler (dpmpp_2m = dpm_solver_pp:order=2), each once. Of several names for
 /// the same configuration the ComfyUI-style one (lower case, no A1111 "k_" prefix) is kept.
-inline std::vector<std::string> distinct_sampler_names() {
-  const auto& registry = Registry<Sampler>::get();
-  auto canonical = [](const std::string& n) {
-    if (n.rfind("k_", 0) == 0) return false;
-    for (char c : n)
-      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_'))
-        return false;
-    return true;
-  };
-  std::vector<std::string> out;
-  std::set<std::string> seen;
-  for (int pass = 0; pass < 2; ++pass) {  // canonical names first, then any others still missing
-    for (const std::string& name : registry.names()) {
-      if ((pass == 0) != canonical(name)) continue;
-      const auto resolved = registry.resolve(name, {});
-      if (resolved.first != name && resolved.second.empty()) continue;  // a plain rename of a key
-      if (seen.insert(resolved.first + ":" + format_config(resolved.second)).second) out.push_back(name);
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+std::vector<std::string> distinct_sampler_names();
 
 /// A sampler spec split into the sampler and the spacing its name carries, if any.
 struct SamplerSpacingSpec {
@@ -211,43 +131,16 @@ struct SamplerSpacingSpec {
 /// A1111 sampler names carry the spacing: "DPM++ 2M Karras", "DPM++ 2M SDE Exponential",
 /// "Euler a Karras". The table of suffixes A1111 used before it split samplers from schedulers,
 /// with the spacing each selects.
-inline const std::vector<std::pair<std::string, std::string>>& sampler_spacing_suffixes() {
-  static const std::vector<std::pair<std::string, std::string>> table = {{" Karras", "karras"},
-                                                                         {" Exponential", "exponential"}};
-  return table;
-}
+const std::vector<std::pair<std::string, std::string>>& sampler_spacing_suffixes();
 
 /// Splits "<sampler name><suffix>[:options]" (suffix from sampler_spacing_suffixes(), the rest a
 /// registered sampler name) into {"<sampler name>[:options]", spacing key}. Any other spec comes
 /// back unchanged with spacing "" (an unknown name is left for sampler_from_spec to report).
-inline SamplerSpacingSpec split_sampler_spacing(const std::string& spec) {
-  const auto colon = spec.find(':');
-  const std::string name = detail::trim(spec.substr(0, colon));
-  const std::string options = colon == std::string::npos ? std::string() : spec.substr(colon);
-  const auto& registry = Registry<Sampler>::get();
-  if (!registry.contains(name)) {
-    for (const auto& [suffix, spacing] : sampler_spacing_suffixes()) {
-      if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-        continue;
-      const std::string base = detail::trim(name.substr(0, name.size() - suffix.size()));
-      if (registry.contains(base)) return {base + options, spacing};
-    }
-  }
-  return {spec, ""};
-}
+SamplerSpacingSpec split_sampler_spacing(const std::string& spec);
 
 /// "name" or "name:key=value,...". A name that also selects a spacing ("DPM++ 2M Karras") is
 /// refused here, since a sampler alone cannot honour it: split it with split_sampler_spacing().
-inline std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec) {
-  const SamplerSpacingSpec split = split_sampler_spacing(spec);
-  if (!split.spacing.empty()) {
-    throw Error(detail::cat("sampler '", detail::trim(spec.substr(0, spec.find(':'))),
-                            "' names a sampler and a spacing (sampler '", split.sampler, "', spacing '",
-                            split.spacing, "'): select the spacing separately, or split the name with "
-                            "split_sampler_spacing()"));
-  }
-  return Registry<Sampler>::get().make_from_spec(spec);
-}
+std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 

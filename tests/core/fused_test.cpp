@@ -12,7 +12,7 @@
 
 #include <diffuse/denoiser.h>
 #include <diffuse/detail/fused.h>
-#include <diffuse/detail/noise_impl.h>
+#include <diffuse/noise.h>
 
 namespace {
 

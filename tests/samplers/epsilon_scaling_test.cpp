@@ -314,7 +314,7 @@ TEST(ExposureBias, ExactDenoiserHasNoVarianceGapImperfectOneHas) {
     SampleOptions os = o;
     os.num_steps = steps;
     const auto r = measure_exposure_bias(*ddpm, exact, *schedule, x0.narrow(0, 0, 2048), os,
-                                         ExposureBiasOptions().mode("single_step"));
+                                         ExposureBiasOptions().mode(ExposureBiasMode::kSingleStep));
     EXPECT_EQ(static_cast<int64_t>(r.size()), steps);
     double s = 0;
     int64_t m = 0;
@@ -341,7 +341,7 @@ TEST(ExposureBias, BadOptions) {
   expect_error_naming(
       [&] {
         measure_exposure_bias(*make_sampler("ddim"), Denoiser(net), *schedule, x0, o,
-                              ExposureBiasOptions().mode("both"));
+                              ExposureBiasOptions().mode(parse_exposure_bias_mode("both")));
       },
       "both");
   expect_error_naming(

@@ -513,9 +513,11 @@ int run_eval(const EvalArgs& a) {
         if (guided) eo.uncond.value = at::full({n}, card.num_classes, at::TensorOptions(at::kLong).device(device));
       }
       eo.on_step = [&](const diffuse::StepInfo&) { bar.update(++done); };
+      const auto eb_options =
+          diffuse::ExposureBiasOptions().mode(diffuse::parse_exposure_bias_mode(a.eb_mode));
       const auto records = diffuse::measure_exposure_bias(*sampler, denoiser, *schedule,
                                                           test.data.narrow(0, 0, n).to(topt), eo,
-                                                          diffuse::ExposureBiasOptions().mode(a.eb_mode));
+                                                          eb_options);
       row.eb_total = diffuse::total_delta(records);
       row.eb_ratio = records.empty() ? std::nan("") : records.back().variance_ratio;
       for (const auto& rec : records)

@@ -22,6 +22,7 @@
 
 #include <torch/arg.h>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 
 namespace diffuse {

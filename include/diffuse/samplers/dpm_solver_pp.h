@@ -34,6 +34,7 @@
 
 #include <torch/arg.h>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 #include <diffuse/samplers/detail/dpm_solver.h>
 

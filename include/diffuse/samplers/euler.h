@@ -14,6 +14,7 @@
 // for VP schedules.
 #pragma once
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 #include <diffuse/samplers/detail/ve_step.h>
 #include <torch/arg.h>

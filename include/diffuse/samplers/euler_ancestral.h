@@ -11,6 +11,7 @@
 // tests/samplers/euler_ancestral_test.cpp).
 #pragma once
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 #include <diffuse/samplers/detail/ve_step.h>
 #include <torch/arg.h>

@@ -12,6 +12,7 @@
 // two model calls of our steps on the grid t0, t1, ... (numbers in tests/samplers/heun_test.cpp).
 #pragma once
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 #include <diffuse/samplers/detail/ve_step.h>
 #include <torch/arg.h>

@@ -44,6 +44,7 @@
 
 #include <torch/arg.h>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/correction.h>
 #include <diffuse/denoiser.h>
 #include <diffuse/sampler.h>

@@ -58,6 +58,7 @@
 
 #include <torch/arg.h>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/correction.h>
 #include <diffuse/sampler.h>
 

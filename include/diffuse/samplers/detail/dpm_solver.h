@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/config.h>
 #include <diffuse/schedule.h>
 

@@ -9,6 +9,7 @@
 // exactly on x0 when sigma' = 0.
 #pragma once
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/config.h>
 #include <diffuse/sampler.h>
 #include <diffuse/schedule.h>

@@ -10,6 +10,7 @@
 
 #include <torch/arg.h>
 
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/registry.h>
 #include <diffuse/schedule.h>
 #include <diffuse/schedules/detail/grid.h>

@@ -1,31 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
-#pragma once
+#include <diffuse/noise.h>
+
+#include <utility>
+
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
-#include <diffuse/noise.h>
-
-#include <ATen/CPUGeneratorImpl.h>
 
 namespace diffuse {
 namespace detail {
 
-inline at::Generator cpu_generator(uint64_t seed) {
+at::Generator cpu_generator(uint64_t seed) {
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
   return g;
 }
 
+}  // namespace detail
+
+namespace {
+
 // Draws float32 on the CPU and casts: the stream is the same on every device and for every dtype,
 // so a seed gives the same noise in float32 and float64 runs (float64 runs see float32-rounded
 // normals, as the float64 diffusers references do).
-inline Tensor draw_cpu(at::Generator& g, c10::IntArrayRef shape, const c10::TensorOptions& options) {
+Tensor draw_cpu(at::Generator& g, c10::IntArrayRef shape, const c10::TensorOptions& options) {
   Tensor out = at::randn(shape, g, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
   return out.to(options.device(), options.dtype().toScalarType());
 }
 
 class TorchNoise final : public NoiseSource {
  public:
-  explicit TorchNoise(uint64_t seed) : gen_(cpu_generator(seed)) {}
+  explicit TorchNoise(uint64_t seed) : gen_(detail::cpu_generator(seed)) {}
   Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
     return draw_cpu(gen_, shape, options);
   }
@@ -42,7 +47,7 @@ class PerSampleNoise final : public NoiseSource {
     const int64_t batch = shape[0];
     if (batch == 0) return at::empty(shape, options);  // nothing to draw (at::cat needs a part)
     while (static_cast<int64_t>(gens_.size()) < batch)
-      gens_.push_back(cpu_generator(seed_ + gens_.size()));
+      gens_.push_back(detail::cpu_generator(seed_ + gens_.size()));
     // Each generator fills its own row of one float32 CPU buffer: at::randn(shape, g) is
     // empty(shape).normal_(0, 1, g), and a row of a contiguous buffer is itself contiguous, so
     // every row gets exactly the numbers a separate draw would (no per-row tensors, no cat); one
@@ -74,16 +79,16 @@ class ReplayNoise final : public NoiseSource {
   size_t next_ = 0;
 };
 
-}  // namespace detail
+}  // namespace
 
-inline std::unique_ptr<NoiseSource> make_torch_noise(uint64_t seed) {
-  return std::make_unique<detail::TorchNoise>(seed);
+std::unique_ptr<NoiseSource> make_torch_noise(uint64_t seed) {
+  return std::make_unique<TorchNoise>(seed);
 }
-inline std::unique_ptr<NoiseSource> make_per_sample_noise(uint64_t seed) {
-  return std::make_unique<detail::PerSampleNoise>(seed);
+std::unique_ptr<NoiseSource> make_per_sample_noise(uint64_t seed) {
+  return std::make_unique<PerSampleNoise>(seed);
 }
-inline std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws) {
-  return std::make_unique<detail::ReplayNoise>(std::move(draws));
+std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws) {
+  return std::make_unique<ReplayNoise>(std::move(draws));
 }
 
 }  // namespace diffuse

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <diffuse/denoiser.h>
+
+#include <cmath>
+#include <utility>
+
+#include <diffuse/detail/aten.h>
+
+namespace diffuse {
+
+Parameterization parse_parameterization(const std::string& s) {
+  if (s == "epsilon" || s == "eps") return Parameterization::kEpsilon;
+  if (s == "v_prediction" || s == "v") return Parameterization::kVelocity;
+  if (s == "sample" || s == "x0") return Parameterization::kSample;
+  throw ConfigError("unknown prediction_type '" + s + "'; valid: epsilon, v_prediction, sample");
+}
+
+std::string to_string(Parameterization p) {
+  switch (p) {
+    case Parameterization::kEpsilon:
+      return "epsilon";
+    case Parameterization::kVelocity:
+      return "v_prediction";
+    case Parameterization::kSample:
+      return "sample";
+  }
+  return "?";
+}
+
+Denoiser::Denoiser(Network net, DenoiserOptions options) : net_(std::move(net)), options_(options) {
+  check(static_cast<bool>(net_), "Denoiser needs a network, got an empty function");
+  check(options_.clip_sample_range > 0, "DenoiserOptions.clip_sample_range must be > 0, got ",
+        options_.clip_sample_range);
+  check(options_.dynamic_thresholding_ratio > 0 && options_.dynamic_thresholding_ratio <= 1,
+        "DenoiserOptions.dynamic_thresholding_ratio must be in (0, 1], got ",
+        options_.dynamic_thresholding_ratio);
+  // Dividing by s = clamp(quantile, 1, sample_max_value) must stay finite.
+  check(std::isfinite(options_.sample_max_value) && options_.sample_max_value > 0,
+        "DenoiserOptions.sample_max_value must be finite and > 0, got ", options_.sample_max_value);
+}
+
+Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
+  Tensor t = at::full({x.size(0)}, at.t, x.options());
+  const bool cast =
+      options_.network_dtype.has_value() && *options_.network_dtype != x.scalar_type();
+  Tensor out = net_(cast ? x.to(*options_.network_dtype) : x, t, c);
+  check(out.defined(), "the network returned an undefined tensor at t=", at.t);
+  check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
+        " but its input x_t has shape ", x.sizes());
+  return cast ? out.to(x.scalar_type()) : out;
+}
+
+Prediction Denoiser::convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
+  const double a = at.alpha, s = at.sigma;
+  Prediction p;
+  switch (options_.prediction_type) {
+    case Parameterization::kEpsilon:
+      check(a > 0, "epsilon prediction cannot give x0 at alpha = 0 (t=", at.t,
+            ", zero terminal SNR); use prediction_type=v_prediction or sample");
+      p.eps = out;
+      p.x0 = solve(x, out, s, a);
+      break;
+    case Parameterization::kSample:
+      check(s > 0, "sample prediction cannot give eps at sigma = 0 (t=", at.t, ")");
+      p.x0 = out;
+      p.eps = solve(x, out, a, s);
+      break;
+    case Parameterization::kVelocity: {
+      // v = alpha*eps - sigma*x0 and x = alpha*x0 + sigma*eps; solve for (x0, eps).
+      const double n = a * a + s * s;
+      p.x0 = lincomb_divided(x, a, out, -s, n);
+      p.eps = lincomb_divided(x, s, out, a, n);
+      break;
+    }
+  }
+  return p;
+}
+
+void Denoiser::finalize(Prediction& p, const Tensor& x, const TimePoint& at) const {
+  if (!options_.clip_sample && !options_.thresholding) return;
+  if (options_.thresholding) {
+    p.x0 = threshold(p.x0);
+  } else {
+    p.x0 = p.x0.clamp(-options_.clip_sample_range, options_.clip_sample_range);
+  }
+  if (options_.use_clipped_model_output && at.sigma > 0) {
+    p.eps = solve(x, p.x0, at.alpha, at.sigma);
+  }
+}
+
+Prediction Denoiser::operator()(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
+  Prediction p = convert(call_network(x, at, c), x, at);
+  finalize(p, x, at);
+  return p;
+}
+
+Tensor Denoiser::threshold(const Tensor& x0) const {
+  const auto dtype = x0.scalar_type();
+  Tensor v = (dtype == at::kFloat || dtype == at::kDouble) ? x0 : x0.to(at::kFloat);
+  const int64_t b = v.size(0);
+  Tensor flat = v.reshape({b, -1});
+  Tensor s = at::quantile(flat.abs(), options_.dynamic_thresholding_ratio, /*dim=*/1);
+  s = at::clamp(s, 1.0, options_.sample_max_value).unsqueeze(1);
+  flat = at::max(at::min(flat, s), -s) / s;
+  return flat.reshape(x0.sizes()).to(dtype);
+}
+
+namespace detail {
+void check_conditioning_batch(const Conditioning& c, int64_t batch, const char* which) {
+  auto one = [&](const Tensor& v, const std::string& what) {
+    if (!v.defined()) return;
+    check(v.dim() >= 1 && v.size(0) == batch, "SampleOptions.", which, what, " has shape ",
+          v.sizes(), " but the batch has ", batch,
+          " samples: conditioning tensors need one row per sample");
+  };
+  one(c.value, ".value");
+  for (const auto& kv : c.extra) one(kv.second, ".extra['" + kv.first + "']");
+}
+}  // namespace detail
+
+}  // namespace diffuse

@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: Apache-2.0
+// from_diffusers(): diffusers' scheduler classes and configs mapped onto diffuse's schedule,
+// spacing, sampler and denoiser options (checked against diffusers 58eb52c; see the header).
+#include <diffuse/diffusers.h>
+
+#include <cmath>
+#include <utility>
+
+#include <diffuse/detail/aten.h>
+#include <diffuse/schedules/discrete.h>
+
+namespace diffuse {
+
+std::vector<std::string> diffusers_scheduler_classes() {
+  return {"DDPMScheduler",
+          "DDIMScheduler",
+          "DPMSolverMultistepScheduler",
+          "DPMSolverSinglestepScheduler",
+          "EulerDiscreteScheduler",
+          "EulerAncestralDiscreteScheduler",
+          "HeunDiscreteScheduler"};
+}
+
+namespace {
+
+using detail::cat;
+using detail::join;
+
+class DiffusersConfig {
+ public:
+  DiffusersConfig(const std::string& cls, const Config& c, bool strict)
+      : cls_(cls), r_(filtered_, cls) {
+    for (const auto& kv : c)
+      if (kv.first.empty() || kv.first[0] != '_') filtered_[kv.first] = kv.second;
+    strict_ = strict;
+  }
+  ConfigReader& r() { return r_; }
+  /// Keys diffusers has but diffuse does not implement: an error unless at their default value.
+  void reject_unless(const std::string& key, const std::string& dflt, const std::string& why) {
+    if (!r_.has(key)) return;
+    const std::string v = filtered_.at(key);
+    if (v == dflt) return;
+    throw ConfigError(cat(cls_, ": ", key, "=", v, " is not supported (", why, ")"));
+  }
+  void finish() {
+    if (strict_) r_.finish();
+  }
+
+ private:
+  std::string cls_;
+  Config filtered_;
+  ConfigReader r_;
+  bool strict_ = true;
+};
+
+std::shared_ptr<const NoiseSchedule> diffusers_schedule(DiffusersConfig& dc, double beta_start,
+                                                        double beta_end, bool has_zero_snr,
+                                                        bool clamp_terminal) {
+  auto& r = dc.r();
+  DiscreteScheduleOptions o;
+  o.num_train_timesteps(r.get_int("num_train_timesteps", 1000));
+  o.beta_start(r.get_double("beta_start", beta_start));
+  o.beta_end(r.get_double("beta_end", beta_end));
+  o.beta_schedule(r.get_choice("beta_schedule", "linear", detail::beta_schedule_names()));
+  o.trained_betas(r.get_doubles("trained_betas"));
+  if (has_zero_snr) {
+    o.rescale_betas_zero_snr(r.get_bool("rescale_betas_zero_snr", false));
+    // diffusers' Euler / Euler ancestral / DPM-Solver multistep keep sigma finite this way.
+    if (o.rescale_betas_zero_snr() && clamp_terminal)
+      o.terminal_alphas_cumprod(std::ldexp(1.0, -24));
+  }
+  return std::make_shared<DiscreteSchedule>(o);
+}
+
+void diffusers_prediction(DiffusersConfig& dc, DenoiserOptions& d, bool has_clip, bool clip_default,
+                          bool has_threshold) {
+  auto& r = dc.r();
+  d.prediction_type = parse_parameterization(
+      r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"}));
+  if (has_clip) {
+    d.clip_sample = r.get_bool("clip_sample", clip_default);
+    d.clip_sample_range = r.get_double("clip_sample_range", 1.0);
+  }
+  if (has_threshold) {
+    d.thresholding = r.get_bool("thresholding", false);
+    d.dynamic_thresholding_ratio = r.get_double("dynamic_thresholding_ratio", 0.995);
+    d.sample_max_value = r.get_double("sample_max_value", 1.0);
+  }
+}
+
+/// timestep_spacing for the DDPM/DDIM/Euler family: n times including t = 0.
+std::shared_ptr<const TimestepSpacing> diffusers_spacing_n(DiffusersConfig& dc,
+                                                           const std::string& dflt, bool round,
+                                                           const std::string& final_kind) {
+  auto& r = dc.r();
+  const std::string kind =
+      r.get_choice("timestep_spacing", dflt, {"linspace", "leading", "trailing"});
+  const int64_t offset = r.get_int("steps_offset", 0);
+  Config c{{"final", final_kind}};
+  if (kind == "linspace") {
+    c["round"] = round ? "true" : "false";
+  } else if (kind == "leading") {
+    c["steps_offset"] = std::to_string(offset);
+  }
+  return make_spacing(kind, c);
+}
+
+std::string dc_name(const DiffusersConfig&) { return "diffusers config: "; }
+
+/// Sigma-type overrides (karras / exponential / lu) shared by DPM-Solver, Euler and Heun.
+std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& dc, bool has_lu,
+                                                               bool round_t,
+                                                               const std::string& final_kind,
+                                                               double sigma_min, double sigma_max) {
+  auto& r = dc.r();
+  const bool karras = r.get_bool("use_karras_sigmas", false);
+  const bool expo = r.get_bool("use_exponential_sigmas", false);
+  const bool lu = has_lu && r.get_bool("use_lu_lambdas", false);
+  dc.reject_unless("use_beta_sigmas", "false", "beta sigmas are not implemented");
+  dc.reject_unless("use_flow_sigmas", "false", "flow sigmas are not implemented");
+  check(int(karras) + int(expo) + int(lu) <= 1, dc_name(dc),
+        "only one of use_karras_sigmas, use_exponential_sigmas", has_lu ? ", use_lu_lambdas" : "",
+        " may be true");
+  Config c{{"final", final_kind},
+           {"sigma_min", format_double(sigma_min)},
+           {"sigma_max", format_double(sigma_max)}};
+  if (karras) {
+    c["round_t"] = round_t ? "true" : "false";
+    return make_spacing("karras", c);
+  }
+  if (lu || expo) {
+    c["round_t"] = (lu && round_t) ? "true" : "false";
+    return make_spacing("exponential", c);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+TimeGrid DiffusersScheduler::grid(int64_t num_steps) const {
+  return spacing->grid(*schedule, num_steps);
+}
+
+Denoiser DiffusersScheduler::denoiser(Network net) const {
+  return Denoiser(std::move(net), denoiser_options);
+}
+
+Tensor DiffusersScheduler::initial_state(const Tensor& noise, int64_t num_steps) const {
+  const TimePoint first = grid(num_steps).front();
+  if (!init_noise_is_sigma_max)
+    return noise * std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma);
+  return noise * (first.sigma_ve() * first.alpha);
+}
+
+SampleOptions DiffusersScheduler::sample_options(int64_t num_steps) const {
+  SampleOptions o;
+  o.num_steps = num_steps;
+  o.spacing = spacing;
+  return o;
+}
+
+DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, bool strict) {
+  DiffusersConfig dc(cls, config, strict);
+  auto& r = dc.r();
+  DiffusersScheduler out;
+  out.class_name = cls;
+
+  if (cls == "DDPMScheduler") {
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, true, false);
+    diffusers_prediction(dc, out.denoiser_options, true, true, true);
+    const std::string var = r.get_choice("variance_type", "fixed_small",
+                                         {"fixed_small", "fixed_small_log", "fixed_large",
+                                          "fixed_large_log", "learned", "learned_range"});
+    check(var.rfind("learned", 0) != 0, cls, ": variance_type=", var,
+          " (learned variances) is not supported");
+    check(var != "fixed_large_log", cls,
+          ": variance_type=fixed_large_log is not supported (diffusers' own step",
+          " takes the square root of a negative log there and returns NaN)");
+    out.spacing = diffusers_spacing_n(dc, "leading", true, "zero");
+    out.sampler = make_sampler("ddpm", {{"variance_type", var}, {"diffusers_final_noise", "true"}});
+  } else if (cls == "DDIMScheduler") {
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, true, false);
+    diffusers_prediction(dc, out.denoiser_options, true, true, true);
+    const bool one = r.get_bool("set_alpha_to_one", true);
+    out.spacing = diffusers_spacing_n(dc, "leading", true, one ? "zero" : "min");
+    const double eta = r.get_double("eta", 0.0);
+    out.sampler =
+        make_sampler("ddim", {{"eta", format_double(eta)}, {"prev_timestep", "train_stride"}});
+  } else if (cls == "DPMSolverMultistepScheduler" || cls == "DPMSolverSinglestepScheduler") {
+    const bool multi = cls == "DPMSolverMultistepScheduler";
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, multi, true);
+    diffusers_prediction(dc, out.denoiser_options, false, false, true);
+    const int64_t order = r.get_int("solver_order", 2);
+    const std::string algo =
+        r.get_choice("algorithm_type", "dpmsolver++",
+                     {"dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver"});
+    check(algo == "dpmsolver++" || (multi && algo == "sde-dpmsolver++"), cls,
+          ": algorithm_type=", algo,
+          " is not supported (diffuse implements the data-prediction solvers dpmsolver++",
+          multi ? " and sde-dpmsolver++" : "", ")");
+    const std::string solver_type = r.get_choice("solver_type", "midpoint", {"midpoint", "heun"});
+    const bool lof = r.get_bool("lower_order_final", multi);
+    const bool eaf = multi ? r.get_bool("euler_at_final", false) : false;
+    const std::string final_kind =
+        r.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"}) == "sigma_min" ? "min"
+                                                                                        : "zero";
+    dc.reject_unless("lambda_min_clipped", "-inf", "lambda clipping is not implemented");
+    dc.reject_unless("variance_type", "None", "learned variances are not supported");
+    dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
+    const bool cosine =
+        static_cast<const DiscreteSchedule&>(*out.schedule).options.beta_schedule() ==
+        "squaredcos_cap_v2";
+    out.spacing = diffusers_sigma_spacing(dc, multi, !cosine, final_kind, 0.0, 0.0);
+    if (!out.spacing) {
+      if (multi) {
+        const std::string kind =
+            r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+        const int64_t offset = r.get_int("steps_offset", 0);
+        Config c{{"final", final_kind}};
+        if (kind != "trailing") c["include_t_min"] = "false";
+        if (kind == "leading") c["steps_offset"] = std::to_string(offset);
+        out.spacing = make_spacing(kind, c);
+      } else {
+        out.spacing = make_spacing("linspace", {{"include_t_min", "false"}, {"final", final_kind}});
+      }
+    }
+    Config sc{{"order", std::to_string(order)},
+              {"solver_type", solver_type},
+              {"lower_order_final", lof ? "true" : "false"}};
+    if (multi) sc["euler_at_final"] = eaf ? "true" : "false";
+    out.sampler =
+        make_sampler(multi ? (algo == "dpmsolver++" ? "dpm_solver_pp" : "dpm_solver_pp_sde")
+                           : "dpm_solver_pp_singlestep",
+                     sc);
+  } else if (cls == "EulerDiscreteScheduler" || cls == "EulerAncestralDiscreteScheduler" ||
+             cls == "HeunDiscreteScheduler") {
+    const bool heun = cls == "HeunDiscreteScheduler";
+    const bool ancestral = cls == "EulerAncestralDiscreteScheduler";
+    out.schedule = heun ? diffusers_schedule(dc, 0.00085, 0.012, false, false)
+                        : diffusers_schedule(dc, 1e-4, 0.02, true, true);
+    diffusers_prediction(dc, out.denoiser_options, heun, false, false);
+    std::string final_kind = "zero";
+    double smin = 0.0, smax = 0.0;
+    if (!heun && !ancestral) {
+      final_kind = r.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"}) == "sigma_min"
+                       ? "min"
+                       : "zero";
+      dc.reject_unless("interpolation_type", "linear",
+                       "only linear sigma interpolation is implemented");
+      dc.reject_unless("timestep_type", "discrete", "continuous timesteps are not implemented");
+      if (r.has("sigma_min") && config.at("sigma_min") != "None")
+        smin = r.get_double("sigma_min", 0.0);
+      if (r.has("sigma_max") && config.at("sigma_max") != "None")
+        smax = r.get_double("sigma_max", 0.0);
+    }
+    // diffusers' init_noise_sigma: sigma_max for linspace/trailing, sqrt(sigma_max^2 + 1) for
+    // leading.
+    const std::string kind =
+        r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+    out.init_noise_is_sigma_max = kind != "leading";
+    if (!ancestral) out.spacing = diffusers_sigma_spacing(dc, false, false, final_kind, smin, smax);
+    if (!out.spacing) {
+      out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
+    } else {
+      r.get_int("steps_offset", 0);
+    }
+    if (heun) {
+      out.sampler = make_sampler("heun");
+    } else if (ancestral) {
+      out.sampler = make_sampler("euler_ancestral");
+    } else {
+      Config ec{{"churn_convention", "diffusers"}};
+      for (const char* k : {"s_churn", "s_tmin", "s_tmax", "s_noise"})
+        if (r.has(k)) ec[k] = config.at(k);
+      out.sampler = make_sampler("euler", ec);
+    }
+  } else {
+    throw ConfigError(cat("unknown diffusers scheduler class '", cls,
+                          "'; supported: ", join(diffusers_scheduler_classes())));
+  }
+  dc.finish();
+  return out;
+}
+
+}  // namespace diffuse

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <diffuse/sample.h>
+
+#include <cmath>
+#include <limits>
+
+#include <diffuse/detail/aten.h>
+#include <diffuse/detail/fused.h>
+
+namespace diffuse {
+
+std::unique_ptr<NoiseSchedule> make_schedule(const std::string& name, const Config& options) {
+  return Registry<NoiseSchedule>::get().make(name, options);
+}
+std::unique_ptr<TimestepSpacing> make_spacing(const std::string& name, const Config& options) {
+  return Registry<TimestepSpacing>::get().make(name, options);
+}
+
+namespace {
+/// Each schedule names its default spacing; kept here so schedule.h need not know spacings.
+std::string default_spacing_for(const NoiseSchedule& s) {
+  return s.num_train_timesteps() > 0 ? "linspace"
+                                     : (s.variance_preserving() ? "linspace" : "karras");
+}
+}  // namespace
+
+namespace detail {
+/// make_grid with the run's correction objects (detail::CorrectionRun).
+TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o,
+                   const std::vector<Correction*>& corrections) {
+  TimeGrid grid;
+  if (!o.grid.empty()) {
+    grid = o.grid;
+  } else {
+    check(o.num_steps >= 1, "num_steps must be >= 1, got ", o.num_steps);
+    if (o.spacing) {
+      grid = o.spacing->grid(schedule, o.num_steps);
+    } else {
+      grid = make_spacing(default_spacing_for(schedule))->grid(schedule, o.num_steps);
+    }
+  }
+  for (Correction* c : corrections) c->on_grid(grid, schedule);
+  validate_grid(grid);
+  return grid;
+}
+}  // namespace detail
+
+TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o) {
+  const detail::CorrectionRun run(o.corrections, "make_grid()");
+  return detail::make_grid(schedule, o, run.get());
+}
+
+Tensor randn(c10::IntArrayRef shape, uint64_t seed, const c10::TensorOptions& options) {
+  return make_per_sample_noise(seed)->randn(shape, options);
+}
+
+namespace {
+
+Tensor cat_conditioning_value(const Tensor& a, const Tensor& b) {
+  if (!a.defined() && !b.defined()) return Tensor();
+  check(a.defined() && b.defined(),
+        "guidance needs both a conditional and an unconditional conditioning value (one is "
+        "undefined)");
+  check(a.sizes() == b.sizes(),
+        "conditional and unconditional conditionings differ in shape: ", a.sizes(), " vs ",
+        b.sizes());
+  return at::cat({a, b}, 0);
+}
+
+Conditioning cat_conditioning(const Conditioning& a, const Conditioning& b) {
+  Conditioning out;
+  out.value = cat_conditioning_value(a.value, b.value);
+  for (const auto& kv : a.extra) {
+    auto it = b.extra.find(kv.first);
+    check(it != b.extra.end(), "conditioning extra '", kv.first,
+          "' is missing from the unconditional branch");
+    out.extra[kv.first] = cat_conditioning_value(kv.second, it->second);
+  }
+  return out;
+}
+
+}  // namespace
+
+namespace detail {
+
+void FiniteLog::record(const Tensor& out, const StepContext& step, const TimePoint& at) {
+  if (fused::can_fuse(out)) {
+    // Contiguous float32/float64 CPU output: one integer pass over the bit patterns writes the
+    // same flag value sum(out * 0) would have (0 or NaN) into a fresh 0-dim tensor.
+    Tensor flag = at::empty({}, at::TensorOptions().dtype(at::kFloat));
+    *flag.data_ptr<float>() =
+        fused::any_nonfinite(out) ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    flags_.push_back(std::move(flag));
+  } else {
+    // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
+    flags_.push_back(diffuse::scaled(out, 0.0).sum(at::kFloat));
+  }
+  calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
+}
+
+void FiniteLog::check() {
+  if (flags_.empty()) return;
+  std::vector<Tensor> flags;
+  flags.swap(flags_);
+  std::vector<Call> calls;
+  calls.swap(calls_);
+  bool on_cpu = true;
+  for (const Tensor& f : flags) on_cpu = on_cpu && f.device().is_cpu();
+  // CPU flags are read in place; device flags are gathered and copied once (the one sync).
+  const Tensor host = on_cpu ? Tensor() : at::stack(flags).to(at::kCPU);
+  for (size_t k = 0; k < flags.size(); ++k) {
+    const float v = on_cpu ? *flags[k].data_ptr<float>() : host.data_ptr<float>()[k];
+    if (!std::isfinite(v)) {
+      const Call& c = calls[k];
+      // Deferred (several records): which call of the run; a single record is the call itself.
+      const std::string which =
+          flags.size() > 1 ? cat("network call ", k + 1, " of the run's ", flags.size(), ", ")
+                           : std::string("network ");
+      throw NumericalError(cat("the network returned NaN/Inf output at step ", c.index, " of ",
+                               c.num_steps, " (t=", c.t, "; ", which, "evaluated at t=", c.at,
+                               ")"));
+    }
+  }
+}
+
+}  // namespace detail
+
+ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
+                      const std::vector<Correction*>& corrections, detail::FiniteLog* deferred) {
+  // Captured by value/pointer: the returned function lives only for one run.
+  const Denoiser* d = &denoiser;
+  const SampleOptions* opts = &o;
+  return [d, opts, corrections, deferred](const Tensor& x, const TimePoint& at,
+                                          const StepContext& step) {
+    auto check_output = [&](const Tensor& out) {
+      if (!opts->check_finite) return;
+      if (deferred != nullptr) {
+        deferred->record(out, step, at);
+      } else {
+        detail::FiniteLog now;
+        now.record(out, step, at);
+        now.check();
+      }
+    };
+    const bool guided = static_cast<bool>(opts->guidance) && opts->guidance->needs_uncond(step);
+    // The conditioning hooks get copies; without hooks the options' own values are passed.
+    Conditioning hooked;
+    if (!corrections.empty()) {
+      hooked = opts->cond;
+      StepContext cstep = step;
+      cstep.branch = Branch::kCond;
+      cstep.call = at;
+      for (Correction* c : corrections) c->on_condition(hooked, cstep);
+    }
+    const Conditioning& cond = corrections.empty() ? opts->cond : hooked;
+    Tensor out;
+    if (guided) {
+      Conditioning uncond = opts->uncond;
+      StepContext ustep = step;
+      ustep.branch = Branch::kUncond;
+      ustep.call = at;
+      for (Correction* c : corrections) c->on_condition(uncond, ustep);
+      const int64_t b = x.size(0);
+      Tensor both = d->call_network(at::cat({x, x}, 0), at, cat_conditioning(cond, uncond));
+      check_output(both);
+      out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), step);
+    } else {
+      out = d->call_network(x, at, cond);
+      check_output(out);
+    }
+    if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
+    Prediction p = d->convert(out, x, at);
+    if (!corrections.empty()) {
+      StepContext pstep = step;
+      pstep.call = at;
+      for (Correction* c : corrections) c->on_prediction(p, x, pstep);
+    }
+    d->finalize(p, x, at);
+    return p;
+  };
+}
+
+Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSchedule& schedule,
+              const Tensor& noise, const SampleOptions& o) {
+  check(noise.defined(), "sample(): the initial noise is undefined");
+  check(noise.dim() >= 1 && noise.size(0) > 0,
+        "sample(): the initial noise needs a batch dimension, got shape ", noise.sizes());
+  check(noise.numel() > 0, "sample(): the initial noise is empty, shape ", noise.sizes());
+  check(at::isFloatingType(noise.scalar_type()),
+        "sample(): the initial noise must be floating point, got dtype ", noise.scalar_type());
+  detail::check_conditioning_batch(o.cond, noise.size(0), "cond");
+  if (o.guidance) detail::check_conditioning_batch(o.uncond, noise.size(0), "uncond");
+  // Per-run copies of the corrections (or the objects themselves, one run at a time): one
+  // SampleOptions may serve concurrent runs.
+  const detail::CorrectionRun run(o.corrections, "sample()");
+  const std::vector<Correction*>& corrections = run.get();
+  const TimeGrid grid = detail::make_grid(schedule, o, corrections);
+  std::shared_ptr<NoiseSource> noise_source =
+      o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
+  SampleContext ctx;
+  ctx.schedule = &schedule;
+  ctx.noise = noise_source.get();
+  ctx.corrections = corrections;
+  ctx.on_step = o.on_step;
+  const TimePoint& first = grid.front();
+  // Scaled in the sampler's compute dtype: float16 noise times a first sigma above ~16000 (EDM/VE
+  // sigma_max) would overflow to Inf before the sampler upcasts.
+  const Tensor x = scaled(noise.to(Sampler::compute_dtype(noise.scalar_type())),
+                          std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
+  // The finiteness flags are read once, after the loop. A NaN/Inf output that made the sampler
+  // (or a correction) throw on the way is the real cause, so it is reported instead of that error.
+  detail::FiniteLog finite;
+  Tensor out;
+  try {
+    out = sampler.sample(make_model_fn(denoiser, o, corrections, &finite), x, grid, ctx);
+  } catch (const std::exception&) {
+    finite.check();
+    throw;
+  }
+  finite.check();
+  Tensor result = out.to(noise.scalar_type());
+  // Once per run: a result that overflowed the caller's dtype, or that the update arithmetic made
+  // non-finite from finite network outputs, is an error rather than a silent NaN/Inf.
+  if (o.check_finite && !at::isfinite(result).all().item<bool>()) {
+    check_numerics(!at::isfinite(out).all().item<bool>(), "sample(): the result does not fit ",
+                   noise.scalar_type(), ": its largest magnitude is ",
+                   out.abs().max().item<double>(), " (finite in ", out.scalar_type(),
+                   "); sample in ", out.scalar_type(), " or check the model's output scale");
+    throw NumericalError(detail::cat(
+        "sample(): the result has NaN/Inf although every network output was finite: the ",
+        sampler.name(), " update overflowed on this grid (", grid.size() - 1,
+        " steps from sigma_ve=", grid.front().sigma_ve(), ")"));
+  }
+  return result;
+}
+
+std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& options) {
+  return Registry<Guidance>::get().make(name, options);
+}
+
+}  // namespace diffuse
