@@ -29,6 +29,7 @@
 // = batch), PREFIX_memory.png (peak tensor MiB vs batch) and PREFIX_resolution.png (time per step
 // relative to resolution 32 next to tokens^1, tokens^2 and the MAC model); x axes are log2.
 #include <diffuse/training/image.h>
+#include <diffuse/training/plot.h>
 
 #include "scaling.h"
 

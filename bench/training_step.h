@@ -12,6 +12,7 @@
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/cuda.h>
 #include <torch/optim/adamw.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>

@@ -5,6 +5,9 @@
 // network is handed x_t in its own dtype (DenoiserOptions::network_dtype); LibTorch 1.13 has no
 // float16 CPU kernels, so there a float16 model computes in float32 (LoadedModel::precision).
 // Each run must be finite, of the noise's dtype, and close to the float64 run of the same model.
+#include <diffuse/guidance.h>
+#include <diffuse/sample.h>
+#include <diffuse/sampler.h>
 #include <diffuse/training/model_file.h>
 #include <diffuse/training/safetensors.h>
 #include <diffuse/training/torchscript.h>

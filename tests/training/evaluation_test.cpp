@@ -3,6 +3,7 @@
 // covariances), from samples, and its invariants; k-NN precision/recall against a hand-worked
 // example and its extremes; the shipped classifier loads, classifies the test split and separates
 // real images from noise.
+#include <diffuse/noise.h>  // detail::cpu_generator
 #include <diffuse/training/evaluation.h>
 
 #include <cmath>

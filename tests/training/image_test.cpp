@@ -3,6 +3,7 @@
 // torchvision's geometry; plots are valid PNGs of the requested size with the curve colours; and
 // a failed write leaves neither the target nor a temporary file behind.
 #include <diffuse/training/image.h>
+#include <diffuse/training/plot.h>
 
 #include <cmath>
 #include <cstring>

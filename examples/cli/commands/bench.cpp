@@ -30,6 +30,7 @@
 
 #include <diffuse/training/atomic_file.h>
 #include <diffuse/training/image.h>
+#include <diffuse/training/plot.h>
 #include <diffuse/version.h>
 
 #include "../../../bench/suites.h"

@@ -25,6 +25,7 @@
 #include <diffuse/training/data.h>
 #include <diffuse/training/evaluation.h>
 #include <diffuse/training/image.h>
+#include <diffuse/training/plot.h>
 #include <diffuse/training/model_file.h>
 
 namespace diffuse::cli {

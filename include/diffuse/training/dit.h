@@ -15,27 +15,23 @@
 //   the mask is given by the caller (Conditioning.extra["mask"]) instead of drawn inside the model.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
-#include <torch/nn/init.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
-#include <torch/utils.h>
+#include <torch/utils.h>  // torch::manual_seed, which seeds the initialisation
 
 #include <diffuse/config.h>
 #include <diffuse/denoiser.h>
-#include <diffuse/detail/aten.h>
 
 namespace diffuse {
 
@@ -75,126 +71,33 @@ struct DiTOptions {
 };
 
 /// Throws diffuse::Error naming the first invalid field.
-inline void validate(const DiTOptions& o) {
-  check(o.input_size() > 0, "DiTOptions.input_size must be > 0, got ", o.input_size());
-  check(o.in_channels() > 0, "DiTOptions.in_channels must be > 0, got ", o.in_channels());
-  check(o.patch_size() > 0, "DiTOptions.patch_size must be > 0, got ", o.patch_size());
-  check(o.input_size() % o.patch_size() == 0, "DiTOptions.input_size (", o.input_size(),
-        ") must be a multiple of patch_size (", o.patch_size(), ")");
-  check(o.hidden_size() > 0 && o.hidden_size() % 4 == 0,
-        "DiTOptions.hidden_size must be a positive multiple of 4 (2-D sin-cos position embedding), "
-        "got ",
-        o.hidden_size());
-  check(o.depth() >= 1, "DiTOptions.depth must be >= 1, got ", o.depth());
-  check(o.num_heads() >= 1 && o.hidden_size() % o.num_heads() == 0, "DiTOptions.num_heads (",
-        o.num_heads(), ") must be >= 1 and divide hidden_size (", o.hidden_size(), ")");
-  check(std::isfinite(o.mlp_ratio()) && o.mlp_ratio() > 0 &&
-            static_cast<int64_t>(static_cast<double>(o.hidden_size()) * o.mlp_ratio()) >= 1,
-        "DiTOptions.mlp_ratio must be > 0 (and give an MLP width >= 1), got ", o.mlp_ratio());
-  check(o.num_classes() >= 0, "DiTOptions.num_classes must be >= 0 (0 = unconditional), got ",
-        o.num_classes());
-  check(o.decoder_depth() >= 0, "DiTOptions.decoder_depth must be >= 0 (0 = no decoder), got ",
-        o.decoder_depth());
-  if (o.decoder_depth() > 0) {
-    check(o.decoder_hidden_size() > 0 && o.decoder_hidden_size() % 4 == 0,
-          "DiTOptions.decoder_hidden_size must be a positive multiple of 4, got ",
-          o.decoder_hidden_size());
-    check(o.decoder_num_heads() >= 1 && o.decoder_hidden_size() % o.decoder_num_heads() == 0,
-          "DiTOptions.decoder_num_heads (", o.decoder_num_heads(),
-          ") must be >= 1 and divide decoder_hidden_size (", o.decoder_hidden_size(), ")");
-  }
-}
+void validate(const DiTOptions& o);
 
 /// Named sizes. "S/2", "B/2", "L/2", "XL/2" are DiT's Table 1 (patch 2); "tiny" (d 64, depth 4,
 /// 4 heads) and "mini" (d 128, depth 6, 4 heads) are CPU sizes of this library. Everything else
 /// keeps its default (unconditional, no learned sigma, no decoder).
-inline DiTOptions dit_preset(const std::string& name, int64_t input_size, int64_t in_channels) {
-  DiTOptions o(input_size, in_channels);
-  auto set = [&](int64_t d, int64_t depth, int64_t heads) {
-    o.hidden_size(d).depth(depth).num_heads(heads);
-  };
-  if (name == "tiny")
-    set(64, 4, 4);
-  else if (name == "mini")
-    set(128, 6, 4);
-  else if (name == "S/2")
-    set(384, 12, 6);
-  else if (name == "B/2")
-    set(768, 12, 12);
-  else if (name == "L/2")
-    set(1024, 24, 16);
-  else if (name == "XL/2")
-    set(1152, 28, 16);
-  else
-    throw Error("unknown DiT preset '" + name + "'; valid: tiny, mini, S/2, B/2, L/2, XL/2");
-  return o;
-}
+DiTOptions dit_preset(const std::string& name, int64_t input_size, int64_t in_channels);
 
 /// DiTOptions from key=value pairs: `preset` (optional, a dit_preset name), `input_size` and
 /// `in_channels` (required), and any other field by its name (patch_size, hidden_size, depth,
 /// num_heads, mlp_ratio, num_classes, learn_sigma, decoder_depth, decoder_hidden_size,
 /// decoder_num_heads), which override the preset. Unknown keys are errors; the result is validated.
-inline DiTOptions dit_options_from_config(const Config& c) {
-  ConfigReader r(c, "dit");
-  const int64_t input_size = r.get_int("input_size", -1);
-  const int64_t in_channels = r.get_int("in_channels", -1);
-  check(input_size > 0, "dit: input_size (> 0) is required, got ", input_size);
-  check(in_channels > 0, "dit: in_channels (> 0) is required, got ", in_channels);
-  const std::string preset = r.get_string("preset", "");
-  DiTOptions o = preset.empty() ? DiTOptions(input_size, in_channels)
-                                : dit_preset(preset, input_size, in_channels);
-  o.patch_size(r.get_int("patch_size", o.patch_size()));
-  o.hidden_size(r.get_int("hidden_size", o.hidden_size()));
-  o.depth(r.get_int("depth", o.depth()));
-  o.num_heads(r.get_int("num_heads", o.num_heads()));
-  o.mlp_ratio(r.get_double("mlp_ratio", o.mlp_ratio()));
-  o.num_classes(r.get_int("num_classes", o.num_classes()));
-  o.learn_sigma(r.get_bool("learn_sigma", o.learn_sigma()));
-  o.decoder_depth(r.get_int("decoder_depth", o.decoder_depth()));
-  o.decoder_hidden_size(r.get_int("decoder_hidden_size", o.decoder_hidden_size()));
-  o.decoder_num_heads(r.get_int("decoder_num_heads", o.decoder_num_heads()));
-  r.finish();
-  validate(o);
-  return o;
-}
+DiTOptions dit_options_from_config(const Config& c);
 
 /// Every field of `o` as key=value (no preset key); dit_options_from_config reads it back.
-inline Config to_config(const DiTOptions& o) {
-  auto i = [](int64_t v) { return std::to_string(v); };
-  return {{"input_size", i(o.input_size())},
-          {"in_channels", i(o.in_channels())},
-          {"patch_size", i(o.patch_size())},
-          {"hidden_size", i(o.hidden_size())},
-          {"depth", i(o.depth())},
-          {"num_heads", i(o.num_heads())},
-          {"mlp_ratio", format_double(o.mlp_ratio())},
-          {"num_classes", i(o.num_classes())},
-          {"learn_sigma", o.learn_sigma() ? "true" : "false"},
-          {"decoder_depth", i(o.decoder_depth())},
-          {"decoder_hidden_size", i(o.decoder_hidden_size())},
-          {"decoder_num_heads", i(o.decoder_num_heads())}};
-}
+Config to_config(const DiTOptions& o);
 
 namespace detail {
 
 /// x * (1 + scale) + shift, with per-sample [B, D] modulation broadcast over tokens.
-inline at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return x * (scale.unsqueeze(1) + 1) + shift.unsqueeze(1);
-}
+at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
 
 /// LayerNorm without affine parameters, eps 1e-6 (DiT's norm1 / norm2 / norm_final).
-inline at::Tensor plain_layer_norm(const at::Tensor& x) {
-  return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6);
-}
+at::Tensor plain_layer_norm(const at::Tensor& x);
 
 /// 1-D sin-cos embedding of positions `pos` into `dim` (even) values: [sin(pos w_k), cos(pos w_k)],
 /// w_k = 10000^(-k / (dim/2)), k < dim/2 (MAE / DiT get_1d_sincos_pos_embed_from_grid). Double.
-inline at::Tensor sincos_1d(const at::Tensor& pos, int64_t dim) {
-  const int64_t half = dim / 2;
-  at::Tensor omega = at::pow(10000.0, -at::arange(half, pos.options()) / static_cast<double>(half));
-  at::Tensor out = pos.unsqueeze(1) * omega.unsqueeze(0);
-  return at::cat({at::sin(out), at::cos(out)}, 1);
-}
+at::Tensor sincos_1d(const at::Tensor& pos, int64_t dim);
 
 }  // namespace detail
 
@@ -202,32 +105,13 @@ inline at::Tensor sincos_1d(const at::Tensor& pos, int64_t dim) {
 /// (token i*grid + j is row i, column j). The first dim/2 values encode the column j, the last
 /// dim/2 the row i, as DiT's get_2d_sincos_pos_embed (meshgrid with w first). dim must be a
 /// multiple of 4.
-inline at::Tensor dit_pos_embed_2d(int64_t dim, int64_t grid) {
-  check(dim > 0 && dim % 4 == 0, "dit_pos_embed_2d: dim must be a positive multiple of 4, got ",
-        dim);
-  check(grid > 0, "dit_pos_embed_2d: grid must be > 0, got ", grid);
-  at::Tensor idx = at::arange(grid * grid, at::TensorOptions().dtype(at::kDouble));
-  at::Tensor col = at::remainder(idx, static_cast<double>(grid));
-  at::Tensor row = at::floor(idx / static_cast<double>(grid));
-  return at::cat({detail::sincos_1d(col, dim / 2), detail::sincos_1d(row, dim / 2)}, 1);
-}
+at::Tensor dit_pos_embed_2d(int64_t dim, int64_t grid);
 
 /// Sinusoidal time embedding [B, dim] of DiT / GLIDE: [cos(t f_k), sin(t f_k)],
 /// f_k = exp(-ln(max_period) k / (dim/2)), k < dim/2 (a zero column is appended for odd dim).
 /// Computed in float32 as the reference does (float64 when t is float64).
-inline at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim,
-                                         double max_period = 10000.0) {
-  check(t.dim() == 1, "dit_timestep_embedding: t must have shape [B], got ", t.sizes());
-  check(dim >= 2, "dit_timestep_embedding: dim must be >= 2, got ", dim);
-  const auto dtype = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t half = dim / 2;
-  at::Tensor freqs =
-      at::exp(at::arange(half, t.options().dtype(dtype)) * (-std::log(max_period)) / half);
-  at::Tensor args = t.to(dtype).unsqueeze(1) * freqs.unsqueeze(0);
-  at::Tensor emb = at::cat({at::cos(args), at::sin(args)}, 1);
-  if (dim % 2) emb = at::cat({emb, at::zeros_like(emb.narrow(1, 0, 1))}, 1);
-  return emb;
-}
+at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim,
+                                  double max_period = 10000.0);
 
 // ---- building blocks (named as DiT's modules so that state-dict keys match) ----
 
@@ -238,11 +122,7 @@ class DiTPatchEmbedImpl : public torch::nn::Cloneable<DiTPatchEmbedImpl> {
       : in_channels_(in_channels), hidden_(hidden), patch_(patch) {
     reset();
   }
-  void reset() override {
-    proj = register_module(
-        "proj",
-        torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels_, hidden_, patch_).stride(patch_)));
-  }
+  void reset() override;
   at::Tensor forward(const at::Tensor& x) { return proj->forward(x).flatten(2).transpose(1, 2); }
   torch::nn::Conv2d proj{nullptr};
 
@@ -256,14 +136,8 @@ class DiTTimestepEmbedderImpl : public torch::nn::Cloneable<DiTTimestepEmbedderI
  public:
   static constexpr int64_t kFrequencySize = 256;
   explicit DiTTimestepEmbedderImpl(int64_t hidden) : hidden_(hidden) { reset(); }
-  void reset() override {
-    mlp = register_module(
-        "mlp", torch::nn::Sequential(torch::nn::Linear(kFrequencySize, hidden_), torch::nn::SiLU(),
-                                     torch::nn::Linear(hidden_, hidden_)));
-  }
-  at::Tensor forward(const at::Tensor& t, at::ScalarType dtype) {
-    return mlp->forward(dit_timestep_embedding(t, kFrequencySize).to(dtype));
-  }
+  void reset() override;
+  at::Tensor forward(const at::Tensor& t, at::ScalarType dtype);
   torch::nn::Sequential mlp{nullptr};
 
  private:
@@ -278,10 +152,7 @@ class DiTLabelEmbedderImpl : public torch::nn::Cloneable<DiTLabelEmbedderImpl> {
       : num_classes_(num_classes), hidden_(hidden) {
     reset();
   }
-  void reset() override {
-    embedding_table =
-        register_module("embedding_table", torch::nn::Embedding(num_classes_ + 1, hidden_));
-  }
+  void reset() override;
   at::Tensor forward(const at::Tensor& labels) { return embedding_table->forward(labels); }
   torch::nn::Embedding embedding_table{nullptr};
 
@@ -295,17 +166,8 @@ TORCH_MODULE(DiTLabelEmbedder);
 class DiTAttentionImpl : public torch::nn::Cloneable<DiTAttentionImpl> {
  public:
   DiTAttentionImpl(int64_t dim, int64_t heads) : dim_(dim), heads_(heads) { reset(); }
-  void reset() override {
-    qkv = register_module("qkv", torch::nn::Linear(dim_, 3 * dim_));
-    proj = register_module("proj", torch::nn::Linear(dim_, dim_));
-  }
-  at::Tensor forward(const at::Tensor& x) {
-    const int64_t b = x.size(0), n = x.size(1);
-    at::Tensor qkv_ =
-        qkv->forward(x).reshape({b, n, 3, heads_, dim_ / heads_}).permute({2, 0, 3, 1, 4});
-    at::Tensor o = detail::attention(qkv_[0], qkv_[1], qkv_[2]);  // [B, heads, N, head_dim]
-    return proj->forward(o.transpose(1, 2).reshape({b, n, dim_}));
-  }
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x);
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
 
  private:
@@ -317,13 +179,8 @@ TORCH_MODULE(DiTAttention);
 class DiTMlpImpl : public torch::nn::Cloneable<DiTMlpImpl> {
  public:
   DiTMlpImpl(int64_t dim, int64_t hidden) : dim_(dim), hidden_(hidden) { reset(); }
-  void reset() override {
-    fc1 = register_module("fc1", torch::nn::Linear(dim_, hidden_));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden_, dim_));
-  }
-  at::Tensor forward(const at::Tensor& x) {
-    return fc2->forward(at::gelu(fc1->forward(x), "tanh"));
-  }
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
@@ -339,22 +196,8 @@ class DiTBlockImpl : public torch::nn::Cloneable<DiTBlockImpl> {
       : dim_(dim), cond_dim_(cond_dim), heads_(heads), mlp_ratio_(mlp_ratio) {
     reset();
   }
-  void reset() override {
-    attn = register_module("attn", DiTAttention(dim_, heads_));
-    mlp = register_module(
-        "mlp", DiTMlp(dim_, static_cast<int64_t>(static_cast<double>(dim_) * mlp_ratio_)));
-    adaLN_modulation = register_module(
-        "adaLN_modulation",
-        torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cond_dim_, 6 * dim_)));
-  }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c) {
-    // (shift, scale, gate) for attention, then for the MLP.
-    std::vector<at::Tensor> m = adaLN_modulation->forward(c).chunk(6, 1);
-    at::Tensor h = x + m[2].unsqueeze(1) *
-                           attn->forward(detail::modulate(detail::plain_layer_norm(x), m[0], m[1]));
-    return h + m[5].unsqueeze(1) *
-                   mlp->forward(detail::modulate(detail::plain_layer_norm(h), m[3], m[4]));
-  }
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
   DiTAttention attn{nullptr};
   DiTMlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
@@ -375,16 +218,8 @@ class DiTModulatedLinearImpl : public torch::nn::Cloneable<DiTModulatedLinearImp
       : dim_(dim), cond_dim_(cond_dim), out_(out) {
     reset();
   }
-  void reset() override {
-    linear = register_module("linear", torch::nn::Linear(dim_, out_));
-    adaLN_modulation = register_module(
-        "adaLN_modulation",
-        torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cond_dim_, 2 * dim_)));
-  }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c) {
-    std::vector<at::Tensor> m = adaLN_modulation->forward(c).chunk(2, 1);
-    return linear->forward(detail::modulate(detail::plain_layer_norm(x), m[0], m[1]));
-  }
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
 
@@ -402,47 +237,12 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
  public:
   explicit DiTImpl(DiTOptions options_) : options(std::move(options_)) { reset(); }
 
-  void reset() override {
-    validate(options);
-    const DiTOptions& o = options;
-    const int64_t d = o.hidden_size(), grid = o.input_size() / o.patch_size();
-    x_embedder = register_module("x_embedder", DiTPatchEmbed(o.in_channels(), d, o.patch_size()));
-    t_embedder = register_module("t_embedder", DiTTimestepEmbedder(d));
-    y_embedder = nullptr;
-    if (o.num_classes() > 0)
-      y_embedder = register_module("y_embedder", DiTLabelEmbedder(o.num_classes(), d));
-    pos_embed = register_buffer("pos_embed", dit_pos_embed_2d(d, grid).to(at::kFloat).unsqueeze(0));
-    blocks = register_module("blocks", torch::nn::ModuleList());
-    for (int64_t i = 0; i < o.depth(); ++i)
-      blocks->push_back(DiTBlock(d, d, o.num_heads(), o.mlp_ratio()));
-    int64_t final_dim = d;
-    decoder_layer = nullptr;
-    decoder_blocks = nullptr;
-    mask_token = decoder_pos_embed = at::Tensor();
-    if (o.decoder_depth() > 0) {
-      const int64_t dd = o.decoder_hidden_size();
-      decoder_pos_embed = register_buffer("decoder_pos_embed",
-                                          dit_pos_embed_2d(dd, grid).to(at::kFloat).unsqueeze(0));
-      decoder_layer = register_module("decoder_layer", DiTModulatedLinear(d, d, dd));
-      decoder_blocks = register_module("decoder_blocks", torch::nn::ModuleList());
-      for (int64_t i = 0; i < o.decoder_depth(); ++i)
-        decoder_blocks->push_back(DiTBlock(dd, d, o.decoder_num_heads(), o.mlp_ratio()));
-      mask_token = register_parameter("mask_token", at::zeros({1, 1, dd}));
-      final_dim = dd;
-    }
-    final_layer = register_module(
-        "final_layer",
-        DiTModulatedLinear(final_dim, d, o.patch_size() * o.patch_size() * out_channels()));
-    initialize_weights();
-  }
+  void reset() override;
 
   /// The label embeddings [B, hidden_size] of int64 labels [B] in [0, num_classes] (undefined =
   /// the null class): what forward() adds to the time embedding. forward() also accepts them in
   /// place of the labels, so corrections that perturb the condition embedding (CADS) work on a DiT.
-  at::Tensor label_embedding(const at::Tensor& labels, int64_t batch, const at::Device& device) {
-    check(options.num_classes() > 0, "DiT: the model is unconditional (num_classes = 0): no label embedding");
-    return y_embedder->forward(labels_or_null(labels, batch, device));
-  }
+  at::Tensor label_embedding(const at::Tensor& labels, int64_t batch, const at::Device& device);
 
   /// x [B, C, H, W]; t [B] (model time, embedded as given); y int64 [B] in [0, num_classes] or
   /// undefined (= the null class; must be undefined for an unconditional model), or float
@@ -451,64 +251,14 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
   /// With a mask the encoder runs on the kept tokens only; the decoder puts the mask token at the
   /// dropped positions. Returns [B, out_channels(), H, W].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {},
-                     const at::Tensor& mask = {}) {
-    const DiTOptions& o = options;
-    check(x.defined() && x.dim() == 4, "DiT: x must have shape [B, C, H, W], got ",
-          x.defined() ? x.sizes() : at::IntArrayRef{});
-    check(
-        x.size(1) == o.in_channels() && x.size(2) == o.input_size() && x.size(3) == o.input_size(),
-        "DiT: x has shape ", x.sizes(), " but the model takes [B, ", o.in_channels(), ", ",
-        o.input_size(), ", ", o.input_size(), "]");
-    const int64_t b = x.size(0), n = num_tokens();
-    check(t.defined() && t.dim() == 1 && t.size(0) == b, "DiT: t must have shape [", b, "], got ",
-          t.defined() ? t.sizes() : at::IntArrayRef{});
-    const auto dtype = x.scalar_type();
-
-    at::Tensor c = t_embedder->forward(t, dtype);
-    if (o.num_classes() > 0 && y.defined() && y.is_floating_point()) {
-      // An already-embedded condition (label_embedding(), possibly annealed by CADS).
-      check(y.dim() == 2 && y.size(0) == b && y.size(1) == o.hidden_size(),
-            "DiT: a floating-point condition must be a label embedding [", b, ", ", o.hidden_size(), "], got ",
-            y.sizes(), " ", y.scalar_type());
-      c = c + y.to(dtype);
-    } else if (o.num_classes() > 0) {
-      c = c + y_embedder->forward(labels_or_null(y, b, x.device()));
-    } else {
-      check(!y.defined(), "DiT: the model is unconditional (num_classes = 0) but got class labels");
-    }
-
-    at::Tensor h = x_embedder->forward(x) + pos_embed.to(dtype);
-    at::Tensor keep;  // [B, K] kept token indices, row-major order
-    if (mask.defined()) {
-      keep = kept_indices(mask, b, n);
-      h = at::gather(h, 1, keep.unsqueeze(-1).expand({b, keep.size(1), h.size(2)}));
-    }
-    for (const auto& blk : *blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
-
-    if (decoder_layer) {
-      h = decoder_layer->forward(h, c);
-      if (keep.defined()) {
-        const int64_t dd = o.decoder_hidden_size();
-        at::Tensor full = mask_token.to(dtype).expand({b, n, dd}).contiguous();
-        h = full.scatter(1, keep.unsqueeze(-1).expand({b, keep.size(1), dd}), h);
-      }
-      h = h + decoder_pos_embed.to(dtype);
-      for (const auto& blk : *decoder_blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
-    }
-    return unpatchify(final_layer->forward(h, c));
-  }
+                     const at::Tensor& mask = {});
 
   /// Tokens per image, (input_size / patch_size)^2.
-  int64_t num_tokens() const {
-    const int64_t g = options.input_size() / options.patch_size();
-    return g * g;
-  }
+  int64_t num_tokens() const;
   /// The null (unconditional) class id, num_classes (0 for an unconditional model).
   int64_t null_class() const { return options.num_classes(); }
   /// Output channels: 2C with learn_sigma, else C.
-  int64_t out_channels() const {
-    return options.learn_sigma() ? 2 * options.in_channels() : options.in_channels();
-  }
+  int64_t out_channels() const;
 
   DiTOptions options;
   DiTPatchEmbed x_embedder{nullptr};
@@ -521,83 +271,13 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
   at::Tensor pos_embed, decoder_pos_embed, mask_token;
 
  private:
-  void initialize_weights() {
-    torch::NoGradGuard no_grad;
-    namespace init = torch::nn::init;
-    // Every Linear: xavier-uniform weight, zero bias.
-    apply([](torch::nn::Module& m) {
-      if (auto* lin = m.as<torch::nn::LinearImpl>()) {
-        init::xavier_uniform_(lin->weight);
-        if (lin->bias.defined()) init::zeros_(lin->bias);
-      }
-    });
-    // Patch projection initialised like a Linear of fan-in C p^2.
-    at::Tensor w = x_embedder->proj->weight;
-    init::xavier_uniform_(w.view({w.size(0), -1}));
-    init::zeros_(x_embedder->proj->bias);
-    if (y_embedder) init::normal_(y_embedder->embedding_table->weight, 0.0, 0.02);
-    for (int i : {0, 2})
-      init::normal_(t_embedder->mlp[i]->as<torch::nn::LinearImpl>()->weight, 0.0, 0.02);
-    auto zero_linear = [](torch::nn::Module& seq_or_linear) {
-      auto* lin = seq_or_linear.as<torch::nn::LinearImpl>();
-      init::zeros_(lin->weight);
-      init::zeros_(lin->bias);
-    };
-    // adaLN-Zero: every modulation Linear and the output Linear start at zero.
-    for (auto* list : {&blocks, &decoder_blocks}) {
-      if (!*list) continue;
-      for (const auto& blk : **list) zero_linear(*blk->as<DiTBlockImpl>()->adaLN_modulation[1]);
-    }
-    zero_linear(*final_layer->adaLN_modulation[1]);
-    zero_linear(*final_layer->linear);
-    if (decoder_layer) {
-      zero_linear(*decoder_layer->adaLN_modulation[1]);
-      zero_linear(*decoder_layer->linear);
-      init::normal_(mask_token, 0.0, 0.02);
-    }
-  }
+  void initialize_weights();
 
-  at::Tensor labels_or_null(const at::Tensor& y, int64_t b, const at::Device& device) const {
-    const int64_t k = options.num_classes();
-    if (!y.defined()) return at::full({b}, k, at::TensorOptions().dtype(at::kLong).device(device));
-    check(y.dim() == 1 && y.size(0) == b, "DiT: class labels must have shape [", b, "], got ",
-          y.sizes());
-    check(!at::isFloatingType(y.scalar_type()) && y.scalar_type() != at::kBool,
-          "DiT: class labels must be an integer tensor, got ", y.scalar_type());
-    at::Tensor labels = y.to(device, at::kLong);
-    if (labels.is_cpu() && b > 0) {
-      const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
-      check(lo >= 0 && hi <= k, "DiT: class labels must be in [0, ", k, "] (", k,
-            " = null class), got values in [", lo, ", ", hi, "]");
-    }
-    return labels;
-  }
+  at::Tensor labels_or_null(const at::Tensor& y, int64_t b, const at::Device& device) const;
 
-  at::Tensor kept_indices(const at::Tensor& mask, int64_t b, int64_t n) const {
-    check(!decoder_layer.is_empty(),
-          "DiT: a token mask needs the MaskDiT decoder (DiTOptions.decoder_depth > 0), "
-          "but decoder_depth = 0");
-    check(mask.scalar_type() == at::kBool, "DiT: mask must be a bool tensor (true = masked), got ",
-          mask.scalar_type());
-    check(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == n, "DiT: mask must have shape [",
-          b, ", ", n, "] (batch, tokens), got ", mask.sizes());
-    at::Tensor keep_mask = mask.logical_not().to(at::kLong).sum(1).cpu();
-    const int64_t k = b > 0 ? keep_mask[0].item<int64_t>() : n;
-    check(k >= 1, "DiT: the mask drops all ", n, " tokens of row 0; at least one must be kept");
-    const int64_t kmin = keep_mask.min().item<int64_t>(), kmax = keep_mask.max().item<int64_t>();
-    check(kmin == kmax,
-          "DiT: every mask row must drop the same number of tokens; kept counts range from ", kmin,
-          " to ", kmax);
-    // nonzero lists the kept (row, col) pairs in row-major order: K per row, columns ascending.
-    return at::nonzero(mask.logical_not()).select(1, 1).reshape({b, k});
-  }
+  at::Tensor kept_indices(const at::Tensor& mask, int64_t b, int64_t n) const;
 
-  at::Tensor unpatchify(const at::Tensor& h) const {
-    const int64_t b = h.size(0), p = options.patch_size(), g = options.input_size() / p,
-                  c = out_channels();
-    // Per token the linear output is laid out (p, q, c) as DiT's unpatchify expects.
-    return h.reshape({b, g, g, p, p, c}).permute({0, 5, 1, 3, 2, 4}).reshape({b, c, g * p, g * p});
-  }
+  at::Tensor unpatchify(const at::Tensor& h) const;
 };
 TORCH_MODULE(DiT);
 
@@ -606,14 +286,6 @@ TORCH_MODULE(DiT);
 /// pass dataset labels either way. Conditioning.extra["mask"], if present, is the token mask.
 /// With learn_sigma only the first C output channels (the epsilon prediction) are returned, which
 /// is how DiT samples; the variance channels are dropped.
-inline Network as_network(DiT model) {
-  return [model](const Tensor& x, const Tensor& t, const Conditioning& c) mutable -> Tensor {
-    Tensor y = model->options.num_classes() > 0 ? c.value : Tensor();
-    auto it = c.extra.find("mask");
-    Tensor out = model->forward(x, t, y, it != c.extra.end() ? it->second : Tensor());
-    if (model->options.learn_sigma()) out = out.narrow(1, 0, model->options.in_channels());
-    return out;
-  };
-}
+Network as_network(DiT model);
 
 }  // namespace diffuse

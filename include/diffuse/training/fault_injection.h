@@ -25,13 +25,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 
-#include <signal.h>
-
-#include <diffuse/config.h>
+#include <diffuse/config.h>  // diffuse::Error and its kinds, thrown here
 
 namespace diffuse {
 
@@ -44,70 +41,25 @@ struct FaultSpec {
   std::atomic<int64_t> hits{0};
 };
 
-inline FaultSpec& fault_spec() {
-  static FaultSpec spec;
-  return spec;
-}
+FaultSpec& fault_spec();
 
-inline std::atomic<bool>& fault_enabled() {
-  static std::atomic<bool> enabled{false};
-  return enabled;
-}
+std::atomic<bool>& fault_enabled();
 
-inline void parse_fault_spec(const std::string& text, FaultSpec& out) {
-  out.point.clear();
-  out.n = 1;
-  out.substring.clear();
-  out.hits = 0;
-  if (text.empty()) return;
-  const auto c1 = text.find(':');
-  out.point = text.substr(0, c1);
-  check(!out.point.empty(), "fault injection spec '", text, "': the point name is empty");
-  if (c1 == std::string::npos) return;
-  const auto c2 = text.find(':', c1 + 1);
-  const std::string n =
-      text.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
-  check(!n.empty() && n.find_first_not_of("0123456789") == std::string::npos && n.size() < 18,
-        "fault injection spec '", text, "': the count must be a positive integer, got '", n, "'");
-  out.n = std::stoll(n);
-  check(out.n >= 1, "fault injection spec '", text, "': the count must be >= 1, got ", out.n);
-  if (c2 != std::string::npos) out.substring = text.substr(c2 + 1);
-}
+void parse_fault_spec(const std::string& text, FaultSpec& out);
 
-inline std::once_flag& fault_env_once() {
-  static std::once_flag once;
-  return once;
-}
+std::once_flag& fault_env_once();
 
 }  // namespace detail
 
 /// Arms (spec non-empty) or disarms (spec "") fault injection in this process, replacing what
 /// DIFFUSE_FAULT_INJECT said; the hit counter restarts. Throws diffuse::Error for a malformed spec.
 /// For tests; not thread-safe with respect to points being reached concurrently.
-inline void set_fault_injection(const std::string& spec) {
-  std::call_once(detail::fault_env_once(), [] {});  // the environment no longer applies
-  detail::parse_fault_spec(spec, detail::fault_spec());
-  detail::fault_enabled() = !detail::fault_spec().point.empty();
-}
+void set_fault_injection(const std::string& spec);
 
 /// Whether a fault spec is armed (for code that must prepare a fault point, e.g. split a write).
-inline bool fault_injection_armed() {
-  std::call_once(detail::fault_env_once(), [] {
-    const char* env = std::getenv("DIFFUSE_FAULT_INJECT");
-    if (env == nullptr || *env == '\0') return;
-    detail::parse_fault_spec(env, detail::fault_spec());
-    detail::fault_enabled() = !detail::fault_spec().point.empty();
-  });
-  return detail::fault_enabled().load(std::memory_order_relaxed);
-}
+bool fault_injection_armed();
 
 /// A named fault point (see the file comment): kills the process if the armed spec matches.
-inline void fault_point(const char* point, const std::string& subject = std::string()) {
-  if (!fault_injection_armed()) return;
-  detail::FaultSpec& s = detail::fault_spec();
-  if (s.point != point) return;
-  if (!s.substring.empty() && subject.find(s.substring) == std::string::npos) return;
-  if (++s.hits == s.n) ::raise(SIGKILL);
-}
+void fault_point(const char* point, const std::string& subject = std::string());
 
 }  // namespace diffuse

@@ -19,17 +19,19 @@
 // per example), since NoiseSchedule's time <-> log-SNR maps are host functions.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <string>
-#include <vector>
 
-#include <ATen/ATen.h>
+#include <ATen/core/Generator.h>
+#include <c10/core/TensorOptions.h>
 #include <torch/arg.h>
 
 #include <diffuse/config.h>
-#include <diffuse/schedule.h>
+#include <diffuse/tensor.h>
+
+namespace diffuse {
+class NoiseSchedule;
+}  // namespace diffuse
 
 namespace diffuse {
 
@@ -44,68 +46,21 @@ struct TimeSamplingOptions {
 
 namespace detail {
 
-inline void validate(const TimeSamplingOptions& o) {
-  check(o.distribution() == "uniform" || o.distribution() == "log_normal",
-        "time sampling: distribution='", o.distribution(), "' is not one of: uniform, log_normal");
-  check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
-  check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ", o.p_std());
-}
+void validate(const TimeSamplingOptions& o);
 
 /// The float32 (or int64) options of a draw on the generator's device.
-inline at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dtype) {
-  return at::TensorOptions().dtype(dtype).device(gen.device());
-}
+at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dtype);
 
 /// Reads and writes the time-sampling keys of an objective's config (distribution is stored
 /// under "time_sampling").
-inline TimeSamplingOptions read_time_sampling(ConfigReader& r) {
-  TimeSamplingOptions o;
-  o.distribution(r.get_choice("time_sampling", o.distribution(), {"uniform", "log_normal"}));
-  o.p_mean(r.get_double("p_mean", o.p_mean()));
-  o.p_std(r.get_double("p_std", o.p_std()));
-  return o;
-}
-inline void write_time_sampling(const TimeSamplingOptions& o, Config& c) {
-  c["time_sampling"] = o.distribution();
-  c["p_mean"] = format_double(o.p_mean());
-  c["p_std"] = format_double(o.p_std());
-}
+TimeSamplingOptions read_time_sampling(ConfigReader& r);
+void write_time_sampling(const TimeSamplingOptions& o, Config& c);
 
 }  // namespace detail
 
 /// B model times for schedule `s`, shape [B], on `options`' device and dtype (a floating dtype).
 /// Uses `gen` only (see the file comment for the draw and the device convention).
-inline at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& gen,
-                               const at::TensorOptions& options, const TimeSamplingOptions& o = {}) {
-  detail::validate(o);
-  check(batch > 0, "time sampling: batch size must be > 0, got ", batch);
-  check(at::isFloatingType(options.dtype().toScalarType()),
-        "time sampling: times need a floating dtype, got ", options.dtype());
-  const int64_t T = s.num_train_timesteps();
-  const double lo = s.t_min(), hi = s.t_max();
-  check(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "time sampling: schedule '", s.name(),
-        "' has an invalid time range [", lo, ", ", hi, "]");
-  at::Tensor t;
-  if (o.distribution() == "uniform") {
-    if (T > 0) {
-      t = at::randint(0, T, {batch}, gen, detail::generator_options(gen, at::kLong));
-    } else {
-      t = at::rand({batch}, gen, detail::generator_options(gen, at::kFloat)).to(at::kDouble) * (hi - lo) + lo;
-    }
-  } else {
-    const at::Tensor z = at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));
-    const at::Tensor zc = z.to(at::kCPU, at::kDouble).contiguous();
-    const double* zp = zc.data_ptr<double>();
-    std::vector<double> ts(static_cast<size_t>(batch));
-    for (int64_t i = 0; i < batch; ++i) {
-      const double sigma = std::exp(o.p_mean() + o.p_std() * zp[i]);
-      double ti = s.at_sigma_ve(sigma).t;
-      if (T > 0) ti = std::round(ti);
-      ts[static_cast<size_t>(i)] = std::clamp(ti, lo, hi);
-    }
-    t = at::tensor(ts, at::TensorOptions().dtype(at::kDouble));
-  }
-  return t.to(options.device(), options.dtype().toScalarType());
-}
+at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& gen,
+                        const at::TensorOptions& options, const TimeSamplingOptions& o = {});
 
 }  // namespace diffuse

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// Declared in <diffuse/training/time_sampling.h>. Compiled into libdiffuse (the objectives use it).
+#include <diffuse/training/time_sampling.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include <diffuse/config.h>
+#include <diffuse/schedule.h>
+
+namespace diffuse {
+
+namespace detail {
+
+void validate(const TimeSamplingOptions& o) {
+  check(o.distribution() == "uniform" || o.distribution() == "log_normal",
+        "time sampling: distribution='", o.distribution(), "' is not one of: uniform, log_normal");
+  check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
+  check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ", o.p_std());
+}
+
+at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dtype) {
+  return at::TensorOptions().dtype(dtype).device(gen.device());
+}
+
+TimeSamplingOptions read_time_sampling(ConfigReader& r) {
+  TimeSamplingOptions o;
+  o.distribution(r.get_choice("time_sampling", o.distribution(), {"uniform", "log_normal"}));
+  o.p_mean(r.get_double("p_mean", o.p_mean()));
+  o.p_std(r.get_double("p_std", o.p_std()));
+  return o;
+}
+
+void write_time_sampling(const TimeSamplingOptions& o, Config& c) {
+  c["time_sampling"] = o.distribution();
+  c["p_mean"] = format_double(o.p_mean());
+  c["p_std"] = format_double(o.p_std());
+}
+
+}  // namespace detail
+
+at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& gen,
+                        const at::TensorOptions& options, const TimeSamplingOptions& o) {
+  detail::validate(o);
+  check(batch > 0, "time sampling: batch size must be > 0, got ", batch);
+  check(at::isFloatingType(options.dtype().toScalarType()),
+        "time sampling: times need a floating dtype, got ", options.dtype());
+  const int64_t T = s.num_train_timesteps();
+  const double lo = s.t_min(), hi = s.t_max();
+  check(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "time sampling: schedule '", s.name(),
+        "' has an invalid time range [", lo, ", ", hi, "]");
+  at::Tensor t;
+  if (o.distribution() == "uniform") {
+    if (T > 0) {
+      t = at::randint(0, T, {batch}, gen, detail::generator_options(gen, at::kLong));
+    } else {
+      t = at::rand({batch}, gen, detail::generator_options(gen, at::kFloat)).to(at::kDouble) * (hi - lo) + lo;
+    }
+  } else {
+    const at::Tensor z = at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));
+    const at::Tensor zc = z.to(at::kCPU, at::kDouble).contiguous();
+    const double* zp = zc.data_ptr<double>();
+    std::vector<double> ts(static_cast<size_t>(batch));
+    for (int64_t i = 0; i < batch; ++i) {
+      const double sigma = std::exp(o.p_mean() + o.p_std() * zp[i]);
+      double ti = s.at_sigma_ve(sigma).t;
+      if (T > 0) ti = std::round(ti);
+      ts[static_cast<size_t>(i)] = std::clamp(ti, lo, hi);
+    }
+    t = at::tensor(ts, at::TensorOptions().dtype(at::kDouble));
+  }
+  return t.to(options.device(), options.dtype().toScalarType());
+}
+
+}  // namespace diffuse
