@@ -58,7 +58,7 @@ TimePoint DiscreteSchedule::at(double t) const {
 }
 
 TimePoint DiscreteSchedule::at_log_snr(double lambda) const {
-  check(!std::isnan(lambda), "discrete schedule: log-SNR is NaN");
+  check_numerics(!std::isnan(lambda), "discrete schedule: log-SNR is NaN");
   const double sigma = std::exp(-lambda);
   return from_sigma_ve(t_from_sigma_ve(sigma), sigma);
 }

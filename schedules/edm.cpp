@@ -38,7 +38,7 @@ TimePoint EdmSchedule::at(double t) const {
 }
 
 TimePoint EdmSchedule::at_log_snr(double lambda) const {
-  check(!std::isnan(lambda), "edm schedule: log-SNR is NaN");
+  check_numerics(!std::isnan(lambda), "edm schedule: log-SNR is NaN");
   const double s = std::exp(-lambda);
   return TimePoint{s, 1.0, s};
 }

@@ -44,7 +44,7 @@ TimePoint VpSchedule::at(double t) const {
 }
 
 TimePoint VpSchedule::at_log_snr(double lambda) const {
-  check(!std::isnan(lambda), "vp schedule: log-SNR is NaN");
+  check_numerics(!std::isnan(lambda), "vp schedule: log-SNR is NaN");
   // log(1 + e^{-2 lambda}) = -2 log alpha
   const double two_neg_log_alpha = std::log1p(std::exp(-2 * lambda));
   const double bmin = options.beta_min(), d = options.beta_max() - options.beta_min();

@@ -142,7 +142,7 @@ double KlubEstimator::interval(double a, double b) const {
   const double* pn = per_node.data_ptr<double>();
   double k = 0.0;
   for (int64_t j = 0; j < m; ++j) k += w[j] * pn[j];
-  check(std::isfinite(k), "KlubEstimator: non-finite KLUB on [", a, ", ", b, "]");
+  check_numerics(std::isfinite(k), "KlubEstimator: non-finite KLUB on [", a, ", ", b, "]");
   return k;
 }
 
