@@ -23,8 +23,10 @@ const std::vector<std::pair<std::string, DdpmVarianceType>>& variance_type_names
 
 DdpmSampler::DdpmSampler(DdpmOptions o) : options(std::move(o)) {
   const auto v = options.variance_type();
-  check(v == DdpmVarianceType::kFixedSmall || v == DdpmVarianceType::kFixedSmallLog || v == DdpmVarianceType::kFixedLarge,
-        "DdpmOptions.variance_type must be one of kFixedSmall, kFixedSmallLog, kFixedLarge, got ", static_cast<int>(v));
+  check(v == DdpmVarianceType::kFixedSmall || v == DdpmVarianceType::kFixedSmallLog ||
+            v == DdpmVarianceType::kFixedLarge,
+        "DdpmOptions.variance_type must be one of kFixedSmall, kFixedSmallLog, kFixedLarge, got ",
+        static_cast<int>(v));
 }
 
 std::unique_ptr<Sampler> DdpmSampler::from_config(const Config& c) {
@@ -46,15 +48,16 @@ double DdpmSampler::step_beta(const TimePoint& now, const TimePoint& next) {
   return now.sigma * now.sigma - a * a * next.sigma * next.sigma;
 }
 
-double DdpmSampler::variance(const TimePoint& now, const TimePoint& next, DdpmVarianceType variance_type) {
+double DdpmSampler::variance(const TimePoint& now, const TimePoint& next,
+                             DdpmVarianceType variance_type) {
   const double beta = step_beta(now, next);
   if (variance_type == DdpmVarianceType::kFixedLarge) return beta;
   const double small = beta * next.sigma * next.sigma / (now.sigma * now.sigma);
   return std::max(small, kMinVariance);
 }
 
-StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
-                     SampleContext& ctx) const {
+StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                  const History&, SampleContext& ctx) const {
   const TimePoint& now = st.now;
   const TimePoint& next = st.next;
   check(next.alpha > 0, "ddpm: cannot step onto a point with alpha = 0 (t=", next.t, ")");
@@ -74,6 +77,7 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
 }
 
 DIFFUSE_REGISTER_SAMPLER(DdpmSampler, "ddpm",
-                         "DDPM ancestral sampling (Ho et al. 2020) on the respaced chain; fixed_small/fixed_large variance");
+                         "DDPM ancestral sampling (Ho et al. 2020) on the respaced chain; "
+                         "fixed_small/fixed_large variance");
 
 }  // namespace diffuse

@@ -11,21 +11,26 @@ namespace diffuse {
 namespace {
 
 const std::vector<std::pair<std::string, DpmThirdOrder>>& third_order_names() {
-  static const std::vector<std::pair<std::string, DpmThirdOrder>> names{{"diffusers", DpmThirdOrder::kDiffusers},
-                                                                         {"taylor", DpmThirdOrder::kTaylor}};
+  static const std::vector<std::pair<std::string, DpmThirdOrder>> names{
+      {"diffusers", DpmThirdOrder::kDiffusers}, {"taylor", DpmThirdOrder::kTaylor}};
   return names;
 }
 
 }  // namespace
 
 DpmSolverPPSampler::DpmSolverPPSampler(DpmSolverPPOptions o) : options(std::move(o)) {
-  check(options.order() >= 1 && options.order() <= 3, "DpmSolverPPOptions.order must be 1, 2 or 3, got ",
-        options.order());
-  check(options.solver_type() == DpmSolverType::kMidpoint || options.solver_type() == DpmSolverType::kHeun,
-        "DpmSolverPPOptions.solver_type must be kMidpoint or kHeun, got ", static_cast<int>(options.solver_type()));
-  check(options.third_order() == DpmThirdOrder::kDiffusers || options.third_order() == DpmThirdOrder::kTaylor,
-        "DpmSolverPPOptions.third_order must be kDiffusers or kTaylor, got ", static_cast<int>(options.third_order()));
-  check(options.lower_order_final_below() >= 1, "DpmSolverPPOptions.lower_order_final_below must be >= 1, got ",
+  check(options.order() >= 1 && options.order() <= 3,
+        "DpmSolverPPOptions.order must be 1, 2 or 3, got ", options.order());
+  check(options.solver_type() == DpmSolverType::kMidpoint ||
+            options.solver_type() == DpmSolverType::kHeun,
+        "DpmSolverPPOptions.solver_type must be kMidpoint or kHeun, got ",
+        static_cast<int>(options.solver_type()));
+  check(options.third_order() == DpmThirdOrder::kDiffusers ||
+            options.third_order() == DpmThirdOrder::kTaylor,
+        "DpmSolverPPOptions.third_order must be kDiffusers or kTaylor, got ",
+        static_cast<int>(options.third_order()));
+  check(options.lower_order_final_below() >= 1,
+        "DpmSolverPPOptions.lower_order_final_below must be >= 1, got ",
         options.lower_order_final_below());
 }
 
@@ -53,12 +58,13 @@ Config DpmSolverPPSampler::to_config() const {
 
 int64_t DpmSolverPPSampler::order_at(const StepContext& st, size_t available) const {
   return dpm_multistep_order(options.order(), options.lower_order_final(),
-                                     options.lower_order_final_below(), options.euler_at_final(), st.index,
-                                     st.num_steps, st.next.is_clean(), available);
+                             options.lower_order_final_below(), options.euler_at_final(), st.index,
+                             st.num_steps, st.next.is_clean(), available);
 }
 
-StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                     SampleContext&) const {
+StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
+                                         const StepContext& st, const History& history,
+                                         SampleContext&) const {
   const TimePoint& s0 = st.now;
   const TimePoint& next = st.next;
   Prediction p = model(x, s0, st);
@@ -68,7 +74,8 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x, 
   const double a = next.alpha;
   if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
   const Tensor& m0 = p.x0;
-  // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next * x0.
+  // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
+  // x0.
   Tensor x_next = detail::lincomb(x, next.sigma / s0.sigma, m0, a * dpm_phi1(h));
   if (order == 1) return {x_next, p};
 
@@ -102,9 +109,11 @@ DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m, "dpmpp_2m", "dpm_solver_pp", (Config{{"
                                "DPM++ 2M (A1111/ComfyUI name): dpm_solver_pp order=2");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_k, "k_dpmpp_2m", "dpm_solver_pp", (Config{{"order", "2"}}),
                                "A1111's internal name for DPM++ 2M");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_a1111, "DPM++ 2M", "dpm_solver_pp", (Config{{"order", "2"}}),
-                               "A1111's label for DPM++ 2M (pair it with the karras spacing for 'DPM++ 2M Karras')");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_3m, "dpmpp_3m", "dpm_solver_pp", (Config{{"order", "3"}}),
-                               "DPM++ 3M: dpm_solver_pp order=3 (diffusers solver_order=3 defaults)");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(
+    dpmpp_2m_a1111, "DPM++ 2M", "dpm_solver_pp", (Config{{"order", "2"}}),
+    "A1111's label for DPM++ 2M (pair it with the karras spacing for 'DPM++ 2M Karras')");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(
+    dpmpp_3m, "dpmpp_3m", "dpm_solver_pp", (Config{{"order", "3"}}),
+    "DPM++ 3M: dpm_solver_pp order=3 (diffusers solver_order=3 defaults)");
 
 }  // namespace diffuse

@@ -9,12 +9,15 @@
 namespace diffuse {
 
 DpmSolverPPSdeSampler::DpmSolverPPSdeSampler(DpmSolverPPSdeOptions o) : options(std::move(o)) {
-  check(options.order() == 1 || options.order() == 2, "DpmSolverPPSdeOptions.order must be 1 or 2, got ",
-        options.order());
-  check(options.solver_type() == DpmSolverType::kMidpoint || options.solver_type() == DpmSolverType::kHeun,
-        "DpmSolverPPSdeOptions.solver_type must be kMidpoint or kHeun, got ", static_cast<int>(options.solver_type()));
+  check(options.order() == 1 || options.order() == 2,
+        "DpmSolverPPSdeOptions.order must be 1 or 2, got ", options.order());
+  check(options.solver_type() == DpmSolverType::kMidpoint ||
+            options.solver_type() == DpmSolverType::kHeun,
+        "DpmSolverPPSdeOptions.solver_type must be kMidpoint or kHeun, got ",
+        static_cast<int>(options.solver_type()));
   check(options.lower_order_final_below() >= 1,
-        "DpmSolverPPSdeOptions.lower_order_final_below must be >= 1, got ", options.lower_order_final_below());
+        "DpmSolverPPSdeOptions.lower_order_final_below must be >= 1, got ",
+        options.lower_order_final_below());
 }
 
 std::unique_ptr<Sampler> DpmSolverPPSdeSampler::from_config(const Config& c) {
@@ -39,12 +42,13 @@ Config DpmSolverPPSdeSampler::to_config() const {
 
 int64_t DpmSolverPPSdeSampler::order_at(const StepContext& st, size_t available) const {
   return dpm_multistep_order(options.order(), options.lower_order_final(),
-                                     options.lower_order_final_below(), options.euler_at_final(), st.index,
-                                     st.num_steps, st.next.is_clean(), available);
+                             options.lower_order_final_below(), options.euler_at_final(), st.index,
+                             st.num_steps, st.next.is_clean(), available);
 }
 
-StepResult DpmSolverPPSdeSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                     SampleContext& ctx) const {
+StepResult DpmSolverPPSdeSampler::step_impl(const ModelFn& model, const Tensor& x,
+                                            const StepContext& st, const History& history,
+                                            SampleContext& ctx) const {
   const TimePoint& s0 = st.now;
   const TimePoint& next = st.next;
   Prediction p = model(x, s0, st);
@@ -70,13 +74,15 @@ StepResult DpmSolverPPSdeSampler::step_impl(const ModelFn& model, const Tensor& 
   return {x_next, p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(DpmSolverPPSdeSampler, "dpm_solver_pp_sde",
-                         "SDE-DPM-Solver++ multistep (diffusers sde-dpmsolver++), order 1-2, stochastic");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde, "dpmpp_2m_sde", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
-                               "DPM++ 2M SDE (eta=1, midpoint; noise per step, not a Brownian tree)");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_k, "k_dpmpp_2m_sde", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
-                               "A1111's internal name for DPM++ 2M SDE");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_a1111, "DPM++ 2M SDE", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
-                               "A1111's label for DPM++ 2M SDE");
+DIFFUSE_REGISTER_SAMPLER(
+    DpmSolverPPSdeSampler, "dpm_solver_pp_sde",
+    "SDE-DPM-Solver++ multistep (diffusers sde-dpmsolver++), order 1-2, stochastic");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(
+    dpmpp_2m_sde, "dpmpp_2m_sde", "dpm_solver_pp_sde", (Config{{"order", "2"}}),
+    "DPM++ 2M SDE (eta=1, midpoint; noise per step, not a Brownian tree)");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_k, "k_dpmpp_2m_sde", "dpm_solver_pp_sde",
+                               (Config{{"order", "2"}}), "A1111's internal name for DPM++ 2M SDE");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_sde_a1111, "DPM++ 2M SDE", "dpm_solver_pp_sde",
+                               (Config{{"order", "2"}}), "A1111's label for DPM++ 2M SDE");
 
 }  // namespace diffuse

@@ -8,11 +8,14 @@
 
 namespace diffuse {
 
-DpmSolverPPSinglestepSampler::DpmSolverPPSinglestepSampler(DpmSolverPPSinglestepOptions o) : options(std::move(o)) {
+DpmSolverPPSinglestepSampler::DpmSolverPPSinglestepSampler(DpmSolverPPSinglestepOptions o)
+    : options(std::move(o)) {
   check(options.order() >= 1 && options.order() <= 3,
         "DpmSolverPPSinglestepOptions.order must be 1, 2 or 3, got ", options.order());
-  check(options.solver_type() == DpmSolverType::kMidpoint || options.solver_type() == DpmSolverType::kHeun,
-        "DpmSolverPPSinglestepOptions.solver_type must be kMidpoint or kHeun, got ", static_cast<int>(options.solver_type()));
+  check(options.solver_type() == DpmSolverType::kMidpoint ||
+            options.solver_type() == DpmSolverType::kHeun,
+        "DpmSolverPPSinglestepOptions.solver_type must be kMidpoint or kHeun, got ",
+        static_cast<int>(options.solver_type()));
 }
 
 std::unique_ptr<Sampler> DpmSolverPPSinglestepSampler::from_config(const Config& c) {
@@ -31,7 +34,8 @@ Config DpmSolverPPSinglestepSampler::to_config() const {
           {"lower_order_final", options.lower_order_final() ? "true" : "false"}};
 }
 
-std::vector<int64_t> DpmSolverPPSinglestepSampler::order_list(int64_t num_steps, bool final_is_clean) const {
+std::vector<int64_t> DpmSolverPPSinglestepSampler::order_list(int64_t num_steps,
+                                                              bool final_is_clean) const {
   check(num_steps >= 1, "dpm_solver_pp_singlestep: num_steps must be >= 1, got ", num_steps);
   const int64_t k = options.order(), n = num_steps;
   const bool lof = options.lower_order_final() || n % k != 0 || final_is_clean;
@@ -70,19 +74,22 @@ std::vector<int64_t> DpmSolverPPSinglestepSampler::order_list(int64_t num_steps,
 }
 
 int64_t DpmSolverPPSinglestepSampler::order_at(const StepContext& st, size_t available) const {
-  const bool final_is_clean = st.grid != nullptr ? st.grid->back().is_clean()
-                                                 : (st.index == st.num_steps - 1 && st.next.is_clean());
+  const bool final_is_clean = st.grid != nullptr
+                                  ? st.grid->back().is_clean()
+                                  : (st.index == st.num_steps - 1 && st.next.is_clean());
   const std::vector<int64_t> list = order_list(st.num_steps, final_is_clean);
-  check(st.index >= 0 && st.index < static_cast<int64_t>(list.size()), "dpm_solver_pp_singlestep: step index ",
-        st.index, " is outside the grid of ", st.num_steps, " steps");
+  check(st.index >= 0 && st.index < static_cast<int64_t>(list.size()),
+        "dpm_solver_pp_singlestep: step index ", st.index, " is outside the grid of ", st.num_steps,
+        " steps");
   int64_t order = list[static_cast<size_t>(st.index)];
   while (order > 1 && static_cast<size_t>(order - 1) > available) --order;
   if (st.next.is_clean()) order = 1;
   return order;
 }
 
-StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                     SampleContext&) const {
+StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const Tensor& x,
+                                                   const StepContext& st, const History& history,
+                                                   SampleContext&) const {
   Prediction p = model(x, st.now, st);
   int64_t order = order_at(st, history.size());
   const size_t n = history.size();
@@ -103,8 +110,7 @@ StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const T
   const Tensor e0 = detail::diff_divided(p.x0, mg, h0);
   const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
   if (order == 2 || midpoint) {
-    detail::add_scaled_(x_next, e0,
-                        order == 2 && midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
+    detail::add_scaled_(x_next, e0, order == 2 && midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
     return {x_next, p};
   }
   const double h1 = history.times[n - 1].log_snr() - lambda_g;
@@ -117,9 +123,11 @@ StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const T
   return {x_next, p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(DpmSolverPPSinglestepSampler, "dpm_solver_pp_singlestep",
-                         "DPM-Solver++ singlestep on grid points (diffusers DPMSolverSinglestepScheduler), order 1-3");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2s, "dpmpp_2s", "dpm_solver_pp_singlestep", (Config{{"order", "2"}}),
+DIFFUSE_REGISTER_SAMPLER(
+    DpmSolverPPSinglestepSampler, "dpm_solver_pp_singlestep",
+    "DPM-Solver++ singlestep on grid points (diffusers DPMSolverSinglestepScheduler), order 1-3");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2s, "dpmpp_2s", "dpm_solver_pp_singlestep",
+                               (Config{{"order", "2"}}),
                                "DPM++ 2S on grid points: dpm_solver_pp_singlestep order=2");
 
 }  // namespace diffuse

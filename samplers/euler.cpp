@@ -14,24 +14,28 @@ namespace {
 
 const std::vector<std::pair<std::string, EulerChurnConvention>>& churn_convention_names() {
   static const std::vector<std::pair<std::string, EulerChurnConvention>> names{
-      {"k_diffusion", EulerChurnConvention::kKDiffusion}, {"diffusers", EulerChurnConvention::kDiffusers}};
+      {"k_diffusion", EulerChurnConvention::kKDiffusion},
+      {"diffusers", EulerChurnConvention::kDiffusers}};
   return names;
 }
 
 }  // namespace
 
 EulerSampler::EulerSampler(EulerOptions o) : options(std::move(o)) {
-  detail::check_churn_options("euler", options.s_churn(), options.s_tmin(), options.s_tmax(), options.s_noise());
+  detail::check_churn_options("euler", options.s_churn(), options.s_tmin(), options.s_tmax(),
+                              options.s_noise());
   check(options.churn_convention() == EulerChurnConvention::kKDiffusion ||
             options.churn_convention() == EulerChurnConvention::kDiffusers,
-        "euler: churn_convention must be kKDiffusion or kDiffusers, got ", static_cast<int>(options.churn_convention()));
+        "euler: churn_convention must be kKDiffusion or kDiffusers, got ",
+        static_cast<int>(options.churn_convention()));
 }
 
 std::unique_ptr<Sampler> EulerSampler::from_config(const Config& c) {
   ConfigReader r(c, "euler");
   EulerOptions o;
   detail::read_churn_options(r, o);
-  o.churn_convention(r.get_enum("churn_convention", o.churn_convention(), churn_convention_names()));
+  o.churn_convention(
+      r.get_enum("churn_convention", o.churn_convention(), churn_convention_names()));
   r.finish();
   return std::make_unique<EulerSampler>(o);
 }
@@ -46,8 +50,8 @@ double EulerSampler::gamma(const StepContext& st) const {
   return detail::churn_gamma(options.s_churn(), options.s_tmin(), options.s_tmax(), st);
 }
 
-StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
-                     SampleContext& ctx) const {
+StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                   const History&, SampleContext& ctx) const {
   const TimePoint& now = st.now;
   const TimePoint& next = st.next;
   check(now.sigma > 0, "euler: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
@@ -81,7 +85,8 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
   return {detail::lincomb(x_hat, c.cx, p.x0, c.cx0), p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(EulerSampler, "euler", "Euler ODE solver in sigma_ve (k-diffusion), optional EDM churn");
+DIFFUSE_REGISTER_SAMPLER(EulerSampler, "euler",
+                         "Euler ODE solver in sigma_ve (k-diffusion), optional EDM churn");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerK, "k_euler", "euler", {}, "A1111's name for euler");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerA1111, "Euler", "euler", {}, "A1111's label for euler");
 

@@ -10,8 +10,8 @@
 namespace diffuse {
 
 EulerAncestralSampler::EulerAncestralSampler(EulerAncestralOptions o) : options(std::move(o)) {
-  check(std::isfinite(options.eta()) && options.eta() >= 0, "EulerAncestralOptions.eta must be finite and >= 0, got ",
-        options.eta());
+  check(std::isfinite(options.eta()) && options.eta() >= 0,
+        "EulerAncestralOptions.eta must be finite and >= 0, got ", options.eta());
   check(std::isfinite(options.s_noise()) && options.s_noise() >= 0,
         "EulerAncestralOptions.s_noise must be finite and >= 0, got ", options.s_noise());
 }
@@ -29,8 +29,9 @@ Config EulerAncestralSampler::to_config() const {
   return {{"eta", format_double(options.eta())}, {"s_noise", format_double(options.s_noise())}};
 }
 
-StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
-                     SampleContext& ctx) const {
+StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& x,
+                                            const StepContext& st, const History&,
+                                            SampleContext& ctx) const {
   const TimePoint& now = st.now;
   const TimePoint& next = st.next;
   check(now.sigma > 0, "euler_ancestral: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
@@ -44,12 +45,14 @@ StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& 
   return {x_next, p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(EulerAncestralSampler, "euler_ancestral",
-                         "Euler ancestral (k-diffusion / A1111 'Euler a'); eta=1 default, eta=0 is euler");
+DIFFUSE_REGISTER_SAMPLER(
+    EulerAncestralSampler, "euler_ancestral",
+    "Euler ancestral (k-diffusion / A1111 'Euler a'); eta=1 default, eta=0 is euler");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA, "euler_a", "euler_ancestral", {},
                                "A1111/ComfyUI name for euler_ancestral");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralKA, "k_euler_a", "euler_ancestral", {},
                                "A1111's name for euler_ancestral");
-DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA1111, "Euler a", "euler_ancestral", {}, "A1111's label for euler_ancestral");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA1111, "Euler a", "euler_ancestral", {},
+                               "A1111's label for euler_ancestral");
 
 }  // namespace diffuse

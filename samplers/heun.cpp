@@ -11,7 +11,8 @@
 namespace diffuse {
 
 HeunSampler::HeunSampler(HeunOptions o) : options(o) {
-  detail::check_churn_options("heun", options.s_churn(), options.s_tmin(), options.s_tmax(), options.s_noise());
+  detail::check_churn_options("heun", options.s_churn(), options.s_tmin(), options.s_tmax(),
+                              options.s_noise());
 }
 
 std::unique_ptr<Sampler> HeunSampler::from_config(const Config& c) {
@@ -28,12 +29,13 @@ Config HeunSampler::to_config() const {
   return c;
 }
 
-StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
-                     SampleContext& ctx) const {
+StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                  const History&, SampleContext& ctx) const {
   const TimePoint& next = st.next;
   TimePoint now = st.now;
   check(now.sigma > 0 && now.alpha > 0, "heun: step ", st.index,
-        " needs 0 < sigma_ve < inf at its start, got t=", now.t, " alpha=", now.alpha, " sigma=", now.sigma,
+        " needs 0 < sigma_ve < inf at its start, got t=", now.t, " alpha=", now.alpha,
+        " sigma=", now.sigma,
         " (for zero terminal SNR set the schedule's terminal_alphas_cumprod)");
   Tensor xc = x;
   if (is_stochastic()) {
@@ -66,7 +68,8 @@ StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   return {x_next, p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(HeunSampler, "heun", "Heun 2nd order (EDM Alg. 1; optional Alg. 2 churn); Euler onto sigma=0");
+DIFFUSE_REGISTER_SAMPLER(HeunSampler, "heun",
+                         "Heun 2nd order (EDM Alg. 1; optional Alg. 2 churn); Euler onto sigma=0");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(HeunK, "k_heun", "heun", {}, "A1111's name for heun");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(HeunA1111, "Heun", "heun", {}, "A1111's label for heun");
 

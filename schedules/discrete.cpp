@@ -43,7 +43,8 @@ Config DiscreteSchedule::to_config() const {
 }
 
 TimePoint DiscreteSchedule::at(double t) const {
-  check(std::isfinite(t) && t >= 0 && t <= t_max(), "discrete schedule: t=", t, " is outside [0, ", t_max(), "]");
+  check(std::isfinite(t) && t >= 0 && t <= t_max(), "discrete schedule: t=", t, " is outside [0, ",
+        t_max(), "]");
   const double fl = std::floor(t);
   const auto i = static_cast<int64_t>(fl);
   if (fl == t) return point_at_index(i, t);
@@ -97,12 +98,15 @@ void DiscreteSchedule::build() {
   if (!o.trained_betas().empty()) {
     for (size_t i = 0; i < o.trained_betas().size(); ++i) {
       const double b = o.trained_betas()[i];
-      check(std::isfinite(b) && b > 0 && b <= 1, "trained_betas[", i, "]=", b, " is outside (0, 1]");
+      check(std::isfinite(b) && b > 0 && b <= 1, "trained_betas[", i, "]=", b,
+            " is outside (0, 1]");
     }
-    check(o.trained_betas().size() >= 2, "trained_betas needs at least 2 values, got ", o.trained_betas().size());
+    check(o.trained_betas().size() >= 2, "trained_betas needs at least 2 values, got ",
+          o.trained_betas().size());
     betas = at::tensor(o.trained_betas(), at::TensorOptions().dtype(at::kDouble)).to(dtype);
   } else {
-    betas = detail::make_betas(o.beta_schedule(), o.num_train_timesteps(), o.beta_start(), o.beta_end(), dtype);
+    betas = detail::make_betas(o.beta_schedule(), o.num_train_timesteps(), o.beta_start(),
+                               o.beta_end(), dtype);
   }
   if (o.rescale_betas_zero_snr()) betas = detail::rescale_zero_terminal_snr(betas);
   at::Tensor ac = at::cumprod(1.0 - betas, 0);
@@ -110,7 +114,8 @@ void DiscreteSchedule::build() {
   ac_ = detail::to_vector(ac);
   check(o.terminal_alphas_cumprod() >= 0 && o.terminal_alphas_cumprod() < 1,
         "terminal_alphas_cumprod must be in [0, 1), got ", o.terminal_alphas_cumprod());
-  if (o.terminal_alphas_cumprod() > 0 && ac_.back() == 0.0) ac_.back() = o.terminal_alphas_cumprod();
+  if (o.terminal_alphas_cumprod() > 0 && ac_.back() == 0.0)
+    ac_.back() = o.terminal_alphas_cumprod();
   for (size_t i = 0; i < ac_.size(); ++i)
     check(ac_[i] >= 0 && ac_[i] < 1 && std::isfinite(ac_[i]), "alphas_cumprod[", i, "]=", ac_[i],
           " is outside [0, 1): check the betas");
@@ -121,11 +126,13 @@ void DiscreteSchedule::build() {
         last - 1, "]=", ac_[last - 1],
         ": the last timestep would be less noisy than the one before it");
   for (size_t i = 1; i < ac_.size(); ++i)
-    check(ac_[i] <= ac_[i - 1], "alphas_cumprod must not increase; index ", i, " has ", ac_[i], " > ", ac_[i - 1]);
+    check(ac_[i] <= ac_[i - 1], "alphas_cumprod must not increase; index ", i, " has ", ac_[i],
+          " > ", ac_[i - 1]);
   sigmas_.resize(ac_.size());
   log_sigmas_.resize(ac_.size());
   for (size_t i = 0; i < ac_.size(); ++i) {
-    sigmas_[i] = ac_[i] > 0 ? std::sqrt((1.0 - ac_[i]) / ac_[i]) : std::numeric_limits<double>::infinity();
+    sigmas_[i] =
+        ac_[i] > 0 ? std::sqrt((1.0 - ac_[i]) / ac_[i]) : std::numeric_limits<double>::infinity();
     log_sigmas_[i] = std::log(sigmas_[i]);
   }
   std::vector<double> a(ac_.size()), s(ac_.size());
@@ -141,14 +148,15 @@ Tensor DiscreteSchedule::lookup(const Tensor& table, const Tensor& t) const {
   check(t.defined(), "discrete schedule: t is undefined");
   Tensor idx = t.round().to(at::kLong).cpu();
   const int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
-  check(lo >= 0 && hi < static_cast<int64_t>(ac_.size()), "discrete schedule: t outside [0, ", t_max(),
-        "]: got range [", lo, ", ", hi, "]");
+  check(lo >= 0 && hi < static_cast<int64_t>(ac_.size()), "discrete schedule: t outside [0, ",
+        t_max(), "]: got range [", lo, ", ", hi, "]");
   Tensor out = table.index_select(0, idx.reshape({-1})).reshape(t.sizes());
   const auto dtype = at::isFloatingType(t.scalar_type()) ? t.scalar_type() : at::kFloat;
   return out.to(t.device(), dtype);
 }
 
-DIFFUSE_REGISTER(::diffuse::NoiseSchedule, DiscreteSchedule, "discrete",
-                 "discrete DDPM betas: linear, scaled_linear, squaredcos_cap_v2 or trained; zero-SNR rescale");
+DIFFUSE_REGISTER(
+    ::diffuse::NoiseSchedule, DiscreteSchedule, "discrete",
+    "discrete DDPM betas: linear, scaled_linear, squaredcos_cap_v2 or trained; zero-SNR rescale");
 
 }  // namespace diffuse

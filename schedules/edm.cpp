@@ -11,8 +11,8 @@
 namespace diffuse {
 
 EdmSchedule::EdmSchedule(EdmScheduleOptions o) : options(o) {
-  check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min(), "edm schedule needs 0 < sigma_min < sigma_max, got ",
-        o.sigma_min(), ", ", o.sigma_max());
+  check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min(),
+        "edm schedule needs 0 < sigma_min < sigma_max, got ", o.sigma_min(), ", ", o.sigma_max());
   check(o.sigma_data() > 0, "edm schedule: sigma_data must be > 0, got ", o.sigma_data());
 }
 
@@ -45,6 +45,7 @@ TimePoint EdmSchedule::at_log_snr(double lambda) const {
 
 Tensor EdmSchedule::alpha(const Tensor& t) const { return at::ones_like(t); }
 
-DIFFUSE_REGISTER(::diffuse::NoiseSchedule, EdmSchedule, "edm", "EDM / variance-exploding: alpha = 1, t = sigma (Karras et al. 2022)");
+DIFFUSE_REGISTER(::diffuse::NoiseSchedule, EdmSchedule, "edm",
+                 "EDM / variance-exploding: alpha = 1, t = sigma (Karras et al. 2022)");
 
 }  // namespace diffuse

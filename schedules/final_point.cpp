@@ -6,7 +6,7 @@ namespace diffuse {
 
 const std::vector<std::pair<std::string, FinalPoint>>& final_point_names() {
   static const std::vector<std::pair<std::string, FinalPoint>> names{{"zero", FinalPoint::kZero},
-                                                                      {"min", FinalPoint::kMin}};
+                                                                     {"min", FinalPoint::kMin}};
   return names;
 }
 

@@ -11,8 +11,9 @@
 namespace diffuse {
 
 VpSchedule::VpSchedule(VpScheduleOptions o) : options(o) {
-  check(o.beta_min() >= 0 && o.beta_max() > o.beta_min(), "vp schedule needs 0 <= beta_min < beta_max, got beta_min=",
-        o.beta_min(), " beta_max=", o.beta_max());
+  check(o.beta_min() >= 0 && o.beta_max() > o.beta_min(),
+        "vp schedule needs 0 <= beta_min < beta_max, got beta_min=", o.beta_min(),
+        " beta_max=", o.beta_max());
   check(o.t_min() > 0 && o.t_min() < 1, "vp schedule: t_min must be in (0, 1), got ", o.t_min());
 }
 
@@ -48,7 +49,8 @@ TimePoint VpSchedule::at_log_snr(double lambda) const {
   // log(1 + e^{-2 lambda}) = -2 log alpha
   const double two_neg_log_alpha = std::log1p(std::exp(-2 * lambda));
   const double bmin = options.beta_min(), d = options.beta_max() - options.beta_min();
-  const double t = 2 * two_neg_log_alpha / (std::sqrt(bmin * bmin + 2 * d * two_neg_log_alpha) + bmin);
+  const double t =
+      2 * two_neg_log_alpha / (std::sqrt(bmin * bmin + 2 * d * two_neg_log_alpha) + bmin);
   const double alpha = std::exp(-0.5 * two_neg_log_alpha);
   const double sigma = std::sqrt(-std::expm1(-two_neg_log_alpha));
   return TimePoint{t, alpha, sigma};
@@ -64,6 +66,7 @@ Tensor VpSchedule::sigma(const Tensor& t) const {
   return at::sqrt(1 - a * a);
 }
 
-DIFFUSE_REGISTER(::diffuse::NoiseSchedule, VpSchedule, "vp", "continuous VP-SDE, linear beta(t) (Song et al. 2021)");
+DIFFUSE_REGISTER(::diffuse::NoiseSchedule, VpSchedule, "vp",
+                 "continuous VP-SDE, linear beta(t) (Song et al. 2021)");
 
 }  // namespace diffuse

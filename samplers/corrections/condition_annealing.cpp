@@ -15,7 +15,8 @@ namespace {
 
 const std::vector<std::pair<std::string, ConditionAnnealingRescaleOver>>& rescale_over_names() {
   static const std::vector<std::pair<std::string, ConditionAnnealingRescaleOver>> names{
-      {"sample", ConditionAnnealingRescaleOver::kSample}, {"batch", ConditionAnnealingRescaleOver::kBatch}};
+      {"sample", ConditionAnnealingRescaleOver::kSample},
+      {"batch", ConditionAnnealingRescaleOver::kBatch}};
   return names;
 }
 
@@ -37,24 +38,28 @@ const std::vector<std::pair<std::string, ConditionAnnealingApplyTo>>& apply_to_n
 
 ConditionAnnealing::ConditionAnnealing(ConditionAnnealingOptions o) : options(std::move(o)) {
   const auto& p = options;
-  check(std::isfinite(p.tau1()) && p.tau1() >= 0, "condition_annealing: tau1 must be finite and >= 0, got ",
-        p.tau1());
-  check(std::isfinite(p.tau2()) && p.tau2() > p.tau1(), "condition_annealing: tau2 must be finite and > tau1 = ",
-        p.tau1(), ", got tau2 = ", p.tau2());
+  check(std::isfinite(p.tau1()) && p.tau1() >= 0,
+        "condition_annealing: tau1 must be finite and >= 0, got ", p.tau1());
+  check(std::isfinite(p.tau2()) && p.tau2() > p.tau1(),
+        "condition_annealing: tau2 must be finite and > tau1 = ", p.tau1(),
+        ", got tau2 = ", p.tau2());
   check(std::isfinite(p.noise_scale()) && p.noise_scale() >= 0,
         "condition_annealing: noise_scale must be finite and >= 0, got ", p.noise_scale());
-  check(std::isfinite(p.psi()) && p.psi() >= 0 && p.psi() <= 1, "condition_annealing: psi must be in [0, 1], got ",
-        p.psi());
+  check(std::isfinite(p.psi()) && p.psi() >= 0 && p.psi() <= 1,
+        "condition_annealing: psi must be in [0, 1], got ", p.psi());
   check(p.rescale_over() == ConditionAnnealingRescaleOver::kSample ||
             p.rescale_over() == ConditionAnnealingRescaleOver::kBatch,
-        "condition_annealing: rescale_over must be kSample or kBatch, got ", static_cast<int>(p.rescale_over()));
+        "condition_annealing: rescale_over must be kSample or kBatch, got ",
+        static_cast<int>(p.rescale_over()));
   check(p.time() == ConditionAnnealingTime::kStep || p.time() == ConditionAnnealingTime::kModel,
         "condition_annealing: time must be kStep or kModel, got ", static_cast<int>(p.time()));
-  check(std::isfinite(p.t_max()) && p.t_max() >= 0, "condition_annealing: t_max must be finite and >= 0, got ",
-        p.t_max());
-  check(p.apply_to() == ConditionAnnealingApplyTo::kCond || p.apply_to() == ConditionAnnealingApplyTo::kBoth ||
+  check(std::isfinite(p.t_max()) && p.t_max() >= 0,
+        "condition_annealing: t_max must be finite and >= 0, got ", p.t_max());
+  check(p.apply_to() == ConditionAnnealingApplyTo::kCond ||
+            p.apply_to() == ConditionAnnealingApplyTo::kBoth ||
             p.apply_to() == ConditionAnnealingApplyTo::kUncond,
-        "condition_annealing: apply_to must be kCond, kBoth or kUncond, got ", static_cast<int>(p.apply_to()));
+        "condition_annealing: apply_to must be kCond, kBoth or kUncond, got ",
+        static_cast<int>(p.apply_to()));
   check(p.value() || !p.extra_keys().empty(),
         "condition_annealing: value=false and no extra_keys leaves nothing to anneal");
   for (const auto& k : p.extra_keys())
@@ -105,14 +110,16 @@ double ConditionAnnealing::gamma(double t, double tau1, double tau2) {
 
 double ConditionAnnealing::time_of(const StepContext& step) const {
   if (options.time() == ConditionAnnealingTime::kStep) {
-    check(step.num_steps > 0, "condition_annealing: the step context has num_steps = ", step.num_steps);
+    check(step.num_steps > 0,
+          "condition_annealing: the step context has num_steps = ", step.num_steps);
     const double f = static_cast<double>(step.index) / static_cast<double>(step.num_steps);
     return 1.0 - std::min(std::max(f, 0.0), 1.0);
   }
   const double t_max = options.t_max() > 0 ? options.t_max() : schedule_t_max_;
-  check(t_max > 0,
-        "condition_annealing: time=model needs t_max: set the option, or run through sample(), whose "
-        "on_grid hook reads the schedule's t_max");
+  check(
+      t_max > 0,
+      "condition_annealing: time=model needs t_max: set the option, or run through sample(), whose "
+      "on_grid hook reads the schedule's t_max");
   return step.now.t / t_max;
 }
 
@@ -139,11 +146,13 @@ void ConditionAnnealing::on_condition(Conditioning& c, const StepContext& step) 
     if (it == c.extra.end()) {
       std::vector<std::string> present;
       for (const auto& kv : c.extra) present.push_back(kv.first);
-      throw ConfigError(detail::cat("condition_annealing: extra key '", key, "' is not in the ",
-                              cond ? "conditional" : "unconditional", " branch's Conditioning.extra (present: ",
-                              present.empty() ? std::string("none") : detail::join(present), ")"));
+      throw ConfigError(detail::cat(
+          "condition_annealing: extra key '", key, "' is not in the ",
+          cond ? "conditional" : "unconditional", " branch's Conditioning.extra (present: ",
+          present.empty() ? std::string("none") : detail::join(present), ")"));
     }
-    if (it->second.defined()) it->second = anneal(it->second, g, step, ("Conditioning.extra['" + key + "']").c_str());
+    if (it->second.defined())
+      it->second = anneal(it->second, g, step, ("Conditioning.extra['" + key + "']").c_str());
   }
 }
 
@@ -157,13 +166,17 @@ std::vector<std::string> ConditionAnnealing::split_keys(std::string v) {
   return out;
 }
 
-Tensor ConditionAnnealing::anneal(const Tensor& y_in, double g, const StepContext& step, const char* what) const {
-  check(at::isFloatingType(y_in.scalar_type()), "condition_annealing: ", what, " has dtype ", y_in.scalar_type(),
-        "; CADS adds Gaussian noise to a condition EMBEDDING, so pass the class/text embedding as a "
-        "floating-point tensor, not an integer class label");
+Tensor ConditionAnnealing::anneal(const Tensor& y_in, double g, const StepContext& step,
+                                  const char* what) const {
+  check(
+      at::isFloatingType(y_in.scalar_type()), "condition_annealing: ", what, " has dtype ",
+      y_in.scalar_type(),
+      "; CADS adds Gaussian noise to a condition EMBEDDING, so pass the class/text embedding as a "
+      "floating-point tensor, not an integer class label");
   check(y_in.dim() >= 1 && y_in.numel() > 0, "condition_annealing: ", what,
         " needs a batch dimension and at least one element, got shape ", y_in.sizes());
-  check(step.noise != nullptr, "condition_annealing: the step context has no noise source to draw from");
+  check(step.noise != nullptr,
+        "condition_annealing: the step context has no noise source to draw from");
   const auto dtype = y_in.scalar_type();
   const bool upcast = dtype != at::kFloat && dtype != at::kDouble;
   const Tensor y = upcast ? y_in.to(at::kFloat) : y_in;
@@ -186,15 +199,19 @@ Tensor ConditionAnnealing::anneal(const Tensor& y_in, double g, const StepContex
       std_h = hf.std(true);
     }
     Tensor y_r = (hf - mean_h) / std_h * std_y + mean_y;
-    bad = options.rescale_over() == ConditionAnnealingRescaleOver::kSample ? at::isnan(y_r).any(1, /*keepdim=*/true) : at::isnan(y_r).any();
+    bad = options.rescale_over() == ConditionAnnealingRescaleOver::kSample
+              ? at::isnan(y_r).any(1, /*keepdim=*/true)
+              : at::isnan(y_r).any();
     y_r = at::where(bad, hf, y_r).reshape(y.sizes());
     y_hat = psi == 1.0 ? y_r : y_r * psi + y_hat * (1.0 - psi);
   }
   return upcast ? y_hat.to(dtype) : y_hat;
 }
 
-DIFFUSE_REGISTER_CORRECTION(ConditionAnnealing, "condition_annealing",
-                            "CADS: anneal the condition embedding with Gaussian noise (Sadat et al. 2024)");
-DIFFUSE_REGISTER_CORRECTION_ALIAS(cads, "cads", "condition_annealing", {}, "CADS (Sadat et al. 2024)");
+DIFFUSE_REGISTER_CORRECTION(
+    ConditionAnnealing, "condition_annealing",
+    "CADS: anneal the condition embedding with Gaussian noise (Sadat et al. 2024)");
+DIFFUSE_REGISTER_CORRECTION_ALIAS(cads, "cads", "condition_annealing", {},
+                                  "CADS (Sadat et al. 2024)");
 
 }  // namespace diffuse

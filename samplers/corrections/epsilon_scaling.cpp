@@ -12,7 +12,8 @@ namespace {
 
 const std::vector<std::pair<std::string, EpsilonScalingDirection>>& direction_names() {
   static const std::vector<std::pair<std::string, EpsilonScalingDirection>> names{
-      {"from_last", EpsilonScalingDirection::kFromLast}, {"from_first", EpsilonScalingDirection::kFromFirst}};
+      {"from_last", EpsilonScalingDirection::kFromLast},
+      {"from_first", EpsilonScalingDirection::kFromFirst}};
   return names;
 }
 
@@ -24,7 +25,8 @@ EpsilonScaling::EpsilonScaling(EpsilonScalingOptions o) : options(std::move(o)) 
   check(std::isfinite(options.k()), "EpsilonScalingOptions.k must be finite, got ", options.k());
   check(options.direction() == EpsilonScalingDirection::kFromLast ||
             options.direction() == EpsilonScalingDirection::kFromFirst,
-        "EpsilonScalingOptions.direction must be kFromLast or kFromFirst, got ", static_cast<int>(options.direction()));
+        "EpsilonScalingOptions.direction must be kFromLast or kFromFirst, got ",
+        static_cast<int>(options.direction()));
 }
 
 std::unique_ptr<Correction> EpsilonScaling::from_config(const Config& c) {
@@ -37,8 +39,10 @@ std::unique_ptr<Correction> EpsilonScaling::from_config(const Config& c) {
   auto made = std::make_unique<EpsilonScaling>(o);  // validates the values given first
   // Asked for by name, a correction must act: b = 1, k = 0 (the options' default) is the identity.
   check(c.count("b") > 0 || c.count("k") > 0,
-        "epsilon_scaling needs b (and optionally k), e.g. epsilon_scaling:b=1.005 (ComfyUI's default, also the "
-        "preset es_comfyui); the published settings are the presets es_adm_* and es_edm_* (see --list); b=1 "
+        "epsilon_scaling needs b (and optionally k), e.g. epsilon_scaling:b=1.005 (ComfyUI's "
+        "default, also the "
+        "preset es_comfyui); the published settings are the presets es_adm_* and es_edm_* (see "
+        "--list); b=1 "
         "is the identity");
   return made;
 }
@@ -54,7 +58,8 @@ std::unique_ptr<Correction> EpsilonScaling::clone() const {
 }
 
 double EpsilonScaling::lambda(int64_t index, int64_t num_steps) const {
-  const int64_t i = options.direction() == EpsilonScalingDirection::kFromLast ? num_steps - 1 - index : index;
+  const int64_t i =
+      options.direction() == EpsilonScalingDirection::kFromLast ? num_steps - 1 - index : index;
   return options.k() * static_cast<double>(i) + options.b();
 }
 
@@ -79,7 +84,8 @@ void EpsilonScaling::check_positive(int64_t num_steps) const {
     const double lam = lambda(index, num_steps);
     check(lam > 0, "epsilon_scaling: lambda = k*i + b = ", lam, " <= 0 at step ", index, " of ",
           num_steps, " (b=", options.b(), ", k=", options.k(),
-          ", direction=", enum_name(options.direction(), direction_names()), "); lambda must stay > 0 over the run");
+          ", direction=", enum_name(options.direction(), direction_names()),
+          "); lambda must stay > 0 over the run");
   }
 }
 

@@ -63,9 +63,8 @@ VeDenoiserFn ve_denoiser(std::function<Tensor(const Tensor& x_ve, double sigma_v
   };
 }
 
-VeDenoiserFn ve_denoiser(const Denoiser& denoiser,
-                                std::shared_ptr<const NoiseSchedule> schedule,
-                                Conditioning cond) {
+VeDenoiserFn ve_denoiser(const Denoiser& denoiser, std::shared_ptr<const NoiseSchedule> schedule,
+                         Conditioning cond) {
   check(schedule != nullptr, "ve_denoiser: schedule is null");
   return ve_denoiser([denoiser, schedule, cond](const Tensor& x_ve, double sigma) {
     const TimePoint p = schedule->at_sigma_ve(sigma);
@@ -73,7 +72,9 @@ VeDenoiserFn ve_denoiser(const Denoiser& denoiser,
   });
 }
 
-KlubEstimator::KlubEstimator(VeDenoiserFn denoiser, const Tensor& x0, const ScheduleOptimisationOptions& o) : denoiser_(std::move(denoiser)), options_(o) {
+KlubEstimator::KlubEstimator(VeDenoiserFn denoiser, const Tensor& x0,
+                             const ScheduleOptimisationOptions& o)
+    : denoiser_(std::move(denoiser)), options_(o) {
   check(static_cast<bool>(denoiser_), "KlubEstimator: empty denoiser");
   check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 1,
         "KlubEstimator: x0 needs a batch dimension");
@@ -193,7 +194,7 @@ std::vector<double> ScheduleOptimisationResult::sigmas_for_steps(int64_t steps) 
 }
 
 ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const Tensor& x0,
-                                                    const ScheduleOptimisationOptions& o) {
+                                             const ScheduleOptimisationOptions& o) {
   check(o.num_steps() >= 2, "ScheduleOptimisationOptions.num_steps must be >= 2, got ",
         o.num_steps());
   check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min() && std::isfinite(o.sigma_max()),
@@ -235,8 +236,9 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
     return s;
   };
   // Progress report (observes only): it fills an AysIteration from the current state.
-  auto report = [&](AysIteration::Kind kind, int64_t level, int64_t sweep, int64_t max_sweeps, int64_t point,
-                    int64_t points, int64_t index, double sigma, const std::vector<double>& kv, double klub_start) {
+  auto report = [&](AysIteration::Kind kind, int64_t level, int64_t sweep, int64_t max_sweeps,
+                    int64_t point, int64_t points, int64_t index, double sigma,
+                    const std::vector<double>& kv, double klub_start) {
     if (!o.on_iteration()) return;
     AysIteration it;
     it.kind = kind;
@@ -249,7 +251,8 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
     it.sigma = sigma;
     it.klub = sum(kv);
     it.klub_start = klub_start < 0 ? it.klub : klub_start;
-    it.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    it.elapsed_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     o.on_iteration()(it);
   };
   using Kind = AysIteration::Kind;
@@ -278,7 +281,8 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
     for (int64_t j = 1; j < n; ++j) {
       const auto i = static_cast<size_t>(sweep % 2 == 0 ? j : n - j);
       move_point(t, k, i);
-      report(Kind::kPoint, 0, sweep, o.max_sweeps(), j - 1, n - 1, static_cast<int64_t>(i), t[i], k, before);
+      report(Kind::kPoint, 0, sweep, o.max_sweeps(), j - 1, n - 1, static_cast<int64_t>(i), t[i], k,
+             before);
     }
     const double after = sum(k);
     res.klub_history.push_back(after);
@@ -305,8 +309,8 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
     const auto new_points = static_cast<int64_t>(t2.size() / 2);
     for (size_t i = 1; i + 1 < t2.size(); i += 2) {  // only the new points
       move_point(t2, k2, i);
-      report(Kind::kPoint, level + 1, 0, 1, static_cast<int64_t>(i / 2), new_points, static_cast<int64_t>(i), t2[i],
-             k2, start);
+      report(Kind::kPoint, level + 1, 0, 1, static_cast<int64_t>(i / 2), new_points,
+             static_cast<int64_t>(i), t2[i], k2, start);
     }
     t = std::move(t2);
     k = std::move(k2);
@@ -318,8 +322,8 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
   return res;
 }
 
-std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max,
-                                                        int64_t n, double s) {
+std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max, int64_t n,
+                                                 double s) {
   check(n >= 1 && sigma_min > 0 && sigma_max > sigma_min && s > 0,
         "gaussian_klub_optimal_sigmas: needs n >= 1, 0 < sigma_min < sigma_max, s > 0");
   auto g = [s](double x) { return std::log(x) - 0.5 * std::log(x * x + s * s); };
@@ -344,10 +348,12 @@ std::vector<double> kl_optimal_sigmas(double sigma_min, double sigma_max, int64_
   return out;
 }
 
-ScheduleOptimisation::ScheduleOptimisation(ScheduleOptimisationCorrectionOptions o) : options(std::move(o)) {
+ScheduleOptimisation::ScheduleOptimisation(ScheduleOptimisationCorrectionOptions o)
+    : options(std::move(o)) {
   if (!options.sigmas().empty()) check_ays_sigmas(options.sigmas(), "schedule_optimisation");
   check(options.final() == FinalPoint::kZero || options.final() == FinalPoint::kMin,
-        "schedule_optimisation: final must be kZero or kMin, got ", static_cast<int>(options.final()));
+        "schedule_optimisation: final must be kZero or kMin, got ",
+        static_cast<int>(options.final()));
 }
 
 std::unique_ptr<Correction> ScheduleOptimisation::from_config(const Config& c) {
@@ -361,7 +367,8 @@ std::unique_ptr<Correction> ScheduleOptimisation::from_config(const Config& c) {
 }
 
 Config ScheduleOptimisation::to_config() const {
-  Config c{{"final", enum_name(options.final(), final_point_names())}, {"round_t", detail::bool_str(options.round_t())}};
+  Config c{{"final", enum_name(options.final(), final_point_names())},
+           {"round_t", detail::bool_str(options.round_t())}};
   if (!options.sigmas().empty()) {
     std::string v;
     for (double s : options.sigmas()) v += (v.empty() ? "" : ";") + format_double(s);

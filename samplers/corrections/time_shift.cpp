@@ -14,14 +14,16 @@ namespace {
 
 const std::vector<std::pair<std::string, TimeShiftVariant>>& variant_names() {
   static const std::vector<std::pair<std::string, TimeShiftVariant>> names{
-      {"coupled", TimeShiftVariant::kCoupled}, {"target_shift", TimeShiftVariant::kTargetShift},
+      {"coupled", TimeShiftVariant::kCoupled},
+      {"target_shift", TimeShiftVariant::kTargetShift},
       {"adm", TimeShiftVariant::kAdm}};
   return names;
 }
 
 const std::vector<std::pair<std::string, TimeShiftVarianceModel>>& variance_model_names() {
   static const std::vector<std::pair<std::string, TimeShiftVarianceModel>> names{
-      {"official", TimeShiftVarianceModel::kOfficial}, {"data_aware", TimeShiftVarianceModel::kDataAware}};
+      {"official", TimeShiftVarianceModel::kOfficial},
+      {"data_aware", TimeShiftVarianceModel::kDataAware}};
   return names;
 }
 
@@ -39,9 +41,11 @@ TimeShift::TimeShift(TimeShiftOptions o) : options(std::move(o)) {
         "TimeShiftOptions.window must be in [0, ", kMaxWindow, "], got ", options.window());
   check(std::isfinite(options.cutoff()) && options.cutoff() >= 0,
         "TimeShiftOptions.cutoff must be finite and >= 0, got ", options.cutoff());
-  check(options.variant() == TimeShiftVariant::kCoupled || options.variant() == TimeShiftVariant::kTargetShift ||
+  check(options.variant() == TimeShiftVariant::kCoupled ||
+            options.variant() == TimeShiftVariant::kTargetShift ||
             options.variant() == TimeShiftVariant::kAdm,
-        "TimeShiftOptions.variant must be kCoupled, kTargetShift or kAdm, got ", static_cast<int>(options.variant()));
+        "TimeShiftOptions.variant must be kCoupled, kTargetShift or kAdm, got ",
+        static_cast<int>(options.variant()));
   check(options.variance_model() == TimeShiftVarianceModel::kOfficial ||
             options.variance_model() == TimeShiftVarianceModel::kDataAware,
         "TimeShiftOptions.variance_model must be kOfficial or kDataAware, got ",
@@ -50,9 +54,11 @@ TimeShift::TimeShift(TimeShiftOptions o) : options(std::move(o)) {
         "TimeShiftOptions.data_var must be finite and >= 0, got ", options.data_var());
   check(options.batch_variance() == TimeShiftBatchVariance::kMean ||
             options.batch_variance() == TimeShiftBatchVariance::kPooled,
-        "TimeShiftOptions.batch_variance must be kMean or kPooled, got ", static_cast<int>(options.batch_variance()));
+        "TimeShiftOptions.batch_variance must be kMean or kPooled, got ",
+        static_cast<int>(options.batch_variance()));
   check(std::isfinite(options.resolution()) && options.resolution() >= 0,
-        "TimeShiftOptions.resolution must be finite and >= 0 (0 = automatic), got ", options.resolution());
+        "TimeShiftOptions.resolution must be finite and >= 0 (0 = automatic), got ",
+        options.resolution());
 }
 
 std::unique_ptr<Correction> TimeShift::from_config(const Config& c) {
@@ -70,9 +76,12 @@ std::unique_ptr<Correction> TimeShift::from_config(const Config& c) {
   // Asked for by name, a correction must act: the window has no default that suits every
   // schedule and step count (window = 0, the options' default, is the identity), so it is named.
   check(c.count("window") > 0,
-        "time_shift needs window=W (and usually cutoff=T), e.g. time_shift:window=5,cutoff=550; the published "
-        "settings are the presets time_shift_pndm (window=5,cutoff=550), time_shift_dpm_solver (30, 300), "
-        "time_shift_deis (10, 900) and time_shift_adm (80, 300, variant=adm), for 1000-step discrete schedules; "
+        "time_shift needs window=W (and usually cutoff=T), e.g. time_shift:window=5,cutoff=550; "
+        "the published "
+        "settings are the presets time_shift_pndm (window=5,cutoff=550), time_shift_dpm_solver "
+        "(30, 300), "
+        "time_shift_deis (10, 900) and time_shift_adm (80, 300, variant=adm), for 1000-step "
+        "discrete schedules; "
         "window=0 is the identity");
   return made;
 }
@@ -111,7 +120,8 @@ void TimeShift::shift(const Tensor& x, StepContext& step) {
   const TimePoint& centre = v == TimeShiftVariant::kTargetShift ? step.next : step.now;
   if (centre.is_clean() || !(centre.t > options.cutoff())) return;
   check(schedule_ != nullptr,
-        "time_shift: no noise schedule; run through sample() or call on_grid(grid, schedule) before sampling");
+        "time_shift: no noise schedule; run through sample() or call on_grid(grid, schedule) "
+        "before sampling");
   const double var = batch_variance(x);
   if (v == TimeShiftVariant::kCoupled) {
     // Strictly between the previous step's (possibly shifted) time and this step's target, so
@@ -125,8 +135,9 @@ void TimeShift::shift(const Tensor& x, StepContext& step) {
     const double t_s = choose(var, centre.t, true);
     const double res = resolution();
     const int64_t steps = std::max<int64_t>(step.num_steps - 1, 1);
-    const double stride =
-        std::floor((schedule_->t_max() - schedule_->t_min() + res) / res / static_cast<double>(steps)) * res;
+    const double stride = std::floor((schedule_->t_max() - schedule_->t_min() + res) / res /
+                                     static_cast<double>(steps)) *
+                          res;
     const double target = t_s - stride - res;
     if (target < schedule_->t_min()) return;  // the official index would wrap around: keep nominal
     const TimePoint p = schedule_->at(target);
@@ -135,8 +146,10 @@ void TimeShift::shift(const Tensor& x, StepContext& step) {
 }
 
 double TimeShift::batch_variance(const Tensor& x) const {
-  check(options.batch_variance() == TimeShiftBatchVariance::kPooled || (x.dim() >= 1 && x.numel() > x.size(0)),
-        "time_shift: batch_variance=mean needs more than one entry per sample, got shape ", x.sizes());
+  check(options.batch_variance() == TimeShiftBatchVariance::kPooled ||
+            (x.dim() >= 1 && x.numel() > x.size(0)),
+        "time_shift: batch_variance=mean needs more than one entry per sample, got shape ",
+        x.sizes());
   check(x.numel() > 1, "time_shift: the variance needs more than one entry, got shape ", x.sizes());
   // From the entry sums: (sum x^2 - sum_rows (row sum)^2 / n) / (B (n - 1)) is the batch mean
   // of the unbiased per-sample variances. LibTorch's var(dim) is 20-30x slower on CPU (1.13)
@@ -154,9 +167,8 @@ double TimeShift::batch_variance(const Tensor& x) const {
   return ((sq - at::dot(s, s) / n) / (B * (n - 1))).item<double>();
 }
 
-double TimeShift::choose(double var, double centre, bool mirrored,
-              double lambda_lo,
-              double lambda_hi) const {
+double TimeShift::choose(double var, double centre, bool mirrored, double lambda_lo,
+                         double lambda_hi) const {
   check(schedule_ != nullptr, "time_shift: no noise schedule (on_grid was not called)");
   const int64_t h = options.window() / 2;
   const double res = resolution(), lo = schedule_->t_min(), hi = schedule_->t_max();
@@ -195,19 +207,23 @@ double TimeShift::model_variance(double tau, bool mirrored) const {
 double TimeShift::resolution() const {
   if (options.resolution() > 0) return options.resolution();
   check(schedule_ != nullptr, "time_shift: no noise schedule (on_grid was not called)");
-  return schedule_->num_train_timesteps() > 0 ? 1.0 : (schedule_->t_max() - schedule_->t_min()) / 1000.0;
+  return schedule_->num_train_timesteps() > 0 ? 1.0
+                                              : (schedule_->t_max() - schedule_->t_min()) / 1000.0;
 }
 
 DIFFUSE_REGISTER_CORRECTION(TimeShift, "time_shift",
-                            "Time-Shift Sampler (Li et al. ICLR 2024): couple x with the time whose noise level matches var(x) (set window, cutoff)");
+                            "Time-Shift Sampler (Li et al. ICLR 2024): couple x with the time "
+                            "whose noise level matches var(x) (set window, cutoff)");
 // The hyper-parameters of the official READMEs (methods.md §2.3), for discrete 1000-step schedules
 // (window and cutoff are in training steps there).
-DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftPndm, "time_shift_pndm", "time_shift", (Config{{"window", "5"}, {"cutoff", "550"}}),
+DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftPndm, "time_shift_pndm", "time_shift",
+                                  (Config{{"window", "5"}, {"cutoff", "550"}}),
                                   "TS-DPM README: F-PNDM, 100 steps (w=5, t_c=550)");
 DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftDpmSolver, "time_shift_dpm_solver", "time_shift",
                                   (Config{{"window", "30"}, {"cutoff", "300"}}),
                                   "TS-DPM README: DPM-Solver order 2, 5 steps (w=30, t_c=300)");
-DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftDeis, "time_shift_deis", "time_shift", (Config{{"window", "10"}, {"cutoff", "900"}}),
+DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftDeis, "time_shift_deis", "time_shift",
+                                  (Config{{"window", "10"}, {"cutoff", "900"}}),
                                   "TS-DPM README: DEIS order 2, 5 steps (w=10, t_c=900)");
 DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftAdm, "time_shift_adm", "time_shift",
                                   (Config{{"variant", "adm"}, {"window", "80"}, {"cutoff", "300"}}),

@@ -32,9 +32,9 @@ Config CfgGuidance::to_config() const {
 }
 
 Tensor CfgGuidance::combine(const Tensor& cond_out, const Tensor& uncond_out,
-               const StepContext& /*step*/) const {
-  check(cond_out.sizes() == uncond_out.sizes(), "cfg: conditional output shape ",
-        cond_out.sizes(), " differs from unconditional output shape ", uncond_out.sizes());
+                            const StepContext& /*step*/) const {
+  check(cond_out.sizes() == uncond_out.sizes(), "cfg: conditional output shape ", cond_out.sizes(),
+        " differs from unconditional output shape ", uncond_out.sizes());
   const auto dtype = cond_out.scalar_type();
   const bool upcast = dtype != at::kFloat && dtype != at::kDouble;
   const Tensor c = upcast ? cond_out.to(at::kFloat) : cond_out;

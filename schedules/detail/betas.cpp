@@ -10,21 +10,22 @@
 
 namespace diffuse::detail {
 
-
 const std::vector<std::string>& beta_schedule_names() {
   static const std::vector<std::string> names{"linear", "scaled_linear", "squaredcos_cap_v2"};
   return names;
 }
 
 /// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
-at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end, at::ScalarType dtype) {
+at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
+                      at::ScalarType dtype) {
   // The tables hold a few doubles per timestep; an absurd T would allocate gigabytes first.
   check(T >= 2 && T <= kMaxTrainTimesteps, "num_train_timesteps must be in [2, ",
         kMaxTrainTimesteps, "], got ", T);
   const auto opt = at::TensorOptions().dtype(dtype);
   if (kind == "linear") {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
-          "linear betas need 0 < beta_start <= beta_end < 1, got beta_start=", beta_start, " beta_end=", beta_end);
+          "linear betas need 0 < beta_start <= beta_end < 1, got beta_start=", beta_start,
+          " beta_end=", beta_end);
     return at::linspace(beta_start, beta_end, T, opt);
   }
   if (kind == "scaled_linear") {
@@ -47,7 +48,8 @@ at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, dou
     }
     return at::tensor(b, at::TensorOptions().dtype(at::kDouble)).to(dtype);
   }
-  throw ConfigError(cat("unknown beta_schedule '", kind, "'; valid: ", join(beta_schedule_names())));
+  throw ConfigError(
+      cat("unknown beta_schedule '", kind, "'; valid: ", join(beta_schedule_names())));
 }
 
 /// Lin et al. 2024, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last one is 0 and the
@@ -60,7 +62,8 @@ at::Tensor rescale_zero_terminal_snr(const at::Tensor& betas) {
   ab_sqrt = ab_sqrt - aT;
   ab_sqrt = ab_sqrt * (a0 / (a0 - aT));
   at::Tensor ab = ab_sqrt.pow(2);
-  at::Tensor a = at::cat({ab.narrow(0, 0, 1), ab.narrow(0, 1, ab.size(0) - 1) / ab.narrow(0, 0, ab.size(0) - 1)});
+  at::Tensor a = at::cat(
+      {ab.narrow(0, 0, 1), ab.narrow(0, 1, ab.size(0) - 1) / ab.narrow(0, 0, ab.size(0) - 1)});
   return 1.0 - a;
 }
 

@@ -30,10 +30,12 @@ void check_steps(const std::string& who, int64_t n) {
 }
 
 void check_discrete(const std::string& who, const NoiseSchedule& s) {
-  check(s.num_train_timesteps() > 0, who, " spacing needs a discrete schedule, got '", s.name(), "'");
+  check(s.num_train_timesteps() > 0, who, " spacing needs a discrete schedule, got '", s.name(),
+        "'");
 }
 
-TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts, FinalPoint final_kind) {
+TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
+                         FinalPoint final_kind) {
   TimeGrid g;
   g.reserve(ts.size() + 1);
   for (double t : ts) g.push_back(s.at(t));
@@ -59,8 +61,9 @@ TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sig
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who) {
   if (lo == 0.0) lo = s.at(s.t_min()).sigma_ve();
   if (hi == 0.0) hi = s.at(s.t_max()).sigma_ve();
-  check(lo > 0 && std::isfinite(hi) && hi > lo, who, ": needs 0 < sigma_min < sigma_max < inf, got sigma_min=", lo,
-        " sigma_max=", hi, " (for zero terminal SNR set terminal_alphas_cumprod or sigma_max)");
+  check(lo > 0 && std::isfinite(hi) && hi > lo, who,
+        ": needs 0 < sigma_min < sigma_max < inf, got sigma_min=", lo, " sigma_max=", hi,
+        " (for zero terminal SNR set terminal_alphas_cumprod or sigma_max)");
 }
 
 }  // namespace diffuse::detail

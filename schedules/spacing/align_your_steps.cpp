@@ -57,13 +57,13 @@ const std::vector<std::string>& AysTables::model_names() {
 }
 
 const std::vector<double>& AysTables::sigmas(const std::string& model,
-                                         const std::string& convention) {
+                                             const std::string& convention) {
   const bool a1111 = convention == "a1111";
   if (model == "sd15") return a1111 ? sd15_sigmas_a1111() : sd15_sigmas();
   if (model == "sdxl") return a1111 ? sdxl_sigmas_a1111() : sdxl_sigmas();
   if (model == "svd") return svd_sigmas();
   throw ConfigError("align_your_steps: unknown model '" + model +
-              "'; valid: " + detail::join(model_names()));
+                    "'; valid: " + detail::join(model_names()));
 }
 
 void check_ays_sigmas(const std::vector<double>& sg, const std::string& who) {
@@ -105,7 +105,7 @@ std::vector<double> ays_loglinear_interp(const std::vector<double>& sigmas, int6
 }
 
 std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps,
-                                              double denoise) {
+                                       double denoise) {
   detail::check_steps("align_your_steps", steps);
   check(std::isfinite(denoise), "align_your_steps: denoise must be finite, got ", denoise);
   int64_t total = steps;
@@ -130,14 +130,15 @@ std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n
   return sg;
 }
 
-AlignYourStepsSpacing::AlignYourStepsSpacing(AlignYourStepsSpacingOptions o) : options(std::move(o)) {
+AlignYourStepsSpacing::AlignYourStepsSpacing(AlignYourStepsSpacingOptions o)
+    : options(std::move(o)) {
   const auto& c = options.convention();
   check(c == "comfyui" || c == "a1111",
         "align_your_steps: convention must be comfyui or a1111, got '", c, "'");
   check(std::isfinite(options.denoise()) && options.denoise() > 0 && options.denoise() <= 1,
         "align_your_steps: denoise must be in (0, 1], got ", options.denoise());
-  check(c == "comfyui" || options.denoise() == 1.0,
-        "align_your_steps: denoise=", options.denoise(), " needs convention=comfyui");
+  check(c == "comfyui" || options.denoise() == 1.0, "align_your_steps: denoise=", options.denoise(),
+        " needs convention=comfyui");
   if (options.sigmas().empty()) {
     AysTables::sigmas(options.model(), c);  // validates the model name
   } else {
@@ -171,9 +172,9 @@ Config AlignYourStepsSpacing::to_config() const {
 }
 
 std::vector<double> AlignYourStepsSpacing::sigmas(int64_t n) const {
-  const std::vector<double>& table =
-      options.sigmas().empty() ? AysTables::sigmas(options.model(), options.convention())
-                               : options.sigmas();
+  const std::vector<double>& table = options.sigmas().empty()
+                                         ? AysTables::sigmas(options.model(), options.convention())
+                                         : options.sigmas();
   return options.convention() == "a1111" ? ays_sigmas_a1111(table, n)
                                          : ays_sigmas_comfyui(table, n, options.denoise());
 }
@@ -181,8 +182,8 @@ std::vector<double> AlignYourStepsSpacing::sigmas(int64_t n) const {
 TimeGrid AlignYourStepsSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("align_your_steps", n);
   const std::vector<double> sg = sigmas(n);
-  check(sg.size() >= 2, "align_your_steps: denoise=", options.denoise(), " keeps round(", n,
-        " * ", options.denoise(), ") = 0 of the ", n, " steps; raise denoise or num_steps");
+  check(sg.size() >= 2, "align_your_steps: denoise=", options.denoise(), " keeps round(", n, " * ",
+        options.denoise(), ") = 0 of the ", n, " steps; raise denoise or num_steps");
   return detail::grid_from_sigmas(s, sg, options.round_t());
 }
 

@@ -46,7 +46,7 @@ TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
 
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, ExponentialSpacing, "exponential",
                  "sigma uniform in log (= uniform log-SNR; diffusers use_lu_lambdas)");
-DIFFUSE_REGISTER_ALIAS(::diffuse::TimestepSpacing, log_snr_uniform, "log_snr_uniform", "exponential", {},
-                       "alias of exponential: uniform in log-SNR");
+DIFFUSE_REGISTER_ALIAS(::diffuse::TimestepSpacing, log_snr_uniform, "log_snr_uniform",
+                       "exponential", {}, "alias of exponential: uniform in log-SNR");
 
 }  // namespace diffuse

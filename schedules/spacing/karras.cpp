@@ -50,6 +50,7 @@ TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   return g;
 }
 
-DIFFUSE_REGISTER(::diffuse::TimestepSpacing, KarrasSpacing, "karras", "Karras et al. 2022 rho-spacing of sigma (default rho=7)");
+DIFFUSE_REGISTER(::diffuse::TimestepSpacing, KarrasSpacing, "karras",
+                 "Karras et al. 2022 rho-spacing of sigma (default rho=7)");
 
 }  // namespace diffuse

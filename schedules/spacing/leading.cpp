@@ -10,7 +10,8 @@
 namespace diffuse {
 
 LeadingSpacing::LeadingSpacing(LeadingSpacingOptions o) : options(std::move(o)) {
-  check(options.steps_offset() >= 0, "leading: steps_offset must be >= 0, got ", options.steps_offset());
+  check(options.steps_offset() >= 0, "leading: steps_offset must be >= 0, got ",
+        options.steps_offset());
 }
 
 std::unique_ptr<TimestepSpacing> LeadingSpacing::from_config(const Config& c) {
@@ -38,7 +39,8 @@ TimeGrid LeadingSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   const int64_t ratio = T / slots;
   check(ratio >= 1, "leading: num_steps=", n, " leaves no room between timesteps for T=", T);
   std::vector<double> ts;
-  for (int64_t k = slots - 1; k >= 0; --k) ts.push_back(static_cast<double>(k * ratio + options.steps_offset()));
+  for (int64_t k = slots - 1; k >= 0; --k)
+    ts.push_back(static_cast<double>(k * ratio + options.steps_offset()));
   if (!options.include_t_min()) ts.pop_back();
   for (double t : ts)
     check(t <= s.t_max(), "leading: steps_offset=", options.steps_offset(), " pushes timestep ", t,

@@ -28,7 +28,8 @@ Config LinspaceSpacing::to_config() const {
 TimeGrid LinspaceSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("linspace", n);
   const int64_t T = s.num_train_timesteps();
-  check(T == 0 || n <= T, "linspace: num_steps=", n, " exceeds the schedule's ", T, " training timesteps");
+  check(T == 0 || n <= T, "linspace: num_steps=", n, " exceeds the schedule's ", T,
+        " training timesteps");
   const int64_t points = options.include_t_min() ? n : n + 1;
   std::vector<double> ts = detail::np_linspace(s.t_min(), s.t_max(), points);
   std::reverse(ts.begin(), ts.end());

@@ -16,8 +16,8 @@ SigmasSpacing::SigmasSpacing(SigmasSpacingOptions o) : options(std::move(o)) {
     check(std::isfinite(sg[i]) && sg[i] >= 0, "sigmas spacing: sigmas[", i, "]=", sg[i],
           " must be finite and >= 0");
     if (i > 0)
-      check(sg[i] < sg[i - 1], "sigmas spacing: sigmas must be strictly descending, but sigmas[", i, "]=", sg[i],
-            " >= sigmas[", i - 1, "]=", sg[i - 1]);
+      check(sg[i] < sg[i - 1], "sigmas spacing: sigmas must be strictly descending, but sigmas[", i,
+            "]=", sg[i], " >= sigmas[", i - 1, "]=", sg[i - 1]);
   }
 }
 
@@ -39,11 +39,12 @@ Config SigmasSpacing::to_config() const {
 TimeGrid SigmasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   // n == size - 1, not n + 1 == size: n + 1 overflows for n = INT64_MAX.
   const int64_t given = static_cast<int64_t>(options.sigmas().size());
-  check(n == given - 1, "sigmas spacing: num_steps=", n, " needs num_steps + 1 sigmas but ",
-        given, " were given");
+  check(n == given - 1, "sigmas spacing: num_steps=", n, " needs num_steps + 1 sigmas but ", given,
+        " were given");
   return detail::grid_from_sigmas(s, options.sigmas(), options.round_t());
 }
 
-DIFFUSE_REGISTER(::diffuse::TimestepSpacing, SigmasSpacing, "sigmas", "a user-supplied list of sigma_ve values");
+DIFFUSE_REGISTER(::diffuse::TimestepSpacing, SigmasSpacing, "sigmas",
+                 "a user-supplied list of sigma_ve values");
 
 }  // namespace diffuse

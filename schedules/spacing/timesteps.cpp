@@ -15,7 +15,8 @@ TimestepsSpacing::TimestepsSpacing(TimestepsSpacingOptions o) : options(std::mov
   for (size_t i = 0; i < ts.size(); ++i) {
     check(std::isfinite(ts[i]), "timesteps spacing: timesteps[", i, "]=", ts[i], " is not finite");
     if (i > 0)
-      check(ts[i] < ts[i - 1], "timesteps spacing: timesteps must be strictly descending, but timesteps[", i,
+      check(ts[i] < ts[i - 1],
+            "timesteps spacing: timesteps must be strictly descending, but timesteps[", i,
             "]=", ts[i], " >= timesteps[", i - 1, "]=", ts[i - 1]);
   }
 }
@@ -37,14 +38,15 @@ Config TimestepsSpacing::to_config() const {
 
 TimeGrid TimestepsSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   const auto& ts = options.timesteps();
-  check(n == static_cast<int64_t>(ts.size()), "timesteps spacing: num_steps=", n, " but ", ts.size(),
-        " timesteps were given");
+  check(n == static_cast<int64_t>(ts.size()), "timesteps spacing: num_steps=", n, " but ",
+        ts.size(), " timesteps were given");
   for (size_t i = 0; i < ts.size(); ++i)
     check(ts[i] >= s.t_min() && ts[i] <= s.t_max(), "timesteps spacing: timesteps[", i, "]=", ts[i],
           " is outside the schedule's range [", s.t_min(), ", ", s.t_max(), "]");
   return detail::grid_from_times(s, ts, options.final());
 }
 
-DIFFUSE_REGISTER(::diffuse::TimestepSpacing, TimestepsSpacing, "timesteps", "a user-supplied list of model times");
+DIFFUSE_REGISTER(::diffuse::TimestepSpacing, TimestepsSpacing, "timesteps",
+                 "a user-supplied list of model times");
 
 }  // namespace diffuse

@@ -17,7 +17,9 @@ std::unique_ptr<TimestepSpacing> TrailingSpacing::from_config(const Config& c) {
   return std::make_unique<TrailingSpacing>(o);
 }
 
-Config TrailingSpacing::to_config() const { return {{"final", enum_name(options.final(), final_point_names())}}; }
+Config TrailingSpacing::to_config() const {
+  return {{"final", enum_name(options.final(), final_point_names())}};
+}
 
 TimeGrid TrailingSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("trailing", n);
@@ -28,7 +30,8 @@ TimeGrid TrailingSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   const double ratio = start / static_cast<double>(n);
   const double delta = (start + (-ratio)) - start;  // numpy arange's step, as it fills the array
   std::vector<double> ts;
-  for (int64_t k = 0; k < n; ++k) ts.push_back(detail::np_round(start + static_cast<double>(k) * delta) - 1.0);
+  for (int64_t k = 0; k < n; ++k)
+    ts.push_back(detail::np_round(start + static_cast<double>(k) * delta) - 1.0);
   return detail::grid_from_times(s, ts, options.final());
 }
 

@@ -13,14 +13,17 @@ namespace diffuse {
 DenoisingObjective::DenoisingObjective(DenoisingOptions o) : options(std::move(o)) {
   detail::validate(core());
   check(std::isfinite(options.input_perturbation()) && options.input_perturbation() >= 0,
-        "denoising: input_perturbation must be finite and >= 0, got ", options.input_perturbation());
+        "denoising: input_perturbation must be finite and >= 0, got ",
+        options.input_perturbation());
 }
 
 std::unique_ptr<Objective> DenoisingObjective::from_config(const Config& c) {
   ConfigReader r(c, "denoising");
   const detail::DenoisingCoreOptions core = detail::read_core(r);
   DenoisingOptions o;
-  o.prediction_type(core.prediction_type()).time_sampling(core.time_sampling()).weighting(core.weighting());
+  o.prediction_type(core.prediction_type())
+      .time_sampling(core.time_sampling())
+      .weighting(core.weighting());
   o.input_perturbation(r.get_double("input_perturbation", o.input_perturbation()));
   r.finish();
   return std::make_unique<DenoisingObjective>(o);
@@ -33,7 +36,8 @@ Config DenoisingObjective::to_config() const {
   return c;
 }
 
-ObjectiveDraw DenoisingObjective::draw(const NoiseSchedule& s, const Batch& b, at::Generator& gen) const {
+ObjectiveDraw DenoisingObjective::draw(const NoiseSchedule& s, const Batch& b,
+                                       at::Generator& gen) const {
   detail::check_batch(b, "denoising");
   ObjectiveDraw d;
   d.t = detail::draw_times(s, b.x0, gen, core());
@@ -42,8 +46,8 @@ ObjectiveDraw DenoisingObjective::draw(const NoiseSchedule& s, const Batch& b, a
   return d;
 }
 
-ObjectiveOutput DenoisingObjective::evaluate(const Network& net, const NoiseSchedule& s, const Batch& b,
-                         const ObjectiveDraw& d) const {
+ObjectiveOutput DenoisingObjective::evaluate(const Network& net, const NoiseSchedule& s,
+                                             const Batch& b, const ObjectiveDraw& d) const {
   detail::check_batch(b, "denoising");
   detail::check_draw(d, b, "denoising");
   const at::Tensor& x0 = b.x0;
@@ -69,17 +73,22 @@ ObjectiveOutput DenoisingObjective::evaluate(const Network& net, const NoiseSche
 
 detail::DenoisingCoreOptions DenoisingObjective::core() const {
   detail::DenoisingCoreOptions c;
-  c.prediction_type(options.prediction_type()).time_sampling(options.time_sampling()).weighting(options.weighting());
+  c.prediction_type(options.prediction_type())
+      .time_sampling(options.time_sampling())
+      .weighting(options.weighting());
   return c;
 }
 
-DIFFUSE_REGISTER_OBJECTIVE(DenoisingObjective, "denoising",
-                           "denoising score matching: epsilon / v / x0 targets, uniform or log-normal t, "
-                           "min-SNR / EDM weighting, optional input perturbation (DDPM-IP)");
-DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_input_perturbation, "input_perturbation", "denoising",
-                                 (Config{{"input_perturbation", "0.1"}}),
-                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
-DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_ddpm_ip, "ddpm_ip", "denoising", (Config{{"input_perturbation", "0.1"}}),
-                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
+DIFFUSE_REGISTER_OBJECTIVE(
+    DenoisingObjective, "denoising",
+    "denoising score matching: epsilon / v / x0 targets, uniform or log-normal t, "
+    "min-SNR / EDM weighting, optional input perturbation (DDPM-IP)");
+DIFFUSE_REGISTER_OBJECTIVE_ALIAS(
+    denoising_input_perturbation, "input_perturbation", "denoising",
+    (Config{{"input_perturbation", "0.1"}}),
+    "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
+DIFFUSE_REGISTER_OBJECTIVE_ALIAS(
+    denoising_ddpm_ip, "ddpm_ip", "denoising", (Config{{"input_perturbation", "0.1"}}),
+    "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
 
 }  // namespace diffuse

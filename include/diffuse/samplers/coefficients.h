@@ -8,8 +8,8 @@
 // x_ve' = x_ve + d (sigma_ve' - sigma_ve), with d = (x_ve - x0) / sigma_ve, becomes after
 // multiplying by alpha':
 //   x' = (alpha' sigma_ve' / sigma) x + alpha' (1 - sigma_ve' / sigma_ve) x0,
-// where alpha * sigma_ve = sigma was used on the first coefficient. The ratio sigma_ve'/sigma_ve is 0
-// when alpha = 0 (sigma_ve = inf), so the step stays finite at zero terminal SNR, and it lands
+// where alpha * sigma_ve = sigma was used on the first coefficient. The ratio sigma_ve'/sigma_ve is
+// 0 when alpha = 0 (sigma_ve = inf), so the step stays finite at zero terminal SNR, and it lands
 // exactly on x0 when sigma' = 0.
 //
 // DPM-Solver++ notation (methods.md §1.4): lambda = log(alpha / sigma), h = lambda_next -
@@ -86,7 +86,8 @@ const std::vector<std::pair<std::string, DpmSolverType>>& dpm_solver_type_names(
 ///    (diffusers hard-codes below = 15: "len(self.timesteps) < 15").
 /// `index` / `num_steps` are the position in the whole grid (StepContext), so a run that starts in
 /// the middle of a grid (img2img) sees the same rule as diffusers' step_index.
-int64_t dpm_multistep_order(int64_t order, bool lower_order_final, int64_t below, bool euler_at_final,
-                            int64_t index, int64_t num_steps, bool next_is_clean, size_t available);
+int64_t dpm_multistep_order(int64_t order, bool lower_order_final, int64_t below,
+                            bool euler_at_final, int64_t index, int64_t num_steps,
+                            bool next_is_clean, size_t available);
 
 }  // namespace diffuse

@@ -14,8 +14,8 @@ namespace diffuse {
 /// The grid's final point.
 enum class FinalPoint {
   kZero,  ///< "zero" (default): sigma = 0, the clean point
-  kMin    ///< "min": the schedule's least noisy point t_min (diffusers' final_sigmas_type="sigma_min" /
-          ///< set_alpha_to_one=false)
+  kMin  ///< "min": the schedule's least noisy point t_min (diffusers' final_sigmas_type="sigma_min"
+        ///< / set_alpha_to_one=false)
 };
 
 /// Config names of FinalPoint ("zero", "min"), for ConfigReader::get_enum / enum_name.

@@ -68,9 +68,8 @@ VeDenoiserFn ve_denoiser(std::function<Tensor(const Tensor& x_ve, double sigma_v
 /// The VE denoiser of a Denoiser on `schedule`: D(x_ve, sigma) = x0 of the network at the point of
 /// noise level sigma (schedule.at_sigma_ve), fed x = alpha x_ve. `cond` is passed to every call
 /// unchanged (undefined = unconditional).
-VeDenoiserFn ve_denoiser(const Denoiser& denoiser,
-                                std::shared_ptr<const NoiseSchedule> schedule,
-                                Conditioning cond = {});
+VeDenoiserFn ve_denoiser(const Denoiser& denoiser, std::shared_ptr<const NoiseSchedule> schedule,
+                         Conditioning cond = {});
 
 /// What optimise_schedule reports to ScheduleOptimisationOptions::on_iteration.
 struct AysIteration {
@@ -183,12 +182,11 @@ struct ScheduleOptimisationResult {
 /// Minimises the KLUB of a schedule between sigma_min and sigma_max for `denoiser` on the data
 /// batch `x0` (see the file comment). Deterministic for a given seed.
 ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const Tensor& x0,
-                                                    const ScheduleOptimisationOptions& o);
+                                             const ScheduleOptimisationOptions& o);
 
 /// The exact KLUB optimum for Gaussian data N(mu, s^2 I): n + 1 values from sigma_max down to
 /// sigma_min, uniform in g(sigma) = log(sigma / sqrt(sigma^2 + s^2)).
-std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max,
-                                                        int64_t n, double s = 1.0);
+std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max, int64_t n, double s = 1.0);
 
 /// The "KL-optimal" schedule of A1111/ComfyUI (methods.md §6.1): sigma_i = tan((1 - i/n)
 /// atan(sigma_max)

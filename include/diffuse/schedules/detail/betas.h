@@ -20,7 +20,8 @@ inline constexpr int64_t kMaxTrainTimesteps = 1000000;
 const std::vector<std::string>& beta_schedule_names();
 
 /// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
-at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end, at::ScalarType dtype);
+at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
+                      at::ScalarType dtype);
 
 /// Lin et al. 2024, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last one is 0 and the
 /// first is unchanged; returns the new betas (the last beta becomes 1).

@@ -25,7 +25,8 @@ void check_steps(const std::string& who, int64_t n);
 void check_discrete(const std::string& who, const NoiseSchedule& s);
 
 /// Grid visiting model times `ts` (noisiest first), then the final point.
-TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts, FinalPoint final_kind);
+TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
+                         FinalPoint final_kind);
 
 /// Grid visiting noise levels `sigmas` (sigma_ve, noisiest first); t from the schedule's inverse,
 /// optionally rounded (diffusers' DPM-Solver rounds, Euler does not). Only discrete schedules'

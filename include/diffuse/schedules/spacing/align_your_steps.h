@@ -62,8 +62,7 @@ std::vector<double> ays_loglinear_interp(const std::vector<double>& sigmas, int6
 /// ComfyUI AlignYourStepsScheduler.get_sigmas: the sigma_ve list for `steps` (its last value 0).
 /// denoise < 1 keeps the last round(steps * denoise) + 1 values (Python's round: half to even);
 /// denoise <= 0 gives an empty list.
-std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps,
-                                              double denoise = 1.0);
+std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps, double denoise = 1.0);
 
 /// A1111 get_align_your_steps_sigmas: n values (interpolated unless n == len(table)), then 0.
 std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n);
