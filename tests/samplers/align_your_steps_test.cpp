@@ -16,6 +16,7 @@
 
 #include <diffuse/gaussian_mixture.h>
 #include <diffuse/samplers/corrections/schedule_optimisation.h>
+#include <diffuse/schedules/detail/grid.h>
 #include <diffuse/schedules/discrete.h>
 #include <diffuse/schedules/spacing/align_your_steps.h>
 #include <diffuse/schedules/vp.h>

@@ -43,10 +43,10 @@ TEST(ConditionAnnealing, GammaSchedule) {
     EXPECT_NEAR(c.gamma(c.time_of(st)), want[static_cast<size_t>(i)], 1e-12) << i;
   }
   // time="model": t / t_max, t_max from the option or the schedule (on_grid).
-  ConditionAnnealing m(ConditionAnnealingOptions().time("model").t_max(1000));
+  ConditionAnnealing m(ConditionAnnealingOptions().time(ConditionAnnealingTime::kModel).t_max(1000));
   st.now.t = 750;
   EXPECT_NEAR(m.time_of(st), 0.75, 1e-15);
-  ConditionAnnealing ms(ConditionAnnealingOptions().time("model"));
+  ConditionAnnealing ms(ConditionAnnealingOptions().time(ConditionAnnealingTime::kModel));
   EXPECT_THROW(ms.time_of(st), Error);  // no t_max known yet
   auto schedule = make_schedule("discrete");
   TimeGrid g;

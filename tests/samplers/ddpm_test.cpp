@@ -100,15 +100,15 @@ TEST(DdpmSampler, DiffusersVariance) {
   // test_variance: _get_variance(t) with previous_timestep t - 1 (fixed_small), tolerance 1e-5;
   // at t = 0 the posterior variance is 0 and diffusers clamps it to 1e-20.
   auto sched = suite_schedule();
-  EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->clean_point(), "fixed_small"), 1e-20);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), "fixed_small"), 0.00979, 1e-5);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), "fixed_small"), 0.02, 1e-5);
+  EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->clean_point(), DdpmVarianceType::kFixedSmall), 1e-20);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedSmall), 0.00979, 1e-5);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedSmall), 0.02, 1e-5);
   // fixed_large is beta' itself (not clamped): beta_487 and beta_999 of the linear schedule.
   auto* d = dynamic_cast<DiscreteSchedule*>(sched.get());
   ASSERT_NE(d, nullptr);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), "fixed_large"), d->betas()[487], 1e-7);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), "fixed_large"), 0.02, 1e-7);
-  EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->at(0), "fixed_large"), 0.0);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedLarge), d->betas()[487], 1e-7);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedLarge), 0.02, 1e-7);
+  EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->at(0), DdpmVarianceType::kFixedLarge), 0.0);
 }
 
 TEST(DdpmSampler, DiffusersCustomTimesteps) {
@@ -266,8 +266,8 @@ TEST(DdpmSampler, MatchesDiffusersFinalNoiseQuirk) {
   auto sched = make_schedule("discrete", linear_betas());
   const TimeGrid grid = make_spacing("trailing")->grid(*sched, 10);
   auto n1 = make_torch_noise(0), n2 = make_torch_noise(0);
-  DdpmSampler quirk(DdpmOptions().variance_type("fixed_large").diffusers_final_noise(true));
-  DdpmSampler plain(DdpmOptions().variance_type("fixed_large"));
+  DdpmSampler quirk(DdpmOptions().variance_type(DdpmVarianceType::kFixedLarge).diffusers_final_noise(true));
+  DdpmSampler plain(DdpmOptions().variance_type(DdpmVarianceType::kFixedLarge));
   const Tensor x = sample_deter(at::kDouble);
   const Tensor a = run_loop(quirk, *sched, grid, denoiser_options("epsilon", false), x, n1.get());
   const Tensor b = run_loop(plain, *sched, grid, denoiser_options("epsilon", false), x, n2.get());
@@ -396,7 +396,7 @@ TEST(DdpmSampler, ConfigRoundTripAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("learned_range"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(DdpmSampler(DdpmOptions().variance_type("fixed_large_log")), Error);
+  EXPECT_THROW(DdpmSampler(DdpmOptions().variance_type(static_cast<DdpmVarianceType>(7))), Error);
   EXPECT_THROW(make_sampler("ddpm", {{"eta", "1"}}), Error);
 }
 

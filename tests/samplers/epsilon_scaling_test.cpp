@@ -18,7 +18,8 @@ Tensor net(const Tensor& x, const Tensor& t, const Conditioning&) {
 }
 
 std::shared_ptr<Correction> es(double b, double k = 0, const std::string& direction = "from_last") {
-  return std::make_shared<EpsilonScaling>(EpsilonScalingOptions().b(b).k(k).direction(direction));
+  return std::make_shared<EpsilonScaling>(EpsilonScalingOptions().b(b).k(k).direction(
+      direction == "from_last" ? EpsilonScalingDirection::kFromLast : EpsilonScalingDirection::kFromFirst));
 }
 
 TEST(EpsilonScaling, IdentityIsBitExactForEverySampler) {
@@ -114,7 +115,7 @@ TEST(EpsilonScaling, LinearScheduleIndexConventions) {
   EpsilonScaling adm(EpsilonScalingOptions().b(1.0).k(0.0025));
   EXPECT_DOUBLE_EQ(adm.lambda(19, 20), 1.0);
   EXPECT_DOUBLE_EQ(adm.lambda(0, 20), 1.0475);
-  EpsilonScaling ts(EpsilonScalingOptions().b(1.0).k(0.0025).direction("from_first"));
+  EpsilonScaling ts(EpsilonScalingOptions().b(1.0).k(0.0025).direction(EpsilonScalingDirection::kFromFirst));
   EXPECT_DOUBLE_EQ(ts.lambda(0, 20), 1.0);
   EXPECT_DOUBLE_EQ(ts.lambda(19, 20), 1.0475);
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <diffuse/samplers/euler_ancestral.h>
+#include <diffuse/samplers/coefficients.h>
 
 #include "samplers/k_sampler_fixtures.h"
 
@@ -102,16 +103,16 @@ struct AncestralFixture {
 TEST(EulerAncestralSampler, AncestralSplitKeepsTheNoiseLevel) {
   // sigma_down^2 + sigma_up^2 = sigma_next^2 (k-diffusion get_ancestral_step), sigma_up <= sigma_next.
   for (double eta : {0.0, 0.3, 1.0, 2.5}) {
-    const auto s = detail::ancestral_split(3.0, 1.2, eta);
+    const auto s = ancestral_split(3.0, 1.2, eta);
     EXPECT_NEAR(s.sigma_down * s.sigma_down + s.sigma_up * s.sigma_up, 1.44, 1e-12) << eta;
     EXPECT_LE(s.sigma_up, 1.2) << eta;
   }
   // eta = 1: sigma_up = sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2) (diffusers' formula).
-  EXPECT_NEAR(detail::ancestral_split(3.0, 1.2, 1.0).sigma_up, std::sqrt(1.44 * (9 - 1.44) / 9), 1e-14);
-  EXPECT_EQ(detail::ancestral_split(3.0, 1.2, 0.0).sigma_up, 0.0);
-  EXPECT_EQ(detail::ancestral_split(3.0, 0.0, 1.0).sigma_down, 0.0);
+  EXPECT_NEAR(ancestral_split(3.0, 1.2, 1.0).sigma_up, std::sqrt(1.44 * (9 - 1.44) / 9), 1e-14);
+  EXPECT_EQ(ancestral_split(3.0, 1.2, 0.0).sigma_up, 0.0);
+  EXPECT_EQ(ancestral_split(3.0, 0.0, 1.0).sigma_down, 0.0);
   // From alpha = 0 (sigma = inf) all of sigma_next is re-drawn at eta = 1.
-  EXPECT_EQ(detail::ancestral_split(std::numeric_limits<double>::infinity(), 1.2, 1.0).sigma_up, 1.2);
+  EXPECT_EQ(ancestral_split(std::numeric_limits<double>::infinity(), 1.2, 1.0).sigma_up, 1.2);
 }
 
 TEST(EulerAncestralSampler, EtaZeroIsEulerAndDrawsNoNoise) {

@@ -9,10 +9,8 @@
 
 #include <torch/arg.h>
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
-#include <diffuse/registry.h>
 #include <diffuse/schedule.h>
-#include <diffuse/schedules/detail/grid.h>
+#include <diffuse/schedules/final_point.h>
 
 namespace diffuse {
 
@@ -22,51 +20,19 @@ struct LeadingSpacingOptions {
   /// See linspace. Default true.
   TORCH_ARG(bool, include_t_min) = true;
   /// "zero" (default) or "min".
-  TORCH_ARG(std::string, final) = "zero";
+  TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
 };
 
 class LeadingSpacing final : public TimestepSpacing {
  public:
-  explicit LeadingSpacing(LeadingSpacingOptions o = {}) : options(std::move(o)) {
-    check(options.steps_offset() >= 0, "leading: steps_offset must be >= 0, got ", options.steps_offset());
-  }
-  static std::unique_ptr<TimestepSpacing> from_config(const Config& c) {
-    ConfigReader r(c, "leading spacing");
-    LeadingSpacingOptions o;
-    o.steps_offset(r.get_int("steps_offset", o.steps_offset()));
-    o.include_t_min(r.get_bool("include_t_min", o.include_t_min()));
-    o.final(r.get_choice("final", o.final(), detail::final_choices()));
-    r.finish();
-    return std::make_unique<LeadingSpacing>(o);
-  }
-  Config to_config() const override {
-    return {{"steps_offset", std::to_string(options.steps_offset())},
-            {"include_t_min", detail::bool_str(options.include_t_min())},
-            {"final", options.final()}};
-  }
+  explicit LeadingSpacing(LeadingSpacingOptions o = {});
+  static std::unique_ptr<TimestepSpacing> from_config(const Config& c);
+  Config to_config() const override;
   std::string name() const override { return "leading"; }
 
-  TimeGrid grid(const NoiseSchedule& s, int64_t n) const override {
-    detail::check_steps("leading", n);
-    detail::check_discrete("leading", s);
-    const int64_t T = s.num_train_timesteps();
-    check(n <= T, "leading: num_steps=", n, " exceeds the schedule's ", T, " training timesteps");
-    const int64_t slots = options.include_t_min() ? n : n + 1;
-    const int64_t ratio = T / slots;
-    check(ratio >= 1, "leading: num_steps=", n, " leaves no room between timesteps for T=", T);
-    std::vector<double> ts;
-    for (int64_t k = slots - 1; k >= 0; --k) ts.push_back(static_cast<double>(k * ratio + options.steps_offset()));
-    if (!options.include_t_min()) ts.pop_back();
-    for (double t : ts)
-      check(t <= s.t_max(), "leading: steps_offset=", options.steps_offset(), " pushes timestep ", t,
-            " past t_max=", s.t_max());
-    return detail::grid_from_times(s, ts, options.final());
-  }
+  TimeGrid grid(const NoiseSchedule& s, int64_t n) const override;
 
   LeadingSpacingOptions options;
 };
-
-DIFFUSE_REGISTER(::diffuse::TimestepSpacing, LeadingSpacing, "leading",
-                 "k*(T//n) + steps_offset, k = n-1..0 (diffusers 'leading', SD default)");
 
 }  // namespace diffuse

@@ -13,48 +13,26 @@
 
 #include <torch/arg.h>
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
-#include <diffuse/registry.h>
 #include <diffuse/schedule.h>
-#include <diffuse/schedules/detail/grid.h>
+#include <diffuse/schedules/final_point.h>
 
 namespace diffuse {
 
 struct TrailingSpacingOptions {
   /// "zero" (default) or "min".
-  TORCH_ARG(std::string, final) = "zero";
+  TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
 };
 
 class TrailingSpacing final : public TimestepSpacing {
  public:
   explicit TrailingSpacing(TrailingSpacingOptions o = {}) : options(std::move(o)) {}
-  static std::unique_ptr<TimestepSpacing> from_config(const Config& c) {
-    ConfigReader r(c, "trailing spacing");
-    TrailingSpacingOptions o;
-    o.final(r.get_choice("final", o.final(), detail::final_choices()));
-    r.finish();
-    return std::make_unique<TrailingSpacing>(o);
-  }
-  Config to_config() const override { return {{"final", options.final()}}; }
+  static std::unique_ptr<TimestepSpacing> from_config(const Config& c);
+  Config to_config() const override;
   std::string name() const override { return "trailing"; }
 
-  TimeGrid grid(const NoiseSchedule& s, int64_t n) const override {
-    detail::check_steps("trailing", n);
-    detail::check_discrete("trailing", s);
-    const int64_t T = s.num_train_timesteps();
-    check(n <= T, "trailing: num_steps=", n, " exceeds the schedule's ", T, " training timesteps");
-    const double start = static_cast<double>(T);
-    const double ratio = start / static_cast<double>(n);
-    const double delta = (start + (-ratio)) - start;  // numpy arange's step, as it fills the array
-    std::vector<double> ts;
-    for (int64_t k = 0; k < n; ++k) ts.push_back(detail::np_round(start + static_cast<double>(k) * delta) - 1.0);
-    return detail::grid_from_times(s, ts, options.final());
-  }
+  TimeGrid grid(const NoiseSchedule& s, int64_t n) const override;
 
   TrailingSpacingOptions options;
 };
-
-DIFFUSE_REGISTER(::diffuse::TimestepSpacing, TrailingSpacing, "trailing",
-                 "round(T - k*T/n) - 1: always starts at T-1 (Lin et al. 2024)");
 
 }  // namespace diffuse

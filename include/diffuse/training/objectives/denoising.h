@@ -27,18 +27,20 @@
 // Output terms: {"mse"} = the unweighted per-example mean squared error; loss = w(t) * mse.
 #pragma once
 
-#include <cmath>
 #include <memory>
 #include <string>
 
-#include <ATen/ATen.h>
 #include <torch/arg.h>
 
 #include <diffuse/objective.h>
-#include <diffuse/registry.h>
-#include <diffuse/training/objectives/detail/denoising_core.h>
+#include <diffuse/training/time_sampling.h>
+#include <diffuse/training/weighting.h>
 
 namespace diffuse {
+
+namespace detail {
+struct DenoisingCoreOptions;  // training/objectives/detail/denoising_core.h
+}  // namespace detail
 
 struct DenoisingOptions {
   /// What the network predicts: epsilon | v_prediction | sample. Default epsilon.
@@ -54,84 +56,25 @@ struct DenoisingOptions {
 
 class DenoisingObjective final : public Objective {
  public:
-  explicit DenoisingObjective(DenoisingOptions o = {}) : options(std::move(o)) {
-    detail::validate(core());
-    check(std::isfinite(options.input_perturbation()) && options.input_perturbation() >= 0,
-          "denoising: input_perturbation must be finite and >= 0, got ", options.input_perturbation());
-  }
+  explicit DenoisingObjective(DenoisingOptions o = {});
 
   /// Keys: prediction_type, time_sampling, p_mean, p_std, weighting, snr_gamma, sigma_data,
   /// input_perturbation.
-  static std::unique_ptr<Objective> from_config(const Config& c) {
-    ConfigReader r(c, "denoising");
-    const detail::DenoisingCoreOptions core = detail::read_core(r);
-    DenoisingOptions o;
-    o.prediction_type(core.prediction_type()).time_sampling(core.time_sampling()).weighting(core.weighting());
-    o.input_perturbation(r.get_double("input_perturbation", o.input_perturbation()));
-    r.finish();
-    return std::make_unique<DenoisingObjective>(o);
-  }
-  Config to_config() const override {
-    Config c;
-    detail::write_core(core(), c);
-    c["input_perturbation"] = format_double(options.input_perturbation());
-    return c;
-  }
+  static std::unique_ptr<Objective> from_config(const Config& c);
+  Config to_config() const override;
   std::string name() const override { return "denoising"; }
   Parameterization prediction_type() const override { return options.prediction_type(); }
 
   /// Fills t, eps and (input_perturbation > 0 only) extra["xi"].
-  ObjectiveDraw draw(const NoiseSchedule& s, const Batch& b, at::Generator& gen) const override {
-    detail::check_batch(b, "denoising");
-    ObjectiveDraw d;
-    d.t = detail::draw_times(s, b.x0, gen, core());
-    d.eps = detail::normal_like(b.x0, gen);
-    if (options.input_perturbation() > 0) d.extra["xi"] = detail::normal_like(b.x0, gen);
-    return d;
-  }
+  ObjectiveDraw draw(const NoiseSchedule& s, const Batch& b, at::Generator& gen) const override;
 
   ObjectiveOutput evaluate(const Network& net, const NoiseSchedule& s, const Batch& b,
-                           const ObjectiveDraw& d) const override {
-    detail::check_batch(b, "denoising");
-    detail::check_draw(d, b, "denoising");
-    const at::Tensor& x0 = b.x0;
-    const detail::ForwardScales f = detail::forward_scales(s, d.t, x0);
-    at::Tensor noise = d.eps;
-    if (options.input_perturbation() > 0) {
-      auto it = d.extra.find("xi");
-      check(it != d.extra.end() && it->second.defined() && it->second.sizes() == x0.sizes(),
-            "denoising: input_perturbation=", options.input_perturbation(),
-            " needs the draw's extra[\"xi\"] shaped like x0");
-      noise = d.eps + it->second * options.input_perturbation();
-    }
-    const at::Tensor x_t = f.a * x0 + f.s * noise;
-    const at::Tensor out = detail::call_network(net, x_t, d.t, b.cond, "denoising");
-    const at::Tensor target = detail::regression_target(options.prediction_type(), x0, d.eps, f);
-    const at::Tensor diff = out - target;
-    const at::Tensor mse = detail::mean_per_example(diff * diff);
-    ObjectiveOutput o;
-    o.loss = mse * detail::weights_for(f, core(), x0);
-    o.terms["mse"] = mse;
-    return o;
-  }
+                           const ObjectiveDraw& d) const override;
 
   DenoisingOptions options;
 
  private:
-  detail::DenoisingCoreOptions core() const {
-    detail::DenoisingCoreOptions c;
-    c.prediction_type(options.prediction_type()).time_sampling(options.time_sampling()).weighting(options.weighting());
-    return c;
-  }
+  detail::DenoisingCoreOptions core() const;
 };
-
-DIFFUSE_REGISTER_OBJECTIVE(DenoisingObjective, "denoising",
-                           "denoising score matching: epsilon / v / x0 targets, uniform or log-normal t, "
-                           "min-SNR / EDM weighting, optional input perturbation (DDPM-IP)");
-DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_input_perturbation, "input_perturbation", "denoising",
-                                 (Config{{"input_perturbation", "0.1"}}),
-                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
-DIFFUSE_REGISTER_OBJECTIVE_ALIAS(denoising_ddpm_ip, "ddpm_ip", "denoising", (Config{{"input_perturbation", "0.1"}}),
-                                 "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
 
 }  // namespace diffuse

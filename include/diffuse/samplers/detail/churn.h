@@ -1,55 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared maths of the k-diffusion-style samplers (Euler, Euler ancestral, Heun), written on the
-// VP-native state x = alpha * x0 + sigma * eps. k-diffusion works on x_ve = x / alpha with noise
-// level sigma_ve = sigma / alpha; its Euler step x_ve' = x_ve + d (sigma_ve' - sigma_ve), with
-// d = (x_ve - x0) / sigma_ve, becomes after multiplying by alpha':
-//   x' = (alpha' sigma_ve' / sigma) x + alpha' (1 - sigma_ve' / sigma_ve) x0,
-// where alpha * sigma_ve = sigma was used on the first coefficient. The ratio sigma_ve'/sigma_ve is 0
-// when alpha = 0 (sigma_ve = inf), so the step stays finite at zero terminal SNR, and it lands
-// exactly on x0 when sigma' = 0.
+// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by the euler and heun samplers: option
+// checks, config plumbing, gamma and the raised point. Used by samplers/euler.cpp and
+// samplers/heun.cpp only (the step coefficients are public: <diffuse/samplers/coefficients.h>).
 #pragma once
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
+#include <algorithm>
+#include <cmath>
+
 #include <diffuse/config.h>
 #include <diffuse/sampler.h>
 #include <diffuse/schedule.h>
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
-
 namespace diffuse::detail {
-
-/// sigma_ve' / sigma_ve, with inf / inf excluded: 0 when the current point has alpha = 0.
-inline double ve_ratio(double sigma_ve_next, double sigma_ve_now) {
-  if (std::isinf(sigma_ve_now)) return 0.0;
-  return sigma_ve_next / sigma_ve_now;
-}
-
-/// Coefficients (cx, cx0) of x' = cx * x + cx0 * x0 for a k-diffusion Euler step from `now`
-/// (noise level sigma_ve of `now`) to noise level sigma_ve_to, then scaled by alpha_to.
-/// `now.sigma` must be > 0.
-struct EulerCoefficients {
-  double cx, cx0;
-};
-inline EulerCoefficients euler_coefficients(const TimePoint& now, double sigma_ve_to, double alpha_to) {
-  const double r = ve_ratio(sigma_ve_to, now.sigma_ve());
-  return {alpha_to * sigma_ve_to / now.sigma, alpha_to * (1.0 - r)};
-}
-
-/// k-diffusion get_ancestral_step (VE units): the deterministic part steps to sigma_down, then
-/// noise of standard deviation sigma_up is added, so that sigma_down^2 + sigma_up^2 = sigma_next^2.
-///   sigma_up = min(sigma_next, eta * sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))
-/// eta = 0 gives sigma_up = 0 (plain Euler); sigma = inf is allowed (ratio 0).
-struct AncestralSplit {
-  double sigma_down, sigma_up;
-};
-inline AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta) {
-  if (eta == 0.0 || sigma_ve_next == 0.0) return {sigma_ve_next, 0.0};
-  const double r = ve_ratio(sigma_ve_next, sigma_ve);
-  const double up = std::min(sigma_ve_next, eta * sigma_ve_next * std::sqrt(std::max(0.0, 1.0 - r * r)));
-  return {std::sqrt(std::max(0.0, sigma_ve_next * sigma_ve_next - up * up)), up};
-}
 
 /// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by euler and heun: option checks.
 inline void check_churn_options(const char* who, double s_churn, double s_tmin, double s_tmax, double s_noise) {

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// Coefficient helpers for sampler authors: the k-diffusion Euler / ancestral step written on the
+// VP-native state, and the exponential-integrator (DPM-Solver++) coefficients in forms that stay
+// finite at the grid's end points. Our samplers (euler, euler_ancestral, heun, dpm_solver_pp*) use
+// exactly these.
+//
+// k-diffusion works on x_ve = x / alpha with noise level sigma_ve = sigma / alpha; its Euler step
+// x_ve' = x_ve + d (sigma_ve' - sigma_ve), with d = (x_ve - x0) / sigma_ve, becomes after
+// multiplying by alpha':
+//   x' = (alpha' sigma_ve' / sigma) x + alpha' (1 - sigma_ve' / sigma_ve) x0,
+// where alpha * sigma_ve = sigma was used on the first coefficient. The ratio sigma_ve'/sigma_ve is
+// 0 when alpha = 0 (sigma_ve = inf), so the step stays finite at zero terminal SNR, and it lands
+// exactly on x0 when sigma' = 0.
+//
+// DPM-Solver++ notation (methods.md §1.4): lambda = log(alpha / sigma), h = lambda_next -
+// lambda_now >= 0. A step onto the clean point has h = +inf (e^{-h} = 0), a step from alpha = 0 has
+// h = +inf too, and a zero-length final step (diffusers' final_sigmas_type="sigma_min" after karras
+// / lu sigmas, which already end on sigma_min) has h = 0. The higher-order terms are written with
+// the divided differences E = (m_a - m_b) / (lambda_a - lambda_b) of the data predictions, so no
+// coefficient divides by h: at h = 0 every update term vanishes and x is returned unchanged
+// (diffusers gets 0/0 = NaN there for solver_type=heun and order 3), and a previous step of
+// infinite length simply contributes E = 0 (the lower-order update).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <diffuse/schedule.h>
+
+namespace diffuse {
+
+/// sigma_ve' / sigma_ve, with inf / inf excluded: 0 when the current point has alpha = 0.
+inline double ve_ratio(double sigma_ve_next, double sigma_ve_now) {
+  return std::isinf(sigma_ve_now) ? 0.0 : sigma_ve_next / sigma_ve_now;
+}
+
+/// Coefficients of x' = cx * x + cx0 * x0 (see euler_coefficients).
+struct EulerCoefficients {
+  double cx = 0, cx0 = 0;
+};
+
+/// (cx, cx0) of a k-diffusion Euler step from `now` (noise level sigma_ve of `now`) to noise level
+/// sigma_ve_to, then scaled by alpha_to. `now.sigma` must be > 0.
+EulerCoefficients euler_coefficients(const TimePoint& now, double sigma_ve_to, double alpha_to);
+
+/// The two parts of an ancestral step (see ancestral_split).
+struct AncestralSplit {
+  double sigma_down = 0, sigma_up = 0;
+};
+
+/// k-diffusion get_ancestral_step (VE units): the deterministic part steps to sigma_down, then
+/// noise of standard deviation sigma_up is added, so that sigma_down^2 + sigma_up^2 = sigma_next^2.
+///   sigma_up = min(sigma_next, eta * sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))
+/// eta = 0 gives sigma_up = 0 (plain Euler); sigma = inf is allowed (ratio 0).
+AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta);
+
+/// phi_1(h) = 1 - e^{-h}, accurate for small h; 1 at h = +inf.
+inline double dpm_phi1(double h) { return -std::expm1(-h); }
+
+/// e^{-h} - 1 + h = h^2/2 - h^3/6 + ..., the numerator of the second-order coefficients; finite
+/// only for finite h.
+inline double dpm_expm1_plus(double h) { return std::expm1(-h) + h; }
+
+/// 1 / d for a lambda difference d > 0, and 0 when d is infinite (a step from alpha = 0).
+inline double dpm_inv_step(double d) { return std::isinf(d) ? 0.0 : 1.0 / d; }
+
+/// The second-order update of the DPM-Solver++ samplers (diffusers' solver_type).
+enum class DpmSolverType {
+  kMidpoint,  ///< "midpoint" (diffusers' default)
+  kHeun       ///< "heun"
+};
+
+/// Config names of DpmSolverType ("midpoint", "heun"), for ConfigReader::get_enum / enum_name.
+const std::vector<std::pair<std::string, DpmSolverType>>& dpm_solver_type_names();
+
+/// The order diffusers' DPMSolverMultistepScheduler.step uses at this step:
+///  * warm-up: the first step is first order, the second at most second order (`available` is the
+///    number of earlier data predictions of this run, i.e. History::size());
+///  * the last step is first order when euler_at_final, or when it lands on sigma = 0
+///    (final_sigmas_type="zero": lambda = +inf), or when lower_order_final and num_steps < below;
+///  * the second-to-last step is at most second order when lower_order_final and num_steps < below
+///    (diffusers hard-codes below = 15: "len(self.timesteps) < 15").
+/// `index` / `num_steps` are the position in the whole grid (StepContext), so a run that starts in
+/// the middle of a grid (img2img) sees the same rule as diffusers' step_index.
+int64_t dpm_multistep_order(int64_t order, bool lower_order_final, int64_t below,
+                            bool euler_at_final, int64_t index, int64_t num_steps,
+                            bool next_is_clean, size_t available);
+
+}  // namespace diffuse

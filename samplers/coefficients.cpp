@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+// Coefficient helpers of <diffuse/samplers/coefficients.h> (the formulas are there).
+#include <diffuse/samplers/coefficients.h>
+
+#include <algorithm>
+
+namespace diffuse {
+
+EulerCoefficients euler_coefficients(const TimePoint& now, double sigma_ve_to, double alpha_to) {
+  const double r = ve_ratio(sigma_ve_to, now.sigma_ve());
+  return {alpha_to * sigma_ve_to / now.sigma, alpha_to * (1.0 - r)};
+}
+
+AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta) {
+  if (eta == 0.0 || sigma_ve_next == 0.0) return {sigma_ve_next, 0.0};
+  const double r = ve_ratio(sigma_ve_next, sigma_ve);
+  const double up =
+      std::min(sigma_ve_next, eta * sigma_ve_next * std::sqrt(std::max(0.0, 1.0 - r * r)));
+  return {std::sqrt(std::max(0.0, sigma_ve_next * sigma_ve_next - up * up)), up};
+}
+
+const std::vector<std::pair<std::string, DpmSolverType>>& dpm_solver_type_names() {
+  static const std::vector<std::pair<std::string, DpmSolverType>> names{
+      {"midpoint", DpmSolverType::kMidpoint}, {"heun", DpmSolverType::kHeun}};
+  return names;
+}
+
+int64_t dpm_multistep_order(int64_t order, bool lower_order_final, int64_t below,
+                            bool euler_at_final, int64_t index, int64_t num_steps,
+                            bool next_is_clean, size_t available) {
+  const bool lof_active = lower_order_final && num_steps < below;
+  const bool last = index == num_steps - 1;
+  const bool second_last = index == num_steps - 2;
+  if (order == 1 || available < 1 || next_is_clean || (last && (euler_at_final || lof_active)))
+    return 1;
+  if (order == 2 || available < 2 || (second_last && lof_active)) return 2;
+  return 3;
+}
+
+}  // namespace diffuse

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/samplers/ddpm.h>.
+#include <diffuse/samplers/ddpm.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <diffuse/registry.h>
+
+namespace diffuse {
+
+namespace {
+
+const std::vector<std::pair<std::string, DdpmVarianceType>>& variance_type_names() {
+  static const std::vector<std::pair<std::string, DdpmVarianceType>> names{
+      {"fixed_small", DdpmVarianceType::kFixedSmall},
+      {"fixed_small_log", DdpmVarianceType::kFixedSmallLog},
+      {"fixed_large", DdpmVarianceType::kFixedLarge}};
+  return names;
+}
+
+}  // namespace
+
+DdpmSampler::DdpmSampler(DdpmOptions o) : options(std::move(o)) {
+  const auto v = options.variance_type();
+  check(v == DdpmVarianceType::kFixedSmall || v == DdpmVarianceType::kFixedSmallLog ||
+            v == DdpmVarianceType::kFixedLarge,
+        "DdpmOptions.variance_type must be one of kFixedSmall, kFixedSmallLog, kFixedLarge, got ",
+        static_cast<int>(v));
+}
+
+std::unique_ptr<Sampler> DdpmSampler::from_config(const Config& c) {
+  ConfigReader r(c, "ddpm");
+  DdpmOptions o;
+  o.variance_type(r.get_enum("variance_type", o.variance_type(), variance_type_names()));
+  o.diffusers_final_noise(r.get_bool("diffusers_final_noise", o.diffusers_final_noise()));
+  r.finish();
+  return std::make_unique<DdpmSampler>(o);
+}
+
+Config DdpmSampler::to_config() const {
+  return {{"variance_type", enum_name(options.variance_type(), variance_type_names())},
+          {"diffusers_final_noise", options.diffusers_final_noise() ? "true" : "false"}};
+}
+
+double DdpmSampler::step_beta(const TimePoint& now, const TimePoint& next) {
+  const double a = now.alpha / next.alpha;
+  return now.sigma * now.sigma - a * a * next.sigma * next.sigma;
+}
+
+double DdpmSampler::variance(const TimePoint& now, const TimePoint& next,
+                             DdpmVarianceType variance_type) {
+  const double beta = step_beta(now, next);
+  if (variance_type == DdpmVarianceType::kFixedLarge) return beta;
+  const double small = beta * next.sigma * next.sigma / (now.sigma * now.sigma);
+  return std::max(small, kMinVariance);
+}
+
+StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                  const History&, SampleContext& ctx) const {
+  const TimePoint& now = st.now;
+  const TimePoint& next = st.next;
+  check(next.alpha > 0, "ddpm: cannot step onto a point with alpha = 0 (t=", next.t, ")");
+  Prediction p = model(x, now, st);
+  const double s2 = now.sigma * now.sigma;
+  const double beta = step_beta(now, next);
+  // Eq. (7): the posterior mean in terms of the (clipped) x0 prediction.
+  const double c_x0 = next.alpha * beta / s2;
+  const double c_x = (now.alpha / next.alpha) * next.sigma * next.sigma / s2;
+  Tensor x_next = detail::lincomb(p.x0, c_x0, x, c_x);
+  const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
+  if (noisy) {
+    const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
+    detail::add_scaled_(x_next, ctx.randn_like(x), stddev);
+  }
+  return {x_next, p};
+}
+
+DIFFUSE_REGISTER_SAMPLER(DdpmSampler, "ddpm",
+                         "DDPM ancestral sampling (Ho et al. 2020) on the respaced chain; "
+                         "fixed_small/fixed_large variance");
+
+}  // namespace diffuse

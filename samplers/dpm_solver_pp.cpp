@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/samplers/dpm_solver_pp.h>.
+#include <diffuse/samplers/dpm_solver_pp.h>
+
+#include <cmath>
+
+#include <diffuse/registry.h>
+
+namespace diffuse {
+
+namespace {
+
+const std::vector<std::pair<std::string, DpmThirdOrder>>& third_order_names() {
+  static const std::vector<std::pair<std::string, DpmThirdOrder>> names{
+      {"diffusers", DpmThirdOrder::kDiffusers}, {"taylor", DpmThirdOrder::kTaylor}};
+  return names;
+}
+
+}  // namespace
+
+DpmSolverPPSampler::DpmSolverPPSampler(DpmSolverPPOptions o) : options(std::move(o)) {
+  check(options.order() >= 1 && options.order() <= 3,
+        "DpmSolverPPOptions.order must be 1, 2 or 3, got ", options.order());
+  check(options.solver_type() == DpmSolverType::kMidpoint ||
+            options.solver_type() == DpmSolverType::kHeun,
+        "DpmSolverPPOptions.solver_type must be kMidpoint or kHeun, got ",
+        static_cast<int>(options.solver_type()));
+  check(options.third_order() == DpmThirdOrder::kDiffusers ||
+            options.third_order() == DpmThirdOrder::kTaylor,
+        "DpmSolverPPOptions.third_order must be kDiffusers or kTaylor, got ",
+        static_cast<int>(options.third_order()));
+  check(options.lower_order_final_below() >= 1,
+        "DpmSolverPPOptions.lower_order_final_below must be >= 1, got ",
+        options.lower_order_final_below());
+}
+
+std::unique_ptr<Sampler> DpmSolverPPSampler::from_config(const Config& c) {
+  ConfigReader r(c, "dpm_solver_pp");
+  DpmSolverPPOptions o;
+  o.order(r.get_int("order", o.order()));
+  o.solver_type(r.get_enum("solver_type", o.solver_type(), dpm_solver_type_names()));
+  o.lower_order_final(r.get_bool("lower_order_final", o.lower_order_final()));
+  o.lower_order_final_below(r.get_int("lower_order_final_below", o.lower_order_final_below()));
+  o.euler_at_final(r.get_bool("euler_at_final", o.euler_at_final()));
+  o.third_order(r.get_enum("third_order", o.third_order(), third_order_names()));
+  r.finish();
+  return std::make_unique<DpmSolverPPSampler>(o);
+}
+
+Config DpmSolverPPSampler::to_config() const {
+  return {{"order", std::to_string(options.order())},
+          {"solver_type", enum_name(options.solver_type(), dpm_solver_type_names())},
+          {"lower_order_final", options.lower_order_final() ? "true" : "false"},
+          {"lower_order_final_below", std::to_string(options.lower_order_final_below())},
+          {"euler_at_final", options.euler_at_final() ? "true" : "false"},
+          {"third_order", enum_name(options.third_order(), third_order_names())}};
+}
+
+int64_t DpmSolverPPSampler::order_at(const StepContext& st, size_t available) const {
+  return dpm_multistep_order(options.order(), options.lower_order_final(),
+                             options.lower_order_final_below(), options.euler_at_final(), st.index,
+                             st.num_steps, st.next.is_clean(), available);
+}
+
+StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
+                                         const StepContext& st, const History& history,
+                                         SampleContext&) const {
+  const TimePoint& s0 = st.now;
+  const TimePoint& next = st.next;
+  Prediction p = model(x, s0, st);
+  const int64_t order = order_at(st, history.size());
+  const double lambda0 = s0.log_snr();
+  const double h = next.log_snr() - lambda0;  // +inf onto the clean point or from alpha = 0
+  const double a = next.alpha;
+  if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
+  const Tensor& m0 = p.x0;
+  // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
+  // x0.
+  Tensor x_next = detail::lincomb(x, next.sigma / s0.sigma, m0, a * dpm_phi1(h));
+  if (order == 1) return {x_next, p};
+
+  const size_t n = history.size();
+  const Tensor& m1 = history.preds[n - 1].x0;
+  const double inv_h0 = dpm_inv_step(lambda0 - history.times[n - 1].log_snr());
+  const Tensor e0 = detail::diff_scaled(m0, m1, inv_h0);
+  const double em = dpm_expm1_plus(h);  // e^{-h} - 1 + h
+  if (order == 2) {
+    const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
+    detail::add_scaled_(x_next, e0, midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
+    return {x_next, p};
+  }
+  const Tensor& m2 = history.preds[n - 2].x0;
+  const double h0 = lambda0 - history.times[n - 1].log_snr();
+  const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();
+  const Tensor e1 = detail::diff_scaled(m1, m2, dpm_inv_step(h1));
+  const double w = std::isinf(h1) ? 0.0 : h0 / (h0 + h1);
+  const double d2_scale = options.third_order() == DpmThirdOrder::kTaylor ? 2.0 : 1.0;
+  const double inv_sum = std::isinf(h1) ? 0.0 : d2_scale / (h0 + h1);
+  Tensor first = detail::scaled(e0, 1.0 + w);
+  detail::sub_scaled_(first, e1, w);
+  detail::add_scaled_(x_next, first, a * em);
+  detail::sub_scaled_(x_next, e0 - e1, a * (em - 0.5 * h * h) * inv_sum);
+  return {x_next, p};
+}
+
+DIFFUSE_REGISTER_SAMPLER(DpmSolverPPSampler, "dpm_solver_pp",
+                         "DPM-Solver++ multistep (Lu et al. 2022), data prediction, order 1-3");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m, "dpmpp_2m", "dpm_solver_pp", (Config{{"order", "2"}}),
+                               "DPM++ 2M (A1111/ComfyUI name): dpm_solver_pp order=2");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(dpmpp_2m_k, "k_dpmpp_2m", "dpm_solver_pp", (Config{{"order", "2"}}),
+                               "A1111's internal name for DPM++ 2M");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(
+    dpmpp_2m_a1111, "DPM++ 2M", "dpm_solver_pp", (Config{{"order", "2"}}),
+    "A1111's label for DPM++ 2M (pair it with the karras spacing for 'DPM++ 2M Karras')");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(
+    dpmpp_3m, "dpmpp_3m", "dpm_solver_pp", (Config{{"order", "3"}}),
+    "DPM++ 3M: dpm_solver_pp order=3 (diffusers solver_order=3 defaults)");
+
+}  // namespace diffuse

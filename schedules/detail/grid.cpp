@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/schedules/detail/grid.h>.
+#include <diffuse/schedules/detail/grid.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <diffuse/config.h>
+
+namespace diffuse::detail {
+
+std::vector<double> np_linspace(double start, double stop, int64_t num) {
+  std::vector<double> y(static_cast<size_t>(std::max<int64_t>(num, 0)));
+  if (num == 1) {
+    y[0] = start;
+    return y;
+  }
+  const double step = (stop - start) / static_cast<double>(num - 1);
+  for (int64_t i = 0; i < num; ++i) y[i] = static_cast<double>(i) * step + start;
+  if (num > 1) y[num - 1] = stop;
+  return y;
+}
+
+double np_round(double v) { return std::nearbyint(v); }
+
+void check_steps(const std::string& who, int64_t n) {
+  check(n >= 1, who, ": num_steps must be >= 1, got ", n);
+  check(n <= kMaxNumSteps, who, ": num_steps=", n, " is more than the ", kMaxNumSteps,
+        " steps a grid may have");
+}
+
+void check_discrete(const std::string& who, const NoiseSchedule& s) {
+  check(s.num_train_timesteps() > 0, who, " spacing needs a discrete schedule, got '", s.name(),
+        "'");
+}
+
+TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
+                         FinalPoint final_kind) {
+  TimeGrid g;
+  g.reserve(ts.size() + 1);
+  for (double t : ts) g.push_back(s.at(t));
+  g.push_back(final_point(s, final_kind));
+  return g;
+}
+
+TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t) {
+  TimeGrid g;
+  g.reserve(sigmas.size());
+  for (double sg : sigmas) {
+    if (sg == 0.0) {
+      g.push_back(s.clean_point());
+      continue;
+    }
+    TimePoint p = s.at_sigma_ve(sg);
+    if (round_t && s.num_train_timesteps() > 0) p.t = np_round(p.t);
+    g.push_back(p);
+  }
+  return g;
+}
+
+void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who) {
+  if (lo == 0.0) lo = s.at(s.t_min()).sigma_ve();
+  if (hi == 0.0) hi = s.at(s.t_max()).sigma_ve();
+  check(lo > 0 && std::isfinite(hi) && hi > lo, who,
+        ": needs 0 < sigma_min < sigma_max < inf, got sigma_min=", lo, " sigma_max=", hi,
+        " (for zero terminal SNR set terminal_alphas_cumprod or sigma_max)");
+}
+
+}  // namespace diffuse::detail

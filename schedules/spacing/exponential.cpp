@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/schedules/spacing/exponential.h>.
+#include <diffuse/schedules/spacing/exponential.h>
+
+#include <cmath>
+
+#include <diffuse/registry.h>
+#include <diffuse/schedules/detail/grid.h>
+
+namespace diffuse {
+
+ExponentialSpacing::ExponentialSpacing(ExponentialSpacingOptions o) : options(std::move(o)) {
+  check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
+        "exponential: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
+        options.sigma_min(), " sigma_max=", options.sigma_max());
+}
+
+std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c) {
+  ConfigReader r(c, "exponential spacing");
+  ExponentialSpacingOptions o;
+  o.sigma_min(r.get_double("sigma_min", o.sigma_min()));
+  o.sigma_max(r.get_double("sigma_max", o.sigma_max()));
+  o.round_t(r.get_bool("round_t", o.round_t()));
+  o.final(r.get_enum("final", o.final(), final_point_names()));
+  r.finish();
+  return std::make_unique<ExponentialSpacing>(o);
+}
+
+Config ExponentialSpacing::to_config() const {
+  return {{"sigma_min", format_double(options.sigma_min())},
+          {"sigma_max", format_double(options.sigma_max())},
+          {"round_t", detail::bool_str(options.round_t())},
+          {"final", enum_name(options.final(), final_point_names())}};
+}
+
+TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
+  detail::check_steps("exponential", n);
+  double lo = options.sigma_min(), hi = options.sigma_max();
+  detail::sigma_range(s, lo, hi, "exponential");
+  std::vector<double> sig;
+  for (double l : detail::np_linspace(std::log(hi), std::log(lo), n)) sig.push_back(std::exp(l));
+  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t());
+  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
+  return g;
+}
+
+DIFFUSE_REGISTER(::diffuse::TimestepSpacing, ExponentialSpacing, "exponential",
+                 "sigma uniform in log (= uniform log-SNR; diffusers use_lu_lambdas)");
+DIFFUSE_REGISTER_ALIAS(::diffuse::TimestepSpacing, log_snr_uniform, "log_snr_uniform",
+                       "exponential", {}, "alias of exponential: uniform in log-SNR");
+
+}  // namespace diffuse

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/schedules/spacing/karras.h>.
+#include <diffuse/schedules/spacing/karras.h>
+
+#include <cmath>
+
+#include <diffuse/registry.h>
+#include <diffuse/schedules/detail/grid.h>
+
+namespace diffuse {
+
+KarrasSpacing::KarrasSpacing(KarrasSpacingOptions o) : options(std::move(o)) {
+  check(options.rho() > 0, "karras: rho must be > 0, got ", options.rho());
+  check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
+        "karras: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
+        options.sigma_min(), " sigma_max=", options.sigma_max());
+}
+
+std::unique_ptr<TimestepSpacing> KarrasSpacing::from_config(const Config& c) {
+  ConfigReader r(c, "karras spacing");
+  KarrasSpacingOptions o;
+  o.rho(r.get_double("rho", o.rho()));
+  o.sigma_min(r.get_double("sigma_min", o.sigma_min()));
+  o.sigma_max(r.get_double("sigma_max", o.sigma_max()));
+  o.round_t(r.get_bool("round_t", o.round_t()));
+  o.final(r.get_enum("final", o.final(), final_point_names()));
+  r.finish();
+  return std::make_unique<KarrasSpacing>(o);
+}
+
+Config KarrasSpacing::to_config() const {
+  return {{"rho", format_double(options.rho())},
+          {"sigma_min", format_double(options.sigma_min())},
+          {"sigma_max", format_double(options.sigma_max())},
+          {"round_t", detail::bool_str(options.round_t())},
+          {"final", enum_name(options.final(), final_point_names())}};
+}
+
+TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
+  detail::check_steps("karras", n);
+  double lo = options.sigma_min(), hi = options.sigma_max();
+  detail::sigma_range(s, lo, hi, "karras");
+  const double rho = options.rho();
+  const double min_inv = std::pow(lo, 1.0 / rho), max_inv = std::pow(hi, 1.0 / rho);
+  const std::vector<double> ramp = detail::np_linspace(0.0, 1.0, n);
+  std::vector<double> sig;
+  for (double r : ramp) sig.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t());
+  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
+  return g;
+}
+
+DIFFUSE_REGISTER(::diffuse::TimestepSpacing, KarrasSpacing, "karras",
+                 "Karras et al. 2022 rho-spacing of sigma (default rho=7)");
+
+}  // namespace diffuse
