@@ -41,6 +41,13 @@ bool register_command(Command c) {
   return true;
 }
 
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\n\r");
+  if (b == std::string::npos) return "";
+  const auto e = s.find_last_not_of(" \t\n\r");
+  return s.substr(b, e - b + 1);
+}
+
 std::string error_message(const std::exception& e) {
   std::string text;
   if (const auto* ce = dynamic_cast<const c10::Error*>(&e)) {
@@ -56,7 +63,7 @@ std::string error_message(const std::exception& e) {
     size_t start = 0;
     while (start <= text.size()) {
       auto end = text.find('\n', start);
-      std::string line = detail::trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      std::string line = trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
       if (line.rfind("Exception raised from", 0) == 0 || line.rfind("frame #", 0) == 0) break;
       if (!line.empty()) joined += (joined.empty() ? "" : "; ") + line;
       if (end == std::string::npos) break;
@@ -65,6 +72,14 @@ std::string error_message(const std::exception& e) {
     text = joined;
   }
   return text;
+}
+
+void throw_same_kind(const std::exception& e, const std::string& message) {
+  if (dynamic_cast<const UsageError*>(&e)) throw UsageError(message);
+  if (dynamic_cast<const diffuse::ConfigError*>(&e)) throw diffuse::ConfigError(message);
+  if (dynamic_cast<const diffuse::IOError*>(&e)) throw diffuse::IOError(message);
+  if (dynamic_cast<const diffuse::NumericalError*>(&e)) throw diffuse::NumericalError(message);
+  throw diffuse::Error(message);
 }
 
 c10::Device parse_device(const std::string& text) {
@@ -304,7 +319,7 @@ std::string read_file_text(const std::string& path, const std::string& what) {
   std::ifstream f(path, std::ios::binary);
   std::ostringstream os;
   os << f.rdbuf();
-  if (!f && !f.eof()) throw diffuse::Error(what + " '" + path + "' cannot be read");
+  if (!f && !f.eof()) throw diffuse::IOError(what + " '" + path + "' cannot be read");
   return os.str();
 }
 
@@ -325,15 +340,16 @@ ScheduleFile read_schedule_file(const std::string& path) {
   const std::string text = read_file_text(path, "schedule file");
   const auto first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos || text[first] != '{')
-    throw diffuse::Error("schedule file '" + path + "' is not a JSON schedule written by `diffuse ays` (it does not "
+    throw diffuse::IOError("schedule file '" + path + "' is not a JSON schedule written by `diffuse ays` (it does not "
                          "start with '{')");
   nlohmann::json j;
   try {
     j = parse_json_strict(text);
   } catch (const std::exception& e) {
-    throw diffuse::Error("schedule file '" + path + "' is not valid JSON: " + e.what());
+    throw diffuse::IOError("schedule file '" + path + "' is not valid JSON: " + e.what());
   }
-  auto fail = [&](const std::string& why) { throw diffuse::Error("schedule file '" + path + "': " + why); };
+  // A file that is not a valid schedule is corrupt or of the wrong format: an I/O error (exit 3).
+  auto fail = [&](const std::string& why) { throw diffuse::IOError("schedule file '" + path + "': " + why); };
   if (!j.is_object() || j.value("format", "") != "diffuse-schedule") fail("not a diffuse schedule (format field)");
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
     fail("unsupported version (this build reads version 1)");

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `diffuse` command-line tool: subcommand registration and what every subcommand shares
 // (logging verbosity, threads, devices and dtypes, one-line errors, exit codes, a progress bar with
-// ETA, JSON records). Each subcommand lives in commands/<name>.cpp and registers itself with
+// ETA, JSON records). Each subcommand lives in commands/<name>.cpp (larger ones also in
+// commands/<name>_<part>.cpp with a commands/<name>.h) and registers itself with
 // DIFFUSE_CLI_COMMAND, so adding one touches one file.
 #pragma once
 
@@ -19,18 +20,27 @@
 
 namespace diffuse::cli {
 
-/// Exit codes of every subcommand.
+/// Exit codes of every subcommand. main() maps each kind of error to its code (exit_code_for,
+/// main.cpp); 130 and 143 (128 + signal) end an interrupted `diffuse train`.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,  ///< the work failed (unreadable or corrupt file, NaN, I/O error, ...)
-  kExitUsage = 2,    ///< bad arguments (unknown name, value out of range, missing file)
+  kExitFailure = 1,    ///< any other failure (a LibTorch error, out of memory, ...)
+  kExitUsage = 2,      ///< bad arguments or configuration: UsageError, diffuse::ConfigError
+  kExitIO = 3,         ///< a file unreadable, unwritable, corrupt, truncated or of the wrong format: diffuse::IOError
+  kExitNumerical = 4,  ///< NaN / Inf in the computation: diffuse::NumericalError
 };
 
-/// A bad argument: reported as one line and exit code 2.
+/// A bad argument found by the CLI itself: reported as one line and exit code 2 (as a
+/// diffuse::ConfigError from the library).
 class UsageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// Throws an error of the same kind as `e` (UsageError, diffuse::ConfigError, IOError,
+/// NumericalError, else diffuse::Error) with `message`: for rewording a caught error without
+/// changing its exit code.
+[[noreturn]] void throw_same_kind(const std::exception& e, const std::string& message);
 
 /// Options shared by all subcommands (set on the top-level app).
 struct GlobalOptions {
@@ -53,6 +63,9 @@ bool register_command(Command c);
 
 #define DIFFUSE_CLI_COMMAND(id, name, summary, setup) \
   static const bool diffuse_cli_command_##id = ::diffuse::cli::register_command({name, summary, setup})
+
+/// `s` without leading and trailing spaces, tabs and line breaks.
+std::string trim(const std::string& s);
 
 /// The message of an exception on one line (LibTorch's backtraces and context lines dropped).
 std::string error_message(const std::exception& e);
@@ -150,12 +163,15 @@ struct ScheduleFile {
   std::string description;
 };
 void write_schedule_file(const std::string& path, const ScheduleFile& s);  ///< atomic
-ScheduleFile read_schedule_file(const std::string& path);                 ///< errors name the file
+/// Reads a schedule file: a missing file is a UsageError, an unreadable or malformed one a
+/// diffuse::IOError; errors name the file.
+ScheduleFile read_schedule_file(const std::string& path);
 /// The `timesteps` spacing spec for a schedule file ("timesteps:timesteps=999;...,final=zero").
 std::string spacing_spec(const ScheduleFile& s);
 
 /// Loads --model (empty = the shipped default model) on device/dtype; --model-card text for
-/// formats without a card. A missing file is a UsageError; an unreadable one a diffuse::Error.
+/// formats without a card. A missing file is a UsageError; an unreadable or corrupt one a
+/// diffuse::Error from the library (IOError).
 diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
                                     c10::ScalarType dtype);
 
@@ -168,7 +184,7 @@ std::string printable(const std::string& text);
 /// parser's error) for the caller to prefix with what was read.
 nlohmann::json parse_json_strict(const std::string& text, bool allow_comments = false);
 
-/// The whole of a file as bytes; a diffuse::Error naming `what` and the path if it cannot be read.
+/// The whole of a file as bytes; a diffuse::IOError naming `what` and the path if it cannot be read.
 std::string read_file_text(const std::string& path, const std::string& what);
 
 /// "name" / "name:k=v,..." of any registry, in canonical form: the registered key and its full

@@ -115,7 +115,7 @@ inline int parse_master_port(const std::string& text) {
 inline std::vector<std::string> own_arguments() {
   std::vector<std::string> args;
   const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  require(fd >= 0, "--nproc: cannot read /proc/self/cmdline (the launcher needs Linux)");
+  if (fd < 0) throw diffuse::IOError("--nproc: cannot read /proc/self/cmdline (the launcher needs Linux)");
   std::string all;
   char buf[4096];
   for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include <diffuse/detail/aten.h>
-#include <diffuse/detail/noise_impl.h>
+#include <diffuse/noise.h>
 #include <diffuse/registry.h>
 #include <diffuse/schedules/detail/grid.h>
 

@@ -55,8 +55,8 @@ TEST(CliEval, TinyGridWritesTablesAndPlots) {
 // measures only the missing settings and refuses a table of other run settings.
 TEST(CliEval, RowsAreWrittenAsMeasuredAndResumeSkipsThem) {
   const std::string dir = cli_test_dir("eval_resume");
-  // A two-time schedule: the 2-step setting runs, the 3-step one fails when its grid is made (exit
-  // 1, a work failure), after the first row was measured.
+  // A two-time schedule: the 2-step setting runs, the 3-step one fails when its grid is made (a
+  // configuration error, exit 2, found by the library), after the first row was measured.
   const std::string sched = "timesteps:timesteps=999;500";
   const std::vector<std::string> common = {"eval", "--num", "8", "--reference-limit", "16", "--eb-num", "4",
                                            "--batch-size", "8", "--schedule", sched, "--out", dir + "/e"};
@@ -66,7 +66,7 @@ TEST(CliEval, RowsAreWrittenAsMeasuredAndResumeSkipsThem) {
     return args;
   };
   auto r = run_cli(with({"--steps", "2,3"}));
-  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("num_steps=3"), std::string::npos) << r.err;
   auto csv = lines(read_text_file(dir + "/e/eval.csv"));
   ASSERT_EQ(csv.size(), 2u) << r.err;
@@ -110,7 +110,7 @@ TEST(CliEval, BadArgumentsAreOneLineErrors) {
     f << "this is not a model file \x01\x02\x03 at all";
   }
   expect_clean_error(run_cli({"eval", "--model", dir + "/junk.pt", "--num", "4", "--steps", "1", "--out", dir}),
-                     {"junk.pt"}, 1);
+                     {"junk.pt"}, 3);  // a corrupt model file: an I/O error
   EXPECT_FALSE(fs::exists(dir + "/eval.csv"));
 }
 

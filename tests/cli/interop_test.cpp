@@ -36,29 +36,32 @@ TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{8, 1, 8, 8}));  // sample_shape from the module's card
   EXPECT_TRUE(at::isfinite(x).all().item<bool>());
   // --model-card replaces the module's own card: an unconditional reading of the same module fails
-  // cleanly (it needs labels, and num_classes=0 gives no null class).
+  // cleanly (it needs labels, and num_classes=0 gives no null class): a card that does not fit the
+  // model is a configuration error, exit 2.
   r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--model-card", "sample_shape=1x8x8", "--steps", "2"}, dir);
-  expect_clean_error(r, {"tiny_eps.pt"}, 1);
+  expect_clean_error(r, {"tiny_eps.pt"}, 2);
   // CADS needs a condition embedding, which only our DiT exposes.
   expect_clean_error(run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "-c", "cads"}, dir), {"cads", "TorchScript"},
                      2);
 }
 
+// A module that does not fit the card or the denoiser's signature is a configuration error (exit
+// 2); one whose forward fails when it runs, any other failure (exit 1).
 TEST(CliInterop, WrongTorchScriptModelsFailCleanly) {
   const std::string dir = cli_test_dir("interop_ts_bad");
   const std::string card = "sample_shape=1x28x28,num_classes=10";
   save_script(dir + "/wrong_shape.pt", "def forward(self, x, t, y):\n  return x.repeat(1, 3, 1, 1)\n");
   expect_clean_error(run_cli({"sample", "--model", "wrong_shape.pt", "--model-card", card}, dir),
-                     {"wrong_shape.pt", "[1, 3, 28, 28]", "expected [1, 1, 28, 28]"}, 1);
+                     {"wrong_shape.pt", "[1, 3, 28, 28]", "expected [1, 1, 28, 28]"}, 2);
   save_script(dir + "/arity.pt", "def forward(self, x):\n  return x\n");
-  expect_clean_error(run_cli({"sample", "--model", "arity.pt", "--model-card", card}, dir), {"arity.pt"}, 1);
+  expect_clean_error(run_cli({"sample", "--model", "arity.pt", "--model-card", card}, dir), {"arity.pt"}, 2);
   save_script(dir + "/throws.pt", "def forward(self, x, t, y):\n  return x.view(5, -1)\n");
   expect_clean_error(run_cli({"sample", "--model", "throws.pt", "--model-card", card}, dir),
                      {"throws.pt", "forward failed"}, 1);
   save_script(dir + "/no_card.pt", "def forward(self, x, t, y):\n  return x\n");
-  expect_clean_error(run_cli({"sample", "--model", "no_card.pt"}, dir), {"no_card.pt", "diffuse_card"}, 1);
+  expect_clean_error(run_cli({"sample", "--model", "no_card.pt"}, dir), {"no_card.pt", "diffuse_card"}, 2);
   expect_clean_error(run_cli({"sample", "--model", "no_card.pt", "--model-card", "sample_shape=1x28"}, dir),
-                     {"no_card.pt"}, 1);
+                     {"no_card.pt"}, 2);
 }
 
 TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
@@ -81,7 +84,7 @@ TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
   // A truncated safetensors file.
   const std::string bytes = read_text_file(dir + "/dit.safetensors");
   { std::ofstream(dir + "/cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() - 100); }
-  expect_clean_error(run_cli({"sample", "--model", "cut.safetensors"}, dir), {"cut.safetensors"}, 1);
+  expect_clean_error(run_cli({"sample", "--model", "cut.safetensors"}, dir), {"cut.safetensors"}, 3);  // truncated: I/O
 }
 
 }  // namespace

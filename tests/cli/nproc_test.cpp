@@ -140,8 +140,8 @@ TEST(CliNproc, TrainingOnTwoRanksResumesToTheOneProcessModel) {
 }
 
 // A bad argument is found before launching (one line, nothing started); a failure that only the
-// ranks meet (here: a data folder without Fashion-MNIST) ends the launcher with the failed rank's
-// exit status and, as the last line, the launcher's line naming it.
+// ranks meet (here: a data folder without Fashion-MNIST, an I/O error: exit 3) ends the launcher
+// with the failed rank's exit status and, as the last line, the launcher's line naming it.
 TEST(CliNproc, ARankThatFailsMakesTheLauncherFailWithOneLine) {
   const std::string dir = cli_test_dir("nproc_fail");
   auto r = run_cli({"sample", "--nproc", "2", "--model", "no_such_model.pt", "-n", "2"}, dir, 60);
@@ -152,11 +152,11 @@ TEST(CliNproc, ARankThatFailsMakesTheLauncherFailWithOneLine) {
                "8", "--data-dir", dir + "/empty"},
               dir, 60);
   EXPECT_FALSE(r.timed_out);
-  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.code, 3) << r.err;
   const std::string last = last_line(r.err);
   EXPECT_NE(last.find("diffuse train: rank "), std::string::npos) << r.err;
   EXPECT_NE(last.find(" of 2 (pid "), std::string::npos) << r.err;
-  EXPECT_NE(last.find("exited with exit status 1; stopped the other ranks"), std::string::npos)
+  EXPECT_NE(last.find("exited with exit status 3; stopped the other ranks"), std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find(dir + "/empty"), std::string::npos) << r.err;  // the rank's own error
   EXPECT_LE(r.err_lines(), 4)

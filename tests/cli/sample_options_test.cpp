@@ -157,13 +157,13 @@ TEST(CliSampleOptions, ScheduleFilesAreChecked) {
   ASSERT_EQ(run_cli(with({"sample", "-o", "grid.png"}, kTiny), dir).code, 0);
   // A PNG given as a schedule file: one printable line, no raw bytes echoed.
   const auto r = run_cli(with({"sample", "--schedule", "file:grid.png"}, kTiny), dir);
-  expect_clean_error(r, {"grid.png", "not a JSON schedule"}, 1);
+  expect_clean_error(r, {"grid.png", "not a JSON schedule"}, 3);  // a file of the wrong format: I/O
   for (const char ch : r.err) EXPECT_TRUE(ch == '\n' || (ch >= 0x20 && ch < 0x7f)) << static_cast<int>(ch);
   // A steps field that disagrees with the list.
   write_file(dir + "/s.json",
              R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "discrete", "timesteps": [999, 500],)"
              R"( "final": "zero", "steps": 3})");
-  expect_clean_error(run_cli({"sample", "--schedule", "file:s.json", "-n", "2"}, dir), {"s.json", "steps = 3", "2"}, 1);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:s.json", "-n", "2"}, dir), {"s.json", "steps = 3", "2"}, 3);
 }
 
 TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {

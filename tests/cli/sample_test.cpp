@@ -173,11 +173,11 @@ TEST(CliSample, BadArgumentsFailCleanly) {
   expect_clean_error(run_cli({"sample", "--schedule", "file:missing.json"}, dir), {"missing.json"}, 2);
   // A corrupt model file: junk bytes, and a truncated copy of the real one.
   { std::ofstream(dir + "/junk.pt") << "this is not a model"; }
-  expect_clean_error(run_cli({"sample", "--model", "junk.pt"}, dir), {"junk.pt"}, 1);
+  expect_clean_error(run_cli({"sample", "--model", "junk.pt"}, dir), {"junk.pt"}, 3);  // I/O
   const std::string real = read_text_file(std::string(std::getenv("DIFFUSE_SOURCE_DIR")) +
                                           "/training/assets/fashion_mnist_dit.pt");
   { std::ofstream(dir + "/truncated.pt", std::ios::binary) << real.substr(0, real.size() / 2); }
-  expect_clean_error(run_cli({"sample", "--model", "truncated.pt"}, dir), {"truncated.pt"}, 1);
+  expect_clean_error(run_cli({"sample", "--model", "truncated.pt"}, dir), {"truncated.pt"}, 3);
   // A record that is not one.
   { std::ofstream(dir + "/bad.json") << "{\"hello\": 1}"; }
   expect_clean_error(run_cli({"sample", "--from-record", "bad.json"}, dir), {"bad.json", "not a diffuse"}, 2);
@@ -212,7 +212,7 @@ TEST(CliSample, ScheduleFileRoundTrip) {
     std::ofstream f(dir + "/up.json");
     f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "x", "timesteps": [10, 500]})";
   }
-  expect_clean_error(run_cli({"sample", "--schedule", "file:up.json"}, dir), {"up.json", "descending"}, 1);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:up.json"}, dir), {"up.json", "descending"}, 3);  // a malformed file: I/O
 }
 
 }  // namespace

@@ -89,10 +89,10 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes) << "model.pt not rewritten after 2 more steps";
   EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"), std::string::npos);
 
-  // An incompatible config for the same folder is refused with the trainer's reasons, and the
-  // saved config is left alone.
+  // An incompatible config for the same folder is refused with the trainer's reasons (a
+  // configuration error, exit 2), and the saved config is left alone.
   r = run_cli({"train", "--out", out, "--set", "objective=ddpm_ip", "--steps", "6"});
-  expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 1);
+  expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 2);
   EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }
@@ -233,12 +233,13 @@ TEST(CliTrain, CorruptNewestCheckpointFallsBackWithAWarning) {
   EXPECT_TRUE(fs::exists(c4));  // written again by the resumed run
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 
-  // Every checkpoint damaged: exit 1, the files named, the hint to move them, nothing renamed.
+  // Every checkpoint damaged: exit 3 (an I/O error), the files named, the hint to move them,
+  // nothing renamed.
   for (const auto& e : fs::directory_iterator(out + "/checkpoints"))
     if (e.path().extension() == ".pt") write_file(e.path().string(), "garbage");
   r = run_cli({"train", "--out", out, "--steps", "8"});
   expect_clean_error(r, {"cannot resume the run", c4, "ckpt_00000006.pt", "remove or move the corrupt checkpoint(s)"},
-                     1);
+                     3);
   EXPECT_EQ(r.err.find("use the run's own config.json"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }

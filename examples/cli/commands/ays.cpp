@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <iostream>
 
 #include <diffuse/all.h>
@@ -46,7 +47,9 @@ struct AysArgs {
   std::string out = "ays_schedule.json";
 };
 
-int run_ays(const AysArgs& a) {
+/// Checks every option (before anything is loaded); returns the steps optimised (--base-steps, or
+/// --steps with at least 2).
+int64_t check_args(const AysArgs& a) {
   require(a.steps >= 1 && a.steps <= 10000, "--steps must be in [1, 10000], got " + std::to_string(a.steps));
   const int64_t base = a.base_steps > 0 ? a.base_steps : std::max<int64_t>(2, a.steps);
   require(a.base_steps == 0 || (a.base_steps >= 2 && a.base_steps <= 1000),
@@ -67,25 +70,19 @@ int run_ays(const AysArgs& a) {
                                                               format_double(a.sigma_max));
   require(a.limit >= 1 && a.limit <= 60000, "--limit must be in [1, 60000], got " + std::to_string(a.limit));
   require(!a.out.empty(), "--out must name the schedule file to write");
-  const c10::Device device = parse_device(a.device);
-  const c10::ScalarType dtype = parse_dtype(a.dtype);
+  return base;
+}
 
-  diffuse::LoadedModel model = load_cli_model(a.model, a.model_card, device, dtype);
-  const diffuse::ModelCard& card = model.card;
-  require(card.sample_shape == std::vector<int64_t>({1, 28, 28}),
-          "ays uses Fashion-MNIST training images; the model's sample_shape is " +
-              diffuse::detail::card_shape_text(card.sample_shape) + ", not 1x28x28");
-  std::shared_ptr<const diffuse::NoiseSchedule> schedule = model.make_schedule();
-  const diffuse::Dataset data = diffuse::load_fashion_mnist("train", a.data_dir, a.limit);
-
-  // The noise range in sigma_ve = sigma / alpha, by default the schedule's whole range.
-  const diffuse::TimePoint lo = schedule->at(schedule->t_min()), hi = schedule->at(schedule->t_max());
+/// The optimiser's options: the noise range in sigma_ve = sigma / alpha (by default the schedule's
+/// whole range) and the search settings.
+diffuse::ScheduleOptimisationOptions optimisation_options(const AysArgs& a, int64_t base,
+                                                          const diffuse::NoiseSchedule& schedule) {
+  const diffuse::TimePoint lo = schedule.at(schedule.t_min()), hi = schedule.at(schedule.t_max());
   const double sched_min = lo.sigma / lo.alpha, sched_max = hi.alpha > 0 ? hi.sigma / hi.alpha : 1e4;
   const double sigma_min = a.sigma_min > 0 ? a.sigma_min : sched_min;
   const double sigma_max = a.sigma_max > 0 ? a.sigma_max : sched_max;
   require(sigma_min < sigma_max, "the noise range needs sigma_min < sigma_max, got " + format_double(sigma_min) +
                                      " and " + format_double(sigma_max));
-
   diffuse::ScheduleOptimisationOptions o;
   o.num_steps(base)
       .sigma_min(sigma_min)
@@ -99,24 +96,21 @@ int run_ays(const AysArgs& a) {
       .search_iters(a.search_iters)
       .refine(a.refine)
       .seed(a.seed);
+  return o;
+}
 
-  // The conditional denoiser with each image's own label (no guidance); batches are whole copies
-  // of the data batch, so the labels repeat.
-  diffuse::Denoiser denoiser(model.network, model.denoiser_options());
-  const int64_t n = data.size();
-  const at::Tensor labels = card.num_classes > 0 ? data.labels.to(device) : at::Tensor();
-  // The KLUB's data and noise in the samplers' compute dtype (float32 for float16 / bfloat16 runs);
-  // the Denoiser hands the network x_t in its own dtype.
-  const auto topt = at::TensorOptions().dtype(diffuse::Sampler::compute_dtype(dtype)).device(device);
-  // Progress: one unit per KLUB interval evaluation (one denoiser batch), counted against the most
-  // the optimiser can do (it usually stops earlier).
+/// The most KLUB interval evaluations (denoiser batches) the optimiser can do: the progress total
+/// (it usually stops earlier).
+int64_t max_evaluations(const AysArgs& a, int64_t base) {
   int64_t max_evals = base + a.sweeps * (base - 1) * (2 * (a.search_iters + 2) + 2);
   for (int64_t l = 0, intervals = base; l < a.refine; ++l, intervals *= 2)
     max_evals += 2 * intervals + intervals * (2 * (a.search_iters + 2) + 2);
-  Progress bar("ays", max_evals, "denoiser batches");
-  int64_t evals = 0;
-  // The KLUB as it goes: a line per sweep and per level (info), per point (debug, -v).
-  o.on_iteration([&](const diffuse::AysIteration& it) {
+  return max_evals;
+}
+
+/// The KLUB as it goes: a line per sweep and per level (info), per point (debug, -v).
+std::function<void(const diffuse::AysIteration&)> iteration_logger(const AysArgs& a, int64_t base, Progress& bar) {
+  return [&a, base, &bar](const diffuse::AysIteration& it) {
     using Kind = diffuse::AysIteration::Kind;
     const bool wanted = spdlog::should_log(it.kind == Kind::kPoint ? spdlog::level::debug : spdlog::level::info);
     if (!wanted) return;
@@ -143,7 +137,58 @@ int run_ays(const AysArgs& a) {
                        a.refine, level_steps, it.klub_start, it.klub, change, it.elapsed_s);
         break;
     }
-  });
+  };
+}
+
+/// The schedule file of the result: steps + 1 noise levels (the last one 0 = the clean point) ->
+/// model times.
+ScheduleFile schedule_file_of(const AysArgs& a, int64_t base, const std::vector<double>& sigmas,
+                              const diffuse::LoadedModel& model, const diffuse::NoiseSchedule& schedule,
+                              const diffuse::Dataset& data, const std::string& klub) {
+  ScheduleFile f;
+  f.noise_schedule = model.card.schedule;
+  f.final_point = "zero";
+  for (size_t i = 0; i + 1 < sigmas.size(); ++i) {
+    const double t = std::clamp(schedule.at_sigma_ve(sigmas[i]).t, schedule.t_min(), schedule.t_max());
+    require(f.timesteps.empty() || t < f.timesteps.back(),
+            "the optimised schedule maps to non-descending model times at step " + std::to_string(i) +
+                " (t=" + format_double(t) + "); try fewer --steps or a narrower noise range");
+    f.timesteps.push_back(t);
+  }
+  f.description = "diffuse ays: " + std::to_string(a.steps) + " steps (optimised at " + std::to_string(base) +
+                  (a.refine > 0 ? " refined " + std::to_string(a.refine) + "x" : "") + ") for model " +
+                  (model.source == "default" ? std::string("default") : model.source) + " on " +
+                  std::to_string(data.size()) + " images of " + data.name + ", seed " + std::to_string(a.seed) +
+                  ", KLUB " + klub;
+  return f;
+}
+
+int run_ays(const AysArgs& a) {
+  const int64_t base = check_args(a);
+  const c10::Device device = parse_device(a.device);
+  const c10::ScalarType dtype = parse_dtype(a.dtype);
+
+  diffuse::LoadedModel model = load_cli_model(a.model, a.model_card, device, dtype);
+  const diffuse::ModelCard& card = model.card;
+  require(card.sample_shape == std::vector<int64_t>({1, 28, 28}),
+          "ays uses Fashion-MNIST training images; the model's sample_shape is " +
+              diffuse::detail::card_shape_text(card.sample_shape) + ", not 1x28x28");
+  std::shared_ptr<const diffuse::NoiseSchedule> schedule = model.make_schedule();
+  const diffuse::Dataset data = diffuse::load_fashion_mnist("train", a.data_dir, a.limit);
+  diffuse::ScheduleOptimisationOptions o = optimisation_options(a, base, *schedule);
+
+  // The conditional denoiser with each image's own label (no guidance); batches are whole copies
+  // of the data batch, so the labels repeat.
+  diffuse::Denoiser denoiser(model.network, model.denoiser_options());
+  const int64_t n = data.size();
+  const at::Tensor labels = card.num_classes > 0 ? data.labels.to(device) : at::Tensor();
+  // The KLUB's data and noise in the samplers' compute dtype (float32 for float16 / bfloat16 runs);
+  // the Denoiser hands the network x_t in its own dtype.
+  const auto topt = at::TensorOptions().dtype(diffuse::Sampler::compute_dtype(dtype)).device(device);
+  // Progress: one unit per KLUB interval evaluation (one denoiser batch).
+  Progress bar("ays", max_evaluations(a, base), "denoiser batches");
+  int64_t evals = 0;
+  o.on_iteration(iteration_logger(a, base, bar));
   diffuse::VeDenoiserFn inner = diffuse::ve_denoiser([&](const at::Tensor& x_ve, double sigma) {
     const diffuse::TimePoint p = schedule->at_sigma_ve(sigma);
     diffuse::Conditioning cond;
@@ -159,7 +204,7 @@ int run_ays(const AysArgs& a) {
                "{} sweeps at most, {} nodes, estimator {}",
                a.steps, base, a.refine > 0 ? ", refined " + std::to_string(a.refine) + "x" : "",
                model.source == "default" ? std::string("the default model") : model.source, card.schedule, n,
-               data.name, format_double(sigma_min), format_double(sigma_max), a.sweeps, a.nodes, a.estimator);
+               data.name, format_double(o.sigma_min()), format_double(o.sigma_max()), a.sweeps, a.nodes, a.estimator);
   const auto t0 = std::chrono::steady_clock::now();
   diffuse::ScheduleOptimisationResult res;
   {
@@ -169,25 +214,10 @@ int run_ays(const AysArgs& a) {
   bar.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // steps + 1 noise levels (the last one 0 = the clean point) -> model times.
   const std::vector<double> sigmas = res.sigmas_for_steps(a.steps);
-  ScheduleFile f;
-  f.noise_schedule = card.schedule;
-  f.final_point = "zero";
-  for (size_t i = 0; i + 1 < sigmas.size(); ++i) {
-    const double t = std::clamp(schedule->at_sigma_ve(sigmas[i]).t, schedule->t_min(), schedule->t_max());
-    require(f.timesteps.empty() || t < f.timesteps.back(),
-            "the optimised schedule maps to non-descending model times at step " + std::to_string(i) +
-                " (t=" + format_double(t) + "); try fewer --steps or a narrower noise range");
-    f.timesteps.push_back(t);
-  }
   std::string klub;
   for (double k : res.klub_history) klub += (klub.empty() ? "" : " -> ") + format_double(k);
-  f.description = "diffuse ays: " + std::to_string(a.steps) + " steps (optimised at " + std::to_string(base) +
-                  (a.refine > 0 ? " refined " + std::to_string(a.refine) + "x" : "") + ") for model " +
-                  (model.source == "default" ? std::string("default") : model.source) + " on " +
-                  std::to_string(n) + " images of " + data.name + ", seed " + std::to_string(a.seed) +
-                  ", KLUB " + klub;
+  const ScheduleFile f = schedule_file_of(a, base, sigmas, model, *schedule, data, klub);
   write_schedule_file(a.out, f);
 
   std::cout << "sigma_ve:";

@@ -61,7 +61,7 @@ std::string first_line_of(const std::string& path, const std::string& key) {
   while (std::getline(f, line))
     if (line.rfind(key, 0) == 0) {
       const auto colon = line.find(':');
-      return colon == std::string::npos ? line : diffuse::detail::trim(line.substr(colon + 1));
+      return colon == std::string::npos ? line : trim(line.substr(colon + 1));
     }
   return "";
 }
@@ -192,8 +192,8 @@ void suite_plot(const std::string& path, const bench::Suite& suite,
   diffuse::plot_curves_png(path, names, xs, ys, po);
 }
 
-int run_bench(const BenchOptions& o) {
-  const std::vector<std::string> all = bench::suite_names();
+/// --suite, --filter (compiled) and --min-time, checked.
+std::regex check_options(const BenchOptions& o, const std::vector<std::string>& all) {
   require(o.suite == "all" || std::find(all.begin(), all.end(), o.suite) != all.end(),
           "unknown --suite '" + o.suite + "' (" + join(all, ", ") + ", all)");
   std::regex re;
@@ -205,41 +205,29 @@ int run_bench(const BenchOptions& o) {
   require(
       std::isfinite(o.min_time) && o.min_time > 0 && o.min_time <= 3600,
       "--min-time must be in (0, 3600] seconds, got " + diffuse::format_double(o.min_time));
+  return re;
+}
 
-  std::vector<bench::Suite> suites;
-  for (const auto& name : all)
-    if (o.suite == "all" || o.suite == name) suites.push_back(bench::make_suite(name));
-
-  // Selection: the cases the filter matches, plus their baselines.
+/// The names of the cases the filter matches, plus their baselines.
+std::set<std::string> select_cases(const std::vector<bench::Suite>& suites, const std::regex& re,
+                                   size_t* total_cases) {
   std::set<std::string> selected;
-  size_t total_cases = 0;
+  *total_cases = 0;
   for (const auto& s : suites)
     for (const auto& c : s.cases) {
-      ++total_cases;
+      ++*total_cases;
       if (std::regex_search(c.name, re)) {
         selected.insert(c.name);
         selected.insert(c.baseline);
       }
     }
-  if (o.list) {
-    for (const auto& s : suites)
-      for (const auto& c : s.cases)
-        std::cout << c.name << (selected.count(c.name) ? "" : "  (not selected)") << "\n";
-    return kExitOk;
-  }
-  require(!selected.empty(), "--filter '" + o.filter + "' matches none of the " +
-                                 std::to_string(total_cases) +
-                                 " benchmarks (see `diffuse bench --list`)");
+  return selected;
+}
 
-  std::error_code ec;
-  fs::create_directories(o.out, ec);
-  require(!ec && fs::is_directory(o.out), "cannot create --out folder '" + o.out + "'" +
-                                              (ec ? ": " + ec.message() : std::string()));
-
-  const json context = machine_context();
-  spdlog::info("{} benchmark(s), at least {} s each, {} intra-op thread(s), LibTorch {}",
-               selected.size(), diffuse::format_double(o.min_time), at::get_num_threads(),
-               TORCH_VERSION);
+/// Runs the selected cases in suite order (a failing case fails the command, with its kind of
+/// error).
+std::vector<Ran> run_cases(const std::vector<bench::Suite>& suites, const std::set<std::string>& selected,
+                           double min_time) {
   std::vector<Ran> ran;
   ran.reserve(selected.size());
   Progress bar("benchmarks", static_cast<int64_t>(selected.size()));
@@ -251,9 +239,9 @@ int run_bench(const BenchOptions& o) {
       r.c = &c;
       const auto t0 = bench::Clock::now();
       try {
-        r.result = c.run(o.min_time);
+        r.result = c.run(min_time);
       } catch (const std::exception& e) {
-        throw diffuse::Error("benchmark " + c.name + " failed: " + error_message(e));
+        throw_same_kind(e, "benchmark " + c.name + " failed: " + error_message(e));
       }
       r.seconds = bench::seconds_since(t0);
       ran.push_back(std::move(r));
@@ -264,10 +252,11 @@ int run_bench(const BenchOptions& o) {
       bar.update(static_cast<int64_t>(ran.size()));
     }
   bar.finish();
+  return ran;
+}
 
-  std::map<std::string, const Ran*> by_name;
-  for (const auto& r : ran) by_name[r.c->name] = &r;
-
+/// benchmarks.md's header: when, how, on what.
+std::string report_header(const json& context, double min_time) {
   std::ostringstream md;
   md << "# diffuse benchmarks\n\n"
      << "Measured " << context["date"].get<std::string>() << " with `" << invocation() << "`.\n\n"
@@ -282,46 +271,87 @@ int run_bench(const BenchOptions& o) {
   if (context.contains("load_average"))
     md << " Load average at the start: " << number(context["load_average"][0].get<double>()) << ".";
   md << "\nEach benchmark repeats its measurement for at least "
-     << diffuse::format_double(o.min_time)
+     << diffuse::format_double(min_time)
      << " s (\"runs\"); ratios are to the baseline row named in each row, measured in this same "
         "run.\n\n";
+  return md.str();
+}
 
+/// The raw values of one row for benchmarks.json.
+json raw_row(const Ran& r, const std::string& suite, const Ran& base) {
+  json b;
+  b["name"] = r.c->name;
+  b["suite"] = suite;
+  b["labels"] = r.c->labels;
+  b["baseline"] = r.c->baseline;
+  b["repetitions"] = r.result.repetitions;
+  b["wall_seconds"] = r.seconds;
+  if (!r.result.note.empty()) b["note"] = r.result.note;
+  for (const auto& v : r.result.values) {
+    b["values"][v.name] = v.value;
+    if (v.compare) b["ratios_to_baseline"][v.name] = v.value / base.result.get(v.name);
+  }
+  return b;
+}
+
+/// benchmarks.md, benchmarks.json and one PNG per suite in `out`; logs what was written.
+void write_report(const std::string& out, const std::vector<bench::Suite>& suites, const std::vector<Ran>& ran,
+                  const json& context, double min_time) {
+  std::map<std::string, const Ran*> by_name;
+  for (const auto& r : ran) by_name[r.c->name] = &r;
+  std::string md = report_header(context, min_time);
   json raw;
   raw["context"] = context;
-  raw["min_time_s"] = o.min_time;
+  raw["min_time_s"] = min_time;
   raw["benchmarks"] = json::array();
-  std::vector<std::string> written{(fs::path(o.out) / "benchmarks.md").string()};
+  std::vector<std::string> written{(fs::path(out) / "benchmarks.md").string()};
   for (const auto& s : suites) {
     std::vector<const Ran*> rows;
     for (const auto& r : ran)
       if (r.c->name.rfind(s.name + "/", 0) == 0) rows.push_back(&r);
     if (rows.empty()) continue;
     const std::string png = s.name + ".png";
-    md << suite_markdown(s, rows, by_name, png);
-    suite_plot((fs::path(o.out) / png).string(), s, rows);
-    written.push_back((fs::path(o.out) / png).string());
-    for (const Ran* r : rows) {
-      json b;
-      b["name"] = r->c->name;
-      b["suite"] = s.name;
-      b["labels"] = r->c->labels;
-      b["baseline"] = r->c->baseline;
-      b["repetitions"] = r->result.repetitions;
-      b["wall_seconds"] = r->seconds;
-      if (!r->result.note.empty()) b["note"] = r->result.note;
-      const Ran* base = by_name.at(r->c->baseline);
-      for (const auto& v : r->result.values) {
-        b["values"][v.name] = v.value;
-        if (v.compare) b["ratios_to_baseline"][v.name] = v.value / base->result.get(v.name);
-      }
-      raw["benchmarks"].push_back(b);
-    }
+    md += suite_markdown(s, rows, by_name, png);
+    suite_plot((fs::path(out) / png).string(), s, rows);
+    written.push_back((fs::path(out) / png).string());
+    for (const Ran* r : rows) raw["benchmarks"].push_back(raw_row(*r, s.name, *by_name.at(r->c->baseline)));
   }
-  diffuse::write_text_file_atomic(written.front(), md.str());
-  const std::string json_path = (fs::path(o.out) / "benchmarks.json").string();
+  diffuse::write_text_file_atomic(written.front(), md);
+  const std::string json_path = (fs::path(out) / "benchmarks.json").string();
   diffuse::write_text_file_atomic(json_path, raw.dump(2) + "\n");
   written.push_back(json_path);
   spdlog::info("wrote {}", join(written, ", "));
+}
+
+int run_bench(const BenchOptions& o) {
+  const std::vector<std::string> all = bench::suite_names();
+  const std::regex re = check_options(o, all);
+  std::vector<bench::Suite> suites;
+  for (const auto& name : all)
+    if (o.suite == "all" || o.suite == name) suites.push_back(bench::make_suite(name));
+  size_t total_cases = 0;
+  const std::set<std::string> selected = select_cases(suites, re, &total_cases);
+  if (o.list) {
+    for (const auto& s : suites)
+      for (const auto& c : s.cases)
+        std::cout << c.name << (selected.count(c.name) ? "" : "  (not selected)") << "\n";
+    return kExitOk;
+  }
+  require(!selected.empty(), "--filter '" + o.filter + "' matches none of the " +
+                                 std::to_string(total_cases) +
+                                 " benchmarks (see `diffuse bench --list`)");
+
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec || !fs::is_directory(o.out))
+    throw diffuse::IOError("cannot create --out folder '" + o.out + "'" + (ec ? ": " + ec.message() : std::string()));
+
+  const json context = machine_context();
+  spdlog::info("{} benchmark(s), at least {} s each, {} intra-op thread(s), LibTorch {}",
+               selected.size(), diffuse::format_double(o.min_time), at::get_num_threads(),
+               TORCH_VERSION);
+  const std::vector<Ran> ran = run_cases(suites, selected, o.min_time);
+  write_report(o.out, suites, ran, context, o.min_time);
   return kExitOk;
 }
 

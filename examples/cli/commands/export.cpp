@@ -36,7 +36,7 @@ int run_export(const ExportArgs& a) {
     card.class_names.clear();
     std::stringstream ss(a.class_names);
     std::string n;
-    while (std::getline(ss, n, ';')) card.class_names.push_back(diffuse::detail::trim(n));
+    while (std::getline(ss, n, ';')) card.class_names.push_back(trim(n));
     require(static_cast<int64_t>(card.class_names.size()) == card.num_classes,
             "--class-names lists " + std::to_string(card.class_names.size()) + " names for " +
                 std::to_string(card.num_classes) + " classes");

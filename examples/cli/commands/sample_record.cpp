@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: Apache-2.0
+// diffuse sample: the record of a run. Its "settings" regenerate the images (`--from-record` reads
+// them back from the JSON file or the PNG's tEXt chunk "diffuse"); its "resolved" part says what
+// they resolved to (the canonical specs, the model's checksum, the time grid, the class ids).
+#include "commands/sample.h"
+
+#include "cli.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include <diffuse/all.h>
+#include <diffuse/training/image.h>
+#include <diffuse/version.h>
+
+namespace diffuse::cli::sample_command {
+
+using nlohmann::json;
+
+json to_json(const SampleSettings& s) {
+  json j;
+  j["diffuse_sample"] = 1;
+  j["model"] = s.model;
+  if (!s.model_card.empty()) j["model_card"] = s.model_card;
+  j["sampler"] = s.sampler;
+  j["schedule"] = s.schedule;
+  j["steps"] = s.steps;
+  j["cfg"] = s.cfg;
+  j["classes"] = s.classes;
+  j["corrections"] = s.corrections;
+  j["seed"] = s.seed;
+  j["num"] = s.num;
+  j["batch_size"] = s.batch_size;
+  j["device"] = s.device;
+  j["dtype"] = s.dtype;
+  j["nrow"] = s.nrow;
+  j["threads"] = s.threads;
+  return j;
+}
+
+SampleSettings from_json(const json& j, const std::string& path) {
+  auto fail = [&](const std::string& why) { throw UsageError("record '" + path + "': " + why); };
+  if (!j.is_object() || !j.contains("diffuse_sample")) fail("not a diffuse sample record");
+  if (j["diffuse_sample"] != 1) fail("unsupported record version " + j["diffuse_sample"].dump());
+  // Every field of this version, and nothing else: a misspelt field must not be ignored.
+  json known = to_json(SampleSettings{});
+  known["model_card"] = "";
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.contains(it.key())) fail("unknown field '" + printable(it.key()) + "'");
+  const auto field = [&](const char* key) -> const json& {
+    if (!j.contains(key)) fail(std::string("missing field '") + key + "'");
+    return j.at(key);
+  };
+  const auto text = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_string()) fail(std::string("field '") + key + "' must be a string, got " + v.dump());
+    return v.get<std::string>();
+  };
+  const auto integer = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_number_integer()) fail(std::string("field '") + key + "' must be an integer, got " + v.dump());
+    return v.get<int64_t>();
+  };
+  SampleSettings s;
+  s.model = text("model");
+  if (j.contains("model_card")) s.model_card = text("model_card");
+  s.sampler = text("sampler");
+  s.schedule = text("schedule");
+  s.steps = integer("steps");
+  if (!field("cfg").is_number()) fail("field 'cfg' must be a number, got " + j["cfg"].dump());
+  s.cfg = j["cfg"].get<double>();
+  s.classes = text("classes");
+  const json& corr = field("corrections");
+  if (!corr.is_array()) fail("field 'corrections' must be a list of strings, got " + corr.dump());
+  for (const json& c : corr) {
+    if (!c.is_string()) fail("field 'corrections' must be a list of strings, got " + corr.dump());
+    s.corrections.push_back(c.get<std::string>());
+  }
+  if (!field("seed").is_number_unsigned())
+    fail("field 'seed' must be an integer in [0, 2^64 - 1], got " + j["seed"].dump());
+  s.seed = j["seed"].get<uint64_t>();
+  s.num = integer("num");
+  s.batch_size = integer("batch_size");
+  s.device = text("device");
+  s.dtype = text("dtype");
+  s.nrow = integer("nrow");
+  if (j.contains("threads")) {  // records written before the field was added have none
+    s.threads = integer("threads");
+    if (s.threads < 0 || s.threads > kMaxRecordThreads)
+      fail("field 'threads' must be in [0, " + std::to_string(kMaxRecordThreads) + "], got " +
+           std::to_string(s.threads));
+  }
+  return s;
+}
+
+json read_record(const std::string& path) {
+  require_file(path, "record");
+  std::string text;
+  const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
+  if (png) {
+    const auto chunks = diffuse::read_png_text(path);
+    auto it = chunks.find("diffuse");
+    require(it != chunks.end(), "PNG '" + path + "' carries no diffuse record (tEXt chunk \"diffuse\")");
+    text = it->second;
+  } else {
+    text = read_file_text(path, "record");
+  }
+  json j;
+  try {
+    j = parse_json_strict(text);
+  } catch (const std::exception& e) {
+    throw UsageError("record '" + path + "' is not valid JSON: " + std::string(e.what()));
+  }
+  if (png || (j.is_object() && j.contains("settings"))) {
+    require(j.is_object() && j.contains("settings"), "record '" + path + "' has no 'settings' object");
+    return j.at("settings");
+  }
+  return j;
+}
+
+namespace {
+
+/// FNV-1a 64 of a file's bytes, hex: identifies the exact weights a record was made with.
+std::string file_checksum(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  uint64_t h = 1469598103934665603ull;
+  char buf[1 << 16];
+  while (f) {
+    f.read(buf, sizeof(buf));
+    for (std::streamsize i = 0; i < f.gcount(); ++i) {
+      h ^= static_cast<unsigned char>(buf[i]);
+      h *= 1099511628211ull;
+    }
+  }
+  char out[32];
+  std::snprintf(out, sizeof(out), "fnv1a64:%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace
+
+json make_record(const SampleSettings& s, const ResolvedRun& r) {
+  json record;
+  record["settings"] = to_json(s);
+  json resolved;
+  resolved["diffuse_version"] = DIFFUSE_VERSION_STRING;
+  resolved["model_format"] = r.model->format;
+  resolved["model_checksum"] = file_checksum(r.model_path);
+  resolved["model_card"] = diffuse::model_card_text(r.model->card);
+  resolved["sampler"] = canonical_spec(*r.sampler);
+  resolved["spacing"] = r.spacing ? canonical_spec(*r.spacing) : std::string("default");
+  resolved["grid_t"] = r.grid_t;
+  std::vector<std::string> corr;
+  for (const auto& c : *r.corrections) corr.push_back(canonical_spec(*c));
+  resolved["corrections"] = corr;
+  resolved["guidance"] = r.guidance ? canonical_spec(*r.guidance) : std::string("none");
+  resolved["class_ids"] = *r.class_ids;
+  record["resolved"] = resolved;
+  return record;
+}
+
+}  // namespace diffuse::cli::sample_command
