@@ -129,6 +129,8 @@ std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, in
 
 }  // namespace detail
 
+/// The class names load_image_folder assigns to ids 0, 1, ...: the sorted names of the immediate
+/// subfolders of `dir` that hold at least one image; empty when the images lie directly in `dir`.
 std::vector<std::string> image_folder_classes(const std::string& dir);
 
 /// Loads every image of a folder into memory. Layout: either images directly in `dir`

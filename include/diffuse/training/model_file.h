@@ -9,9 +9,9 @@
 //
 // load_model() reads our model files, training checkpoints of Trainer<DiT> (their EMA weights; the
 // card comes from the checkpoint's fingerprint), and, through the loaders registered with
-// register_model_loader() (built in: safetensors and TorchScript, training/safetensors.h and
-// training/torchscript.h),
-// other formats whose card comes from the file or from the caller.
+// register_model_loader() (built in, always tried first: safetensors and TorchScript,
+// training/safetensors.h and training/torchscript.h), other formats whose card comes from the
+// file or from the caller.
 #pragma once
 
 #include <cstdint>
