@@ -14,7 +14,8 @@
 // with gnuplot installed also as a PNG (--plot docs/corrections_error_vs_nfe.png).
 //
 //   diffuse_bench_corrections [--threads N] [--runs 5] [--corrections "spec;spec"]
-//                             [--samplers a,b] [--csv path] [--plot path.png] [--delta 0.03] [--bias 0.02]
+//                             [--samplers a,b] [--csv path] [--plot path.png] [--delta 0.03]
+//                             [--bias 0.02]
 #include <diffuse/all.h>
 
 #include "timing.h"
@@ -52,7 +53,8 @@ Args parse(int argc, char** argv) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h") {
       std::printf(
-          "usage: %s [--threads N] [--runs 5] [--corrections \"spec;spec\"] [--samplers a,b] [--steps 5,10,20,40]\n"
+          "usage: %s [--threads N] [--runs 5] [--corrections \"spec;spec\"] [--samplers a,b] "
+          "[--steps 5,10,20,40]\n"
           "          [--csv path] [--plot path.png] [--delta 0.03] [--bias 0.02]\n",
           argv[0]);
       std::exit(0);
@@ -106,15 +108,20 @@ int main(int argc, char** argv) try {
   {
     const int64_t steps = 50;
     auto schedule = diffuse::make_schedule("discrete");
-    const diffuse::Denoiser denoiser([](const Tensor& x, const Tensor&, const diffuse::Conditioning&) { return x * 0.1; });
+    const diffuse::Denoiser denoiser(
+        [](const Tensor& x, const Tensor&, const diffuse::Conditioning&) { return x * 0.1; });
     const Tensor noise = diffuse::randn({4, 4, 32, 32}, 0);
     // DiT-S/2 network time at this machine's matmul throughput.
     const Tensor m = at::randn({1024, 384}), w = at::randn({384, 384});
     const double t_mm = min_time(5, [&] { at::matmul(m, w); });
     const double dit_call = 6.06e9 * 4 / (2.0 * 1024 * 384 * 384 / t_mm);
-    std::printf("## Overhead per step ([4,4,32,32] float32, %lld steps, trivial network; DiT-S/2 call ~ %.0f ms here)\n\n",
-                static_cast<long long>(steps), dit_call * 1e3);
-    std::printf("| sampler | correction | plain µs/step | added µs/step | added / plain step | added / DiT-S/2 call |\n");
+    std::printf(
+        "## Overhead per step ([4,4,32,32] float32, %lld steps, trivial network; DiT-S/2 call ~ "
+        "%.0f ms here)\n\n",
+        static_cast<long long>(steps), dit_call * 1e3);
+    std::printf(
+        "| sampler | correction | plain µs/step | added µs/step | added / plain step | added / "
+        "DiT-S/2 call |\n");
     std::printf("|---|---|---|---|---|---|\n");
     for (const auto& key : args.samplers) {
       auto sampler = diffuse::make_sampler(key);
@@ -123,13 +130,16 @@ int main(int argc, char** argv) try {
         o.num_steps = steps;
         o.seed = 1;
         if (!spec.empty()) o.corrections = {diffuse::correction_from_spec(spec)};
-        return min_time(args.runs, [&] { diffuse::sample(*sampler, denoiser, *schedule, noise, o); }) / steps;
+        return min_time(args.runs,
+                        [&] { diffuse::sample(*sampler, denoiser, *schedule, noise, o); }) /
+               steps;
       };
       const double plain = run("");
       for (const auto& spec : args.corrections) {
         const double with = run(spec);
-        std::printf("| %s | `%s` | %.1f | %.1f | %+.1f%% | %+.3f%% |\n", key.c_str(), spec.c_str(), plain * 1e6,
-                    (with - plain) * 1e6, 100.0 * (with - plain) / plain, 100.0 * (with - plain) / dit_call);
+        std::printf("| %s | `%s` | %.1f | %.1f | %+.1f%% | %+.3f%% |\n", key.c_str(), spec.c_str(),
+                    plain * 1e6, (with - plain) * 1e6, 100.0 * (with - plain) / plain,
+                    100.0 * (with - plain) / dit_call);
       }
     }
     std::printf("\n");
@@ -144,9 +154,11 @@ int main(int argc, char** argv) try {
     const Tensor truth = gmm.sample(n, 11).x0;
     const double floor = diffuse::sliced_wasserstein(truth, gmm.sample(n, 12).x0, 5);
     const Tensor noise = diffuse::randn({n, 2}, 3, at::TensorOptions().dtype(at::kDouble));
-    std::printf("## Error vs NFE: mixture_2d, imperfect eps = (1 + %.3g) eps* + %.3g tanh(x), discrete schedule, "
-                "trailing spacing, %lld samples; SW2 noise floor %.4f\n\n",
-                args.delta, args.bias, static_cast<long long>(n), floor);
+    std::printf(
+        "## Error vs NFE: mixture_2d, imperfect eps = (1 + %.3g) eps* + %.3g tanh(x), discrete "
+        "schedule, "
+        "trailing spacing, %lld samples; SW2 noise floor %.4f\n\n",
+        args.delta, args.bias, static_cast<long long>(n), floor);
     std::vector<std::string> rows{""};
     rows.insert(rows.end(), args.corrections.begin(), args.corrections.end());
     std::ofstream csv;
@@ -163,7 +175,8 @@ int main(int argc, char** argv) try {
     for (const auto& key : args.samplers) {
       auto sampler = diffuse::make_sampler(key);
       for (const auto& spec : rows) {
-        std::printf("| %s | %s |", key.c_str(), spec.empty() ? "(none)" : ("`" + spec + "`").c_str());
+        std::printf("| %s | %s |", key.c_str(),
+                    spec.empty() ? "(none)" : ("`" + spec + "`").c_str());
         for (int64_t steps : args.steps) {
           diffuse::SampleOptions o;
           o.num_steps = steps;
@@ -173,8 +186,9 @@ int main(int argc, char** argv) try {
           const Tensor x = diffuse::sample(*sampler, denoiser, *schedule, noise, o);
           const double sw = diffuse::sliced_wasserstein(x, truth, 5);
           std::printf(" %.4f |", sw);
-          if (csv) csv << key << "," << csv_name(spec) << "," << steps << ","
-                       << sampler->model_calls(steps) << "," << sw << "\n";
+          if (csv)
+            csv << key << "," << csv_name(spec) << "," << steps << ","
+                << sampler->model_calls(steps) << "," << sw << "\n";
         }
         std::printf("\n");
       }
@@ -184,22 +198,26 @@ int main(int argc, char** argv) try {
       const std::string script = args.plot + ".gp";
       std::ofstream gp(script);
       gp << "set terminal pngcairo size 1200,800\nset output '" << args.plot << "'\n"
-         << "set termoption noenhanced\nset datafile separator ','\nset logscale xy\nset xlabel 'network evaluations'\n"
+         << "set termoption noenhanced\nset datafile separator ','\nset logscale xy\nset xlabel "
+            "'network evaluations'\n"
          << "set ylabel 'sliced W2 to the true mixture'\nset key outside right\n"
          << "set title 'Corrections on the imperfect Gaussian-mixture testbed'\nplot ";
       bool first = true;
       for (const auto& key : args.samplers)
         for (const auto& spec : rows) {
-          const std::string label = key + (spec.empty() ? "" : " + " + spec.substr(0, spec.find(':')));
+          const std::string label =
+              key + (spec.empty() ? "" : " + " + spec.substr(0, spec.find(':')));
           const std::string c = csv_name(spec);
-          gp << (first ? "" : ", \\\n     ") << "'" << args.csv << "' using (strcol(1) eq '" << key << "' && strcol(2) eq '"
-             << c << "' ? $4 : 1/0):5 with linespoints title '" << label << "'";
+          gp << (first ? "" : ", \\\n     ") << "'" << args.csv << "' using (strcol(1) eq '" << key
+             << "' && strcol(2) eq '" << c << "' ? $4 : 1/0):5 with linespoints title '" << label
+             << "'";
           first = false;
         }
       gp << "\n";
       gp.close();
       const int rc = std::system(("gnuplot '" + script + "' 2>/dev/null").c_str());
-      std::printf("\nplot: %s (%s)\n", args.plot.c_str(), rc == 0 ? "written" : "gnuplot failed or missing");
+      std::printf("\nplot: %s (%s)\n", args.plot.c_str(),
+                  rc == 0 ? "written" : "gnuplot failed or missing");
     }
   }
   return 0;

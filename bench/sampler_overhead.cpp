@@ -37,8 +37,8 @@ namespace {
 
 using diffuse::Tensor;
 using diffuse::bench::RunTime;
-using diffuse::bench::TimedNetwork;
 using diffuse::bench::timed_sample;
+using diffuse::bench::TimedNetwork;
 
 struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -152,7 +152,7 @@ int main(int argc, char** argv) try {
     try {
       sampler = registry.make(name);
       timed_sample(*sampler, *schedule, trivial_timer, trivial, noise, 2, 0,
-               args.check_finite);  // warm-up
+                   args.check_finite);  // warm-up
     } catch (const std::exception& e) {
       std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
       continue;
@@ -160,8 +160,8 @@ int main(int argc, char** argv) try {
     double best_over = 1e30, best_net = 0;
     int64_t calls = 0;
     for (int64_t r = 0; r < args.runs; ++r) {
-      const RunTime m = timed_sample(*sampler, *schedule, trivial_timer, trivial, noise, args.steps, r,
-                                 args.check_finite);
+      const RunTime m = timed_sample(*sampler, *schedule, trivial_timer, trivial, noise, args.steps,
+                                     r, args.check_finite);
       const double over = (m.total - m.network) / args.steps;
       if (over < best_over) {
         best_over = over;
@@ -170,7 +170,7 @@ int main(int argc, char** argv) try {
       calls = m.calls;
     }
     const RunTime c = timed_sample(*sampler, *schedule, cost_timer, cost, noise, args.cost_steps, 0,
-                               args.check_finite);
+                                   args.check_finite);
     const double cost_net_step = c.network / args.cost_steps;
     const double cost_over_pct = 100.0 * (c.total - c.network) / c.network;
     const double nfe_step = static_cast<double>(calls) / args.steps;

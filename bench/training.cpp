@@ -48,10 +48,10 @@
 namespace {
 
 using diffuse::Tensor;
-using diffuse::bench::PeakMemory;
-using diffuse::bench::TrainingBench;
 using diffuse::bench::median;
 using diffuse::bench::mib;
+using diffuse::bench::PeakMemory;
+using diffuse::bench::TrainingBench;
 
 struct Args {
   std::string config = "all", device = "cpu";
@@ -93,8 +93,8 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-void run(const diffuse::bench::TrainingConfig& cfg, const Args& args, const std::shared_ptr<PeakMemory>& mem,
-         const at::Device& device) {
+void run(const diffuse::bench::TrainingConfig& cfg, const Args& args,
+         const std::shared_ptr<PeakMemory>& mem, const at::Device& device) {
   TrainingBench bench(cfg, args.batch, mem, device);
   const int64_t batch = bench.batch();
   const auto& o = cfg.options;

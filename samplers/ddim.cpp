@@ -7,6 +7,7 @@
 
 #include <diffuse/detail/aten.h>
 #include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -30,10 +31,12 @@ TimePoint train_stride_next(const StepContext& st, const SampleContext& ctx) {
 }  // namespace
 
 DdimSampler::DdimSampler(DdimOptions o) : options(std::move(o)) {
-  check(std::isfinite(options.eta()) && options.eta() >= 0, "DdimOptions.eta must be finite and >= 0, got ",
-        options.eta());
-  check(options.prev_timestep() == DdimPrevTimestep::kGrid || options.prev_timestep() == DdimPrevTimestep::kTrainStride,
-        "DdimOptions.prev_timestep must be kGrid or kTrainStride, got ", static_cast<int>(options.prev_timestep()));
+  check(std::isfinite(options.eta()) && options.eta() >= 0,
+        "DdimOptions.eta must be finite and >= 0, got ", options.eta());
+  check(options.prev_timestep() == DdimPrevTimestep::kGrid ||
+            options.prev_timestep() == DdimPrevTimestep::kTrainStride,
+        "DdimOptions.prev_timestep must be kGrid or kTrainStride, got ",
+        static_cast<int>(options.prev_timestep()));
 }
 
 std::unique_ptr<Sampler> DdimSampler::from_config(const Config& c) {
@@ -50,23 +53,25 @@ Config DdimSampler::to_config() const {
           {"prev_timestep", enum_name(options.prev_timestep(), prev_timestep_names())}};
 }
 
-StepResult DdimSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History&,
-                                  SampleContext& ctx) const {
+StepResult DdimSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                  const History&, SampleContext& ctx) const {
   const TimePoint& now = st.now;
   TimePoint next = st.next;
   if (options.prev_timestep() == DdimPrevTimestep::kTrainStride) next = train_stride_next(st, ctx);
   Prediction p = model(x, now, st);
-  const double eta_sigma = (options.eta() > 0 && next.sigma > 0 && now.sigma > 0)
-                               ? options.eta() * (next.sigma / now.sigma) *
-                                     std::sqrt(std::max(0.0, 1.0 - (now.alpha * now.alpha) / (next.alpha * next.alpha)))
-                               : 0.0;
+  const double eta_sigma =
+      (options.eta() > 0 && next.sigma > 0 && now.sigma > 0)
+          ? options.eta() * (next.sigma / now.sigma) *
+                std::sqrt(std::max(0.0, 1.0 - (now.alpha * now.alpha) / (next.alpha * next.alpha)))
+          : 0.0;
   const double dir = std::sqrt(std::max(0.0, next.sigma * next.sigma - eta_sigma * eta_sigma));
-  Tensor x_next = detail::lincomb(p.x0, next.alpha, p.eps, dir);
-  if (eta_sigma > 0) detail::add_scaled_(x_next, ctx.randn_like(x), eta_sigma);
+  Tensor x_next = lincomb(p.x0, next.alpha, p.eps, dir);
+  if (eta_sigma > 0) add_scaled_(x_next, ctx.randn_like(x), eta_sigma);
   return {x_next, p};
 }
 
-DIFFUSE_REGISTER_SAMPLER(DdimSampler, "ddim", "DDIM (Song et al. 2020); eta=0 deterministic, eta=1 ancestral");
+DIFFUSE_REGISTER_SAMPLER(DdimSampler, "ddim",
+                         "DDIM (Song et al. 2020); eta=0 deterministic, eta=1 ancestral");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(DdimA1111, "DDIM", "ddim", {}, "A1111's label for ddim");
 
 }  // namespace diffuse

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -67,11 +68,11 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   // Eq. (7): the posterior mean in terms of the (clipped) x0 prediction.
   const double c_x0 = next.alpha * beta / s2;
   const double c_x = (now.alpha / next.alpha) * next.sigma * next.sigma / s2;
-  Tensor x_next = detail::lincomb(p.x0, c_x0, x, c_x);
+  Tensor x_next = lincomb(p.x0, c_x0, x, c_x);
   const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
   if (noisy) {
     const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
-    detail::add_scaled_(x_next, ctx.randn_like(x), stddev);
+    add_scaled_(x_next, ctx.randn_like(x), stddev);
   }
   return {x_next, p};
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -76,30 +77,30 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   const Tensor& m0 = p.x0;
   // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
   // x0.
-  Tensor x_next = detail::lincomb(x, next.sigma / s0.sigma, m0, a * dpm_phi1(h));
+  Tensor x_next = lincomb(x, next.sigma / s0.sigma, m0, a * dpm_phi1(h));
   if (order == 1) return {x_next, p};
 
   const size_t n = history.size();
   const Tensor& m1 = history.preds[n - 1].x0;
   const double inv_h0 = dpm_inv_step(lambda0 - history.times[n - 1].log_snr());
-  const Tensor e0 = detail::diff_scaled(m0, m1, inv_h0);
+  const Tensor e0 = diff_scaled(m0, m1, inv_h0);
   const double em = dpm_expm1_plus(h);  // e^{-h} - 1 + h
   if (order == 2) {
     const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
-    detail::add_scaled_(x_next, e0, midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
+    add_scaled_(x_next, e0, midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
     return {x_next, p};
   }
   const Tensor& m2 = history.preds[n - 2].x0;
   const double h0 = lambda0 - history.times[n - 1].log_snr();
   const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();
-  const Tensor e1 = detail::diff_scaled(m1, m2, dpm_inv_step(h1));
+  const Tensor e1 = diff_scaled(m1, m2, dpm_inv_step(h1));
   const double w = std::isinf(h1) ? 0.0 : h0 / (h0 + h1);
   const double d2_scale = options.third_order() == DpmThirdOrder::kTaylor ? 2.0 : 1.0;
   const double inv_sum = std::isinf(h1) ? 0.0 : d2_scale / (h0 + h1);
-  Tensor first = detail::scaled(e0, 1.0 + w);
-  detail::sub_scaled_(first, e1, w);
-  detail::add_scaled_(x_next, first, a * em);
-  detail::sub_scaled_(x_next, e0 - e1, a * (em - 0.5 * h * h) * inv_sum);
+  Tensor first = scaled(e0, 1.0 + w);
+  sub_scaled_(first, e1, w);
+  add_scaled_(x_next, first, a * em);
+  sub_scaled_(x_next, e0 - e1, a * (em - 0.5 * h * h) * inv_sum);
   return {x_next, p};
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -61,16 +62,16 @@ StepResult DpmSolverPPSdeSampler::step_impl(const ModelFn& model, const Tensor& 
   const double phi = -std::expm1(-2.0 * h);  // 1 - e^{-2h}, 1 at h = +inf
   // sigma_next / sigma_s0 * e^{-h}; 0 onto the clean point (sigma_next = 0, h = inf).
   const double decay = next.sigma == 0.0 ? 0.0 : (next.sigma / s0.sigma) * std::exp(-h);
-  Tensor x_next = detail::lincomb(x, decay, p.x0, a * phi);
-  if (next.sigma > 0) detail::add_scaled_(x_next, z, next.sigma * std::sqrt(phi));
+  Tensor x_next = lincomb(x, decay, p.x0, a * phi);
+  if (next.sigma > 0) add_scaled_(x_next, z, next.sigma * std::sqrt(phi));
   if (order == 1) return {x_next, p};
 
   const size_t n = history.size();
-  const Tensor e0 = detail::diff_scaled(p.x0, history.preds[n - 1].x0,
-                                        dpm_inv_step(lambda0 - history.times[n - 1].log_snr()));
+  const Tensor e0 = diff_scaled(p.x0, history.preds[n - 1].x0,
+                                dpm_inv_step(lambda0 - history.times[n - 1].log_snr()));
   const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
-  detail::add_scaled_(x_next, e0,
-                      midpoint ? 0.5 * a * phi * h : 0.5 * a * (std::expm1(-2.0 * h) + 2.0 * h));
+  add_scaled_(x_next, e0,
+              midpoint ? 0.5 * a * phi * h : 0.5 * a * (std::expm1(-2.0 * h) + 2.0 * h));
   return {x_next, p};
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -103,23 +104,23 @@ StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const T
   const double h = next.log_snr() - lambda_g;
   if (h == 0.0) return {xg, p};
   const double a = next.alpha;
-  Tensor x_next = detail::lincomb(xg, next.sigma / g.sigma, mg, a * dpm_phi1(h));
+  Tensor x_next = lincomb(xg, next.sigma / g.sigma, mg, a * dpm_phi1(h));
   if (order == 1) return {x_next, p};
   const double em = dpm_expm1_plus(h);
   const double h0 = st.now.log_snr() - lambda_g;
-  const Tensor e0 = detail::diff_divided(p.x0, mg, h0);
+  const Tensor e0 = diff_divided(p.x0, mg, h0);
   const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
   if (order == 2 || midpoint) {
-    detail::add_scaled_(x_next, e0, order == 2 && midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
+    add_scaled_(x_next, e0, order == 2 && midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
     return {x_next, p};
   }
   const double h1 = history.times[n - 1].log_snr() - lambda_g;
-  const Tensor e1 = detail::diff_divided(history.preds[n - 1].x0, mg, h1);
+  const Tensor e1 = diff_divided(history.preds[n - 1].x0, mg, h1);
   const double inv = 1.0 / (h0 - h1);
-  Tensor first = detail::scaled(e1, h0);
-  detail::sub_scaled_(first, e0, h1);
-  detail::add_scaled_(x_next, first, a * em * inv);
-  detail::sub_scaled_(x_next, e0 - e1, 2.0 * a * (em - 0.5 * h * h) * inv);
+  Tensor first = scaled(e1, h0);
+  sub_scaled_(first, e0, h1);
+  add_scaled_(x_next, first, a * em * inv);
+  sub_scaled_(x_next, e0 - e1, 2.0 * a * (em - 0.5 * h * h) * inv);
   return {x_next, p};
 }
 

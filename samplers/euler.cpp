@@ -7,6 +7,7 @@
 #include <diffuse/registry.h>
 #include <diffuse/samplers/coefficients.h>
 #include <diffuse/samplers/detail/churn.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -62,7 +63,7 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
   if (g <= 0) {
     Prediction p = model(x, now, st);
     const auto c = euler_coefficients(now, next.sigma_ve(), next.alpha);
-    return {detail::lincomb(x, c.cx, p.x0, c.cx0), p};
+    return {lincomb(x, c.cx, p.x0, c.cx0), p};
   }
   const double sigma = now.sigma_ve();
   const double sigma_hat = sigma * (g + 1.0);
@@ -70,19 +71,19 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
   if (!kdiff) {
     // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
     Prediction p = model(x, now, st);
-    Tensor x_hat_ve = detail::divided(x, now.alpha);
-    detail::add_scaled_(x_hat_ve, ctx.randn_like(x), noise_std);
-    Tensor x_next = detail::add_scaled_(x_hat_ve, p.eps, next.sigma_ve() - sigma_hat);
-    detail::scale_(x_next, next.alpha);
+    Tensor x_hat_ve = divided(x, now.alpha);
+    add_scaled_(x_hat_ve, ctx.randn_like(x), noise_std);
+    Tensor x_next = add_scaled_(x_hat_ve, p.eps, next.sigma_ve() - sigma_hat);
+    scale_(x_next, next.alpha);
     return {x_next, p};
   }
   const TimePoint hat = detail::churn_point(ctx, now, g, "euler");
-  Tensor x_hat = detail::divided(x, now.alpha);
-  detail::add_scaled_(x_hat, z, noise_std);
-  detail::scale_(x_hat, hat.alpha);
+  Tensor x_hat = divided(x, now.alpha);
+  add_scaled_(x_hat, z, noise_std);
+  scale_(x_hat, hat.alpha);
   Prediction p = model(x_hat, hat, st);
   const auto c = euler_coefficients(hat, next.sigma_ve(), next.alpha);
-  return {detail::lincomb(x_hat, c.cx, p.x0, c.cx0), p};
+  return {lincomb(x_hat, c.cx, p.x0, c.cx0), p};
 }
 
 DIFFUSE_REGISTER_SAMPLER(EulerSampler, "euler",

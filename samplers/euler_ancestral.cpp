@@ -6,6 +6,7 @@
 
 #include <diffuse/registry.h>
 #include <diffuse/samplers/coefficients.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -39,9 +40,9 @@ StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& 
   const auto split = ancestral_split(now.sigma_ve(), next.sigma_ve(), options.eta());
   // Deterministic part down to sigma_down, expressed in the next point's scaling alpha_next.
   const auto c = euler_coefficients(now, split.sigma_down, next.alpha);
-  Tensor x_next = detail::lincomb(x, c.cx, p.x0, c.cx0);
+  Tensor x_next = lincomb(x, c.cx, p.x0, c.cx0);
   const double noise_std = options.s_noise() * split.sigma_up * next.alpha;
-  if (noise_std > 0) detail::add_scaled_(x_next, ctx.randn_like(x), noise_std);
+  if (noise_std > 0) add_scaled_(x_next, ctx.randn_like(x), noise_std);
   return {x_next, p};
 }
 

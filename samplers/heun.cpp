@@ -7,6 +7,7 @@
 #include <diffuse/registry.h>
 #include <diffuse/samplers/coefficients.h>
 #include <diffuse/samplers/detail/churn.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -44,27 +45,26 @@ StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const S
     if (g > 0) {
       const TimePoint hat = detail::churn_point(ctx, now, g, "heun");
       const double sigma = now.sigma_ve(), sigma_hat = hat.sigma_ve();
-      xc = detail::divided(x, now.alpha);
-      detail::add_scaled_(xc, z,
-                          options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma));
-      detail::scale_(xc, hat.alpha);
+      xc = divided(x, now.alpha);
+      add_scaled_(xc, z, options.s_noise() * std::sqrt(sigma_hat * sigma_hat - sigma * sigma));
+      scale_(xc, hat.alpha);
       now = hat;
     }
   }
   Prediction p = model(xc, now, st);
   const auto c = euler_coefficients(now, next.sigma_ve(), next.alpha);
-  Tensor x_euler = detail::lincomb(xc, c.cx, p.x0, c.cx0);
+  Tensor x_euler = lincomb(xc, c.cx, p.x0, c.cx0);
   if (next.is_clean()) return {x_euler, p};
   // Corrector: the slope at the Euler point, averaged with the first one (trapezoidal rule).
   const Prediction p2 = model(x_euler, next, st);
   const double sigma = now.sigma_ve(), sigma_next = next.sigma_ve();
-  const Tensor x_ve = detail::divided(xc, now.alpha);
-  Tensor d = detail::diff_divided(x_ve, p.x0, sigma);
-  Tensor d2 = detail::divided(x_euler, next.alpha).sub_(p2.x0);
-  detail::divide_(d2, sigma_next);
-  detail::scale_(d.add_(d2), 0.5 * (sigma_next - sigma));
+  const Tensor x_ve = divided(xc, now.alpha);
+  Tensor d = diff_divided(x_ve, p.x0, sigma);
+  Tensor d2 = divided(x_euler, next.alpha).sub_(p2.x0);
+  divide_(d2, sigma_next);
+  scale_(d.add_(d2), 0.5 * (sigma_next - sigma));
   Tensor x_next = d.add_(x_ve);
-  detail::scale_(x_next, next.alpha);
+  scale_(x_next, next.alpha);
   return {x_next, p};
 }
 

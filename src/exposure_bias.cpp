@@ -42,7 +42,8 @@ ExposureBiasRecord exposure_bias_record(const Tensor& x, const Tensor& x0, const
 
 const std::vector<std::pair<std::string, ExposureBiasMode>>& exposure_bias_mode_names() {
   static const std::vector<std::pair<std::string, ExposureBiasMode>> names = {
-      {"accumulated", ExposureBiasMode::kAccumulated}, {"single_step", ExposureBiasMode::kSingleStep}};
+      {"accumulated", ExposureBiasMode::kAccumulated},
+      {"single_step", ExposureBiasMode::kSingleStep}};
   return names;
 }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The analytic Gaussian-mixture test bed of <diffuse/gaussian_mixture.h> (methods.md §10b): exact
+// The analytic Gaussian-mixture test bed of <diffuse/gaussian_mixture.h>: exact
 // denoisers, densities and the probability-flow ODE solved with Dormand-Prince 5(4).
 #include <diffuse/gaussian_mixture.h>
 
@@ -115,7 +115,7 @@ GaussianMixture GaussianMixture::preset(const std::string& name) {
     return GaussianMixture(w, mu, v);
   }
   throw ConfigError("unknown Gaussian mixture preset '" + name +
-              "'; valid: " + detail::join(preset_names()));
+                    "'; valid: " + detail::join(preset_names()));
 }
 
 Tensor GaussianMixture::mean() const { return (weights_.unsqueeze(1) * means_).sum(0); }
@@ -350,7 +350,8 @@ Tensor GaussianMixture::dopri5(Tensor u, double l0, double l1, const Tensor& lab
     const Tensor err = (k1 * e1 + k3 * e3 + k4 * e4 + k5 * e5 + k6 * e6 + k7 * e7) * h;
     const Tensor scale = at::maximum(u.abs(), u5.abs()) * o.rtol() + o.atol();
     const double en = (err.abs() / scale).max().item<double>();
-    check_numerics(std::isfinite(en), "GaussianMixture::solve_ode: non-finite state at lambda=", lam);
+    check_numerics(std::isfinite(en),
+                   "GaussianMixture::solve_ode: non-finite state at lambda=", lam);
     const double fac = en == 0 ? 5.0 : std::clamp(0.9 * std::pow(en, -0.2), 0.2, 5.0);
     if (en <= 1) {
       ++st.accepted;

@@ -25,8 +25,9 @@ inline void ExpectTensorNear(const Tensor& actual, const Tensor& expected, doubl
   const double worst = excess.max().item<double>();
   if (worst > 0) {
     const int64_t i = excess.reshape({-1}).argmax().item<int64_t>();
-    ADD_FAILURE() << what << ": element " << i << " is " << a.reshape({-1})[i].item<double>() << ", expected "
-                  << e.reshape({-1})[i].item<double>() << " (atol " << atol << ", rtol " << rtol << ")";
+    ADD_FAILURE() << what << ": element " << i << " is " << a.reshape({-1})[i].item<double>()
+                  << ", expected " << e.reshape({-1})[i].item<double>() << " (atol " << atol
+                  << ", rtol " << rtol << ")";
   }
 }
 
@@ -52,8 +53,9 @@ struct RecordingModel {
 /// The path of tests/training/fixtures/<name> (from $DIFFUSE_SOURCE_DIR, else next to this file).
 inline std::string fixture_path(const std::string& name) {
   const char* src = std::getenv("DIFFUSE_SOURCE_DIR");
-  const std::filesystem::path dir = src ? std::filesystem::path(src) / "tests/training/fixtures"
-                                        : std::filesystem::path(__FILE__).parent_path() / "training/fixtures";
+  const std::filesystem::path dir =
+      src ? std::filesystem::path(src) / "tests/training/fixtures"
+          : std::filesystem::path(__FILE__).parent_path() / "training/fixtures";
   return (dir / name).string();
 }
 
@@ -93,4 +95,3 @@ std::string error_of(F&& f) {
         << "expected an Error naming '" << (text) << "', got '" << msg_ << "' from " #stmt; \
     EXPECT_EQ(msg_.find('\n'), std::string::npos) << "one line expected: " << msg_;         \
   } while (0)
-

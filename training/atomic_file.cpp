@@ -54,20 +54,23 @@ void write_bytes_atomic(const std::string& path, const void* data, size_t n) {
   check(!path.empty(), "cannot write a file with an empty path");
   const fs::path target(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const fs::path tmp = dir / ("." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
+  const fs::path tmp =
+      dir / ("." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
   // One writer per target at a time within this process (the temporary name is per process).
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
   const char* bytes = static_cast<const char*>(data);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw IOError(detail::cat("cannot write '", path, "': cannot create '", tmp.string(), "': ",
-                                      std::strerror(errno)));
+  if (fd < 0)
+    throw IOError(detail::cat("cannot write '", path, "': cannot create '", tmp.string(),
+                              "': ", std::strerror(errno)));
   try {
     fault_point("after_temp_create", path);
     write_all_or_throw(fd, bytes, n / 2, path);
     fault_point("mid_temp_write", path);
     write_all_or_throw(fd, bytes + n / 2, n - n / 2, path);
-    if (::fsync(fd) != 0) throw IOError(detail::cat("cannot write '", path, "': fsync: ", std::strerror(errno)));
+    if (::fsync(fd) != 0)
+      throw IOError(detail::cat("cannot write '", path, "': fsync: ", std::strerror(errno)));
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());

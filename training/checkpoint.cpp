@@ -24,7 +24,6 @@
 
 namespace diffuse {
 
-
 /// "ckpt_00001234.pt" for step 1234 (eight digits, wider when needed; sorts by step).
 std::string checkpoint_filename(int64_t step) {
   check(step >= 0, "checkpoint step must be >= 0, got ", step);
@@ -89,13 +88,15 @@ int64_t remove_stale_temporaries(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) return 0;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.size() < 6 || name[0] != '.' || name.compare(name.size() - 4, 4, ".tmp") != 0) continue;
+    if (name.size() < 6 || name[0] != '.' || name.compare(name.size() - 4, 4, ".tmp") != 0)
+      continue;
     const auto dot = name.rfind('.', name.size() - 5);
     if (dot == std::string::npos || dot == 0) continue;
     const std::string pid_text = name.substr(dot + 1, name.size() - 4 - dot - 1);
     if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
     const long pid = std::stol(pid_text);
-    const bool alive = pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+    const bool alive =
+        pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
     if (!alive && fs::remove(entry.path(), ec)) ++removed;
   }
   return removed;
@@ -109,7 +110,8 @@ at::Tensor generator_state(at::Generator& gen) {
 
 /// Restores a state obtained from generator_state() on a generator of the same kind.
 void set_generator_state(at::Generator& gen, const at::Tensor& state) {
-  check(state.defined() && state.scalar_type() == at::kByte, "generator state must be a uint8 tensor");
+  check(state.defined() && state.scalar_type() == at::kByte,
+        "generator state must be a uint8 tensor");
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
 }
@@ -122,7 +124,8 @@ int64_t checkpoint_step(const std::string& path) {
     throw IOError(detail::cat("cannot read checkpoint '", path, "': ", e.what()));
   }
   c10::IValue v;
-  check_io(ar.try_read("step", v) && v.isInt(), "'", path, "' is not a diffuse trainer checkpoint (no step)");
+  check_io(ar.try_read("step", v) && v.isInt(), "'", path,
+           "' is not a diffuse trainer checkpoint (no step)");
   return v.toInt();
 }
 

@@ -53,7 +53,7 @@ std::vector<unsigned char> read_maybe_gzipped(const std::string& path) {
   const std::string msg = gzerror(f, &code);
   gzclose(f);
   check_io(code == Z_OK || code == Z_STREAM_END, "cannot read '", path,
-        "': corrupt or truncated gzip data (", msg, ")");
+           "': corrupt or truncated gzip data (", msg, ")");
   return out;
 }
 
@@ -68,28 +68,29 @@ bool ends_with_ci(const std::string& s, const std::string& suffix) {
 
 unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
                           const std::string& name, int* w, int* h) {
-  check_io(size <= static_cast<size_t>(std::numeric_limits<int>::max()), "cannot read image '", name,
-        "': ", size, " bytes is too large");
+  check_io(size <= static_cast<size_t>(std::numeric_limits<int>::max()), "cannot read image '",
+           name, "': ", size, " bytes is too large");
   static const unsigned char kPngSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
   if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) {
     for (size_t pos = 8; pos + 12 <= size;) {
       const uint32_t len = (uint32_t{data[pos]} << 24) | (uint32_t{data[pos + 1]} << 16) |
                            (uint32_t{data[pos + 2]} << 8) | uint32_t{data[pos + 3]};
       check_io(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
-            " (length ", len, ") runs past the end of the file");
+               " (length ", len, ") runs past the end of the file");
       if (std::memcmp(data + pos + 4, "IEND", 4) == 0) break;
       pos += 12 + len;
     }
   }
   int in_file = 0;
   check_io(stbi_info_from_memory(data, static_cast<int>(size), w, h, &in_file) != 0,
-        "cannot read image '", name,
-        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown format");
-  check_io(*w > 0 && *h > 0 && static_cast<int64_t>(*w) * *h <= kMaxImagePixels, "cannot read image '",
-        name, "': ", *w, "x", *h, " is larger than the limit of ", kMaxImagePixels, " pixels");
+           "cannot read image '", name,
+           "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown format");
+  check_io(*w > 0 && *h > 0 && static_cast<int64_t>(*w) * *h <= kMaxImagePixels,
+           "cannot read image '", name, "': ", *w, "x", *h, " is larger than the limit of ",
+           kMaxImagePixels, " pixels");
   unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), w, h, &in_file, channels);
   check_io(px != nullptr, "cannot read image '", name,
-        "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+           "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
   return px;
 }
 
@@ -107,8 +108,9 @@ std::vector<unsigned char> read_file_bytes(const std::string& path) {
 Tensor parse_idx(const unsigned char* data, size_t size, const std::string& name) {
   const std::string& path = name;
   check_io(size >= 4, "idx file '", path, "' is truncated: ", size, " bytes, no complete header");
-  check_io(data[0] == 0 && data[1] == 0, "idx file '", path, "' has a bad magic number (first bytes ",
-        static_cast<int>(data[0]), " ", static_cast<int>(data[1]), ", expected 0 0)");
+  check_io(data[0] == 0 && data[1] == 0, "idx file '", path,
+           "' has a bad magic number (first bytes ", static_cast<int>(data[0]), " ",
+           static_cast<int>(data[1]), ", expected 0 0)");
   at::ScalarType type;
   size_t elem = 1;
   switch (data[2]) {
@@ -132,13 +134,13 @@ Tensor parse_idx(const unsigned char* data, size_t size, const std::string& name
       break;
     default:
       throw IOError("idx file '" + path + "' has a bad magic number (unknown type code " +
-                  std::to_string(static_cast<int>(data[2])) + ")");
+                    std::to_string(static_cast<int>(data[2])) + ")");
   }
   const int ndims = data[3];
   check_io(ndims >= 1, "idx file '", path, "' has a bad magic number (0 dimensions)");
   const size_t header = 4 + 4 * static_cast<size_t>(ndims);
   check_io(size >= header, "idx file '", path, "' is truncated: ", size, " bytes, header needs ",
-        header);
+           header);
   std::vector<int64_t> dims(static_cast<size_t>(ndims));
   size_t count = 1;
   for (int d = 0; d < ndims; ++d) {
@@ -147,14 +149,14 @@ Tensor parse_idx(const unsigned char* data, size_t size, const std::string& name
         (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
     dims[static_cast<size_t>(d)] = static_cast<int64_t>(v);
     check_io(v == 0 || count <= (size_t{1} << 40) / v, "idx file '", path,
-          "' announces an absurd size");
+             "' announces an absurd size");
     count *= v;
   }
   const size_t expected = header + count * elem;
   check_io(size >= expected, "idx file '", path, "' is truncated: ", size, " bytes, the header ",
-        at::IntArrayRef(dims), " needs ", expected);
+           at::IntArrayRef(dims), " needs ", expected);
   check_io(size == expected, "idx file '", path, "' is corrupt: ", size, " bytes, the header ",
-        at::IntArrayRef(dims), " needs exactly ", expected);
+           at::IntArrayRef(dims), " needs exactly ", expected);
   Tensor out = at::empty(dims, at::TensorOptions().dtype(type));
   auto* dst = static_cast<unsigned char*>(out.data_ptr());
   const unsigned char* src = data + header;
@@ -185,8 +187,7 @@ std::string fashion_mnist_default_dir() {
   return env && *env ? std::string(env) : std::string("/usr/share/datasets/fashion-mnist");
 }
 
-Dataset load_fashion_mnist(const std::string& split, const std::string& dir,
-                           int64_t limit) {
+Dataset load_fashion_mnist(const std::string& split, const std::string& dir, int64_t limit) {
   check(split == "train" || split == "test",
         "load_fashion_mnist: split must be 'train' or 'test', got '", split, "'");
   check(limit == -1 || limit >= 1, "load_fashion_mnist: limit must be -1 (all) or >= 1, got ",
@@ -204,16 +205,17 @@ Dataset load_fashion_mnist(const std::string& split, const std::string& dir,
                     label_path = locate(prefix + "-labels-idx1-ubyte");
   const Tensor images = read_idx(image_path), labels = read_idx(label_path);
   check_io(images.scalar_type() == at::kByte && images.dim() == 3 && images.size(1) == 28 &&
-            images.size(2) == 28,
-        "Fashion-MNIST image file '", image_path, "' must hold uint8 [N, 28, 28], got ",
-        images.scalar_type(), " ", images.sizes());
+               images.size(2) == 28,
+           "Fashion-MNIST image file '", image_path, "' must hold uint8 [N, 28, 28], got ",
+           images.scalar_type(), " ", images.sizes());
   check_io(labels.scalar_type() == at::kByte && labels.dim() == 1, "Fashion-MNIST label file '",
-        label_path, "' must hold uint8 [N], got ", labels.scalar_type(), " ", labels.sizes());
-  check_io(images.size(0) == labels.size(0), "Fashion-MNIST files disagree: '", image_path, "' has ",
-        images.size(0), " images but '", label_path, "' has ", labels.size(0), " labels");
+           label_path, "' must hold uint8 [N], got ", labels.scalar_type(), " ", labels.sizes());
+  check_io(images.size(0) == labels.size(0), "Fashion-MNIST files disagree: '", image_path,
+           "' has ", images.size(0), " images but '", label_path, "' has ", labels.size(0),
+           " labels");
   check_io(images.size(0) > 0, "Fashion-MNIST image file '", image_path, "' holds no images");
   check_io(labels.max().item<int64_t>() <= 9, "Fashion-MNIST label file '", label_path,
-        "' has labels above 9 (max ", labels.max().item<int64_t>(), ")");
+           "' has labels above 9 (max ", labels.max().item<int64_t>(), ")");
   const int64_t n = limit < 0 ? images.size(0) : std::min(limit, images.size(0));
   Dataset ds;
   ds.data = images.narrow(0, 0, n).to(at::kFloat).div(127.5).sub(1.0).unsqueeze(1).contiguous();
@@ -223,8 +225,7 @@ Dataset load_fashion_mnist(const std::string& split, const std::string& dir,
   return ds;
 }
 
-Tensor decode_image(const unsigned char* data, size_t size, const std::string& name,
-                    int channels) {
+Tensor decode_image(const unsigned char* data, size_t size, const std::string& name, int channels) {
   check(channels == 1 || channels == 3 || channels == 4, "decode_image('", name,
         "'): channels must be 1, 3 or 4, got ", channels);
   int w = 0, h = 0;
@@ -261,8 +262,8 @@ std::vector<std::string> list_images(const std::filesystem::path& dir) {
   return out;
 }
 
-std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c,
-                                       int size, const std::string& path) {
+std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c, int size,
+                                       const std::string& path) {
   const int side = std::min(w, h), x0 = (w - side) / 2, y0 = (h - side) / 2;
   std::vector<unsigned char> out(static_cast<size_t>(size) * size * c);
   const int ok = stbir_resize_uint8(px + (static_cast<size_t>(y0) * w + x0) * c, side, side, w * c,
@@ -276,7 +277,7 @@ std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, in
 std::vector<std::string> image_folder_classes(const std::string& dir) {
   std::error_code ec;
   check_io(std::filesystem::is_directory(dir, ec), "image folder '", dir,
-        "' does not exist or is not a directory");
+           "' does not exist or is not a directory");
   std::vector<std::string> classes;
   for (const auto& e : std::filesystem::directory_iterator(dir))
     if (e.is_directory() && !detail::list_images(e.path()).empty())

@@ -12,14 +12,17 @@
 namespace diffuse {
 namespace detail {
 
-void DataParallel::configure(int rank, int world_size, AllReduceMean all_reduce_mean, const TrainerOptions& options) {
+void DataParallel::configure(int rank, int world_size, AllReduceMean all_reduce_mean,
+                             const TrainerOptions& options) {
   check(world_size >= 1, "Trainer::set_data_parallel: world_size must be >= 1, got ", world_size);
-  check(rank >= 0 && rank < world_size, "Trainer::set_data_parallel: rank must be in [0, ", world_size, "), got ",
-        rank);
+  check(rank >= 0 && rank < world_size, "Trainer::set_data_parallel: rank must be in [0, ",
+        world_size, "), got ", rank);
   if (world_size > 1) {
-    check(static_cast<bool>(all_reduce_mean), "Trainer::set_data_parallel: all_reduce_mean is empty");
-    check(options.batch_size() % (options.grad_accum() * world_size) == 0, "TrainerOptions.batch_size (",
-          options.batch_size(), ") must be divisible by grad_accum * world_size (", options.grad_accum(), " * ",
+    check(static_cast<bool>(all_reduce_mean),
+          "Trainer::set_data_parallel: all_reduce_mean is empty");
+    check(options.batch_size() % (options.grad_accum() * world_size) == 0,
+          "TrainerOptions.batch_size (", options.batch_size(),
+          ") must be divisible by grad_accum * world_size (", options.grad_accum(), " * ",
           world_size, ") for data-parallel training");
     check(options.max_minutes() == 0, "TrainerOptions.max_minutes (", options.max_minutes(),
           ") must be 0 for data-parallel training: ranks must agree on the number of steps");

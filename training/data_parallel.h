@@ -21,14 +21,16 @@ class DataParallel {
   using AllReduceMean = std::function<void(std::vector<Tensor>&)>;
 
   /// Checks and stores the setup (errors as documented at TrainerBase::set_data_parallel).
-  void configure(int rank, int world_size, AllReduceMean all_reduce_mean, const TrainerOptions& options);
+  void configure(int rank, int world_size, AllReduceMean all_reduce_mean,
+                 const TrainerOptions& options);
 
   int rank() const { return rank_; }
   int world_size() const { return world_; }
   /// Whether a reduction runs every step (world_size > 1).
   bool active() const { return static_cast<bool>(all_reduce_mean_); }
 
-  /// Narrows the global micro-batch `b` (of `micro` examples) and its draws `d` to this rank's slice.
+  /// Narrows the global micro-batch `b` (of `micro` examples) and its draws `d` to this rank's
+  /// slice.
   void slice(Batch& b, ObjectiveDraw& d, int64_t micro) const;
 
   /// Replaces the gradients of `params` and the step's loss/terms by their means over ranks;

@@ -138,8 +138,7 @@ at::Tensor dit_pos_embed_2d(int64_t dim, int64_t grid) {
   return at::cat({detail::sincos_1d(col, dim / 2), detail::sincos_1d(row, dim / 2)}, 1);
 }
 
-at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim,
-                                  double max_period) {
+at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim, double max_period) {
   check(t.dim() == 1, "dit_timestep_embedding: t must have shape [B], got ", t.sizes());
   check(dim >= 2, "dit_timestep_embedding: dim must be >= 2, got ", dim);
   const auto dtype = t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -207,8 +206,8 @@ at::Tensor DiTMlpImpl::forward(const at::Tensor& x) {
 
 void DiTBlockImpl::reset() {
   attn = register_module("attn", DiTAttention(dim_, heads_));
-  mlp = register_module(
-      "mlp", DiTMlp(dim_, static_cast<int64_t>(static_cast<double>(dim_) * mlp_ratio_)));
+  mlp = register_module("mlp",
+                        DiTMlp(dim_, static_cast<int64_t>(static_cast<double>(dim_) * mlp_ratio_)));
   adaLN_modulation = register_module(
       "adaLN_modulation",
       torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cond_dim_, 6 * dim_)));
@@ -269,20 +268,21 @@ void DiTImpl::reset() {
   initialize_weights();
 }
 
-at::Tensor DiTImpl::label_embedding(const at::Tensor& labels, int64_t batch, const at::Device& device) {
-  check(options.num_classes() > 0, "DiT: the model is unconditional (num_classes = 0): no label embedding");
+at::Tensor DiTImpl::label_embedding(const at::Tensor& labels, int64_t batch,
+                                    const at::Device& device) {
+  check(options.num_classes() > 0,
+        "DiT: the model is unconditional (num_classes = 0): no label embedding");
   return y_embedder->forward(labels_or_null(labels, batch, device));
 }
 
 at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
-                   const at::Tensor& mask) {
+                            const at::Tensor& mask) {
   const DiTOptions& o = options;
   check(x.defined() && x.dim() == 4, "DiT: x must have shape [B, C, H, W], got ",
         x.defined() ? x.sizes() : at::IntArrayRef{});
-  check(
-      x.size(1) == o.in_channels() && x.size(2) == o.input_size() && x.size(3) == o.input_size(),
-      "DiT: x has shape ", x.sizes(), " but the model takes [B, ", o.in_channels(), ", ",
-      o.input_size(), ", ", o.input_size(), "]");
+  check(x.size(1) == o.in_channels() && x.size(2) == o.input_size() && x.size(3) == o.input_size(),
+        "DiT: x has shape ", x.sizes(), " but the model takes [B, ", o.in_channels(), ", ",
+        o.input_size(), ", ", o.input_size(), "]");
   const int64_t b = x.size(0), n = num_tokens();
   check(t.defined() && t.dim() == 1 && t.size(0) == b, "DiT: t must have shape [", b, "], got ",
         t.defined() ? t.sizes() : at::IntArrayRef{});
@@ -292,8 +292,8 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
   if (o.num_classes() > 0 && y.defined() && y.is_floating_point()) {
     // An already-embedded condition (label_embedding(), possibly annealed by CADS).
     check(y.dim() == 2 && y.size(0) == b && y.size(1) == o.hidden_size(),
-          "DiT: a floating-point condition must be a label embedding [", b, ", ", o.hidden_size(), "], got ",
-          y.sizes(), " ", y.scalar_type());
+          "DiT: a floating-point condition must be a label embedding [", b, ", ", o.hidden_size(),
+          "], got ", y.sizes(), " ", y.scalar_type());
     c = c + y.to(dtype);
   } else if (o.num_classes() > 0) {
     c = c + y_embedder->forward(labels_or_null(y, b, x.device()));
@@ -389,8 +389,8 @@ at::Tensor DiTImpl::kept_indices(const at::Tensor& mask, int64_t b, int64_t n) c
         "but decoder_depth = 0");
   check(mask.scalar_type() == at::kBool, "DiT: mask must be a bool tensor (true = masked), got ",
         mask.scalar_type());
-  check(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == n, "DiT: mask must have shape [",
-        b, ", ", n, "] (batch, tokens), got ", mask.sizes());
+  check(mask.dim() == 2 && mask.size(0) == b && mask.size(1) == n, "DiT: mask must have shape [", b,
+        ", ", n, "] (batch, tokens), got ", mask.sizes());
   at::Tensor keep_mask = mask.logical_not().to(at::kLong).sum(1).cpu();
   const int64_t k = b > 0 ? keep_mask[0].item<int64_t>() : n;
   check(k >= 1, "DiT: the mask drops all ", n, " tokens of row 0; at least one must be kept");

@@ -22,8 +22,8 @@ void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double d
   torch::NoGradGuard no_grad;
   auto src = model.named_parameters(/*recurse=*/true);
   auto dst = ema.named_parameters(/*recurse=*/true);
-  check(src.size() == dst.size(), "EMA update: the EMA model has ", dst.size(), " parameters, the model ",
-        src.size());
+  check(src.size() == dst.size(), "EMA update: the EMA model has ", dst.size(),
+        " parameters, the model ", src.size());
   for (const auto& item : src) {
     const at::Tensor* e = dst.find(item.key());
     check(e != nullptr, "EMA update: parameter '", item.key(), "' is missing from the EMA model");

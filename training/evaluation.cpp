@@ -22,8 +22,8 @@
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
-#include <diffuse/config.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <diffuse/config.h>
 #include <diffuse/training/atomic_file.h>
 #include <diffuse/training/data.h>
 
@@ -41,12 +41,10 @@ void FashionClassifierImpl::reset() {
 void FashionClassifierImpl::initialize(at::Generator gen) {
   torch::NoGradGuard no_grad;
   for (auto* layer :
-       {static_cast<torch::nn::Module*>(conv1.get()),
-        static_cast<torch::nn::Module*>(conv2.get()),
+       {static_cast<torch::nn::Module*>(conv1.get()), static_cast<torch::nn::Module*>(conv2.get()),
         static_cast<torch::nn::Module*>(conv3.get()), static_cast<torch::nn::Module*>(fc1.get()),
         static_cast<torch::nn::Module*>(fc2.get())}) {
-    Tensor w = layer->named_parameters(false)["weight"],
-           b = layer->named_parameters(false)["bias"];
+    Tensor w = layer->named_parameters(false)["weight"], b = layer->named_parameters(false)["bias"];
     const double bound = 1.0 / std::sqrt(static_cast<double>(w[0].numel()));
     w.uniform_(-bound, bound, gen);
     b.uniform_(-bound, bound, gen);
@@ -84,13 +82,11 @@ Tensor classifier_outputs(FashionClassifier& model, const Tensor& images, bool l
   return at::cat(out);
 }
 
-Tensor classifier_features(FashionClassifier& model, const Tensor& images,
-                           int64_t batch_size) {
+Tensor classifier_features(FashionClassifier& model, const Tensor& images, int64_t batch_size) {
   return classifier_outputs(model, images, false, batch_size);
 }
 
-double classifier_accuracy(FashionClassifier& model, const Dataset& ds,
-                           int64_t batch_size) {
+double classifier_accuracy(FashionClassifier& model, const Dataset& ds, int64_t batch_size) {
   check(ds.labels.defined(), "classifier_accuracy: dataset '", ds.name, "' has no labels");
   const Tensor pred = classifier_outputs(model, ds.data, true, batch_size).argmax(1);
   return pred.eq(ds.labels).to(at::kDouble).mean().item<double>();
@@ -111,7 +107,8 @@ FashionClassifier train_fashion_classifier(const Dataset& train,
   check(options.lr() > 0, "train_fashion_classifier: lr must be > 0, got ", options.lr());
   check(options.weight_decay() >= 0, "train_fashion_classifier: weight_decay must be >= 0, got ",
         options.weight_decay());
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed());  // detail::cpu_generator
+  at::Generator gen =
+      at::make_generator<at::CPUGeneratorImpl>(options.seed());  // detail::cpu_generator
   FashionClassifier model;
   model->initialize(gen);
   model->train();
@@ -165,7 +162,8 @@ namespace detail {
 
 FashionClassifier load_fashion_classifier_file(const std::string& file) {
   std::error_code ec;
-  check_io(std::filesystem::is_regular_file(file, ec), "cannot read classifier '", file, "': no such file");
+  check_io(std::filesystem::is_regular_file(file, ec), "cannot read classifier '", file,
+           "': no such file");
   FashionClassifier model;
   try {
     torch::load(model, file);
@@ -264,8 +262,8 @@ double manifold_coverage(const Tensor& set, const Tensor& radii, const Tensor& q
 
 }  // namespace detail
 
-PrecisionRecall precision_recall(const Tensor& real_feats, const Tensor& fake_feats,
-                                 int64_t k, int64_t chunk_size) {
+PrecisionRecall precision_recall(const Tensor& real_feats, const Tensor& fake_feats, int64_t k,
+                                 int64_t chunk_size) {
   check(k >= 1, "precision_recall: k must be >= 1, got ", k);
   check(chunk_size >= 1, "precision_recall: chunk_size must be >= 1, got ", chunk_size);
   check(real_feats.defined() && fake_feats.defined() && real_feats.dim() == 2 &&
@@ -286,8 +284,7 @@ PrecisionRecall precision_recall(const Tensor& real_feats, const Tensor& fake_fe
   return pr;
 }
 
-FashionReference make_fashion_reference(FashionClassifier& classifier,
-                                        const Dataset& reference) {
+FashionReference make_fashion_reference(FashionClassifier& classifier, const Dataset& reference) {
   FashionReference ref;
   ref.features = classifier_features(classifier, reference.data);
   ref.stats = feature_stats(ref.features);

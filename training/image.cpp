@@ -26,7 +26,7 @@ namespace detail {
 
 /// Encodes interleaved 8-bit pixels (height x width x channels, channels 1..4) as PNG bytes.
 std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height,
-                                             int channels) {
+                                      int channels) {
   std::vector<unsigned char> out;
   auto sink = [](void* ctx, void* data, int size) {
     auto* v = static_cast<std::vector<unsigned char>*>(ctx);
@@ -54,7 +54,8 @@ Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
         image.sizes());
   check(x.size(1) <= (1 << 16) && x.size(2) <= (1 << 16), "save_png('", path,
         "'): image too large: ", image.sizes());
-  check_numerics(at::isfinite(x).all().item<bool>(), "save_png('", path, "'): image has non-finite values");
+  check_numerics(at::isfinite(x).all().item<bool>(), "save_png('", path,
+                 "'): image has non-finite values");
   return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(at::kByte).permute({1, 2, 0}).contiguous();
 }
 
@@ -62,16 +63,19 @@ Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
 
 /// Returns `png` (a complete PNG stream) with a tEXt chunk keyword/text inserted right after the
 /// IHDR chunk. Errors (diffuse::Error) for a malformed stream or an invalid keyword / text.
-std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png, const std::string& keyword,
-                                               const std::string& text) {
+std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png,
+                                        const std::string& keyword, const std::string& text) {
   static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-  check(png.size() >= 33 && std::memcmp(png.data(), kSig, 8) == 0 && std::memcmp(png.data() + 12, "IHDR", 4) == 0,
+  check(png.size() >= 33 && std::memcmp(png.data(), kSig, 8) == 0 &&
+            std::memcmp(png.data() + 12, "IHDR", 4) == 0,
         "add_png_text: not a PNG stream");
-  check(!keyword.empty() && keyword.size() <= 79, "add_png_text: keyword must be 1-79 characters, got '", keyword,
-        "'");
+  check(!keyword.empty() && keyword.size() <= 79,
+        "add_png_text: keyword must be 1-79 characters, got '", keyword, "'");
   for (unsigned char ch : keyword)
-    check(ch >= 32 && ch != 127, "add_png_text: keyword '", keyword, "' has a non-printable character");
-  check(text.find('\0') == std::string::npos, "add_png_text: text for '", keyword, "' contains NUL");
+    check(ch >= 32 && ch != 127, "add_png_text: keyword '", keyword,
+          "' has a non-printable character");
+  check(text.find('\0') == std::string::npos, "add_png_text: text for '", keyword,
+        "' contains NUL");
   std::vector<unsigned char> data(keyword.begin(), keyword.end());
   data.push_back(0);
   data.insert(data.end(), text.begin(), text.end());
@@ -84,7 +88,8 @@ std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png, c
   const size_t type_at = chunk.size();
   chunk.insert(chunk.end(), {'t', 'E', 'X', 't'});
   chunk.insert(chunk.end(), data.begin(), data.end());
-  const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), chunk.data() + type_at, static_cast<uInt>(chunk.size() - type_at));
+  const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), chunk.data() + type_at,
+                            static_cast<uInt>(chunk.size() - type_at));
   put32(static_cast<uint32_t>(crc));
   const size_t ihdr_end = 8 + 4 + 4 + 13 + 4;  // signature, length, type, IHDR data, CRC
   std::vector<unsigned char> out(png.size() + chunk.size());
@@ -97,27 +102,30 @@ std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png, c
 /// The tEXt chunks (keyword -> text) of a PNG stream held in memory; bounds-checked, CRCs
 /// verified, parsing stops at IEND. `name` is the file name put in error messages.
 std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_t size,
-                                                          const std::string& name) {
+                                                   const std::string& name) {
   const std::string& path = name;
   static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
   check_io(size >= 8 && std::memcmp(b, kSig, 8) == 0, "'", path, "' is not a PNG file");
   std::map<std::string, std::string> out;
   size_t pos = 8;
   while (pos + 12 <= size) {
-    const uint32_t len = (uint32_t(b[pos]) << 24) | (uint32_t(b[pos + 1]) << 16) | (uint32_t(b[pos + 2]) << 8) |
-                         uint32_t(b[pos + 3]);
-    check_io(len <= size - pos - 12, "'", path, "': PNG chunk at byte ", pos, " runs past the end of the file");
+    const uint32_t len = (uint32_t(b[pos]) << 24) | (uint32_t(b[pos + 1]) << 16) |
+                         (uint32_t(b[pos + 2]) << 8) | uint32_t(b[pos + 3]);
+    check_io(len <= size - pos - 12, "'", path, "': PNG chunk at byte ", pos,
+             " runs past the end of the file");
     const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
     const unsigned char* data = &b[pos + 8];
     const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), &b[pos + 4], static_cast<uInt>(len + 4));
     const uint32_t stored = (uint32_t(data[len]) << 24) | (uint32_t(data[len + 1]) << 16) |
                             (uint32_t(data[len + 2]) << 8) | uint32_t(data[len + 3]);
-    check_io(static_cast<uint32_t>(crc) == stored, "'", path, "': CRC mismatch in PNG chunk '", type, "'");
+    check_io(static_cast<uint32_t>(crc) == stored, "'", path, "': CRC mismatch in PNG chunk '",
+             type, "'");
     if (type == "tEXt") {
       const auto* nul = static_cast<const unsigned char*>(std::memchr(data, 0, len));
       check_io(nul != nullptr, "'", path, "': tEXt chunk without a keyword separator");
       out[std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(nul - data))] =
-          std::string(reinterpret_cast<const char*>(nul + 1), static_cast<size_t>(data + len - nul - 1));
+          std::string(reinterpret_cast<const char*>(nul + 1),
+                      static_cast<size_t>(data + len - nul - 1));
     }
     if (type == "IEND") break;
     pos += 12 + len;
@@ -145,7 +153,7 @@ std::map<std::string, std::string> read_png_text(const std::string& path) {
 /// that produced the image (A1111 writes "parameters"; the diffuse CLI writes "diffuse"). Keywords
 /// are 1-79 printable Latin-1 characters; text must not contain NUL.
 void save_png(const std::string& path, const Tensor& image,
-                     const std::map<std::string, std::string>& text) {
+              const std::map<std::string, std::string>& text) {
   const Tensor hwc = detail::image_to_u8_hwc(image, path);
   const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
             c = static_cast<int>(hwc.size(2));

@@ -64,7 +64,8 @@ std::string LossLog::window_names() const {
 }
 
 void LossLog::set_window(const Tensor& t, const std::string& names) {
-  check(t.dim() == 1 && t.size(0) >= 4 && t.scalar_type() == at::kDouble, "checkpoint log window is malformed");
+  check(t.dim() == 1 && t.size(0) >= 4 && t.scalar_type() == at::kDouble,
+        "checkpoint log window is malformed");
   auto a = t.accessor<double, 1>();
   window_count_ = static_cast<int64_t>(a[0]);
   window_loss_ = a[1];
@@ -103,7 +104,9 @@ void LossLog::prepare(const std::string& output_dir, int64_t step, bool resumed)
     // A row is kept if it is complete (as many fields as the header, a final newline was
     // written before it) and not after the checkpoint; the first other row ends the file (a row
     // cut short by a kill is always the last one).
-    if (std::count(line.begin(), line.end(), ',') != std::count(csv_header_.begin(), csv_header_.end(), ',')) break;
+    if (std::count(line.begin(), line.end(), ',') !=
+        std::count(csv_header_.begin(), csv_header_.end(), ','))
+      break;
     std::istringstream ls(line);
     std::string f0, f1;
     std::getline(ls, f0, ',');
@@ -164,8 +167,8 @@ void LossLog::write_plot(const std::string& output_dir, const std::string& objec
   PlotOptions po;
   po.title = "training loss (" + objective_name + ")";
   po.log_y = true;
-  plot_curves_png((std::filesystem::path(output_dir) / "loss.png").string(), {"loss"}, {curve_steps_}, {curve_loss_},
-                  po);
+  plot_curves_png((std::filesystem::path(output_dir) / "loss.png").string(), {"loss"},
+                  {curve_steps_}, {curve_loss_}, po);
 }
 
 }  // namespace detail

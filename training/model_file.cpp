@@ -98,7 +98,8 @@ Parameterization parse_prediction_type(const std::string& name, const std::strin
   throw Error(cat(what, ": unknown prediction_type '", name, "' (epsilon, v_prediction, sample)"));
 }
 
-std::shared_ptr<NoiseSchedule> schedule_from_card(const std::string& spec, const std::string& what) {
+std::shared_ptr<NoiseSchedule> schedule_from_card(const std::string& spec,
+                                                  const std::string& what) {
   const auto colon = spec.find(':');
   std::string name = trim(spec.substr(0, colon));
   Config opts;
@@ -149,8 +150,8 @@ DiT dit_from_card(const ModelCard& card, const std::string& what, uint64_t file_
   }
   check(card.sample_shape.size() == 3 && card.sample_shape[0] == o.in_channels() &&
             card.sample_shape[1] == o.input_size() && card.sample_shape[2] == o.input_size(),
-        what, ": sample_shape ", card_shape_text(card.sample_shape), " does not match the DiT (", o.in_channels(), "x",
-        o.input_size(), "x", o.input_size(), ")");
+        what, ": sample_shape ", card_shape_text(card.sample_shape), " does not match the DiT (",
+        o.in_channels(), "x", o.input_size(), "x", o.input_size(), ")");
   check(card.num_classes == o.num_classes(), what, ": num_classes ", card.num_classes,
         " does not match the DiT's ", o.num_classes());
   if (file_bytes > 0) check_dit_fits_file(o, file_bytes, what);
@@ -162,31 +163,34 @@ void load_dit_checked(DiT& model, torch::serialize::InputArchive& ar, const std:
   try {
     model->load(ar);
   } catch (const c10::Error& e) {
-    throw Error(cat(what, ": weights do not fit the card's DiT: ", first_line(e.what_without_backtrace())));
+    throw Error(
+        cat(what, ": weights do not fit the card's DiT: ", first_line(e.what_without_backtrace())));
   }
   std::vector<std::string> bad;
   const auto want = reference->named_parameters(true);
   for (const auto& p : model->named_parameters(true)) {
     const at::Tensor* w = want.find(p.key());
     if (w && w->sizes() != p.value().sizes())
-      bad.push_back(p.key() + " " + c10::str(p.value().sizes()) + " (card: " + c10::str(w->sizes()) + ")");
+      bad.push_back(p.key() + " " + c10::str(p.value().sizes()) +
+                    " (card: " + c10::str(w->sizes()) + ")");
   }
   const auto want_b = reference->named_buffers(true);
   for (const auto& b : model->named_buffers(true)) {
     const at::Tensor* w = want_b.find(b.key());
     if (w && w->sizes() != b.value().sizes())
-      bad.push_back(b.key() + " " + c10::str(b.value().sizes()) + " (card: " + c10::str(w->sizes()) + ")");
+      bad.push_back(b.key() + " " + c10::str(b.value().sizes()) +
+                    " (card: " + c10::str(w->sizes()) + ")");
   }
   if (!bad.empty()) {
     const size_t n = bad.size();
     if (n > 3) bad.resize(3);
-    throw Error(cat(what, ": ", n, " weight(s) do not have the shape the card's DiT needs: ", join(bad, "; "),
-                    n > 3 ? "; ..." : ""));
+    throw Error(cat(what, ": ", n, " weight(s) do not have the shape the card's DiT needs: ",
+                    join(bad, "; "), n > 3 ? "; ..." : ""));
   }
 }
 
-LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options, std::string source,
-                       std::string format) {
+LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options,
+                       std::string source, std::string format) {
   model->to(options.device, options.dtype);
   model->eval();
   LoadedModel m;
@@ -207,29 +211,38 @@ ModelCard card_from_fingerprint(const std::string& fingerprint, const std::strin
   }
   auto need = [&](const std::string& key) -> const std::string& {
     auto it = f.find(key);
-    check(it != f.end() && !it->second.empty(), what, ": the checkpoint's fingerprint has no ", key);
+    check(it != f.end() && !it->second.empty(), what, ": the checkpoint's fingerprint has no ",
+          key);
     return it->second;
   };
   ModelCard card;
   const std::string& model_config = need("model_config");
-  check(model_config.rfind("DiT ", 0) == 0, what, ": the checkpoint's model is not a DiT (model_config '",
-        model_config, "'); use the program that trained it");
+  check(model_config.rfind("DiT ", 0) == 0, what,
+        ": the checkpoint's model is not a DiT (model_config '", model_config,
+        "'); use the program that trained it");
   card.architecture = "DiT";
   card.model = parse_config(model_config.substr(4));
   // objective=<name>:<config>  ->  its prediction type
   const std::string& objective = need("objective");
   std::unique_ptr<Objective> obj = objective_from_spec(objective);
   switch (obj->prediction_type()) {
-    case Parameterization::kEpsilon: card.prediction_type = "epsilon"; break;
-    case Parameterization::kVelocity: card.prediction_type = "v_prediction"; break;
-    case Parameterization::kSample: card.prediction_type = "sample"; break;
+    case Parameterization::kEpsilon:
+      card.prediction_type = "epsilon";
+      break;
+    case Parameterization::kVelocity:
+      card.prediction_type = "v_prediction";
+      break;
+    case Parameterization::kSample:
+      card.prediction_type = "sample";
+      break;
   }
   // schedule=<name>:<config>
   const std::string& schedule = need("schedule");
   const auto colon = schedule.find(':');
   std::unique_ptr<NoiseSchedule> s =
       colon == std::string::npos ? diffuse::make_schedule(schedule)
-                                 : diffuse::make_schedule(schedule.substr(0, colon), parse_config(schedule.substr(colon + 1)));
+                                 : diffuse::make_schedule(schedule.substr(0, colon),
+                                                          parse_config(schedule.substr(colon + 1)));
   card.schedule = schedule_card_spec(*s);
   const DiTOptions o = dit_options_from_config(card.model);
   card.sample_shape = {o.in_channels(), o.input_size(), o.input_size()};
@@ -258,7 +271,8 @@ std::string override_card_text(const std::string& base, const std::string& overr
       const auto eq = item.find('=');
       if (item.empty() || item[0] == '#' || eq == std::string::npos) continue;
       const std::string key = trim(item.substr(0, eq));
-      auto it = std::find_if(merged.begin(), merged.end(), [&](const auto& kv) { return kv.first == key; });
+      auto it = std::find_if(merged.begin(), merged.end(),
+                             [&](const auto& kv) { return kv.first == key; });
       if (it == merged.end()) {
         merged.emplace_back(key, item);
       } else {
@@ -310,19 +324,23 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       card.class_names = detail::split_text(value, ';');
       for (auto& n : card.class_names) n = detail::trim(n);
     } else if (key == "clip_sample") {
-      check(value == "true" || value == "false", what, ": clip_sample must be true or false, got '", value, "'");
+      check(value == "true" || value == "false", what, ": clip_sample must be true or false, got '",
+            value, "'");
       card.clip_sample = value == "true";
     } else if (key == "description") {
       card.description = value;
     } else {
-      throw Error(detail::cat(what, ": unknown card key '", key,
-                              "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
-                              "class_names, clip_sample, description)"));
+      throw Error(detail::cat(
+          what, ": unknown card key '", key,
+          "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
+          "class_names, clip_sample, description)"));
     }
   }
   check(have_shape, what, ": the model card has no sample_shape (e.g. sample_shape=1x28x28)");
-  check(card.class_names.empty() || static_cast<int64_t>(card.class_names.size()) == card.num_classes, what,
-        ": class_names lists ", card.class_names.size(), " names for num_classes=", card.num_classes);
+  check(
+      card.class_names.empty() || static_cast<int64_t>(card.class_names.size()) == card.num_classes,
+      what, ": class_names lists ", card.class_names.size(),
+      " names for num_classes=", card.num_classes);
   (void)detail::schedule_from_card(card.schedule, what);
   return card;
 }
@@ -367,9 +385,12 @@ double LoadedModel::inference_bytes_per_sample(at::ScalarType dtype) const {
     const DiTOptions& o = (*dit)->options;
     const double side = static_cast<double>(o.input_size()) / static_cast<double>(o.patch_size());
     const double tokens = side * side, d = static_cast<double>(o.hidden_size());
-    const double width = std::max(d, static_cast<double>(o.decoder_depth() > 0 ? o.decoder_hidden_size() : 0));
-    const double heads = static_cast<double>(std::max(o.num_heads(), o.decoder_depth() > 0 ? o.decoder_num_heads() : 0));
-    const double values = tokens * width * (6.0 + 2.0 * o.mlp_ratio()) + 2.0 * heads * tokens * tokens;
+    const double width =
+        std::max(d, static_cast<double>(o.decoder_depth() > 0 ? o.decoder_hidden_size() : 0));
+    const double heads = static_cast<double>(
+        std::max(o.num_heads(), o.decoder_depth() > 0 ? o.decoder_num_heads() : 0));
+    const double values =
+        tokens * width * (6.0 + 2.0 * o.mlp_ratio()) + 2.0 * heads * tokens * tokens;
     return 2.0 * values * elem;
   }
   double numel = 1;
@@ -380,8 +401,8 @@ double LoadedModel::inference_bytes_per_sample(at::ScalarType dtype) const {
 int64_t auto_batch_size(const LoadedModel& model, at::ScalarType dtype, int64_t num, bool guided,
                         double budget_bytes) {
   check(num >= 1, "auto_batch_size: num must be >= 1, got ", num);
-  check(std::isfinite(budget_bytes) && budget_bytes > 0, "auto_batch_size: the memory budget must be > 0 bytes, got ",
-        budget_bytes);
+  check(std::isfinite(budget_bytes) && budget_bytes > 0,
+        "auto_batch_size: the memory budget must be > 0 bytes, got ", budget_bytes);
   const double per_image = model.inference_bytes_per_sample(dtype) * (guided ? 2.0 : 1.0);
   const double fit = std::floor(budget_bytes / per_image);
   return fit >= static_cast<double>(num) ? num : std::max<int64_t>(1, static_cast<int64_t>(fit));
@@ -407,7 +428,8 @@ bool register_model_loader(const std::string& name, ModelLoader loader) {
 void save_model(const std::string& path, DiT model, ModelCard card) {
   card.architecture = "DiT";
   card.model = to_config(model->options);
-  card.sample_shape = {model->options.in_channels(), model->options.input_size(), model->options.input_size()};
+  card.sample_shape = {model->options.in_channels(), model->options.input_size(),
+                       model->options.input_size()};
   card.num_classes = model->options.num_classes();
   const std::string text = model_card_text(card);
   (void)parse_model_card(text, path);  // never write a card that cannot be read back
@@ -472,7 +494,8 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
   check(!path.empty(), "model path is empty");
   check_io(fs::exists(path, ec), "model file '", path, "' does not exist");
   check_io(fs::is_regular_file(path, ec), "model file '", path, "' is not a regular file");
-  check(at::isFloatingType(options.dtype), "model dtype must be a floating type, got ", options.dtype);
+  check(at::isFloatingType(options.dtype), "model dtype must be a floating type, got ",
+        options.dtype);
   // Our formats are zip archives written by torch::serialize; other formats go to the loaders.
   bool is_zip = false;
   {
@@ -480,7 +503,8 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
     check_io(f.good(), "cannot open model file '", path, "'");
     char magic[4] = {0, 0, 0, 0};
     f.read(magic, 4);
-    is_zip = f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+    is_zip =
+        f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
   }
   // A card given for one of our formats replaces only the keys it names (override_card_text);
   // the other formats' loaders read options.card as the whole card.
@@ -503,13 +527,16 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
       c10::IValue v;
       ar.read("diffuse_model_format", v);
       check_io(v.isInt() && v.toInt() == kModelFileFormat, "model file '", path, "' has format ",
-            v.isInt() ? std::to_string(v.toInt()) : std::string("?"), "; this build reads format ", kModelFileFormat);
+               v.isInt() ? std::to_string(v.toInt()) : std::string("?"),
+               "; this build reads format ", kModelFileFormat);
       ar.read("card", v);
       check_io(v.isString(), "model file '", path, "': its card is not text");
       // --model-card replaces the keys it names; the file's own card gives the rest.
-      ModelCard card = card_override ? parse_model_card(detail::override_card_text(v.toStringRef(), options.card),
-                                                        path + " with --model-card")
-                                     : parse_model_card(v.toStringRef(), path);
+      ModelCard card =
+          card_override
+              ? parse_model_card(detail::override_card_text(v.toStringRef(), options.card),
+                                 path + " with --model-card")
+              : parse_model_card(v.toStringRef(), path);
       DiT model = detail::dit_from_card(card, path, file_bytes);
       torch::serialize::InputArchive weights;
       check_io(ar.try_read("model", weights), "model file '", path, "' has no weights ('model')");
@@ -528,11 +555,13 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
       torch::serialize::InputArchive ema;
       ar.read("ema", ema);
       detail::load_dit_checked(model, ema, "checkpoint '" + path + "'");
-      return detail::finish_dit(model, std::move(card), options, path, "training checkpoint (EMA weights)");
+      return detail::finish_dit(model, std::move(card), options, path,
+                                "training checkpoint (EMA weights)");
     }
     if (!readable)
-      throw IOError(detail::cat("model file '", path, "' is corrupt or not a model (unreadable archive: ",
-                              detail::first_line(why), ")"));
+      throw IOError(detail::cat(
+          "model file '", path,
+          "' is corrupt or not a model (unreadable archive: ", detail::first_line(why), ")"));
   }
   std::vector<std::pair<std::string, ModelLoader>> loaders;
   {
@@ -549,8 +578,8 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
     }
   }
   throw IOError(detail::cat("model file '", path, "' is not a diffuse model, a training checkpoint",
-                          names.empty() ? std::string() : ", or " + detail::join(names, " / "),
-                          " file (corrupt or of another format)"));
+                            names.empty() ? std::string() : ", or " + detail::join(names, " / "),
+                            " file (corrupt or of another format)"));
 }
 
 }  // namespace diffuse

@@ -104,8 +104,9 @@ void Canvas::fill(int x0, int y0, int x1, int y1, const unsigned char* c) {  // 
 /// [cy0, cy1]. With a `dash` pattern (on/off lengths in pixels, e.g. {8, 4}) only the "on" parts
 /// are drawn; `*dash_pos` (if given) is the distance already drawn along the polyline, so the
 /// pattern runs on through its vertices.
-void Canvas::line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0,
-          int cy0, int cx1, int cy1, const std::vector<int>& dash, double* dash_pos) {
+void Canvas::line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick,
+                  int cx0, int cy0, int cx1, int cy1, const std::vector<int>& dash,
+                  double* dash_pos) {
   const double len = std::max(std::abs(xb - xa), std::abs(yb - ya));
   const int steps = std::max(1, static_cast<int>(std::ceil(len)));
   int period = 0;
@@ -135,23 +136,41 @@ void Canvas::line(double xa, double ya, double xb, double yb, const unsigned cha
 
 /// A marker of shape `shape` % 8 (filled square, ring, filled triangle, cross, diamond, plus,
 /// down triangle, open square) about 9 pixels wide centred at (x, y), clipped as line().
-void Canvas::marker(int x, int y, int shape, const unsigned char* c, int cx0, int cy0, int cx1, int cy1) {
+void Canvas::marker(int x, int y, int shape, const unsigned char* c, int cx0, int cy0, int cx1,
+                    int cy1) {
   for (int dy = -4; dy <= 4; ++dy)
     for (int dx = -4; dx <= 4; ++dx) {
       const int ax = std::abs(dx), ay = std::abs(dy), m = std::max(ax, ay);
       const double r = std::hypot(dx, dy);
       bool ink = false;
       switch (((shape % 8) + 8) % 8) {
-        case 0: ink = m <= 3; break;
-        case 1: ink = r >= 2.5 && r <= 4.2; break;
-        case 2: ink = dy >= -3 && dy <= 3 && 2 * ax <= dy + 3; break;
-        case 3: ink = m <= 4 && std::abs(ax - ay) <= 1 && ax + ay >= 1; break;
-        case 4: ink = ax + ay >= 3 && ax + ay <= 4; break;
-        case 5: ink = (ax <= 1 && ay <= 4) || (ay <= 1 && ax <= 4); break;
-        case 6: ink = dy >= -3 && dy <= 3 && 2 * ax <= 3 - dy; break;
-        default: ink = m >= 3 && m <= 4; break;
+        case 0:
+          ink = m <= 3;
+          break;
+        case 1:
+          ink = r >= 2.5 && r <= 4.2;
+          break;
+        case 2:
+          ink = dy >= -3 && dy <= 3 && 2 * ax <= dy + 3;
+          break;
+        case 3:
+          ink = m <= 4 && std::abs(ax - ay) <= 1 && ax + ay >= 1;
+          break;
+        case 4:
+          ink = ax + ay >= 3 && ax + ay <= 4;
+          break;
+        case 5:
+          ink = (ax <= 1 && ay <= 4) || (ay <= 1 && ax <= 4);
+          break;
+        case 6:
+          ink = dy >= -3 && dy <= 3 && 2 * ax <= 3 - dy;
+          break;
+        default:
+          ink = m >= 3 && m <= 4;
+          break;
       }
-      if (ink && x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1) set(x + dx, y + dy, c);
+      if (ink && x + dx >= cx0 && x + dx <= cx1 && y + dy >= cy0 && y + dy <= cy1)
+        set(x + dx, y + dy, c);
     }
 }
 
@@ -206,8 +225,9 @@ const std::vector<int>& plot_dash(size_t i) {
 /// Renders plot_curves_png's image. `draw_legend` = false leaves the legend box empty (same
 /// layout; for tests that check what lies under it).
 Canvas render_plot(const std::string& path, const std::vector<std::string>& names,
-                          const std::vector<std::vector<double>>& xs, const std::vector<std::vector<double>>& ys,
-                          const PlotOptions& o, PlotLayout* layout_out, bool draw_legend) {
+                   const std::vector<std::vector<double>>& xs,
+                   const std::vector<std::vector<double>>& ys, const PlotOptions& o,
+                   PlotLayout* layout_out, bool draw_legend) {
   check(names.size() == xs.size() && xs.size() == ys.size(), "plot_curves_png('", path,
         "'): ", names.size(), " names, ", xs.size(), " x series and ", ys.size(),
         " y series; they must agree");
@@ -309,7 +329,8 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
     cv.fill(right, top, right, bottom, ink);
     if (!o.title.empty()) {  // double size if it fits the width, else single
       const int scale = Canvas::text_width(o.title, 2) <= o.width - 8 ? 2 : 1;
-      cv.text((o.width - Canvas::text_width(o.title, scale)) / 2, scale == 2 ? 8 : 12, o.title, ink, scale);
+      cv.text((o.width - Canvas::text_width(o.title, scale)) / 2, scale == 2 ? 8 : 12, o.title, ink,
+              scale);
     }
     const int cx0 = left + 1, cy0 = top + 1, cx1 = right - 1, cy1 = bottom - 1;
     // Curves that coincide stay visible: solid lines are drawn first, then dash-dot, dashed and
@@ -318,7 +339,8 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
     std::vector<size_t> order(xs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     auto dash_rank = [](size_t i) { return std::array<int, 4>{0, 2, 3, 1}[i % 4]; };
-    std::stable_sort(order.begin(), order.end(), [&](size_t p, size_t q) { return dash_rank(p) < dash_rank(q); });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t p, size_t q) { return dash_rank(p) < dash_rank(q); });
     for (size_t i : order) {
       const unsigned char* c = plot_colour(i);
       int same = 0;
@@ -350,7 +372,8 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
   };
   auto is_curve = [&](const Canvas& cv, int x, int y) {
     const unsigned char* p = &cv.px[(static_cast<size_t>(y) * cv.w + x) * 3];
-    return !(std::memcmp(p, white, 3) == 0 || std::memcmp(p, grid, 3) == 0 || std::memcmp(p, ink, 3) == 0);
+    return !(std::memcmp(p, white, 3) == 0 || std::memcmp(p, grid, 3) == 0 ||
+             std::memcmp(p, ink, 3) == 0);
   };
   auto curve_pixels = [&](const Canvas& cv, int x0, int y0, int x1, int y1) {
     int64_t n = 0;
@@ -373,13 +396,14 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
                                       {L.left + 6, L.bottom - 6 - bh}};
     if (bw + 12 <= inner_w && bh + 12 <= inner_h) {
       for (int k = 0; k < 4; ++k) {
-        const int64_t n = curve_pixels(cv, corners[k].first - 3, corners[k].second - 3, corners[k].first + bw + 3,
-                                       corners[k].second + bh + 3);
+        const int64_t n = curve_pixels(cv, corners[k].first - 3, corners[k].second - 3,
+                                       corners[k].first + bw + 3, corners[k].second + bh + 3);
         if (n < best_n) best = k, best_n = n;
         if (n == 0) break;
       }
     }
-    const int outside_right = o.width - 10 - bw - 8;  // the frame's right edge with the legend outside
+    const int outside_right =
+        o.width - 10 - bw - 8;  // the frame's right edge with the legend outside
     if (best_n > 0 && outside_right - L.left >= o.width / 2 && bh <= L.bottom - L.top) {
       cv = draw(outside_right);
       L.legend_outside = true;
@@ -403,9 +427,10 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
       cv.fill(bx + bw, by, bx + bw, by + bh, ink);
       for (size_t i = 0; i < names.size(); ++i) {  // every curve: its line style and marker
         const int y = by + 5 + static_cast<int>(i) * 12;
-        cv.line(bx + 4, y + 3, bx + 27, y + 3, plot_colour(i), 2, bx + 1, by + 1, bx + bw - 1, by + bh - 1,
-                plot_dash(i));
-        cv.marker(bx + 15, y + 3, static_cast<int>(i), plot_colour(i), bx + 1, by + 1, bx + bw - 1, by + bh - 1);
+        cv.line(bx + 4, y + 3, bx + 27, y + 3, plot_colour(i), 2, bx + 1, by + 1, bx + bw - 1,
+                by + bh - 1, plot_dash(i));
+        cv.marker(bx + 15, y + 3, static_cast<int>(i), plot_colour(i), bx + 1, by + 1, bx + bw - 1,
+                  by + bh - 1);
         cv.text(bx + 32, y, names[i], ink);
       }
     }
@@ -426,8 +451,9 @@ Canvas render_plot(const std::string& path, const std::vector<std::string>& name
 /// xs, ys of different lengths; xs[i], ys[i] of different lengths). `layout` (optional) receives
 /// where the data area and the legend are.
 void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
-                            const std::vector<std::vector<double>>& xs,
-                            const std::vector<std::vector<double>>& ys, const PlotOptions& o, PlotLayout* layout) {
+                     const std::vector<std::vector<double>>& xs,
+                     const std::vector<std::vector<double>>& ys, const PlotOptions& o,
+                     PlotLayout* layout) {
   const detail::Canvas cv = detail::render_plot(path, names, xs, ys, o, layout);
   const std::vector<unsigned char> png = detail::encode_png(cv.px.data(), cv.w, cv.h, 3);
   write_bytes_atomic(path, png.data(), png.size());

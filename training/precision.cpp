@@ -16,12 +16,13 @@ namespace detail {
 
 at::ScalarType autocast_dtype_for(const std::string& value, const at::Device& device) {
   if (value == "off") return at::kFloat;
-  check(value == "bf16" || value == "fp16", "TrainerOptions.autocast must be off, bf16 or fp16, got '", value,
-        "'");
+  check(value == "bf16" || value == "fp16",
+        "TrainerOptions.autocast must be off, bf16 or fp16, got '", value, "'");
   check(device.is_cpu() || device.is_cuda(), "TrainerOptions.autocast='", value,
         "' needs a CPU or CUDA model, the model is on ", device);
-  check(value == "bf16" || device.is_cuda(), "TrainerOptions.autocast='fp16' needs a CUDA model (the model is on ",
-        device, "); use bf16 on the CPU");
+  check(value == "bf16" || device.is_cuda(),
+        "TrainerOptions.autocast='fp16' needs a CUDA model (the model is on ", device,
+        "); use bf16 on the CPU");
   return value == "bf16" ? at::kBFloat16 : at::kHalf;
 }
 

@@ -37,7 +37,6 @@ void st_check(bool cond, const std::string& file, const Args&... args) {
   if (!cond) throw IOError(cat(file, ": ", args...));
 }
 
-
 int json_nesting_depth(const char* begin, const char* end) {
   int depth = 0, deepest = 0;
   bool in_string = false, escaped = false;
@@ -235,7 +234,7 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
       st_check(!detail::safetensors_dtype_known_unsupported(dtype_name), f, where, ": dtype '",
                dtype_name, "' has no LibTorch equivalent in diffuse");
       throw IOError(detail::cat(f, ": ", where, ": unknown dtype '", dtype_name,
-                              "' (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)"));
+                                "' (known: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)"));
     }
     const uint64_t itemsize = static_cast<uint64_t>(c10::elementSize(dtype));
 
@@ -388,8 +387,7 @@ std::string safetensors_bytes(const std::map<std::string, at::Tensor>& tensors,
   return out;
 }
 
-void write_safetensors(const std::string& path,
-                       const std::map<std::string, at::Tensor>& tensors,
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   std::string bytes;
   try {
@@ -432,8 +430,7 @@ std::string list_some(const std::vector<std::string>& items, size_t shown) {
 
 }  // namespace detail
 
-void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd,
-                         bool strict) {
+void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd, bool strict) {
   std::map<std::string, at::Tensor> targets = dit_state_dict(model);
   std::map<std::string, std::pair<std::string, at::Tensor>> found;  // our name -> (key, tensor)
   std::vector<std::string> unexpected, duplicated, mismatched, bad_dtype, missing;
@@ -498,8 +495,7 @@ void save_dit_safetensors(const std::string& path, DiT& model,
   write_safetensors(path, dit_state_dict(model), metadata);
 }
 
-DiT load_dit_safetensors(const std::string& path,
-                         const std::optional<DiTOptions>& options) {
+DiT load_dit_safetensors(const std::string& path, const std::optional<DiTOptions>& options) {
   SafetensorsFile f = read_safetensors(path);
   std::optional<DiTOptions> o = options;
   if (!o) {
@@ -527,7 +523,8 @@ DiT load_dit_safetensors(const std::string& path,
 void save_model_safetensors(const std::string& path, DiT model, ModelCard card) {
   card.architecture = "DiT";
   card.model = to_config(model->options);
-  card.sample_shape = {model->options.in_channels(), model->options.input_size(), model->options.input_size()};
+  card.sample_shape = {model->options.in_channels(), model->options.input_size(),
+                       model->options.input_size()};
   card.num_classes = model->options.num_classes();
   const std::string text = model_card_text(card);
   (void)parse_model_card(text, path);
@@ -536,9 +533,11 @@ void save_model_safetensors(const std::string& path, DiT model, ModelCard card) 
 
 namespace detail {
 
-std::optional<LoadedModel> load_safetensors_model(const std::string& path, const LoadModelOptions& options) {
+std::optional<LoadedModel> load_safetensors_model(const std::string& path,
+                                                  const LoadModelOptions& options) {
   const std::string ext = ".safetensors";
-  if (path.size() < ext.size() || path.compare(path.size() - ext.size(), ext.size(), ext) != 0) return std::nullopt;
+  if (path.size() < ext.size() || path.compare(path.size() - ext.size(), ext.size(), ext) != 0)
+    return std::nullopt;
   SafetensorsFile f = read_safetensors(path);
   ModelCard card;
   if (!options.card.empty()) {
@@ -546,7 +545,8 @@ std::optional<LoadedModel> load_safetensors_model(const std::string& path, const
   } else {
     auto it = f.metadata.find(kCardMetadataKey);
     check(it != f.metadata.end(), path, ": no '", kCardMetadataKey,
-          "' metadata; give a model card (e.g. --model-card \"sample_shape=4x32x32,num_classes=1000\")");
+          "' metadata; give a model card (e.g. --model-card "
+          "\"sample_shape=4x32x32,num_classes=1000\")");
     card = parse_model_card(it->second, path);
   }
   if (card.model.empty()) {

@@ -29,7 +29,8 @@ void stop_signal_handler(int sig) {
     if (name != nullptr) {
       stop_signal_write("\n");
       stop_signal_write(name);
-      stop_signal_write(": second signal, exiting at once (no checkpoint of the step in progress)\n");
+      stop_signal_write(
+          ": second signal, exiting at once (no checkpoint of the step in progress)\n");
     }
     ::_exit(128 + sig);
   }

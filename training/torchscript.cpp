@@ -101,8 +101,7 @@ std::optional<std::string> torchscript_attribute(const torch::jit::Module& modul
   return v.toStringRef();
 }
 
-torch::jit::Module load_torchscript_module(const std::string& path,
-                                           const c10::Device& device) {
+torch::jit::Module load_torchscript_module(const std::string& path, const c10::Device& device) {
   check(std::ifstream(path, std::ios::binary).good(), path, ": cannot open the file");
   torch::jit::Module m;
   try {
@@ -130,8 +129,7 @@ std::optional<std::string> torchscript_attribute(const std::string& path,
 }
 
 void check_torchscript_network(const Network& network, const std::string& name,
-                               const std::vector<int64_t>& sample_shape,
-                               int64_t num_classes,
+                               const std::vector<int64_t>& sample_shape, int64_t num_classes,
                                const c10::Device& device) {
   check(
       sample_shape.size() == 3 && sample_shape[0] > 0 && sample_shape[1] > 0 && sample_shape[2] > 0,
@@ -152,8 +150,7 @@ void check_torchscript_network(const Network& network, const std::string& name,
         ", expected ", detail::shape_text(x.sizes()));
 }
 
-TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
-                                           const std::string& name,
+TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module, const std::string& name,
                                            const TorchScriptOptions& options) {
   check(options.num_classes >= 0, name, ": num_classes must be >= 0, got ", options.num_classes);
   check(options.sample_shape.empty() || options.sample_shape.size() == 3, name,
@@ -209,13 +206,11 @@ TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
   return out;
 }
 
-TorchScriptNetwork load_torchscript(const std::string& path,
-                                    const TorchScriptOptions& options) {
+TorchScriptNetwork load_torchscript(const std::string& path, const TorchScriptOptions& options) {
   return wrap_torchscript_module(load_torchscript_module(path, options.device), path, options);
 }
 
-Network load_torchscript_network(const std::string& path,
-                                 const c10::Device& device) {
+Network load_torchscript_network(const std::string& path, const c10::Device& device) {
   TorchScriptOptions o;
   o.device = device;
   return load_torchscript(path, o).network;
@@ -223,12 +218,14 @@ Network load_torchscript_network(const std::string& path,
 
 namespace detail {
 
-std::optional<LoadedModel> load_torchscript_model(const std::string& path, const LoadModelOptions& options) {
+std::optional<LoadedModel> load_torchscript_model(const std::string& path,
+                                                  const LoadModelOptions& options) {
   {
     std::ifstream f(path, std::ios::binary);
     char magic[2] = {0, 0};
     f.read(magic, 2);
-    if (f.gcount() != 2 || magic[0] != 'P' || magic[1] != 'K') return std::nullopt;  // not a zip archive
+    if (f.gcount() != 2 || magic[0] != 'P' || magic[1] != 'K')
+      return std::nullopt;  // not a zip archive
   }
   torch::jit::Module module = load_torchscript_module(path, options.device);
   ModelCard card;
@@ -236,7 +233,8 @@ std::optional<LoadedModel> load_torchscript_model(const std::string& path, const
     card = parse_model_card(options.card, "model card for '" + path + "'");
   } else {
     const auto text = torchscript_attribute(module, "diffuse_card");
-    check(text.has_value(), path, ": the TorchScript module has no diffuse_card attribute; give a model card "
+    check(text.has_value(), path,
+          ": the TorchScript module has no diffuse_card attribute; give a model card "
           "(e.g. --model-card \"sample_shape=1x28x28,num_classes=10,prediction_type=epsilon\")");
     card = parse_model_card(*text, path + " (diffuse_card)");
   }
@@ -263,8 +261,8 @@ std::optional<LoadedModel> load_torchscript_model(const std::string& path, const
       (void)net.network(at::zeros(shape, topt), t, c);
     } catch (const Error& e) {
       if (options.dtype == at::kFloat) throw;
-      throw Error(cat(e.what(), " (in ", options.dtype, "; a module may run only in the dtype it was exported ",
-                      "in: try float32)"));
+      throw Error(cat(e.what(), " (in ", options.dtype,
+                      "; a module may run only in the dtype it was exported ", "in: try float32)"));
     }
   }
   LoadedModel m;

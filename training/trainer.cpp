@@ -35,9 +35,10 @@ std::shared_ptr<const Objective> objective_for_patch(const std::string& spec, in
   std::shared_ptr<const Objective> obj = objective_from_spec(spec);
   const Config cfg = obj->to_config();
   auto it = cfg.find("patch_size");
-  if (it != cfg.end() && spec.find("patch_size") == std::string::npos && it->second != std::to_string(patch)) {
-    obj = objective_from_spec(spec + (spec.find(':') == std::string::npos ? ":" : ",") + "patch_size=" +
-                              std::to_string(patch));
+  if (it != cfg.end() && spec.find("patch_size") == std::string::npos &&
+      it->second != std::to_string(patch)) {
+    obj = objective_from_spec(spec + (spec.find(':') == std::string::npos ? ":" : ",") +
+                              "patch_size=" + std::to_string(patch));
   }
   return obj;
 }
@@ -60,7 +61,9 @@ bool stop_wanted(TrainerState& s) {
   return s.callbacks.should_stop && s.callbacks.should_stop();
 }
 
-void write_loss_plot(const TrainerState& s) { s.log.write_plot(s.options.output_dir(), s.objective->name()); }
+void write_loss_plot(const TrainerState& s) {
+  s.log.write_plot(s.options.output_dir(), s.objective->name());
+}
 
 }  // namespace detail
 
@@ -79,24 +82,27 @@ void validate(const detail::TrainerState& s) {
         ") must be divisible by grad_accum (", o.grad_accum(), ")");
   check(std::isfinite(o.lr()) && o.lr() > 0, "TrainerOptions.lr must be > 0, got ", o.lr());
   const double b1 = std::get<0>(o.betas()), b2 = std::get<1>(o.betas());
-  check(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1, "TrainerOptions.betas must be in [0, 1), got (", b1, ", ", b2,
-        ")");
+  check(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1, "TrainerOptions.betas must be in [0, 1), got (", b1,
+        ", ", b2, ")");
   check(o.adam_eps() > 0, "TrainerOptions.adam_eps must be > 0, got ", o.adam_eps());
   check(o.weight_decay() >= 0, "TrainerOptions.weight_decay must be >= 0, got ", o.weight_decay());
   check(o.warmup_steps() >= 0, "TrainerOptions.warmup_steps must be >= 0, got ", o.warmup_steps());
   check(o.grad_clip() >= 0, "TrainerOptions.grad_clip must be >= 0, got ", o.grad_clip());
-  check(o.ema_decay() >= 0 && o.ema_decay() <= 1, "TrainerOptions.ema_decay must be in [0, 1], got ",
-        o.ema_decay());
-  check(o.label_dropout() >= 0 && o.label_dropout() <= 1, "TrainerOptions.label_dropout must be in [0, 1], got ",
-        o.label_dropout());
-  check(o.checkpoint_every() >= 0, "TrainerOptions.checkpoint_every must be >= 0, got ", o.checkpoint_every());
-  check(o.keep_checkpoints() >= 0, "TrainerOptions.keep_checkpoints must be >= 0, got ", o.keep_checkpoints());
+  check(o.ema_decay() >= 0 && o.ema_decay() <= 1,
+        "TrainerOptions.ema_decay must be in [0, 1], got ", o.ema_decay());
+  check(o.label_dropout() >= 0 && o.label_dropout() <= 1,
+        "TrainerOptions.label_dropout must be in [0, 1], got ", o.label_dropout());
+  check(o.checkpoint_every() >= 0, "TrainerOptions.checkpoint_every must be >= 0, got ",
+        o.checkpoint_every());
+  check(o.keep_checkpoints() >= 0, "TrainerOptions.keep_checkpoints must be >= 0, got ",
+        o.keep_checkpoints());
   check(o.log_every() >= 1, "TrainerOptions.log_every must be >= 1, got ", o.log_every());
   check(o.sample_every() >= 0, "TrainerOptions.sample_every must be >= 0, got ", o.sample_every());
   check(o.sample_steps() >= 1, "TrainerOptions.sample_steps must be >= 1, got ", o.sample_steps());
   check(o.sample_count() >= 1, "TrainerOptions.sample_count must be >= 1, got ", o.sample_count());
   check(o.sample_nrow() >= 1, "TrainerOptions.sample_nrow must be >= 1, got ", o.sample_nrow());
-  check(std::isfinite(o.cfg_scale()), "TrainerOptions.cfg_scale must be finite, got ", o.cfg_scale());
+  check(std::isfinite(o.cfg_scale()), "TrainerOptions.cfg_scale must be finite, got ",
+        o.cfg_scale());
   check(o.max_minutes() >= 0, "TrainerOptions.max_minutes must be >= 0, got ", o.max_minutes());
   if (o.sample_every() > 0) (void)sampler_from_spec(o.sampler());  // fail early on a bad spec
 }
@@ -104,8 +110,8 @@ void validate(const detail::TrainerState& s) {
 }  // namespace
 
 TrainerBase::TrainerBase(detail::TrainerModel model, std::shared_ptr<const Objective> objective,
-                         std::shared_ptr<const NoiseSchedule> schedule, Dataset data, TrainerOptions options,
-                         TrainerCallbacks callbacks)
+                         std::shared_ptr<const NoiseSchedule> schedule, Dataset data,
+                         TrainerOptions options, TrainerCallbacks callbacks)
     : s_(std::make_unique<detail::TrainerState>()) {
   auto& s = *s_;
   s.hooks = std::move(model);
@@ -119,21 +125,23 @@ TrainerBase::TrainerBase(detail::TrainerModel model, std::shared_ptr<const Objec
   s.label_gen = detail::make_cpu_generator(detail::mix_seed(s.options.seed(), 1002));
   validate(s);
   if (s.options.threads() >= 0) {
-    const int64_t n = s.options.threads() > 0 ? s.options.threads()
-                                              : std::max<int64_t>(1, std::thread::hardware_concurrency());
+    const int64_t n = s.options.threads() > 0
+                          ? s.options.threads()
+                          : std::max<int64_t>(1, std::thread::hardware_concurrency());
     at::set_num_threads(static_cast<int>(n));
   }
   bool first = true;
   for (const auto& p : s.model->parameters()) {
     if (first) s.device = p.device();
     first = false;
-    check(p.device() == s.device, "Trainer: all model parameters must be on one device, found ", s.device, " and ",
-          p.device());
+    check(p.device() == s.device, "Trainer: all model parameters must be on one device, found ",
+          s.device, " and ", p.device());
   }
   s.precision = detail::LossScaler(detail::autocast_dtype_for(s.options.autocast(), s.device));
   s.data.data = s.data.data.contiguous();
   s.ema = s.model->clone();
-  check(s.ema != nullptr && s.hooks.own_type(s.ema), "Trainer: model->clone() did not return the model's own type");
+  check(s.ema != nullptr && s.hooks.own_type(s.ema),
+        "Trainer: model->clone() did not return the model's own type");
   for (auto& p : s.ema->parameters()) p.requires_grad_(false);
   s.ema->eval();
   torch::optim::AdamWOptions ao(s.options.lr());
@@ -195,7 +203,8 @@ Tensor TrainerBase::next_indices(int64_t n) {
 }
 
 Tensor TrainerBase::epoch_permutation(int64_t e) const {
-  at::Generator g = detail::make_cpu_generator(detail::mix_seed(s_->options.seed(), 2000 + static_cast<uint64_t>(e)));
+  at::Generator g = detail::make_cpu_generator(
+      detail::mix_seed(s_->options.seed(), 2000 + static_cast<uint64_t>(e)));
   return at::randperm(s_->data.size(), g, at::TensorOptions().dtype(at::kLong));
 }
 
@@ -229,7 +238,8 @@ StepStats TrainerBase::train_step() {
     Tensor idx = next_indices(micro);
     Batch b;
     b.x0 = s.data.data.index_select(0, idx).to(s.device);
-    if (s.data.labels.defined()) b.cond.value = drop_labels(s.data.labels.index_select(0, idx)).to(s.device);
+    if (s.data.labels.defined())
+      b.cond.value = drop_labels(s.data.labels.index_select(0, idx)).to(s.device);
     ObjectiveOutput out;
     if (s.dp.world_size() == 1) {
       detail::AutocastGuard autocast(s.device.type(), s.precision.dtype(), s.precision.autocast());
@@ -246,20 +256,25 @@ StepStats TrainerBase::train_step() {
     Tensor l = out.loss.mean();
     const double lv = l.item<double>();
     if (!std::isfinite(lv)) {
-      throw NumericalError(detail::cat("loss is ", lv, " at step ", step, " (objective '", s.objective->name(), "')"));
+      throw NumericalError(detail::cat("loss is ", lv, " at step ", step, " (objective '",
+                                       s.objective->name(), "')"));
     }
     const double factor = s.precision.scale() / static_cast<double>(k);
     (factor == 1.0 ? l : l * factor).backward();
     st.loss += lv / static_cast<double>(k);
-    for (const auto& kv : out.terms) st.terms[kv.first] += kv.second.mean().item<double>() / static_cast<double>(k);
+    for (const auto& kv : out.terms)
+      st.terms[kv.first] += kv.second.mean().item<double>() / static_cast<double>(k);
   }
   auto params = s.model->parameters();
-  if (s.dp.active()) s.stop_agreed = s.dp.reduce(params, st, detail::stop_wanted(s)) || s.stop_agreed;
-  if (scaled) s.precision.unscale(params);  // after the reduction, so every rank sees the same gradients
+  if (s.dp.active())
+    s.stop_agreed = s.dp.reduce(params, st, detail::stop_wanted(s)) || s.stop_agreed;
+  if (scaled)
+    s.precision.unscale(params);  // after the reduction, so every rank sees the same gradients
   // With grad_clip = 0 the cap is +inf: the gradients are unchanged and the norm is computed
   // exactly as when clipping (float, as torch::nn::utils::clip_grad_norm_ does).
   st.grad_norm = torch::nn::utils::clip_grad_norm_(
-      params, s.options.grad_clip() > 0 ? s.options.grad_clip() : std::numeric_limits<double>::infinity());
+      params,
+      s.options.grad_clip() > 0 ? s.options.grad_clip() : std::numeric_limits<double>::infinity());
   if (scaled) {  // dynamic loss scaling: skip non-finite steps, grow after a run of good ones
     st.skipped = s.precision.update(st.grad_norm);
     if (st.skipped) s.optimizer->zero_grad();
@@ -311,7 +326,8 @@ TrainResult TrainerBase::train() {
       }
     }
     const bool out_of_time =
-        o.max_minutes() > 0 && std::chrono::duration<double>(clock::now() - t0).count() >= o.max_minutes() * 60.0;
+        o.max_minutes() > 0 &&
+        std::chrono::duration<double>(clock::now() - t0).count() >= o.max_minutes() * 60.0;
     // A stop request: data-parallel ranks decide on the value reduced with this step's
     // statistics (all the same), a single process on its own flag, polled now.
     const bool interrupted = s.dp.active() ? s.stop_agreed : detail::stop_wanted(s);

@@ -49,17 +49,18 @@ void open_checkpoint(torch::serialize::InputArchive& ar, const std::string& path
   } catch (const std::exception& ex) {
     std::error_code ec;
     const auto size = std::filesystem::file_size(path, ec);
-    throw CorruptCheckpointError(detail::cat("cannot read checkpoint '", path, "' (",
-                                             ec ? std::string("unreadable") : detail::cat(size, " bytes"),
-                                             "; truncated or damaged?): ", detail::exception_first_line(ex)));
+    throw CorruptCheckpointError(
+        detail::cat("cannot read checkpoint '", path, "' (",
+                    ec ? std::string("unreadable") : detail::cat(size, " bytes"),
+                    "; truncated or damaged?): ", detail::exception_first_line(ex)));
   }
   c10::IValue v;
   if (!ar.try_read("format", v) || !v.isInt()) {
     throw CorruptCheckpointError(detail::cat("'", path, "' is not a diffuse trainer checkpoint"));
   }
   if (v.toInt() != kFormat) {
-    throw CorruptCheckpointError(
-        detail::cat("checkpoint '", path, "' has format ", v.toInt(), ", this build reads ", kFormat));
+    throw CorruptCheckpointError(detail::cat("checkpoint '", path, "' has format ", v.toInt(),
+                                             ", this build reads ", kFormat));
   }
 }
 
@@ -102,7 +103,8 @@ std::string make_fingerprint(const TrainerState& s) {
   os << "batch_size=" << o.batch_size() << "\n"
      << "grad_accum=" << o.grad_accum() << "\n"
      << "lr=" << format_double(o.lr()) << "\n"
-     << "betas=" << format_double(std::get<0>(o.betas())) << ";" << format_double(std::get<1>(o.betas())) << "\n"
+     << "betas=" << format_double(std::get<0>(o.betas())) << ";"
+     << format_double(std::get<1>(o.betas())) << "\n"
      << "adam_eps=" << format_double(o.adam_eps()) << "\n"
      << "weight_decay=" << format_double(o.weight_decay()) << "\n"
      << "warmup_steps=" << o.warmup_steps() << "\n"
@@ -110,20 +112,24 @@ std::string make_fingerprint(const TrainerState& s) {
      << "ema_decay=" << format_double(o.ema_decay()) << (o.ema_warmup() ? " (warm-up)" : "") << "\n"
      << "label_dropout=" << format_double(o.label_dropout()) << "\n"
      << "seed=" << o.seed() << "\n"
-     << "objective=" << s.objective->name() << ":" << format_config(s.objective->to_config()) << "\n"
+     << "objective=" << s.objective->name() << ":" << format_config(s.objective->to_config())
+     << "\n"
      << "schedule=" << s.schedule->name() << ":" << format_config(s.schedule->to_config()) << "\n"
-     << "dataset=" << s.data.name << " " << s.data.data.sizes() << " classes " << s.data.num_classes << "\n";
+     << "dataset=" << s.data.name << " " << s.data.data.sizes() << " classes " << s.data.num_classes
+     << "\n";
   int64_t count = 0;
   std::ostringstream shapes;
   for (const auto& item : s.model->named_parameters(true)) {
     shapes << item.key() << item.value().sizes() << ";";
     count += item.value().numel();
   }
-  for (const auto& item : s.model->named_buffers(true)) shapes << item.key() << item.value().sizes() << ";";
+  for (const auto& item : s.model->named_buffers(true))
+    shapes << item.key() << item.value().sizes() << ";";
   os << "model=" << s.model->name() << " " << count << " parameters\n"
      << "model_config=" << o.model_config() << "\n"
      << "model_shapes=" << shapes.str() << "\n";
-  if (o.autocast() != "off") os << "autocast=" << o.autocast() << "\n";  // absent: old checkpoints match
+  if (o.autocast() != "off")
+    os << "autocast=" << o.autocast() << "\n";  // absent: old checkpoints match
   return os.str();
 }
 
@@ -133,7 +139,8 @@ std::string TrainerBase::save_checkpoint() {
   auto& s = *s_;
   check(!s.checkpoint_dir.empty(), "Trainer: no checkpoint_dir (set checkpoint_dir or output_dir)");
   create_directories_or_throw(s.checkpoint_dir);
-  const std::string path = (std::filesystem::path(s.checkpoint_dir) / checkpoint_filename(s.step)).string();
+  const std::string path =
+      (std::filesystem::path(s.checkpoint_dir) / checkpoint_filename(s.step)).string();
   save_checkpoint(path);
   fault_point("after_checkpoint");
   prune_checkpoints(s.checkpoint_dir, s.options.keep_checkpoints());
@@ -170,7 +177,8 @@ void TrainerBase::load_checkpoint(const std::string& path) {
   open_checkpoint(ar, path);
   c10::IValue v;
   if (!ar.try_read("fingerprint", v) || !v.isString()) {
-    throw CorruptCheckpointError(detail::cat("checkpoint '", path, "' has no fingerprint (damaged?)"));
+    throw CorruptCheckpointError(
+        detail::cat("checkpoint '", path, "' has no fingerprint (damaged?)"));
   }
   const std::string theirs = v.toStringRef();
   if (theirs != s.fingerprint) {
@@ -179,16 +187,20 @@ void TrainerBase::load_checkpoint(const std::string& path) {
     for (const auto& kv : b) {
       auto it = a.find(kv.first);
       const std::string old = it == a.end() ? "<missing>" : it->second;
-      if (old != kv.second) diff += "\n  " + kv.first + ": checkpoint " + old + ", this run " + kv.second;
+      if (old != kv.second)
+        diff += "\n  " + kv.first + ": checkpoint " + old + ", this run " + kv.second;
     }
     for (const auto& kv : a)
-      if (!b.count(kv.first)) diff += "\n  " + kv.first + ": checkpoint " + kv.second + ", this run <missing>";
-    throw ConfigError(detail::cat("cannot resume from '", path, "': it was written for a different setup:", diff));
+      if (!b.count(kv.first))
+        diff += "\n  " + kv.first + ": checkpoint " + kv.second + ", this run <missing>";
+    throw ConfigError(detail::cat("cannot resume from '", path,
+                                  "': it was written for a different setup:", diff));
   }
   try {
     read_checkpoint_state(s, ar);
   } catch (const std::exception& ex) {
-    throw CorruptCheckpointError(detail::cat("checkpoint '", path, "' is damaged: ", detail::exception_first_line(ex)));
+    throw CorruptCheckpointError(
+        detail::cat("checkpoint '", path, "' is damaged: ", detail::exception_first_line(ex)));
   }
   s.resumed = true;
 }
@@ -232,7 +244,8 @@ std::string TrainerBase::resume_latest() {
     }
     for (const auto& [path, why] : skipped) {
       const std::string renamed = rank0 ? set_aside(path) : std::string();
-      if (rank0 && s.callbacks.on_checkpoint_skipped) s.callbacks.on_checkpoint_skipped(path, why, renamed);
+      if (rank0 && s.callbacks.on_checkpoint_skipped)
+        s.callbacks.on_checkpoint_skipped(path, why, renamed);
     }
     // A run killed between writing a checkpoint and pruning the old ones.
     if (rank0) prune_checkpoints(s.checkpoint_dir, s.options.keep_checkpoints());
@@ -240,8 +253,8 @@ std::string TrainerBase::resume_latest() {
   }
   std::string list;
   for (const auto& [path, why] : skipped) list += "\n  " + why;
-  throw CorruptCheckpointError(detail::cat("none of the ", skipped.size(), " checkpoint(s) in '", s.checkpoint_dir,
-                                           "' can be read:", list));
+  throw CorruptCheckpointError(detail::cat("none of the ", skipped.size(), " checkpoint(s) in '",
+                                           s.checkpoint_dir, "' can be read:", list));
 }
 
 std::string TrainerBase::set_aside(const std::string& path) {

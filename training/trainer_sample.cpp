@@ -32,7 +32,8 @@ Tensor TrainerBase::sample_many(int64_t n, uint64_t seed, int64_t chunk) {
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t m = std::min(chunk, n - start);
     Tensor labels;
-    if (data.labels.defined()) labels = at::arange(start, start + m, at::kLong).remainder(data.num_classes);
+    if (data.labels.defined())
+      labels = at::arange(start, start + m, at::kLong).remainder(data.num_classes);
     parts.push_back(sample(m, seed + static_cast<uint64_t>(start), labels).cpu());
   }
   return at::cat(parts);
@@ -53,12 +54,13 @@ Tensor TrainerBase::sample(int64_t n, uint64_t seed, Tensor labels) {
   so.seed = seed;
   if (s.data.labels.defined()) {
     if (!labels.defined()) labels = at::arange(n, at::kLong).remainder(s.data.num_classes);
-    check(labels.dim() == 1 && labels.size(0) == n, "Trainer::sample: labels must have shape [", n, "], got ",
-          labels.sizes());
+    check(labels.dim() == 1 && labels.size(0) == n, "Trainer::sample: labels must have shape [", n,
+          "], got ", labels.sizes());
     so.cond.value = labels.to(s.device);
     if (s.options.cfg_scale() != 1.0) {
       so.guidance = make_guidance("cfg", {{"scale", format_double(s.options.cfg_scale())}});
-      so.uncond.value = at::full({n}, s.data.num_classes, at::TensorOptions(at::kLong).device(s.device));
+      so.uncond.value =
+          at::full({n}, s.data.num_classes, at::TensorOptions(at::kLong).device(s.device));
     }
   }
   std::vector<int64_t> shape(s.data.data.sizes().begin(), s.data.data.sizes().end());

@@ -63,7 +63,8 @@ std::string error_message(const std::exception& e) {
     size_t start = 0;
     while (start <= text.size()) {
       auto end = text.find('\n', start);
-      std::string line = trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      std::string line =
+          trim(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
       if (line.rfind("Exception raised from", 0) == 0 || line.rfind("frame #", 0) == 0) break;
       if (!line.empty()) joined += (joined.empty() ? "" : "; ") + line;
       if (end == std::string::npos) break;
@@ -110,11 +111,16 @@ c10::ScalarType parse_dtype(const std::string& text) {
 
 std::string dtype_name(c10::ScalarType t) {
   switch (t) {
-    case c10::kFloat: return "float32";
-    case c10::kDouble: return "float64";
-    case c10::kHalf: return "float16";
-    case c10::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
+    case c10::kFloat:
+      return "float32";
+    case c10::kDouble:
+      return "float64";
+    case c10::kHalf:
+      return "float16";
+    case c10::kBFloat16:
+      return "bfloat16";
+    default:
+      return c10::toString(t);
   }
 }
 
@@ -126,7 +132,8 @@ void require_file(const std::string& path, const std::string& what) {
   std::error_code ec;
   require(!path.empty(), what + " path is empty");
   require(std::filesystem::exists(path, ec), what + " '" + path + "' does not exist");
-  require(std::filesystem::is_regular_file(path, ec), what + " '" + path + "' is not a regular file");
+  require(std::filesystem::is_regular_file(path, ec),
+          what + " '" + path + "' is not a regular file");
 }
 
 ProgressMode progress_mode() {
@@ -141,22 +148,30 @@ double progress_interval_setting() {
   if (env == nullptr || *env == '\0') return diffuse::kProgressLogIntervalSeconds;
   char* end = nullptr;
   const double v = std::strtod(env, &end);
-  require(*end == '\0' && std::isfinite(v) && v >= 0, std::string(kProgressIntervalEnv) +
-                                                           " must be a number of seconds >= 0, got '" + env + "'");
+  require(
+      *end == '\0' && std::isfinite(v) && v >= 0,
+      std::string(kProgressIntervalEnv) + " must be a number of seconds >= 0, got '" + env + "'");
   return v;
 }
 
-double progress_log_interval() { return progress_mode() == ProgressMode::kLog ? progress_interval_setting() : -1; }
+double progress_log_interval() {
+  return progress_mode() == ProgressMode::kLog ? progress_interval_setting() : -1;
+}
 
 Progress::Progress(std::string label, int64_t total, std::string unit)
-    : label_(std::move(label)), total_(std::max<int64_t>(1, total)), enabled_(progress_enabled()),
-      start_(std::chrono::steady_clock::now()), unit_(std::move(unit)), log_interval_(progress_log_interval()) {}
+    : label_(std::move(label)),
+      total_(std::max<int64_t>(1, total)),
+      enabled_(progress_enabled()),
+      start_(std::chrono::steady_clock::now()),
+      unit_(std::move(unit)),
+      log_interval_(progress_log_interval()) {}
 
 Progress::~Progress() { finish(); }
 
 void Progress::update(int64_t done) {
   if (!enabled_ && log_interval_ < 0) return;
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
   const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
@@ -204,15 +219,17 @@ double measure_free_cpus(int cpus, double window_s) {
       timespec a{}, b{};
       ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
       volatile uint64_t sink = 0;
-      while (std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count() < window_s)
+      while (std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count() <
+             window_s)
         for (int k = 0; k < 1000; ++k) sink = sink + static_cast<uint64_t>(k);
       ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
-      cpu_s[static_cast<size_t>(i)] =
-          static_cast<double>(b.tv_sec - a.tv_sec) + 1e-9 * static_cast<double>(b.tv_nsec - a.tv_nsec);
+      cpu_s[static_cast<size_t>(i)] = static_cast<double>(b.tv_sec - a.tv_sec) +
+                                      1e-9 * static_cast<double>(b.tv_nsec - a.tv_nsec);
     });
   }
   for (auto& t : spinners) t.join();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   double total = 0;
   for (double c : cpu_s) total += c;
   return wall > 0 ? total / wall : static_cast<double>(cpus);
@@ -230,11 +247,13 @@ int auto_threads() {
 void apply_threads() {
   const int64_t t = global().threads;
   const int cpus = usable_cpus();
-  require(t >= 0 && t <= cpus, "--threads must be in [0, " + std::to_string(cpus) + "] (0 = automatic; this process " +
-                                   "may run on " + std::to_string(cpus) + " CPUs), got " + std::to_string(t));
+  require(t >= 0 && t <= cpus, "--threads must be in [0, " + std::to_string(cpus) +
+                                   "] (0 = automatic; this process " + "may run on " +
+                                   std::to_string(cpus) + " CPUs), got " + std::to_string(t));
   const int n = t > 0 ? static_cast<int>(t) : auto_threads();
   at::set_num_threads(n);
-  spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={})", n, t > 0 ? "" : " (automatic)", cpus,
+  spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={})", n,
+                t > 0 ? "" : " (automatic)", cpus,
                 std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "unset");
 }
 
@@ -249,8 +268,9 @@ std::string command_line(int argc, char** argv) {
   std::string out;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
-    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                         "0123456789-_=.,:/+@%") == std::string::npos;
+    const bool plain = !a.empty() && a.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789-_=.,:/+@%") == std::string::npos;
     if (!plain) {
       std::string q = "'";
       for (char ch : a) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
@@ -271,8 +291,8 @@ const std::string& invocation() { return invocation_storage(); }
 #include <nlohmann/json.hpp>
 
 #include <diffuse/training/atomic_file.h>
-#include <diffuse/training/safetensors.h>  // registers the safetensors model loader
-#include <diffuse/training/torchscript.h>  // registers the TorchScript model loader
+#include <diffuse/training/safetensors.h>
+#include <diffuse/training/torchscript.h>
 
 namespace diffuse::cli {
 
@@ -295,16 +315,16 @@ nlohmann::json parse_json_strict(const std::string& text, bool allow_comments) {
   // The parser reports every key as it reads it; one set of seen keys per open object.
   std::vector<std::set<std::string>> open;
   std::string duplicate;
-  const nlohmann::json::parser_callback_t check = [&](int /*depth*/, nlohmann::json::parse_event_t event,
-                                                      nlohmann::json& parsed) {
-    using E = nlohmann::json::parse_event_t;
-    if (event == E::object_start) open.emplace_back();
-    if (event == E::object_end && !open.empty()) open.pop_back();
-    if (event == E::key && !open.empty() && !open.back().insert(parsed.get<std::string>()).second &&
-        duplicate.empty())
-      duplicate = parsed.get<std::string>();
-    return true;
-  };
+  const nlohmann::json::parser_callback_t check =
+      [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using E = nlohmann::json::parse_event_t;
+        if (event == E::object_start) open.emplace_back();
+        if (event == E::object_end && !open.empty()) open.pop_back();
+        if (event == E::key && !open.empty() &&
+            !open.back().insert(parsed.get<std::string>()).second && duplicate.empty())
+          duplicate = parsed.get<std::string>();
+        return true;
+      };
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text, check, /*allow_exceptions=*/true, allow_comments);
@@ -340,8 +360,9 @@ ScheduleFile read_schedule_file(const std::string& path) {
   const std::string text = read_file_text(path, "schedule file");
   const auto first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos || text[first] != '{')
-    throw diffuse::IOError("schedule file '" + path + "' is not a JSON schedule written by `diffuse ays` (it does not "
-                         "start with '{')");
+    throw diffuse::IOError("schedule file '" + path +
+                           "' is not a JSON schedule written by `diffuse ays` (it does not "
+                           "start with '{')");
   nlohmann::json j;
   try {
     j = parse_json_strict(text);
@@ -349,8 +370,11 @@ ScheduleFile read_schedule_file(const std::string& path) {
     throw diffuse::IOError("schedule file '" + path + "' is not valid JSON: " + e.what());
   }
   // A file that is not a valid schedule is corrupt or of the wrong format: an I/O error (exit 3).
-  auto fail = [&](const std::string& why) { throw diffuse::IOError("schedule file '" + path + "': " + why); };
-  if (!j.is_object() || j.value("format", "") != "diffuse-schedule") fail("not a diffuse schedule (format field)");
+  auto fail = [&](const std::string& why) {
+    throw diffuse::IOError("schedule file '" + path + "': " + why);
+  };
+  if (!j.is_object() || j.value("format", "") != "diffuse-schedule")
+    fail("not a diffuse schedule (format field)");
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
     fail("unsupported version (this build reads version 1)");
   ScheduleFile s;
@@ -370,11 +394,11 @@ ScheduleFile read_schedule_file(const std::string& path) {
   }
   if (j.contains("steps") &&
       !(j["steps"].is_number_unsigned() && j["steps"].get<uint64_t>() == s.timesteps.size()))
-    fail("steps = " + j["steps"].dump() + " does not match the " + std::to_string(s.timesteps.size()) +
-         " entries of timesteps");
+    fail("steps = " + j["steps"].dump() + " does not match the " +
+         std::to_string(s.timesteps.size()) + " entries of timesteps");
   for (auto it = j.begin(); it != j.end(); ++it) {
     static const std::set<std::string> known = {"format", "version", "noise_schedule", "timesteps",
-                                                "final", "steps", "description"};
+                                                "final",  "steps",   "description"};
     if (!known.count(it.key())) fail("unknown field '" + printable(it.key()) + "'");
   }
   s.final_point = j.value("final", "zero");
@@ -389,8 +413,8 @@ std::string spacing_spec(const ScheduleFile& s) {
   return "timesteps:timesteps=" + v + ",final=" + s.final_point;
 }
 
-diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
-                                    c10::ScalarType dtype) {
+diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card,
+                                    const c10::Device& device, c10::ScalarType dtype) {
   diffuse::LoadModelOptions o;
   o.device = device;
   o.dtype = dtype;

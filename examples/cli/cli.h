@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+#include <CLI/CLI.hpp>
 
 namespace diffuse::cli {
 
@@ -24,9 +24,10 @@ namespace diffuse::cli {
 /// main.cpp); 130 and 143 (128 + signal) end an interrupted `diffuse train`.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,    ///< any other failure (a LibTorch error, out of memory, ...)
-  kExitUsage = 2,      ///< bad arguments or configuration: UsageError, diffuse::ConfigError
-  kExitIO = 3,         ///< a file unreadable, unwritable, corrupt, truncated or of the wrong format: diffuse::IOError
+  kExitFailure = 1,  ///< any other failure (a LibTorch error, out of memory, ...)
+  kExitUsage = 2,    ///< bad arguments or configuration: UsageError, diffuse::ConfigError
+  kExitIO = 3,       ///< a file unreadable, unwritable, corrupt, truncated or of the wrong format:
+                     ///< diffuse::IOError
   kExitNumerical = 4,  ///< NaN / Inf in the computation: diffuse::NumericalError
 };
 
@@ -44,9 +45,9 @@ class UsageError : public std::runtime_error {
 
 /// Options shared by all subcommands (set on the top-level app).
 struct GlobalOptions {
-  int verbose = 0;        ///< -v / -vv
-  bool quiet = false;     ///< -q: warnings and errors only, no progress bar
-  int64_t threads = 0;    ///< --threads: intra-op threads, 0 = automatic (auto_threads)
+  int verbose = 0;      ///< -v / -vv
+  bool quiet = false;   ///< -q: warnings and errors only, no progress bar
+  int64_t threads = 0;  ///< --threads: intra-op threads, 0 = automatic (auto_threads)
   bool no_progress = false;
 };
 GlobalOptions& global();
@@ -62,7 +63,8 @@ std::vector<Command>& commands();
 bool register_command(Command c);
 
 #define DIFFUSE_CLI_COMMAND(id, name, summary, setup) \
-  static const bool diffuse_cli_command_##id = ::diffuse::cli::register_command({name, summary, setup})
+  static const bool diffuse_cli_command_##id =        \
+      ::diffuse::cli::register_command({name, summary, setup})
 
 /// `s` without leading and trailing spaces, tabs and line breaks.
 std::string trim(const std::string& s);
@@ -104,8 +106,8 @@ double progress_log_interval();
 /// Progress of a long loop on stderr. On a terminal a one-line bar,
 /// "label [#####-----] 12/40  3.1 it/s  ETA 00:09", redrawn at most ~10 times a second and cleared
 /// by finish(). Off a terminal an info log line every progress_log_interval() seconds and at the
-/// last update, "label: 12/40 unit (30%), 3.10 it/s, ETA 00:09" (finish() prints nothing). Silent in
-/// ProgressMode::kOff.
+/// last update, "label: 12/40 unit (30%), 3.10 it/s, ETA 00:09" (finish() prints nothing). Silent
+/// in ProgressMode::kOff.
 class Progress {
  public:
   Progress(std::string label, int64_t total, std::string unit = "");
@@ -155,7 +157,8 @@ namespace diffuse::cli {
 
 /// A sampling schedule saved by `diffuse ays` and read by `diffuse sample --schedule file:PATH`:
 /// JSON {"format": "diffuse-schedule", "version": 1, "noise_schedule": <card schedule spec>,
-/// "timesteps": [model times, noisiest first, one per step], "final": "zero"|"min", "description": ...}.
+/// "timesteps": [model times, noisiest first, one per step], "final": "zero"|"min", "description":
+/// ...}.
 struct ScheduleFile {
   std::string noise_schedule;     ///< the model's noise schedule the times belong to
   std::vector<double> timesteps;  ///< N model times (N = steps), strictly descending
@@ -172,8 +175,8 @@ std::string spacing_spec(const ScheduleFile& s);
 /// Loads --model (empty = the shipped default model) on device/dtype; --model-card text for
 /// formats without a card. A missing file is a UsageError; an unreadable or corrupt one a
 /// diffuse::Error from the library (IOError).
-diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card, const c10::Device& device,
-                                    c10::ScalarType dtype);
+diffuse::LoadedModel load_cli_model(const std::string& model, const std::string& card,
+                                    const c10::Device& device, c10::ScalarType dtype);
 
 /// `text` with every byte outside printable ASCII shown as \xNN (for messages that quote file
 /// content: a binary file given where JSON was expected must not echo raw bytes).
@@ -184,7 +187,8 @@ std::string printable(const std::string& text);
 /// parser's error) for the caller to prefix with what was read.
 nlohmann::json parse_json_strict(const std::string& text, bool allow_comments = false);
 
-/// The whole of a file as bytes; a diffuse::IOError naming `what` and the path if it cannot be read.
+/// The whole of a file as bytes; a diffuse::IOError naming `what` and the path if it cannot be
+/// read.
 std::string read_file_text(const std::string& path, const std::string& what);
 
 /// "name" / "name:k=v,..." of any registry, in canonical form: the registered key and its full

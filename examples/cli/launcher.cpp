@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   char self[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) {
-    std::fprintf(stderr, "diffuse: error: cannot find this program's path (/proc/self/exe): %s\n", std::strerror(errno));
+    std::fprintf(stderr, "diffuse: error: cannot find this program's path (/proc/self/exe): %s\n",
+                 std::strerror(errno));
     return 1;
   }
   self[n] = '\0';

@@ -21,7 +21,8 @@ namespace {
 /// docs/cli.md lists them).
 int exit_code_for(const std::exception& e) {
   using namespace diffuse::cli;
-  if (dynamic_cast<const UsageError*>(&e) || dynamic_cast<const diffuse::ConfigError*>(&e)) return kExitUsage;
+  if (dynamic_cast<const UsageError*>(&e) || dynamic_cast<const diffuse::ConfigError*>(&e))
+    return kExitUsage;
   if (dynamic_cast<const diffuse::IOError*>(&e)) return kExitIO;
   if (dynamic_cast<const diffuse::NumericalError*>(&e)) return kExitNumerical;
   return kExitFailure;  // a plain diffuse::Error, a LibTorch error, std::bad_alloc, ...
@@ -33,8 +34,10 @@ void add_global_options(CLI::App& app) {
   app.add_flag("-v,--verbose", g.verbose, "More log output (-vv: trace)");
   app.add_flag("-q,--quiet", g.quiet, "Warnings and errors only, no progress bar");
   app.add_option("--threads", g.threads,
-                 "Intra-op CPU threads, at most the CPUs this process may use (0 = automatic: the CPUs that "
-                 "are free at start)")->capture_default_str();
+                 "Intra-op CPU threads, at most the CPUs this process may use (0 = automatic: the "
+                 "CPUs that "
+                 "are free at start)")
+      ->capture_default_str();
   app.add_flag("--no-progress", g.no_progress, "Never draw progress bars");
 }
 
@@ -59,7 +62,8 @@ int report_parse_error(const CLI::App& app, const CLI::ParseError& e, int argc, 
     }
     message += " (commands: " + names + ")";
   }
-  std::fprintf(stderr, "%s: error: %s (see `%s --help`)\n", where.c_str(), message.c_str(), where.c_str());
+  std::fprintf(stderr, "%s: error: %s (see `%s --help`)\n", where.c_str(), message.c_str(),
+               where.c_str());
   return kExitUsage;
 }
 
@@ -69,10 +73,10 @@ void set_up_logging() {
   auto logger = spdlog::stderr_color_mt("diffuse");
   logger->set_pattern("%^%l%$: %v");
   spdlog::set_default_logger(logger);
-  spdlog::set_level(g.quiet ? spdlog::level::warn
-                            : g.verbose >= 2 ? spdlog::level::trace
-                            : g.verbose == 1 ? spdlog::level::debug
-                                             : spdlog::level::info);
+  spdlog::set_level(g.quiet          ? spdlog::level::warn
+                    : g.verbose >= 2 ? spdlog::level::trace
+                    : g.verbose == 1 ? spdlog::level::debug
+                                     : spdlog::level::info);
 }
 
 /// Runs the chosen command; a failure is one line on stderr and the exit code of its kind.
@@ -83,7 +87,8 @@ int run_command(const std::string& where, const std::function<int()>& action) {
     (void)progress_interval_setting();  // a bad DIFFUSE_PROGRESS_INTERVAL fails before any work
     return action();
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", where.c_str(), e.what());  // the CLI's own message, as written
+    std::fprintf(stderr, "%s: error: %s\n", where.c_str(),
+                 e.what());  // the CLI's own message, as written
     return exit_code_for(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", where.c_str(), error_message(e).c_str());

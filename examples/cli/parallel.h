@@ -97,9 +97,9 @@ inline RankInfo rank_from_env() {
 inline void check_parallel_args(const ParallelArgs& p) {
   require(p.nproc >= 1 && p.nproc <= 1024,
           "--nproc must be in [1, 1024], got " + std::to_string(p.nproc));
-  require(p.timeout_s > 0 && p.timeout_s <= 86400,
-          "--dist-timeout must be in (0, 86400] seconds, got " +
-              diffuse::format_double(p.timeout_s));
+  require(
+      p.timeout_s > 0 && p.timeout_s <= 86400,
+      "--dist-timeout must be in (0, 86400] seconds, got " + diffuse::format_double(p.timeout_s));
 }
 
 inline int parse_master_port(const std::string& text) {
@@ -115,7 +115,8 @@ inline int parse_master_port(const std::string& text) {
 inline std::vector<std::string> own_arguments() {
   std::vector<std::string> args;
   const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw diffuse::IOError("--nproc: cannot read /proc/self/cmdline (the launcher needs Linux)");
+  if (fd < 0)
+    throw diffuse::IOError("--nproc: cannot read /proc/self/cmdline (the launcher needs Linux)");
   std::string all;
   char buf[4096];
   for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) all.append(buf, static_cast<size_t>(n));
@@ -174,8 +175,9 @@ inline std::optional<int> launch_if_requested(const ParallelArgs& p, const std::
   lo.args = rank_arguments(own_arguments(), p.nproc, global().threads);
   lo.master_port = port > 0 ? port : diffuse::find_free_port(lo.master_addr);
   lo.name = "diffuse " + command;
-  // train: a forwarded SIGINT/SIGTERM makes every rank finish its step and rank 0 write a checkpoint
-  // (diffuse::StopSignalGuard); give that time before SIGKILL (a second signal still kills at once).
+  // train: a forwarded SIGINT/SIGTERM makes every rank finish its step and rank 0 write a
+  // checkpoint (diffuse::StopSignalGuard); give that time before SIGKILL (a second signal still
+  // kills at once).
   if (command == "train") lo.grace = std::chrono::seconds(60);
   spdlog::info(
       "launching {} processes (RANK 0..{}, MASTER_PORT {}, {} intra-op threads each); "

@@ -20,9 +20,7 @@ class ClampX0 final : public diffuse::Correction {
     return std::make_unique<ClampX0>(limit);
   }
   std::string name() const override { return "clamp_x0"; }
-  diffuse::Config to_config() const override {
-    return {{"limit", diffuse::format_double(limit_)}};
-  }
+  diffuse::Config to_config() const override { return {{"limit", diffuse::format_double(limit_)}}; }
 
   void reset() override { clipped_.clear(); }
   // After every model call: x0 into [-limit, limit], eps consistent with it (x = a x0 + s eps).

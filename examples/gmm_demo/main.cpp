@@ -18,13 +18,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <thread>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -73,8 +73,8 @@ Args parse(int argc, char** argv) {
     }
     static const char* const kKnown[] = {"--steps",   "--samples",  "--seed",   "--preset",
                                          "--spacing", "--schedule", "--threads"};
-    diffuse::check(std::find(std::begin(kKnown), std::end(kKnown), k) != std::end(kKnown), "unknown option '", k,
-                   "' (see --help)");
+    diffuse::check(std::find(std::begin(kKnown), std::end(kKnown), k) != std::end(kKnown),
+                   "unknown option '", k, "' (see --help)");
     diffuse::check(i + 1 < argc, "option ", k, " needs a value (see --help)");
     const std::string v = argv[++i];
     if (k == "--steps") {
@@ -129,7 +129,8 @@ int main(int argc, char** argv) try {
   const int64_t n = args.samples, dim = gmm.dim();
   const Tensor noise = diffuse::randn({n, dim}, args.seed, f64);
   const Tensor truth = gmm.sample(n, args.seed + 1000).x0;
-  const double floor = diffuse::sliced_wasserstein(truth, gmm.sample(n, args.seed + 2000).x0, args.seed + 3);
+  const double floor =
+      diffuse::sliced_wasserstein(truth, gmm.sample(n, args.seed + 2000).x0, args.seed + 3);
 
   std::printf(
       "diffuse_demo: %s (D=%lld, K=%lld), %lld samples, schedule %s, spacing %s, seed %llu\n",

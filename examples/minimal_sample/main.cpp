@@ -6,13 +6,12 @@
 
 int main() {
   // A diffusers-style discrete schedule (Stable Diffusion's betas).
-  auto schedule = diffuse::make_schedule("discrete", {{"beta_schedule", "scaled_linear"},
-                                                       {"beta_start", "0.00085"},
-                                                       {"beta_end", "0.012"}});
+  auto schedule = diffuse::make_schedule(
+      "discrete",
+      {{"beta_schedule", "scaled_linear"}, {"beta_start", "0.00085"}, {"beta_end", "0.012"}});
   // Any callable (x_t, t, cond) -> prediction is a network; here a stand-in eps-predictor.
-  diffuse::Network net = [](const diffuse::Tensor& x, const diffuse::Tensor& t, const diffuse::Conditioning&) {
-    return x * 0.1;
-  };
+  diffuse::Network net = [](const diffuse::Tensor& x, const diffuse::Tensor& t,
+                            const diffuse::Conditioning&) { return x * 0.1; };
   diffuse::Denoiser denoiser(net, {diffuse::Parameterization::kEpsilon});
   auto sampler = diffuse::make_sampler("ddim", {{"eta", "0.0"}});
 
@@ -22,6 +21,7 @@ int main() {
   options.seed = 42;
   diffuse::Tensor noise = diffuse::randn({4, 4, 8, 8}, /*seed=*/42);
   diffuse::Tensor x0 = diffuse::sample(*sampler, denoiser, *schedule, noise, options);
-  std::cout << "sampled " << x0.sizes() << ", mean |x0| = " << x0.abs().mean().item<double>() << "\n";
+  std::cout << "sampled " << x0.sizes() << ", mean |x0| = " << x0.abs().mean().item<double>()
+            << "\n";
   return 0;
 }

@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   const std::string out = argc > 2 ? argv[2] : "quickstart_run";
 
   diffuse::Dataset data = diffuse::load_fashion_mnist("train");  // [60000, 1, 28, 28] in [-1, 1]
-  diffuse::DiT model(diffuse::dit_preset("tiny", 28, 1).patch_size(4).num_classes(data.num_classes));
+  diffuse::DiT model(
+      diffuse::dit_preset("tiny", 28, 1).patch_size(4).num_classes(data.num_classes));
   std::shared_ptr<const diffuse::Objective> objective = diffuse::objective_from_spec("ddpm_ip");
   std::shared_ptr<const diffuse::NoiseSchedule> schedule = diffuse::make_schedule("discrete");
 

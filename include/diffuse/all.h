@@ -3,10 +3,10 @@
 // training objective. The training engine (DiT, trainer, data, evaluation) is <diffuse/training.h>.
 #pragma once
 
-#include <diffuse/diffuse.h>
-#include <diffuse/all_schedules.h>
-#include <diffuse/all_samplers.h>
 #include <diffuse/all_objectives.h>
+#include <diffuse/all_samplers.h>
+#include <diffuse/all_schedules.h>
+#include <diffuse/diffuse.h>
+#include <diffuse/exposure_bias.h>
 #include <diffuse/gaussian_mixture.h>
 #include <diffuse/metrics.h>
-#include <diffuse/exposure_bias.h>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Key=value configuration strings, the C++ counterpart of diffusers' register_to_config/from_config.
-// "eta=0.5,order=2" parses into a Config; ConfigReader hands out typed values and rejects keys
-// nobody asked for, naming the valid ones.
+// Key=value configuration strings, the C++ counterpart of diffusers'
+// register_to_config/from_config. "eta=0.5,order=2" parses into a Config; ConfigReader hands out
+// typed values and rejects keys nobody asked for, naming the valid ones.
 #pragma once
 
 #include <cerrno>
@@ -26,7 +26,8 @@ using Config = std::map<std::string, std::string>;
 ///                   wrong shape or dtype): the caller can fix the input and retry;
 ///   IOError         a file or stream could not be read or written, or its contents are not what
 ///                   they claim (truncated, corrupt, wrong format);
-///   NumericalError  the computation itself went wrong (NaN or Inf in a sample, a loss or a schedule).
+///   NumericalError  the computation itself went wrong (NaN or Inf in a sample, a loss or a
+///   schedule).
 /// Derives from std::invalid_argument (as it always has) so callers can catch either.
 class Error : public std::invalid_argument {
  public:
@@ -124,7 +125,8 @@ class ConfigReader {
                          const std::vector<std::string>& choices);
 
   /// An option whose value is one of a fixed set of names, parsed once into an enum:
-  ///   o.mode = r.get_enum("mode", o.mode, {{"grid", Mode::kGrid}, {"train_stride", Mode::kTrainStride}});
+  ///   o.mode = r.get_enum("mode", o.mode, {{"grid", Mode::kGrid}, {"train_stride",
+  ///   Mode::kTrainStride}});
   /// A value not in `names` is a ConfigError that lists the valid names.
   template <class E>
   E get_enum(const std::string& key, E dflt, const std::vector<std::pair<std::string, E>>& names) {

@@ -2,11 +2,11 @@
 // Pluggable corrections: hooks that every sampler honours, each defaulting to the identity, so a
 // correction overrides only what it needs and works with every sampler.
 //
-// When each hook runs (the composition order; methods.md §10). Corrections run in list order at
+// When each hook runs (the composition order). Corrections run in list order at
 // every hook.
 //   on_grid       once, after the spacing built the grid (schedule optimisation: Align Your Steps)
-//   on_start      once, on the initial state before step 0 (first-step x0 estimators: SingDiffusion)
-//   per step:
+//   on_start      once, on the initial state before step 0 (first-step x0 estimators:
+//   SingDiffusion) per step:
 //     on_time     before the step; may move step.now (coupled: the network input AND the solver
 //                 coefficients use it, Time Shift) and/or step.next (the step's target)
 //     per model call inside the step (a multi-stage solver calls the model several times):
@@ -107,6 +107,7 @@ std::unique_ptr<Correction> correction_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 
-#define DIFFUSE_REGISTER_CORRECTION(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Correction, Type, key, summary)
+#define DIFFUSE_REGISTER_CORRECTION(Type, key, summary) \
+  DIFFUSE_REGISTER(::diffuse::Correction, Type, key, summary)
 #define DIFFUSE_REGISTER_CORRECTION_ALIAS(tag, alias, key, preset, summary) \
   DIFFUSE_REGISTER_ALIAS(::diffuse::Correction, tag, alias, key, preset, summary)

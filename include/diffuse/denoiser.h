@@ -77,7 +77,8 @@ class Denoiser {
   /// x.
   Prediction convert(const Tensor& out, const Tensor& x, const TimePoint& at) const;
 
-  /// Clipping / thresholding of x0 (eps re-derived from the clipped x0 if use_clipped_model_output).
+  /// Clipping / thresholding of x0 (eps re-derived from the clipped x0 if
+  /// use_clipped_model_output).
   void finalize(Prediction& p, const Tensor& x, const TimePoint& at) const;
 
   /// The finished prediction for one branch.

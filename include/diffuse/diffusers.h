@@ -4,7 +4,8 @@
 // scheduler: same timesteps, same sigmas, same final sample (diffusers 58eb52c).
 //
 //   auto s = diffuse::from_diffusers("DPMSolverMultistepScheduler",
-//                                    {{"beta_schedule", "scaled_linear"}, {"beta_start", "0.00085"},
+//                                    {{"beta_schedule", "scaled_linear"}, {"beta_start",
+//                                    "0.00085"},
 //                                     {"beta_end", "0.012"}, {"use_karras_sigmas", "true"}});
 //   diffuse::TimeGrid grid = s.grid(20);               // what set_timesteps(20) would visit
 //   diffuse::Denoiser d = s.denoiser(my_network);
@@ -13,8 +14,8 @@
 // DPMSolverSinglestepScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
 // HeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() arguments eta for
 // DDIM and s_churn/s_tmin/s_tmax/s_noise for Euler); keys starting with '_' (e.g. _class_name) are
-// ignored; other unknown keys are errors unless strict=false. Features diffusers has and diffuse does
-// not (learned variances, noise-prediction DPM-Solver, lambda_min_clipped, beta sigmas, flow
+// ignored; other unknown keys are errors unless strict=false. Features diffusers has and diffuse
+// does not (learned variances, noise-prediction DPM-Solver, lambda_min_clipped, beta sigmas, flow
 // sigmas, log_linear interpolation) are rejected with an error naming the key.
 #pragma once
 
@@ -55,6 +56,7 @@ struct DiffusersScheduler {
 /// The supported scheduler class names.
 std::vector<std::string> diffusers_scheduler_classes();
 /// The schedule, spacing, sampler and denoiser options of diffusers' `class_name` with `config`.
-DiffusersScheduler from_diffusers(const std::string& class_name, const Config& config, bool strict = true);
+DiffusersScheduler from_diffusers(const std::string& class_name, const Config& config,
+                                  bool strict = true);
 
 }  // namespace diffuse

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The exposure-bias metric of Ning et al., "Elucidating the Exposure Bias in Diffusion Models"
-// (ICLR 2024), methods.md §3.3: how far the sampling chain's x_t drifts from the forward process at
+// (ICLR 2024): how far the sampling chain's x_t drifts from the forward process at
 // the same t. Checked against: forever208/ADM-ES @da955c1 datasets/exposure_bias_xt.py (how the
 // per-pixel std is reduced and compared; the sampling side lives in its x_t_distribution_*
 // branches).

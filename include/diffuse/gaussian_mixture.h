@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// An analytic test bed: data x0 ~ sum_k w_k N(mu_k, diag(v_k)) in D dimensions (methods.md §10b).
+// An analytic test bed: data x0 ~ sum_k w_k N(mu_k, diag(v_k)) in D dimensions.
 // For such data every quantity a sampler needs is known exactly:
 //   x_t | k ~ N(alpha mu_k, diag(alpha^2 v_k + sigma^2)), so the responsibilities p(k | x_t) are
 //   softmax_k(log w_k + log N(x_t; alpha mu_k, alpha^2 v_k + sigma^2)) (computed with logsumexp),
@@ -64,7 +64,7 @@ class GaussianMixture {
   /// Stored as float64 on the CPU; computations run in the dtype and on the device of their input.
   GaussianMixture(const Tensor& weights, const Tensor& means, const Tensor& variances);
 
-  /// Named mixtures with moderately overlapping components (methods.md §10b: narrow, well
+  /// Named mixtures with moderately overlapping components (narrow, well
   /// separated modes let ODE trajectories switch mode at coarse steps, which spoils order fits).
   ///   "mixture_2d":  8 components on a ring of radius 2, unequal weights, anisotropic
   ///                  std 0.3..0.5.
@@ -127,7 +127,8 @@ class GaussianMixture {
   /// bias * tanh(x). It over-predicts the noise for delta > 0, so the sampling chain ends too
   /// noisy/too concentrated; Epsilon Scaling with b = 1 + delta undoes the scale part exactly.
   /// delta > -1; both default to the identity (0).
-  Network imperfect_network(std::shared_ptr<const NoiseSchedule> schedule, double delta, double bias = 0.0) const;
+  Network imperfect_network(std::shared_ptr<const NoiseSchedule> schedule, double delta,
+                            double bias = 0.0) const;
 
   /// The exact probability-flow ODE solution: the state at `to` of the trajectory through x at
   /// `from` (either direction; either end may be clean or pure noise). x: [B, D] or [B, ...] with D
@@ -182,8 +183,8 @@ class ConditionalMixture {
  public:
   /// component_class [K] (integers in [0, C)), class_embeddings [C, E] (finite), beta > 0 finite.
   /// Every class needs at least one component.
-  ConditionalMixture(GaussianMixture mixture, const Tensor& component_class, const Tensor& class_embeddings,
-                     double beta);
+  ConditionalMixture(GaussianMixture mixture, const Tensor& component_class,
+                     const Tensor& class_embeddings, double beta);
 
   /// "classes_2d": 9 components on a ring of radius 24 (std 3, equal weights), three classes of
   /// three neighbouring components each (class c = ring positions 3c, 3c+1, 3c+2), orthonormal
@@ -216,13 +217,15 @@ class ConditionalMixture {
   Tensor class_log_probs(const Tensor& embedding) const;
 
   /// E[x0 | x_t, e] and eps; embedding [B, E] floating (undefined = unconditional).
-  Prediction predict(const Tensor& x, const Tensor& alpha, const Tensor& sigma, const Tensor& embedding) const;
+  Prediction predict(const Tensor& x, const Tensor& alpha, const Tensor& sigma,
+                     const Tensor& embedding) const;
   Prediction predict(const Tensor& x, const TimePoint& tp, const Tensor& embedding) const;
 
   /// The exact conditional denoiser as a Network predicting `p`; Conditioning.value holds the
   /// embeddings [B, E] (floating point; an integer class label is an error: embed() it first),
   /// undefined = unconditional. Time handling as GaussianMixture::network.
-  Network network(std::shared_ptr<const NoiseSchedule> schedule, Parameterization p = Parameterization::kEpsilon) const;
+  Network network(std::shared_ptr<const NoiseSchedule> schedule,
+                  Parameterization p = Parameterization::kEpsilon) const;
 
   /// Index of the nearest component mean (Euclidean) of each row of x0 [B, D] -> [B] int64.
   Tensor nearest_component(const Tensor& x0) const;

@@ -21,7 +21,8 @@ class Guidance {
   virtual ~Guidance() = default;
   /// True when the unconditional branch is needed at this step (false lets the driver skip it).
   virtual bool needs_uncond(const StepContext& /*step*/) const { return true; }
-  virtual Tensor combine(const Tensor& cond_out, const Tensor& uncond_out, const StepContext& step) const = 0;
+  virtual Tensor combine(const Tensor& cond_out, const Tensor& uncond_out,
+                         const StepContext& step) const = 0;
   virtual std::string name() const = 0;
   virtual Config to_config() const = 0;
 };
@@ -31,4 +32,5 @@ std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& o
 
 }  // namespace diffuse
 
-#define DIFFUSE_REGISTER_GUIDANCE(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Guidance, Type, key, summary)
+#define DIFFUSE_REGISTER_GUIDANCE(Type, key, summary) \
+  DIFFUSE_REGISTER(::diffuse::Guidance, Type, key, summary)

@@ -15,9 +15,11 @@ Tensor sample_covariance(const Tensor& x);
 /// Sliced 2-Wasserstein distance between two equally sized point sets: the root mean, over
 /// `directions` random unit directions (seeded), of the squared W2 distance of the sorted 1-D
 /// projections.
-double sliced_wasserstein(const Tensor& a, const Tensor& b, uint64_t seed = 0, int64_t directions = 64);
+double sliced_wasserstein(const Tensor& a, const Tensor& b, uint64_t seed = 0,
+                          int64_t directions = 64);
 
-/// || mean(x) - mean ||_2 and || cov(x) - cov ||_F against a reference mean [D] and covariance [D, D].
+/// || mean(x) - mean ||_2 and || cov(x) - cov ||_F against a reference mean [D] and covariance [D,
+/// D].
 double mean_error(const Tensor& x, const Tensor& mean);
 double covariance_error(const Tensor& x, const Tensor& cov);
 

@@ -33,9 +33,9 @@ struct Batch {
 
 /// All randomness an objective uses for one batch. Objectives document which fields they fill.
 struct ObjectiveDraw {
-  Tensor t;                            ///< model times, shape [B], x0's dtype
-  Tensor eps;                          ///< forward-process noise, shaped like x0
-  std::map<std::string, Tensor> extra; ///< e.g. "xi" (input perturbation), "mask" (masked DiT)
+  Tensor t;                             ///< model times, shape [B], x0's dtype
+  Tensor eps;                           ///< forward-process noise, shaped like x0
+  std::map<std::string, Tensor> extra;  ///< e.g. "xi" (input perturbation), "mask" (masked DiT)
 };
 
 /// Per-example losses, shape [B]. `loss` is what is minimised; `terms` are its named parts (for
@@ -57,7 +57,8 @@ class Objective {
                                    const ObjectiveDraw& d) const = 0;
 
   /// draw + evaluate.
-  ObjectiveOutput loss(const Network& net, const NoiseSchedule& s, const Batch& b, at::Generator& gen) const {
+  ObjectiveOutput loss(const Network& net, const NoiseSchedule& s, const Batch& b,
+                       at::Generator& gen) const {
     return evaluate(net, s, b, draw(s, b, gen));
   }
 
@@ -70,11 +71,13 @@ class Objective {
 
 /// Builds an objective from a registry name and options.
 std::unique_ptr<Objective> make_objective(const std::string& name, const Config& options = {});
-/// "key" or "key:option=value,...", e.g. "denoising:prediction_type=v_prediction,weighting=min_snr".
+/// "key" or "key:option=value,...", e.g.
+/// "denoising:prediction_type=v_prediction,weighting=min_snr".
 std::unique_ptr<Objective> objective_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 
-#define DIFFUSE_REGISTER_OBJECTIVE(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Objective, Type, key, summary)
+#define DIFFUSE_REGISTER_OBJECTIVE(Type, key, summary) \
+  DIFFUSE_REGISTER(::diffuse::Objective, Type, key, summary)
 #define DIFFUSE_REGISTER_OBJECTIVE_ALIAS(tag, alias, key, preset, summary) \
   DIFFUSE_REGISTER_ALIAS(::diffuse::Objective, tag, alias, key, preset, summary)

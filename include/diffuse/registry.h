@@ -36,8 +36,8 @@ class Registry {
     Factory factory;
   };
   struct Alias {
-    std::string key;     // the registered key it maps to
-    Config preset;       // options it sets; user options override them
+    std::string key;  // the registered key it maps to
+    Config preset;    // options it sets; user options override them
     std::string summary;
   };
 
@@ -88,8 +88,8 @@ class Registry {
       for (const auto& kv : options) merged[kv.first] = kv.second;
       return {a->second.key, merged};
     }
-    throw ConfigError(detail::cat("unknown ", kind_name(), " '", name, "'; valid names: ",
-                            detail::join(names_locked())));
+    throw ConfigError(detail::cat("unknown ", kind_name(), " '", name,
+                                  "'; valid names: ", detail::join(names_locked())));
   }
 
   bool contains(const std::string& name) const {
@@ -152,13 +152,13 @@ void DIFFUSE_MODULE_ANCHOR() {}
 #endif
 
 /// Registers Type (which has `static std::unique_ptr<Base> from_config(const Config&)`) under key.
-#define DIFFUSE_REGISTER(Base, Type, key, summary)                                              \
-  inline const bool DIFFUSE_DETAIL_CONCAT(diffuse_registered_, Type) =                          \
-      ::diffuse::Registry<Base>::get().add(key, summary, [](const ::diffuse::Config& c) {       \
-        return std::unique_ptr<Base>(Type::from_config(c));                                     \
+#define DIFFUSE_REGISTER(Base, Type, key, summary)                                        \
+  inline const bool DIFFUSE_DETAIL_CONCAT(diffuse_registered_, Type) =                    \
+      ::diffuse::Registry<Base>::get().add(key, summary, [](const ::diffuse::Config& c) { \
+        return std::unique_ptr<Base>(Type::from_config(c));                               \
       })
 
 /// Registers an alias name for an existing key with preset options.
-#define DIFFUSE_REGISTER_ALIAS(Base, tag, alias, key, preset, summary)                        \
-  inline const bool DIFFUSE_DETAIL_CONCAT(diffuse_alias_, tag) =                                \
+#define DIFFUSE_REGISTER_ALIAS(Base, tag, alias, key, preset, summary) \
+  inline const bool DIFFUSE_DETAIL_CONCAT(diffuse_alias_, tag) =       \
       ::diffuse::Registry<Base>::get().add_alias(alias, key, preset, summary)

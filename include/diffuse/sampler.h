@@ -37,12 +37,13 @@ struct StepContext {
   TimePoint call;
 };
 
-/// The context of step i on `grid` (index, num_steps, now = grid[i], next = grid[i + 1]); branch and
-/// call keep their defaults.
+/// The context of step i on `grid` (index, num_steps, now = grid[i], next = grid[i + 1]); branch
+/// and call keep their defaults.
 StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise);
 
 /// The model as samplers see it: (x, time point, step) -> finished prediction.
-using ModelFn = std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
+using ModelFn =
+    std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
 
 /// What earlier steps of this run left behind, newest last: the time of each step's first model
 /// call, its prediction, and the state x the step started from.
@@ -63,15 +64,16 @@ struct StepResult {
 
 struct StepInfo {
   const StepContext& step;
-  const Tensor& x;          ///< state after the step
-  const Prediction& pred;   ///< prediction made at step.now
+  const Tensor& x;         ///< state after the step
+  const Prediction& pred;  ///< prediction made at step.now
 };
 
 /// Per-run state handed to samplers.
 struct SampleContext {
   const NoiseSchedule* schedule = nullptr;  ///< may be null when sampling on a bare grid
   NoiseSource* noise = nullptr;             ///< required by stochastic samplers
-  std::vector<Correction*> corrections;     ///< on_start / on_time / on_finish are called by the driver
+  std::vector<Correction*>
+      corrections;  ///< on_start / on_time / on_finish are called by the driver
   std::function<void(const StepInfo&)> on_step;
 
   /// The only way a sampler draws noise.
@@ -91,8 +93,8 @@ class Sampler {
                 int64_t first_step = 0) const;
 
   /// One step, for callers who drive the loop themselves (diffusers' scheduler.step()).
-  StepResult step(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                  SampleContext& ctx) const {
+  StepResult step(const ModelFn& model, const Tensor& x, const StepContext& st,
+                  const History& history, SampleContext& ctx) const {
     return step_impl(model, x, st, history, ctx);
   }
 
@@ -144,6 +146,7 @@ std::unique_ptr<Sampler> sampler_from_spec(const std::string& spec);
 
 }  // namespace diffuse
 
-#define DIFFUSE_REGISTER_SAMPLER(Type, key, summary) DIFFUSE_REGISTER(::diffuse::Sampler, Type, key, summary)
+#define DIFFUSE_REGISTER_SAMPLER(Type, key, summary) \
+  DIFFUSE_REGISTER(::diffuse::Sampler, Type, key, summary)
 #define DIFFUSE_REGISTER_SAMPLER_ALIAS(tag, alias, key, preset, summary) \
   DIFFUSE_REGISTER_ALIAS(::diffuse::Sampler, tag, alias, key, preset, summary)

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The forward process and the time grid.
 //
-// Notation (methods.md §0), used in every file of the library:
-//   x_t    = alpha_t * x0 + sigma_t * eps          (VP-native pair; VP schedules have alpha^2 + sigma^2 = 1)
-//   lambda = log(alpha / sigma)                    (half log-SNR; +inf at sigma = 0, -inf at alpha = 0)
-//   sigma_ve = sigma / alpha = exp(-lambda)        (k-diffusion / EDM "sigma"; x_ve = x_t / alpha)
-//   t      = what the network is fed: the training index 0..T-1 for discrete schedules,
+// Notation, used in every file of the library:
+//   x_t    = alpha_t * x0 + sigma_t * eps          (VP-native pair; VP schedules have alpha^2 +
+//   sigma^2 = 1) lambda = log(alpha / sigma)                    (half log-SNR; +inf at sigma = 0,
+//   -inf at alpha = 0) sigma_ve = sigma / alpha = exp(-lambda)        (k-diffusion / EDM "sigma";
+//   x_ve = x_t / alpha) t      = what the network is fed: the training index 0..T-1 for discrete
+//   schedules,
 //            t in [t_min, 1] for continuous VP, sigma_ve for EDM/VE.
 //   discrete DDPM: alpha = sqrt(alphas_cumprod[t]), sigma = sqrt(1 - alphas_cumprod[t]).
 // A TimeGrid lists the points a sampler visits, noisiest first, ending at the final point
@@ -78,7 +79,8 @@ class NoiseSchedule {
 
   double t_from_log_snr(double lambda) const { return at_log_snr(lambda).t; }
   TimePoint at_sigma_ve(double sigma_ve) const {
-    return at_log_snr(sigma_ve == 0.0 ? std::numeric_limits<double>::infinity() : -std::log(sigma_ve));
+    return at_log_snr(sigma_ve == 0.0 ? std::numeric_limits<double>::infinity()
+                                      : -std::log(sigma_ve));
   }
 };
 
@@ -99,7 +101,8 @@ class TimestepSpacing {
 };
 
 /// Checks the shape of a grid: at least 2 points, finite alpha/sigma >= 0, noise level strictly
-/// decreasing (lambda strictly increasing; the last step may have zero length). Errors name the offending index and value.
+/// decreasing (lambda strictly increasing; the last step may have zero length). Errors name the
+/// offending index and value.
 void validate_grid(const TimeGrid& grid);
 
 }  // namespace diffuse

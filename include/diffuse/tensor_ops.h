@@ -50,19 +50,4 @@ Tensor diff_divided(const Tensor& a, const Tensor& b, double c);
 /// (x - u * cu) / d in a fresh tensor, rounded like that expression.
 Tensor solve(const Tensor& x, const Tensor& u, double cu, double d);
 
-// compatibility, removed after the module conversion
-namespace detail {
-using diffuse::add_scaled_;
-using diffuse::diff_divided;
-using diffuse::diff_scaled;
-using diffuse::divide_;
-using diffuse::divided;
-using diffuse::lincomb;
-using diffuse::lincomb_divided;
-using diffuse::scale_;
-using diffuse::scaled;
-using diffuse::solve;
-using diffuse::sub_scaled_;
-}  // namespace detail
-
 }  // namespace diffuse

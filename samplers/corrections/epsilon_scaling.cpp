@@ -92,7 +92,7 @@ void EpsilonScaling::check_positive(int64_t num_steps) const {
 DIFFUSE_REGISTER_CORRECTION(
     EpsilonScaling, "epsilon_scaling",
     "Epsilon Scaling (Ning et al. 2024): eps / lambda, lambda = k*i + b (set b; b=1, k=0: off)");
-// ADM-ES, constant b (methods.md §3.2 table; ADM-ES @54ad3ad datasets/ADM-ES_results.png).
+// ADM-ES, constant b (ADM-ES @54ad3ad datasets/ADM-ES_results.png).
 DIFFUSE_REGISTER_CORRECTION_ALIAS(EsAdmCifar10_100, "es_adm_cifar10_100", "epsilon_scaling",
                                   (Config{{"b", "1.017"}}), "ADM-ES CIFAR-10, 100 steps: b=1.017");
 DIFFUSE_REGISTER_CORRECTION_ALIAS(EsAdmCifar10_50, "es_adm_cifar10_50", "epsilon_scaling",

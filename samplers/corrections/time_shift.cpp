@@ -214,7 +214,7 @@ double TimeShift::resolution() const {
 DIFFUSE_REGISTER_CORRECTION(TimeShift, "time_shift",
                             "Time-Shift Sampler (Li et al. ICLR 2024): couple x with the time "
                             "whose noise level matches var(x) (set window, cutoff)");
-// The hyper-parameters of the official READMEs (methods.md §2.3), for discrete 1000-step schedules
+// The hyper-parameters of the official READMEs, for discrete 1000-step schedules
 // (window and cutoff are in training steps there).
 DIFFUSE_REGISTER_CORRECTION_ALIAS(TimeShiftPndm, "time_shift_pndm", "time_shift",
                                   (Config{{"window", "5"}, {"cutoff", "550"}}),

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// `diffuse ays`: an optimised schedule file that `diffuse sample --schedule file:` runs exactly, and
-// one-line errors.
+// `diffuse ays`: an optimised schedule file that `diffuse sample --schedule file:` runs exactly,
+// and one-line errors.
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -20,13 +20,14 @@ using diffuse::test::run_cli;
 TEST(CliAys, ScheduleFileRoundTripsThroughSample) {
   const std::string dir = cli_test_dir("ays_roundtrip");
   const std::string file = dir + "/ays3.json";
-  auto r = run_cli({"-v", "ays", "--steps", "3", "--sweeps", "1", "--search-iters", "3", "--nodes", "2", "--limit",
-                    "8", "--out", file},
+  auto r = run_cli({"-v", "ays", "--steps", "3", "--sweeps", "1", "--search-iters", "3", "--nodes",
+                    "2", "--limit", "8", "--out", file},
                    "", 300, {"DIFFUSE_PROGRESS_INTERVAL=0"});
   ASSERT_EQ(r.code, 0) << r.err;
   // The KLUB as it goes: the initial schedule and each sweep (info), each point (debug, -v), and
   // plain progress lines (stderr is not a terminal).
-  EXPECT_NE(r.err.find("info: ays: initial karras schedule (3 steps): KLUB "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("info: ays: initial karras schedule (3 steps): KLUB "), std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("debug: ays: sweep 1/1, point 1/2 (sigma_ve "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("debug: ays: sweep 1/1, point 2/2 (sigma_ve "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("info: ays: sweep 1/1: KLUB "), std::string::npos) << r.err;
@@ -51,7 +52,8 @@ TEST(CliAys, ScheduleFileRoundTripsThroughSample) {
   EXPECT_NE(r.out.find("timesteps:"), std::string::npos) << r.out;
 
   // sample runs exactly these times, then the clean point.
-  r = run_cli({"sample", "--schedule", "file:" + file, "-n", "2", "-o", dir + "/s.png", "--record", dir + "/rec.json"});
+  r = run_cli({"sample", "--schedule", "file:" + file, "-n", "2", "-o", dir + "/s.png", "--record",
+               dir + "/rec.json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json rec = nlohmann::json::parse(read_text_file(dir + "/rec.json"));
   const auto grid = rec.at("resolved").at("grid_t").get<std::vector<double>>();
@@ -63,14 +65,18 @@ TEST(CliAys, ScheduleFileRoundTripsThroughSample) {
 
 TEST(CliAys, BadArgumentsAreOneLineErrors) {
   const std::string dir = cli_test_dir("ays_bad");
-  expect_clean_error(run_cli({"ays", "--steps", "-2", "--out", dir + "/a.json"}), {"--steps", "-2"}, 2);
-  expect_clean_error(run_cli({"ays", "--estimator", "guess", "--out", dir + "/a.json"}), {"guess"}, 2);
-  expect_clean_error(run_cli({"ays", "--model", dir + "/none.pt", "--out", dir + "/a.json"}), {"none.pt"}, 2);
+  expect_clean_error(run_cli({"ays", "--steps", "-2", "--out", dir + "/a.json"}), {"--steps", "-2"},
+                     2);
+  expect_clean_error(run_cli({"ays", "--estimator", "guess", "--out", dir + "/a.json"}), {"guess"},
+                     2);
+  expect_clean_error(run_cli({"ays", "--model", dir + "/none.pt", "--out", dir + "/a.json"}),
+                     {"none.pt"}, 2);
   {
     std::ofstream f(dir + "/junk.pt", std::ios::binary);
     f << std::string(64, '\x7f');
   }
-  expect_clean_error(run_cli({"ays", "--model", dir + "/junk.pt", "--out", dir + "/a.json"}), {"junk.pt"}, 3);  // corrupt: I/O
+  expect_clean_error(run_cli({"ays", "--model", dir + "/junk.pt", "--out", dir + "/a.json"}),
+                     {"junk.pt"}, 3);  // corrupt: I/O
   EXPECT_FALSE(fs::exists(dir + "/a.json"));
 }
 

@@ -73,7 +73,9 @@ TEST(CliProgress, PlainLinesWhenStderrIsNotATerminal) {
   r = run_cli({"sample", "-n", "2", "--steps", "3", "-o", dir + "/b.png"});
   ASSERT_EQ(r.code, 0) << r.err;
   ASSERT_FALSE(lines_with(r.err, "sampling: ").empty()) << r.err;
-  EXPECT_EQ(lines_with(r.err, "sampling: ").back().rfind("info: sampling: 3/3 steps (100%), ", 0), 0u) << r.err;
+  EXPECT_EQ(lines_with(r.err, "sampling: ").back().rfind("info: sampling: 3/3 steps (100%), ", 0),
+            0u)
+      << r.err;
 
   // -q and --no-progress: none.
   for (const char* flag : {"-q", "--no-progress"}) {

@@ -23,7 +23,7 @@
 namespace diffuse::test {
 
 struct CliResult {
-  int code = -1;         ///< exit status; 128 + signal if killed by a signal
+  int code = -1;  ///< exit status; 128 + signal if killed by a signal
   bool timed_out = false;
   std::string out, err;  ///< stdout, stderr
   /// Number of non-empty lines of stderr.
@@ -63,8 +63,9 @@ struct CliProcess {
 };
 
 /// Starts `diffuse --threads 1 args...` (`diffuse args...` with one_thread false) in `cwd`
-/// (default: the current directory) and returns at once. One intra-op thread: ctest runs test binaries side by side on 2 cores, and OpenMP threads
-/// that spin on busy cores are many times slower. Environment: the test's own plus `env`
+/// (default: the current directory) and returns at once. One intra-op thread: ctest runs test
+/// binaries side by side on 2 cores, and OpenMP threads that spin on busy cores are many times
+/// slower. Environment: the test's own plus `env`
 /// ("KEY=VALUE").
 inline CliProcess start_cli(const std::vector<std::string>& args, const std::string& cwd = "",
                             const std::vector<std::string>& env = {}, bool one_thread = true) {
@@ -111,7 +112,8 @@ inline CliResult wait_cli(const CliProcess& p, double timeout_s = 300) {
   while (true) {
     const pid_t w = ::waitpid(p.pid, &status, WNOHANG);
     if (w == p.pid) break;
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >
+        timeout_s) {
       ::kill(p.pid, SIGKILL);
       ::waitpid(p.pid, &status, 0);
       r.timed_out = true;
@@ -119,7 +121,8 @@ inline CliResult wait_cli(const CliProcess& p, double timeout_s = 300) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  r.code =
+      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   r.out = read_text_file(p.out_path);
   r.err = read_text_file(p.err_path);
   std::error_code ec;
@@ -137,7 +140,8 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
 
 /// Expects a clean failure: non-zero exit (not a signal, not a timeout), exactly one line on stderr
 /// that contains every `needles` text.
-inline void expect_clean_error(const CliResult& r, const std::vector<std::string>& needles, int code = -1) {
+inline void expect_clean_error(const CliResult& r, const std::vector<std::string>& needles,
+                               int code = -1) {
   EXPECT_FALSE(r.timed_out);
   EXPECT_NE(r.code, 0) << r.err;
   EXPECT_LT(r.code, 128) << "killed by a signal: " << r.err;
@@ -145,7 +149,8 @@ inline void expect_clean_error(const CliResult& r, const std::vector<std::string
     EXPECT_EQ(r.code, code) << r.err;
   }
   EXPECT_EQ(r.err_lines(), 1) << r.err;
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
+  for (const auto& n : needles)
+    EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
 }
 
 }  // namespace diffuse::test

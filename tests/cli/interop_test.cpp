@@ -27,8 +27,8 @@ void save_script(const std::string& path, const std::string& source) {
 
 TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   const std::string dir = cli_test_dir("interop_ts");
-  auto r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--steps", "3", "-n", "8", "--save-tensor", "x.pt",
-                    "-o", "ts.png"},
+  auto r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--steps", "3", "-n", "8",
+                    "--save-tensor", "x.pt", "-o", "ts.png"},
                    dir);
   ASSERT_EQ(r.code, 0) << r.err;
   at::Tensor x;
@@ -38,11 +38,13 @@ TEST(CliInterop, TorchScriptFromPyTorchSamples) {
   // --model-card replaces the module's own card: an unconditional reading of the same module fails
   // cleanly (it needs labels, and num_classes=0 gives no null class): a card that does not fit the
   // model is a configuration error, exit 2.
-  r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--model-card", "sample_shape=1x8x8", "--steps", "2"}, dir);
+  r = run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "--model-card",
+               "sample_shape=1x8x8", "--steps", "2"},
+              dir);
   expect_clean_error(r, {"tiny_eps.pt"}, 2);
   // CADS needs a condition embedding, which only our DiT exposes.
-  expect_clean_error(run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "-c", "cads"}, dir), {"cads", "TorchScript"},
-                     2);
+  expect_clean_error(run_cli({"sample", "--model", fixture_path("tiny_eps.pt"), "-c", "cads"}, dir),
+                     {"cads", "TorchScript"}, 2);
 }
 
 // A module that does not fit the card or the denoiser's signature is a configuration error (exit
@@ -50,18 +52,22 @@ TEST(CliInterop, TorchScriptFromPyTorchSamples) {
 TEST(CliInterop, WrongTorchScriptModelsFailCleanly) {
   const std::string dir = cli_test_dir("interop_ts_bad");
   const std::string card = "sample_shape=1x28x28,num_classes=10";
-  save_script(dir + "/wrong_shape.pt", "def forward(self, x, t, y):\n  return x.repeat(1, 3, 1, 1)\n");
+  save_script(dir + "/wrong_shape.pt",
+              "def forward(self, x, t, y):\n  return x.repeat(1, 3, 1, 1)\n");
   expect_clean_error(run_cli({"sample", "--model", "wrong_shape.pt", "--model-card", card}, dir),
                      {"wrong_shape.pt", "[1, 3, 28, 28]", "expected [1, 1, 28, 28]"}, 2);
   save_script(dir + "/arity.pt", "def forward(self, x):\n  return x\n");
-  expect_clean_error(run_cli({"sample", "--model", "arity.pt", "--model-card", card}, dir), {"arity.pt"}, 2);
+  expect_clean_error(run_cli({"sample", "--model", "arity.pt", "--model-card", card}, dir),
+                     {"arity.pt"}, 2);
   save_script(dir + "/throws.pt", "def forward(self, x, t, y):\n  return x.view(5, -1)\n");
   expect_clean_error(run_cli({"sample", "--model", "throws.pt", "--model-card", card}, dir),
                      {"throws.pt", "forward failed"}, 1);
   save_script(dir + "/no_card.pt", "def forward(self, x, t, y):\n  return x\n");
-  expect_clean_error(run_cli({"sample", "--model", "no_card.pt"}, dir), {"no_card.pt", "diffuse_card"}, 2);
-  expect_clean_error(run_cli({"sample", "--model", "no_card.pt", "--model-card", "sample_shape=1x28"}, dir),
-                     {"no_card.pt"}, 2);
+  expect_clean_error(run_cli({"sample", "--model", "no_card.pt"}, dir),
+                     {"no_card.pt", "diffuse_card"}, 2);
+  expect_clean_error(
+      run_cli({"sample", "--model", "no_card.pt", "--model-card", "sample_shape=1x28"}, dir),
+      {"no_card.pt"}, 2);
 }
 
 TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
@@ -69,10 +75,12 @@ TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
   auto r = run_cli({"export", "--model", "default", "--out", "dit.safetensors"}, dir);
   ASSERT_EQ(r.code, 0) << r.err;
   // Refuses to replace an existing file without --force.
-  expect_clean_error(run_cli({"export", "--model", "default", "--out", "dit.safetensors"}, dir), {"--force"}, 2);
+  expect_clean_error(run_cli({"export", "--model", "default", "--out", "dit.safetensors"}, dir),
+                     {"--force"}, 2);
   const std::vector<std::string> common = {"--steps", "3", "-n", "6"};
   auto a = common, b = common;
-  a.insert(a.begin(), {"sample", "--model", "dit.safetensors", "--save-tensor", "a.pt", "-o", "a.png"});
+  a.insert(a.begin(),
+           {"sample", "--model", "dit.safetensors", "--save-tensor", "a.pt", "-o", "a.png"});
   b.insert(b.begin(), {"sample", "--save-tensor", "b.pt", "-o", "b.png"});
   ASSERT_EQ(run_cli(a, dir).code, 0);
   ASSERT_EQ(run_cli(b, dir).code, 0);
@@ -83,8 +91,12 @@ TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
   EXPECT_TRUE(at::equal(ta, tb));
   // A truncated safetensors file.
   const std::string bytes = read_text_file(dir + "/dit.safetensors");
-  { std::ofstream(dir + "/cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() - 100); }
-  expect_clean_error(run_cli({"sample", "--model", "cut.safetensors"}, dir), {"cut.safetensors"}, 3);  // truncated: I/O
+  {
+    std::ofstream(dir + "/cut.safetensors", std::ios::binary)
+        << bytes.substr(0, bytes.size() - 100);
+  }
+  expect_clean_error(run_cli({"sample", "--model", "cut.safetensors"}, dir), {"cut.safetensors"},
+                     3);  // truncated: I/O
 }
 
 }  // namespace

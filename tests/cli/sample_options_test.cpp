@@ -31,7 +31,9 @@ std::vector<std::string> with(std::vector<std::string> a, const std::vector<std:
   return a;
 }
 
-json record_of(const std::string& png) { return json::parse(diffuse::read_png_text(png).at("diffuse")); }
+json record_of(const std::string& png) {
+  return json::parse(diffuse::read_png_text(png).at("diffuse"));
+}
 
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
@@ -45,9 +47,13 @@ TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
   const json rec = record_of(dir + "/a.png");
   EXPECT_EQ(rec["settings"]["sampler"], "DPM++ 2M");
   EXPECT_EQ(rec["settings"]["schedule"], "karras");
-  EXPECT_EQ(rec["resolved"]["spacing"].get<std::string>().rfind("karras", 0), 0u) << rec["resolved"];
+  EXPECT_EQ(rec["resolved"]["spacing"].get<std::string>().rfind("karras", 0), 0u)
+      << rec["resolved"];
   // The same images as naming the two separately.
-  ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "--schedule", "karras", "-o", "b.png"}, kTiny), dir).code,
+  ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "--schedule", "karras", "-o", "b.png"},
+                         kTiny),
+                    dir)
+                .code,
             0);
   EXPECT_EQ(read_text_file(dir + "/a.png"), read_text_file(dir + "/b.png"));
   // And a different image from the sampler's default spacing.
@@ -60,13 +66,17 @@ TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
   ASSERT_EQ(run_cli({"sample", "--from-record", "d.png", "-o", "e.png"}, dir).code, 0);
   EXPECT_EQ(read_text_file(dir + "/d.png"), read_text_file(dir + "/e.png"));
   // A schedule that contradicts the name is refused, naming both.
-  expect_clean_error(run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTiny), dir),
-                     {"DPM++ 2M Karras", "karras", "trailing"}, 2);
+  expect_clean_error(
+      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTiny),
+              dir),
+      {"DPM++ 2M Karras", "karras", "trailing"}, 2);
   // The same spacing with options is not a contradiction.
-  EXPECT_EQ(
-      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "karras:rho=5", "-o", "f.png"}, kTiny), dir)
-          .code,
-      0);
+  EXPECT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "karras:rho=5",
+                          "-o", "f.png"},
+                         kTiny),
+                    dir)
+                .code,
+            0);
 }
 
 TEST(CliSampleOptions, EveryDtypeOfTheHelpRuns) {
@@ -74,14 +84,17 @@ TEST(CliSampleOptions, EveryDtypeOfTheHelpRuns) {
   const std::string dir = cli_test_dir("sample_dtypes");
   for (const char* dtype : {"float32", "float64", "float16", "bfloat16"}) {
     for (const char* sampler : {"dpmpp_2m", "euler_a", "DPM++ 2M SDE Karras"}) {
-      const auto r = run_cli(with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTiny), dir);
+      const auto r = run_cli(
+          with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTiny), dir);
       EXPECT_EQ(r.code, 0) << dtype << " " << sampler << ": " << r.err;
     }
-    const auto cads = run_cli(with({"sample", "--dtype", dtype, "-c", "cads", "-o", "c.png"}, kTiny), dir);
+    const auto cads =
+        run_cli(with({"sample", "--dtype", dtype, "-c", "cads", "-o", "c.png"}, kTiny), dir);
     EXPECT_EQ(cads.code, 0) << dtype << " cads: " << cads.err;
-    const auto ays = run_cli({"ays", "--dtype", dtype, "--steps", "3", "--sweeps", "1", "--search-iters", "3",
-                              "--nodes", "2", "--limit", "8", "--out", "a.json"},
-                             dir);
+    const auto ays =
+        run_cli({"ays", "--dtype", dtype, "--steps", "3", "--sweeps", "1", "--search-iters", "3",
+                 "--nodes", "2", "--limit", "8", "--out", "a.json"},
+                dir);
     EXPECT_EQ(ays.code, 0) << dtype << " ays: " << ays.err;
   }
 }
@@ -95,33 +108,41 @@ TEST(CliSampleOptions, CorrectionsWhoseDefaultsDoNothingAreRefused) {
   // With the window (or a preset) they run and act.
   ASSERT_EQ(run_cli(with({"sample", "-o", "plain.png"}, kTiny), dir).code, 0);
   ASSERT_EQ(run_cli(with({"sample", "-c", "time_shift_pndm", "-o", "ts.png"}, kTiny), dir).code, 0);
-  ASSERT_EQ(run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTiny), dir).code, 0);
+  ASSERT_EQ(
+      run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTiny), dir).code,
+      0);
   EXPECT_NE(read_text_file(dir + "/plain.png"), read_text_file(dir + "/es.png"));
 }
 
 TEST(CliSampleOptions, ValuesCheckedForTheRun) {
   const std::string dir = cli_test_dir("sample_values");
   // A guidance scale that is +-inf in the run's dtype.
-  expect_clean_error(run_cli(with({"sample", "--cfg", "1e308"}, kTiny), dir), {"--cfg", "1e+308", "float32"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--cfg", "1e308"}, kTiny), dir),
+                     {"--cfg", "1e+308", "float32"}, 2);
   expect_clean_error(run_cli(with({"sample", "--cfg", "1e5", "--dtype", "float16"}, kTiny), dir),
                      {"--cfg", "100000", "float16"}, 2);
   // A negative seed does not wrap around to 2^64 - 1.
   expect_clean_error(run_cli(with({"sample", "--seed", "-1"}, kTiny), dir), {"--seed", "-1"}, 2);
-  const auto big = run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTiny), dir);
+  const auto big =
+      run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTiny), dir);
   EXPECT_EQ(big.code, 0) << big.err;
   // Outputs whose names promise another format.
   expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTiny), dir), {"x.jpg", "png"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTiny), dir), {"x.txt", ".npy", ".pt"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTiny), dir), {"r.txt", "json"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTiny), dir),
+                     {"x.txt", ".npy", ".pt"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTiny), dir), {"r.txt", "json"},
+                     2);
   EXPECT_FALSE(fs::exists(dir + "/x.jpg"));
   // --threads beyond the CPUs is refused (it used to run hundreds of spinning threads).
   expect_clean_error(run_cli(with({"--threads", "100000", "sample"}, kTiny), dir, 300, {}, false),
                      {"--threads", "100000"}, 2);
   // --model-card on a file that has a card changes only the keys it names.
-  const auto card = run_cli(with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTiny), dir);
+  const auto card = run_cli(
+      with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTiny), dir);
   ASSERT_EQ(card.code, 0) << card.err;
-  EXPECT_NE(record_of(dir + "/card.png")["resolved"]["model_card"].get<std::string>().find("my reading"),
-            std::string::npos);
+  EXPECT_NE(
+      record_of(dir + "/card.png")["resolved"]["model_card"].get<std::string>().find("my reading"),
+      std::string::npos);
 }
 
 TEST(CliSampleOptions, RecordsAreStrictAndNameTheirFields) {
@@ -135,21 +156,25 @@ TEST(CliSampleOptions, RecordsAreStrictAndNameTheirFields) {
   expect_clean_error(run_cli({"sample", "--from-record", "steps.json", "-o", "b.png"}, dir),
                      {"record 'steps.json' field 'steps'", "got 0"}, 2);
   // Given explicitly, the option is named (and overrides the record).
-  expect_clean_error(run_cli({"sample", "--from-record", "steps.json", "--steps", "0", "-o", "b.png"}, dir),
-                     {"--steps", "got 0"}, 2);
+  expect_clean_error(
+      run_cli({"sample", "--from-record", "steps.json", "--steps", "0", "-o", "b.png"}, dir),
+      {"--steps", "got 0"}, 2);
   // Unknown fields, wrong types and repeated keys are refused.
   bad = good;
   bad["settings"]["stpes"] = 3;
   write_file(dir + "/unknown.json", bad.dump());
-  expect_clean_error(run_cli({"sample", "--from-record", "unknown.json"}, dir), {"unknown field 'stpes'"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "unknown.json"}, dir),
+                     {"unknown field 'stpes'"}, 2);
   bad = good;
   bad["settings"]["seed"] = -1;
   write_file(dir + "/seed.json", bad.dump());
-  expect_clean_error(run_cli({"sample", "--from-record", "seed.json"}, dir), {"field 'seed'", "-1"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "seed.json"}, dir), {"field 'seed'", "-1"},
+                     2);
   std::string dup = good.dump();
   dup.insert(dup.rfind('}'), ",\"extra\":1,\"extra\":2");
   write_file(dir + "/dup.json", dup);
-  expect_clean_error(run_cli({"sample", "--from-record", "dup.json"}, dir), {"duplicate key 'extra'"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "dup.json"}, dir),
+                     {"duplicate key 'extra'"}, 2);
 }
 
 TEST(CliSampleOptions, ScheduleFilesAreChecked) {
@@ -158,12 +183,15 @@ TEST(CliSampleOptions, ScheduleFilesAreChecked) {
   // A PNG given as a schedule file: one printable line, no raw bytes echoed.
   const auto r = run_cli(with({"sample", "--schedule", "file:grid.png"}, kTiny), dir);
   expect_clean_error(r, {"grid.png", "not a JSON schedule"}, 3);  // a file of the wrong format: I/O
-  for (const char ch : r.err) EXPECT_TRUE(ch == '\n' || (ch >= 0x20 && ch < 0x7f)) << static_cast<int>(ch);
+  for (const char ch : r.err)
+    EXPECT_TRUE(ch == '\n' || (ch >= 0x20 && ch < 0x7f)) << static_cast<int>(ch);
   // A steps field that disagrees with the list.
-  write_file(dir + "/s.json",
-             R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "discrete", "timesteps": [999, 500],)"
-             R"( "final": "zero", "steps": 3})");
-  expect_clean_error(run_cli({"sample", "--schedule", "file:s.json", "-n", "2"}, dir), {"s.json", "steps = 3", "2"}, 3);
+  write_file(
+      dir + "/s.json",
+      R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "discrete", "timesteps": [999, 500],)"
+      R"( "final": "zero", "steps": 3})");
+  expect_clean_error(run_cli({"sample", "--schedule", "file:s.json", "-n", "2"}, dir),
+                     {"s.json", "steps = 3", "2"}, 3);
 }
 
 TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {
@@ -172,11 +200,14 @@ TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {
   ASSERT_EQ(::sched_getaffinity(0, sizeof(set), &set), 0);
   if (CPU_COUNT(&set) < 2) GTEST_SKIP() << "needs 2 CPUs (--threads 2)";
   const std::string dir = cli_test_dir("sample_threads_record");
-  const auto r = run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTiny), dir, 300, {}, false);
+  const auto r =
+      run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTiny), dir, 300, {}, false);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(record_of(dir + "/two.png")["settings"]["threads"], 2);
   // No --threads: the record's 2 threads, the same bytes.
-  ASSERT_EQ(run_cli({"sample", "--from-record", "two.png", "-o", "again.png"}, dir, 300, {}, false).code, 0);
+  ASSERT_EQ(
+      run_cli({"sample", "--from-record", "two.png", "-o", "again.png"}, dir, 300, {}, false).code,
+      0);
   EXPECT_EQ(read_text_file(dir + "/two.png"), read_text_file(dir + "/again.png"));
   EXPECT_EQ(record_of(dir + "/again.png")["settings"]["threads"], 2);
   // --threads overrides the record, and the new record says so.
@@ -188,8 +219,8 @@ TEST(CliSampleOptions, AutomaticBatchesFollowTheMemoryBudgetAndTheGridIsBounded)
   const std::string dir = cli_test_dir("sample_auto_batch");
   // A 1 MiB budget: a handful of guided images per batch, recorded; the same first images as a
   // run that fits in one batch.
-  auto r = run_cli({"sample", "-n", "24", "--steps", "2", "--batch-memory", "1", "-o", "small.png", "--save-tensor",
-                    "small.npy"},
+  auto r = run_cli({"sample", "-n", "24", "--steps", "2", "--batch-memory", "1", "-o", "small.png",
+                    "--save-tensor", "small.npy"},
                    dir);
   ASSERT_EQ(r.code, 0) << r.err;
   const int64_t batch = record_of(dir + "/small.png")["settings"]["batch_size"].get<int64_t>();
@@ -201,10 +232,12 @@ TEST(CliSampleOptions, AutomaticBatchesFollowTheMemoryBudgetAndTheGridIsBounded)
   EXPECT_EQ(record_of(dir + "/big.png")["settings"]["batch_size"], 24);
   expect_clean_error(run_cli({"sample", "--batch-memory", "0"}, dir), {"--batch-memory", "0"}, 2);
   // More images than the grid shows: a warning, a grid of 1024, every image in the tensor file.
-  r = run_cli({"sample", "-n", "1030", "--steps", "1", "--cfg", "1", "-o", "many.png", "--save-tensor", "many.pt"},
+  r = run_cli({"sample", "-n", "1030", "--steps", "1", "--cfg", "1", "-o", "many.png",
+               "--save-tensor", "many.pt"},
               dir);
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("the grid shows the first 1024 of the 1030 images"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the grid shows the first 1024 of the 1030 images"), std::string::npos)
+      << r.err;
   const at::Tensor grid = diffuse::read_image(dir + "/many.png", 1);
   EXPECT_EQ(grid.size(-1), 10 * 30 + 2);   // 10 per row (the classes)
   EXPECT_EQ(grid.size(-2), 103 * 30 + 2);  // ceil(1024 / 10) rows

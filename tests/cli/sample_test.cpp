@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// `diffuse sample` as a subprocess: the shipped model, reproducibility (same seed -> same PNG bytes,
-// the settings record regenerates the image), outputs, and clean failures on bad input.
+// `diffuse sample` as a subprocess: the shipped model, reproducibility (same seed -> same PNG
+// bytes, the settings record regenerates the image), outputs, and clean failures on bad input.
 #include "cli/cli_test_util.h"
 
 #include <torch/serialize.h>
@@ -48,9 +48,10 @@ TEST(CliSample, DefaultModelWritesGridAndRecord) {
 
 TEST(CliSample, SameSeedSameBytesAndRecordRegenerates) {
   const std::string dir = cli_test_dir("sample_repro");
-  const std::vector<std::string> base = with({"sample", "--sampler", "euler_a", "--schedule", "karras",
-                                              "--cfg", "3", "--class", "Sneaker,1", "-c", "epsilon_scaling:b=1.01"},
-                                             kTiny);
+  const std::vector<std::string> base =
+      with({"sample", "--sampler", "euler_a", "--schedule", "karras", "--cfg", "3", "--class",
+            "Sneaker,1", "-c", "epsilon_scaling:b=1.01"},
+           kTiny);
   const std::vector<std::string> args = with(base, {"--seed", "7"});
   ASSERT_EQ(run_cli(with(args, {"-o", "a.png"}), dir).code, 0);
   ASSERT_EQ(run_cli(with(args, {"-o", "b.png"}), dir).code, 0);
@@ -74,11 +75,16 @@ TEST(CliSample, SameSeedSameBytesAndRecordRegenerates) {
 
 TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
   const std::string dir = cli_test_dir("sample_batch");
-  ASSERT_EQ(run_cli(with({"sample", "-o", "all.png", "--save-tensor", "all.pt", "--save-each", "each"}, kTiny), dir)
-                .code,
-            0);
-  const auto r = run_cli(with({"sample", "-o", "chunks.png", "--batch-size", "3", "--save-tensor", "chunks.npy"}, kTiny),
-                         dir);
+  ASSERT_EQ(
+      run_cli(with({"sample", "-o", "all.png", "--save-tensor", "all.pt", "--save-each", "each"},
+                   kTiny),
+              dir)
+          .code,
+      0);
+  const auto r = run_cli(
+      with({"sample", "-o", "chunks.png", "--batch-size", "3", "--save-tensor", "chunks.npy"},
+           kTiny),
+      dir);
   ASSERT_EQ(r.code, 0) << r.err;
   at::Tensor all;
   torch::load(all, dir + "/all.pt");
@@ -90,17 +96,20 @@ TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
   EXPECT_EQ((10 + hlen) % 64, 0);
   EXPECT_NE(npy.find("'shape': (10, 1, 28, 28)"), std::string::npos);
   ASSERT_EQ(npy.size(), 10u + hlen + 10 * 28 * 28 * 4);
-  at::Tensor chunks = at::from_blob(const_cast<char*>(npy.data()) + 10 + hlen, {10, 1, 28, 28}, at::kFloat).clone();
+  at::Tensor chunks =
+      at::from_blob(const_cast<char*>(npy.data()) + 10 + hlen, {10, 1, 28, 28}, at::kFloat).clone();
   // Same noise per image whatever the chunking; the network's batched float32 GEMMs round
   // differently for other batch sizes, so different chunkings agree to float precision only.
   EXPECT_TRUE(at::allclose(all, chunks, 0, 2e-3)) << (all - chunks).abs().max();
   // Bitwise: the first 5 images of `-n 10 --batch-size 5` are those of `-n 5` (same batches).
-  ASSERT_EQ(run_cli(with({"sample", "-o", "five.png", "--batch-size", "5", "-n", "5", "--save-tensor", "five.pt"},
+  ASSERT_EQ(run_cli(with({"sample", "-o", "five.png", "--batch-size", "5", "-n", "5",
+                          "--save-tensor", "five.pt"},
                          {"--steps", "3"}),
                     dir)
                 .code,
             0);
-  ASSERT_EQ(run_cli(with({"sample", "-o", "ten.png", "--batch-size", "5", "-n", "10", "--save-tensor", "ten.pt"},
+  ASSERT_EQ(run_cli(with({"sample", "-o", "ten.png", "--batch-size", "5", "-n", "10",
+                          "--save-tensor", "ten.pt"},
                          {"--steps", "3"}),
                     dir)
                 .code,
@@ -120,7 +129,8 @@ TEST(CliSample, CorrectionsChangeTheImagesAndCadsGetsEmbeddings) {
   ASSERT_EQ(run_cli(with(base, {"-o", "plain.png", "--save-tensor", "plain.pt"}), dir).code, 0);
   at::Tensor plain;
   torch::load(plain, dir + "/plain.pt");
-  for (const std::string spec : {"cads", "epsilon_scaling:b=1.05", "time_shift:window=2,cutoff=100"}) {
+  for (const std::string spec :
+       {"cads", "epsilon_scaling:b=1.05", "time_shift:window=2,cutoff=100"}) {
     const auto r = run_cli(with(base, {"-c", spec, "-o", "c.png", "--save-tensor", "c.pt"}), dir);
     ASSERT_EQ(r.code, 0) << spec << ": " << r.err;
     at::Tensor c;
@@ -137,8 +147,8 @@ TEST(CliSample, ClippedDdimEqualsEuler) {
   // they agree only if DDIM steps with the eps re-derived from the clamped x0.
   const std::string dir = cli_test_dir("sample_ddim_euler");
   for (const std::string s : {"ddim", "euler"})
-    ASSERT_EQ(run_cli({"sample", "--sampler", s, "--steps", "8", "-n", "6", "--dtype", "float64", "--save-tensor",
-                       s + ".pt", "-o", s + ".png"},
+    ASSERT_EQ(run_cli({"sample", "--sampler", s, "--steps", "8", "-n", "6", "--dtype", "float64",
+                       "--save-tensor", s + ".pt", "-o", s + ".png"},
                       dir)
                   .code,
               0);
@@ -151,26 +161,32 @@ TEST(CliSample, ClippedDdimEqualsEuler) {
 TEST(CliSample, ListShowsEveryRegistry) {
   const auto r = run_cli({"sample", "--list"});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* name : {"dpmpp_2m", "euler_a", "ddim", "karras", "ays", "epsilon_scaling", "cads", "time_shift",
-                           "cfg", "discrete"})
+  for (const char* name : {"dpmpp_2m", "euler_a", "ddim", "karras", "ays", "epsilon_scaling",
+                           "cads", "time_shift", "cfg", "discrete"})
     EXPECT_NE(r.out.find(name), std::string::npos) << name;
 }
 
 TEST(CliSample, BadArgumentsFailCleanly) {
   const std::string dir = cli_test_dir("sample_bad");
-  expect_clean_error(run_cli({"sample", "--sampler", "no_such_sampler"}, dir), {"no_such_sampler", "dpmpp_2m"}, 2);
+  expect_clean_error(run_cli({"sample", "--sampler", "no_such_sampler"}, dir),
+                     {"no_such_sampler", "dpmpp_2m"}, 2);
   expect_clean_error(run_cli({"sample", "--steps", "-3"}, dir), {"--steps", "-3"}, 2);
   expect_clean_error(run_cli({"sample", "--steps", "abc"}, dir), {"--steps"}, 2);
   expect_clean_error(run_cli({"sample", "--num", "0"}, dir), {"--num"}, 2);
-  expect_clean_error(run_cli({"sample", "--schedule", "no_such_spacing"}, dir), {"no_such_spacing"}, 2);
-  expect_clean_error(run_cli({"sample", "--correction", "epsilon_scaling:bogus=1"}, dir), {"bogus"}, 2);
+  expect_clean_error(run_cli({"sample", "--schedule", "no_such_spacing"}, dir), {"no_such_spacing"},
+                     2);
+  expect_clean_error(run_cli({"sample", "--correction", "epsilon_scaling:bogus=1"}, dir), {"bogus"},
+                     2);
   expect_clean_error(run_cli({"sample", "--class", "Unicorn"}, dir), {"Unicorn", "Sneaker"}, 2);
   expect_clean_error(run_cli({"sample", "--class", "10"}, dir), {"'10'"}, 2);
   expect_clean_error(run_cli({"sample", "--device", "tpu"}, dir), {"tpu"}, 2);
   expect_clean_error(run_cli({"sample", "--dtype", "int8"}, dir), {"int8"}, 2);
-  expect_clean_error(run_cli({"sample", "--model", "missing.pt"}, dir), {"missing.pt", "does not exist"}, 2);
-  expect_clean_error(run_cli({"sample", "--from-record", "missing.json"}, dir), {"missing.json"}, 2);
-  expect_clean_error(run_cli({"sample", "--schedule", "file:missing.json"}, dir), {"missing.json"}, 2);
+  expect_clean_error(run_cli({"sample", "--model", "missing.pt"}, dir),
+                     {"missing.pt", "does not exist"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "missing.json"}, dir), {"missing.json"},
+                     2);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:missing.json"}, dir), {"missing.json"},
+                     2);
   // A corrupt model file: junk bytes, and a truncated copy of the real one.
   { std::ofstream(dir + "/junk.pt") << "this is not a model"; }
   expect_clean_error(run_cli({"sample", "--model", "junk.pt"}, dir), {"junk.pt"}, 3);  // I/O
@@ -180,7 +196,8 @@ TEST(CliSample, BadArgumentsFailCleanly) {
   expect_clean_error(run_cli({"sample", "--model", "truncated.pt"}, dir), {"truncated.pt"}, 3);
   // A record that is not one.
   { std::ofstream(dir + "/bad.json") << "{\"hello\": 1}"; }
-  expect_clean_error(run_cli({"sample", "--from-record", "bad.json"}, dir), {"bad.json", "not a diffuse"}, 2);
+  expect_clean_error(run_cli({"sample", "--from-record", "bad.json"}, dir),
+                     {"bad.json", "not a diffuse"}, 2);
   // Nothing was written by the failed runs.
   EXPECT_FALSE(fs::exists(dir + "/diffuse_samples.png"));
 }
@@ -190,7 +207,8 @@ TEST(CliSample, ScheduleFileRoundTrip) {
   {
     std::ofstream f(dir + "/sched.json");
     f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": ")"
-      << "discrete:beta_end=0.02;beta_schedule=linear;beta_start=0.0001;num_train_timesteps=1000;precision=float64;"
+      << "discrete:beta_end=0.02;beta_schedule=linear;beta_start=0.0001;num_train_timesteps=1000;"
+         "precision=float64;"
          "rescale_betas_zero_snr=false;terminal_alphas_cumprod=0"
       << R"(", "timesteps": [999, 600.5, 250, 40], "final": "zero"})";
   }
@@ -202,17 +220,20 @@ TEST(CliSample, ScheduleFileRoundTrip) {
   EXPECT_DOUBLE_EQ(rec["resolved"]["grid_t"][3].get<double>(), 40.0);
   EXPECT_EQ(rec["settings"]["steps"], 4);
   // Wrong step count, wrong noise schedule, non-monotone times.
-  expect_clean_error(run_cli({"sample", "--schedule", "file:sched.json", "--steps", "5"}, dir), {"5", "4 steps"}, 2);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:sched.json", "--steps", "5"}, dir),
+                     {"5", "4 steps"}, 2);
   {
     std::ofstream f(dir + "/other.json");
     f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "vp", "timesteps": [1.0, 0.5]})";
   }
-  expect_clean_error(run_cli({"sample", "--schedule", "file:other.json"}, dir), {"other.json", "'vp'"}, 2);
+  expect_clean_error(run_cli({"sample", "--schedule", "file:other.json"}, dir),
+                     {"other.json", "'vp'"}, 2);
   {
     std::ofstream f(dir + "/up.json");
     f << R"({"format": "diffuse-schedule", "version": 1, "noise_schedule": "x", "timesteps": [10, 500]})";
   }
-  expect_clean_error(run_cli({"sample", "--schedule", "file:up.json"}, dir), {"up.json", "descending"}, 3);  // a malformed file: I/O
+  expect_clean_error(run_cli({"sample", "--schedule", "file:up.json"}, dir),
+                     {"up.json", "descending"}, 3);  // a malformed file: I/O
 }
 
 }  // namespace

@@ -44,7 +44,8 @@ void write_file(const std::string& path, const std::string& text) {
 
 TEST(CliTrain, TinyRunFromConfigThenResume) {
   const std::string dir = cli_test_dir("train_resume");
-  write_file(dir + "/tiny.json", R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
+  write_file(dir + "/tiny.json",
+             R"({"preset": "tiny", "patch": 4, "limit": 64, "batch_size": 8, "steps": 3,
     "minutes": 0, "sample_every": 0, "sample_steps": 2, "checkpoint_every": 0, "log_every": 1,
     // comments are allowed
     "warmup": 0})");
@@ -86,14 +87,17 @@ TEST(CliTrain, TinyRunFromConfigThenResume) {
   EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5}));
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000005.pt"));
   EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("steps"), 5);
-  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes) << "model.pt not rewritten after 2 more steps";
-  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"), std::string::npos);
+  EXPECT_NE(read_text_file(out + "/model.pt"), model_bytes)
+      << "model.pt not rewritten after 2 more steps";
+  EXPECT_NE(diffuse::load_model(out + "/model.pt").card.description.find("5 steps"),
+            std::string::npos);
 
   // An incompatible config for the same folder is refused with the trainer's reasons (a
   // configuration error, exit 2), and the saved config is left alone.
   r = run_cli({"train", "--out", out, "--set", "objective=ddpm_ip", "--steps", "6"});
   expect_clean_error(r, {"cannot resume", "objective", "input_perturbation=0.1"}, 2);
-  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"), "denoising");
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(out + "/config.json")).at("objective"),
+            "denoising");
   EXPECT_FALSE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }
 
@@ -166,9 +170,12 @@ TEST(CliTrain, SignalCheckpointsTheStepAndExitsWith128PlusSignal) {
     const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
     const std::string dir = cli_test_dir("train_signal_" + name);
     const std::string out = dir + "/run";
-    auto p = start_cli({"train", "--out", out, "--preset", "tiny", "--patch", "7", "--steps", "100000", "--limit",
-                        "256", "--batch-size", "8", "--sample-every", "0", "--checkpoint-every", "1000000",
-                        "--log-every", "1", "--minutes", "0", "--warmup", "0"});
+    auto p = start_cli({"train",   "--out",          out,   "--preset",
+                        "tiny",    "--patch",        "7",   "--steps",
+                        "100000",  "--limit",        "256", "--batch-size",
+                        "8",       "--sample-every", "0",   "--checkpoint-every",
+                        "1000000", "--log-every",    "1",   "--minutes",
+                        "0",       "--warmup",       "0"});
     // Until a few steps are logged (the handler is installed before the first step).
     const auto rows_logged = [&]() -> size_t {
       try {
@@ -187,9 +194,12 @@ TEST(CliTrain, SignalCheckpointsTheStepAndExitsWith128PlusSignal) {
     ASSERT_FALSE(r.timed_out) << r.err;
     EXPECT_EQ(r.code, 128 + sig) << r.err;
     EXPECT_NE(r.err.find("diffuse train: " + name + " received, stopping after the current step"),
-              std::string::npos) << r.err;
+              std::string::npos)
+        << r.err;
     std::smatch m;
-    ASSERT_TRUE(std::regex_search(r.err, m, std::regex("interrupted by " + name + ": checkpoint (\\S+) written at step (\\d+)")))
+    ASSERT_TRUE(std::regex_search(
+        r.err, m,
+        std::regex("interrupted by " + name + ": checkpoint (\\S+) written at step (\\d+)")))
         << r.err;
     const int64_t step = std::stoll(m[2].str());
     char ckpt[32];
@@ -203,7 +213,8 @@ TEST(CliTrain, SignalCheckpointsTheStepAndExitsWith128PlusSignal) {
     // The same folder continues from that step.
     r = run_cli({"train", "--out", out, "--steps", std::to_string(step + 2)});
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_NE(r.err.find(std::string(ckpt) + " at step " + std::to_string(step)), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(std::string(ckpt) + " at step " + std::to_string(step)), std::string::npos)
+        << r.err;
     std::vector<int64_t> want;
     for (int64_t i = 1; i <= step + 2; ++i) want.push_back(i);
     EXPECT_EQ(loss_steps(out + "/loss.csv"), want);
@@ -220,12 +231,15 @@ TEST(CliTrain, CorruptNewestCheckpointFallsBackWithAWarning) {
   const std::string out = dir + "/run";
   auto r = run_cli({"train", "--config", dir + "/tiny.json", "--out", out});
   ASSERT_EQ(r.code, 0) << r.err;
-  const std::string c2 = out + "/checkpoints/ckpt_00000002.pt", c4 = out + "/checkpoints/ckpt_00000004.pt";
+  const std::string c2 = out + "/checkpoints/ckpt_00000002.pt",
+                    c4 = out + "/checkpoints/ckpt_00000004.pt";
   const std::string bytes = read_text_file(c4);
   write_file(c4, bytes.substr(0, bytes.size() / 3));  // truncated
   r = run_cli({"train", "--out", out, "--steps", "6"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("warning: skipped checkpoint " + c4 + ": cannot read checkpoint"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("warning: skipped checkpoint " + c4 + ": cannot read checkpoint"),
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("kept as " + c4 + ".corrupt"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("resumed from " + c2 + " at step 2"), std::string::npos) << r.err;
   EXPECT_EQ(loss_steps(out + "/loss.csv"), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
@@ -238,8 +252,10 @@ TEST(CliTrain, CorruptNewestCheckpointFallsBackWithAWarning) {
   for (const auto& e : fs::directory_iterator(out + "/checkpoints"))
     if (e.path().extension() == ".pt") write_file(e.path().string(), "garbage");
   r = run_cli({"train", "--out", out, "--steps", "8"});
-  expect_clean_error(r, {"cannot resume the run", c4, "ckpt_00000006.pt", "remove or move the corrupt checkpoint(s)"},
-                     3);
+  expect_clean_error(
+      r,
+      {"cannot resume the run", c4, "ckpt_00000006.pt", "remove or move the corrupt checkpoint(s)"},
+      3);
   EXPECT_EQ(r.err.find("use the run's own config.json"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(out + "/checkpoints/ckpt_00000006.pt"));
 }
@@ -248,9 +264,11 @@ TEST(CliTrain, CorruptNewestCheckpointFallsBackWithAWarning) {
 // folder), even for a one-step run.
 TEST(CliTrain, LossPlotExistsFromTheFirstRow) {
   const std::string dir = cli_test_dir("train_one_step");
-  const auto r = run_cli({"train", "--out", dir + "/run", "--preset", "tiny", "--patch", "7", "--steps", "1",
-                          "--limit", "8", "--batch-size", "4", "--sample-every", "0", "--sample-steps", "1",
-                          "--log-every", "1", "--minutes", "0", "--warmup", "0"});
+  const auto r =
+      run_cli({"train", "--out",          dir + "/run", "--preset",       "tiny", "--patch",
+               "7",     "--steps",        "1",          "--limit",        "8",    "--batch-size",
+               "4",     "--sample-every", "0",          "--sample-steps", "1",    "--log-every",
+               "1",     "--minutes",      "0",          "--warmup",       "0"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(loss_steps(dir + "/run/loss.csv"), (std::vector<int64_t>{1}));
   EXPECT_TRUE(fs::exists(dir + "/run/loss.png"));
@@ -262,18 +280,22 @@ TEST(CliTrain, LossPlotExistsFromTheFirstRow) {
 TEST(CliTrain, BadValuesAreRefusedBeforePrintConfig) {
   const std::string dir = cli_test_dir("train_bad_values");
   const std::string out = dir + "/r";
-  for (const auto& [args, needles] : std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>>{
+  for (const auto& [args, needles] :
+       std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>>{
            {{"--set", "lr=nan"}, {"config key 'lr' = nan must be a finite number > 0"}},
            {{"--lr", "NaN"}, {"config key 'lr' = NaN must be a finite number > 0"}},
            {{"--lr", "inf"}, {"config key 'lr' = inf must be"}},
            {{"--set", "lr=-inf"}, {"config key 'lr' = -inf must be"}},
            {{"--lr", "0"}, {"--lr", "config key 'lr' = 0 must be a finite number > 0"}},
-           {{"--set", "ema_decay=1.5"}, {"config key 'ema_decay' = 1.5 must be a finite number in [0, 1]"}},
+           {{"--set", "ema_decay=1.5"},
+            {"config key 'ema_decay' = 1.5 must be a finite number in [0, 1]"}},
            {{"--set", "cfg_scale=inf"}, {"config key 'cfg_scale' = inf must be a finite number"}},
            {{"--patch", "5"}, {"'patch' = 5 does not divide the image size 28"}},
            {{"--preset", "huge"}, {"config key 'preset'", "huge"}},
-           {{"--set", "autocast=fp32"}, {"config key 'autocast' = 'fp32' must be off, bf16 or fp16"}},
-           {{"--set", "objective=no_such_objective"}, {"config key 'objective'", "no_such_objective"}},
+           {{"--set", "autocast=fp32"},
+            {"config key 'autocast' = 'fp32' must be off, bf16 or fp16"}},
+           {{"--set", "objective=no_such_objective"},
+            {"config key 'objective'", "no_such_objective"}},
            {{"--set", "sampler=no_such_sampler"}, {"config key 'sampler'", "no_such_sampler"}},
            {{"--device", "tpu"}, {"unknown device 'tpu'"}},
        }) {
@@ -290,13 +312,15 @@ TEST(CliTrain, DuplicateKeysInAConfigFileAreRefused) {
   const std::string dir = cli_test_dir("train_duplicate");
   write_file(dir + "/dup.json", R"({"lr": 0.001, "batch_size": 16,
     "lr": 0.002})");
-  expect_clean_error(run_cli({"train", "--config", dir + "/dup.json", "--out", dir + "/r", "--print-config"}),
-                     {"dup.json", "duplicate key 'lr'"}, 2);
+  expect_clean_error(
+      run_cli({"train", "--config", dir + "/dup.json", "--out", dir + "/r", "--print-config"}),
+      {"dup.json", "duplicate key 'lr'"}, 2);
   // The same key in different objects is not a duplicate (only the top-level object is a config;
   // a nested one is a type error of its key).
   write_file(dir + "/nested.json", R"({"lr": 0.001, "objective": {"lr": 1}})");
-  expect_clean_error(run_cli({"train", "--config", dir + "/nested.json", "--out", dir + "/r", "--print-config"}),
-                     {"'objective' must be a string"}, 2);
+  expect_clean_error(
+      run_cli({"train", "--config", dir + "/nested.json", "--out", dir + "/r", "--print-config"}),
+      {"'objective' must be a string"}, 2);
 }
 
 TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
@@ -304,22 +328,24 @@ TEST(CliTrain, HelpOfTrainEvalAysShowsExamples) {
     const auto r = run_cli({cmd, "--help"});
     EXPECT_EQ(r.code, 0) << cmd << ": " << r.err;
     EXPECT_NE(r.out.find("Examples:"), std::string::npos) << cmd << ":\n" << r.out;
-    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n" << r.out;
+    EXPECT_NE(r.out.find(std::string("diffuse ") + cmd + " --"), std::string::npos) << cmd << ":\n"
+                                                                                    << r.out;
   }
   // train documents every config key.
   const auto r = run_cli({"train", "--help"});
-  for (const char* key : {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
+  for (const char* key :
+       {"objective", "batch_size", "ema_decay", "checkpoint_every", "data_dir", "eval"})
     EXPECT_NE(r.out.find(std::string("\n  ") + key + " "), std::string::npos) << key;
 }
 
 TEST(CliTrain, PrintConfigShowsPrecedence) {
   const std::string dir = cli_test_dir("train_print");
   write_file(dir + "/c.json", R"({"lr": 0.001, "batch_size": 16, "preset": "tiny"})");
-  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr", "0.002",
-                          "--out", dir + "/run", "--print-config"});
+  const auto r = run_cli({"train", "--config", dir + "/c.json", "--set", "batch_size=32", "--lr",
+                          "0.002", "--out", dir + "/run", "--print-config"});
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
-  EXPECT_EQ(j.at("batch_size"), 32);                 // --set over the file
+  EXPECT_EQ(j.at("batch_size"), 32);                  // --set over the file
   EXPECT_DOUBLE_EQ(j.at("lr").get<double>(), 0.002);  // the option over the file
   EXPECT_EQ(j.at("preset"), "tiny");
   EXPECT_EQ(j.at("ema_decay"), 0.9999);  // a default
@@ -331,10 +357,13 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/unknown.json", R"({"objective": "denoising", "learning_rate": 0.1})");
   expect_clean_error(run_cli({"train", "--config", dir + "/unknown.json", "--out", dir + "/r"}),
                      {"unknown config key 'learning_rate'", "unknown.json"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "colour=red"}), {"'colour'"},
+                     2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "steps=-3"}), {"steps", "-3"},
+                     2);
   expect_clean_error(run_cli({"train", "--out", dir + "/r", "--steps", "-3"}), {"steps", "-3"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"}, 2);
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "lr=fast"}), {"lr", "fast"},
+                     2);
   expect_clean_error(run_cli({"train", "--config", dir + "/missing.json", "--out", dir + "/r"}),
                      {"missing.json", "does not exist"}, 2);
   write_file(dir + "/broken.json", "{\"steps\": 3,");
@@ -343,7 +372,8 @@ TEST(CliTrain, BadConfigsAreOneLineErrors) {
   write_file(dir + "/typed.json", R"({"steps": "many"})");
   expect_clean_error(run_cli({"train", "--config", dir + "/typed.json", "--out", dir + "/r"}),
                      {"'steps'", "integer"}, 2);
-  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective", "--limit", "8"}),
+  expect_clean_error(run_cli({"train", "--out", dir + "/r", "--set", "objective=no_such_objective",
+                              "--limit", "8"}),
                      {"objective", "no_such_objective"}, 2);
   EXPECT_FALSE(fs::exists(dir + "/r/config.json"));
 }

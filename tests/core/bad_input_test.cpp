@@ -36,10 +36,13 @@ TEST(BadInput, FirstStepOutsideTheGrid) {
   Fixture s;
   const TimeGrid grid = make_spacing("trailing")->grid(*s.schedule, 5);
   Denoiser d(eps_net);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   for (int64_t k : {-1, 5, 9})
-    ExpectErrorMentioning([&] { s.sampler->sample(fn, s.noise, grid, ctx, k); }, {"first_step", std::to_string(k)});
+    ExpectErrorMentioning([&] { s.sampler->sample(fn, s.noise, grid, ctx, k); },
+                          {"first_step", std::to_string(k)});
   // A run started at step k equals the tail of the full run fed the state the full run had there.
   std::vector<Tensor> states;
   SampleContext record;

@@ -315,8 +315,8 @@ TEST(GaussianMixture, ImperfectNetworkIsScaledExactEpsPlusBias) {
   const Tensor t = at::full({5}, 0.4, at::kDouble);
   const Tensor exact = gmm.network(vp)(x, t, {});
   testing::ExpectTensorNear(gmm.imperfect_network(vp, 0.0, 0.0)(x, t, {}), exact, 0, 0, "identity");
-  testing::ExpectTensorNear(gmm.imperfect_network(vp, 0.05, 0.1)(x, t, {}), exact * 1.05 + at::tanh(x) * 0.1, 1e-15,
-                            1e-14, "scaled + bias");
+  testing::ExpectTensorNear(gmm.imperfect_network(vp, 0.05, 0.1)(x, t, {}),
+                            exact * 1.05 + at::tanh(x) * 0.1, 1e-15, 1e-14, "scaled + bias");
   EXPECT_THROW(gmm.imperfect_network(vp, -1.0), Error);
 }
 

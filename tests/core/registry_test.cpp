@@ -62,11 +62,20 @@ TEST(Registry, EveryModuleFileStemIsARegistryKey) {
 TEST(Registry, A1111AndComfyUiNamesResolve) {
   // The names users type in A1111 / ComfyUI map onto our keys with the right preset options.
   const std::vector<std::pair<std::string, std::string>> names{
-      {"euler_a", "euler_ancestral"},      {"Euler a", "euler_ancestral"}, {"k_euler_a", "euler_ancestral"},
-      {"Euler", "euler"},                  {"k_euler", "euler"},           {"Heun", "heun"},
-      {"DDIM", "ddim"},                    {"dpmpp_2m", "dpm_solver_pp"},  {"DPM++ 2M", "dpm_solver_pp"},
-      {"k_dpmpp_2m", "dpm_solver_pp"},     {"dpmpp_3m", "dpm_solver_pp"},  {"dpmpp_2m_sde", "dpm_solver_pp_sde"},
-      {"DPM++ 2M SDE", "dpm_solver_pp_sde"}, {"dpmpp_2s", "dpm_solver_pp_singlestep"}};
+      {"euler_a", "euler_ancestral"},
+      {"Euler a", "euler_ancestral"},
+      {"k_euler_a", "euler_ancestral"},
+      {"Euler", "euler"},
+      {"k_euler", "euler"},
+      {"Heun", "heun"},
+      {"DDIM", "ddim"},
+      {"dpmpp_2m", "dpm_solver_pp"},
+      {"DPM++ 2M", "dpm_solver_pp"},
+      {"k_dpmpp_2m", "dpm_solver_pp"},
+      {"dpmpp_3m", "dpm_solver_pp"},
+      {"dpmpp_2m_sde", "dpm_solver_pp_sde"},
+      {"DPM++ 2M SDE", "dpm_solver_pp_sde"},
+      {"dpmpp_2s", "dpm_solver_pp_singlestep"}};
   for (const auto& [alias, key] : names) {
     auto s = make_sampler(alias);
     EXPECT_EQ(s->name(), key) << alias;
@@ -80,11 +89,14 @@ TEST(Registry, A1111AndComfyUiNamesResolve) {
 
 TEST(Registry, DistinctSamplerNamesListEachConfigurationOnce) {
   const auto names = distinct_sampler_names();
-  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  auto has = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
   for (const auto& key : Registry<Sampler>::get().keys()) EXPECT_TRUE(has(key)) << key;
   EXPECT_TRUE(has("dpmpp_2m"));
   EXPECT_TRUE(has("dpmpp_3m"));
-  for (const char* n : {"DPM++ 2M", "k_dpmpp_2m", "euler_a", "k_euler", "Euler a"}) EXPECT_FALSE(has(n)) << n;
+  for (const char* n : {"DPM++ 2M", "k_dpmpp_2m", "euler_a", "k_euler", "Euler a"})
+    EXPECT_FALSE(has(n)) << n;
   std::set<std::string> configs;
   for (const auto& n : names) {
     const auto [key, preset] = Registry<Sampler>::get().resolve(n, {});

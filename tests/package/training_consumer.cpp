@@ -11,7 +11,8 @@ int main() {
   auto schedule = diffuse::make_schedule("discrete");
   at::Generator gen = at::detail::createCPUGenerator(0);
   diffuse::Batch batch{at::zeros({2, 1, 8, 8}), {}};
-  const diffuse::Tensor loss = objective->loss(diffuse::as_network(model), *schedule, batch, gen).loss;
+  const diffuse::Tensor loss =
+      objective->loss(diffuse::as_network(model), *schedule, batch, gen).loss;
   if (loss.sizes() != c10::IntArrayRef({2}) || !at::isfinite(loss).all().item<bool>()) {
     std::fprintf(stderr, "training consumer: bad loss\n");
     return 1;

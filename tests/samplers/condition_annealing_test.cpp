@@ -43,7 +43,8 @@ TEST(ConditionAnnealing, GammaSchedule) {
     EXPECT_NEAR(c.gamma(c.time_of(st)), want[static_cast<size_t>(i)], 1e-12) << i;
   }
   // time="model": t / t_max, t_max from the option or the schedule (on_grid).
-  ConditionAnnealing m(ConditionAnnealingOptions().time(ConditionAnnealingTime::kModel).t_max(1000));
+  ConditionAnnealing m(
+      ConditionAnnealingOptions().time(ConditionAnnealingTime::kModel).t_max(1000));
   st.now.t = 750;
   EXPECT_NEAR(m.time_of(st), 0.75, 1e-15);
   ConditionAnnealing ms(ConditionAnnealingOptions().time(ConditionAnnealingTime::kModel));
@@ -56,8 +57,9 @@ TEST(ConditionAnnealing, GammaSchedule) {
 
 /// One guided DDIM (eta = 0: the sampler draws nothing) run with a spy network; returns the
 /// calls. cond = y, uncond = u; noise from per-sample generators seeded `seed`.
-std::vector<testing::RecordingModel::Call> spy_run(const std::shared_ptr<Correction>& corr, const Tensor& y,
-                                                   const Tensor& u, int64_t steps, uint64_t seed = 5) {
+std::vector<testing::RecordingModel::Call> spy_run(const std::shared_ptr<Correction>& corr,
+                                                   const Tensor& y, const Tensor& u, int64_t steps,
+                                                   uint64_t seed = 5) {
   testing::RecordingModel spy{plain_out};
   auto schedule = make_schedule("vp");
   SampleOptions o;
@@ -67,7 +69,8 @@ std::vector<testing::RecordingModel::Call> spy_run(const std::shared_ptr<Correct
   o.uncond.value = u;
   o.seed = seed;
   if (corr) o.corrections = {corr};
-  sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, randn({y.size(0), 3}, 1, at::kDouble), o);
+  sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule,
+         randn({y.size(0), 3}, 1, at::kDouble), o);
   return *spy.calls;
 }
 
@@ -94,8 +97,9 @@ TEST(ConditionAnnealing, ConditionalBranchMatchesTheClosedFormAndUncondIsUntouch
     const Tensor n = replay->randn_like(y);
     testing::ExpectTensorNear(seen_c, y * std::sqrt(g) + n * (s * std::sqrt(1 - g)), 1e-13, 1e-13);
     if (prev_n.defined()) {  // fresh noise each step: uncorrelated with the previous step's
-      const double corr = (n * prev_n).sum().item<double>() / std::sqrt((n * n).sum().item<double>() *
-                                                                        (prev_n * prev_n).sum().item<double>());
+      const double corr =
+          (n * prev_n).sum().item<double>() /
+          std::sqrt((n * n).sum().item<double>() * (prev_n * prev_n).sum().item<double>());
       EXPECT_LT(std::abs(corr), 0.15) << "step " << i;
     }
     prev_n = n;
@@ -119,8 +123,10 @@ TEST(ConditionAnnealing, BothBranchesWhenAsked) {
     }
     // Draw order: the conditional branch first, then the unconditional one.
     const Tensor nc = replay->randn_like(y), nu = replay->randn_like(u);
-    testing::ExpectTensorNear(seen_c, y * std::sqrt(g) + nc * (0.25 * std::sqrt(1 - g)), 1e-13, 1e-13);
-    testing::ExpectTensorNear(seen_u, u * std::sqrt(g) + nu * (0.25 * std::sqrt(1 - g)), 1e-13, 1e-13);
+    testing::ExpectTensorNear(seen_c, y * std::sqrt(g) + nc * (0.25 * std::sqrt(1 - g)), 1e-13,
+                              1e-13);
+    testing::ExpectTensorNear(seen_u, u * std::sqrt(g) + nu * (0.25 * std::sqrt(1 - g)), 1e-13,
+                              1e-13);
   }
   // apply_to=uncond: the conditional branch is untouched.
   const auto only_u = spy_run(cads({{"psi", "0"}, {"apply_to", "uncond"}}), y, u, N);
@@ -130,15 +136,18 @@ TEST(ConditionAnnealing, BothBranchesWhenAsked) {
 
 TEST(ConditionAnnealing, RescaleRestoresTheMomentsOfTheCondition) {
   const int64_t B = 4, E = 48, N = 10;
-  const Tensor y = randn({B, E}, 21, at::kDouble) * at::linspace(0.5, 2.0, B, at::kDouble).unsqueeze(1) +
-                   at::linspace(-1.0, 1.0, B, at::kDouble).unsqueeze(1);
+  const Tensor y =
+      randn({B, E}, 21, at::kDouble) * at::linspace(0.5, 2.0, B, at::kDouble).unsqueeze(1) +
+      at::linspace(-1.0, 1.0, B, at::kDouble).unsqueeze(1);
   const Tensor u = at::zeros({B, E}, at::kDouble);
   auto moments = [](const Tensor& t, bool per_sample) {
-    return per_sample ? std::make_pair(t.mean(1), t.std(1, true)) : std::make_pair(t.mean(), t.std(true));
+    return per_sample ? std::make_pair(t.mean(1), t.std(1, true))
+                      : std::make_pair(t.mean(), t.std(true));
   };
   for (const std::string over : {"sample", "batch"}) {
     const bool ps = over == "sample";
-    const auto calls = spy_run(cads({{"psi", "1"}, {"rescale_over", over}, {"apply_to", "both"}}), y, u, N);
+    const auto calls =
+        spy_run(cads({{"psi", "1"}, {"rescale_over", over}, {"apply_to", "both"}}), y, u, N);
     const auto [my, sy] = moments(y, ps);
     for (int64_t i = 0; i < 4; ++i) {  // steps with gamma < 1
       const Tensor seen = calls[static_cast<size_t>(i)].c.value.narrow(0, 0, B);
@@ -161,7 +170,8 @@ TEST(ConditionAnnealing, RescaleRestoresTheMomentsOfTheCondition) {
   const Tensor h = c0[1].c.value.narrow(0, 0, B), r = c1[1].c.value.narrow(0, 0, B);
   testing::ExpectTensorNear(ch[1].c.value.narrow(0, 0, B), r * 0.5 + h * 0.5, 1e-13, 1e-13);
   // Independent check of y_r from y_hat (per sample, unbiased std).
-  const Tensor yr = (h - h.mean(1, true)) / h.std(1, true, true) * y.std(1, true, true) + y.mean(1, true);
+  const Tensor yr =
+      (h - h.mean(1, true)) / h.std(1, true, true) * y.std(1, true, true) + y.mean(1, true);
   testing::ExpectTensorNear(r, yr, 1e-12, 1e-12);
 }
 
@@ -184,7 +194,8 @@ TEST(ConditionAnnealing, ExtraKeys) {
   o.cond.extra["pooled"] = randn({2, 5}, 2, at::kDouble);
   o.cond.extra["other"] = randn({2, 5}, 3, at::kDouble);
   o.corrections = {cads({{"extra_keys", "pooled"}, {"value", "false"}})};
-  sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, randn({2, 3}, 1, at::kDouble), o);
+  sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, randn({2, 3}, 1, at::kDouble),
+         o);
   const auto& c0 = (*spy.calls)[0].c;
   EXPECT_TRUE(at::equal(c0.value, o.cond.value));
   EXPECT_TRUE(at::equal(c0.extra.at("other"), o.cond.extra.at("other")));
@@ -192,7 +203,8 @@ TEST(ConditionAnnealing, ExtraKeys) {
   // A key that is not there is an error naming it.
   o.corrections = {cads({{"extra_keys", "pooled;missing"}})};
   try {
-    sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, randn({2, 3}, 1, at::kDouble), o);
+    sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, randn({2, 3}, 1, at::kDouble),
+           o);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos) << e.what();
@@ -233,8 +245,9 @@ TEST(ConditionAnnealing, IdentityIsBitExactOnEverySampler) {
 }
 
 TEST(ConditionAnnealing, ConfigRoundTripAndNames) {
-  auto c = correction_from_spec("cads:tau1=0.5,tau2=0.8,noise_scale=0.1,psi=0.3,rescale_over=batch,time=model,"
-                                "t_max=999,apply_to=both,extra_keys=a;b");
+  auto c = correction_from_spec(
+      "cads:tau1=0.5,tau2=0.8,noise_scale=0.1,psi=0.3,rescale_over=batch,time=model,"
+      "t_max=999,apply_to=both,extra_keys=a;b");
   EXPECT_EQ(c->name(), "condition_annealing");
   const Config cfg = c->to_config();
   EXPECT_EQ(cfg.at("tau1"), "0.5");
@@ -323,21 +336,22 @@ TEST(ConditionalMixture, ExactConditionalDenoiser) {
                    cm.class_prior().index_select(0, cm.component_class());
   const GaussianMixture reweighted(w, gm.means(), gm.variances());
   const Tensor x1 = x.narrow(0, 0, 1);
-  testing::ExpectTensorNear(cm.predict(x1, tp, emb).x0, reweighted.predict(x1, tp).x0, 1e-13, 1e-13);
+  testing::ExpectTensorNear(cm.predict(x1, tp, emb).x0, reweighted.predict(x1, tp).x0, 1e-13,
+                            1e-13);
   // Integer labels are rejected with a pointer to embed().
   expect_error_naming([&] { cm.predict(x, tp, at::zeros({5}, at::kLong)); }, "embed");
   EXPECT_EQ(cm.nearest_class(gm.means()).equal(cm.component_class()), true);
 }
 
 struct Diversity {
-  double in_class = 0;   // fraction of samples whose nearest component is in the requested class
-  double entropy = 0;    // entropy of the within-class component histogram / log(components)
-  double covered = 0;    // components of the class holding >= 5% of its in-class samples (mean)
-  double variance = 0;   // trace of the covariance of the in-class samples (mean over classes)
+  double in_class = 0;  // fraction of samples whose nearest component is in the requested class
+  double entropy = 0;   // entropy of the within-class component histogram / log(components)
+  double covered = 0;   // components of the class holding >= 5% of its in-class samples (mean)
+  double variance = 0;  // trace of the covariance of the in-class samples (mean over classes)
 };
 
-Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction>& corr, double scale,
-                  int64_t per_class, int64_t steps) {
+Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction>& corr,
+                  double scale, int64_t per_class, int64_t steps) {
   std::shared_ptr<const NoiseSchedule> schedule = make_schedule("vp");
   const Denoiser d(cm.network(schedule));
   const int64_t C = cm.num_classes(), K = cm.mixture().num_components();
@@ -349,7 +363,8 @@ Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction
   o.cond.value = cm.embed(labels);
   o.uncond.value = cm.null_embedding(labels.size(0));
   if (corr) o.corrections = {corr};
-  const Tensor x = sample(*make_sampler("dpmpp_2m"), d, *schedule, randn({labels.size(0), 2}, 7, at::kDouble), o);
+  const Tensor x = sample(*make_sampler("dpmpp_2m"), d, *schedule,
+                          randn({labels.size(0), 2}, 7, at::kDouble), o);
   const Tensor comp = cm.nearest_component(x), cls = cm.component_class().index_select(0, comp);
   Diversity out;
   out.in_class = cls.eq(labels).to(at::kDouble).mean().item<double>();
@@ -358,7 +373,8 @@ Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction
     const Tensor hist = at::bincount(comp.masked_select(mask), {}, K).to(at::kDouble);
     const Tensor own = hist.masked_select(cm.component_class().eq(c));
     const Tensor p = own / own.sum();
-    out.entropy += -(p * p.clamp_min(1e-300).log()).sum().item<double>() / std::log(static_cast<double>(own.size(0))) / C;
+    out.entropy += -(p * p.clamp_min(1e-300).log()).sum().item<double>() /
+                   std::log(static_cast<double>(own.size(0))) / C;
     out.covered += p.ge(0.05).sum().item<double>() / C;
     const Tensor xs = x.index_select(0, mask.nonzero().squeeze(1));
     out.variance += (xs - xs.mean(0)).pow(2).sum(1).mean().item<double>() / C;
@@ -367,9 +383,9 @@ Diversity measure(const ConditionalMixture& cm, const std::shared_ptr<Correction
 }
 
 void print(const std::string& what, const Diversity& d) {
-  std::cout << "[ cads ] " << std::left << std::setw(34) << what << std::fixed << std::setprecision(3)
-            << " in-class " << d.in_class << "  entropy " << d.entropy << "  components>=5% " << d.covered
-            << "  within-class var " << d.variance << std::endl;
+  std::cout << "[ cads ] " << std::left << std::setw(34) << what << std::fixed
+            << std::setprecision(3) << " in-class " << d.in_class << "  entropy " << d.entropy
+            << "  components>=5% " << d.covered << "  within-class var " << d.variance << std::endl;
 }
 
 TEST(ConditionAnnealing, RestoresWithinClassDiversityUnderStrongGuidance) {
@@ -387,8 +403,10 @@ TEST(ConditionAnnealing, RestoresWithinClassDiversityUnderStrongGuidance) {
   print("cfg scale 8", cfg);
   print("cfg scale 8 + cads (defaults)", with);
   print("cfg scale 8 + cads psi=0", measure(cm, cads({{"psi", "0"}}), 8.0, per_class, steps));
-  print("cfg scale 8 + cads s=0.1", measure(cm, cads({{"noise_scale", "0.1"}}), 8.0, per_class, steps));
-  print("cfg scale 8 + cads apply_to=both", measure(cm, cads({{"apply_to", "both"}}), 8.0, per_class, steps));
+  print("cfg scale 8 + cads s=0.1",
+        measure(cm, cads({{"noise_scale", "0.1"}}), 8.0, per_class, steps));
+  print("cfg scale 8 + cads apply_to=both",
+        measure(cm, cads({{"apply_to", "both"}}), 8.0, per_class, steps));
   print("cfg scale 6", measure(cm, nullptr, 6.0, per_class, steps));
   print("cfg scale 6 + cads (defaults)", measure(cm, cads(), 6.0, per_class, steps));
   // The testbed shows the effect CADS targets: without guidance every component of a class is

@@ -13,8 +13,12 @@ class RecordingCorrection final : public Correction {
  public:
   explicit RecordingCorrection(std::vector<std::string>* log) : log_(log) {}
   void reset() override { log_->push_back("reset"); }
-  void on_grid(TimeGrid& grid, const NoiseSchedule&) override { log_->push_back("grid:" + std::to_string(grid.size())); }
-  void on_start(Tensor&, const StepContext& st) override { log_->push_back("start:" + std::to_string(st.index)); }
+  void on_grid(TimeGrid& grid, const NoiseSchedule&) override {
+    log_->push_back("grid:" + std::to_string(grid.size()));
+  }
+  void on_start(Tensor&, const StepContext& st) override {
+    log_->push_back("start:" + std::to_string(st.index));
+  }
   void on_time(const Tensor&, StepContext& st) override {
     log_->push_back("time:" + std::to_string(st.index));
     if (shift_to >= 0 && st.index == 1) st.now = schedule->at(shift_to);
@@ -23,7 +27,9 @@ class RecordingCorrection final : public Correction {
     log_->push_back(st.branch == Branch::kCond ? "cond" : "uncond");
     EXPECT_NE(st.noise, nullptr);
   }
-  void on_prediction(Prediction&, const Tensor&, const StepContext&) override { log_->push_back("pred"); }
+  void on_prediction(Prediction&, const Tensor&, const StepContext&) override {
+    log_->push_back("pred");
+  }
   void on_finish(Tensor& x, const StepContext& st) override {
     log_->push_back("finish:" + std::to_string(st.index));
     if (finish_add != 0) x = x + finish_add;
@@ -57,9 +63,9 @@ TEST(CorrectionHooks, OrderOfCallsWithGuidance) {
   o.cond.value = at::ones({2}, at::kDouble);
   o.uncond.value = at::zeros({2}, at::kDouble);
   sample(*make_sampler("ddim"), Denoiser(net), *schedule, randn({2, 4}, 0, at::kDouble), o);
-  const std::vector<std::string> expected{"reset",  "grid:4", "start:0", "time:0", "cond", "uncond", "pred",
-                                          "time:1", "cond",   "uncond",  "pred",   "time:2", "cond", "uncond",
-                                          "pred",   "finish:2"};
+  const std::vector<std::string> expected{"reset", "grid:4", "start:0", "time:0",  "cond", "uncond",
+                                          "pred",  "time:1", "cond",    "uncond",  "pred", "time:2",
+                                          "cond",  "uncond", "pred",    "finish:2"};
   EXPECT_EQ(log, expected);
 }
 
@@ -92,7 +98,8 @@ TEST(CorrectionHooks, MovedTimeDrivesTheNetworkAndFinishEditsTheResult) {
   o.spacing = make_spacing("trailing");
   o.corrections = {rec};
   const Tensor noise = randn({1, 2}, 0, at::kDouble);
-  const Tensor shifted = sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, noise, o);
+  const Tensor shifted =
+      sample(*make_sampler("ddim"), Denoiser(spy.network()), *schedule, noise, o);
   ASSERT_EQ(spy.calls->size(), 3u);
   EXPECT_EQ((*spy.calls)[1].t.item<double>(), 650.0);  // the network saw the moved time
   rec->finish_add = 0;
@@ -145,7 +152,9 @@ TEST(CorrectionComposition, DifferentHooksComposeWithEverySampler) {
     EXPECT_TRUE(at::isfinite(both).all().item<bool>()) << key;
     SampleOptions es_only = o;
     es_only.corrections = {o.corrections[0]};
-    EXPECT_FALSE(at::equal(both, sample(*make_sampler(key), Denoiser(net), *schedule, noise, es_only))) << key;
+    EXPECT_FALSE(
+        at::equal(both, sample(*make_sampler(key), Denoiser(net), *schedule, noise, es_only)))
+        << key;
   }
 }
 

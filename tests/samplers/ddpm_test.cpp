@@ -5,8 +5,8 @@
 //
 // How the golden values were made (tests/reference/ddim_ddpm.py ddpm; see
 // tests/reference/README.md): diffusers 58eb52c,
-//   s = DDPMScheduler(**cfg); s.set_timesteps(steps); g = torch.manual_seed(0); x = sample_deter * scale
-//   for t in s.timesteps: x = s.step(x * t / (t + 1), t, x, generator=g).prev_sample
+//   s = DDPMScheduler(**cfg); s.set_timesteps(steps); g = torch.manual_seed(0); x = sample_deter *
+//   scale for t in s.timesteps: x = s.step(x * t / (t + 1), t, x, generator=g).prev_sample
 // float64 run: the scheduler file with every float32 replaced by float64 (so betas,
 // alphas_cumprod and `one` are float64), sample in float64, and randn_tensor replaced by
 // torch.randn(shape, generator=g, dtype=float32).to(float64), i.e. the same float32 stream cast,
@@ -34,7 +34,8 @@ std::unique_ptr<NoiseSchedule> suite_schedule(const char* precision = "float32")
 // test_full_loop_no_noise / _with_v_prediction. Quirk reproduced: set_timesteps is never called,
 // so previous_timestep is t - 1 for t = 999..0, i.e. leading spacing with 1000 steps; and despite
 // the name every step with t > 0 adds sqrt(var) * randn from torch.manual_seed(0).
-Tensor suite_full_loop(const std::string& prediction_type, at::ScalarType dtype, const char* precision) {
+Tensor suite_full_loop(const std::string& prediction_type, at::ScalarType dtype,
+                       const char* precision) {
   auto sched = suite_schedule(precision);
   const TimeGrid grid = make_spacing("leading")->grid(*sched, 1000);
   EXPECT_EQ(grid.front().t, 999);
@@ -42,8 +43,8 @@ Tensor suite_full_loop(const std::string& prediction_type, at::ScalarType dtype,
   EXPECT_EQ(grid[999].t, 0);
   EXPECT_TRUE(grid.back().is_clean());
   auto noise = make_torch_noise(0);
-  return run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options(prediction_type, true), sample_deter(dtype),
-                  noise.get());
+  return run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options(prediction_type, true),
+                  sample_deter(dtype), noise.get());
 }
 
 TEST(DdpmSampler, DiffusersFullLoopNoNoise) {
@@ -71,7 +72,8 @@ TEST(DdpmSampler, DiffusersFullLoopWithVPrediction) {
 TEST(DdpmSampler, DiffusersFullLoopWithNoise) {
   // test_full_loop_with_noise: timesteps[998:] = [1, 0] (no set_timesteps, so prev_t = t - 1 and
   // the last step lands on -1), x = add_noise(sample_deter, noise_deter, 1), then two steps with
-  // torch.manual_seed(0) (one draw, at t = 1). Expected sum 387.9466 (tol 1e-2), mean 0.5051 (1e-3).
+  // torch.manual_seed(0) (one draw, at t = 1). Expected sum 387.9466 (tol 1e-2), mean 0.5051
+  // (1e-3).
   //
   // Known float32-vs-float64 case: diffusers computes
   // current_beta_t = 1 - alphas_cumprod[1] / alphas_cumprod[0] in float32, which cancels (relative
@@ -87,9 +89,10 @@ TEST(DdpmSampler, DiffusersFullLoopWithNoise) {
       const TimeGrid grid = make_spacing("timesteps", {{"timesteps", "1;0"}})->grid(*sched, 2);
       const Tensor x = add_noise(sample_deter(dtype), noise_deter(dtype), grid.front());
       auto noise = make_torch_noise(0);
-      const Tensor out =
-          run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", true), x, noise.get());
-      EXPECT_NEAR(abs_sum(out), 387.9466, 1e-4 * 387.9466) << precision << " " << at::toString(dtype);
+      const Tensor out = run_loop(*make_sampler("ddpm"), *sched, grid,
+                                  denoiser_options("epsilon", true), x, noise.get());
+      EXPECT_NEAR(abs_sum(out), 387.9466, 1e-4 * 387.9466)
+          << precision << " " << at::toString(dtype);
       EXPECT_NEAR(abs_sum(out), 387.9676, 1e-3) << precision << " " << at::toString(dtype);
       EXPECT_NEAR(abs_mean(out), 0.5051, 1e-3) << precision << " " << at::toString(dtype);
     }
@@ -100,21 +103,28 @@ TEST(DdpmSampler, DiffusersVariance) {
   // test_variance: _get_variance(t) with previous_timestep t - 1 (fixed_small), tolerance 1e-5;
   // at t = 0 the posterior variance is 0 and diffusers clamps it to 1e-20.
   auto sched = suite_schedule();
-  EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->clean_point(), DdpmVarianceType::kFixedSmall), 1e-20);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedSmall), 0.00979, 1e-5);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedSmall), 0.02, 1e-5);
+  EXPECT_EQ(
+      DdpmSampler::variance(sched->at(0), sched->clean_point(), DdpmVarianceType::kFixedSmall),
+      1e-20);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedSmall),
+              0.00979, 1e-5);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedSmall),
+              0.02, 1e-5);
   // fixed_large is beta' itself (not clamped): beta_487 and beta_999 of the linear schedule.
   auto* d = dynamic_cast<DiscreteSchedule*>(sched.get());
   ASSERT_NE(d, nullptr);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedLarge), d->betas()[487], 1e-7);
-  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedLarge), 0.02, 1e-7);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(487), sched->at(486), DdpmVarianceType::kFixedLarge),
+              d->betas()[487], 1e-7);
+  EXPECT_NEAR(DdpmSampler::variance(sched->at(999), sched->at(998), DdpmVarianceType::kFixedLarge),
+              0.02, 1e-7);
   EXPECT_EQ(DdpmSampler::variance(sched->at(0), sched->at(0), DdpmVarianceType::kFixedLarge), 0.0);
 }
 
 TEST(DdpmSampler, DiffusersCustomTimesteps) {
   // test_custom_timesteps: [100, 87, 50, 1, 0] -> previous_timestep 87, 50, 1, 0, -1.
   auto sched = suite_schedule();
-  const TimeGrid grid = make_spacing("timesteps", {{"timesteps", "100;87;50;1;0"}})->grid(*sched, 5);
+  const TimeGrid grid =
+      make_spacing("timesteps", {{"timesteps", "100;87;50;1;0"}})->grid(*sched, 5);
   const std::vector<double> expected_now{100, 87, 50, 1, 0}, expected_prev{87, 50, 1, 0, -1};
   std::vector<double> now, prev;
   auto noise = make_torch_noise(0);
@@ -172,41 +182,86 @@ GoldenSetup ddpm_setup(Config schedule, const char* spacing, int64_t steps, Conf
   return g;
 }
 
-const GoldenValues kDdpmSmall =
-    {"ddpm_small", {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
-     {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459, 0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468, 0.8951415908975365, 0.9999},
-     -17.69874171057216, 236.89098746293223, {-0.42347065262021993, 0.2601165723830588, 0.47941363205353893, -0.06137087621109929},
-     236.89105224609375, {-0.42347007989883423, 0.26011592149734497, 0.47941356897354126, -0.061370618641376495}};
-const GoldenValues kDdpmLarge =
-    {"ddpm_large", {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
-     {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459, 0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468, 0.8951415908975365, 0.9999},
-     -7.102463363897243, 381.52938356742976, {-0.4013149299678453, 0.2592210152574499, 0.6371905029896423, 0.018740241414740205},
-     381.5294494628906, {-0.4013139307498932, 0.25922027230262756, 0.6371902823448181, 0.01874030940234661}};
-const GoldenValues kDdpmSdTrailingV =
-    {"ddpm_sd_trailing_v", {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
-     {0.004660098513077241, 0.014298676888235705, 0.03719499978868229, 0.08312833086588121, 0.16175251500515686, 0.27766965045646774, 0.426086363602332, 0.592183122439103, 0.7552383611581193, 0.8954627734950016},
-     0.3764565349676774, 152.7329072809659, {-0.09986189670721671, 0.06988176210925537, 0.22154335286805582, 0.023787399125947722},
-     152.73287963867188, {-0.0998617559671402, 0.06988164037466049, 0.22154322266578674, 0.023787397891283035}};
-const GoldenValues kDdpmCos =
-    {"ddpm_cos", {950, 900, 850, 800, 750, 700, 650, 600, 550, 500, 450, 400, 350, 300, 250, 200, 150, 100, 50, 0},
-     {0.00582014926969516, 0.023616108794393863, 0.05295902561481321, 0.09313777967023361, 0.14317864642609812, 0.20186889490464904, 0.2677861779916876, 0.33933300275090544, 0.4147754453642161, 0.49228517244880304, 0.5699837503721791, 0.6459881687373604, 0.7184564747850655, 0.7856324127717941, 0.8458879864968832, 0.8977629134837037, 0.9400000146503524, 0.9715756818078386, 0.9917246846116903, 0.999958715775178},
-     -8.792599276312583, 255.16515220086023, {-0.527324901369324, -0.019337696248979432, 0.14685105139739954, 0.38202790950749277},
-     255.1658935546875, {-0.5273284316062927, -0.01933886483311653, 0.1468527615070343, 0.3820299804210663}};
-const GoldenValues kDdpmZsnrVTrailing =
-    {"ddpm_zsnr_v_trailing", {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
-     {0.0, 0.0030330723706475447, 0.017883163872704545, 0.05578332001291966, 0.12844772385330858, 0.24235916655614534, 0.39354405750427784, 0.5665157543278662, 0.7387001074220011, 0.8880858947943182},
-     0.07049752246630892, 150.4294134476712, {-0.08558589267413305, 0.0715125934248292, 0.21232328760339572, 0.024069540997336356},
-     150.42935180664062, {-0.08558568358421326, 0.07151244580745697, 0.21232318878173828, 0.02406955696642399}};
-const GoldenValues kDdpmThresh =
-    {"ddpm_thresh", {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
-     {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459, 0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468, 0.8951415908975365, 0.9999},
-     27.230148232777037, 239.04399352562848, {-0.42347065262021993, 0.32111110556815853, 0.5960135936595891, 0.05553271224406887},
-     239.04403686523438, {-0.42347007989883423, 0.32111045718193054, 0.5960135459899902, 0.055533066391944885}};
-const GoldenValues kDdpmLargeTrailing =
-    {"ddpm_large_trailing", {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
-     {4.035829765375676e-05, 0.00027520591190339843, 0.0015320895496479475, 0.006966110556527834, 0.025879389423334884, 0.07858724288177824, 0.19514644493343242, 0.3964197594582526, 0.6590385082317941, 0.89701814567496},
-     1.0535242410114645, 395.1218719398231, {-0.011195054650021685, 0.5204963292039311, 0.7934958802675013, -0.10304001417604139},
-     395.1219177246094, {-0.01119530200958252, 0.5204971432685852, 0.7934964299201965, -0.10304024070501328}};
+const GoldenValues kDdpmSmall = {
+    "ddpm_small",
+    {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
+    {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459,
+     0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468,
+     0.8951415908975365, 0.9999},
+    -17.69874171057216,
+    236.89098746293223,
+    {-0.42347065262021993, 0.2601165723830588, 0.47941363205353893, -0.06137087621109929},
+    236.89105224609375,
+    {-0.42347007989883423, 0.26011592149734497, 0.47941356897354126, -0.061370618641376495}};
+const GoldenValues kDdpmLarge = {
+    "ddpm_large",
+    {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
+    {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459,
+     0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468,
+     0.8951415908975365, 0.9999},
+    -7.102463363897243,
+    381.52938356742976,
+    {-0.4013149299678453, 0.2592210152574499, 0.6371905029896423, 0.018740241414740205},
+    381.5294494628906,
+    {-0.4013139307498932, 0.25922027230262756, 0.6371902823448181, 0.01874030940234661}};
+const GoldenValues kDdpmSdTrailingV = {
+    "ddpm_sd_trailing_v",
+    {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
+    {0.004660098513077241, 0.014298676888235705, 0.03719499978868229, 0.08312833086588121,
+     0.16175251500515686, 0.27766965045646774, 0.426086363602332, 0.592183122439103,
+     0.7552383611581193, 0.8954627734950016},
+    0.3764565349676774,
+    152.7329072809659,
+    {-0.09986189670721671, 0.06988176210925537, 0.22154335286805582, 0.023787399125947722},
+    152.73287963867188,
+    {-0.0998617559671402, 0.06988164037466049, 0.22154322266578674, 0.023787397891283035}};
+const GoldenValues kDdpmCos = {
+    "ddpm_cos",
+    {950, 900, 850, 800, 750, 700, 650, 600, 550, 500,
+     450, 400, 350, 300, 250, 200, 150, 100, 50,  0},
+    {0.00582014926969516, 0.023616108794393863, 0.05295902561481321, 0.09313777967023361,
+     0.14317864642609812, 0.20186889490464904,  0.2677861779916876,  0.33933300275090544,
+     0.4147754453642161,  0.49228517244880304,  0.5699837503721791,  0.6459881687373604,
+     0.7184564747850655,  0.7856324127717941,   0.8458879864968832,  0.8977629134837037,
+     0.9400000146503524,  0.9715756818078386,   0.9917246846116903,  0.999958715775178},
+    -8.792599276312583,
+    255.16515220086023,
+    {-0.527324901369324, -0.019337696248979432, 0.14685105139739954, 0.38202790950749277},
+    255.1658935546875,
+    {-0.5273284316062927, -0.01933886483311653, 0.1468527615070343, 0.3820299804210663}};
+const GoldenValues kDdpmZsnrVTrailing = {
+    "ddpm_zsnr_v_trailing",
+    {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
+    {0.0, 0.0030330723706475447, 0.017883163872704545, 0.05578332001291966, 0.12844772385330858,
+     0.24235916655614534, 0.39354405750427784, 0.5665157543278662, 0.7387001074220011,
+     0.8880858947943182},
+    0.07049752246630892,
+    150.4294134476712,
+    {-0.08558589267413305, 0.0715125934248292, 0.21232328760339572, 0.024069540997336356},
+    150.42935180664062,
+    {-0.08558568358421326, 0.07151244580745697, 0.21232318878173828, 0.02406955696642399}};
+const GoldenValues kDdpmThresh = {
+    "ddpm_thresh",
+    {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
+    {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459,
+     0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468,
+     0.8951415908975365, 0.9999},
+    27.230148232777037,
+    239.04399352562848,
+    {-0.42347065262021993, 0.32111110556815853, 0.5960135936595891, 0.05553271224406887},
+    239.04403686523438,
+    {-0.42347007989883423, 0.32111045718193054, 0.5960135459899902, 0.055533066391944885}};
+const GoldenValues kDdpmLargeTrailing = {
+    "ddpm_large_trailing",
+    {999, 899, 799, 699, 599, 499, 399, 299, 199, 99},
+    {4.035829765375676e-05, 0.00027520591190339843, 0.0015320895496479475, 0.006966110556527834,
+     0.025879389423334884, 0.07858724288177824, 0.19514644493343242, 0.3964197594582526,
+     0.6590385082317941, 0.89701814567496},
+    1.0535242410114645,
+    395.1218719398231,
+    {-0.011195054650021685, 0.5204963292039311, 0.7934958802675013, -0.10304001417604139},
+    395.1219177246094,
+    {-0.01119530200958252, 0.5204971432685852, 0.7934964299201965, -0.10304024070501328}};
 
 TEST(DdpmSampler, MatchesDiffusersFixedSmall) {
   // DDPMScheduler(linear 1e-4..0.02, clip_sample=False), set_timesteps(10) (leading: 900..0).
@@ -215,7 +270,8 @@ TEST(DdpmSampler, MatchesDiffusersFixedSmall) {
 
 TEST(DdpmSampler, MatchesDiffusersFixedLarge) {
   // Same with variance_type="fixed_large".
-  check_golden(ddpm_setup(linear_betas(), "leading", 10, {{"variance_type", "fixed_large"}}), kDdpmLarge);
+  check_golden(ddpm_setup(linear_betas(), "leading", 10, {{"variance_type", "fixed_large"}}),
+               kDdpmLarge);
 }
 
 TEST(DdpmSampler, MatchesDiffusersScaledLinearTrailingVPrediction) {
@@ -266,14 +322,16 @@ TEST(DdpmSampler, MatchesDiffusersFinalNoiseQuirk) {
   auto sched = make_schedule("discrete", linear_betas());
   const TimeGrid grid = make_spacing("trailing")->grid(*sched, 10);
   auto n1 = make_torch_noise(0), n2 = make_torch_noise(0);
-  DdpmSampler quirk(DdpmOptions().variance_type(DdpmVarianceType::kFixedLarge).diffusers_final_noise(true));
+  DdpmSampler quirk(
+      DdpmOptions().variance_type(DdpmVarianceType::kFixedLarge).diffusers_final_noise(true));
   DdpmSampler plain(DdpmOptions().variance_type(DdpmVarianceType::kFixedLarge));
   const Tensor x = sample_deter(at::kDouble);
   const Tensor a = run_loop(quirk, *sched, grid, denoiser_options("epsilon", false), x, n1.get());
   const Tensor b = run_loop(plain, *sched, grid, denoiser_options("epsilon", false), x, n2.get());
   auto replay = make_torch_noise(0);
   Tensor z_last;
-  for (int i = 0; i < 10; ++i) z_last = replay->randn_like(x);  // the 10th draw belongs to the last step
+  for (int i = 0; i < 10; ++i)
+    z_last = replay->randn_like(x);  // the 10th draw belongs to the last step
   ExpectTensorNear(a - b, z_last * grid[9].sigma, 1e-12, 1e-9, "final noise term");
 }
 
@@ -288,9 +346,10 @@ TEST(DdpmSampler, EqualsDdimWithEtaOne) {
     const TimeGrid grid = make_spacing(spacing)->grid(*sched, 7);
     auto n1 = make_torch_noise(3), n2 = make_torch_noise(3);
     const Tensor x = sample_deter(at::kDouble) * 3 - 1;
-    const Tensor a = run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", false), x, n1.get());
-    const Tensor b =
-        run_loop(*make_sampler("ddim", {{"eta", "1"}}), *sched, grid, denoiser_options("epsilon", false), x, n2.get());
+    const Tensor a = run_loop(*make_sampler("ddpm"), *sched, grid,
+                              denoiser_options("epsilon", false), x, n1.get());
+    const Tensor b = run_loop(*make_sampler("ddim", {{"eta", "1"}}), *sched, grid,
+                              denoiser_options("epsilon", false), x, n2.get());
     ExpectTensorNear(a, b, 1e-12, 1e-10, spacing);
   }
 }
@@ -301,13 +360,16 @@ TEST(DdpmSampler, NoiseIsDrawnOncePerStepExceptOntoTheCleanPoint) {
   const Tensor x = sample_deter(at::kDouble);
   std::vector<Tensor> draws(3, at::zeros_like(x));
   auto replay = make_replay_noise(draws);  // throws if a 4th draw is asked for
-  EXPECT_NO_THROW(run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", false), x, replay.get()));
+  EXPECT_NO_THROW(run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", false),
+                           x, replay.get()));
   auto replay2 = make_replay_noise(draws);
   EXPECT_THROW(run_loop(*make_sampler("ddpm", {{"diffusers_final_noise", "true"}}), *sched, grid,
                         denoiser_options("epsilon", false), x, replay2.get()),
                Error);
   // Without a noise source the stochastic sampler says so.
-  EXPECT_THROW(run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", false), x, nullptr), Error);
+  EXPECT_THROW(
+      run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", false), x, nullptr),
+      Error);
 }
 
 TEST(DdpmSampler, ZeroNoiseGivesThePosteriorMean) {
@@ -341,7 +403,8 @@ TEST(DdpmSampler, SamplesGaussianDataWithTheExactDenoiser) {
   // independently in numpy (tests/reference/ddpm_gaussian.py; linear betas 1e-4..0.02, leading
   // spacing):
   //   1000 steps: std 0.29625 (fixed_small), 0.30092 (fixed_large); mean 0.5 in all cases;
-  //     20 steps: std 0.21464 (fixed_small, under-dispersed), 0.35852 (fixed_large, over-dispersed).
+  //     20 steps: std 0.21464 (fixed_small, under-dispersed), 0.35852 (fixed_large,
+  //     over-dispersed).
   // 20000 samples: Monte-Carlo error 0.0021 on the mean and 0.5% on the std (tolerances ~4 sigma).
   const double mu = 0.5, s = 0.3;
   auto sched = make_schedule("discrete", linear_betas());
@@ -361,11 +424,13 @@ TEST(DdpmSampler, SamplesGaussianDataWithTheExactDenoiser) {
     const TimePoint& first = grid.front();
     auto noise = make_torch_noise(11);
     const Tensor z = noise->randn({20000}, at::TensorOptions().dtype(at::kDouble));
-    const Tensor x = z * std::sqrt(first.alpha * first.alpha * s * s + first.sigma * first.sigma) + first.alpha * mu;
+    const Tensor x = z * std::sqrt(first.alpha * first.alpha * s * s + first.sigma * first.sigma) +
+                     first.alpha * mu;
     SampleContext ctx;
     ctx.schedule = sched.get();
     ctx.noise = noise.get();
-    const Tensor out = make_sampler("ddpm", {{"variance_type", c.variance}})->sample(exact, x, grid, ctx);
+    const Tensor out =
+        make_sampler("ddpm", {{"variance_type", c.variance}})->sample(exact, x, grid, ctx);
     EXPECT_NEAR(out.mean().item<double>(), mu, 0.008) << c.variance << " " << c.steps;
     EXPECT_NEAR(out.std().item<double>(), c.std, 0.02 * c.std) << c.variance << " " << c.steps;
   }
@@ -376,14 +441,16 @@ TEST(DdpmSampler, FixedSmallLogEqualsFixedSmall) {
   const TimeGrid grid = make_spacing("leading")->grid(*sched, 10);
   auto n1 = make_torch_noise(1), n2 = make_torch_noise(1);
   const Tensor x = sample_deter(at::kDouble);
-  const Tensor a = run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", true), x, n1.get());
-  const Tensor b = run_loop(*make_sampler("ddpm", {{"variance_type", "fixed_small_log"}}), *sched, grid,
-                            denoiser_options("epsilon", true), x, n2.get());
+  const Tensor a =
+      run_loop(*make_sampler("ddpm"), *sched, grid, denoiser_options("epsilon", true), x, n1.get());
+  const Tensor b = run_loop(*make_sampler("ddpm", {{"variance_type", "fixed_small_log"}}), *sched,
+                            grid, denoiser_options("epsilon", true), x, n2.get());
   ExpectTensorNear(a, b, 0, 1e-14, "fixed_small_log");
 }
 
 TEST(DdpmSampler, ConfigRoundTripAndErrors) {
-  auto s = make_sampler("ddpm", {{"variance_type", "fixed_large"}, {"diffusers_final_noise", "true"}});
+  auto s =
+      make_sampler("ddpm", {{"variance_type", "fixed_large"}, {"diffusers_final_noise", "true"}});
   EXPECT_EQ(s->name(), "ddpm");
   EXPECT_TRUE(s->is_stochastic());
   const Config c = s->to_config();

@@ -3,8 +3,8 @@
 // the same in Python: tests/reference/diffusers_ref.py), shared by the sampler tests that port it.
 #pragma once
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,12 +15,21 @@ namespace diffuse::testing::diffusers_suite {
 
 /// dummy_sample_deter: element (b, c, h, w) = (c*256 + h*32 + w*4 + b) / 768, shape [4, 3, 8, 8].
 inline Tensor sample_deter(at::ScalarType dtype = at::kFloat) {
-  return at::arange(768, at::TensorOptions().dtype(dtype)).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+  return at::arange(768, at::TensorOptions().dtype(dtype))
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous();
 }
 
 /// dummy_noise_deter: the same construction on arange(768) reversed.
 inline Tensor noise_deter(at::ScalarType dtype = at::kFloat) {
-  return at::arange(768, at::TensorOptions().dtype(dtype)).flip(0).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous();
+  return at::arange(768, at::TensorOptions().dtype(dtype))
+      .flip(0)
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous();
 }
 
 /// dummy_model(sample, t) = sample * t / (t + 1), t in the sample's dtype (same operation order).
@@ -63,8 +72,9 @@ struct GoldenSetup {
   Config spacing_config;
   int64_t steps = 10;
   DenoiserOptions denoiser;
-  double scale = 1.0;     ///< the loop starts from sample_deter * scale
-  bool seeded = false;    ///< noise from make_torch_noise(0) (diffusers: generator=torch.manual_seed(0))
+  double scale = 1.0;  ///< the loop starts from sample_deter * scale
+  bool seeded =
+      false;  ///< noise from make_torch_noise(0) (diffusers: generator=torch.manual_seed(0))
 };
 
 /// What diffusers (58eb52c) produced for it: timesteps, alphas_cumprod[timesteps] (float64 run),
@@ -96,7 +106,8 @@ inline void check_golden(const GoldenSetup& g, const GoldenValues& v) {
     for (size_t i = 0; i < v.timesteps.size(); ++i) {
       EXPECT_EQ(grid[i].t, v.timesteps[i]) << "timestep " << i;
       if (f64) {
-        EXPECT_NEAR(grid[i].alpha * grid[i].alpha, v.alphas_cumprod[i], 1e-12 * v.alphas_cumprod[i] + 1e-300)
+        EXPECT_NEAR(grid[i].alpha * grid[i].alpha, v.alphas_cumprod[i],
+                    1e-12 * v.alphas_cumprod[i] + 1e-300)
             << "alphas_cumprod at timestep " << v.timesteps[i];
       }
     }
@@ -111,12 +122,14 @@ inline void check_golden(const GoldenSetup& g, const GoldenValues& v) {
       EXPECT_NEAR(out.sum().item<double>(), v.f64_sum, 1e-6 * std::abs(v.f64_sum));
       EXPECT_NEAR(abs_sum(out), v.f64_abs_sum, 1e-6 * v.f64_abs_sum);
       for (int k = 0; k < 4; ++k)
-        EXPECT_NEAR(flat[idx[k]].item<double>(), v.f64_elems[k], 1e-6 * std::abs(v.f64_elems[k]) + 1e-12)
+        EXPECT_NEAR(flat[idx[k]].item<double>(), v.f64_elems[k],
+                    1e-6 * std::abs(v.f64_elems[k]) + 1e-12)
             << "element " << idx[k];
     } else {
       EXPECT_NEAR(abs_sum(out), v.f32_abs_sum, 1e-4 * v.f32_abs_sum);
       for (int k = 0; k < 4; ++k)
-        EXPECT_NEAR(flat[idx[k]].item<double>(), v.f32_elems[k], 1e-4 * std::abs(v.f32_elems[k]) + 1e-6)
+        EXPECT_NEAR(flat[idx[k]].item<double>(), v.f32_elems[k],
+                    1e-4 * std::abs(v.f32_elems[k]) + 1e-6)
             << "element " << idx[k];
     }
   }

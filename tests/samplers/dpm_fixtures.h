@@ -14,7 +14,8 @@
 
 namespace diffuse::testing {
 
-/// diffusers SchedulerCommonTest.dummy_sample_deter: element (b,c,h,w) = (c*256 + h*32 + w*4 + b) / 768.
+/// diffusers SchedulerCommonTest.dummy_sample_deter: element (b,c,h,w) = (c*256 + h*32 + w*4 + b) /
+/// 768.
 inline Tensor dummy_sample_deter(at::ScalarType dtype) {
   return at::arange(768, at::TensorOptions().dtype(dtype))
       .reshape({3, 8, 8, 4})
@@ -51,7 +52,8 @@ inline Network nonlinear_network() {
 /// "karras": use_karras_sigmas (timesteps rounded, sigmas kept); "exponential": use_lu_lambdas
 /// (sigma = exp(linspace(log sigma_max, log sigma_min, n)), timesteps rounded). final "min" is
 /// final_sigmas_type="sigma_min" (sigma of t=0), "zero" is final_sigmas_type="zero".
-inline TimeGrid dpm_grid(const NoiseSchedule& s, int64_t n, const std::string& spacing, const std::string& final) {
+inline TimeGrid dpm_grid(const NoiseSchedule& s, int64_t n, const std::string& spacing,
+                         const std::string& final) {
   if (spacing == "linspace")
     return make_spacing("linspace", {{"include_t_min", "false"}, {"final", final}})->grid(s, n);
   return make_spacing(spacing, {{"round_t", "true"}, {"final", final}})->grid(s, n);
@@ -69,8 +71,8 @@ inline ModelFn model_fn(const Denoiser& d) {
 
 /// diffusers' loop over `timesteps[start:]` after set_timesteps(n): the driver started at step
 /// `start` keeps the step indices of the whole grid.
-inline Tensor run_from(const Sampler& s, const ModelFn& fn, Tensor x, const TimeGrid& grid, int64_t start,
-                       SampleContext& ctx) {
+inline Tensor run_from(const Sampler& s, const ModelFn& fn, Tensor x, const TimeGrid& grid,
+                       int64_t start, SampleContext& ctx) {
   return s.sample(fn, x, grid, ctx, start);
 }
 
@@ -96,7 +98,9 @@ struct DpmGolden {
 };
 
 inline Tensor golden_elems(const Tensor& x) {
-  return x.reshape({-1}).index_select(0, at::tensor({0, 1, 100, 383, 500, 767}, at::kLong)).to(at::kDouble);
+  return x.reshape({-1})
+      .index_select(0, at::tensor({0, 1, 100, 383, 500, 767}, at::kLong))
+      .to(at::kDouble);
 }
 
 /// Runs one golden case with sampler `key` in `dtype` and checks the grid (timesteps exactly,
@@ -106,8 +110,10 @@ inline void check_golden(const std::string& key, const DpmGolden& g, at::ScalarT
   auto sched = make_schedule("discrete", parse_config(g.schedule));
   const TimeGrid grid = dpm_grid(*sched, g.steps, g.spacing, g.final);
   ASSERT_EQ(grid.size(), g.sigmas.size());
-  for (size_t i = 0; i < g.timesteps.size(); ++i) EXPECT_EQ(grid[i].t, static_cast<double>(g.timesteps[i])) << i;
-  for (size_t i = 0; i < g.sigmas.size(); ++i) EXPECT_NEAR(grid[i].sigma_ve(), g.sigmas[i], 1e-12 * g.sigmas[i]) << i;
+  for (size_t i = 0; i < g.timesteps.size(); ++i)
+    EXPECT_EQ(grid[i].t, static_cast<double>(g.timesteps[i])) << i;
+  for (size_t i = 0; i < g.sigmas.size(); ++i)
+    EXPECT_NEAR(grid[i].sigma_ve(), g.sigmas[i], 1e-12 * g.sigmas[i]) << i;
   const Denoiser d = make_denoiser(nonlinear_network(), g.prediction);
   SampleContext ctx;
   ctx.schedule = sched.get();
@@ -126,8 +132,10 @@ inline void check_golden(const std::string& key, const DpmGolden& g, at::ScalarT
   // elements get an absolute tolerance of 1e-4 of the largest one.
   double scale = 0;
   for (double e : elems) scale = std::max(scale, std::abs(e));
-  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale, rtol, "elements");
-  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32, rtol * (f64 ? g.sum64 : g.sum32));
+  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale,
+                   rtol, "elements");
+  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32,
+              rtol * (f64 ? g.sum64 : g.sum32));
 }
 
 }  // namespace diffuse::testing

@@ -19,7 +19,8 @@ Tensor net(const Tensor& x, const Tensor& t, const Conditioning&) {
 
 std::shared_ptr<Correction> es(double b, double k = 0, const std::string& direction = "from_last") {
   return std::make_shared<EpsilonScaling>(EpsilonScalingOptions().b(b).k(k).direction(
-      direction == "from_last" ? EpsilonScalingDirection::kFromLast : EpsilonScalingDirection::kFromFirst));
+      direction == "from_last" ? EpsilonScalingDirection::kFromLast
+                               : EpsilonScalingDirection::kFromFirst));
 }
 
 TEST(EpsilonScaling, IdentityIsBitExactForEverySampler) {
@@ -115,7 +116,8 @@ TEST(EpsilonScaling, LinearScheduleIndexConventions) {
   EpsilonScaling adm(EpsilonScalingOptions().b(1.0).k(0.0025));
   EXPECT_DOUBLE_EQ(adm.lambda(19, 20), 1.0);
   EXPECT_DOUBLE_EQ(adm.lambda(0, 20), 1.0475);
-  EpsilonScaling ts(EpsilonScalingOptions().b(1.0).k(0.0025).direction(EpsilonScalingDirection::kFromFirst));
+  EpsilonScaling ts(
+      EpsilonScalingOptions().b(1.0).k(0.0025).direction(EpsilonScalingDirection::kFromFirst));
   EXPECT_DOUBLE_EQ(ts.lambda(0, 20), 1.0);
   EXPECT_DOUBLE_EQ(ts.lambda(19, 20), 1.0475);
 }
@@ -172,7 +174,8 @@ void expect_error_naming(const std::function<void()>& f, const std::string& need
 TEST(EpsilonScaling, BadOptionsNameTheValue) {
   // By name without b or k it would be the identity: refused, naming b and a published preset.
   expect_error_naming([] { make_correction("epsilon_scaling"); }, "needs b");
-  expect_error_naming([] { correction_from_spec("epsilon_scaling:direction=from_first"); }, "es_comfyui");
+  expect_error_naming([] { correction_from_spec("epsilon_scaling:direction=from_first"); },
+                      "es_comfyui");
   EXPECT_EQ(correction_from_spec("epsilon_scaling:k=0.001")->to_config().at("b"), "1");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "0"}}); }, "got 0");
   expect_error_naming([] { make_correction("epsilon_scaling", {{"b", "-1.5"}}); }, "-1.5");

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <diffuse/samplers/euler_ancestral.h>
 #include <diffuse/samplers/coefficients.h>
+#include <diffuse/samplers/euler_ancestral.h>
 
 #include "samplers/k_sampler_fixtures.h"
 
@@ -20,7 +20,8 @@ using testing::GoldenCase;
 void RunSuiteCase(const std::string& prediction, bool with_noise, double sum, double mean) {
   for (const auto dtype : {at::kFloat, at::kDouble}) {
     SCOPED_TRACE(dtype == at::kFloat ? "float32" : "float64");
-    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear", dtype == at::kFloat ? "float32" : "float64");
+    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear",
+                                            dtype == at::kFloat ? "float32" : "float64");
     const TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(prediction);
@@ -35,8 +36,8 @@ void RunSuiteCase(const std::string& prediction, bool with_noise, double sum, do
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("euler_ancestral"),
-                                                        testing::network_sees_ve_state(d), grid, s, first, ctx);
+    const Tensor out = testing::run_diffusers_test_loop(
+        *make_sampler("euler_ancestral"), testing::network_sees_ve_state(d), grid, s, first, ctx);
     EXPECT_NEAR(out.abs().sum().item<double>(), sum, 1e-2);
     EXPECT_NEAR(out.abs().mean().item<double>(), mean, 1e-3);
   }
@@ -73,9 +74,9 @@ TEST(EulerAncestralSampler, MatchesDiffusersEulerAncestralDiscreteScheduler) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Against k-diffusion 4601bf0 sample_euler_ancestral (k_sampler_fixtures.h GoldenCase; k-diffusion run from
-// source by tests/reference/kdiffusion.py euler_ancestral, see tests/reference/README.md, with its
-// DiscreteEps/VDDPMDenoiser wrapping the same network, fractional sigma_to_t, global
+// Against k-diffusion 4601bf0 sample_euler_ancestral (k_sampler_fixtures.h GoldenCase; k-diffusion
+// run from source by tests/reference/kdiffusion.py euler_ancestral, see tests/reference/README.md,
+// with its DiscreteEps/VDDPMDenoiser wrapping the same network, fractional sigma_to_t, global
 // torch.manual_seed(seed), randn_like drawn in float32).
 
 const std::vector<GoldenCase>& KDiffusionAncestralGoldens() {
@@ -93,15 +94,19 @@ TEST(EulerAncestralSampler, MatchesKDiffusionSampleEulerAncestral) {
 // Invariants.
 
 struct AncestralFixture {
-  std::unique_ptr<NoiseSchedule> sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
+  std::unique_ptr<NoiseSchedule> sched =
+      testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
   TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 6);
   Denoiser d{testing::smooth_network};
-  ModelFn fn = [this](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [this](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   Tensor x = testing::sample_deter(at::kDouble) * 2 - 1;
 };
 
 TEST(EulerAncestralSampler, AncestralSplitKeepsTheNoiseLevel) {
-  // sigma_down^2 + sigma_up^2 = sigma_next^2 (k-diffusion get_ancestral_step), sigma_up <= sigma_next.
+  // sigma_down^2 + sigma_up^2 = sigma_next^2 (k-diffusion get_ancestral_step), sigma_up <=
+  // sigma_next.
   for (double eta : {0.0, 0.3, 1.0, 2.5}) {
     const auto s = ancestral_split(3.0, 1.2, eta);
     EXPECT_NEAR(s.sigma_down * s.sigma_down + s.sigma_up * s.sigma_up, 1.44, 1e-12) << eta;
@@ -122,7 +127,8 @@ TEST(EulerAncestralSampler, EtaZeroIsEulerAndDrawsNoNoise) {
   auto s = make_sampler("euler_ancestral", {{"eta", "0"}});
   EXPECT_FALSE(s->is_stochastic());
   const Tensor a = s->sample(u.fn, u.x, u.grid, ctx);
-  testing::ExpectTensorNear(a, make_sampler("euler")->sample(u.fn, u.x, u.grid, ctx), 1e-12, 1e-12, "eta=0 vs euler");
+  testing::ExpectTensorNear(a, make_sampler("euler")->sample(u.fn, u.x, u.grid, ctx), 1e-12, 1e-12,
+                            "eta=0 vs euler");
 }
 
 TEST(EulerAncestralSampler, LastStepDrawsNoNoise) {
@@ -151,11 +157,13 @@ TEST(EulerAncestralSampler, OneStepClosedForm) {
   st.num_steps = 6;
   st.now = u.grid[2];
   st.next = u.grid[3];
-  const Tensor out =
-      make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})->step(u.fn, u.x, st, {}, ctx).x;
+  const Tensor out = make_sampler("euler_ancestral", {{"eta", "0.7"}, {"s_noise", "0.9"}})
+                         ->step(u.fn, u.x, st, {}, ctx)
+                         .x;
   const double sigma = st.now.sigma_ve(), sigma_next = st.next.sigma_ve();
-  const double up = std::min(sigma_next, eta * std::sqrt(sigma_next * sigma_next *
-                                                         (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
+  const double up = std::min(
+      sigma_next, eta * std::sqrt(sigma_next * sigma_next *
+                                  (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
   const double down = std::sqrt(sigma_next * sigma_next - up * up);
   const Tensor x_ve = u.x / st.now.alpha;
   const Tensor x0 = u.d(u.x, st.now, {}).x0;

@@ -28,7 +28,8 @@ struct SuiteCase {
 void RunSuiteCase(const SuiteCase& c, double f64_sum_rtol = 0) {
   for (const auto dtype : {at::kFloat, at::kDouble}) {
     SCOPED_TRACE(dtype == at::kFloat ? "float32" : "float64");
-    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear", dtype == at::kFloat ? "float32" : "float64");
+    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear",
+                                            dtype == at::kFloat ? "float32" : "float64");
     const TimeGrid grid = make_spacing(c.spacing, c.spacing_config)->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(c.prediction);
@@ -39,12 +40,13 @@ void RunSuiteCase(const SuiteCase& c, double f64_sum_rtol = 0) {
     Tensor s = testing::sample_deter(dtype) * grid[0].sigma_ve();
     size_t first = 0;
     if (c.with_noise) {
-      // t_start = 8: add_noise(sample, noise_deter, timesteps[8]) = sample + sigmas[8] * noise, then steps 8, 9.
+      // t_start = 8: add_noise(sample, noise_deter, timesteps[8]) = sample + sigmas[8] * noise,
+      // then steps 8, 9.
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("euler"), testing::network_sees_ve_state(d), grid,
-                                                        s, first, ctx);
+    const Tensor out = testing::run_diffusers_test_loop(
+        *make_sampler("euler"), testing::network_sees_ve_state(d), grid, s, first, ctx);
     const double sum = out.abs().sum().item<double>(), mean = out.abs().mean().item<double>();
     if (dtype == at::kDouble && f64_sum_rtol > 0) {
       EXPECT_NEAR(sum, c.sum, f64_sum_rtol * c.sum);
@@ -67,14 +69,16 @@ TEST(EulerSampler, DiffusersFullLoopWithVPrediction) {
 
 TEST(EulerSampler, DiffusersFullLoopKarrasSigmas) {
   // test_full_loop_device_karras_sigmas: sum 124.52299499511719, mean 0.16213932633399963. Karras
-  // sigmas between the schedule's sigma(t=0) and sigma(t=1099), rho 7, fractional t from _sigma_to_t.
+  // sigmas between the schedule's sigma(t=0) and sigma(t=1099), rho 7, fractional t from
+  // _sigma_to_t.
   RunSuiteCase({"epsilon", "karras", {}, false, 124.52299499511719, 0.16213932633399963});
 }
 
 TEST(EulerSampler, DiffusersFullLoopWithNoise) {
-  // test_full_loop_with_noise: sum 57062.9297, mean 74.3007. The 1e-2 sum tolerance is float32-exact
-  // at 57k; diffusers itself run in float64 gives 57062.858 (tests/reference/k_schedulers.py
-  // noise_suite), so the float64 run is held to 1e-5 relative on the sum instead.
+  // test_full_loop_with_noise: sum 57062.9297, mean 74.3007. The 1e-2 sum tolerance is
+  // float32-exact at 57k; diffusers itself run in float64 gives 57062.858
+  // (tests/reference/k_schedulers.py noise_suite), so the float64 run is held to 1e-5 relative on
+  // the sum instead.
   RunSuiteCase({"epsilon", "linspace", {{"round", "false"}}, true, 57062.9297, 74.3007}, 1e-5);
 }
 
@@ -113,11 +117,14 @@ TEST(EulerSampler, MatchesKDiffusionSampleEuler) {
 // Invariants and closed forms.
 
 TEST(EulerSampler, EqualsDdimEtaZero) {
-  // The Euler step in sigma_ve is DDIM (eta = 0) written in another variable (Song et al. 2020, §4.3).
+  // The Euler step in sigma_ve is DDIM (eta = 0) written in another variable (Song et al. 2020,
+  // §4.3).
   auto sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
   const TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 7);
   Denoiser d(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   ctx.schedule = sched.get();
   const Tensor x = testing::sample_deter(at::kDouble) * 3 - 1;
@@ -127,8 +134,9 @@ TEST(EulerSampler, EqualsDdimEtaZero) {
 }
 
 TEST(EulerSampler, StartsAtZeroTerminalSnr) {
-  // Zero terminal SNR + trailing: the first point has alpha = 0 (sigma_ve = inf), where k-diffusion's
-  // x / alpha is undefined. The VP-native step stays finite and still equals DDIM (eta = 0).
+  // Zero terminal SNR + trailing: the first point has alpha = 0 (sigma_ve = inf), where
+  // k-diffusion's x / alpha is undefined. The VP-native step stays finite and still equals DDIM
+  // (eta = 0).
   auto sched = make_schedule("discrete", {{"beta_schedule", "scaled_linear"},
                                           {"beta_start", "0.00085"},
                                           {"beta_end", "0.012"},
@@ -138,13 +146,16 @@ TEST(EulerSampler, StartsAtZeroTerminalSnr) {
   DenoiserOptions dopt;
   dopt.prediction_type = Parameterization::kVelocity;
   Denoiser d(testing::smooth_network, dopt);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   ctx.schedule = sched.get();
   const Tensor x = testing::noise_deter(at::kDouble) * 2 - 1;
   const Tensor a = make_sampler("euler")->sample(fn, x, grid, ctx);
   EXPECT_TRUE(at::isfinite(a).all().item<bool>());
-  testing::ExpectTensorNear(a, make_sampler("ddim")->sample(fn, x, grid, ctx), 1e-12, 1e-10, "euler vs ddim");
+  testing::ExpectTensorNear(a, make_sampler("ddim")->sample(fn, x, grid, ctx), 1e-12, 1e-10,
+                            "euler vs ddim");
 }
 
 TEST(EulerSampler, ChurnEvaluatesTheModelAtSigmaHat) {
@@ -156,7 +167,9 @@ TEST(EulerSampler, ChurnEvaluatesTheModelAtSigmaHat) {
   testing::RecordingModel rec;
   rec.f = [](const Tensor& x, const Tensor& t) { return testing::smooth_network(x, t, {}); };
   Denoiser d(rec.network());
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   const Tensor z = testing::noise_deter(at::kDouble) - 0.5;
   auto noise = make_replay_noise({z});
   SampleContext ctx;
@@ -178,12 +191,14 @@ TEST(EulerSampler, ChurnEvaluatesTheModelAtSigmaHat) {
   const double sigma_hat = sigma * (1 + gamma);
   const TimePoint hat = sched->at_sigma_ve(sigma_hat);
   EXPECT_NEAR(hat.sigma_ve(), sigma_hat, 1e-12 * sigma_hat);
-  const Tensor x_hat_ve = x / grid[1].alpha + z * (s_noise * std::sqrt(sigma_hat * sigma_hat - sigma * sigma));
+  const Tensor x_hat_ve =
+      x / grid[1].alpha + z * (s_noise * std::sqrt(sigma_hat * sigma_hat - sigma * sigma));
   ASSERT_EQ(rec.calls->size(), 1u);
   // The network sees the VP form of x_hat at sigma_hat's (fractional) model time.
   EXPECT_NEAR(rec.calls->at(0).t[0].item<double>(), hat.t, 1e-9);
   EXPECT_GT(hat.t, grid[1].t);
-  testing::ExpectTensorNear(rec.calls->at(0).x, x_hat_ve * hat.alpha, 1e-12, 1e-12, "network input");
+  testing::ExpectTensorNear(rec.calls->at(0).x, x_hat_ve * hat.alpha, 1e-12, 1e-12,
+                            "network input");
   const Tensor x0 = d(x_hat_ve * hat.alpha, hat, {}).x0;
   const Tensor expect_ve = x_hat_ve + (x_hat_ve - x0) / sigma_hat * (sigma_next - sigma_hat);
   testing::ExpectTensorNear(out, expect_ve * grid[2].alpha, 1e-12, 1e-10, "euler churn step");
@@ -211,7 +226,9 @@ TEST(EulerSampler, ChurnNoiseDrawsFollowTheConvention) {
   auto sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
   const TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 5);
   Denoiser d(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   const Tensor x = testing::sample_deter(at::kDouble);
   const Config window{{"s_churn", "1"}, {"s_tmin", "100"}, {"s_tmax", "200"}};
   SampleContext plain;
@@ -222,12 +239,14 @@ TEST(EulerSampler, ChurnNoiseDrawsFollowTheConvention) {
   auto replay = make_replay_noise(five);
   SampleContext kd = plain;
   kd.noise = replay.get();
-  testing::ExpectTensorNear(make_sampler("euler", window)->sample(fn, x, grid, kd), expect, 0, 0, "k_diffusion");
+  testing::ExpectTensorNear(make_sampler("euler", window)->sample(fn, x, grid, kd), expect, 0, 0,
+                            "k_diffusion");
   EXPECT_THROW(kd.noise->randn_like(x), Error);  // all five draws were used
 
   Config dwindow = window;
   dwindow["churn_convention"] = "diffusers";
-  testing::ExpectTensorNear(make_sampler("euler", dwindow)->sample(fn, x, grid, plain), expect, 0, 0, "diffusers");
+  testing::ExpectTensorNear(make_sampler("euler", dwindow)->sample(fn, x, grid, plain), expect, 0,
+                            0, "diffusers");
 }
 
 TEST(EulerSampler, DefaultsAreDeterministicAndDrawNoNoise) {
@@ -237,15 +256,18 @@ TEST(EulerSampler, DefaultsAreDeterministicAndDrawNoNoise) {
   auto sched = testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64");
   const TimeGrid grid = make_spacing("karras")->grid(*sched, 6);
   Denoiser d(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;  // no noise source: any draw would throw
   ctx.schedule = sched.get();
   EXPECT_NO_THROW(s->sample(fn, testing::sample_deter(at::kDouble), grid, ctx));
 }
 
 TEST(EulerSampler, ConfigRoundTripAndErrors) {
-  auto s = make_sampler("euler",
-                        {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_convention", "diffusers"}});
+  auto s = make_sampler(
+      "euler",
+      {{"s_churn", "0.5"}, {"s_tmin", "0.1"}, {"s_tmax", "9"}, {"churn_convention", "diffusers"}});
   const Config c = s->to_config();
   EXPECT_EQ(make_sampler("euler", c)->to_config(), c);
   EXPECT_EQ(c.at("churn_convention"), "diffusers");
@@ -267,9 +289,12 @@ TEST(EulerSampler, ConfigRoundTripAndErrors) {
 TEST(EulerSampler, ChurnAtSigmaHatNeedsASchedule) {
   auto s = make_sampler("euler", {{"s_churn", "1"}});
   const TimeGrid grid =
-      make_spacing("linspace")->grid(*testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64"), 3);
+      make_spacing("linspace")
+          ->grid(*testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64"), 3);
   Denoiser d(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   auto noise = make_torch_noise(0);
   SampleContext ctx;
   ctx.noise = noise.get();

@@ -13,10 +13,12 @@ namespace {
 using testing::GoldenCase;
 
 std::vector<GoldenCase> table(const char* which) {
-  if (std::string(which) == "euler") return {
+  if (std::string(which) == "euler")
+    return {
 #include "samplers/golden_euler.inc"
     };
-  if (std::string(which) == "euler_ancestral") return {
+  if (std::string(which) == "euler_ancestral")
+    return {
 #include "samplers/golden_euler_ancestral.inc"
     };
   return {
@@ -41,7 +43,8 @@ Config diffusers_config(const GoldenCase& g, const std::string& precision) {
   }
   for (const char* k : {"steps_offset", "sigma_min", "sigma_max"})
     if (g.spacing_config.count(k)) c[k] = g.spacing_config.at(k);
-  if (g.spacing_config.count("final") && g.spacing_config.at("final") == "min") c["final_sigmas_type"] = "sigma_min";
+  if (g.spacing_config.count("final") && g.spacing_config.at("final") == "min")
+    c["final_sigmas_type"] = "sigma_min";
   for (const char* k : {"s_churn", "s_tmin", "s_tmax", "s_noise"})
     if (g.sampler_config.count(k)) c[k] = g.sampler_config.at(k);
   (void)precision;
@@ -56,9 +59,12 @@ void check_front_end(const std::string& cls, const GoldenCase& g) {
   for (size_t i = 0; i < g.timesteps.size(); ++i)
     testing::ExpectRelNear(grid[i].t, g.timesteps[i], 1e-6, 1e-9, "timestep " + std::to_string(i));
   for (size_t i = 0; i < g.sigmas.size(); ++i)
-    testing::ExpectRelNear(grid[i].sigma_ve(), g.sigmas[i], 1e-6, 1e-12, "sigma " + std::to_string(i));
+    testing::ExpectRelNear(grid[i].sigma_ve(), g.sigmas[i], 1e-6, 1e-12,
+                           "sigma " + std::to_string(i));
   const Denoiser d = s.denoiser(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   auto noise = make_torch_noise(g.seed < 0 ? 0 : static_cast<uint64_t>(g.seed));
   SampleContext ctx;
   ctx.schedule = s.schedule.get();
@@ -75,7 +81,8 @@ TEST(FromDiffusers, EulerGoldens) {
   for (const auto& g : table("euler")) check_front_end("EulerDiscreteScheduler", g);
 }
 TEST(FromDiffusers, EulerAncestralGoldens) {
-  for (const auto& g : table("euler_ancestral")) check_front_end("EulerAncestralDiscreteScheduler", g);
+  for (const auto& g : table("euler_ancestral"))
+    check_front_end("EulerAncestralDiscreteScheduler", g);
 }
 TEST(FromDiffusers, HeunGoldens) {
   for (const auto& g : table("heun")) check_front_end("HeunDiscreteScheduler", g);

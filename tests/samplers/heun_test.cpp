@@ -31,11 +31,13 @@ ModelFn HeunTestLoopModel(const Denoiser& d) {
   };
 }
 
-void RunSuiteCase(const std::string& prediction, const std::string& spacing, const Config& spacing_config,
-                  bool with_noise, double sum, double mean, double mean_tol = 1e-3, double f64_sum_rtol = 0) {
+void RunSuiteCase(const std::string& prediction, const std::string& spacing,
+                  const Config& spacing_config, bool with_noise, double sum, double mean,
+                  double mean_tol = 1e-3, double f64_sum_rtol = 0) {
   for (const auto dtype : {at::kFloat, at::kDouble}) {
     SCOPED_TRACE(dtype == at::kFloat ? "float32" : "float64");
-    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear", dtype == at::kFloat ? "float32" : "float64");
+    auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear",
+                                            dtype == at::kFloat ? "float32" : "float64");
     const TimeGrid grid = make_spacing(spacing, spacing_config)->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(prediction);
@@ -48,8 +50,8 @@ void RunSuiteCase(const std::string& prediction, const std::string& spacing, con
       first = 8;
       s = s + testing::noise_deter(dtype) * grid[8].sigma_ve();
     }
-    const Tensor out =
-        testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d), grid, s, first, ctx);
+    const Tensor out = testing::run_diffusers_test_loop(*make_sampler("heun"), HeunTestLoopModel(d),
+                                                        grid, s, first, ctx);
     const double tol = dtype == at::kDouble && f64_sum_rtol > 0 ? f64_sum_rtol * sum : 1e-2;
     EXPECT_NEAR(out.abs().sum().item<double>(), sum, tol);
     EXPECT_NEAR(out.abs().mean().item<double>(), mean, mean_tol);
@@ -117,8 +119,9 @@ TEST(HeunSampler, MatchesKDiffusionSampleHeun) {
 // Model calls and closed forms.
 
 TEST(HeunSampler, CallsTheModelAtDiffusersInterleavedTimesteps) {
-  // HeunDiscreteScheduler(num_train_timesteps=1000, beta 1e-4..0.02 linear).set_timesteps(10).timesteps
-  // = [999, 888, 888, 777, 777, ..., 111, 111, 0, 0]: 19 calls, the last step (0 -> sigma = 0) Euler.
+  // HeunDiscreteScheduler(num_train_timesteps=1000, beta 1e-4..0.02
+  // linear).set_timesteps(10).timesteps = [999, 888, 888, 777, 777, ..., 111, 111, 0, 0]: 19 calls,
+  // the last step (0 -> sigma = 0) Euler.
   const GoldenCase& g = HeunGoldens().at(0);
   ASSERT_EQ(g.name, "linspace_linear_eps");
   auto sched = testing::discrete_schedule(1000, 1e-4, 0.02, "linear", "float64");
@@ -126,7 +129,9 @@ TEST(HeunSampler, CallsTheModelAtDiffusersInterleavedTimesteps) {
   testing::RecordingModel rec;
   rec.f = [](const Tensor& x, const Tensor& t) { return testing::smooth_network(x, t, {}); };
   Denoiser d(rec.network());
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   auto heun = make_sampler("heun");
   heun->sample(fn, testing::sample_deter(at::kDouble), grid, ctx);
@@ -137,22 +142,27 @@ TEST(HeunSampler, CallsTheModelAtDiffusersInterleavedTimesteps) {
     expect.push_back(g.timesteps[i]);
     expect.push_back(g.timesteps[i]);
   }
-  for (size_t i = 0; i < expect.size(); ++i) EXPECT_NEAR(rec.calls->at(i).t[0].item<double>(), expect[i], 1e-9) << i;
+  for (size_t i = 0; i < expect.size(); ++i)
+    EXPECT_NEAR(rec.calls->at(i).t[0].item<double>(), expect[i], 1e-9) << i;
 
   // A grid that ends at sigma_min > 0 needs the corrector on the last step too.
   rec.calls->clear();
   heun->sample(fn, testing::sample_deter(at::kDouble),
-               make_spacing("linspace", {{"round", "false"}, {"final", "min"}})->grid(*sched, 10), ctx);
+               make_spacing("linspace", {{"round", "false"}, {"final", "min"}})->grid(*sched, 10),
+               ctx);
   EXPECT_EQ(rec.calls->size(), 20u);
 }
 
 TEST(HeunSampler, OneStepIsEdmAlgorithmOne) {
   // Karras et al. 2022, Alg. 1 lines 4-8 in VE units (no churn):
-  //   d = (x - D(x, s)) / s; x' = x + (s' - s) d; d' = (x' - D(x', s')) / s'; x_next = x + (s' - s)(d + d') / 2.
+  //   d = (x - D(x, s)) / s; x' = x + (s' - s) d; d' = (x' - D(x', s')) / s'; x_next = x + (s' -
+  //   s)(d + d') / 2.
   auto sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
   const TimeGrid grid = make_spacing("karras")->grid(*sched, 5);
   Denoiser d(testing::smooth_network);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
   StepContext st;
   st.index = 1;
@@ -178,9 +188,12 @@ TEST(HeunSampler, RejectsAStartAtAlphaZero) {
   DenoiserOptions dopt;
   dopt.prediction_type = Parameterization::kVelocity;
   Denoiser d(testing::smooth_network, dopt);
-  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+  ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+    return d(x, at, {});
+  };
   SampleContext ctx;
-  EXPECT_THROW(make_sampler("heun")->sample(fn, testing::sample_deter(at::kDouble), grid, ctx), Error);
+  EXPECT_THROW(make_sampler("heun")->sample(fn, testing::sample_deter(at::kDouble), grid, ctx),
+               Error);
 }
 
 TEST(HeunSampler, ConfigRoundTripAndErrors) {
@@ -189,7 +202,8 @@ TEST(HeunSampler, ConfigRoundTripAndErrors) {
   EXPECT_FALSE(s->is_stochastic());
   EXPECT_EQ(s->model_calls(1), 1);
   EXPECT_EQ(s->to_config().count("s_tmax"), 0u);  // +inf is the default and is left out
-  auto c = make_sampler("heun", {{"s_churn", "40"}, {"s_tmin", "0.05"}, {"s_tmax", "50"}, {"s_noise", "1.003"}});
+  auto c = make_sampler(
+      "heun", {{"s_churn", "40"}, {"s_tmin", "0.05"}, {"s_tmax", "50"}, {"s_noise", "1.003"}});
   EXPECT_TRUE(c->is_stochastic());
   EXPECT_EQ(make_sampler("heun", c->to_config())->to_config(), c->to_config());
   EXPECT_THROW(make_sampler("heun", {{"s_churn", "-1"}}), Error);

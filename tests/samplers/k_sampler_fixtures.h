@@ -12,9 +12,15 @@
 
 namespace diffuse::testing {
 
-/// diffusers SchedulerCommonTest.dummy_sample_deter: element (b, c, h, w) = (c*256 + h*32 + w*4 + b) / 768.
+/// diffusers SchedulerCommonTest.dummy_sample_deter: element (b, c, h, w) = (c*256 + h*32 + w*4 +
+/// b) / 768.
 inline Tensor sample_deter(at::ScalarType dtype) {
-  return at::arange(768, at::kFloat).reshape({3, 8, 8, 4}).div(768).permute({3, 0, 1, 2}).contiguous().to(dtype);
+  return at::arange(768, at::kFloat)
+      .reshape({3, 8, 8, 4})
+      .div(768)
+      .permute({3, 0, 1, 2})
+      .contiguous()
+      .to(dtype);
 }
 /// dummy_noise_deter: the same on arange(768) reversed.
 inline Tensor noise_deter(at::ScalarType dtype) {
@@ -39,8 +45,9 @@ inline Tensor smooth_network(const Tensor& x, const Tensor& t, const Conditionin
   return x.tanh() * 0.8 + x * (tt / 300).cos() * 0.2;
 }
 
-inline std::unique_ptr<NoiseSchedule> discrete_schedule(int64_t T, double beta_start, double beta_end,
-                                                        const std::string& kind, const std::string& precision,
+inline std::unique_ptr<NoiseSchedule> discrete_schedule(int64_t T, double beta_start,
+                                                        double beta_end, const std::string& kind,
+                                                        const std::string& precision,
                                                         Config extra = {}) {
   extra["num_train_timesteps"] = std::to_string(T);
   extra["beta_start"] = format_double(beta_start);
@@ -61,10 +68,12 @@ inline ModelFn network_sees_ve_state(const Denoiser& d) {
 }
 
 /// Runs the diffusers test loop `for t in timesteps[first:]: sample = scale_model_input(sample, t);
-/// sample = step(model(sample, t), t, sample)` with our sampler's step(), one grid step per diffusers
-/// timestep. `s` is diffusers' sample (VE by diffusers' reading) at grid[first]; returns the final one.
-inline Tensor run_diffusers_test_loop(const Sampler& sampler, const ModelFn& fn, const TimeGrid& grid, Tensor s,
-                                      size_t first, SampleContext& ctx) {
+/// sample = step(model(sample, t), t, sample)` with our sampler's step(), one grid step per
+/// diffusers timestep. `s` is diffusers' sample (VE by diffusers' reading) at grid[first]; returns
+/// the final one.
+inline Tensor run_diffusers_test_loop(const Sampler& sampler, const ModelFn& fn,
+                                      const TimeGrid& grid, Tensor s, size_t first,
+                                      SampleContext& ctx) {
   History history;
   for (size_t i = first; i + 1 < grid.size(); ++i) {
     StepContext st;
@@ -73,7 +82,7 @@ inline Tensor run_diffusers_test_loop(const Sampler& sampler, const ModelFn& fn,
     st.now = grid[i];
     st.next = grid[i + 1];
     st.grid = &grid;
-    s = s * grid[i].alpha;               // the test's overwrite: sample = scale_model_input(sample, t)
+    s = s * grid[i].alpha;  // the test's overwrite: sample = scale_model_input(sample, t)
     const Tensor x = s * grid[i].alpha;  // VP state whose VE form is that overwritten sample
     s = sampler.step(fn, x, st, history, ctx).x / grid[i + 1].alpha;
   }
@@ -94,14 +103,16 @@ inline SampleStats stats_of(const Tensor& x) {
   return s;
 }
 
-inline void ExpectRelNear(double actual, double expected, double rtol, double atol, const std::string& what) {
+inline void ExpectRelNear(double actual, double expected, double rtol, double atol,
+                          const std::string& what) {
   EXPECT_LE(std::abs(actual - expected), atol + rtol * std::abs(expected))
       << what << ": got " << actual << ", reference " << expected;
 }
 
 /// One configuration with reference numbers. Most come from diffusers' pipeline loop
 ///   S.set_timesteps(steps); x = sample_deter * S.init_noise_sigma
-///   for t in S.timesteps: x = S.step(smooth_model(S.scale_model_input(x, t), t), t, x, ...).prev_sample
+///   for t in S.timesteps: x = S.step(smooth_model(S.scale_model_input(x, t), t), t, x,
+///   ...).prev_sample
 /// against diffusers 58eb52c, once stock (float32) and once with every float32 dtype of the
 /// scheduler module replaced by float64 and its randn_tensor replaced by float32 torch.randn cast
 /// to float64 (the stream make_torch_noise gives): golden_{euler,euler_ancestral,heun}.inc are the
@@ -126,13 +137,14 @@ struct GoldenCase {
   SampleStats f64, f32;
 };
 
-/// Checks our grid and final sample against one golden case; float64 to 1e-6 relative, float32 to 1e-4.
+/// Checks our grid and final sample against one golden case; float64 to 1e-6 relative, float32 to
+/// 1e-4.
 inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g) {
   SCOPED_TRACE(sampler_key + "." + g.name);
   for (const auto dtype : {at::kDouble, at::kFloat}) {
     const bool f64 = dtype == at::kDouble;
-    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule, f64 ? "float64" : "float32",
-                                   g.schedule_config);
+    auto sched = discrete_schedule(g.T, g.beta_start, g.beta_end, g.beta_schedule,
+                                   f64 ? "float64" : "float32", g.schedule_config);
     const TimeGrid grid = make_spacing(g.spacing, g.spacing_config)->grid(*sched, g.steps);
     ASSERT_EQ(grid.size(), g.sigmas.size());
     ASSERT_EQ(g.timesteps.size() + 1, g.sigmas.size());
@@ -145,7 +157,9 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(g.prediction);
     Denoiser d(smooth_network, dopt);
-    ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
+    ModelFn fn = [&d](const Tensor& x, const TimePoint& at, const StepContext&) {
+      return d(x, at, {});
+    };
     auto noise = make_torch_noise(g.seed < 0 ? 0 : static_cast<uint64_t>(g.seed));
     SampleContext ctx;
     ctx.schedule = sched.get();
@@ -166,7 +180,8 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
     ExpectRelNear(s.abs_sum, e.abs_sum, rtol, 0, "sum |x|" + tag);
     ExpectRelNear(s.weighted_sum, e.weighted_sum, rtol, 0, "weighted sum" + tag);
     for (size_t i = 0; i < e.elems.size(); ++i)
-      ExpectRelNear(s.elems[i], e.elems[i], rtol, rtol * 1e-3 * e.abs_sum / 768, "element " + std::to_string(i) + tag);
+      ExpectRelNear(s.elems[i], e.elems[i], rtol, rtol * 1e-3 * e.abs_sum / 768,
+                    "element " + std::to_string(i) + tag);
   }
 }
 

@@ -5,8 +5,8 @@
 
 #include <cmath>
 #include <iomanip>
-#include <limits>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,11 +20,14 @@ void ExpectErrorMentioning(const std::function<void()>& f, const std::vector<std
     ADD_FAILURE() << "no diffuse::Error thrown";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   }
 }
 
-std::shared_ptr<Correction> ts(const Config& c) { return std::shared_ptr<Correction>(make_correction("time_shift", c)); }
+std::shared_ptr<Correction> ts(const Config& c) {
+  return std::shared_ptr<Correction>(make_correction("time_shift", c));
+}
 
 Tensor simple_net(const Tensor& x, const Tensor& t, const Conditioning&) {
   return x * 0.4 + at::sin(x) * 0.2 + t.view({-1, 1}) * 1e-4;
@@ -43,16 +46,16 @@ TEST(TimeShift, IdentityIsBitExactForEverySampler) {
       o.num_steps = 6;
       o.seed = 3;
       const Tensor plain = sample(*sampler, Denoiser(simple_net), *schedule, noise, o);
-      for (const Config& c : std::vector<Config>{{{"window", "0"}},
-                                                  {{"window", "1"}},
-                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)}},
-                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)},
-                                                   {"variant", "target_shift"}},
-                                                  {{"window", "40"}, {"cutoff", format_double(cutoff)},
-                                                   {"variant", "adm"}}}) {
+      for (const Config& c : std::vector<Config>{
+               {{"window", "0"}},
+               {{"window", "1"}},
+               {{"window", "40"}, {"cutoff", format_double(cutoff)}},
+               {{"window", "40"}, {"cutoff", format_double(cutoff)}, {"variant", "target_shift"}},
+               {{"window", "40"}, {"cutoff", format_double(cutoff)}, {"variant", "adm"}}}) {
         o.corrections = {ts(c)};
         const Tensor out = sample(*sampler, Denoiser(simple_net), *schedule, noise, o);
-        EXPECT_TRUE(at::equal(out, plain)) << name << " on " << sched << " with " << format_config(c);
+        EXPECT_TRUE(at::equal(out, plain))
+            << name << " on " << sched << " with " << format_config(c);
       }
       // And an active shift changes the result (the identity checks above are not vacuous).
       o.corrections = {ts({{"window", "40"}})};
@@ -75,7 +78,8 @@ struct Hand {
   std::unique_ptr<Correction> corr;
   TimeGrid grid;
   StepContext st;
-  explicit Hand(const Config& c, double now = 500, double next = 400) : corr(make_correction("time_shift", c)) {
+  explicit Hand(const Config& c, double now = 500, double next = 400)
+      : corr(make_correction("time_shift", c)) {
     grid = make_spacing("linspace")->grid(*schedule, 10);
     corr->reset();
     corr->on_grid(grid, *schedule);
@@ -99,7 +103,7 @@ TEST(TimeShift, CoupledPicksTheMatchingTimeInTheWindow) {
   {
     Hand h(Config{{"window", "10"}});
     h.corr->on_time(with_variance(h.sigma2(503)), h.st);
-    EXPECT_EQ(h.st.now, h.schedule->at(503));  // network input and solver coefficients
+    EXPECT_EQ(h.st.now, h.schedule->at(503));   // network input and solver coefficients
     EXPECT_EQ(h.st.next, h.schedule->at(400));  // the target stays nominal
   }
   {
@@ -136,7 +140,8 @@ TEST(TimeShift, CoupledPicksTheMatchingTimeInTheWindow) {
   }
   {  // pooled: the variance of all entries (here the two rows have different spreads)
     Hand h(Config{{"window", "10"}, {"batch_variance", "pooled"}});
-    Tensor x = at::cat({with_variance(h.sigma2(510)).narrow(0, 0, 1), with_variance(h.sigma2(490)).narrow(0, 0, 1)});
+    Tensor x = at::cat({with_variance(h.sigma2(510)).narrow(0, 0, 1),
+                        with_variance(h.sigma2(490)).narrow(0, 0, 1)});
     const double pooled = x.var().item<double>();
     int best = 495;
     for (int k = 495; k <= 505; ++k)
@@ -172,12 +177,14 @@ TEST(TimeShift, RunCouplesNetworkAndSolverWithTheShiftedTime) {
   // call the network at the argmin t_s over 480..520 of (var(x) - sigma_t^2)^2 (brute force here)
   // and produce x2 = alpha_400 x0 + sigma_400 eps from x0 = (x1 - sigma_{t_s} eps) / alpha_{t_s}.
   auto schedule = make_schedule("discrete");
-  const TimeGrid grid{schedule->at(900), schedule->at(500), schedule->at(400), schedule->clean_point()};
+  const TimeGrid grid{schedule->at(900), schedule->at(500), schedule->at(400),
+                      schedule->clean_point()};
   auto argmin = [&](const Tensor& x, double c, int h) {
     const double v = x.var(1).mean().item<double>();
     double best = c;
     for (int k = -h; k <= h; ++k)
-      if (std::abs(v - std::pow(schedule->at(c + k).sigma, 2)) < std::abs(v - std::pow(schedule->at(best).sigma, 2)))
+      if (std::abs(v - std::pow(schedule->at(c + k).sigma, 2)) <
+          std::abs(v - std::pow(schedule->at(best).sigma, 2)))
         best = c + k;
     return best;
   };
@@ -208,7 +215,8 @@ TEST(TimeShift, RunCouplesNetworkAndSolverWithTheShiftedTime) {
       ASSERT_NE(t_s, 400);
       const TimePoint s = schedule->at(500), n = schedule->at(t_s);
       const Tensor eps = x1 * 0.3, x0 = (x1 - eps * s.sigma) / s.alpha;
-      testing::ExpectTensorNear(x2, x0 * n.alpha + eps * n.sigma, 1e-12, 1e-12, "target-shift update");
+      testing::ExpectTensorNear(x2, x0 * n.alpha + eps * n.sigma, 1e-12, 1e-12,
+                                "target-shift update");
       EXPECT_EQ(calls[2].t[0].item<double>(), 400);  // the next step starts from its nominal time
     }
   }
@@ -227,7 +235,8 @@ TEST(TimeShift, WindowsWiderThanAStepKeepTheRunOrdered) {
       o.num_steps = 20;
       o.spacing = make_spacing("trailing");
       o.corrections = {ts({{"window", "400"}, {"variant", variant}})};
-      const Tensor out = sample(*make_sampler(name), Denoiser(m.network()), *schedule, randn({2, 16}, 3, at::kDouble), o);
+      const Tensor out = sample(*make_sampler(name), Denoiser(m.network()), *schedule,
+                                randn({2, 16}, 3, at::kDouble), o);
       EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << name << " " << variant;
       double prev = std::numeric_limits<double>::infinity();
       int shifted = 0;
@@ -247,9 +256,13 @@ TEST(TimeShift, WindowsWiderThanAStepKeepTheRunOrdered) {
 }
 
 TEST(TimeShift, ConfigRoundTripAndSpec) {
-  auto c = make_correction("time_shift", {{"window", "30"}, {"cutoff", "300"}, {"variant", "adm"},
-                                          {"variance_model", "data_aware"}, {"data_var", "0.25"},
-                                          {"batch_variance", "pooled"}, {"resolution", "2"}});
+  auto c = make_correction("time_shift", {{"window", "30"},
+                                          {"cutoff", "300"},
+                                          {"variant", "adm"},
+                                          {"variance_model", "data_aware"},
+                                          {"data_var", "0.25"},
+                                          {"batch_variance", "pooled"},
+                                          {"resolution", "2"}});
   EXPECT_EQ(c->name(), "time_shift");
   auto back = make_correction("time_shift", c->to_config());
   EXPECT_EQ(back->to_config(), c->to_config());
@@ -266,19 +279,51 @@ TEST(TimeShift, ConfigRoundTripAndSpec) {
   // Presets from the official READMEs; user options override them.
   EXPECT_EQ(make_correction("time_shift_dpm_solver")->to_config().at("window"), "30");
   EXPECT_EQ(make_correction("time_shift_adm")->to_config().at("variant"), "adm");
-  EXPECT_EQ(make_correction("time_shift_pndm", {{"cutoff", "500"}})->to_config().at("cutoff"), "500");
+  EXPECT_EQ(make_correction("time_shift_pndm", {{"cutoff", "500"}})->to_config().at("cutoff"),
+            "500");
 }
 
 TEST(TimeShift, ErrorsNameTheBadValue) {
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"window", "-3"}}); }, {"window", "-3"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"window", "ten"}}); }, {"window", "ten"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"cutoff", "-2"}}); }, {"cutoff", "-2"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"variant", "pndm"}}); }, {"variant", "pndm"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"variance_model", "exact"}}); },
-                        {"variance_model", "exact"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"data_var", "-1"}}); }, {"data_var", "-1"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"batch_variance", "max"}}); }, {"batch_variance", "max"});
-  ExpectErrorMentioning([] { make_correction("time_shift", {{"resolution", "-0.5"}}); }, {"resolution", "-0.5"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"window", "-3"}});
+      },
+      {"window", "-3"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"window", "ten"}});
+      },
+      {"window", "ten"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"cutoff", "-2"}});
+      },
+      {"cutoff", "-2"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"variant", "pndm"}});
+      },
+      {"variant", "pndm"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"variance_model", "exact"}});
+      },
+      {"variance_model", "exact"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"data_var", "-1"}});
+      },
+      {"data_var", "-1"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"batch_variance", "max"}});
+      },
+      {"batch_variance", "max"});
+  ExpectErrorMentioning(
+      [] {
+        make_correction("time_shift", {{"resolution", "-0.5"}});
+      },
+      {"resolution", "-0.5"});
   ExpectErrorMentioning([] { make_correction("time_shift", {{"windw", "3"}}); }, {"windw"});
   // Without on_grid there is no schedule to search.
   auto c = make_correction("time_shift", {{"window", "10"}});
@@ -293,7 +338,11 @@ TEST(TimeShift, ErrorsNameTheBadValue) {
   ExpectErrorMentioning([&] { c->on_time(at::ones({2, 4}, at::kDouble), st); }, {"schedule"});
   // One entry per sample has no per-sample variance.
   Hand h(Config{{"window", "10"}});
-  ExpectErrorMentioning([&] { h.corr->on_time(at::ones({2, 1}, at::kDouble), h.st); }, {"batch_variance", "[2, 1]"});
+  ExpectErrorMentioning(
+      [&] {
+        h.corr->on_time(at::ones({2, 1}, at::kDouble), h.st);
+      },
+      {"batch_variance", "[2, 1]"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,7 +353,8 @@ struct Testbed {
   std::shared_ptr<const NoiseSchedule> vp = make_schedule("vp");
   Tensor noise;
   Tensor true_mean, true_cov;
-  Testbed(const std::string& preset, int64_t n, uint64_t seed) : gmm(GaussianMixture::preset(preset)) {
+  Testbed(const std::string& preset, int64_t n, uint64_t seed)
+      : gmm(GaussianMixture::preset(preset)) {
     noise = randn({n, gmm.dim()}, seed, at::kDouble);
     true_mean = gmm.mean();
     true_cov = gmm.covariance();
@@ -314,11 +364,14 @@ struct Testbed {
   double per_sample_data_var() const {
     const double D = static_cast<double>(gmm.dim());
     const double e_sq = (true_mean.dot(true_mean) + true_cov.trace()).item<double>();  // E|x0|^2
-    const double e_mean_sq = (true_mean.sum().pow(2) + true_cov.sum()).item<double>() / (D * D);  // E[(mean_d x0)^2]
+    const double e_mean_sq =
+        (true_mean.sum().pow(2) + true_cov.sum()).item<double>() / (D * D);  // E[(mean_d x0)^2]
     return (e_sq / D - e_mean_sq) * D / (D - 1);
   }
   /// ||mean - mean*|| + ||cov - cov*||_F of the samples against the true mixture.
-  double error(const Tensor& x) const { return mean_error(x, true_mean) + covariance_error(x, true_cov); }
+  double error(const Tensor& x) const {
+    return mean_error(x, true_mean) + covariance_error(x, true_cov);
+  }
   Tensor run(const std::string& sampler, int64_t steps, double delta, double bias,
              std::shared_ptr<Correction> corr = nullptr) const {
     Denoiser d(gmm.imperfect_network(vp, delta, bias));
@@ -344,15 +397,15 @@ TEST(TimeShift, TestbedReducesTheFinalDistributionError) {
         const double exact = tb.error(tb.run(s, n, 0, 0));
         const double plain = tb.error(tb.run(s, n, 0.03, 0.01));
         const double shifted = tb.error(tb.run(s, n, 0.03, 0.01, ts(ts_config)));
-        std::cout << "[ ts ] " << preset << " " << s << " N=" << n << " error exact-net " << exact << " imperfect "
-                  << plain << " imperfect+TS " << shifted << " (" << std::showpos << std::fixed
-                  << std::setprecision(1) << 100 * (shifted / plain - 1) << "%)" << std::noshowpos
-                  << std::defaultfloat << std::setprecision(6) << "\n";
+        std::cout << "[ ts ] " << preset << " " << s << " N=" << n << " error exact-net " << exact
+                  << " imperfect " << plain << " imperfect+TS " << shifted << " (" << std::showpos
+                  << std::fixed << std::setprecision(1) << 100 * (shifted / plain - 1) << "%)"
+                  << std::noshowpos << std::defaultfloat << std::setprecision(6) << "\n";
         if (s == "dpmpp_2m" && n == 10) {
           // Measured: 2d -1.4 %, 16d +4.3 %. Here 2M's own discretization error dominates: the
-          // exact network does WORSE than the imperfect one (its error partly cancels the solver's),
-          // so removing the network's bias cannot be expected to help. Assert exactly that, and
-          // that TS stays within 10 % of the plain run.
+          // exact network does WORSE than the imperfect one (its error partly cancels the
+          // solver's), so removing the network's bias cannot be expected to help. Assert exactly
+          // that, and that TS stays within 10 % of the plain run.
           EXPECT_GT(exact, plain) << preset;
           EXPECT_LT(std::abs(shifted / plain - 1), 0.10) << preset;
         } else {

@@ -51,21 +51,29 @@ Config with(Config c, const char* key, const char* value) {
 }
 
 const Config kLinear{{"beta_schedule", "linear"}, {"beta_start", "0.0001"}, {"beta_end", "0.02"}};
-const Config kScaled{{"beta_schedule", "scaled_linear"}, {"beta_start", "0.00085"}, {"beta_end", "0.012"}};
+const Config kScaled{
+    {"beta_schedule", "scaled_linear"}, {"beta_start", "0.00085"}, {"beta_end", "0.012"}};
 
 TEST(DiscreteSchedule, TablesAreBitEqualToDiffusers) {
   const std::vector<TableCase> cases{
       {"linear", kLinear, 0x0001c8c9e1361570ULL, 0x0001cc77eaa930d3ULL, 0x9c270f367e6bcb53ULL,
        0x5d5567e45bd8e2c4ULL, 0.07779666036367416, 4.118193638138445e-05},
-      {"scaled_linear", kScaled, 0x0001d659b3af5023ULL, 0x0001c8ec27bf2608ULL, 0x967c975e37cde80eULL,
-       0xe4f867d4a4ec0d46ULL, 0.2763324975967407, 0.00471669889987575},
-      {"squaredcos_cap_v2", {{"beta_schedule", "squaredcos_cap_v2"}}, 0x0001d83571ef38dfULL, 0x0001c9a037da4ed1ULL,
-       0x0e3f16000d8a7789ULL, 0x66fb493314655326ULL, 0.4922850430011749, 2.4287669070348544e-06},
+      {"scaled_linear", kScaled, 0x0001d659b3af5023ULL, 0x0001c8ec27bf2608ULL,
+       0x967c975e37cde80eULL, 0xe4f867d4a4ec0d46ULL, 0.2763324975967407, 0.00471669889987575},
+      {"squaredcos_cap_v2",
+       {{"beta_schedule", "squaredcos_cap_v2"}},
+       0x0001d83571ef38dfULL,
+       0x0001c9a037da4ed1ULL,
+       0x0e3f16000d8a7789ULL,
+       0x66fb493314655326ULL,
+       0.4922850430011749,
+       2.4287669070348544e-06},
       {"zsnr_scaled_linear", with(kScaled, "rescale_betas_zero_snr", "true"), 0x0001d0395530c48eULL,
        0x0001cbe78c036eb2ULL, 0xcab418198d8ed9b4ULL, 0x517e5cd1af6312e1ULL, 0.24101859331130981,
        1.9678880566211582e-07},
-      {"zsnr_linear", with(kLinear, "rescale_betas_zero_snr", "true"), 0x0001c480c5fee56fULL, 0x0001ce2c7342019aULL,
-       0xb8bc710f837c055cULL, 0xee6973b4dffb3ac4ULL, 0.07524622976779938, 4.213262465088073e-09},
+      {"zsnr_linear", with(kLinear, "rescale_betas_zero_snr", "true"), 0x0001c480c5fee56fULL,
+       0x0001ce2c7342019aULL, 0xb8bc710f837c055cULL, 0xee6973b4dffb3ac4ULL, 0.07524622976779938,
+       4.213262465088073e-09},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -94,7 +102,8 @@ int64_t spacing_checksum(const TimestepSpacing& sp, const NoiseSchedule& s, int6
   int64_t total = 0;
   for (int64_t n = 1; n <= T; ++n) {
     if (steps_offset > 0 && (n - 1) * (T / n) + steps_offset > T - 1) {
-      EXPECT_THROW(sp.grid(s, n), Error) << "n=" << n;  // past t_max: diffusers would index out of range
+      EXPECT_THROW(sp.grid(s, n), Error)
+          << "n=" << n;  // past t_max: diffusers would index out of range
       continue;
     }
     const TimeGrid g = sp.grid(s, n);
@@ -125,21 +134,27 @@ TEST(Spacing, EveryStepCountMatchesDiffusers) {
       {1100, "trailing", {}, 67287337091408LL},
   };
   for (const auto& c : cases) {
-    auto s = make_schedule("discrete", with(kLinear, "num_train_timesteps", std::to_string(c.T).c_str()));
+    auto s = make_schedule("discrete",
+                           with(kLinear, "num_train_timesteps", std::to_string(c.T).c_str()));
     auto sp = make_spacing(c.spacing, c.config);
     const int64_t off = c.config.count("steps_offset") ? 1 : 0;
-    EXPECT_EQ(spacing_checksum(*sp, *s, off), c.checksum) << c.spacing << " T=" << c.T << " offset=" << off;
+    EXPECT_EQ(spacing_checksum(*sp, *s, off), c.checksum)
+        << c.spacing << " T=" << c.T << " offset=" << off;
   }
 }
 
 TEST(Spacing, DiffusersListsInClear) {
   auto s = make_schedule("discrete", kLinear);
   using V = std::vector<double>;
-  EXPECT_EQ(times(make_spacing("linspace")->grid(*s, 10)), (V{999, 888, 777, 666, 555, 444, 333, 222, 111, 0}));
-  EXPECT_EQ(times(make_spacing("leading")->grid(*s, 10)), (V{900, 800, 700, 600, 500, 400, 300, 200, 100, 0}));
+  EXPECT_EQ(times(make_spacing("linspace")->grid(*s, 10)),
+            (V{999, 888, 777, 666, 555, 444, 333, 222, 111, 0}));
+  EXPECT_EQ(times(make_spacing("leading")->grid(*s, 10)),
+            (V{900, 800, 700, 600, 500, 400, 300, 200, 100, 0}));
   EXPECT_EQ(times(make_spacing("leading")->grid(*s, 7)), (V{852, 710, 568, 426, 284, 142, 0}));
-  EXPECT_EQ(times(make_spacing("leading", {{"steps_offset", "1"}})->grid(*s, 5)), (V{801, 601, 401, 201, 1}));
-  EXPECT_EQ(times(make_spacing("trailing")->grid(*s, 10)), (V{999, 899, 799, 699, 599, 499, 399, 299, 199, 99}));
+  EXPECT_EQ(times(make_spacing("leading", {{"steps_offset", "1"}})->grid(*s, 5)),
+            (V{801, 601, 401, 201, 1}));
+  EXPECT_EQ(times(make_spacing("trailing")->grid(*s, 10)),
+            (V{999, 899, 799, 699, 599, 499, 399, 299, 199, 99}));
   // n = 48: numpy's arange gives 936 at k = 3 where round(1000 - 3 * 1000/48) - 1 would give 937
   // (the bug fixed in trailing.h).
   const V t48 = times(make_spacing("trailing")->grid(*s, 48));
@@ -157,7 +172,8 @@ TEST(Spacing, GridReproducesDdpmPreviousTimestep) {
   auto s = make_schedule("discrete", kLinear);
   for (int64_t n : {1, 3, 7, 10, 50, 999, 1000}) {
     const TimeGrid g = make_spacing("leading")->grid(*s, n);
-    for (int64_t i = 0; i + 1 < n; ++i) EXPECT_EQ(g[i + 1].t, g[i].t - 1000 / n) << "n=" << n << " i=" << i;
+    for (int64_t i = 0; i + 1 < n; ++i)
+      EXPECT_EQ(g[i + 1].t, g[i].t - 1000 / n) << "n=" << n << " i=" << i;
     EXPECT_EQ(g[n - 1].t, 0);
     EXPECT_EQ(g[n].t, -1);
     EXPECT_EQ(g[n].alpha, 1.0);

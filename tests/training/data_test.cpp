@@ -4,8 +4,8 @@
 // published sizes and class balance; image folders round-trip through save_png; toy sets and
 // mixture draws have the documented shapes, labels, scale and determinism.
 #include <diffuse/config.h>
-#include <diffuse/noise.h>  // detail::cpu_generator
 #include <diffuse/gaussian_mixture.h>
+#include <diffuse/noise.h>  // detail::cpu_generator
 #include <diffuse/training/data.h>
 #include <diffuse/training/image.h>
 

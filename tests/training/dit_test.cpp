@@ -16,7 +16,6 @@ namespace {
 
 using testing::ExpectTensorNear;
 
-
 int64_t count(const std::vector<at::Tensor>& ts) {
   int64_t n = 0;
   for (const auto& t : ts) n += t.numel();
@@ -401,7 +400,8 @@ TEST(DiT, LabelEmbeddingsInPlaceOfLabelsGiveTheSameOutput) {
   at::Tensor y = at::tensor({int64_t{1}, int64_t{5}, int64_t{4}});  // 5 = the null class
   const at::Tensor e = m->label_embedding(y, 3, x.device());
   ASSERT_EQ(e.sizes(), (std::vector<int64_t>{3, 32}));
-  EXPECT_TRUE(at::equal(e[1], m->label_embedding({}, 1, x.device())[0])) << "undefined = null class";
+  EXPECT_TRUE(at::equal(e[1], m->label_embedding({}, 1, x.device())[0]))
+      << "undefined = null class";
   // The same additions in the same order: bitwise equal.
   EXPECT_TRUE(at::equal(m->forward(x, t, e), m->forward(x, t, y)));
   // Through as_network too (Conditioning.value may hold embeddings, e.g. annealed by CADS).

@@ -78,9 +78,15 @@ std::vector<Format> make_formats(const TempDir& dir) {
     data.name = "toy";
     DiT model(tiny_options());
     TrainerOptions o;
-    o.steps(1).batch_size(4).threads(-1).output_dir(dir / "run").checkpoint_every(1).ema_decay(0.5)
+    o.steps(1)
+        .batch_size(4)
+        .threads(-1)
+        .output_dir(dir / "run")
+        .checkpoint_every(1)
+        .ema_decay(0.5)
         .model_config("DiT " + format_config(to_config(tiny_options())));
-    Trainer<DiT> trainer(model, objective_from_spec("denoising"), make_schedule("discrete"), data, o);
+    Trainer<DiT> trainer(model, objective_from_spec("denoising"), make_schedule("discrete"), data,
+                         o);
     trainer.train();
     out.push_back({"training checkpoint", latest_checkpoint(trainer.checkpoint_dir()).value(), {}});
   }
@@ -89,8 +95,9 @@ std::vector<Format> make_formats(const TempDir& dir) {
     // embedding in float32 and so runs only in float32, see below).
     torch::jit::Module ts("AnyDtype");
     ts.register_parameter("w", at::full({1, 1, 1, 1}, 0.3), false);
-    ts.register_attribute("diffuse_card", c10::StringType::get(),
-                          std::string("sample_shape=1x8x8,num_classes=4,prediction_type=epsilon,schedule=discrete"));
+    ts.register_attribute(
+        "diffuse_card", c10::StringType::get(),
+        std::string("sample_shape=1x8x8,num_classes=4,prediction_type=epsilon,schedule=discrete"));
     ts.define(R"(
 def forward(self, x, t, y):
     return x * self.w + 0.0001 * t.to(x.dtype).view(-1, 1, 1, 1) + 0.01 * y.to(x.dtype).view(-1, 1, 1, 1)
@@ -138,8 +145,8 @@ TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
         for (const double t : {999.0, 500.0, 50.0}) {
           const TimePoint tp = schedule->at(t);
           const at::Tensor want = exact->call_network(x * std::hypot(tp.alpha, tp.sigma), tp, c);
-          const at::Tensor got =
-              denoiser.call_network((x * std::hypot(tp.alpha, tp.sigma)).to(Sampler::compute_dtype(dtype)), tp, c);
+          const at::Tensor got = denoiser.call_network(
+              (x * std::hypot(tp.alpha, tp.sigma)).to(Sampler::compute_dtype(dtype)), tp, c);
           const double rel = ((got.to(at::kDouble) - want).norm() / want.norm()).item<double>();
           EXPECT_LT(rel, tol) << f.name << " " << c10::toString(dtype) << " t=" << t;
         }
@@ -163,7 +170,8 @@ TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
         }
         ++runs;
         EXPECT_EQ(out.scalar_type(), dtype) << f.name << " " << name;
-        EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << f.name << " " << c10::toString(dtype) << " " << name;
+        EXPECT_TRUE(at::isfinite(out).all().item<bool>())
+            << f.name << " " << c10::toString(dtype) << " " << name;
         if (dtype == at::kDouble) {
           reference[name] = out;
           continue;

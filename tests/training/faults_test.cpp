@@ -521,18 +521,20 @@ TEST_F(TrainingFaults, CorruptNewestCheckpointIsSkippedAndResumeIsBitExact) {
     torch::manual_seed(1);
     TrainerCallbacks cb;
     std::vector<std::string> skipped;
-    cb.on_checkpoint_skipped = [&](const std::string& path, const std::string& reason, const std::string& renamed) {
+    cb.on_checkpoint_skipped = [&](const std::string& path, const std::string& reason,
+                                   const std::string& renamed) {
       skipped.push_back(path + " | " + reason + " | " + renamed);
     };
-    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                   options(dir.path), cb);
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                   points(), options(dir.path), cb);
     const std::string resumed = t.resume_latest();
     EXPECT_EQ(fs::path(resumed).filename(), "ckpt_00000006.pt") << how;
     EXPECT_EQ(t.step(), 6) << how;
     ASSERT_EQ(skipped.size(), 1u) << how;
     EXPECT_EQ(skipped[0].rfind(newest.string() + " | ", 0), 0u) << skipped[0];
     EXPECT_NE(skipped[0].find("ckpt_00000008.pt"), std::string::npos) << skipped[0];
-    EXPECT_NE(skipped[0].find(" | " + newest.string() + ".corrupt"), std::string::npos) << skipped[0];
+    EXPECT_NE(skipped[0].find(" | " + newest.string() + ".corrupt"), std::string::npos)
+        << skipped[0];
     // Set aside, not deleted: the damaged bytes are kept under the new name.
     EXPECT_FALSE(fs::exists(newest)) << how;
     EXPECT_EQ(read_file(newest.string() + ".corrupt"), damaged) << how;
@@ -550,12 +552,13 @@ TEST_F(TrainingFaults, CorruptNewestCheckpointIsSkippedAndResumeIsBitExact) {
 TEST_F(TrainingFaults, AllCheckpointsCorruptIsAnErrorNamingThemAndRenamesNothing) {
   const test::TempDir dir("faults_all_corrupt");
   ASSERT_TRUE(killed(run_child(dir.path, "after_step:9")));
-  const fs::path c6 = dir.path / "checkpoints" / "ckpt_00000006.pt", c8 = dir.path / "checkpoints" / "ckpt_00000008.pt";
+  const fs::path c6 = dir.path / "checkpoints" / "ckpt_00000006.pt",
+                 c8 = dir.path / "checkpoints" / "ckpt_00000008.pt";
   corrupt_file(c6, "garbage");
   corrupt_file(c8, "truncated");
   torch::manual_seed(1);
-  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                 options(dir.path));
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                 points(), options(dir.path));
   try {
     t.resume_latest();
     ADD_FAILURE() << "resumed from corrupt checkpoints";
@@ -578,8 +581,8 @@ TEST_F(TrainingFaults, DifferentSetupBehindACorruptCheckpointIsStillRefused) {
   const fs::path c8 = dir.path / "checkpoints" / "ckpt_00000008.pt";
   corrupt_file(c8, "truncated");
   torch::manual_seed(1);
-  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                 options(dir.path).lr(1e-3));
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                 points(), options(dir.path).lr(1e-3));
   try {
     t.resume_latest();
     ADD_FAILURE() << "resumed into a different setup";
@@ -609,8 +612,8 @@ TEST_F(TrainingFaults, StopRequestCheckpointsTheStepAndResumesBitExactly) {
       ++polls;
       return stop;
     };
-    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                   options(dir.path), cb);
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                   points(), options(dir.path), cb);
     const TrainResult r = t.train();
     EXPECT_EQ(r.reason, StopReason::kInterrupted);
     EXPECT_EQ(r.final_step, 5);
@@ -629,8 +632,8 @@ TEST_F(TrainingFaults, RequestStopIsAnsweredOnce) {
   (void)reference();
   const test::TempDir dir("faults_request_stop");
   torch::manual_seed(1);
-  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                 options(dir.path));
+  FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                 points(), options(dir.path));
   t.request_stop();
   TrainResult r = t.train();
   EXPECT_EQ(r.reason, StopReason::kInterrupted);
@@ -649,8 +652,8 @@ TEST_F(TrainingFaults, DataParallelRanksStopAfterTheSameStep) {
   for (int rank : {0, 1}) {
     const test::TempDir dir("faults_dp_stop_" + std::to_string(rank));
     torch::manual_seed(1);
-    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"), points(),
-                   options(dir.path).sample_every(0));
+    FaultTrainer t(FaultNet(), std::make_shared<DenoisingObjective>(), make_schedule("discrete"),
+                   points(), options(dir.path).sample_every(0));
     int calls = 0;
     t.set_data_parallel(rank, 2, [&](std::vector<Tensor>& v) {
       ++calls;
@@ -681,8 +684,8 @@ int child_status(const std::function<int()>& body) {
 }
 
 TEST(StopSignal, FirstSignalIsRecordedSecondExitsAtOnce) {
-  for (const auto& [first, second] : {std::pair{SIGINT, SIGINT}, std::pair{SIGTERM, SIGTERM},
-                                      std::pair{SIGTERM, SIGINT}}) {
+  for (const auto& [first, second] :
+       {std::pair{SIGINT, SIGINT}, std::pair{SIGTERM, SIGTERM}, std::pair{SIGTERM, SIGINT}}) {
     const int status = child_status([first = first, second = second] {
       StopSignalGuard guard(nullptr, /*exit_on_repeat=*/true);
       if (stop_signal_received() != 0) return 10;

@@ -170,7 +170,8 @@ TEST(PlotCurves, WritesAPngOfTheRequestedSizeWithEachCurveColour) {
 int64_t count_in(const detail::Canvas& cv, const unsigned char* c, int x0, int y0, int x1, int y1) {
   int64_t n = 0;
   for (int y = y0; y <= y1; ++y)
-    for (int x = x0; x <= x1; ++x) n += std::memcmp(&cv.px[(static_cast<size_t>(y) * cv.w + x) * 3], c, 3) == 0;
+    for (int x = x0; x <= x1; ++x)
+      n += std::memcmp(&cv.px[(static_cast<size_t>(y) * cv.w + x) * 3], c, 3) == 0;
   return n;
 }
 
@@ -179,7 +180,8 @@ int64_t count_in(const detail::Canvas& cv, const unsigned char* c, int x0, int y
 TEST(PlotCurves, CoincidingCurvesStayVisibleAndTheLegendListsAll) {
   const std::vector<double> x = {1, 2, 3, 4}, y = {40, 25, 18, 16};
   PlotLayout L;
-  const detail::Canvas cv = detail::render_plot("p.png", {"ddim", "euler", "heun"}, {x, x, x}, {y, y, y}, {}, &L);
+  const detail::Canvas cv =
+      detail::render_plot("p.png", {"ddim", "euler", "heun"}, {x, x, x}, {y, y, y}, {}, &L);
   ASSERT_GE(L.legend_x0, 0);
   for (size_t i = 0; i < 3; ++i) {
     const unsigned char* c = detail::plot_colour(i);
@@ -187,14 +189,16 @@ TEST(PlotCurves, CoincidingCurvesStayVisibleAndTheLegendListsAll) {
     const int64_t in_data = count_in(cv, c, L.left + 1, L.top + 1, L.right - 1, L.bottom - 1) -
                             count_in(cv, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1);
     EXPECT_GT(in_data, 40) << "curve " << i << " is hidden by the others";
-    EXPECT_GT(count_in(cv, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1), 10) << "legend entry " << i;
+    EXPECT_GT(count_in(cv, c, L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1), 10)
+        << "legend entry " << i;
   }
   // Six identical straight curves: curves 0 and 4 share the solid pattern, 1 and 5 the dashed one.
   // Every curve shows in the data area (line or marker), and the first of two same-pattern curves
   // frames the later one, so its line shows in the middle half of the plot (away from the markers
   // at the two ends; the legend sits in a corner).
   const std::vector<std::vector<double>> x6(6, {0.0, 1.0}), y6(6, {1.0, 2.0});
-  const detail::Canvas cv6 = detail::render_plot("p.png", {"a", "b", "c", "d", "e", "f"}, x6, y6, {}, &L);
+  const detail::Canvas cv6 =
+      detail::render_plot("p.png", {"a", "b", "c", "d", "e", "f"}, x6, y6, {}, &L);
   const int quarter = (L.right - L.left) / 4;
   ASSERT_TRUE(L.legend_x1 < L.left + quarter || L.legend_x0 > L.right - quarter);
   for (size_t i = 0; i < 6; ++i) {
@@ -204,9 +208,10 @@ TEST(PlotCurves, CoincidingCurvesStayVisibleAndTheLegendListsAll) {
     EXPECT_GT(in_data, 10) << "curve " << i << " is hidden by the others";
   }
   for (size_t i : {0, 1}) {
-    const int64_t middle =
-        count_in(cv6, detail::plot_colour(i), L.left + quarter, L.top + 1, L.right - quarter, L.bottom - 1);
-    EXPECT_GT(middle, 30) << "the line of curve " << i << " is hidden by the later one of its pattern";
+    const int64_t middle = count_in(cv6, detail::plot_colour(i), L.left + quarter, L.top + 1,
+                                    L.right - quarter, L.bottom - 1);
+    EXPECT_GT(middle, 30) << "the line of curve " << i
+                          << " is hidden by the later one of its pattern";
   }
 }
 
@@ -219,11 +224,14 @@ TEST(PlotCurves, TheLegendCoversNoCurve) {
     o.title = "exposure bias";
     o.log_y = true;
     std::vector<std::string> names;
-    for (size_t i = 0; i < xs.size(); ++i) names.push_back("sampler " + std::to_string(i) + " 10 steps");
-    const detail::Canvas bare = detail::render_plot("p.png", names, xs, ys, o, &L, /*draw_legend=*/false);
+    for (size_t i = 0; i < xs.size(); ++i)
+      names.push_back("sampler " + std::to_string(i) + " 10 steps");
+    const detail::Canvas bare =
+        detail::render_plot("p.png", names, xs, ys, o, &L, /*draw_legend=*/false);
     int64_t n = 0;
     for (size_t i = 0; i < xs.size(); ++i)
-      n += count_in(bare, detail::plot_colour(i), L.legend_x0, L.legend_y0, L.legend_x1, L.legend_y1);
+      n += count_in(bare, detail::plot_colour(i), L.legend_x0, L.legend_y0, L.legend_x1,
+                    L.legend_y1);
     return n;
   };
   // A curve along the top (the old legend place) and one along the right half of the bottom: the
@@ -255,9 +263,10 @@ TEST(PlotCurves, TheLegendCoversNoCurve) {
   PlotOptions o;
   o.title = "exposure bias";
   o.log_y = true;
-  plot_curves_png(dir / "eb.png", {"sampler 0 10 steps", "sampler 1 10 steps", "sampler 2 10 steps",
-                                   "sampler 3 10 steps"},
-                  xs, ys, o, &written);
+  plot_curves_png(
+      dir / "eb.png",
+      {"sampler 0 10 steps", "sampler 1 10 steps", "sampler 2 10 steps", "sampler 3 10 steps"}, xs,
+      ys, o, &written);
   EXPECT_EQ(written.legend_x0, L.legend_x0);
   EXPECT_EQ(written.legend_y0, L.legend_y0);
 }
@@ -266,7 +275,8 @@ TEST(ImageGrid, ColumnsAreNrowClippedToTheImageCount) {
   EXPECT_EQ(image_grid_columns(4, 10), 4);
   EXPECT_EQ(image_grid_columns(40, 10), 10);
   EXPECT_EQ(image_grid_columns(1, 8), 1);
-  EXPECT_EQ(make_image_grid(at::zeros({4, 1, 2, 2}), 10).size(2), image_grid_columns(4, 10) * 4 + 2);
+  EXPECT_EQ(make_image_grid(at::zeros({4, 1, 2, 2}), 10).size(2),
+            image_grid_columns(4, 10) * 4 + 2);
 }
 
 }  // namespace

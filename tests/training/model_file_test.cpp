@@ -48,7 +48,8 @@ TEST(ModelCard, TextRoundTripAndOneLineForm) {
   EXPECT_EQ(back.class_names, c.class_names);
   EXPECT_FALSE(back.clip_sample);
   EXPECT_EQ(back.description, "two lines");
-  const ModelCard one = parse_model_card("architecture=torchscript,sample_shape=2x4x4,num_classes=3", "cli");
+  const ModelCard one =
+      parse_model_card("architecture=torchscript,sample_shape=2x4x4,num_classes=3", "cli");
   EXPECT_EQ(one.architecture, "torchscript");
   EXPECT_EQ(one.sample_shape, (std::vector<int64_t>{2, 4, 4}));
   EXPECT_EQ(one.schedule, "discrete");
@@ -65,7 +66,8 @@ TEST(ModelCard, BadCardsNameTheProblem) {
   };
   EXPECT_NE(msg("num_classes=3").find("no sample_shape"), std::string::npos);
   EXPECT_NE(msg("sample_shape=1x0x28").find("'1x0x28'"), std::string::npos);
-  EXPECT_NE(msg("sample_shape=1x28x28,colour=red").find("unknown card key 'colour'"), std::string::npos);
+  EXPECT_NE(msg("sample_shape=1x28x28,colour=red").find("unknown card key 'colour'"),
+            std::string::npos);
   EXPECT_NE(msg("sample_shape=1x28x28,prediction_type=noise").find("'noise'"), std::string::npos);
   EXPECT_NE(msg("sample_shape=1x28x28,num_classes=-1").find("num_classes"), std::string::npos);
   EXPECT_NE(msg("sample_shape=1x28x28,schedule=nope").find("nope"), std::string::npos);
@@ -94,9 +96,11 @@ TEST(ModelFile, SaveLoadGivesTheSameNetwork) {
   EXPECT_EQ(back.make_schedule()->num_train_timesteps(), 50);
   EXPECT_EQ(back.denoiser_options().prediction_type, Parameterization::kSample);
   EXPECT_TRUE(back.denoiser_options().clip_sample);
-  EXPECT_TRUE(back.denoiser_options().use_clipped_model_output);  // eps re-derived from the clamped x0
+  EXPECT_TRUE(
+      back.denoiser_options().use_clipped_model_output);  // eps re-derived from the clamped x0
   at::Generator g = at::detail::createCPUGenerator(5);
-  const at::Tensor x = at::randn({4, 1, 8, 8}, g), t = at::tensor({1.0, 10.0, 20.0, 49.0}, at::kFloat);
+  const at::Tensor x = at::randn({4, 1, 8, 8}, g),
+                   t = at::tensor({1.0, 10.0, 20.0, 49.0}, at::kFloat);
   Conditioning c;
   c.value = at::tensor(std::vector<int64_t>{0, 1, 2, 3});
   torch::NoGradGuard ng;
@@ -107,8 +111,8 @@ TEST(ModelFile, SaveLoadGivesTheSameNetwork) {
   // float64 on request.
   LoadModelOptions o;
   o.dtype = at::kDouble;
-  EXPECT_TRUE(at::allclose(load_model(dir / "m.pt", o).network(x.to(at::kDouble), t, c), want.to(at::kDouble), 1e-5,
-                           1e-6));
+  EXPECT_TRUE(at::allclose(load_model(dir / "m.pt", o).network(x.to(at::kDouble), t, c),
+                           want.to(at::kDouble), 1e-5, 1e-6));
 }
 
 TEST(ModelFile, TrainerCheckpointLoadsItsEmaWeights) {
@@ -122,7 +126,12 @@ TEST(ModelFile, TrainerCheckpointLoadsItsEmaWeights) {
   const DiTOptions opts = tiny_options(2);
   DiT model(opts);
   TrainerOptions o;
-  o.steps(2).batch_size(4).threads(-1).output_dir(dir.path.string()).checkpoint_every(2).ema_decay(0.5)
+  o.steps(2)
+      .batch_size(4)
+      .threads(-1)
+      .output_dir(dir.path.string())
+      .checkpoint_every(2)
+      .ema_decay(0.5)
       .model_config("DiT " + format_config(to_config(opts)));
   Trainer<DiT> trainer(model, objective_from_spec("denoising:prediction_type=v_prediction"),
                        make_schedule("discrete", {{"num_train_timesteps", "100"}}), data, o);
@@ -137,7 +146,8 @@ TEST(ModelFile, TrainerCheckpointLoadsItsEmaWeights) {
   EXPECT_EQ(m.make_schedule()->num_train_timesteps(), 100);
   // The weights are the EMA's, not the model's.
   const auto ema = trainer.ema()->named_parameters();
-  for (const auto& p : m.dit.value()->named_parameters()) EXPECT_TRUE(at::equal(p.value(), ema[p.key()])) << p.key();
+  for (const auto& p : m.dit.value()->named_parameters())
+    EXPECT_TRUE(at::equal(p.value(), ema[p.key()])) << p.key();
 }
 
 TEST(ModelFile, ShippedDefaultModelLoads) {
@@ -182,7 +192,9 @@ TEST(ModelFile, CorruptOrForeignFilesFailWithTheirName) {
   EXPECT_NE(msg(dir / "bare.pt").find("bare.pt"), std::string::npos);
   // A card that does not match the weights.
   LoadModelOptions o;
-  o.card = "model=input_size=8,in_channels=1,patch_size=4,hidden_size=64,depth=1,num_heads=2\nsample_shape=1x8x8";
+  o.card =
+      "model=input_size=8,in_channels=1,patch_size=4,hidden_size=64,depth=1,num_heads=2\nsample_"
+      "shape=1x8x8";
   try {
     load_model(dir / "good.pt", o);
     ADD_FAILURE() << "no error";

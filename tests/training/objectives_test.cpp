@@ -27,7 +27,8 @@ using testing::ExpectTensorNear;
 // The fixed tiny problem of objectives.py: T = 10 linear betas 0.05..0.5, x0 [2, 1, 4, 4],
 // t = {2, 7}, eps = sin(0.7 k + 0.3), xi = cos(1.3 k - 0.2), net(x, t) = 0.5 x + 0.01 t.
 DiscreteSchedule tiny_schedule() {
-  return DiscreteSchedule(DiscreteScheduleOptions().num_train_timesteps(10).beta_start(0.05).beta_end(0.5));
+  return DiscreteSchedule(
+      DiscreteScheduleOptions().num_train_timesteps(10).beta_start(0.05).beta_end(0.5));
 }
 const at::TensorOptions kD = at::TensorOptions().dtype(at::kDouble);
 Tensor fixed_x0() { return (at::arange(32, kD) / 16 - 1).reshape({2, 1, 4, 4}); }
@@ -108,26 +109,31 @@ TEST(DenoisingObjective, InputPerturbationMatchesHandComputedLoss) {
   for (const auto& [p, e] : expected) {
     auto obj = make_objective("ddpm_ip", {{"prediction_type", p}});
     EXPECT_EQ(obj->to_config().at("input_perturbation"), "0.1");
-    ExpectTensorNear(obj->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw(true)).loss, vec(e), 1e-14, 1e-12,
-                     p);
+    ExpectTensorNear(obj->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw(true)).loss,
+                     vec(e), 1e-14, 1e-12, p);
   }
 }
 
 TEST(DenoisingObjective, InputPerturbationChangesTheInputButNotTheTarget) {
   const auto s = tiny_schedule();
   const auto [a, sg] = tiny_alpha_sigma();
-  const Tensor av = vec({a[2], a[7]}).reshape({2, 1, 1, 1}), sv = vec({sg[2], sg[7]}).reshape({2, 1, 1, 1});
+  const Tensor av = vec({a[2], a[7]}).reshape({2, 1, 1, 1}),
+               sv = vec({sg[2], sg[7]}).reshape({2, 1, 1, 1});
   const Tensor x0 = fixed_x0(), eps = fixed_eps(), xi = fixed_xi();
   for (const char* p : {"epsilon", "v_prediction", "sample"}) {
     // The network returns the exact target built from the UNPERTURBED eps, whatever it is fed.
     const Parameterization pt = parse_parameterization(p);
-    const Tensor exact = pt == Parameterization::kEpsilon ? eps : pt == Parameterization::kSample ? x0 : av * eps - sv * x0;
+    const Tensor exact = pt == Parameterization::kEpsilon  ? eps
+                         : pt == Parameterization::kSample ? x0
+                                                           : av * eps - sv * x0;
     testing::RecordingModel rec{[exact](const Tensor&, const Tensor&) { return exact.clone(); }};
-    auto obj = make_objective("input_perturbation", {{"prediction_type", p}, {"input_perturbation", "0.25"}});
+    auto obj = make_objective("input_perturbation",
+                              {{"prediction_type", p}, {"input_perturbation", "0.25"}});
     const ObjectiveOutput out = obj->evaluate(rec.network(), s, {x0, {}}, fixed_draw(true));
     EXPECT_LT(out.loss.abs().max().item<double>(), 1e-28) << p;  // target untouched by xi
     ASSERT_EQ(rec.calls->size(), 1u);
-    ExpectTensorNear(rec.calls->at(0).x, av * x0 + sv * (eps + xi * 0.25), 1e-15, 1e-13, p);  // perturbed input
+    ExpectTensorNear(rec.calls->at(0).x, av * x0 + sv * (eps + xi * 0.25), 1e-15, 1e-13,
+                     p);  // perturbed input
     ExpectTensorNear(rec.calls->at(0).t, fixed_t(), 0, 0, p);
   }
 }
@@ -148,7 +154,9 @@ TEST(DenoisingObjective, LossIsZeroForTheExactTarget) {
       }
       const Tensor A = vec(av).reshape({-1, 1, 1, 1}), S = vec(sv).reshape({-1, 1, 1, 1});
       const Tensor e = (x - A * x0) / S;
-      return pt == Parameterization::kEpsilon ? e : pt == Parameterization::kSample ? x0 : A * e - S * x0;
+      return pt == Parameterization::kEpsilon  ? e
+             : pt == Parameterization::kSample ? x0
+                                               : A * e - S * x0;
     };
     for (const char* w : {"none", "min_snr", "edm"}) {
       auto obj = make_objective("denoising", {{"prediction_type", p}, {"weighting", w}});
@@ -159,7 +167,9 @@ TEST(DenoisingObjective, LossIsZeroForTheExactTarget) {
     }
     auto masked = make_objective("masked_denoising", {{"prediction_type", p}});
     auto g = gen(4);
-    EXPECT_LT(masked->loss(oracle, s, {x0, {}}, g).terms.at("dsm").abs().max().item<double>(), 1e-25) << p;
+    EXPECT_LT(masked->loss(oracle, s, {x0, {}}, g).terms.at("dsm").abs().max().item<double>(),
+              1e-25)
+        << p;
   }
 }
 
@@ -170,7 +180,9 @@ TEST(DenoisingObjective, PerturbationZeroIsTheStandardObjectiveBitForBit) {
     auto standard = make_objective("denoising", {{"prediction_type", p}});
     auto ip0 = make_objective("ddpm_ip", {{"prediction_type", p}, {"input_perturbation", "0"}});
     auto g1 = gen(42), g2 = gen(42);
-    EXPECT_TRUE(at::equal(standard->loss(simple_net(), s, b, g1).loss, ip0->loss(simple_net(), s, b, g2).loss)) << p;
+    EXPECT_TRUE(at::equal(standard->loss(simple_net(), s, b, g1).loss,
+                          ip0->loss(simple_net(), s, b, g2).loss))
+        << p;
   }
   // With gamma > 0, t and eps are still the standard draws (xi comes last).
   auto g1 = gen(7), g2 = gen(7);
@@ -191,24 +203,46 @@ TEST(MaskedDenoisingObjective, MatchesHandComputedLoss) {
     std::vector<double> dsm, mae, loss;
   };
   const std::vector<Case> cases = {
-      {"epsilon", "none", {0.3468898504018324, 0.1495835263350829}, {0.57503063607722149, 0.044797999955390785},
+      {"epsilon",
+       "none",
+       {0.3468898504018324, 0.1495835263350829},
+       {0.57503063607722149, 0.044797999955390785},
        {0.40439291400955457, 0.15406332633062197}},
-      {"epsilon", "min_snr", {0.13042676521816401, 0.1495835263350829}, {0.57503063607722149, 0.044797999955390785},
+      {"epsilon",
+       "min_snr",
+       {0.13042676521816401, 0.1495835263350829},
+       {0.57503063607722149, 0.044797999955390785},
        {0.18792982882588616, 0.15406332633062197}},
-      {"v_prediction", "none", {0.50809204746398873, 0.58999237973466268}, {0.58084530099792009, 0.86403178031055172},
+      {"v_prediction",
+       "none",
+       {0.50809204746398873, 0.58999237973466268},
+       {0.58084530099792009, 0.86403178031055172},
        {0.5661765775637807, 0.67639555776571791}},
-      {"v_prediction", "min_snr", {0.13883615196953492, 0.070233666371040795},
-       {0.58084530099792009, 0.86403178031055172}, {0.19692068206932692, 0.15663684440209596}},
-      {"sample", "none", {0.17205879894785492, 0.22545093755603482}, {0.58132997970997158, 0.43026769456680602},
+      {"v_prediction",
+       "min_snr",
+       {0.13883615196953492, 0.070233666371040795},
+       {0.58084530099792009, 0.86403178031055172},
+       {0.19692068206932692, 0.15663684440209596}},
+      {"sample",
+       "none",
+       {0.17205879894785492, 0.22545093755603482},
+       {0.58132997970997158, 0.43026769456680602},
        {0.23019179691885208, 0.26847770701271545}},
-      {"sample", "min_snr", {0.17205879894785492, 0.030464608912234445}, {0.58132997970997158, 0.43026769456680602},
+      {"sample",
+       "min_snr",
+       {0.17205879894785492, 0.030464608912234445},
+       {0.58132997970997158, 0.43026769456680602},
        {0.23019179691885208, 0.073491378368915047}},
   };
   const auto s = tiny_schedule();
   for (const auto& c : cases) {
-    auto obj = make_objective("maskdit", {{"prediction_type", c.p}, {"weighting", c.w}, {"snr_gamma", "1"}});
-    testing::RecordingModel rec{[](const Tensor& x, const Tensor& t) { return x * 0.5 + t.reshape({-1, 1, 1, 1}) * 0.01; }};
-    const ObjectiveOutput out = obj->evaluate(rec.network(), s, {fixed_x0(), {}}, fixed_draw(false, true));
+    auto obj = make_objective("maskdit",
+                              {{"prediction_type", c.p}, {"weighting", c.w}, {"snr_gamma", "1"}});
+    testing::RecordingModel rec{[](const Tensor& x, const Tensor& t) {
+      return x * 0.5 + t.reshape({-1, 1, 1, 1}) * 0.01;
+    }};
+    const ObjectiveOutput out =
+        obj->evaluate(rec.network(), s, {fixed_x0(), {}}, fixed_draw(false, true));
     const std::string what = std::string(c.p) + "/" + c.w;
     ExpectTensorNear(out.terms.at("dsm"), vec(c.dsm), 1e-14, 1e-12, what + " dsm");
     ExpectTensorNear(out.terms.at("mae"), vec(c.mae), 1e-14, 1e-12, what + " mae");
@@ -229,7 +263,9 @@ TEST(MaskedDenoisingObjective, RatioZeroIsTheDenoisingObjective) {
       cm["mask_ratio"] = "0";
       auto plain = make_objective("denoising", c);
       auto masked = make_objective("masked_denoising", cm);
-      testing::RecordingModel rec{[](const Tensor& x, const Tensor& t) { return x * 0.5 + t.reshape({-1, 1, 1, 1}) * 0.01; }};
+      testing::RecordingModel rec{[](const Tensor& x, const Tensor& t) {
+        return x * 0.5 + t.reshape({-1, 1, 1, 1}) * 0.01;
+      }};
       auto g1 = gen(11), g2 = gen(11);
       const ObjectiveOutput a = plain->loss(simple_net(), s, b, g1);
       const ObjectiveOutput m = masked->loss(rec.network(), s, b, g2);
@@ -266,10 +302,12 @@ TEST(MaskedDenoisingObjective, MaskHasTheMaskDiTCountAndIsReproducible) {
 TEST(Weighting, MinSnrMatchesTheFormulasForEveryParameterization) {
   // objectives.py "minsnr_all" (gamma 5) at t = 0..9 of the tiny schedule.
   const std::map<Parameterization, std::vector<double>> expected = {
-      {Parameterization::kEpsilon, {0.26315789473684237, 0.84795321637426901, 1, 1, 1, 1, 1, 1, 1, 1}},
+      {Parameterization::kEpsilon,
+       {0.26315789473684237, 0.84795321637426901, 1, 1, 1, 1, 1, 1, 1, 1}},
       {Parameterization::kVelocity,
-       {0.25000000000000022, 0.72500000000000009, 0.72675000000000001, 0.58140000000000003, 0.4360500000000001,
-        0.30523500000000003, 0.19840275000000002, 0.11904165, 0.06547290750000001, 0.032736453750000005}},
+       {0.25000000000000022, 0.72500000000000009, 0.72675000000000001, 0.58140000000000003,
+        0.4360500000000001, 0.30523500000000003, 0.19840275000000002, 0.11904165,
+        0.06547290750000001, 0.032736453750000005}},
       {Parameterization::kSample,
        {5, 5, 2.6596523330283626, 1.3889154323936934, 0.77320684457842026, 0.4393356026858003,
         0.24750926977356774, 0.13512744387972483, 0.07005993515377941, 0.033844399364492232}},
@@ -277,8 +315,8 @@ TEST(Weighting, MinSnrMatchesTheFormulasForEveryParameterization) {
   const auto s = tiny_schedule();
   const Tensor t = at::arange(10, kD);
   for (const auto& [p, e] : expected)
-    ExpectTensorNear(loss_weights(s, t, p, WeightingOptions().weighting("min_snr")), vec(e), 1e-14, 1e-12,
-                     to_string(p));
+    ExpectTensorNear(loss_weights(s, t, p, WeightingOptions().weighting("min_snr")), vec(e), 1e-14,
+                     1e-12, to_string(p));
 }
 
 TEST(Weighting, MinSnrIsFiniteAtZeroTerminalSnr) {
@@ -286,14 +324,16 @@ TEST(Weighting, MinSnrIsFiniteAtZeroTerminalSnr) {
   ASSERT_EQ(s.alphas_cumprod().back(), 0.0);
   const Tensor t = at::tensor(std::vector<double>{999, 998, 500, 0}, kD);
   const auto& ac = s.alphas_cumprod();
-  for (auto p : {Parameterization::kEpsilon, Parameterization::kVelocity, Parameterization::kSample}) {
+  for (auto p :
+       {Parameterization::kEpsilon, Parameterization::kVelocity, Parameterization::kSample}) {
     const Tensor w = loss_weights(s, t, p, WeightingOptions().weighting("min_snr").snr_gamma(5));
     ASSERT_TRUE(at::isfinite(w).all().item<bool>()) << to_string(p) << " " << w;
     std::vector<double> e;
     for (int i : {999, 998, 500, 0}) {
       const double snr = ac[i] / (1 - ac[i]), m = std::min(snr, 5.0);
-      e.push_back(p == Parameterization::kEpsilon ? (snr == 0 ? 1.0 : m / snr)
-                  : p == Parameterization::kVelocity ? m / (snr + 1) : m);
+      e.push_back(p == Parameterization::kEpsilon    ? (snr == 0 ? 1.0 : m / snr)
+                  : p == Parameterization::kVelocity ? m / (snr + 1)
+                                                     : m);
     }
     ExpectTensorNear(w, vec(e), 1e-15, 1e-12, to_string(p));
   }
@@ -303,7 +343,9 @@ TEST(Weighting, MinSnrIsFiniteAtZeroTerminalSnr) {
     ObjectiveDraw d;
     d.t = at::tensor(std::vector<double>{999, 0}, kD);
     d.eps = fixed_eps();
-    EXPECT_TRUE(at::isfinite(obj->evaluate(simple_net(), s, {fixed_x0(), {}}, d).loss).all().item<bool>()) << p;
+    EXPECT_TRUE(
+        at::isfinite(obj->evaluate(simple_net(), s, {fixed_x0(), {}}, d).loss).all().item<bool>())
+        << p;
   }
 }
 
@@ -321,14 +363,20 @@ TEST(Weighting, EdmAndTruncatedSnrMatchTheirDefinitions) {
     trunc.push_back(std::max(snr.back(), 1.0));
   }
   const Tensor S = vec(snr);
-  const WeightingOptions we = WeightingOptions().weighting("edm"), wt = WeightingOptions().weighting("truncated_snr");
+  const WeightingOptions we = WeightingOptions().weighting("edm"),
+                         wt = WeightingOptions().weighting("truncated_snr");
   ExpectTensorNear(loss_weights(s, t, Parameterization::kSample, we), vec(edm), 0, 1e-12, "edm x0");
-  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, we), vec(edm) / S, 0, 1e-12, "edm eps");
-  ExpectTensorNear(loss_weights(s, t, Parameterization::kVelocity, we), vec(edm) / (S + 1), 0, 1e-12, "edm v");
-  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, wt), vec(trunc) / S, 0, 1e-12, "trunc eps");
-  ExpectTensorNear(loss_weights(s, t, Parameterization::kVelocity, wt), vec(trunc) / (S + 1), 0, 1e-12, "trunc v");
-  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, WeightingOptions().weighting("snr")),
-                   at::ones({10}, kD), 0, 1e-12, "snr eps");
+  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, we), vec(edm) / S, 0, 1e-12,
+                   "edm eps");
+  ExpectTensorNear(loss_weights(s, t, Parameterization::kVelocity, we), vec(edm) / (S + 1), 0,
+                   1e-12, "edm v");
+  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, wt), vec(trunc) / S, 0, 1e-12,
+                   "trunc eps");
+  ExpectTensorNear(loss_weights(s, t, Parameterization::kVelocity, wt), vec(trunc) / (S + 1), 0,
+                   1e-12, "trunc v");
+  ExpectTensorNear(
+      loss_weights(s, t, Parameterization::kEpsilon, WeightingOptions().weighting("snr")),
+      at::ones({10}, kD), 0, 1e-12, "snr eps");
 }
 
 TEST(TimeSampling, DiscreteUniformGivesEveryIndexInRange) {
@@ -341,7 +389,8 @@ TEST(TimeSampling, DiscreteUniformGivesEveryIndexInRange) {
   EXPECT_EQ(t.max().item<double>(), 9.0);
   // Each index has probability 1/10: count ~ Binomial(20000, 0.1), sd = 42.4; allow 5 sd.
   const Tensor counts = at::bincount(t.to(at::kLong));
-  EXPECT_LT((counts.to(at::kDouble) - 2000).abs().max().item<double>(), 5 * std::sqrt(20000 * 0.1 * 0.9));
+  EXPECT_LT((counts.to(at::kDouble) - 2000).abs().max().item<double>(),
+            5 * std::sqrt(20000 * 0.1 * 0.9));
 }
 
 TEST(TimeSampling, ContinuousUniformAndLogNormalHaveTheRightMoments) {
@@ -352,7 +401,8 @@ TEST(TimeSampling, ContinuousUniformAndLogNormalHaveTheRightMoments) {
   const Tensor u = sample_times(*vp, n, g, kD);
   EXPECT_GE(u.min().item<double>(), vp->t_min());
   EXPECT_LE(u.max().item<double>(), 1.0);
-  EXPECT_NEAR(u.mean().item<double>(), (1 + vp->t_min()) / 2, 5 * (1 - vp->t_min()) / std::sqrt(12.0 * n));
+  EXPECT_NEAR(u.mean().item<double>(), (1 + vp->t_min()) / 2,
+              5 * (1 - vp->t_min()) / std::sqrt(12.0 * n));
   // EDM (t = sigma): ln t ~ N(-1.2, 1.2^2). Standard errors: mean 1.2/sqrt(n) = 0.0085, sd
   // 1.2/sqrt(2n) = 0.006; allow 5 of each. Clamping to [0.002, 80] touches < 1e-4 of the mass.
   const auto edm = make_schedule("edm");
@@ -360,10 +410,12 @@ TEST(TimeSampling, ContinuousUniformAndLogNormalHaveTheRightMoments) {
   const Tensor l = at::log(sample_times(*edm, n, g, kD, ln));
   EXPECT_NEAR(l.mean().item<double>(), -1.2, 5 * 1.2 / std::sqrt(double(n)));
   EXPECT_NEAR(l.std().item<double>(), 1.2, 5 * 1.2 / std::sqrt(2.0 * n));
-  // VP: the drawn t's sigma_ve is log-normal too (t_min clamps ~0.1 % of the mass at ln sigma < -4.6).
+  // VP: the drawn t's sigma_ve is log-normal too (t_min clamps ~0.1 % of the mass at ln sigma <
+  // -4.6).
   const Tensor tv = sample_times(*vp, 4000, g, kD, ln);
   std::vector<double> ls;
-  for (int64_t i = 0; i < tv.size(0); ++i) ls.push_back(std::log(vp->at(tv[i].item<double>()).sigma_ve()));
+  for (int64_t i = 0; i < tv.size(0); ++i)
+    ls.push_back(std::log(vp->at(tv[i].item<double>()).sigma_ve()));
   const Tensor lv = vec(ls);
   EXPECT_NEAR(lv.mean().item<double>(), -1.2, 5 * 1.2 / std::sqrt(4000.0));
   // Discrete: nearest training index, in range.
@@ -391,19 +443,24 @@ TEST(ObjectiveConformance, EveryRegisteredObjective) {
     ASSERT_EQ(o1.loss.sizes(), (at::IntArrayRef{3})) << key;
     EXPECT_EQ(o1.loss.scalar_type(), at::kFloat) << key;
     EXPECT_TRUE(at::isfinite(o1.loss).all().item<bool>()) << key;
-    for (const auto& [name, term] : o1.terms) EXPECT_EQ(term.sizes(), (at::IntArrayRef{3})) << key << " " << name;
-    EXPECT_TRUE(at::equal(o1.loss, obj->loss(simple_net(), s, b, g2).loss)) << key << ": not deterministic";
-    EXPECT_FALSE(at::equal(o1.loss, obj->loss(simple_net(), s, b, g3).loss)) << key << ": ignores the seed";
+    for (const auto& [name, term] : o1.terms)
+      EXPECT_EQ(term.sizes(), (at::IntArrayRef{3})) << key << " " << name;
+    EXPECT_TRUE(at::equal(o1.loss, obj->loss(simple_net(), s, b, g2).loss))
+        << key << ": not deterministic";
+    EXPECT_FALSE(at::equal(o1.loss, obj->loss(simple_net(), s, b, g3).loss))
+        << key << ": ignores the seed";
     auto again = make_objective(key, obj->to_config());
     EXPECT_EQ(again->to_config(), obj->to_config()) << key;
     auto g4 = gen(21);
-    EXPECT_TRUE(at::equal(o1.loss, again->loss(simple_net(), s, b, g4).loss)) << key << ": config round trip";
+    EXPECT_TRUE(at::equal(o1.loss, again->loss(simple_net(), s, b, g4).loss))
+        << key << ": config round trip";
     // float64 data gives a float64 loss.
     auto g5 = gen(21);
     const Batch b64{b.x0.to(at::kDouble), {}};
     EXPECT_EQ(obj->loss(simple_net(), s, b64, g5).loss.scalar_type(), at::kDouble) << key;
   }
-  for (const char* alias : {"input_perturbation", "ddpm_ip", "maskdit"}) EXPECT_NO_THROW(make_objective(alias)) << alias;
+  for (const char* alias : {"input_perturbation", "ddpm_ip", "maskdit"})
+    EXPECT_NO_THROW(make_objective(alias)) << alias;
   // maskdit presets v-prediction (bounded x0 for the MAE term); the key keeps epsilon.
   EXPECT_EQ(make_objective("maskdit")->prediction_type(), Parameterization::kVelocity);
   EXPECT_EQ(make_objective("masked_denoising")->prediction_type(), Parameterization::kEpsilon);
@@ -411,8 +468,11 @@ TEST(ObjectiveConformance, EveryRegisteredObjective) {
 
 TEST(ObjectiveConformance, NonDefaultOptionsRoundTrip) {
   for (const char* key : {"denoising", "masked_denoising"}) {
-    auto custom = make_objective(key, {{"prediction_type", "v"}, {"weighting", "min_snr"}, {"snr_gamma", "2.5"},
-                                       {"time_sampling", "log_normal"}, {"p_mean", "-0.5"}});
+    auto custom = make_objective(key, {{"prediction_type", "v"},
+                                       {"weighting", "min_snr"},
+                                       {"snr_gamma", "2.5"},
+                                       {"time_sampling", "log_normal"},
+                                       {"p_mean", "-0.5"}});
     auto again = make_objective(key, custom->to_config());
     EXPECT_EQ(again->to_config(), custom->to_config()) << key;
     EXPECT_EQ(again->to_config().at("prediction_type"), "v_prediction") << key;
@@ -459,32 +519,61 @@ TEST(ObjectiveConformance, BadOptionsAreErrorsNamingTheValue) {
   }
   ExpectErrorNaming([] { make_objective("denoising", {{"input_perturbation", "-0.1"}}); }, "-0.1");
   ExpectErrorNaming([] { make_objective("denoising", {{"mask_ratio", "0.5"}}); }, "mask_ratio");
-  ExpectErrorNaming([] { make_objective("maskdit", {{"mask_ratio", "1"}}); }, "mask_ratio must be in [0, 1), got 1");
+  ExpectErrorNaming(
+      [] {
+        make_objective("maskdit", {{"mask_ratio", "1"}});
+      },
+      "mask_ratio must be in [0, 1), got 1");
   ExpectErrorNaming([] { make_objective("maskdit", {{"mask_ratio", "-0.25"}}); }, "-0.25");
   ExpectErrorNaming([] { make_objective("maskdit", {{"mae_weight", "-2"}}); }, "-2");
-  ExpectErrorNaming([] { make_objective("maskdit", {{"patch_size", "0"}}); }, "patch_size must be >= 1, got 0");
+  ExpectErrorNaming(
+      [] {
+        make_objective("maskdit", {{"patch_size", "0"}});
+      },
+      "patch_size must be >= 1, got 0");
   const auto s = tiny_schedule();
   auto g = gen(0);
-  ExpectErrorNaming([&] { make_objective("maskdit", {{"patch_size", "3"}})->draw(s, {fixed_x0(), {}}, g); },
-                    "patch_size=3");
-  ExpectErrorNaming([&] { make_objective("maskdit", {{"mask_ratio", "0.9"}})->draw(s, {fixed_x0(), {}}, g); },
-                    "0.9");  // N = 4, floor(0.4) = 0 visible tokens
+  ExpectErrorNaming(
+      [&] {
+        make_objective("maskdit", {{"patch_size", "3"}})->draw(s, {fixed_x0(), {}}, g);
+      },
+      "patch_size=3");
+  ExpectErrorNaming(
+      [&] {
+        make_objective("maskdit", {{"mask_ratio", "0.9"}})->draw(s, {fixed_x0(), {}}, g);
+      },
+      "0.9");  // N = 4, floor(0.4) = 0 visible tokens
   // Unmasked with p^2 C = 1 is fine ...
-  EXPECT_NO_THROW(make_objective("maskdit", {{"patch_size", "1"}})->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw()));
+  EXPECT_NO_THROW(make_objective("maskdit", {{"patch_size", "1"}})
+                      ->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw()));
   ObjectiveDraw d = fixed_draw();
   d.extra["mask"] = at::zeros({2, 16}, at::kBool);
-  ExpectErrorNaming([&] { make_objective("maskdit", {{"patch_size", "1"}})->evaluate(simple_net(), s, {fixed_x0(), {}}, d); },
-                    "gives 1");  // ... but the MAE term needs two values per patch
-  ExpectErrorNaming([&] { make_objective("ddpm_ip")->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw()); },
-                    "xi");
+  ExpectErrorNaming(
+      [&] {
+        make_objective("maskdit", {{"patch_size", "1"}})
+            ->evaluate(simple_net(), s, {fixed_x0(), {}}, d);
+      },
+      "gives 1");  // ... but the MAE term needs two values per patch
+  ExpectErrorNaming(
+      [&] {
+        make_objective("ddpm_ip")->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw());
+      },
+      "xi");
   // Epsilon + MAE on a zero-terminal-SNR schedule cannot form x0 at t = T - 1.
   const DiscreteSchedule z(DiscreteScheduleOptions().rescale_betas_zero_snr(true));
-  ExpectErrorNaming([&] { make_objective("masked_denoising")->evaluate(simple_net(), z, {fixed_x0(), {}}, fixed_draw(false, true)); },
-                    "zero terminal SNR");
+  ExpectErrorNaming(
+      [&] {
+        make_objective("masked_denoising")
+            ->evaluate(simple_net(), z, {fixed_x0(), {}}, fixed_draw(false, true));
+      },
+      "zero terminal SNR");
   // A network with the wrong output shape.
   Network bad = [](const Tensor& x, const Tensor&, const Conditioning&) { return x.sum(1); };
-  ExpectErrorNaming([&] { make_objective("denoising")->evaluate(bad, s, {fixed_x0(), {}}, fixed_draw()); },
-                    "[2, 4, 4]");
+  ExpectErrorNaming(
+      [&] {
+        make_objective("denoising")->evaluate(bad, s, {fixed_x0(), {}}, fixed_draw());
+      },
+      "[2, 4, 4]");
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ struct TempDir {
   std::filesystem::path path;
   /// <tmp>/diffuse_test_<tag>_<pid>, emptied first.
   explicit TempDir(const std::string& tag) {
-    path = std::filesystem::temp_directory_path() / ("diffuse_test_" + tag + "_" + std::to_string(::getpid()));
+    path = std::filesystem::temp_directory_path() /
+           ("diffuse_test_" + tag + "_" + std::to_string(::getpid()));
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
   }

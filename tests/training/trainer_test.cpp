@@ -5,9 +5,9 @@
 // incompatible-resume errors and a one-batch overfit.
 #include <diffuse/training/checkpoint.h>
 #include <diffuse/training/dit.h>
+#include <diffuse/training/ema.h>
 #include <diffuse/training/objectives/denoising.h>
 #include <diffuse/training/objectives/masked_denoising.h>
-#include <diffuse/training/ema.h>
 #include <diffuse/training/progress.h>
 #include <diffuse/training/trainer.h>
 
@@ -37,7 +37,10 @@ namespace fs = std::filesystem;
 
 /// Flattens x_t, appends t / 1000 and (if classes > 0) a label embedding; two linear layers.
 struct TinyMlpImpl : torch::nn::Cloneable<TinyMlpImpl> {
-  TinyMlpImpl(int64_t dim, int64_t hidden, int64_t classes) : dim(dim), hidden(hidden), classes(classes) { reset(); }
+  TinyMlpImpl(int64_t dim, int64_t hidden, int64_t classes)
+      : dim(dim), hidden(hidden), classes(classes) {
+    reset();
+  }
   void reset() override {
     const int64_t emb = classes > 0 ? 4 : 0;
     l1 = register_module("l1", torch::nn::Linear(dim + 1 + emb, hidden));
@@ -63,7 +66,9 @@ TORCH_MODULE(TinyMlp);
 
 Network as_network(TinyMlp m) {
   auto impl = m.ptr();
-  return [impl](const Tensor& x, const Tensor& t, const Conditioning& c) { return impl->forward(x, t, c); };
+  return [impl](const Tensor& x, const Tensor& t, const Conditioning& c) {
+    return impl->forward(x, t, c);
+  };
 }
 
 /// Epsilon-prediction MSE with uniform integer times (an independent, minimal objective).
@@ -71,7 +76,8 @@ class EpsMse : public Objective {
  public:
   ObjectiveDraw draw(const NoiseSchedule& s, const Batch& b, at::Generator& gen) const override {
     ObjectiveDraw d;
-    d.t = at::randint(0, s.num_train_timesteps(), {b.x0.size(0)}, gen, b.x0.options().dtype(at::kLong))
+    d.t = at::randint(0, s.num_train_timesteps(), {b.x0.size(0)}, gen,
+                      b.x0.options().dtype(at::kLong))
               .to(b.x0.scalar_type());
     d.eps = at::randn(b.x0.sizes(), gen, b.x0.options());
     return d;
@@ -156,7 +162,8 @@ TinyMlp make_mlp(uint64_t init_seed, int64_t dim = 2, int64_t classes = 0, int64
 }
 
 fs::path scratch(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("diffuse_trainer_test_" + std::to_string(::getpid())) / name;
+  fs::path p =
+      fs::temp_directory_path() / ("diffuse_trainer_test_" + std::to_string(::getpid())) / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
@@ -191,7 +198,8 @@ class TrainerTest : public ::testing::Test {
   void SetUp() override { at::set_num_threads(1); }
   static void TearDownTestSuite() {
     std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("diffuse_trainer_test_" + std::to_string(::getpid())), ec);
+    fs::remove_all(
+        fs::temp_directory_path() / ("diffuse_trainer_test_" + std::to_string(::getpid())), ec);
   }
 };
 
@@ -329,10 +337,13 @@ TEST_F(TrainerTest, LearningRateWarmsUpLinearly) {
   Trainer<TinyMlp>* self = nullptr;
   cb.on_step = [&](const StepStats& st) {
     lrs.push_back(st.lr);
-    group_lrs.push_back(static_cast<torch::optim::AdamWOptions&>(self->optimizer().param_groups()[0].options()).lr());
+    group_lrs.push_back(
+        static_cast<torch::optim::AdamWOptions&>(self->optimizer().param_groups()[0].options())
+            .lr());
   };
   Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), toy_points(32, 0),
-                     TrainerOptions().steps(6).batch_size(8).lr(1e-3).warmup_steps(4).threads(1), cb);
+                     TrainerOptions().steps(6).batch_size(8).lr(1e-3).warmup_steps(4).threads(1),
+                     cb);
   self = &t;
   t.train();
   const std::vector<double> want{2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3};
@@ -353,7 +364,8 @@ TEST_F(TrainerTest, EmaFollowsTheWarmedUpRecurrence) {
 
   TinyMlp model = make_mlp(2);
   std::map<std::string, Tensor> expect;
-  for (const auto& item : model->named_parameters()) expect[item.key()] = item.value().detach().clone();
+  for (const auto& item : model->named_parameters())
+    expect[item.key()] = item.value().detach().clone();
   std::vector<double> decays;
   TrainerCallbacks cb;
   cb.on_step = [&](const StepStats& st) {
@@ -364,7 +376,8 @@ TEST_F(TrainerTest, EmaFollowsTheWarmedUpRecurrence) {
     }
   };
   Trainer<TinyMlp> t(model, std::make_shared<EpsMse>(), ddpm(), toy_points(32, 0),
-                     TrainerOptions().steps(40).batch_size(8).lr(1e-2).ema_decay(0.8).threads(1), cb);
+                     TrainerOptions().steps(40).batch_size(8).lr(1e-2).ema_decay(0.8).threads(1),
+                     cb);
   t.train();
   ASSERT_EQ(decays.size(), 40u);
   EXPECT_DOUBLE_EQ(decays[0], 2.0 / 11.0);
@@ -372,14 +385,17 @@ TEST_F(TrainerTest, EmaFollowsTheWarmedUpRecurrence) {
   for (const auto& item : t.ema()->named_parameters()) {
     EXPECT_TRUE(at::allclose(item.value(), expect[item.key()], 1e-5, 1e-6)) << item.key();
     // ... and it differs from the model itself.
-    EXPECT_FALSE(at::allclose(item.value(), model->named_parameters()[item.key()], 1e-5, 1e-6)) << item.key();
+    EXPECT_FALSE(at::allclose(item.value(), model->named_parameters()[item.key()], 1e-5, 1e-6))
+        << item.key();
   }
 }
 
 std::vector<Tensor> grads_after_one_step(int64_t accum, double clip, double* grad_norm = nullptr,
                                          double* loss = nullptr) {
-  Trainer<TinyMlp> t(make_mlp(4), std::make_shared<FixedRegression>(), ddpm(), toy_points(64, 0),
-                     TrainerOptions().steps(1).batch_size(32).grad_accum(accum).grad_clip(clip).lr(1e-3).threads(1));
+  Trainer<TinyMlp> t(
+      make_mlp(4), std::make_shared<FixedRegression>(), ddpm(), toy_points(64, 0),
+      TrainerOptions().steps(1).batch_size(32).grad_accum(accum).grad_clip(clip).lr(1e-3).threads(
+          1));
   StepStats st = t.train_step();
   if (grad_norm) *grad_norm = st.grad_norm;
   if (loss) *loss = st.loss;
@@ -394,7 +410,8 @@ TEST_F(TrainerTest, GradientAccumulationEqualsOneBigBatch) {
   auto g4 = grads_after_one_step(4, 0, nullptr, &l4);
   ASSERT_EQ(g1.size(), g4.size());
   for (size_t i = 0; i < g1.size(); ++i) {
-    EXPECT_TRUE(at::allclose(g1[i], g4[i], 1e-4, 1e-7)) << i << ": " << (g1[i] - g4[i]).abs().max().item<double>();
+    EXPECT_TRUE(at::allclose(g1[i], g4[i], 1e-4, 1e-7))
+        << i << ": " << (g1[i] - g4[i]).abs().max().item<double>();
   }
   EXPECT_NEAR(l1, l4, 1e-6 * std::abs(l1));
   // Not vacuous: the gradient is not zero.
@@ -451,9 +468,11 @@ TEST_F(TrainerTest, NanLossNamesTheStepAndLeavesTheLastCheckpointIntact) {
   std::string written;
   TrainerCallbacks cb;
   cb.on_checkpoint = [&](const std::string& path, int64_t) { written = read_file(path); };
-  Trainer<TinyMlp> t(make_mlp(1), std::make_shared<NanAt>(6), ddpm(), toy_points(32, 0),
-                     TrainerOptions().steps(10).batch_size(8).checkpoint_every(4).threads(1).output_dir(dir.string()),
-                     cb);
+  Trainer<TinyMlp> t(
+      make_mlp(1), std::make_shared<NanAt>(6), ddpm(), toy_points(32, 0),
+      TrainerOptions().steps(10).batch_size(8).checkpoint_every(4).threads(1).output_dir(
+          dir.string()),
+      cb);
   try {
     t.train();
     FAIL() << "expected an error";
@@ -492,7 +511,8 @@ TEST_F(TrainerTest, AtomicWriteNeverLeavesAPartialFile) {
   if (pid == 0) {
     ::alarm(30);
     const std::string big(1 << 20, 'x');
-    const fs::path tmp = dir / ("." + fs::path(path).filename().string() + "." + std::to_string(::getpid()) + ".tmp");
+    const fs::path tmp = dir / ("." + fs::path(path).filename().string() + "." +
+                                std::to_string(::getpid()) + ".tmp");
     std::ofstream(tmp) << big.substr(0, 1000);  // what a writer killed mid-way leaves behind
     ::raise(SIGKILL);
     ::_exit(0);
@@ -520,7 +540,8 @@ TEST_F(TrainerTest, CheckpointNamesAndDiscovery) {
   EXPECT_FALSE(latest_checkpoint("/nonexistent/diffuse"));
   const fs::path dir = scratch("names");
   for (int s : {5, 40, 300}) write_text_file_atomic((dir / checkpoint_filename(s)).string(), "x");
-  EXPECT_EQ(fs::path(*latest_checkpoint(dir.string())).filename().string(), checkpoint_filename(300));
+  EXPECT_EQ(fs::path(*latest_checkpoint(dir.string())).filename().string(),
+            checkpoint_filename(300));
   prune_checkpoints(dir.string(), 1);
   ASSERT_EQ(list_checkpoints(dir.string()).size(), 1u);
 }
@@ -532,7 +553,8 @@ TEST_F(TrainerTest, IncompatibleResumeIsAClearError) {
   Trainer<TinyMlp>(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), data, opts).train();
   const std::string ckpt = *latest_checkpoint((dir / "checkpoints").string());
   {
-    Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), data, TrainerOptions(opts).batch_size(16));
+    Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), data,
+                       TrainerOptions(opts).batch_size(16));
     try {
       t.load_checkpoint(ckpt);
       FAIL() << "expected an error";
@@ -562,7 +584,8 @@ TEST_F(TrainerTest, IncompatibleResumeIsAClearError) {
       t.load_checkpoint(ckpt);
       FAIL() << "expected an error";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("model_config: checkpoint , this run heads 4"), std::string::npos)
+      EXPECT_NE(std::string(e.what()).find("model_config: checkpoint , this run heads 4"),
+                std::string::npos)
           << e.what();
     }
   }
@@ -599,10 +622,12 @@ TEST_F(TrainerTest, BadOptionsAreErrorsThatNameTheValue) {
 
 TEST_F(TrainerTest, OneBatchOverfitDropsTheLossTenfold) {
   Trajectory r;
-  Trainer<TinyMlp> t(make_mlp(3, 2, 0, 32), std::make_shared<FixedRegression>(), ddpm(), toy_points(16, 0),
+  Trainer<TinyMlp> t(make_mlp(3, 2, 0, 32), std::make_shared<FixedRegression>(), ddpm(),
+                     toy_points(16, 0),
                      TrainerOptions().steps(300).batch_size(16).lr(1e-2).threads(1), record(r));
   t.train();
-  EXPECT_LT(r.losses.back(), r.losses.front() / 10) << r.losses.front() << " -> " << r.losses.back();
+  EXPECT_LT(r.losses.back(), r.losses.front() / 10)
+      << r.losses.front() << " -> " << r.losses.back();
 }
 
 TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
@@ -664,7 +689,8 @@ TEST_F(TrainerTest, PreviewsAndLossCurveAreWritten) {
   EXPECT_EQ(format_duration(3725), "1:02:05");
   // The plain line for output that is not a terminal (no "\r", no ANSI codes), and its throttle.
   EXPECT_EQ(train_progress_line(st), "train: 5/10 steps (50%), loss 0.5, 2.00 it/s, ETA 01:05");
-  EXPECT_EQ(progress_log_line("sampling", 2, 3, "", 2.0 / 3.0, 4.1, -1), "sampling: 2/3 (66%), 4.10 it/s, ETA --:--");
+  EXPECT_EQ(progress_log_line("sampling", 2, 3, "", 2.0 / 3.0, 4.1, -1),
+            "sampling: 2/3 (66%), 4.10 it/s, ETA --:--");
   ProgressLogThrottle every5(5.0), every_time(0.0);
   EXPECT_FALSE(every5.due(1.0, false));
   EXPECT_TRUE(every5.due(5.5, false));
@@ -679,9 +705,11 @@ TEST_F(TrainerTest, TimeBudgetStopsWithACheckpoint) {
   StepStats last;
   TrainerCallbacks cb;
   cb.on_step = [&](const StepStats& st) { last = st; };
-  Trainer<TinyMlp> t(make_mlp(1), std::make_shared<EpsMse>(), ddpm(), toy_points(16, 0),
-                     TrainerOptions().steps(1000000).batch_size(8).max_minutes(1e-9).threads(1).output_dir(dir.string()),
-                     cb);
+  Trainer<TinyMlp> t(
+      make_mlp(1), std::make_shared<EpsMse>(), ddpm(), toy_points(16, 0),
+      TrainerOptions().steps(1000000).batch_size(8).max_minutes(1e-9).threads(1).output_dir(
+          dir.string()),
+      cb);
   TrainResult res = t.train();
   EXPECT_EQ(res.reason, StopReason::kTimeBudget);
   EXPECT_EQ(res.final_step, 1);
@@ -698,7 +726,9 @@ Dataset labelled_images(int64_t n) {
   d.name = "test_8x8";
   d.labels = at::randint(0, 3, {n}, g, at::kLong);
   // Class-dependent brightness plus noise, in [-1, 1].
-  d.data = (d.labels.to(at::kFloat).reshape({n, 1, 1, 1}) * 0.5 - 0.5 + 0.2 * at::randn({n, 1, 8, 8}, g)).clamp(-1, 1);
+  d.data =
+      (d.labels.to(at::kFloat).reshape({n, 1, 1, 1}) * 0.5 - 0.5 + 0.2 * at::randn({n, 1, 8, 8}, g))
+          .clamp(-1, 1);
   d.num_classes = 3;
   return d;
 }
@@ -755,8 +785,8 @@ TEST_F(TrainerTest, MaskedDiTTrainsWithTheMaskedObjective) {
   const Dataset data = labelled_images(16);
   std::shared_ptr<const Objective> obj = objective_from_spec("maskdit:mask_ratio=0.5");
   Trajectory r;
-  Trainer<DiT> t(tiny_dit(true), obj, ddpm(), data, TrainerOptions(dit_options(scratch("maskdit"))).steps(3),
-                 record(r));
+  Trainer<DiT> t(tiny_dit(true), obj, ddpm(), data,
+                 TrainerOptions(dit_options(scratch("maskdit"))).steps(3), record(r));
   t.train();
   ASSERT_EQ(r.losses.size(), 3u);
   for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));

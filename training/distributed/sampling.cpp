@@ -24,8 +24,7 @@ std::pair<int64_t, int64_t> shard_chunks(int64_t num_chunks, int rank, int world
   return {first, first + base + (rank < extra ? 1 : 0)};
 }
 
-std::pair<int64_t, int64_t> shard_items(int64_t num, int64_t chunk, int rank,
-                                        int world_size) {
+std::pair<int64_t, int64_t> shard_items(int64_t num, int64_t chunk, int rank, int world_size) {
   check(num >= 0, "shard_items: num must be >= 0, got ", num);
   check(chunk >= 1, "shard_items: chunk must be >= 1, got ", chunk);
   const auto c = shard_chunks((num + chunk - 1) / chunk, rank, world_size);

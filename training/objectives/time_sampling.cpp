@@ -21,7 +21,8 @@ void validate(const TimeSamplingOptions& o) {
   check(o.distribution() == "uniform" || o.distribution() == "log_normal",
         "time sampling: distribution='", o.distribution(), "' is not one of: uniform, log_normal");
   check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
-  check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ", o.p_std());
+  check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ",
+        o.p_std());
 }
 
 at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dtype) {
@@ -59,7 +60,9 @@ at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& ge
     if (T > 0) {
       t = at::randint(0, T, {batch}, gen, detail::generator_options(gen, at::kLong));
     } else {
-      t = at::rand({batch}, gen, detail::generator_options(gen, at::kFloat)).to(at::kDouble) * (hi - lo) + lo;
+      t = at::rand({batch}, gen, detail::generator_options(gen, at::kFloat)).to(at::kDouble) *
+              (hi - lo) +
+          lo;
     }
   } else {
     const at::Tensor z = at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));

@@ -24,10 +24,10 @@ void validate(const WeightingOptions& o) {
   bool known = false;
   for (const auto& n : weighting_names()) known = known || n == o.weighting();
   check(known, "loss weighting '", o.weighting(), "' is not one of: ", join(weighting_names()));
-  check(std::isfinite(o.snr_gamma()) && o.snr_gamma() > 0, "loss weighting: snr_gamma must be > 0, got ",
-        o.snr_gamma());
-  check(std::isfinite(o.sigma_data()) && o.sigma_data() > 0, "loss weighting: sigma_data must be > 0, got ",
-        o.sigma_data());
+  check(std::isfinite(o.snr_gamma()) && o.snr_gamma() > 0,
+        "loss weighting: snr_gamma must be > 0, got ", o.snr_gamma());
+  check(std::isfinite(o.sigma_data()) && o.sigma_data() > 0,
+        "loss weighting: sigma_data must be > 0, got ", o.sigma_data());
 }
 
 WeightingOptions read_weighting(ConfigReader& r) {
@@ -46,8 +46,8 @@ void write_weighting(const WeightingOptions& o, Config& c) {
 
 }  // namespace detail
 
-at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma_in, Parameterization p,
-                             const WeightingOptions& o) {
+at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma_in,
+                             Parameterization p, const WeightingOptions& o) {
   detail::validate(o);
   const at::Tensor alpha = alpha_in.to(at::kDouble), sigma = sigma_in.to(at::kDouble);
   if (o.weighting() == "none") return at::ones_like(alpha);
@@ -56,9 +56,12 @@ at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma
   // The x0-space factor c(t) with |param error|^2 = c |x0 error|^2 (see the file comment).
   auto to_param = [&](const at::Tensor& w_x0) -> at::Tensor {
     switch (p) {
-      case Parameterization::kEpsilon: return w_x0 / snr;
-      case Parameterization::kVelocity: return w_x0 * s2 / ((a2 + s2) * (a2 + s2));
-      case Parameterization::kSample: return w_x0;
+      case Parameterization::kEpsilon:
+        return w_x0 / snr;
+      case Parameterization::kVelocity:
+        return w_x0 * s2 / ((a2 + s2) * (a2 + s2));
+      case Parameterization::kSample:
+        return w_x0;
     }
     return w_x0;
   };

@@ -50,25 +50,32 @@ struct AysArgs {
 /// Checks every option (before anything is loaded); returns the steps optimised (--base-steps, or
 /// --steps with at least 2).
 int64_t check_args(const AysArgs& a) {
-  require(a.steps >= 1 && a.steps <= 10000, "--steps must be in [1, 10000], got " + std::to_string(a.steps));
+  require(a.steps >= 1 && a.steps <= 10000,
+          "--steps must be in [1, 10000], got " + std::to_string(a.steps));
   const int64_t base = a.base_steps > 0 ? a.base_steps : std::max<int64_t>(2, a.steps);
-  require(a.base_steps == 0 || (a.base_steps >= 2 && a.base_steps <= 1000),
-          "--base-steps must be 0 (= --steps) or in [2, 1000], got " + std::to_string(a.base_steps));
-  require(a.refine >= 0 && a.refine <= 6, "--refine must be in [0, 6], got " + std::to_string(a.refine));
-  require(a.sweeps >= 0 && a.sweeps <= 1000, "--sweeps must be in [0, 1000], got " + std::to_string(a.sweeps));
+  require(
+      a.base_steps == 0 || (a.base_steps >= 2 && a.base_steps <= 1000),
+      "--base-steps must be 0 (= --steps) or in [2, 1000], got " + std::to_string(a.base_steps));
+  require(a.refine >= 0 && a.refine <= 6,
+          "--refine must be in [0, 6], got " + std::to_string(a.refine));
+  require(a.sweeps >= 0 && a.sweeps <= 1000,
+          "--sweeps must be in [0, 1000], got " + std::to_string(a.sweeps));
   require(a.search_iters >= 1 && a.search_iters <= 200,
           "--search-iters must be in [1, 200], got " + std::to_string(a.search_iters));
-  require(a.nodes >= 1 && a.nodes <= 1024, "--nodes must be in [1, 1024], got " + std::to_string(a.nodes));
+  require(a.nodes >= 1 && a.nodes <= 1024,
+          "--nodes must be in [1, 1024], got " + std::to_string(a.nodes));
   require(std::isfinite(a.tol) && a.tol >= 0, "--tol must be >= 0, got " + format_double(a.tol));
   require(a.estimator == "importance" || a.estimator == "log_t",
           "--estimator must be importance or log_t, got '" + a.estimator + "'");
-  require(a.init == "karras" || a.init == "exponential", "--init must be karras or exponential, got '" + a.init + "'");
+  require(a.init == "karras" || a.init == "exponential",
+          "--init must be karras or exponential, got '" + a.init + "'");
   require(std::isfinite(a.rho) && a.rho > 0, "--rho must be > 0, got " + format_double(a.rho));
-  require(std::isfinite(a.sigma_min) && a.sigma_min >= 0, "--sigma-min must be >= 0 (0 = the schedule's), got " +
-                                                              format_double(a.sigma_min));
-  require(std::isfinite(a.sigma_max) && a.sigma_max >= 0, "--sigma-max must be >= 0 (0 = the schedule's), got " +
-                                                              format_double(a.sigma_max));
-  require(a.limit >= 1 && a.limit <= 60000, "--limit must be in [1, 60000], got " + std::to_string(a.limit));
+  require(std::isfinite(a.sigma_min) && a.sigma_min >= 0,
+          "--sigma-min must be >= 0 (0 = the schedule's), got " + format_double(a.sigma_min));
+  require(std::isfinite(a.sigma_max) && a.sigma_max >= 0,
+          "--sigma-max must be >= 0 (0 = the schedule's), got " + format_double(a.sigma_max));
+  require(a.limit >= 1 && a.limit <= 60000,
+          "--limit must be in [1, 60000], got " + std::to_string(a.limit));
   require(!a.out.empty(), "--out must name the schedule file to write");
   return base;
 }
@@ -78,11 +85,12 @@ int64_t check_args(const AysArgs& a) {
 diffuse::ScheduleOptimisationOptions optimisation_options(const AysArgs& a, int64_t base,
                                                           const diffuse::NoiseSchedule& schedule) {
   const diffuse::TimePoint lo = schedule.at(schedule.t_min()), hi = schedule.at(schedule.t_max());
-  const double sched_min = lo.sigma / lo.alpha, sched_max = hi.alpha > 0 ? hi.sigma / hi.alpha : 1e4;
+  const double sched_min = lo.sigma / lo.alpha,
+               sched_max = hi.alpha > 0 ? hi.sigma / hi.alpha : 1e4;
   const double sigma_min = a.sigma_min > 0 ? a.sigma_min : sched_min;
   const double sigma_max = a.sigma_max > 0 ? a.sigma_max : sched_max;
-  require(sigma_min < sigma_max, "the noise range needs sigma_min < sigma_max, got " + format_double(sigma_min) +
-                                     " and " + format_double(sigma_max));
+  require(sigma_min < sigma_max, "the noise range needs sigma_min < sigma_max, got " +
+                                     format_double(sigma_min) + " and " + format_double(sigma_max));
   diffuse::ScheduleOptimisationOptions o;
   o.num_steps(base)
       .sigma_min(sigma_min)
@@ -109,32 +117,39 @@ int64_t max_evaluations(const AysArgs& a, int64_t base) {
 }
 
 /// The KLUB as it goes: a line per sweep and per level (info), per point (debug, -v).
-std::function<void(const diffuse::AysIteration&)> iteration_logger(const AysArgs& a, int64_t base, Progress& bar) {
+std::function<void(const diffuse::AysIteration&)> iteration_logger(const AysArgs& a, int64_t base,
+                                                                   Progress& bar) {
   return [&a, base, &bar](const diffuse::AysIteration& it) {
     using Kind = diffuse::AysIteration::Kind;
-    const bool wanted = spdlog::should_log(it.kind == Kind::kPoint ? spdlog::level::debug : spdlog::level::info);
+    const bool wanted =
+        spdlog::should_log(it.kind == Kind::kPoint ? spdlog::level::debug : spdlog::level::info);
     if (!wanted) return;
     bar.finish();  // clear a drawn bar before the log line
-    const double change = it.klub_start > 0 ? 100.0 * (it.klub - it.klub_start) / it.klub_start : 0.0;
+    const double change =
+        it.klub_start > 0 ? 100.0 * (it.klub - it.klub_start) / it.klub_start : 0.0;
     const int64_t level_steps = base << it.level;
     switch (it.kind) {
       case Kind::kInitial:
-        spdlog::info("ays: initial {} schedule ({} steps): KLUB {:.6g} | {:.1f} s", a.init, base, it.klub, it.elapsed_s);
+        spdlog::info("ays: initial {} schedule ({} steps): KLUB {:.6g} | {:.1f} s", a.init, base,
+                     it.klub, it.elapsed_s);
         break;
       case Kind::kPoint:
-        spdlog::debug("ays: {} {}/{}, point {}/{} (sigma_ve {:.5g}): KLUB {:.6g} ({:+.2f}% this {}) | {:.1f} s",
-                      it.level == 0 ? "sweep" : "refinement", it.level == 0 ? it.sweep + 1 : it.level,
-                      it.level == 0 ? it.max_sweeps : a.refine, it.point + 1, it.points, it.sigma, it.klub, change,
-                      it.level == 0 ? "sweep" : "pass", it.elapsed_s);
+        spdlog::debug(
+            "ays: {} {}/{}, point {}/{} (sigma_ve {:.5g}): KLUB {:.6g} ({:+.2f}% this {}) | {:.1f} "
+            "s",
+            it.level == 0 ? "sweep" : "refinement", it.level == 0 ? it.sweep + 1 : it.level,
+            it.level == 0 ? it.max_sweeps : a.refine, it.point + 1, it.points, it.sigma, it.klub,
+            change, it.level == 0 ? "sweep" : "pass", it.elapsed_s);
         break;
       case Kind::kSweep:
-        spdlog::info("ays: sweep {}/{}: KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s", it.sweep + 1, it.max_sweeps,
-                     it.klub_start, it.klub, change, it.elapsed_s);
+        spdlog::info("ays: sweep {}/{}: KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s", it.sweep + 1,
+                     it.max_sweeps, it.klub_start, it.klub, change, it.elapsed_s);
         break;
       case Kind::kLevel:
         if (it.level > 0)
-          spdlog::info("ays: refinement {}/{} ({} steps): KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s", it.level,
-                       a.refine, level_steps, it.klub_start, it.klub, change, it.elapsed_s);
+          spdlog::info(
+              "ays: refinement {}/{} ({} steps): KLUB {:.6g} -> {:.6g} ({:+.2f}%) | {:.1f} s",
+              it.level, a.refine, level_steps, it.klub_start, it.klub, change, it.elapsed_s);
         break;
     }
   };
@@ -143,23 +158,27 @@ std::function<void(const diffuse::AysIteration&)> iteration_logger(const AysArgs
 /// The schedule file of the result: steps + 1 noise levels (the last one 0 = the clean point) ->
 /// model times.
 ScheduleFile schedule_file_of(const AysArgs& a, int64_t base, const std::vector<double>& sigmas,
-                              const diffuse::LoadedModel& model, const diffuse::NoiseSchedule& schedule,
-                              const diffuse::Dataset& data, const std::string& klub) {
+                              const diffuse::LoadedModel& model,
+                              const diffuse::NoiseSchedule& schedule, const diffuse::Dataset& data,
+                              const std::string& klub) {
   ScheduleFile f;
   f.noise_schedule = model.card.schedule;
   f.final_point = "zero";
   for (size_t i = 0; i + 1 < sigmas.size(); ++i) {
-    const double t = std::clamp(schedule.at_sigma_ve(sigmas[i]).t, schedule.t_min(), schedule.t_max());
+    const double t =
+        std::clamp(schedule.at_sigma_ve(sigmas[i]).t, schedule.t_min(), schedule.t_max());
     require(f.timesteps.empty() || t < f.timesteps.back(),
-            "the optimised schedule maps to non-descending model times at step " + std::to_string(i) +
-                " (t=" + format_double(t) + "); try fewer --steps or a narrower noise range");
+            "the optimised schedule maps to non-descending model times at step " +
+                std::to_string(i) + " (t=" + format_double(t) +
+                "); try fewer --steps or a narrower noise range");
     f.timesteps.push_back(t);
   }
-  f.description = "diffuse ays: " + std::to_string(a.steps) + " steps (optimised at " + std::to_string(base) +
-                  (a.refine > 0 ? " refined " + std::to_string(a.refine) + "x" : "") + ") for model " +
-                  (model.source == "default" ? std::string("default") : model.source) + " on " +
-                  std::to_string(data.size()) + " images of " + data.name + ", seed " + std::to_string(a.seed) +
-                  ", KLUB " + klub;
+  f.description =
+      "diffuse ays: " + std::to_string(a.steps) + " steps (optimised at " + std::to_string(base) +
+      (a.refine > 0 ? " refined " + std::to_string(a.refine) + "x" : "") + ") for model " +
+      (model.source == "default" ? std::string("default") : model.source) + " on " +
+      std::to_string(data.size()) + " images of " + data.name + ", seed " + std::to_string(a.seed) +
+      ", KLUB " + klub;
   return f;
 }
 
@@ -184,7 +203,8 @@ int run_ays(const AysArgs& a) {
   const at::Tensor labels = card.num_classes > 0 ? data.labels.to(device) : at::Tensor();
   // The KLUB's data and noise in the samplers' compute dtype (float32 for float16 / bfloat16 runs);
   // the Denoiser hands the network x_t in its own dtype.
-  const auto topt = at::TensorOptions().dtype(diffuse::Sampler::compute_dtype(dtype)).device(device);
+  const auto topt =
+      at::TensorOptions().dtype(diffuse::Sampler::compute_dtype(dtype)).device(device);
   // Progress: one unit per KLUB interval evaluation (one denoiser batch).
   Progress bar("ays", max_evaluations(a, base), "denoiser batches");
   int64_t evals = 0;
@@ -200,11 +220,14 @@ int run_ays(const AysArgs& a) {
     bar.update(++evals);
     return r;
   };
-  spdlog::info("optimising a {}-step schedule (base {} steps{}) for {} ({}) on {} images of {}, sigma_ve in [{}, {}], "
-               "{} sweeps at most, {} nodes, estimator {}",
-               a.steps, base, a.refine > 0 ? ", refined " + std::to_string(a.refine) + "x" : "",
-               model.source == "default" ? std::string("the default model") : model.source, card.schedule, n,
-               data.name, format_double(o.sigma_min()), format_double(o.sigma_max()), a.sweeps, a.nodes, a.estimator);
+  spdlog::info(
+      "optimising a {}-step schedule (base {} steps{}) for {} ({}) on {} images of {}, sigma_ve in "
+      "[{}, {}], "
+      "{} sweeps at most, {} nodes, estimator {}",
+      a.steps, base, a.refine > 0 ? ", refined " + std::to_string(a.refine) + "x" : "",
+      model.source == "default" ? std::string("the default model") : model.source, card.schedule, n,
+      data.name, format_double(o.sigma_min()), format_double(o.sigma_max()), a.sweeps, a.nodes,
+      a.estimator);
   const auto t0 = std::chrono::steady_clock::now();
   diffuse::ScheduleOptimisationResult res;
   {
@@ -225,15 +248,18 @@ int run_ays(const AysArgs& a) {
   std::cout << "\ntimesteps:";
   for (double t : f.timesteps) std::cout << " " << format_double(t);
   std::cout << "\n";
-  spdlog::info("KLUB {} ({} sweeps, {} denoiser batches, {:.1f} s); wrote {} (use: diffuse sample --schedule "
-               "file:{})",
-               klub, res.sweeps, evals, secs, a.out, a.out);
+  spdlog::info(
+      "KLUB {} ({} sweeps, {} denoiser batches, {:.1f} s); wrote {} (use: diffuse sample "
+      "--schedule "
+      "file:{})",
+      klub, res.sweeps, evals, secs, a.out, a.out);
   return kExitOk;
 }
 
 std::function<int()> setup_ays(CLI::App& app) {
   auto a = std::make_shared<AysArgs>();
-  app.footer(R"(The schedule minimises the KL upper bound (KLUB) of the first-order discretisation of the reverse
+  app.footer(
+      R"(The schedule minimises the KL upper bound (KLUB) of the first-order discretisation of the reverse
 SDE for this model on real images (--limit Fashion-MNIST training images, with their labels as the
 condition). With --base-steps B != --steps, a B-step schedule is optimised and log-linearly
 interpolated (the authors' recommendation; --refine R doubles it R times first). The schedule file
@@ -244,37 +270,48 @@ Examples:
   diffuse ays --steps 10 --out ays10.json && diffuse sample --schedule file:ays10.json
   diffuse ays --steps 20 --base-steps 10 --refine 1 --limit 128 --out ays20.json
   diffuse ays --model runs/tiny/model.pt --steps 8 --sweeps 8 --search-iters 16 --out tiny_ays.json)");
-  app.add_option("-m,--model", a->model, "Model (as in `diffuse sample`; default: the shipped model)")
+  app.add_option("-m,--model", a->model,
+                 "Model (as in `diffuse sample`; default: the shipped model)")
       ->capture_default_str();
   app.add_option("--model-card", a->model_card, "Card for a model file without one");
   app.add_option("--steps", a->steps, "Steps of the schedule written")->capture_default_str();
-  app.add_option("--base-steps", a->base_steps, "Steps optimised (0 = --steps, at least 2)")->capture_default_str();
-  app.add_option("--refine", a->refine, "Hierarchical refinements of the base schedule (each doubles it)")
+  app.add_option("--base-steps", a->base_steps, "Steps optimised (0 = --steps, at least 2)")
       ->capture_default_str();
-  app.add_option("--sweeps", a->sweeps, "Coordinate sweeps at most (0 = evaluate the initial schedule)")
+  app.add_option("--refine", a->refine,
+                 "Hierarchical refinements of the base schedule (each doubles it)")
       ->capture_default_str();
-  app.add_option("--search-iters", a->search_iters, "Golden-section iterations per point")->capture_default_str();
+  app.add_option("--sweeps", a->sweeps,
+                 "Coordinate sweeps at most (0 = evaluate the initial schedule)")
+      ->capture_default_str();
+  app.add_option("--search-iters", a->search_iters, "Golden-section iterations per point")
+      ->capture_default_str();
   app.add_option("--nodes", a->nodes, "Quadrature nodes per interval")->capture_default_str();
-  app.add_option("--tol", a->tol, "Stop when a sweep lowers the KLUB by less than tol * KLUB")->capture_default_str();
-  app.add_option("--estimator", a->estimator, "KLUB estimator: importance or log_t")->capture_default_str();
-  app.add_option("--init", a->init, "Initial schedule: karras or exponential")->capture_default_str();
+  app.add_option("--tol", a->tol, "Stop when a sweep lowers the KLUB by less than tol * KLUB")
+      ->capture_default_str();
+  app.add_option("--estimator", a->estimator, "KLUB estimator: importance or log_t")
+      ->capture_default_str();
+  app.add_option("--init", a->init, "Initial schedule: karras or exponential")
+      ->capture_default_str();
   app.add_option("--rho", a->rho, "Karras rho of the initial schedule")->capture_default_str();
   app.add_option("--sigma-min", a->sigma_min, "Smallest noise level sigma_ve (0 = the schedule's)")
       ->capture_default_str();
   app.add_option("--sigma-max", a->sigma_max, "Largest noise level sigma_ve (0 = the schedule's)")
       ->capture_default_str();
-  app.add_option("--limit", a->limit, "Training images used by the estimator")->capture_default_str();
+  app.add_option("--limit", a->limit, "Training images used by the estimator")
+      ->capture_default_str();
   app.add_option("--seed", a->seed, "Seed of the estimator's noise")->capture_default_str();
   app.add_option("--data-dir", a->data_dir, "Fashion-MNIST folder (default: the Debian package's)");
   app.add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("--dtype", a->dtype, "float32, float64, float16, bfloat16")->capture_default_str();
-  app.add_option("-o,--out", a->out, "Schedule file to write (JSON, atomically)")->capture_default_str();
+  app.add_option("-o,--out", a->out, "Schedule file to write (JSON, atomically)")
+      ->capture_default_str();
   return [a] { return run_ays(*a); };
 }
 
 }  // namespace
 
-DIFFUSE_CLI_COMMAND(ays, "ays", "Optimise an Align-Your-Steps schedule for a model on data; write a schedule file",
-                    setup_ays);
+DIFFUSE_CLI_COMMAND(
+    ays, "ays", "Optimise an Align-Your-Steps schedule for a model on data; write a schedule file",
+    setup_ays);
 
 }  // namespace diffuse::cli

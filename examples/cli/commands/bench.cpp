@@ -202,9 +202,8 @@ std::regex check_options(const BenchOptions& o, const std::vector<std::string>& 
   } catch (const std::regex_error& e) {
     throw UsageError("--filter '" + o.filter + "' is not a valid regular expression: " + e.what());
   }
-  require(
-      std::isfinite(o.min_time) && o.min_time > 0 && o.min_time <= 3600,
-      "--min-time must be in (0, 3600] seconds, got " + diffuse::format_double(o.min_time));
+  require(std::isfinite(o.min_time) && o.min_time > 0 && o.min_time <= 3600,
+          "--min-time must be in (0, 3600] seconds, got " + diffuse::format_double(o.min_time));
   return re;
 }
 
@@ -226,8 +225,8 @@ std::set<std::string> select_cases(const std::vector<bench::Suite>& suites, cons
 
 /// Runs the selected cases in suite order (a failing case fails the command, with its kind of
 /// error).
-std::vector<Ran> run_cases(const std::vector<bench::Suite>& suites, const std::set<std::string>& selected,
-                           double min_time) {
+std::vector<Ran> run_cases(const std::vector<bench::Suite>& suites,
+                           const std::set<std::string>& selected, double min_time) {
   std::vector<Ran> ran;
   ran.reserve(selected.size());
   Progress bar("benchmarks", static_cast<int64_t>(selected.size()));
@@ -270,8 +269,7 @@ std::string report_header(const json& context, double min_time) {
      << " build.";
   if (context.contains("load_average"))
     md << " Load average at the start: " << number(context["load_average"][0].get<double>()) << ".";
-  md << "\nEach benchmark repeats its measurement for at least "
-     << diffuse::format_double(min_time)
+  md << "\nEach benchmark repeats its measurement for at least " << diffuse::format_double(min_time)
      << " s (\"runs\"); ratios are to the baseline row named in each row, measured in this same "
         "run.\n\n";
   return md.str();
@@ -295,8 +293,8 @@ json raw_row(const Ran& r, const std::string& suite, const Ran& base) {
 }
 
 /// benchmarks.md, benchmarks.json and one PNG per suite in `out`; logs what was written.
-void write_report(const std::string& out, const std::vector<bench::Suite>& suites, const std::vector<Ran>& ran,
-                  const json& context, double min_time) {
+void write_report(const std::string& out, const std::vector<bench::Suite>& suites,
+                  const std::vector<Ran>& ran, const json& context, double min_time) {
   std::map<std::string, const Ran*> by_name;
   for (const auto& r : ran) by_name[r.c->name] = &r;
   std::string md = report_header(context, min_time);
@@ -314,7 +312,8 @@ void write_report(const std::string& out, const std::vector<bench::Suite>& suite
     md += suite_markdown(s, rows, by_name, png);
     suite_plot((fs::path(out) / png).string(), s, rows);
     written.push_back((fs::path(out) / png).string());
-    for (const Ran* r : rows) raw["benchmarks"].push_back(raw_row(*r, s.name, *by_name.at(r->c->baseline)));
+    for (const Ran* r : rows)
+      raw["benchmarks"].push_back(raw_row(*r, s.name, *by_name.at(r->c->baseline)));
   }
   diffuse::write_text_file_atomic(written.front(), md);
   const std::string json_path = (fs::path(out) / "benchmarks.json").string();
@@ -344,7 +343,8 @@ int run_bench(const BenchOptions& o) {
   std::error_code ec;
   fs::create_directories(o.out, ec);
   if (ec || !fs::is_directory(o.out))
-    throw diffuse::IOError("cannot create --out folder '" + o.out + "'" + (ec ? ": " + ec.message() : std::string()));
+    throw diffuse::IOError("cannot create --out folder '" + o.out + "'" +
+                           (ec ? ": " + ec.message() : std::string()));
 
   const json context = machine_context();
   spdlog::info("{} benchmark(s), at least {} s each, {} intra-op thread(s), LibTorch {}",

@@ -63,7 +63,8 @@ std::vector<std::string> split_plain(const std::vector<std::string>& values) {
   return out;
 }
 
-std::vector<std::shared_ptr<diffuse::Correction>> make_corrections(const std::vector<std::string>& specs) {
+std::vector<std::shared_ptr<diffuse::Correction>> make_corrections(
+    const std::vector<std::string>& specs) {
   std::vector<std::shared_ptr<diffuse::Correction>> out;
   for (const std::string& spec : specs) {
     try {
@@ -77,14 +78,15 @@ std::vector<std::shared_ptr<diffuse::Correction>> make_corrections(const std::ve
 
 /// The spacing of a --schedule value ("" = default: null), with the steps of a schedule file.
 std::shared_ptr<diffuse::TimestepSpacing> make_spacing_for(const std::string& spec, int64_t steps,
-                                                          std::string* noise_schedule) {
+                                                           std::string* noise_schedule) {
   if (spec.empty()) return nullptr;
   std::string text = spec;
   if (spec.rfind("file:", 0) == 0) {
     const ScheduleFile f = read_schedule_file(spec.substr(5));
     require(static_cast<int64_t>(f.timesteps.size()) == steps,
-            "--steps " + std::to_string(steps) + " does not match the " + std::to_string(f.timesteps.size()) +
-                " steps of schedule file '" + spec.substr(5) + "'");
+            "--steps " + std::to_string(steps) + " does not match the " +
+                std::to_string(f.timesteps.size()) + " steps of schedule file '" + spec.substr(5) +
+                "'");
     if (noise_schedule) *noise_schedule = f.noise_schedule;
     text = spacing_spec(f);
   }
@@ -117,17 +119,20 @@ Grid parse_grid(const EvalArgs& a) {
   g.schedules = a.schedules.empty() ? std::vector<std::string>{""} : split_specs(a.schedules);
   for (auto& s : g.schedules)
     if (s == "default") s.clear();
-  for (const std::string& s : split_plain(a.steps.empty() ? std::vector<std::string>{"10,20"} : a.steps)) {
+  for (const std::string& s :
+       split_plain(a.steps.empty() ? std::vector<std::string>{"10,20"} : a.steps)) {
     char* end = nullptr;
     const long long v = std::strtoll(s.c_str(), &end, 10);
     require(!s.empty() && *end == '\0', "--steps: '" + s + "' is not an integer");
     require(v >= 1 && v <= 100000, "--steps must be in [1, 100000], got " + s);
     g.steps.push_back(v);
   }
-  for (const std::string& s : split_plain(a.cfgs.empty() ? std::vector<std::string>{"2"} : a.cfgs)) {
+  for (const std::string& s :
+       split_plain(a.cfgs.empty() ? std::vector<std::string>{"2"} : a.cfgs)) {
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
-    require(!s.empty() && *end == '\0' && std::isfinite(v), "--cfg: '" + s + "' is not a finite number");
+    require(!s.empty() && *end == '\0' && std::isfinite(v),
+            "--cfg: '" + s + "' is not a finite number");
     g.cfgs.push_back(v);
   }
   return g;
@@ -135,13 +140,17 @@ Grid parse_grid(const EvalArgs& a) {
 
 /// The numeric options.
 void check_numbers(const EvalArgs& a) {
-  require(a.num >= 4 && a.num <= 1000000, "--num must be in [4, 1000000], got " + std::to_string(a.num));
+  require(a.num >= 4 && a.num <= 1000000,
+          "--num must be in [4, 1000000], got " + std::to_string(a.num));
   require(a.batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(a.batch_size));
-  require(a.reference_limit == -1 || a.reference_limit >= 4,
-          "--reference-limit must be -1 (all 10000) or >= 4, got " + std::to_string(a.reference_limit));
-  require(a.eb_num == 0 || a.eb_num >= 2, "--eb-num must be 0 (off) or >= 2, got " + std::to_string(a.eb_num));
+  require(
+      a.reference_limit == -1 || a.reference_limit >= 4,
+      "--reference-limit must be -1 (all 10000) or >= 4, got " + std::to_string(a.reference_limit));
+  require(a.eb_num == 0 || a.eb_num >= 2,
+          "--eb-num must be 0 (off) or >= 2, got " + std::to_string(a.eb_num));
   require(a.reference_limit == -1 || a.eb_num <= a.reference_limit,
-          "--eb-num " + std::to_string(a.eb_num) + " exceeds --reference-limit " + std::to_string(a.reference_limit));
+          "--eb-num " + std::to_string(a.eb_num) + " exceeds --reference-limit " +
+              std::to_string(a.reference_limit));
   require(a.eb_mode == "accumulated" || a.eb_mode == "single_step",
           "--eb-mode must be accumulated or single_step, got '" + a.eb_mode + "'");
 }
@@ -206,19 +215,23 @@ EvalSetup load_setup(const EvalArgs& a, const Grid& g, size_t settings, const c1
     std::string ns;
     for (int64_t n : g.steps) (void)make_spacing_for(sch, n, &ns);
     if (!ns.empty())
-      require(ns == card.schedule, "schedule file '" + sch.substr(5) + "' was made for noise schedule '" + ns +
+      require(ns == card.schedule, "schedule file '" + sch.substr(5) +
+                                       "' was made for noise schedule '" + ns +
                                        "' but the model uses '" + card.schedule + "'");
   }
   diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
   diffuse::Dataset test = diffuse::load_fashion_mnist("test", a.data_dir, a.reference_limit);
   diffuse::FashionReference ref = diffuse::make_fashion_reference(classifier, test);
-  const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  spdlog::info("model {} ({}), {} settings x {} samples (seed {}), reference {} ({} images), exposure bias on {} "
-               "test images ({}) | set-up {:.1f} s",
-               model.source == "default" ? std::string("default") : model.source, model.format, settings, a.num,
-               a.seed, ref.name, test.size(), a.eb_num, a.eb_mode, setup_s);
-  return EvalSetup{std::move(model), std::move(schedule), std::move(classifier), std::move(test), std::move(ref),
-                   setup_s};
+  const double setup_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  spdlog::info(
+      "model {} ({}), {} settings x {} samples (seed {}), reference {} ({} images), exposure bias "
+      "on {} "
+      "test images ({}) | set-up {:.1f} s",
+      model.source == "default" ? std::string("default") : model.source, model.format, settings,
+      a.num, a.seed, ref.name, test.size(), a.eb_num, a.eb_mode, setup_s);
+  return EvalSetup{std::move(model), std::move(schedule), std::move(classifier),
+                   std::move(test),  std::move(ref),      setup_s};
 }
 
 /// eval.md's text before the table: the model, what was measured and against what.
@@ -226,13 +239,15 @@ std::string describe_run(const EvalArgs& a, const EvalSetup& e) {
   const diffuse::ModelCard& card = e.model.card;
   std::ostringstream doc;
   doc << "# diffuse eval\n\n"
-      << "Model: " << (e.model.source == "default" ? std::string("the shipped default model") : e.model.source)
-      << " (" << e.model.format << ", " << card.schedule << ", " << card.prediction_type << "). " << a.num
-      << " samples per setting (seed " << a.seed << ", class i % " << card.num_classes << "), against "
-      << e.test.size() << " images of " << e.ref.name
+      << "Model: "
+      << (e.model.source == "default" ? std::string("the shipped default model") : e.model.source)
+      << " (" << e.model.format << ", " << card.schedule << ", " << card.prediction_type << "). "
+      << a.num << " samples per setting (seed " << a.seed << ", class i % " << card.num_classes
+      << "), against " << e.test.size() << " images of " << e.ref.name
       << " in the feature space of the shipped Fashion-MNIST classifier."
-      << (a.corrections.empty() ? std::string() : " Corrections: " + corrections_text(a) + ".") << " Exposure bias ("
-      << a.eb_mode << ") on " << a.eb_num << " test images: sum over steps of (sigma_hat - sigma)^2, and "
+      << (a.corrections.empty() ? std::string() : " Corrections: " + corrections_text(a) + ".")
+      << " Exposure bias (" << a.eb_mode << ") on " << a.eb_num
+      << " test images: sum over steps of (sigma_hat - sigma)^2, and "
       << "var(chain) / var(forward) at the last step.\n\n";
   return doc.str();
 }
@@ -240,10 +255,15 @@ std::string describe_run(const EvalArgs& a, const EvalSetup& e) {
 /// Measures the settings, one row at a time (each in the table's files as soon as it is measured).
 class Measurer {
  public:
-  Measurer(const EvalArgs& a, EvalSetup& e, const std::vector<std::string>& run, const c10::Device& device,
-           c10::ScalarType dtype)
-      : a_(a), e_(e), run_(run), device_(device), denoiser_(e.model.network, e.model.denoiser_options()),
-        topt_(at::TensorOptions().dtype(dtype).device(device)), chunk_(std::min(a.batch_size, a.num)) {}
+  Measurer(const EvalArgs& a, EvalSetup& e, const std::vector<std::string>& run,
+           const c10::Device& device, c10::ScalarType dtype)
+      : a_(a),
+        e_(e),
+        run_(run),
+        device_(device),
+        denoiser_(e.model.network, e.model.denoiser_options()),
+        topt_(at::TensorOptions().dtype(dtype).device(device)),
+        chunk_(std::min(a.batch_size, a.num)) {}
 
   /// Network steps a setting takes: its samples in chunks, and the exposure-bias chain.
   int64_t work(const Setting& s) const {
@@ -265,7 +285,8 @@ class Measurer {
     if (!at::isfinite(samples).all().item<bool>())
       throw diffuse::NumericalError("setting " + std::to_string(number) + " (" + s.sampler + ", " +
                                     std::to_string(s.steps) + " steps) produced NaN/Inf samples");
-    const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples.clamp(-1, 1), e_.classifier, e_.ref);
+    const diffuse::EvalResult r =
+        diffuse::evaluate_fashion_mnist(samples.clamp(-1, 1), e_.classifier, e_.ref);
 
     Row row;
     row.setting = s;
@@ -282,8 +303,8 @@ class Measurer {
 
  private:
   /// Samples: image i has class i % num_classes and seed seed + i (as `diffuse sample`).
-  at::Tensor make_samples(const diffuse::Sampler& sampler, const diffuse::SampleOptions& so, bool guided,
-                          const std::function<void()>& on_step) {
+  at::Tensor make_samples(const diffuse::Sampler& sampler, const diffuse::SampleOptions& so,
+                          bool guided, const std::function<void()>& on_step) {
     const diffuse::ModelCard& card = e_.model.card;
     std::vector<at::Tensor> parts;
     at::NoGradGuard no_grad;
@@ -293,21 +314,27 @@ class Measurer {
       co.corrections = make_corrections(a_.corrections);
       co.seed = a_.seed + static_cast<uint64_t>(start);
       if (card.num_classes > 0) {
-        co.cond.value = at::arange(start, start + m, at::kLong).remainder(card.num_classes).to(device_);
-        if (guided) co.uncond.value = at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device_));
+        co.cond.value =
+            at::arange(start, start + m, at::kLong).remainder(card.num_classes).to(device_);
+        if (guided)
+          co.uncond.value =
+              at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device_));
       }
       co.on_step = [&](const diffuse::StepInfo&) { on_step(); };
       std::vector<int64_t> shape = {m};
       shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
-      parts.push_back(diffuse::sample(sampler, denoiser_, *e_.schedule, diffuse::randn(shape, co.seed, topt_), co).cpu());
+      parts.push_back(diffuse::sample(sampler, denoiser_, *e_.schedule,
+                                      diffuse::randn(shape, co.seed, topt_), co)
+                          .cpu());
     }
     return at::cat(parts).to(at::kFloat);
   }
 
   /// Exposure bias on real test images (their labels as the condition): the row's EB columns and
   /// its exposure_bias.csv rows.
-  void measure_exposure_bias(diffuse::Sampler& sampler, const diffuse::SampleOptions& so, bool guided,
-                             const Setting& s, const std::function<void()>& on_step, Row& row) {
+  void measure_exposure_bias(diffuse::Sampler& sampler, const diffuse::SampleOptions& so,
+                             bool guided, const Setting& s, const std::function<void()>& on_step,
+                             Row& row) {
     const diffuse::ModelCard& card = e_.model.card;
     at::NoGradGuard no_grad;
     const int64_t n = std::min<int64_t>(a_.eb_num, e_.test.size());
@@ -316,19 +343,22 @@ class Measurer {
     eo.seed = a_.seed + 7919;
     if (card.num_classes > 0) {
       eo.cond.value = e_.test.labels.narrow(0, 0, n).to(device_);
-      if (guided) eo.uncond.value = at::full({n}, card.num_classes, at::TensorOptions(at::kLong).device(device_));
+      if (guided)
+        eo.uncond.value =
+            at::full({n}, card.num_classes, at::TensorOptions(at::kLong).device(device_));
     }
     eo.on_step = [&](const diffuse::StepInfo&) { on_step(); };
-    const auto records = diffuse::measure_exposure_bias(sampler, denoiser_, *e_.schedule,
-                                                        e_.test.data.narrow(0, 0, n).to(topt_), eo,
-                                                        diffuse::ExposureBiasOptions().mode(diffuse::parse_exposure_bias_mode(a_.eb_mode)));
+    const auto records = diffuse::measure_exposure_bias(
+        sampler, denoiser_, *e_.schedule, e_.test.data.narrow(0, 0, n).to(topt_), eo,
+        diffuse::ExposureBiasOptions().mode(diffuse::parse_exposure_bias_mode(a_.eb_mode)));
     row.eb_total = diffuse::total_delta(records);
     row.eb_ratio = records.empty() ? std::nan("") : records.back().variance_ratio;
     for (const auto& rec : records)
       row.eb.push_back({s.sampler, s.schedule, std::to_string(s.steps), format_double(s.cfg),
                         std::to_string(rec.index), format_double(rec.t), format_double(rec.sigma),
-                        format_double(rec.sigma_hat), format_double(rec.delta), format_double(rec.var_chain),
-                        format_double(rec.var_forward), format_double(rec.variance_ratio)});
+                        format_double(rec.sigma_hat), format_double(rec.delta),
+                        format_double(rec.var_chain), format_double(rec.var_forward),
+                        format_double(rec.variance_ratio)});
   }
 
   const EvalArgs& a_;
@@ -374,12 +404,16 @@ int run_eval(const EvalArgs& a) {
     bar.finish();
     const Row& r = table.last();
     const bool guided = setup.model.card.num_classes > 0 && s.cfg != 1.0;
-    spdlog::info("[{}/{}] {} {} steps{}{}: FD {:.2f} precision {:.3f} recall {:.3f} | EB sum delta {:.4g} | {:.1f} s",
-                 si + 1, settings.size(), s.sampler, s.steps, s.schedule.empty() ? "" : " " + s.schedule,
-                 guided ? " cfg " + format_double(s.cfg) : "", r.fd, r.precision, r.recall, r.eb_total, r.seconds);
+    spdlog::info(
+        "[{}/{}] {} {} steps{}{}: FD {:.2f} precision {:.3f} recall {:.3f} | EB sum delta {:.4g} | "
+        "{:.1f} s",
+        si + 1, settings.size(), s.sampler, s.steps, s.schedule.empty() ? "" : " " + s.schedule,
+        guided ? " cfg " + format_double(s.cfg) : "", r.fd, r.precision, r.recall, r.eb_total,
+        r.seconds);
   }
   bar.finish();
-  table.write(out, a.eb_num > 0, preamble);  // also when every setting was already measured (--resume): the command line is this one's
+  table.write(out, a.eb_num > 0, preamble);  // also when every setting was already measured
+                                             // (--resume): the command line is this one's
 
   // Plots from the whole table.
   const std::vector<Row> rows = table.ordered();
@@ -393,7 +427,8 @@ int run_eval(const EvalArgs& a) {
 
 std::function<int()> setup_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
-  app.footer(R"(Lists: --sampler, --schedule, --steps and --cfg take comma-separated lists (or repeat the option);
+  app.footer(
+      R"(Lists: --sampler, --schedule, --steps and --cfg take comma-separated lists (or repeat the option);
 every combination is one table row. In a sampler/schedule list, a piece "key=value" without a ':'
 continues the previous spec's options: --sampler dpmpp_2m,euler_a:eta=0.5,s_noise=1,ddim is 3 specs.
 
@@ -417,18 +452,22 @@ Examples:
   diffuse eval --model runs/tiny/model.pt --num 2000 --batch-size 500
   diffuse eval --schedule file:ays.json --steps 10   # a schedule written by `diffuse ays`
   diffuse eval --steps 5,10,20,40 --resume            # after an interruption: only the missing rows)");
-  app.add_option("-m,--model", a->model, "Model (as in `diffuse sample`; default: the shipped model)")
+  app.add_option("-m,--model", a->model,
+                 "Model (as in `diffuse sample`; default: the shipped model)")
       ->capture_default_str();
   app.add_option("--model-card", a->model_card, "Card for a model file without one");
   app.add_option("-s,--sampler", a->samplers, "Sampler spec(s), comma list (default dpmpp_2m)");
-  app.add_option("--schedule", a->schedules, "Spacing spec(s), comma list; 'default' = the model's; file:PATH");
+  app.add_option("--schedule", a->schedules,
+                 "Spacing spec(s), comma list; 'default' = the model's; file:PATH");
   app.add_option("--steps", a->steps, "Solver steps, comma list (default 10,20)");
   app.add_option("--cfg", a->cfgs, "Guidance scale(s), comma list (default 2; 1 = off)");
-  app.add_option("-c,--correction", a->corrections, "Correction spec applied to every setting; repeatable");
+  app.add_option("-c,--correction", a->corrections,
+                 "Correction spec applied to every setting; repeatable");
   app.add_option("--seed", a->seed, "Seed; sample i uses seed + i")->capture_default_str();
   app.add_option("-n,--num", a->num, "Samples per setting (>= 4)")->capture_default_str();
   app.add_option("--batch-size", a->batch_size, "Samples per network batch")->capture_default_str();
-  app.add_option("--reference-limit", a->reference_limit, "Use the first N test images as the reference (-1 = all)")
+  app.add_option("--reference-limit", a->reference_limit,
+                 "Use the first N test images as the reference (-1 = all)")
       ->capture_default_str();
   app.add_option("--eb-num", a->eb_num, "Test images for the exposure-bias measurement (0 = off)")
       ->capture_default_str();
@@ -438,7 +477,8 @@ Examples:
   app.add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("--dtype", a->dtype, "float32, float64, float16, bfloat16")->capture_default_str();
   app.add_option("-o,--out", a->out, "Output folder")->capture_default_str();
-  app.add_flag("--resume", a->resume, "Keep the rows already in --out/eval.csv and measure only the missing settings");
+  app.add_flag("--resume", a->resume,
+               "Keep the rows already in --out/eval.csv and measure only the missing settings");
   return [a] { return run_eval(*a); };
 }
 
@@ -448,7 +488,8 @@ Examples:
 
 namespace diffuse::cli {
 
-DIFFUSE_CLI_COMMAND(eval, "eval", "FD / precision / recall and exposure bias of sampler settings on Fashion-MNIST",
-                    eval_command::setup_eval);
+DIFFUSE_CLI_COMMAND(
+    eval, "eval", "FD / precision / recall and exposure bias of sampler settings on Fashion-MNIST",
+    eval_command::setup_eval);
 
 }  // namespace diffuse::cli

@@ -42,9 +42,11 @@ struct Setting {
 /// One measured setting: a row of eval.csv / eval.md and its exposure-bias rows.
 struct Row {
   Setting setting;
-  std::vector<std::string> run;  // the run columns, eval_columns() order (corrections, num_samples, seed, ...)
+  std::vector<std::string>
+      run;  // the run columns, eval_columns() order (corrections, num_samples, seed, ...)
   double fd = 0, precision = 0, recall = 0, eb_total = 0, eb_ratio = 0, seconds = 0;
-  std::vector<std::vector<std::string>> eb;  // exposure_bias.csv rows without the leading setting number
+  std::vector<std::vector<std::string>>
+      eb;  // exposure_bias.csv rows without the leading setting number
 };
 
 /// The key that matches a setting across runs (the setting columns of eval.csv as written).
@@ -53,14 +55,16 @@ std::string setting_key(const Setting& s);
 /// The rows of an earlier eval.csv (and their exposure_bias.csv rows) for --resume. A table with
 /// other columns, or measured with other run columns (seed, samples, reference, model, ...), is a
 /// UsageError naming the first difference; a malformed row an IOError.
-std::vector<Row> read_previous_rows(const std::filesystem::path& out, const std::vector<std::string>& run);
+std::vector<Row> read_previous_rows(const std::filesystem::path& out,
+                                    const std::vector<std::string>& run);
 
 /// The table of a run: this run's settings in grid order (measured now, or taken from the earlier
 /// table), then earlier rows of settings outside this grid (kept, not lost).
 class EvalTable {
  public:
   /// `previous`: the rows of an earlier table (--resume); logs how many settings they hold.
-  EvalTable(std::vector<Setting> settings, const std::vector<Row>& previous, bool resume, const std::string& out);
+  EvalTable(std::vector<Setting> settings, const std::vector<Row>& previous, bool resume,
+            const std::string& out);
   /// Whether setting `i` (of the grid) already has a row from the earlier table.
   bool measured(size_t i) const { return measured_[i]; }
   void add(Row row) { rows_.push_back(std::move(row)); }

@@ -28,7 +28,8 @@ int run_export(const ExportArgs& a) {
   std::error_code ec;
   require(a.force || !std::filesystem::exists(a.out, ec),
           "'" + a.out + "' exists; pass --force to replace it");
-  diffuse::LoadedModel m = load_cli_model(a.model, a.model_card, c10::Device(c10::kCPU), c10::kFloat);
+  diffuse::LoadedModel m =
+      load_cli_model(a.model, a.model_card, c10::Device(c10::kCPU), c10::kFloat);
   require(m.dit.has_value(), "export writes DiT models only; '" + a.model + "' is " + m.format);
   diffuse::ModelCard card = m.card;
   if (!a.description.empty()) card.description = a.description;
@@ -59,7 +60,10 @@ std::function<int()> setup_export(CLI::App& app) {
   diffuse export --model default --out fashion.safetensors      # reference-DiT tensor names + card metadata)");
   app.add_option("-m,--model", a->model, "Model to read (see `diffuse sample --help`)")->required();
   app.add_option("--model-card", a->model_card, "Card for a file without one");
-  app.add_option("-o,--out", a->out, "Model file to write (atomically): .safetensors, or a diffuse model file otherwise")->required();
+  app.add_option(
+         "-o,--out", a->out,
+         "Model file to write (atomically): .safetensors, or a diffuse model file otherwise")
+      ->required();
   app.add_option("--description", a->description, "New description for the card");
   app.add_option("--class-names", a->class_names, "Class names separated by ';'");
   app.add_flag("--force", a->force, "Replace an existing --out file");
@@ -68,7 +72,8 @@ std::function<int()> setup_export(CLI::App& app) {
 
 }  // namespace
 
-DIFFUSE_CLI_COMMAND(export_model, "export", "Write a model (e.g. a checkpoint's EMA weights) as a diffuse model file",
+DIFFUSE_CLI_COMMAND(export_model, "export",
+                    "Write a model (e.g. a checkpoint's EMA weights) as a diffuse model file",
                     setup_export);
 
 }  // namespace diffuse::cli

@@ -44,7 +44,8 @@ class SettingNames {
 
 /// The record's settings, then whatever was given explicitly on this command line; sets the
 /// intra-op threads to the record's unless --threads was given.
-SampleSettings merge_record(const SampleSettings& given, const std::string& path, const CLI::App& app) {
+SampleSettings merge_record(const SampleSettings& given, const std::string& path,
+                            const CLI::App& app) {
   const SettingNames names(app, path);
   SampleSettings s = from_json(read_record(path), path);
   if (names.given("--model")) s.model = given.model;
@@ -62,12 +63,14 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--dtype")) s.dtype = given.dtype;
   if (names.given("--nrow")) s.nrow = given.nrow;
   // The same bytes need the same thread count, unless --threads says otherwise.
-  const bool threads_given = app.get_parent() && app.get_parent()->get_option("--threads")->count() > 0;
+  const bool threads_given =
+      app.get_parent() && app.get_parent()->get_option("--threads")->count() > 0;
   if (s.threads > 0 && !threads_given && s.threads != at::get_num_threads()) {
     if (s.threads > usable_cpus())
-      spdlog::warn("record '{}' was made with {} threads, more than the {} CPUs here: running {} threads to "
-                   "reproduce its bytes (slower; --threads N overrides)",
-                   path, s.threads, usable_cpus(), s.threads);
+      spdlog::warn(
+          "record '{}' was made with {} threads, more than the {} CPUs here: running {} threads to "
+          "reproduce its bytes (slower; --threads N overrides)",
+          path, s.threads, usable_cpus(), s.threads);
     at::set_num_threads(static_cast<int>(s.threads));
   }
   return s;
@@ -76,10 +79,14 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
 /// The largest finite magnitude of a floating dtype (a guidance scale beyond it is +-inf there).
 double dtype_max(c10::ScalarType t) {
   switch (t) {
-    case c10::kHalf: return 65504.0;
-    case c10::kBFloat16: return 3.3895313892515355e38;
-    case c10::kFloat: return static_cast<double>(std::numeric_limits<float>::max());
-    default: return std::numeric_limits<double>::max();
+    case c10::kHalf:
+      return 65504.0;
+    case c10::kBFloat16:
+      return 3.3895313892515355e38;
+    case c10::kFloat:
+      return static_cast<double>(std::numeric_limits<float>::max());
+    default:
+      return std::numeric_limits<double>::max();
   }
 }
 
@@ -87,12 +94,15 @@ double dtype_max(c10::ScalarType t) {
 void check_settings(const SampleSettings& s, const SampleOutputs& o, const SettingNames& named) {
   require(s.steps >= 1 && s.steps <= 100000,
           named("--steps", "steps") + " must be in [1, 100000], got " + std::to_string(s.steps));
-  require(s.num >= 1 && s.num <= kMaxNum,
-          named("--num", "num") + " must be in [1, " + std::to_string(kMaxNum) + "], got " + std::to_string(s.num));
-  require(s.batch_size >= 0, named("--batch-size", "batch_size") + " must be >= 0 (0 = automatic), got " +
+  require(s.num >= 1 && s.num <= kMaxNum, named("--num", "num") + " must be in [1, " +
+                                              std::to_string(kMaxNum) + "], got " +
+                                              std::to_string(s.num));
+  require(s.batch_size >= 0, named("--batch-size", "batch_size") +
+                                 " must be >= 0 (0 = automatic), got " +
                                  std::to_string(s.batch_size));
   require(s.nrow >= 0, named("--nrow", "nrow") + " must be >= 0, got " + std::to_string(s.nrow));
-  require(std::isfinite(s.cfg), named("--cfg", "cfg") + " must be finite, got " + diffuse::format_double(s.cfg));
+  require(std::isfinite(s.cfg),
+          named("--cfg", "cfg") + " must be finite, got " + diffuse::format_double(s.cfg));
   require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
           "--batch-memory must be > 0 MiB, got " + diffuse::format_double(o.batch_memory_mib));
 }
@@ -111,19 +121,23 @@ Target parse_target(const SampleSettings& s, const SettingNames& named) {
     t.dtype = parse_dtype(s.dtype);
   } catch (const UsageError& e) {
     const bool dev = std::string(e.what()).find("device") != std::string::npos;
-    throw UsageError(dev ? named("--device", "device") + ": " + e.what() : named("--dtype", "dtype") + ": " + e.what());
+    throw UsageError(dev ? named("--device", "device") + ": " + e.what()
+                         : named("--dtype", "dtype") + ": " + e.what());
   }
   // The scale multiplies network outputs of the run's dtype: it must be finite there too.
   require(std::abs(s.cfg) <= dtype_max(t.dtype),
-          named("--cfg", "cfg") + " " + diffuse::format_double(s.cfg) + " is not finite in " + dtype_name(t.dtype) +
-              " (the run's dtype holds magnitudes up to " + diffuse::format_double(dtype_max(t.dtype)) + ")");
+          named("--cfg", "cfg") + " " + diffuse::format_double(s.cfg) + " is not finite in " +
+              dtype_name(t.dtype) + " (the run's dtype holds magnitudes up to " +
+              diffuse::format_double(dtype_max(t.dtype)) + ")");
   return t;
 }
 
 /// What the outputs' names promise is what is written.
 void check_output_names(const SampleOutputs& o) {
-  require(ends_with_ci(o.out, ".png"), "--out '" + o.out + "': the grid is written as PNG, name it *.png");
-  require(o.save_tensor.empty() || ends_with_ci(o.save_tensor, ".npy") || ends_with_ci(o.save_tensor, ".pt"),
+  require(ends_with_ci(o.out, ".png"),
+          "--out '" + o.out + "': the grid is written as PNG, name it *.png");
+  require(o.save_tensor.empty() || ends_with_ci(o.save_tensor, ".npy") ||
+              ends_with_ci(o.save_tensor, ".pt"),
           "--save-tensor '" + o.save_tensor + "': name it *.npy (NumPy) or *.pt (torch::save)");
   require(o.record.empty() || ends_with_ci(o.record, ".json"),
           "--record '" + o.record + "': the record is JSON, name it *.json");
@@ -139,9 +153,9 @@ void split_a1111_name(SampleSettings& s, const SettingNames& named) {
       chosen = diffuse::Registry<diffuse::TimestepSpacing>::get().resolve(chosen, {}).first;
     } catch (const diffuse::Error&) {
     }
-    require(chosen == split.spacing, named("--sampler", "sampler") + " '" + s.sampler + "' selects the " +
-                                         split.spacing + " spacing, but " + named("--schedule", "schedule") +
-                                         " is '" + s.schedule + "'");
+    require(chosen == split.spacing,
+            named("--sampler", "sampler") + " '" + s.sampler + "' selects the " + split.spacing +
+                " spacing, but " + named("--schedule", "schedule") + " is '" + s.schedule + "'");
   } else {
     s.schedule = split.spacing;
   }
@@ -152,7 +166,7 @@ void split_a1111_name(SampleSettings& s, const SettingNames& named) {
 struct Components {
   std::unique_ptr<diffuse::Sampler> sampler;
   std::vector<std::shared_ptr<diffuse::Correction>> corrections;
-  std::optional<ScheduleFile> schedule_file;  ///< --schedule file:PATH
+  std::optional<ScheduleFile> schedule_file;          ///< --schedule file:PATH
   std::shared_ptr<diffuse::TimestepSpacing> spacing;  ///< nullptr: the noise schedule's default
 };
 
@@ -175,7 +189,8 @@ Components build_components(SampleSettings& s, const SettingNames& named) {
   if (s.schedule.rfind("file:", 0) == 0) {
     c.schedule_file = read_schedule_file(s.schedule.substr(5));
     spacing_text = spacing_spec(*c.schedule_file);
-    require(static_cast<int64_t>(c.schedule_file->timesteps.size()) == s.steps || !named.given("--steps"),
+    require(static_cast<int64_t>(c.schedule_file->timesteps.size()) == s.steps ||
+                !named.given("--steps"),
             "--steps " + std::to_string(s.steps) + " does not match the " +
                 std::to_string(c.schedule_file->timesteps.size()) + " steps of schedule file '" +
                 s.schedule.substr(5) + "'");
@@ -193,7 +208,8 @@ Components build_components(SampleSettings& s, const SettingNames& named) {
 
 /// Class id per image: "" cycles through the classes, else a comma list of ids or names
 /// (repeated cyclically over the images).
-std::vector<int64_t> parse_classes(const std::string& text, const diffuse::ModelCard& card, int64_t num) {
+std::vector<int64_t> parse_classes(const std::string& text, const diffuse::ModelCard& card,
+                                   int64_t num) {
   std::vector<int64_t> ids;
   if (card.num_classes == 0) {
     require(text.empty(), "--class " + text + ": the model is unconditional (num_classes=0)");
@@ -218,7 +234,8 @@ std::vector<int64_t> parse_classes(const std::string& text, const diffuse::Model
       std::string names;
       for (const auto& n : card.class_names) names += (names.empty() ? "" : ", ") + n;
       require(*end == '\0' && v >= 0 && v < card.num_classes,
-              "--class '" + item + "' is not a class id in [0, " + std::to_string(card.num_classes - 1) + "]" +
+              "--class '" + item + "' is not a class id in [0, " +
+                  std::to_string(card.num_classes - 1) + "]" +
                   (names.empty() ? std::string() : " or a class name (" + names + ")"));
       id = v;
     }
@@ -240,7 +257,8 @@ struct ModelPlan {
 
 /// Loads the model and checks the settings against its card.
 ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Target& t) {
-  ModelPlan p{load_cli_model(s.model, s.model_card, t.device, t.dtype), nullptr, {}, false, false, 8};
+  ModelPlan p{
+      load_cli_model(s.model, s.model_card, t.device, t.dtype), nullptr, {}, false, false, 8};
   if (!p.model.precision.empty())
     spdlog::info("--dtype {} on {}: {}", dtype_name(t.dtype), t.device.str(), p.model.precision);
   const diffuse::ModelCard& card = p.model.card;
@@ -253,10 +271,12 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
   p.classes = parse_classes(s.classes, card, s.num);
   p.guided = card.num_classes > 0 && s.cfg != 1.0;
   // CADS anneals the condition *embedding*: hand a DiT its label embeddings instead of the labels.
-  for (const auto& corr : c.corrections) p.embed_labels = p.embed_labels || corr->name() == "condition_annealing";
+  for (const auto& corr : c.corrections)
+    p.embed_labels = p.embed_labels || corr->name() == "condition_annealing";
   p.embed_labels = p.embed_labels && card.num_classes > 0;
   require(!p.embed_labels || p.model.dit.has_value(),
-          "--correction cads needs a model that takes its condition as an embedding (diffuse's DiT); this " +
+          "--correction cads needs a model that takes its condition as an embedding (diffuse's "
+          "DiT); this " +
               p.model.format + " model takes class labels");
   p.nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
   return p;
@@ -271,7 +291,8 @@ int64_t choose_batch_size(const SampleSettings& s, const SampleOutputs& o, const
   // As many images per network call as the memory budget allows (the estimate depends only on the
   // model, dtype and settings, so a record reproduces the same batches; batch composition can
   // change the rounding).
-  return diffuse::auto_batch_size(p.model, dtype, s.num, p.guided, o.batch_memory_mib * 1024.0 * 1024.0);
+  return diffuse::auto_batch_size(p.model, dtype, s.num, p.guided,
+                                  o.batch_memory_mib * 1024.0 * 1024.0);
 }
 
 /// The options every chunk shares: steps, spacing, corrections and guidance.
@@ -280,28 +301,32 @@ diffuse::SampleOptions base_options(const SampleSettings& s, const Components& c
   so.num_steps = s.steps;
   so.spacing = c.spacing;
   so.corrections = c.corrections;
-  if (guided) so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::format_double(s.cfg)}});
+  if (guided)
+    so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::format_double(s.cfg)}});
   return so;
 }
 
 void log_run(const SampleSettings& s, const Components& c, const ModelPlan& p, const Target& t,
              const std::string& model_path, const diffuse::TimeGrid& grid) {
   const diffuse::ModelCard& card = p.model.card;
-  spdlog::info("{} {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images in batches of {}, seed {} | {} on "
-               "{}, {} thread(s)",
-               p.model.format, model_path, card.num_classes, card.prediction_type, p.schedule->name(), s.sampler,
-               s.steps, c.spacing ? " (" + c.spacing->name() + ")" : std::string(),
-               p.guided ? ", cfg " + diffuse::format_double(s.cfg) : std::string(), s.num, s.batch_size, s.seed,
-               dtype_name(t.dtype), t.device.str(), at::get_num_threads());
+  spdlog::info(
+      "{} {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images in batches of {}, seed {} "
+      "| {} on "
+      "{}, {} thread(s)",
+      p.model.format, model_path, card.num_classes, card.prediction_type, p.schedule->name(),
+      s.sampler, s.steps, c.spacing ? " (" + c.spacing->name() + ")" : std::string(),
+      p.guided ? ", cfg " + diffuse::format_double(s.cfg) : std::string(), s.num, s.batch_size,
+      s.seed, dtype_name(t.dtype), t.device.str(), at::get_num_threads());
   spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*c.sampler),
-                c.spacing ? canonical_spec(*c.spacing) : std::string("default"), grid.front().t, grid.back().t);
+                c.spacing ? canonical_spec(*c.spacing) : std::string("default"), grid.front().t,
+                grid.back().t);
 }
 
 /// Samples the images (this rank's share; rank 0 gathers all of them). Sample i uses seed + i,
 /// whatever the chunking; with several ranks each samples a block of the chunks one process would
 /// use (so the images are bit-identical).
-at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan& p, const Target& t,
-                         const diffuse::SampleOptions& so, RankGroup& group) {
+at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan& p,
+                         const Target& t, const diffuse::SampleOptions& so, RankGroup& group) {
   const diffuse::ModelCard& card = p.model.card;
   const int rank = group.info.rank, world = group.info.world_size;
   const int64_t chunk = s.batch_size;
@@ -319,10 +344,13 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
     diffuse::SampleOptions co = so;
     co.seed = s.seed + static_cast<uint64_t>(start);
     if (card.num_classes > 0) {
-      co.cond.value = at::tensor(std::vector<int64_t>(p.classes.begin() + start, p.classes.begin() + start + m),
-                                 at::TensorOptions(at::kLong))
-                          .to(device);
-      if (p.guided) co.uncond.value = at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device));
+      co.cond.value =
+          at::tensor(std::vector<int64_t>(p.classes.begin() + start, p.classes.begin() + start + m),
+                     at::TensorOptions(at::kLong))
+              .to(device);
+      if (p.guided)
+        co.uncond.value =
+            at::full({m}, card.num_classes, at::TensorOptions(at::kLong).device(device));
       if (p.embed_labels) {
         diffuse::DiT& dit = *p.model.dit;
         co.cond.value = dit->label_embedding(co.cond.value, m, device);
@@ -334,8 +362,8 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
     return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
   };
   const std::vector<int64_t> item_shape(card.sample_shape.begin(), card.sample_shape.end());
-  at::Tensor images =
-      diffuse::sample_sharded(s.num, chunk, rank, world, item_shape, at::kFloat, make_chunk, group.all_gather());
+  at::Tensor images = diffuse::sample_sharded(s.num, chunk, rank, world, item_shape, at::kFloat,
+                                              make_chunk, group.all_gather());
   bar.finish();
   return images;
 }
@@ -366,7 +394,8 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
 
   const diffuse::SampleOptions so = base_options(s, c, plan.guided);
   const diffuse::TimeGrid grid = diffuse::make_grid(*plan.schedule, so);
-  const std::string model_path = plan.model.source == "default" ? diffuse::default_model_path() : plan.model.source;
+  const std::string model_path =
+      plan.model.source == "default" ? diffuse::default_model_path() : plan.model.source;
   log_run(s, c, plan, target, model_path, grid);
   const at::Tensor images = sample_images(s, c, plan, target, so, group);
   if (group.info.rank != 0) return kExitOk;  // rank 0 writes the outputs
@@ -399,52 +428,68 @@ std::function<int()> setup_sample(CLI::App& app) {
   diffuse sample --from-record diffuse_samples.png -o again.png   # the same image again
   diffuse sample --list                              # every sampler, schedule, correction)");
   app.add_option("-m,--model", s->model,
-                 "Model: 'default' (the shipped Fashion-MNIST DiT), a diffuse model file, a training checkpoint, a "
+                 "Model: 'default' (the shipped Fashion-MNIST DiT), a diffuse model file, a "
+                 "training checkpoint, a "
                  "TorchScript module or .safetensors weights")
       ->capture_default_str();
-  app.add_option("--model-card", s->model_card,
-                 "Card for a model file without one (TorchScript, safetensors): "
-                 "\"sample_shape=1x28x28,num_classes=10,schedule=discrete,prediction_type=epsilon\"");
-  app.add_option("-s,--sampler", s->sampler, "Sampler NAME[:option=value,...] (see --list)")->capture_default_str();
+  app.add_option(
+      "--model-card", s->model_card,
+      "Card for a model file without one (TorchScript, safetensors): "
+      "\"sample_shape=1x28x28,num_classes=10,schedule=discrete,prediction_type=epsilon\"");
+  app.add_option("-s,--sampler", s->sampler, "Sampler NAME[:option=value,...] (see --list)")
+      ->capture_default_str();
   app.add_option("--schedule", s->schedule,
-                 "Time spacing NAME[:option=value,...] (karras, ays, trailing, ...) or file:PATH; default: the "
+                 "Time spacing NAME[:option=value,...] (karras, ays, trailing, ...) or file:PATH; "
+                 "default: the "
                  "model's");
   app.add_option("--steps", s->steps, "Solver steps")->capture_default_str();
   app.add_option("--cfg", s->cfg, "Classifier-free guidance scale (1 = off; conditional models)")
       ->capture_default_str();
-  app.add_option("--class", s->classes, "Class ids or names, comma-separated (default: every class in turn)");
-  app.add_option("-c,--correction", s->corrections, "Correction NAME[:option=value,...]; repeat for several");
+  app.add_option("--class", s->classes,
+                 "Class ids or names, comma-separated (default: every class in turn)");
+  app.add_option("-c,--correction", s->corrections,
+                 "Correction NAME[:option=value,...]; repeat for several");
   app.add_option("--seed", s->seed, "Seed in [0, 2^64 - 1]; image i uses seed + i")
       ->capture_default_str()
       ->check(CLI::Validator(
           [](std::string& v) {
             const std::string t = trim(v);
             if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos)
-              return std::string("the seed must be an integer in [0, 18446744073709551615], got '") + v + "'";
+              return std::string(
+                         "the seed must be an integer in [0, 18446744073709551615], got '") +
+                     v + "'";
             return std::string();
           },
           "UINT64", "seed"));
-  app.add_option("-n,--num", s->num, "Number of images (at most 1,000,000; the grid shows the first 1,024)")
+  app.add_option("-n,--num", s->num,
+                 "Number of images (at most 1,000,000; the grid shows the first 1,024)")
       ->capture_default_str();
   app.add_option("--batch-size", s->batch_size,
                  "Images per network batch (0 = automatic: as many as fit --batch-memory)")
       ->capture_default_str();
   app.add_option("--batch-memory", o->batch_memory_mib,
-                 "Memory budget in MiB of one batch's network call when --batch-size is 0 (an estimate from the "
+                 "Memory budget in MiB of one batch's network call when --batch-size is 0 (an "
+                 "estimate from the "
                  "model's card; the images themselves take num x their size on top)")
       ->capture_default_str();
   app.add_option("--device", s->device, "cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("--dtype", s->dtype, "float32, float64, float16, bfloat16")->capture_default_str();
-  app.add_option("--nrow", s->nrow, "Images per grid row (0 = number of classes, or 8)")->capture_default_str();
-  app.add_option("-o,--out", o->out, "PNG grid to write, *.png (the settings go into its tEXt chunk \"diffuse\")")
+  app.add_option("--nrow", s->nrow, "Images per grid row (0 = number of classes, or 8)")
       ->capture_default_str();
-  app.add_option("--record", o->record, "Settings record JSON (default: the --out path with .json)");
+  app.add_option("-o,--out", o->out,
+                 "PNG grid to write, *.png (the settings go into its tEXt chunk \"diffuse\")")
+      ->capture_default_str();
+  app.add_option("--record", o->record,
+                 "Settings record JSON (default: the --out path with .json)");
   app.add_option("--save-each", o->save_each, "Also write each image as DIR/000000.png, ...");
-  app.add_option("--save-tensor", o->save_tensor, "Also write the images as a tensor: *.npy or *.pt (torch::save)");
-  app.add_option("--from-record", o->from_record,
-                 "Take the settings from a record (.json or a PNG written by diffuse sample); options given "
-                 "explicitly override it");
-  app.add_flag("--list", o->list, "List the samplers, schedules, corrections and guidance, then exit");
+  app.add_option("--save-tensor", o->save_tensor,
+                 "Also write the images as a tensor: *.npy or *.pt (torch::save)");
+  app.add_option(
+      "--from-record", o->from_record,
+      "Take the settings from a record (.json or a PNG written by diffuse sample); options given "
+      "explicitly override it");
+  app.add_flag("--list", o->list,
+               "List the samplers, schedules, corrections and guidance, then exit");
   auto par = std::make_shared<ParallelArgs>();
   add_parallel_options(app, *par);
   return [s, o, par, &app] { return run_sample(*s, *o, *par, app); };
@@ -456,7 +501,8 @@ std::function<int()> setup_sample(CLI::App& app) {
 
 namespace diffuse::cli {
 
-DIFFUSE_CLI_COMMAND(sample, "sample", "Generate images with any sampler, schedule, guidance and corrections",
+DIFFUSE_CLI_COMMAND(sample, "sample",
+                    "Generate images with any sampler, schedule, guidance and corrections",
                     sample_command::setup_sample);
 
 }  // namespace diffuse::cli

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // diffuse sample, shared by its source files: the settings a record holds, the output options, the
-// record (sample_record.cpp) and the writing of the outputs (sample_output.cpp). The command itself,
-// its options and its steps are in sample.cpp.
+// record (sample_record.cpp) and the writing of the outputs (sample_output.cpp). The command
+// itself, its options and its steps are in sample.cpp.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +53,7 @@ constexpr int64_t kMaxRecordThreads = 1024;
 struct SampleOutputs {
   std::string out = "diffuse_samples.png";
   double batch_memory_mib = 1024;  // --batch-memory: the budget of --batch-size 0
-  std::string record;  // default: <out without .png>.json
+  std::string record;              // default: <out without .png>.json
   std::string save_each;
   std::string save_tensor;
   std::string from_record;

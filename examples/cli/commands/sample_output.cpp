@@ -41,9 +41,12 @@ void save_npy(const std::string& path, const at::Tensor& t) {
   const std::string descr = c.scalar_type() == at::kDouble ? "<f8" : "<f4";
   const at::Tensor data = c.scalar_type() == at::kDouble ? c : c.to(at::kFloat);
   std::string shape = "(";
-  for (int64_t i = 0; i < data.dim(); ++i) shape += std::to_string(data.size(i)) + (data.dim() == 1 ? "," : (i + 1 < data.dim() ? ", " : ""));
+  for (int64_t i = 0; i < data.dim(); ++i)
+    shape +=
+        std::to_string(data.size(i)) + (data.dim() == 1 ? "," : (i + 1 < data.dim() ? ", " : ""));
   shape += ")";
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   const size_t unpadded = 10 + header.size() + 1;
   header += std::string((64 - unpadded % 64) % 64, ' ') + "\n";
   std::string bytes = "\x93NUMPY";
@@ -99,8 +102,10 @@ void save_tensor(const std::string& path, const at::Tensor& images) {
 void print_lists(std::ostream& os) {
   list_registry<diffuse::Sampler>(os, "Samplers (--sampler NAME[:option=value,...])");
   list_registry<diffuse::TimestepSpacing>(
-      os, "Schedules / spacings (--schedule NAME[:option=value,...] or file:PATH from `diffuse ays`)");
-  list_registry<diffuse::Correction>(os, "Corrections (--correction NAME[:option=value,...], repeatable)");
+      os,
+      "Schedules / spacings (--schedule NAME[:option=value,...] or file:PATH from `diffuse ays`)");
+  list_registry<diffuse::Correction>(
+      os, "Corrections (--correction NAME[:option=value,...], repeatable)");
   list_registry<diffuse::Guidance>(os, "Guidance (--cfg SCALE uses cfg)");
   list_registry<diffuse::NoiseSchedule>(os, "Noise schedules (set by the model's card)");
 }
@@ -108,7 +113,9 @@ void print_lists(std::ostream& os) {
 bool ends_with_ci(const std::string& text, const std::string& suffix) {
   if (text.size() < suffix.size()) return false;
   for (size_t i = 0; i < suffix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(text[text.size() - suffix.size() + i])) != suffix[i]) return false;
+    if (std::tolower(static_cast<unsigned char>(text[text.size() - suffix.size() + i])) !=
+        suffix[i])
+      return false;
   return true;
 }
 
@@ -118,8 +125,10 @@ void write_outputs(const SampleSettings& s, const SampleOutputs& o, const at::Te
   // --save-each and --save-tensor keep all of them.
   const int64_t shown = std::min(s.num, kMaxGridImages);
   if (shown < s.num)
-    spdlog::warn("the grid shows the first {} of the {} images; --save-each DIR or --save-tensor FILE keeps all",
-                 shown, s.num);
+    spdlog::warn(
+        "the grid shows the first {} of the {} images; --save-each DIR or --save-tensor FILE keeps "
+        "all",
+        shown, s.num);
   ensure_parent(o.out);
   diffuse::save_png(o.out, diffuse::make_image_grid(images.narrow(0, 0, shown).clamp(-1, 1), nrow),
                     {{"diffuse", record.dump()}});
@@ -129,9 +138,11 @@ void write_outputs(const SampleSettings& s, const SampleOutputs& o, const at::Te
   if (!o.save_each.empty()) save_each_image(o.save_each, images, record.dump());
   if (!o.save_tensor.empty()) save_tensor(o.save_tensor, images);
   const int64_t cols = diffuse::image_grid_columns(shown, nrow);
-  spdlog::info("wrote {} ({} image{} in {} row{} of {}) and {}{}{}", o.out, shown, shown == 1 ? "" : "s",
-               (shown + cols - 1) / cols, (shown + cols - 1) / cols == 1 ? "" : "s", cols, record_path,
-               o.save_each.empty() ? "" : ", " + o.save_each + "/", o.save_tensor.empty() ? "" : ", " + o.save_tensor);
+  spdlog::info("wrote {} ({} image{} in {} row{} of {}) and {}{}{}", o.out, shown,
+               shown == 1 ? "" : "s", (shown + cols - 1) / cols,
+               (shown + cols - 1) / cols == 1 ? "" : "s", cols, record_path,
+               o.save_each.empty() ? "" : ", " + o.save_each + "/",
+               o.save_tensor.empty() ? "" : ", " + o.save_tensor);
 }
 
 }  // namespace diffuse::cli::sample_command

@@ -58,7 +58,8 @@ SampleSettings from_json(const json& j, const std::string& path) {
   };
   const auto integer = [&](const char* key) {
     const json& v = field(key);
-    if (!v.is_number_integer()) fail(std::string("field '") + key + "' must be an integer, got " + v.dump());
+    if (!v.is_number_integer())
+      fail(std::string("field '") + key + "' must be an integer, got " + v.dump());
     return v.get<int64_t>();
   };
   SampleSettings s;
@@ -100,7 +101,8 @@ json read_record(const std::string& path) {
   if (png) {
     const auto chunks = diffuse::read_png_text(path);
     auto it = chunks.find("diffuse");
-    require(it != chunks.end(), "PNG '" + path + "' carries no diffuse record (tEXt chunk \"diffuse\")");
+    require(it != chunks.end(),
+            "PNG '" + path + "' carries no diffuse record (tEXt chunk \"diffuse\")");
     text = it->second;
   } else {
     text = read_file_text(path, "record");
@@ -112,7 +114,8 @@ json read_record(const std::string& path) {
     throw UsageError("record '" + path + "' is not valid JSON: " + std::string(e.what()));
   }
   if (png || (j.is_object() && j.contains("settings"))) {
-    require(j.is_object() && j.contains("settings"), "record '" + path + "' has no 'settings' object");
+    require(j.is_object() && j.contains("settings"),
+            "record '" + path + "' has no 'settings' object");
     return j.at("settings");
   }
   return j;

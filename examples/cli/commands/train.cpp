@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// diffuse train: trains a small DiT on Fashion-MNIST with any registered objective, driven by a JSON
-// config file with command-line overrides. The run folder (--out) documents the run (config.json),
-// holds its checkpoints (a second invocation resumes from the newest one automatically), the loss
-// curve, a sample grid, the final model file (EMA weights + card) and, with `eval`, an eval.csv.
-// This file: the options and the command's steps; train_config.cpp: the config keys and their
-// resolution.
+// diffuse train: trains a small DiT on Fashion-MNIST with any registered objective, driven by a
+// JSON config file with command-line overrides. The run folder (--out) documents the run
+// (config.json), holds its checkpoints (a second invocation resumes from the newest one
+// automatically), the loss curve, a sample grid, the final model file (EMA weights + card) and,
+// with `eval`, an eval.csv. This file: the options and the command's steps; train_config.cpp: the
+// config keys and their resolution.
 #include "commands/train.h"
 
 #include "cli.h"
@@ -41,9 +41,12 @@ using DiTTrainer = diffuse::Trainer<diffuse::DiT>;
 
 std::string prediction_type_name(diffuse::Parameterization p) {
   switch (p) {
-    case diffuse::Parameterization::kEpsilon: return "epsilon";
-    case diffuse::Parameterization::kVelocity: return "v_prediction";
-    case diffuse::Parameterization::kSample: return "sample";
+    case diffuse::Parameterization::kEpsilon:
+      return "epsilon";
+    case diffuse::Parameterization::kVelocity:
+      return "v_prediction";
+    case diffuse::Parameterization::kSample:
+      return "sample";
   }
   return "epsilon";
 }
@@ -68,8 +71,8 @@ RunConfig check_config(const json& cfg, int world) {
           "config key 'eval' must be 0 (off) or >= 4, got " + std::to_string(rc.eval_n));
   require(cfg["limit"].get<int64_t>() != 0, "config key 'limit' must be -1 (all) or >= 1, got 0");
   require(cfg["batch_size"].get<int64_t>() % cfg["grad_accum"].get<int64_t>() == 0,
-          "config key 'batch_size' (" + cfg["batch_size"].dump() + ") must be divisible by 'grad_accum' (" +
-              cfg["grad_accum"].dump() + ")");
+          "config key 'batch_size' (" + cfg["batch_size"].dump() +
+              ") must be divisible by 'grad_accum' (" + cfg["grad_accum"].dump() + ")");
   rc.objective_spec = cfg["objective"].get<std::string>();
   rc.preset = cfg["preset"].get<std::string>();
   rc.patch = cfg["patch"].get<int64_t>();
@@ -82,7 +85,8 @@ RunConfig check_config(const json& cfg, int world) {
 
   // Fashion-MNIST images are 1 x 28 x 28.
   require(kImageSize % rc.patch == 0, "config key 'patch' = " + std::to_string(rc.patch) +
-                                          " does not divide the image size " + std::to_string(kImageSize));
+                                          " does not divide the image size " +
+                                          std::to_string(kImageSize));
   try {
     (void)diffuse::dit_preset(rc.preset, kImageSize, 1);
   } catch (const diffuse::Error& e) {
@@ -108,22 +112,26 @@ RunConfig check_config(const json& cfg, int world) {
   if (!rc.init_from.empty()) require_file(rc.init_from, "config key 'init_from': checkpoint");
   std::error_code ec;
   if (!rc.data_dir.empty()) {
-    require(fs::is_directory(rc.data_dir, ec), "config key 'data_dir': '" + rc.data_dir + "' is not a folder");
+    require(fs::is_directory(rc.data_dir, ec),
+            "config key 'data_dir': '" + rc.data_dir + "' is not a folder");
   }
   if (world > 1) {
-    require(cfg["minutes"].get<double>() == 0,
-            "config key 'minutes' = " + cfg["minutes"].dump() + " must be 0 with " + std::to_string(world) +
-                " processes (ranks must agree on the number of steps): add --minutes 0 and set --steps");
+    require(cfg["minutes"].get<double>() == 0, "config key 'minutes' = " + cfg["minutes"].dump() +
+                                                   " must be 0 with " + std::to_string(world) +
+                                                   " processes (ranks must agree on the number of "
+                                                   "steps): add --minutes 0 and set --steps");
     require(cfg["batch_size"].get<int64_t>() % (cfg["grad_accum"].get<int64_t>() * world) == 0,
-            "config key 'batch_size' (" + cfg["batch_size"].dump() + ") must be divisible by grad_accum * processes (" +
-                cfg["grad_accum"].dump() + " * " + std::to_string(world) + "): it is the global batch");
+            "config key 'batch_size' (" + cfg["batch_size"].dump() +
+                ") must be divisible by grad_accum * processes (" + cfg["grad_accum"].dump() +
+                " * " + std::to_string(world) + "): it is the global batch");
   }
   return rc;
 }
 
 /// The training images (without labels for an unconditional model).
 diffuse::Dataset load_training_data(const json& cfg, const RunConfig& rc) {
-  diffuse::Dataset data = diffuse::load_fashion_mnist("train", rc.data_dir, cfg["limit"].get<int64_t>());
+  diffuse::Dataset data =
+      diffuse::load_fashion_mnist("train", rc.data_dir, cfg["limit"].get<int64_t>());
   if (cfg["unconditional"].get<bool>()) {
     data.labels = at::Tensor();
     data.num_classes = 0;
@@ -138,16 +146,17 @@ int64_t decoder_blocks(const json& cfg, const RunConfig& rc) {
 }
 
 /// The DiT of the config for the data's images and classes.
-diffuse::DiTOptions model_options(const json& cfg, const RunConfig& rc, const diffuse::Dataset& data) {
+diffuse::DiTOptions model_options(const json& cfg, const RunConfig& rc,
+                                  const diffuse::Dataset& data) {
   diffuse::DiTOptions dit(1, 1);
   try {
     dit = diffuse::dit_preset(rc.preset, data.data.size(2), data.data.size(1));
   } catch (const diffuse::Error& e) {
     throw UsageError("config key 'preset': " + error_message(e));
   }
-  require(data.data.size(2) % rc.patch == 0,
-          "config key 'patch' = " + std::to_string(rc.patch) + " does not divide the image size " +
-              std::to_string(data.data.size(2)));
+  require(data.data.size(2) % rc.patch == 0, "config key 'patch' = " + std::to_string(rc.patch) +
+                                                 " does not divide the image size " +
+                                                 std::to_string(data.data.size(2)));
   dit.patch_size(rc.patch).num_classes(data.num_classes);
   const int64_t decoder_width = cfg["decoder_width"].get<int64_t>();
   const int64_t decoder = decoder_blocks(cfg, rc);
@@ -159,7 +168,8 @@ diffuse::DiTOptions model_options(const json& cfg, const RunConfig& rc, const di
   return dit;
 }
 
-diffuse::TrainerOptions trainer_options(const json& cfg, const RunConfig& rc, const diffuse::Dataset& data,
+diffuse::TrainerOptions trainer_options(const json& cfg, const RunConfig& rc,
+                                        const diffuse::Dataset& data,
                                         const diffuse::DiTOptions& dit, const std::string& out) {
   diffuse::TrainerOptions o;
   o.steps(cfg["steps"].get<int64_t>())
@@ -191,7 +201,8 @@ diffuse::TrainerOptions trainer_options(const json& cfg, const RunConfig& rc, co
 /// The trainer's reasons on one line (its multi-line list joined).
 std::string reasons(const std::exception& e) {
   std::string why = error_message(e);
-  for (size_t at = why.find(":; "); at != std::string::npos; at = why.find(":; ")) why.replace(at, 3, ": ");
+  for (size_t at = why.find(":; "); at != std::string::npos; at = why.find(":; "))
+    why.replace(at, 3, ": ");
   return why;
 }
 
@@ -203,12 +214,14 @@ std::string resume_run(DiTTrainer& trainer, const std::string& out) {
     return trainer.resume_latest();
   } catch (const diffuse::CorruptCheckpointError& e) {
     // Every checkpoint is unreadable: nothing to fall back to, and nothing is deleted for the user.
-    throw diffuse::IOError("cannot resume the run in '" + out + "': " + reasons(e) + " (remove or move the corrupt " +
-                           "checkpoint(s) out of '" + trainer.checkpoint_dir() + "' to start afresh)");
+    throw diffuse::IOError("cannot resume the run in '" + out + "': " + reasons(e) +
+                           " (remove or move the corrupt " + "checkpoint(s) out of '" +
+                           trainer.checkpoint_dir() + "' to start afresh)");
   } catch (const diffuse::Error& e) {
     const std::string message = "cannot resume the run in '" + out + "': " + reasons(e) +
                                 " (train into another --out, or use the run's own config.json)";
-    if (dynamic_cast<const diffuse::IOError*>(&e) || dynamic_cast<const diffuse::NumericalError*>(&e))
+    if (dynamic_cast<const diffuse::IOError*>(&e) ||
+        dynamic_cast<const diffuse::NumericalError*>(&e))
       throw_same_kind(e, message);
     throw diffuse::ConfigError(message);
   }
@@ -218,7 +231,8 @@ std::string resume_run(DiTTrainer& trainer, const std::string& out) {
 void write_run_folder(const fs::path& out, const json& cfg) {
   std::error_code ec;
   fs::create_directories(out, ec);
-  if (ec) throw diffuse::IOError("cannot create the run folder '" + out.string() + "': " + ec.message());
+  if (ec)
+    throw diffuse::IOError("cannot create the run folder '" + out.string() + "': " + ec.message());
   diffuse::write_text_file_atomic((out / "config.json").string(), cfg.dump(2) + "\n");
 }
 
@@ -236,16 +250,20 @@ diffuse::TrainResult train_until_stopped(DiTTrainer& trainer, bool main_rank, bo
 
 /// 128 + the signal when a signal stopped the run (after saying how to resume it), else nothing.
 /// A launched job decides on the result the ranks agreed on (the final samples are collective).
-std::optional<int> interrupted_exit_code(const diffuse::TrainResult& res, bool main_rank, bool launched,
-                                         const std::string& out) {
+std::optional<int> interrupted_exit_code(const diffuse::TrainResult& res, bool main_rank,
+                                         bool launched, const std::string& out) {
   const int signal_received = diffuse::stop_signal_received();
-  if (res.reason != diffuse::StopReason::kInterrupted && (signal_received == 0 || launched)) return std::nullopt;
+  if (res.reason != diffuse::StopReason::kInterrupted && (signal_received == 0 || launched))
+    return std::nullopt;
   const int code = 128 + (signal_received != 0 ? signal_received : SIGINT);
   if (main_rank) {
-    spdlog::warn("interrupted by {}: checkpoint {} written at step {}; exit status {} (`diffuse train --out {}` "
-                 "resumes from it)",
-                 signal_received == SIGTERM ? "SIGTERM" : "SIGINT",
-                 res.last_checkpoint.empty() ? std::string("(none)") : res.last_checkpoint, res.final_step, code, out);
+    spdlog::warn(
+        "interrupted by {}: checkpoint {} written at step {}; exit status {} (`diffuse train --out "
+        "{}` "
+        "resumes from it)",
+        signal_received == SIGTERM ? "SIGTERM" : "SIGINT",
+        res.last_checkpoint.empty() ? std::string("(none)") : res.last_checkpoint, res.final_step,
+        code, out);
   }
   return code;
 }
@@ -258,18 +276,19 @@ struct FinalSamples {
   std::chrono::steady_clock::time_point eval_start;
 };
 
-FinalSamples make_final_samples(DiTTrainer& trainer, const diffuse::Dataset& data, const RunConfig& rc,
-                                RankGroup& group) {
+FinalSamples make_final_samples(DiTTrainer& trainer, const diffuse::Dataset& data,
+                                const RunConfig& rc, RankGroup& group) {
   const int64_t sample_chunk = 250;
   const auto make_samples = [&](int64_t n, uint64_t sample_seed) {
     const auto make = [&](int64_t start, int64_t m) {
       at::Tensor labels;
-      if (data.num_classes > 0) labels = at::arange(start, start + m, at::kLong).remainder(data.num_classes);
+      if (data.num_classes > 0)
+        labels = at::arange(start, start + m, at::kLong).remainder(data.num_classes);
       return trainer.sample(m, sample_seed + static_cast<uint64_t>(start), labels).cpu();
     };
     std::vector<int64_t> item_shape(data.data.sizes().begin() + 1, data.data.sizes().end());
-    return diffuse::sample_sharded(n, sample_chunk, group.info.rank, group.info.world_size, item_shape,
-                                   data.data.scalar_type(), make, group.all_gather());
+    return diffuse::sample_sharded(n, sample_chunk, group.info.rank, group.info.world_size,
+                                   item_shape, data.data.scalar_type(), make, group.all_gather());
   };
   FinalSamples f;
   const int64_t per_row = data.num_classes > 0 ? data.num_classes : 8;
@@ -290,33 +309,39 @@ void write_model_and_grid(const fs::path& out, DiTTrainer& trainer, const RunCon
   card.num_classes = data.num_classes;
   if (data.num_classes == 10) card.class_names = diffuse::fashion_mnist_class_names();
   card.clip_sample = true;
-  card.description = "diffuse train: DiT-" + rc.preset + " patch " + std::to_string(rc.patch) + ", objective " +
-                     rc.objective_spec + ", " + std::to_string(trainer.step()) + " steps on " + data.name +
-                     " (EMA weights)";
+  card.description = "diffuse train: DiT-" + rc.preset + " patch " + std::to_string(rc.patch) +
+                     ", objective " + rc.objective_spec + ", " + std::to_string(trainer.step()) +
+                     " steps on " + data.name + " (EMA weights)";
   const std::string model_path = (out / "model.pt").string();
   diffuse::save_model(model_path, trainer.ema(), card);
 
   const std::string grid_path = (out / "samples_final.png").string();
-  diffuse::save_image_grid(grid_path, grid.clamp(-1, 1), data.num_classes > 0 ? data.num_classes : 8);
-  spdlog::info("model: {} | samples: {} | loss curve: {}", model_path, grid_path, (out / "loss.csv").string());
+  diffuse::save_image_grid(grid_path, grid.clamp(-1, 1),
+                           data.num_classes > 0 ? data.num_classes : 8);
+  spdlog::info("model: {} | samples: {} | loss curve: {}", model_path, grid_path,
+               (out / "loss.csv").string());
 }
 
 /// With `eval`: FD / precision / recall of the EMA samples against the test set, into eval.csv.
-void write_final_eval(const fs::path& out, const DiTTrainer& trainer, const diffuse::TrainerOptions& o,
-                      const RunConfig& rc, const FinalSamples& samples) {
+void write_final_eval(const fs::path& out, const DiTTrainer& trainer,
+                      const diffuse::TrainerOptions& o, const RunConfig& rc,
+                      const FinalSamples& samples) {
   diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
   const diffuse::FashionReference ref =
       diffuse::make_fashion_reference(classifier, diffuse::load_fashion_mnist("test", rc.data_dir));
   const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples.eval, classifier, ref);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - samples.eval_start).count();
-  spdlog::info("eval on {} EMA samples ({} steps of {}): FD {:.3f} precision {:.3f} recall {:.3f} | {:.1f} s",
-               r.num_samples, o.sample_steps(), rc.sampler_spec, r.fd, r.precision, r.recall, secs);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - samples.eval_start).count();
+  spdlog::info(
+      "eval on {} EMA samples ({} steps of {}): FD {:.3f} precision {:.3f} recall {:.3f} | {:.1f} "
+      "s",
+      r.num_samples, o.sample_steps(), rc.sampler_spec, r.fd, r.precision, r.recall, secs);
   diffuse::write_text_file_atomic(
       (out / "eval.csv").string(),
       "step,objective,sampler,sample_steps,cfg_scale,num_samples,fd,precision,recall\n" +
-          std::to_string(trainer.step()) + ",\"" + rc.objective_spec + "\",\"" + rc.sampler_spec + "\"," +
-          std::to_string(o.sample_steps()) + "," + diffuse::format_double(o.cfg_scale()) + "," +
-          std::to_string(r.num_samples) + "," + diffuse::format_double(r.fd) + "," +
+          std::to_string(trainer.step()) + ",\"" + rc.objective_spec + "\",\"" + rc.sampler_spec +
+          "\"," + std::to_string(o.sample_steps()) + "," + diffuse::format_double(o.cfg_scale()) +
+          "," + std::to_string(r.num_samples) + "," + diffuse::format_double(r.fd) + "," +
           diffuse::format_double(r.precision) + "," + diffuse::format_double(r.recall) + "\n");
 }
 
@@ -346,7 +371,8 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   const diffuse::TrainerOptions o = trainer_options(cfg, rc, data, dit, a.out);
-  diffuse::TrainerCallbacks callbacks = diffuse::console_reporter(progress_enabled(), progress_log_interval());
+  diffuse::TrainerCallbacks callbacks =
+      diffuse::console_reporter(progress_enabled(), progress_log_interval());
   // Ctrl-C / SIGTERM (train_until_stopped): stop after the step in progress.
   callbacks.should_stop = [] { return diffuse::stop_signal_received() != 0; };
   DiTTrainer trainer(model, rc.objective, rc.schedule, data, o, callbacks);
@@ -359,14 +385,17 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   // Resume automatically; an incompatible run folder is refused with the trainer's reasons.
   const std::string resumed_from = resume_run(trainer, a.out);
   if (main_rank) write_run_folder(out, cfg);
-  if (!base.empty()) spdlog::info("config: {}{}", base, base == saved_config ? " (the run's saved config)" : "");
-  spdlog::info("data {} {} | DiT-{} patch {} decoder {} ({} parameters) | objective {}:{} | schedule {} | "
-               "batch {} lr {} | {} threads{} | run folder {}",
-               data.name, c10::str(data.data.sizes()), rc.preset, rc.patch, decoder_blocks(cfg, rc), params,
-               rc.objective->name(), diffuse::format_config(rc.objective->to_config()), rc.schedule->name(),
-               o.batch_size(), o.lr(), at::get_num_threads(),
-               group.info.launched() ? " x " + std::to_string(group.info.world_size) + " processes" : std::string(),
-               a.out);
+  if (!base.empty())
+    spdlog::info("config: {}{}", base, base == saved_config ? " (the run's saved config)" : "");
+  spdlog::info(
+      "data {} {} | DiT-{} patch {} decoder {} ({} parameters) | objective {}:{} | schedule {} | "
+      "batch {} lr {} | {} threads{} | run folder {}",
+      data.name, c10::str(data.data.sizes()), rc.preset, rc.patch, decoder_blocks(cfg, rc), params,
+      rc.objective->name(), diffuse::format_config(rc.objective->to_config()), rc.schedule->name(),
+      o.batch_size(), o.lr(), at::get_num_threads(),
+      group.info.launched() ? " x " + std::to_string(group.info.world_size) + " processes"
+                            : std::string(),
+      a.out);
   if (!resumed_from.empty()) {
     spdlog::info("resumed from {} at step {}", resumed_from, trainer.step());
   } else if (!rc.init_from.empty()) {
@@ -375,11 +404,14 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   }
 
   const diffuse::TrainResult res = train_until_stopped(trainer, main_rank, group.info.launched());
-  if (const auto code = interrupted_exit_code(res, main_rank, group.info.launched(), a.out)) return *code;
-  spdlog::info("{} after {} steps this run ({} in total) in {:.1f} s: {:.1f} images/s overall, {:.1f} images/s "
-               "in training steps alone",
-               res.reason == diffuse::StopReason::kTimeBudget ? "time budget reached" : "finished", res.steps_done,
-               res.final_step, res.seconds, res.images_per_s, res.step_images_per_s);
+  if (const auto code = interrupted_exit_code(res, main_rank, group.info.launched(), a.out))
+    return *code;
+  spdlog::info(
+      "{} after {} steps this run ({} in total) in {:.1f} s: {:.1f} images/s overall, {:.1f} "
+      "images/s "
+      "in training steps alone",
+      res.reason == diffuse::StopReason::kTimeBudget ? "time budget reached" : "finished",
+      res.steps_done, res.final_step, res.seconds, res.images_per_s, res.step_images_per_s);
   if (!res.last_checkpoint.empty()) spdlog::info("final checkpoint: {}", res.last_checkpoint);
 
   const FinalSamples samples = make_final_samples(trainer, data, rc, group);
@@ -401,9 +433,12 @@ std::function<int()> setup_train(CLI::App& app) {
   for (const KeySpec& k : config_keys()) {
     const std::string flag = option_name(k);
     a->flags[k.name];  // create the entry first: std::map nodes keep their address
-    const char* type = k.type == KeyType::kInt ? "INT" : k.type == KeyType::kDouble ? "NUM"
-                       : k.type == KeyType::kBool ? "BOOL" : "TEXT";
-    app.add_option(flag, a->flags[k.name], std::string("Same as --set ") + k.name + "=VALUE (see Keys below)")
+    const char* type = k.type == KeyType::kInt      ? "INT"
+                       : k.type == KeyType::kDouble ? "NUM"
+                       : k.type == KeyType::kBool   ? "BOOL"
+                                                    : "TEXT";
+    app.add_option(flag, a->flags[k.name],
+                   std::string("Same as --set ") + k.name + "=VALUE (see Keys below)")
         ->type_name(type)
         ->group("Config keys as options");
   }
@@ -416,7 +451,8 @@ std::function<int()> setup_train(CLI::App& app) {
 
 namespace diffuse::cli {
 
-DIFFUSE_CLI_COMMAND(train, "train", "Train a DiT on Fashion-MNIST from a JSON config (resumes automatically)",
+DIFFUSE_CLI_COMMAND(train, "train",
+                    "Train a DiT on Fashion-MNIST from a JSON config (resumes automatically)",
                     train_command::setup_train);
 
 }  // namespace diffuse::cli

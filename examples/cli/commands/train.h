@@ -50,8 +50,8 @@ struct TrainArgs {
 /// run folder's config.json, when it exists), then --set and the per-key options given on `app`'s
 /// command line. Every key and value is checked (UsageErrors naming where it came from). `base`
 /// receives the file read ("" for none).
-nlohmann::json resolve_config(const TrainArgs& a, const CLI::App& app, const std::string& saved_config,
-                              std::string& base);
+nlohmann::json resolve_config(const TrainArgs& a, const CLI::App& app,
+                              const std::string& saved_config, std::string& base);
 
 /// The --help footer: the config file, the keys, the run folder, examples.
 std::string footer();

@@ -21,40 +21,54 @@ const std::vector<KeySpec>& config_keys() {
   const double inf = std::numeric_limits<double>::infinity();
   static const std::vector<KeySpec> keys = {
       {"objective", KeyType::kString, "denoising", -inf, inf,
-       "Objective spec: denoising, ddpm_ip, denoising:prediction_type=v_prediction, maskdit:mask_ratio=0.5, ..."},
+       "Objective spec: denoising, ddpm_ip, denoising:prediction_type=v_prediction, "
+       "maskdit:mask_ratio=0.5, ..."},
       {"preset", KeyType::kString, "tiny", -inf, inf, "DiT size: tiny, mini, S/2, B/2, ..."},
       {"patch", KeyType::kInt, 4, 1, 28, "Patch size (28 must be divisible by it)"},
-      {"decoder_depth", KeyType::kInt, -1, -1, 64, "MaskDiT decoder blocks (-1: 2 for masked objectives, else 0)"},
+      {"decoder_depth", KeyType::kInt, -1, -1, 64,
+       "MaskDiT decoder blocks (-1: 2 for masked objectives, else 0)"},
       {"decoder_width", KeyType::kInt, 0, 0, 65536, "MaskDiT decoder width (0 = the encoder's)"},
       {"schedule", KeyType::kString, "discrete", -inf, inf, "Noise schedule registry key"},
-      {"steps", KeyType::kInt, 1000000, 1, 1e12, "Total optimiser steps of the run (a resumed run continues to it)"},
-      {"minutes", KeyType::kDouble, 20.0, 0, inf, "Wall-clock budget of this invocation (0 = none)"},
+      {"steps", KeyType::kInt, 1000000, 1, 1e12,
+       "Total optimiser steps of the run (a resumed run continues to it)"},
+      {"minutes", KeyType::kDouble, 20.0, 0, inf,
+       "Wall-clock budget of this invocation (0 = none)"},
       {"batch_size", KeyType::kInt, 64, 1, 1e9, "Examples per optimiser step"},
       {"grad_accum", KeyType::kInt, 1, 1, 1e9, "Micro-batches per step (must divide batch_size)"},
-      {"lr", KeyType::kDouble, 3e-4, 0, inf, "Peak AdamW learning rate (> 0)", /*min_exclusive=*/true},
+      {"lr", KeyType::kDouble, 3e-4, 0, inf, "Peak AdamW learning rate (> 0)",
+       /*min_exclusive=*/true},
       {"warmup", KeyType::kInt, 200, 0, 1e12, "Linear warm-up steps"},
       {"grad_clip", KeyType::kDouble, 1.0, 0, inf, "Max gradient norm (0 = off)"},
       {"ema_decay", KeyType::kDouble, 0.9999, 0, 1, "EMA decay (with warm-up)"},
-      {"label_dropout", KeyType::kDouble, 0.1, 0, 1, "Label dropout probability (classifier-free guidance)"},
-      {"unconditional", KeyType::kBool, false, -inf, inf, "Ignore the labels (an unconditional model)"},
+      {"label_dropout", KeyType::kDouble, 0.1, 0, 1,
+       "Label dropout probability (classifier-free guidance)"},
+      {"unconditional", KeyType::kBool, false, -inf, inf,
+       "Ignore the labels (an unconditional model)"},
       {"init_from", KeyType::kString, "", -inf, inf,
        "A new run starts from the model + EMA weights of this checkpoint (ignored when resuming)"},
       {"device", KeyType::kString, "cpu", -inf, inf, "Device of the model: cpu, cuda, cuda:N"},
       {"autocast", KeyType::kString, "off", -inf, inf,
-       "Mixed precision of the forward pass: off, bf16 (CPU or CUDA), fp16 (CUDA, dynamic loss scaling)"},
+       "Mixed precision of the forward pass: off, bf16 (CPU or CUDA), fp16 (CUDA, dynamic loss "
+       "scaling)"},
       {"seed", KeyType::kInt, 0, 0, 9.007199254740992e15, "Seed of everything"},
       {"sample_every", KeyType::kInt, 1000, 0, 1e12, "Preview grid every N steps (0 = none)"},
-      {"checkpoint_every", KeyType::kInt, 500, 0, 1e12, "Checkpoint every N steps (0 = only at the end)"},
+      {"checkpoint_every", KeyType::kInt, 500, 0, 1e12,
+       "Checkpoint every N steps (0 = only at the end)"},
       {"keep_checkpoints", KeyType::kInt, 3, 0, 1e9, "Keep the newest K checkpoints (0 = all)"},
       {"log_every", KeyType::kInt, 50, 1, 1e12, "Log line and loss.csv row every N steps"},
-      {"sampler", KeyType::kString, "dpm_solver_pp", -inf, inf, "Sampler spec of previews, samples and eval"},
+      {"sampler", KeyType::kString, "dpm_solver_pp", -inf, inf,
+       "Sampler spec of previews, samples and eval"},
       {"sample_steps", KeyType::kInt, 20, 1, 100000, "Sampler steps"},
-      {"cfg_scale", KeyType::kDouble, 2.0, -inf, inf, "Classifier-free guidance scale of samples (1 = off)"},
-      {"limit", KeyType::kInt, -1, -1, 1e9, "Use only the first N training images (-1 = all 60000)"},
+      {"cfg_scale", KeyType::kDouble, 2.0, -inf, inf,
+       "Classifier-free guidance scale of samples (1 = off)"},
+      {"limit", KeyType::kInt, -1, -1, 1e9,
+       "Use only the first N training images (-1 = all 60000)"},
       {"data_dir", KeyType::kString, "", -inf, inf,
-       "Fashion-MNIST folder (default: $DIFFUSE_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)"},
+       "Fashion-MNIST folder (default: $DIFFUSE_FASHION_MNIST_DIR or "
+       "/usr/share/datasets/fashion-mnist)"},
       {"eval", KeyType::kInt, 0, 0, 1e7,
-       "After training: FD / precision / recall of N EMA samples vs the test set (0 = off, else >= 4)"},
+       "After training: FD / precision / recall of N EMA samples vs the test set (0 = off, else >= "
+       "4)"},
   };
   return keys;
 }
@@ -75,10 +89,14 @@ std::string key_list() {
 
 std::string type_name(KeyType t) {
   switch (t) {
-    case KeyType::kInt: return "an integer";
-    case KeyType::kDouble: return "a number";
-    case KeyType::kString: return "a string";
-    case KeyType::kBool: return "true or false";
+    case KeyType::kInt:
+      return "an integer";
+    case KeyType::kDouble:
+      return "a number";
+    case KeyType::kString:
+      return "a string";
+    case KeyType::kBool:
+      return "true or false";
   }
   return "?";
 }
@@ -89,7 +107,8 @@ std::string range_text(const KeySpec& k) {
   std::string s = k.type == KeyType::kInt ? "an integer" : "a finite number";
   const bool low = std::isfinite(k.min), high = std::isfinite(k.max);
   if (low && high) {
-    s += std::string(" in ") + (k.min_exclusive ? "(" : "[") + format_double(k.min) + ", " + format_double(k.max) + "]";
+    s += std::string(" in ") + (k.min_exclusive ? "(" : "[") + format_double(k.min) + ", " +
+         format_double(k.max) + "]";
   } else if (low) {
     s += (k.min_exclusive ? " > " : " >= ") + format_double(k.min);
   } else if (high) {
@@ -104,20 +123,30 @@ std::string range_text(const KeySpec& k) {
 void set_key(json& cfg, const std::string& key, json value, const std::string& origin,
              const std::string& written = "") {
   const KeySpec* k = find_key(key);
-  require(k != nullptr, origin + ": unknown config key '" + key + "' (known keys: " + key_list() + ")");
+  require(k != nullptr,
+          origin + ": unknown config key '" + key + "' (known keys: " + key_list() + ")");
   bool ok = false;
   switch (k->type) {
-    case KeyType::kInt: ok = value.is_number_integer(); break;
-    case KeyType::kDouble: ok = value.is_number(); break;
-    case KeyType::kString: ok = value.is_string(); break;
-    case KeyType::kBool: ok = value.is_boolean(); break;
+    case KeyType::kInt:
+      ok = value.is_number_integer();
+      break;
+    case KeyType::kDouble:
+      ok = value.is_number();
+      break;
+    case KeyType::kString:
+      ok = value.is_string();
+      break;
+    case KeyType::kBool:
+      ok = value.is_boolean();
+      break;
   }
-  require(ok, origin + ": config key '" + key + "' must be " + type_name(k->type) + ", got " + value.dump());
+  require(ok, origin + ": config key '" + key + "' must be " + type_name(k->type) + ", got " +
+                  value.dump());
   if (k->type == KeyType::kInt || k->type == KeyType::kDouble) {
     const double v = value.get<double>();
     require(std::isfinite(v) && v >= k->min && v <= k->max && !(k->min_exclusive && v == k->min),
-            origin + ": config key '" + key + "' = " + (written.empty() ? value.dump() : written) + " must be " +
-                range_text(*k));
+            origin + ": config key '" + key + "' = " + (written.empty() ? value.dump() : written) +
+                " must be " + range_text(*k));
     if (k->type == KeyType::kDouble) value = v;
   }
   cfg[key] = value;
@@ -126,10 +155,12 @@ void set_key(json& cfg, const std::string& key, json value, const std::string& o
 /// The JSON value of a command-line text for `key` (typed by the key's table entry).
 json parse_cli_value(const std::string& key, const std::string& text, const std::string& origin) {
   const KeySpec* k = find_key(key);
-  require(k != nullptr, origin + ": unknown config key '" + key + "' (known keys: " + key_list() + ")");
+  require(k != nullptr,
+          origin + ": unknown config key '" + key + "' (known keys: " + key_list() + ")");
   const std::string t = trim(text);
   auto bad = [&] {
-    throw UsageError(origin + ": config key '" + key + "' must be " + type_name(k->type) + ", got '" + text + "'");
+    throw UsageError(origin + ": config key '" + key + "' must be " + type_name(k->type) +
+                     ", got '" + text + "'");
   };
   switch (k->type) {
     case KeyType::kInt: {
@@ -150,7 +181,8 @@ json parse_cli_value(const std::string& key, const std::string& text, const std:
       if (t == "false" || t == "0" || t == "no" || t == "off") return json(false);
       bad();
       break;
-    case KeyType::kString: return json(text);
+    case KeyType::kString:
+      return json(text);
   }
   return json();
 }
@@ -159,12 +191,14 @@ json read_config_file(const std::string& path) {
   require_file(path, "config file");
   json j;
   try {
-    // nlohmann::json would keep the last of duplicate keys silently: parse_json_strict refuses them.
+    // nlohmann::json would keep the last of duplicate keys silently: parse_json_strict refuses
+    // them.
     j = parse_json_strict(read_file_text(path, "config file"), /*allow_comments=*/true);
   } catch (const std::exception& e) {
     throw UsageError("config file '" + path + "' is not valid JSON: " + std::string(e.what()));
   }
-  require(j.is_object(), "config file '" + path + "' must hold a JSON object {\"key\": value, ...}");
+  require(j.is_object(),
+          "config file '" + path + "' must hold a JSON object {\"key\": value, ...}");
   return j;
 }
 
@@ -177,7 +211,8 @@ std::string option_name(const KeySpec& k) {
   return flag;
 }
 
-json resolve_config(const TrainArgs& a, const CLI::App& app, const std::string& saved_config, std::string& base) {
+json resolve_config(const TrainArgs& a, const CLI::App& app, const std::string& saved_config,
+                    std::string& base) {
   json cfg = json::object();
   for (const KeySpec& k : config_keys()) cfg[k.name] = k.default_value;
   base.clear();
@@ -223,7 +258,8 @@ Precedence: defaults < the config file (--config; without it the run folder's sa
 OUT/config.json before training, so `diffuse train --out OUT` alone continues a run.
 
 Keys:
-)" + keys + R"(
+)" + keys +
+         R"(
 The run folder (--out): checkpoints/ (the newest one is resumed automatically; a folder trained with
 an incompatible config is refused), config.json, loss.csv, loss.png, samples_<step>.png,
 samples_final.png, model.pt (EMA weights + card: use it with `diffuse sample --model OUT/model.pt`),

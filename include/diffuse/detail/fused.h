@@ -4,7 +4,7 @@
 // reproduces the bits of the LibTorch expression it replaces: every product and quotient is
 // rounded to the tensor's dtype, then every sum, in the order the expression gives (the
 // coefficient is rounded to float32 first for float32 tensors, as the 0-dim float32 operand of
-// detail::scaled does). The loops must therefore not be contracted into fused multiply-adds,
+// diffuse::scaled does). The loops must therefore not be contracted into fused multiply-adds,
 // which would skip a rounding: GCC gets fp-contract=off per function, clang a pragma inside it.
 // Checked with -O3 -march=native (FMA available): no fused multiply-add in these loops with g++ 12
 // (also under an explicit -ffp-contract=fast) or clang 14 (default contraction). Clang with an

@@ -12,7 +12,7 @@
 // 0 when alpha = 0 (sigma_ve = inf), so the step stays finite at zero terminal SNR, and it lands
 // exactly on x0 when sigma' = 0.
 //
-// DPM-Solver++ notation (methods.md §1.4): lambda = log(alpha / sigma), h = lambda_next -
+// DPM-Solver++ notation: lambda = log(alpha / sigma), h = lambda_next -
 // lambda_now >= 0. A step onto the clean point has h = +inf (e^{-h} = 0), a step from alpha = 0 has
 // h = +inf too, and a zero-length final step (diffusers' final_sigmas_type="sigma_min" after karras
 // / lu sigmas, which already end on sigma_min) has h = 0. The higher-order terms are written with

@@ -34,10 +34,10 @@ enum class DdpmVarianceType {
 
 struct DdpmOptions {
   /// Posterior variance. "fixed_small" (default): beta-tilde, the true posterior variance, clamped
-  /// below at 1e-20 as diffusers does. "fixed_small_log": the same value, which diffusers computes as
-  /// exp(0.5 * log(var)); identical here because coefficients are host doubles. "fixed_large": beta'
-  /// itself (Ho et al.'s sigma_t^2 = beta_t; not clamped, and unlike ADM not replaced by beta-tilde at
-  /// the last step).
+  /// below at 1e-20 as diffusers does. "fixed_small_log": the same value, which diffusers computes
+  /// as exp(0.5 * log(var)); identical here because coefficients are host doubles. "fixed_large":
+  /// beta' itself (Ho et al.'s sigma_t^2 = beta_t; not clamped, and unlike ADM not replaced by
+  /// beta-tilde at the last step).
   TORCH_ARG(DdpmVarianceType, variance_type) = DdpmVarianceType::kFixedSmall;
   /// Also draw noise on the step onto the clean point when the current t > 0, as diffusers'
   /// DDPMScheduler.step does (its test is `t > 0`, not "not the last step"). Only grids that do not
@@ -63,7 +63,8 @@ class DdpmSampler final : public Sampler {
 
   /// The variance of the step now -> next under `variance_type` (diffusers' _get_variance with
   /// previous_timestep = next).
-  static double variance(const TimePoint& now, const TimePoint& next, DdpmVarianceType variance_type);
+  static double variance(const TimePoint& now, const TimePoint& next,
+                         DdpmVarianceType variance_type);
 
   DdpmOptions options;
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // DPM-Solver++ multistep, data prediction, in lambda = log(alpha / sigma).
 // Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
-// Probabilistic Models" (2022), Alg. 2 (2M) and the third-order multistep update (methods.md §1.4).
+// Probabilistic Models" (2022), Alg. 2 (2M) and the third-order multistep update.
 // Checked against: diffusers DPMSolverMultistepScheduler (algorithm_type="dpmsolver++", 58eb52c),
 // run in float64 (tests/samplers/dpm_solver_pp_test.cpp).
 //
@@ -9,23 +9,24 @@
 //   h = lambda_next - lambda_s0,  h_0 = lambda_s0 - lambda_s1,  h_1 = lambda_s1 - lambda_s2,
 //   E0 = (m0 - m1) / h_0,  E1 = (m1 - m2) / h_1   (divided differences in lambda),
 // the updates are (a = alpha_next, the diffusers formulas with D1 = h E0, r = h_0 / h expanded):
-//   order 1:            x_next = (sigma_next / sigma_s0) x + a (1 - e^{-h}) m0        (= DDIM, eta 0)
-//   order 2, midpoint:  ... + a (1 - e^{-h}) h E0 / 2
-//   order 2, heun:      ... + a (e^{-h} - 1 + h) E0
-//   order 3:            ... + a (e^{-h} - 1 + h) ((1 + w) E0 - w E1)
-//                           - a (e^{-h} - 1 + h - h^2/2) (E0 - E1) / (h_0 + h_1),   w = h_0 / (h_0 + h_1)
-// (diffusers' 3M uses no solver_type.) Order rules: see dpm_multistep_order (<diffuse/samplers/coefficients.h>).
-// The last term is only half the Taylor term: (E0 - E1) / (h_0 + h_1) estimates x0''/2, and the
-// exact data-prediction update needs a (h^2/2 - h + 1 - e^{-h}) x0'' (the DPM-Solver++ reference code,
-// diffusers and k-diffusion all carry the factor 1/2), so their "3M" converges at order 2 (measured
-// 2.2 on the Gaussian-mixture testbed, tests/samplers/convergence_test.cpp). third_order="taylor"
-// doubles that term and measures 3.0; the default "diffusers" reproduces diffusers bit for bit.
-// Aliases: "dpmpp_2m" = order 2, "dpmpp_3m" = order 3, both with diffusers' defaults
-// (lower_order_final below 15 steps, midpoint); a 3M run of >= 15 steps keeps third order up to the
-// last step, and a run onto sigma = 0 always ends with one first-order step.
-// Runs that start in the middle of a grid (img2img) should keep the whole grid and pass first_step to
-// Sampler::sample, so step indices and num_steps are those of the whole grid (diffusers' step_index);
-// cutting the grid instead changes lower_order_final's "< 15 steps" test where the counts straddle 15.
+//   order 1:            x_next = (sigma_next / sigma_s0) x + a (1 - e^{-h}) m0        (= DDIM, eta
+//   0) order 2, midpoint:  ... + a (1 - e^{-h}) h E0 / 2 order 2, heun:      ... + a (e^{-h} - 1 +
+//   h) E0 order 3:            ... + a (e^{-h} - 1 + h) ((1 + w) E0 - w E1)
+//                           - a (e^{-h} - 1 + h - h^2/2) (E0 - E1) / (h_0 + h_1),   w = h_0 / (h_0
+//                           + h_1)
+// (diffusers' 3M uses no solver_type.) Order rules: see dpm_multistep_order
+// (<diffuse/samplers/coefficients.h>). The last term is only half the Taylor term: (E0 - E1) / (h_0
+// + h_1) estimates x0''/2, and the exact data-prediction update needs a (h^2/2 - h + 1 - e^{-h})
+// x0'' (the DPM-Solver++ reference code, diffusers and k-diffusion all carry the factor 1/2), so
+// their "3M" converges at order 2 (measured 2.2 on the Gaussian-mixture testbed,
+// tests/samplers/convergence_test.cpp). third_order="taylor" doubles that term and measures 3.0;
+// the default "diffusers" reproduces diffusers bit for bit. Aliases: "dpmpp_2m" = order 2,
+// "dpmpp_3m" = order 3, both with diffusers' defaults (lower_order_final below 15 steps, midpoint);
+// a 3M run of >= 15 steps keeps third order up to the last step, and a run onto sigma = 0 always
+// ends with one first-order step. Runs that start in the middle of a grid (img2img) should keep the
+// whole grid and pass first_step to Sampler::sample, so step indices and num_steps are those of the
+// whole grid (diffusers' step_index); cutting the grid instead changes lower_order_final's "< 15
+// steps" test where the counts straddle 15.
 #pragma once
 
 #include <cstdint>
@@ -49,7 +50,8 @@ enum class DpmThirdOrder {
 struct DpmSolverPPOptions {
   /// Solver order: 1, 2 (default) or 3. history_size() = order - 1.
   TORCH_ARG(int64_t, order) = 2;
-  /// Second-order update: kMidpoint (default, "midpoint") or kHeun ("heun"; diffusers' solver_type).
+  /// Second-order update: kMidpoint (default, "midpoint") or kHeun ("heun"; diffusers'
+  /// solver_type).
   TORCH_ARG(DpmSolverType, solver_type) = DpmSolverType::kMidpoint;
   /// Lower the order near the end for short runs: last step first order, second-to-last at most
   /// second order, but only when num_steps < lower_order_final_below. Default true (diffusers).
@@ -78,8 +80,8 @@ class DpmSolverPPSampler final : public Sampler {
   DpmSolverPPOptions options;
 
  protected:
-  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                       SampleContext&) const override;
+  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                       const History& history, SampleContext&) const override;
 };
 
 }  // namespace diffuse

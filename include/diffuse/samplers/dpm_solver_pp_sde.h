@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // SDE-DPM-Solver++ multistep ("DPM++ 2M SDE"), data prediction, in lambda = log(alpha / sigma).
-// Lu et al., "DPM-Solver++" (2022), the SDE solver of its App. (methods.md §1.4, "SDE variant").
+// Lu et al., "DPM-Solver++" (2022), the SDE solver of its appendix.
 // Checked against: diffusers DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")
 // (58eb52c), run in float64 with the same torch noise (tests/samplers/dpm_solver_pp_sde_test.cpp).
-// It is k-diffusion's sample_dpmpp_2m_sde with eta = 1 and solver_type midpoint, except for the noise:
-// k-diffusion uses a Brownian tree, here every step draws ctx.randn_like(x) once, after the model
-// call, exactly where diffusers draws it (also on a final step onto sigma = 0, where it is unused).
+// It is k-diffusion's sample_dpmpp_2m_sde with eta = 1 and solver_type midpoint, except for the
+// noise: k-diffusion uses a Brownian tree, here every step draws ctx.randn_like(x) once, after the
+// model call, exactly where diffusers draws it (also on a final step onto sigma = 0, where it is
+// unused).
 //
 // With m0, m1 the data predictions at now (s0) and the previous grid point, h = lambda_next -
 // lambda_s0, h_0 = lambda_s0 - lambda_s1, E0 = (m0 - m1) / h_0, a = alpha_next, z ~ N(0, I):
@@ -15,7 +16,8 @@
 //   order 2, heun:      ... + a (e^{-2h} - 1 + 2h) E0 / 2
 // Order 3 is not offered: diffusers' third-order sde-dpmsolver++ coefficient of D2 ends in "- 0.5"
 // where the integral gives "+ 0.5" (its small-h limit is -1 instead of 2h/3), so there is no
-// trustworthy reference to match. Order rules as dpm_solver_pp (dpm_multistep_order, <diffuse/samplers/coefficients.h>).
+// trustworthy reference to match. Order rules as dpm_solver_pp (dpm_multistep_order,
+// <diffuse/samplers/coefficients.h>).
 #pragma once
 
 #include <cstdint>
@@ -57,8 +59,8 @@ class DpmSolverPPSdeSampler final : public Sampler {
   DpmSolverPPSdeOptions options;
 
  protected:
-  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                       SampleContext& ctx) const override;
+  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                       const History& history, SampleContext& ctx) const override;
 };
 
 }  // namespace diffuse

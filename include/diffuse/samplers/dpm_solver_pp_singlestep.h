@@ -18,8 +18,8 @@
 // With g the group start, s1, s0 the later points of the group (s0 = now), h = lambda_next -
 // lambda_g, h_0 = lambda_s0 - lambda_g, h_1 = lambda_s1 - lambda_g, a = alpha_next,
 //   order 1: x_next = (sigma_next / sigma_g) x_g + a (1 - e^{-h}) m_g
-//   order 2: E0 = (m0 - m_g) / h_0;  midpoint: ... + a (1 - e^{-h}) h E0 / 2;  heun: ... + a (e^{-h} - 1 + h) E0
-//   order 3: E0 = (m0 - m_g) / h_0, E1 = (m1 - m_g) / h_1;
+//   order 2: E0 = (m0 - m_g) / h_0;  midpoint: ... + a (1 - e^{-h}) h E0 / 2;  heun: ... + a
+//   (e^{-h} - 1 + h) E0 order 3: E0 = (m0 - m_g) / h_0, E1 = (m1 - m_g) / h_1;
 //            midpoint: ... + a (e^{-h} - 1 + h) E0
 //            heun:     ... + a (e^{-h} - 1 + h) (h_0 E1 - h_1 E0) / (h_0 - h_1)
 //                          - 2 a (e^{-h} - 1 + h - h^2 / 2) (E0 - E1) / (h_0 - h_1)
@@ -67,8 +67,8 @@ class DpmSolverPPSinglestepSampler final : public Sampler {
   DpmSolverPPSinglestepOptions options;
 
  protected:
-  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st, const History& history,
-                       SampleContext&) const override;
+  StepResult step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                       const History& history, SampleContext&) const override;
 };
 
 }  // namespace diffuse

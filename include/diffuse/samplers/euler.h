@@ -9,9 +9,9 @@
 //
 // In k-diffusion's variables (x_ve = x / alpha, sigma = sigma_ve):
 //   d = (x_ve - x0) / sigma_hat,   x_ve_next = x_ve + d (sigma_next - sigma_hat)
-// which on the VP-native state is DDIM with eta = 0 (<diffuse/samplers/coefficients.h>). The network is
-// fed x = alpha * x_ve, which is exactly diffusers' scale_model_input(x_ve) = x_ve / sqrt(sigma^2+1)
-// for VP schedules.
+// which on the VP-native state is DDIM with eta = 0 (<diffuse/samplers/coefficients.h>). The
+// network is fed x = alpha * x_ve, which is exactly diffusers' scale_model_input(x_ve) = x_ve /
+// sqrt(sigma^2+1) for VP schedules.
 #pragma once
 
 #include <limits>
@@ -40,11 +40,14 @@ struct EulerOptions {
   /// Scale of the churn noise (EDM's S_noise). Default 1; must be >= 0.
   TORCH_ARG(double, s_noise) = 1.0;
   /// Whose churn to reproduce when s_churn > 0:
-  /// kKDiffusion, "k_diffusion" (default; EDM Alg. 2): the model is evaluated on the noised state at the raised
-  ///   level sigma_hat, whose network time comes from the schedule (NoiseSchedule::at_sigma_ve); one
-  ///   noise tensor is drawn on every step, also outside the [s_tmin, s_tmax] window (k-diffusion's
-  ///   sample_euler draws and discards it), so the stream does not depend on the window.
-  /// kDiffusers, "diffusers" (EulerDiscreteScheduler): the model is evaluated at the grid point before the noise
+  /// kKDiffusion, "k_diffusion" (default; EDM Alg. 2): the model is evaluated on the noised state
+  /// at the raised
+  ///   level sigma_hat, whose network time comes from the schedule (NoiseSchedule::at_sigma_ve);
+  ///   one noise tensor is drawn on every step, also outside the [s_tmin, s_tmax] window
+  ///   (k-diffusion's sample_euler draws and discards it), so the stream does not depend on the
+  ///   window.
+  /// kDiffusers, "diffusers" (EulerDiscreteScheduler): the model is evaluated at the grid point
+  /// before the noise
   ///   is added (the pipeline calls it before step()); its eps is reused at sigma_hat,
   ///   x0 = x_hat - sigma_hat * eps; noise is drawn only on steps with gamma > 0. Matches diffusers
   ///   exactly for epsilon-prediction models (its v_prediction mixes sigma and sigma_hat).

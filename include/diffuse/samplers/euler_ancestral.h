@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Euler ancestral sampler ("Euler a"): an Euler step in sigma_ve down to sigma_down, then fresh
 // noise of standard deviation s_noise * sigma_up, with the ancestral split of k-diffusion's
-// get_ancestral_step (methods.md §1.4):
+// get_ancestral_step:
 //   sigma_up   = min(sigma_next, eta * sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2))
 //   sigma_down = sqrt(sigma_next^2 - sigma_up^2)
 // eta = 1 (default) has the DDPM posterior's noise level, eta = 0 is plain Euler. The step onto

@@ -24,9 +24,10 @@
 namespace diffuse {
 
 struct HeunOptions {
-  /// EDM churn, as in k-diffusion's sample_heun (see EulerOptions; k_diffusion convention): raise the
-  /// noise level by gamma = min(s_churn / num_steps, sqrt(2) - 1) while s_tmin <= sigma_ve <= s_tmax,
-  /// drawing one noise tensor per step. Defaults 0, 0, +inf, 1: deterministic Heun (EDM Alg. 1).
+  /// EDM churn, as in k-diffusion's sample_heun (see EulerOptions; k_diffusion convention): raise
+  /// the noise level by gamma = min(s_churn / num_steps, sqrt(2) - 1) while s_tmin <= sigma_ve <=
+  /// s_tmax, drawing one noise tensor per step. Defaults 0, 0, +inf, 1: deterministic Heun (EDM
+  /// Alg. 1).
   TORCH_ARG(double, s_churn) = 0.0;
   TORCH_ARG(double, s_tmin) = 0.0;
   TORCH_ARG(double, s_tmax) = std::numeric_limits<double>::infinity();
@@ -42,7 +43,9 @@ class HeunSampler final : public Sampler {
   bool is_stochastic() const override { return options.s_churn() > 0 && options.s_noise() > 0; }
   /// Two calls per step, except one for the last step, which is assumed to land on sigma = 0 (the
   /// default final point); a grid ending at sigma_min > 0 makes 2 * num_steps calls.
-  int64_t model_calls(int64_t num_steps) const override { return num_steps > 0 ? 2 * num_steps - 1 : 0; }
+  int64_t model_calls(int64_t num_steps) const override {
+    return num_steps > 0 ? 2 * num_steps - 1 : 0;
+  }
 
   HeunOptions options;
 

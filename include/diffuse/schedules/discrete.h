@@ -17,7 +17,8 @@
 
 #include <diffuse/config.h>
 #include <diffuse/schedule.h>
-// detail::beta_schedule_names() and kMaxTrainTimesteps (declarations only; diffusers.h reads the names).
+// detail::beta_schedule_names() and kMaxTrainTimesteps (declarations only; diffusers.h reads the
+// names).
 #include <diffuse/schedules/detail/betas.h>
 
 namespace diffuse {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Continuous variance-preserving process (Song et al. 2021, VP-SDE): beta(t) = beta_min + t (beta_max - beta_min),
-// log alpha_t = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2, sigma_t = sqrt(1 - alpha_t^2), t in [t_min, 1].
-// The network is fed t itself. Inverse in closed form (DPM-Solver's NoiseScheduleVP.inverse_lambda).
+// Continuous variance-preserving process (Song et al. 2021, VP-SDE): beta(t) = beta_min + t
+// (beta_max - beta_min), log alpha_t = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2, sigma_t =
+// sqrt(1 - alpha_t^2), t in [t_min, 1]. The network is fed t itself. Inverse in closed form
+// (DPM-Solver's NoiseScheduleVP.inverse_lambda).
 #pragma once
 
 #include <memory>

@@ -42,7 +42,8 @@ inline std::string find_asset(const std::string& name, const std::string& what) 
     std::error_code ec;
     const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
     if (!ec && !exe.empty())
-      consider((exe.parent_path().parent_path() / "share" / "diffuse").string(), "next to the executable");
+      consider((exe.parent_path().parent_path() / "share" / "diffuse").string(),
+               "next to the executable");
   }
 #ifdef DIFFUSE_ASSET_DIR
   consider(DIFFUSE_ASSET_DIR, "compile-time DIFFUSE_ASSET_DIR");

@@ -124,8 +124,8 @@ bool is_image_file(const std::filesystem::path& p);
 std::vector<std::string> list_images(const std::filesystem::path& dir);
 
 /// Centre-crop to a square and resize to size x size (uint8 HWC in, uint8 HWC out).
-std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c,
-                                       int size, const std::string& path);
+std::vector<unsigned char> crop_resize(const unsigned char* px, int w, int h, int c, int size,
+                                       const std::string& path);
 
 }  // namespace detail
 

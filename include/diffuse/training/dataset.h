@@ -24,7 +24,6 @@ struct Dataset {
 
   /// Checks the invariants above; errors name the offending value.
   void validate() const;
-
 };
 
 }  // namespace diffuse

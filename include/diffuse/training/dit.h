@@ -110,8 +110,7 @@ at::Tensor dit_pos_embed_2d(int64_t dim, int64_t grid);
 /// Sinusoidal time embedding [B, dim] of DiT / GLIDE: [cos(t f_k), sin(t f_k)],
 /// f_k = exp(-ln(max_period) k / (dim/2)), k < dim/2 (a zero column is appended for odd dim).
 /// Computed in float32 as the reference does (float64 when t is float64).
-at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim,
-                                  double max_period = 10000.0);
+at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim, double max_period = 10000.0);
 
 // ---- building blocks (named as DiT's modules so that state-dict keys match) ----
 

@@ -102,8 +102,7 @@ Tensor classifier_features(FashionClassifier& model, const Tensor& images,
                            int64_t batch_size = 500);
 
 /// Share of ds's examples whose arg-max logit equals the label (ds must be labelled).
-double classifier_accuracy(FashionClassifier& model, const Dataset& ds,
-                           int64_t batch_size = 500);
+double classifier_accuracy(FashionClassifier& model, const Dataset& ds, int64_t batch_size = 500);
 
 /// Trains a fresh FashionClassifier on `train` (Fashion-MNIST-shaped: [N, 1, 28, 28] in [-1, 1],
 /// labels 0..9) with AdamW, cross-entropy, a cosine learning-rate decay and optional flips. All
@@ -135,7 +134,8 @@ FashionClassifier load_fashion_classifier_file(const std::string& file);
 /// Errors (diffuse::Error) name the file, or list every place tried when none has it.
 inline FashionClassifier load_fashion_classifier(const std::string& path = "") {
   return detail::load_fashion_classifier_file(
-      path.empty() ? find_asset(fashion_classifier_file_name(), "the Fashion-MNIST classifier") : path);
+      path.empty() ? find_asset(fashion_classifier_file_name(), "the Fashion-MNIST classifier")
+                   : path);
 }
 
 /// Mean and covariance of a feature set: what the Frechet distance needs, so that reference
@@ -151,7 +151,6 @@ struct FeatureStats {
 
 /// Statistics of features [N, D] (N >= 2), computed in float64.
 FeatureStats feature_stats(const Tensor& feats);
-
 
 /// Frechet distance between N(a.mean, a.cov) and N(b.mean, b.cov):
 ///   |mu_a - mu_b|^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}),
@@ -187,8 +186,8 @@ double manifold_coverage(const Tensor& set, const Tensor& radii, const Tensor& q
 /// (k >= 1, default 3; both sets need more than k points). Distances are computed in float64 in
 /// row chunks of chunk_size (default 1024, >= 1) to bound memory at chunk_size * max(N, M) doubles.
 /// The paper compares sets of equal size; radii grow as a set shrinks.
-PrecisionRecall precision_recall(const Tensor& real_feats, const Tensor& fake_feats,
-                                 int64_t k = 3, int64_t chunk_size = 1024);
+PrecisionRecall precision_recall(const Tensor& real_feats, const Tensor& fake_feats, int64_t k = 3,
+                                 int64_t chunk_size = 1024);
 
 /// Classifier features of a reference set, with their statistics (compute once, evaluate often).
 struct FashionReference {
@@ -200,8 +199,7 @@ struct FashionReference {
 };
 
 /// The reference features of a Fashion-MNIST-shaped dataset (e.g. load_fashion_mnist("test")).
-FashionReference make_fashion_reference(FashionClassifier& classifier,
-                                        const Dataset& reference);
+FashionReference make_fashion_reference(FashionClassifier& classifier, const Dataset& reference);
 
 /// What evaluate_fashion_mnist reports.
 struct EvalResult {
@@ -222,10 +220,12 @@ EvalResult evaluate_fashion_mnist(const Tensor& samples, FashionClassifier& clas
 /// directory, see load_fashion_mnist) with `classifier` (default: the shipped one, see
 /// load_fashion_classifier). Computes the reference features on every call (a few seconds); keep a
 /// FashionReference to evaluate repeatedly.
-inline EvalResult evaluate_fashion_mnist(const Tensor& samples, FashionClassifier classifier = nullptr,
+inline EvalResult evaluate_fashion_mnist(const Tensor& samples,
+                                         FashionClassifier classifier = nullptr,
                                          const std::string& reference_split = "test") {
   if (classifier.is_empty()) classifier = load_fashion_classifier();  // inline: the asset search
-  const FashionReference ref = make_fashion_reference(classifier, load_fashion_mnist(reference_split));
+  const FashionReference ref =
+      make_fashion_reference(classifier, load_fashion_mnist(reference_split));
   return evaluate_fashion_mnist(samples, classifier, ref);
 }
 

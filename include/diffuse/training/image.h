@@ -24,7 +24,8 @@ namespace diffuse {
 namespace detail {
 
 /// Encodes interleaved 8-bit pixels (height x width x channels, channels 1..4) as PNG bytes.
-std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height, int channels);
+std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, int height,
+                                      int channels);
 
 /// [C, H, W] or [H, W] floating image in [-1, 1] -> uint8 [H, W, C] contiguous on the CPU.
 /// C must be 1 (grey), 3 (RGB) or 4 (RGBA). Non-finite values are an error (NumericalError).
@@ -34,12 +35,13 @@ Tensor image_to_u8_hwc(const Tensor& image, const std::string& path);
 
 /// Returns `png` (a complete PNG stream) with a tEXt chunk keyword/text inserted right after the
 /// IHDR chunk. Errors (diffuse::Error) for a malformed stream or an invalid keyword / text.
-std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png, const std::string& keyword,
-                                        const std::string& text);
+std::vector<unsigned char> add_png_text(const std::vector<unsigned char>& png,
+                                        const std::string& keyword, const std::string& text);
 
 /// The tEXt chunks (keyword -> text) of a PNG stream held in memory; bounds-checked, CRCs
 /// verified, parsing stops at IEND. `name` is the file name put in error messages (IOError).
-std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_t size, const std::string& name);
+std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_t size,
+                                                   const std::string& name);
 
 /// The tEXt chunks (keyword -> text) of a PNG file; bounds-checked, CRCs verified. Errors name the
 /// file (IOError).
@@ -51,17 +53,21 @@ std::map<std::string, std::string> read_png_text(const std::string& path);
 /// `text` holds PNG tEXt chunks (keyword -> text) written before the image data, e.g. the settings
 /// that produced the image (A1111 writes "parameters"; the diffuse CLI writes "diffuse"). Keywords
 /// are 1-79 printable Latin-1 characters; text must not contain NUL.
-void save_png(const std::string& path, const Tensor& image, const std::map<std::string, std::string>& text = {});
+void save_png(const std::string& path, const Tensor& image,
+              const std::map<std::string, std::string>& text = {});
 
 /// Images per row of make_image_grid(images of n, nrow): nrow clipped to n (a 4-image grid with
 /// nrow 10 has 4 per row). Use it to report a grid's shape.
-inline int64_t image_grid_columns(int64_t n, int64_t nrow) { return std::max<int64_t>(1, std::min(nrow, n)); }
+inline int64_t image_grid_columns(int64_t n, int64_t nrow) {
+  return std::max<int64_t>(1, std::min(nrow, n));
+}
 
 /// Tiles images [N, C, H, W] (values in [-1, 1]) into one image [C, rows * (H + padding) + padding,
 /// nrow * (W + padding) + padding] with nrow images per row and rows = ceil(N / nrow), as
 /// torchvision's make_grid. The padding and unused cells hold pad_value.
 /// nrow >= 1 (default none; clipped to N), padding >= 0 (default 2), pad_value default 1 (white).
-Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding = 2, double pad_value = 1.0);
+Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding = 2,
+                       double pad_value = 1.0);
 
 /// make_image_grid(images, nrow) written with save_png (atomic; errors name `path`).
 void save_image_grid(const std::string& path, const Tensor& images, int64_t nrow);

@@ -40,15 +40,17 @@ namespace diffuse {
 class NoiseSchedule;
 
 /// What a sampler needs to know about a network besides its weights. Stored as text, one
-/// `key=value` per line (model_card_text / parse_model_card); a one-line "key=value,key=value" form is
-/// accepted too when no value contains a comma (handy on a command line or in a TorchScript attribute).
+/// `key=value` per line (model_card_text / parse_model_card); a one-line "key=value,key=value" form
+/// is accepted too when no value contains a comma (handy on a command line or in a TorchScript
+/// attribute).
 struct ModelCard {
-  /// "DiT" (our module; `model` holds its DiTOptions) or "torchscript" / any other name for external
-  /// networks. Default "DiT".
+  /// "DiT" (our module; `model` holds its DiTOptions) or "torchscript" / any other name for
+  /// external networks. Default "DiT".
   std::string architecture = "DiT";
   /// The architecture's options (DiT: to_config(DiTOptions)). Default empty.
   Config model;
-  /// Noise schedule spec, "key" or "key:opt=value;..." (options separated by ';' here). Default "discrete".
+  /// Noise schedule spec, "key" or "key:opt=value;..." (options separated by ';' here). Default
+  /// "discrete".
   std::string schedule = "discrete";
   /// What the network predicts: epsilon, v_prediction (v), sample (x0). Default epsilon.
   std::string prediction_type = "epsilon";
@@ -134,8 +136,8 @@ inline std::string default_model_path() {
 
 /// A loader for another format: returns nullopt when the file is not of its format, else the model
 /// (it may use options.card). Loaders are tried in registration order after our own formats.
-using ModelLoader =
-    std::function<std::optional<LoadedModel>(const std::string& path, const LoadModelOptions& options)>;
+using ModelLoader = std::function<std::optional<LoadedModel>(const std::string& path,
+                                                             const LoadModelOptions& options)>;
 bool register_model_loader(const std::string& name, ModelLoader loader);
 
 // ---------------------------------------------------------------------------------------------
@@ -179,10 +181,11 @@ DiT dit_from_card(const ModelCard& card, const std::string& what, uint64_t file_
 /// every parameter and buffer with a freshly built model of the card's options afterwards.
 void load_dit_checked(DiT& model, torch::serialize::InputArchive& ar, const std::string& what);
 
-LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options, std::string source,
-                       std::string format);
+LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options,
+                       std::string source, std::string format);
 
-/// A card from a Trainer checkpoint's fingerprint (objective, schedule, dataset, model_config lines).
+/// A card from a Trainer checkpoint's fingerprint (objective, schedule, dataset, model_config
+/// lines).
 ModelCard card_from_fingerprint(const std::string& fingerprint, const std::string& what);
 
 bool archive_has(torch::serialize::InputArchive& ar, const std::string& key);

@@ -43,8 +43,9 @@ struct PlotLayout {
 /// xs, ys of different lengths; xs[i], ys[i] of different lengths). `layout` (optional) receives
 /// where the data area and the legend are.
 void plot_curves_png(const std::string& path, const std::vector<std::string>& names,
-                     const std::vector<std::vector<double>>& xs, const std::vector<std::vector<double>>& ys,
-                     const PlotOptions& o = {}, PlotLayout* layout = nullptr);
+                     const std::vector<std::vector<double>>& xs,
+                     const std::vector<std::vector<double>>& ys, const PlotOptions& o = {},
+                     PlotLayout* layout = nullptr);
 
 namespace detail {
 
@@ -56,7 +57,8 @@ const char* plot_glyph(char ch);
 struct Canvas {
   int w, h;
   std::vector<unsigned char> px;  // h * w * 3
-  Canvas(int width, int height) : w(width), h(height), px(static_cast<size_t>(width) * height * 3, 255) {}
+  Canvas(int width, int height)
+      : w(width), h(height), px(static_cast<size_t>(width) * height * 3, 255) {}
 
   void set(int x, int y, const unsigned char* c);
   void fill(int x0, int y0, int x1, int y1, const unsigned char* c);  // inclusive corners
@@ -64,12 +66,15 @@ struct Canvas {
   /// [cy0, cy1]. With a `dash` pattern (on/off lengths in pixels, e.g. {8, 4}) only the "on" parts
   /// are drawn; `*dash_pos` (if given) is the distance already drawn along the polyline, so the
   /// pattern runs on through its vertices.
-  void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0, int cy0, int cx1,
-            int cy1, const std::vector<int>& dash = {}, double* dash_pos = nullptr);
+  void line(double xa, double ya, double xb, double yb, const unsigned char* c, int thick, int cx0,
+            int cy0, int cx1, int cy1, const std::vector<int>& dash = {},
+            double* dash_pos = nullptr);
   /// A marker of shape `shape` % 8 (filled square, ring, filled triangle, cross, diamond, plus,
   /// down triangle, open square) about 9 pixels wide centred at (x, y), clipped as line().
   void marker(int x, int y, int shape, const unsigned char* c, int cx0, int cy0, int cx1, int cy1);
-  static int text_width(const std::string& s, int scale) { return static_cast<int>(s.size()) * 6 * scale - scale; }
+  static int text_width(const std::string& s, int scale) {
+    return static_cast<int>(s.size()) * 6 * scale - scale;
+  }
   static int text_height(int scale) { return 7 * scale; }
   /// Text with its top-left corner at (x, y).
   void text(int x, int y, const std::string& s, const unsigned char* c, int scale = 1);
@@ -89,8 +94,9 @@ const std::vector<int>& plot_dash(size_t i);
 /// Renders plot_curves_png's image. `draw_legend` = false leaves the legend box empty (same
 /// layout; for tests that check what lies under it).
 Canvas render_plot(const std::string& path, const std::vector<std::string>& names,
-                   const std::vector<std::vector<double>>& xs, const std::vector<std::vector<double>>& ys,
-                   const PlotOptions& o, PlotLayout* layout_out = nullptr, bool draw_legend = true);
+                   const std::vector<std::vector<double>>& xs,
+                   const std::vector<std::vector<double>>& ys, const PlotOptions& o,
+                   PlotLayout* layout_out = nullptr, bool draw_legend = true);
 
 }  // namespace detail
 }  // namespace diffuse

@@ -25,14 +25,16 @@ inline constexpr double kProgressLogIntervalSeconds = 5.0;
 /// `unit` may be empty; `fraction` in [0, 1] is shown as a whole percentage; `extra` (e.g.
 /// "loss 0.041") goes before the rate; `rate` is in units per second, `eta_s` in seconds (negative
 /// or non-finite: "--:--").
-std::string progress_log_line(const std::string& label, int64_t done, int64_t total, const std::string& unit,
-                              double fraction, double rate, double eta_s, const std::string& extra = "");
+std::string progress_log_line(const std::string& label, int64_t done, int64_t total,
+                              const std::string& unit, double fraction, double rate, double eta_s,
+                              const std::string& extra = "");
 
 /// When the next plain progress line is due: every `interval_s` seconds of elapsed time (<= 0:
 /// every update), and always for the last update.
 class ProgressLogThrottle {
  public:
-  explicit ProgressLogThrottle(double interval_s = kProgressLogIntervalSeconds) : interval_(interval_s) {}
+  explicit ProgressLogThrottle(double interval_s = kProgressLogIntervalSeconds)
+      : interval_(interval_s) {}
   /// True if a line should be printed now (and then counts it as printed).
   bool due(double elapsed_s, bool last) {
     if (!last && interval_ > 0 && elapsed_s - last_ < interval_) return false;
@@ -51,7 +53,8 @@ class ProgressLogThrottle {
 class ProgressBar {
  public:
   /// `width`: characters of the bar, >= 1. `stream`: where to draw (stderr by default).
-  explicit ProgressBar(int width = 30, std::FILE* stream = stderr) : width_(width < 1 ? 1 : width), stream_(stream) {}
+  explicit ProgressBar(int width = 30, std::FILE* stream = stderr)
+      : width_(width < 1 ? 1 : width), stream_(stream) {}
 
   /// The text of the line for `st` (no "\r").
   std::string line(const StepStats& st) const;

@@ -85,8 +85,7 @@ std::string safetensors_bytes(const std::map<std::string, at::Tensor>& tensors,
 /// Writes `tensors` (and string `metadata`) to `path` in the safetensors format, atomically (a
 /// reader sees the old file or the complete new one). See safetensors_bytes for the layout.
 /// Errors name the path.
-void write_safetensors(const std::string& path,
-                       const std::map<std::string, at::Tensor>& tensors,
+void write_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 // ---- DiT <-> reference parameter names ----
@@ -138,7 +137,6 @@ void save_dit_safetensors(const std::string& path, DiT& model,
 DiT load_dit_safetensors(const std::string& path,
                          const std::optional<DiTOptions>& options = std::nullopt);
 
-
 // ----- diffuse model files in safetensors form (load_model / save_model_safetensors)
 
 /// The metadata key holding a model card (model_card_text) in safetensors files written by
@@ -155,7 +153,8 @@ namespace detail {
 /// load_model() for "*.safetensors": a DiT whose card is the caller's (options.card), else the
 /// file's diffuse_card metadata; a card without DiT options takes them from the diffuse_dit
 /// metadata (so a one-line --model-card "sample_shape=4x32x32,num_classes=1000" is enough).
-std::optional<LoadedModel> load_safetensors_model(const std::string& path, const LoadModelOptions& options);
+std::optional<LoadedModel> load_safetensors_model(const std::string& path,
+                                                  const LoadModelOptions& options);
 
 }  // namespace detail
 

@@ -14,7 +14,7 @@
 //               schedule's sigma_ve table.
 // Randomness: every draw is made in float32 (int64 for discrete uniform) on the generator's own
 // device, then moved to the requested device and dtype. A CPU generator therefore gives the same
-// times on every device and in float32 and float64 runs (the convention of detail/noise_impl.h).
+// times on every device and in float32 and float64 runs (the convention of src/noise.cpp).
 // log_normal maps the B normals on the host (one device-to-host copy per batch, never .item()
 // per example), since NoiseSchedule's time <-> log-SNR maps are host functions.
 #pragma once

@@ -93,16 +93,14 @@ std::optional<std::string> torchscript_attribute(const std::string& path,
 /// num_classes > 0) and throws a one-line diffuse::Error naming `name` if it fails or returns
 /// another shape than x.
 void check_torchscript_network(const Network& network, const std::string& name,
-                               const std::vector<int64_t>& sample_shape,
-                               int64_t num_classes = 0,
+                               const std::vector<int64_t>& sample_shape, int64_t num_classes = 0,
                                const c10::Device& device = at::kCPU);
 
 /// Wraps a loaded module as a Network; `name` prefixes error messages (usually the file name).
 /// Each call checks the input against options.sample_shape (when set) and the output shape:
 /// [B, C, H, W] as the input, or [B, 2C, H, W] (the first C channels are returned). The output is
 /// cast to the input's dtype. A failing forward becomes a one-line diffuse::Error.
-TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module,
-                                           const std::string& name,
+TorchScriptNetwork wrap_torchscript_module(torch::jit::Module module, const std::string& name,
                                            const TorchScriptOptions& options = {});
 
 /// Loads `path` (see load_torchscript_module), checks forward's signature and, with
@@ -112,16 +110,15 @@ TorchScriptNetwork load_torchscript(const std::string& path,
 
 /// The TorchScript model at `path` as a Network on `device` (no probe; the output shape is checked
 /// at every call). See load_torchscript for the checks at load time.
-Network load_torchscript_network(const std::string& path,
-                                 const c10::Device& device = at::kCPU);
-
+Network load_torchscript_network(const std::string& path, const c10::Device& device = at::kCPU);
 
 namespace detail {
 
 /// load_model() for TorchScript modules (zip archives that are not diffuse model files or
 /// checkpoints). The card is the caller's (options.card), else the module's "diffuse_card"
 /// attribute; the module is probed once with the card's sample shape and moved to options.dtype.
-std::optional<LoadedModel> load_torchscript_model(const std::string& path, const LoadModelOptions& options);
+std::optional<LoadedModel> load_torchscript_model(const std::string& path,
+                                                  const LoadModelOptions& options);
 
 }  // namespace detail
 

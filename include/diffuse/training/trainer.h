@@ -60,7 +60,6 @@ class AdamW;
 
 namespace diffuse {
 
-
 struct TrainerOptions {
   using Betas = std::tuple<double, double>;
   /// Total number of optimiser steps of the run (a resumed run continues up to this step). >= 1.
@@ -153,12 +152,12 @@ struct TrainerOptions {
 /// What one optimiser step did (passed to on_step every step, and, averaged over log_every
 /// steps, to on_log).
 struct StepStats {
-  int64_t step = 0;         ///< optimiser steps completed (1-based index of this step)
-  int64_t total_steps = 0;  ///< TrainerOptions::steps
-  int64_t epoch = 0;        ///< data epoch the next example comes from
-  double loss = 0;          ///< mean per-example loss of the step's batch
+  int64_t step = 0;                     ///< optimiser steps completed (1-based index of this step)
+  int64_t total_steps = 0;              ///< TrainerOptions::steps
+  int64_t epoch = 0;                    ///< data epoch the next example comes from
+  double loss = 0;                      ///< mean per-example loss of the step's batch
   std::map<std::string, double> terms;  ///< the objective's named terms, batch means
-  double lr = 0;            ///< learning rate used by this step
+  double lr = 0;                        ///< learning rate used by this step
   double grad_norm = 0;     ///< global gradient norm before clipping (after loss-scale removal)
   double loss_scale = 1;    ///< fp16 autocast: the loss scale used by this step; otherwise 1
   bool skipped = false;     ///< fp16 autocast: non-finite gradients, no optimiser update this step
@@ -166,10 +165,10 @@ struct StepStats {
   double it_per_s = 0;      ///< optimiser steps per second since train() started
   double images_per_s = 0;  ///< it_per_s * batch_size
   double elapsed_s = 0;     ///< seconds since train() started
-  double eta_s = 0;         ///< estimated seconds to the end: to total_steps at the current rate, or
-                            ///< to the end of the time budget (max_minutes) if that comes first
-  double progress = 0;      ///< fraction of the run done in [0, 1]: the larger of step / total_steps
-                            ///< and elapsed / time budget
+  double eta_s = 0;     ///< estimated seconds to the end: to total_steps at the current rate, or
+                        ///< to the end of the time budget (max_minutes) if that comes first
+  double progress = 0;  ///< fraction of the run done in [0, 1]: the larger of step / total_steps
+                        ///< and elapsed / time budget
 };
 
 struct TrainerCallbacks {
@@ -187,7 +186,8 @@ struct TrainerCallbacks {
   std::function<bool()> should_stop;
   /// resume_latest() skipped a checkpoint it could not load (path, reason) and fell back to an
   /// older one; the skipped file was renamed to path + ".corrupt" (renamed_to, "" if that failed).
-  std::function<void(const std::string& path, const std::string& reason, const std::string& renamed_to)>
+  std::function<void(const std::string& path, const std::string& reason,
+                     const std::string& renamed_to)>
       on_checkpoint_skipped;
 };
 
@@ -202,18 +202,19 @@ bool is_masked_objective(const Objective& obj);
 enum class StopReason {
   kFinished,     ///< options.steps steps are done
   kTimeBudget,   ///< max_minutes ran out
-  kInterrupted,  ///< request_stop() or callbacks.should_stop asked (after a step, with a checkpoint)
+  kInterrupted,  ///< request_stop() or callbacks.should_stop asked (after a step, with a
+                 ///< checkpoint)
 };
 
 struct TrainResult {
   int64_t steps_done = 0;  ///< steps taken by this call
   int64_t final_step = 0;
   StopReason reason = StopReason::kFinished;
-  double seconds = 0;        ///< wall-clock time of train()
-  double images_per_s = 0;   ///< examples per second over `seconds` (includes checkpoints, previews)
-  double step_seconds = 0;   ///< time spent in train_step() alone
+  double seconds = 0;       ///< wall-clock time of train()
+  double images_per_s = 0;  ///< examples per second over `seconds` (includes checkpoints, previews)
+  double step_seconds = 0;  ///< time spent in train_step() alone
   double step_images_per_s = 0;  ///< examples per second of train_step() alone (compute throughput)
-  std::string last_checkpoint;  ///< "" if none was written
+  std::string last_checkpoint;   ///< "" if none was written
 };
 
 namespace detail {
@@ -236,8 +237,8 @@ struct TrainerState;
 class TrainerBase {
  public:
   TrainerBase(detail::TrainerModel model, std::shared_ptr<const Objective> objective,
-              std::shared_ptr<const NoiseSchedule> schedule, Dataset data, TrainerOptions options = {},
-              TrainerCallbacks callbacks = {});
+              std::shared_ptr<const NoiseSchedule> schedule, Dataset data,
+              TrainerOptions options = {}, TrainerCallbacks callbacks = {});
   ~TrainerBase();
   TrainerBase(const TrainerBase&) = delete;
   TrainerBase& operator=(const TrainerBase&) = delete;
@@ -281,7 +282,8 @@ class TrainerBase {
   /// on_checkpoint (every rank may read checkpoints to resume). Call it before resume_latest().
   /// Requires batch_size divisible by grad_accum * world_size and max_minutes = 0 (ranks must
   /// agree on the number of steps). world_size 1 restores single-process behaviour.
-  void set_data_parallel(int rank, int world_size, std::function<void(std::vector<Tensor>&)> all_reduce_mean);
+  void set_data_parallel(int rank, int world_size,
+                         std::function<void(std::vector<Tensor>&)> all_reduce_mean);
   /// This process's rank and the number of data-parallel processes (0 and 1 unless
   /// set_data_parallel was called).
   int rank() const;
@@ -309,7 +311,8 @@ class TrainerBase {
   TrainResult train();
 
   /// sample() for many images in batches of at most `chunk` (>= 1, default 250): sample i uses the
-  /// seed seed + i and, for labelled data, class i % num_classes, whatever the chunking. On the CPU.
+  /// seed seed + i and, for labelled data, class i % num_classes, whatever the chunking. On the
+  /// CPU.
   Tensor sample_many(int64_t n, uint64_t seed, int64_t chunk = 250);
 
   /// Draws n samples with the EMA model (no_grad), the objective's prediction type, the preview
@@ -388,10 +391,11 @@ class Trainer : public TrainerBase {
  public:
   using Module = typename M::ContainedType;
 
-  Trainer(M model, std::shared_ptr<const Objective> objective, std::shared_ptr<const NoiseSchedule> schedule,
-          Dataset data, TrainerOptions options = {}, TrainerCallbacks callbacks = {})
-      : TrainerBase(hooks(model), std::move(objective), std::move(schedule), std::move(data), std::move(options),
-                    std::move(callbacks)),
+  Trainer(M model, std::shared_ptr<const Objective> objective,
+          std::shared_ptr<const NoiseSchedule> schedule, Dataset data, TrainerOptions options = {},
+          TrainerCallbacks callbacks = {})
+      : TrainerBase(hooks(model), std::move(objective), std::move(schedule), std::move(data),
+                    std::move(options), std::move(callbacks)),
         model_(std::move(model)),
         ema_(std::dynamic_pointer_cast<Module>(ema_module())) {}
 

@@ -7,23 +7,25 @@
 //   eps = (x_t - alpha x0) / sigma            =>  eps_hat - eps = -(alpha / sigma) (x0_hat - x0)
 //   v_hat - v = alpha (eps_hat - eps) - sigma (x0_hat - x0)
 //             = -((alpha^2 + sigma^2) / sigma) (x0_hat - x0)
-// so  |eps error|^2 = SNR |x0 error|^2  and  |v error|^2 = ((alpha^2 + sigma^2)^2 / sigma^2) |x0 error|^2,
-// which is (SNR + 1) |x0 error|^2 on variance-preserving schedules (alpha^2 + sigma^2 = 1,
-// 1 / sigma^2 = SNR + 1). The weight in the parameterisation's space is therefore
+// so  |eps error|^2 = SNR |x0 error|^2  and  |v error|^2 = ((alpha^2 + sigma^2)^2 / sigma^2) |x0
+// error|^2, which is (SNR + 1) |x0 error|^2 on variance-preserving schedules (alpha^2 + sigma^2 =
+// 1, 1 / sigma^2 = SNR + 1). The weight in the parameterisation's space is therefore
 //   epsilon:  w = w_x0 / SNR
 //   v:        w = w_x0 sigma^2 / (alpha^2 + sigma^2)^2      (= w_x0 / (SNR + 1) when VP)
 //   sample:   w = w_x0
 //
 // Weightings (w_x0):
 //   none           w = 1 in the parameterisation's own space (the plain "simple" loss).
-//   min_snr        w_x0 = min(SNR, gamma), gamma default 5 (Hang et al., "Efficient Diffusion Training
+//   min_snr        w_x0 = min(SNR, gamma), gamma default 5 (Hang et al., "Efficient Diffusion
+//   Training
 //                  via Min-SNR Weighting Strategy", ICCV 2023, Eq. 8-9). Checked against
 //                  TiankaiHang/Min-SNR-Diffusion-Training guided_diffusion/gaussian_diffusion.py
 //                  (eps: min(snr,k)/snr, START_X: min(snr,k)) and diffusers'
 //                  examples/text_to_image/train_text_to_image.py (epsilon: min(snr,gamma)/snr,
 //                  v_prediction: min(snr,gamma)/(snr+1), sample: min(snr,gamma)).
 //                  epsilon is computed as min(1, gamma / SNR), so zero terminal SNR (alpha = 0,
-//                  SNR = 0) gives gamma / 0 = inf -> weight 1 (the limit), never NaN; v gives 0 there.
+//                  SNR = 0) gives gamma / 0 = inf -> weight 1 (the limit), never NaN; v gives 0
+//                  there.
 //   snr            w_x0 = SNR (= the unweighted epsilon loss, Ho et al. 2020, expressed elsewhere).
 //   truncated_snr  w_x0 = max(SNR, 1) (Salimans & Ho, "Progressive Distillation", 2022, Sec. 4;
 //                  Min-SNR's 'trunc_snr'). Infinite for epsilon at SNR = 0 (max(0, 1) / 0).
@@ -72,8 +74,8 @@ void write_weighting(const WeightingOptions& o, Config& c);
 }  // namespace detail
 
 /// The weights from per-example alpha and sigma (any shape; returned in float64).
-at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma_in, Parameterization p,
-                             const WeightingOptions& o = {});
+at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma_in,
+                             Parameterization p, const WeightingOptions& o = {});
 
 /// The weights at model times t (shape [B]) for schedule s, in t's dtype and on t's device.
 at::Tensor loss_weights(const NoiseSchedule& s, const at::Tensor& t, Parameterization p,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // CADS, the condition-annealed diffusion sampler. Sadat, Buhmann, Bradley, Hilliges, Weber, "CADS:
 // Unleashing the Diversity of Diffusion Models through Condition-Annealed Sampling", ICLR 2024,
-// Eq. (2)-(4); methods.md §5. No official code; checked against the two community implementations
-// v0xie/sd-webui-cads @11c7f1f scripts/cads.py (A1111) and asagi4/ComfyUI-CADS @b809f54 __init__.py.
+// Eq. (2)-(4). No official code; checked against the two community implementations
+// v0xie/sd-webui-cads @11c7f1f scripts/cads.py (A1111) and asagi4/ComfyUI-CADS @b809f54
+// __init__.py.
 //
 // At every model call the condition embedding y fed to the network is corrupted by Gaussian noise
 // whose weight is annealed over the run, early (noisy) steps seeing mostly noise:
@@ -18,10 +19,10 @@
 // branch tensor (rescale_over="batch", A1111). The NaN fallback follows the same grouping.
 //
 // Defaults: tau1 = 0.6, tau2 = 0.9, s = 0.25, psi = 1 (the A1111 extension's defaults; ComfyUI's
-// are the same except psi = 0). Paper ablations (methods.md §5.2): s = 0.1 best FID, larger s more
+// are the same except psi = 0). Paper ablations: s = 0.1 best FID, larger s more
 // recall; psi = 1 best FID, psi = 0 best recall.
 //
-// Where it applies (methods.md §5.3, §10): to the conditioning of the chosen guidance branches
+// Where it applies: to the conditioning of the chosen guidance branches
 // before the network, i.e. before classifier-free guidance combines the outputs. apply_to="cond"
 // (default) corrupts only the conditional branch, as the paper's formulation reads (the null token
 // stays the null token); "both" also corrupts the unconditional branch, which is what both
@@ -50,9 +51,9 @@
 
 #include <torch/arg.h>
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/correction.h>
 #include <diffuse/denoiser.h>
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 
 namespace diffuse {
@@ -83,7 +84,8 @@ struct ConditionAnnealingOptions {
   TORCH_ARG(double, tau2) = 0.9;
   /// s, the noise weight. Default 0.25 (A1111: <= 0.3 recommended); >= 0; 0 switches CADS off.
   TORCH_ARG(double, noise_scale) = 0.25;
-  /// psi, the mixing factor of the mean/std rescaling. Default 1 (A1111); in [0, 1]; 0 = no rescale.
+  /// psi, the mixing factor of the mean/std rescaling. Default 1 (A1111); in [0, 1]; 0 = no
+  /// rescale.
   TORCH_ARG(double, psi) = 1.0;
   /// "sample" (default, ComfyUI): rescaling moments per sample, so a sample does not depend on
   /// the rest of its batch; "batch" (A1111): over the whole branch tensor.

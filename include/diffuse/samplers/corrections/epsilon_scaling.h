@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Epsilon Scaling. Ning, Li, Su, Salah, Ertugrul, "Elucidating the Exposure Bias in Diffusion
-// Models" (ICLR 2024); methods.md §3, which summarises forever208/ADM-ES @54ad3ad
+// Models" (ICLR 2024); reference code: forever208/ADM-ES @54ad3ad
 // (guided_diffusion/gaussian_diffusion.py, sampling_scaler / _predict_xstart_from_eps),
 // forever208/EDM-ES @d9cf406 (generate.py, edm_sampler) and ComfyUI's "Epsilon Scaling" node.
 //
@@ -24,7 +24,7 @@
 // step's index. b = 1, k = 0 is the identity (the prediction is not touched at all).
 //
 // Presets ("es_<source>_<setting>", aliases of epsilon_scaling; user options override them). All
-// numbers are methods.md §3.2, read off ADM-ES @54ad3ad datasets/ADM-ES_results.png and EDM-ES
+// numbers are read off ADM-ES @54ad3ad datasets/ADM-ES_results.png and EDM-ES
 // @d9cf406 docs/eps_scaler.png (FID-50K tuned values):
 //   es_adm_<data>_<S>          constant b for ADM (respaced DDPM ancestral, learned variance) at
 //                              S = 100, 50, 20 steps; data = cifar10 (32x32), lsun_tower64,
@@ -44,9 +44,9 @@
 
 #include <torch/arg.h>
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/correction.h>
 #include <diffuse/denoiser.h>
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 
 namespace diffuse {
@@ -59,7 +59,7 @@ enum class EpsilonScalingDirection {
 
 struct EpsilonScalingOptions {
   /// Offset b of lambda(i) = k i + b. Default 1 (identity); must be finite and > 0. The paper's
-  /// values are slightly above 1 (1.004 .. 1.017 for ADM, methods.md §3.2).
+  /// values are slightly above 1 (1.004 .. 1.017 for ADM).
   TORCH_ARG(double, b) = 1.0;
   /// Slope k per step of lambda(i) = k i + b. Default 0 (constant lambda = b); finite. lambda must
   /// stay > 0 at every step of the run (checked when the grid is known).

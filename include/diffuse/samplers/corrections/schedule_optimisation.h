@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Align Your Steps schedule optimisation (Sabour, Fidler, Kreis, ICML 2024; methods.md §6.1, §6.2):
+// Align Your Steps schedule optimisation (Sabour, Fidler, Kreis, ICML 2024):
 // the optimiser optimise_schedule() and the correction "schedule_optimisation" that replaces the
 // sampler's grid by an optimised noise-level list (log-linearly interpolated to the run's step
-// count, ComfyUI's rule: methods.md §6.4).
+// count, ComfyUI's rule).
 //
 // Objective (EDM/VE view, sigma(t) = t, x_t = x0 + t n, ascending t_0 = sigma_min < ... < t_n =
 // sigma_max): the KL upper bound between the true reverse SDE and its first-order discretisation
@@ -10,11 +10,11 @@
 //   KLUB = sum_i K(t_{i-1}, t_i),  K(a, b) = int_a^b (1/t^3) E||D(x_t, t) - D(x_b, b)||^2 dt,
 // with x_b = x_t + sqrt(b^2 - t^2) n' (the forward coupling).
 // Closed form for Gaussian data N(mu, s^2 I) in d dimensions (E||dD||^2 = d s^4 (1/(t^2+s^2) -
-// 1/(b^2+s^2)), methods.md §6.1; the integral is elementary):
+// 1/(b^2+s^2)); the integral is elementary):
 //   K(a, b) = (d/2) (r - 1 - log r),  r = (1 + s^2/a^2) / (1 + s^2/b^2),
 // so K depends only on g(b) - g(a) with g(t) = log(t / sqrt(t^2 + s^2)) and the exact KLUB optimum
 // is uniform in g: gaussian_klub_optimal_sigmas(). NOTE: the "KL-optimal" tan/atan schedule of
-// A1111/ComfyUI (methods.md §6.1) is NOT the optimum of this KLUB (SD range, n = 10, s = 1: KLUB
+// A1111/ComfyUI is NOT the optimum of this KLUB (SD range, n = 10, s = 1: KLUB
 // 16.7 for tan/atan against 1.60 at the optimum); it is kept as kl_optimal_sigmas() for comparison.
 //
 // Estimator (deterministic given the seed; common random numbers, so the objective is smooth in
@@ -26,7 +26,7 @@
 //     per dimension; exact in expectation for Gaussian data, low variance near it.
 //   estimator "log_t": stratified quadrature in log t, t_j = a (b/a)^{u_j},
 //     K ≈ (log(b/a)/M) sum_j mean_N ||dD||^2 / t_j^2.
-// Optimisation (paper App. B.1 as summarised in methods.md §6.2): initialise (Karras rho = 7 by
+// Optimisation (paper App. B.1): initialise (Karras rho = 7 by
 // default), then sweeps over the interior points; each point moves to the minimiser of
 // K(t_{i-1}, t) + K(t, t_{i+1}) over (t_{i-1}, t_{i+1}) by golden-section search in log t (kept
 // only if it lowers the objective); stop after max_sweeps or when a sweep lowers the KLUB by less
@@ -186,9 +186,10 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
 
 /// The exact KLUB optimum for Gaussian data N(mu, s^2 I): n + 1 values from sigma_max down to
 /// sigma_min, uniform in g(sigma) = log(sigma / sqrt(sigma^2 + s^2)).
-std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max, int64_t n, double s = 1.0);
+std::vector<double> gaussian_klub_optimal_sigmas(double sigma_min, double sigma_max, int64_t n,
+                                                 double s = 1.0);
 
-/// The "KL-optimal" schedule of A1111/ComfyUI (methods.md §6.1): sigma_i = tan((1 - i/n)
+/// The "KL-optimal" schedule of A1111/ComfyUI: sigma_i = tan((1 - i/n)
 /// atan(sigma_max)
 /// + (i/n) atan(sigma_min)), i = 0..n.
 std::vector<double> kl_optimal_sigmas(double sigma_min, double sigma_max, int64_t n);
@@ -197,8 +198,9 @@ struct ScheduleOptimisationCorrectionOptions {
   /// The optimised noise levels sigma_ve (descending, > 0; e.g. optimise_schedule(...).sigmas).
   /// Empty (default): the identity (the grid is left alone).
   TORCH_ARG(std::vector<double>, sigmas) = {};
-  /// kZero ("zero", default, ComfyUI): the list is interpolated to num_steps + 1 values and the last one
-  /// replaced by the clean point; kMin ("min"): the run ends at the interpolated sigma_min.
+  /// kZero ("zero", default, ComfyUI): the list is interpolated to num_steps + 1 values and the
+  /// last one replaced by the clean point; kMin ("min"): the run ends at the interpolated
+  /// sigma_min.
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
   /// Round discrete model times. Default false.
   TORCH_ARG(bool, round_t) = false;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Time-Shift Sampler. Li, Qu, Yao, Sun, Moens, "Alleviating Exposure Bias in Diffusion Models
-// through Sampling with Shifted Time Steps", ICLR 2024 (methods.md §2).
+// through Sampling with Shifted Time Steps", ICLR 2024.
 // Facts checked in the official code: Mingxiao-Li/TS-DPM @90cc903 sampler/pnm_solver.py
 // (apply_time_shift) and tingyu215/TS-DPM-ADM @574d0b7 guided_diffusion/gaussian_diffusion.py
 // (ddim_sample, get_next_time_window).
@@ -11,10 +11,10 @@
 //     t_s = argmin_{tau in W} (var(x) - v(tau))^2,   W = {c + k * resolution : |k| <= floor(w/2)},
 // where v(tau) = sigma_tau^2 ("official": the code's assumption var(x_t) ~ 1 - alphabar_t, which
 // ignores the data term) or alpha_tau^2 * data_var + sigma_tau^2 ("data_aware"). Candidates outside
-// [t_min, t_max] are dropped (the official code clips the window the same way at t = 0; the ADM code
-// shifts it instead). Ties go to the lower time, like torch.argmin over an increasing list.
+// [t_min, t_max] are dropped (the official code clips the window the same way at t = 0; the ADM
+// code shifts it instead). Ties go to the lower time, like torch.argmin over an increasing list.
 //
-// Three wirings (methods.md §2.2; the official code bases differ):
+// Three wirings (the official code bases differ):
 //   coupled (default): before each step after the first, with c = the nominal current time (the
 //       previous step's target) and c > cutoff, t_s replaces step.now: the network is evaluated at
 //       t_s AND the solver uses (alpha, sigma, lambda) of t_s as its current point; targets stay
@@ -42,8 +42,8 @@
 // of all the batch's entries. Per-sample times are obtained exactly by sampling each sample as its
 // own batch of 1 (the per-sample noise convention of sample() makes this reproducible).
 //
-// Cost per step: two reductions (a dot product and row sums) and one host read of the variance; the window search is a host
-// loop over at most w + 1 schedule evaluations, without allocations.
+// Cost per step: two reductions (a dot product and row sums) and one host read of the variance; the
+// window search is a host loop over at most w + 1 schedule evaluations, without allocations.
 //
 // Needs the schedule: sample() hands it over through on_grid (callers that drive Sampler::sample
 // themselves call on_grid first). sample() runs a clone() per run, so one TimeShift object can be
@@ -57,8 +57,8 @@
 
 #include <torch/arg.h>
 
-#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/correction.h>
+#include <diffuse/detail/aten.h>  // until the module conversion (core headers are light now)
 #include <diffuse/sampler.h>
 
 namespace diffuse {
@@ -84,10 +84,10 @@ enum class TimeShiftBatchVariance {
 
 struct TimeShiftOptions {
   /// Window size w: candidates c - floor(w/2) .. c + floor(w/2) (in units of `resolution`).
-  /// Default 0 = off (the identity); in [0, TimeShift::kMaxWindow = 100000]. A spec ("time_shift:...")
-  /// must name it: from_config refuses a spec without window. Published: 5 (F-PNDM,
-  /// 100 steps), 30 (DPM-Solver-2, 5 steps), 10 (DEIS-2, 5 steps), 80 (ADM DDIM, 5 steps) with 1000
-  /// training steps.
+  /// Default 0 = off (the identity); in [0, TimeShift::kMaxWindow = 100000]. A spec
+  /// ("time_shift:...") must name it: from_config refuses a spec without window. Published: 5
+  /// (F-PNDM, 100 steps), 30 (DPM-Solver-2, 5 steps), 10 (DEIS-2, 5 steps), 80 (ADM DDIM, 5 steps)
+  /// with 1000 training steps.
   TORCH_ARG(int64_t, window) = 0;
   /// Cutoff t_c in model time: shift only while the centre time is > cutoff. Default 0; >= 0.
   /// Published: 550, 300, 900, 300 (same runs as above, 1000-step time).

@@ -14,11 +14,16 @@
 namespace diffuse::detail {
 
 /// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by euler and heun: option checks.
-inline void check_churn_options(const char* who, double s_churn, double s_tmin, double s_tmax, double s_noise) {
-  check(std::isfinite(s_churn) && s_churn >= 0, who, ": s_churn must be finite and >= 0, got ", s_churn);
-  check(std::isfinite(s_tmin) && s_tmin >= 0, who, ": s_tmin must be finite and >= 0, got ", s_tmin);
-  check(!std::isnan(s_tmax) && s_tmax >= s_tmin, who, ": s_tmax must be >= s_tmin (", s_tmin, "), got ", s_tmax);
-  check(std::isfinite(s_noise) && s_noise >= 0, who, ": s_noise must be finite and >= 0, got ", s_noise);
+inline void check_churn_options(const char* who, double s_churn, double s_tmin, double s_tmax,
+                                double s_noise) {
+  check(std::isfinite(s_churn) && s_churn >= 0, who, ": s_churn must be finite and >= 0, got ",
+        s_churn);
+  check(std::isfinite(s_tmin) && s_tmin >= 0, who, ": s_tmin must be finite and >= 0, got ",
+        s_tmin);
+  check(!std::isnan(s_tmax) && s_tmax >= s_tmin, who, ": s_tmax must be >= s_tmin (", s_tmin,
+        "), got ", s_tmax);
+  check(std::isfinite(s_noise) && s_noise >= 0, who, ": s_noise must be finite and >= 0, got ",
+        s_noise);
 }
 
 /// Reads the four churn options (s_churn, s_tmin, s_tmax, s_noise) of an options struct `O`.
@@ -49,7 +54,8 @@ inline double churn_gamma(double s_churn, double s_tmin, double s_tmax, const St
 
 /// The point at the raised noise level sigma_hat = sigma_ve (1 + gamma); its model time comes from
 /// the schedule (fractional for discrete schedules, like k-diffusion's sigma_to_t).
-inline TimePoint churn_point(const SampleContext& ctx, const TimePoint& now, double gamma, const char* who) {
+inline TimePoint churn_point(const SampleContext& ctx, const TimePoint& now, double gamma,
+                             const char* who) {
   const double sigma_hat = now.sigma_ve() * (1.0 + gamma);
   check(ctx.schedule != nullptr, who,
         ": s_churn > 0 needs the noise schedule to find the model time of sigma_hat=", sigma_hat,

@@ -2,7 +2,7 @@
 // Classifier-free guidance. Ho, Salimans, "Classifier-Free Diffusion Guidance" (2022), Eq. (6),
 // in diffusers' convention out = u + scale * (c - u) on the raw network output (eps, v or x0),
 // with the guidance rescale of Lin et al., "Common Diffusion Noise Schedules and Sample Steps are
-// Flawed" (WACV 2024), Sec. 3.4 / methods.md §9.2.
+// Flawed" (WACV 2024), Sec. 3.4.
 // Checked against: diffusers StableDiffusionPipeline.__call__ and rescale_noise_cfg (58eb52c).
 //   out_cfg = u + scale * (c - u)
 //   out_res = out_cfg * std(c) / std(out_cfg)          std per sample over all non-batch dims,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Align Your Steps (Sabour, Fidler, Kreis, ICML 2024): the published optimised 10-step schedules
-// and their log-linear interpolation to any step count (methods.md §6.3, §6.4).
+// and their log-linear interpolation to any step count.
 // Checked against: ComfyUI comfy_extras/nodes_align_your_steps.py (AlignYourStepsScheduler,
 // loglinear_interp), A1111 modules/sd_schedulers.py (get_align_your_steps_sigmas), NVIDIA's
 // AYS how-to page (SD1.5 / SDXL timestep lists).
@@ -32,7 +32,7 @@
 
 namespace diffuse {
 
-/// The published Align Your Steps tables (methods.md §6.3).
+/// The published Align Your Steps tables.
 struct AysTables {
   /// SD 1.5 / SDXL timesteps of the scaled_linear schedule (NVIDIA how-to; diffusers AysSchedules).
   static const std::vector<double>& sd15_timesteps();
@@ -62,7 +62,8 @@ std::vector<double> ays_loglinear_interp(const std::vector<double>& sigmas, int6
 /// ComfyUI AlignYourStepsScheduler.get_sigmas: the sigma_ve list for `steps` (its last value 0).
 /// denoise < 1 keeps the last round(steps * denoise) + 1 values (Python's round: half to even);
 /// denoise <= 0 gives an empty list.
-std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps, double denoise = 1.0);
+std::vector<double> ays_sigmas_comfyui(const std::vector<double>& table, int64_t steps,
+                                       double denoise = 1.0);
 
 /// A1111 get_align_your_steps_sigmas: n values (interpolated unless n == len(table)), then 0.
 std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Karras et al. 2022, Eq. (5): sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
-// i = 0..n-1, then the final point. sigma_min / sigma_max default to the schedule's own range.
-// Checked against: k-diffusion get_sigmas_karras (4601bf0), diffusers _convert_to_karras (58eb52c).
+// Karras et al. 2022, Eq. (5): sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
+// sigma_max^(1/rho)))^rho, i = 0..n-1, then the final point. sigma_min / sigma_max default to the
+// schedule's own range. Checked against: k-diffusion get_sigmas_karras (4601bf0), diffusers
+// _convert_to_karras (58eb52c).
 #pragma once
 
 #include <memory>

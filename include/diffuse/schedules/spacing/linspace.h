@@ -17,7 +17,8 @@
 namespace diffuse {
 
 struct LinspaceSpacingOptions {
-  /// Round discrete model times to integers (half to even). Default true; ignored for continuous schedules.
+  /// Round discrete model times to integers (half to even). Default true; ignored for continuous
+  /// schedules.
   TORCH_ARG(bool, round) = true;
   /// Evaluate the model at t_min (true) or space n+1 points and drop t_min (false). Default true.
   TORCH_ARG(bool, include_t_min) = true;

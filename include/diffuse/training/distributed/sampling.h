@@ -28,8 +28,7 @@ std::pair<int64_t, int64_t> shard_chunks(int64_t num_chunks, int rank, int world
 
 /// The items [begin, end) of rank `rank`: those of its chunks (shard_chunks) when `num` items are
 /// made in chunks of `chunk` (>= 1).
-std::pair<int64_t, int64_t> shard_items(int64_t num, int64_t chunk, int rank,
-                                        int world_size);
+std::pair<int64_t, int64_t> shard_items(int64_t num, int64_t chunk, int rank, int world_size);
 
 /// Gathers one tensor per rank (same shape and dtype on every rank) into a vector in rank order,
 /// on every rank (e.g. [&ctx](const Tensor& t) { return ctx.all_gather(t); }).

@@ -9,9 +9,9 @@
 //   the epsilon target is the unperturbed noise; mse = mean_flat((target - output)^2)).
 //
 // Per example, with t and eps drawn as below:
-//   x_t    = alpha_t x0 + sigma_t (eps + gamma xi)        network input (gamma = input_perturbation)
-//   target = eps | alpha_t eps - sigma_t x0 | x0           for epsilon | v_prediction | sample
-//   mse    = mean over all non-batch dims of (net(x_t, t, cond) - target)^2
+//   x_t    = alpha_t x0 + sigma_t (eps + gamma xi)        network input (gamma =
+//   input_perturbation) target = eps | alpha_t eps - sigma_t x0 | x0           for epsilon |
+//   v_prediction | sample mse    = mean over all non-batch dims of (net(x_t, t, cond) - target)^2
 //   loss   = w(t) mse                                      w from training/weighting.h
 // The target always uses the UNPERTURBED eps: DDPM-IP trains the network to remove the noise the
 // forward process put in, while it sees an input that is slightly off the forward marginal (the

@@ -39,7 +39,8 @@ inline void validate(const DenoisingCoreOptions& o) {
 /// Config keys: prediction_type, time_sampling, p_mean, p_std, weighting, snr_gamma, sigma_data.
 inline DenoisingCoreOptions read_core(ConfigReader& r) {
   DenoisingCoreOptions o;
-  o.prediction_type(parse_parameterization(r.get_string("prediction_type", to_string(o.prediction_type()))));
+  o.prediction_type(
+      parse_parameterization(r.get_string("prediction_type", to_string(o.prediction_type()))));
   o.time_sampling(read_time_sampling(r));
   o.weighting(read_weighting(r));
   return o;
@@ -52,22 +53,26 @@ inline void write_core(const DenoisingCoreOptions& o, Config& c) {
 
 inline void check_batch(const Batch& b, const std::string& owner) {
   check(b.x0.defined(), owner, ": the batch has no data (x0 is undefined)");
-  check(b.x0.dim() >= 2 && b.x0.size(0) > 0, owner, ": x0 must be [B, ...] with B > 0, got shape ", b.x0.sizes());
-  check(at::isFloatingType(b.x0.scalar_type()), owner, ": x0 must be floating point, got ", b.x0.scalar_type());
+  check(b.x0.dim() >= 2 && b.x0.size(0) > 0, owner, ": x0 must be [B, ...] with B > 0, got shape ",
+        b.x0.sizes());
+  check(at::isFloatingType(b.x0.scalar_type()), owner, ": x0 must be floating point, got ",
+        b.x0.scalar_type());
 }
 
 inline void check_draw(const ObjectiveDraw& d, const Batch& b, const std::string& owner) {
   check(d.t.defined() && d.t.dim() == 1 && d.t.size(0) == b.x0.size(0), owner,
         ": the draw's t must have shape [B] = [", b.x0.size(0), "], got ",
         d.t.defined() ? d.t.sizes() : at::IntArrayRef{});
-  check(d.eps.defined() && d.eps.sizes() == b.x0.sizes(), owner, ": the draw's eps must have x0's shape ",
-        b.x0.sizes(), ", got ", d.eps.defined() ? d.eps.sizes() : at::IntArrayRef{});
+  check(d.eps.defined() && d.eps.sizes() == b.x0.sizes(), owner,
+        ": the draw's eps must have x0's shape ", b.x0.sizes(), ", got ",
+        d.eps.defined() ? d.eps.sizes() : at::IntArrayRef{});
 }
 
 /// N(0, I) shaped like x: drawn in float32 on the generator's device, then moved to x's device
-/// and dtype (a CPU generator gives the same noise on every device; see detail/noise_impl.h).
+/// and dtype (a CPU generator gives the same noise on every device; see src/noise.cpp).
 inline at::Tensor normal_like(const at::Tensor& x, at::Generator& gen) {
-  return at::randn(x.sizes(), gen, generator_options(gen, at::kFloat)).to(x.device(), x.scalar_type());
+  return at::randn(x.sizes(), gen, generator_options(gen, at::kFloat))
+      .to(x.device(), x.scalar_type());
 }
 
 /// [B] -> [B, 1, ..., 1] so it broadcasts against like.
@@ -82,7 +87,8 @@ struct ForwardScales {
   at::Tensor alpha, sigma;  // [B]
   at::Tensor a, s;          // broadcastable against x0
 };
-inline ForwardScales forward_scales(const NoiseSchedule& sched, const at::Tensor& t, const at::Tensor& x0) {
+inline ForwardScales forward_scales(const NoiseSchedule& sched, const at::Tensor& t,
+                                    const at::Tensor& x0) {
   ForwardScales f;
   f.alpha = sched.alpha(t).to(x0.device(), x0.scalar_type());
   f.sigma = sched.sigma(t).to(x0.device(), x0.scalar_type());
@@ -95,9 +101,12 @@ inline ForwardScales forward_scales(const NoiseSchedule& sched, const at::Tensor
 inline at::Tensor regression_target(Parameterization p, const at::Tensor& x0, const at::Tensor& eps,
                                     const ForwardScales& f) {
   switch (p) {
-    case Parameterization::kEpsilon: return eps;
-    case Parameterization::kVelocity: return f.a * eps - f.s * x0;
-    case Parameterization::kSample: return x0;
+    case Parameterization::kEpsilon:
+      return eps;
+    case Parameterization::kVelocity:
+      return f.a * eps - f.s * x0;
+    case Parameterization::kSample:
+      return x0;
   }
   return eps;
 }
@@ -106,9 +115,12 @@ inline at::Tensor regression_target(Parameterization p, const at::Tensor& x0, co
 inline at::Tensor x0_from_output(Parameterization p, const at::Tensor& out, const at::Tensor& x_t,
                                  const ForwardScales& f) {
   switch (p) {
-    case Parameterization::kEpsilon: return (x_t - f.s * out) / f.a;
-    case Parameterization::kVelocity: return (f.a * x_t - f.s * out) / (f.a * f.a + f.s * f.s);
-    case Parameterization::kSample: return out;
+    case Parameterization::kEpsilon:
+      return (x_t - f.s * out) / f.a;
+    case Parameterization::kVelocity:
+      return (f.a * x_t - f.s * out) / (f.a * f.a + f.s * f.s);
+    case Parameterization::kSample:
+      return out;
   }
   return out;
 }
@@ -125,12 +137,16 @@ inline at::Tensor call_network(const Network& net, const at::Tensor& x_t, const 
 }
 
 /// Mean over every dimension but the first: [B, ...] -> [B].
-inline at::Tensor mean_per_example(const at::Tensor& v) { return v.reshape({v.size(0), -1}).mean(1); }
+inline at::Tensor mean_per_example(const at::Tensor& v) {
+  return v.reshape({v.size(0), -1}).mean(1);
+}
 
 /// The per-example weights in x0's dtype on x0's device.
-inline at::Tensor weights_for(const ForwardScales& f, const DenoisingCoreOptions& o, const at::Tensor& x0) {
+inline at::Tensor weights_for(const ForwardScales& f, const DenoisingCoreOptions& o,
+                              const at::Tensor& x0) {
   if (o.weighting().weighting() == "none") return at::ones({x0.size(0)}, x0.options());
-  return loss_weights_from(f.alpha, f.sigma, o.prediction_type(), o.weighting()).to(x0.device(), x0.scalar_type());
+  return loss_weights_from(f.alpha, f.sigma, o.prediction_type(), o.weighting())
+      .to(x0.device(), x0.scalar_type());
 }
 
 /// Draws t (shape [B], x0's dtype and device) with the core's time-sampling options.
