@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The program both package consumer projects build: DDIM on a stand-in network.
-#include <diffuse/diffuse.h>  // the registrations live in libdiffuse
+#include <ATen/ATen.h>  // the tensor arithmetic of the stand-in network
 
 #include <cstdio>
+
+#include <diffuse/diffuse.h>  // the registrations live in libdiffuse
 
 int main() {
   auto schedule = diffuse::make_schedule("discrete");
