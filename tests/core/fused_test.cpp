@@ -176,7 +176,7 @@ TEST(Fused, NonFiniteFlagFindsEveryNanAndInf) {
 // The detail:: helpers the samplers call: fused where possible, LibTorch otherwise, the same
 // values either way.
 TEST(Fused, HelpersFallBackForWhatTheKernelsDoNotTake) {
-  namespace d = diffuse::detail;
+  namespace d = diffuse;
   const Tensor a = data(64, at::kFloat, 5).reshape({8, 8});
   const Tensor b = data(64, at::kFloat, 6).reshape({8, 8});
 
@@ -224,7 +224,7 @@ TEST(Fused, HelpersFallBackForWhatTheKernelsDoNotTake) {
 }
 
 TEST(Fused, AutogradStillFlowsThroughTheFallback) {
-  namespace d = diffuse::detail;
+  namespace d = diffuse;
   const Tensor a = at::randn({3, 5}).requires_grad_(true);
   const Tensor b = at::randn({3, 5});
   EXPECT_FALSE(fused::can_fuse(a));
@@ -238,7 +238,7 @@ TEST(Fused, AutogradStillFlowsThroughTheFallback) {
 }
 
 TEST(Fused, HelpersKeepShapesAndFreshStorage) {
-  namespace d = diffuse::detail;
+  namespace d = diffuse;
   const Tensor a = data(2 * 3 * 5, at::kDouble, 9).reshape({2, 3, 5});
   const Tensor b = data(2 * 3 * 5, at::kDouble, 10).reshape({2, 3, 5});
   for (const Tensor& r : {d::scaled(a, 2.0), d::divided(a, 3.0), d::lincomb(a, 1.0, b, 2.0),
