@@ -30,9 +30,16 @@ void validate(const DiTOptions& o) {
   check(o.depth() >= 1, "DiTOptions.depth must be >= 1, got ", o.depth());
   check(o.num_heads() >= 1 && o.hidden_size() % o.num_heads() == 0, "DiTOptions.num_heads (",
         o.num_heads(), ") must be >= 1 and divide hidden_size (", o.hidden_size(), ")");
-  check(std::isfinite(o.mlp_ratio()) && o.mlp_ratio() > 0 &&
-            static_cast<int64_t>(static_cast<double>(o.hidden_size()) * o.mlp_ratio()) >= 1,
-        "DiTOptions.mlp_ratio must be > 0 (and give an MLP width >= 1), got ", o.mlp_ratio());
+  // The MLP width int(width * mlp_ratio) must be a representable, sane layer size; checked in
+  // double before any cast (a huge ratio would overflow int64_t).
+  const auto mlp_width_ok = [&](int64_t width) {
+    const double w = static_cast<double>(width) * o.mlp_ratio();
+    return w >= 1.0 && w <= static_cast<double>(int64_t{1} << 31);
+  };
+  check(std::isfinite(o.mlp_ratio()) && o.mlp_ratio() > 0 && mlp_width_ok(o.hidden_size()),
+        "DiTOptions.mlp_ratio must be > 0 and give an MLP width int(hidden_size * mlp_ratio) in "
+        "[1, 2^31], got mlp_ratio = ",
+        format_double(o.mlp_ratio()), " with hidden_size = ", o.hidden_size());
   check(o.num_classes() >= 0, "DiTOptions.num_classes must be >= 0 (0 = unconditional), got ",
         o.num_classes());
   check(o.decoder_depth() >= 0, "DiTOptions.decoder_depth must be >= 0 (0 = no decoder), got ",
@@ -44,6 +51,10 @@ void validate(const DiTOptions& o) {
     check(o.decoder_num_heads() >= 1 && o.decoder_hidden_size() % o.decoder_num_heads() == 0,
           "DiTOptions.decoder_num_heads (", o.decoder_num_heads(),
           ") must be >= 1 and divide decoder_hidden_size (", o.decoder_hidden_size(), ")");
+    check(mlp_width_ok(o.decoder_hidden_size()),
+          "DiTOptions.mlp_ratio must give a decoder MLP width int(decoder_hidden_size * mlp_ratio) "
+          "in [1, 2^31], got mlp_ratio = ",
+          format_double(o.mlp_ratio()), " with decoder_hidden_size = ", o.decoder_hidden_size());
   }
 }
 
