@@ -153,4 +153,16 @@ inline void expect_clean_error(const CliResult& r, const std::vector<std::string
     EXPECT_NE(r.err.find(n), std::string::npos) << "'" << n << "' not in: " << r.err;
 }
 
+/// a followed by b (argument lists).
+inline std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+/// Writes text to path (binary, truncating).
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
 }  // namespace diffuse::test

@@ -26,11 +26,8 @@ namespace fs = std::filesystem;
 using diffuse::test::cli_test_dir;
 using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
-
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+using diffuse::test::with;
+using diffuse::test::write_file;
 
 /// The last non-empty line of a text.
 std::string last_line(const std::string& text) {
@@ -66,11 +63,6 @@ TEST(CliNproc, ShardedSamplingWritesTheSameBytesAsOneProcess) {
   const auto rec = nlohmann::json::parse(read_text_file(dir + "/two.json"));
   EXPECT_EQ(rec["settings"]["batch_size"], 5);
   EXPECT_EQ(read_text_file(dir + "/one.json"), read_text_file(dir + "/two.json"));
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
 }
 
 /// The DiT parameters of a model file.

@@ -22,27 +22,19 @@ using diffuse::test::cli_test_dir;
 using diffuse::test::expect_clean_error;
 using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
+using diffuse::test::with;
+using diffuse::test::write_file;
 using nlohmann::json;
 
-const std::vector<std::string> kTiny = {"--steps", "2", "-n", "4"};
-
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+const std::vector<std::string> kTinyOptions = {"--steps", "2", "-n", "4"};
 
 json record_of(const std::string& png) {
   return json::parse(diffuse::read_png_text(png).at("diffuse"));
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-}
-
 TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
   const std::string dir = cli_test_dir("sample_a1111_karras");
-  auto r = run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "-o", "a.png"}, kTiny), dir);
+  auto r = run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "-o", "a.png"}, kTinyOptions), dir);
   ASSERT_EQ(r.code, 0) << r.err;
   const json rec = record_of(dir + "/a.png");
   EXPECT_EQ(rec["settings"]["sampler"], "DPM++ 2M");
@@ -51,29 +43,29 @@ TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
       << rec["resolved"];
   // The same images as naming the two separately.
   ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "--schedule", "karras", "-o", "b.png"},
-                         kTiny),
+                         kTinyOptions),
                     dir)
                 .code,
             0);
   EXPECT_EQ(read_text_file(dir + "/a.png"), read_text_file(dir + "/b.png"));
   // And a different image from the sampler's default spacing.
-  ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "-o", "c.png"}, kTiny), dir).code, 0);
+  ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "-o", "c.png"}, kTinyOptions), dir).code, 0);
   EXPECT_NE(read_text_file(dir + "/a.png"), read_text_file(dir + "/c.png"));
   // Exponential too; the record regenerates it.
-  r = run_cli(with({"sample", "--sampler", "DPM++ 2M SDE Exponential", "-o", "d.png"}, kTiny), dir);
+  r = run_cli(with({"sample", "--sampler", "DPM++ 2M SDE Exponential", "-o", "d.png"}, kTinyOptions), dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(record_of(dir + "/d.png")["settings"]["schedule"], "exponential");
   ASSERT_EQ(run_cli({"sample", "--from-record", "d.png", "-o", "e.png"}, dir).code, 0);
   EXPECT_EQ(read_text_file(dir + "/d.png"), read_text_file(dir + "/e.png"));
   // A schedule that contradicts the name is refused, naming both.
   expect_clean_error(
-      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTiny),
+      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTinyOptions),
               dir),
       {"DPM++ 2M Karras", "karras", "trailing"}, 2);
   // The same spacing with options is not a contradiction.
   EXPECT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "karras:rho=5",
                           "-o", "f.png"},
-                         kTiny),
+                         kTinyOptions),
                     dir)
                 .code,
             0);
@@ -85,11 +77,11 @@ TEST(CliSampleOptions, EveryDtypeOfTheHelpRuns) {
   for (const char* dtype : {"float32", "float64", "float16", "bfloat16"}) {
     for (const char* sampler : {"dpmpp_2m", "euler_a", "DPM++ 2M SDE Karras"}) {
       const auto r = run_cli(
-          with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTiny), dir);
+          with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTinyOptions), dir);
       EXPECT_EQ(r.code, 0) << dtype << " " << sampler << ": " << r.err;
     }
     const auto cads =
-        run_cli(with({"sample", "--dtype", dtype, "-c", "cads", "-o", "c.png"}, kTiny), dir);
+        run_cli(with({"sample", "--dtype", dtype, "-c", "cads", "-o", "c.png"}, kTinyOptions), dir);
     EXPECT_EQ(cads.code, 0) << dtype << " cads: " << cads.err;
     const auto ays =
         run_cli({"ays", "--dtype", dtype, "--steps", "3", "--sweeps", "1", "--search-iters", "3",
@@ -101,15 +93,15 @@ TEST(CliSampleOptions, EveryDtypeOfTheHelpRuns) {
 
 TEST(CliSampleOptions, CorrectionsWhoseDefaultsDoNothingAreRefused) {
   const std::string dir = cli_test_dir("sample_identity_corrections");
-  expect_clean_error(run_cli(with({"sample", "-c", "time_shift"}, kTiny), dir),
+  expect_clean_error(run_cli(with({"sample", "-c", "time_shift"}, kTinyOptions), dir),
                      {"time_shift needs window", "time_shift_pndm"}, 2);
-  expect_clean_error(run_cli(with({"sample", "-c", "epsilon_scaling"}, kTiny), dir),
+  expect_clean_error(run_cli(with({"sample", "-c", "epsilon_scaling"}, kTinyOptions), dir),
                      {"epsilon_scaling needs b", "es_comfyui"}, 2);
   // With the window (or a preset) they run and act.
-  ASSERT_EQ(run_cli(with({"sample", "-o", "plain.png"}, kTiny), dir).code, 0);
-  ASSERT_EQ(run_cli(with({"sample", "-c", "time_shift_pndm", "-o", "ts.png"}, kTiny), dir).code, 0);
+  ASSERT_EQ(run_cli(with({"sample", "-o", "plain.png"}, kTinyOptions), dir).code, 0);
+  ASSERT_EQ(run_cli(with({"sample", "-c", "time_shift_pndm", "-o", "ts.png"}, kTinyOptions), dir).code, 0);
   ASSERT_EQ(
-      run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTiny), dir).code,
+      run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTinyOptions), dir).code,
       0);
   EXPECT_NE(read_text_file(dir + "/plain.png"), read_text_file(dir + "/es.png"));
 }
@@ -117,28 +109,28 @@ TEST(CliSampleOptions, CorrectionsWhoseDefaultsDoNothingAreRefused) {
 TEST(CliSampleOptions, ValuesCheckedForTheRun) {
   const std::string dir = cli_test_dir("sample_values");
   // A guidance scale that is +-inf in the run's dtype.
-  expect_clean_error(run_cli(with({"sample", "--cfg", "1e308"}, kTiny), dir),
+  expect_clean_error(run_cli(with({"sample", "--cfg", "1e308"}, kTinyOptions), dir),
                      {"--cfg", "1e+308", "float32"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--cfg", "1e5", "--dtype", "float16"}, kTiny), dir),
+  expect_clean_error(run_cli(with({"sample", "--cfg", "1e5", "--dtype", "float16"}, kTinyOptions), dir),
                      {"--cfg", "100000", "float16"}, 2);
   // A negative seed does not wrap around to 2^64 - 1.
-  expect_clean_error(run_cli(with({"sample", "--seed", "-1"}, kTiny), dir), {"--seed", "-1"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--seed", "-1"}, kTinyOptions), dir), {"--seed", "-1"}, 2);
   const auto big =
-      run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTiny), dir);
+      run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTinyOptions), dir);
   EXPECT_EQ(big.code, 0) << big.err;
   // Outputs whose names promise another format.
-  expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTiny), dir), {"x.jpg", "png"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTiny), dir),
+  expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTinyOptions), dir), {"x.jpg", "png"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTinyOptions), dir),
                      {"x.txt", ".npy", ".pt"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTiny), dir), {"r.txt", "json"},
+  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTinyOptions), dir), {"r.txt", "json"},
                      2);
   EXPECT_FALSE(fs::exists(dir + "/x.jpg"));
   // --threads beyond the CPUs is refused (it used to run hundreds of spinning threads).
-  expect_clean_error(run_cli(with({"--threads", "100000", "sample"}, kTiny), dir, 300, {}, false),
+  expect_clean_error(run_cli(with({"--threads", "100000", "sample"}, kTinyOptions), dir, 300, {}, false),
                      {"--threads", "100000"}, 2);
   // --model-card on a file that has a card changes only the keys it names.
   const auto card = run_cli(
-      with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTiny), dir);
+      with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTinyOptions), dir);
   ASSERT_EQ(card.code, 0) << card.err;
   EXPECT_NE(
       record_of(dir + "/card.png")["resolved"]["model_card"].get<std::string>().find("my reading"),
@@ -147,7 +139,7 @@ TEST(CliSampleOptions, ValuesCheckedForTheRun) {
 
 TEST(CliSampleOptions, RecordsAreStrictAndNameTheirFields) {
   const std::string dir = cli_test_dir("sample_strict_record");
-  ASSERT_EQ(run_cli(with({"sample", "-o", "a.png"}, kTiny), dir).code, 0);
+  ASSERT_EQ(run_cli(with({"sample", "-o", "a.png"}, kTinyOptions), dir).code, 0);
   const json good = json::parse(read_text_file(dir + "/a.json"));
   // A bad value read from the record names the record and its field, not an option.
   json bad = good;
@@ -179,9 +171,9 @@ TEST(CliSampleOptions, RecordsAreStrictAndNameTheirFields) {
 
 TEST(CliSampleOptions, ScheduleFilesAreChecked) {
   const std::string dir = cli_test_dir("sample_schedule_file");
-  ASSERT_EQ(run_cli(with({"sample", "-o", "grid.png"}, kTiny), dir).code, 0);
+  ASSERT_EQ(run_cli(with({"sample", "-o", "grid.png"}, kTinyOptions), dir).code, 0);
   // A PNG given as a schedule file: one printable line, no raw bytes echoed.
-  const auto r = run_cli(with({"sample", "--schedule", "file:grid.png"}, kTiny), dir);
+  const auto r = run_cli(with({"sample", "--schedule", "file:grid.png"}, kTinyOptions), dir);
   expect_clean_error(r, {"grid.png", "not a JSON schedule"}, 3);  // a file of the wrong format: I/O
   for (const char ch : r.err)
     EXPECT_TRUE(ch == '\n' || (ch >= 0x20 && ch < 0x7f)) << static_cast<int>(ch);
@@ -201,7 +193,7 @@ TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {
   if (CPU_COUNT(&set) < 2) GTEST_SKIP() << "needs 2 CPUs (--threads 2)";
   const std::string dir = cli_test_dir("sample_threads_record");
   const auto r =
-      run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTiny), dir, 300, {}, false);
+      run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTinyOptions), dir, 300, {}, false);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(record_of(dir + "/two.png")["settings"]["threads"], 2);
   // No --threads: the record's 2 threads, the same bytes.

@@ -19,14 +19,10 @@ using diffuse::test::cli_test_dir;
 using diffuse::test::expect_clean_error;
 using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
+using diffuse::test::with;
 
 // Small and fast: 2 DPM++ steps on 10 images.
 const std::vector<std::string> kTiny = {"--steps", "3", "-n", "10"};
-
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
 
 TEST(CliSample, DefaultModelWritesGridAndRecord) {
   const std::string dir = cli_test_dir("sample_default");

@@ -25,6 +25,7 @@ using diffuse::test::read_text_file;
 using diffuse::test::run_cli;
 using diffuse::test::start_cli;
 using diffuse::test::wait_cli;
+using diffuse::test::write_file;
 
 /// The step column of loss.csv.
 std::vector<int64_t> loss_steps(const std::string& path) {
@@ -35,11 +36,6 @@ std::vector<int64_t> loss_steps(const std::string& path) {
   while (std::getline(is, line))
     if (!line.empty()) steps.push_back(std::stoll(line.substr(0, line.find(','))));
   return steps;
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
 }
 
 TEST(CliTrain, TinyRunFromConfigThenResume) {

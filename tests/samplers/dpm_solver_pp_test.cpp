@@ -18,7 +18,7 @@ using testing::DpmGolden;
 // The "f64" sums are diffusers run fully in float64 (a copy of scheduling_dpmsolver_multistep.py
 // with every float32 replaced by float64), the "f32" sums are stock diffusers; both printed by
 // tests/reference/dpm_solver.py suite (see tests/reference/README.md).
-struct SuiteCase {
+struct MultistepSuiteCase {
   const char* name;
   const char* spacing;
   const char* prediction;
@@ -28,7 +28,7 @@ struct SuiteCase {
   double sum64;  // diffusers in float64
 };
 
-Tensor run_suite(const SuiteCase& c, at::ScalarType dtype) {
+Tensor run_suite(const MultistepSuiteCase& c, at::ScalarType dtype) {
   auto sched = make_schedule("discrete");
   const TimeGrid grid = testing::dpm_grid(*sched, 10, c.spacing, "min");
   DenoiserOptions o;
@@ -45,7 +45,7 @@ Tensor run_suite(const SuiteCase& c, at::ScalarType dtype) {
       ->sample(testing::model_fn(d), testing::dummy_sample_deter(dtype), grid, ctx);
 }
 
-const SuiteCase kSuite[] = {
+const MultistepSuiteCase kMultistepSuite[] = {
     {"test_full_loop_no_noise", "linspace", "epsilon", false, 0.3301, 253.551391602, 253.552879009},
     {"test_full_loop_no_noise_thres", "linspace", "epsilon", true, 1.1364, 872.727050781,
      872.735442806},
@@ -60,7 +60,7 @@ const SuiteCase kSuite[] = {
 };
 
 TEST(DpmSolverPPSampler, DiffusersSuiteFullLoops) {
-  for (const auto& c : kSuite) {
+  for (const auto& c : kMultistepSuite) {
     SCOPED_TRACE(c.name);
     const Tensor x32 = run_suite(c, at::kFloat), x64 = run_suite(c, at::kDouble);
     EXPECT_NEAR(x32.abs().mean().item<double>(), c.mean, 1e-3);
@@ -108,7 +108,7 @@ TEST(DpmSolverPPSampler, DiffusersSuiteFullLoopWithNoise) {
 // tests/reference/dpm_solver.py multistep (see tests/reference/README.md). Each row: name, our
 // sampler options, schedule options, spacing, final, prediction, steps, seed, diffusers timesteps
 // and sigmas, float64 sum|x| and elements, float32 sum|x| and elements.
-const DpmGolden kGolden[] = {
+const DpmGolden kMultistepGolden[] = {
     // Order1Zero: {'solver_order': 1}, set_timesteps(10)
     {"Order1Zero",
      "order=1,solver_type=midpoint,lower_order_final=true,euler_at_final=false",
@@ -310,11 +310,11 @@ const DpmGolden kGolden[] = {
 };
 
 TEST(DpmSolverPPSampler, MatchesDiffusersFloat64) {
-  for (const auto& g : kGolden) testing::check_golden("dpm_solver_pp", g, at::kDouble);
+  for (const auto& g : kMultistepGolden) testing::check_golden("dpm_solver_pp", g, at::kDouble);
 }
 
 TEST(DpmSolverPPSampler, MatchesDiffusersFloat32) {
-  for (const auto& g : kGolden) testing::check_golden("dpm_solver_pp", g, at::kFloat);
+  for (const auto& g : kMultistepGolden) testing::check_golden("dpm_solver_pp", g, at::kFloat);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ void RunSuiteCase(const std::string& prediction, bool with_noise, double sum, do
     const TimeGrid grid = make_spacing("linspace", {{"round", "false"}})->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(prediction);
-    Denoiser d(testing::dummy_network, dopt);
+    Denoiser d(testing::dummy_model_fn, dopt);
     auto noise = make_torch_noise(0);
     SampleContext ctx;
     ctx.schedule = sched.get();

@@ -15,7 +15,7 @@ using testing::GoldenCase;
 // betas 1e-4..0.02,
 // set_timesteps(10) = linspace(0, 1099, 10) reversed, fractional (our linspace round=false).
 
-struct SuiteCase {
+struct EulerSuiteCase {
   std::string prediction;
   std::string spacing;
   Config spacing_config;
@@ -25,7 +25,7 @@ struct SuiteCase {
 
 // Runs one test_full_loop_* with our euler step and the test's scale_model_input overwrite
 // (testing::run_diffusers_test_loop), in float32 (diffusers' float32 tables) and float64.
-void RunSuiteCase(const SuiteCase& c, double f64_sum_rtol = 0) {
+void RunSuiteCase(const EulerSuiteCase& c, double f64_sum_rtol = 0) {
   for (const auto dtype : {at::kFloat, at::kDouble}) {
     SCOPED_TRACE(dtype == at::kFloat ? "float32" : "float64");
     auto sched = testing::discrete_schedule(1100, 1e-4, 0.02, "linear",
@@ -33,7 +33,7 @@ void RunSuiteCase(const SuiteCase& c, double f64_sum_rtol = 0) {
     const TimeGrid grid = make_spacing(c.spacing, c.spacing_config)->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(c.prediction);
-    Denoiser d(testing::dummy_network, dopt);
+    Denoiser d(testing::dummy_model_fn, dopt);
     SampleContext ctx;  // no noise source: s_churn = 0 must not draw
     ctx.schedule = sched.get();
     // sample = dummy_sample_deter * init_noise_sigma (= sigma_max for linspace spacing).

@@ -41,7 +41,7 @@ void RunSuiteCase(const std::string& prediction, const std::string& spacing,
     const TimeGrid grid = make_spacing(spacing, spacing_config)->grid(*sched, 10);
     DenoiserOptions dopt;
     dopt.prediction_type = parse_parameterization(prediction);
-    Denoiser d(testing::dummy_network, dopt);
+    Denoiser d(testing::dummy_model_fn, dopt);
     SampleContext ctx;  // Heun is deterministic
     ctx.schedule = sched.get();
     Tensor s = testing::sample_deter(dtype) * grid[0].sigma_ve();  // * init_noise_sigma

@@ -32,8 +32,9 @@ inline Tensor noise_deter(at::ScalarType dtype) {
       .contiguous()
       .to(dtype);
 }
-/// dummy_model: sample * t / (t + 1), t cast to the sample dtype.
-inline Tensor dummy_network(const Tensor& x, const Tensor& t, const Conditioning&) {
+/// diffusers' dummy_model as a plain function: sample * t / (t + 1), t cast to the sample dtype
+/// (dpm_fixtures.h has the same as a Network, dummy_network()).
+inline Tensor dummy_model_fn(const Tensor& x, const Tensor& t, const Conditioning&) {
   const Tensor tt = t.to(x.scalar_type()).view({-1, 1, 1, 1});
   return x * tt / (tt + 1);
 }

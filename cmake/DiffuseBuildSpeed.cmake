@@ -1,0 +1,25 @@
+# Compile-time levers for our own multi-file targets (docs/benchmarks.md, "CI time").
+#
+# Every translation unit here pays ~10-15 s to parse the LibTorch headers before it compiles a line
+# of ours; a unity ("jumbo") build pays that once per batch of sources instead of once per source.
+# DIFFUSE_UNITY_BUILD (default ON) batches the sources of the libraries, the test binaries and the
+# CLI; -DDIFFUSE_UNITY_BUILD=OFF compiles one object per source (what you want while editing one
+# test file over and over). Sources with their own compile definitions (the module sources with a
+# registration anchor, cmake/DiffuseGenerateUmbrella.cmake) are compiled on their own by CMake in
+# either mode, so a one-file edit of a sampler still recompiles one file.
+#
+# Tests are compiled with -O1: their own code is a thin layer over calls into the library and
+# LibTorch (compiled with the build type's flags), and -O1 compiles it ~1.5x faster than -O3.
+option(DIFFUSE_UNITY_BUILD "Batch the sources of diffuse's own targets into unity translation units" ON)
+
+function(diffuse_unity target batch)
+  if(DIFFUSE_UNITY_BUILD)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE ${batch})
+  endif()
+endfunction()
+
+function(diffuse_test_optimisation target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_BUILD_TYPE MATCHES "^(Release|RelWithDebInfo|MinSizeRel)$")
+    target_compile_options(${target} PRIVATE -O1)
+  endif()
+endfunction()
