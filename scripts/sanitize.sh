@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # AddressSanitizer + UndefinedBehaviorSanitizer build (DIFFUSE_SANITIZE=address,undefined, Clang)
 # of the test binaries that fit the CI budget, run under ctest. LibTorch, GoogleTest and the other
-# Debian libraries are not instrumented; our library code (header-only, so compiled into each test
-# binary) and the tests are.
+# Debian libraries are not instrumented; our libraries (libdiffuse, libdiffuse_training, rebuilt
+# here with the sanitizers) and the tests are.
 #
 # Usage: scripts/sanitize.sh [test binary ...]   (default: the core, schedules and samplers tests)
 # Environment: DIFFUSE_ASAN_BUILD_DIR (default ./build-asan), DIFFUSE_JOBS, DIFFUSE_SKIP_DEPS=1,

@@ -140,10 +140,12 @@ class Registry {
 #define DIFFUSE_DETAIL_CONCAT2(a, b) a##b
 #define DIFFUSE_DETAIL_CONCAT(a, b) DIFFUSE_DETAIL_CONCAT2(a, b)
 
-// A built-in module source (libdiffuse's build gives each one that registers something
-// -DDIFFUSE_MODULE_ANCHOR=<name>) defines its anchor here; the generated builtin_modules.cpp calls
-// it. Code outside the library registers the same way and needs no anchor: its object files are
-// linked because the application names them.
+// A built-in module source compiled on its own (-DDIFFUSE_UNITY_BUILD=OFF: libdiffuse's build gives
+// each one that registers something -DDIFFUSE_MODULE_ANCHOR=<name>) defines its anchor here; in a
+// unity build the generated batch that #includes it defines the anchor instead. The generated
+// builtin_modules.cpp calls every anchor (cmake/DiffuseGenerateUmbrella.cmake). Code outside the
+// library registers the same way and needs no anchor: its object files are linked because the
+// application names them.
 #ifdef DIFFUSE_MODULE_ANCHOR
 namespace diffuse::detail {
 void DIFFUSE_MODULE_ANCHOR();

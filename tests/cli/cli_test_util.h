@@ -154,7 +154,8 @@ inline void expect_clean_error(const CliResult& r, const std::vector<std::string
 }
 
 /// a followed by b (argument lists).
-inline std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+inline std::vector<std::string> with(std::vector<std::string> a,
+                                     const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }

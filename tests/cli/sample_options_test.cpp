@@ -34,7 +34,8 @@ json record_of(const std::string& png) {
 
 TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
   const std::string dir = cli_test_dir("sample_a1111_karras");
-  auto r = run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "-o", "a.png"}, kTinyOptions), dir);
+  auto r =
+      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "-o", "a.png"}, kTinyOptions), dir);
   ASSERT_EQ(r.code, 0) << r.err;
   const json rec = record_of(dir + "/a.png");
   EXPECT_EQ(rec["settings"]["sampler"], "DPM++ 2M");
@@ -49,18 +50,21 @@ TEST(CliSampleOptions, A1111NameWithScheduleSelectsSamplerAndSpacing) {
             0);
   EXPECT_EQ(read_text_file(dir + "/a.png"), read_text_file(dir + "/b.png"));
   // And a different image from the sampler's default spacing.
-  ASSERT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M", "-o", "c.png"}, kTinyOptions), dir).code, 0);
+  ASSERT_EQ(
+      run_cli(with({"sample", "--sampler", "DPM++ 2M", "-o", "c.png"}, kTinyOptions), dir).code, 0);
   EXPECT_NE(read_text_file(dir + "/a.png"), read_text_file(dir + "/c.png"));
   // Exponential too; the record regenerates it.
-  r = run_cli(with({"sample", "--sampler", "DPM++ 2M SDE Exponential", "-o", "d.png"}, kTinyOptions), dir);
+  r = run_cli(
+      with({"sample", "--sampler", "DPM++ 2M SDE Exponential", "-o", "d.png"}, kTinyOptions), dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(record_of(dir + "/d.png")["settings"]["schedule"], "exponential");
   ASSERT_EQ(run_cli({"sample", "--from-record", "d.png", "-o", "e.png"}, dir).code, 0);
   EXPECT_EQ(read_text_file(dir + "/d.png"), read_text_file(dir + "/e.png"));
   // A schedule that contradicts the name is refused, naming both.
   expect_clean_error(
-      run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTinyOptions),
-              dir),
+      run_cli(
+          with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "trailing"}, kTinyOptions),
+          dir),
       {"DPM++ 2M Karras", "karras", "trailing"}, 2);
   // The same spacing with options is not a contradiction.
   EXPECT_EQ(run_cli(with({"sample", "--sampler", "DPM++ 2M Karras", "--schedule", "karras:rho=5",
@@ -77,7 +81,8 @@ TEST(CliSampleOptions, EveryDtypeOfTheHelpRuns) {
   for (const char* dtype : {"float32", "float64", "float16", "bfloat16"}) {
     for (const char* sampler : {"dpmpp_2m", "euler_a", "DPM++ 2M SDE Karras"}) {
       const auto r = run_cli(
-          with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTinyOptions), dir);
+          with({"sample", "--dtype", dtype, "--sampler", sampler, "-o", "d.png"}, kTinyOptions),
+          dir);
       EXPECT_EQ(r.code, 0) << dtype << " " << sampler << ": " << r.err;
     }
     const auto cads =
@@ -99,9 +104,12 @@ TEST(CliSampleOptions, CorrectionsWhoseDefaultsDoNothingAreRefused) {
                      {"epsilon_scaling needs b", "es_comfyui"}, 2);
   // With the window (or a preset) they run and act.
   ASSERT_EQ(run_cli(with({"sample", "-o", "plain.png"}, kTinyOptions), dir).code, 0);
-  ASSERT_EQ(run_cli(with({"sample", "-c", "time_shift_pndm", "-o", "ts.png"}, kTinyOptions), dir).code, 0);
   ASSERT_EQ(
-      run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTinyOptions), dir).code,
+      run_cli(with({"sample", "-c", "time_shift_pndm", "-o", "ts.png"}, kTinyOptions), dir).code,
+      0);
+  ASSERT_EQ(
+      run_cli(with({"sample", "-c", "epsilon_scaling:b=1.05", "-o", "es.png"}, kTinyOptions), dir)
+          .code,
       0);
   EXPECT_NE(read_text_file(dir + "/plain.png"), read_text_file(dir + "/es.png"));
 }
@@ -111,26 +119,31 @@ TEST(CliSampleOptions, ValuesCheckedForTheRun) {
   // A guidance scale that is +-inf in the run's dtype.
   expect_clean_error(run_cli(with({"sample", "--cfg", "1e308"}, kTinyOptions), dir),
                      {"--cfg", "1e+308", "float32"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--cfg", "1e5", "--dtype", "float16"}, kTinyOptions), dir),
-                     {"--cfg", "100000", "float16"}, 2);
+  expect_clean_error(
+      run_cli(with({"sample", "--cfg", "1e5", "--dtype", "float16"}, kTinyOptions), dir),
+      {"--cfg", "100000", "float16"}, 2);
   // A negative seed does not wrap around to 2^64 - 1.
-  expect_clean_error(run_cli(with({"sample", "--seed", "-1"}, kTinyOptions), dir), {"--seed", "-1"}, 2);
+  expect_clean_error(run_cli(with({"sample", "--seed", "-1"}, kTinyOptions), dir), {"--seed", "-1"},
+                     2);
   const auto big =
       run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTinyOptions), dir);
   EXPECT_EQ(big.code, 0) << big.err;
   // Outputs whose names promise another format.
-  expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTinyOptions), dir), {"x.jpg", "png"}, 2);
+  expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTinyOptions), dir), {"x.jpg", "png"},
+                     2);
   expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTinyOptions), dir),
                      {"x.txt", ".npy", ".pt"}, 2);
-  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTinyOptions), dir), {"r.txt", "json"},
-                     2);
+  expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTinyOptions), dir),
+                     {"r.txt", "json"}, 2);
   EXPECT_FALSE(fs::exists(dir + "/x.jpg"));
   // --threads beyond the CPUs is refused (it used to run hundreds of spinning threads).
-  expect_clean_error(run_cli(with({"--threads", "100000", "sample"}, kTinyOptions), dir, 300, {}, false),
-                     {"--threads", "100000"}, 2);
+  expect_clean_error(
+      run_cli(with({"--threads", "100000", "sample"}, kTinyOptions), dir, 300, {}, false),
+      {"--threads", "100000"}, 2);
   // --model-card on a file that has a card changes only the keys it names.
   const auto card = run_cli(
-      with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTinyOptions), dir);
+      with({"sample", "--model-card", "description=my reading", "-o", "card.png"}, kTinyOptions),
+      dir);
   ASSERT_EQ(card.code, 0) << card.err;
   EXPECT_NE(
       record_of(dir + "/card.png")["resolved"]["model_card"].get<std::string>().find("my reading"),
@@ -170,7 +183,7 @@ TEST(CliSampleOptions, RecordsAreStrictAndNameTheirFields) {
 }
 
 TEST(CliSampleOptions, ScheduleFilesAreChecked) {
-  const std::string dir = cli_test_dir("sample_schedule_file");
+  const std::string dir = cli_test_dir("sample_schedule_file_checks");
   ASSERT_EQ(run_cli(with({"sample", "-o", "grid.png"}, kTinyOptions), dir).code, 0);
   // A PNG given as a schedule file: one printable line, no raw bytes echoed.
   const auto r = run_cli(with({"sample", "--schedule", "file:grid.png"}, kTinyOptions), dir);
@@ -192,8 +205,8 @@ TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {
   ASSERT_EQ(::sched_getaffinity(0, sizeof(set), &set), 0);
   if (CPU_COUNT(&set) < 2) GTEST_SKIP() << "needs 2 CPUs (--threads 2)";
   const std::string dir = cli_test_dir("sample_threads_record");
-  const auto r =
-      run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTinyOptions), dir, 300, {}, false);
+  const auto r = run_cli(with({"--threads", "2", "sample", "-o", "two.png"}, kTinyOptions), dir,
+                         300, {}, false);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(record_of(dir + "/two.png")["settings"]["threads"], 2);
   // No --threads: the record's 2 threads, the same bytes.

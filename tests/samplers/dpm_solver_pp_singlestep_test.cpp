@@ -358,11 +358,13 @@ const DpmGolden kSinglestepGolden[] = {
 };
 
 TEST(DpmSolverPPSinglestepSampler, MatchesDiffusersFloat64) {
-  for (const auto& g : kSinglestepGolden) testing::check_golden("dpm_solver_pp_singlestep", g, at::kDouble);
+  for (const auto& g : kSinglestepGolden)
+    testing::check_golden("dpm_solver_pp_singlestep", g, at::kDouble);
 }
 
 TEST(DpmSolverPPSinglestepSampler, MatchesDiffusersFloat32) {
-  for (const auto& g : kSinglestepGolden) testing::check_golden("dpm_solver_pp_singlestep", g, at::kFloat);
+  for (const auto& g : kSinglestepGolden)
+    testing::check_golden("dpm_solver_pp_singlestep", g, at::kFloat);
 }
 
 // Order 1 is the same first-order update as the multistep solver (and so DDIM, eta = 0).

@@ -452,7 +452,8 @@ TEST(DiT, BadOptionsAreErrorsNamingTheValue) {
                       "depth must be >= 1, got 0");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).num_classes(-2)), "got -2");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).mlp_ratio(0)), "mlp_ratio");
-  // A ratio whose MLP width overflows int64_t is refused before any cast (found by fuzz_model_file).
+  // A ratio whose MLP width overflows int64_t is refused before any cast (found by
+  // fuzz_model_file).
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3).hidden_size(32).num_heads(4).mlp_ratio(3.5e26)),
                       "mlp_ratio = 3.5e+26 with hidden_size = 32");
   EXPECT_ERROR_NAMING(DiT(DiTOptions(8, 3)

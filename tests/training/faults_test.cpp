@@ -31,6 +31,7 @@
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include <torch/optim/adamw.h>
 
 #include <gtest/gtest.h>
 

@@ -6,6 +6,7 @@
 #include <diffuse/training/torchscript.h>
 
 #include <gtest/gtest.h>
+#include <torch/serialize.h>
 
 #include <cstdlib>
 #include <filesystem>
