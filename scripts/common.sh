@@ -49,5 +49,7 @@ diffuse_configure() {
 }
 
 diffuse_jobs() {
-  echo "${DIFFUSE_JOBS:-$(nproc)}"
+  # GNU nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT: ignore them here (fuzz.sh sets
+  # OMP_NUM_THREADS=1 for its targets, which made it run them one at a time).
+  echo "${DIFFUSE_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 }
