@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
       model->to(kCuda);
       diffuse::TrainerOptions to;
       to.steps(1000000).batch_size(32).threads(-1).checkpoint_every(0).log_every(1000000).autocast(
-          ac);
+          diffuse::parse_autocast(ac));
       diffuse::Trainer<diffuse::DiT> t(model, diffuse::objective_from_spec("denoising"), schedule,
                                        data, to);
       torch::AutoGradMode grad(true);

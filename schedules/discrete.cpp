@@ -11,17 +11,23 @@
 
 namespace diffuse {
 
+const std::vector<std::pair<std::string, TablePrecision>>& table_precision_names() {
+  static const std::vector<std::pair<std::string, TablePrecision>> names{
+      {"float64", TablePrecision::float64}, {"float32", TablePrecision::float32}};
+  return names;
+}
+
 std::unique_ptr<NoiseSchedule> DiscreteSchedule::from_config(const Config& c) {
   ConfigReader r(c, "discrete schedule");
   DiscreteScheduleOptions o;
   o.num_train_timesteps(r.get_int("num_train_timesteps", o.num_train_timesteps()));
   o.beta_start(r.get_double("beta_start", o.beta_start()));
   o.beta_end(r.get_double("beta_end", o.beta_end()));
-  o.beta_schedule(r.get_choice("beta_schedule", o.beta_schedule(), detail::beta_schedule_names()));
+  o.beta_schedule(r.get_enum("beta_schedule", o.beta_schedule(), beta_schedule_names()));
   o.trained_betas(r.get_doubles("trained_betas"));
   o.rescale_betas_zero_snr(r.get_bool("rescale_betas_zero_snr", o.rescale_betas_zero_snr()));
   o.terminal_alphas_cumprod(r.get_double("terminal_alphas_cumprod", o.terminal_alphas_cumprod()));
-  o.precision(r.get_choice("precision", o.precision(), {"float64", "float32"}));
+  o.precision(r.get_enum("precision", o.precision(), table_precision_names()));
   r.finish();
   return std::make_unique<DiscreteSchedule>(o);
 }
@@ -30,10 +36,10 @@ Config DiscreteSchedule::to_config() const {
   Config c{{"num_train_timesteps", std::to_string(options.num_train_timesteps())},
            {"beta_start", format_double(options.beta_start())},
            {"beta_end", format_double(options.beta_end())},
-           {"beta_schedule", options.beta_schedule()},
+           {"beta_schedule", to_string(options.beta_schedule())},
            {"rescale_betas_zero_snr", options.rescale_betas_zero_snr() ? "true" : "false"},
            {"terminal_alphas_cumprod", format_double(options.terminal_alphas_cumprod())},
-           {"precision", options.precision()}};
+           {"precision", enum_name(options.precision(), table_precision_names())}};
   if (!options.trained_betas().empty()) {
     std::string v;
     for (double b : options.trained_betas()) v += (v.empty() ? "" : ";") + format_double(b);
@@ -91,9 +97,10 @@ TimePoint DiscreteSchedule::point_at_index(int64_t i, double t) const {
 
 void DiscreteSchedule::build() {
   const auto& o = options;
-  check(o.precision() == "float64" || o.precision() == "float32",
-        "discrete schedule: precision must be float64 or float32, got '", o.precision(), "'");
-  const auto dtype = o.precision() == "float32" ? at::kFloat : at::kDouble;
+  check(o.precision() == TablePrecision::float64 || o.precision() == TablePrecision::float32,
+        "discrete schedule: precision must be float64 or float32, got enum value ",
+        static_cast<int>(o.precision()));
+  const auto dtype = o.precision() == TablePrecision::float32 ? at::kFloat : at::kDouble;
   at::Tensor betas;
   if (!o.trained_betas().empty()) {
     for (size_t i = 0; i < o.trained_betas().size(); ++i) {

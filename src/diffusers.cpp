@@ -61,7 +61,7 @@ std::shared_ptr<const NoiseSchedule> diffusers_schedule(DiffusersConfig& dc, dou
   o.num_train_timesteps(r.get_int("num_train_timesteps", 1000));
   o.beta_start(r.get_double("beta_start", beta_start));
   o.beta_end(r.get_double("beta_end", beta_end));
-  o.beta_schedule(r.get_choice("beta_schedule", "linear", detail::beta_schedule_names()));
+  o.beta_schedule(r.get_enum("beta_schedule", BetaSchedule::linear, beta_schedule_names()));
   o.trained_betas(r.get_doubles("trained_betas"));
   if (has_zero_snr) {
     o.rescale_betas_zero_snr(r.get_bool("rescale_betas_zero_snr", false));
@@ -209,7 +209,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
     const bool cosine =
         static_cast<const DiscreteSchedule&>(*out.schedule).options.beta_schedule() ==
-        "squaredcos_cap_v2";
+        BetaSchedule::squaredcos_cap_v2;
     out.spacing = diffusers_sigma_spacing(dc, multi, !cosine, final_kind, 0.0, 0.0);
     if (!out.spacing) {
       if (multi) {

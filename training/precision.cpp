@@ -10,21 +10,42 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <diffuse/config.h>
+#include <diffuse/training/trainer.h>
 
 namespace diffuse {
 namespace detail {
 
-at::ScalarType autocast_dtype_for(const std::string& value, const at::Device& device) {
-  if (value == "off") return at::kFloat;
-  check(value == "bf16" || value == "fp16",
-        "TrainerOptions.autocast must be off, bf16 or fp16, got '", value, "'");
-  check(device.is_cpu() || device.is_cuda(), "TrainerOptions.autocast='", value,
+at::ScalarType autocast_dtype_for(Autocast value, const at::Device& device) {
+  if (value == Autocast::off) return at::kFloat;
+  check(value == Autocast::bf16 || value == Autocast::fp16,
+        "TrainerOptions.autocast must be off, bf16 or fp16, got enum value ",
+        static_cast<int>(value));
+  check(device.is_cpu() || device.is_cuda(), "TrainerOptions.autocast='", to_string(value),
         "' needs a CPU or CUDA model, the model is on ", device);
-  check(value == "bf16" || device.is_cuda(),
+  check(value == Autocast::bf16 || device.is_cuda(),
         "TrainerOptions.autocast='fp16' needs a CUDA model (the model is on ", device,
         "); use bf16 on the CPU");
-  return value == "bf16" ? at::kBFloat16 : at::kHalf;
+  return value == Autocast::bf16 ? at::kBFloat16 : at::kHalf;
 }
+
+}  // namespace detail
+
+const std::vector<std::pair<std::string, Autocast>>& autocast_names() {
+  static const std::vector<std::pair<std::string, Autocast>> names{
+      {"off", Autocast::off}, {"bf16", Autocast::bf16}, {"fp16", Autocast::fp16}};
+  return names;
+}
+
+Autocast parse_autocast(const std::string& name) {
+  for (const auto& [n, v] : autocast_names())
+    if (n == name) return v;
+  throw ConfigError(
+      detail::cat("TrainerOptions.autocast must be off, bf16 or fp16, got '", name, "'"));
+}
+
+std::string to_string(Autocast autocast) { return enum_name(autocast, autocast_names()); }
+
+namespace detail {
 
 void LossScaler::unscale(std::vector<Tensor>& params) const {
   torch::NoGradGuard no_grad;

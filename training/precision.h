@@ -17,10 +17,11 @@
 #include <diffuse/tensor.h>
 
 namespace diffuse {
+enum class Autocast;  // <diffuse/training/trainer.h>
 namespace detail {
 
 /// TrainerOptions::autocast -> the autocast dtype (kFloat for "off"); checks the device.
-at::ScalarType autocast_dtype_for(const std::string& value, const at::Device& device);
+at::ScalarType autocast_dtype_for(Autocast value, const at::Device& device);
 
 class LossScaler {
  public:

@@ -128,8 +128,8 @@ std::string make_fingerprint(const TrainerState& s) {
   os << "model=" << s.model->name() << " " << count << " parameters\n"
      << "model_config=" << o.model_config() << "\n"
      << "model_shapes=" << shapes.str() << "\n";
-  if (o.autocast() != "off")
-    os << "autocast=" << o.autocast() << "\n";  // absent: old checkpoints match
+  if (o.autocast() != Autocast::off)
+    os << "autocast=" << to_string(o.autocast()) << "\n";  // absent: old checkpoints match
   return os.str();
 }
 

@@ -13,6 +13,37 @@
 
 namespace diffuse {
 
+const std::vector<std::pair<std::string, ScheduleInit>>& schedule_init_names() {
+  static const std::vector<std::pair<std::string, ScheduleInit>> names = {
+      {"karras", ScheduleInit::karras}, {"exponential", ScheduleInit::exponential}};
+  return names;
+}
+
+ScheduleInit parse_schedule_init(const std::string& name) {
+  for (const auto& [n, v] : schedule_init_names())
+    if (n == name) return v;
+  throw ConfigError(
+      detail::cat("schedule optimisation init must be karras or exponential, got '", name, "'"));
+}
+
+std::string to_string(ScheduleInit init) { return enum_name(init, schedule_init_names()); }
+
+const std::vector<std::pair<std::string, KlubQuadrature>>& klub_quadrature_names() {
+  static const std::vector<std::pair<std::string, KlubQuadrature>> names = {
+      {"importance", KlubQuadrature::importance}, {"log_t", KlubQuadrature::log_t}};
+  return names;
+}
+
+KlubQuadrature parse_klub_quadrature(const std::string& name) {
+  for (const auto& [n, v] : klub_quadrature_names())
+    if (n == name) return v;
+  throw ConfigError(detail::cat("KLUB estimator must be importance or log_t, got '", name, "'"));
+}
+
+std::string to_string(KlubQuadrature quadrature) {
+  return enum_name(quadrature, klub_quadrature_names());
+}
+
 namespace {
 
 /// Golden-section minimum of f on [lo, hi] (log sigma), `iters` bracket reductions.
@@ -78,9 +109,9 @@ KlubEstimator::KlubEstimator(VeDenoiserFn denoiser, const Tensor& x0,
   check(static_cast<bool>(denoiser_), "KlubEstimator: empty denoiser");
   check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 1,
         "KlubEstimator: x0 needs a batch dimension");
-  check(o.estimator() == "importance" || o.estimator() == "log_t",
-        "ScheduleOptimisationOptions.estimator must be importance or log_t, got '", o.estimator(),
-        "'");
+  check(o.estimator() == KlubQuadrature::importance || o.estimator() == KlubQuadrature::log_t,
+        "ScheduleOptimisationOptions.estimator must be importance or log_t, got enum value ",
+        static_cast<int>(o.estimator()));
   check(o.nodes() >= 1, "ScheduleOptimisationOptions.nodes must be >= 1, got ", o.nodes());
   check(std::isfinite(o.sigma_data()) && o.sigma_data() >= 0,
         "ScheduleOptimisationOptions.sigma_data must be >= 0, got ", o.sigma_data());
@@ -107,7 +138,7 @@ double KlubEstimator::interval(double a, double b) const {
   const int64_t m = options_.nodes();
   std::vector<double> t(m), w(m);
   const double s2 = sigma_data_ * sigma_data_;
-  const bool imp = options_.estimator() == "importance";
+  const bool imp = options_.estimator() == KlubQuadrature::importance;
   const double z = imp ? gaussian_interval(a, b, sigma_data_, 1) : 0.0;
   for (int64_t j = 0; j < m; ++j) {
     const double u = (static_cast<double>(j) + 0.5) / static_cast<double>(m);
@@ -200,8 +231,9 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
   check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min() && std::isfinite(o.sigma_max()),
         "ScheduleOptimisationOptions needs 0 < sigma_min < sigma_max < inf, got sigma_min=",
         o.sigma_min(), " sigma_max=", o.sigma_max());
-  check(o.init() == "karras" || o.init() == "exponential",
-        "ScheduleOptimisationOptions.init must be karras or exponential, got '", o.init(), "'");
+  check(o.init() == ScheduleInit::karras || o.init() == ScheduleInit::exponential,
+        "ScheduleOptimisationOptions.init must be karras or exponential, got enum value ",
+        static_cast<int>(o.init()));
   check(o.rho() > 0, "ScheduleOptimisationOptions.rho must be > 0, got ", o.rho());
   check(o.max_sweeps() >= 0, "ScheduleOptimisationOptions.max_sweeps must be >= 0, got ",
         o.max_sweeps());
@@ -217,7 +249,7 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
   std::vector<double> t(static_cast<size_t>(n + 1));
   for (int64_t i = 0; i <= n; ++i) {
     const double u = static_cast<double>(i) / static_cast<double>(n);
-    if (o.init() == "karras") {
+    if (o.init() == ScheduleInit::karras) {
       const double a = std::pow(o.sigma_min(), 1.0 / o.rho()),
                    b = std::pow(o.sigma_max(), 1.0 / o.rho());
       t[i] = std::pow(a + u * (b - a), o.rho());

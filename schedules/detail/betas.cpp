@@ -8,33 +8,52 @@
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
 
-namespace diffuse::detail {
+namespace diffuse {
 
-const std::vector<std::string>& beta_schedule_names() {
-  static const std::vector<std::string> names{"linear", "scaled_linear", "squaredcos_cap_v2"};
+const std::vector<std::pair<std::string, BetaSchedule>>& beta_schedule_names() {
+  static const std::vector<std::pair<std::string, BetaSchedule>> names{
+      {"linear", BetaSchedule::linear},
+      {"scaled_linear", BetaSchedule::scaled_linear},
+      {"squaredcos_cap_v2", BetaSchedule::squaredcos_cap_v2}};
   return names;
 }
 
+BetaSchedule parse_beta_schedule(const std::string& name) {
+  std::vector<std::string> valid;
+  for (const auto& [n, v] : beta_schedule_names()) {
+    if (n == name) return v;
+    valid.push_back(n);
+  }
+  throw ConfigError(
+      detail::cat("unknown beta_schedule '", name, "'; valid: ", detail::join(valid)));
+}
+
+std::string to_string(BetaSchedule schedule) { return enum_name(schedule, beta_schedule_names()); }
+
+}  // namespace diffuse
+
+namespace diffuse::detail {
+
 /// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
-at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
+at::Tensor make_betas(BetaSchedule kind, int64_t T, double beta_start, double beta_end,
                       at::ScalarType dtype) {
   // The tables hold a few doubles per timestep; an absurd T would allocate gigabytes first.
   check(T >= 2 && T <= kMaxTrainTimesteps, "num_train_timesteps must be in [2, ",
         kMaxTrainTimesteps, "], got ", T);
   const auto opt = at::TensorOptions().dtype(dtype);
-  if (kind == "linear") {
+  if (kind == BetaSchedule::linear) {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
           "linear betas need 0 < beta_start <= beta_end < 1, got beta_start=", beta_start,
           " beta_end=", beta_end);
     return at::linspace(beta_start, beta_end, T, opt);
   }
-  if (kind == "scaled_linear") {
+  if (kind == BetaSchedule::scaled_linear) {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
           "scaled_linear betas need 0 < beta_start <= beta_end < 1, got beta_start=", beta_start,
           " beta_end=", beta_end);
     return at::linspace(std::sqrt(beta_start), std::sqrt(beta_end), T, opt).pow(2);
   }
-  if (kind == "squaredcos_cap_v2") {
+  if (kind == BetaSchedule::squaredcos_cap_v2) {
     // iDDPM cosine: alpha_bar(t) = cos^2(((t + 0.008) / 1.008) * pi / 2), beta capped at 0.999.
     // Computed in double as the reference does, then cast.
     auto alpha_bar = [](double t) {
@@ -49,7 +68,9 @@ at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, dou
     return at::tensor(b, at::TensorOptions().dtype(at::kDouble)).to(dtype);
   }
   throw ConfigError(
-      cat("unknown beta_schedule '", kind, "'; valid: ", join(beta_schedule_names())));
+      cat("beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got enum "
+          "value ",
+          static_cast<int>(kind)));
 }
 
 /// Lin et al. 2024, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last one is 0 and the

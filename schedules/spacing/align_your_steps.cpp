@@ -56,9 +56,14 @@ const std::vector<std::string>& AysTables::model_names() {
   return v;
 }
 
-const std::vector<double>& AysTables::sigmas(const std::string& model,
-                                             const std::string& convention) {
-  const bool a1111 = convention == "a1111";
+const std::vector<std::pair<std::string, AysConvention>>& ays_convention_names() {
+  static const std::vector<std::pair<std::string, AysConvention>> names = {
+      {"comfyui", AysConvention::comfyui}, {"a1111", AysConvention::a1111}};
+  return names;
+}
+
+const std::vector<double>& AysTables::sigmas(const std::string& model, AysConvention convention) {
+  const bool a1111 = convention == AysConvention::a1111;
   if (model == "sd15") return a1111 ? sd15_sigmas_a1111() : sd15_sigmas();
   if (model == "sdxl") return a1111 ? sdxl_sigmas_a1111() : sdxl_sigmas();
   if (model == "svd") return svd_sigmas();
@@ -132,13 +137,14 @@ std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n
 
 AlignYourStepsSpacing::AlignYourStepsSpacing(AlignYourStepsSpacingOptions o)
     : options(std::move(o)) {
-  const auto& c = options.convention();
-  check(c == "comfyui" || c == "a1111",
-        "align_your_steps: convention must be comfyui or a1111, got '", c, "'");
+  const AysConvention c = options.convention();
+  check(c == AysConvention::comfyui || c == AysConvention::a1111,
+        "align_your_steps: convention must be comfyui or a1111, got enum value ",
+        static_cast<int>(c));
   check(std::isfinite(options.denoise()) && options.denoise() > 0 && options.denoise() <= 1,
         "align_your_steps: denoise must be in (0, 1], got ", options.denoise());
-  check(c == "comfyui" || options.denoise() == 1.0, "align_your_steps: denoise=", options.denoise(),
-        " needs convention=comfyui");
+  check(c == AysConvention::comfyui || options.denoise() == 1.0,
+        "align_your_steps: denoise=", options.denoise(), " needs convention=comfyui");
   if (options.sigmas().empty()) {
     AysTables::sigmas(options.model(), c);  // validates the model name
   } else {
@@ -151,7 +157,7 @@ std::unique_ptr<TimestepSpacing> AlignYourStepsSpacing::from_config(const Config
   AlignYourStepsSpacingOptions o;
   o.model(r.get_choice("model", o.model(), AysTables::model_names()));
   o.sigmas(r.get_doubles("sigmas"));
-  o.convention(r.get_choice("convention", o.convention(), {"comfyui", "a1111"}));
+  o.convention(r.get_enum("convention", o.convention(), ays_convention_names()));
   o.denoise(r.get_double("denoise", o.denoise()));
   o.round_t(r.get_bool("round_t", o.round_t()));
   r.finish();
@@ -160,7 +166,7 @@ std::unique_ptr<TimestepSpacing> AlignYourStepsSpacing::from_config(const Config
 
 Config AlignYourStepsSpacing::to_config() const {
   Config c{{"model", options.model()},
-           {"convention", options.convention()},
+           {"convention", enum_name(options.convention(), ays_convention_names())},
            {"denoise", format_double(options.denoise())},
            {"round_t", detail::bool_str(options.round_t())}};
   if (!options.sigmas().empty()) {
@@ -175,8 +181,9 @@ std::vector<double> AlignYourStepsSpacing::sigmas(int64_t n) const {
   const std::vector<double>& table = options.sigmas().empty()
                                          ? AysTables::sigmas(options.model(), options.convention())
                                          : options.sigmas();
-  return options.convention() == "a1111" ? ays_sigmas_a1111(table, n)
-                                         : ays_sigmas_comfyui(table, n, options.denoise());
+  return options.convention() == AysConvention::a1111
+             ? ays_sigmas_a1111(table, n)
+             : ays_sigmas_comfyui(table, n, options.denoise());
 }
 
 TimeGrid AlignYourStepsSpacing::grid(const NoiseSchedule& s, int64_t n) const {

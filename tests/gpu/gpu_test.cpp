@@ -139,7 +139,7 @@ std::vector<double> losses_with(const std::string& autocast, double* final_scale
       .threads(-1)
       .checkpoint_every(0)
       .log_every(1000)
-      .autocast(autocast);
+      .autocast(parse_autocast(autocast));
   Trainer<DiT> t(tiny_cuda_dit(), objective_from_spec("denoising"), make_schedule("discrete"),
                  test::tiny_images(64, "gpu_8x8"), o);
   std::vector<double> losses;

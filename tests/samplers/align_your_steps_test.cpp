@@ -45,8 +45,10 @@ std::string str(const std::vector<double>& v, int prec = 4) {
 }
 
 DiscreteSchedule sd_schedule() {
-  return DiscreteSchedule(
-      DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
+  return DiscreteSchedule(DiscreteScheduleOptions()
+                              .beta_schedule(BetaSchedule::scaled_linear)
+                              .beta_start(0.00085)
+                              .beta_end(0.012));
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -203,7 +205,11 @@ TEST(AlignYourSteps, KlubEstimateMatchesTheGaussianClosedForm) {
       {0.02, 0.05}, {0.3, 0.9}, {1.0, 4.0}, {5.0, 80.0}};
   for (const std::string est : {"importance", "log_t"}) {
     KlubEstimator k(gaussian_denoiser(s), x0,
-                    ScheduleOptimisationOptions().estimator(est).nodes(16).sigma_data(s).seed(3));
+                    ScheduleOptimisationOptions()
+                        .estimator(parse_klub_quadrature(est))
+                        .nodes(16)
+                        .sigma_data(s)
+                        .seed(3));
     for (const auto& [a, b] : intervals) {
       const double closed = KlubEstimator::gaussian_interval(a, b, s, d);
       const double quad = klub_quadrature(a, b, s, d);
@@ -509,4 +515,16 @@ TEST(ScheduleOptimisationCorrection, IdentityByDefaultAndReplacesTheGrid) {
 }
 
 }  // namespace
+TEST(AlignYourSteps, OptimiserChoicesParseOnceIntoEnums) {
+  EXPECT_EQ(parse_schedule_init("karras"), ScheduleInit::karras);
+  EXPECT_EQ(parse_schedule_init("exponential"), ScheduleInit::exponential);
+  EXPECT_EQ(parse_klub_quadrature("importance"), KlubQuadrature::importance);
+  EXPECT_EQ(parse_klub_quadrature("log_t"), KlubQuadrature::log_t);
+  for (const auto& [name, value] : schedule_init_names()) EXPECT_EQ(to_string(value), name);
+  for (const auto& [name, value] : klub_quadrature_names()) EXPECT_EQ(to_string(value), name);
+  EXPECT_ERROR_NAMING(parse_schedule_init("Karras"), "got 'Karras'");
+  EXPECT_ERROR_NAMING(parse_klub_quadrature("guess"), "got 'guess'");
+  EXPECT_THROW(parse_klub_quadrature(""), ConfigError);
+}
+
 }  // namespace diffuse

@@ -15,8 +15,10 @@ TEST(DiscreteSchedule, LinearBetasMatchDdpmEndpoints) {
 }
 
 TEST(DiscreteSchedule, ScaledLinearSigmaMatchesPublishedValues) {
-  DiscreteSchedule s(
-      DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
+  DiscreteSchedule s(DiscreteScheduleOptions()
+                         .beta_schedule(BetaSchedule::scaled_linear)
+                         .beta_start(0.00085)
+                         .beta_end(0.012));
   // sigma_ve(999) = 14.6146412293, sigma_ve(0) = 0.0291671582: the ends of the published AYS SD
   // lists (ComfyUI's NOISE_LEVELS); diffusers 58eb52c in float64 gives 14.614641229333635,
   // 0.029167158151720367 and alpha(999) = 0.0682649142 (tests/reference/spacing.py points).
@@ -27,8 +29,10 @@ TEST(DiscreteSchedule, ScaledLinearSigmaMatchesPublishedValues) {
 
 TEST(DiscreteSchedule, VariancePreservingAndRoundTrip) {
   for (const char* kind : {"linear", "scaled_linear", "squaredcos_cap_v2"}) {
-    DiscreteSchedule s(
-        DiscreteScheduleOptions().beta_schedule(kind).beta_start(0.00085).beta_end(0.012));
+    DiscreteSchedule s(DiscreteScheduleOptions()
+                           .beta_schedule(parse_beta_schedule(kind))
+                           .beta_start(0.00085)
+                           .beta_end(0.012));
     for (int t : {0, 1, 17, 500, 998, 999}) {
       const TimePoint p = s.at(t);
       EXPECT_NEAR(p.alpha * p.alpha + p.sigma * p.sigma, 1.0, 1e-14) << kind << " t=" << t;
@@ -39,7 +43,7 @@ TEST(DiscreteSchedule, VariancePreservingAndRoundTrip) {
 
 TEST(DiscreteSchedule, ZeroTerminalSnr) {
   DiscreteSchedule s(DiscreteScheduleOptions()
-                         .beta_schedule("scaled_linear")
+                         .beta_schedule(BetaSchedule::scaled_linear)
                          .beta_start(0.00085)
                          .beta_end(0.012)
                          .rescale_betas_zero_snr(true));
@@ -50,13 +54,24 @@ TEST(DiscreteSchedule, ZeroTerminalSnr) {
   // tests/reference/spacing.py points).
   EXPECT_NEAR(s.alphas_cumprod()[998], 1.97e-7, 0.01e-7);
   // The first value is unchanged by the rescale.
-  DiscreteSchedule plain(
-      DiscreteScheduleOptions().beta_schedule("scaled_linear").beta_start(0.00085).beta_end(0.012));
+  DiscreteSchedule plain(DiscreteScheduleOptions()
+                             .beta_schedule(BetaSchedule::scaled_linear)
+                             .beta_start(0.00085)
+                             .beta_end(0.012));
   EXPECT_NEAR(s.alphas_cumprod()[0], plain.alphas_cumprod()[0], 1e-15);
 }
 
 TEST(DiscreteSchedule, BadInputNamesTheValue) {
-  EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().beta_schedule("cosine")), Error);
+  EXPECT_ERROR_NAMING(parse_beta_schedule("cosine"), "unknown beta_schedule 'cosine'");
+  EXPECT_ERROR_NAMING(make_schedule("discrete", {{"beta_schedule", "cosine"}}), "cosine");
+  EXPECT_ERROR_NAMING(make_schedule("discrete", {{"precision", "float16"}}), "float16");
+  for (const auto& [name, value] : beta_schedule_names()) {
+    EXPECT_EQ(to_string(value), name);
+    EXPECT_EQ(make_schedule("discrete", {{"beta_schedule", name}})->to_config().at("beta_schedule"),
+              name);
+  }
+  for (const auto& [name, value] : table_precision_names())
+    EXPECT_EQ(make_schedule("discrete", {{"precision", name}})->to_config().at("precision"), name);
   EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().num_train_timesteps(1)), Error);
   EXPECT_THROW(DiscreteSchedule(DiscreteScheduleOptions().trained_betas({0.1, 1.5})), Error);
   DiscreteSchedule s;

@@ -315,8 +315,8 @@ TEST(Weighting, MinSnrMatchesTheFormulasForEveryParameterization) {
   const auto s = tiny_schedule();
   const Tensor t = at::arange(10, kD);
   for (const auto& [p, e] : expected)
-    ExpectTensorNear(loss_weights(s, t, p, WeightingOptions().weighting("min_snr")), vec(e), 1e-14,
-                     1e-12, to_string(p));
+    ExpectTensorNear(loss_weights(s, t, p, WeightingOptions().weighting(LossWeighting::min_snr)),
+                     vec(e), 1e-14, 1e-12, to_string(p));
 }
 
 TEST(Weighting, MinSnrIsFiniteAtZeroTerminalSnr) {
@@ -326,7 +326,8 @@ TEST(Weighting, MinSnrIsFiniteAtZeroTerminalSnr) {
   const auto& ac = s.alphas_cumprod();
   for (auto p :
        {Parameterization::kEpsilon, Parameterization::kVelocity, Parameterization::kSample}) {
-    const Tensor w = loss_weights(s, t, p, WeightingOptions().weighting("min_snr").snr_gamma(5));
+    const Tensor w =
+        loss_weights(s, t, p, WeightingOptions().weighting(LossWeighting::min_snr).snr_gamma(5));
     ASSERT_TRUE(at::isfinite(w).all().item<bool>()) << to_string(p) << " " << w;
     std::vector<double> e;
     for (int i : {999, 998, 500, 0}) {
@@ -363,8 +364,8 @@ TEST(Weighting, EdmAndTruncatedSnrMatchTheirDefinitions) {
     trunc.push_back(std::max(snr.back(), 1.0));
   }
   const Tensor S = vec(snr);
-  const WeightingOptions we = WeightingOptions().weighting("edm"),
-                         wt = WeightingOptions().weighting("truncated_snr");
+  const WeightingOptions we = WeightingOptions().weighting(LossWeighting::edm),
+                         wt = WeightingOptions().weighting(LossWeighting::truncated_snr);
   ExpectTensorNear(loss_weights(s, t, Parameterization::kSample, we), vec(edm), 0, 1e-12, "edm x0");
   ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon, we), vec(edm) / S, 0, 1e-12,
                    "edm eps");
@@ -374,9 +375,9 @@ TEST(Weighting, EdmAndTruncatedSnrMatchTheirDefinitions) {
                    "trunc eps");
   ExpectTensorNear(loss_weights(s, t, Parameterization::kVelocity, wt), vec(trunc) / (S + 1), 0,
                    1e-12, "trunc v");
-  ExpectTensorNear(
-      loss_weights(s, t, Parameterization::kEpsilon, WeightingOptions().weighting("snr")),
-      at::ones({10}, kD), 0, 1e-12, "snr eps");
+  ExpectTensorNear(loss_weights(s, t, Parameterization::kEpsilon,
+                                WeightingOptions().weighting(LossWeighting::snr)),
+                   at::ones({10}, kD), 0, 1e-12, "snr eps");
 }
 
 TEST(TimeSampling, DiscreteUniformGivesEveryIndexInRange) {
@@ -406,7 +407,7 @@ TEST(TimeSampling, ContinuousUniformAndLogNormalHaveTheRightMoments) {
   // EDM (t = sigma): ln t ~ N(-1.2, 1.2^2). Standard errors: mean 1.2/sqrt(n) = 0.0085, sd
   // 1.2/sqrt(2n) = 0.006; allow 5 of each. Clamping to [0.002, 80] touches < 1e-4 of the mass.
   const auto edm = make_schedule("edm");
-  const TimeSamplingOptions ln = TimeSamplingOptions().distribution("log_normal");
+  const TimeSamplingOptions ln = TimeSamplingOptions().distribution(TimeDistribution::log_normal);
   const Tensor l = at::log(sample_times(*edm, n, g, kD, ln));
   EXPECT_NEAR(l.mean().item<double>(), -1.2, 5 * 1.2 / std::sqrt(double(n)));
   EXPECT_NEAR(l.std().item<double>(), 1.2, 5 * 1.2 / std::sqrt(2.0 * n));

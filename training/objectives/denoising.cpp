@@ -19,11 +19,8 @@ DenoisingObjective::DenoisingObjective(DenoisingOptions o) : options(std::move(o
 
 std::unique_ptr<Objective> DenoisingObjective::from_config(const Config& c) {
   ConfigReader r(c, "denoising");
-  const detail::DenoisingCoreOptions core = detail::read_core(r);
   DenoisingOptions o;
-  o.prediction_type(core.prediction_type())
-      .time_sampling(core.time_sampling())
-      .weighting(core.weighting());
+  detail::apply_core(detail::read_core(r), o);
   o.input_perturbation(r.get_double("input_perturbation", o.input_perturbation()));
   r.finish();
   return std::make_unique<DenoisingObjective>(o);
@@ -71,13 +68,7 @@ ObjectiveOutput DenoisingObjective::evaluate(const Network& net, const NoiseSche
   return o;
 }
 
-detail::DenoisingCoreOptions DenoisingObjective::core() const {
-  detail::DenoisingCoreOptions c;
-  c.prediction_type(options.prediction_type())
-      .time_sampling(options.time_sampling())
-      .weighting(options.weighting());
-  return c;
-}
+detail::DenoisingCoreOptions DenoisingObjective::core() const { return detail::core_of(options); }
 
 DIFFUSE_REGISTER_OBJECTIVE(
     DenoisingObjective, "denoising",

@@ -24,11 +24,8 @@ MaskedDenoisingObjective::MaskedDenoisingObjective(MaskedDenoisingOptions o)
 
 std::unique_ptr<Objective> MaskedDenoisingObjective::from_config(const Config& c) {
   ConfigReader r(c, "masked_denoising");
-  const detail::DenoisingCoreOptions core = detail::read_core(r);
   MaskedDenoisingOptions o;
-  o.prediction_type(core.prediction_type())
-      .time_sampling(core.time_sampling())
-      .weighting(core.weighting());
+  detail::apply_core(detail::read_core(r), o);
   o.mask_ratio(r.get_double("mask_ratio", o.mask_ratio()));
   o.mae_weight(r.get_double("mae_weight", o.mae_weight()));
   o.patch_size(r.get_int("patch_size", o.patch_size()));
@@ -166,11 +163,7 @@ Tensor MaskedDenoisingObjective::patchify(const Tensor& x) const {
 }
 
 detail::DenoisingCoreOptions MaskedDenoisingObjective::core() const {
-  detail::DenoisingCoreOptions c;
-  c.prediction_type(options.prediction_type())
-      .time_sampling(options.time_sampling())
-      .weighting(options.weighting());
-  return c;
+  return detail::core_of(options);
 }
 
 DIFFUSE_REGISTER_OBJECTIVE(

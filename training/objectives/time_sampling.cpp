@@ -15,11 +15,19 @@
 
 namespace diffuse {
 
+const std::vector<std::pair<std::string, TimeDistribution>>& time_distribution_names() {
+  static const std::vector<std::pair<std::string, TimeDistribution>> names{
+      {"uniform", TimeDistribution::uniform}, {"log_normal", TimeDistribution::log_normal}};
+  return names;
+}
+
 namespace detail {
 
 void validate(const TimeSamplingOptions& o) {
-  check(o.distribution() == "uniform" || o.distribution() == "log_normal",
-        "time sampling: distribution='", o.distribution(), "' is not one of: uniform, log_normal");
+  check(o.distribution() == TimeDistribution::uniform ||
+            o.distribution() == TimeDistribution::log_normal,
+        "time sampling: distribution must be uniform or log_normal, got enum value ",
+        static_cast<int>(o.distribution()));
   check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
   check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ",
         o.p_std());
@@ -31,14 +39,14 @@ at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dty
 
 TimeSamplingOptions read_time_sampling(ConfigReader& r) {
   TimeSamplingOptions o;
-  o.distribution(r.get_choice("time_sampling", o.distribution(), {"uniform", "log_normal"}));
+  o.distribution(r.get_enum("time_sampling", o.distribution(), time_distribution_names()));
   o.p_mean(r.get_double("p_mean", o.p_mean()));
   o.p_std(r.get_double("p_std", o.p_std()));
   return o;
 }
 
 void write_time_sampling(const TimeSamplingOptions& o, Config& c) {
-  c["time_sampling"] = o.distribution();
+  c["time_sampling"] = enum_name(o.distribution(), time_distribution_names());
   c["p_mean"] = format_double(o.p_mean());
   c["p_std"] = format_double(o.p_std());
 }
@@ -56,7 +64,7 @@ at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& ge
   check(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "time sampling: schedule '", s.name(),
         "' has an invalid time range [", lo, ", ", hi, "]");
   at::Tensor t;
-  if (o.distribution() == "uniform") {
+  if (o.distribution() == TimeDistribution::uniform) {
     if (T > 0) {
       t = at::randint(0, T, {batch}, gen, detail::generator_options(gen, at::kLong));
     } else {

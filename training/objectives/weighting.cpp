@@ -13,17 +13,22 @@
 
 namespace diffuse {
 
-namespace detail {
-
-const std::vector<std::string>& weighting_names() {
-  static const std::vector<std::string> names{"none", "min_snr", "snr", "truncated_snr", "edm"};
+const std::vector<std::pair<std::string, LossWeighting>>& loss_weighting_names() {
+  static const std::vector<std::pair<std::string, LossWeighting>> names{
+      {"none", LossWeighting::none},
+      {"min_snr", LossWeighting::min_snr},
+      {"snr", LossWeighting::snr},
+      {"truncated_snr", LossWeighting::truncated_snr},
+      {"edm", LossWeighting::edm}};
   return names;
 }
 
+namespace detail {
+
 void validate(const WeightingOptions& o) {
-  bool known = false;
-  for (const auto& n : weighting_names()) known = known || n == o.weighting();
-  check(known, "loss weighting '", o.weighting(), "' is not one of: ", join(weighting_names()));
+  check(enum_name(o.weighting(), loss_weighting_names()) != "?",
+        "loss weighting must be one of none, min_snr, snr, truncated_snr, edm, got enum value ",
+        static_cast<int>(o.weighting()));
   check(std::isfinite(o.snr_gamma()) && o.snr_gamma() > 0,
         "loss weighting: snr_gamma must be > 0, got ", o.snr_gamma());
   check(std::isfinite(o.sigma_data()) && o.sigma_data() > 0,
@@ -32,14 +37,14 @@ void validate(const WeightingOptions& o) {
 
 WeightingOptions read_weighting(ConfigReader& r) {
   WeightingOptions o;
-  o.weighting(r.get_choice("weighting", o.weighting(), weighting_names()));
+  o.weighting(r.get_enum("weighting", o.weighting(), loss_weighting_names()));
   o.snr_gamma(r.get_double("snr_gamma", o.snr_gamma()));
   o.sigma_data(r.get_double("sigma_data", o.sigma_data()));
   return o;
 }
 
 void write_weighting(const WeightingOptions& o, Config& c) {
-  c["weighting"] = o.weighting();
+  c["weighting"] = enum_name(o.weighting(), loss_weighting_names());
   c["snr_gamma"] = format_double(o.snr_gamma());
   c["sigma_data"] = format_double(o.sigma_data());
 }
@@ -50,7 +55,7 @@ at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma
                              Parameterization p, const WeightingOptions& o) {
   detail::validate(o);
   const at::Tensor alpha = alpha_in.to(at::kDouble), sigma = sigma_in.to(at::kDouble);
-  if (o.weighting() == "none") return at::ones_like(alpha);
+  if (o.weighting() == LossWeighting::none) return at::ones_like(alpha);
   const at::Tensor a2 = alpha * alpha, s2 = sigma * sigma;
   const at::Tensor snr = a2 / s2;  // +inf at sigma = 0, 0 at alpha = 0
   // The x0-space factor c(t) with |param error|^2 = c |x0 error|^2 (see the file comment).
@@ -65,16 +70,16 @@ at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma
     }
     return w_x0;
   };
-  if (o.weighting() == "min_snr") {
+  if (o.weighting() == LossWeighting::min_snr) {
     // epsilon: min(SNR, gamma) / SNR = min(1, gamma / SNR), finite at SNR = 0 and SNR = inf.
     if (p == Parameterization::kEpsilon) return at::clamp_max(o.snr_gamma() / snr, 1.0);
     return to_param(at::clamp_max(snr, o.snr_gamma()));
   }
-  if (o.weighting() == "snr") {
+  if (o.weighting() == LossWeighting::snr) {
     if (p == Parameterization::kEpsilon) return at::ones_like(alpha);
     return to_param(snr);
   }
-  if (o.weighting() == "truncated_snr") {
+  if (o.weighting() == LossWeighting::truncated_snr) {
     if (p == Parameterization::kEpsilon) return at::clamp_min(1.0 / snr, 1.0);  // max(SNR, 1) / SNR
     return to_param(at::clamp_min(snr, 1.0));
   }
@@ -88,7 +93,7 @@ at::Tensor loss_weights(const NoiseSchedule& s, const at::Tensor& t, Parameteriz
                         const WeightingOptions& o) {
   check(t.defined() && t.dim() == 1, "loss weighting: t must be a 1-D tensor [B]");
   const auto dtype = at::isFloatingType(t.scalar_type()) ? t.scalar_type() : at::kFloat;
-  if (o.weighting() == "none") {
+  if (o.weighting() == LossWeighting::none) {
     detail::validate(o);
     return at::ones(t.sizes(), t.options().dtype(dtype));
   }

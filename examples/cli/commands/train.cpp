@@ -178,7 +178,7 @@ diffuse::TrainerOptions trainer_options(const json& cfg, const RunConfig& rc,
       .lr(cfg["lr"].get<double>())
       .warmup_steps(cfg["warmup"].get<int64_t>())
       .grad_clip(cfg["grad_clip"].get<double>())
-      .autocast(cfg["autocast"].get<std::string>())
+      .autocast(diffuse::parse_autocast(cfg["autocast"].get<std::string>()))
       .ema_decay(cfg["ema_decay"].get<double>())
       .label_dropout(cfg["label_dropout"].get<double>())
       .seed(rc.seed)

@@ -11,17 +11,22 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/arg.h>
 
 #include <diffuse/config.h>
 #include <diffuse/schedule.h>
-// detail::beta_schedule_names() and kMaxTrainTimesteps (declarations only; diffusers.h reads the
-// names).
+// BetaSchedule (<diffuse/schedules/beta_schedule.h>) and kMaxTrainTimesteps (declarations only).
 #include <diffuse/schedules/detail/betas.h>
 
 namespace diffuse {
+
+/// The dtype a discrete schedule computes its tables in (config key "precision").
+enum class TablePrecision { float64, float32 };
+/// Names of TablePrecision ("float64", "float32").
+const std::vector<std::pair<std::string, TablePrecision>>& table_precision_names();
 
 struct DiscreteScheduleOptions {
   /// T, the number of training timesteps, in [2, 1e6] (detail::kMaxTrainTimesteps). Default 1000.
@@ -29,8 +34,8 @@ struct DiscreteScheduleOptions {
   /// First and last beta for linear / scaled_linear. Defaults 1e-4, 0.02 (DDPM).
   TORCH_ARG(double, beta_start) = 1e-4;
   TORCH_ARG(double, beta_end) = 0.02;
-  /// "linear" | "scaled_linear" | "squaredcos_cap_v2". Default linear.
-  TORCH_ARG(std::string, beta_schedule) = "linear";
+  /// linear | scaled_linear | squaredcos_cap_v2. Default linear.
+  TORCH_ARG(BetaSchedule, beta_schedule) = BetaSchedule::linear;
   /// Explicit betas (length T, each in (0, 1]); overrides beta_schedule when non-empty.
   TORCH_ARG(std::vector<double>, trained_betas) = {};
   /// Rescale to zero terminal SNR (Lin et al. 2024). Default false.
@@ -38,9 +43,9 @@ struct DiscreteScheduleOptions {
   /// When > 0 and the last alphas_cumprod is 0, replace it by this value so sigma_ve stays finite
   /// (diffusers' Euler and DPM-Solver use 2^-24). Default 0: keep alphas_cumprod[T-1] = 0.
   TORCH_ARG(double, terminal_alphas_cumprod) = 0.0;
-  /// "float64" computes the tables in double; "float32" reproduces diffusers' float32 tables bit
-  /// for bit (then stores them as double). Default float64.
-  TORCH_ARG(std::string, precision) = "float64";
+  /// float64 computes the tables in double; float32 reproduces diffusers' float32 tables bit for
+  /// bit (then stores them as double). Default float64.
+  TORCH_ARG(TablePrecision, precision) = TablePrecision::float64;
 };
 
 class DiscreteSchedule final : public NoiseSchedule {

@@ -21,6 +21,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/core/Generator.h>
 #include <c10/core/TensorOptions.h>
@@ -35,9 +37,14 @@ class NoiseSchedule;
 
 namespace diffuse {
 
+/// How training times are drawn (config key "time_sampling"; see the file comment).
+enum class TimeDistribution { uniform, log_normal };
+/// Names of TimeDistribution ("uniform", "log_normal").
+const std::vector<std::pair<std::string, TimeDistribution>>& time_distribution_names();
+
 struct TimeSamplingOptions {
-  /// "uniform" | "log_normal". Default uniform.
-  TORCH_ARG(std::string, distribution) = "uniform";
+  /// uniform | log_normal. Default uniform.
+  TORCH_ARG(TimeDistribution, distribution) = TimeDistribution::uniform;
   /// log_normal: mean of ln sigma_ve. Default -1.2 (EDM); any finite value.
   TORCH_ARG(double, p_mean) = -1.2;
   /// log_normal: standard deviation of ln sigma_ve. Default 1.2 (EDM); must be > 0.

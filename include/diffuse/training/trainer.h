@@ -60,6 +60,14 @@ class AdamW;
 
 namespace diffuse {
 
+/// Mixed precision of the training forward pass (TrainerOptions::autocast).
+enum class Autocast { off, bf16, fp16 };
+/// Names of Autocast ("off", "bf16", "fp16").
+const std::vector<std::pair<std::string, Autocast>>& autocast_names();
+/// The Autocast called `name`; anything else is a ConfigError naming it.
+Autocast parse_autocast(const std::string& name);
+std::string to_string(Autocast autocast);
+
 struct TrainerOptions {
   using Betas = std::tuple<double, double>;
   /// Total number of optimiser steps of the run (a resumed run continues up to this step). >= 1.
@@ -144,9 +152,8 @@ struct TrainerOptions {
   ///          optimiser update; S is halved), and S doubles after 2000 consecutive finite steps
   ///          (torch.cuda.amp.GradScaler's defaults). S is part of the checkpoint. A non-finite
   ///          loss (an fp16 overflow in the forward pass) is still an error, as without autocast.
-  /// Anything else is an error naming the value. A value other than "off" is part of the resume
-  /// fingerprint.
-  TORCH_ARG(std::string, autocast) = "off";
+  /// A value other than off is part of the resume fingerprint.
+  TORCH_ARG(Autocast, autocast) = Autocast::off;
 };
 
 /// What one optimiser step did (passed to on_step every step, and, averaged over log_every

@@ -39,6 +39,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/arg.h>
@@ -53,9 +54,14 @@ class NoiseSchedule;
 
 namespace diffuse {
 
+/// The loss weighting w(t) (config key "weighting"; see the file comment).
+enum class LossWeighting { none, min_snr, snr, truncated_snr, edm };
+/// Names of LossWeighting ("none", "min_snr", "snr", "truncated_snr", "edm").
+const std::vector<std::pair<std::string, LossWeighting>>& loss_weighting_names();
+
 struct WeightingOptions {
-  /// "none" | "min_snr" | "snr" | "truncated_snr" | "edm". Default none.
-  TORCH_ARG(std::string, weighting) = "none";
+  /// none | min_snr | snr | truncated_snr | edm. Default none.
+  TORCH_ARG(LossWeighting, weighting) = LossWeighting::none;
   /// min_snr: gamma. Default 5 (Hang et al. 2023); must be > 0.
   TORCH_ARG(double, snr_gamma) = 5.0;
   /// edm: sigma_data. Default 0.5 (EDM); must be > 0.
@@ -63,8 +69,6 @@ struct WeightingOptions {
 };
 
 namespace detail {
-
-const std::vector<std::string>& weighting_names();
 
 void validate(const WeightingOptions& o);
 

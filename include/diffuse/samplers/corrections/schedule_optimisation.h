@@ -100,17 +100,33 @@ struct AysIteration {
   double elapsed_s = 0;
 };
 
+/// The optimiser's initial schedule: Karras et al.'s rho-spacing or uniform in log sigma.
+enum class ScheduleInit { karras, exponential };
+/// Names of ScheduleInit ("karras", "exponential"), for ConfigReader::get_enum and to_string.
+const std::vector<std::pair<std::string, ScheduleInit>>& schedule_init_names();
+/// The ScheduleInit called `name`; anything else is a ConfigError naming it.
+ScheduleInit parse_schedule_init(const std::string& name);
+std::string to_string(ScheduleInit init);
+
+/// The KLUB's quadrature per interval (see the file comment): "importance" or "log_t".
+enum class KlubQuadrature { importance, log_t };
+/// Names of KlubQuadrature ("importance", "log_t").
+const std::vector<std::pair<std::string, KlubQuadrature>>& klub_quadrature_names();
+/// The KlubQuadrature called `name`; anything else is a ConfigError naming it.
+KlubQuadrature parse_klub_quadrature(const std::string& name);
+std::string to_string(KlubQuadrature quadrature);
+
 struct ScheduleOptimisationOptions {
   /// Steps of the optimised base schedule (the authors: 10). Default 10; >= 2.
   TORCH_ARG(int64_t, num_steps) = 10;
   /// Noise range in sigma_ve (required: 0 < sigma_min < sigma_max < inf).
   TORCH_ARG(double, sigma_min) = 0.0;
   TORCH_ARG(double, sigma_max) = 0.0;
-  /// Initial schedule: "karras" (default, with rho) or "exponential" (uniform log sigma).
-  TORCH_ARG(std::string, init) = "karras";
+  /// Initial schedule: karras (default, with rho) or exponential (uniform log sigma).
+  TORCH_ARG(ScheduleInit, init) = ScheduleInit::karras;
   TORCH_ARG(double, rho) = 7.0;
-  /// "importance" (default) or "log_t" (see the file comment).
-  TORCH_ARG(std::string, estimator) = "importance";
+  /// KLUB quadrature: importance (default) or log_t (see the file comment).
+  TORCH_ARG(KlubQuadrature, estimator) = KlubQuadrature::importance;
   /// Quadrature nodes per interval. Default 8; >= 1.
   TORCH_ARG(int64_t, nodes) = 8;
   /// Data scale s of the importance density; 0 (default): the pooled std of x0.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <diffuse/schedules/beta_schedule.h>
 #include <diffuse/tensor.h>
 
 namespace diffuse::detail {
@@ -16,11 +17,8 @@ namespace diffuse::detail {
 /// The largest num_train_timesteps a discrete schedule accepts (1e6; models use 1000 to 4000).
 inline constexpr int64_t kMaxTrainTimesteps = 1000000;
 
-/// "linear", "scaled_linear", "squaredcos_cap_v2".
-const std::vector<std::string>& beta_schedule_names();
-
 /// betas for `kind` with T steps (2 <= T <= kMaxTrainTimesteps), as a 1-D tensor of `dtype`.
-at::Tensor make_betas(const std::string& kind, int64_t T, double beta_start, double beta_end,
+at::Tensor make_betas(BetaSchedule kind, int64_t T, double beta_start, double beta_end,
                       at::ScalarType dtype);
 
 /// Lin et al. 2024, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last one is 0 and the

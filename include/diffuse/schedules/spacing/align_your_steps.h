@@ -24,6 +24,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/arg.h>
@@ -31,6 +32,11 @@
 #include <diffuse/schedule.h>
 
 namespace diffuse {
+
+/// Whose interpolation and rounding of the published tables: ComfyUI's (default) or A1111's.
+enum class AysConvention { comfyui, a1111 };
+/// Names of AysConvention ("comfyui", "a1111"), for ConfigReader::get_enum and to_config().
+const std::vector<std::pair<std::string, AysConvention>>& ays_convention_names();
 
 /// The published Align Your Steps tables.
 struct AysTables {
@@ -46,9 +52,9 @@ struct AysTables {
   static const std::vector<double>& sd15_sigmas_a1111();
   static const std::vector<double>& sdxl_sigmas_a1111();
   static const std::vector<std::string>& model_names();
-  /// The sigma list of `model` in `convention` ("comfyui" or "a1111").
+  /// The sigma list of `model` in `convention`.
   static const std::vector<double>& sigmas(const std::string& model,
-                                           const std::string& convention = "comfyui");
+                                           AysConvention convention = AysConvention::comfyui);
 };
 
 /// Checks a noise-level list for log-linear interpolation: >= 2 values, finite, > 0, strictly
@@ -74,8 +80,8 @@ struct AlignYourStepsSpacingOptions {
   /// A custom descending list of sigma_ve > 0 (any length >= 2, e.g. an optimised schedule from
   /// optimise_schedule()); empty (default): the model's table.
   TORCH_ARG(std::vector<double>, sigmas) = {};
-  /// "comfyui" (default) or "a1111" (see the file comment).
-  TORCH_ARG(std::string, convention) = "comfyui";
+  /// comfyui (default) or a1111 (see the file comment).
+  TORCH_ARG(AysConvention, convention) = AysConvention::comfyui;
   /// ComfyUI's denoise in (0, 1] (default 1): keep only the last round(n * denoise) steps. comfyui
   /// only.
   TORCH_ARG(double, denoise) = 1.0;

@@ -31,6 +31,20 @@ struct DenoisingCoreOptions {
   TORCH_ARG(WeightingOptions, weighting) = {};
 };
 
+/// The shared options of an objective's options `o` (any type with the three fields).
+template <class O>
+DenoisingCoreOptions core_of(const O& o) {
+  DenoisingCoreOptions c;
+  c.prediction_type(o.prediction_type()).time_sampling(o.time_sampling()).weighting(o.weighting());
+  return c;
+}
+
+/// Sets the shared fields of an objective's options `o` from `c`.
+template <class O>
+void apply_core(const DenoisingCoreOptions& c, O& o) {
+  o.prediction_type(c.prediction_type()).time_sampling(c.time_sampling()).weighting(c.weighting());
+}
+
 inline void validate(const DenoisingCoreOptions& o) {
   validate(o.time_sampling());
   validate(o.weighting());
@@ -144,7 +158,7 @@ inline at::Tensor mean_per_example(const at::Tensor& v) {
 /// The per-example weights in x0's dtype on x0's device.
 inline at::Tensor weights_for(const ForwardScales& f, const DenoisingCoreOptions& o,
                               const at::Tensor& x0) {
-  if (o.weighting().weighting() == "none") return at::ones({x0.size(0)}, x0.options());
+  if (o.weighting().weighting() == LossWeighting::none) return at::ones({x0.size(0)}, x0.options());
   return loss_weights_from(f.alpha, f.sigma, o.prediction_type(), o.weighting())
       .to(x0.device(), x0.scalar_type());
 }
