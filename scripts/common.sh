@@ -48,6 +48,10 @@ diffuse_configure() {
   cmake -G Ninja -S "$DIFFUSE_ROOT" -B "$DIFFUSE_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "$@"
 }
 
+# The libFuzzer targets of tests/fuzz/ (scripts/fuzz.sh runs them; scripts/sanitize.sh builds
+# them too when it shares the fuzzing build).
+DIFFUSE_FUZZ_TARGETS=(fuzz_safetensors fuzz_model_file fuzz_config fuzz_images)
+
 diffuse_jobs() {
   # GNU nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT: ignore them here (fuzz.sh sets
   # OMP_NUM_THREADS=1 for its targets, which made it run them one at a time).

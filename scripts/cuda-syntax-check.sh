@@ -60,13 +60,25 @@ template class diffuse::Trainer<diffuse::DiT>;
 #define main bench_main
 #include "$root/bench/gpu.cpp"
 CPP
-status=0
-for f in "$work/library.cpp" "$root/src/cuda_graph.cpp" "$root"/tests/gpu/*.cpp; do
+# One g++ per file, as many at once as there are cores (each is a single-threaded compile).
+check_one() {
+  local f="$1"
   if g++ "${flags[@]}" "$f"; then
     echo "cuda-syntax-check: ok   ${f#"$root"/}"
   else
     echo "cuda-syntax-check: FAIL ${f#"$root"/}" >&2
-    status=1
+    return 1
+  fi
+}
+status=0
+pids=()
+for f in "$work/library.cpp" "$root/src/cuda_graph.cpp" "$root"/tests/gpu/*.cpp; do
+  check_one "$f" &
+  pids+=("$!")
+  if [ "${#pids[@]}" -ge "$(diffuse_jobs)" ]; then
+    wait "${pids[0]}" || status=1
+    pids=("${pids[@]:1}")
   fi
 done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 exit $status

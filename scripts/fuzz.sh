@@ -21,7 +21,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(fuzz_safetensors fuzz_model_file fuzz_config fuzz_images)
+  targets=("${DIFFUSE_FUZZ_TARGETS[@]}")
 fi
 build="${DIFFUSE_FUZZ_BUILD_DIR:-$DIFFUSE_ROOT/build-fuzz}"
 artifacts="${DIFFUSE_FUZZ_ARTIFACTS:-$build/artifacts}"

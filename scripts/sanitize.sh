@@ -41,7 +41,13 @@ diffuse_install_deps
 cmake -G Ninja -S "$DIFFUSE_ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_COMPILER="${CXX:-clang++}" "${instrument[@]}" \
   -DDIFFUSE_BUILD_TESTS=ON -DDIFFUSE_BUILD_EXAMPLES=OFF -DDIFFUSE_BUILD_BENCH=OFF -DDIFFUSE_INSTALL=OFF
-cmake --build "$build" -j "$(diffuse_jobs)" --target "${tests[@]}"
+targets=("${tests[@]}")
+if [ "${DIFFUSE_ASAN_WITH_FUZZ:-0}" = "1" ]; then
+  # One ninja run for the tests and the fuzz targets (scripts/fuzz.sh then finds them built): the
+  # links and the last compiles of one overlap the compiles of the other.
+  targets+=("${DIFFUSE_FUZZ_TARGETS[@]}" fuzz_make_corpus)
+fi
+cmake --build "$build" -j "$(diffuse_jobs)" --target "${targets[@]}"
 
 # The statistical testbed tests (thousands of samples through the Gaussian-mixture ODE or a
 # sampler, to measure a distribution error) take 25-110 s each under ASan, 80% of the sanitized
