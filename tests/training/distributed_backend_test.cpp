@@ -19,12 +19,11 @@ namespace diffuse {
 namespace {
 
 TEST(DistributedBackend, BadValuesAreErrorsNamingThem) {
+  EXPECT_ERROR_NAMING(parse_distributed_backend("mpi"), "'mpi'");
+  EXPECT_ERROR_NAMING(parse_distributed_backend("NCCL"), "'NCCL'");
+  for (const auto& [name, value] : distributed_backend_names()) EXPECT_EQ(to_string(value), name);
   DistributedOptions o;
-  o.backend = "mpi";
-  EXPECT_ERROR_NAMING(o.validate(), "'mpi'");
-  o.backend = "NCCL";
-  EXPECT_ERROR_NAMING(DistributedContext ctx(o), "'NCCL'");
-  o.backend = "nccl";
+  o.backend = DistributedBackend::nccl;
   if (DIFFUSE_HAS_NCCL) {
     EXPECT_NO_THROW(o.validate());
   } else {
@@ -36,7 +35,7 @@ TEST(DistributedBackend, AutoAndGlooResolveToGlooForCpuTensors) {
   for (const char* backend : {"auto", "gloo"}) {
     DistributedOptions o;
     o.master_port = 20000 + static_cast<int>(::getpid() % 20000) + (std::string(backend) == "gloo");
-    o.backend = backend;
+    o.backend = parse_distributed_backend(backend);
     DistributedContext ctx(o);
     EXPECT_EQ(ctx.backend_for(false), "gloo") << backend;
     EXPECT_EQ(ctx.backend_for(true),

@@ -62,6 +62,30 @@
 
 namespace diffuse {
 
+/// The communication backend of a DistributedContext (DistributedOptions::backend).
+enum class DistributedBackend { automatic, gloo, nccl };
+
+/// Names of DistributedBackend: "auto", "gloo", "nccl" (torch.distributed's names).
+inline const std::vector<std::pair<std::string, DistributedBackend>>& distributed_backend_names() {
+  static const std::vector<std::pair<std::string, DistributedBackend>> names{
+      {"auto", DistributedBackend::automatic},
+      {"gloo", DistributedBackend::gloo},
+      {"nccl", DistributedBackend::nccl}};
+  return names;
+}
+
+/// The DistributedBackend called `name`; anything else is a ConfigError naming it.
+inline DistributedBackend parse_distributed_backend(const std::string& name) {
+  for (const auto& [n, v] : distributed_backend_names())
+    if (n == name) return v;
+  throw ConfigError(
+      detail::cat("DistributedOptions.backend must be auto, gloo or nccl, got '", name, "'"));
+}
+
+inline std::string to_string(DistributedBackend backend) {
+  return enum_name(backend, distributed_backend_names());
+}
+
 /// Where this process sits in a data-parallel job and how to reach the others.
 struct DistributedOptions {
   /// This process's rank, in [0, world_size). Rank 0 hosts the TCPStore and writes the outputs.
@@ -76,14 +100,14 @@ struct DistributedOptions {
   /// turns into a diffuse::Error after at most this long. Default 30 s.
   std::chrono::milliseconds timeout{30000};
   /// Communication backend:
-  ///   "auto" (default): Gloo for CPU tensors; for CUDA tensors NCCL where LibTorch has it
-  ///          (DIFFUSE_HAS_NCCL; the NCCL group is created at the first collective on CUDA
+  ///   automatic ("auto", default): Gloo for CPU tensors; for CUDA tensors NCCL where LibTorch
+  ///          has it (DIFFUSE_HAS_NCCL; the NCCL group is created at the first collective on CUDA
   ///          tensors), else Gloo through host copies;
-  ///   "gloo": always Gloo (CUDA tensors are staged through host memory);
-  ///   "nccl": always NCCL (CPU tensors are staged through the CUDA device of the collective's
+  ///   gloo: always Gloo (CUDA tensors are staged through host memory);
+  ///   nccl: always NCCL (CPU tensors are staged through the CUDA device of the collective's
   ///          CUDA tensors, or the current CUDA device); an error on a LibTorch without NCCL.
-  /// All ranks must use the same value. Anything else is an error naming the value.
-  std::string backend = "auto";
+  /// All ranks must use the same value. parse_distributed_backend() reads the names.
+  DistributedBackend backend = DistributedBackend::automatic;
 
   /// Throws diffuse::Error naming the first bad field.
   void validate() const {
@@ -94,9 +118,11 @@ struct DistributedOptions {
     check(master_port >= 1 && master_port <= 65535,
           "DistributedOptions.master_port must be in [1, 65535], got ", master_port);
     check(timeout.count() > 0, "DistributedOptions.timeout must be > 0 ms, got ", timeout.count());
-    check(backend == "auto" || backend == "gloo" || backend == "nccl",
-          "DistributedOptions.backend must be auto, gloo or nccl, got '", backend, "'");
-    check(backend != "nccl" || DIFFUSE_HAS_NCCL,
+    check(backend == DistributedBackend::automatic || backend == DistributedBackend::gloo ||
+              backend == DistributedBackend::nccl,
+          "DistributedOptions.backend must be auto, gloo or nccl, got enum value ",
+          static_cast<int>(backend));
+    check(backend != DistributedBackend::nccl || DIFFUSE_HAS_NCCL,
           "DistributedOptions.backend='nccl' but this LibTorch has no NCCL (ProcessGroupNCCL needs "
           "a CUDA build "
           "with USE_C10D_NCCL); use 'gloo' or 'auto'");
@@ -179,7 +205,7 @@ class DistributedContext {
                               o.world_size, " (TCPStore at ", o.master_addr, ":", o.master_port,
                               ", timeout ", o.timeout.count(), " ms): ", detail::first_line(e)));
     }
-    if (o.backend == "nccl") {
+    if (o.backend == DistributedBackend::nccl) {
       create_nccl();
       return;
     }
@@ -209,8 +235,9 @@ class DistributedContext {
   /// The backend the next collective on `cuda` (true: some tensor is on a CUDA device) uses:
   /// "gloo" or "nccl" (resolves DistributedOptions::backend "auto").
   std::string backend_for(bool cuda) const {
-    if (options_.backend == "auto") return (cuda && DIFFUSE_HAS_NCCL) ? "nccl" : "gloo";
-    return options_.backend;
+    if (options_.backend == DistributedBackend::automatic)
+      return (cuda && DIFFUSE_HAS_NCCL) ? "nccl" : "gloo";
+    return to_string(options_.backend);
   }
   /// Rank 0, the process that writes checkpoints and logs.
   bool is_main() const { return options_.rank == 0; }
@@ -366,7 +393,7 @@ class DistributedContext {
 
   const c10::intrusive_ptr<c10d::ProcessGroupGloo>& gloo() const {
     check(static_cast<bool>(gloo_), "distributed collective: no Gloo group (backend '",
-          options_.backend, "')");
+          to_string(options_.backend), "')");
     return gloo_;
   }
 
