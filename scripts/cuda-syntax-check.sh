@@ -70,12 +70,13 @@ check_one() {
     return 1
   fi
 }
+jobs="${DIFFUSE_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 status=0
 pids=()
 for f in "$work/library.cpp" "$root/src/cuda_graph.cpp" "$root"/tests/gpu/*.cpp; do
   check_one "$f" &
   pids+=("$!")
-  if [ "${#pids[@]}" -ge "$(diffuse_jobs)" ]; then
+  if [ "${#pids[@]}" -ge "$jobs" ]; then
     wait "${pids[0]}" || status=1
     pids=("${pids[@]:1}")
   fi
