@@ -97,9 +97,7 @@ TimePoint DiscreteSchedule::point_at_index(int64_t i, double t) const {
 
 void DiscreteSchedule::build() {
   const auto& o = options;
-  check(o.precision() == TablePrecision::float64 || o.precision() == TablePrecision::float32,
-        "discrete schedule: precision must be float64 or float32, got enum value ",
-        static_cast<int>(o.precision()));
+  check_enum(o.precision(), table_precision_names(), "discrete schedule: precision");
   const auto dtype = o.precision() == TablePrecision::float32 ? at::kFloat : at::kDouble;
   at::Tensor betas;
   if (!o.trained_betas().empty()) {

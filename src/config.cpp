@@ -21,6 +21,12 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return out;
 }
 
+std::string one_of(const std::vector<std::string>& names) {
+  if (names.size() <= 1) return names.empty() ? std::string("(none)") : names[0];
+  std::vector<std::string> head(names.begin(), names.end() - 1);
+  return join(head) + " or " + names.back();
+}
+
 }  // namespace detail
 
 std::string format_double(double v) {

@@ -48,10 +48,7 @@ const std::vector<std::pair<std::string, ExposureBiasMode>>& exposure_bias_mode_
 }
 
 ExposureBiasMode parse_exposure_bias_mode(const std::string& name) {
-  for (const auto& [n, mode] : exposure_bias_mode_names())
-    if (n == name) return mode;
-  throw ConfigError(
-      detail::cat("ExposureBiasOptions.mode must be accumulated or single_step, got '", name, "'"));
+  return parse_enum(name, exposure_bias_mode_names(), "ExposureBiasOptions.mode");
 }
 
 std::string to_string(ExposureBiasMode mode) { return enum_name(mode, exposure_bias_mode_names()); }

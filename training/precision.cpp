@@ -17,9 +17,7 @@ namespace detail {
 
 at::ScalarType autocast_dtype_for(Autocast value, const at::Device& device) {
   if (value == Autocast::off) return at::kFloat;
-  check(value == Autocast::bf16 || value == Autocast::fp16,
-        "TrainerOptions.autocast must be off, bf16 or fp16, got enum value ",
-        static_cast<int>(value));
+  check_enum(value, autocast_names(), "TrainerOptions.autocast");
   check(device.is_cpu() || device.is_cuda(), "TrainerOptions.autocast='", to_string(value),
         "' needs a CPU or CUDA model, the model is on ", device);
   check(value == Autocast::bf16 || device.is_cuda(),
@@ -37,10 +35,7 @@ const std::vector<std::pair<std::string, Autocast>>& autocast_names() {
 }
 
 Autocast parse_autocast(const std::string& name) {
-  for (const auto& [n, v] : autocast_names())
-    if (n == name) return v;
-  throw ConfigError(
-      detail::cat("TrainerOptions.autocast must be off, bf16 or fp16, got '", name, "'"));
+  return parse_enum(name, autocast_names(), "TrainerOptions.autocast");
 }
 
 std::string to_string(Autocast autocast) { return enum_name(autocast, autocast_names()); }

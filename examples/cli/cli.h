@@ -16,6 +16,7 @@
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+#include <diffuse/config.h>
 #include <CLI/CLI.hpp>
 
 namespace diffuse::cli {
@@ -80,6 +81,17 @@ std::string dtype_name(c10::ScalarType t);
 
 /// Throws UsageError(message) unless cond.
 void require(bool cond, const std::string& message);
+/// The enum value called `name` in the library's names table; any other name is a UsageError
+/// "<what> must be a, b or c, got '<name>'" (`what`: the option, e.g. "--init").
+template <class E>
+E require_enum(const std::string& name, const diffuse::EnumNames<E>& names,
+               const std::string& what) {
+  try {
+    return diffuse::parse_enum(name, names, what);
+  } catch (const diffuse::ConfigError& e) {
+    throw UsageError(e.what());
+  }
+}
 /// A file that must exist (UsageError "<what> '<path>' does not exist" otherwise).
 void require_file(const std::string& path, const std::string& what);
 

@@ -75,12 +75,54 @@ std::string cat(const Args&... args) {
 /// "0.10000000000000001"), so configurations round-trip bit for bit and stay readable.
 std::string format_double(double v);
 
-/// The name of an enum value in a names table of ConfigReader::get_enum (for to_config()).
+/// A names table: each value of an enum with its config name, as ConfigReader::get_enum,
+/// parse_enum, enum_name and check_enum take it.
 template <class E>
-std::string enum_name(E value, const std::vector<std::pair<std::string, E>>& names) {
+using EnumNames = std::vector<std::pair<std::string, E>>;
+
+namespace detail {
+
+/// "a", "a or b", "a, b or c".
+std::string one_of(const std::vector<std::string>& names);
+
+template <class E>
+std::vector<std::string> names_of(const EnumNames<E>& names) {
+  std::vector<std::string> out;
+  for (const auto& kv : names) out.push_back(kv.first);
+  return out;
+}
+
+}  // namespace detail
+
+/// The name of an enum value in a names table of ConfigReader::get_enum (for to_config()); "?"
+/// for a value the table does not hold.
+template <class E>
+std::string enum_name(E value, const EnumNames<E>& names) {
   for (const auto& [name, v] : names)
     if (v == value) return name;
   return "?";
+}
+
+/// The value called `name` in `names`. Any other name is a ConfigError
+/// "<what> must be a, b or c, got '<name>'". The parse_*() functions of the enums use it:
+///   Autocast parse_autocast(const std::string& n) {
+///     return parse_enum(n, autocast_names(), "TrainerOptions.autocast"); }
+template <class E>
+E parse_enum(const std::string& name, const EnumNames<E>& names, const std::string& what) {
+  for (const auto& [n, v] : names)
+    if (n == name) return v;
+  throw ConfigError(detail::cat(what, " must be ", detail::one_of(detail::names_of(names)),
+                                ", got '", name, "'"));
+}
+
+/// For validate(): a ConfigError "<what> must be a, b or c, got enum value N" unless `value` is
+/// in `names` (an enum class holds any value of its underlying type, e.g. after a static_cast).
+template <class E>
+void check_enum(E value, const EnumNames<E>& names, const std::string& what) {
+  for (const auto& kv : names)
+    if (kv.second == value) return;
+  throw ConfigError(detail::cat(what, " must be ", detail::one_of(detail::names_of(names)),
+                                ", got enum value ", static_cast<long long>(value)));
 }
 
 /// Throws diffuse::ConfigError built from the arguments unless cond holds.
@@ -112,7 +154,10 @@ std::string format_config(const Config& c);
 /// as known; finish() throws if the config holds a key that no get_* asked for.
 class ConfigReader {
  public:
+  /// Holds a reference to `c`, which must outlive the reader.
   ConfigReader(const Config& c, std::string owner) : c_(c), owner_(std::move(owner)) {}
+  /// A temporary Config would dangle.
+  ConfigReader(Config&& c, std::string owner) = delete;
 
   /// Whether the key is set (and marks it as known).
   bool has(const std::string& key);
@@ -129,14 +174,12 @@ class ConfigReader {
   ///   Mode::kTrainStride}});
   /// A value not in `names` is a ConfigError that lists the valid names.
   template <class E>
-  E get_enum(const std::string& key, E dflt, const std::vector<std::pair<std::string, E>>& names) {
+  E get_enum(const std::string& key, E dflt, const EnumNames<E>& names) {
     if (!has(key)) return dflt;
     const std::string& v = c_.at(key);
     for (const auto& [name, value] : names)
       if (name == v) return value;
-    std::vector<std::string> valid;
-    for (const auto& kv : names) valid.push_back(kv.first);
-    throw_not_one_of(key, v, valid);
+    throw_not_one_of(key, v, detail::names_of(names));
   }
 
   /// A finite number.

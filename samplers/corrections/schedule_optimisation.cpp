@@ -20,10 +20,7 @@ const std::vector<std::pair<std::string, ScheduleInit>>& schedule_init_names() {
 }
 
 ScheduleInit parse_schedule_init(const std::string& name) {
-  for (const auto& [n, v] : schedule_init_names())
-    if (n == name) return v;
-  throw ConfigError(
-      detail::cat("schedule optimisation init must be karras or exponential, got '", name, "'"));
+  return parse_enum(name, schedule_init_names(), "ScheduleOptimisationOptions.init");
 }
 
 std::string to_string(ScheduleInit init) { return enum_name(init, schedule_init_names()); }
@@ -35,9 +32,7 @@ const std::vector<std::pair<std::string, KlubQuadrature>>& klub_quadrature_names
 }
 
 KlubQuadrature parse_klub_quadrature(const std::string& name) {
-  for (const auto& [n, v] : klub_quadrature_names())
-    if (n == name) return v;
-  throw ConfigError(detail::cat("KLUB estimator must be importance or log_t, got '", name, "'"));
+  return parse_enum(name, klub_quadrature_names(), "ScheduleOptimisationOptions.estimator");
 }
 
 std::string to_string(KlubQuadrature quadrature) {
@@ -109,9 +104,7 @@ KlubEstimator::KlubEstimator(VeDenoiserFn denoiser, const Tensor& x0,
   check(static_cast<bool>(denoiser_), "KlubEstimator: empty denoiser");
   check(x0.defined() && x0.dim() >= 1 && x0.size(0) >= 1,
         "KlubEstimator: x0 needs a batch dimension");
-  check(o.estimator() == KlubQuadrature::importance || o.estimator() == KlubQuadrature::log_t,
-        "ScheduleOptimisationOptions.estimator must be importance or log_t, got enum value ",
-        static_cast<int>(o.estimator()));
+  check_enum(o.estimator(), klub_quadrature_names(), "ScheduleOptimisationOptions.estimator");
   check(o.nodes() >= 1, "ScheduleOptimisationOptions.nodes must be >= 1, got ", o.nodes());
   check(std::isfinite(o.sigma_data()) && o.sigma_data() >= 0,
         "ScheduleOptimisationOptions.sigma_data must be >= 0, got ", o.sigma_data());
@@ -231,9 +224,7 @@ ScheduleOptimisationResult optimise_schedule(const VeDenoiserFn& denoiser, const
   check(o.sigma_min() > 0 && o.sigma_max() > o.sigma_min() && std::isfinite(o.sigma_max()),
         "ScheduleOptimisationOptions needs 0 < sigma_min < sigma_max < inf, got sigma_min=",
         o.sigma_min(), " sigma_max=", o.sigma_max());
-  check(o.init() == ScheduleInit::karras || o.init() == ScheduleInit::exponential,
-        "ScheduleOptimisationOptions.init must be karras or exponential, got enum value ",
-        static_cast<int>(o.init()));
+  check_enum(o.init(), schedule_init_names(), "ScheduleOptimisationOptions.init");
   check(o.rho() > 0, "ScheduleOptimisationOptions.rho must be > 0, got ", o.rho());
   check(o.max_sweeps() >= 0, "ScheduleOptimisationOptions.max_sweeps must be >= 0, got ",
         o.max_sweeps());

@@ -19,13 +19,7 @@ const std::vector<std::pair<std::string, BetaSchedule>>& beta_schedule_names() {
 }
 
 BetaSchedule parse_beta_schedule(const std::string& name) {
-  std::vector<std::string> valid;
-  for (const auto& [n, v] : beta_schedule_names()) {
-    if (n == name) return v;
-    valid.push_back(n);
-  }
-  throw ConfigError(
-      detail::cat("unknown beta_schedule '", name, "'; valid: ", detail::join(valid)));
+  return parse_enum(name, beta_schedule_names(), "beta_schedule");
 }
 
 std::string to_string(BetaSchedule schedule) { return enum_name(schedule, beta_schedule_names()); }
@@ -40,6 +34,7 @@ at::Tensor make_betas(BetaSchedule kind, int64_t T, double beta_start, double be
   // The tables hold a few doubles per timestep; an absurd T would allocate gigabytes first.
   check(T >= 2 && T <= kMaxTrainTimesteps, "num_train_timesteps must be in [2, ",
         kMaxTrainTimesteps, "], got ", T);
+  check_enum(kind, beta_schedule_names(), "beta_schedule");
   const auto opt = at::TensorOptions().dtype(dtype);
   if (kind == BetaSchedule::linear) {
     check(beta_start > 0 && beta_end < 1 && beta_start <= beta_end,
@@ -53,8 +48,9 @@ at::Tensor make_betas(BetaSchedule kind, int64_t T, double beta_start, double be
           " beta_end=", beta_end);
     return at::linspace(std::sqrt(beta_start), std::sqrt(beta_end), T, opt).pow(2);
   }
-  if (kind == BetaSchedule::squaredcos_cap_v2) {
-    // iDDPM cosine: alpha_bar(t) = cos^2(((t + 0.008) / 1.008) * pi / 2), beta capped at 0.999.
+  {
+    // BetaSchedule::squaredcos_cap_v2, the iDDPM cosine:
+    // alpha_bar(t) = cos^2(((t + 0.008) / 1.008) * pi / 2), beta capped at 0.999.
     // Computed in double as the reference does, then cast.
     auto alpha_bar = [](double t) {
       const double c = std::cos((t + 0.008) / 1.008 * M_PI / 2.0);
@@ -67,10 +63,6 @@ at::Tensor make_betas(BetaSchedule kind, int64_t T, double beta_start, double be
     }
     return at::tensor(b, at::TensorOptions().dtype(at::kDouble)).to(dtype);
   }
-  throw ConfigError(
-      cat("beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got enum "
-          "value ",
-          static_cast<int>(kind)));
 }
 
 /// Lin et al. 2024, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last one is 0 and the

@@ -138,9 +138,7 @@ std::vector<double> ays_sigmas_a1111(const std::vector<double>& table, int64_t n
 AlignYourStepsSpacing::AlignYourStepsSpacing(AlignYourStepsSpacingOptions o)
     : options(std::move(o)) {
   const AysConvention c = options.convention();
-  check(c == AysConvention::comfyui || c == AysConvention::a1111,
-        "align_your_steps: convention must be comfyui or a1111, got enum value ",
-        static_cast<int>(c));
+  check_enum(c, ays_convention_names(), "align_your_steps: convention");
   check(std::isfinite(options.denoise()) && options.denoise() > 0 && options.denoise() <= 1,
         "align_your_steps: denoise must be in (0, 1], got ", options.denoise());
   check(c == AysConvention::comfyui || options.denoise() == 1.0,

@@ -289,7 +289,7 @@ TEST(CliTrain, BadValuesAreRefusedBeforePrintConfig) {
            {{"--patch", "5"}, {"'patch' = 5 does not divide the image size 28"}},
            {{"--preset", "huge"}, {"config key 'preset'", "huge"}},
            {{"--set", "autocast=fp32"},
-            {"config key 'autocast' = 'fp32' must be off, bf16 or fp16"}},
+            {"config key 'autocast' must be off, bf16 or fp16, got 'fp32'"}},
            {{"--set", "objective=no_such_objective"},
             {"config key 'objective'", "no_such_objective"}},
            {{"--set", "sampler=no_such_sampler"}, {"config key 'sampler'", "no_such_sampler"}},

@@ -112,5 +112,31 @@ TEST(Config, ParsesAndRejectsMalformedItems) {
   EXPECT_THROW(parse_config("eta=1,eta=2"), Error);
 }
 
+enum class Fruit { apple, pear, plum };
+const EnumNames<Fruit> kFruitNames = {
+    {"apple", Fruit::apple}, {"pear", Fruit::pear}, {"plum", Fruit::plum}};
+
+// The shared enum helpers every parse_*() and validate() uses: exact names only, and errors that
+// list the valid names and name the bad value.
+TEST(Config, EnumNamesParseExactlyAndErrorsNameTheBadValue) {
+  EXPECT_EQ(parse_enum("pear", kFruitNames, "fruit"), Fruit::pear);
+  EXPECT_EQ(enum_name(Fruit::plum, kFruitNames), "plum");
+  EXPECT_ERROR_NAMING(parse_enum("Pear", kFruitNames, "fruit"),
+                      "fruit must be apple, pear or plum, got 'Pear'");
+  EXPECT_THROW(parse_enum("", kFruitNames, "fruit"), ConfigError);
+  EXPECT_NO_THROW(check_enum(Fruit::apple, kFruitNames, "fruit"));
+  const auto bad = static_cast<Fruit>(7);
+  EXPECT_EQ(enum_name(bad, kFruitNames), "?");
+  EXPECT_ERROR_NAMING(check_enum(bad, kFruitNames, "fruit"),
+                      "fruit must be apple, pear or plum, got enum value 7");
+  EXPECT_EQ(detail::one_of({"a"}), "a");
+  EXPECT_EQ(detail::one_of({"a", "b"}), "a or b");
+  // ConfigReader::get_enum: the same table, the owner's key in the message.
+  const Config c = parse_config("fruit=fig");
+  ConfigReader r(c, "bowl");  // holds a reference to c
+  EXPECT_ERROR_NAMING((void)r.get_enum("fruit", Fruit::apple, kFruitNames),
+                      "bowl: fruit='fig' is not one of: apple, pear, plum");
+}
+
 }  // namespace
 }  // namespace diffuse

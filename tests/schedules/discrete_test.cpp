@@ -62,7 +62,9 @@ TEST(DiscreteSchedule, ZeroTerminalSnr) {
 }
 
 TEST(DiscreteSchedule, BadInputNamesTheValue) {
-  EXPECT_ERROR_NAMING(parse_beta_schedule("cosine"), "unknown beta_schedule 'cosine'");
+  EXPECT_ERROR_NAMING(
+      parse_beta_schedule("cosine"),
+      "beta_schedule must be linear, scaled_linear or squaredcos_cap_v2, got 'cosine'");
   EXPECT_ERROR_NAMING(make_schedule("discrete", {{"beta_schedule", "cosine"}}), "cosine");
   EXPECT_ERROR_NAMING(make_schedule("discrete", {{"precision", "float16"}}), "float16");
   for (const auto& [name, value] : beta_schedule_names()) {

@@ -24,10 +24,7 @@ const std::vector<std::pair<std::string, TimeDistribution>>& time_distribution_n
 namespace detail {
 
 void validate(const TimeSamplingOptions& o) {
-  check(o.distribution() == TimeDistribution::uniform ||
-            o.distribution() == TimeDistribution::log_normal,
-        "time sampling: distribution must be uniform or log_normal, got enum value ",
-        static_cast<int>(o.distribution()));
+  check_enum(o.distribution(), time_distribution_names(), "time sampling: distribution");
   check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
   check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ",
         o.p_std());

@@ -26,9 +26,7 @@ const std::vector<std::pair<std::string, LossWeighting>>& loss_weighting_names()
 namespace detail {
 
 void validate(const WeightingOptions& o) {
-  check(enum_name(o.weighting(), loss_weighting_names()) != "?",
-        "loss weighting must be one of none, min_snr, snr, truncated_snr, edm, got enum value ",
-        static_cast<int>(o.weighting()));
+  check_enum(o.weighting(), loss_weighting_names(), "loss weighting");
   check(std::isfinite(o.snr_gamma()) && o.snr_gamma() > 0,
         "loss weighting: snr_gamma must be > 0, got ", o.snr_gamma());
   check(std::isfinite(o.sigma_data()) && o.sigma_data() > 0,

@@ -65,10 +65,8 @@ int64_t check_args(const AysArgs& a) {
   require(a.nodes >= 1 && a.nodes <= 1024,
           "--nodes must be in [1, 1024], got " + std::to_string(a.nodes));
   require(std::isfinite(a.tol) && a.tol >= 0, "--tol must be >= 0, got " + format_double(a.tol));
-  require(a.estimator == "importance" || a.estimator == "log_t",
-          "--estimator must be importance or log_t, got '" + a.estimator + "'");
-  require(a.init == "karras" || a.init == "exponential",
-          "--init must be karras or exponential, got '" + a.init + "'");
+  (void)require_enum(a.estimator, diffuse::klub_quadrature_names(), "--estimator");
+  (void)require_enum(a.init, diffuse::schedule_init_names(), "--init");
   require(std::isfinite(a.rho) && a.rho > 0, "--rho must be > 0, got " + format_double(a.rho));
   require(std::isfinite(a.sigma_min) && a.sigma_min >= 0,
           "--sigma-min must be >= 0 (0 = the schedule's), got " + format_double(a.sigma_min));

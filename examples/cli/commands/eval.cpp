@@ -151,8 +151,7 @@ void check_numbers(const EvalArgs& a) {
   require(a.reference_limit == -1 || a.eb_num <= a.reference_limit,
           "--eb-num " + std::to_string(a.eb_num) + " exceeds --reference-limit " +
               std::to_string(a.reference_limit));
-  require(a.eb_mode == "accumulated" || a.eb_mode == "single_step",
-          "--eb-mode must be accumulated or single_step, got '" + a.eb_mode + "'");
+  (void)require_enum(a.eb_mode, diffuse::exposure_bias_mode_names(), "--eb-mode");
 }
 
 /// Builds every sampler, correction and spacing of the grid once: a bad name fails fast.

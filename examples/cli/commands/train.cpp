@@ -92,8 +92,7 @@ RunConfig check_config(const json& cfg, int world) {
   } catch (const diffuse::Error& e) {
     throw UsageError("config key 'preset': " + error_message(e));
   }
-  require(autocast == "off" || autocast == "bf16" || autocast == "fp16",
-          "config key 'autocast' = '" + autocast + "' must be off, bf16 or fp16");
+  (void)require_enum(autocast, diffuse::autocast_names(), "config key 'autocast'");
   try {
     rc.objective = diffuse::objective_for_patch(rc.objective_spec, rc.patch);
   } catch (const diffuse::Error& e) {

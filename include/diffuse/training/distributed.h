@@ -76,10 +76,7 @@ inline const std::vector<std::pair<std::string, DistributedBackend>>& distribute
 
 /// The DistributedBackend called `name`; anything else is a ConfigError naming it.
 inline DistributedBackend parse_distributed_backend(const std::string& name) {
-  for (const auto& [n, v] : distributed_backend_names())
-    if (n == name) return v;
-  throw ConfigError(
-      detail::cat("DistributedOptions.backend must be auto, gloo or nccl, got '", name, "'"));
+  return parse_enum(name, distributed_backend_names(), "DistributedOptions.backend");
 }
 
 inline std::string to_string(DistributedBackend backend) {
@@ -118,10 +115,7 @@ struct DistributedOptions {
     check(master_port >= 1 && master_port <= 65535,
           "DistributedOptions.master_port must be in [1, 65535], got ", master_port);
     check(timeout.count() > 0, "DistributedOptions.timeout must be > 0 ms, got ", timeout.count());
-    check(backend == DistributedBackend::automatic || backend == DistributedBackend::gloo ||
-              backend == DistributedBackend::nccl,
-          "DistributedOptions.backend must be auto, gloo or nccl, got enum value ",
-          static_cast<int>(backend));
+    check_enum(backend, distributed_backend_names(), "DistributedOptions.backend");
     check(backend != DistributedBackend::nccl || DIFFUSE_HAS_NCCL,
           "DistributedOptions.backend='nccl' but this LibTorch has no NCCL (ProcessGroupNCCL needs "
           "a CUDA build "
