@@ -4,12 +4,14 @@
 # of ours; a unity ("jumbo") build pays that once per batch of sources instead of once per source.
 # DIFFUSE_UNITY_BUILD (default ON) batches the sources of the libraries, the test binaries and the
 # CLI; -DDIFFUSE_UNITY_BUILD=OFF compiles one object per source (what you want while editing one
-# test file over and over). Sources with their own compile definitions (the module sources with a
-# registration anchor, cmake/DiffuseGenerateUmbrella.cmake) are compiled on their own by CMake in
-# either mode, so a one-file edit of a sampler still recompiles one file.
+# test file over and over). The module sources (one algorithm per .cpp, each with a registration
+# anchor) are batched by cmake/DiffuseGenerateUmbrella.cmake instead, eight to a generated file with
+# one anchor each, so a one-file edit of a sampler recompiles one object (its batch).
 #
-# Tests are compiled with -O1: their own code is a thin layer over calls into the library and
-# LibTorch (compiled with the build type's flags), and -O1 compiles it ~1.5x faster than -O3.
+# Tests are compiled with -O0: their own code is a thin layer over calls into the library and
+# LibTorch (compiled with the build type's flags). Measured on one unity batch of the samplers
+# tests (g++ 12, alone on the machine): -O3 about 38 s, -O1 25.2 s, -O0 20.0 s; the test run time
+# did not change measurably (docs/benchmarks.md, "CI time").
 option(DIFFUSE_UNITY_BUILD "Batch the sources of diffuse's own targets into unity translation units" ON)
 
 function(diffuse_unity target batch)
@@ -20,7 +22,7 @@ endfunction()
 
 function(diffuse_test_optimisation target)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND CMAKE_BUILD_TYPE MATCHES "^(Release|RelWithDebInfo|MinSizeRel)$")
-    target_compile_options(${target} PRIVATE -O1)
+    target_compile_options(${target} PRIVATE -O0)
   endif()
 endfunction()
 

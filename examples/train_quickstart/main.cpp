@@ -9,6 +9,7 @@
 int main(int argc, char** argv) {
   const int64_t steps = argc > 1 ? std::atoll(argv[1]) : 20000;  // about 20 minutes on 2 cores
   const std::string out = argc > 2 ? argv[2] : "quickstart_run";
+  const int64_t num_samples = argc > 3 ? std::atoll(argv[3]) : 500;
 
   diffuse::Dataset data = diffuse::load_fashion_mnist("train");  // [60000, 1, 28, 28] in [-1, 1]
   diffuse::DiT model(
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
   trainer.train();          // checkpoints, loss.csv / loss.png and sample grids in `out`
 
   // Frechet distance, precision and recall of EMA samples against the test split.
-  diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(trainer.sample(500, /*seed=*/1));
+  diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(trainer.sample(num_samples, /*seed=*/1));
   std::cout << "step " << trainer.step() << ": FD " << r.fd << ", precision " << r.precision
             << ", recall " << r.recall << "\n";
 }
