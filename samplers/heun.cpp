@@ -11,15 +11,25 @@
 
 namespace diffuse {
 
+const EnumNames<HeunSpace>& heun_space_names() {
+  static const EnumNames<HeunSpace> names{
+      {"auto", HeunSpace::automatic}, {"ve", HeunSpace::ve}, {"flow", HeunSpace::flow}};
+  return names;
+}
+
 HeunSampler::HeunSampler(HeunOptions o) : options(o) {
   detail::check_churn_options("heun", options.s_churn(), options.s_tmin(), options.s_tmax(),
                               options.s_noise());
+  check_enum(options.space(), heun_space_names(), "heun: space");
+  check(options.space() != HeunSpace::flow || !is_stochastic(),
+        "heun: churn (s_churn > 0) needs space=ve or auto, got space=flow");
 }
 
 std::unique_ptr<Sampler> HeunSampler::from_config(const Config& c) {
   ConfigReader r(c, "heun");
   HeunOptions o;
   detail::read_churn_options(r, o);
+  o.space(r.get_enum("space", o.space(), heun_space_names()));
   r.finish();
   return std::make_unique<HeunSampler>(o);
 }
@@ -27,6 +37,7 @@ std::unique_ptr<Sampler> HeunSampler::from_config(const Config& c) {
 Config HeunSampler::to_config() const {
   Config c;
   detail::write_churn_options(options, c);
+  c["space"] = enum_name(options.space(), heun_space_names());
   return c;
 }
 
@@ -34,10 +45,31 @@ StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const S
                                   const History&, SampleContext& ctx) const {
   const TimePoint& next = st.next;
   TimePoint now = st.now;
+  const bool flow = options.space() == HeunSpace::flow ||
+                    (options.space() == HeunSpace::automatic && !is_stochastic() &&
+                     ctx.schedule != nullptr && ctx.schedule->name() == "flow");
+  if (flow) {
+    // y = x / (alpha + sigma), tau = sigma / (alpha + sigma), dy/dtau = eps - x0.
+    check(now.sigma > 0, "heun: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
+    const double n = now.alpha + now.sigma, n_next = next.alpha + next.sigma;
+    const double dtau = next.sigma / n_next - now.sigma / n;
+    const Prediction p = model(x, now, st);
+    Tensor v = p.eps - p.x0;
+    Tensor y_euler = divided(x, n);
+    add_scaled_(y_euler, v, dtau);
+    Tensor x_euler = scaled(y_euler, n_next);
+    if (next.is_clean()) return {x_euler, p};
+    const Prediction p2 = model(x_euler, next, st);
+    v.add_(p2.eps).sub_(p2.x0);
+    Tensor y = divided(x, n);
+    add_scaled_(y, v, 0.5 * dtau);
+    return {scale_(y, n_next), p};
+  }
   check(now.sigma > 0 && now.alpha > 0, "heun: step ", st.index,
         " needs 0 < sigma_ve < inf at its start, got t=", now.t, " alpha=", now.alpha,
         " sigma=", now.sigma,
-        " (for zero terminal SNR set the schedule's terminal_alphas_cumprod)");
+        " (for zero terminal SNR set the schedule's terminal_alphas_cumprod; at pure noise use "
+        "space=flow)");
   Tensor xc = x;
   if (is_stochastic()) {
     const Tensor z = ctx.randn_like(x);  // every step, as k-diffusion's sample_heun

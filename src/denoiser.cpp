@@ -8,24 +8,20 @@
 
 namespace diffuse {
 
-Parameterization parse_parameterization(const std::string& s) {
-  if (s == "epsilon" || s == "eps") return Parameterization::kEpsilon;
-  if (s == "v_prediction" || s == "v") return Parameterization::kVelocity;
-  if (s == "sample" || s == "x0") return Parameterization::kSample;
-  throw ConfigError("unknown prediction_type '" + s + "'; valid: epsilon, v_prediction, sample");
+const EnumNames<Parameterization>& parameterization_names() {
+  static const EnumNames<Parameterization> names{
+      {"epsilon", Parameterization::kEpsilon}, {"v_prediction", Parameterization::kVelocity},
+      {"sample", Parameterization::kSample},   {"flow_prediction", Parameterization::kFlow},
+      {"eps", Parameterization::kEpsilon},     {"v", Parameterization::kVelocity},
+      {"x0", Parameterization::kSample},       {"flow", Parameterization::kFlow}};
+  return names;
 }
 
-std::string to_string(Parameterization p) {
-  switch (p) {
-    case Parameterization::kEpsilon:
-      return "epsilon";
-    case Parameterization::kVelocity:
-      return "v_prediction";
-    case Parameterization::kSample:
-      return "sample";
-  }
-  return "?";
+Parameterization parse_parameterization(const std::string& s) {
+  return parse_enum(s, parameterization_names(), "prediction_type");
 }
+
+std::string to_string(Parameterization p) { return enum_name(p, parameterization_names()); }
 
 Denoiser::Denoiser(Network net, DenoiserOptions options) : net_(std::move(net)), options_(options) {
   check(static_cast<bool>(net_), "Denoiser needs a network, got an empty function");
@@ -70,6 +66,14 @@ Prediction Denoiser::convert(const Tensor& out, const Tensor& x, const TimePoint
       const double n = a * a + s * s;
       p.x0 = lincomb_divided(x, a, out, -s, n);
       p.eps = lincomb_divided(x, s, out, a, n);
+      break;
+    }
+    case Parameterization::kFlow: {
+      // v = eps - x0 and x = alpha*x0 + sigma*eps; alpha + sigma = 1 on the flow schedule.
+      const double n = a + s;
+      check(n > 0, "flow prediction needs alpha + sigma > 0 (t=", at.t, ")");
+      p.x0 = lincomb_divided(x, 1.0, out, -s, n);
+      p.eps = lincomb_divided(x, 1.0, out, a, n);
       break;
     }
   }

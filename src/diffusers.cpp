@@ -7,7 +7,10 @@
 #include <utility>
 
 #include <diffuse/detail/aten.h>
+#include <diffuse/schedules/detail/betas.h>
 #include <diffuse/schedules/discrete.h>
+#include <diffuse/schedules/flow.h>
+#include <diffuse/schedules/spacing/flow_match.h>
 
 namespace diffuse {
 
@@ -18,7 +21,9 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "DPMSolverSinglestepScheduler",
           "EulerDiscreteScheduler",
           "EulerAncestralDiscreteScheduler",
-          "HeunDiscreteScheduler"};
+          "HeunDiscreteScheduler",
+          "FlowMatchEulerDiscreteScheduler",
+          "FlowMatchHeunDiscreteScheduler"};
 }
 
 namespace {
@@ -73,10 +78,11 @@ std::shared_ptr<const NoiseSchedule> diffusers_schedule(DiffusersConfig& dc, dou
 }
 
 void diffusers_prediction(DiffusersConfig& dc, DenoiserOptions& d, bool has_clip, bool clip_default,
-                          bool has_threshold) {
+                          bool has_threshold, bool has_flow = false) {
   auto& r = dc.r();
-  d.prediction_type = parse_parameterization(
-      r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"}));
+  std::vector<std::string> types{"epsilon", "v_prediction", "sample"};
+  if (has_flow) types.push_back("flow_prediction");
+  d.prediction_type = parse_parameterization(r.get_choice("prediction_type", "epsilon", types));
   if (has_clip) {
     d.clip_sample = r.get_bool("clip_sample", clip_default);
     d.clip_sample_range = r.get_double("clip_sample_range", 1.0);
@@ -135,6 +141,43 @@ std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& 
   return nullptr;
 }
 
+/// A float key that diffusers allows to be None: NaN when absent or None.
+double optional_double(DiffusersConfig& dc, const Config& config, const std::string& key) {
+  auto& r = dc.r();
+  if (!r.has(key) || config.at(key) == "None") return std::nan("");
+  return r.get_double(key, 0.0);
+}
+
+/// The flow schedule of a flow-matching config: t_scale = num_train_timesteps, sigma_min =
+/// 1 / num_train_timesteps, the static shift from `shift_key`, the dynamic shift with the
+/// pipeline's mu (the "mu" key: set_timesteps' argument).
+FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& config,
+                                           const std::string& shift_key, bool linear_shift) {
+  auto& r = dc.r();
+  const int64_t n = r.get_int("num_train_timesteps", 1000);
+  check(n >= 2 && n <= detail::kMaxTrainTimesteps, dc_name(dc),
+        "num_train_timesteps must be in [2, ", detail::kMaxTrainTimesteps, "], got ", n);
+  FlowScheduleOptions fo;
+  fo.t_scale(static_cast<double>(n)).sigma_min(1.0 / static_cast<double>(n));
+  fo.shift(r.get_double(shift_key, 1.0));
+  fo.use_dynamic_shifting(r.get_bool("use_dynamic_shifting", false));
+  fo.time_shift_type(r.get_enum(
+      "time_shift_type", FlowTimeShift::exponential,
+      linear_shift ? flow_time_shift_names()
+                   : EnumNames<FlowTimeShift>{{"exponential", FlowTimeShift::exponential}}));
+  const double mu = optional_double(dc, config, "mu");
+  if (fo.use_dynamic_shifting()) {
+    check(!std::isnan(mu), dc_name(dc),
+          "use_dynamic_shifting=true needs mu (the pipeline's set_timesteps(mu=...); "
+          "flow_dynamic_mu() computes Flux's from the image sequence length)");
+    fo.mu(mu);
+  } else {
+    check(std::isnan(mu), dc_name(dc), "mu=", mu,
+          " is only used with use_dynamic_shifting=true (diffusers would ignore it)");
+  }
+  return fo;
+}
+
 }  // namespace
 
 TimeGrid DiffusersScheduler::grid(int64_t num_steps) const {
@@ -146,6 +189,7 @@ Denoiser DiffusersScheduler::denoiser(Network net) const {
 }
 
 Tensor DiffusersScheduler::initial_state(const Tensor& noise, int64_t num_steps) const {
+  if (init_noise_is_one) return noise.clone();
   const TimePoint first = grid(num_steps).front();
   if (!init_noise_is_sigma_max)
     return noise * std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma);
@@ -188,8 +232,23 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
         make_sampler("ddim", {{"eta", format_double(eta)}, {"prev_timestep", "train_stride"}});
   } else if (cls == "DPMSolverMultistepScheduler" || cls == "DPMSolverSinglestepScheduler") {
     const bool multi = cls == "DPMSolverMultistepScheduler";
-    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, multi, true);
-    diffusers_prediction(dc, out.denoiser_options, false, false, true);
+    const bool flow = r.get_bool("use_flow_sigmas", false);
+    if (flow) {
+      // The flow branch of set_timesteps ignores the betas (they only feed final_sigmas_type=
+      // sigma_min, refused below) and the timestep_spacing.
+      for (const char* k : {"beta_start", "beta_end", "rescale_betas_zero_snr"})
+        if (r.has(k)) (void)r.get_string(k, "");
+      (void)r.get_enum("beta_schedule", BetaSchedule::linear, beta_schedule_names());
+      (void)r.get_doubles("trained_betas");
+      (void)r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+      (void)r.get_int("steps_offset", 0);
+      out.schedule = std::make_shared<FlowSchedule>(
+          diffusers_flow_options(dc, config, "flow_shift", /*linear_shift=*/false));
+      out.init_noise_is_one = true;
+    } else {
+      out.schedule = diffusers_schedule(dc, 1e-4, 0.02, multi, true);
+    }
+    diffusers_prediction(dc, out.denoiser_options, false, false, true, /*has_flow=*/true);
     const int64_t order = r.get_int("solver_order", 2);
     const std::string algo =
         r.get_choice("algorithm_type", "dpmsolver++",
@@ -206,12 +265,28 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
                                                                                         : "zero";
     dc.reject_unless("lambda_min_clipped", "-inf", "lambda clipping is not implemented");
     dc.reject_unless("variance_type", "None", "learned variances are not supported");
-    dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
-    const bool cosine =
-        static_cast<const DiscreteSchedule&>(*out.schedule).options.beta_schedule() ==
-        BetaSchedule::squaredcos_cap_v2;
-    out.spacing = diffusers_sigma_spacing(dc, multi, !cosine, final_kind, 0.0, 0.0);
+    if (flow) {
+      check(final_kind == "zero", cls,
+            ": final_sigmas_type=sigma_min with use_flow_sigmas is not supported (diffusers takes "
+            "that sigma from the VP betas, not from the flow schedule)");
+      for (const char* k :
+           {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"})
+        dc.reject_unless(k, "false", "it replaces the flow sigmas in diffusers' set_timesteps");
+      FlowMatchSpacingOptions so;
+      so.rule(FlowMatchRule::dpm_solver);
+      out.spacing = std::make_shared<FlowMatchSpacing>(so);
+    } else {
+      dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
+      const double flow_shift = r.get_double("flow_shift", 1.0);
+      check(flow_shift == 1.0, cls, ": flow_shift=", flow_shift, " needs use_flow_sigmas=true");
+      const bool cosine =
+          static_cast<const DiscreteSchedule&>(*out.schedule).options.beta_schedule() ==
+          BetaSchedule::squaredcos_cap_v2;
+      out.spacing = diffusers_sigma_spacing(dc, multi, !cosine, final_kind, 0.0, 0.0);
+    }
     if (!out.spacing) {
+      check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
+            ": prediction_type=flow_prediction needs use_flow_sigmas=true");
       if (multi) {
         const std::string kind =
             r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
@@ -274,6 +349,43 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
         if (r.has(k)) ec[k] = config.at(k);
       out.sampler = make_sampler("euler", ec);
     }
+  } else if (cls == "FlowMatchEulerDiscreteScheduler") {
+    FlowScheduleOptions fo = diffusers_flow_options(dc, config, "shift", /*linear_shift=*/true);
+    // Read by the pipelines to compute mu (flow_dynamic_mu); the scheduler itself does not use
+    // them.
+    for (const char* k : {"base_shift", "max_shift"}) (void)optional_double(dc, config, k);
+    for (const char* k : {"base_image_seq_len", "max_image_seq_len"}) (void)r.get_int(k, 0);
+    const double terminal = optional_double(dc, config, "shift_terminal");
+    if (!std::isnan(terminal)) fo.shift_terminal(terminal);
+    dc.reject_unless("invert_sigmas", "false",
+                     "inverted sigmas (Mochi) feed the model 1 - sigma; not implemented");
+    dc.reject_unless("use_beta_sigmas", "false", "beta sigmas are not implemented");
+    dc.reject_unless("stochastic_sampling", "false", "stochastic sampling is not implemented yet");
+    const bool karras = r.get_bool("use_karras_sigmas", false);
+    const bool expo = r.get_bool("use_exponential_sigmas", false);
+    check(!(karras && expo), cls,
+          ": only one of use_karras_sigmas, use_exponential_sigmas may be true");
+    FlowMatchSpacingOptions so;
+    so.rule(FlowMatchRule::euler);
+    so.sigmas(karras ? FlowSigmas::karras : (expo ? FlowSigmas::exponential : FlowSigmas::shifted));
+    out.schedule = std::make_shared<FlowSchedule>(fo);
+    out.spacing = std::make_shared<FlowMatchSpacing>(so);
+    out.sampler = make_sampler("euler");
+    out.denoiser_options.prediction_type = Parameterization::kFlow;
+    out.init_noise_is_one = true;
+  } else if (cls == "FlowMatchHeunDiscreteScheduler") {
+    // Static shift only; the same set_timesteps rule as FlowMatchEuler, Heun in sigma.
+    FlowScheduleOptions fo;
+    const int64_t n = r.get_int("num_train_timesteps", 1000);
+    check(n >= 2 && n <= detail::kMaxTrainTimesteps, dc_name(dc),
+          "num_train_timesteps must be in [2, ", detail::kMaxTrainTimesteps, "], got ", n);
+    fo.t_scale(static_cast<double>(n)).sigma_min(1.0 / static_cast<double>(n));
+    fo.shift(r.get_double("shift", 1.0));
+    out.schedule = std::make_shared<FlowSchedule>(fo);
+    out.spacing = std::make_shared<FlowMatchSpacing>();
+    out.sampler = make_sampler("heun", {{"space", "flow"}});
+    out.denoiser_options.prediction_type = Parameterization::kFlow;
+    out.init_noise_is_one = true;
   } else {
     throw ConfigError(cat("unknown diffusers scheduler class '", cls,
                           "'; supported: ", join(diffusers_scheduler_classes())));

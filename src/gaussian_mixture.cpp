@@ -38,7 +38,8 @@ std::pair<Tensor, Tensor> gmm_alpha_sigma(const NoiseSchedule& schedule, const T
   return {at::tensor(av, opts).to(x.options()), at::tensor(sv, opts).to(x.options())};
 }
 
-/// An exact prediction expressed in parameterisation p (eps, x0 or v = alpha eps - sigma x0).
+/// An exact prediction expressed in parameterisation p (eps, x0, v = alpha eps - sigma x0 or the
+/// flow velocity eps - x0).
 Tensor gmm_output(const Prediction& pr, const Tensor& a, const Tensor& s, Parameterization p,
                   const Tensor& x) {
   switch (p) {
@@ -53,6 +54,8 @@ Tensor gmm_output(const Prediction& pr, const Tensor& a, const Tensor& s, Parame
                    sb = s.dim() == 0 ? s : s.reshape(shape);
       return ab * pr.eps - sb * pr.x0;
     }
+    case Parameterization::kFlow:
+      return pr.eps - pr.x0;
   }
   throw ConfigError("GaussianMixture network: unknown parameterization");
 }

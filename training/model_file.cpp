@@ -92,10 +92,7 @@ std::string card_shape_text(const std::vector<int64_t>& shape) {
 }
 
 Parameterization parse_prediction_type(const std::string& name, const std::string& what) {
-  if (name == "epsilon" || name == "eps") return Parameterization::kEpsilon;
-  if (name == "v_prediction" || name == "v") return Parameterization::kVelocity;
-  if (name == "sample" || name == "x0") return Parameterization::kSample;
-  throw Error(cat(what, ": unknown prediction_type '", name, "' (epsilon, v_prediction, sample)"));
+  return parse_enum(name, parameterization_names(), what + ": prediction_type");
 }
 
 std::shared_ptr<NoiseSchedule> schedule_from_card(const std::string& spec,
@@ -225,17 +222,7 @@ ModelCard card_from_fingerprint(const std::string& fingerprint, const std::strin
   // objective=<name>:<config>  ->  its prediction type
   const std::string& objective = need("objective");
   std::unique_ptr<Objective> obj = objective_from_spec(objective);
-  switch (obj->prediction_type()) {
-    case Parameterization::kEpsilon:
-      card.prediction_type = "epsilon";
-      break;
-    case Parameterization::kVelocity:
-      card.prediction_type = "v_prediction";
-      break;
-    case Parameterization::kSample:
-      card.prediction_type = "sample";
-      break;
-  }
+  card.prediction_type = to_string(obj->prediction_type());
   // schedule=<name>:<config>
   const std::string& schedule = need("schedule");
   const auto colon = schedule.find(':');

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Turns any network (x_t, t, cond) -> tensor into the pair (x0, eps) that every sampler uses, for
-// the prediction types epsilon, v_prediction and sample, with optional x0 clipping and dynamic
+// the prediction types epsilon, v_prediction, sample and flow_prediction, with optional x0 clipping
+// and dynamic
 // thresholding (Saharia et al. 2022). This is k-diffusion's external.py idea: the wrapper always
 // returns both predictions, so samplers and corrections never re-derive them inconsistently.
 #pragma once
@@ -18,11 +19,22 @@
 
 namespace diffuse {
 
-enum class Parameterization { kEpsilon, kSample, kVelocity };
+/// What a network predicts, for x = alpha x0 + sigma eps:
+///   kEpsilon  eps;
+///   kSample   x0;
+///   kVelocity v = alpha eps - sigma x0 (Salimans & Ho 2022; diffusers "v_prediction");
+///   kFlow     v = eps - x0, the flow-matching velocity dx/dsigma of x = (1 - sigma) x0 + sigma eps
+///             (diffusers "flow_prediction", SD3, Flux, SiT). On any schedule
+///             x0 = (x - sigma v) / (alpha + sigma) and eps = (x + alpha v) / (alpha + sigma); on
+///             the flow schedule alpha + sigma = 1, so x0 = x - sigma v, as in diffusers.
+enum class Parameterization { kEpsilon, kSample, kVelocity, kFlow };
 
-/// "epsilon" | "v_prediction" (also "v") | "sample" (also "x0").
+/// Names of Parameterization, the canonical one of each first ("epsilon", "v_prediction",
+/// "sample", "flow_prediction"), then the aliases "eps", "v", "x0", "flow".
+const EnumNames<Parameterization>& parameterization_names();
+/// A name or alias of parameterization_names() (ConfigError naming `s` otherwise).
 Parameterization parse_parameterization(const std::string& s);
-/// The canonical name: "epsilon", "v_prediction" or "sample".
+/// The canonical name.
 std::string to_string(Parameterization p);
 
 /// What the network is conditioned on. An undefined `value` means unconditional.

@@ -11,12 +11,15 @@
 //   diffuse::Denoiser d = s.denoiser(my_network);
 //
 // Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
-// DPMSolverSinglestepScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-// HeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() arguments eta for
-// DDIM and s_churn/s_tmin/s_tmax/s_noise for Euler); keys starting with '_' (e.g. _class_name) are
-// ignored; other unknown keys are errors unless strict=false. Features diffusers has and diffuse
-// does not (learned variances, noise-prediction DPM-Solver, lambda_min_clipped, beta sigmas, flow
-// sigmas, log_linear interpolation) are rejected with an error naming the key.
+// DPMSolverSinglestepScheduler (both also with use_flow_sigmas and flow_prediction),
+// EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
+// FlowMatchEulerDiscreteScheduler (shift, dynamic shifting, shift_terminal, Karras / exponential
+// sigmas). Each accepts exactly its __init__ keys (plus the step() / set_timesteps() arguments: eta
+// for DDIM, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for dynamic shifting); keys starting with
+// '_' (e.g. _class_name) are ignored; other unknown keys are errors unless strict=false. Features
+// diffusers has and diffuse does not (learned variances, noise-prediction DPM-Solver,
+// lambda_min_clipped, beta sigmas, log_linear interpolation, inverted or stochastic flow sampling)
+// are rejected with an error naming the key.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +45,8 @@ struct DiffusersScheduler {
   /// diffusers' init_noise_sigma convention, as a factor on the VP-native state: the initial
   /// latent is noise * init_noise_sigma in diffusers' own units.
   bool init_noise_is_sigma_max = false;
+  /// Flow-matching schedulers start from the noise itself (init_noise_sigma = 1).
+  bool init_noise_is_one = false;
 
   /// The points set_timesteps(num_steps) makes the scheduler visit (last = where it lands).
   TimeGrid grid(int64_t num_steps) const;

@@ -336,6 +336,17 @@ class Generator {
       if (r_.chance(0.5)) s.set("sigma_min", num(r_.log_real(1e-3, 0.1)));
       if (r_.chance(0.5)) s.set("sigma_max", num(r_.log_real(1, 1e5)));
       if (r_.chance(0.3)) s.set("sigma_data", num(r_.real(0.1, 2)));
+    } else if (s.name == "flow") {
+      if (r_.chance(0.3)) s.set("t_scale", num(r_.pick<double>({1.0, 1000.0, 500.0})));
+      if (r_.chance(0.3)) s.set("sigma_min", num(r_.log_real(1e-4, 0.05)));
+      if (r_.chance(0.5)) s.set("shift", num(r_.real(0.5, 6)));
+      if (r_.chance(0.3)) {
+        s.set("use_dynamic_shifting", "true");
+        const bool linear = r_.chance(0.3);
+        if (linear) s.set("time_shift_type", "linear");
+        s.set("mu", num(linear ? r_.real(0.2, 3) : r_.real(-1, 2)));
+      }
+      if (r_.chance(0.2)) s.set("shift_terminal", num(r_.real(0.01, 0.3)));
     }
     // The valid schedule, to pick times and ranges from. A terminal_alphas_cumprod above
     // alphas_cumprod[T-2] (steep betas) is an invalid combination the schedule must name.
@@ -354,7 +365,7 @@ class Generator {
     info_.zero_snr = info_.s->at(info_.s->t_max()).alpha == 0.0;
     info_.sigma_lo = info_.s->at(info_.s->t_min()).sigma_ve();
     info_.sigma_hi = info_.s->at(info_.s->t_max()).sigma_ve();
-    info_.known = s.name == "discrete" || s.name == "vp" || s.name == "edm";
+    info_.known = s.name == "discrete" || s.name == "vp" || s.name == "edm" || s.name == "flow";
     if (info_.zero_snr) {
       c_.notes.push_back("zero terminal SNR: alpha = 0 at t_max");
       c_.may_fail.push_back(
@@ -390,6 +401,13 @@ class Generator {
       for (const char* v : {"-0.1", "nan"}) bad.push_back({"beta_min", v, "beta_min"});
       for (const char* v : {"0", "-1", "inf"}) bad.push_back({"beta_max", v, "beta_max"});
       for (const char* v : {"0", "1", "-0.5", "nan"}) bad.push_back({"t_min", v, "t_min"});
+    } else if (s.name == "flow") {
+      for (const char* v : {"0", "-1", "inf"}) bad.push_back({"t_scale", v, "t_scale"});
+      for (const char* v : {"0", "1", "nan"}) bad.push_back({"sigma_min", v, "sigma_min"});
+      for (const char* v : {"0", "-2", "inf"}) bad.push_back({"shift", v, "shift"});
+      for (const char* v : {"1", "-0.1"}) bad.push_back({"shift_terminal", v, "shift_terminal"});
+      bad.push_back({"time_shift_type", "cubic", "time_shift_type"});
+      bad.push_back({"use_dynamic_shifting", "maybe", "use_dynamic_shifting"});
     } else {
       for (const char* v : {"0", "-1", "nan"}) bad.push_back({"sigma_min", v, "sigma_min"});
       for (const char* v : {"0.0001", "-80", "inf"}) bad.push_back({"sigma_max", v, "sigma_max"});
@@ -513,7 +531,26 @@ class Generator {
     } else if (key == "timesteps") {
       sp.set("timesteps", join_list(descending_times(n)));
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+    } else if (key == "flow_match") {
+      const bool dpm = r_.chance(0.3);
+      if (dpm) sp.set("rule", "dpm_solver");
+      if (!dpm && r_.chance(0.3))
+        sp.set("sigmas", r_.pick<std::string>({"shifted", "karras", "exponential"}));
+      if (r_.chance(0.2)) sp.set("rho", num(r_.real(0.5, 10)));
+      if (c_.schedule.name != "flow") {
+        c_.fault("flow_match spacing on a non-flow schedule", {"needs the flow schedule"});
+      } else if (dpm && (c_.schedule.get("shift_terminal") != "" ||
+                         c_.schedule.get("time_shift_type") == "linear")) {
+        c_.fault("flow_match rule=dpm_solver with shift_terminal or the linear shift",
+                 {"rule=dpm_solver"});
+      }
+      // Truncated integer model times can repeat on short t_scale ranges.
+      if (dpm) c_.may_fail.push_back("strictly decreasing");
     }
+    // shift_terminal stretches a grid whose last sigma is below 1: one step has only sigma = 1.
+    if ((key == "flow_match" || key.empty()) && c_.schedule.name == "flow" &&
+        c_.schedule.get("shift_terminal") != "" && n == 1 && c_.spacing.get("rule") != "dpm_solver")
+      c_.fault("flow shift_terminal with one step", {"needs at least 2 steps"});
     // Rounded sigma grids can repeat a timestep on short discrete schedules.
     if (sp.get("round_t") == "true") c_.may_fail.push_back("strictly decreasing");
     if (key == "align_your_steps" && sp.has("denoise")) {
@@ -574,6 +611,10 @@ class Generator {
       bad.push_back({"timesteps#order", ""});
       bad.push_back({"timesteps#range", ""});
       bad.push_back({"timesteps#count", ""});
+    } else if (key == "flow_match") {
+      bad.push_back({"rule", "ddim"});
+      bad.push_back({"sigmas", "beta"});
+      for (const char* v : {"0", "-1", "nan"}) bad.push_back({"rho", v});
     }
     auto [k, raw] = r_.pick(bad);
     if (k == "bogus_option") {
@@ -598,7 +639,7 @@ class Generator {
       c_.fault("timesteps count != num_steps", {"num_steps=" + std::to_string(n + 1)});
     } else {
       sp.set(k, raw);
-      if (k == "sigmas" || k == "timesteps") {
+      if (k == "timesteps" || (k == "sigmas" && key != "flow_match")) {
         // List errors name the entry ("sigmas[1]=2"), the count ("got 1"), the bad token ('nan').
         c_.fault("spacing " + k + "=" + raw, {k + "[", "got 0", "got 1", "'nan'", "empty"});
       } else if (k == "steps_offset" && raw != "-1") {
@@ -1075,9 +1116,9 @@ class Generator {
   // --- denoiser and model --------------------------------------------------------------------
   void denoiser() {
     DenoiserOptions& d = c_.denoiser;
-    d.prediction_type =
-        r_.pick<Parameterization>({Parameterization::kEpsilon, Parameterization::kEpsilon,
-                                   Parameterization::kVelocity, Parameterization::kSample});
+    d.prediction_type = r_.pick<Parameterization>(
+        {Parameterization::kEpsilon, Parameterization::kEpsilon, Parameterization::kVelocity,
+         Parameterization::kSample, Parameterization::kFlow});
     if (info_.zero_snr && d.prediction_type == Parameterization::kEpsilon)
       c_.may_fail.push_back("alpha = 0");
     if (r_.chance(0.2)) {
@@ -1215,6 +1256,9 @@ Network make_network(const Case& c, std::shared_ptr<const NoiseSchedule> schedul
         break;
       case Parameterization::kVelocity:
         out = a * (xd - a * x0) / s - s * x0;
+        break;
+      case Parameterization::kFlow:
+        out = (xd - a * x0) / s - x0;
         break;
     }
     if (c.model == ModelKind::kZeros) out = at::zeros_like(out);

@@ -65,6 +65,9 @@ at::Tensor loss_weights_from(const at::Tensor& alpha_in, const at::Tensor& sigma
         return w_x0 * s2 / ((a2 + s2) * (a2 + s2));
       case Parameterization::kSample:
         return w_x0;
+      case Parameterization::kFlow:
+        // v = eps - x0: |v error| = (alpha + sigma) / sigma |x0 error|.
+        return w_x0 * s2 / ((alpha + sigma) * (alpha + sigma));
     }
     return w_x0;
   };

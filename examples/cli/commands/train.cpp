@@ -39,18 +39,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using DiTTrainer = diffuse::Trainer<diffuse::DiT>;
 
-std::string prediction_type_name(diffuse::Parameterization p) {
-  switch (p) {
-    case diffuse::Parameterization::kEpsilon:
-      return "epsilon";
-    case diffuse::Parameterization::kVelocity:
-      return "v_prediction";
-    case diffuse::Parameterization::kSample:
-      return "sample";
-  }
-  return "epsilon";
-}
-
 /// The config's values a run uses, checked, and the components they name.
 struct RunConfig {
   std::string objective_spec, preset, sampler_spec, data_dir, init_from;
@@ -303,7 +291,7 @@ void write_model_and_grid(const fs::path& out, DiTTrainer& trainer, const RunCon
   diffuse::ModelCard card;
   card.architecture = "DiT";
   card.schedule = diffuse::detail::schedule_card_spec(*rc.schedule);
-  card.prediction_type = prediction_type_name(rc.objective->prediction_type());
+  card.prediction_type = diffuse::to_string(rc.objective->prediction_type());
   card.sample_shape = {data.data.size(1), data.data.size(2), data.data.size(3)};
   card.num_classes = data.num_classes;
   if (data.num_classes == 10) card.class_names = diffuse::fashion_mnist_class_names();

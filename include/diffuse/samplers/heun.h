@@ -7,6 +7,11 @@
 // The step onto sigma = 0 is a plain Euler step (one model call), as in EDM and k-diffusion.
 // Optional churn (s_churn > 0) first raises the noise level to sigma_hat as in EDM Alg. 2 and
 // k-diffusion's sample_heun (see <diffuse/samplers/euler.h>); diffusers' Heun has none.
+// space=flow takes the same predictor-corrector in the flow variables y = x / (alpha + sigma),
+// tau = sigma / (alpha + sigma), where dy/dtau = eps - x0 = v (on the flow schedule y = x, tau =
+// sigma): diffusers' FlowMatchHeunDiscreteScheduler, and the only form that can start at pure
+// noise (alpha = 0, sigma_ve = inf). space=auto (default) is flow on the flow schedule, ve
+// elsewhere. Both are second order; they differ at O(h^3).
 // Checked against: k-diffusion sample_heun (4601bf0), diffusers
 // HeunDiscreteScheduler (58eb52c), whose interleaved timesteps [t0, t1, t1, t2, t2, ...] are the
 // two model calls of our steps on the grid t0, t1, ... (numbers in tests/samplers/heun_test.cpp).
@@ -23,6 +28,11 @@
 
 namespace diffuse {
 
+/// The variables Heun's trapezoidal rule is taken in.
+enum class HeunSpace { automatic, ve, flow };
+/// Names of HeunSpace ("auto", "ve", "flow").
+const EnumNames<HeunSpace>& heun_space_names();
+
 struct HeunOptions {
   /// EDM churn, as in k-diffusion's sample_heun (see EulerOptions; k_diffusion convention): raise
   /// the noise level by gamma = min(s_churn / num_steps, sqrt(2) - 1) while s_tmin <= sigma_ve <=
@@ -32,6 +42,10 @@ struct HeunOptions {
   TORCH_ARG(double, s_tmin) = 0.0;
   TORCH_ARG(double, s_tmax) = std::numeric_limits<double>::infinity();
   TORCH_ARG(double, s_noise) = 1.0;
+  /// ve: x / alpha against sigma_ve (EDM, k-diffusion, diffusers' HeunDiscreteScheduler); flow:
+  /// x / (alpha + sigma) against sigma / (alpha + sigma) (FlowMatchHeunDiscreteScheduler); auto
+  /// (default): flow on the flow schedule, ve otherwise. Churn needs ve.
+  TORCH_ARG(HeunSpace, space) = HeunSpace::automatic;
 };
 
 class HeunSampler final : public Sampler {

@@ -111,7 +111,7 @@ inline ForwardScales forward_scales(const NoiseSchedule& sched, const at::Tensor
   return f;
 }
 
-/// The regression target: eps, v = alpha eps - sigma x0, or x0.
+/// The regression target: eps, v = alpha eps - sigma x0, x0, or the flow velocity eps - x0.
 inline at::Tensor regression_target(Parameterization p, const at::Tensor& x0, const at::Tensor& eps,
                                     const ForwardScales& f) {
   switch (p) {
@@ -121,6 +121,8 @@ inline at::Tensor regression_target(Parameterization p, const at::Tensor& x0, co
       return f.a * eps - f.s * x0;
     case Parameterization::kSample:
       return x0;
+    case Parameterization::kFlow:
+      return eps - x0;
   }
   return eps;
 }
@@ -135,6 +137,8 @@ inline at::Tensor x0_from_output(Parameterization p, const at::Tensor& out, cons
       return (f.a * x_t - f.s * out) / (f.a * f.a + f.s * f.s);
     case Parameterization::kSample:
       return out;
+    case Parameterization::kFlow:
+      return (x_t - f.s * out) / (f.a + f.s);
   }
   return out;
 }
