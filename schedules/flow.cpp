@@ -73,8 +73,8 @@ TimePoint FlowSchedule::at(double t) const {
 TimePoint FlowSchedule::at_log_snr(double lambda) const {
   check_numerics(!std::isnan(lambda), "flow schedule: log-SNR is NaN");
   // alpha / sigma = (1 - sigma) / sigma = e^lambda.
-  const double sigma = lambda >= 0 ? std::exp(-lambda) / (1.0 + std::exp(-lambda))
-                                   : 1.0 / (1.0 + std::exp(lambda));
+  const double sigma =
+      lambda >= 0 ? std::exp(-lambda) / (1.0 + std::exp(-lambda)) : 1.0 / (1.0 + std::exp(lambda));
   return TimePoint{options.t_scale() * sigma, 1.0 - sigma, sigma};
 }
 

@@ -76,7 +76,8 @@ std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOpt
       sig[i] = std::pow(max_inv + ramp[i] * (min_inv - max_inv), o.rho());
   } else if (o.sigmas() == FlowSigmas::exponential) {
     check(sig.back() > 0, "flow_match: exponential sigmas need a last sigma > 0");
-    const std::vector<double> logs = detail::np_linspace(std::log(sig.front()), std::log(sig.back()), n);
+    const std::vector<double> logs =
+        detail::np_linspace(std::log(sig.front()), std::log(sig.back()), n);
     for (int64_t i = 0; i < n; ++i) sig[i] = std::exp(logs[i]);
   }
   return sig;

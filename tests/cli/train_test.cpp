@@ -38,6 +38,42 @@ std::vector<int64_t> loss_steps(const std::string& path) {
   return steps;
 }
 
+// objective=flow_matching with the default schedule "auto" trains on the flow schedule; the model
+// file says so (schedule flow, flow_prediction) and `diffuse sample --model` samples it.
+TEST(CliTrain, FlowMatchingRunMakesASelfDescribingFlowModel) {
+  const std::string dir = cli_test_dir("train_flow");
+  const std::string out = dir + "/run";
+  auto r = run_cli({"train",
+                    "--out",
+                    out,
+                    "--set",
+                    "objective=flow_matching",
+                    "--set",
+                    "limit=64",
+                    "--set",
+                    "batch_size=8",
+                    "--set",
+                    "steps=2",
+                    "--set",
+                    "minutes=0",
+                    "--set",
+                    "sample_every=0",
+                    "--set",
+                    "sample_steps=2",
+                    "--set",
+                    "checkpoint_every=0",
+                    "--set",
+                    "warmup=0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const diffuse::LoadedModel m = diffuse::load_model(out + "/model.pt");
+  EXPECT_EQ(m.card.prediction_type, "flow_prediction");
+  EXPECT_EQ(m.card.schedule.rfind("flow", 0), 0u) << m.card.schedule;
+  r = run_cli(
+      {"sample", "--model", out + "/model.pt", "--steps", "2", "-n", "2", "-o", dir + "/flow.png"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir + "/flow.png"));
+}
+
 TEST(CliTrain, TinyRunFromConfigThenResume) {
   const std::string dir = cli_test_dir("train_resume");
   write_file(dir + "/tiny.json",

@@ -18,8 +18,11 @@ An independent PyTorch (float64) re-implementation from the papers, not from dif
 The tiny problem: T = 10 linear betas 0.05..0.5, x0 = arange(32) / 16 - 1 as [2, 1, 4, 4],
 t = {2, 7}, eps = sin(0.7 k + 0.3), xi = cos(1.3 k - 0.2), net(x, t) = 0.5 x + 0.01 t,
 mask [[1, 0, 0, 1], [0, 1, 0, 0]] (true = masked, patch 2, N = 4).
+Flow matching: the flow schedule (x_t = (1 - sigma) x0 + sigma eps, t = 1000 sigma), t = {250, 700},
+velocity target eps - x0, plain, with input perturbation 0.1 and as MaskDiT (x0_hat = x_t - sigma out).
 Prints each case under the name the test's comments use ("denoising <p> <w>", "ip0.1 <p>",
-"masked <p> <w>", "minsnr_all <p>"), values with 17 significant digits.
+"masked <p> <w>", "flow", "flow ip0.1", "flow masked", "minsnr_all <p>"), values with 17
+significant digits.
 """
 import torch
 
@@ -90,6 +93,34 @@ def masked(p, w):
     return dsm, mae, dsm + 0.1 * mae
 
 
+# Flow matching (Lipman et al. 2022; SD3): the flow schedule x_t = (1 - sigma) x0 + sigma eps with
+# model time t = 1000 sigma, the velocity target eps - x0, the same net and tensors, t = {250, 700};
+# MaskDiT on flow: x0_hat = x_t - sigma out.
+FLOW_T = torch.tensor([250.0, 700.0], dtype=D)
+
+
+def flow(gamma_ip=0.0):
+    s = (FLOW_T / 1000).reshape(-1, 1, 1, 1)
+    x_t = (1 - s) * X0 + s * (EPS + gamma_ip * XI)
+    err = (net(x_t, FLOW_T) - (EPS - X0)) ** 2
+    return err.mean(dim=(1, 2, 3))
+
+
+def flow_masked():
+    s = (FLOW_T / 1000).reshape(-1, 1, 1, 1)
+    x_t = (1 - s) * X0 + s * EPS
+    out = net(x_t, FLOW_T)
+    patch_err = patchify((out - (EPS - X0)) ** 2).mean(-1)
+    visible = (~MASK).to(D)
+    dsm = (patch_err * visible).sum(1) / visible.sum(1)
+    tgt = patchify(x_t)
+    tgt = (tgt - tgt.mean(-1, keepdim=True)) / (tgt.var(-1, keepdim=True) + 1e-6).sqrt()
+    patch_mae = ((patchify(x_t - s * out) - tgt) ** 2).mean(-1)
+    m = MASK.to(D)
+    mae = (patch_mae * m).sum(1) / m.sum(1)
+    return dsm, mae, dsm + 0.1 * mae
+
+
 def show(v):
     return "{" + ", ".join("%.17g" % float(x) for x in v) + "}"
 
@@ -104,6 +135,10 @@ def main():
         for w in ("none", "min_snr"):
             dsm, mae, loss = masked(p, w)
             print("masked %s %s: dsm %s mae %s loss %s" % (p, w, show(dsm), show(mae), show(loss)))
+    print("flow: %s" % show(flow()))
+    print("flow ip0.1: %s" % show(flow(0.1)))
+    dsm, mae, loss = flow_masked()
+    print("flow masked: dsm %s mae %s loss %s" % (show(dsm), show(mae), show(loss)))
     t = torch.arange(10, dtype=D)
     for p in PREDICTIONS:
         print("minsnr_all %s (gamma 5): %s" % (p, show(min_snr(p, t, 5.0))))

@@ -32,10 +32,8 @@ TEST(FlowSchedule, PointsShiftsAndMu) {
   FlowSchedule flux(FlowScheduleOptions().use_dynamic_shifting(true).mu(1.15));
   const double e = std::exp(1.15);
   EXPECT_DOUBLE_EQ(flux.shifted(0.25), e / (e + 3.0));
-  FlowSchedule lin(FlowScheduleOptions()
-                       .use_dynamic_shifting(true)
-                       .mu(0.8)
-                       .time_shift_type(FlowTimeShift::linear));
+  FlowSchedule lin(FlowScheduleOptions().use_dynamic_shifting(true).mu(0.8).time_shift_type(
+      FlowTimeShift::linear));
   EXPECT_DOUBLE_EQ(lin.shifted(0.25), 0.8 / (0.8 + 3.0));
   // A static shift s is the exponential dynamic shift with mu = log s.
   FlowSchedule as_dyn(FlowScheduleOptions().use_dynamic_shifting(true).mu(std::log(3.0)));
@@ -49,13 +47,17 @@ TEST(FlowSchedule, PointsShiftsAndMu) {
 }
 
 TEST(FlowSchedule, BadOptionsNameTheValue) {
-  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().shift(0.0)), "shift must be finite and > 0, got 0");
-  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().sigma_min(1.0)), "sigma_min must be in (0, 1), got 1");
-  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().t_scale(-1.0)), "t_scale must be finite and > 0, got -1");
-  EXPECT_ERROR_NAMING(
-      FlowSchedule(FlowScheduleOptions().use_dynamic_shifting(true).time_shift_type(FlowTimeShift::linear)),
-      "linear dynamic shift needs mu > 0, got mu=0");
-  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().shift_terminal(1.0)), "shift_terminal must be in [0, 1)");
+  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().shift(0.0)),
+                      "shift must be finite and > 0, got 0");
+  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().sigma_min(1.0)),
+                      "sigma_min must be in (0, 1), got 1");
+  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().t_scale(-1.0)),
+                      "t_scale must be finite and > 0, got -1");
+  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().use_dynamic_shifting(true).time_shift_type(
+                          FlowTimeShift::linear)),
+                      "linear dynamic shift needs mu > 0, got mu=0");
+  EXPECT_ERROR_NAMING(FlowSchedule(FlowScheduleOptions().shift_terminal(1.0)),
+                      "shift_terminal must be in [0, 1)");
   EXPECT_ERROR_NAMING(make_schedule("flow", {{"time_shift_type", "cubic"}}), "cubic");
   FlowSchedule s;
   EXPECT_ERROR_NAMING(s.at(1000.5), "got 1000.5");

@@ -431,6 +431,84 @@ TEST(TimeSampling, ContinuousUniformAndLogNormalHaveTheRightMoments) {
                         sample_times(*vp, 8, g2, kD).to(at::kFloat)));
 }
 
+// objectives.py "flow", "flow ip0.1", "flow masked": the flow schedule (t = 1000 sigma), t = {250,
+// 700}, velocity target eps - x0, the same tensors and network.
+TEST(FlowMatchingObjective, MatchesHandComputedLoss) {
+  const auto flow = make_schedule("flow");
+  ObjectiveDraw d = fixed_draw();
+  d.t = vec({250.0, 700.0});
+  auto fm = make_objective("flow_matching");
+  EXPECT_EQ(fm->prediction_type(), Parameterization::kFlow);
+  EXPECT_EQ(fm->to_config().at("time_sampling"), "logit_normal");
+  ExpectTensorNear(fm->evaluate(simple_net(), *flow, {fixed_x0(), {}}, d).loss,
+                   vec({3.5803125886739862, 56.11421915731448}), 1e-13, 1e-12, "flow");
+  d.extra["xi"] = fixed_xi();
+  auto ip = make_objective("flow_matching", {{"input_perturbation", "0.1"}});
+  ExpectTensorNear(ip->evaluate(simple_net(), *flow, {fixed_x0(), {}}, d).loss,
+                   vec({3.5861345042675237, 56.090675977365898}), 1e-13, 1e-12, "flow ip0.1");
+  d.extra.erase("xi");
+  d.extra["mask"] = fixed_mask();
+  auto masked = make_objective("masked_denoising", {{"prediction_type", "flow_prediction"}});
+  const ObjectiveOutput m = masked->evaluate(simple_net(), *flow, {fixed_x0(), {}}, d);
+  ExpectTensorNear(m.terms.at("dsm"), vec({3.4906502535965256, 57.302726089190038}), 1e-13, 1e-12,
+                   "flow masked dsm");
+  ExpectTensorNear(m.terms.at("mae"), vec({1.5481487793870741, 23.275351986895366}), 1e-13, 1e-12,
+                   "flow masked mae");
+  ExpectTensorNear(m.loss, vec({3.6454651315352331, 59.630261287879577}), 1e-13, 1e-12,
+                   "flow masked loss");
+}
+
+// SD3's densities of the flow noise level tau = t / 1000 on the flow schedule: logit(tau) ~
+// N(m, s^2); a static shift s adds log s to logit(tau) exactly; the mode density's quantiles are
+// f(1 - q) with f(u) = 1 - u - scale (cos^2(pi u / 2) - 1 + u) (f decreasing), e.g. median 0.5.
+TEST(TimeSampling, LogitNormalModeAndShiftOnTheFlowSchedule) {
+  const int64_t n = 20000;
+  auto g = gen(5);
+  const auto flow = make_schedule("flow");
+  auto logit = [](const Tensor& t) {
+    const Tensor tau = t / 1000.0;
+    return at::log(tau) - at::log1p(-tau);
+  };
+  const TimeSamplingOptions ln = TimeSamplingOptions()
+                                     .distribution(TimeDistribution::logit_normal)
+                                     .logit_mean(0.3)
+                                     .logit_std(0.8);
+  // Clamping to [t_min, t_max] = [1, 1000] touches logit < -6.9 only (z < -9): none of 20000.
+  const Tensor l = logit(sample_times(*flow, n, g, kD, ln));
+  EXPECT_NEAR(l.mean().item<double>(), 0.3, 5 * 0.8 / std::sqrt(double(n)));
+  EXPECT_NEAR(l.std().item<double>(), 0.8, 5 * 0.8 / std::sqrt(2.0 * n));
+  auto g1 = gen(6), g2 = gen(6);
+  const Tensor plain = logit(sample_times(*flow, 64, g1, kD, ln));
+  const Tensor shifted = logit(sample_times(*flow, 64, g2, kD, TimeSamplingOptions(ln).shift(3.0)));
+  ExpectTensorNear(shifted, plain + std::log(3.0), 1e-9, 1e-9, "shift adds log s");
+  const TimeSamplingOptions mode = TimeSamplingOptions().distribution(TimeDistribution::mode);
+  const Tensor tau = sample_times(*flow, n, g, kD, mode) / 1000.0;
+  auto f = [](double u) {
+    const double c = std::cos(M_PI * u / 2);
+    return 1 - u - 1.29 * (c * c - 1 + u);
+  };
+  // The sample q-quantile has sd ~ sqrt(q (1 - q) / n) / density; 0.01 is > 5 of them here.
+  for (double q : {0.25, 0.5, 0.75}) {
+    const double got = at::quantile(tau, q).item<double>();
+    EXPECT_NEAR(got, f(1 - q), 0.01) << "quantile " << q;
+  }
+  // On a VP schedule tau is the noise level with the same log-SNR: sigma / (alpha + sigma) = tau.
+  const auto vp = make_schedule("vp");
+  auto g3 = gen(7), g4 = gen(7);
+  const Tensor tv = sample_times(*vp, 16, g3, kD, ln);
+  const Tensor tf = sample_times(*flow, 16, g4, kD, ln);
+  for (int64_t i = 0; i < 16; ++i) {
+    const TimePoint p = vp->at(tv[i].item<double>());
+    EXPECT_NEAR(p.sigma / (p.alpha + p.sigma), tf[i].item<double>() / 1000.0, 1e-9) << i;
+  }
+  EXPECT_ERROR_NAMING(sample_times(*flow, 4, g, kD, TimeSamplingOptions(mode).mode_scale(2.0)),
+                      "mode_scale must be in [-1, ");
+  EXPECT_ERROR_NAMING(sample_times(*flow, 4, g, kD, TimeSamplingOptions(ln).logit_std(0.0)),
+                      "logit_std must be > 0, got 0");
+  EXPECT_ERROR_NAMING(sample_times(*flow, 4, g, kD, TimeSamplingOptions(ln).shift(-1.0)),
+                      "shift must be finite and > 0, got -1");
+}
+
 TEST(ObjectiveConformance, EveryRegisteredObjective) {
   const auto s = tiny_schedule();
   const Batch b{random_data({3, 2, 4, 4}, 0), {}};

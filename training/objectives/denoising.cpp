@@ -79,6 +79,11 @@ DIFFUSE_REGISTER_OBJECTIVE_ALIAS(
     (Config{{"input_perturbation", "0.1"}}),
     "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
 DIFFUSE_REGISTER_OBJECTIVE_ALIAS(
+    denoising_flow_matching, "flow_matching", "denoising",
+    (Config{{"prediction_type", "flow_prediction"}, {"time_sampling", "logit_normal"}}),
+    "flow matching / rectified flow (SD3, Esser et al. 2024): velocity target eps - x0, "
+    "logit-normal(0, 1) noise levels; train it with the flow schedule");
+DIFFUSE_REGISTER_OBJECTIVE_ALIAS(
     denoising_ddpm_ip, "ddpm_ip", "denoising", (Config{{"input_perturbation", "0.1"}}),
     "DDPM-IP: denoising with input perturbation gamma = 0.1 (Ning et al. 2023)");
 

@@ -17,7 +17,10 @@ namespace diffuse {
 
 const std::vector<std::pair<std::string, TimeDistribution>>& time_distribution_names() {
   static const std::vector<std::pair<std::string, TimeDistribution>> names{
-      {"uniform", TimeDistribution::uniform}, {"log_normal", TimeDistribution::log_normal}};
+      {"uniform", TimeDistribution::uniform},
+      {"log_normal", TimeDistribution::log_normal},
+      {"logit_normal", TimeDistribution::logit_normal},
+      {"mode", TimeDistribution::mode}};
   return names;
 }
 
@@ -28,6 +31,16 @@ void validate(const TimeSamplingOptions& o) {
   check(std::isfinite(o.p_mean()), "time sampling: p_mean must be finite, got ", o.p_mean());
   check(std::isfinite(o.p_std()) && o.p_std() > 0, "time sampling: p_std must be > 0, got ",
         o.p_std());
+  check(std::isfinite(o.logit_mean()), "time sampling: logit_mean must be finite, got ",
+        o.logit_mean());
+  check(std::isfinite(o.logit_std()) && o.logit_std() > 0,
+        "time sampling: logit_std must be > 0, got ", o.logit_std());
+  // Outside this range the mode density's map u -> tau is not monotonic (tau leaves [0, 1]).
+  const double max_scale = 2.0 / (M_PI - 2.0);
+  check(o.mode_scale() >= -1.0 && o.mode_scale() <= max_scale,
+        "time sampling: mode_scale must be in [-1, ", max_scale, "], got ", o.mode_scale());
+  check(std::isfinite(o.shift()) && o.shift() > 0,
+        "time sampling: shift must be finite and > 0, got ", o.shift());
 }
 
 at::TensorOptions generator_options(const at::Generator& gen, at::ScalarType dtype) {
@@ -39,6 +52,10 @@ TimeSamplingOptions read_time_sampling(ConfigReader& r) {
   o.distribution(r.get_enum("time_sampling", o.distribution(), time_distribution_names()));
   o.p_mean(r.get_double("p_mean", o.p_mean()));
   o.p_std(r.get_double("p_std", o.p_std()));
+  o.logit_mean(r.get_double("logit_mean", o.logit_mean()));
+  o.logit_std(r.get_double("logit_std", o.logit_std()));
+  o.mode_scale(r.get_double("mode_scale", o.mode_scale()));
+  o.shift(r.get_double("shift", o.shift()));
   return o;
 }
 
@@ -46,6 +63,14 @@ void write_time_sampling(const TimeSamplingOptions& o, Config& c) {
   c["time_sampling"] = enum_name(o.distribution(), time_distribution_names());
   c["p_mean"] = format_double(o.p_mean());
   c["p_std"] = format_double(o.p_std());
+  // The flow-matching densities' keys only where they apply, so configs written before them
+  // (model cards, checkpoints) read back unchanged.
+  if (o.distribution() == TimeDistribution::logit_normal) {
+    c["logit_mean"] = format_double(o.logit_mean());
+    c["logit_std"] = format_double(o.logit_std());
+  }
+  if (o.distribution() == TimeDistribution::mode) c["mode_scale"] = format_double(o.mode_scale());
+  if (o.shift() != 1.0) c["shift"] = format_double(o.shift());
 }
 
 }  // namespace detail
@@ -69,6 +94,37 @@ at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& ge
               (hi - lo) +
           lo;
     }
+  } else if (o.distribution() == TimeDistribution::logit_normal ||
+             o.distribution() == TimeDistribution::mode) {
+    const bool logit = o.distribution() == TimeDistribution::logit_normal;
+    const at::Tensor draw =
+        logit ? at::randn({batch}, gen, detail::generator_options(gen, at::kFloat))
+              : at::rand({batch}, gen, detail::generator_options(gen, at::kFloat));
+    const at::Tensor dc = draw.to(at::kCPU, at::kDouble).contiguous();
+    const double* dp = dc.data_ptr<double>();
+    std::vector<double> ts(static_cast<size_t>(batch));
+    const double sh = o.shift();
+    for (int64_t i = 0; i < batch; ++i) {
+      double tau;
+      if (logit) {
+        tau = 1.0 / (1.0 + std::exp(-(o.logit_mean() + o.logit_std() * dp[i])));
+      } else {
+        const double u = dp[i], c = std::cos(M_PI * u / 2.0);
+        tau = 1.0 - u - o.mode_scale() * (c * c - 1.0 + u);
+      }
+      if (sh != 1.0) tau = sh * tau / (1.0 + (sh - 1.0) * tau);
+      double ti;
+      if (tau >= 1.0) {
+        ti = hi;
+      } else if (tau <= 0.0) {
+        ti = lo;
+      } else {
+        ti = s.at_log_snr(std::log1p(-tau) - std::log(tau)).t;
+        if (T > 0) ti = std::round(ti);
+      }
+      ts[static_cast<size_t>(i)] = std::clamp(ti, lo, hi);
+    }
+    t = at::tensor(ts, at::TensorOptions().dtype(at::kDouble));
   } else {
     const at::Tensor z = at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));
     const at::Tensor zc = z.to(at::kCPU, at::kDouble).contiguous();

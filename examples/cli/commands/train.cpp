@@ -87,7 +87,11 @@ RunConfig check_config(const json& cfg, int world) {
     throw UsageError("config key 'objective': " + error_message(e));
   }
   try {
-    rc.schedule = diffuse::make_schedule(cfg["schedule"].get<std::string>());
+    std::string spec = cfg["schedule"].get<std::string>();
+    if (spec == "auto")
+      spec =
+          rc.objective->prediction_type() == diffuse::Parameterization::kFlow ? "flow" : "discrete";
+    rc.schedule = diffuse::Registry<diffuse::NoiseSchedule>::get().make_from_spec(spec);
   } catch (const diffuse::Error& e) {
     throw UsageError("config key 'schedule': " + error_message(e));
   }

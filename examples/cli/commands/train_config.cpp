@@ -28,7 +28,9 @@ const std::vector<KeySpec>& config_keys() {
       {"decoder_depth", KeyType::kInt, -1, -1, 64,
        "MaskDiT decoder blocks (-1: 2 for masked objectives, else 0)"},
       {"decoder_width", KeyType::kInt, 0, 0, 65536, "MaskDiT decoder width (0 = the encoder's)"},
-      {"schedule", KeyType::kString, "discrete", -inf, inf, "Noise schedule registry key"},
+      {"schedule", KeyType::kString, "auto", -inf, inf,
+       "Noise schedule: a registry spec (discrete, flow:shift=3, ...) or auto (flow for a "
+       "flow_prediction objective, else discrete)"},
       {"steps", KeyType::kInt, 1000000, 1, 1e12,
        "Total optimiser steps of the run (a resumed run continues to it)"},
       {"minutes", KeyType::kDouble, 20.0, 0, inf,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The grids of diffusers' flow-matching schedulers on the flow schedule (<diffuse/schedules/flow.h>),
-// with its shift applied: the default spacing of `flow`.
+// The grids of diffusers' flow-matching schedulers on the flow schedule
+// (<diffuse/schedules/flow.h>), with its shift applied: the default spacing of `flow`.
 //
 // rule=euler (FlowMatchEulerDiscreteScheduler / FlowMatchHeunDiscreteScheduler.set_timesteps,
 // diffusers 58eb52c): u_i = linspace(t_scale * 1, t_scale * u_min, n) / t_scale with

@@ -8,11 +8,16 @@
 //   (noise drawn first, then xi = randn_like(noise); the network input uses noise + gamma * xi,
 //   the epsilon target is the unperturbed noise; mse = mean_flat((target - output)^2)).
 //
-// Per example, with t and eps drawn as below:
-//   x_t    = alpha_t x0 + sigma_t (eps + gamma xi)        network input (gamma =
-//   input_perturbation) target = eps | alpha_t eps - sigma_t x0 | x0           for epsilon |
-//   v_prediction | sample mse    = mean over all non-batch dims of (net(x_t, t, cond) - target)^2
-//   loss   = w(t) mse                                      w from training/weighting.h
+// Per example, with t and eps drawn as below (gamma = input_perturbation):
+//   x_t    = alpha_t x0 + sigma_t (eps + gamma xi)    the network input
+//   target = eps (epsilon) | alpha_t eps - sigma_t x0 (v_prediction) | x0 (sample)
+//            | eps - x0 (flow_prediction: the velocity of x = (1 - sigma) x0 + sigma eps)
+//   mse    = mean over all non-batch dims of (net(x_t, t, cond) - target)^2
+//   loss   = w(t) mse                                  w from training/weighting.h
+// Flow matching (Lipman et al. 2022; Liu et al. 2022; SD3, Esser et al. 2024) is this objective
+// with flow_prediction on the flow schedule and logit-normal or mode noise levels: the alias
+// "flow_matching". Input perturbation composes with it (the input leaves the forward marginal, the
+// velocity target keeps the unperturbed eps).
 // The target always uses the UNPERTURBED eps: DDPM-IP trains the network to remove the noise the
 // forward process put in, while it sees an input that is slightly off the forward marginal (the
 // exposure-bias simulation). For v and x0 targets this is the natural extension (x0 does not
@@ -43,9 +48,11 @@ struct DenoisingCoreOptions;  // training/objectives/detail/denoising_core.h
 }  // namespace detail
 
 struct DenoisingOptions {
-  /// What the network predicts: epsilon | v_prediction | sample. Default epsilon.
+  /// What the network predicts: epsilon | v_prediction | sample | flow_prediction. Default
+  /// epsilon.
   TORCH_ARG(Parameterization, prediction_type) = Parameterization::kEpsilon;
-  /// How t is drawn: uniform (default) or log_normal (p_mean, p_std).
+  /// How t is drawn: uniform (default), log_normal (p_mean, p_std), logit_normal (logit_mean,
+  /// logit_std) or mode (mode_scale), the last two optionally shifted (shift).
   TORCH_ARG(TimeSamplingOptions, time_sampling) = {};
   /// Per-example loss weight: none (default), min_snr, snr, truncated_snr, edm.
   TORCH_ARG(WeightingOptions, weighting) = {};
@@ -58,8 +65,8 @@ class DenoisingObjective final : public Objective {
  public:
   explicit DenoisingObjective(DenoisingOptions o = {});
 
-  /// Keys: prediction_type, time_sampling, p_mean, p_std, weighting, snr_gamma, sigma_data,
-  /// input_perturbation.
+  /// Keys: prediction_type, time_sampling, p_mean, p_std, logit_mean, logit_std, mode_scale,
+  /// shift, weighting, snr_gamma, sigma_data, input_perturbation.
   static std::unique_ptr<Objective> from_config(const Config& c);
   Config to_config() const override;
   std::string name() const override { return "denoising"; }

@@ -52,9 +52,11 @@ struct DenoisingCoreOptions;  // training/objectives/detail/denoising_core.h
 }  // namespace detail
 
 struct MaskedDenoisingOptions {
-  /// What the network predicts: epsilon | v_prediction | sample. Default epsilon.
+  /// What the network predicts: epsilon | v_prediction | sample | flow_prediction. Default
+  /// epsilon.
   TORCH_ARG(Parameterization, prediction_type) = Parameterization::kEpsilon;
-  /// How t is drawn: uniform (default) or log_normal (p_mean, p_std).
+  /// How t is drawn: uniform (default), log_normal (p_mean, p_std), logit_normal (logit_mean,
+  /// logit_std) or mode (mode_scale), the last two optionally shifted (shift).
   TORCH_ARG(TimeSamplingOptions, time_sampling) = {};
   /// Per-example weight of the DSM term: none (default), min_snr, snr, truncated_snr, edm.
   TORCH_ARG(WeightingOptions, weighting) = {};
@@ -72,7 +74,8 @@ class MaskedDenoisingObjective final : public Objective {
  public:
   explicit MaskedDenoisingObjective(MaskedDenoisingOptions o = {});
 
-  /// Keys: prediction_type, time_sampling, p_mean, p_std, weighting, snr_gamma, sigma_data,
+  /// Keys: prediction_type, time_sampling, p_mean, p_std, logit_mean, logit_std, mode_scale,
+  /// shift, weighting, snr_gamma, sigma_data,
   /// mask_ratio, mae_weight, patch_size.
   static std::unique_ptr<Objective> from_config(const Config& c);
   Config to_config() const override;
