@@ -5,7 +5,7 @@
 # runs train at the same time with one thread each (equal compute), same seed, same config
 # otherwise (`diffuse train` defaults: tiny DiT, patch 4, batch 64, lr 3e-4, EMA 0.9999). Then FD /
 # precision / recall of EMA samples against the test split at 5/10/20/50 steps with DPM-Solver++ 2M
-# and Euler, unguided, each schedule on its default spacing (linspace / flow_match).
+# and Euler, unguided and with CFG 2, each schedule on its default spacing (linspace / flow_match).
 # Usage: bash scripts/experiment_flow.sh [output dir (default ./experiments_out/flow)] [minutes (default 15)] [samples per setting (default 1000)]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -27,7 +27,8 @@ wait
 echo "== evaluation: FD / precision / recall vs NFE"
 for m in eps flow; do
   "$BIN" --threads "$(diffuse_jobs)" --no-progress eval --model "$OUT/$m/model.pt" \
-    -s dpm_solver_pp,euler --steps 5,10,20,50 --cfg 1 -n "$N" -o "$OUT/eval_$m" > "$OUT/eval_$m.log" 2>&1
+    -s dpm_solver_pp,euler --steps 5,10,20,50 --cfg 1,2 -n "$N" -o "$OUT/eval_$m" --resume \
+    > "$OUT/eval_$m.log" 2>&1
 done
 for m in eps flow; do
   echo "-- $m"
