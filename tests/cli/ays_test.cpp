@@ -61,6 +61,15 @@ TEST(CliAys, ScheduleFileRoundTripsThroughSample) {
   for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(grid[i], ts[i]) << i;
   EXPECT_DOUBLE_EQ(grid[3], schedule->clean_point().t);
   EXPECT_EQ(rec.at("settings").at("steps"), 3);
+
+  // -o ays3.png would write its record over ays3.json, the schedule file it reads: refused, the
+  // file untouched.
+  const std::string before = read_text_file(file);
+  expect_clean_error(
+      run_cli({"sample", "--schedule", "file:" + file, "-n", "2", "-o", dir + "/ays3.png"}),
+      {"the settings record of --out", "the schedule file"}, 2);
+  EXPECT_EQ(read_text_file(file), before);
+  EXPECT_FALSE(fs::exists(dir + "/ays3.png"));
 }
 
 TEST(CliAys, BadArgumentsAreOneLineErrors) {

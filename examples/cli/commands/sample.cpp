@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <optional>
@@ -141,6 +142,32 @@ void check_output_names(const SampleOutputs& o) {
           "--save-tensor '" + o.save_tensor + "': name it *.npy (NumPy) or *.pt (torch::save)");
   require(o.record.empty() || ends_with_ci(o.record, ".json"),
           "--record '" + o.record + "': the record is JSON, name it *.json");
+}
+
+/// No output may replace a file the run reads: `-o ays.png` would write its settings record over
+/// the schedule file ays.json that `--schedule file:ays.json` reads.
+void check_outputs_spare_inputs(const SampleOutputs& o, const SampleSettings& s) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, std::string>> inputs;  // what, path
+  if (s.schedule.rfind("file:", 0) == 0)
+    inputs.push_back({"the schedule file", s.schedule.substr(5)});
+  if (s.model != "default") inputs.push_back({"the model", s.model});
+  const std::vector<std::pair<std::string, std::string>> outputs = {
+      {"--out", o.out},
+      {o.record.empty() ? "the settings record of --out" : "--record",
+       o.record.empty() ? default_record_path(o.out) : o.record},
+      {"--save-tensor", o.save_tensor}};
+  auto key = [](const std::string& path) {
+    std::error_code ec;
+    const fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+    return ec ? fs::absolute(path).lexically_normal() : p;
+  };
+  for (const auto& [what_out, out] : outputs) {
+    if (out.empty()) continue;
+    for (const auto& [what_in, in] : inputs)
+      require(key(out) != key(in), what_out + " '" + out + "' is " + what_in + " '" + in +
+                                       "' this run reads; choose another --out or --record");
+  }
 }
 
 /// A1111 names carry the spacing ("DPM++ 2M Karras"): sampler and spacing, both recorded.
@@ -382,6 +409,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   check_settings(s, o, named);
   const Target target = parse_target(s, named);
   check_output_names(o);
+  check_outputs_spare_inputs(o, s);
   split_a1111_name(s, named);
   const Components c = build_components(s, named);
   ModelPlan plan = load_model_plan(s, c, target);

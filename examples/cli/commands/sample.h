@@ -95,4 +95,7 @@ bool ends_with_ci(const std::string& text, const std::string& suffix);
 void write_outputs(const SampleSettings& s, const SampleOutputs& o, const at::Tensor& images,
                    const nlohmann::json& record, int64_t nrow);
 
+/// The settings record next to the grid: <out without .png>.json.
+std::string default_record_path(const std::string& out);
+
 }  // namespace diffuse::cli::sample_command

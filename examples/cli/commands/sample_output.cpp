@@ -60,11 +60,6 @@ void save_npy(const std::string& path, const at::Tensor& t) {
   diffuse::write_bytes_atomic(path, bytes.data(), bytes.size());
 }
 
-std::string default_record_path(const std::string& out) {
-  fs::path p(out);
-  return (p.parent_path() / (p.stem().string() + ".json")).string();
-}
-
 /// Creates the folder `path` goes into; one that cannot be created is an I/O error.
 void ensure_parent(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
@@ -98,6 +93,11 @@ void save_tensor(const std::string& path, const at::Tensor& images) {
 }
 
 }  // namespace
+
+std::string default_record_path(const std::string& out) {
+  fs::path p(out);
+  return (p.parent_path() / (p.stem().string() + ".json")).string();
+}
 
 void print_lists(std::ostream& os) {
   list_registry<diffuse::Sampler>(os, "Samplers (--sampler NAME[:option=value,...])");
