@@ -94,9 +94,10 @@ double FlowSchedule::shifted(double u) const {
     }
     return options.mu() / (options.mu() + odds);
   }
-  const double s = options.shift();
-  return s * u / (1.0 + (s - 1.0) * u);
+  return flow_static_shift(options.shift(), u);
 }
+
+double flow_static_shift(double s, double u) { return s * u / (1.0 + (s - 1.0) * u); }
 
 double flow_dynamic_mu(int64_t image_seq_len, int64_t base_seq_len, int64_t max_seq_len,
                        double base_shift, double max_shift) {

@@ -151,8 +151,9 @@ double optional_double(DiffusersConfig& dc, const Config& config, const std::str
 /// The flow schedule of a flow-matching config: t_scale = num_train_timesteps, sigma_min =
 /// 1 / num_train_timesteps, the static shift from `shift_key`, the dynamic shift with the
 /// pipeline's mu (the "mu" key: set_timesteps' argument).
-FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& config,
-                                           const std::string& shift_key, bool linear_shift) {
+/// The static part every flow class shares: t_scale and sigma_min from num_train_timesteps, the
+/// shift from `shift_key`.
+FlowScheduleOptions diffusers_flow_base(DiffusersConfig& dc, const std::string& shift_key) {
   auto& r = dc.r();
   const int64_t n = r.get_int("num_train_timesteps", 1000);
   check(n >= 2 && n <= detail::kMaxTrainTimesteps, dc_name(dc),
@@ -160,6 +161,13 @@ FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& co
   FlowScheduleOptions fo;
   fo.t_scale(static_cast<double>(n)).sigma_min(1.0 / static_cast<double>(n));
   fo.shift(r.get_double(shift_key, 1.0));
+  return fo;
+}
+
+FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& config,
+                                           const std::string& shift_key, bool linear_shift) {
+  auto& r = dc.r();
+  FlowScheduleOptions fo = diffusers_flow_base(dc, shift_key);
   fo.use_dynamic_shifting(r.get_bool("use_dynamic_shifting", false));
   fo.time_shift_type(r.get_enum(
       "time_shift_type", FlowTimeShift::exponential,
@@ -375,13 +383,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     out.init_noise_is_one = true;
   } else if (cls == "FlowMatchHeunDiscreteScheduler") {
     // Static shift only; the same set_timesteps rule as FlowMatchEuler, Heun in sigma.
-    FlowScheduleOptions fo;
-    const int64_t n = r.get_int("num_train_timesteps", 1000);
-    check(n >= 2 && n <= detail::kMaxTrainTimesteps, dc_name(dc),
-          "num_train_timesteps must be in [2, ", detail::kMaxTrainTimesteps, "], got ", n);
-    fo.t_scale(static_cast<double>(n)).sigma_min(1.0 / static_cast<double>(n));
-    fo.shift(r.get_double("shift", 1.0));
-    out.schedule = std::make_shared<FlowSchedule>(fo);
+    out.schedule = std::make_shared<FlowSchedule>(diffusers_flow_base(dc, "shift"));
     out.spacing = std::make_shared<FlowMatchSpacing>();
     out.sampler = make_sampler("heun", {{"space", "flow"}});
     out.denoiser_options.prediction_type = Parameterization::kFlow;

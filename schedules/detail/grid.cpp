@@ -58,6 +58,15 @@ TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sig
   return g;
 }
 
+std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n) {
+  const double min_inv = std::pow(lo, 1.0 / rho), max_inv = std::pow(hi, 1.0 / rho);
+  std::vector<double> out;
+  out.reserve(static_cast<size_t>(n));
+  for (double r : np_linspace(0.0, 1.0, n))
+    out.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+  return out;
+}
+
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who) {
   if (lo == 0.0) lo = s.at(s.t_min()).sigma_ve();
   if (hi == 0.0) hi = s.at(s.t_max()).sigma_ve();

@@ -69,11 +69,7 @@ std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOpt
     for (double& v : sig) v = 1.0 - (1.0 - v) / factor;
   }
   if (o.sigmas() == FlowSigmas::karras) {
-    const double lo = sig.back(), hi = sig.front();
-    const double min_inv = std::pow(lo, 1.0 / o.rho()), max_inv = std::pow(hi, 1.0 / o.rho());
-    const std::vector<double> ramp = detail::np_linspace(0.0, 1.0, n);
-    for (int64_t i = 0; i < n; ++i)
-      sig[i] = std::pow(max_inv + ramp[i] * (min_inv - max_inv), o.rho());
+    sig = detail::karras_ramp(sig.back(), sig.front(), o.rho(), n);
   } else if (o.sigmas() == FlowSigmas::exponential) {
     check(sig.back() > 0, "flow_match: exponential sigmas need a last sigma > 0");
     const std::vector<double> logs =
@@ -96,8 +92,7 @@ std::vector<double> dpm_rule(const FlowSchedule& fs, int64_t n) {
   std::vector<double> sig;
   sig.reserve(n);
   for (int64_t i = n; i >= 1; --i) {  // flipped; alphas[0] = 1 gives sigma 0, dropped
-    const double u = 1.0 - alphas[i];
-    sig.push_back(s * u / (1.0 + (s - 1.0) * u));
+    sig.push_back(flow_static_shift(s, 1.0 - alphas[i]));
   }
   return sig;
 }

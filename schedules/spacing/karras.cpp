@@ -40,11 +40,7 @@ TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("karras", n);
   double lo = options.sigma_min(), hi = options.sigma_max();
   detail::sigma_range(s, lo, hi, "karras");
-  const double rho = options.rho();
-  const double min_inv = std::pow(lo, 1.0 / rho), max_inv = std::pow(hi, 1.0 / rho);
-  const std::vector<double> ramp = detail::np_linspace(0.0, 1.0, n);
-  std::vector<double> sig;
-  for (double r : ramp) sig.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+  const std::vector<double> sig = detail::karras_ramp(lo, hi, options.rho(), n);
   TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t());
   g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
   return g;

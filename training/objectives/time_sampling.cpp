@@ -12,6 +12,7 @@
 
 #include <diffuse/config.h>
 #include <diffuse/schedule.h>
+#include <diffuse/schedules/flow.h>
 
 namespace diffuse {
 
@@ -94,46 +95,36 @@ at::Tensor sample_times(const NoiseSchedule& s, int64_t batch, at::Generator& ge
               (hi - lo) +
           lo;
     }
-  } else if (o.distribution() == TimeDistribution::logit_normal ||
-             o.distribution() == TimeDistribution::mode) {
-    const bool logit = o.distribution() == TimeDistribution::logit_normal;
+  } else {
+    // log_normal, logit_normal, mode: one float32 draw per example (uniform for mode, normal
+    // otherwise), mapped to a model time on the host (the schedule's maps are host functions).
+    const TimeDistribution dist = o.distribution();
     const at::Tensor draw =
-        logit ? at::randn({batch}, gen, detail::generator_options(gen, at::kFloat))
-              : at::rand({batch}, gen, detail::generator_options(gen, at::kFloat));
+        dist == TimeDistribution::mode
+            ? at::rand({batch}, gen, detail::generator_options(gen, at::kFloat))
+            : at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));
     const at::Tensor dc = draw.to(at::kCPU, at::kDouble).contiguous();
     const double* dp = dc.data_ptr<double>();
-    std::vector<double> ts(static_cast<size_t>(batch));
-    const double sh = o.shift();
-    for (int64_t i = 0; i < batch; ++i) {
+    // The model time of one draw, before rounding and clamping.
+    auto time_of = [&](double d) {
+      if (dist == TimeDistribution::log_normal)
+        return s.at_sigma_ve(std::exp(o.p_mean() + o.p_std() * d)).t;
       double tau;
-      if (logit) {
-        tau = 1.0 / (1.0 + std::exp(-(o.logit_mean() + o.logit_std() * dp[i])));
+      if (dist == TimeDistribution::logit_normal) {
+        tau = 1.0 / (1.0 + std::exp(-(o.logit_mean() + o.logit_std() * d)));
       } else {
-        const double u = dp[i], c = std::cos(M_PI * u / 2.0);
-        tau = 1.0 - u - o.mode_scale() * (c * c - 1.0 + u);
+        const double c = std::cos(M_PI * d / 2.0);
+        tau = 1.0 - d - o.mode_scale() * (c * c - 1.0 + d);
       }
-      if (sh != 1.0) tau = sh * tau / (1.0 + (sh - 1.0) * tau);
-      double ti;
-      if (tau >= 1.0) {
-        ti = hi;
-      } else if (tau <= 0.0) {
-        ti = lo;
-      } else {
-        ti = s.at_log_snr(std::log1p(-tau) - std::log(tau)).t;
-        if (T > 0) ti = std::round(ti);
-      }
-      ts[static_cast<size_t>(i)] = std::clamp(ti, lo, hi);
-    }
-    t = at::tensor(ts, at::TensorOptions().dtype(at::kDouble));
-  } else {
-    const at::Tensor z = at::randn({batch}, gen, detail::generator_options(gen, at::kFloat));
-    const at::Tensor zc = z.to(at::kCPU, at::kDouble).contiguous();
-    const double* zp = zc.data_ptr<double>();
+      if (o.shift() != 1.0) tau = flow_static_shift(o.shift(), tau);
+      if (tau >= 1.0) return hi;
+      if (tau <= 0.0) return lo;
+      return s.at_log_snr(std::log1p(-tau) - std::log(tau)).t;
+    };
     std::vector<double> ts(static_cast<size_t>(batch));
     for (int64_t i = 0; i < batch; ++i) {
-      const double sigma = std::exp(o.p_mean() + o.p_std() * zp[i]);
-      double ti = s.at_sigma_ve(sigma).t;
-      if (T > 0) ti = std::round(ti);
+      double ti = time_of(dp[i]);
+      if (T > 0) ti = std::round(ti);  // a training index (lo and hi are indices already)
       ts[static_cast<size_t>(i)] = std::clamp(ti, lo, hi);
     }
     t = at::tensor(ts, at::TensorOptions().dtype(at::kDouble));

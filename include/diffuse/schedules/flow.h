@@ -83,6 +83,11 @@ class FlowSchedule final : public NoiseSchedule {
   FlowScheduleOptions options;
 };
 
+/// SD3's static shift of a flow noise level u in [0, 1]: s u / (1 + (s - 1) u) (diffusers'
+/// formula, evaluated in its order). Used by FlowSchedule::shifted, the flow_match spacing's
+/// DPM-Solver rule and the objectives' shifted noise-level densities.
+double flow_static_shift(double s, double u);
+
 /// Flux's resolution-dependent mu (diffusers' calculate_shift): the line through
 /// (base_seq_len, base_shift) and (max_seq_len, max_shift) evaluated at image_seq_len, the number
 /// of latent patches (e.g. (1024/16)^2 = 4096 for a 1024^2 Flux image). Defaults are diffusers'

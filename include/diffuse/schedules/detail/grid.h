@@ -38,6 +38,10 @@ TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sig
 /// t_min / t_max; then checks 0 < lo < hi < inf.
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who);
 
+/// Karras et al. 2022's rho-ramp: n values (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho
+/// from hi down to lo (karras spacing on sigma_ve; flow_match's Karras re-spacing on flow sigma).
+std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n);
+
 inline std::string bool_str(bool b) { return b ? "true" : "false"; }
 
 }  // namespace diffuse::detail
