@@ -19,6 +19,50 @@ AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta
   return {std::sqrt(std::max(0.0, sigma_ve_next * sigma_ve_next - up * up)), up};
 }
 
+const EnumNames<AncestralRule>& ancestral_rule_names() {
+  static const EnumNames<AncestralRule> names{{"auto", AncestralRule::automatic},
+                                              {"ve", AncestralRule::ve},
+                                              {"flow", AncestralRule::flow},
+                                              {"renoise", AncestralRule::renoise}};
+  return names;
+}
+
+AncestralRule resolve_ancestral_rule(AncestralRule rule, const NoiseSchedule* schedule) {
+  if (rule != AncestralRule::automatic) return rule;
+  return schedule != nullptr && schedule->rectified_flow() ? AncestralRule::flow
+                                                           : AncestralRule::ve;
+}
+
+EulerCoefficients ancestral_coefficients(AncestralRule rule, const TimePoint& now,
+                                         const TimePoint& next, double eta, double s_noise,
+                                         double* noise_std) {
+  switch (rule) {
+    case AncestralRule::automatic:
+      break;
+    case AncestralRule::ve: {
+      const auto split = ancestral_split(now.sigma_ve(), next.sigma_ve(), eta);
+      *noise_std = s_noise * split.sigma_up * next.alpha;
+      return euler_coefficients(now, split.sigma_down, next.alpha);
+    }
+    case AncestralRule::flow: {
+      const double n = now.alpha + now.sigma, n_next = next.alpha + next.sigma;
+      const double tau = now.sigma / n, tau_next = next.sigma / n_next;
+      const double tau_down = std::max(0.0, tau_next * (1.0 + (tau_next / tau - 1.0) * eta));
+      const double r = (1.0 - tau_next) / (1.0 - tau_down);
+      const double ratio = tau_down / tau;
+      const double up2 = tau_next * tau_next - tau_down * tau_down * r * r;
+      *noise_std = s_noise * n_next * std::sqrt(std::max(0.0, up2));
+      return {n_next * r * tau_down / now.sigma, n_next * r * (1.0 - ratio)};
+    }
+    case AncestralRule::renoise:
+      *noise_std = s_noise * next.sigma;
+      return {0.0, next.alpha};
+  }
+  check(false, "ancestral_coefficients: resolve AncestralRule::automatic first (got rule ",
+        static_cast<int>(rule), ")");
+  return {};
+}
+
 const std::vector<std::pair<std::string, DpmSolverType>>& dpm_solver_type_names() {
   static const std::vector<std::pair<std::string, DpmSolverType>> names{
       {"midpoint", DpmSolverType::kMidpoint}, {"heun", DpmSolverType::kHeun}};

@@ -15,6 +15,12 @@ EulerAncestralSampler::EulerAncestralSampler(EulerAncestralOptions o) : options(
         "EulerAncestralOptions.eta must be finite and >= 0, got ", options.eta());
   check(std::isfinite(options.s_noise()) && options.s_noise() >= 0,
         "EulerAncestralOptions.s_noise must be finite and >= 0, got ", options.s_noise());
+  check_enum(options.split(), ancestral_rule_names(), "euler_ancestral: split");
+  check(
+      options.split() != AncestralRule::renoise || options.eta() == 1.0,
+      "euler_ancestral: split=renoise redraws all of the noise at every step, so eta must stay 1, "
+      "got eta=",
+      options.eta());
 }
 
 std::unique_ptr<Sampler> EulerAncestralSampler::from_config(const Config& c) {
@@ -22,12 +28,15 @@ std::unique_ptr<Sampler> EulerAncestralSampler::from_config(const Config& c) {
   EulerAncestralOptions o;
   o.eta(r.get_double("eta", o.eta()));
   o.s_noise(r.get_double("s_noise", o.s_noise()));
+  o.split(r.get_enum("split", o.split(), ancestral_rule_names()));
   r.finish();
   return std::make_unique<EulerAncestralSampler>(o);
 }
 
 Config EulerAncestralSampler::to_config() const {
-  return {{"eta", format_double(options.eta())}, {"s_noise", format_double(options.s_noise())}};
+  return {{"eta", format_double(options.eta())},
+          {"s_noise", format_double(options.s_noise())},
+          {"split", enum_name(options.split(), ancestral_rule_names())}};
 }
 
 StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& x,
@@ -37,18 +46,18 @@ StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& 
   const TimePoint& next = st.next;
   check(now.sigma > 0, "euler_ancestral: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
   Prediction p = model(x, now, st);
-  const auto split = ancestral_split(now.sigma_ve(), next.sigma_ve(), options.eta());
-  // Deterministic part down to sigma_down, expressed in the next point's scaling alpha_next.
-  const auto c = euler_coefficients(now, split.sigma_down, next.alpha);
+  double noise_std = 0;
+  const auto c = ancestral_coefficients(resolve_ancestral_rule(options.split(), ctx.schedule), now,
+                                        next, options.eta(), options.s_noise(), &noise_std);
   Tensor x_next = lincomb(x, c.cx, p.x0, c.cx0);
-  const double noise_std = options.s_noise() * split.sigma_up * next.alpha;
   if (noise_std > 0) add_scaled_(x_next, ctx.randn_like(x), noise_std);
   return {x_next, p};
 }
 
 DIFFUSE_REGISTER_SAMPLER(
     EulerAncestralSampler, "euler_ancestral",
-    "Euler ancestral (k-diffusion / A1111 'Euler a'); eta=1 default, eta=0 is euler");
+    "Euler ancestral (k-diffusion / A1111 'Euler a'; ComfyUI's rule on flow); eta=1 default, "
+    "eta=0 is euler");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralA, "euler_a", "euler_ancestral", {},
                                "A1111/ComfyUI name for euler_ancestral");
 DIFFUSE_REGISTER_SAMPLER_ALIAS(EulerAncestralKA, "k_euler_a", "euler_ancestral", {},

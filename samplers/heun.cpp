@@ -47,7 +47,7 @@ StepResult HeunSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   TimePoint now = st.now;
   const bool flow = options.space() == HeunSpace::flow ||
                     (options.space() == HeunSpace::automatic && !is_stochastic() &&
-                     ctx.schedule != nullptr && ctx.schedule->name() == "flow");
+                     ctx.schedule != nullptr && ctx.schedule->rectified_flow());
   if (flow) {
     // y = x / (alpha + sigma), tau = sigma / (alpha + sigma), dy/dtau = eps - x0.
     check(now.sigma > 0, "heun: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");

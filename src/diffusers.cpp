@@ -367,18 +367,22 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     if (!std::isnan(terminal)) fo.shift_terminal(terminal);
     dc.reject_unless("invert_sigmas", "false",
                      "inverted sigmas (Mochi) feed the model 1 - sigma; not implemented");
-    dc.reject_unless("use_beta_sigmas", "false", "beta sigmas are not implemented");
-    dc.reject_unless("stochastic_sampling", "false", "stochastic sampling is not implemented yet");
     const bool karras = r.get_bool("use_karras_sigmas", false);
     const bool expo = r.get_bool("use_exponential_sigmas", false);
-    check(!(karras && expo), cls,
-          ": only one of use_karras_sigmas, use_exponential_sigmas may be true");
+    const bool beta = r.get_bool("use_beta_sigmas", false);
+    check(int(karras) + int(expo) + int(beta) <= 1, cls,
+          ": only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas may be true");
     FlowMatchSpacingOptions so;
     so.rule(FlowMatchRule::euler);
-    so.sigmas(karras ? FlowSigmas::karras : (expo ? FlowSigmas::exponential : FlowSigmas::shifted));
+    so.sigmas(karras ? FlowSigmas::karras
+                     : (expo ? FlowSigmas::exponential
+                             : (beta ? FlowSigmas::beta : FlowSigmas::shifted)));
     out.schedule = std::make_shared<FlowSchedule>(fo);
     out.spacing = std::make_shared<FlowMatchSpacing>(so);
-    out.sampler = make_sampler("euler");
+    // stochastic_sampling: x' = (1 - sigma') x0 + sigma' z, i.e. euler_ancestral split=renoise.
+    out.sampler = r.get_bool("stochastic_sampling", false)
+                      ? make_sampler("euler_ancestral", {{"split", "renoise"}})
+                      : make_sampler("euler");
     out.denoiser_options.prediction_type = Parameterization::kFlow;
     out.init_noise_is_one = true;
   } else if (cls == "FlowMatchHeunDiscreteScheduler") {

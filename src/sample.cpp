@@ -19,7 +19,7 @@ std::unique_ptr<TimestepSpacing> make_spacing(const std::string& name, const Con
 namespace {
 /// Each schedule names its default spacing; kept here so schedule.h need not know spacings.
 std::string default_spacing_for(const NoiseSchedule& s) {
-  if (s.name() == "flow") return "flow_match";  // the spacing that applies the flow shift
+  if (s.rectified_flow()) return "flow_match";  // the spacing that applies the flow shift
   return s.num_train_timesteps() > 0 ? "linspace"
                                      : (s.variance_preserving() ? "linspace" : "karras");
 }

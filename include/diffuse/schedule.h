@@ -69,6 +69,10 @@ class NoiseSchedule {
   virtual int64_t num_train_timesteps() const { return 0; }
   /// True for schedules whose alpha and sigma satisfy alpha^2 + sigma^2 = 1.
   virtual bool variance_preserving() const { return true; }
+  /// True for rectified-flow schedules: alpha + sigma = 1 at every t (x = (1 - sigma) x0 +
+  /// sigma eps). Samplers with a flow form (heun space=auto, euler_ancestral split=auto) take it
+  /// there, and sample() defaults to the flow_match spacing.
+  virtual bool rectified_flow() const { return false; }
 
   /// Batched alpha(t), sigma(t) on t's device and dtype (training).
   virtual Tensor alpha(const Tensor& t) const = 0;

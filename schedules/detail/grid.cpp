@@ -67,6 +67,53 @@ std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n) {
   return out;
 }
 
+double regularized_incomplete_beta(double x, double a, double b) {
+  check(a > 0 && b > 0 && std::isfinite(a) && std::isfinite(b),
+        "regularized_incomplete_beta: needs finite a, b > 0, got a=", a, " b=", b);
+  check(x >= 0 && x <= 1, "regularized_incomplete_beta: x must be in [0, 1], got ", x);
+  if (x == 0.0 || x == 1.0) return x;
+  // The fraction converges fast for x < (a + 1) / (a + b + 2); the other side by symmetry.
+  if (x > (a + 1.0) / (a + b + 2.0)) return 1.0 - regularized_incomplete_beta(1.0 - x, b, a);
+  const double log_front = a * std::log(x) + b * std::log1p(-x) -
+                           (std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b)) - std::log(a);
+  // 1 + d1 / (1 + d2 / (1 + ...)), d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1)),
+  // d_{2m} = m (b - m) x / ((a + 2m - 1)(a + 2m)).
+  constexpr double tiny = 1e-300;
+  double f = 1.0, c = 1.0, d = 0.0;
+  for (int j = 1; j <= 10000; ++j) {
+    const int m = j / 2;
+    const double num = j % 2 == 1 ? -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+                                  : m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+    d = 1.0 + num * d;
+    if (std::abs(d) < tiny) d = tiny;
+    c = 1.0 + num / c;
+    if (std::abs(c) < tiny) c = tiny;
+    d = 1.0 / d;
+    const double delta = c * d;
+    f *= delta;
+    if (std::abs(delta - 1.0) < 1e-16) break;
+  }
+  return std::exp(log_front) / f;
+}
+
+double beta_ppf(double p, double a, double b) {
+  check(p >= 0 && p <= 1, "beta_ppf: p must be in [0, 1], got ", p);
+  if (p == 0.0 || p == 1.0) return p;
+  double lo = 0.0, hi = 1.0;
+  while (true) {
+    const double mid = 0.5 * (lo + hi);
+    if (mid <= lo || mid >= hi) return mid;
+    (regularized_incomplete_beta(mid, a, b) < p ? lo : hi) = mid;
+  }
+}
+
+std::vector<double> beta_ramp(double lo, double hi, double a, double b, int64_t n) {
+  std::vector<double> out;
+  out.reserve(static_cast<size_t>(n));
+  for (double r : np_linspace(0.0, 1.0, n)) out.push_back(lo + beta_ppf(1.0 - r, a, b) * (hi - lo));
+  return out;
+}
+
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who) {
   if (lo == 0.0) lo = s.at(s.t_min()).sigma_ve();
   if (hi == 0.0) hi = s.at(s.t_max()).sigma_ve();

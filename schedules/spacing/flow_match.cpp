@@ -21,7 +21,8 @@ const EnumNames<FlowMatchRule>& flow_match_rule_names() {
 const EnumNames<FlowSigmas>& flow_sigmas_names() {
   static const EnumNames<FlowSigmas> names{{"shifted", FlowSigmas::shifted},
                                            {"karras", FlowSigmas::karras},
-                                           {"exponential", FlowSigmas::exponential}};
+                                           {"exponential", FlowSigmas::exponential},
+                                           {"beta", FlowSigmas::beta}};
   return names;
 }
 
@@ -29,9 +30,11 @@ FlowMatchSpacing::FlowMatchSpacing(FlowMatchSpacingOptions o) : options(o) {
   check_enum(o.rule(), flow_match_rule_names(), "flow_match: rule");
   check_enum(o.sigmas(), flow_sigmas_names(), "flow_match: sigmas");
   check(std::isfinite(o.rho()) && o.rho() > 0, "flow_match: rho must be > 0, got ", o.rho());
+  for (const double v : {o.beta_alpha(), o.beta_beta()})
+    check(std::isfinite(v) && v > 0, "flow_match: beta_alpha and beta_beta must be > 0, got ", v);
   check(o.rule() == FlowMatchRule::euler || o.sigmas() == FlowSigmas::shifted,
         "flow_match: sigmas=", enum_name(o.sigmas(), flow_sigmas_names()),
-        " needs rule=euler (diffusers' DPM-Solver has no Karras/exponential flow sigmas)");
+        " needs rule=euler (diffusers' DPM-Solver has no Karras/exponential/beta flow sigmas)");
 }
 
 std::unique_ptr<TimestepSpacing> FlowMatchSpacing::from_config(const Config& c) {
@@ -40,14 +43,21 @@ std::unique_ptr<TimestepSpacing> FlowMatchSpacing::from_config(const Config& c) 
   o.rule(r.get_enum("rule", o.rule(), flow_match_rule_names()));
   o.sigmas(r.get_enum("sigmas", o.sigmas(), flow_sigmas_names()));
   o.rho(r.get_double("rho", o.rho()));
+  o.beta_alpha(r.get_double("beta_alpha", o.beta_alpha()));
+  o.beta_beta(r.get_double("beta_beta", o.beta_beta()));
   r.finish();
   return std::make_unique<FlowMatchSpacing>(o);
 }
 
 Config FlowMatchSpacing::to_config() const {
-  return {{"rule", enum_name(options.rule(), flow_match_rule_names())},
-          {"sigmas", enum_name(options.sigmas(), flow_sigmas_names())},
-          {"rho", format_double(options.rho())}};
+  Config c{{"rule", enum_name(options.rule(), flow_match_rule_names())},
+           {"sigmas", enum_name(options.sigmas(), flow_sigmas_names())},
+           {"rho", format_double(options.rho())}};
+  if (options.sigmas() == FlowSigmas::beta) {  // written only when used
+    c["beta_alpha"] = format_double(options.beta_alpha());
+    c["beta_beta"] = format_double(options.beta_beta());
+  }
+  return c;
 }
 
 namespace {
@@ -75,6 +85,8 @@ std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOpt
     const std::vector<double> logs =
         detail::np_linspace(std::log(sig.front()), std::log(sig.back()), n);
     for (int64_t i = 0; i < n; ++i) sig[i] = std::exp(logs[i]);
+  } else if (o.sigmas() == FlowSigmas::beta) {
+    sig = detail::beta_ramp(sig.back(), sig.front(), o.beta_alpha(), o.beta_beta(), n);
   }
   return sig;
 }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs every generator of tests/reference and compares its table with the test that holds it
 # (compare.py: count, exact matches, largest deviations). Needs the sources of README.md's table:
-#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, DIT_SRC, PYTORCH_FID_SRC
+#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, COMFYUI_SAMPLING, DIT_SRC, PYTORCH_FID_SRC
 # Usage, from the repository root: bash tests/reference/check_all.sh [python (default /usr/bin/python3)]
 set -euo pipefail
 py="${1:-/usr/bin/python3}"
@@ -31,6 +31,8 @@ cmp golden_heun "k_schedulers.py heun" $s/golden_heun.inc
 for k in euler euler_ancestral heun; do
   cmp "kdiffusion_$k" "kdiffusion.py $k" "$s/kdiffusion_$k.inc"
 done
+cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<FlowGolden> kFlowGolden" --to "};"
+cmp comfyui_rf "comfyui_rf.py" $s/flow_match_test.cpp --from "const std::vector<ComfyRfGolden> kComfyRf" --to "};"
 cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '{"linear", kLinear' \
   --to '4.213262465088073e-09}'
 cmp spacing_lists "spacing.py spacings" tests/schedules/spacing_test.cpp --from '{1000, "linspace", {}' \

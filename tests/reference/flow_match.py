@@ -9,7 +9,9 @@ DPMSolverMultistep/SinglestepScheduler with use_flow_sigmas=True), calls set_tim
 and runs x = 2 * dummy_sample_deter - 1; for t in timesteps: x = step(model(x, t), t, x).prev_sample
 with model(x, t) = 0.5 x t / (t + 1) + 0.3 sin(3 x + t / 250) (t cast to x's dtype; the same
 nonlinear model as dpm_solver.py). SDE cases draw one torch.Generator().manual_seed(seed) stream,
-z = torch.randn(x.shape, generator=g, dtype=float32) per step (cast in the float64 run). Each case runs
+z = torch.randn(x.shape, generator=g, dtype=float32) per step (cast in the float64 run): passed as
+variance_noise to DPM-Solver, drawn by FlowMatchEuler's stochastic_sampling step itself from
+generator=g (it draws on the last step too, where the noise is multiplied by sigma = 0). Each case runs
 once with the float64 copy of diffusers and once stock float32 (diffusers_ref.py). Printed: the
 config as diffuse's from_diffusers reads it, timesteps and sigmas of the float64 run (Heun: one of
 each interleaved pair, i.e. the grid), and sum |x| and x.flatten()[0, 1, 100, 383, 500, 767] of each
@@ -49,7 +51,9 @@ CASES = [
     ("EulerShiftTerminal", EULER, {"shift": 3.0, "shift_terminal": 0.1}, 12, None, None),
     ("EulerKarrasShift3", EULER, {"shift": 3.0, "use_karras_sigmas": True}, 10, None, None),
     ("EulerExponential", EULER, {"use_exponential_sigmas": True}, 10, None, None),
+    ("EulerBetaShift3", EULER, {"shift": 3.0, "use_beta_sigmas": True}, 10, None, None),
     ("EulerShift3Train500", EULER, {"shift": 3.0, "num_train_timesteps": 500}, 7, None, None),
+    ("EulerStochasticShift3", EULER, {"shift": 3.0, "stochastic_sampling": True}, 8, None, 0),
     ("HeunDefault", HEUN, {}, 6, None, None),
     ("HeunShift3", HEUN, {"shift": 3.0}, 8, None, None),
     ("DpmFlow2Shift3", MULTI, dict(DPM_FLOW, flow_shift=3.0), 10, None, None),
@@ -79,7 +83,9 @@ def run(src, which, config, steps, mu, seed, f64):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         for t in s.timesteps:
             kw = {}
-            if g is not None:
+            if g is not None and which is EULER:  # stochastic_sampling: step() draws from g
+                kw["generator"] = g
+            elif g is not None:
                 kw["variance_noise"] = torch.randn(x.shape, generator=g, dtype=torch.float32).to(dtype)
             x = s.step(nonlinear_model(x, t), t, x, **kw).prev_sample
     assert x.dtype == dtype, (x.dtype, dtype)

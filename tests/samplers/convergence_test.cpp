@@ -83,7 +83,7 @@ double rmse(const Bed& b, const Sampler& sampler, int64_t n) {
   EXPECT_EQ(grid.front(), b.first);
   EXPECT_EQ(grid.back(), b.last);
   const Parameterization p =
-      b.schedule->name() == "flow" ? Parameterization::kFlow : Parameterization::kEpsilon;
+      b.schedule->rectified_flow() ? Parameterization::kFlow : Parameterization::kEpsilon;
   DenoiserOptions o;
   o.prediction_type = p;
   const Denoiser d(b.gmm.network(b.schedule, p), o);

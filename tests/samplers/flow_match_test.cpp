@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // Flow matching against diffusers (58eb52c): FlowMatchEulerDiscreteScheduler (static shift, dynamic
-// exponential / linear shift with mu, shift_terminal, Karras and exponential sigmas, another
+// exponential / linear shift with mu, shift_terminal, Karras, exponential and beta sigmas, another
 // num_train_timesteps), FlowMatchHeunDiscreteScheduler and DPMSolverMultistep/SinglestepScheduler
 // with use_flow_sigmas
-// (flow_prediction and epsilon, orders 2 and 3, SDE), all through from_diffusers(): grid (model
+// (flow_prediction and epsilon, orders 2 and 3, SDE), FlowMatchEuler's stochastic_sampling
+// (euler_ancestral split=renoise), all through from_diffusers(): grid (model
 // times and sigmas) and final sample in float64 (1e-6 relative) and float32 (1e-4). Golden values:
 // `/usr/bin/python3 tests/reference/flow_match.py --diffusers PATH` (tests/reference/README.md).
 #include "samplers/dpm_fixtures.h"
 
 #include <diffuse/diffusers.h>
 #include <diffuse/gaussian_mixture.h>
+#include <diffuse/registry.h>
+#include <diffuse/samplers/euler_ancestral.h>
 #include <diffuse/schedules/flow.h>
 #include <diffuse/schedules/spacing/flow_match.h>
 
@@ -165,6 +168,24 @@ const std::vector<FlowGolden> kFlowGolden = {
       0.17221046170705251, 0.4853855169341833},
      242.249023,
      {-0.575786173, -0.572716832, 0.0397771709, 0.483358234, 0.17221044, 0.485385478}},
+    // EulerBetaShift3: FlowMatchEulerDiscreteScheduler {'shift': 3.0, 'use_beta_sigmas': True},
+    // set_timesteps(10)
+    {"EulerBetaShift3",
+     "FlowMatchEulerDiscreteScheduler",
+     "shift=3,use_beta_sigmas=true",
+     10,
+     -1,
+     {1000, 953.32864510764534, 855.69891265449007, 727.04575646146247, 580.60358293901174,
+      428.32498848955976, 281.88281496710903, 153.22965877408149, 55.599926320926016,
+      8.9285714285714306},
+     {1, 0.95332864510764537, 0.85569891265449005, 0.72704575646146252, 0.58060358293901171,
+      0.42832498848955974, 0.28188281496710904, 0.15322965877408148, 0.055599926320926016,
+      0.0089285714285714298, 0},
+     260.19506968578474,
+     {-0.53285467884686077, -0.52985957127200067, -0.04474982378887802, 0.66731040734666269,
+      0.099345722509460499, 0.67023979969194625},
+     260.195068,
+     {-0.532854676, -0.529859543, -0.0447498634, 0.667310357, 0.0993456915, 0.670239806}},
     // EulerShift3Train500: FlowMatchEulerDiscreteScheduler {'shift': 3.0, 'num_train_timesteps':
     // 500}, set_timesteps(7)
     {"EulerShift3Train500",
@@ -181,6 +202,22 @@ const std::vector<FlowGolden> kFlowGolden = {
       -0.066876471113242159, 0.72553451185650553},
      202.047791,
      {-0.382636875, -0.379313082, -0.138121933, 0.720378816, -0.0668764934, 0.725534618}},
+    // EulerStochasticShift3: FlowMatchEulerDiscreteScheduler {'shift': 3.0, 'stochastic_sampling':
+    // True}, set_timesteps(8), seed 0
+    {"EulerStochasticShift3",
+     "FlowMatchEulerDiscreteScheduler",
+     "shift=3,stochastic_sampling=true",
+     8,
+     0,
+     {1000, 947.54253308128546, 882.78775079197464, 800.83732057416296, 693.79310344827593,
+      548.04560260586334, 337.9721669980122, 8.9285714285714306},
+     {1, 0.94754253308128544, 0.88278775079197469, 0.8008373205741629, 0.69379310344827594,
+      0.54804560260586332, 0.33797216699801219, 0.0089285714285714298, 0},
+     227.42613405344866,
+     {-0.42482975915833693, -0.15486072062004613, -0.32656346353676702, -0.011584487289345302,
+      -0.2732970568702684, -0.0049423956500237549},
+     227.426132,
+     {-0.424829781, -0.154860735, -0.326563448, -0.0115844728, -0.273297101, -0.00494242506}},
     // HeunDefault: FlowMatchHeunDiscreteScheduler {}, set_timesteps(6)
     {"HeunDefault",
      "FlowMatchHeunDiscreteScheduler",
@@ -411,12 +448,127 @@ TEST(FlowMatch, EulerIsTheVelocityStepAndDdim) {
   ExpectTensorNear(ddim, v_step, 1e-12, 1e-10, "ddim vs the velocity step");
 }
 
+/// One run of ComfyUI's sample_euler_ancestral_RF (02159d8) on diffusers' FlowMatchEuler grid
+/// (shift, steps) with flow_match.py's velocity model (tests/reference/comfyui_rf.py): eta,
+/// s_noise, noise seed, sum |x| and x.flatten()[0, 1, 100, 383, 500, 767], float64.
+struct ComfyRfGolden {
+  const char* name;
+  double shift;
+  int64_t steps;
+  double eta, s_noise;
+  int64_t seed;
+  double sum;
+  std::vector<double> elems;
+};
+
+const std::vector<ComfyRfGolden> kComfyRf = {
+    // Shift3Eta1: shift 3, 8 steps, eta 1, s_noise 1, seed 0
+    {"Shift3Eta1",
+     3,
+     8,
+     1,
+     1,
+     0,
+     298.43546631104277,
+     {-0.64191245823461174, -0.068275453080164597, -0.40126036582014268, -0.030450652267818738,
+      0.08626953890655234, -0.12509212030261871}},
+    // Shift1EtaHalf: shift 1, 10 steps, eta 0.5, s_noise 1, seed 3
+    {"Shift1EtaHalf",
+     1,
+     10,
+     0.5,
+     1,
+     3,
+     287.24518858593217,
+     {-0.81813014306002974, 1.2299152198368362, -0.33192073170837483, -0.38508006424278984,
+      0.48059541383179244, 0.81102181447583532}},
+    // Shift3Eta1Snoise07: shift 3, 6 steps, eta 1, s_noise 0.7, seed 5
+    {"Shift3Eta1Snoise07",
+     3,
+     6,
+     1,
+     0.7,
+     5,
+     244.04938584984581,
+     {-0.059188793124457427, -0.58629065241180267, -0.1426975159826688, -0.43993689771500505,
+      0.085593711508054296, -0.38151716163683103}},
+};
+
+// euler_ancestral on the flow schedule takes ComfyUI's rectified-flow rule (split=auto -> flow), as
+// ComfyUI does for CONST model sampling; split=ve (k-diffusion's rule in sigma_ve) is another
+// process there.
+TEST(FlowMatch, EulerAncestralIsComfyUisRectifiedFlowRule) {
+  for (const auto& g : kComfyRf) {
+    SCOPED_TRACE(g.name);
+    const DiffusersScheduler s =
+        from_diffusers("FlowMatchEulerDiscreteScheduler", {{"shift", format_double(g.shift)}});
+    const TimeGrid grid = s.grid(g.steps);
+    const Denoiser d = s.denoiser(nonlinear_network());
+    const Tensor x = dummy_sample_deter(at::kDouble) * 2 - 1;
+    auto run = [&](AncestralRule rule) {
+      SampleContext ctx;
+      ctx.schedule = s.schedule.get();
+      const auto noise = make_torch_noise(static_cast<uint64_t>(g.seed));
+      ctx.noise = noise.get();
+      const EulerAncestralSampler sampler(
+          EulerAncestralOptions().eta(g.eta).s_noise(g.s_noise).split(rule));
+      return sampler.sample(model_fn(d), x, grid, ctx);
+    };
+    const Tensor out = run(AncestralRule::automatic);
+    ExpectTensorNear(golden_elems(out), at::tensor(g.elems, at::kDouble), 1e-12, 1e-9, "elements");
+    EXPECT_NEAR(out.abs().sum().item<double>(), g.sum, 1e-9 * g.sum);
+    ExpectTensorNear(run(AncestralRule::flow), out, 0, 0, "split=flow is what auto takes on flow");
+    EXPECT_GT((run(AncestralRule::ve) - out).abs().max().item<double>(), 1e-3);
+  }
+}
+
+// The stochastic samplers' steps are the same process in every scaling of x_t = alpha x0 + sigma
+// eps: run on the vp schedule and on the flow schedule at the same log-SNR points (flow sigma =
+// sigma / (alpha + sigma)), from the same noise scaled by alpha + sigma, they land on the same
+// samples. In particular euler_ancestral's flow rule is defined on every schedule, and DDPM's
+// posterior is the flow-appropriate ancestral step without a flow special case.
+TEST(FlowMatch, AncestralStepsAreTheSameProcessInEveryScaling) {
+  const GaussianMixture gmm = GaussianMixture::preset("mixture_2d");
+  std::shared_ptr<const NoiseSchedule> vp = make_schedule("vp");
+  std::shared_ptr<const NoiseSchedule> flow = make_schedule("flow");
+  const auto& fs = dynamic_cast<const FlowSchedule&>(*flow);
+  const TimeGrid vp_grid = make_spacing("log_snr_uniform")->grid(*vp, 12);
+  TimeGrid flow_grid;
+  for (const TimePoint& p : vp_grid)
+    flow_grid.push_back(p.is_clean() ? flow->clean_point()
+                                     : fs.at_sigma(p.sigma / (p.alpha + p.sigma)));
+  const Denoiser dv(gmm.network(vp)), df(gmm.network(flow, Parameterization::kFlow), [] {
+    DenoiserOptions o;
+    o.prediction_type = Parameterization::kFlow;
+    return o;
+  }());
+  const Tensor z = at::randn({64, 2}, detail::cpu_generator(4), at::kDouble);
+  const double n0 = vp_grid[0].alpha + vp_grid[0].sigma;
+  for (const std::string spec :
+       {"euler_ancestral:split=flow", "euler_ancestral:split=ve", "euler_ancestral:split=renoise",
+        "euler_ancestral:split=flow,eta=0.4", "ddpm", "dpmpp_2m_sde",
+        "dpm_solver_pp_sde:order=1"}) {
+    SCOPED_TRACE(spec);
+    const auto sampler = Registry<Sampler>::get().make_from_spec(spec);
+    auto run = [&](const Denoiser& d, const NoiseSchedule& s, const TimeGrid& grid,
+                   const Tensor& x) {
+      SampleContext ctx;
+      ctx.schedule = &s;
+      const auto noise = make_torch_noise(9);
+      ctx.noise = noise.get();
+      return sampler->sample(model_fn(d), x, grid, ctx);
+    };
+    const Tensor a = run(dv, *vp, vp_grid, z * n0), b = run(df, *flow, flow_grid, z);
+    ExpectTensorNear(a, b, 1e-9, 1e-8, "vp vs flow");
+  }
+}
+
 TEST(FlowMatch, FromDiffusersRefusesWhatItCannotReproduce) {
   const std::string euler = "FlowMatchEulerDiscreteScheduler";
-  EXPECT_ERROR_NAMING(from_diffusers(euler, {{"stochastic_sampling", "true"}}),
-                      "stochastic_sampling");
   EXPECT_ERROR_NAMING(from_diffusers(euler, {{"invert_sigmas", "true"}}), "invert_sigmas");
-  EXPECT_ERROR_NAMING(from_diffusers(euler, {{"use_beta_sigmas", "true"}}), "use_beta_sigmas");
+  EXPECT_ERROR_NAMING(
+      from_diffusers(euler, {{"use_beta_sigmas", "true"}, {"use_karras_sigmas", "true"}}),
+      "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas");
   EXPECT_ERROR_NAMING(from_diffusers(euler, {{"use_dynamic_shifting", "true"}}), "needs mu");
   EXPECT_ERROR_NAMING(from_diffusers(euler, {{"mu", "0.5"}}), "mu=0.5 is only used with");
   EXPECT_ERROR_NAMING(from_diffusers(euler, {{"time_shift_type", "cubic"}}), "cubic");

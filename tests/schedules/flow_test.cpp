@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include <diffuse/schedules/detail/grid.h>
 #include <diffuse/schedules/flow.h>
 
 namespace diffuse {
@@ -20,6 +21,12 @@ TEST(FlowSchedule, PointsShiftsAndMu) {
   EXPECT_EQ(p.alpha, 0.75);
   EXPECT_EQ(s.t_max(), 1000.0);
   EXPECT_EQ(s.at(1000.0).alpha, 0.0);
+  // The property samplers and sample() read (heun space=auto, euler_ancestral split=auto, the
+  // default spacing): true for the flow schedule only.
+  EXPECT_TRUE(s.rectified_flow());
+  EXPECT_FALSE(s.variance_preserving());
+  for (const std::string other : {"discrete", "vp", "edm"})
+    EXPECT_FALSE(make_schedule(other)->rectified_flow()) << other;
   for (double sigma : {1e-3, 0.2, 0.5, 0.9, 0.999}) {
     const TimePoint q = s.at_log_snr(s.at_sigma(sigma).log_snr());
     EXPECT_NEAR(q.sigma, sigma, 1e-15);
@@ -84,5 +91,32 @@ TEST(FlowSchedule, DefaultSpacingAppliesTheShift) {
                       "needs rule=euler");
 }
 
+// The beta re-spacing's quantile against closed forms of the Beta(a, b) CDF: Beta(1, 1) is
+// uniform, I_x(a, 1) = x^a, I_x(1, b) = 1 - (1 - x)^b, and Beta(1/2, 1/2) is the arcsine law,
+// I_x = (2 / pi) asin(sqrt(x)). (diffusers' own beta sigmas, scipy's ppf at a = b = 0.6, are the
+// EulerBetaShift3 golden of tests/samplers/flow_match_test.cpp.)
+TEST(FlowSchedule, BetaQuantileMatchesClosedForms) {
+  const double pi = 3.14159265358979323846;
+  for (double p : {1e-6, 0.01, 0.25, 0.5, 0.7, 0.999}) {
+    EXPECT_NEAR(detail::beta_ppf(p, 1.0, 1.0), p, 1e-15) << p;
+    EXPECT_NEAR(detail::beta_ppf(p, 2.5, 1.0), std::pow(p, 1.0 / 2.5), 1e-14) << p;
+    EXPECT_NEAR(detail::beta_ppf(p, 1.0, 0.3), 1.0 - std::pow(1.0 - p, 1.0 / 0.3), 1e-14) << p;
+    const double s = std::sin(pi * p / 2);
+    EXPECT_NEAR(detail::beta_ppf(p, 0.5, 0.5), s * s, 1e-14) << p;
+    EXPECT_NEAR(detail::regularized_incomplete_beta(detail::beta_ppf(p, 0.6, 0.6), 0.6, 0.6), p,
+                1e-14)
+        << p;
+  }
+  EXPECT_EQ(detail::beta_ppf(0.0, 0.6, 0.6), 0.0);
+  EXPECT_EQ(detail::beta_ppf(1.0, 0.6, 0.6), 1.0);
+  EXPECT_NEAR(detail::beta_ppf(0.5, 0.6, 0.6), 0.5, 1e-15);  // symmetric
+  EXPECT_ERROR_NAMING(detail::beta_ppf(1.5, 0.6, 0.6), "1.5");
+  EXPECT_ERROR_NAMING(detail::regularized_incomplete_beta(0.5, -1.0, 0.6), "a=-1");
+  EXPECT_ERROR_NAMING(make_spacing("flow_match", {{"sigmas", "beta"}, {"beta_alpha", "0"}}),
+                      "beta_alpha");
+  // Written to the spacing's config only when used.
+  EXPECT_EQ(make_spacing("flow_match")->to_config().count("beta_alpha"), 0u);
+  EXPECT_EQ(make_spacing("flow_match", {{"sigmas", "beta"}})->to_config().at("beta_beta"), "0.6");
+}
 }  // namespace
 }  // namespace diffuse

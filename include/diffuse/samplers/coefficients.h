@@ -58,6 +58,38 @@ struct AncestralSplit {
 /// eta = 0 gives sigma_up = 0 (plain Euler); sigma = inf is allowed (ratio 0).
 AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta);
 
+/// The rule an ancestral step splits its noise level by (euler_ancestral's `split`).
+enum class AncestralRule {
+  automatic,  ///< "auto": flow on rectified-flow schedules (NoiseSchedule::rectified_flow), else ve
+  ve,         ///< "ve": k-diffusion's get_ancestral_step in sigma_ve (A1111 / diffusers "Euler a")
+  flow,       ///< "flow": ComfyUI's rule for rectified-flow models (sample_euler_ancestral_RF)
+  renoise     ///< "renoise": x' = alpha' x0 + sigma' z (diffusers' FlowMatchEuler
+              ///< stochastic_sampling)
+};
+/// Names of AncestralRule ("auto", "ve", "flow", "renoise").
+const EnumNames<AncestralRule>& ancestral_rule_names();
+
+/// `automatic` resolved for `schedule` (null: ve); the other rules are returned as they are.
+AncestralRule resolve_ancestral_rule(AncestralRule rule, const NoiseSchedule* schedule);
+
+/// One ancestral step, x' = cx * x + cx0 * x0 + noise_std * z with z ~ N(0, I). `now.sigma` > 0;
+/// `rule` must be resolved (not automatic). The rules, with n = alpha + sigma, tau = sigma / n
+/// (on the flow schedule n = 1 and tau = sigma; on any schedule y = x / n is a rectified flow in
+/// tau):
+///   ve:      ancestral_split in sigma_ve, the Euler step to sigma_down scaled by alpha', and
+///            noise_std = s_noise sigma_up alpha'.
+///   flow:    tau_down = tau' (1 + (tau' / tau - 1) eta), floored at 0 (full renoise: ComfyUI's
+///            formula turns negative for eta > tau / (tau - tau')); the flow step to tau_down,
+///            y_down = (tau_down / tau) y + (1 - tau_down / tau) x0, then
+///            y' = r y_down + s_noise sqrt(tau'^2 - tau_down^2 r^2) z with r = (1 - tau') /
+///            (1 - tau_down), and x' = n' y'. eta = 1 gives tau_down = tau'^2 / tau.
+///   renoise: x' = alpha' x0 + s_noise sigma' z (eta is not used).
+/// All three land on alpha' x0 with no noise when `next` is clean, and are the deterministic
+/// Euler / DDIM step for eta = 0 (ve, flow).
+EulerCoefficients ancestral_coefficients(AncestralRule rule, const TimePoint& now,
+                                         const TimePoint& next, double eta, double s_noise,
+                                         double* noise_std);
+
 /// phi_1(h) = 1 - e^{-h}, accurate for small h; 1 at h = +inf.
 inline double dpm_phi1(double h) { return -std::expm1(-h); }
 

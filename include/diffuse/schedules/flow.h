@@ -62,6 +62,7 @@ class FlowSchedule final : public NoiseSchedule {
   Config to_config() const override;
   std::string name() const override { return "flow"; }
   bool variance_preserving() const override { return false; }
+  bool rectified_flow() const override { return true; }
 
   /// t in [0, t_scale]: sigma = t / t_scale.
   TimePoint at(double t) const override;

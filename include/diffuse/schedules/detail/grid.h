@@ -42,6 +42,18 @@ void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who
 /// from hi down to lo (karras spacing on sigma_ve; flow_match's Karras re-spacing on flow sigma).
 std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n);
 
+/// The regularised incomplete beta function I_x(a, b) = P(X <= x) for X ~ Beta(a, b); a, b > 0,
+/// x in [0, 1]. Its continued fraction (modified Lentz), about 1e-15 relative.
+double regularized_incomplete_beta(double x, double a, double b);
+
+/// The quantile of Beta(a, b): the x with I_x(a, b) = p (scipy.stats.beta.ppf), p in [0, 1], by
+/// bisection down to adjacent doubles.
+double beta_ppf(double p, double a, double b);
+
+/// Beta sampling (Lee et al. 2024, "Beta Sampling is All You Need"; diffusers' use_beta_sigmas):
+/// n values lo + beta_ppf(1 - i / (n - 1); a, b) (hi - lo), i = 0..n-1, from hi down to lo.
+std::vector<double> beta_ramp(double lo, double hi, double a, double b, int64_t n);
+
 inline std::string bool_str(bool b) { return b ? "true" : "false"; }
 
 }  // namespace diffuse::detail

@@ -6,14 +6,15 @@
 // diffusers 58eb52c): u_i = linspace(t_scale * 1, t_scale * u_min, n) / t_scale with
 // u_min = shifted(sigma_min) under a static shift (the scheduler's training table is shifted once
 // at construction, and set_timesteps shifts again) and sigma_min under the dynamic shift; then
-// sigma_i = shifted(u_i), the shift_terminal stretch, and optionally a Karras or exponential
-// re-spacing between the first and last sigma. The network is fed t = t_scale * sigma. The first
-// point is sigma = 1 (pure noise, alpha = 0).
-// rule=dpm_solver (DPMSolverMultistepScheduler with use_flow_sigmas): sigma_i = the shift of
-// 1 - linspace(1, sigma_min, n + 1), noisiest first, without the 0; the dynamic exponential shift
-// is the static one with s = e^mu (diffusers sets flow_shift = exp(mu)); the network is fed the
-// truncated integer t = floor(t_scale * sigma), the solver steps with the exact sigma.
-// Both end at the clean point (sigma = 0).
+// sigma_i = shifted(u_i), the shift_terminal stretch, and optionally a Karras, exponential or beta
+// re-spacing between the first and last sigma (beta: sigma_min + ppf(1 - i / (n - 1); 0.6, 0.6)
+// (sigma_max - sigma_min), the quantiles of Beta(0.6, 0.6)). The network is fed t = t_scale *
+// sigma. The first point is sigma = 1 (pure noise, alpha = 0). rule=dpm_solver
+// (DPMSolverMultistepScheduler with use_flow_sigmas): sigma_i = the shift of 1 - linspace(1,
+// sigma_min, n + 1), noisiest first, without the 0; the dynamic exponential shift is the static one
+// with s = e^mu (diffusers sets flow_shift = exp(mu)); the network is fed the truncated integer t =
+// floor(t_scale * sigma), the solver steps with the exact sigma. Both end at the clean point (sigma
+// = 0).
 #pragma once
 
 #include <memory>
@@ -31,9 +32,10 @@ enum class FlowMatchRule { euler, dpm_solver };
 /// Names of FlowMatchRule ("euler", "dpm_solver").
 const EnumNames<FlowMatchRule>& flow_match_rule_names();
 
-/// Re-spacing of the shifted sigmas (diffusers use_karras_sigmas / use_exponential_sigmas).
-enum class FlowSigmas { shifted, karras, exponential };
-/// Names of FlowSigmas ("shifted", "karras", "exponential").
+/// Re-spacing of the shifted sigmas (diffusers use_karras_sigmas / use_exponential_sigmas /
+/// use_beta_sigmas).
+enum class FlowSigmas { shifted, karras, exponential, beta };
+/// Names of FlowSigmas ("shifted", "karras", "exponential", "beta").
 const EnumNames<FlowSigmas>& flow_sigmas_names();
 
 struct FlowMatchSpacingOptions {
@@ -43,6 +45,10 @@ struct FlowMatchSpacingOptions {
   TORCH_ARG(FlowSigmas, sigmas) = FlowSigmas::shifted;
   /// rho of the Karras re-spacing. Default 7; > 0.
   TORCH_ARG(double, rho) = 7.0;
+  /// The Beta(beta_alpha, beta_beta) of the beta re-spacing. Defaults 0.6, 0.6 (diffusers' fixed
+  /// values, the paper's choice); > 0.
+  TORCH_ARG(double, beta_alpha) = 0.6;
+  TORCH_ARG(double, beta_beta) = 0.6;
 };
 
 class FlowMatchSpacing final : public TimestepSpacing {
