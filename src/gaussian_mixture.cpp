@@ -195,16 +195,26 @@ Network GaussianMixture::network(std::shared_ptr<const NoiseSchedule> schedule,
 }
 
 Network GaussianMixture::imperfect_network(std::shared_ptr<const NoiseSchedule> schedule,
-                                           double delta, double bias) const {
+                                           double delta, double bias, Parameterization p) const {
   check(std::isfinite(delta) && delta > -1,
         "GaussianMixture::imperfect_network: delta must be > -1, got ", delta);
   check(std::isfinite(bias), "GaussianMixture::imperfect_network: bias must be finite, got ", bias);
-  Network exact = network(std::move(schedule), Parameterization::kEpsilon);
-  return [exact, delta, bias](const Tensor& x, const Tensor& t, const Conditioning& c) {
-    Tensor eps = exact(x, t, c);
+  check(schedule != nullptr,
+        "GaussianMixture::imperfect_network needs a schedule to map t to (alpha, sigma)");
+  GaussianMixture self = *this;
+  return [self, schedule, delta, bias, p](const Tensor& x, const Tensor& t, const Conditioning& c) {
+    const auto [a, s] = gmm_alpha_sigma(*schedule, t, x, "GaussianMixture imperfect network");
+    Prediction pr = self.predict(x, a, s, c.value);
+    Tensor eps = pr.eps;
     if (delta != 0.0) eps = eps * (1.0 + delta);
     if (bias != 0.0) eps = eps + at::tanh(x) * bias;
-    return eps;
+    if (p == Parameterization::kEpsilon) return eps;
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[0] = -1;
+    const Tensor ab = a.dim() == 0 ? a : a.reshape(shape), sb = s.dim() == 0 ? s : s.reshape(shape);
+    pr.x0 = at::where(ab > 0, (x - sb * eps) / ab, pr.x0);
+    pr.eps = eps;
+    return gmm_output(pr, a, s, p, x);
   };
 }
 

@@ -126,9 +126,13 @@ class GaussianMixture {
   /// scaled by (1 + delta) plus a smooth state-dependent bias, eps_hat = (1 + delta) eps* +
   /// bias * tanh(x). It over-predicts the noise for delta > 0, so the sampling chain ends too
   /// noisy/too concentrated; Epsilon Scaling with b = 1 + delta undoes the scale part exactly.
-  /// delta > -1; both default to the identity (0).
+  /// delta > -1; both default to the identity (0). Asked for another parameterisation `p` (e.g.
+  /// kFlow on the flow schedule), the network returns the same imperfect eps_hat expressed in p,
+  /// with the x0 that eps_hat implies, x0_hat = (x - sigma eps_hat) / alpha (the exact x0 where
+  /// alpha = 0: there eps determines nothing about x0), so a Denoiser reads back eps_hat exactly.
   Network imperfect_network(std::shared_ptr<const NoiseSchedule> schedule, double delta,
-                            double bias = 0.0) const;
+                            double bias = 0.0,
+                            Parameterization p = Parameterization::kEpsilon) const;
 
   /// The exact probability-flow ODE solution: the state at `to` of the trajectory through x at
   /// `from` (either direction; either end may be clean or pure noise). x: [B, D] or [B, ...] with D

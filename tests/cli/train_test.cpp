@@ -72,6 +72,17 @@ TEST(CliTrain, FlowMatchingRunMakesASelfDescribingFlowModel) {
       {"sample", "--model", out + "/model.pt", "--steps", "2", "-n", "2", "-o", dir + "/flow.png"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir + "/flow.png"));
+  // Align Your Steps on the flow model: the noise range tops out at sigma_ve = 1e4 (sigma = 1 is
+  // sigma_ve = inf), and the schedule file samples the same model.
+  r = run_cli({"ays", "--model", out + "/model.pt", "--steps", "3", "--sweeps", "1",
+               "--search-iters", "3", "--nodes", "2", "--limit", "8", "--out",
+               dir + "/flow_schedule.json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find(", 10000], "), std::string::npos) << r.err;
+  r = run_cli({"sample", "--model", out + "/model.pt", "--schedule",
+               "file:" + dir + "/flow_schedule.json", "-n", "2", "-o", dir + "/flow_ays.png"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir + "/flow_ays.png"));
 }
 
 TEST(CliTrain, TinyRunFromConfigThenResume) {

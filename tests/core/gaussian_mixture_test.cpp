@@ -159,11 +159,12 @@ TEST(GaussianMixture, OdeMatchesSingleGaussianClosedForm) {
     TimePoint from, to;
   };
   const Case cases[] = {
-      {vp_point(-3.0), TimePoint{0, 1, 0}},            // VP noisy -> clean
-      {vp_point(-3.0), vp_point(2.5)},                 // VP -> VP
-      {TimePoint{80, 1, 80}, TimePoint{0.1, 1, 0.1}},  // EDM scaling (alpha = 1)
-      {TimePoint{1, 0, 1}, TimePoint{0, 1, 0}},        // flow matching: pure noise -> data
-      {TimePoint{0, 1, 0}, vp_point(-1.0)},            // clean -> noisy (encoding)
+      {vp_point(-3.0), TimePoint{0, 1, 0}},                  // VP noisy -> clean
+      {vp_point(-3.0), vp_point(2.5)},                       // VP -> VP
+      {TimePoint{80, 1, 80}, TimePoint{0.1, 1, 0.1}},        // EDM scaling (alpha = 1)
+      {TimePoint{1, 0, 1}, TimePoint{0, 1, 0}},              // flow matching: pure noise -> data
+      {TimePoint{700, 0.3, 0.7}, TimePoint{200, 0.8, 0.2}},  // flow -> flow (alpha = 1 - sigma)
+      {TimePoint{0, 1, 0}, vp_point(-1.0)},                  // clean -> noisy (encoding)
   };
   for (const auto& c : cases) {
     const Tensor xin =
@@ -318,6 +319,19 @@ TEST(GaussianMixture, ImperfectNetworkIsScaledExactEpsPlusBias) {
   testing::ExpectTensorNear(gmm.imperfect_network(vp, 0.05, 0.1)(x, t, {}),
                             exact * 1.05 + at::tanh(x) * 0.1, 1e-15, 1e-14, "scaled + bias");
   EXPECT_THROW(gmm.imperfect_network(vp, -1.0), Error);
+  // In another parameterisation the same eps_hat, with the x0 it implies: a flow Denoiser on the
+  // flow schedule reads back exactly eps_hat (per-sample times, one of them pure noise, where
+  // x0 is the exact one).
+  std::shared_ptr<const NoiseSchedule> flow = make_schedule("flow");
+  const Tensor tf = at::tensor({1000.0, 800.0, 500.0, 200.0, 10.0}, at::kDouble);
+  const Tensor eps_hat = gmm.imperfect_network(flow, 0.05, 0.1)(x, tf, {});
+  const Tensor v_hat = gmm.imperfect_network(flow, 0.05, 0.1, Parameterization::kFlow)(x, tf, {});
+  const Tensor sigma = (tf / 1000).unsqueeze(1), alpha = 1 - sigma;
+  Tensor x0_hat = (x - sigma * eps_hat) / alpha;
+  x0_hat[0] = gmm.x0(x.narrow(0, 0, 1), flow->at(1000.0))[0];
+  testing::ExpectTensorNear(v_hat, eps_hat - x0_hat, 1e-13, 1e-12, "flow velocity");
+  testing::ExpectTensorNear(eps_hat, gmm.network(flow)(x, tf, {}) * 1.05 + at::tanh(x) * 0.1, 1e-15,
+                            1e-14, "eps on flow");
 }
 
 }  // namespace
