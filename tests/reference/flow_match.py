@@ -60,6 +60,8 @@ CASES = [
     ("DpmFlow3HeunShift3", MULTI, dict(DPM_FLOW, flow_shift=3.0, solver_order=3, solver_type="heun"), 12, None,
      None),
     ("DpmFlow2Dynamic", MULTI, dict(DPM_FLOW, use_dynamic_shifting=True), 10, calculate_shift(4096), None),
+    ("DpmFlowThresholdShift3", MULTI, dict(DPM_FLOW, flow_shift=3.0, thresholding=True, sample_max_value=0.5), 10,
+     None, None),
     ("DpmFlowEpsilonShift2", MULTI, dict(use_flow_sigmas=True, flow_shift=2.0), 10, None, None),
     ("DpmFlowSde2Shift3", MULTI, dict(DPM_FLOW, flow_shift=3.0, algorithm_type="sde-dpmsolver++"), 10, None, 0),
     ("DpmSingleFlow2Shift3", SINGLE, dict(DPM_FLOW, flow_shift=3.0), 10, None, None),

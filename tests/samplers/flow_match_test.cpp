@@ -3,7 +3,7 @@
 // exponential / linear shift with mu, shift_terminal, Karras, exponential and beta sigmas, another
 // num_train_timesteps), FlowMatchHeunDiscreteScheduler and DPMSolverMultistep/SinglestepScheduler
 // with use_flow_sigmas
-// (flow_prediction and epsilon, orders 2 and 3, SDE), FlowMatchEuler's stochastic_sampling
+// (flow_prediction and epsilon, orders 2 and 3, SDE, thresholding), FlowMatchEuler's stochastic_sampling
 // (euler_ancestral split=renoise), all through from_diffusers(): grid (model
 // times and sigmas) and final sample in float64 (1e-6 relative) and float32 (1e-4). Golden values:
 // `/usr/bin/python3 tests/reference/flow_match.py --diffusers PATH` (tests/reference/README.md).
@@ -297,6 +297,25 @@ const std::vector<FlowGolden> kFlowGolden = {
       0.036518659972612624, 0.72982895883438759},
      263.523468,
      {-0.5162431, -0.513177216, -0.106320515, 0.726320863, 0.0365186334, 0.729828954}},
+    // DpmFlowThresholdShift3: DPMSolverMultistepScheduler {'use_flow_sigmas': True,
+    // 'prediction_type': 'flow_prediction', 'flow_shift': 3.0, 'thresholding': True,
+    // 'sample_max_value': 0.5}, set_timesteps(10)
+    {"DpmFlowThresholdShift3",
+     "DPMSolverMultistepScheduler",
+     "flow_shift=3,prediction_type=flow_prediction,sample_max_value=0.5,thresholding=true,use_flow_"
+     "sigmas=true",
+     10,
+     -1,
+     {999, 963, 922, 874, 817, 749, 666, 562, 428, 249},
+     {0.99966644429619733, 0.963941104996069, 0.92272167487684742, 0.87463520386892357,
+      0.81780971438966699, 0.74962481240620316, 0.66629613161405066, 0.5621483056146056,
+      0.42826521863389538, 0.24979163193865642, 0},
+     706.69321296591761,
+     {-1, -1, -0.121382842258778, 1, 1, 1},
+     706.693176,
+     {-1, -1, -0.121383034, 1, 1, 1}},
+    // DpmFlowEpsilonShift2: DPMSolverMultistepScheduler {'use_flow_sigmas': True,
+    // 'flow_shift': 2.0}, set_timesteps(10)
     // DpmFlowEpsilonShift2: DPMSolverMultistepScheduler {'use_flow_sigmas': True,
     // 'flow_shift': 2.0}, set_timesteps(10)
     {"DpmFlowEpsilonShift2",
