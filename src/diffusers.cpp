@@ -113,31 +113,32 @@ std::shared_ptr<const TimestepSpacing> diffusers_spacing_n(DiffusersConfig& dc,
 
 std::string dc_name(const DiffusersConfig&) { return "diffusers config: "; }
 
-/// Sigma-type overrides (karras / exponential / lu) shared by DPM-Solver, Euler and Heun.
+/// Sigma-type overrides (karras / exponential / lu / beta) shared by DPM-Solver, Euler and Heun.
+/// integer_t: the scheduler casts its model times to int64 (DPM-Solver), which truncates them;
+/// round_t: it rounds the Karras and lu times first (DPM-Solver except multistep on the cosine
+/// schedule).
 std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& dc, bool has_lu,
-                                                               bool round_t,
+                                                               bool integer_t, bool round_t,
                                                                const std::string& final_kind,
                                                                double sigma_min, double sigma_max) {
   auto& r = dc.r();
   const bool karras = r.get_bool("use_karras_sigmas", false);
   const bool expo = r.get_bool("use_exponential_sigmas", false);
   const bool lu = has_lu && r.get_bool("use_lu_lambdas", false);
-  dc.reject_unless("use_beta_sigmas", "false", "beta sigmas are not implemented");
+  const bool beta = r.get_bool("use_beta_sigmas", false);
   dc.reject_unless("use_flow_sigmas", "false", "flow sigmas are not implemented");
-  check(int(karras) + int(expo) + int(lu) <= 1, dc_name(dc),
-        "only one of use_karras_sigmas, use_exponential_sigmas", has_lu ? ", use_lu_lambdas" : "",
-        " may be true");
+  check(int(karras) + int(expo) + int(lu) + int(beta) <= 1, dc_name(dc),
+        "only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas",
+        has_lu ? ", use_lu_lambdas" : "", " may be true");
   Config c{{"final", final_kind},
            {"sigma_min", format_double(sigma_min)},
            {"sigma_max", format_double(sigma_max)}};
-  if (karras) {
-    c["round_t"] = round_t ? "true" : "false";
-    return make_spacing("karras", c);
-  }
-  if (lu || expo) {
-    c["round_t"] = (lu && round_t) ? "true" : "false";
-    return make_spacing("exponential", c);
-  }
+  const bool rounds = (karras || lu) && round_t;
+  c["round_t"] = rounds ? "true" : "false";
+  if (integer_t && !rounds) c["trunc_t"] = "true";
+  if (karras) return make_spacing("karras", c);
+  if (lu || expo) return make_spacing("exponential", c);
+  if (beta) return make_spacing("beta", c);
   return nullptr;
 }
 
@@ -290,7 +291,10 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       const bool cosine =
           static_cast<const DiscreteSchedule&>(*out.schedule).options.beta_schedule() ==
           BetaSchedule::squaredcos_cap_v2;
-      out.spacing = diffusers_sigma_spacing(dc, multi, !cosine, final_kind, 0.0, 0.0);
+      // Karras times are rounded (multistep: except on the cosine schedule), then all are cast to
+      // int64.
+      out.spacing =
+          diffusers_sigma_spacing(dc, multi, true, !multi || !cosine, final_kind, 0.0, 0.0);
     }
     if (!out.spacing) {
       check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
@@ -341,7 +345,8 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const std::string kind =
         r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
     out.init_noise_is_sigma_max = kind != "leading";
-    if (!ancestral) out.spacing = diffusers_sigma_spacing(dc, false, false, final_kind, smin, smax);
+    if (!ancestral)
+      out.spacing = diffusers_sigma_spacing(dc, false, false, false, final_kind, smin, smax);
     if (!out.spacing) {
       out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
     } else {

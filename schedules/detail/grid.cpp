@@ -43,7 +43,13 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
   return g;
 }
 
-TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t) {
+void check_time_rounding(const char* who, bool round_t, bool trunc_t) {
+  check(!(round_t && trunc_t), who, ": round_t and trunc_t exclude each other");
+}
+
+TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
+                          bool trunc_t) {
+  check_time_rounding("grid_from_sigmas", round_t, trunc_t);
   TimeGrid g;
   g.reserve(sigmas.size());
   for (double sg : sigmas) {
@@ -53,6 +59,7 @@ TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sig
     }
     TimePoint p = s.at_sigma_ve(sg);
     if (round_t && s.num_train_timesteps() > 0) p.t = np_round(p.t);
+    if (trunc_t && s.num_train_timesteps() > 0) p.t = std::trunc(p.t);
     g.push_back(p);
   }
   return g;

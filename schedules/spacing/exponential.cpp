@@ -13,6 +13,7 @@ ExponentialSpacing::ExponentialSpacing(ExponentialSpacingOptions o) : options(st
   check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
         "exponential: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
         options.sigma_min(), " sigma_max=", options.sigma_max());
+  detail::check_time_rounding("exponential", options.round_t(), options.trunc_t());
 }
 
 std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c) {
@@ -21,16 +22,19 @@ std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c
   o.sigma_min(r.get_double("sigma_min", o.sigma_min()));
   o.sigma_max(r.get_double("sigma_max", o.sigma_max()));
   o.round_t(r.get_bool("round_t", o.round_t()));
+  o.trunc_t(r.get_bool("trunc_t", o.trunc_t()));
   o.final(r.get_enum("final", o.final(), final_point_names()));
   r.finish();
   return std::make_unique<ExponentialSpacing>(o);
 }
 
 Config ExponentialSpacing::to_config() const {
-  return {{"sigma_min", format_double(options.sigma_min())},
-          {"sigma_max", format_double(options.sigma_max())},
-          {"round_t", detail::bool_str(options.round_t())},
-          {"final", enum_name(options.final(), final_point_names())}};
+  Config c{{"sigma_min", format_double(options.sigma_min())},
+           {"sigma_max", format_double(options.sigma_max())},
+           {"round_t", detail::bool_str(options.round_t())},
+           {"final", enum_name(options.final(), final_point_names())}};
+  if (options.trunc_t()) c["trunc_t"] = "true";  // written only when used
+  return c;
 }
 
 TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
@@ -39,7 +43,7 @@ TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::sigma_range(s, lo, hi, "exponential");
   std::vector<double> sig;
   for (double l : detail::np_linspace(std::log(hi), std::log(lo), n)) sig.push_back(std::exp(l));
-  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t());
+  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t(), options.trunc_t());
   g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
   return g;
 }

@@ -14,6 +14,7 @@ KarrasSpacing::KarrasSpacing(KarrasSpacingOptions o) : options(std::move(o)) {
   check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
         "karras: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
         options.sigma_min(), " sigma_max=", options.sigma_max());
+  detail::check_time_rounding("karras", options.round_t(), options.trunc_t());
 }
 
 std::unique_ptr<TimestepSpacing> KarrasSpacing::from_config(const Config& c) {
@@ -23,17 +24,20 @@ std::unique_ptr<TimestepSpacing> KarrasSpacing::from_config(const Config& c) {
   o.sigma_min(r.get_double("sigma_min", o.sigma_min()));
   o.sigma_max(r.get_double("sigma_max", o.sigma_max()));
   o.round_t(r.get_bool("round_t", o.round_t()));
+  o.trunc_t(r.get_bool("trunc_t", o.trunc_t()));
   o.final(r.get_enum("final", o.final(), final_point_names()));
   r.finish();
   return std::make_unique<KarrasSpacing>(o);
 }
 
 Config KarrasSpacing::to_config() const {
-  return {{"rho", format_double(options.rho())},
-          {"sigma_min", format_double(options.sigma_min())},
-          {"sigma_max", format_double(options.sigma_max())},
-          {"round_t", detail::bool_str(options.round_t())},
-          {"final", enum_name(options.final(), final_point_names())}};
+  Config c{{"rho", format_double(options.rho())},
+           {"sigma_min", format_double(options.sigma_min())},
+           {"sigma_max", format_double(options.sigma_max())},
+           {"round_t", detail::bool_str(options.round_t())},
+           {"final", enum_name(options.final(), final_point_names())}};
+  if (options.trunc_t()) c["trunc_t"] = "true";  // written only when used
+  return c;
 }
 
 TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
@@ -41,7 +45,7 @@ TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   double lo = options.sigma_min(), hi = options.sigma_max();
   detail::sigma_range(s, lo, hi, "karras");
   const std::vector<double> sig = detail::karras_ramp(lo, hi, options.rho(), n);
-  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t());
+  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t(), options.trunc_t());
   g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
   return g;
 }

@@ -510,13 +510,20 @@ class Generator {
           sp.set("steps_offset", std::to_string(r_.integer(0, info_.T - 1 - top)));
       }
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
-    } else if (key == "karras" || key == "exponential") {
+    } else if (key == "karras" || key == "exponential" || key == "beta") {
       if (key == "karras" && r_.chance(0.4)) sp.set("rho", num(r_.real(0.5, 10)));
+      if (key == "beta" && r_.chance(0.4)) sp.set("alpha", num(r_.real(0.3, 3)));
+      if (key == "beta" && r_.chance(0.4)) sp.set("beta", num(r_.real(0.3, 3)));
       if (r_.chance(0.3)) {
         sp.set("sigma_min", num(r_.log_real(1e-3, 0.1)));
         sp.set("sigma_max", num(r_.log_real(1, 100)));
       }
-      if (r_.chance(0.3)) sp.set("round_t", r_.chance(0.5) ? "true" : "false");
+      if (r_.chance(0.3)) {
+        sp.set("round_t", r_.chance(0.5) ? "true" : "false");
+      } else if (r_.chance(0.2)) {
+        sp.set("trunc_t", "true");
+        c_.may_fail.push_back("strictly decreasing");  // truncated times can repeat too
+      }
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
     } else if (key == "align_your_steps") {
       if (r_.chance(0.5)) sp.set("model", r_.pick<std::string>({"sd15", "sdxl", "svd"}));
@@ -535,7 +542,7 @@ class Generator {
       const bool dpm = r_.chance(0.3);
       if (dpm) sp.set("rule", "dpm_solver");
       if (!dpm && r_.chance(0.3))
-        sp.set("sigmas", r_.pick<std::string>({"shifted", "karras", "exponential"}));
+        sp.set("sigmas", r_.pick<std::string>({"shifted", "karras", "exponential", "beta"}));
       if (r_.chance(0.2)) sp.set("rho", num(r_.real(0.5, 10)));
       if (c_.schedule.name != "flow") {
         c_.fault("flow_match spacing on a non-flow schedule", {"needs the flow schedule"});
@@ -590,9 +597,12 @@ class Generator {
     } else if (key == "leading") {
       bad.push_back({"steps_offset", "-1"});
       if (info_.discrete) bad.push_back({"steps_offset", std::to_string(info_.T)});
-    } else if (key == "karras" || key == "exponential") {
+    } else if (key == "karras" || key == "exponential" || key == "beta") {
       if (key == "karras")
         for (const char* v : {"0", "-2", "nan"}) bad.push_back({"rho", v});
+      if (key == "beta")
+        for (const char* v : {"0", "-1", "nan"})
+          bad.push_back({r_.chance(0.5) ? "alpha" : "beta", v});
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
       bad.push_back({"sigma_max", "-3"});
       bad.push_back({"final", "none"});
@@ -613,7 +623,7 @@ class Generator {
       bad.push_back({"timesteps#count", ""});
     } else if (key == "flow_match") {
       bad.push_back({"rule", "ddim"});
-      bad.push_back({"sigmas", "beta"});
+      bad.push_back({"sigmas", "gamma"});
       for (const char* v : {"0", "-1", "nan"}) bad.push_back({"rho", v});
     }
     auto [k, raw] = r_.pick(bad);

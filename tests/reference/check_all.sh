@@ -31,7 +31,8 @@ cmp golden_heun "k_schedulers.py heun" $s/golden_heun.inc
 for k in euler euler_ancestral heun; do
   cmp "kdiffusion_$k" "kdiffusion.py $k" "$s/kdiffusion_$k.inc"
 done
-cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<FlowGolden> kFlowGolden" --to "};"
+cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<ConfigGolden> kFlowGolden" --to "};"
+cmp dpm_options "dpm_options.py" $s/from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmOptionGolden" --to "};"
 cmp comfyui_rf "comfyui_rf.py" $s/flow_match_test.cpp --from "const std::vector<ComfyRfGolden> kComfyRf" --to "};"
 cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '{"linear", kLinear' \
   --to '4.213262465088073e-09}'

@@ -103,12 +103,9 @@ def cpp_config(config, mu):
     return ",".join(items)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ref.add_source_argument(ap)
-    args = ap.parse_args()
-    src = ref.source_dir(args.diffusers)
-    for name, which, config, steps, mu, seed in CASES:
+def print_cases(src, cases):
+    """Prints each case as a ConfigGolden row (tests/samplers/dpm_fixtures.h)."""
+    for name, which, config, steps, mu, seed in cases:
         s64, x64 = run(src, which, config, steps, mu, seed, True)
         _, x32 = run(src, which, config, steps, mu, seed, False)
         print("// %s: %s %s, set_timesteps(%d%s)%s" % (name, which[1], config, steps,
@@ -123,6 +120,13 @@ def main():
         print("  {%s}," % ref.join(sig, ref.g17))
         print("  %s, {%s}," % (ref.g17(x64.abs().sum()), ref.join(x64.reshape(-1)[ELEMS], ref.g17)))
         print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[ELEMS], ref.g9)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ref.add_source_argument(ap)
+    args = ap.parse_args()
+    print_cases(ref.source_dir(args.diffusers), CASES)
 
 
 if __name__ == "__main__":

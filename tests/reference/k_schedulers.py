@@ -58,6 +58,8 @@ CASES = {
              '{"linspace_sd_sigma_min", 1000, 0.00085, 0.012, "scaled_linear", {}, "linspace", {{"round", "false"}, {"final", "min"}}, "epsilon", 9, {}, -1,'),
             ('EulerDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', use_exponential_sigmas=True), 10, dict(), None,
              '{"exponential_sd_eps", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "epsilon", 10, {}, -1,'),
+            ('EulerDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', use_beta_sigmas=True), 10, dict(), None,
+             '{"beta_sd_eps", 1000, 0.00085, 0.012, "scaled_linear", {}, "beta", {}, "epsilon", 10, {}, -1,'),
             ('EulerDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule='linear', use_karras_sigmas=True, sigma_min=0.1, sigma_max=10.0), 9, dict(), None,
              '{"karras_range_linear_eps", 1000, 0.0001, 0.02, "linear", {}, "karras", {{"sigma_min", "0.1"}, {"sigma_max", "10.0"}}, "epsilon", 9, {}, -1,'),
             ('EulerDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', timestep_spacing='trailing', prediction_type='v_prediction', rescale_betas_zero_snr=True), 10, dict(), None,
@@ -90,6 +92,8 @@ CASES = {
              '{"trailing_sd_v", 1000, 0.00085, 0.012, "scaled_linear", {}, "trailing", {}, "v_prediction", 8, {}, -1,'),
             ('HeunDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', use_karras_sigmas=True), 10, dict(), None,
              '{"karras_sd_eps", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, {}, -1,'),
+            ('HeunDiscreteScheduler', dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule='linear', use_beta_sigmas=True, prediction_type='v_prediction'), 8, dict(), None,
+             '{"beta_linear_v", 1000, 0.0001, 0.02, "linear", {}, "beta", {}, "v_prediction", 8, {}, -1,'),
     ],
 }
 

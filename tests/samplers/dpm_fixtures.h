@@ -12,6 +12,8 @@
 
 #include "test_util.h"
 
+#include <diffuse/diffusers.h>
+
 namespace diffuse::testing {
 
 /// diffusers SchedulerCommonTest.dummy_sample_deter: element (b,c,h,w) = (c*256 + h*32 + w*4 + b) /
@@ -103,6 +105,24 @@ inline Tensor golden_elems(const Tensor& x) {
       .to(at::kDouble);
 }
 
+/// The final sample of a golden run (DpmGolden or ConfigGolden: sum64 / elems64 / sum32 /
+/// elems32): float64 to 1e-6 relative, float32 to 1e-4.
+template <class Golden>
+void expect_golden_sample(const Tensor& out, const Golden& g, at::ScalarType dtype) {
+  ASSERT_EQ(out.scalar_type(), dtype);
+  const bool f64 = dtype == at::kDouble;
+  const double rtol = f64 ? 1e-6 : 1e-4;
+  const auto& elems = f64 ? g.elems64 : g.elems32;
+  // float32: diffusers' float32 tables and coefficients round differently from ours, so small
+  // elements get an absolute tolerance of 1e-4 of the largest one.
+  double scale = 0;
+  for (double e : elems) scale = std::max(scale, std::abs(e));
+  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale,
+                   rtol, "elements");
+  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32,
+              rtol * (f64 ? g.sum64 : g.sum32));
+}
+
 /// Runs one golden case with sampler `key` in `dtype` and checks the grid (timesteps exactly,
 /// sigmas to 1e-12) and the result (float64: 1e-6 relative; float32: 1e-4 relative).
 inline void check_golden(const std::string& key, const DpmGolden& g, at::ScalarType dtype) {
@@ -124,18 +144,58 @@ inline void check_golden(const std::string& key, const DpmGolden& g, at::ScalarT
   }
   const Tensor x = dummy_sample_deter(dtype) * 2 - 1;
   const Tensor out = make_sampler(key, parse_config(g.sampler))->sample(model_fn(d), x, grid, ctx);
-  ASSERT_EQ(out.scalar_type(), dtype);
-  const bool f64 = dtype == at::kDouble;
-  const double rtol = f64 ? 1e-6 : 1e-4;
-  const auto& elems = f64 ? g.elems64 : g.elems32;
-  // float32: diffusers' float32 tables and coefficients round differently from ours, so small
-  // elements get an absolute tolerance of 1e-4 of the largest one.
-  double scale = 0;
-  for (double e : elems) scale = std::max(scale, std::abs(e));
-  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale,
-                   rtol, "elements");
-  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32,
-              rtol * (f64 ? g.sum64 : g.sum32));
+  expect_golden_sample(out, g, dtype);
+}
+
+/// One run of diffusers through from_diffusers (tests/reference/flow_match.py and dpm_options.py):
+/// class, from_diffusers config (with mu when the case passes it to set_timesteps), steps, noise
+/// seed (-1: none), diffusers' timesteps and sigmas (float64 run; flow sigma on the flow schedule,
+/// sigma_ve elsewhere), sum |x| and x.flatten()[0, 1, 100, 383, 500, 767] of the float64 and
+/// float32 runs.
+struct ConfigGolden {
+  const char* name;
+  const char* cls;
+  const char* config;
+  int64_t steps;
+  int64_t seed;
+  std::vector<double> timesteps;
+  std::vector<double> sigmas;
+  double sum64;
+  std::vector<double> elems64;
+  double sum32;
+  std::vector<double> elems32;
+};
+
+/// from_diffusers(cls, config): grid (model times and sigmas to 1e-12) and final sample from
+/// x = 2 * dummy_sample_deter - 1 in float64 (1e-6 relative) or float32 (1e-4). The schedulers
+/// covered start from the noise itself (init_noise_sigma = 1).
+inline void check_config_golden(const ConfigGolden& g, at::ScalarType dtype) {
+  SCOPED_TRACE(std::string(g.name) + (dtype == at::kDouble ? " float64" : " float32"));
+  const DiffusersScheduler s = from_diffusers(g.cls, parse_config(g.config));
+  const bool flow = s.schedule->rectified_flow();
+  const TimeGrid grid = s.grid(g.steps);
+  ASSERT_EQ(grid.size(), g.sigmas.size());
+  for (size_t i = 0; i < g.timesteps.size(); ++i)
+    EXPECT_NEAR(grid[i].t, g.timesteps[i], 1e-12 * g.timesteps[i]) << "timestep " << i;
+  for (size_t i = 0; i < g.sigmas.size(); ++i) {
+    EXPECT_NEAR(flow ? grid[i].sigma : grid[i].sigma_ve(), g.sigmas[i], 1e-12 * g.sigmas[i])
+        << "sigma " << i;
+    if (flow) {
+      EXPECT_EQ(grid[i].alpha, 1.0 - grid[i].sigma) << i;
+    }
+  }
+  const Denoiser d = s.denoiser(nonlinear_network());
+  SampleContext ctx;
+  ctx.schedule = s.schedule.get();
+  std::unique_ptr<NoiseSource> noise;
+  if (g.seed >= 0) {
+    noise = make_torch_noise(static_cast<uint64_t>(g.seed));
+    ctx.noise = noise.get();
+  }
+  const Tensor x = dummy_sample_deter(dtype) * 2 - 1;
+  EXPECT_TRUE(at::equal(s.initial_state(x, g.steps), x));
+  const Tensor out = s.sampler->sample(model_fn(d), x, grid, ctx);
+  expect_golden_sample(out, g, dtype);
 }
 
 }  // namespace diffuse::testing

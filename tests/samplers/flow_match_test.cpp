@@ -3,8 +3,8 @@
 // exponential / linear shift with mu, shift_terminal, Karras, exponential and beta sigmas, another
 // num_train_timesteps), FlowMatchHeunDiscreteScheduler and DPMSolverMultistep/SinglestepScheduler
 // with use_flow_sigmas
-// (flow_prediction and epsilon, orders 2 and 3, SDE, thresholding), FlowMatchEuler's stochastic_sampling
-// (euler_ancestral split=renoise), all through from_diffusers(): grid (model
+// (flow_prediction and epsilon, orders 2 and 3, SDE, thresholding), FlowMatchEuler's
+// stochastic_sampling (euler_ancestral split=renoise), all through from_diffusers(): grid (model
 // times and sigmas) and final sample in float64 (1e-6 relative) and float32 (1e-4). Golden values:
 // `/usr/bin/python3 tests/reference/flow_match.py --diffusers PATH` (tests/reference/README.md).
 #include "samplers/dpm_fixtures.h"
@@ -19,25 +19,7 @@
 namespace diffuse::testing {
 namespace {
 
-/// One diffusers run (see tests/reference/flow_match.py): class, from_diffusers config (with mu
-/// when the case passes it to set_timesteps), steps, noise seed (-1: none), diffusers' timesteps
-/// and sigmas (float64 run), sum |x| and x.flatten()[0, 1, 100, 383, 500, 767] of the float64 and
-/// float32 runs.
-struct FlowGolden {
-  const char* name;
-  const char* cls;
-  const char* config;
-  int64_t steps;
-  int64_t seed;
-  std::vector<double> timesteps;
-  std::vector<double> sigmas;
-  double sum64;
-  std::vector<double> elems64;
-  double sum32;
-  std::vector<double> elems32;
-};
-
-const std::vector<FlowGolden> kFlowGolden = {
+const std::vector<ConfigGolden> kFlowGolden = {
     // EulerDefault: FlowMatchEulerDiscreteScheduler {}, set_timesteps(10)
     {"EulerDefault",
      "FlowMatchEulerDiscreteScheduler",
@@ -368,48 +350,12 @@ const std::vector<FlowGolden> kFlowGolden = {
      {-0.523819447, -0.520933509, -0.0893511251, 0.718601942, 0.0619013235, 0.721806169}},
 };
 
-void check_flow_golden(const FlowGolden& g, at::ScalarType dtype) {
-  SCOPED_TRACE(std::string(g.name) + (dtype == at::kDouble ? " float64" : " float32"));
-  const DiffusersScheduler s = from_diffusers(g.cls, parse_config(g.config));
-  ASSERT_EQ(s.schedule->name(), "flow");
-  const TimeGrid grid = s.grid(g.steps);
-  ASSERT_EQ(grid.size(), g.sigmas.size());
-  for (size_t i = 0; i < g.timesteps.size(); ++i)
-    EXPECT_NEAR(grid[i].t, g.timesteps[i], 1e-12 * g.timesteps[i]) << "timestep " << i;
-  for (size_t i = 0; i < g.sigmas.size(); ++i) {
-    EXPECT_NEAR(grid[i].sigma, g.sigmas[i], 1e-12 * g.sigmas[i]) << "sigma " << i;
-    EXPECT_EQ(grid[i].alpha, 1.0 - grid[i].sigma) << i;
-  }
-  const Denoiser d = s.denoiser(nonlinear_network());
-  SampleContext ctx;
-  ctx.schedule = s.schedule.get();
-  std::unique_ptr<NoiseSource> noise;
-  if (g.seed >= 0) {
-    noise = make_torch_noise(static_cast<uint64_t>(g.seed));
-    ctx.noise = noise.get();
-  }
-  const Tensor x = dummy_sample_deter(dtype) * 2 - 1;
-  // diffusers' flow pipelines start from the noise itself (init_noise_sigma = 1).
-  EXPECT_TRUE(at::equal(s.initial_state(x, g.steps), x));
-  const Tensor out = s.sampler->sample(model_fn(d), x, grid, ctx);
-  ASSERT_EQ(out.scalar_type(), dtype);
-  const bool f64 = dtype == at::kDouble;
-  const double rtol = f64 ? 1e-6 : 1e-4;
-  const auto& elems = f64 ? g.elems64 : g.elems32;
-  double scale = 0;
-  for (double e : elems) scale = std::max(scale, std::abs(e));
-  ExpectTensorNear(golden_elems(out), at::tensor(elems, at::kDouble), f64 ? 1e-9 : 1e-4 * scale,
-                   rtol, "elements");
-  EXPECT_NEAR(out.abs().sum().item<double>(), f64 ? g.sum64 : g.sum32,
-              rtol * (f64 ? g.sum64 : g.sum32));
-}
-
 TEST(FlowMatch, MatchesDiffusersFloat64) {
-  for (const auto& g : kFlowGolden) check_flow_golden(g, at::kDouble);
+  for (const auto& g : kFlowGolden) check_config_golden(g, at::kDouble);
 }
 
 TEST(FlowMatch, MatchesDiffusersFloat32) {
-  for (const auto& g : kFlowGolden) check_flow_golden(g, at::kFloat);
+  for (const auto& g : kFlowGolden) check_config_golden(g, at::kFloat);
 }
 
 // The flow velocity on any schedule: x0 = (x - sigma v) / (alpha + sigma), eps = (x + alpha v) /

@@ -2,7 +2,10 @@
 // from_diffusers() against diffusers itself: every golden case of the Euler, Euler ancestral and
 // Heun tables (diffusers 58eb52c, see k_sampler_fixtures.h for how they were produced) is rebuilt
 // from the diffusers config alone — class name + scheduler_config keys + step() arguments — and
-// must give the same timesteps, sigmas, initial state and final sample.
+// must give the same timesteps, sigmas, initial state and final sample. And DPM-Solver's sigma
+// options whose model times diffusers truncates (exponential, beta, Karras on the cosine schedule),
+// golden runs of tests/reference/dpm_options.py.
+#include "samplers/dpm_fixtures.h"
 #include "samplers/k_sampler_fixtures.h"
 
 #include <diffuse/diffusers.h>
@@ -38,6 +41,8 @@ Config diffusers_config(const GoldenCase& g, const std::string& precision) {
     c["use_karras_sigmas"] = "true";
   } else if (g.spacing == "exponential") {
     c["use_exponential_sigmas"] = "true";
+  } else if (g.spacing == "beta") {
+    c["use_beta_sigmas"] = "true";
   } else {
     c["timestep_spacing"] = g.spacing;
   }
@@ -86,6 +91,108 @@ TEST(FromDiffusers, EulerAncestralGoldens) {
 }
 TEST(FromDiffusers, HeunGoldens) {
   for (const auto& g : table("heun")) check_front_end("HeunDiscreteScheduler", g);
+}
+
+const std::vector<testing::ConfigGolden> kDpmOptionGolden = {
+    // MultiExponential: DPMSolverMultistepScheduler {'use_exponential_sigmas': True},
+    // set_timesteps(10)
+    {"MultiExponential",
+     "DPMSolverMultistepScheduler",
+     "use_exponential_sigmas=true",
+     10,
+     -1,
+     {999, 886, 757, 602, 409, 202, 72, 21, 4, 0},
+     {157.40728081040763, 53.788711225864652, 18.380505910805105, 6.2809275373507649,
+      2.1462984164249894, 0.73342621212462455, 0.25062405326071002, 0.085642447780628447,
+      0.029265462617939036, 0.010000500037502575, 0},
+     2135.470792058999,
+     {-8.0616415538757114, -8.133398822393513, 1.3084272555669139, 4.950065852692064,
+      1.3728246193046436, 4.8945738292116809},
+     2135.48145,
+     {-8.06186485, -8.13378429, 1.30846441, 4.95031643, 1.37285292, 4.8947382}},
+    // MultiBeta: DPMSolverMultistepScheduler {'use_beta_sigmas': True}, set_timesteps(10)
+    {"MultiBeta",
+     "DPMSolverMultistepScheduler",
+     "use_beta_sigmas=true",
+     10,
+     -1,
+     {999, 994, 983, 966, 942, 909, 862, 785, 629, 0},
+     {157.40728081040757, 149.99515680331612, 134.49006411014278, 114.05797788068051,
+      90.800723992938345, 66.616557317506732, 43.359303429764566, 22.927217200302309,
+      7.4221245071289434, 0.010000500037502575, 0},
+     9859.6869852147211,
+     {11.732306713253502, 13.358477560683262, -17.83230351526193, 3.7455725709561736,
+      -15.287423104319702, 4.276916487830694},
+     9859.52344,
+     {11.7319756, 13.3581161, -17.8320122, 3.7456944, -15.2871532, 4.27701998}},
+    // MultiBetaOrder3V: DPMSolverMultistepScheduler {'use_beta_sigmas': True, 'solver_order': 3,
+    // 'prediction_type': 'v_prediction'}, set_timesteps(12)
+    {"MultiBetaOrder3V",
+     "DPMSolverMultistepScheduler",
+     "prediction_type=v_prediction,solver_order=3,use_beta_sigmas=true",
+     12,
+     -1,
+     {999, 995, 987, 976, 960, 940, 913, 877, 825, 743, 576, 0},
+     {157.40728081040757, 152.08403887065353, 140.82231983058207, 125.67924558906009,
+      107.91361228197415, 88.612565345259824, 68.804715965185252, 49.50366902847091,
+      31.738035721384996, 16.594961479862974, 5.3332424397915128, 0.010000500037502575, 0},
+     293.82427223847492,
+     {0.32204073049941756, 0.32377288456661046, -0.70655073389734036, 0.79277847048947514,
+      -0.58785533587059469, 0.79952160515737314},
+     293.821472,
+     {0.322040826, 0.323772788, -0.706544042, 0.792768955, -0.587848902, 0.799511135}},
+    // MultiCosineKarras: DPMSolverMultistepScheduler {'beta_schedule': 'squaredcos_cap_v2',
+    // 'use_karras_sigmas': True}, set_timesteps(10)
+    {"MultiCosineKarras",
+     "DPMSolverMultistepScheduler",
+     "beta_schedule=squaredcos_cap_v2,use_karras_sigmas=true",
+     10,
+     -1,
+     {999, 998, 998, 998, 997, 995, 983, 894, 259, 0},
+     {20291.169610019882, 9856.3327358944844, 4405.703920814055, 1773.3575205866227,
+      622.88757765823459, 181.95617114970932, 40.840882883813933, 6.0962212031956149,
+      0.44384437933037479, 0.0064254127711420835, 0},
+     45594.748854094956,
+     {129.70420824181028, 133.70468554425275, -23.902835521350738, -215.48134802639447,
+      -22.101221859121946, -215.88573245576464},
+     45593.7344,
+     {129.691544, 133.695755, -23.9005337, -215.449387, -22.1025181, -215.852524}},
+    // SingleBeta: DPMSolverSinglestepScheduler {'use_beta_sigmas': True}, set_timesteps(10)
+    {"SingleBeta",
+     "DPMSolverSinglestepScheduler",
+     "use_beta_sigmas=true",
+     10,
+     -1,
+     {999, 994, 983, 966, 942, 909, 862, 785, 629, 0},
+     {157.40728081040757, 149.99515680331612, 134.49006411014278, 114.05797788068051,
+      90.800723992938345, 66.616557317506732, 43.359303429764566, 22.927217200302309,
+      7.4221245071289434, 0.010000500037502575, 0},
+     6294.0117644805914,
+     {-18.65031243297155, -18.821070939799608, 4.5222662028666019, 13.272453101628486,
+      4.2257881459229534, 13.234126428751527},
+     6294.01367,
+     {-18.6503105, -18.8210773, 4.52226734, 13.2724543, 4.22578812, 13.2341251}},
+};
+
+// DPMSolverMultistep/Singlestep cast their model times to int64: the exponential and beta times
+// are truncated, multistep's cosine-schedule Karras times too (elsewhere Karras and lu times are
+// rounded first). The solver steps with the exact sigmas. (Singlestep with Karras on the cosine
+// schedule has no golden: diffusers 58eb52c raises IndexError in its order list there.)
+TEST(FromDiffusers, DpmSigmaOptionsFeedTheModelDiffusersTimes) {
+  for (const auto& g : kDpmOptionGolden) {
+    testing::check_config_golden(g, at::kDouble);
+    testing::check_config_golden(g, at::kFloat);
+  }
+  // Spelled out on one grid: the beta times are integers below the exact ones.
+  const DiffusersScheduler s =
+      from_diffusers("DPMSolverMultistepScheduler", {{"use_beta_sigmas", "true"}});
+  const TimeGrid grid = s.grid(10);
+  for (size_t i = 0; i + 1 < grid.size(); ++i) {
+    const double exact = s.schedule->at_sigma_ve(grid[i].sigma_ve()).t;
+    EXPECT_EQ(grid[i].t, std::trunc(exact)) << i;
+  }
+  EXPECT_EQ(s.spacing->name(), "beta");
+  EXPECT_EQ(s.spacing->to_config().at("trunc_t"), "true");
 }
 
 }  // namespace

@@ -199,5 +199,39 @@ TEST(Spacing, BadStepCountsNameTheValue) {
   EXPECT_THROW(make_spacing("leading", {{"steps_offset", "-1"}}), Error);
 }
 
+// The sigma spacings' model-time options: round_t rounds, trunc_t truncates (diffusers'
+// DPM-Solver int64 cast), neither keeps the exact time; the sigmas stay exact either way. Beta
+// spacing: Beta(alpha, beta) quantiles between the ends of the range, densest at both ends for
+// alpha = beta < 1.
+TEST(Spacing, SigmaSpacingsRoundOrTruncateTheModelTime) {
+  const auto s = make_schedule("discrete");
+  for (const std::string name : {"karras", "exponential", "beta"}) {
+    SCOPED_TRACE(name);
+    const TimeGrid exact = make_spacing(name)->grid(*s, 7);
+    const TimeGrid rounded = make_spacing(name, {{"round_t", "true"}})->grid(*s, 7);
+    const TimeGrid truncated = make_spacing(name, {{"trunc_t", "true"}})->grid(*s, 7);
+    ASSERT_EQ(exact.size(), 8u);
+    for (size_t i = 0; i + 1 < exact.size(); ++i) {
+      EXPECT_EQ(rounded[i].t, std::nearbyint(exact[i].t)) << i;
+      EXPECT_EQ(truncated[i].t, std::trunc(exact[i].t)) << i;
+      EXPECT_EQ(truncated[i].sigma, exact[i].sigma) << i;
+      EXPECT_EQ(rounded[i].sigma, exact[i].sigma) << i;
+    }
+    EXPECT_ERROR_NAMING(make_spacing(name, {{"round_t", "true"}, {"trunc_t", "true"}}),
+                        "round_t and trunc_t exclude each other");
+  }
+  EXPECT_EQ(make_spacing("karras")->to_config().count("trunc_t"), 0u);
+  EXPECT_EQ(make_spacing("exponential", {{"trunc_t", "true"}})->to_config().at("trunc_t"), "true");
+  // Beta(0.6, 0.6): the steps at the ends are shorter than in the middle.
+  const TimeGrid b = make_spacing("beta")->grid(*s, 10);
+  const double first = b[0].sigma_ve() - b[1].sigma_ve(), mid = b[4].sigma_ve() - b[5].sigma_ve();
+  const double last = b[8].sigma_ve() - b[9].sigma_ve();
+  EXPECT_LT(first, mid);
+  EXPECT_LT(last, mid);
+  EXPECT_DOUBLE_EQ(b[0].sigma_ve(), s->at(s->t_max()).sigma_ve());
+  EXPECT_DOUBLE_EQ(b[9].sigma_ve(), s->at(s->t_min()).sigma_ve());
+  EXPECT_ERROR_NAMING(make_spacing("beta", {{"alpha", "-1"}}), "alpha=-1");
+}
+
 }  // namespace
 }  // namespace diffuse

@@ -29,10 +29,17 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
                          FinalPoint final_kind);
 
 /// Grid visiting noise levels `sigmas` (sigma_ve, noisiest first); t from the schedule's inverse,
-/// optionally rounded (diffusers' DPM-Solver rounds, Euler does not). Only discrete schedules'
-/// times are rounded: a continuous model time (VP t in [t_min, 1], EDM t = sigma) rounded to an
-/// integer would feed the network a different noise level from the grid point's.
-TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t);
+/// optionally rounded or truncated to an integer (diffusers' DPM-Solver rounds its Karras / lu
+/// times and casts every time to int64, which truncates the exponential and beta ones; Euler keeps
+/// them fractional). The point keeps the exact sigma: the solver steps with it, the network is fed
+/// the integer. Only discrete schedules' times are rounded or truncated: a continuous model time
+/// (VP t in [t_min, 1], EDM t = sigma) made an integer would feed the network a different noise
+/// level from the grid point's.
+TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
+                          bool trunc_t = false);
+
+/// The check of spacings with both options: round_t and trunc_t exclude each other.
+void check_time_rounding(const char* who, bool round_t, bool trunc_t);
 
 /// The sigma_ve range of the karras / exponential spacings: 0 (unset) takes the schedule's sigma at
 /// t_min / t_max; then checks 0 < lo < hi < inf.

@@ -20,6 +20,9 @@ struct ExponentialSpacingOptions {
   TORCH_ARG(double, sigma_max) = 0.0;
   /// Round discrete model times. Default false.
   TORCH_ARG(bool, round_t) = false;
+  /// Truncate discrete model times to integers (diffusers' DPM-Solver casts its exponential, beta
+  /// and cosine-schedule Karras times to int64). Default false; not with round_t.
+  TORCH_ARG(bool, trunc_t) = false;
   /// "zero" (default) or "min".
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
 };

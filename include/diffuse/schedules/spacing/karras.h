@@ -23,6 +23,9 @@ struct KarrasSpacingOptions {
   TORCH_ARG(double, sigma_max) = 0.0;
   /// Round discrete model times (diffusers' DPM-Solver does, Euler does not). Default false.
   TORCH_ARG(bool, round_t) = false;
+  /// Truncate discrete model times to integers (diffusers' DPM-Solver casts its exponential, beta
+  /// and cosine-schedule Karras times to int64). Default false; not with round_t.
+  TORCH_ARG(bool, trunc_t) = false;
   /// "zero" (default) or "min" (lands on sigma_min, diffusers' final_sigmas_type="sigma_min").
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
 };

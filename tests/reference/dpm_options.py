@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Golden values of DPM-Solver's sigma options through from_diffusers (diffusers 58eb52c).
+
+    /usr/bin/python3 tests/reference/dpm_options.py --diffusers PATH
+        kDpmOptionGolden of tests/samplers/from_diffusers_test.cpp
+
+The same harness as flow_match.py (its run() and print_cases(): the scheduler built from the case's
+config, set_timesteps(steps), x = 2 * dummy_sample_deter - 1 stepped with the nonlinear model at
+the scheduler's timesteps; float64 copy and stock float32) on the discrete schedules, for the
+options whose model times are not the rounded Karras ones: DPMSolverMultistep/Singlestep cast
+their timesteps to int64, which truncates the exponential and beta ones and, on the cosine
+schedule, multistep's Karras ones (singlestep rounds those).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import diffusers_ref as ref  # noqa: E402
+import flow_match  # noqa: E402
+
+MULTI, SINGLE = flow_match.MULTI, flow_match.SINGLE
+COSINE = {"beta_schedule": "squaredcos_cap_v2"}
+# name, scheduler, config, steps, mu (None), seed (None: ODE)
+CASES = [
+    ("MultiExponential", MULTI, {"use_exponential_sigmas": True}, 10, None, None),
+    ("MultiBeta", MULTI, {"use_beta_sigmas": True}, 10, None, None),
+    ("MultiBetaOrder3V", MULTI, {"use_beta_sigmas": True, "solver_order": 3, "prediction_type": "v_prediction"},
+     12, None, None),
+    ("MultiCosineKarras", MULTI, dict(COSINE, use_karras_sigmas=True), 10, None, None),
+    ("SingleBeta", SINGLE, {"use_beta_sigmas": True}, 10, None, None),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ref.add_source_argument(ap)
+    args = ap.parse_args()
+    flow_match.print_cases(ref.source_dir(args.diffusers), CASES)
+
+
+if __name__ == "__main__":
+    main()
