@@ -4,6 +4,7 @@
 #include <diffuse/diffusers.h>
 
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include <diffuse/detail/aten.h>
@@ -272,7 +273,11 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const std::string final_kind =
         r.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"}) == "sigma_min" ? "min"
                                                                                         : "zero";
-    dc.reject_unless("lambda_min_clipped", "-inf", "lambda clipping is not implemented");
+    // lambda_min_clipped drops the noisiest training steps from the timestep-spacing grids
+    // (diffusers ignores it for the sigma-type grids, and so do we).
+    double lambda_min = -std::numeric_limits<double>::infinity();
+    if (r.has("lambda_min_clipped") && r.get_string("lambda_min_clipped", "") != "-inf")
+      lambda_min = r.get_double("lambda_min_clipped", 0.0);
     dc.reject_unless("variance_type", "None", "learned variances are not supported");
     if (flow) {
       check(final_kind == "zero", cls,
@@ -306,9 +311,19 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
         Config c{{"final", final_kind}};
         if (kind != "trailing") c["include_t_min"] = "false";
         if (kind == "leading") c["steps_offset"] = std::to_string(offset);
+        if (std::isfinite(lambda_min)) {
+          // diffusers' trailing then starts at the last kept step but keeps the stride T / n, so
+          // it returns fewer steps than asked.
+          check(kind != "trailing", cls, ": lambda_min_clipped=", format_double(lambda_min),
+                " with timestep_spacing=trailing is not supported (diffusers returns fewer steps "
+                "than asked there)");
+          c["lambda_min"] = format_double(lambda_min);
+        }
         out.spacing = make_spacing(kind, c);
       } else {
-        out.spacing = make_spacing("linspace", {{"include_t_min", "false"}, {"final", final_kind}});
+        Config c{{"include_t_min", "false"}, {"final", final_kind}};
+        if (std::isfinite(lambda_min)) c["lambda_min"] = format_double(lambda_min);
+        out.spacing = make_spacing("linspace", c);
       }
     }
     Config sc{{"order", std::to_string(order)},

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <diffuse/config.h>
 
@@ -41,6 +42,20 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
   for (double t : ts) g.push_back(s.at(t));
   g.push_back(final_point(s, final_kind));
   return g;
+}
+
+int64_t kept_train_steps(const NoiseSchedule& s, double lambda_min, const char* who) {
+  check(!std::isnan(lambda_min), who, ": lambda_min must not be NaN");
+  const int64_t T = s.num_train_timesteps();
+  if (lambda_min == -std::numeric_limits<double>::infinity()) return T;
+  check(T > 0, who, ": lambda_min=", format_double(lambda_min), " needs a discrete schedule, got '",
+        s.name(), "'");
+  int64_t clipped = 0;  // lambda falls with t: the clipped ones are the last
+  for (int64_t t = 0; t < T; ++t)
+    if (s.at(static_cast<double>(t)).log_snr() < lambda_min) ++clipped;
+  check(clipped < T, who, ": lambda_min=", format_double(lambda_min),
+        " clips every training timestep (the largest half log-SNR is ", s.at(0.0).log_snr(), ")");
+  return T - clipped;
 }
 
 void check_time_rounding(const char* who, bool round_t, bool trunc_t) {

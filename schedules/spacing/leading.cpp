@@ -20,14 +20,17 @@ std::unique_ptr<TimestepSpacing> LeadingSpacing::from_config(const Config& c) {
   o.steps_offset(r.get_int("steps_offset", o.steps_offset()));
   o.include_t_min(r.get_bool("include_t_min", o.include_t_min()));
   o.final(r.get_enum("final", o.final(), final_point_names()));
+  o.lambda_min(r.get_double("lambda_min", o.lambda_min()));
   r.finish();
   return std::make_unique<LeadingSpacing>(o);
 }
 
 Config LeadingSpacing::to_config() const {
-  return {{"steps_offset", std::to_string(options.steps_offset())},
-          {"include_t_min", detail::bool_str(options.include_t_min())},
-          {"final", enum_name(options.final(), final_point_names())}};
+  Config c{{"steps_offset", std::to_string(options.steps_offset())},
+           {"include_t_min", detail::bool_str(options.include_t_min())},
+           {"final", enum_name(options.final(), final_point_names())}};
+  if (std::isfinite(options.lambda_min())) c["lambda_min"] = format_double(options.lambda_min());
+  return c;
 }
 
 TimeGrid LeadingSpacing::grid(const NoiseSchedule& s, int64_t n) const {
@@ -36,7 +39,7 @@ TimeGrid LeadingSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   const int64_t T = s.num_train_timesteps();
   check(n <= T, "leading: num_steps=", n, " exceeds the schedule's ", T, " training timesteps");
   const int64_t slots = options.include_t_min() ? n : n + 1;
-  const int64_t ratio = T / slots;
+  const int64_t ratio = detail::kept_train_steps(s, options.lambda_min(), "leading") / slots;
   check(ratio >= 1, "leading: num_steps=", n, " leaves no room between timesteps for T=", T);
   std::vector<double> ts;
   for (int64_t k = slots - 1; k >= 0; --k)

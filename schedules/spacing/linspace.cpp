@@ -15,14 +15,17 @@ std::unique_ptr<TimestepSpacing> LinspaceSpacing::from_config(const Config& c) {
   o.round(r.get_bool("round", o.round()));
   o.include_t_min(r.get_bool("include_t_min", o.include_t_min()));
   o.final(r.get_enum("final", o.final(), final_point_names()));
+  o.lambda_min(r.get_double("lambda_min", o.lambda_min()));
   r.finish();
   return std::make_unique<LinspaceSpacing>(o);
 }
 
 Config LinspaceSpacing::to_config() const {
-  return {{"round", detail::bool_str(options.round())},
-          {"include_t_min", detail::bool_str(options.include_t_min())},
-          {"final", enum_name(options.final(), final_point_names())}};
+  Config c{{"round", detail::bool_str(options.round())},
+           {"include_t_min", detail::bool_str(options.include_t_min())},
+           {"final", enum_name(options.final(), final_point_names())}};
+  if (std::isfinite(options.lambda_min())) c["lambda_min"] = format_double(options.lambda_min());
+  return c;
 }
 
 TimeGrid LinspaceSpacing::grid(const NoiseSchedule& s, int64_t n) const {
@@ -31,7 +34,9 @@ TimeGrid LinspaceSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   check(T == 0 || n <= T, "linspace: num_steps=", n, " exceeds the schedule's ", T,
         " training timesteps");
   const int64_t points = options.include_t_min() ? n : n + 1;
-  std::vector<double> ts = detail::np_linspace(s.t_min(), s.t_max(), points);
+  const int64_t kept = detail::kept_train_steps(s, options.lambda_min(), "linspace");
+  const double t_top = kept < T ? static_cast<double>(kept - 1) : s.t_max();
+  std::vector<double> ts = detail::np_linspace(s.t_min(), t_top, points);
   std::reverse(ts.begin(), ts.end());
   if (!options.include_t_min()) ts.pop_back();
   if (T > 0 && options.round())

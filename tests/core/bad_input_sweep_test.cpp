@@ -594,6 +594,7 @@ class Generator {
     if (key == "linspace") {
       bad.push_back({"round", "2"});
       bad.push_back({"final", "max"});
+      bad.push_back({"lambda_min", "nan"});
     } else if (key == "leading") {
       bad.push_back({"steps_offset", "-1"});
       if (info_.discrete) bad.push_back({"steps_offset", std::to_string(info_.T)});

@@ -110,8 +110,23 @@ TEST(FromDiffusers, DpmGridsMatchSetTimesteps) {
             "dpm_solver_pp_sde");
   EXPECT_THROW(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "dpmsolver"}}),
                Error);
-  EXPECT_THROW(from_diffusers("DPMSolverMultistepScheduler", {{"lambda_min_clipped", "-5.1"}}),
-               Error);
+  // lambda_min_clipped: the grid starts at the last training step kept (goldens in
+  // tests/samplers/from_diffusers_test.cpp); with trailing diffusers returns fewer steps.
+  EXPECT_ERROR_NAMING(
+      from_diffusers("DPMSolverMultistepScheduler",
+                     {{"lambda_min_clipped", "-5.1"}, {"timestep_spacing", "trailing"}}),
+      "lambda_min_clipped=-5.1 with timestep_spacing=trailing");
+  EXPECT_EQ(from_diffusers("DPMSolverMultistepScheduler", {{"lambda_min_clipped", "-inf"}})
+                .grid(10)
+                .front()
+                .t,
+            999);
+  EXPECT_ERROR_NAMING(
+      make_spacing("linspace", {{"lambda_min", "30"}})->grid(*make_schedule("discrete"), 4),
+      "clips every training timestep");
+  EXPECT_ERROR_NAMING(
+      make_spacing("linspace", {{"lambda_min", "-3"}})->grid(*make_schedule("vp"), 4),
+      "needs a discrete schedule");
 }
 
 TEST(FromDiffusers, UnknownClassesAndKeysAreErrors) {

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Golden values of DPM-Solver's sigma options through from_diffusers (diffusers 58eb52c).
+"""Golden values of DPM-Solver's grid options through from_diffusers (diffusers 58eb52c).
 
     /usr/bin/python3 tests/reference/dpm_options.py --diffusers PATH
         kDpmOptionGolden of tests/samplers/from_diffusers_test.cpp
@@ -9,7 +9,8 @@ config, set_timesteps(steps), x = 2 * dummy_sample_deter - 1 stepped with the no
 the scheduler's timesteps; float64 copy and stock float32) on the discrete schedules, for the
 options whose model times are not the rounded Karras ones: DPMSolverMultistep/Singlestep cast
 their timesteps to int64, which truncates the exponential and beta ones and, on the cosine
-schedule, multistep's Karras ones (singlestep rounds those).
+schedule, multistep's Karras ones (singlestep rounds those); and lambda_min_clipped, which drops
+the noisiest training steps from the linspace / leading grids.
 """
 import argparse
 import os
@@ -28,7 +29,10 @@ CASES = [
     ("MultiBetaOrder3V", MULTI, {"use_beta_sigmas": True, "solver_order": 3, "prediction_type": "v_prediction"},
      12, None, None),
     ("MultiCosineKarras", MULTI, dict(COSINE, use_karras_sigmas=True), 10, None, None),
+    ("MultiCosineClipped", MULTI, dict(COSINE, lambda_min_clipped=-5.1), 10, None, None),
+    ("MultiLeadingClipped", MULTI, {"lambda_min_clipped": -4.0, "timestep_spacing": "leading"}, 10, None, None),
     ("SingleBeta", SINGLE, {"use_beta_sigmas": True}, 10, None, None),
+    ("SingleCosineClipped", SINGLE, dict(COSINE, lambda_min_clipped=-5.1), 10, None, None),
 ]
 
 

@@ -2,9 +2,9 @@
 // from_diffusers() against diffusers itself: every golden case of the Euler, Euler ancestral and
 // Heun tables (diffusers 58eb52c, see k_sampler_fixtures.h for how they were produced) is rebuilt
 // from the diffusers config alone — class name + scheduler_config keys + step() arguments — and
-// must give the same timesteps, sigmas, initial state and final sample. And DPM-Solver's sigma
-// options whose model times diffusers truncates (exponential, beta, Karras on the cosine schedule),
-// golden runs of tests/reference/dpm_options.py.
+// must give the same timesteps, sigmas, initial state and final sample. And DPM-Solver's grid
+// options: the sigma options whose model times diffusers truncates (exponential, beta, Karras on
+// the cosine schedule) and lambda_min_clipped, golden runs of tests/reference/dpm_options.py.
 #include "samplers/dpm_fixtures.h"
 #include "samplers/k_sampler_fixtures.h"
 
@@ -157,6 +157,38 @@ const std::vector<testing::ConfigGolden> kDpmOptionGolden = {
       -22.101221859121946, -215.88573245576464},
      45593.7344,
      {129.691544, 133.695755, -23.9005337, -215.449387, -22.1025181, -215.852524}},
+    // MultiCosineClipped: DPMSolverMultistepScheduler {'beta_schedule': 'squaredcos_cap_v2',
+    // 'lambda_min_clipped': -5.1}, set_timesteps(10)
+    {"MultiCosineClipped",
+     "DPMSolverMultistepScheduler",
+     "beta_schedule=squaredcos_cap_v2,lambda_min_clipped=-5.1",
+     10,
+     -1,
+     {995, 896, 796, 696, 597, 498, 398, 298, 199, 100},
+     {160.41363805933085, 6.1761333626332791, 3.0547263918002705, 1.9578905085338396,
+      1.3816448436298565, 1.0092385354885192, 0.73546639887045751, 0.51839786274032829,
+      0.33572464980197053, 0.17104355328665174, 0},
+     14240.558206059233,
+     {-35.099871493038606, -35.081121194659758, 12.152252071799099, 15.666740232622109,
+      17.826646958180586, 15.574083834191173},
+     14240.5605,
+     {-35.0998726, -35.0811272, 12.152257, 15.6667471, 17.8266544, 15.5740948}},
+    // MultiLeadingClipped: DPMSolverMultistepScheduler {'lambda_min_clipped': -4.0,
+    // 'timestep_spacing': 'leading'}, set_timesteps(10)
+    {"MultiLeadingClipped",
+     "DPMSolverMultistepScheduler",
+     "lambda_min_clipped=-4,timestep_spacing=leading",
+     10,
+     -1,
+     {800, 720, 640, 560, 480, 400, 320, 240, 160, 80},
+     {25.735979682332655, 13.893119814718705, 7.974004535893088, 4.8438319938971146,
+      3.0888322615696584, 2.0410870026144945, 1.3708005040477349, 0.90787844453305522,
+      0.56023160868587618, 0.27456954832165231, 0},
+     1266.4193704041677,
+     {-2.9367522568964293, -2.854479380684888, -0.16891313755344692, 2.4975332125067933,
+      1.7058724527861759, 2.5375088993530706},
+     1266.41931,
+     {-2.93675399, -2.85448027, -0.16891332, 2.49753284, 1.7058723, 2.53751063}},
     // SingleBeta: DPMSolverSinglestepScheduler {'use_beta_sigmas': True}, set_timesteps(10)
     {"SingleBeta",
      "DPMSolverSinglestepScheduler",
@@ -172,13 +204,30 @@ const std::vector<testing::ConfigGolden> kDpmOptionGolden = {
       4.2257881459229534, 13.234126428751527},
      6294.01367,
      {-18.6503105, -18.8210773, 4.52226734, 13.2724543, 4.22578812, 13.2341251}},
+    // SingleCosineClipped: DPMSolverSinglestepScheduler {'beta_schedule': 'squaredcos_cap_v2',
+    // 'lambda_min_clipped': -5.1}, set_timesteps(10)
+    {"SingleCosineClipped",
+     "DPMSolverSinglestepScheduler",
+     "beta_schedule=squaredcos_cap_v2,lambda_min_clipped=-5.1",
+     10,
+     -1,
+     {995, 896, 796, 696, 597, 498, 398, 298, 199, 100},
+     {160.41363805933085, 6.1761333626332791, 3.0547263918002705, 1.9578905085338396,
+      1.3816448436298565, 1.0092385354885192, 0.73546639887045751, 0.51839786274032829,
+      0.33572464980197053, 0.17104355328665174, 0},
+     14257.871305738026,
+     {-34.996278592126508, -34.976130279899593, 12.426720714858796, 15.894413733703702,
+      17.913057214758897, 15.807367059902049},
+     14257.873,
+     {-34.9962845, -34.9761353, 12.4267235, 15.8944178, 17.913063, 15.8073702}},
 };
 
 // DPMSolverMultistep/Singlestep cast their model times to int64: the exponential and beta times
 // are truncated, multistep's cosine-schedule Karras times too (elsewhere Karras and lu times are
-// rounded first). The solver steps with the exact sigmas. (Singlestep with Karras on the cosine
+// rounded first). The solver steps with the exact sigmas. lambda_min_clipped leaves the noisiest
+// training steps out of the linspace / leading grids. (Singlestep with Karras on the cosine
 // schedule has no golden: diffusers 58eb52c raises IndexError in its order list there.)
-TEST(FromDiffusers, DpmSigmaOptionsFeedTheModelDiffusersTimes) {
+TEST(FromDiffusers, DpmGridOptionGoldens) {
   for (const auto& g : kDpmOptionGolden) {
     testing::check_config_golden(g, at::kDouble);
     testing::check_config_golden(g, at::kFloat);

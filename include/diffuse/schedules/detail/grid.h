@@ -38,6 +38,11 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
 TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
                           bool trunc_t = false);
 
+/// diffusers' lambda_min_clipped (DPM-Solver): the number of training timesteps kept, T minus the
+/// noisiest ones whose half log-SNR is below lambda_min. T when lambda_min is -inf (off). Errors:
+/// a continuous schedule, NaN, or a threshold that clips every timestep.
+int64_t kept_train_steps(const NoiseSchedule& s, double lambda_min, const char* who);
+
 /// The check of spacings with both options: round_t and trunc_t exclude each other.
 void check_time_rounding(const char* who, bool round_t, bool trunc_t);
 

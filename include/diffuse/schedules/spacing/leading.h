@@ -4,6 +4,7 @@
 // last (DPM-Solver's convention). Never visits t = T-1, so unsuitable for zero terminal SNR.
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,9 @@ struct LeadingSpacingOptions {
   TORCH_ARG(bool, include_t_min) = true;
   /// "zero" (default) or "min".
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
+  /// diffusers' lambda_min_clipped (see linspace.h): the slots are laid over the training
+  /// timesteps kept. Default -inf (off).
+  TORCH_ARG(double, lambda_min) = -std::numeric_limits<double>::infinity();
 };
 
 class LeadingSpacing final : public TimestepSpacing {

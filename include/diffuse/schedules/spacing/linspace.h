@@ -6,6 +6,7 @@
 // even (numpy) unless round=false (diffusers' Euler/Heun keep fractional times).
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,10 @@ struct LinspaceSpacingOptions {
   TORCH_ARG(bool, include_t_min) = true;
   /// "zero" (default) or "min": where the last step lands.
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
+  /// diffusers' lambda_min_clipped (DPM-Solver, "critical for the cosine schedule"): the noisiest
+  /// training timesteps, whose half log-SNR is below it, are left out, so the grid starts at the
+  /// last one kept. Discrete schedules only. Default -inf (off).
+  TORCH_ARG(double, lambda_min) = -std::numeric_limits<double>::infinity();
 };
 
 class LinspaceSpacing final : public TimestepSpacing {
