@@ -38,6 +38,14 @@ std::pair<Tensor, Tensor> gmm_alpha_sigma(const NoiseSchedule& schedule, const T
   return {at::tensor(av, opts).to(x.options()), at::tensor(sv, opts).to(x.options())};
 }
 
+/// A 0-d or [B] per-sample scalar shaped to broadcast over x [B, ...].
+Tensor per_sample(const Tensor& v, const Tensor& x) {
+  if (v.dim() == 0) return v;
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[0] = -1;
+  return v.reshape(shape);
+}
+
 /// An exact prediction expressed in parameterisation p (eps, x0, v = alpha eps - sigma x0 or the
 /// flow velocity eps - x0).
 Tensor gmm_output(const Prediction& pr, const Tensor& a, const Tensor& s, Parameterization p,
@@ -47,13 +55,8 @@ Tensor gmm_output(const Prediction& pr, const Tensor& a, const Tensor& s, Parame
       return pr.eps;
     case Parameterization::kSample:
       return pr.x0;
-    case Parameterization::kVelocity: {
-      std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-      shape[0] = -1;
-      const Tensor ab = a.dim() == 0 ? a : a.reshape(shape),
-                   sb = s.dim() == 0 ? s : s.reshape(shape);
-      return ab * pr.eps - sb * pr.x0;
-    }
+    case Parameterization::kVelocity:
+      return per_sample(a, x) * pr.eps - per_sample(s, x) * pr.x0;
     case Parameterization::kFlow:
       return pr.eps - pr.x0;
   }
@@ -209,10 +212,8 @@ Network GaussianMixture::imperfect_network(std::shared_ptr<const NoiseSchedule> 
     if (delta != 0.0) eps = eps * (1.0 + delta);
     if (bias != 0.0) eps = eps + at::tanh(x) * bias;
     if (p == Parameterization::kEpsilon) return eps;
-    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-    shape[0] = -1;
-    const Tensor ab = a.dim() == 0 ? a : a.reshape(shape), sb = s.dim() == 0 ? s : s.reshape(shape);
-    pr.x0 = at::where(ab > 0, (x - sb * eps) / ab, pr.x0);
+    const Tensor ab = per_sample(a, x);
+    pr.x0 = at::where(ab > 0, (x - per_sample(s, x) * eps) / ab, pr.x0);
     pr.eps = eps;
     return gmm_output(pr, a, s, p, x);
   };

@@ -62,6 +62,21 @@ void check_time_rounding(const char* who, bool round_t, bool trunc_t) {
   check(!(round_t && trunc_t), who, ": round_t and trunc_t exclude each other");
 }
 
+void check_sigma_spacing_options(const char* who, double sigma_min, double sigma_max, bool round_t,
+                                 bool trunc_t) {
+  check(sigma_min >= 0 && sigma_max >= 0, who,
+        ": sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=", sigma_min,
+        " sigma_max=", sigma_max);
+  check_time_rounding(who, round_t, trunc_t);
+}
+
+TimeGrid sigma_ramp_grid(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
+                         bool trunc_t, FinalPoint final_kind) {
+  TimeGrid g = grid_from_sigmas(s, sigmas, round_t, trunc_t);
+  g.push_back(final_kind == FinalPoint::kMin ? g.back() : s.clean_point());
+  return g;
+}
+
 TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
                           bool trunc_t) {
   check_time_rounding("grid_from_sigmas", round_t, trunc_t);
@@ -86,6 +101,13 @@ std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n) {
   out.reserve(static_cast<size_t>(n));
   for (double r : np_linspace(0.0, 1.0, n))
     out.push_back(std::pow(max_inv + r * (min_inv - max_inv), rho));
+  return out;
+}
+
+std::vector<double> exponential_ramp(double lo, double hi, int64_t n) {
+  std::vector<double> out;
+  out.reserve(static_cast<size_t>(n));
+  for (double l : np_linspace(std::log(hi), std::log(lo), n)) out.push_back(std::exp(l));
   return out;
 }
 

@@ -14,10 +14,8 @@ BetaSpacing::BetaSpacing(BetaSpacingOptions o) : options(std::move(o)) {
             options.beta() > 0,
         "beta spacing: alpha and beta must be finite and > 0, got alpha=", options.alpha(),
         " beta=", options.beta());
-  check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
-        "beta spacing: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
-        options.sigma_min(), " sigma_max=", options.sigma_max());
-  detail::check_time_rounding("beta spacing", options.round_t(), options.trunc_t());
+  detail::check_sigma_spacing_options("beta spacing", options.sigma_min(), options.sigma_max(),
+                                      options.round_t(), options.trunc_t());
 }
 
 std::unique_ptr<TimestepSpacing> BetaSpacing::from_config(const Config& c) {
@@ -48,10 +46,8 @@ TimeGrid BetaSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("beta spacing", n);
   double lo = options.sigma_min(), hi = options.sigma_max();
   detail::sigma_range(s, lo, hi, "beta spacing");
-  const std::vector<double> sig = detail::beta_ramp(lo, hi, options.alpha(), options.beta(), n);
-  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t(), options.trunc_t());
-  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
-  return g;
+  return detail::sigma_ramp_grid(s, detail::beta_ramp(lo, hi, options.alpha(), options.beta(), n),
+                                 options.round_t(), options.trunc_t(), options.final());
 }
 
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, BetaSpacing, "beta",

@@ -10,10 +10,8 @@
 namespace diffuse {
 
 ExponentialSpacing::ExponentialSpacing(ExponentialSpacingOptions o) : options(std::move(o)) {
-  check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
-        "exponential: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
-        options.sigma_min(), " sigma_max=", options.sigma_max());
-  detail::check_time_rounding("exponential", options.round_t(), options.trunc_t());
+  detail::check_sigma_spacing_options("exponential", options.sigma_min(), options.sigma_max(),
+                                      options.round_t(), options.trunc_t());
 }
 
 std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c) {
@@ -41,11 +39,8 @@ TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("exponential", n);
   double lo = options.sigma_min(), hi = options.sigma_max();
   detail::sigma_range(s, lo, hi, "exponential");
-  std::vector<double> sig;
-  for (double l : detail::np_linspace(std::log(hi), std::log(lo), n)) sig.push_back(std::exp(l));
-  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t(), options.trunc_t());
-  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
-  return g;
+  return detail::sigma_ramp_grid(s, detail::exponential_ramp(lo, hi, n), options.round_t(),
+                                 options.trunc_t(), options.final());
 }
 
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, ExponentialSpacing, "exponential",

@@ -82,9 +82,7 @@ std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOpt
     sig = detail::karras_ramp(sig.back(), sig.front(), o.rho(), n);
   } else if (o.sigmas() == FlowSigmas::exponential) {
     check(sig.back() > 0, "flow_match: exponential sigmas need a last sigma > 0");
-    const std::vector<double> logs =
-        detail::np_linspace(std::log(sig.front()), std::log(sig.back()), n);
-    for (int64_t i = 0; i < n; ++i) sig[i] = std::exp(logs[i]);
+    sig = detail::exponential_ramp(sig.back(), sig.front(), n);
   } else if (o.sigmas() == FlowSigmas::beta) {
     sig = detail::beta_ramp(sig.back(), sig.front(), o.beta_alpha(), o.beta_beta(), n);
   }

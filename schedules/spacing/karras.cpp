@@ -11,10 +11,8 @@ namespace diffuse {
 
 KarrasSpacing::KarrasSpacing(KarrasSpacingOptions o) : options(std::move(o)) {
   check(options.rho() > 0, "karras: rho must be > 0, got ", options.rho());
-  check(options.sigma_min() >= 0 && options.sigma_max() >= 0,
-        "karras: sigma_min/sigma_max must be >= 0 (0: the schedule's own), got sigma_min=",
-        options.sigma_min(), " sigma_max=", options.sigma_max());
-  detail::check_time_rounding("karras", options.round_t(), options.trunc_t());
+  detail::check_sigma_spacing_options("karras", options.sigma_min(), options.sigma_max(),
+                                      options.round_t(), options.trunc_t());
 }
 
 std::unique_ptr<TimestepSpacing> KarrasSpacing::from_config(const Config& c) {
@@ -44,10 +42,8 @@ TimeGrid KarrasSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("karras", n);
   double lo = options.sigma_min(), hi = options.sigma_max();
   detail::sigma_range(s, lo, hi, "karras");
-  const std::vector<double> sig = detail::karras_ramp(lo, hi, options.rho(), n);
-  TimeGrid g = detail::grid_from_sigmas(s, sig, options.round_t(), options.trunc_t());
-  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
-  return g;
+  return detail::sigma_ramp_grid(s, detail::karras_ramp(lo, hi, options.rho(), n),
+                                 options.round_t(), options.trunc_t(), options.final());
 }
 
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, KarrasSpacing, "karras",

@@ -46,6 +46,17 @@ int64_t kept_train_steps(const NoiseSchedule& s, double lambda_min, const char* 
 /// The check of spacings with both options: round_t and trunc_t exclude each other.
 void check_time_rounding(const char* who, bool round_t, bool trunc_t);
 
+/// The checks every sigma spacing (karras, exponential, beta) makes of its options: sigma_min and
+/// sigma_max >= 0 (0: the schedule's own), round_t and trunc_t not both.
+void check_sigma_spacing_options(const char* who, double sigma_min, double sigma_max, bool round_t,
+                                 bool trunc_t);
+
+/// A sigma spacing's grid: the points of `sigmas` (grid_from_sigmas), then the final point, the
+/// clean one or, for final=min, the last point again (a zero-length last step, as diffusers'
+/// final_sigmas_type="sigma_min" after its Karras / exponential / beta sigmas).
+TimeGrid sigma_ramp_grid(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
+                         bool trunc_t, FinalPoint final_kind);
+
 /// The sigma_ve range of the karras / exponential spacings: 0 (unset) takes the schedule's sigma at
 /// t_min / t_max; then checks 0 < lo < hi < inf.
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who);
@@ -53,6 +64,10 @@ void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who
 /// Karras et al. 2022's rho-ramp: n values (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho
 /// from hi down to lo (karras spacing on sigma_ve; flow_match's Karras re-spacing on flow sigma).
 std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n);
+
+/// n values exp(linspace(log hi, log lo, n)): uniform in log sigma (exponential spacing on
+/// sigma_ve; flow_match's exponential re-spacing on flow sigma).
+std::vector<double> exponential_ramp(double lo, double hi, int64_t n);
 
 /// The regularised incomplete beta function I_x(a, b) = P(X <= x) for X ~ Beta(a, b); a, b > 0,
 /// x in [0, 1]. Its continued fraction (modified Lentz), about 1e-15 relative.
