@@ -19,43 +19,45 @@ const std::vector<std::pair<std::string, DpmThirdOrder>>& third_order_names() {
 
 }  // namespace
 
-DpmSolverPPSampler::DpmSolverPPSampler(DpmSolverPPOptions o) : options(std::move(o)) {
-  check(options.order() >= 1 && options.order() <= 3,
-        "DpmSolverPPOptions.order must be 1, 2 or 3, got ", options.order());
-  check(options.solver_type() == DpmSolverType::kMidpoint ||
-            options.solver_type() == DpmSolverType::kHeun,
-        "DpmSolverPPOptions.solver_type must be kMidpoint or kHeun, got ",
-        static_cast<int>(options.solver_type()));
-  check(options.third_order() == DpmThirdOrder::kDiffusers ||
-            options.third_order() == DpmThirdOrder::kTaylor,
-        "DpmSolverPPOptions.third_order must be kDiffusers or kTaylor, got ",
-        static_cast<int>(options.third_order()));
-  check(options.lower_order_final_below() >= 1,
-        "DpmSolverPPOptions.lower_order_final_below must be >= 1, got ",
-        options.lower_order_final_below());
+void check_dpm_solver_options(const DpmSolverPPOptions& o, const char* owner) {
+  check(o.order() >= 1 && o.order() <= 3, owner, ": order must be 1, 2 or 3, got ", o.order());
+  check_enum(o.solver_type(), dpm_solver_type_names(), detail::cat(owner, ": solver_type"));
+  check_enum(o.third_order(), third_order_names(), detail::cat(owner, ": third_order"));
+  check(o.lower_order_final_below() >= 1, owner, ": lower_order_final_below must be >= 1, got ",
+        o.lower_order_final_below());
 }
 
-std::unique_ptr<Sampler> DpmSolverPPSampler::from_config(const Config& c) {
-  ConfigReader r(c, "dpm_solver_pp");
-  DpmSolverPPOptions o;
+DpmSolverPPOptions read_dpm_solver_options(ConfigReader& r, DpmSolverPPOptions o) {
   o.order(r.get_int("order", o.order()));
   o.solver_type(r.get_enum("solver_type", o.solver_type(), dpm_solver_type_names()));
   o.lower_order_final(r.get_bool("lower_order_final", o.lower_order_final()));
   o.lower_order_final_below(r.get_int("lower_order_final_below", o.lower_order_final_below()));
   o.euler_at_final(r.get_bool("euler_at_final", o.euler_at_final()));
   o.third_order(r.get_enum("third_order", o.third_order(), third_order_names()));
+  return o;
+}
+
+Config dpm_solver_options_config(const DpmSolverPPOptions& o) {
+  return {{"order", std::to_string(o.order())},
+          {"solver_type", enum_name(o.solver_type(), dpm_solver_type_names())},
+          {"lower_order_final", o.lower_order_final() ? "true" : "false"},
+          {"lower_order_final_below", std::to_string(o.lower_order_final_below())},
+          {"euler_at_final", o.euler_at_final() ? "true" : "false"},
+          {"third_order", enum_name(o.third_order(), third_order_names())}};
+}
+
+DpmSolverPPSampler::DpmSolverPPSampler(DpmSolverPPOptions o) : options(std::move(o)) {
+  check_dpm_solver_options(options, "DpmSolverPPOptions");
+}
+
+std::unique_ptr<Sampler> DpmSolverPPSampler::from_config(const Config& c) {
+  ConfigReader r(c, "dpm_solver_pp");
+  const DpmSolverPPOptions o = read_dpm_solver_options(r);
   r.finish();
   return std::make_unique<DpmSolverPPSampler>(o);
 }
 
-Config DpmSolverPPSampler::to_config() const {
-  return {{"order", std::to_string(options.order())},
-          {"solver_type", enum_name(options.solver_type(), dpm_solver_type_names())},
-          {"lower_order_final", options.lower_order_final() ? "true" : "false"},
-          {"lower_order_final_below", std::to_string(options.lower_order_final_below())},
-          {"euler_at_final", options.euler_at_final() ? "true" : "false"},
-          {"third_order", enum_name(options.third_order(), third_order_names())}};
-}
+Config DpmSolverPPSampler::to_config() const { return dpm_solver_options_config(options); }
 
 int64_t DpmSolverPPSampler::order_at(const StepContext& st, size_t available) const {
   return dpm_multistep_order(options.order(), options.lower_order_final(),

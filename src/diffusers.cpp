@@ -20,6 +20,7 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "DDIMScheduler",
           "DPMSolverMultistepScheduler",
           "DPMSolverSinglestepScheduler",
+          "UniPCMultistepScheduler",
           "EulerDiscreteScheduler",
           "EulerAncestralDiscreteScheduler",
           "HeunDiscreteScheduler",
@@ -188,6 +189,53 @@ FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& co
   return fo;
 }
 
+/// timestep_spacing of the multistep solvers (DPM-Solver multistep, UniPC, DEIS): n times
+/// without t = 0 for linspace / leading; lambda_min drops the noisiest training steps
+/// (DPM-Solver's lambda_min_clipped; -inf: none).
+std::shared_ptr<const TimestepSpacing> diffusers_multistep_spacing(DiffusersConfig& dc,
+                                                                   const std::string& final_kind,
+                                                                   double lambda_min) {
+  auto& r = dc.r();
+  const std::string kind =
+      r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+  const int64_t offset = r.get_int("steps_offset", 0);
+  Config c{{"final", final_kind}};
+  if (kind != "trailing") c["include_t_min"] = "false";
+  if (kind == "leading") c["steps_offset"] = std::to_string(offset);
+  if (std::isfinite(lambda_min)) {
+    // diffusers' trailing then starts at the last kept step but keeps the stride T / n, so it
+    // returns fewer steps than asked.
+    check(kind != "trailing", dc_name(dc), "lambda_min_clipped=", format_double(lambda_min),
+          " with timestep_spacing=trailing is not supported (diffusers returns fewer steps than "
+          "asked there)");
+    c["lambda_min"] = format_double(lambda_min);
+  }
+  return make_spacing(kind, c);
+}
+
+/// final_sigmas_type: "zero" (default) or "sigma_min", as the spacings' `final` value.
+std::string diffusers_final_kind(DiffusersConfig& dc) {
+  return dc.r().get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"}) == "sigma_min"
+             ? "min"
+             : "zero";
+}
+
+/// sigma_min / sigma_max of the sigma-type grids (None or absent: 0, the schedule's own ends).
+std::pair<double, double> diffusers_sigma_range(DiffusersConfig& dc, const Config& config) {
+  const double lo = optional_double(dc, config, "sigma_min");
+  const double hi = optional_double(dc, config, "sigma_max");
+  return {std::isnan(lo) ? 0.0 : lo, std::isnan(hi) ? 0.0 : hi};
+}
+
+/// The flow-sigma keys of a discrete-only mapping: refused unless at their defaults.
+void reject_flow_keys(DiffusersConfig& dc, const std::string& cls) {
+  auto& r = dc.r();
+  dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
+  dc.reject_unless("time_shift_type", "exponential", "time shifts are for flow models");
+  const double flow_shift = r.get_double("flow_shift", 1.0);
+  check(flow_shift == 1.0, cls, ": flow_shift=", flow_shift, " needs use_flow_sigmas=true");
+}
+
 }  // namespace
 
 TimeGrid DiffusersScheduler::grid(int64_t num_steps) const {
@@ -263,10 +311,11 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const std::string algo =
         r.get_choice("algorithm_type", "dpmsolver++",
                      {"dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver"});
-    check(algo == "dpmsolver++" || (multi && algo == "sde-dpmsolver++"), cls,
-          ": algorithm_type=", algo,
-          " is not supported (diffuse implements the data-prediction solvers dpmsolver++",
-          multi ? " and sde-dpmsolver++" : "", ")");
+    check(algo == "dpmsolver++" || (multi && algo != "sde-dpmsolver"), cls,
+          ": algorithm_type=", algo, " is not supported (diffuse implements dpmsolver++",
+          multi ? ", sde-dpmsolver++ and dpmsolver" : "", ")");
+    check(algo != "dpmsolver" || out.denoiser_options.prediction_type != Parameterization::kFlow,
+          cls, ": algorithm_type=dpmsolver takes no flow_prediction (diffusers refuses it too)");
     const std::string solver_type = r.get_choice("solver_type", "midpoint", {"midpoint", "heun"});
     const bool lof = r.get_bool("lower_order_final", multi);
     const bool eaf = multi ? r.get_bool("euler_at_final", false) : false;
@@ -305,21 +354,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
             ": prediction_type=flow_prediction needs use_flow_sigmas=true");
       if (multi) {
-        const std::string kind =
-            r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-        const int64_t offset = r.get_int("steps_offset", 0);
-        Config c{{"final", final_kind}};
-        if (kind != "trailing") c["include_t_min"] = "false";
-        if (kind == "leading") c["steps_offset"] = std::to_string(offset);
-        if (std::isfinite(lambda_min)) {
-          // diffusers' trailing then starts at the last kept step but keeps the stride T / n, so
-          // it returns fewer steps than asked.
-          check(kind != "trailing", cls, ": lambda_min_clipped=", format_double(lambda_min),
-                " with timestep_spacing=trailing is not supported (diffusers returns fewer steps "
-                "than asked there)");
-          c["lambda_min"] = format_double(lambda_min);
-        }
-        out.spacing = make_spacing(kind, c);
+        out.spacing = diffusers_multistep_spacing(dc, final_kind, lambda_min);
       } else {
         Config c{{"include_t_min", "false"}, {"final", final_kind}};
         if (std::isfinite(lambda_min)) c["lambda_min"] = format_double(lambda_min);
@@ -330,10 +365,49 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
               {"solver_type", solver_type},
               {"lower_order_final", lof ? "true" : "false"}};
     if (multi) sc["euler_at_final"] = eaf ? "true" : "false";
-    out.sampler =
-        make_sampler(multi ? (algo == "dpmsolver++" ? "dpm_solver_pp" : "dpm_solver_pp_sde")
-                           : "dpm_solver_pp_singlestep",
-                     sc);
+    // algorithm_type=dpmsolver with final_sigmas_type=zero, which diffusers refuses (its last
+    // step is 0 * inf there), is accepted: dpm_solver lands on alpha x0, the limit.
+    const char* key = !multi                  ? "dpm_solver_pp_singlestep"
+                      : algo == "dpmsolver"   ? "dpm_solver"
+                      : algo == "dpmsolver++" ? "dpm_solver_pp"
+                                              : "dpm_solver_pp_sde";
+    out.sampler = make_sampler(key, sc);
+    // The noise form steps with eps: diffusers recomputes it from the thresholded x0.
+    if (algo == "dpmsolver") out.denoiser_options.use_clipped_model_output = true;
+  } else if (cls == "UniPCMultistepScheduler") {
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, true, true);
+    diffusers_prediction(dc, out.denoiser_options, false, false, true, /*has_flow=*/true);
+    const int64_t order = r.get_int("solver_order", 2);
+    const bool predict_x0 = r.get_bool("predict_x0", true);
+    // diffusers maps the DPM-Solver names onto bh2 (from_config of a DPM-Solver config).
+    const std::string variant =
+        r.get_choice("solver_type", "bh2", {"bh1", "bh2", "midpoint", "heun", "logrho"});
+    const bool lof = r.get_bool("lower_order_final", true);
+    std::string off;
+    for (double v : r.get_doubles("disable_corrector"))
+      off += (off.empty() ? "" : ";") + format_double(v);
+    dc.reject_unless("solver_p", "None", "a user-supplied predictor scheduler");
+    const std::string final_kind = diffusers_final_kind(dc);
+    const auto [smin, smax] = diffusers_sigma_range(dc, config);
+    dc.reject_unless("shift_terminal", "None", "shift_terminal is for flow sigmas");
+    reject_flow_keys(dc, cls);
+    check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
+          ": prediction_type=flow_prediction needs use_flow_sigmas=true, which diffuse does not "
+          "implement for UniPC yet");
+    // Karras times are rounded; exponential and beta times are cast (truncated) to int64.
+    out.spacing = diffusers_sigma_spacing(dc, false, true, true, final_kind, smin, smax);
+    if (!out.spacing)
+      out.spacing =
+          diffusers_multistep_spacing(dc, final_kind, -std::numeric_limits<double>::infinity());
+    // diffusers thresholds only the data predictions (predict_x0=true).
+    if (!predict_x0) out.denoiser_options.thresholding = false;
+    Config sc{{"order", std::to_string(order)},
+              {"variant", variant == "bh1" ? "bh1" : "bh2"},
+              {"predict_x0", predict_x0 ? "true" : "false"},
+              {"lower_order_final", lof ? "true" : "false"}};
+    if (!off.empty()) sc["disable_corrector"] = off;
+    out.sampler = make_sampler("unipc", sc);
+    out.init_noise_is_one = true;  // init_noise_sigma = 1
   } else if (cls == "EulerDiscreteScheduler" || cls == "EulerAncestralDiscreteScheduler" ||
              cls == "HeunDiscreteScheduler") {
     const bool heun = cls == "HeunDiscreteScheduler";

@@ -64,7 +64,7 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
     for (Correction* c : ctx.corrections) c->on_time(x, st);
     StepResult r = step(model, x, st, history, ctx);
     if (!r.x.defined()) throw Error(detail::cat(name(), ": step ", i, " produced no sample"));
-    history.push(st.now, r.pred, x, keep);
+    history.push(st.now, r.pred, r.start.defined() ? r.start : x, keep);
     x = std::move(r.x);
     if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
   }

@@ -10,16 +10,18 @@
 //   diffuse::TimeGrid grid = s.grid(20);               // what set_timesteps(20) would visit
 //   diffuse::Denoiser d = s.denoiser(my_network);
 //
-// Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler,
-// DPMSolverSinglestepScheduler (both also with use_flow_sigmas and flow_prediction),
-// EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
-// FlowMatchEulerDiscreteScheduler (shift, dynamic shifting, shift_terminal, Karras / exponential
-// sigmas). Each accepts exactly its __init__ keys (plus the step() / set_timesteps() arguments: eta
-// for DDIM, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for dynamic shifting); keys starting with
-// '_' (e.g. _class_name) are ignored; other unknown keys are errors unless strict=false. Features
-// diffusers has and diffuse does not (learned variances, noise-prediction DPM-Solver,
-// lambda_min_clipped, beta sigmas, log_linear interpolation, inverted or stochastic flow sampling)
-// are rejected with an error naming the key.
+// Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler (also
+// algorithm_type=dpmsolver), DPMSolverSinglestepScheduler (both also with use_flow_sigmas and
+// flow_prediction), UniPCMultistepScheduler, EulerDiscreteScheduler,
+// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, FlowMatchEulerDiscreteScheduler (shift,
+// dynamic shifting, shift_terminal, Karras / exponential / beta sigmas, stochastic_sampling),
+// FlowMatchHeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() /
+// set_timesteps() arguments: eta for DDIM, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for
+// dynamic shifting); keys starting with '_' (e.g. _class_name) are ignored; other unknown keys are
+// errors unless strict=false. Features diffusers has and diffuse does not (learned variances,
+// singlestep noise-prediction DPM-Solver, lambda_min_clipped with trailing spacing, log_linear
+// interpolation, inverted flow sigmas, UniPC's solver_p and flow sigmas) are rejected with an
+// error naming the key.
 #pragma once
 
 #include <cstdint>

@@ -46,7 +46,8 @@ using ModelFn =
     std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
 
 /// What earlier steps of this run left behind, newest last: the time of each step's first model
-/// call, its prediction, and the state x the step started from.
+/// call, its prediction, and the state x the step advanced from (StepResult::start when the
+/// sampler set it, else the step's input).
 struct History {
   std::vector<TimePoint> times;
   std::vector<Prediction> preds;
@@ -60,6 +61,10 @@ struct History {
 struct StepResult {
   Tensor x;         ///< the state at step.next
   Prediction pred;  ///< the prediction at step.now (kept in History for multistep solvers)
+  /// The state the step advanced from when the sampler replaced its input first (UniPC's
+  /// corrector refines x at step.now with this step's prediction); undefined = the input x. The
+  /// driver keeps it in History::xs.
+  Tensor start{};
 };
 
 struct StepInfo {

@@ -108,7 +108,12 @@ TEST(FromDiffusers, DpmGridsMatchSetTimesteps) {
   EXPECT_EQ(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "sde-dpmsolver++"}})
                 .sampler->name(),
             "dpm_solver_pp_sde");
-  EXPECT_THROW(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "dpmsolver"}}),
+  EXPECT_EQ(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "dpmsolver"}})
+                .sampler->name(),
+            "dpm_solver");
+  EXPECT_THROW(from_diffusers("DPMSolverSinglestepScheduler", {{"algorithm_type", "dpmsolver"}}),
+               Error);
+  EXPECT_THROW(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "sde-dpmsolver"}}),
                Error);
   // lambda_min_clipped: the grid starts at the last training step kept (goldens in
   // tests/samplers/from_diffusers_test.cpp); with trailing diffusers returns fewer steps.

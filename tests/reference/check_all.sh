@@ -33,6 +33,10 @@ for k in euler euler_ancestral heun; do
 done
 cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<ConfigGolden> kFlowGolden" --to "};"
 cmp dpm_options "dpm_options.py" $s/from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmOptionGolden" --to "};"
+cmp unipc "new_solvers.py unipc" $s/unipc_test.cpp --from "const std::vector<testing::ConfigGolden> kUniPCGolden" --to "};"
+cmp unipc_suite "new_solvers.py unipc --suite" $s/unipc_test.cpp --from "const testing::SuiteGolden kUniPCSuite" --to "};"
+cmp dpm_noise "new_solvers.py dpm_noise" $s/dpm_solver_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmNoiseGolden" --to "};"
+cmp dpm_noise_suite "new_solvers.py dpm_noise --suite" $s/dpm_solver_test.cpp --from "const testing::SuiteGolden g{" --to "223.586029};"
 cmp comfyui_rf "comfyui_rf.py" $s/flow_match_test.cpp --from "const std::vector<ComfyRfGolden> kComfyRf" --to "};"
 cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '{"linear", kLinear' \
   --to '4.213262465088073e-09}'

@@ -97,6 +97,8 @@ def run(src, which, config, steps, mu, seed, f64):
 def cpp_config(config, mu):
     items = []
     for k, v in sorted(config.items()):
+        if isinstance(v, list):  # a list option ("disable_corrector=0;3")
+            v = ";".join(str(e) for e in v)
         items.append("%s=%s" % (k, str(v).lower() if isinstance(v, bool) else ref.r(v) if isinstance(v, float) else v))
     if mu is not None:
         items.append("mu=%s" % ref.r(mu))

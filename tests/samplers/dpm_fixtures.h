@@ -199,3 +199,44 @@ inline void check_config_golden(const ConfigGolden& g, at::ScalarType dtype) {
 }
 
 }  // namespace diffuse::testing
+
+namespace diffuse::testing {
+
+/// One of diffusers' own full loops through from_diffusers (tests/reference/new_solvers.py suite):
+/// class, config, the start index of a with_noise loop (-1: the whole loop), the suite's expected
+/// mean |x| (tolerance 1e-3; -1: the suite states none), sum |x| of diffusers in float64 and
+/// stock float32.
+struct SuiteGolden {
+  const char* name;
+  const char* cls;
+  const char* config;
+  int64_t t_start;
+  double mean;
+  double sum64;
+  double sum32;
+};
+
+/// Runs a SuiteGolden loop: the dummy model from dummy_sample_deter, set_timesteps(10); with_noise
+/// loops start from alpha x + sigma dummy_noise_deter at grid[t_start] and keep the whole grid's
+/// step indices.
+inline void check_suite_golden(const SuiteGolden& g, at::ScalarType dtype) {
+  SCOPED_TRACE(std::string(g.name) + (dtype == at::kDouble ? " float64" : " float32"));
+  const DiffusersScheduler s = from_diffusers(g.cls, parse_config(g.config));
+  const TimeGrid grid = s.grid(10);
+  const Denoiser d = s.denoiser(dummy_network());
+  SampleContext ctx;
+  ctx.schedule = s.schedule.get();
+  Tensor x = dummy_sample_deter(dtype);
+  const int64_t start = std::max<int64_t>(g.t_start, 0);
+  if (g.t_start >= 0) x = x * grid[start].alpha + dummy_noise_deter(dtype) * grid[start].sigma;
+  const Tensor out = s.sampler->sample(model_fn(d), x, grid, ctx, start);
+  ASSERT_EQ(out.scalar_type(), dtype);
+  const double sum = out.abs().sum().item<double>();
+  if (g.mean >= 0) {
+    EXPECT_NEAR(out.abs().mean().item<double>(), g.mean, 1e-3);
+  }
+  const bool f64 = dtype == at::kDouble;
+  EXPECT_NEAR(sum, f64 ? g.sum64 : g.sum32, (f64 ? 1e-6 : 1e-4) * g.sum64);
+}
+
+}  // namespace diffuse::testing

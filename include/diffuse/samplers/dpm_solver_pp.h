@@ -66,6 +66,14 @@ struct DpmSolverPPOptions {
   TORCH_ARG(DpmThirdOrder, third_order) = DpmThirdOrder::kDiffusers;
 };
 
+/// Reads the DpmSolverPPOptions keys (order, solver_type, lower_order_final,
+/// lower_order_final_below, euler_at_final, third_order) from `r`, defaults from `o`.
+DpmSolverPPOptions read_dpm_solver_options(ConfigReader& r, DpmSolverPPOptions o = {});
+/// The config of `o` (the keys read_dpm_solver_options reads).
+Config dpm_solver_options_config(const DpmSolverPPOptions& o);
+/// Throws ConfigError naming `owner` unless `o` is valid (order 1-3, known enums, below >= 1).
+void check_dpm_solver_options(const DpmSolverPPOptions& o, const char* owner);
+
 class DpmSolverPPSampler final : public Sampler {
  public:
   explicit DpmSolverPPSampler(DpmSolverPPOptions o = {});
