@@ -22,18 +22,16 @@ std::unique_ptr<Sampler> DpmSolverSampler::from_config(const Config& c) {
 
 Config DpmSolverSampler::to_config() const { return dpm_solver_options_config(options); }
 
-StepResult DpmSolverSampler::step_impl(const ModelFn& model, const Tensor& x,
-                                       const StepContext& st, const History& history,
-                                       SampleContext&) const {
+StepResult DpmSolverSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                       const History& history, SampleContext&) const {
   const TimePoint& s0 = st.now;
   const TimePoint& next = st.next;
   check(s0.alpha > 0, "dpm_solver: the noise-prediction form cannot step from alpha = 0 (zero ",
         "terminal SNR or pure noise; t=", s0.t, ", step ", st.index, "); use dpm_solver_pp");
   Prediction p = model(x, s0, st);
-  const int64_t order =
-      dpm_multistep_order(options.order(), options.lower_order_final(),
-                          options.lower_order_final_below(), options.euler_at_final(), st.index,
-                          st.num_steps, next.is_clean(), history.size());
+  const int64_t order = dpm_multistep_order(
+      options.order(), options.lower_order_final(), options.lower_order_final_below(),
+      options.euler_at_final(), st.index, st.num_steps, next.is_clean(), history.size());
   const double lambda0 = s0.log_snr();
   const double h = next.log_snr() - lambda0;
   if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes

@@ -23,10 +23,9 @@ constexpr int64_t kMaxUniPCOrder = 3;
 
 /// Solves the k x k system sum_j a[i][j] c[j] = g[i] (k <= 3) by Gaussian elimination with
 /// partial pivoting. The matrices here are Vandermonde in distinct r_k, so they are regular.
-std::array<double, kMaxUniPCOrder> solve_small(std::array<std::array<double, kMaxUniPCOrder>,
-                                                          kMaxUniPCOrder>
-                                                   a,
-                                               std::array<double, kMaxUniPCOrder> g, int64_t k) {
+std::array<double, kMaxUniPCOrder> solve_small(
+    std::array<std::array<double, kMaxUniPCOrder>, kMaxUniPCOrder> a,
+    std::array<double, kMaxUniPCOrder> g, int64_t k) {
   for (int64_t col = 0; col < k; ++col) {
     int64_t piv = col;
     for (int64_t row = col + 1; row < k; ++row)
@@ -164,8 +163,9 @@ StepResult UniPCSampler::step_impl(const ModelFn& model, const Tensor& x_in, con
 
   // UniC: correct this step's start with the output just computed at it.
   Tensor x = x_in;
-  const bool skip = std::find(options.disable_corrector().begin(), options.disable_corrector().end(),
-                              st.index - 1) != options.disable_corrector().end();
+  const bool skip =
+      std::find(options.disable_corrector().begin(), options.disable_corrector().end(),
+                st.index - 1) != options.disable_corrector().end();
   if (options.corrector() && finite >= 1 && std::isfinite(now.log_snr()) && !skip) {
     StepContext prev = st;
     prev.index = st.index - 1;
@@ -177,7 +177,8 @@ StepResult UniPCSampler::step_impl(const ModelFn& model, const Tensor& x_in, con
     const UniPCStep u = unipc_base(s0, now, x0, options.variant());
     const double h = now.log_snr() - s0.log_snr();
     std::array<double, kMaxUniPCOrder> r{};
-    for (int64_t j = 1; j < k; ++j) r[j - 1] = (history.times[n - 1 - j].log_snr() - s0.log_snr()) / h;
+    for (int64_t j = 1; j < k; ++j)
+      r[j - 1] = (history.times[n - 1 - j].log_snr() - s0.log_snr()) / h;
     r[k - 1] = 1.0;
     const auto c = unipc_coefficients(u, r, k, k == 1);
     Tensor xc = lincomb(history.xs[n - 1], u.base_x, m0, u.base_m0);

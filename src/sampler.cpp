@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <set>
 
+#include <diffuse/brownian.h>
 #include <diffuse/detail/aten.h>
 
 namespace diffuse {
@@ -32,6 +34,25 @@ void History::push(const TimePoint& at, const Prediction& pred, const Tensor& x,
   }
 }
 
+Tensor SampleContext::brownian_like(const Tensor& x, double s0, double s1, double lo, double hi) {
+  if (!brownian || brownian->batch() != static_cast<size_t>(x.size(0)) || brownian->lo() != lo ||
+      brownian->hi() != hi) {
+    check(noise != nullptr,
+          "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
+    const Tensor draws = noise->randn({x.size(0)}, at::TensorOptions().dtype(at::kDouble));
+    std::vector<uint64_t> seeds;
+    for (int64_t i = 0; i < x.size(0); ++i) {
+      const double v = draws[i].item<double>();
+      uint64_t bits = 0;
+      std::memcpy(&bits, &v, sizeof bits);
+      seeds.push_back(bits);
+    }
+    std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
+    brownian = std::make_shared<const BrownianTree>(std::move(seeds), std::move(shape), lo, hi);
+  }
+  return brownian->normalized(s0, s1, x.options());
+}
+
 Tensor SampleContext::randn_like(const Tensor& x) {
   check(noise != nullptr,
         "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
@@ -50,6 +71,7 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
         out_dtype);
   if (compute_dtype(out_dtype) != out_dtype) x = x.to(compute_dtype(out_dtype));
   History history;
+  ctx.brownian.reset();  // a new run, a new Brownian path
   const int64_t n = static_cast<int64_t>(grid.size()) - 1;
   check(first_step >= 0 && first_step < n, "sample(): first_step=", first_step, " is outside [0, ",
         n, ") for a grid of ", n, " steps");

@@ -73,6 +73,8 @@ struct StepInfo {
   const Prediction& pred;  ///< prediction made at step.now
 };
 
+class BrownianTree;
+
 /// Per-run state handed to samplers.
 struct SampleContext {
   const NoiseSchedule* schedule = nullptr;  ///< may be null when sampling on a bare grid
@@ -83,6 +85,15 @@ struct SampleContext {
 
   /// The only way a sampler draws noise.
   Tensor randn_like(const Tensor& x);
+
+  /// The run's Brownian path (<diffuse/brownian.h>) for the samplers with Brownian-tree noise
+  /// (dpmpp_sde, dpmpp_3m_sde); made by brownian_like's first call, reset by Sampler::sample.
+  std::shared_ptr<const BrownianTree> brownian;
+  /// (W(s1) - W(s0)) / sqrt(|s1 - s0|) shaped like x, on the run's Brownian tree over [lo, hi]
+  /// (noise levels sigma_ve, as k-diffusion's BrownianTreeNoiseSampler). The tree's seeds, one per
+  /// batch element, are drawn from `noise` at the first call: with per-sample noise each sample's
+  /// path does not depend on the batch size, and any other step count sees the same path.
+  Tensor brownian_like(const Tensor& x, double s0, double s1, double lo, double hi);
 };
 
 class Sampler {

@@ -44,6 +44,26 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
   return g;
 }
 
+TimePoint log_sigma_point(const NoiseSchedule& s, double t, bool round_t) {
+  const double fl = std::floor(t);
+  TimePoint p;
+  if (fl == t) {
+    p = s.at(t);
+  } else {
+    const TimePoint a = s.at(fl), b = s.at(fl + 1);
+    const double sa = a.sigma_ve(), sb = b.sigma_ve();
+    if (!std::isfinite(sa) || !std::isfinite(sb) || !(sa > 0) || !(sb > 0)) {
+      p = s.at(t);
+    } else {
+      const double w = t - fl;
+      p = s.at_sigma_ve(std::exp((1 - w) * std::log(sa) + w * std::log(sb)));
+      p.t = t;
+    }
+  }
+  if (round_t) p.t = np_round(p.t);
+  return p;
+}
+
 int64_t kept_train_steps(const NoiseSchedule& s, double lambda_min, const char* who) {
   check(!std::isnan(lambda_min), who, ": lambda_min must not be NaN");
   const int64_t T = s.num_train_timesteps();

@@ -525,6 +525,21 @@ class Generator {
         c_.may_fail.push_back("strictly decreasing");  // truncated times can repeat too
       }
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+    } else if (key == "normal" || key == "simple") {
+      discrete_only = true;  // the A1111 / ComfyUI table schedulers (sgm_uniform = normal:sgm=true)
+      if (key == "normal" && r_.chance(0.3)) sp.set("round_t", r_.chance(0.5) ? "true" : "false");
+      if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+      // Short tables: strides and rounded times can repeat a training step.
+      c_.may_fail.push_back("strictly decreasing");
+      if (key == "simple" && info_.discrete && n > info_.T)
+        c_.fault("simple spacing with more steps than training steps", {std::to_string(n)});
+    } else if (key == "kl_optimal") {
+      if (r_.chance(0.3)) {
+        sp.set("sigma_min", num(r_.log_real(1e-3, 0.1)));
+        sp.set("sigma_max", num(r_.log_real(1, 100)));
+      }
+      if (r_.chance(0.3)) sp.set("round_t", r_.chance(0.5) ? "true" : "false");
+      if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
     } else if (key == "align_your_steps") {
       if (r_.chance(0.5)) sp.set("model", r_.pick<std::string>({"sd15", "sdxl", "svd"}));
       if (r_.chance(0.2)) sp.set("sigmas", join_list(descending_sigmas(r_.integer(2, 8), false)));
@@ -607,6 +622,13 @@ class Generator {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
       bad.push_back({"sigma_max", "-3"});
       bad.push_back({"final", "none"});
+    } else if (key == "normal" || key == "simple" || key == "kl_optimal") {
+      bad.push_back({"final", "none"});
+      if (key == "normal") bad.push_back({"sgm", "maybe"});
+      if (key == "kl_optimal") {
+        for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
+        bad.push_back({"sigma_max", "-3"});
+      }
     } else if (key == "align_your_steps") {
       bad.push_back({"model", "sd3"});
       bad.push_back({"convention", "forge"});

@@ -28,9 +28,10 @@ cmp dpm_orders "dpm_solver.py orders" $s/dpm_solver_pp_singlestep_test.cpp \
 cmp golden_euler "k_schedulers.py euler" $s/golden_euler.inc
 cmp golden_euler_ancestral "k_schedulers.py euler_a" $s/golden_euler_ancestral.inc
 cmp golden_heun "k_schedulers.py heun" $s/golden_heun.inc
-for k in euler euler_ancestral heun; do
+for k in euler euler_ancestral heun lms dpm_2 dpm_2_ancestral dpmpp_2s_ancestral dpmpp_sde dpmpp_3m_sde; do
   cmp "kdiffusion_$k" "kdiffusion.py $k" "$s/kdiffusion_$k.inc"
 done
+cmp a1111_spacings "kdiffusion.py a1111_spacings" tests/schedules/a1111_spacings.inc
 cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<ConfigGolden> kFlowGolden" --to "};"
 cmp dpm_options "dpm_options.py" $s/from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmOptionGolden" --to "};"
 cmp unipc "new_solvers.py unipc" $s/unipc_test.cpp --from "const std::vector<testing::ConfigGolden> kUniPCGolden" --to "};"

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Golden values of tests/samplers/kdiffusion_euler.inc, kdiffusion_euler_ancestral.inc,
-kdiffusion_heun.inc: k-diffusion's own samplers (crowsonkb/k-diffusion 4601bf0) on the same network.
+"""Golden values of tests/samplers/kdiffusion_*.inc: k-diffusion's own samplers
+(crowsonkb/k-diffusion 4601bf0) on the same network.
 
     /usr/bin/python3 tests/reference/kdiffusion.py --kdiffusion KPATH --diffusers DPATH euler \\
         > tests/samplers/kdiffusion_euler.inc
-    (likewise euler_ancestral, heun)
+    (likewise euler_ancestral, heun, lms, dpm_2, dpm_2_ancestral, dpmpp_2s_ancestral, dpmpp_sde,
+    dpmpp_3m_sde)
 
 Each case (its comment line names the exact call): after torch.manual_seed(seed),
 k_diffusion.sampling.sample_<x>(Discrete{Eps,V}DDPMDenoiser(net, alphas_cumprod, quantize=False),
@@ -61,7 +62,98 @@ CASES = {
         ("sample_heun", "DiscreteVDDPMDenoiser", ("exponential", 7), {}, None,
          '{"exponential_sd_v", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 7, {}, -1,'),
     ],
+    # The issue-16 samplers. noise_sampler="default" passes k_diffusion.sampling.default_noise_sampler(x)
+    # (torch.randn_like per call) where the sampler would build a BrownianTreeNoiseSampler (torchsde is not
+    # installed here); diffuse's noise=gaussian draws the same stream.
+    "lms": [
+        ("sample_lms", "DiscreteEpsDDPMDenoiser", ("karras", 10), {}, None,
+         '{"karras_sd_order4", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, {}, -1,'),
+        ("sample_lms", "DiscreteVDDPMDenoiser", ("exponential", 8), dict(order=2), None,
+         '{"exponential_sd_v_order2", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 8, '
+         '{{"order", "2"}}, -1,'),
+        ("sample_lms", "DiscreteEpsDDPMDenoiser", ("explicit", 8), dict(order=3), None,
+         '{"sigmas_sd_order3", 1000, 0.00085, 0.012, "scaled_linear", {}, "sigmas", {{"sigmas", "'
+         + ";".join(repr(s) for s in EXPLICIT) + '"}}, "epsilon", 8, {{"order", "3"}}, -1,'),
+    ],
+    "dpm_2": [
+        ("sample_dpm_2", "DiscreteEpsDDPMDenoiser", ("karras", 10), {}, None,
+         '{"karras_sd", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, {}, -1,'),
+        ("sample_dpm_2", "DiscreteVDDPMDenoiser", ("exponential", 7), dict(s_churn=1.0, s_tmin=0.2, s_tmax=10.0,
+                                                                           s_noise=1.01), 21,
+         '{"exponential_sd_v_churn", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 7, '
+         '{{"s_churn", "1.0"}, {"s_tmin", "0.2"}, {"s_tmax", "10.0"}, {"s_noise", "1.01"}}, 21,'),
+    ],
+    "dpm_2_ancestral": [
+        ("sample_dpm_2_ancestral", "DiscreteEpsDDPMDenoiser", ("karras", 10), {}, 22,
+         '{"karras_sd", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, {}, 22,'),
+        ("sample_dpm_2_ancestral", "DiscreteVDDPMDenoiser", ("exponential", 8), dict(eta=0.5, s_noise=1.01), 23,
+         '{"exponential_sd_v_eta", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 8, '
+         '{{"eta", "0.5"}, {"s_noise", "1.01"}}, 23,'),
+    ],
+    "dpmpp_2s_ancestral": [
+        ("sample_dpmpp_2s_ancestral", "DiscreteEpsDDPMDenoiser", ("karras", 10), {}, 24,
+         '{"karras_sd", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, {}, 24,'),
+        ("sample_dpmpp_2s_ancestral", "DiscreteVDDPMDenoiser", ("explicit", 8), dict(eta=0.7), 25,
+         '{"sigmas_sd_v_eta", 1000, 0.00085, 0.012, "scaled_linear", {}, "sigmas", {{"sigmas", "'
+         + ";".join(repr(s) for s in EXPLICIT) + '"}}, "v_prediction", 8, {{"eta", "0.7"}}, 25,'),
+    ],
+    "dpmpp_sde": [
+        ("sample_dpmpp_sde", "DiscreteEpsDDPMDenoiser", ("karras", 10), dict(noise_sampler="default"), 26,
+         '{"karras_sd", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, '
+         '{{"noise", "gaussian"}}, 26,'),
+        ("sample_dpmpp_sde", "DiscreteVDDPMDenoiser", ("exponential", 8), dict(eta=0.5, r=0.4, noise_sampler="default"),
+         27,
+         '{"exponential_sd_v_eta_r", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 8, '
+         '{{"eta", "0.5"}, {"r", "0.4"}, {"noise", "gaussian"}}, 27,'),
+        ("sample_dpmpp_sde", "DiscreteEpsDDPMDenoiser", ("karras", 6), dict(eta=0.0, noise_sampler="default"), None,
+         '{"karras_sd_eta0", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 6, '
+         '{{"eta", "0"}}, -1,'),
+    ],
+    "dpmpp_3m_sde": [
+        ("sample_dpmpp_3m_sde", "DiscreteEpsDDPMDenoiser", ("karras", 12), dict(noise_sampler="default"), 28,
+         '{"karras_sd", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 12, '
+         '{{"noise", "gaussian"}}, 28,'),
+        ("sample_dpmpp_3m_sde", "DiscreteVDDPMDenoiser", ("exponential", 9), dict(eta=0.6, s_noise=1.02,
+                                                                                  noise_sampler="default"), 29,
+         '{"exponential_sd_v_eta", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, "v_prediction", 9, '
+         '{{"eta", "0.6"}, {"s_noise", "1.02"}, {"noise", "gaussian"}}, 29,'),
+        ("sample_dpmpp_3m_sde", "DiscreteEpsDDPMDenoiser", ("karras", 10), dict(eta=0.0, noise_sampler="default"), None,
+         '{"karras_sd_eta0", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, '
+         '{{"eta", "0"}}, -1,'),
+    ],
+    # A1111's scheduler functions (modules/sd_schedulers.py at A1111_COMMIT, --a1111-schedulers FILE) on
+    # the same k-diffusion discrete denoiser, run with sample_euler: the sigmas kind is ("a1111", function, n).
+    "a1111_spacings": [
+        ("sample_euler", "DiscreteEpsDDPMDenoiser", ("a1111:normal_scheduler", 8), {}, None,
+         '{"a1111_normal", 1000, 0.00085, 0.012, "scaled_linear", {}, "normal", {}, "epsilon", 8, {}, -1,'),
+        ("sample_euler", "DiscreteVDDPMDenoiser", ("a1111:sgm_uniform", 12), {}, None,
+         '{"a1111_sgm_uniform_v", 1000, 0.00085, 0.012, "scaled_linear", {}, "sgm_uniform", {}, "v_prediction", 12, '
+         '{}, -1,'),
+        ("sample_euler", "DiscreteEpsDDPMDenoiser", ("a1111:simple_scheduler", 7), {}, None,
+         '{"a1111_simple", 1000, 0.00085, 0.012, "scaled_linear", {}, "simple", {}, "epsilon", 7, {}, -1,'),
+    ],
 }
+
+A1111_COMMIT = "02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db"
+
+
+def load_a1111(path, name, f64):
+    """One scheduler function of A1111's sd_schedulers.py, taken out with ast; in the float64 run its
+    torch.FloatTensor is torch.DoubleTensor (the diffusers float64 copies' rule: every float32 made float64)."""
+    import ast
+    text = open(path).read()
+    if f64:
+        text = text.replace("torch.FloatTensor", "torch.DoubleTensor")
+    tree = ast.parse(text)
+    fn = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    if not fn:
+        sys.exit("%s: no %s in it" % (path, name))
+    ns = {"torch": torch}
+    exec(compile(ast.Module(body=fn, type_ignores=[]), path, "exec"), ns)
+    return ns[name]
+
+
+A1111_FILE = [None]
 
 
 def _stub(name, **attrs):
@@ -113,6 +205,17 @@ def run(kd, dsrc, case, f64):
     table = ref.scheduler(dsrc, "scheduling_ddpm", "DDPMScheduler", f64, **SD).alphas_cumprod
     if kind == "explicit":
         sigmas = torch.tensor(EXPLICIT, dtype=dtype)
+    elif kind.startswith("a1111:"):
+        if not A1111_FILE[0]:
+            sys.exit("the a1111 cases need --a1111-schedulers FILE (modules/sd_schedulers.py at %s)" % A1111_COMMIT)
+        sched_fn = load_a1111(A1111_FILE[0], kind.split(":", 1)[1], f64)
+        inner = getattr(external, denoiser)(net, table, quantize=False)
+        old_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            sigmas = sched_fn(n, inner.sigma_min, inner.sigma_max, inner_model=inner, device="cpu").to(dtype)
+        finally:
+            torch.set_default_dtype(old_dtype)
     else:
         flag = "use_karras_sigmas" if kind == "karras" else "use_exponential_sigmas"
         s = ref.scheduler(dsrc, "scheduling_euler_discrete", "EulerDiscreteScheduler", f64, **SD, **{flag: True})
@@ -124,6 +227,9 @@ def run(kd, dsrc, case, f64):
     randn_like = torch.randn_like
     if f64:
         torch.randn_like = lambda t, **kw: torch.randn(t.shape, dtype=torch.float32).to(t.dtype)
+    extra = dict(extra)
+    if extra.get("noise_sampler") == "default":
+        extra["noise_sampler"] = sampling.default_noise_sampler(x)
     try:
         if seed is not None:
             torch.manual_seed(seed)
@@ -136,7 +242,8 @@ def run(kd, dsrc, case, f64):
 
 def call_text(case):
     fn, denoiser, _, extra, seed, _ = case
-    args = "".join(", %s=%r" % kv for kv in extra.items())
+    args = "".join(", %s=%s" % (k, "default_noise_sampler(x)" if k == "noise_sampler" else repr(v))
+                   for k, v in extra.items())
     text = "k_diffusion.sampling.%s(%s(net, alphas_cumprod, quantize=False), sample_deter * sigmas[0], sigmas%s)" % (
         fn, denoiser, args)
     return text + (" after torch.manual_seed(%d)" % seed if seed is not None else "")
@@ -147,8 +254,11 @@ def main():
     ref.add_source_argument(ap)
     ap.add_argument("--kdiffusion", help="root of a crowsonkb/k-diffusion checkout at %s (default: $KDIFFUSION_SRC)"
                     % KDIFFUSION_COMMIT[:7])
+    ap.add_argument("--a1111-schedulers", help="A1111's modules/sd_schedulers.py at %s (the a1111_spacings "
+                    "cases; default: $AYS_A1111)" % A1111_COMMIT[:7])
     ap.add_argument("which", choices=sorted(CASES))
     a = ap.parse_args()
+    A1111_FILE[0] = a.a1111_schedulers or os.environ.get("AYS_A1111")
     dsrc = ref.source_dir(a.diffusers)
     ksrc = a.kdiffusion or os.environ.get("KDIFFUSION_SRC")
     if not ksrc:

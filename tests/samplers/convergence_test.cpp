@@ -167,6 +167,21 @@ const OrderCase kCases[] = {
     // error is small next to the rest at these N: the data prediction barely changes near
     // sigma_ve = 0.02 (measured 2.89 / 2.95; the slope rises with N).
     {"unipc", {}, 3.0},
+    // Linear multistep in sigma_ve, k - 1 earlier slopes. On this lambda-uniform grid the steps in
+    // sigma shrink by a constant ratio and the first k - 1 steps are of lower order, so the
+    // slopes between successive N still rise at N = 80: order 2: 1.76 -> 1.90, order 3: 2.36 ->
+    // 2.74 (2-D; 2.51 -> 2.81 16-D), order 4: 2.86 -> 3.53 (3.12 -> 3.58); the fits are checked
+    // against those values (the exactness for polynomial slopes is LmsSampler.Coefficients...).
+    {"lms", {{"order", "1"}}, 1.0},
+    {"lms", {{"order", "2"}}, 1.85, 0.2},
+    {"lms", {{"order", "3"}}, 2.6, 0.25},
+    {"lms", {{"order", "4"}}, 3.3, 0.3},
+    // The midpoint samplers with off-grid intermediate points, deterministic settings.
+    {"dpm_2", {}, 2.0},
+    {"dpmpp_2s_ancestral", {{"eta", "0"}}, 2.0},
+    {"dpmpp_sde", {{"eta", "0"}}, 2.0},
+    // k-diffusion's 3M at eta = 0 is diffusers' 3M (heun warm-up): second order, as dpmpp_3m.
+    {"dpmpp_3m_sde", {{"eta", "0"}}, 2.0},
     {"euler", {}, 1.0},
     {"heun", {}, 2.0},
 };

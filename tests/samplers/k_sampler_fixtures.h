@@ -186,4 +186,33 @@ inline void CheckGoldenCase(const std::string& sampler_key, const GoldenCase& g)
   }
 }
 
+/// Runs sampler `spec` ("name[:options]") on a `spacing` grid of the SD scaled_linear schedule
+/// (float64) from sample_deter's first `batch` samples times sigma_0, with the smooth network and
+/// per-sample noise seeded `seed`.
+inline Tensor run_sd(const std::string& spec, const std::string& spacing, int64_t steps,
+                     int64_t batch = 2, uint64_t seed = 5) {
+  auto sched = discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
+  const TimeGrid grid = make_spacing(spacing)->grid(*sched, steps);
+  const Denoiser d(smooth_network, DenoiserOptions{});
+  SampleContext ctx;
+  ctx.schedule = sched.get();
+  auto noise = make_per_sample_noise(seed);
+  ctx.noise = noise.get();
+  const Tensor x = sample_deter(at::kDouble).narrow(0, 0, batch) * grid[0].sigma;
+  return sampler_from_spec(spec)->sample(
+      [&d](const Tensor& xt, const TimePoint& at, const StepContext&) { return d(xt, at, {}); }, x,
+      grid, ctx);
+}
+
+/// make_sampler(key, bad) must throw an Error whose message contains `what`.
+inline void expect_sampler_error(const std::string& key, const Config& bad,
+                                 const std::string& what) {
+  try {
+    make_sampler(key, bad);
+    ADD_FAILURE() << "no error for " << what;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace diffuse::testing

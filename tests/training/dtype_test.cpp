@@ -181,7 +181,10 @@ TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
         // on the network above).
         if (!f.accuracy || dtype != at::kFloat) continue;
         const double err = (out.to(at::kDouble) - reference.at(name)).abs().mean().item<double>();
-        EXPECT_LT(err, 1e-4) << f.name << " " << name;
+        // DPM2 ancestral's 3 steps go from sigma 14.6 down to sigma_down ~ sigma_next^2 / sigma,
+        // and its midpoint slope enters x' multiplied by (sigma - sigma_down) / sigma_mid ~ 7.5:
+        // the float32 network's ~1e-5 error in x0 becomes 1.6e-4 (the deterministic dpm_2: 2.1e-5).
+        EXPECT_LT(err, name == "dpm_2_ancestral" ? 4e-4 : 1e-4) << f.name << " " << name;
       }
     }
   }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by the euler and heun samplers: option
-// checks, config plumbing, gamma and the raised point. Used by samplers/euler.cpp and
-// samplers/heun.cpp only (the step coefficients are public: <diffuse/samplers/coefficients.h>).
+// EDM churn (Karras et al. 2022, Alg. 2 lines 4-6), shared by the euler, heun and dpm_2 samplers:
+// option checks, config plumbing, gamma and the raised point; and off-grid points for the
+// samplers with intermediate model calls (the step coefficients are public:
+// <diffuse/samplers/coefficients.h>).
 #pragma once
 
 #include <algorithm>
@@ -52,15 +53,20 @@ inline double churn_gamma(double s_churn, double s_tmin, double s_tmax, const St
   return std::min(s_churn / static_cast<double>(st.num_steps), std::sqrt(2.0) - 1.0);
 }
 
-/// The point at the raised noise level sigma_hat = sigma_ve (1 + gamma); its model time comes from
-/// the schedule (fractional for discrete schedules, like k-diffusion's sigma_to_t).
+/// The point at noise level sigma_ve off the grid (a churned sigma_hat, a solver's intermediate
+/// point): its model time comes from the schedule (fractional for discrete schedules, like
+/// k-diffusion's sigma_to_t). `what` names the point in the error when there is no schedule.
+inline TimePoint off_grid_point(const SampleContext& ctx, double sigma_ve, const char* who,
+                                const char* what) {
+  check(ctx.schedule != nullptr, who, ": ", what, " needs the noise schedule to find the model ",
+        "time of sigma_ve=", sigma_ve, " (SampleContext.schedule is null)");
+  return ctx.schedule->at_sigma_ve(sigma_ve);
+}
+
+/// The point at the raised noise level sigma_hat = sigma_ve (1 + gamma) (off_grid_point).
 inline TimePoint churn_point(const SampleContext& ctx, const TimePoint& now, double gamma,
                              const char* who) {
-  const double sigma_hat = now.sigma_ve() * (1.0 + gamma);
-  check(ctx.schedule != nullptr, who,
-        ": s_churn > 0 needs the noise schedule to find the model time of sigma_hat=", sigma_hat,
-        " (SampleContext.schedule is null)");
-  return ctx.schedule->at_sigma_ve(sigma_hat);
+  return off_grid_point(ctx, now.sigma_ve() * (1.0 + gamma), who, "s_churn > 0");
 }
 
 }  // namespace diffuse::detail

@@ -38,6 +38,13 @@ TimeGrid grid_from_times(const NoiseSchedule& s, const std::vector<double>& ts,
 TimeGrid grid_from_sigmas(const NoiseSchedule& s, const std::vector<double>& sigmas, bool round_t,
                           bool trunc_t = false);
 
+/// The point at model time t of a discrete schedule with k-diffusion's t_to_sigma (A1111 /
+/// ComfyUI): log sigma_ve interpolated linearly between the table's neighbours floor(t), ceil(t)
+/// (diffusers interpolates sigma_ve itself, NoiseSchedule::at); an integer t, or a neighbour at
+/// alpha = 0, takes the schedule's own point. round_t feeds the nearest integer time instead
+/// (ComfyUI's discrete model sampling, whose timestep() is the nearest table entry in log sigma).
+TimePoint log_sigma_point(const NoiseSchedule& s, double t, bool round_t);
+
 /// diffusers' lambda_min_clipped (DPM-Solver): the number of training timesteps kept, T minus the
 /// noisiest ones whose half log-SNR is below lambda_min. T when lambda_min is -inf (off). Errors:
 /// a continuous schedule, NaN, or a threshold that clips every timestep.

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+// Implementation of <diffuse/samplers/lms.h>.
+#include <diffuse/samplers/lms.h>
+
+#include <cmath>
+#include <vector>
+
+#include <diffuse/registry.h>
+#include <diffuse/tensor_ops.h>
+
+namespace diffuse {
+
+LmsSampler::LmsSampler(LmsOptions o) : options(std::move(o)) {
+  check(options.order() >= 1 && options.order() <= 4, "LmsOptions.order must be 1 to 4, got ",
+        options.order());
+}
+
+std::unique_ptr<Sampler> LmsSampler::from_config(const Config& c) {
+  ConfigReader r(c, "lms");
+  LmsOptions o;
+  o.order(r.get_int("order", o.order()));
+  r.finish();
+  return std::make_unique<LmsSampler>(o);
+}
+
+Config LmsSampler::to_config() const { return {{"order", std::to_string(options.order())}}; }
+
+std::vector<double> LmsSampler::coefficients(const std::vector<double>& nodes, double to) {
+  const size_t k = nodes.size();
+  const double from = nodes[0];
+  std::vector<double> out(k);
+  for (size_t j = 0; j < k; ++j) {
+    // The basis polynomial of node j, in powers of (tau - from) for accuracy: coefficients
+    // poly[m] of u^m with u = tau - from.
+    std::vector<double> poly{1.0};
+    double denom = 1.0;
+    for (size_t m = 0; m < k; ++m) {
+      if (m == j) continue;
+      const double shift = from - nodes[m];  // tau - nodes[m] = u + shift
+      std::vector<double> next(poly.size() + 1, 0.0);
+      for (size_t e = 0; e < poly.size(); ++e) {
+        next[e + 1] += poly[e];
+        next[e] += poly[e] * shift;
+      }
+      poly = std::move(next);
+      denom *= nodes[j] - nodes[m];
+    }
+    const double u = to - from;
+    double integral = 0, power = u;
+    for (size_t e = 0; e < poly.size(); ++e, power *= u)
+      integral += poly[e] * power / static_cast<double>(e + 1);
+    out[j] = integral / denom;
+  }
+  return out;
+}
+
+StepResult LmsSampler::step_impl(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                 const History& history, SampleContext&) const {
+  const TimePoint& now = st.now;
+  const TimePoint& next = st.next;
+  check(now.sigma > 0 && now.alpha > 0, "lms: step ", st.index,
+        " needs 0 < sigma_ve < inf at its start (zero terminal SNR or pure noise: alpha = 0), got "
+        "t=",
+        now.t, " alpha=", now.alpha, " sigma=", now.sigma);
+  Prediction p = model(x, now, st);
+  const size_t n = history.size();
+  const size_t k = std::min<size_t>(static_cast<size_t>(options.order()), n + 1);
+  std::vector<double> nodes{now.sigma_ve()};
+  for (size_t j = 1; j < k; ++j) nodes.push_back(history.times[n - j].sigma_ve());
+  const std::vector<double> c = coefficients(nodes, next.sigma_ve());
+  const Tensor x_ve = divided(x, now.alpha);
+  Tensor x_next = x_ve.clone();
+  add_scaled_(x_next, diff_divided(x_ve, p.x0, nodes[0]), c[0]);
+  for (size_t j = 1; j < k; ++j) {
+    const TimePoint& tj = history.times[n - j];
+    const Tensor d =
+        diff_divided(divided(history.xs[n - j], tj.alpha), history.preds[n - j].x0, nodes[j]);
+    add_scaled_(x_next, d, c[j]);
+  }
+  return {scale_(x_next, next.alpha), p};
+}
+
+DIFFUSE_REGISTER_SAMPLER(LmsSampler, "lms",
+                         "linear multistep in sigma_ve (k-diffusion sample_lms, diffusers "
+                         "LMSDiscreteScheduler), order 1-4");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(LmsK, "k_lms", "lms", {}, "A1111's name for lms");
+DIFFUSE_REGISTER_SAMPLER_ALIAS(LmsA1111, "LMS", "lms", {}, "A1111's label for lms");
+
+}  // namespace diffuse
