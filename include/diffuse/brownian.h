@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include <diffuse/tensor.h>
@@ -37,11 +38,17 @@ class BrownianTree {
 
  private:
   Tensor value(size_t sample, double t) const;  // W(t) of one sample (double, CPU)
-  Tensor node_draw(size_t sample, uint64_t node) const;
+  Tensor node_value(size_t sample, uint64_t key, const Tensor& wa, const Tensor& wb,
+                    double width) const;  // a bracket's midpoint (cached)
 
   std::vector<uint64_t> seeds_;
   std::vector<int64_t> shape_;
   double lo_, hi_, tol_;
+  // Caches of one run's queries (a tree serves one run; not thread-safe): midpoint values by
+  // node key and path values by time, per sample, each dropped whole when it grows past a bound.
+  // Successive queries of a sampler share most of their descent, so this saves most draws.
+  mutable std::vector<std::unordered_map<uint64_t, Tensor>> nodes_;
+  mutable std::vector<std::unordered_map<double, Tensor>> points_;
 };
 
 }  // namespace diffuse
