@@ -69,6 +69,24 @@ const std::vector<std::pair<std::string, DpmSolverType>>& dpm_solver_type_names(
   return names;
 }
 
+std::vector<double> lagrange_basis(const std::vector<double>& nodes, size_t j, double origin) {
+  std::vector<double> poly{1.0};
+  double denom = 1.0;
+  for (size_t m = 0; m < nodes.size(); ++m) {
+    if (m == j) continue;
+    const double shift = origin - nodes[m];  // variable - nodes[m] = v + shift
+    std::vector<double> next(poly.size() + 1, 0.0);
+    for (size_t e = 0; e < poly.size(); ++e) {
+      next[e + 1] += poly[e];
+      next[e] += poly[e] * shift;
+    }
+    poly = std::move(next);
+    denom *= nodes[j] - nodes[m];
+  }
+  for (double& a : poly) a /= denom;
+  return poly;
+}
+
 int64_t dpm_multistep_order(int64_t order, bool lower_order_final, int64_t below,
                             bool euler_at_final, int64_t index, int64_t num_steps,
                             bool next_is_clean, size_t available) {

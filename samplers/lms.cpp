@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <diffuse/registry.h>
+#include <diffuse/samplers/coefficients.h>
 #include <diffuse/tensor_ops.h>
 
 namespace diffuse {
@@ -29,27 +30,14 @@ std::vector<double> LmsSampler::coefficients(const std::vector<double>& nodes, d
   const size_t k = nodes.size();
   const double from = nodes[0];
   std::vector<double> out(k);
+  const double u = to - from;
   for (size_t j = 0; j < k; ++j) {
-    // The basis polynomial of node j, in powers of (tau - from) for accuracy: coefficients
-    // poly[m] of u^m with u = tau - from.
-    std::vector<double> poly{1.0};
-    double denom = 1.0;
-    for (size_t m = 0; m < k; ++m) {
-      if (m == j) continue;
-      const double shift = from - nodes[m];  // tau - nodes[m] = u + shift
-      std::vector<double> next(poly.size() + 1, 0.0);
-      for (size_t e = 0; e < poly.size(); ++e) {
-        next[e + 1] += poly[e];
-        next[e] += poly[e] * shift;
-      }
-      poly = std::move(next);
-      denom *= nodes[j] - nodes[m];
-    }
-    const double u = to - from;
+    // The basis polynomial of node j in powers of (tau - from), integrated over [from, to].
+    const std::vector<double> poly = lagrange_basis(nodes, j, from);
     double integral = 0, power = u;
     for (size_t e = 0; e < poly.size(); ++e, power *= u)
       integral += poly[e] * power / static_cast<double>(e + 1);
-    out[j] = integral / denom;
+    out[j] = integral;
   }
   return out;
 }

@@ -21,6 +21,7 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "DPMSolverMultistepScheduler",
           "DPMSolverSinglestepScheduler",
           "UniPCMultistepScheduler",
+          "DEISMultistepScheduler",
           "EulerDiscreteScheduler",
           "EulerAncestralDiscreteScheduler",
           "HeunDiscreteScheduler",
@@ -408,6 +409,29 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     if (!off.empty()) sc["disable_corrector"] = off;
     out.sampler = make_sampler("unipc", sc);
     out.init_noise_is_one = true;  // init_noise_sigma = 1
+  } else if (cls == "DEISMultistepScheduler") {
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, false, false);
+    diffusers_prediction(dc, out.denoiser_options, false, false, true, /*has_flow=*/true);
+    const int64_t order = r.get_int("solver_order", 2);
+    // diffusers maps the DPM-Solver names onto deis / logrho (from_config of a DPM-Solver config).
+    (void)r.get_choice("algorithm_type", "deis", {"deis", "dpmsolver", "dpmsolver++"});
+    (void)r.get_choice("solver_type", "logrho", {"logrho", "midpoint", "heun", "bh1", "bh2"});
+    const bool lof = r.get_bool("lower_order_final", true);
+    reject_flow_keys(dc, cls);
+    check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
+          ": prediction_type=flow_prediction needs use_flow_sigmas=true, which diffuse does not "
+          "implement for DEIS");
+    // The last sigma is always the smallest training one (a zero-length last step after the
+    // sigma-type grids). Karras times are rounded, exponential and beta ones truncated.
+    out.spacing = diffusers_sigma_spacing(dc, false, true, true, "min", 0.0, 0.0);
+    if (!out.spacing)
+      out.spacing =
+          diffusers_multistep_spacing(dc, "min", -std::numeric_limits<double>::infinity());
+    // DEIS steps with eps, recomputed from the thresholded x0 as diffusers does.
+    out.denoiser_options.use_clipped_model_output = true;
+    out.sampler = make_sampler(
+        "deis", {{"order", std::to_string(order)}, {"lower_order_final", lof ? "true" : "false"}});
+    out.init_noise_is_one = true;
   } else if (cls == "EulerDiscreteScheduler" || cls == "EulerAncestralDiscreteScheduler" ||
              cls == "HeunDiscreteScheduler") {
     const bool heun = cls == "HeunDiscreteScheduler";

@@ -12,7 +12,7 @@
 //
 // Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler (also
 // algorithm_type=dpmsolver), DPMSolverSinglestepScheduler (both also with use_flow_sigmas and
-// flow_prediction), UniPCMultistepScheduler, EulerDiscreteScheduler,
+// flow_prediction), UniPCMultistepScheduler, DEISMultistepScheduler, EulerDiscreteScheduler,
 // EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, FlowMatchEulerDiscreteScheduler (shift,
 // dynamic shifting, shift_terminal, Karras / exponential / beta sigmas, stochastic_sampling),
 // FlowMatchHeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() /

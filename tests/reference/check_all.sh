@@ -36,6 +36,8 @@ cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<
 cmp dpm_options "dpm_options.py" $s/from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmOptionGolden" --to "};"
 cmp unipc "new_solvers.py unipc" $s/unipc_test.cpp --from "const std::vector<testing::ConfigGolden> kUniPCGolden" --to "};"
 cmp unipc_suite "new_solvers.py unipc --suite" $s/unipc_test.cpp --from "const testing::SuiteGolden kUniPCSuite" --to "};"
+cmp deis "new_solvers.py deis" $s/deis_test.cpp --from "const std::vector<testing::ConfigGolden> kDeisGolden" --to "};"
+cmp deis_suite "new_solvers.py deis --suite" $s/deis_test.cpp --from "const testing::SuiteGolden kDeisSuite" --to "};"
 cmp dpm_noise "new_solvers.py dpm_noise" $s/dpm_solver_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmNoiseGolden" --to "};"
 cmp dpm_noise_suite "new_solvers.py dpm_noise --suite" $s/dpm_solver_test.cpp --from "const testing::SuiteGolden g{" --to "223.586029};"
 cmp comfyui_rf "comfyui_rf.py" $s/flow_match_test.cpp --from "const std::vector<ComfyRfGolden> kComfyRf" --to "};"

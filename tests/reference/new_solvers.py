@@ -9,6 +9,8 @@
         kUniPCSuite of tests/samplers/unipc_test.cpp (SuiteGolden rows)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH dpm_noise --suite
         the SuiteGolden of DpmSolverSampler.DiffusersSuiteLoop (tests/samplers/dpm_solver_test.cpp)
+    /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH deis [--suite]
+        kDeisGolden [kDeisSuite] of tests/samplers/deis_test.cpp
 
 cases: flow_match.py's harness (the scheduler built from the case's config, set_timesteps(steps),
 x = 2 * dummy_sample_deter - 1 stepped with the nonlinear model at the scheduler's timesteps; a
@@ -31,6 +33,7 @@ import torch  # noqa: E402
 
 MULTI = flow_match.MULTI
 UNIPC = ("scheduling_unipc_multistep", "UniPCMultistepScheduler")
+DEIS = ("scheduling_deis_multistep", "DEISMultistepScheduler")
 MIN = {"final_sigmas_type": "sigma_min"}
 NOISE = dict(MIN, algorithm_type="dpmsolver")
 COSINE = {"beta_schedule": "squaredcos_cap_v2"}
@@ -58,6 +61,17 @@ CASES = [
                                      "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                                      "prediction_type": "v_prediction"}, 10, None, None),
     ("UniPCCosineMidpoint", UNIPC, dict(COSINE, solver_type="midpoint"), 10, None, None),
+    ("DeisDefault", DEIS, {}, 10, None, None),
+    ("DeisOrder1", DEIS, {"solver_order": 1}, 8, None, None),
+    ("DeisOrder3", DEIS, {"solver_order": 3}, 12, None, None),
+    ("DeisOrder3Long", DEIS, {"solver_order": 3, "prediction_type": "v_prediction"}, 20, None, None),
+    ("DeisKarras", DEIS, {"use_karras_sigmas": True, "solver_order": 3}, 10, None, None),
+    ("DeisExponentialSample", DEIS, {"use_exponential_sigmas": True, "prediction_type": "sample"}, 10, None,
+     None),
+    ("DeisThresholdLeading", DEIS, {"thresholding": True, "sample_max_value": 0.8, "timestep_spacing": "leading",
+                                    "steps_offset": 1}, 10, None, None),
+    ("DeisTrailingNoLowerOrderFinal", DEIS, {"timestep_spacing": "trailing", "lower_order_final": False,
+                                             "solver_order": 3}, 10, None, None),
     ("DpmNoiseOrder1", MULTI, dict(NOISE, solver_order=1), 8, None, None),
     ("DpmNoiseOrder2", MULTI, NOISE, 10, None, None),
     ("DpmNoiseOrder2Heun", MULTI, dict(NOISE, solver_type="heun"), 10, None, None),
@@ -73,6 +87,8 @@ SUITE_DPM = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02
              "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": False,
              "euler_at_final": False, "lambda_min_clipped": -float("inf"), "variance_type": None,
              "final_sigmas_type": "sigma_min"}
+SUITE_DEIS = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+              "solver_order": 2}
 # name, scheduler, config, t_start (None: the whole loop), the suite's expected mean
 SUITE = [
     ("unipc test_full_loop_no_noise", UNIPC, SUITE_UNIPC, None, 0.2464),
@@ -86,6 +102,9 @@ SUITE = [
     # algorithm_type="dpmsolver" run through test_solver_order_and_type (no expected value), so the
     # dpmsolver suite row here carries only diffusers' own sums (mean printed from the float32 run).
     ("dpm_multi dpmsolver full loop", MULTI, dict(SUITE_DPM, algorithm_type="dpmsolver"), None, None),
+    ("deis test_full_loop_no_noise", DEIS, SUITE_DEIS, None, 0.23916),
+    ("deis test_full_loop_with_v_prediction", DEIS, dict(SUITE_DEIS, prediction_type="v_prediction"), None, 0.091),
+    ("deis test_full_loop_with_noise", DEIS, SUITE_DEIS, 8, 0.41054),
 ]
 
 
@@ -111,8 +130,9 @@ def run_suite(src, which, config, t_start, f64):
 
 
 def print_suite(src, which_rows):
+    want = {"unipc": UNIPC, "dpm_noise": MULTI, "deis": DEIS}[which_rows]
     for name, which, config, t_start, mean in SUITE:
-        if (which is UNIPC) != (which_rows == "unipc"):
+        if which is not want:
             continue
         x64 = run_suite(src, which, config, t_start, True)
         x32 = run_suite(src, which, config, t_start, False)
@@ -126,14 +146,14 @@ def print_suite(src, which_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ref.add_source_argument(ap)
-    ap.add_argument("what", choices=["unipc", "dpm_noise"])
+    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis"])
     ap.add_argument("--suite", action="store_true", help="diffusers' own full loops instead of the golden runs")
     args = ap.parse_args()
     src = ref.source_dir(args.diffusers)
     if args.suite:
         print_suite(src, args.what)
     else:
-        prefix = "UniPC" if args.what == "unipc" else "DpmNoise"
+        prefix = {"unipc": "UniPC", "dpm_noise": "DpmNoise", "deis": "Deis"}[args.what]
         flow_match.print_cases(src, [c for c in CASES if c[0].startswith(prefix)])
 
 

@@ -182,6 +182,12 @@ const OrderCase kCases[] = {
     {"dpmpp_sde", {{"eta", "0"}}, 2.0},
     // k-diffusion's 3M at eta = 0 is diffusers' 3M (heun warm-up): second order, as dpmpp_3m.
     {"dpmpp_3m_sde", {{"eta", "0"}}, 2.0},
+    // DEIS (log-rho multistep on eps): orders 1-3 without lower_order_final. log rho = -lambda, so
+    // DEIS-3 is the noise-form DPM-Solver-3 with the Taylor term; the same pre-asymptotic 2-D
+    // slopes (2.44 -> 2.88 between successive N; fit 2.70, 3.15 in 16-D).
+    {"deis", {{"order", "1"}}, 1.0},
+    {"deis", {{"order", "2"}, {"lower_order_final", "false"}}, 2.0},
+    {"deis", {{"order", "3"}, {"lower_order_final", "false"}}, 3.0, 0.35},
     {"euler", {}, 1.0},
     {"heun", {}, 2.0},
 };

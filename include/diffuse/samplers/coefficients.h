@@ -90,6 +90,11 @@ EulerCoefficients ancestral_coefficients(AncestralRule rule, const TimePoint& no
                                          const TimePoint& next, double eta, double s_noise,
                                          double* noise_std);
 
+/// The Lagrange basis polynomial of node j on `nodes`, in powers of v = (variable - origin):
+/// coefficients a_m of v^m (m = 0 .. nodes.size() - 1) of prod_{m != j} (v - (nodes[m] - origin))
+/// / prod_{m != j} (nodes[j] - nodes[m]). LMS integrates it in sigma, DEIS in log sigma.
+std::vector<double> lagrange_basis(const std::vector<double>& nodes, size_t j, double origin);
+
 /// phi_1(h) = 1 - e^{-h}, accurate for small h; 1 at h = +inf.
 inline double dpm_phi1(double h) { return -std::expm1(-h); }
 
