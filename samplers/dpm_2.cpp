@@ -56,7 +56,7 @@ StepResult Dpm2Sampler::step_impl(const ModelFn& model, const Tensor& x, const S
     }
   }
   const double sigma = now.sigma_ve();
-  const Prediction p = model(x_ve * now.alpha, now, st);
+  const Prediction p = model(scaled(x_ve, now.alpha), now, st);
   const AncestralSplit split = ancestral_split(sigma, next.sigma_ve(), options.eta());
   const double target = split.sigma_down;
   if (target == 0) return {scaled(p.x0, next.alpha), p};  // Euler onto sigma = 0: x0
@@ -64,7 +64,7 @@ StepResult Dpm2Sampler::step_impl(const ModelFn& model, const Tensor& x, const S
   const TimePoint mid = detail::off_grid_point(ctx, sigma_mid, "dpm_2", "the midpoint");
   Tensor x_mid = x_ve.clone();
   add_scaled_(x_mid, diff_divided(x_ve, p.x0, sigma), sigma_mid - sigma);
-  const Prediction p2 = model(x_mid * mid.alpha, mid, st);
+  const Prediction p2 = model(scaled(x_mid, mid.alpha), mid, st);
   Tensor x_next = x_ve;
   add_scaled_(x_next, diff_divided(x_mid, p2.x0, sigma_mid), target - sigma);
   if (split.sigma_up > 0 && options.s_noise() > 0)

@@ -54,7 +54,7 @@ StepResult DpmPP2SAncestralSampler::step_impl(const ModelFn& model, const Tensor
         detail::off_grid_point(ctx, sigma_s, "dpmpp_2s_ancestral", "the midpoint");
     const Tensor x_ve = divided(x, now.alpha);
     const Tensor x_s = lincomb(x_ve, sigma_s / sigma, p.x0, -std::expm1(-0.5 * h));
-    const Prediction p2 = model(x_s * mid.alpha, mid, st);
+    const Prediction p2 = model(scaled(x_s, mid.alpha), mid, st);
     x_next = lincomb(x_ve, split.sigma_down / sigma, p2.x0, -std::expm1(-h));
   }
   if (!next.is_clean() && split.sigma_up > 0 && options.s_noise() > 0)

@@ -62,7 +62,7 @@ StepResult DpmPP3MSdeSampler::step_impl(const ModelFn& model, const Tensor& x,
           std::log(history.times[n - 2].sigma_ve()) - std::log(history.times[n - 1].sigma_ve());
       const double r1 = h_2 / h;
       const Tensor d1_1 = diff_divided(m1, m2, r1);
-      const Tensor dd = d1_0 - d1_1;
+      const Tensor dd = diff_scaled(d1_0, d1_1, 1.0);
       const double phi_3 = phi_2 / h_eta - 0.5;
       // phi_2 (d1_0 + dd r0 / (r0 + r1)) - phi_3 dd / (r0 + r1)
       add_scaled_(x_next, d1_0, phi_2);

@@ -64,7 +64,7 @@ StepResult DpmPPSdeSampler::step_impl(const ModelFn& model, const Tensor& x, con
     add_scaled_(x2, detail::sde_noise(ctx, st, x, options.noise(), sigma, sigma_s, "dpmpp_sde"),
                 options.s_noise() * a1.sigma_up);
   const TimePoint mid = detail::off_grid_point(ctx, sigma_s, "dpmpp_sde", "the intermediate point");
-  const Prediction p2 = model(x2 * mid.alpha, mid, st);
+  const Prediction p2 = model(scaled(x2, mid.alpha), mid, st);
 
   // Step 2: to the next grid point with the blended data prediction.
   const AncestralSplit a2 = ancestral_split(sigma, sigma_next, options.eta());

@@ -183,8 +183,9 @@ StepResult UniPCSampler::step_impl(const ModelFn& model, const Tensor& x_in, con
     const auto c = unipc_coefficients(u, r, k, k == 1);
     Tensor xc = lincomb(history.xs[n - 1], u.base_x, m0, u.base_m0);
     for (int64_t j = 1; j < k; ++j)
-      add_scaled_(xc, out_of(history.preds[n - 1 - j]) - m0, u.scale * c[j - 1] / r[j - 1]);
-    add_scaled_(xc, out_of(p) - m0, u.scale * c[k - 1]);
+      add_scaled_(xc, diff_scaled(out_of(history.preds[n - 1 - j]), m0, 1.0),
+                  u.scale * c[j - 1] / r[j - 1]);
+    add_scaled_(xc, diff_scaled(out_of(p), m0, 1.0), u.scale * c[k - 1]);
     x = std::move(xc);
   }
 
@@ -203,7 +204,8 @@ StepResult UniPCSampler::step_impl(const ModelFn& model, const Tensor& x_in, con
       r[j - 1] = (history.times[n - j].log_snr() - now.log_snr()) / h;
     const auto c = unipc_coefficients(u, r, order - 1, order == 2);
     for (int64_t j = 1; j < order; ++j)
-      add_scaled_(x_next, out_of(history.preds[n - j]) - m0, u.scale * c[j - 1] / r[j - 1]);
+      add_scaled_(x_next, diff_scaled(out_of(history.preds[n - j]), m0, 1.0),
+                  u.scale * c[j - 1] / r[j - 1]);
   }
   return {x_next, p, x};
 }

@@ -63,6 +63,7 @@ slow_under_asan+=":DdpmSampler.SamplesGaussianDataWithTheExactDenoiser"
 slow_under_asan+=":EpsilonScaling.ReducesTheImperfectFlowNetworksErrorOnTheFlowSchedule"
 slow_under_asan+=":TimeShift.TestbedOnTheFlowSchedule"
 slow_under_asan+=":AlignYourSteps.FlowScheduleOptimisesTheSameVeProblem"
+slow_under_asan+=":BrownianTree.IncrementsHaveBrownianStatistics"
 if [ "${DIFFUSE_SANITIZE_ALL:-0}" != "1" ] && [ -z "${GTEST_FILTER:-}" ]; then
   export GTEST_FILTER="-$slow_under_asan"
   echo "sanitize: skipping the statistical testbed tests (DIFFUSE_SANITIZE_ALL=1 runs them): $slow_under_asan"

@@ -143,7 +143,9 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
         now.check();
       }
     };
-    const bool guided = static_cast<bool>(opts->guidance) && opts->guidance->needs_uncond(step);
+    StepContext gstep = step;  // what the guidance sees: the step, with the call's point
+    gstep.call = at;
+    const bool guided = static_cast<bool>(opts->guidance) && opts->guidance->needs_uncond(gstep);
     // The conditioning hooks get copies; without hooks the options' own values are passed.
     Conditioning hooked;
     if (!corrections.empty()) {
@@ -164,7 +166,18 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       const int64_t b = x.size(0);
       Tensor both = d->call_network(at::cat({x, x}, 0), at, cat_conditioning(cond, uncond));
       check_output(both);
-      out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), step);
+      if (opts->guidance->on_predictions()) {
+        if (both.scalar_type() != x.scalar_type()) both = both.to(x.scalar_type());
+        Prediction p = opts->guidance->combine_predictions(d->convert(both.narrow(0, 0, b), x, at),
+                                                           d->convert(both.narrow(0, b, b), x, at),
+                                                           x, at, gstep);
+        if (!corrections.empty()) {
+          for (Correction* c : corrections) c->on_prediction(p, x, gstep);
+        }
+        d->finalize(p, x, at);
+        return p;
+      }
+      out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), gstep);
     } else {
       out = d->call_network(x, at, cond);
       check_output(out);
@@ -195,6 +208,16 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
   // SampleOptions may serve concurrent runs.
   const detail::CorrectionRun run(o.corrections, "sample()");
   const std::vector<Correction*>& corrections = run.get();
+  // A guidance with per-run state runs as a fresh copy.
+  SampleOptions with_copy;
+  const SampleOptions* opts = &o;
+  if (o.guidance) {
+    if (std::shared_ptr<const Guidance> copy = o.guidance->clone()) {
+      with_copy = o;
+      with_copy.guidance = std::move(copy);
+      opts = &with_copy;
+    }
+  }
   const TimeGrid grid = detail::make_grid(schedule, o, corrections);
   std::shared_ptr<NoiseSource> noise_source =
       o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
@@ -203,17 +226,71 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
   ctx.noise = noise_source.get();
   ctx.corrections = corrections;
   ctx.on_step = o.on_step;
-  const TimePoint& first = grid.front();
+  // img2img: the last floor(n * strength) steps of the grid, as diffusers' pipelines take them.
+  const int64_t n_steps = static_cast<int64_t>(grid.size()) - 1;
+  int64_t first_step = 0;
+  const auto cdtype = Sampler::compute_dtype(noise.scalar_type());
+  Tensor init, mask, noise0;
+  if (o.init_image.defined()) {
+    check(o.init_image.sizes() == noise.sizes(), "sample(): init_image has shape ",
+          o.init_image.sizes(), " but the noise has shape ", noise.sizes());
+    check(at::isFloatingType(o.init_image.scalar_type()),
+          "sample(): init_image must be floating point, got dtype ", o.init_image.scalar_type());
+    check(std::isfinite(o.strength) && o.strength > 0 && o.strength <= 1,
+          "sample(): strength must be in (0, 1], got ", o.strength);
+    const auto kept = static_cast<int64_t>(std::floor(static_cast<double>(n_steps) * o.strength));
+    check(kept >= 1, "sample(): strength=", o.strength, " leaves no step of the grid's ", n_steps,
+          " (floor(", n_steps, " * strength) = 0); raise strength or the step count");
+    first_step = n_steps - kept;
+    init = o.init_image.to(noise.device(), cdtype);
+    check(at::isfinite(init).all().item<bool>(), "sample(): init_image has NaN/Inf entries");
+  } else {
+    check(o.strength == 1.0, "sample(): strength=", o.strength,
+          " needs init_image (img2img); without one the run starts from noise");
+  }
+  if (o.mask.defined()) {
+    check(init.defined(), "sample(): a mask (inpainting) needs init_image, the image it keeps");
+    check(at::isFloatingType(o.mask.scalar_type()), "sample(): the mask must be floating point, ",
+          "got dtype ", o.mask.scalar_type());
+    try {
+      mask = o.mask.to(noise.device(), cdtype).expand(noise.sizes());
+    } catch (const c10::Error&) {
+      throw Error(detail::cat("sample(): the mask of shape ", o.mask.sizes(),
+                              " does not broadcast to the noise's shape ", noise.sizes()));
+    }
+    check(at::isfinite(mask).all().item<bool>(), "sample(): the mask has NaN/Inf entries");
+  }
+  const TimePoint& first = grid[static_cast<size_t>(first_step)];
   // Scaled in the sampler's compute dtype: float16 noise times a first sigma above ~16000 (EDM/VE
   // sigma_max) would overflow to Inf before the sampler upcasts.
-  const Tensor x = scaled(noise.to(Sampler::compute_dtype(noise.scalar_type())),
-                          std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
+  noise0 = noise.to(cdtype);
+  const Tensor x =
+      init.defined()
+          ? init * first.alpha + noise0 * first.sigma
+          : scaled(noise0, std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma));
   // The finiteness flags are read once, after the loop. A NaN/Inf output that made the sampler
   // (or a correction) throw on the way is the real cause, so it is reported instead of that error.
   detail::FiniteLog finite;
   Tensor out;
+  ModelFn model = make_model_fn(denoiser, *opts, corrections, &finite);
+  if (mask.defined()) {
+    // Inpainting: the kept region is the init image noised to the call's level, its x0 the image.
+    const Tensor keep = 1.0 - mask;
+    model = [inner = std::move(model), mask, keep, init, noise0](
+                const Tensor& xt, const TimePoint& at, const StepContext& st) {
+      const Tensor known = init * at.alpha + noise0 * at.sigma;
+      Prediction p = inner(xt * mask + known * keep, at, st);
+      p.x0 = p.x0 * mask + init * keep;
+      if (at.sigma > 0) p.eps = (xt - p.x0 * at.alpha) / at.sigma;
+      return p;
+    };
+  }
   try {
-    out = sampler.sample(make_model_fn(denoiser, o, corrections, &finite), x, grid, ctx);
+    out = sampler.sample(model, x, grid, ctx, first_step);
+    if (mask.defined()) {
+      const TimePoint& last = grid.back();
+      out = out * mask + (init * last.alpha + noise0 * last.sigma) * (1.0 - mask);
+    }
   } catch (const std::exception&) {
     finite.check();
     throw;
@@ -233,6 +310,12 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
         " steps from sigma_ve=", grid.front().sigma_ve(), ")"));
   }
   return result;
+}
+
+Prediction Guidance::combine_predictions(const Prediction&, const Prediction&, const Tensor&,
+                                         const TimePoint&, const StepContext&) const {
+  throw Error(detail::cat(name(), ": combine_predictions is not implemented (on_predictions() is ",
+                          "false)"));
 }
 
 std::unique_ptr<Guidance> make_guidance(const std::string& name, const Config& options) {

@@ -50,6 +50,20 @@ struct SampleOptions {
   /// reported instead.
   bool check_finite = true;
   std::function<void(const StepInfo&)> on_step;
+  /// img2img (diffusers' `strength`): the clean image to start from, in the model's space and
+  /// shaped like the noise. The run then takes the last floor(n * strength) of the grid's n steps
+  /// (step indices stay the whole grid's), starting from alpha init_image + sigma noise at their
+  /// first point. Undefined (default): generate from noise.
+  Tensor init_image;
+  /// Share of the grid run from init_image, in (0, 1]. Default 1: the whole grid (for inpainting).
+  double strength = 1.0;
+  /// Inpainting for models without an inpainting input: broadcastable to the noise, 1 where the
+  /// image is generated and 0 where init_image is kept (values in between blend). Before every
+  /// model call the kept region of x is replaced by alpha init_image + sigma noise (the run's own
+  /// noise, as ComfyUI's KSamplerX0Inpaint and diffusers' inpainting pipeline for ordinary models
+  /// do), the prediction's x0 there is init_image, and the result is blended once more at the
+  /// last point. Needs init_image.
+  Tensor mask;
 };
 
 /// Builds a schedule / spacing from a registry name ("discrete", "karras", ...) and options.

@@ -15,6 +15,15 @@ CfgGuidance::CfgGuidance(CfgOptions o) : options(o) {
   check(std::isfinite(options.guidance_rescale()) && options.guidance_rescale() >= 0 &&
             options.guidance_rescale() <= 1,
         "CfgOptions.guidance_rescale must be in [0, 1], got ", options.guidance_rescale());
+  check(std::isfinite(options.sigma_lo()) && options.sigma_lo() >= 0,
+        "CfgOptions.sigma_lo must be finite and >= 0, got ", options.sigma_lo());
+  check(!std::isnan(options.sigma_hi()) && options.sigma_hi() > options.sigma_lo(),
+        "CfgOptions.sigma_hi must be above sigma_lo (", options.sigma_lo(), "), got ",
+        options.sigma_hi());
+}
+
+bool CfgGuidance::needs_uncond(const StepContext& step) const {
+  return options.scale() != 1.0 && in_interval(step.call.sigma_ve());
 }
 
 std::unique_ptr<Guidance> CfgGuidance::from_config(const Config& c) {
@@ -22,17 +31,23 @@ std::unique_ptr<Guidance> CfgGuidance::from_config(const Config& c) {
   CfgOptions o;
   o.scale(r.get_double("scale", o.scale()));
   o.guidance_rescale(r.get_double("guidance_rescale", o.guidance_rescale()));
+  o.sigma_lo(r.get_double("sigma_lo", o.sigma_lo()));
+  o.sigma_hi(r.get_double("sigma_hi", o.sigma_hi()));  // omitted for +inf
   r.finish();
   return std::make_unique<CfgGuidance>(o);
 }
 
 Config CfgGuidance::to_config() const {
-  return {{"scale", format_double(options.scale())},
-          {"guidance_rescale", format_double(options.guidance_rescale())}};
+  Config c{{"scale", format_double(options.scale())},
+           {"guidance_rescale", format_double(options.guidance_rescale())}};
+  if (options.sigma_lo() > 0) c["sigma_lo"] = format_double(options.sigma_lo());
+  if (std::isfinite(options.sigma_hi())) c["sigma_hi"] = format_double(options.sigma_hi());
+  return c;
 }
 
 Tensor CfgGuidance::combine(const Tensor& cond_out, const Tensor& uncond_out,
-                            const StepContext& /*step*/) const {
+                            const StepContext& step) const {
+  if (!in_interval(step.call.sigma_ve())) return cond_out;
   check(cond_out.sizes() == uncond_out.sizes(), "cfg: conditional output shape ", cond_out.sizes(),
         " differs from unconditional output shape ", uncond_out.sizes());
   const auto dtype = cond_out.scalar_type();

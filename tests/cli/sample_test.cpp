@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <diffuse/training/data.h>
 #include <diffuse/training/image.h>
 
 namespace {
@@ -67,6 +68,73 @@ TEST(CliSample, SameSeedSameBytesAndRecordRegenerates) {
   r = run_cli({"sample", "--from-record", "a.png", "--seed", "8", "-o", "override.png"}, dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(read_text_file(dir + "/c.png"), read_text_file(dir + "/override.png"));
+}
+
+// --guidance picks the guidance (its scale from --cfg unless the spec sets one); the record keeps
+// it and regenerates the same bytes; a bad spec is a usage error naming the option.
+TEST(CliSample, GuidanceSpecIsRecordedAndRegenerates) {
+  const std::string dir = cli_test_dir("sample_guidance");
+  const std::vector<std::string> base = with({"sample", "--cfg", "3", "--seed", "4"}, kTiny);
+  ASSERT_EQ(run_cli(with(base, {"-o", "cfg.png"}), dir).code, 0);
+  auto r = run_cli(with(base, {"-o", "apg.png", "--guidance", "apg:eta=0,momentum=-0.5"}), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string apg = read_text_file(dir + "/apg.png");
+  EXPECT_NE(apg, read_text_file(dir + "/cfg.png"));
+  EXPECT_NE(read_text_file(dir + "/apg.json").find("\"apg:eta=0,momentum=-0.5\""),
+            std::string::npos)
+      << read_text_file(dir + "/apg.json");
+  r = run_cli({"sample", "--from-record", "apg.json", "-o", "again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(apg, read_text_file(dir + "/again.png"));
+  r = run_cli(with(base, {"-o", "bad.png", "--guidance", "cfg_pp:scale=5"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--guidance"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::ifstream(dir + "/bad.png").good());
+}
+
+// img2img and inpainting from the command line: --init-image with --strength, --mask (white =
+// generate), both kept in the record; the kept half of an inpainted image is the init image.
+TEST(CliSample, InitImageStrengthAndMask) {
+  const std::string dir = cli_test_dir("sample_img2img");
+  const std::vector<std::string> base = {"sample", "--steps", "4", "-n", "2", "--class", "7"};
+  // The init image: one generated picture.
+  auto r = run_cli(with(base, {"-o", "src.png", "--save-each", "src"}), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The mask: generate the left half (white), keep the right half (black).
+  const at::Tensor mask = (at::arange(28) < 14).to(at::kFloat).mul(2).sub(1).expand({1, 28, 28});
+  diffuse::save_png(dir + "/mask.png", mask);
+  r = run_cli(with(base, {"-o", "i2i.png", "--init-image", "src/000000.png", "--strength", "0.5",
+                          "--save-tensor", "i2i.pt"}),
+              dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string rec = read_text_file(dir + "/i2i.json");
+  EXPECT_NE(rec.find("src/000000.png"), std::string::npos) << rec;
+  EXPECT_NE(rec.find("0.5"), std::string::npos) << rec;
+  r = run_cli({"sample", "--from-record", "i2i.json", "-o", "again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/i2i.png"), read_text_file(dir + "/again.png"));
+  r = run_cli(with(base, {"-o", "inpaint.png", "--init-image", "src/000000.png", "--mask",
+                          "mask.png", "--save-tensor", "inpaint.pt"}),
+              dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor out;
+  torch::load(out, dir + "/inpaint.pt");
+  const at::Tensor init = diffuse::read_image(dir + "/src/000000.png", 1);
+  // The kept half equals the init image (as read from its PNG), the generated half does not.
+  const at::Tensor kept = out.narrow(3, 14, 14), want = init.narrow(2, 14, 14).unsqueeze(0);
+  EXPECT_LT((kept - want).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((out.narrow(3, 0, 14) - init.narrow(2, 0, 14).unsqueeze(0)).abs().max().item<double>(),
+            1e-2);
+  // Errors name the option.
+  r = run_cli(with(base, {"-o", "x.png", "--strength", "0.5"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--init-image"), std::string::npos) << r.err;
+  r = run_cli(with(base, {"-o", "x.png", "--init-image", "mask.png", "--strength", "1.5"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--strength"), std::string::npos) << r.err;
+  r = run_cli(with(base, {"-o", "x.png", "--init-image", "missing.png"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("missing.png"), std::string::npos) << r.err;
 }
 
 TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {

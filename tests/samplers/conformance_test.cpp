@@ -196,12 +196,33 @@ TEST_P(GuidanceConformance, ConfigRoundTrip) {
   EXPECT_EQ(make_guidance(g->name(), c)->to_config(), c);
 }
 
+// A step past every warm-up (CFG-Zero*'s zero-init steps output zeros by design).
+StepContext guidance_step() {
+  StepContext st;
+  st.index = 5;
+  st.num_steps = 10;
+  st.now = TimePoint{500, 0.6, 0.8};
+  st.next = TimePoint{400, 0.7, std::sqrt(1 - 0.49)};
+  st.call = st.now;
+  return st;
+}
+
 TEST_P(GuidanceConformance, IdenticalBranchesGiveThatOutput) {
   auto g = make_guidance(GetParam());
+  const StepContext st = guidance_step();
   const Tensor out = make_per_sample_noise(2)->randn({2, 3, 4}, at::kDouble);
-  testing::ExpectTensorNear(g->combine(out, out, StepContext{}), out, 1e-12, 1e-12);
+  if (g->on_predictions()) {
+    // A consistent prediction of x at the call point, given by both branches, comes back.
+    const Tensor x0 = out * 0.5;
+    const Tensor x = x0 * st.call.alpha + out * st.call.sigma;
+    const Prediction p = g->combine_predictions({x0, out}, {x0, out}, x, st.call, st);
+    testing::ExpectTensorNear(p.x0, x0, 1e-12, 1e-12, "x0");
+    testing::ExpectTensorNear(p.eps, out, 1e-12, 1e-12, "eps");
+    return;
+  }
+  testing::ExpectTensorNear(g->combine(out, out, st), out, 1e-12, 1e-12);
   const Tensor f = out.to(at::kFloat);
-  const Tensor combined = g->combine(f, f, StepContext{});
+  const Tensor combined = g->combine(f, f, st);
   EXPECT_EQ(combined.scalar_type(), at::kFloat);
   testing::ExpectTensorNear(combined, f, 1e-5, 1e-5);
 }

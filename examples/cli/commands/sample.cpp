@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include <diffuse/all.h>
+#include <diffuse/training/data.h>
 #include <diffuse/training/model_file.h>
 
 namespace diffuse::cli::sample_command {
@@ -55,6 +56,10 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--schedule")) s.schedule = given.schedule;
   if (names.given("--steps")) s.steps = given.steps;
   if (names.given("--cfg")) s.cfg = given.cfg;
+  if (names.given("--guidance")) s.guidance = given.guidance;
+  if (names.given("--init-image")) s.init_image = given.init_image;
+  if (names.given("--strength")) s.strength = given.strength;
+  if (names.given("--mask")) s.mask = given.mask;
   if (names.given("--class")) s.classes = given.classes;
   if (names.given("--correction")) s.corrections = given.corrections;
   if (names.given("--seed")) s.seed = given.seed;
@@ -104,6 +109,12 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
   require(s.nrow >= 0, named("--nrow", "nrow") + " must be >= 0, got " + std::to_string(s.nrow));
   require(std::isfinite(s.cfg),
           named("--cfg", "cfg") + " must be finite, got " + diffuse::format_double(s.cfg));
+  require(std::isfinite(s.strength) && s.strength >= 0 && s.strength <= 1,
+          named("--strength", "strength") + " must be in (0, 1] (0 = the default), got " +
+              diffuse::format_double(s.strength));
+  require(!s.init_image.empty() || (s.strength == 0 && s.mask.empty()),
+          named(s.mask.empty() ? "--strength" : "--mask", s.mask.empty() ? "strength" : "mask") +
+              " needs " + named("--init-image", "init_image") + " (img2img / inpainting)");
   require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
           "--batch-memory must be > 0 MiB, got " + diffuse::format_double(o.batch_memory_mib));
 }
@@ -195,6 +206,7 @@ struct Components {
   std::vector<std::shared_ptr<diffuse::Correction>> corrections;
   std::optional<ScheduleFile> schedule_file;          ///< --schedule file:PATH
   std::shared_ptr<diffuse::TimestepSpacing> spacing;  ///< nullptr: the noise schedule's default
+  std::shared_ptr<const diffuse::Guidance> guidance;  ///< --guidance with --cfg's scale
 };
 
 /// Builds every component: a bad name fails fast. A schedule file sets the steps.
@@ -204,6 +216,16 @@ Components build_components(SampleSettings& s, const SettingNames& named) {
     c.sampler = diffuse::sampler_from_spec(s.sampler);
   } catch (const diffuse::Error& e) {
     throw UsageError(named("--sampler", "sampler") + ": " + error_message(e));
+  }
+  try {
+    const auto colon = s.guidance.find(':');
+    const std::string name = s.guidance.substr(0, colon);
+    diffuse::Config gc;
+    if (colon != std::string::npos) gc = diffuse::parse_config(s.guidance.substr(colon + 1));
+    if (!gc.count("scale")) gc["scale"] = diffuse::format_double(s.cfg);
+    c.guidance = diffuse::make_guidance(name, gc);
+  } catch (const diffuse::Error& e) {
+    throw UsageError(named("--guidance", "guidance") + " " + s.guidance + ": " + error_message(e));
   }
   for (const std::string& spec : s.corrections) {
     try {
@@ -280,7 +302,27 @@ struct ModelPlan {
   bool guided = false;           ///< classifier-free guidance (a conditional model, cfg != 1)
   bool embed_labels = false;     ///< hand the network label embeddings (CADS)
   int64_t nrow = 8;              ///< images per grid row
+  at::Tensor init{};             ///< --init-image as [C, H, W] in [-1, 1] (undefined: none)
+  at::Tensor mask{};             ///< --mask as [1, H, W] in [0, 1] (undefined: none)
 };
+
+/// A PNG of the model's size as [C, H, W] in [-1, 1] (errors name the option and the path).
+at::Tensor read_model_image(const std::string& path, int64_t channels,
+                            const std::vector<int64_t>& shape, const std::string& what) {
+  at::Tensor img;
+  try {
+    img = diffuse::read_image(path, static_cast<int>(channels));
+  } catch (const diffuse::Error& e) {
+    throw UsageError(what + " '" + path + "': " + error_message(e));
+  }
+  std::vector<int64_t> want(shape.begin(), shape.end());
+  want[0] = channels;
+  require(img.sizes() == at::IntArrayRef(want),
+          what + " '" + path + "' is " + std::to_string(img.size(2)) + "x" +
+              std::to_string(img.size(1)) + " but the model makes " + std::to_string(shape[2]) +
+              "x" + std::to_string(shape[1]) + " images");
+  return img;
+}
 
 /// Loads the model and checks the settings against its card.
 ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Target& t) {
@@ -306,6 +348,18 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
           "DiT); this " +
               p.model.format + " model takes class labels");
   p.nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
+  if (!s.init_image.empty()) {
+    require(
+        card.sample_shape.size() == 3 && (card.sample_shape[0] == 1 || card.sample_shape[0] == 3),
+        "--init-image needs a model that makes 1- or 3-channel images (C x H x W), this one "
+        "makes samples of " +
+            std::to_string(card.sample_shape.size()) + " dimensions with " +
+            std::to_string(card.sample_shape.empty() ? 0 : card.sample_shape[0]) + " channels");
+    p.init =
+        read_model_image(s.init_image, card.sample_shape[0], card.sample_shape, "--init-image");
+    if (!s.mask.empty())
+      p.mask = (read_model_image(s.mask, 1, card.sample_shape, "--mask") + 1.0) * 0.5;
+  }
   return p;
 }
 
@@ -328,8 +382,7 @@ diffuse::SampleOptions base_options(const SampleSettings& s, const Components& c
   so.num_steps = s.steps;
   so.spacing = c.spacing;
   so.corrections = c.corrections;
-  if (guided)
-    so.guidance = diffuse::make_guidance("cfg", {{"scale", diffuse::format_double(s.cfg)}});
+  if (guided) so.guidance = c.guidance;
   return so;
 }
 
@@ -342,8 +395,8 @@ void log_run(const SampleSettings& s, const Components& c, const ModelPlan& p, c
       "{}, {} thread(s)",
       p.model.format, model_path, card.num_classes, card.prediction_type, p.schedule->name(),
       s.sampler, s.steps, c.spacing ? " (" + c.spacing->name() + ")" : std::string(),
-      p.guided ? ", cfg " + diffuse::format_double(s.cfg) : std::string(), s.num, s.batch_size,
-      s.seed, dtype_name(t.dtype), t.device.str(), at::get_num_threads());
+      p.guided ? ", " + s.guidance + " " + diffuse::format_double(s.cfg) : std::string(), s.num,
+      s.batch_size, s.seed, dtype_name(t.dtype), t.device.str(), at::get_num_threads());
   spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*c.sampler),
                 c.spacing ? canonical_spec(*c.spacing) : std::string("default"), grid.front().t,
                 grid.back().t);
@@ -385,6 +438,11 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
       }
     }
     co.on_step = [&](const diffuse::StepInfo&) { bar.update(++done_steps); };
+    if (p.init.defined()) {
+      co.init_image = p.init.to(topt).unsqueeze(0).expand(shape).contiguous();
+      co.strength = s.strength;
+      if (p.mask.defined()) co.mask = p.mask.to(topt).unsqueeze(0);
+    }
     at::Tensor noise = diffuse::randn(shape, co.seed, topt);
     return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
   };
@@ -404,6 +462,8 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   group.info = rank_from_env();
   check_parallel_args(par);
   if (!o.from_record.empty()) s = merge_record(s, o.from_record, app);
+  // diffusers' defaults: img2img strength 0.8, inpainting 1 (the record keeps the value used).
+  if (!s.init_image.empty() && s.strength == 0) s.strength = s.mask.empty() ? 0.8 : 1.0;
   s.threads = at::get_num_threads();
   const SettingNames named(app, o.from_record);
   check_settings(s, o, named);
@@ -471,6 +531,17 @@ std::function<int()> setup_sample(CLI::App& app) {
                  "default: the "
                  "model's");
   app.add_option("--steps", s->steps, "Solver steps")->capture_default_str();
+  app.add_option("--guidance", s->guidance,
+                 "Guidance: cfg (default), cfg_pp, apg, cfg_zero_star, with options as "
+                 "name:key=value,...; the scale is --cfg's unless given (--cfg 1 = off)");
+  app.add_option("--init-image", s->init_image,
+                 "img2img / inpainting: start from this PNG (the model's image size)");
+  app.add_option("--strength", s->strength,
+                 "img2img: share of the steps run from --init-image, in (0, 1] (default 0.8; 1 "
+                 "with --mask)");
+  app.add_option("--mask", s->mask,
+                 "Inpainting: PNG of the model's size, white = generate, black = keep "
+                 "--init-image");
   app.add_option("--cfg", s->cfg, "Classifier-free guidance scale (1 = off; conditional models)")
       ->capture_default_str();
   app.add_option("--class", s->classes,

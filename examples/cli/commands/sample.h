@@ -31,6 +31,15 @@ struct SampleSettings {
   std::string schedule;  // spacing spec; empty = the noise schedule's default
   int64_t steps = 20;
   double cfg = 2.0;
+  /// The guidance: "cfg" (default), "cfg_pp", "apg", "cfg_zero_star", with options
+  /// ("apg:eta=0,momentum=-0.5"); its scale is `cfg` unless the spec sets one.
+  std::string guidance = "cfg";
+  /// img2img / inpainting: the starting image (a PNG of the model's size), the share of the steps
+  /// run from it (0 = the default: 0.8 for img2img, 1 with a mask, as diffusers' pipelines), and
+  /// the mask PNG (white = generate, black = keep).
+  std::string init_image;
+  double strength = 0.0;
+  std::string mask;
   std::string classes;  // "" = cycle through all classes; "3", "0,3,7", names
   std::vector<std::string> corrections;
   uint64_t seed = 0;

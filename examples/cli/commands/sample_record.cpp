@@ -26,6 +26,10 @@ json to_json(const SampleSettings& s) {
   j["schedule"] = s.schedule;
   j["steps"] = s.steps;
   j["cfg"] = s.cfg;
+  j["guidance"] = s.guidance;
+  j["init_image"] = s.init_image;
+  j["strength"] = s.strength;
+  j["mask"] = s.mask;
   j["classes"] = s.classes;
   j["corrections"] = s.corrections;
   j["seed"] = s.seed;
@@ -70,6 +74,15 @@ SampleSettings from_json(const json& j, const std::string& path) {
   s.steps = integer("steps");
   if (!field("cfg").is_number()) fail("field 'cfg' must be a number, got " + j["cfg"].dump());
   s.cfg = j["cfg"].get<double>();
+  if (j.contains("guidance")) s.guidance = text("guidance");  // older records: cfg
+  // Older records have no img2img fields.
+  if (j.contains("init_image")) s.init_image = text("init_image");
+  if (j.contains("mask")) s.mask = text("mask");
+  if (j.contains("strength")) {
+    if (!j["strength"].is_number())
+      fail("field 'strength' must be a number, got " + j["strength"].dump());
+    s.strength = j["strength"].get<double>();
+  }
   s.classes = text("classes");
   const json& corr = field("corrections");
   if (!corr.is_array()) fail("field 'corrections' must be a list of strings, got " + corr.dump());
