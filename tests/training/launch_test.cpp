@@ -134,10 +134,17 @@ TEST(Launch, ARankKilledByASignalIsNamed) {
   EXPECT_NE(r.message.find("was killed by signal 9 (SIGKILL)"), std::string::npos) << r.message;
 }
 
-// A rank that ignores SIGTERM is killed when the grace period ends.
+// A rank that ignores SIGTERM is killed when the grace period ends. Rank 1 fails only once rank
+// 0 has set its trap (a marker file): on a loaded machine the SIGTERM could otherwise arrive
+// before the trap and kill rank 0 by TERM instead.
 TEST(Launch, RanksIgnoringSigtermAreKilledAfterTheGracePeriod) {
   diffuse::test::TempDir dir("launch_grace");
-  ShellLaunch l(dir, "if [ $RANK = 1 ]; then exit 4; fi; trap '' TERM; exec sleep 30", 2);
+  const std::string ready = (dir.path / "trap_set").string();
+  ShellLaunch l(dir,
+                "if [ $RANK = 1 ]; then while [ ! -f '" + ready +
+                    "' ]; do sleep 0.02; done; exit 4; fi; trap '' TERM; : > '" + ready +
+                    "'; exec sleep 30",
+                2);
   l.o.grace = std::chrono::milliseconds(300);
   const auto r = l.run();
   EXPECT_LT(l.seconds, 10);
