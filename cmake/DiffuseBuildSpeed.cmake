@@ -5,7 +5,7 @@
 # DIFFUSE_UNITY_BUILD (default ON) batches the sources of the libraries, the test binaries and the
 # CLI; -DDIFFUSE_UNITY_BUILD=OFF compiles one object per source (what you want while editing one
 # test file over and over). The module sources (one algorithm per .cpp, each with a registration
-# anchor) are batched by cmake/DiffuseGenerateUmbrella.cmake instead, eight to a generated file with
+# anchor) are batched by cmake/DiffuseGenerateUmbrella.cmake instead, fourteen to a generated file with
 # one anchor each, so a one-file edit of a sampler recompiles one object (its batch).
 #
 # Tests are compiled with -O0: their own code is a thin layer over calls into the library and

@@ -25,6 +25,8 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "EulerDiscreteScheduler",
           "EulerAncestralDiscreteScheduler",
           "HeunDiscreteScheduler",
+          "LCMScheduler",
+          "TCDScheduler",
           "FlowMatchEulerDiscreteScheduler",
           "FlowMatchHeunDiscreteScheduler"};
 }
@@ -61,15 +63,15 @@ class DiffusersConfig {
   bool strict_ = true;
 };
 
-std::shared_ptr<const NoiseSchedule> diffusers_schedule(DiffusersConfig& dc, double beta_start,
-                                                        double beta_end, bool has_zero_snr,
-                                                        bool clamp_terminal) {
+std::shared_ptr<const NoiseSchedule> diffusers_schedule(
+    DiffusersConfig& dc, double beta_start, double beta_end, bool has_zero_snr, bool clamp_terminal,
+    BetaSchedule beta_schedule = BetaSchedule::linear) {
   auto& r = dc.r();
   DiscreteScheduleOptions o;
   o.num_train_timesteps(r.get_int("num_train_timesteps", 1000));
   o.beta_start(r.get_double("beta_start", beta_start));
   o.beta_end(r.get_double("beta_end", beta_end));
-  o.beta_schedule(r.get_enum("beta_schedule", BetaSchedule::linear, beta_schedule_names()));
+  o.beta_schedule(r.get_enum("beta_schedule", beta_schedule, beta_schedule_names()));
   o.trained_betas(r.get_doubles("trained_betas"));
   if (has_zero_snr) {
     o.rescale_betas_zero_snr(r.get_bool("rescale_betas_zero_snr", false));
@@ -474,6 +476,34 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       for (const char* k : {"s_churn", "s_tmin", "s_tmax", "s_noise"})
         if (r.has(k)) ec[k] = config.at(k);
       out.sampler = make_sampler("euler", ec);
+    }
+  } else if (cls == "LCMScheduler" || cls == "TCDScheduler") {
+    const bool tcd = cls == "TCDScheduler";
+    out.schedule = diffusers_schedule(dc, 0.00085, 0.012, true, false, BetaSchedule::scaled_linear);
+    // TCDScheduler.step neither clips nor thresholds; refuse the options rather than ignore them.
+    diffusers_prediction(dc, out.denoiser_options, !tcd, false, !tcd);
+    if (tcd) {
+      dc.reject_unless("clip_sample", "false", "TCDScheduler.step ignores it");
+      dc.reject_unless("thresholding", "false", "TCDScheduler.step ignores it");
+      for (const char* k : {"clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value",
+                            "timestep_scaling"})
+        (void)r.get_double(k, 1.0);
+    }
+    // set_timesteps reads none of these: the times come from original_inference_steps alone, and
+    // the last step ends on the clean estimate (LCM) or on training step 0 (TCD) whatever
+    // set_alpha_to_one says.
+    (void)r.get_choice("timestep_spacing", "leading", {"linspace", "leading", "trailing"});
+    (void)r.get_int("steps_offset", 0);
+    (void)r.get_bool("set_alpha_to_one", true);
+    const int64_t original = r.get_int("original_inference_steps", 50);
+    check(original >= 1, cls, ": original_inference_steps must be >= 1, got ", original);
+    out.spacing = make_spacing(
+        "lcm", {{"original_steps", std::to_string(original)}, {"final", tcd ? "min" : "zero"}});
+    if (tcd) {
+      out.sampler = make_sampler("tcd", {{"gamma", format_double(r.get_double("eta", 0.3))}});
+    } else {
+      out.sampler = make_sampler(
+          "lcm", {{"timestep_scaling", format_double(r.get_double("timestep_scaling", 10.0))}});
     }
   } else if (cls == "FlowMatchEulerDiscreteScheduler") {
     FlowScheduleOptions fo = diffusers_flow_options(dc, config, "shift", /*linear_shift=*/true);

@@ -13,10 +13,11 @@
 // Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler (also
 // algorithm_type=dpmsolver), DPMSolverSinglestepScheduler (both also with use_flow_sigmas and
 // flow_prediction), UniPCMultistepScheduler, DEISMultistepScheduler, EulerDiscreteScheduler,
-// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, FlowMatchEulerDiscreteScheduler (shift,
+// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, TCDScheduler (the lcm
+// spacing; TCD's eta as a key), FlowMatchEulerDiscreteScheduler (shift,
 // dynamic shifting, shift_terminal, Karras / exponential / beta sigmas, stochastic_sampling),
 // FlowMatchHeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() /
-// set_timesteps() arguments: eta for DDIM, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for
+// set_timesteps() arguments: eta for DDIM and TCD, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for
 // dynamic shifting); keys starting with '_' (e.g. _class_name) are ignored; other unknown keys are
 // errors unless strict=false. Features diffusers has and diffuse does not (learned variances,
 // singlestep noise-prediction DPM-Solver, lambda_min_clipped with trailing spacing, log_linear

@@ -533,6 +533,17 @@ class Generator {
       c_.may_fail.push_back("strictly decreasing");
       if (key == "simple" && info_.discrete && n > info_.T)
         c_.fault("simple spacing with more steps than training steps", {std::to_string(n)});
+    } else if (key == "lcm") {
+      discrete_only = true;  // LCM / TCD: n of original_steps training steps (0: of all of them)
+      if (info_.discrete) {
+        const bool all = n > info_.T || r_.chance(0.3);
+        sp.set("original_steps", all ? "0" : std::to_string(r_.integer(n, info_.T)));
+        if (n > info_.T)
+          c_.fault("lcm spacing with more steps than training steps",
+                   {"num_steps=" + std::to_string(n)});
+      }
+      if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+      c_.may_fail.push_back("strictly decreasing");  // its last time can be t_min itself
     } else if (key == "kl_optimal") {
       if (r_.chance(0.3)) {
         sp.set("sigma_min", num(r_.log_real(1e-3, 0.1)));
@@ -622,6 +633,10 @@ class Generator {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
       bad.push_back({"sigma_max", "-3"});
       bad.push_back({"final", "none"});
+    } else if (key == "lcm") {
+      bad.push_back({"final", "none"});
+      bad.push_back({"original_steps", "-1"});
+      if (info_.discrete) bad.push_back({"original_steps", std::to_string(info_.T + 1)});
     } else if (key == "normal" || key == "simple" || key == "kl_optimal") {
       bad.push_back({"final", "none"});
       if (key == "normal") bad.push_back({"sgm", "maybe"});
@@ -779,6 +794,12 @@ class Generator {
     } else if (key == "euler_ancestral") {
       if (maybe(0.5)) s.set("eta", num(r_.real(0, 1.5)));
       if (maybe(0.3)) s.set("s_noise", num(r_.real(0, 1.5)));
+    } else if (key == "tcd") {
+      if (maybe(0.5)) s.set("gamma", num(r_.chance(0.2) ? 0.0 : r_.real(0, 1)));
+    } else if (key == "lcm") {
+      if (maybe(0.3)) s.set("boundary_condition", maybe(0.5) ? "true" : "false");
+      if (maybe(0.3)) s.set("timestep_scaling", num(r_.log_real(0.1, 100)));
+      if (maybe(0.3)) s.set("sigma_data", num(r_.log_real(0.1, 2)));
     }
     if (!inject(0.15)) return;
     std::vector<std::pair<std::string, std::string>> bad{{"bogus_option", "1"}, {"#name", ""}};
@@ -808,6 +829,12 @@ class Generator {
     } else if (key == "euler_ancestral") {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"eta", v});
       for (const char* v : {"-0.1", "inf"}) bad.push_back({"s_noise", v});
+    } else if (key == "tcd") {
+      for (const char* v : {"-0.1", "1.5", "nan", "inf"}) bad.push_back({"gamma", v});
+    } else if (key == "lcm") {
+      for (const char* v : {"0", "-1", "nan", "inf"}) bad.push_back({"timestep_scaling", v});
+      for (const char* v : {"0", "nan"}) bad.push_back({"sigma_data", v});
+      bad.push_back({"boundary_condition", "maybe"});
     }
     const auto [k, raw] = r_.pick(bad);
     if (k == "#name") {

@@ -11,8 +11,13 @@
         the SuiteGolden of DpmSolverSampler.DiffusersSuiteLoop (tests/samplers/dpm_solver_test.cpp)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH deis [--suite]
         kDeisGolden [kDeisSuite] of tests/samplers/deis_test.cpp
+    /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH lcm [--suite]
+        kLcmGolden [kLcmSuite] of tests/samplers/lcm_test.cpp (LCMScheduler and TCDScheduler)
 
-cases: flow_match.py's harness (the scheduler built from the case's config, set_timesteps(steps),
+cases: flow_match.py's harness (LCM / TCD: run_distilled below, the same loop with the scheduler's
+own draws from torch.Generator().manual_seed(seed) and TCD's eta passed to step(); the printed
+sigmas are sigma_ve = sqrt((1 - abar) / abar) of the float64 run's timesteps, then of the point the
+last step lands on: 0 for LCM, training step 0 for TCD) (the scheduler built from the case's config, set_timesteps(steps),
 x = 2 * dummy_sample_deter - 1 stepped with the nonlinear model at the scheduler's timesteps; a
 float64 copy of the scheduler module and stock float32).
 
@@ -34,6 +39,8 @@ import torch  # noqa: E402
 MULTI = flow_match.MULTI
 UNIPC = ("scheduling_unipc_multistep", "UniPCMultistepScheduler")
 DEIS = ("scheduling_deis_multistep", "DEISMultistepScheduler")
+LCM = ("scheduling_lcm", "LCMScheduler")
+TCD = ("scheduling_tcd", "TCDScheduler")
 MIN = {"final_sigmas_type": "sigma_min"}
 NOISE = dict(MIN, algorithm_type="dpmsolver")
 COSINE = {"beta_schedule": "squaredcos_cap_v2"}
@@ -80,6 +87,24 @@ CASES = [
     ("DpmNoiseThreshold", MULTI, dict(NOISE, thresholding=True, sample_max_value=0.8), 10, None, None),
 ]
 
+# name, scheduler, config (eta: TCD's step() argument), steps, seed
+DISTILLED = [
+    ("LcmDefault4", LCM, {}, 4, 0),
+    ("LcmDefault1", LCM, {}, 1, 0),
+    ("LcmOriginal100Steps8", LCM, {"original_inference_steps": 100}, 8, 3),
+    ("LcmLinearV", LCM, {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                         "prediction_type": "v_prediction"}, 6, 1),
+    ("LcmSampleClipScaling1", LCM, {"prediction_type": "sample", "clip_sample": True, "timestep_scaling": 1.0},
+     5, 2),
+    ("LcmThreshold", LCM, {"thresholding": True, "sample_max_value": 0.8}, 4, 5),
+    ("LcmZeroSnrV", LCM, {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}, 4, 4),
+    ("TcdDefault4", TCD, {}, 4, 0),
+    ("TcdEta0", TCD, {"eta": 0.0}, 6, None),
+    ("TcdEta1Steps8", TCD, {"eta": 1.0}, 8, 7),
+    ("TcdEta05V", TCD, {"eta": 0.5, "prediction_type": "v_prediction"}, 5, 2),
+    ("TcdSampleOriginal20", TCD, {"prediction_type": "sample", "original_inference_steps": 20}, 3, 6),
+]
+
 SUITE_UNIPC = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
                "solver_order": 2, "solver_type": "bh2", "final_sigmas_type": "sigma_min"}
 SUITE_DPM = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
@@ -106,6 +131,72 @@ SUITE = [
     ("deis test_full_loop_with_v_prediction", DEIS, dict(SUITE_DEIS, prediction_type="v_prediction"), None, 0.091),
     ("deis test_full_loop_with_noise", DEIS, SUITE_DEIS, 8, 0.41054),
 ]
+
+
+def run_distilled(src, which, config, steps, seed, f64):
+    dtype = torch.float64 if f64 else torch.float32
+    cfg = {k: v for k, v in config.items() if k != "eta"}
+    s = ref.scheduler(src, which[0], which[1], f64, **cfg)
+    with ref.precision(f64):
+        s.set_timesteps(steps)
+        x = ref.dummy_sample_deter(dtype) * 2 - 1
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        kw = {"eta": config["eta"]} if "eta" in config else {}
+        for t in s.timesteps:
+            x = s.step(flow_match.nonlinear_model(x, t), t, x, generator=g, **kw).prev_sample
+    assert x.dtype == dtype, (x.dtype, dtype)
+    return s, x
+
+
+def print_distilled(src):
+    """LCM / TCD cases as ConfigGolden rows (tests/samplers/dpm_fixtures.h)."""
+    for name, which, config, steps, seed in DISTILLED:
+        s64, x64 = run_distilled(src, which, config, steps, seed, True)
+        _, x32 = run_distilled(src, which, config, steps, seed, False)
+        print("// %s: %s %s, set_timesteps(%d)%s" % (name, which[1], config, steps,
+                                                     "" if seed is None else ", seed %d" % seed))
+        print('{"%s", "%s", "%s", %d, %d,' % (name, which[1], flow_match.cpp_config(config, None), steps,
+                                               -1 if seed is None else seed))
+        ts = [int(t) for t in s64.timesteps]
+        abar = s64.alphas_cumprod.to(torch.float64)
+        sig = [float(((1 - abar[t]) / abar[t]).sqrt()) for t in ts]
+        sig.append(0.0 if which is LCM else float(((1 - abar[0]) / abar[0]).sqrt()))
+        print("  {%s}," % ref.join([float(t) for t in ts], ref.g17))
+        print("  {%s}," % ref.join(sig, lambda v: "INFINITY" if v == float("inf") else ref.g17(v)))
+        print("  %s, {%s}," % (ref.g17(x64.abs().sum()), ref.join(x64.reshape(-1)[flow_match.ELEMS], ref.g17)))
+        print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[flow_match.ELEMS], ref.g9)))
+
+
+SUITE_DISTILLED_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                          "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+# name, scheduler, steps, TCD's eta (None: LCM), the suite's expected sum |x|
+SUITE_DISTILLED = [
+    ("lcm test_full_loop_onestep", LCM, 1, None, 18.7097),
+    ("lcm test_full_loop_multistep", LCM, 10, None, 197.7616),
+    ("tcd test_full_loop_onestep_deter", TCD, 1, 0.0, 29.8715),
+    ("tcd test_full_loop_multistep_deter", TCD, 10, 0.0, 181.2040),
+]
+
+
+def print_suite_distilled(src):
+    """diffusers' own LCM / TCD full loops (test_scheduler_lcm.py / test_scheduler_tcd.py at 58eb52c):
+    dummy_sample_deter, the dummy model, generator torch.manual_seed(0) passed to every step."""
+    for name, which, steps, eta, expected in SUITE_DISTILLED:
+        sums = []
+        for f64 in (True, False):
+            dtype = torch.float64 if f64 else torch.float32
+            s = ref.scheduler(src, which[0], which[1], f64, **SUITE_DISTILLED_CONFIG)
+            with ref.precision(f64):
+                s.set_timesteps(steps)
+                x = ref.dummy_sample_deter(dtype)
+                g = torch.manual_seed(0)
+                for t in s.timesteps:
+                    kw = {} if eta is None else {"eta": eta}
+                    x = s.step(dummy_model(x, t), t, x, generator=g, **kw).prev_sample
+            sums.append(x.abs().sum())
+        cfg = "" if eta is None else "eta=%s" % ref.r(eta)
+        print('{"%s", "%s", "%s", %d, %s, %s, %s},' % (name, which[1], cfg, steps, ref.r(expected),
+                                                      ref.g17(sums[0]), ref.g9(sums[1])))
 
 
 def dummy_model(sample, t):
@@ -146,11 +237,13 @@ def print_suite(src, which_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ref.add_source_argument(ap)
-    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis"])
+    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm"])
     ap.add_argument("--suite", action="store_true", help="diffusers' own full loops instead of the golden runs")
     args = ap.parse_args()
     src = ref.source_dir(args.diffusers)
-    if args.suite:
+    if args.what == "lcm":
+        print_suite_distilled(src) if args.suite else print_distilled(src)
+    elif args.suite:
         print_suite(src, args.what)
     else:
         prefix = {"unipc": "UniPC", "dpm_noise": "DpmNoise", "deis": "Deis"}[args.what]

@@ -46,7 +46,7 @@ TEST(AutocastGuard, ScopesNestsAndRestores) {
   EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
 }
 
-TrainerOptions options(const std::string& autocast) {
+TrainerOptions autocast_options(const std::string& autocast) {
   return TrainerOptions()
       .steps(30)
       .batch_size(16)
@@ -73,8 +73,10 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
 TEST(TrainerAutocast, Bf16OnTheCpuFollowsFloat32AndKeepsFloat32MasterWeights) {
   const Dataset data = test::tiny_images(64, "mixed_8x8");
   std::shared_ptr<const Objective> obj = objective_from_spec("denoising");
-  Trainer<DiT> fp32(test::tiny_dit(), obj, make_schedule("discrete"), data, options("off"));
-  Trainer<DiT> bf16(test::tiny_dit(), obj, make_schedule("discrete"), data, options("bf16"));
+  Trainer<DiT> fp32(test::tiny_dit(), obj, make_schedule("discrete"), data,
+                    autocast_options("off"));
+  Trainer<DiT> bf16(test::tiny_dit(), obj, make_schedule("discrete"), data,
+                    autocast_options("bf16"));
   const std::vector<double> a = train_losses(fp32), b = train_losses(bf16);
   ASSERT_EQ(a.size(), 30u);
   ASSERT_EQ(b.size(), 30u);
@@ -114,7 +116,8 @@ TEST(TrainerAutocast, BadValuesAreErrorsNamingThem) {
   for (const auto& [name, value] : autocast_names()) EXPECT_EQ(to_string(value), name);
   // fp16 needs CUDA (and its loss scaler); the message says what to use instead.
   const std::string msg = testing::error_of([&] {
-    Trainer<DiT> t(test::tiny_dit(), obj, make_schedule("discrete"), data, options("fp16"));
+    Trainer<DiT> t(test::tiny_dit(), obj, make_schedule("discrete"), data,
+                   autocast_options("fp16"));
   });
   EXPECT_NE(msg.find("fp16"), std::string::npos) << msg;
   EXPECT_NE(msg.find("CUDA"), std::string::npos) << msg;

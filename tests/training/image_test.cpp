@@ -13,6 +13,8 @@
 
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+
 #include <stb/stb_image.h>
 
 #include <gtest/gtest.h>
