@@ -33,13 +33,42 @@ Denoiser::Denoiser(Network net, DenoiserOptions options) : net_(std::move(net)),
   // Dividing by s = clamp(quantile, 1, sample_max_value) must stay finite.
   check(std::isfinite(options_.sample_max_value) && options_.sample_max_value > 0,
         "DenoiserOptions.sample_max_value must be finite and > 0, got ", options_.sample_max_value);
+  if (options_.edm_preconditioning) {
+    check(std::isfinite(options_.sigma_data) && options_.sigma_data > 0,
+          "DenoiserOptions.sigma_data must be finite and > 0, got ", options_.sigma_data);
+    check(options_.prediction_type == Parameterization::kEpsilon ||
+              options_.prediction_type == Parameterization::kVelocity,
+          "EDM preconditioning takes prediction_type epsilon or v_prediction (the sign of c_out), "
+          "got ",
+          to_string(options_.prediction_type));
+  }
 }
 
+namespace {
+/// sigma_ve of an EDM-preconditioned call, checked.
+double edm_sigma(const TimePoint& at) {
+  const double s = at.sigma_ve();
+  check(s > 0 && std::isfinite(s), "EDM preconditioning needs 0 < sigma_ve < inf at every model ",
+        "call, got sigma_ve=", s, " at t=", at.t);
+  return s;
+}
+}  // namespace
+
 Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
-  Tensor t = at::full({x.size(0)}, at.t, x.options());
+  Tensor t;
+  Tensor in = x;
+  if (options_.edm_preconditioning) {
+    const double s = edm_sigma(at);
+    const double sd = options_.sigma_data;
+    const double c_in = 1.0 / std::sqrt(s * s + sd * sd);
+    t = at::full({x.size(0)}, 0.25 * std::log(s), x.options());
+    in = at.alpha == 1.0 ? scaled(x, c_in) : scaled(divided(x, at.alpha), c_in);
+  } else {
+    t = at::full({x.size(0)}, at.t, x.options());
+  }
   const bool cast =
       options_.network_dtype.has_value() && *options_.network_dtype != x.scalar_type();
-  Tensor out = net_(cast ? x.to(*options_.network_dtype) : x, t, c);
+  Tensor out = net_(cast ? in.to(*options_.network_dtype) : in, t, c);
   check(out.defined(), "the network returned an undefined tensor at t=", at.t);
   check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
         " but its input x_t has shape ", x.sizes());
@@ -49,6 +78,16 @@ Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Condit
 Prediction Denoiser::convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
   const double a = at.alpha, s = at.sigma;
   Prediction p;
+  if (options_.edm_preconditioning) {
+    const double sv = edm_sigma(at);
+    const double sd = options_.sigma_data;
+    const double c_skip = sd * sd / (sv * sv + sd * sd);
+    double c_out = sv * sd / std::sqrt(sv * sv + sd * sd);
+    if (options_.prediction_type == Parameterization::kVelocity) c_out = -c_out;
+    p.x0 = lincomb(a == 1.0 ? x : divided(x, a), c_skip, out, c_out);
+    p.eps = solve(x, p.x0, a, s);
+    return p;
+  }
   switch (options_.prediction_type) {
     case Parameterization::kEpsilon:
       check(a > 0, "epsilon prediction cannot give x0 at alpha = 0 (t=", at.t,

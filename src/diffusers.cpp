@@ -10,6 +10,7 @@
 #include <diffuse/detail/aten.h>
 #include <diffuse/schedules/detail/betas.h>
 #include <diffuse/schedules/discrete.h>
+#include <diffuse/schedules/edm.h>
 #include <diffuse/schedules/flow.h>
 #include <diffuse/schedules/spacing/flow_match.h>
 
@@ -27,6 +28,8 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "HeunDiscreteScheduler",
           "LCMScheduler",
           "TCDScheduler",
+          "EDMEulerScheduler",
+          "EDMDPMSolverMultistepScheduler",
           "FlowMatchEulerDiscreteScheduler",
           "FlowMatchHeunDiscreteScheduler"};
 }
@@ -82,6 +85,14 @@ std::shared_ptr<const NoiseSchedule> diffusers_schedule(
   return std::make_shared<DiscreteSchedule>(o);
 }
 
+/// The dynamic-thresholding keys alone (schedulers whose prediction_type is read elsewhere).
+void diffusers_prediction_threshold(DiffusersConfig& dc, DenoiserOptions& d) {
+  auto& r = dc.r();
+  d.thresholding = r.get_bool("thresholding", false);
+  d.dynamic_thresholding_ratio = r.get_double("dynamic_thresholding_ratio", 0.995);
+  d.sample_max_value = r.get_double("sample_max_value", 1.0);
+}
+
 void diffusers_prediction(DiffusersConfig& dc, DenoiserOptions& d, bool has_clip, bool clip_default,
                           bool has_threshold, bool has_flow = false) {
   auto& r = dc.r();
@@ -92,11 +103,7 @@ void diffusers_prediction(DiffusersConfig& dc, DenoiserOptions& d, bool has_clip
     d.clip_sample = r.get_bool("clip_sample", clip_default);
     d.clip_sample_range = r.get_double("clip_sample_range", 1.0);
   }
-  if (has_threshold) {
-    d.thresholding = r.get_bool("thresholding", false);
-    d.dynamic_thresholding_ratio = r.get_double("dynamic_thresholding_ratio", 0.995);
-    d.sample_max_value = r.get_double("sample_max_value", 1.0);
-  }
+  if (has_threshold) diffusers_prediction_threshold(dc, d);
 }
 
 /// timestep_spacing for the DDPM/DDIM/Euler family: n times including t = 0.
@@ -504,6 +511,47 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     } else {
       out.sampler = make_sampler(
           "lcm", {{"timestep_scaling", format_double(r.get_double("timestep_scaling", 10.0))}});
+    }
+  } else if (cls == "EDMEulerScheduler" || cls == "EDMDPMSolverMultistepScheduler") {
+    const bool dpm = cls == "EDMDPMSolverMultistepScheduler";
+    EdmScheduleOptions eo;
+    eo.sigma_min(r.get_double("sigma_min", 0.002));
+    eo.sigma_max(r.get_double("sigma_max", 80.0));
+    eo.sigma_data(r.get_double("sigma_data", 0.5));
+    out.schedule = std::make_shared<EdmSchedule>(eo);
+    (void)r.get_int("num_train_timesteps", 1000);  // set_timesteps does not read it
+    // diffusers' EDM precondition_outputs raises for prediction_type=sample.
+    out.denoiser_options.prediction_type = parse_parameterization(
+        r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"}));
+    check(out.denoiser_options.prediction_type != Parameterization::kSample, cls,
+          ": prediction_type=sample is not supported (EDM preconditioning has no sample form; "
+          "diffusers' precondition_outputs raises there)");
+    out.denoiser_options.edm_preconditioning = true;
+    out.denoiser_options.sigma_data = eo.sigma_data();
+    if (dpm) diffusers_prediction_threshold(dc, out.denoiser_options);
+    const std::string sched = r.get_choice("sigma_schedule", "karras", {"karras", "exponential"});
+    const double rho = r.get_double("rho", 7.0);
+    const std::string final_kind = diffusers_final_kind(dc);
+    Config sc{{"final", final_kind},
+              {"sigma_min", format_double(eo.sigma_min())},
+              {"sigma_max", format_double(eo.sigma_max())}};
+    if (sched == "karras") sc["rho"] = format_double(rho);
+    out.spacing = make_spacing(sched, sc);
+    if (!dpm) {
+      out.sampler = make_sampler("euler");
+    } else {
+      const std::string algo =
+          r.get_choice("algorithm_type", "dpmsolver++", {"dpmsolver++", "sde-dpmsolver++"});
+      const bool sde = algo == "sde-dpmsolver++";
+      const int64_t order = r.get_int("solver_order", 2);
+      check(!sde || order <= 2, cls, ": solver_order=", order,
+            " with algorithm_type=sde-dpmsolver++ is not supported (diffuse's SDE solver has "
+            "orders 1-2)");
+      Config pc{{"order", std::to_string(order)},
+                {"solver_type", r.get_choice("solver_type", "midpoint", {"midpoint", "heun"})},
+                {"lower_order_final", r.get_bool("lower_order_final", true) ? "true" : "false"},
+                {"euler_at_final", r.get_bool("euler_at_final", false) ? "true" : "false"}};
+      out.sampler = make_sampler(sde ? "dpm_solver_pp_sde" : "dpm_solver_pp", pc);
     }
   } else if (cls == "FlowMatchEulerDiscreteScheduler") {
     FlowScheduleOptions fo = diffusers_flow_options(dc, config, "shift", /*linear_shift=*/true);

@@ -65,6 +65,17 @@ struct DenoiserOptions {
   /// After clipping/thresholding x0, re-derive eps from the clipped x0 (GLIDE/ADM). Default false,
   /// as in diffusers (DDIMScheduler.step's use_clipped_model_output): eps stays the model's own.
   bool use_clipped_model_output = false;
+  /// EDM preconditioning (Karras et al. 2022, Table 1; diffusers' EDMEulerScheduler and
+  /// EDMDPMSolverMultistepScheduler), for networks trained with it: with s = sigma_ve and
+  /// x_ve = x / alpha, the network is fed c_in x_ve, c_in = 1 / sqrt(s^2 + sigma_data^2), at the
+  /// time c_noise = ln(s) / 4 (not the time point's t), and its output F gives
+  ///   x0 = c_skip x_ve + c_out F,  c_skip = sigma_data^2 / (s^2 + sigma_data^2),
+  ///   c_out = s sigma_data / sqrt(s^2 + sigma_data^2)
+  /// (negated for prediction_type v_prediction, as diffusers; epsilon and v_prediction only).
+  /// Needs 0 < sigma_ve < inf at every model call. Default off.
+  bool edm_preconditioning = false;
+  /// sigma_data of the EDM preconditioning (default 0.5); finite and > 0.
+  double sigma_data = 0.5;
   /// The dtype the network computes in (its weights' dtype), if it differs from the sampler's.
   /// Samplers compute float16 / bfloat16 runs in float32 (Sampler::compute_dtype, as diffusers'
   /// schedulers upcast); with this set, x_t is cast to it for each network call and the output cast

@@ -14,7 +14,8 @@
 // algorithm_type=dpmsolver), DPMSolverSinglestepScheduler (both also with use_flow_sigmas and
 // flow_prediction), UniPCMultistepScheduler, DEISMultistepScheduler, EulerDiscreteScheduler,
 // EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, TCDScheduler (the lcm
-// spacing; TCD's eta as a key), FlowMatchEulerDiscreteScheduler (shift,
+// spacing; TCD's eta as a key), EDMEulerScheduler, EDMDPMSolverMultistepScheduler (the edm
+// schedule with DenoiserOptions::edm_preconditioning), FlowMatchEulerDiscreteScheduler (shift,
 // dynamic shifting, shift_terminal, Karras / exponential / beta sigmas, stochastic_sampling),
 // FlowMatchHeunDiscreteScheduler. Each accepts exactly its __init__ keys (plus the step() /
 // set_timesteps() arguments: eta for DDIM and TCD, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for

@@ -11,6 +11,9 @@
         the SuiteGolden of DpmSolverSampler.DiffusersSuiteLoop (tests/samplers/dpm_solver_test.cpp)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH deis [--suite]
         kDeisGolden [kDeisSuite] of tests/samplers/deis_test.cpp
+    /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH edm [--suite]
+        kEdmGolden [kEdmSuite] of tests/samplers/edm_test.cpp (EDMEulerScheduler and
+        EDMDPMSolverMultistepScheduler)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH lcm [--suite]
         kLcmGolden [kLcmSuite] of tests/samplers/lcm_test.cpp (LCMScheduler and TCDScheduler)
 
@@ -28,6 +31,7 @@ dummy_noise_deter, timesteps[t_start]) and step over timesteps[t_start:]. The pr
 suite's expected mean (copied from the test file) and the sums of the float64 and float32 runs.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -39,6 +43,8 @@ import torch  # noqa: E402
 MULTI = flow_match.MULTI
 UNIPC = ("scheduling_unipc_multistep", "UniPCMultistepScheduler")
 DEIS = ("scheduling_deis_multistep", "DEISMultistepScheduler")
+EDM_EULER = ("scheduling_edm_euler", "EDMEulerScheduler")
+EDM_DPM = ("scheduling_edm_dpmsolver_multistep", "EDMDPMSolverMultistepScheduler")
 LCM = ("scheduling_lcm", "LCMScheduler")
 TCD = ("scheduling_tcd", "TCDScheduler")
 MIN = {"final_sigmas_type": "sigma_min"}
@@ -167,6 +173,106 @@ def print_distilled(src):
         print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[flow_match.ELEMS], ref.g9)))
 
 
+# name, scheduler, config, steps, seed (None: ODE)
+EDM_CASES = [
+    ("EdmEulerDefault", EDM_EULER, {}, 10, None),
+    ("EdmEulerExponentialMin", EDM_EULER, {"sigma_schedule": "exponential", "final_sigmas_type": "sigma_min"}, 8,
+     None),
+    ("EdmEulerVRho5SigmaData1", EDM_EULER, {"prediction_type": "v_prediction", "rho": 5.0, "sigma_data": 1.0,
+                                            "sigma_min": 0.03, "sigma_max": 14.6}, 12, None),
+    ("EdmDpmDefault", EDM_DPM, {}, 10, None),
+    ("EdmDpmOrder3Heun", EDM_DPM, {"solver_order": 3, "solver_type": "heun"}, 12, None),
+    ("EdmDpmOrder1Exponential", EDM_DPM, {"solver_order": 1, "sigma_schedule": "exponential"}, 8, None),
+    ("EdmDpmVMinNoLowerOrderFinal", EDM_DPM, {"prediction_type": "v_prediction", "final_sigmas_type": "sigma_min",
+                                              "lower_order_final": False}, 10, None),
+    ("EdmDpmThreshold", EDM_DPM, {"thresholding": True, "sample_max_value": 0.8}, 10, None),
+    ("EdmDpmSde", EDM_DPM, {"algorithm_type": "sde-dpmsolver++"}, 10, 0),
+    ("EdmDpmSdeOrder1Min", EDM_DPM, {"algorithm_type": "sde-dpmsolver++", "solver_order": 1,
+                                     "final_sigmas_type": "sigma_min"}, 8, 3),
+]
+
+
+def run_edm(src, which, config, steps, seed, f64):
+    """The pipeline's loop: x = base * init_noise_sigma, the model fed scale_model_input(x, t) at
+    t = c_noise, step() drawing the SDE noise from the generator itself."""
+    dtype = torch.float64 if f64 else torch.float32
+    s = ref.scheduler(src, which[0], which[1], f64, **config)
+    with ref.precision(f64):
+        s.set_timesteps(steps)
+        x = (ref.dummy_sample_deter(dtype) * 2 - 1) * s.init_noise_sigma
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        for t in s.timesteps:
+            out = flow_match.nonlinear_model(s.scale_model_input(x, t), t)
+            x = s.step(out, t, x, generator=g).prev_sample
+    assert x.dtype == dtype, (x.dtype, dtype)
+    return s, x
+
+
+def print_edm(src):
+    """EDM cases as ConfigGolden rows; diffuse's EDM model time is sigma, so the timesteps row holds
+    the sigmas the network is called at (diffusers' timesteps are c_noise = ln(sigma) / 4 of them)."""
+    for name, which, config, steps, seed in EDM_CASES:
+        s64, x64 = run_edm(src, which, config, steps, seed, True)
+        _, x32 = run_edm(src, which, config, steps, seed, False)
+        sig = [float(v) for v in s64.sigmas]
+        assert all(abs(float(t) - 0.25 * math.log(v)) < 1e-12 for t, v in zip(s64.timesteps, sig)), name
+        print("// %s: %s %s, set_timesteps(%d)%s" % (name, which[1], config, steps,
+                                                     "" if seed is None else ", seed %d" % seed))
+        print('{"%s", "%s", "%s", %d, %d,' % (name, which[1], flow_match.cpp_config(config, None), steps,
+                                               -1 if seed is None else seed))
+        print("  {%s}," % ref.join(sig[:-1], ref.g17))
+        print("  {%s}," % ref.join(sig, ref.g17))
+        print("  %s, {%s}," % (ref.g17(x64.abs().sum()), ref.join(x64.reshape(-1)[flow_match.ELEMS], ref.g17)))
+        print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[flow_match.ELEMS], ref.g9)))
+
+
+SUITE_EDM_EULER = {"num_train_timesteps": 256, "sigma_min": 0.002, "sigma_max": 80.0}
+SUITE_EDM_DPM = {"sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "num_train_timesteps": 1000,
+                 "solver_order": 2, "prediction_type": "epsilon", "thresholding": False, "sample_max_value": 1.0,
+                 "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": False,
+                 "euler_at_final": False, "final_sigmas_type": "sigma_min"}
+# name, scheduler, config, t_start (None: the whole loop), pipeline loop (scale_model_input and
+# init_noise_sigma: the Euler suite) or the bare loop (the DPM suite), the suite's expected mean |x|
+SUITE_EDM = [
+    ("edm_euler test_full_loop_no_noise", EDM_EULER, SUITE_EDM_EULER, None, True, 0.044),
+    ("edm_dpm test_full_loop_no_noise", EDM_DPM, SUITE_EDM_DPM, None, False, 0.0001),
+    ("edm_dpm test_full_loop_with_noise", EDM_DPM, SUITE_EDM_DPM, 5, False, 0.0106),
+    ("edm_dpm test_full_loop_no_noise_thres", EDM_DPM,
+     dict(SUITE_EDM_DPM, thresholding=True, dynamic_thresholding_ratio=0.87, sample_max_value=0.5), None, False,
+     0.0080),
+    ("edm_dpm test_full_loop_with_v_prediction", EDM_DPM, dict(SUITE_EDM_DPM, prediction_type="v_prediction"),
+     None, False, 0.0092),
+]
+
+
+def print_suite_edm(src):
+    """diffusers' own EDM full loops (test_scheduler_edm_euler.py, test_scheduler_edm_dpmsolver_multistep.py
+    at 58eb52c) with their dummy model sample * t / (t + 1), t = c_noise."""
+    for name, which, config, t_start, pipeline, mean in SUITE_EDM:
+        sums = []
+        for f64 in (True, False):
+            dtype = torch.float64 if f64 else torch.float32
+            s = ref.scheduler(src, which[0], which[1], f64, **config)
+            with ref.precision(f64):
+                s.set_timesteps(10)
+                x = ref.dummy_sample_deter(dtype)
+                timesteps = s.timesteps
+                if pipeline:
+                    x = x * s.init_noise_sigma
+                if t_start is not None:
+                    timesteps = s.timesteps[t_start:]
+                    x = s.add_noise(x, ref.dummy_sample_deter(dtype, reverse=True), timesteps[:1])
+                for t in timesteps:
+                    xin = s.scale_model_input(x, t) if pipeline else x
+                    x = s.step(dummy_model(xin, t), t, x).prev_sample
+            sums.append(x.abs().sum())
+        cfg = {k: v for k, v in config.items()}
+        print("// %s: %s %s%s" % (name, which[1], cfg, "" if t_start is None else ", t_start %d" % t_start))
+        print('{"%s", "%s", "%s", %d, %s, %s, %s, %s},' % (
+            name, which[1], flow_match.cpp_config(cfg, None), -1 if t_start is None else t_start,
+            "true" if pipeline else "false", ref.r(mean), ref.g17(sums[0]), ref.g9(sums[1])))
+
+
 SUITE_DISTILLED_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                           "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
 # name, scheduler, steps, TCD's eta (None: LCM), the suite's expected sum |x|
@@ -237,11 +343,13 @@ def print_suite(src, which_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ref.add_source_argument(ap)
-    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm"])
+    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm", "edm"])
     ap.add_argument("--suite", action="store_true", help="diffusers' own full loops instead of the golden runs")
     args = ap.parse_args()
     src = ref.source_dir(args.diffusers)
-    if args.what == "lcm":
+    if args.what == "edm":
+        print_edm(src) if not args.suite else print_suite_edm(src)
+    elif args.what == "lcm":
         print_suite_distilled(src) if args.suite else print_distilled(src)
     elif args.suite:
         print_suite(src, args.what)
