@@ -7,6 +7,7 @@
 
 #include <diffuse/registry.h>
 #include <diffuse/samplers/coefficients.h>
+#include <diffuse/samplers/detail/sigma_multistep.h>
 #include <diffuse/tensor_ops.h>
 
 namespace diffuse {
@@ -51,21 +52,11 @@ StepResult LmsSampler::step_impl(const ModelFn& model, const Tensor& x, const St
         "t=",
         now.t, " alpha=", now.alpha, " sigma=", now.sigma);
   Prediction p = model(x, now, st);
-  const size_t n = history.size();
-  const size_t k = std::min<size_t>(static_cast<size_t>(options.order()), n + 1);
-  std::vector<double> nodes{now.sigma_ve()};
-  for (size_t j = 1; j < k; ++j) nodes.push_back(history.times[n - j].sigma_ve());
-  const std::vector<double> c = coefficients(nodes, next.sigma_ve());
-  const Tensor x_ve = divided(x, now.alpha);
-  Tensor x_next = x_ve.clone();
-  add_scaled_(x_next, diff_divided(x_ve, p.x0, nodes[0]), c[0]);
-  for (size_t j = 1; j < k; ++j) {
-    const TimePoint& tj = history.times[n - j];
-    const Tensor d =
-        diff_divided(divided(history.xs[n - j], tj.alpha), history.preds[n - j].x0, nodes[j]);
-    add_scaled_(x_next, d, c[j]);
-  }
-  return {scale_(x_next, next.alpha), p};
+  const size_t k = std::min<size_t>(static_cast<size_t>(options.order()), history.size() + 1);
+  const std::vector<double> nodes = detail::sigma_nodes(now, history, k);
+  return {detail::sigma_multistep(x, now, next, p, history, nodes,
+                                  coefficients(nodes, next.sigma_ve())),
+          p};
 }
 
 DIFFUSE_REGISTER_SAMPLER(LmsSampler, "lms",

@@ -794,6 +794,9 @@ class Generator {
     } else if (key == "euler_ancestral") {
       if (maybe(0.5)) s.set("eta", num(r_.real(0, 1.5)));
       if (maybe(0.3)) s.set("s_noise", num(r_.real(0, 1.5)));
+    } else if (key == "ipndm") {
+      if (maybe(0.5)) s.set("order", std::to_string(r_.integer(1, 4)));
+      if (maybe(0.3)) s.set("variable_step", maybe(0.5) ? "true" : "false");
     } else if (key == "tcd") {
       if (maybe(0.5)) s.set("gamma", num(r_.chance(0.2) ? 0.0 : r_.real(0, 1)));
     } else if (key == "lcm") {
@@ -829,6 +832,9 @@ class Generator {
     } else if (key == "euler_ancestral") {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"eta", v});
       for (const char* v : {"-0.1", "inf"}) bad.push_back({"s_noise", v});
+    } else if (key == "ipndm") {
+      for (const char* v : {"0", "5", "-1"}) bad.push_back({"order", v});
+      bad.push_back({"variable_step", "2"});
     } else if (key == "tcd") {
       for (const char* v : {"-0.1", "1.5", "nan", "inf"}) bad.push_back({"gamma", v});
     } else if (key == "lcm") {
