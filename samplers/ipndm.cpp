@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include <diffuse/registry.h>
-#include <diffuse/samplers/lms.h>
 #include <diffuse/samplers/detail/sigma_multistep.h>
+#include <diffuse/samplers/lms.h>
 #include <diffuse/tensor_ops.h>
 
 namespace diffuse {
@@ -59,8 +59,8 @@ StepResult IpndmSampler::step_impl(const ModelFn& model, const Tensor& x, const 
   const std::vector<double> nodes = detail::sigma_nodes(now, history, k);
   const double to = next.sigma_ve();
   // Variable step: lms's integrals themselves (a zero-length step has zero weights).
-  std::vector<double> c = options.variable_step() ? LmsSampler::coefficients(nodes, to)
-                                                  : weights(nodes, to);
+  std::vector<double> c =
+      options.variable_step() ? LmsSampler::coefficients(nodes, to) : weights(nodes, to);
   if (!options.variable_step())
     for (double& cj : c) cj *= to - nodes[0];
   return {detail::sigma_multistep(x, now, next, p, history, nodes, c), p};

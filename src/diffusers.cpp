@@ -26,6 +26,7 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "EulerDiscreteScheduler",
           "EulerAncestralDiscreteScheduler",
           "HeunDiscreteScheduler",
+          "PNDMScheduler",
           "LCMScheduler",
           "TCDScheduler",
           "EDMEulerScheduler",
@@ -258,6 +259,9 @@ Denoiser DiffusersScheduler::denoiser(Network net) const {
 
 Tensor DiffusersScheduler::initial_state(const Tensor& noise, int64_t num_steps) const {
   if (init_noise_is_one) return noise.clone();
+  // Variance-preserving schedules with init_noise_sigma = 1 start from the noise itself
+  // (sqrt(alpha^2 + sigma^2) can be 1 - 1 ulp there).
+  if (!init_noise_is_sigma_max && schedule->variance_preserving()) return noise.clone();
   const TimePoint first = grid(num_steps).front();
   if (!init_noise_is_sigma_max)
     return noise * std::sqrt(first.alpha * first.alpha + first.sigma * first.sigma);
@@ -484,6 +488,24 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
         if (r.has(k)) ec[k] = config.at(k);
       out.sampler = make_sampler("euler", ec);
     }
+  } else if (cls == "PNDMScheduler") {
+    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, false, false);
+    const std::string pred =
+        r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"});
+    check(pred != "sample", cls,
+          ": prediction_type=sample is not supported (PNDMScheduler's step raises there)");
+    out.denoiser_options.prediction_type = parse_parameterization(pred);
+    const bool one = r.get_bool("set_alpha_to_one", false);
+    const std::string spacing =
+        r.get_choice("timestep_spacing", "leading", {"linspace", "leading", "trailing"});
+    // PNDM steps from t to t - T // n whatever the spacing: on the grid only for leading.
+    check(spacing == "leading", cls, ": timestep_spacing=", spacing,
+          " is not supported (PNDMScheduler steps to t - num_train_timesteps // n, off its own "
+          "grid except with leading spacing)");
+    out.spacing = diffusers_spacing_n(dc, "leading", true, one ? "zero" : "min");
+    out.sampler = make_sampler(
+        "plms", {{"prk_warmup", r.get_bool("skip_prk_steps", false) ? "false" : "true"},
+                 {"combine", pred == "v_prediction" ? "v" : "eps"}});
   } else if (cls == "LCMScheduler" || cls == "TCDScheduler") {
     const bool tcd = cls == "TCDScheduler";
     out.schedule = diffusers_schedule(dc, 0.00085, 0.012, true, false, BetaSchedule::scaled_linear);

@@ -794,6 +794,13 @@ class Generator {
     } else if (key == "euler_ancestral") {
       if (maybe(0.5)) s.set("eta", num(r_.real(0, 1.5)));
       if (maybe(0.3)) s.set("s_noise", num(r_.real(0, 1.5)));
+    } else if (key == "plms") {
+      if (maybe(0.3)) s.set("prk_warmup", maybe(0.5) ? "true" : "false");
+      if (maybe(0.3)) {
+        s.set("combine", r_.pick<std::string>({"eps", "v"}));
+        if (s.get("combine") == "v" && !info_.s->variance_preserving())
+          c_.fault("plms combine=v on a non-VP schedule", {"variance-preserving"});
+      }
     } else if (key == "ipndm") {
       if (maybe(0.5)) s.set("order", std::to_string(r_.integer(1, 4)));
       if (maybe(0.3)) s.set("variable_step", maybe(0.5) ? "true" : "false");
@@ -832,6 +839,9 @@ class Generator {
     } else if (key == "euler_ancestral") {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"eta", v});
       for (const char* v : {"-0.1", "inf"}) bad.push_back({"s_noise", v});
+    } else if (key == "plms") {
+      bad.push_back({"prk_warmup", "sometimes"});
+      bad.push_back({"combine", "x0"});
     } else if (key == "ipndm") {
       for (const char* v : {"0", "5", "-1"}) bad.push_back({"order", v});
       bad.push_back({"variable_step", "2"});

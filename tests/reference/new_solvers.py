@@ -11,6 +11,8 @@
         the SuiteGolden of DpmSolverSampler.DiffusersSuiteLoop (tests/samplers/dpm_solver_test.cpp)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH deis [--suite]
         kDeisGolden [kDeisSuite] of tests/samplers/deis_test.cpp
+    /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH pndm [--suite]
+        kPndmGolden [kPndmSuite] of tests/samplers/plms_test.cpp (PNDMScheduler, PLMS and PNDM)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH edm [--suite]
         kEdmGolden [kEdmSuite] of tests/samplers/edm_test.cpp (EDMEulerScheduler and
         EDMDPMSolverMultistepScheduler)
@@ -43,6 +45,7 @@ import torch  # noqa: E402
 MULTI = flow_match.MULTI
 UNIPC = ("scheduling_unipc_multistep", "UniPCMultistepScheduler")
 DEIS = ("scheduling_deis_multistep", "DEISMultistepScheduler")
+PNDM = ("scheduling_pndm", "PNDMScheduler")
 EDM_EULER = ("scheduling_edm_euler", "EDMEulerScheduler")
 EDM_DPM = ("scheduling_edm_dpmsolver_multistep", "EDMDPMSolverMultistepScheduler")
 LCM = ("scheduling_lcm", "LCMScheduler")
@@ -273,6 +276,74 @@ def print_suite_edm(src):
             "true" if pipeline else "false", ref.r(mean), ref.g17(sums[0]), ref.g9(sums[1])))
 
 
+SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+# name, config, steps
+PNDM_CASES = [
+    ("PlmsSd", dict(SD_BETAS, skip_prk_steps=True, steps_offset=1), 10),
+    ("PlmsV12", {"skip_prk_steps": True, "prediction_type": "v_prediction"}, 12),
+    ("Plms2Steps", {"skip_prk_steps": True, "set_alpha_to_one": True}, 2),
+    ("Plms1Step", {"skip_prk_steps": True}, 1),
+    ("PndmDefault", {}, 10),
+    ("PndmOddStrideAlphaOne", {"set_alpha_to_one": True}, 8),
+    ("PndmV6", {"prediction_type": "v_prediction", "steps_offset": 1}, 6),
+    ("PndmCosine20", {"beta_schedule": "squaredcos_cap_v2"}, 20),
+]
+
+
+def print_pndm(src):
+    """PNDMScheduler cases as ConfigGolden rows: flow_match.py's harness over the scheduler's own
+    timesteps (PRK's half steps and PLMS's repeated second timestep included); the printed grid is
+    set_timesteps' _timesteps, noisiest first, then the final point (sigma_ve of
+    final_alpha_cumprod)."""
+    for name, config, steps in PNDM_CASES:
+        s64, x64 = flow_match.run(src, PNDM, config, steps, None, None, True)
+        _, x32 = flow_match.run(src, PNDM, config, steps, None, None, False)
+        ts = [int(t) for t in s64._timesteps[::-1]]
+        abar = s64.alphas_cumprod.to(torch.float64)
+        sig = [float(((1 - abar[t]) / abar[t]).sqrt()) for t in ts]
+        fa = float(s64.final_alpha_cumprod)
+        sig.append(((1 - fa) / fa) ** 0.5)
+        print("// %s: PNDMScheduler %s, set_timesteps(%d)" % (name, config, steps))
+        print('{"%s", "PNDMScheduler", "%s", %d, -1,' % (name, flow_match.cpp_config(config, None), steps))
+        print("  {%s}," % ref.join([float(t) for t in ts], ref.g17))
+        print("  {%s}," % ref.join(sig, ref.g17))
+        print("  %s, {%s}," % (ref.g17(x64.abs().sum()), ref.join(x64.reshape(-1)[flow_match.ELEMS], ref.g17)))
+        print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[flow_match.ELEMS], ref.g9)))
+
+
+SUITE_PNDM_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+# name, config, the suite's expected mean |x| (test_scheduler_pndm.py at 58eb52c)
+SUITE_PNDM = [
+    ("pndm test_full_loop_no_noise", SUITE_PNDM_CONFIG, 0.2580),
+    ("pndm test_full_loop_with_v_prediction", dict(SUITE_PNDM_CONFIG, prediction_type="v_prediction"), 0.0878),
+    ("pndm test_full_loop_with_set_alpha_to_one", dict(SUITE_PNDM_CONFIG, set_alpha_to_one=True, beta_start=0.01),
+     0.2995),
+    ("pndm test_full_loop_with_no_set_alpha_to_one",
+     dict(SUITE_PNDM_CONFIG, set_alpha_to_one=False, beta_start=0.01), 0.2434),
+]
+
+
+def print_suite_pndm(src):
+    """diffusers' own PNDM full loops: step_prk over prk_timesteps, then step_plms over
+    plms_timesteps, the dummy model, set_timesteps(10), from dummy_sample_deter."""
+    for name, config, mean in SUITE_PNDM:
+        sums = []
+        for f64 in (True, False):
+            dtype = torch.float64 if f64 else torch.float32
+            s = ref.scheduler(src, PNDM[0], PNDM[1], f64, **config)
+            with ref.precision(f64):
+                s.set_timesteps(10)
+                x = ref.dummy_sample_deter(dtype)
+                for t in s.prk_timesteps:
+                    x = s.step_prk(dummy_model(x, torch.tensor(t)), t, x).prev_sample
+                for t in s.plms_timesteps:
+                    x = s.step_plms(dummy_model(x, torch.tensor(t)), t, x).prev_sample
+            sums.append(x.abs().sum())
+        print("// %s: PNDMScheduler %s" % (name, config))
+        print('{"%s", "PNDMScheduler", "%s", -1, %s, %s, %s},' % (
+            name, flow_match.cpp_config(config, None), ref.r(mean), ref.g17(sums[0]), ref.g9(sums[1])))
+
+
 SUITE_DISTILLED_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                           "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
 # name, scheduler, steps, TCD's eta (None: LCM), the suite's expected sum |x|
@@ -343,11 +414,13 @@ def print_suite(src, which_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ref.add_source_argument(ap)
-    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm", "edm"])
+    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm", "edm", "pndm"])
     ap.add_argument("--suite", action="store_true", help="diffusers' own full loops instead of the golden runs")
     args = ap.parse_args()
     src = ref.source_dir(args.diffusers)
-    if args.what == "edm":
+    if args.what == "pndm":
+        print_suite_pndm(src) if args.suite else print_pndm(src)
+    elif args.what == "edm":
         print_edm(src) if not args.suite else print_suite_edm(src)
     elif args.what == "lcm":
         print_suite_distilled(src) if args.suite else print_distilled(src)
