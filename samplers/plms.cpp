@@ -70,7 +70,8 @@ StepResult PlmsSampler::step_impl(const ModelFn& model, const Tensor& x, const S
         now.t, " alpha=", now.alpha);
   const PlmsCombine mode = options.combine();
   // eps = alpha v + sigma x holds only where alpha^2 + sigma^2 = 1.
-  check(mode == PlmsCombine::kEps || std::abs(now.alpha * now.alpha + now.sigma * now.sigma - 1) < 1e-6,
+  check(mode == PlmsCombine::kEps ||
+            std::abs(now.alpha * now.alpha + now.sigma * now.sigma - 1) < 1e-6,
         "plms: combine=v needs a variance-preserving schedule (alpha^2 + sigma^2 = 1), got alpha=",
         now.alpha, " sigma=", now.sigma, " at step ", st.index);
   Prediction p = model(x, now, st);

@@ -27,6 +27,9 @@ std::vector<std::string> diffusers_scheduler_classes() {
           "EulerAncestralDiscreteScheduler",
           "HeunDiscreteScheduler",
           "PNDMScheduler",
+          "LMSDiscreteScheduler",
+          "KDPM2DiscreteScheduler",
+          "KDPM2AncestralDiscreteScheduler",
           "LCMScheduler",
           "TCDScheduler",
           "EDMEulerScheduler",
@@ -153,6 +156,18 @@ std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& 
   if (lu || expo) return make_spacing("exponential", c);
   if (beta) return make_spacing("beta", c);
   return nullptr;
+}
+
+/// diffusers' Euler-family schedulers take the Karras / exponential / beta range from the sigmas
+/// at their own spacing's timesteps (sigma_min = sigma(t_last)); diffuse's sigma spacings take
+/// the schedule's (the linspace range, where t_last = 0).
+void reject_sigma_range_of_spacing(const DiffusersConfig& dc, const std::string& cls,
+                                   const std::shared_ptr<const TimestepSpacing>& sigma_spacing,
+                                   const std::string& kind) {
+  check(!sigma_spacing || kind == "linspace", dc_name(dc), cls, ": ",
+        sigma_spacing ? sigma_spacing->name() : "", " sigmas with timestep_spacing=", kind,
+        " are not supported (diffusers takes their range from that spacing's own timesteps, "
+        "sigma_min = sigma(t_last); use timestep_spacing=linspace)");
 }
 
 /// A float key that diffusers allows to be None: NaN when absent or None.
@@ -471,8 +486,10 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const std::string kind =
         r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
     out.init_noise_is_sigma_max = kind != "leading";
-    if (!ancestral)
+    if (!ancestral) {
       out.spacing = diffusers_sigma_spacing(dc, false, false, false, final_kind, smin, smax);
+      reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
+    }
     if (!out.spacing) {
       out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
     } else {
@@ -487,6 +504,39 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       for (const char* k : {"s_churn", "s_tmin", "s_tmax", "s_noise"})
         if (r.has(k)) ec[k] = config.at(k);
       out.sampler = make_sampler("euler", ec);
+    }
+  } else if (cls == "LMSDiscreteScheduler" || cls == "KDPM2DiscreteScheduler" ||
+             cls == "KDPM2AncestralDiscreteScheduler") {
+    const bool lms = cls == "LMSDiscreteScheduler";
+    out.schedule = lms ? diffusers_schedule(dc, 1e-4, 0.02, false, false)
+                       : diffusers_schedule(dc, 0.00085, 0.012, false, false);
+    if (lms) {
+      diffusers_prediction(dc, out.denoiser_options, false, false, false);
+    } else {
+      const std::string pred =
+          r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"});
+      check(pred != "sample", cls,
+            ": prediction_type=sample is not supported (diffusers' step raises there)");
+      out.denoiser_options.prediction_type = parse_parameterization(pred);
+    }
+    // init_noise_sigma as Euler's: sigma_max for linspace / trailing, sqrt(sigma_max^2 + 1) for
+    // leading.
+    const std::string kind =
+        r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+    out.init_noise_is_sigma_max = kind != "leading";
+    // KDPM2 rounds its Karras times (not the exponential or beta ones); LMS keeps them fractional.
+    out.spacing = diffusers_sigma_spacing(dc, false, false, !lms, "zero", 0.0, 0.0);
+    reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
+    if (!out.spacing) {
+      out.spacing = diffusers_spacing_n(dc, "linspace", false, "zero");
+    } else {
+      r.get_int("steps_offset", 0);
+    }
+    if (lms) {
+      out.sampler = make_sampler("lms", {{"order", std::to_string(r.get_int("order", 4))}});
+    } else {
+      const bool ancestral = cls == "KDPM2AncestralDiscreteScheduler";
+      out.sampler = make_sampler("dpm_2", {{"eta", ancestral ? "1" : "0"}});
     }
   } else if (cls == "PNDMScheduler") {
     out.schedule = diffusers_schedule(dc, 1e-4, 0.02, false, false);

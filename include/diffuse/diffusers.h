@@ -13,7 +13,8 @@
 // Supported classes: DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler (also
 // algorithm_type=dpmsolver), DPMSolverSinglestepScheduler (both also with use_flow_sigmas and
 // flow_prediction), UniPCMultistepScheduler, DEISMultistepScheduler, EulerDiscreteScheduler,
-// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler (leading spacing),
+// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler (step()'s order as
+// a key), KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, PNDMScheduler (leading spacing),
 // LCMScheduler, TCDScheduler (the lcm
 // spacing; TCD's eta as a key), EDMEulerScheduler, EDMDPMSolverMultistepScheduler (the edm
 // schedule with DenoiserOptions::edm_preconditioning), FlowMatchEulerDiscreteScheduler (shift,

@@ -38,6 +38,7 @@ cmp unipc "new_solvers.py unipc" $s/unipc_test.cpp --from "const std::vector<tes
 cmp unipc_suite "new_solvers.py unipc --suite" $s/unipc_test.cpp --from "const testing::SuiteGolden kUniPCSuite" --to "};"
 cmp deis "new_solvers.py deis" $s/deis_test.cpp --from "const std::vector<testing::ConfigGolden> kDeisGolden" --to "};"
 cmp deis_suite "new_solvers.py deis --suite" $s/deis_test.cpp --from "const testing::SuiteGolden kDeisSuite" --to "};"
+cmp k_from_diffusers "new_solvers.py k" $s/k_from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kKGolden" --to "};"
 cmp pndm "new_solvers.py pndm" $s/plms_test.cpp --from "const std::vector<testing::ConfigGolden> kPndmGolden" --to "};"
 cmp pndm_suite "new_solvers.py pndm --suite" $s/plms_test.cpp --from "const testing::SuiteGolden kPndmSuite" --to "};"
 cmp edm "new_solvers.py edm" $s/edm_test.cpp --from "const std::vector<testing::ConfigGolden> kEdmGolden" --to "};"

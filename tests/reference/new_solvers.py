@@ -11,6 +11,9 @@
         the SuiteGolden of DpmSolverSampler.DiffusersSuiteLoop (tests/samplers/dpm_solver_test.cpp)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH deis [--suite]
         kDeisGolden [kDeisSuite] of tests/samplers/deis_test.cpp
+    /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH k
+        kKGolden of tests/samplers/k_from_diffusers_test.cpp (LMSDiscreteScheduler, KDPM2DiscreteScheduler,
+        KDPM2AncestralDiscreteScheduler)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH pndm [--suite]
         kPndmGolden [kPndmSuite] of tests/samplers/plms_test.cpp (PNDMScheduler, PLMS and PNDM)
     /usr/bin/python3 tests/reference/new_solvers.py --diffusers PATH edm [--suite]
@@ -46,6 +49,9 @@ MULTI = flow_match.MULTI
 UNIPC = ("scheduling_unipc_multistep", "UniPCMultistepScheduler")
 DEIS = ("scheduling_deis_multistep", "DEISMultistepScheduler")
 PNDM = ("scheduling_pndm", "PNDMScheduler")
+LMS = ("scheduling_lms_discrete", "LMSDiscreteScheduler")
+KDPM2 = ("scheduling_k_dpm_2_discrete", "KDPM2DiscreteScheduler")
+KDPM2_A = ("scheduling_k_dpm_2_ancestral_discrete", "KDPM2AncestralDiscreteScheduler")
 EDM_EULER = ("scheduling_edm_euler", "EDMEulerScheduler")
 EDM_DPM = ("scheduling_edm_dpmsolver_multistep", "EDMDPMSolverMultistepScheduler")
 LCM = ("scheduling_lcm", "LCMScheduler")
@@ -197,18 +203,59 @@ EDM_CASES = [
 
 def run_edm(src, which, config, steps, seed, f64):
     """The pipeline's loop: x = base * init_noise_sigma, the model fed scale_model_input(x, t) at
-    t = c_noise, step() drawing the SDE noise from the generator itself."""
+    t = c_noise (EDM) or the model time, step() drawing any noise from the generator itself; the
+    step() argument `order` (LMS) is taken out of the config."""
     dtype = torch.float64 if f64 else torch.float32
-    s = ref.scheduler(src, which[0], which[1], f64, **config)
+    step_kw = {k: v for k, v in config.items() if k == "order"}
+    s = ref.scheduler(src, which[0], which[1], f64, **{k: v for k, v in config.items() if k != "order"})
     with ref.precision(f64):
         s.set_timesteps(steps)
         x = (ref.dummy_sample_deter(dtype) * 2 - 1) * s.init_noise_sigma
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         for t in s.timesteps:
             out = flow_match.nonlinear_model(s.scale_model_input(x, t), t)
-            x = s.step(out, t, x, generator=g).prev_sample
+            if which is LMS or which is KDPM2:
+                x = s.step(out, t, x, **step_kw).prev_sample
+            else:
+                x = s.step(out, t, x, generator=g).prev_sample
     assert x.dtype == dtype, (x.dtype, dtype)
     return s, x
+
+
+SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+K_CASES = [
+    ("LmsDefault", LMS, {}, 10, None),
+    ("LmsSdLeadingOrder2", LMS, dict(SD_BETAS, timestep_spacing="leading", steps_offset=1, order=2), 12, None),
+    ("LmsKarrasV", LMS, dict(SD_BETAS, use_karras_sigmas=True, prediction_type="v_prediction"), 10, None),
+    ("LmsTrailingSampleOrder3", LMS, {"timestep_spacing": "trailing", "prediction_type": "sample", "order": 3}, 8,
+     None),
+    ("Kdpm2Default", KDPM2, {}, 10, None),
+    ("Kdpm2KarrasV", KDPM2, {"use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, None),
+    ("Kdpm2LeadingSd", KDPM2, dict(SD_BETAS, timestep_spacing="leading", steps_offset=1), 12, None),
+    ("Kdpm2ADefault", KDPM2_A, {}, 10, 0),
+    ("Kdpm2AKarrasV", KDPM2_A, {"use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, 5),
+    ("Kdpm2ATrailing", KDPM2_A, {"timestep_spacing": "trailing"}, 7, 2),
+]
+
+
+def print_k(src):
+    """LMS / KDPM2 / KDPM2-a cases as ConfigGolden rows: the pipeline loop of run_edm (KDPM2's
+    interleaved timesteps and sigmas de-interleaved to the grid)."""
+    for name, which, config, steps, seed in K_CASES:
+        s64, x64 = run_edm(src, which, config, steps, seed, True)
+        _, x32 = run_edm(src, which, config, steps, seed, False)
+        ts, sig = [float(t) for t in s64.timesteps], [float(v) for v in s64.sigmas]
+        if which is not LMS:  # [t0, m1, t1, m2, t2, ...] and [s0, s1, s1, s2, s2, ..., 0, 0, 0]
+            ts = ts[:1] + ts[2::2]
+            sig = sig[:1] + sig[1:2 * steps - 1:2] + [0.0]
+        print("// %s: %s %s, set_timesteps(%d)%s" % (name, which[1], config, steps,
+                                                     "" if seed is None else ", seed %d" % seed))
+        print('{"%s", "%s", "%s", %d, %d,' % (name, which[1], flow_match.cpp_config(config, None), steps,
+                                               -1 if seed is None else seed))
+        print("  {%s}," % ref.join(ts, ref.g17))
+        print("  {%s}," % ref.join(sig, ref.g17))
+        print("  %s, {%s}," % (ref.g17(x64.abs().sum()), ref.join(x64.reshape(-1)[flow_match.ELEMS], ref.g17)))
+        print("  %s, {%s}}," % (ref.g9(x32.abs().sum()), ref.join(x32.reshape(-1)[flow_match.ELEMS], ref.g9)))
 
 
 def print_edm(src):
@@ -276,7 +323,6 @@ def print_suite_edm(src):
             "true" if pipeline else "false", ref.r(mean), ref.g17(sums[0]), ref.g9(sums[1])))
 
 
-SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 # name, config, steps
 PNDM_CASES = [
     ("PlmsSd", dict(SD_BETAS, skip_prk_steps=True, steps_offset=1), 10),
@@ -414,11 +460,13 @@ def print_suite(src, which_rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ref.add_source_argument(ap)
-    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm", "edm", "pndm"])
+    ap.add_argument("what", choices=["unipc", "dpm_noise", "deis", "lcm", "edm", "pndm", "k"])
     ap.add_argument("--suite", action="store_true", help="diffusers' own full loops instead of the golden runs")
     args = ap.parse_args()
     src = ref.source_dir(args.diffusers)
-    if args.what == "pndm":
+    if args.what == "k":
+        print_k(src)
+    elif args.what == "pndm":
         print_suite_pndm(src) if args.suite else print_pndm(src)
     elif args.what == "edm":
         print_edm(src) if not args.suite else print_suite_edm(src)

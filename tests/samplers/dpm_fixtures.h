@@ -199,8 +199,9 @@ inline void check_config_golden(const ConfigGolden& g, at::ScalarType dtype) {
   }
   const Tensor base = dummy_sample_deter(dtype) * 2 - 1;
   const Tensor x = s.initial_state(base, g.steps);
-  // EDM schedulers start from noise * init_noise_sigma; the others from the noise itself.
-  if (!s.denoiser_options.edm_preconditioning) {
+  // EDM and sigma-type schedulers start from noise * init_noise_sigma; the others from the noise
+  // itself.
+  if (!s.denoiser_options.edm_preconditioning && !s.init_noise_is_sigma_max) {
     EXPECT_TRUE(at::equal(x, base));
   }
   const Tensor out = s.sampler->sample(model_fn(d), x, grid, ctx);

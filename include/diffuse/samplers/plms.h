@@ -10,18 +10,17 @@
 //     (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24.
 //   PNDM (prk_warmup = true): the first three steps (never the run's last one) are pseudo
 //     Runge-Kutta-4 steps (four model calls each, at now, twice at the half step, and at next;
-//     weights 1/6, 1/3, 1/3, 1/6), then the same Adams-Bashforth steps. On a discrete schedule the half step is floor((t - t') / 2)
-//     as diffusers' integer timesteps have it: the first stage lands at t - h, the model is called
-//     at t' + h (the same point when t - t' is even); on continuous schedules it is the log-SNR
-//     midpoint.
+//     weights 1/6, 1/3, 1/3, 1/6), then the same Adams-Bashforth steps. On a discrete schedule the
+//     half step is floor((t - t') / 2) as diffusers' integer timesteps have it: the first stage
+//     lands at t - h, the model is called at t' + h (the same point when t - t' is even); on
+//     continuous schedules it is the log-SNR midpoint.
 // The outputs combined: eps (default; the method as published, second order on the testbed) or v
 // (combine = v, what diffusers does for v-prediction networks: it combines the v's and converts
 // the result to eps with the step's starting alpha, sigma, which makes the method first order:
-// measured 0.99 / 0.97 against 1.92 / 2.04 for eps, tests/samplers/convergence_test.cpp; VP schedules
-// only). Needs alpha > 0 where it steps from and, for PNDM, the schedule (SampleContext.schedule)
-// to place the half steps.
-// Checked against: diffusers PNDMScheduler (58eb52c; tests/samplers/plms_test.cpp).
-// Aliases: PLMS (A1111), pndm (prk_warmup=true).
+// measured 0.99 / 0.97 against 1.92 / 2.04 for eps, tests/samplers/convergence_test.cpp; VP
+// schedules only). Needs alpha > 0 where it steps from and, for PNDM, the schedule
+// (SampleContext.schedule) to place the half steps. Checked against: diffusers PNDMScheduler
+// (58eb52c; tests/samplers/plms_test.cpp). Aliases: PLMS (A1111), pndm (prk_warmup=true).
 #pragma once
 
 #include <cstdint>
