@@ -13,6 +13,7 @@
 //
 // Re-running one configuration: DIFFUSE_SWEEP_CONFIG=<index> (see the printed description);
 // DIFFUSE_SWEEP_SEED=<n> and DIFFUSE_SWEEP_CONFIGS=<n> explore other seeds / more configurations.
+#include <diffuse/schedules/spacing/ddim_uniform.h>
 #include "test_util.h"
 
 #include <atomic>
@@ -533,6 +534,12 @@ class Generator {
       c_.may_fail.push_back("strictly decreasing");
       if (key == "simple" && info_.discrete && n > info_.T)
         c_.fault("simple spacing with more steps than training steps", {std::to_string(n)});
+    } else if (key == "ddim_uniform") {
+      discrete_only = true;  // ComfyUI's step counts differ from n for most n
+      if (info_.discrete && DdimUniformSpacing::comfy_steps(info_.T, n) != n)
+        c_.fault("ddim_uniform step count", {"ask for"});
+      if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+      c_.may_fail.push_back("strictly decreasing");
     } else if (key == "lcm") {
       discrete_only = true;  // LCM / TCD: n of original_steps training steps (0: of all of them)
       if (info_.discrete) {
@@ -632,6 +639,8 @@ class Generator {
           bad.push_back({r_.chance(0.5) ? "alpha" : "beta", v});
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
       bad.push_back({"sigma_max", "-3"});
+      bad.push_back({"final", "none"});
+    } else if (key == "ddim_uniform") {
       bad.push_back({"final", "none"});
     } else if (key == "lcm") {
       bad.push_back({"final", "none"});
