@@ -215,6 +215,33 @@ FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& co
   return fo;
 }
 
+/// The flow schedule of the multistep solvers' use_flow_sigmas branch (DPM-Solver, UniPC): it
+/// ignores the betas and the timestep_spacing, which are read and dropped here.
+std::shared_ptr<const NoiseSchedule> diffusers_multistep_flow_schedule(DiffusersConfig& dc,
+                                                                       const Config& config) {
+  auto& r = dc.r();
+  for (const char* k : {"beta_start", "beta_end", "rescale_betas_zero_snr"})
+    if (r.has(k)) (void)r.get_string(k, "");
+  (void)r.get_enum("beta_schedule", BetaSchedule::linear, beta_schedule_names());
+  (void)r.get_doubles("trained_betas");
+  (void)r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+  (void)r.get_int("steps_offset", 0);
+  return std::make_shared<FlowSchedule>(
+      diffusers_flow_options(dc, config, "flow_shift", /*linear_shift=*/false));
+}
+
+/// The multistep solvers' flow grid (DPM-Solver's or UniPC's rule), times sigma * T cast to
+/// int64; no Karras / exponential / beta / lu override.
+std::shared_ptr<const TimestepSpacing> diffusers_multistep_flow_spacing(DiffusersConfig& dc,
+                                                                        FlowMatchRule rule) {
+  for (const char* k :
+       {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"})
+    dc.reject_unless(k, "false", "it replaces the flow sigmas in diffusers' set_timesteps");
+  FlowMatchSpacingOptions so;
+  so.rule(rule);
+  return std::make_shared<FlowMatchSpacing>(so);
+}
+
 /// timestep_spacing of the multistep solvers (DPM-Solver multistep, UniPC, DEIS): n times
 /// without t = 0 for linspace / leading; lambda_min drops the noisiest training steps
 /// (DPM-Solver's lambda_min_clipped; -inf: none).
@@ -321,16 +348,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const bool multi = cls == "DPMSolverMultistepScheduler";
     const bool flow = r.get_bool("use_flow_sigmas", false);
     if (flow) {
-      // The flow branch of set_timesteps ignores the betas (they only feed final_sigmas_type=
-      // sigma_min, refused below) and the timestep_spacing.
-      for (const char* k : {"beta_start", "beta_end", "rescale_betas_zero_snr"})
-        if (r.has(k)) (void)r.get_string(k, "");
-      (void)r.get_enum("beta_schedule", BetaSchedule::linear, beta_schedule_names());
-      (void)r.get_doubles("trained_betas");
-      (void)r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-      (void)r.get_int("steps_offset", 0);
-      out.schedule = std::make_shared<FlowSchedule>(
-          diffusers_flow_options(dc, config, "flow_shift", /*linear_shift=*/false));
+      out.schedule = diffusers_multistep_flow_schedule(dc, config);
       out.init_noise_is_one = true;
     } else {
       out.schedule = diffusers_schedule(dc, 1e-4, 0.02, multi, true);
@@ -361,12 +379,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       check(final_kind == "zero", cls,
             ": final_sigmas_type=sigma_min with use_flow_sigmas is not supported (diffusers takes "
             "that sigma from the VP betas, not from the flow schedule)");
-      for (const char* k :
-           {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"})
-        dc.reject_unless(k, "false", "it replaces the flow sigmas in diffusers' set_timesteps");
-      FlowMatchSpacingOptions so;
-      so.rule(FlowMatchRule::dpm_solver);
-      out.spacing = std::make_shared<FlowMatchSpacing>(so);
+      out.spacing = diffusers_multistep_flow_spacing(dc, FlowMatchRule::dpm_solver);
     } else {
       dc.reject_unless("use_dynamic_shifting", "false", "dynamic shifting is for flow models");
       const double flow_shift = r.get_double("flow_shift", 1.0);
@@ -404,7 +417,9 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     // The noise form steps with eps: diffusers recomputes it from the thresholded x0.
     if (algo == "dpmsolver") out.denoiser_options.use_clipped_model_output = true;
   } else if (cls == "UniPCMultistepScheduler") {
-    out.schedule = diffusers_schedule(dc, 1e-4, 0.02, true, true);
+    const bool flow = r.get_bool("use_flow_sigmas", false);
+    out.schedule = flow ? diffusers_multistep_flow_schedule(dc, config)
+                        : diffusers_schedule(dc, 1e-4, 0.02, true, true);
     diffusers_prediction(dc, out.denoiser_options, false, false, true, /*has_flow=*/true);
     const int64_t order = r.get_int("solver_order", 2);
     const bool predict_x0 = r.get_bool("predict_x0", true);
@@ -418,16 +433,24 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     dc.reject_unless("solver_p", "None", "a user-supplied predictor scheduler");
     const std::string final_kind = diffusers_final_kind(dc);
     const auto [smin, smax] = diffusers_sigma_range(dc, config);
-    dc.reject_unless("shift_terminal", "None", "shift_terminal is for flow sigmas");
-    reject_flow_keys(dc, cls);
-    check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
-          ": prediction_type=flow_prediction needs use_flow_sigmas=true, which diffuse does not "
-          "implement for UniPC yet");
-    // Karras times are rounded; exponential and beta times are cast (truncated) to int64.
-    out.spacing = diffusers_sigma_spacing(dc, false, true, true, final_kind, smin, smax);
-    if (!out.spacing)
-      out.spacing =
-          diffusers_multistep_spacing(dc, final_kind, -std::numeric_limits<double>::infinity());
+    dc.reject_unless("shift_terminal", "None",
+                     flow ? "terminal stretching of UniPC's flow sigmas is not implemented"
+                          : "shift_terminal is for flow sigmas");
+    if (flow) {
+      check(final_kind == "zero", cls,
+            ": final_sigmas_type=sigma_min with use_flow_sigmas is not supported");
+      check(std::isnan(smin) || smin == 0.0, cls, ": sigma_min is not used with use_flow_sigmas");
+      out.spacing = diffusers_multistep_flow_spacing(dc, FlowMatchRule::unipc);
+    } else {
+      reject_flow_keys(dc, cls);
+      check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
+            ": prediction_type=flow_prediction needs use_flow_sigmas=true");
+      // Karras times are rounded; exponential and beta times are cast (truncated) to int64.
+      out.spacing = diffusers_sigma_spacing(dc, false, true, true, final_kind, smin, smax);
+      if (!out.spacing)
+        out.spacing =
+            diffusers_multistep_spacing(dc, final_kind, -std::numeric_limits<double>::infinity());
+    }
     // diffusers thresholds only the data predictions (predict_x0=true).
     if (!predict_x0) out.denoiser_options.thresholding = false;
     Config sc{{"order", std::to_string(order)},

@@ -24,7 +24,7 @@
 // dynamic shifting); keys starting with '_' (e.g. _class_name) are ignored; other unknown keys are
 // errors unless strict=false. Features diffusers has and diffuse does not (learned variances,
 // singlestep noise-prediction DPM-Solver, lambda_min_clipped with trailing spacing, log_linear
-// interpolation, inverted flow sigmas, UniPC's solver_p and flow sigmas) are rejected with an
+// interpolation, inverted flow sigmas, UniPC's solver_p and shift_terminal) are rejected with an
 // error naming the key.
 #pragma once
 

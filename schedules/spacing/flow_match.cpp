@@ -14,7 +14,8 @@ namespace diffuse {
 
 const EnumNames<FlowMatchRule>& flow_match_rule_names() {
   static const EnumNames<FlowMatchRule> names{{"euler", FlowMatchRule::euler},
-                                              {"dpm_solver", FlowMatchRule::dpm_solver}};
+                                              {"dpm_solver", FlowMatchRule::dpm_solver},
+                                              {"unipc", FlowMatchRule::unipc}};
   return names;
 }
 
@@ -107,14 +108,31 @@ std::vector<double> dpm_rule(const FlowSchedule& fs, int64_t n) {
   return sig;
 }
 
+/// UniPCMultistep's use_flow_sigmas: n of linspace(1, sigma_min, n + 1), shifted, the first
+/// nudged 1e-6 below 1; noisiest first, without the final 0.
+std::vector<double> unipc_rule(const FlowSchedule& fs, int64_t n) {
+  const auto& so = fs.options;
+  check(so.shift_terminal() == 0, "flow_match: rule=unipc has no shift_terminal, got ",
+        so.shift_terminal());
+  const std::vector<double> lin = detail::np_linspace(1.0, so.sigma_min(), n + 1);
+  std::vector<double> sig(lin.begin(), lin.end() - 1);
+  for (double& v : sig) v = fs.shifted(v);
+  if (std::fabs(sig[0] - 1.0) < 1e-6) sig[0] -= 1e-6;
+  return sig;
+}
+
 }  // namespace
 
 TimeGrid FlowMatchSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("flow_match", n);
   const auto* fs = dynamic_cast<const FlowSchedule*>(&s);
   check(fs != nullptr, "flow_match spacing needs the flow schedule, got '", s.name(), "'");
-  const bool dpm = options.rule() == FlowMatchRule::dpm_solver;
-  const std::vector<double> sig = dpm ? dpm_rule(*fs, n) : euler_rule(*fs, options, n);
+  // DPM-Solver and UniPC cast their model times to int64.
+  const bool dpm = options.rule() != FlowMatchRule::euler;
+  const std::vector<double> sig = options.rule() == FlowMatchRule::dpm_solver ? dpm_rule(*fs, n)
+                                  : options.rule() == FlowMatchRule::unipc
+                                      ? unipc_rule(*fs, n)
+                                      : euler_rule(*fs, options, n);
   TimeGrid g;
   g.reserve(sig.size() + 1);
   for (double v : sig) {
@@ -124,7 +142,8 @@ TimeGrid FlowMatchSpacing::grid(const NoiseSchedule& s, int64_t n) const {
     if (dpm) {
       p.t = std::trunc(p.t);  // diffusers casts its float timesteps to int64
       // Integer model times are only meaningful on a fine time scale (diffusers: 1000).
-      check(p.t >= 1 && (g.empty() || p.t < g.back().t), "flow_match: rule=dpm_solver feeds ",
+      check(p.t >= 1 && (g.empty() || p.t < g.back().t),
+            "flow_match: rule=", enum_name(options.rule(), flow_match_rule_names()), " feeds ",
             "truncated integer model times, which must be >= 1 and strictly decreasing; with ",
             "t_scale=", fs->options.t_scale(), " and ", n, " steps step ", g.size(),
             " gets t=", p.t, " (use rule=euler or a larger t_scale)");
@@ -137,6 +156,7 @@ TimeGrid FlowMatchSpacing::grid(const NoiseSchedule& s, int64_t n) const {
 
 DIFFUSE_REGISTER(::diffuse::TimestepSpacing, FlowMatchSpacing, "flow_match",
                  "diffusers' flow-matching grids on the flow schedule, shift applied "
-                 "(rule=euler: FlowMatchEuler/Heun; rule=dpm_solver: DPM-Solver flow sigmas)");
+                 "(rule=euler: FlowMatchEuler/Heun; rule=dpm_solver: DPM-Solver flow sigmas; "
+                 "rule=unipc: UniPC flow sigmas)");
 
 }  // namespace diffuse

@@ -83,6 +83,14 @@ CASES = [
                                      "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                                      "prediction_type": "v_prediction"}, 10, None, None),
     ("UniPCCosineMidpoint", UNIPC, dict(COSINE, solver_type="midpoint"), 10, None, None),
+    ("UniPCFlowShift3", UNIPC, dict(flow_match.DPM_FLOW, flow_shift=3.0), 10, None, None),
+    # (bh1 with flow sigmas: diffusers returns NaN at the zero final sigma, as on the VP grids.)
+    ("UniPCFlowOrder3Shift3", UNIPC, dict(flow_match.DPM_FLOW, flow_shift=3.0, solver_order=3),
+     12, None, None),
+    ("UniPCFlowDynamic", UNIPC, dict(flow_match.DPM_FLOW, use_dynamic_shifting=True), 10,
+     flow_match.calculate_shift(4096), None),
+    # (No epsilon-prediction flow case: UniPC's first flow sigma is 1 - 1e-6, where x0 = (x - sigma eps) /
+    # alpha divides by 1e-6 and the float32 run is chaos; diffusers' and ours alike.)
     ("DeisDefault", DEIS, {}, 10, None, None),
     ("DeisOrder1", DEIS, {"solver_order": 1}, 8, None, None),
     ("DeisOrder3", DEIS, {"solver_order": 3}, 12, None, None),

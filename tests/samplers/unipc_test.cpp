@@ -269,6 +269,54 @@ const std::vector<testing::ConfigGolden> kUniPCGolden = {
       1875.5030488975788, 1408.9824069086148},
      1428510.88,
      {-3476.64331, -3474.84985, 1246.26392, 1414.86548, 1875.50525, 1408.9978}},
+    // UniPCFlowShift3: UniPCMultistepScheduler {'use_flow_sigmas': True, 'prediction_type':
+    // 'flow_prediction', 'flow_shift': 3.0}, set_timesteps(10)
+    {"UniPCFlowShift3",
+     "UniPCMultistepScheduler",
+     "flow_shift=3,prediction_type=flow_prediction,use_flow_sigmas=true",
+     10,
+     -1,
+     {999, 964, 923, 875, 818, 750, 667, 563, 429, 251},
+     {0.99999899999999997, 0.96432397685879567, 0.92316566682048906, 0.87515621094726315,
+      0.81842966194111233, 0.75037481259370309, 0.66722185209860096, 0.56331959535406517,
+      0.42979452054794515, 0.25187219171243136, 0},
+     260.50731259085097,
+     {-0.51587513599250401, -0.51276841911269777, -0.10492505815340526, 0.72046471682362778,
+      0.03379002924717496, 0.72399871017718109},
+     260.507294,
+     {-0.515875101, -0.512768328, -0.104925074, 0.720464647, 0.0337900072, 0.723998785}},
+    // UniPCFlowOrder3Shift3: UniPCMultistepScheduler {'use_flow_sigmas': True, 'prediction_type':
+    // 'flow_prediction', 'flow_shift': 3.0, 'solver_order': 3}, set_timesteps(12)
+    {"UniPCFlowOrder3Shift3",
+     "UniPCMultistepScheduler",
+     "flow_shift=3,prediction_type=flow_prediction,solver_order=3,use_flow_sigmas=true",
+     12,
+     -1,
+     {999, 970, 937, 900, 857, 807, 750, 682, 600, 500, 376, 216},
+     {0.99999899999999997, 0.97061937533086284, 0.93757030371203609, 0.9001199760047992,
+      0.85732647814910035, 0.80795847750865046, 0.75037481259370309, 0.68233851185609151,
+      0.60071942446043158, 0.50099900099900085, 0.37640449438202245, 0.21630295250320911, 0},
+     252.32263208449064,
+     {-0.51625526964581314, -0.51304256532206605, -0.092419238117847566, 0.69871168415781648,
+      0.037030178515816137, 0.70228023638790837},
+     252.322662,
+     {-0.516255319, -0.513042629, -0.0924192667, 0.698711753, 0.0370301306, 0.702280462}},
+    // UniPCFlowDynamic: UniPCMultistepScheduler {'use_flow_sigmas': True, 'prediction_type':
+    // 'flow_prediction', 'use_dynamic_shifting': True}, set_timesteps(10, mu=1.15)
+    {"UniPCFlowDynamic",
+     "UniPCMultistepScheduler",
+     "prediction_type=flow_prediction,use_dynamic_shifting=true,use_flow_sigmas=true,mu=1.15",
+     10,
+     -1,
+     {999, 966, 926, 880, 825, 759, 678, 575, 442, 261},
+     {0.99999899999999997, 0.96605030973417072, 0.92673229621763775, 0.88066333955987763,
+      0.82594143600036052, 0.75987603561252115, 0.67853213798975009, 0.57591672962650453,
+      0.44243097604415921, 0.26167818700023543, 0},
+     262.56482654082828,
+     {-0.51624154187642035, -0.51317030675388775, -0.107566943916328, 0.72469438948350695,
+      0.03347038370784311, 0.72821003014026853},
+     262.56485,
+     {-0.51624155, -0.513170302, -0.10756696, 0.724694431, 0.0334703773, 0.728210092}},
 };
 
 TEST(UniPCSampler, MatchesDiffusersFloat64) {
@@ -433,7 +481,10 @@ TEST(UniPCSampler, AliasesConfigAndErrors) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
     }
   };
-  diffusers_throws({{"use_flow_sigmas", "true"}}, "use_flow_sigmas");
+  diffusers_throws({{"use_flow_sigmas", "true"}, {"final_sigmas_type", "sigma_min"}}, "sigma_min");
+  diffusers_throws({{"use_flow_sigmas", "true"}, {"use_karras_sigmas", "true"}},
+                   "use_karras_sigmas");
+  diffusers_throws({{"flow_shift", "3"}}, "use_flow_sigmas");
   diffusers_throws({{"solver_p", "DDIMScheduler"}}, "solver_p");
   diffusers_throws({{"solver_type", "bh3"}}, "bh3");
   diffusers_throws({{"prediction_type", "flow_prediction"}}, "flow_prediction");

@@ -28,8 +28,8 @@
 namespace diffuse {
 
 /// Whose set_timesteps the flow_match spacing reproduces.
-enum class FlowMatchRule { euler, dpm_solver };
-/// Names of FlowMatchRule ("euler", "dpm_solver").
+enum class FlowMatchRule { euler, dpm_solver, unipc };
+/// Names of FlowMatchRule ("euler", "dpm_solver", "unipc").
 const EnumNames<FlowMatchRule>& flow_match_rule_names();
 
 /// Re-spacing of the shifted sigmas (diffusers use_karras_sigmas / use_exponential_sigmas /
