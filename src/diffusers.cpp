@@ -110,6 +110,16 @@ void diffusers_prediction(DiffusersConfig& dc, DenoiserOptions& d, bool has_clip
   if (has_threshold) diffusers_prediction_threshold(dc, d);
 }
 
+/// prediction_type of the classes whose step() takes epsilon or v_prediction only (diffusers
+/// raises for sample there).
+Parameterization diffusers_prediction_eps_or_v(DiffusersConfig& dc, const std::string& cls,
+                                               const char* why) {
+  const std::string pred =
+      dc.r().get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"});
+  check(pred != "sample", cls, ": prediction_type=sample is not supported (", why, ")");
+  return parse_parameterization(pred);
+}
+
 /// timestep_spacing for the DDPM/DDIM/Euler family: n times including t = 0.
 std::shared_ptr<const TimestepSpacing> diffusers_spacing_n(DiffusersConfig& dc,
                                                            const std::string& dflt, bool round,
@@ -168,6 +178,28 @@ void reject_sigma_range_of_spacing(const DiffusersConfig& dc, const std::string&
         sigma_spacing ? sigma_spacing->name() : "", " sigmas with timestep_spacing=", kind,
         " are not supported (diffusers takes their range from that spacing's own timesteps, "
         "sigma_min = sigma(t_last); use timestep_spacing=linspace)");
+}
+
+/// The grid and init_noise_sigma of the Euler family (Euler, Euler a, Heun, LMS, KDPM2): the
+/// timestep spacing, or with sigma_overrides a Karras / exponential / beta override (linspace only,
+/// reject_sigma_range_of_spacing); init_noise_sigma is sigma_max for linspace / trailing and
+/// sqrt(sigma_max^2 + 1) for leading.
+void diffusers_euler_family_grid(DiffusersConfig& dc, const std::string& cls,
+                                 DiffusersScheduler& out, bool sigma_overrides, bool round_t,
+                                 const std::string& final_kind, double smin, double smax) {
+  auto& r = dc.r();
+  const std::string kind =
+      r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+  out.init_noise_is_sigma_max = kind != "leading";
+  if (sigma_overrides) {
+    out.spacing = diffusers_sigma_spacing(dc, false, false, round_t, final_kind, smin, smax);
+    reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
+  }
+  if (!out.spacing) {
+    out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
+  } else {
+    r.get_int("steps_offset", 0);
+  }
 }
 
 /// A float key that diffusers allows to be None: NaN when absent or None.
@@ -504,20 +536,8 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
       if (r.has("sigma_max") && config.at("sigma_max") != "None")
         smax = r.get_double("sigma_max", 0.0);
     }
-    // diffusers' init_noise_sigma: sigma_max for linspace/trailing, sqrt(sigma_max^2 + 1) for
-    // leading.
-    const std::string kind =
-        r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-    out.init_noise_is_sigma_max = kind != "leading";
-    if (!ancestral) {
-      out.spacing = diffusers_sigma_spacing(dc, false, false, false, final_kind, smin, smax);
-      reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
-    }
-    if (!out.spacing) {
-      out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
-    } else {
-      r.get_int("steps_offset", 0);
-    }
+    diffusers_euler_family_grid(dc, cls, out, /*sigma_overrides=*/!ancestral, /*round_t=*/false,
+                                final_kind, smin, smax);
     if (heun) {
       out.sampler = make_sampler("heun");
     } else if (ancestral) {
@@ -536,25 +556,12 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     if (lms) {
       diffusers_prediction(dc, out.denoiser_options, false, false, false);
     } else {
-      const std::string pred =
-          r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"});
-      check(pred != "sample", cls,
-            ": prediction_type=sample is not supported (diffusers' step raises there)");
-      out.denoiser_options.prediction_type = parse_parameterization(pred);
+      out.denoiser_options.prediction_type =
+          diffusers_prediction_eps_or_v(dc, cls, "diffusers' step raises there");
     }
-    // init_noise_sigma as Euler's: sigma_max for linspace / trailing, sqrt(sigma_max^2 + 1) for
-    // leading.
-    const std::string kind =
-        r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
-    out.init_noise_is_sigma_max = kind != "leading";
     // KDPM2 rounds its Karras times (not the exponential or beta ones); LMS keeps them fractional.
-    out.spacing = diffusers_sigma_spacing(dc, false, false, !lms, "zero", 0.0, 0.0);
-    reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
-    if (!out.spacing) {
-      out.spacing = diffusers_spacing_n(dc, "linspace", false, "zero");
-    } else {
-      r.get_int("steps_offset", 0);
-    }
+    diffusers_euler_family_grid(dc, cls, out, /*sigma_overrides=*/true, /*round_t=*/!lms, "zero",
+                                0.0, 0.0);
     if (lms) {
       out.sampler = make_sampler("lms", {{"order", std::to_string(r.get_int("order", 4))}});
     } else {
@@ -563,11 +570,8 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     }
   } else if (cls == "PNDMScheduler") {
     out.schedule = diffusers_schedule(dc, 1e-4, 0.02, false, false);
-    const std::string pred =
-        r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"});
-    check(pred != "sample", cls,
-          ": prediction_type=sample is not supported (PNDMScheduler's step raises there)");
-    out.denoiser_options.prediction_type = parse_parameterization(pred);
+    out.denoiser_options.prediction_type =
+        diffusers_prediction_eps_or_v(dc, cls, "PNDMScheduler's step raises there");
     const bool one = r.get_bool("set_alpha_to_one", false);
     const std::string spacing =
         r.get_choice("timestep_spacing", "leading", {"linspace", "leading", "trailing"});
@@ -577,8 +581,10 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
           "grid except with leading spacing)");
     out.spacing = diffusers_spacing_n(dc, "leading", true, one ? "zero" : "min");
     out.sampler = make_sampler(
-        "plms", {{"prk_warmup", r.get_bool("skip_prk_steps", false) ? "false" : "true"},
-                 {"combine", pred == "v_prediction" ? "v" : "eps"}});
+        "plms",
+        {{"prk_warmup", r.get_bool("skip_prk_steps", false) ? "false" : "true"},
+         {"combine",
+          out.denoiser_options.prediction_type == Parameterization::kVelocity ? "v" : "eps"}});
   } else if (cls == "LCMScheduler" || cls == "TCDScheduler") {
     const bool tcd = cls == "TCDScheduler";
     out.schedule = diffusers_schedule(dc, 0.00085, 0.012, true, false, BetaSchedule::scaled_linear);
@@ -616,11 +622,9 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     out.schedule = std::make_shared<EdmSchedule>(eo);
     (void)r.get_int("num_train_timesteps", 1000);  // set_timesteps does not read it
     // diffusers' EDM precondition_outputs raises for prediction_type=sample.
-    out.denoiser_options.prediction_type = parse_parameterization(
-        r.get_choice("prediction_type", "epsilon", {"epsilon", "v_prediction", "sample"}));
-    check(out.denoiser_options.prediction_type != Parameterization::kSample, cls,
-          ": prediction_type=sample is not supported (EDM preconditioning has no sample form; "
-          "diffusers' precondition_outputs raises there)");
+    out.denoiser_options.prediction_type = diffusers_prediction_eps_or_v(
+        dc, cls,
+        "EDM preconditioning has no sample form; diffusers' precondition_outputs raises there");
     out.denoiser_options.edm_preconditioning = true;
     out.denoiser_options.sigma_data = eo.sigma_data();
     if (dpm) diffusers_prediction_threshold(dc, out.denoiser_options);
