@@ -57,26 +57,42 @@ Tensor randn(c10::IntArrayRef shape, uint64_t seed, const c10::TensorOptions& op
 
 namespace {
 
-Tensor cat_conditioning_value(const Tensor& a, const Tensor& b) {
-  if (!a.defined() && !b.defined()) return Tensor();
+/// The two branches' values batch together: both undefined, or both defined with one shape.
+void check_branch_values(const Tensor& a, const Tensor& b) {
+  if (!a.defined() && !b.defined()) return;
   check(a.defined() && b.defined(),
         "guidance needs both a conditional and an unconditional conditioning value (one is "
         "undefined)");
   check(a.sizes() == b.sizes(),
         "conditional and unconditional conditionings differ in shape: ", a.sizes(), " vs ",
         b.sizes());
+}
+
+const Tensor& uncond_extra(const Conditioning& b, const std::string& key) {
+  auto it = b.extra.find(key);
+  check(it != b.extra.end(), "conditioning extra '", key,
+        "' is missing from the unconditional branch");
+  return it->second;
+}
+
+/// What cat_conditioning checks, without the tensors: sample() runs it before the loop, so a
+/// mismatched pair is reported even when no call needs the unconditional branch.
+void check_conditioning_pair(const Conditioning& a, const Conditioning& b) {
+  check_branch_values(a.value, b.value);
+  for (const auto& kv : a.extra) check_branch_values(kv.second, uncond_extra(b, kv.first));
+}
+
+Tensor cat_conditioning_value(const Tensor& a, const Tensor& b) {
+  check_branch_values(a, b);
+  if (!a.defined()) return Tensor();
   return at::cat({a, b}, 0);
 }
 
 Conditioning cat_conditioning(const Conditioning& a, const Conditioning& b) {
   Conditioning out;
   out.value = cat_conditioning_value(a.value, b.value);
-  for (const auto& kv : a.extra) {
-    auto it = b.extra.find(kv.first);
-    check(it != b.extra.end(), "conditioning extra '", kv.first,
-          "' is missing from the unconditional branch");
-    out.extra[kv.first] = cat_conditioning_value(kv.second, it->second);
-  }
+  for (const auto& kv : a.extra)
+    out.extra[kv.first] = cat_conditioning_value(kv.second, uncond_extra(b, kv.first));
   return out;
 }
 
@@ -204,6 +220,11 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
         "sample(): the initial noise must be floating point, got dtype ", noise.scalar_type());
   detail::check_conditioning_batch(o.cond, noise.size(0), "cond");
   if (o.guidance) detail::check_conditioning_batch(o.uncond, noise.size(0), "uncond");
+  // A given unconditional branch must pair with the conditional one even if no call uses it (a
+  // zero-init step, scale 1, a guidance interval); an absent one is reported at the first call
+  // that needs it.
+  if (o.guidance && (o.uncond.value.defined() || !o.uncond.extra.empty()))
+    check_conditioning_pair(o.cond, o.uncond);
   // Per-run copies of the corrections (or the objects themselves, one run at a time): one
   // SampleOptions may serve concurrent runs.
   const detail::CorrectionRun run(o.corrections, "sample()");
