@@ -193,8 +193,8 @@ int main(int argc, char** argv) try {
       const double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       char rmse[32] = "-";
+      const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, o);
       if (!sampler->is_stochastic()) {
-        const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, o);
         const Tensor& exact = exact_ode(grid.front(), grid.back());
         const Tensor err = x.narrow(0, 0, exact.size(0)) - exact;
         std::snprintf(rmse, sizeof rmse, "%.3e", err.pow(2).mean().sqrt().item<double>());
@@ -204,8 +204,8 @@ int main(int argc, char** argv) try {
       const double cov_err = diffuse::covariance_error(x, gmm.covariance());
       std::printf("%-36s %5lld %5lld %12s %9.4f %9.4f %9.4f %8.1f\n", label.c_str(),
                   static_cast<long long>(steps),
-                  static_cast<long long>(sampler->model_calls(steps)), rmse, sw, mean_err, cov_err,
-                  ms);
+                  static_cast<long long>(sampler->model_calls_on(grid)), rmse, sw, mean_err,
+                  cov_err, ms);
     }
   }
   const double total =

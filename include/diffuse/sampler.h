@@ -120,6 +120,11 @@ class Sampler {
   virtual bool is_stochastic() const { return false; }
   /// Network evaluations for a run of num_steps steps (without guidance doubling).
   virtual int64_t model_calls(int64_t num_steps) const { return num_steps; }
+  /// Network evaluations for a run over `grid` (without guidance doubling), for samplers whose
+  /// count depends on the grid itself (restart); default model_calls(grid.size() - 1).
+  virtual int64_t model_calls_on(const TimeGrid& grid) const {
+    return model_calls(static_cast<int64_t>(grid.size()) - 1);
+  }
   virtual std::string name() const = 0;
   virtual Config to_config() const = 0;
 

@@ -819,6 +819,12 @@ class Generator {
       if (maybe(0.3)) s.set("boundary_condition", maybe(0.5) ? "true" : "false");
       if (maybe(0.3)) s.set("timestep_scaling", num(r_.log_real(0.1, 100)));
       if (maybe(0.3)) s.set("sigma_data", num(r_.log_real(0.1, 2)));
+    } else if (key == "restart") {
+      if (maybe(0.4)) s.set("restart_min", num(r_.real(0, 1)));
+      if (maybe(0.4)) s.set("restart_max", num(r_.real(1.5, 20)));
+      if (maybe(0.4)) s.set("restart_steps", std::to_string(r_.integer(1, 10)));
+      if (maybe(0.4)) s.set("restart_times", std::to_string(r_.integer(0, 3)));
+      if (maybe(0.3)) s.set("s_noise", num(r_.real(0, 1.5)));
     }
     if (!inject(0.15)) return;
     std::vector<std::pair<std::string, std::string>> bad{{"bogus_option", "1"}, {"#name", ""}};
@@ -860,6 +866,13 @@ class Generator {
       for (const char* v : {"0", "-1", "nan", "inf"}) bad.push_back({"timestep_scaling", v});
       for (const char* v : {"0", "nan"}) bad.push_back({"sigma_data", v});
       bad.push_back({"boundary_condition", "maybe"});
+    } else if (key == "restart") {
+      for (const char* v : {"-1", "nan"}) bad.push_back({"restart_min", v});
+      bad.push_back({"restart_max", "inf"});
+      for (const char* v : {"0", "-2"}) bad.push_back({"restart_steps", v});
+      bad.push_back({"restart_times", "-1"});
+      bad.push_back({"rho", "0"});
+      for (const char* v : {"-0.5", "nan"}) bad.push_back({"s_noise", v});
     }
     const auto [k, raw] = r_.pick(bad);
     if (k == "#name") {

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs every generator of tests/reference and compares its table with the test that holds it
 # (compare.py: count, exact matches, largest deviations). Needs the sources of README.md's table:
-#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, COMFYUI_SAMPLING, DIT_SRC, PYTORCH_FID_SRC
+#   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, A1111_EXTRA, COMFYUI_SAMPLING, DIT_SRC,
+#   PYTORCH_FID_SRC
 # Usage, from the repository root: bash tests/reference/check_all.sh [python (default /usr/bin/python3)]
 set -euo pipefail
 py="${1:-/usr/bin/python3}"
@@ -32,6 +33,7 @@ for k in euler euler_ancestral heun lms dpm_2 dpm_2_ancestral dpmpp_2s_ancestral
   cmp "kdiffusion_$k" "kdiffusion.py $k" "$s/kdiffusion_$k.inc"
 done
 cmp a1111_spacings "kdiffusion.py a1111_spacings" tests/schedules/a1111_spacings.inc
+cmp a1111_restart "kdiffusion.py restart" $s/a1111_restart.inc
 cmp flow_match "flow_match.py" $s/flow_match_test.cpp --from "const std::vector<ConfigGolden> kFlowGolden" --to "};"
 cmp dpm_options "dpm_options.py" $s/from_diffusers_test.cpp --from "const std::vector<testing::ConfigGolden> kDpmOptionGolden" --to "};"
 cmp unipc "new_solvers.py unipc" $s/unipc_test.cpp --from "const std::vector<testing::ConfigGolden> kUniPCGolden" --to "};"

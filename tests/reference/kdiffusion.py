@@ -121,6 +121,24 @@ CASES = {
          '{"karras_sd_eta0", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 10, '
          '{{"eta", "0"}}, -1,'),
     ],
+    # A1111's Restart sampler (modules/sd_samplers_extra.py at A1111_EXTRA_COMMIT, --a1111-extra FILE), taken out
+    # with ast: "a1111:restart_sampler". ("a1111_auto", n): restart_list=None, which re-grids n steps to a Karras
+    # grid of n - 9 steps (n in 20..35) from sigmas[-2] to sigmas[0] with one 9-step restart on [0.1, 2]; the
+    # printed grid is that re-gridded one. An explicit restart_list {min: [steps + 1, times, max]} keeps the grid.
+    "restart": [
+        ("a1111:restart_sampler", "DiscreteEpsDDPMDenoiser", ("a1111_auto", 20), {}, 31,
+         '{"a1111_auto_20_steps", 1000, 0.00085, 0.012, "scaled_linear", {}, "karras", {}, "epsilon", 11, {}, 31,'),
+        ("a1111:restart_sampler", "DiscreteVDDPMDenoiser", ("exponential", 12),
+         dict(s_noise=1.01, restart_list={0.3: [5, 2, 4.0]}), 32,
+         '{"exponential_sd_v_two_restarts", 1000, 0.00085, 0.012, "scaled_linear", {}, "exponential", {}, '
+         '"v_prediction", 12, {{"restart_min", "0.3"}, {"restart_max", "4.0"}, {"restart_steps", "4"}, '
+         '{"restart_times", "2"}, {"s_noise", "1.01"}}, 32,'),
+        ("a1111:restart_sampler", "DiscreteEpsDDPMDenoiser", ("explicit", 8), dict(restart_list={0.5: [4, 1, 5.0]}),
+         33,
+         '{"sigmas_sd_coarse", 1000, 0.00085, 0.012, "scaled_linear", {}, "sigmas", {{"sigmas", "'
+         + ";".join(repr(s) for s in EXPLICIT) + '"}}, "epsilon", 8, {{"restart_min", "0.5"}, {"restart_max", "5.0"}, '
+         '{"restart_steps", "3"}}, 33,'),
+    ],
     # A1111's scheduler functions (modules/sd_schedulers.py at A1111_COMMIT, --a1111-schedulers FILE) on
     # the same k-diffusion discrete denoiser, run with sample_euler: the sigmas kind is ("a1111", function, n).
     "a1111_spacings": [
@@ -135,6 +153,8 @@ CASES = {
 }
 
 A1111_COMMIT = "02b0092d5a8450b282bd7d9c2d84fdfed0f3c6db"
+# modules/sd_samplers_extra.py (restart_sampler) is read at this commit.
+A1111_EXTRA_COMMIT = "598aef823083397a58257be58bcfea01f1c8849a"
 
 
 def load_a1111(path, name, f64):
@@ -154,6 +174,25 @@ def load_a1111(path, name, f64):
 
 
 A1111_FILE = [None]
+A1111_EXTRA_FILE = [None]
+DRAWS = []  # noise draws of each A1111 sampler run
+
+
+def load_a1111_sampler(name):
+    """One sampler function of A1111's sd_samplers_extra.py, taken out with ast; it imports tqdm (stubbed) and
+    k_diffusion.sampling (the loaded module)."""
+    if not A1111_EXTRA_FILE[0]:
+        sys.exit("the restart cases need --a1111-extra FILE (modules/sd_samplers_extra.py at %s)" % A1111_EXTRA_COMMIT)
+    import ast
+    path = A1111_EXTRA_FILE[0]
+    tree = ast.parse(open(path).read())
+    fn = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    if not fn:
+        sys.exit("%s: no %s in it" % (path, name))
+    ns = {"torch": torch, "tqdm": types.SimpleNamespace(tqdm=lambda it, disable=None: it),
+          "k_diffusion": sys.modules["k_diffusion"]}
+    exec(compile(ast.Module(body=fn, type_ignores=[]), path, "exec"), ns)
+    return ns[name]
 
 
 def _stub(name, **attrs):
@@ -205,6 +244,11 @@ def run(kd, dsrc, case, f64):
     table = ref.scheduler(dsrc, "scheduling_ddpm", "DDPMScheduler", f64, **SD).alphas_cumprod
     if kind == "explicit":
         sigmas = torch.tensor(EXPLICIT, dtype=dtype)
+    elif kind == "a1111_auto":
+        s = ref.scheduler(dsrc, "scheduling_euler_discrete", "EulerDiscreteScheduler", f64, **SD, use_karras_sigmas=True)
+        with ref.precision(f64):
+            s.set_timesteps(n)
+        sigmas = s.sigmas.to(dtype)
     elif kind.startswith("a1111:"):
         if not A1111_FILE[0]:
             sys.exit("the a1111 cases need --a1111-schedulers FILE (modules/sd_schedulers.py at %s)" % A1111_COMMIT)
@@ -230,12 +274,34 @@ def run(kd, dsrc, case, f64):
     extra = dict(extra)
     if extra.get("noise_sampler") == "default":
         extra["noise_sampler"] = sampling.default_noise_sampler(x)
+    old_dtype = torch.get_default_dtype()
     try:
         if seed is not None:
             torch.manual_seed(seed)
-        out = getattr(sampling, fn)(model, x, sigmas, disable=True, **extra)
+        if fn.startswith("a1111:"):
+            # get_sigmas_karras inside makes default-dtype tensors: float64 in the float64 run. The noise draws
+            # are counted (restart_sampler draws one per restart, plus one whenever get_sigmas_karras' round-off
+            # leaves the last restart sigma below the grid point it returns to).
+            torch.set_default_dtype(dtype)
+            draw = torch.randn_like
+
+            def counted(t, **kw):
+                DRAWS[-1] += 1
+                return draw(t, **kw)
+            torch.randn_like = counted
+            DRAWS.append(0)
+            out = load_a1111_sampler(fn.split(":", 1)[1])(model, x, sigmas, disable=True, **extra)
+        else:
+            out = getattr(sampling, fn)(model, x, sigmas, disable=True, **extra)
     finally:
         torch.randn_like = randn_like
+        torch.set_default_dtype(old_dtype)
+    if kind == "a1111_auto":  # the grid A1111 runs: n - 9 Karras steps from sigmas[-2] to sigmas[0]
+        torch.set_default_dtype(dtype)
+        try:
+            sigmas = sampling.get_sigmas_karras(n - 9, sigmas[-2].item(), sigmas[0].item())
+        finally:
+            torch.set_default_dtype(old_dtype)
     assert out.dtype == dtype
     return model, sigmas, out
 
@@ -244,8 +310,9 @@ def call_text(case):
     fn, denoiser, _, extra, seed, _ = case
     args = "".join(", %s=%s" % (k, "default_noise_sampler(x)" if k == "noise_sampler" else repr(v))
                    for k, v in extra.items())
-    text = "k_diffusion.sampling.%s(%s(net, alphas_cumprod, quantize=False), sample_deter * sigmas[0], sigmas%s)" % (
-        fn, denoiser, args)
+    where = "A1111 sd_samplers_extra." if fn.startswith("a1111:") else "k_diffusion.sampling."
+    text = "%s%s(%s(net, alphas_cumprod, quantize=False), sample_deter * sigmas[0], sigmas%s)" % (
+        where, fn.split(":")[-1], denoiser, args)
     return text + (" after torch.manual_seed(%d)" % seed if seed is not None else "")
 
 
@@ -257,8 +324,11 @@ def main():
     ap.add_argument("--a1111-schedulers", help="A1111's modules/sd_schedulers.py at %s (the a1111_spacings "
                     "cases; default: $AYS_A1111)" % A1111_COMMIT[:7])
     ap.add_argument("which", choices=sorted(CASES))
+    ap.add_argument("--a1111-extra", help="A1111's modules/sd_samplers_extra.py at %s (the restart cases; "
+                    "default: $A1111_EXTRA)" % A1111_EXTRA_COMMIT[:7])
     a = ap.parse_args()
     A1111_FILE[0] = a.a1111_schedulers or os.environ.get("AYS_A1111")
+    A1111_EXTRA_FILE[0] = a.a1111_extra or os.environ.get("A1111_EXTRA")
     dsrc = ref.source_dir(a.diffusers)
     ksrc = a.kdiffusion or os.environ.get("KDIFFUSION_SRC")
     if not ksrc:
@@ -271,6 +341,8 @@ def main():
         _, _, x32 = run(kd, dsrc, case, False)
         ts = [float(model.sigma_to_t(s.reshape(1), quantize=False)) for s in sigmas[:-1]]
         print("    // %s: %s" % (a.which, call_text(case)))
+        if case[0].startswith("a1111:"):
+            print("    // noise draws: %d in the float64 run, %d in the float32 run" % (DRAWS[-2], DRAWS[-1]))
         print("    " + case[-1])
         print("     {%s}," % ref.join(ts, ref.g17))
         print("     {%s}," % ref.join(sigmas, ref.g17))
