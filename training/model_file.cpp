@@ -314,13 +314,23 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       check(value == "true" || value == "false", what, ": clip_sample must be true or false, got '",
             value, "'");
       card.clip_sample = value == "true";
+    } else if (key == "edm_preconditioning") {
+      check(value == "true" || value == "false", what,
+            ": edm_preconditioning must be true or false, got '", value, "'");
+      card.edm_preconditioning = value == "true";
+    } else if (key == "sigma_data") {
+      char* end = nullptr;
+      const double v = std::strtod(value.c_str(), &end);
+      check(!value.empty() && *end == '\0' && std::isfinite(v) && v > 0, what,
+            ": sigma_data must be a finite number > 0, got '", value, "'");
+      card.sigma_data = v;
     } else if (key == "description") {
       card.description = value;
     } else {
       throw Error(detail::cat(
           what, ": unknown card key '", key,
           "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
-          "class_names, clip_sample, description)"));
+          "class_names, clip_sample, edm_preconditioning, sigma_data, description)"));
     }
   }
   check(have_shape, what, ": the model card has no sample_shape (e.g. sample_shape=1x28x28)");
@@ -342,6 +352,8 @@ std::string model_card_text(const ModelCard& c) {
      << "num_classes=" << c.num_classes << "\n";
   if (!c.class_names.empty()) os << "class_names=" << detail::join(c.class_names, ";") << "\n";
   os << "clip_sample=" << (c.clip_sample ? "true" : "false") << "\n";
+  if (c.edm_preconditioning)
+    os << "edm_preconditioning=true\nsigma_data=" << format_double(c.sigma_data) << "\n";
   if (!c.description.empty()) {
     std::string d = c.description;
     for (char& ch : d)
@@ -361,6 +373,8 @@ DenoiserOptions LoadedModel::denoiser_options() const {
   // leaves visible noise in the images (shipped model, DDIM, 20 steps, CFG 2: FD 138.6 against
   // 58.7 at 10 steps; re-derived: see docs/cli.md).
   o.use_clipped_model_output = card.clip_sample;
+  o.edm_preconditioning = card.edm_preconditioning;
+  o.sigma_data = card.sigma_data;
   // A float16 / bfloat16 network gets x_t in its dtype (the sampler computes in float32).
   o.network_dtype = dtype;
   return o;

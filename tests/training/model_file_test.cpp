@@ -53,6 +53,19 @@ TEST(ModelCard, TextRoundTripAndOneLineForm) {
   EXPECT_EQ(one.architecture, "torchscript");
   EXPECT_EQ(one.sample_shape, (std::vector<int64_t>{2, 4, 4}));
   EXPECT_EQ(one.schedule, "discrete");
+  EXPECT_FALSE(one.edm_preconditioning);
+  // EDM preconditioning reaches the denoiser, and survives the text form.
+  const ModelCard edm = parse_model_card(
+      "sample_shape=4,schedule=edm,edm_preconditioning=true,sigma_data=0.25", "cli");
+  const ModelCard edm_back = parse_model_card(model_card_text(edm), "x");
+  EXPECT_TRUE(edm_back.edm_preconditioning);
+  EXPECT_EQ(edm_back.sigma_data, 0.25);
+  LoadedModel lm;
+  lm.card = edm_back;
+  EXPECT_TRUE(lm.denoiser_options().edm_preconditioning);
+  EXPECT_EQ(lm.denoiser_options().sigma_data, 0.25);
+  lm.card = c;
+  EXPECT_FALSE(lm.denoiser_options().edm_preconditioning);
 }
 
 TEST(ModelCard, BadCardsNameTheProblem) {
@@ -74,6 +87,9 @@ TEST(ModelCard, BadCardsNameTheProblem) {
   EXPECT_NE(msg("sample_shape=4,num_classes=2,class_names=a").find("1 names"), std::string::npos);
   EXPECT_NE(msg("sample_shape=4\nsample_shape=4").find("twice"), std::string::npos);
   EXPECT_NE(msg("just words").find("card.txt"), std::string::npos);
+  EXPECT_NE(msg("sample_shape=4,edm_preconditioning=yes").find("'yes'"), std::string::npos);
+  EXPECT_NE(msg("sample_shape=4,sigma_data=0").find("sigma_data"), std::string::npos);
+  EXPECT_NE(msg("sample_shape=4,sigma_data=nan").find("'nan'"), std::string::npos);
 }
 
 TEST(ModelFile, SaveLoadGivesTheSameNetwork) {

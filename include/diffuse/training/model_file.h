@@ -64,6 +64,11 @@ struct ModelCard {
   /// Clamp x0 to [-1, 1] while sampling (pixel-space models), re-deriving eps from the clamped x0
   /// (LoadedModel::denoiser_options). Default true.
   bool clip_sample = true;
+  /// The network was trained with EDM preconditioning (DenoiserOptions::edm_preconditioning:
+  /// it is fed c_in x at time c_noise = ln(sigma) / 4 and its output is combined with the input
+  /// by c_skip / c_out), with this sigma_data. Defaults false and 0.5.
+  bool edm_preconditioning = false;
+  double sigma_data = 0.5;
   /// Free text (how it was trained, its FD, ...). Default empty.
   std::string description;
 };
