@@ -15,16 +15,16 @@ namespace diffuse {
 RestartSampler::RestartSampler(RestartOptions o) : options(o) {
   const double lo = options.restart_min(), hi = options.restart_max();
   check(std::isfinite(lo) && lo >= 0, "restart: restart_min must be finite and >= 0, got ", lo);
-  check(std::isfinite(hi) && hi > lo, "restart: restart_max must be finite and > restart_min (",
-        lo, "), got ", hi);
+  check(std::isfinite(hi) && hi > lo, "restart: restart_max must be finite and > restart_min (", lo,
+        "), got ", hi);
   check(options.restart_steps() >= 1, "restart: restart_steps must be >= 1, got ",
         options.restart_steps());
   check(options.restart_times() >= 0 && options.restart_times() <= 1000,
         "restart: restart_times must be in [0, 1000], got ", options.restart_times());
-  check(options.restart_steps() <= kMaxNumSteps, "restart: restart_steps must be <= ",
-        kMaxNumSteps, ", got ", options.restart_steps());
-  check(std::isfinite(options.rho()) && options.rho() > 0, "restart: rho must be finite and > 0, got ",
-        options.rho());
+  check(options.restart_steps() <= kMaxNumSteps, "restart: restart_steps must be <= ", kMaxNumSteps,
+        ", got ", options.restart_steps());
+  check(std::isfinite(options.rho()) && options.rho() > 0,
+        "restart: rho must be finite and > 0, got ", options.rho());
   check(std::isfinite(options.s_noise()) && options.s_noise() >= 0,
         "restart: s_noise must be finite and >= 0, got ", options.s_noise());
   check_enum(options.space(), heun_space_names(), "restart: space");
@@ -79,8 +79,8 @@ int64_t RestartSampler::model_calls_on(const TimeGrid& grid) const {
   for (size_t i = 1; i < grid.size(); ++i) calls += heun_calls(grid[i]);
   const auto [lo, hi] = restart_indices(grid);
   if (lo >= 1 && hi < lo)
-    calls += options.restart_times() * (2 * (options.restart_steps() - 1) +
-                                         heun_calls(grid[static_cast<size_t>(lo)]));
+    calls += options.restart_times() *
+             (2 * (options.restart_steps() - 1) + heun_calls(grid[static_cast<size_t>(lo)]));
   return calls;
 }
 
@@ -94,8 +94,8 @@ StepResult RestartSampler::step_impl(const ModelFn& model, const Tensor& x, cons
   if (st.index + 1 != lo || hi >= lo) return out;
   const TimePoint& bottom = grid[static_cast<size_t>(lo)];
   const TimePoint& top = grid[static_cast<size_t>(hi)];
-  check(top.alpha > 0, "restart: the restart interval's upper end (grid point ", hi,
-        ", t=", top.t, ") has alpha = 0 (pure noise); lower restart_max");
+  check(top.alpha > 0, "restart: the restart interval's upper end (grid point ", hi, ", t=", top.t,
+        ") has alpha = 0 (pure noise); lower restart_max");
   // The sub-grid: Karras from top down to bottom, its ends exactly the grid points.
   const double s_lo = bottom.sigma_ve(), s_hi = top.sigma_ve();
   const std::vector<double> ramp =

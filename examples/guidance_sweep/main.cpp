@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
         // APG as in the paper (Sadat et al. 2024, Alg. 1): x0 space, the parallel part dropped
         // (eta 0), momentum -0.5, c + (w - 1) D; no norm threshold (its published values are for
         // image latents).
-        {"apg", "apg",
+        {"apg",
+         "apg",
          {{"eta", "0"},
           {"momentum", "-0.5"},
           {"norm_threshold", "0"},
@@ -178,17 +179,19 @@ int main(int argc, char** argv) {
         {"cfg_zero_star", "cfg_zero_star", {}, w_scales},
     };
 
-    std::printf("# diffuse_example_guidance_sweep: classes_2d, beta=%g, vp schedule, %s, %lld "
-                "steps, %lld samples per class, seed %llu, %lld thread(s)\n",
-                args.beta, args.sampler.c_str(), static_cast<long long>(args.steps),
-                static_cast<long long>(n), static_cast<unsigned long long>(args.seed),
-                static_cast<long long>(args.threads));
+    std::printf(
+        "# diffuse_example_guidance_sweep: classes_2d, beta=%g, vp schedule, %s, %lld "
+        "steps, %lld samples per class, seed %llu, %lld thread(s)\n",
+        args.beta, args.sampler.c_str(), static_cast<long long>(args.steps),
+        static_cast<long long>(n), static_cast<unsigned long long>(args.seed),
+        static_cast<long long>(args.threads));
     std::printf("method,scale,fd,precision,recall,class_share,inner_share\n");
     for (const Method& m : methods) {
       for (double scale : m.scales) {
         Config opts = m.options;
         opts["scale"] = diffuse::format_double(scale + m.offset);
-        std::shared_ptr<const diffuse::Guidance> guidance = diffuse::make_guidance(m.guidance, opts);
+        std::shared_ptr<const diffuse::Guidance> guidance =
+            diffuse::make_guidance(m.guidance, opts);
         Scores mean;
         for (int64_t c = 0; c < classes; ++c) {
           diffuse::SampleOptions o;
@@ -197,8 +200,8 @@ int main(int argc, char** argv) {
           o.guidance = guidance;
           o.cond.value = cm.embed(at::full({n}, c, at::kLong));
           o.uncond.value = cm.null_embedding(n);
-          const Tensor noise = diffuse::randn({n, 2}, args.seed + static_cast<uint64_t>(c),
-                                              at::kDouble);
+          const Tensor noise =
+              diffuse::randn({n, 2}, args.seed + static_cast<uint64_t>(c), at::kDouble);
           const Tensor x = diffuse::sample(*sampler, denoiser, *schedule, noise, o);
           const Tensor comp = cm.nearest_component(x);
           const Tensor cls = cm.component_class().index_select(0, comp);

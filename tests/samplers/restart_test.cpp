@@ -55,8 +55,9 @@ TEST(RestartSampler, CallsTheKarrasSubGrid) {
   auto sched = testing::discrete_schedule(1000, 0.00085, 0.012, "scaled_linear", "float64");
   const int64_t n = 12;
   const TimeGrid grid = make_spacing("karras")->grid(*sched, n);
-  const auto sampler = sampler_from_spec("restart:restart_min=0.3,restart_max=3,restart_steps=4,"
-                                    "restart_times=2,rho=5");
+  const auto sampler = sampler_from_spec(
+      "restart:restart_min=0.3,restart_max=3,restart_steps=4,"
+      "restart_times=2,rho=5");
   const auto* rs = dynamic_cast<const RestartSampler*>(sampler.get());
   ASSERT_NE(rs, nullptr);
   const auto [lo, hi] = rs->restart_indices(grid);
@@ -64,7 +65,8 @@ TEST(RestartSampler, CallsTheKarrasSubGrid) {
   int64_t lo_ref = 0, hi_ref = 0;
   for (int64_t i = 0; i <= n; ++i) {
     const double s = grid[static_cast<size_t>(i)].sigma_ve();
-    if (std::abs(s - 0.3) < std::abs(grid[static_cast<size_t>(lo_ref)].sigma_ve() - 0.3)) lo_ref = i;
+    if (std::abs(s - 0.3) < std::abs(grid[static_cast<size_t>(lo_ref)].sigma_ve() - 0.3))
+      lo_ref = i;
     if (std::abs(s - 3) < std::abs(grid[static_cast<size_t>(hi_ref)].sigma_ve() - 3)) hi_ref = i;
   }
   ASSERT_EQ(lo, lo_ref);
@@ -81,9 +83,8 @@ TEST(RestartSampler, CallsTheKarrasSubGrid) {
     std::vector<double> sub;
     for (int k = 0; k <= 4; ++k) {
       const double r = k / 4.0;
-      sub.push_back(std::pow(std::pow(top, 1 / 5.0) + r * (std::pow(s1, 1 / 5.0) -
-                                                           std::pow(top, 1 / 5.0)),
-                             5.0));
+      sub.push_back(std::pow(
+          std::pow(top, 1 / 5.0) + r * (std::pow(s1, 1 / 5.0) - std::pow(top, 1 / 5.0)), 5.0));
     }
     for (int rep = 0; rep < 2; ++rep)
       for (int k = 0; k < 4; ++k) {
@@ -131,10 +132,12 @@ TEST(RestartSampler, KeepsTheMarginalsOnTheGaussianMixture) {
     return sliced_wasserstein(x, truth, 3);
   };
   const double heun = w2("heun");
-  const double restart = w2("restart:restart_min=0.05,restart_max=1.5,restart_steps=30,"
-                            "restart_times=3");
-  const double no_noise = w2("restart:restart_min=0.05,restart_max=1.5,restart_steps=30,"
-                             "restart_times=3,s_noise=0");
+  const double restart =
+      w2("restart:restart_min=0.05,restart_max=1.5,restart_steps=30,"
+         "restart_times=3");
+  const double no_noise =
+      w2("restart:restart_min=0.05,restart_max=1.5,restart_steps=30,"
+         "restart_times=3,s_noise=0");
   std::cout << "[ restart ] sliced W2 to the mixture: noise floor " << floor << ", heun " << heun
             << ", restart " << restart << ", restart without noise " << no_noise << "\n";
   EXPECT_LT(heun, 2 * floor);

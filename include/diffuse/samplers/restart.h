@@ -69,9 +69,8 @@ class RestartSampler final : public Sampler {
   /// Heun's 2 num_steps - 1 calls plus 2 restart_steps per restart: the count when the grid
   /// holds the restart interval and its lower end is noisy. model_calls_on(grid) is exact.
   int64_t model_calls(int64_t num_steps) const override {
-    return num_steps > 0
-               ? 2 * num_steps - 1 + 2 * options.restart_steps() * options.restart_times()
-               : 0;
+    return num_steps > 0 ? 2 * num_steps - 1 + 2 * options.restart_steps() * options.restart_times()
+                         : 0;
   }
   int64_t model_calls_on(const TimeGrid& grid) const override;
 
