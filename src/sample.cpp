@@ -220,11 +220,9 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
         "sample(): the initial noise must be floating point, got dtype ", noise.scalar_type());
   detail::check_conditioning_batch(o.cond, noise.size(0), "cond");
   if (o.guidance) detail::check_conditioning_batch(o.uncond, noise.size(0), "uncond");
-  // A given unconditional branch must pair with the conditional one even if no call uses it (a
-  // zero-init step, scale 1, a guidance interval); an absent one is reported at the first call
-  // that needs it.
-  if (o.guidance && (o.uncond.value.defined() || !o.uncond.extra.empty()))
-    check_conditioning_pair(o.cond, o.uncond);
+  // With a guidance the unconditional branch must pair with the conditional one before any call,
+  // even if no call ends up using it (a zero-init step, scale 1, a guidance interval).
+  if (o.guidance) check_conditioning_pair(o.cond, o.uncond);
   // Per-run copies of the corrections (or the objects themselves, one run at a time): one
   // SampleOptions may serve concurrent runs.
   const detail::CorrectionRun run(o.corrections, "sample()");
