@@ -143,10 +143,10 @@ std::string dc_name(const DiffusersConfig&) { return "diffusers config: "; }
 /// integer_t: the scheduler casts its model times to int64 (DPM-Solver), which truncates them;
 /// round_t: it rounds the Karras and lu times first (DPM-Solver except multistep on the cosine
 /// schedule).
-std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& dc, bool has_lu,
-                                                               bool integer_t, bool round_t,
-                                                               const std::string& final_kind,
-                                                               double sigma_min, double sigma_max) {
+std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(
+    DiffusersConfig& dc, bool has_lu, bool integer_t, bool round_t, const std::string& final_kind,
+    double sigma_min, double sigma_max, const std::string& range = "schedule",
+    int64_t range_steps_offset = 0) {
   auto& r = dc.r();
   const bool karras = r.get_bool("use_karras_sigmas", false);
   const bool expo = r.get_bool("use_exponential_sigmas", false);
@@ -159,6 +159,10 @@ std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& 
   Config c{{"final", final_kind},
            {"sigma_min", format_double(sigma_min)},
            {"sigma_max", format_double(sigma_max)}};
+  if (range != "schedule") {
+    c["range"] = range;
+    c["range_steps_offset"] = std::to_string(range_steps_offset);
+  }
   const bool rounds = (karras || lu) && round_t;
   c["round_t"] = rounds ? "true" : "false";
   if (integer_t && !rounds) c["trunc_t"] = "true";
@@ -168,37 +172,35 @@ std::shared_ptr<const TimestepSpacing> diffusers_sigma_spacing(DiffusersConfig& 
   return nullptr;
 }
 
-/// diffusers' Euler-family schedulers take the Karras / exponential / beta range from the sigmas
-/// at their own spacing's timesteps (sigma_min = sigma(t_last)); diffuse's sigma spacings take
-/// the schedule's (the linspace range, where t_last = 0).
-void reject_sigma_range_of_spacing(const DiffusersConfig& dc, const std::string& cls,
-                                   const std::shared_ptr<const TimestepSpacing>& sigma_spacing,
-                                   const std::string& kind) {
-  check(!sigma_spacing || kind == "linspace", dc_name(dc), cls, ": ",
-        sigma_spacing ? sigma_spacing->name() : "", " sigmas with timestep_spacing=", kind,
-        " are not supported (diffusers takes their range from that spacing's own timesteps, "
-        "sigma_min = sigma(t_last); use timestep_spacing=linspace)");
-}
-
 /// The grid and init_noise_sigma of the Euler family (Euler, Euler a, Heun, LMS, KDPM2): the
-/// timestep spacing, or with sigma_overrides a Karras / exponential / beta override (linspace only,
-/// reject_sigma_range_of_spacing); init_noise_sigma is sigma_max for linspace / trailing and
-/// sqrt(sigma_max^2 + 1) for leading.
-void diffusers_euler_family_grid(DiffusersConfig& dc, const std::string& cls,
-                                 DiffusersScheduler& out, bool sigma_overrides, bool round_t,
-                                 const std::string& final_kind, double smin, double smax) {
+/// timestep spacing, or with sigma_overrides a Karras / exponential / beta override over the
+/// spacing's sigma range (the spacings' range option); init_noise_sigma is sigma_max for linspace /
+/// trailing and sqrt(sigma_max^2 + 1) for leading. log_linear (Euler's
+/// interpolation_type="log_linear"): the log_linear spacing, and an override over the schedule's
+/// range (the log-linear sigmas keep its ends).
+void diffusers_euler_family_grid(DiffusersConfig& dc, DiffusersScheduler& out, bool sigma_overrides,
+                                 bool round_t, const std::string& final_kind, double smin,
+                                 double smax, bool log_linear = false) {
   auto& r = dc.r();
   const std::string kind =
       r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
+  const int64_t offset = r.get_int("steps_offset", 0);
   out.init_noise_is_sigma_max = kind != "leading";
   if (sigma_overrides) {
-    out.spacing = diffusers_sigma_spacing(dc, false, false, round_t, final_kind, smin, smax);
-    reject_sigma_range_of_spacing(dc, cls, out.spacing, kind);
+    // The sigmas are interpolated at the spacing's timesteps first, so a Karras / exponential /
+    // beta override takes its range from them (linspace: the schedule's own).
+    const bool own = kind == "linspace" || log_linear;
+    out.spacing =
+        diffusers_sigma_spacing(dc, false, false, round_t, final_kind, smin, smax,
+                                own ? "schedule" : kind, !own && kind == "leading" ? offset : 0);
   }
-  if (!out.spacing) {
-    out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
+  if (out.spacing) return;
+  if (log_linear) {
+    out.spacing = make_spacing(
+        "log_linear",
+        {{"spacing", kind}, {"steps_offset", std::to_string(kind == "leading" ? offset : 0)}});
   } else {
-    r.get_int("steps_offset", 0);
+    out.spacing = diffusers_spacing_n(dc, "linspace", false, final_kind);
   }
 }
 
@@ -249,8 +251,8 @@ FlowScheduleOptions diffusers_flow_options(DiffusersConfig& dc, const Config& co
 
 /// The flow schedule of the multistep solvers' use_flow_sigmas branch (DPM-Solver, UniPC): it
 /// ignores the betas and the timestep_spacing, which are read and dropped here.
-std::shared_ptr<const NoiseSchedule> diffusers_multistep_flow_schedule(DiffusersConfig& dc,
-                                                                       const Config& config) {
+std::shared_ptr<const NoiseSchedule> diffusers_multistep_flow_schedule(
+    DiffusersConfig& dc, const Config& config, double shift_terminal = std::nan("")) {
   auto& r = dc.r();
   for (const char* k : {"beta_start", "beta_end", "rescale_betas_zero_snr"})
     if (r.has(k)) (void)r.get_string(k, "");
@@ -258,19 +260,21 @@ std::shared_ptr<const NoiseSchedule> diffusers_multistep_flow_schedule(Diffusers
   (void)r.get_doubles("trained_betas");
   (void)r.get_choice("timestep_spacing", "linspace", {"linspace", "leading", "trailing"});
   (void)r.get_int("steps_offset", 0);
-  return std::make_shared<FlowSchedule>(
-      diffusers_flow_options(dc, config, "flow_shift", /*linear_shift=*/false));
+  FlowScheduleOptions fo = diffusers_flow_options(dc, config, "flow_shift", /*linear_shift=*/false);
+  if (!std::isnan(shift_terminal)) fo.shift_terminal(shift_terminal);
+  return std::make_shared<FlowSchedule>(fo);
 }
 
 /// The multistep solvers' flow grid (DPM-Solver's or UniPC's rule), times sigma * T cast to
 /// int64; no Karras / exponential / beta / lu override.
-std::shared_ptr<const TimestepSpacing> diffusers_multistep_flow_spacing(DiffusersConfig& dc,
-                                                                        FlowMatchRule rule) {
+std::shared_ptr<const TimestepSpacing> diffusers_multistep_flow_spacing(
+    DiffusersConfig& dc, FlowMatchRule rule, FinalPoint final = FinalPoint::kZero) {
   for (const char* k :
        {"use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"})
     dc.reject_unless(k, "false", "it replaces the flow sigmas in diffusers' set_timesteps");
   FlowMatchSpacingOptions so;
   so.rule(rule);
+  so.final(final);
   return std::make_shared<FlowMatchSpacing>(so);
 }
 
@@ -450,7 +454,11 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     if (algo == "dpmsolver") out.denoiser_options.use_clipped_model_output = true;
   } else if (cls == "UniPCMultistepScheduler") {
     const bool flow = r.get_bool("use_flow_sigmas", false);
-    out.schedule = flow ? diffusers_multistep_flow_schedule(dc, config)
+    // shift_terminal (None or a float; 0 is off, as diffusers' `if self.config.shift_terminal`).
+    const double terminal = optional_double(dc, config, "shift_terminal");
+    check(flow || std::isnan(terminal), cls, ": shift_terminal=", terminal,
+          " needs use_flow_sigmas=true (diffusers raises there)");
+    out.schedule = flow ? diffusers_multistep_flow_schedule(dc, config, terminal)
                         : diffusers_schedule(dc, 1e-4, 0.02, true, true);
     diffusers_prediction(dc, out.denoiser_options, false, false, true, /*has_flow=*/true);
     const int64_t order = r.get_int("solver_order", 2);
@@ -465,14 +473,11 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     dc.reject_unless("solver_p", "None", "a user-supplied predictor scheduler");
     const std::string final_kind = diffusers_final_kind(dc);
     const auto [smin, smax] = diffusers_sigma_range(dc, config);
-    dc.reject_unless("shift_terminal", "None",
-                     flow ? "terminal stretching of UniPC's flow sigmas is not implemented"
-                          : "shift_terminal is for flow sigmas");
     if (flow) {
-      check(final_kind == "zero", cls,
-            ": final_sigmas_type=sigma_min with use_flow_sigmas is not supported");
       check(std::isnan(smin) || smin == 0.0, cls, ": sigma_min is not used with use_flow_sigmas");
-      out.spacing = diffusers_multistep_flow_spacing(dc, FlowMatchRule::unipc);
+      // final_sigmas_type=sigma_min repeats the last flow sigma: a zero-length last step.
+      out.spacing = diffusers_multistep_flow_spacing(
+          dc, FlowMatchRule::unipc, final_kind == "min" ? FinalPoint::kMin : FinalPoint::kZero);
     } else {
       reject_flow_keys(dc, cls);
       check(out.denoiser_options.prediction_type != Parameterization::kFlow, cls,
@@ -524,20 +529,21 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     diffusers_prediction(dc, out.denoiser_options, heun, false, false);
     std::string final_kind = "zero";
     double smin = 0.0, smax = 0.0;
+    bool log_linear = false;
     if (!heun && !ancestral) {
       final_kind = r.get_choice("final_sigmas_type", "zero", {"zero", "sigma_min"}) == "sigma_min"
                        ? "min"
                        : "zero";
-      dc.reject_unless("interpolation_type", "linear",
-                       "only linear sigma interpolation is implemented");
+      log_linear =
+          r.get_choice("interpolation_type", "linear", {"linear", "log_linear"}) == "log_linear";
       dc.reject_unless("timestep_type", "discrete", "continuous timesteps are not implemented");
       if (r.has("sigma_min") && config.at("sigma_min") != "None")
         smin = r.get_double("sigma_min", 0.0);
       if (r.has("sigma_max") && config.at("sigma_max") != "None")
         smax = r.get_double("sigma_max", 0.0);
     }
-    diffusers_euler_family_grid(dc, cls, out, /*sigma_overrides=*/!ancestral, /*round_t=*/false,
-                                final_kind, smin, smax);
+    diffusers_euler_family_grid(dc, out, /*sigma_overrides=*/!ancestral, /*round_t=*/false,
+                                final_kind, smin, smax, log_linear);
     if (heun) {
       out.sampler = make_sampler("heun");
     } else if (ancestral) {
@@ -560,8 +566,8 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
           diffusers_prediction_eps_or_v(dc, cls, "diffusers' step raises there");
     }
     // KDPM2 rounds its Karras times (not the exponential or beta ones); LMS keeps them fractional.
-    diffusers_euler_family_grid(dc, cls, out, /*sigma_overrides=*/true, /*round_t=*/!lms, "zero",
-                                0.0, 0.0);
+    diffusers_euler_family_grid(dc, out, /*sigma_overrides=*/true, /*round_t=*/!lms, "zero", 0.0,
+                                0.0);
     if (lms) {
       out.sampler = make_sampler("lms", {{"order", std::to_string(r.get_int("order", 4))}});
     } else {
@@ -605,8 +611,11 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     (void)r.get_bool("set_alpha_to_one", true);
     const int64_t original = r.get_int("original_inference_steps", 50);
     check(original >= 1, cls, ": original_inference_steps must be >= 1, got ", original);
-    out.spacing = make_spacing(
-        "lcm", {{"original_steps", std::to_string(original)}, {"final", tcd ? "min" : "zero"}});
+    // set_timesteps' strength (img2img): the grid starts part-way down the distillation steps.
+    const double strength = r.get_double("strength", 1.0);
+    out.spacing = make_spacing("lcm", {{"original_steps", std::to_string(original)},
+                                       {"final", tcd ? "min" : "zero"},
+                                       {"strength", format_double(strength)}});
     if (tcd) {
       out.sampler = make_sampler("tcd", {{"gamma", format_double(r.get_double("eta", 0.3))}});
     } else {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include <diffuse/config.h>
+#include <diffuse/registry.h>
 
 namespace diffuse::detail {
 
@@ -184,6 +185,38 @@ void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who
   check(lo > 0 && std::isfinite(hi) && hi > lo, who,
         ": needs 0 < sigma_min < sigma_max < inf, got sigma_min=", lo, " sigma_max=", hi,
         " (for zero terminal SNR set terminal_alphas_cumprod or sigma_max)");
+}
+
+const std::vector<std::string>& sigma_range_sources() {
+  static const std::vector<std::string> names{"schedule", "linspace", "leading", "trailing"};
+  return names;
+}
+
+void check_sigma_range_source(const char* who, const std::string& range, int64_t steps_offset) {
+  const auto& names = sigma_range_sources();
+  check(std::find(names.begin(), names.end(), range) != names.end(), who, ": range must be one of ",
+        join(names, ", "), ", got '", range, "'");
+  check(steps_offset >= 0, who, ": range_steps_offset must be >= 0, got ", steps_offset);
+  check(steps_offset == 0 || range == "leading", who, ": range_steps_offset=", steps_offset,
+        " applies to range=leading only (range=", range, ")");
+}
+
+void sigma_range_from(const NoiseSchedule& s, const std::string& range, int64_t steps_offset,
+                      int64_t n, double& lo, double& hi, const char* who) {
+  if (range != "schedule" && (lo == 0.0 || hi == 0.0)) {
+    Config c;
+    if (range == "leading") c["steps_offset"] = std::to_string(steps_offset);
+    const TimeGrid g = Registry<TimestepSpacing>::get().make(range, c)->grid(s, n);
+    if (hi == 0.0) hi = g.front().sigma_ve();
+    if (lo == 0.0 && n > 1) {
+      lo = g[static_cast<size_t>(n) - 1].sigma_ve();
+    } else if (lo == 0.0) {
+      // One step: the ramp is sigma_max alone and any sigma_min below it will do.
+      lo = s.at(s.t_min()).sigma_ve();
+      if (!(lo < hi)) lo = 0.5 * hi;
+    }
+  }
+  sigma_range(s, lo, hi, who);
 }
 
 }  // namespace diffuse::detail

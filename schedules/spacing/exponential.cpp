@@ -12,6 +12,7 @@ namespace diffuse {
 ExponentialSpacing::ExponentialSpacing(ExponentialSpacingOptions o) : options(std::move(o)) {
   detail::check_sigma_spacing_options("exponential", options.sigma_min(), options.sigma_max(),
                                       options.round_t(), options.trunc_t());
+  detail::check_sigma_range_source("exponential", options.range(), options.range_steps_offset());
 }
 
 std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c) {
@@ -22,6 +23,8 @@ std::unique_ptr<TimestepSpacing> ExponentialSpacing::from_config(const Config& c
   o.round_t(r.get_bool("round_t", o.round_t()));
   o.trunc_t(r.get_bool("trunc_t", o.trunc_t()));
   o.final(r.get_enum("final", o.final(), final_point_names()));
+  o.range(r.get_string("range", o.range()));
+  o.range_steps_offset(r.get_int("range_steps_offset", o.range_steps_offset()));
   r.finish();
   return std::make_unique<ExponentialSpacing>(o);
 }
@@ -32,13 +35,18 @@ Config ExponentialSpacing::to_config() const {
            {"round_t", detail::bool_str(options.round_t())},
            {"final", enum_name(options.final(), final_point_names())}};
   if (options.trunc_t()) c["trunc_t"] = "true";  // written only when used
+  if (options.range() != "schedule") {           // written only when used
+    c["range"] = options.range();
+    c["range_steps_offset"] = std::to_string(options.range_steps_offset());
+  }
   return c;
 }
 
 TimeGrid ExponentialSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   detail::check_steps("exponential", n);
   double lo = options.sigma_min(), hi = options.sigma_max();
-  detail::sigma_range(s, lo, hi, "exponential");
+  detail::sigma_range_from(s, options.range(), options.range_steps_offset(), n, lo, hi,
+                           "exponential");
   return detail::sigma_ramp_grid(s, detail::exponential_ramp(lo, hi, n), options.round_t(),
                                  options.trunc_t(), options.final());
 }

@@ -46,6 +46,7 @@ std::unique_ptr<TimestepSpacing> FlowMatchSpacing::from_config(const Config& c) 
   o.rho(r.get_double("rho", o.rho()));
   o.beta_alpha(r.get_double("beta_alpha", o.beta_alpha()));
   o.beta_beta(r.get_double("beta_beta", o.beta_beta()));
+  o.final(r.get_enum("final", o.final(), final_point_names()));
   r.finish();
   return std::make_unique<FlowMatchSpacing>(o);
 }
@@ -54,6 +55,8 @@ Config FlowMatchSpacing::to_config() const {
   Config c{{"rule", enum_name(options.rule(), flow_match_rule_names())},
            {"sigmas", enum_name(options.sigmas(), flow_sigmas_names())},
            {"rho", format_double(options.rho())}};
+  if (options.final() != FinalPoint::kZero)  // written only when used
+    c["final"] = enum_name(options.final(), final_point_names());
   if (options.sigmas() == FlowSigmas::beta) {  // written only when used
     c["beta_alpha"] = format_double(options.beta_alpha());
     c["beta_beta"] = format_double(options.beta_beta());
@@ -63,6 +66,16 @@ Config FlowMatchSpacing::to_config() const {
 
 namespace {
 
+/// LTX-Video's stretch (diffusers' stretch_shift_to_terminal): 1 - sigma scaled so that the last
+/// sigma is shift_terminal (when > 0). One step has only sigma = 1 (diffusers divides by zero).
+void stretch_to_terminal(const FlowScheduleOptions& so, std::vector<double>& sig, int64_t n) {
+  if (so.shift_terminal() <= 0) return;
+  check(n >= 2, "flow_match: shift_terminal=", so.shift_terminal(),
+        " needs at least 2 steps, got num_steps=", n);
+  const double factor = (1.0 - sig.back()) / (1.0 - so.shift_terminal());
+  for (double& v : sig) v = 1.0 - (1.0 - v) / factor;
+}
+
 /// FlowMatchEuler's set_timesteps: the noise levels, noisiest first, without the final 0.
 std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOptions& o,
                                int64_t n) {
@@ -71,14 +84,7 @@ std::vector<double> euler_rule(const FlowSchedule& fs, const FlowMatchSpacingOpt
   const double u_min = so.use_dynamic_shifting() ? so.sigma_min() : fs.shifted(so.sigma_min());
   std::vector<double> sig = detail::np_linspace(1.0 * scale, u_min * scale, n);
   for (double& v : sig) v = fs.shifted(v / scale);
-  if (so.shift_terminal() > 0) {
-    // LTX-Video's stretch: 1 - sigma scaled so that the last sigma is shift_terminal. One step
-    // has only sigma = 1 (diffusers divides by zero there).
-    check(n >= 2, "flow_match: shift_terminal=", so.shift_terminal(),
-          " needs at least 2 steps, got num_steps=", n);
-    const double factor = (1.0 - sig.back()) / (1.0 - so.shift_terminal());
-    for (double& v : sig) v = 1.0 - (1.0 - v) / factor;
-  }
+  stretch_to_terminal(so, sig, n);
   if (o.sigmas() == FlowSigmas::karras) {
     sig = detail::karras_ramp(sig.back(), sig.front(), o.rho(), n);
   } else if (o.sigmas() == FlowSigmas::exponential) {
@@ -108,15 +114,14 @@ std::vector<double> dpm_rule(const FlowSchedule& fs, int64_t n) {
   return sig;
 }
 
-/// UniPCMultistep's use_flow_sigmas: n of linspace(1, sigma_min, n + 1), shifted, the first
-/// nudged 1e-6 below 1; noisiest first, without the final 0.
+/// UniPCMultistep's use_flow_sigmas: n of linspace(1, sigma_min, n + 1), shifted, stretched to
+/// shift_terminal, the first nudged 1e-6 below 1; noisiest first, without the final 0.
 std::vector<double> unipc_rule(const FlowSchedule& fs, int64_t n) {
   const auto& so = fs.options;
-  check(so.shift_terminal() == 0, "flow_match: rule=unipc has no shift_terminal, got ",
-        so.shift_terminal());
   const std::vector<double> lin = detail::np_linspace(1.0, so.sigma_min(), n + 1);
   std::vector<double> sig(lin.begin(), lin.end() - 1);
   for (double& v : sig) v = fs.shifted(v);
+  stretch_to_terminal(so, sig, n);
   if (std::fabs(sig[0] - 1.0) < 1e-6) sig[0] -= 1e-6;
   return sig;
 }
@@ -150,7 +155,7 @@ TimeGrid FlowMatchSpacing::grid(const NoiseSchedule& s, int64_t n) const {
     }
     g.push_back(p);
   }
-  g.push_back(s.clean_point());
+  g.push_back(options.final() == FinalPoint::kMin ? g.back() : s.clean_point());
   return g;
 }
 

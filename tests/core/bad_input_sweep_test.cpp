@@ -526,6 +526,12 @@ class Generator {
         c_.may_fail.push_back("strictly decreasing");  // truncated times can repeat too
       }
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
+      if (r_.chance(0.2)) {
+        // The range of another spacing's timesteps (diffusers' Euler family).
+        const bool coarse = info_.discrete && 2 * n <= info_.T;
+        sp.set("range", coarse ? r_.pick<std::string>({"linspace", "leading", "trailing"})
+                               : std::string("linspace"));
+      }
     } else if (key == "normal" || key == "simple") {
       discrete_only = true;  // the A1111 / ComfyUI table schedulers (sgm_uniform = normal:sgm=true)
       if (key == "normal" && r_.chance(0.3)) sp.set("round_t", r_.chance(0.5) ? "true" : "false");
@@ -551,6 +557,12 @@ class Generator {
       }
       if (r_.chance(0.3)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
       c_.may_fail.push_back("strictly decreasing");  // its last time can be t_min itself
+    } else if (key == "log_linear") {
+      discrete_only = true;  // diffusers' interpolation_type=log_linear under a timestep spacing
+      if (info_.discrete && 2 * n <= info_.T && r_.chance(0.5))
+        sp.set("spacing", r_.pick<std::string>({"linspace", "leading", "trailing"}));
+      if (info_.discrete && n > info_.T)
+        c_.fault("log_linear with more steps than training steps", {std::to_string(n)});
     } else if (key == "kl_optimal") {
       if (r_.chance(0.3)) {
         sp.set("sigma_min", num(r_.log_real(1e-3, 0.1)));
@@ -577,6 +589,7 @@ class Generator {
       if (!dpm && r_.chance(0.3))
         sp.set("sigmas", r_.pick<std::string>({"shifted", "karras", "exponential", "beta"}));
       if (r_.chance(0.2)) sp.set("rho", num(r_.real(0.5, 10)));
+      if (r_.chance(0.2)) sp.set("final", r_.pick<std::string>({"zero", "min"}));
       if (c_.schedule.name != "flow") {
         c_.fault("flow_match spacing on a non-flow schedule", {"needs the flow schedule"});
       } else if (dpm && (c_.schedule.get("shift_terminal") != "" ||
@@ -640,12 +653,18 @@ class Generator {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"sigma_min", v});
       bad.push_back({"sigma_max", "-3"});
       bad.push_back({"final", "none"});
+      bad.push_back({"range", "nowhere"});
+      bad.push_back({"range_steps_offset", "-1"});
     } else if (key == "ddim_uniform") {
       bad.push_back({"final", "none"});
     } else if (key == "lcm") {
       bad.push_back({"final", "none"});
       bad.push_back({"original_steps", "-1"});
       if (info_.discrete) bad.push_back({"original_steps", std::to_string(info_.T + 1)});
+      for (const char* v : {"0", "1.5", "nan"}) bad.push_back({"strength", v});
+    } else if (key == "log_linear") {
+      bad.push_back({"spacing", "karras"});
+      bad.push_back({"steps_offset", "-1"});
     } else if (key == "normal" || key == "simple" || key == "kl_optimal") {
       bad.push_back({"final", "none"});
       if (key == "normal") bad.push_back({"sgm", "maybe"});
@@ -672,6 +691,7 @@ class Generator {
       bad.push_back({"rule", "ddim"});
       bad.push_back({"sigmas", "gamma"});
       for (const char* v : {"0", "-1", "nan"}) bad.push_back({"rho", v});
+      bad.push_back({"final", "none"});
     }
     auto [k, raw] = r_.pick(bad);
     if (k == "bogus_option") {

@@ -52,6 +52,7 @@ PNDM = ("scheduling_pndm", "PNDMScheduler")
 LMS = ("scheduling_lms_discrete", "LMSDiscreteScheduler")
 KDPM2 = ("scheduling_k_dpm_2_discrete", "KDPM2DiscreteScheduler")
 KDPM2_A = ("scheduling_k_dpm_2_ancestral_discrete", "KDPM2AncestralDiscreteScheduler")
+EULER = ("scheduling_euler_discrete", "EulerDiscreteScheduler")
 EDM_EULER = ("scheduling_edm_euler", "EDMEulerScheduler")
 EDM_DPM = ("scheduling_edm_dpmsolver_multistep", "EDMDPMSolverMultistepScheduler")
 LCM = ("scheduling_lcm", "LCMScheduler")
@@ -89,6 +90,12 @@ CASES = [
      12, None, None),
     ("UniPCFlowDynamic", UNIPC, dict(flow_match.DPM_FLOW, use_dynamic_shifting=True), 10,
      flow_match.calculate_shift(4096), None),
+    ("UniPCFlowShiftTerminal", UNIPC, dict(flow_match.DPM_FLOW, flow_shift=3.0, shift_terminal=0.1), 10, None, None),
+    # final_sigmas_type="sigma_min" repeats the last flow sigma: a zero-length last step (finite with bh1).
+    ("UniPCFlowSigmaMin", UNIPC, dict(flow_match.DPM_FLOW, flow_shift=3.0, final_sigmas_type="sigma_min"), 8,
+     None, None),
+    ("UniPCFlowBh1SigmaMinTerminal", UNIPC, dict(flow_match.DPM_FLOW, flow_shift=2.0, solver_type="bh1",
+                                                 final_sigmas_type="sigma_min", shift_terminal=0.2), 8, None, None),
     # (No epsilon-prediction flow case: UniPC's first flow sigma is 1 - 1e-6, where x0 = (x - sigma eps) /
     # alpha divides by 1e-6 and the float32 run is chaos; diffusers' and ours alike.)
     ("DeisDefault", DEIS, {}, 10, None, None),
@@ -126,6 +133,10 @@ DISTILLED = [
     ("TcdEta1Steps8", TCD, {"eta": 1.0}, 8, 7),
     ("TcdEta05V", TCD, {"eta": 0.5, "prediction_type": "v_prediction"}, 5, 2),
     ("TcdSampleOriginal20", TCD, {"prediction_type": "sample", "original_inference_steps": 20}, 3, 6),
+    # set_timesteps(n, strength=s) (the img2img pipelines): the grid starts part-way down.
+    ("LcmStrength06", LCM, {"strength": 0.6}, 4, 0),
+    ("LcmStrength03Original100", LCM, {"strength": 0.3, "original_inference_steps": 100}, 6, 2),
+    ("TcdStrength05", TCD, {"strength": 0.5}, 4, 1),
 ]
 
 SUITE_UNIPC = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
@@ -158,10 +169,10 @@ SUITE = [
 
 def run_distilled(src, which, config, steps, seed, f64):
     dtype = torch.float64 if f64 else torch.float32
-    cfg = {k: v for k, v in config.items() if k != "eta"}
+    cfg = {k: v for k, v in config.items() if k not in ("eta", "strength")}
     s = ref.scheduler(src, which[0], which[1], f64, **cfg)
     with ref.precision(f64):
-        s.set_timesteps(steps)
+        s.set_timesteps(steps, **({"strength": config["strength"]} if "strength" in config else {}))
         x = ref.dummy_sample_deter(dtype) * 2 - 1
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         kw = {"eta": config["eta"]} if "eta" in config else {}
@@ -222,7 +233,7 @@ def run_edm(src, which, config, steps, seed, f64):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         for t in s.timesteps:
             out = flow_match.nonlinear_model(s.scale_model_input(x, t), t)
-            if which is LMS or which is KDPM2:
+            if which is LMS or which is KDPM2 or which is EULER:
                 x = s.step(out, t, x, **step_kw).prev_sample
             else:
                 x = s.step(out, t, x, generator=g).prev_sample
@@ -243,6 +254,23 @@ K_CASES = [
     ("Kdpm2ADefault", KDPM2_A, {}, 10, 0),
     ("Kdpm2AKarrasV", KDPM2_A, {"use_karras_sigmas": True, "prediction_type": "v_prediction"}, 8, 5),
     ("Kdpm2ATrailing", KDPM2_A, {"timestep_spacing": "trailing"}, 7, 2),
+    # Sigma re-spacings over leading / trailing timesteps: diffusers interpolates the sigmas at the
+    # spacing's timesteps first, so the range is sigma(t_last) .. sigma(t_first).
+    ("EulerKarrasLeadingSd", EULER, dict(SD_BETAS, use_karras_sigmas=True, timestep_spacing="leading",
+                                         steps_offset=1), 10, None),
+    ("EulerExponentialTrailing", EULER, {"use_exponential_sigmas": True, "timestep_spacing": "trailing"}, 8, None),
+    ("LmsKarrasTrailingSd", LMS, dict(SD_BETAS, use_karras_sigmas=True, timestep_spacing="trailing"), 9, None),
+    ("Kdpm2BetaLeading", KDPM2, {"use_beta_sigmas": True, "timestep_spacing": "leading", "steps_offset": 1}, 8, None),
+    # interpolation_type="log_linear": n + 1 log-uniform sigmas under the spacing's own timesteps; the run ends
+    # on sigma_min (the appended final 0 is never reached and not printed). With a sigma override the
+    # log-linear sigmas only supply the schedule's range.
+    ("EulerLogLinear", EULER, {"interpolation_type": "log_linear"}, 10, None),
+    ("EulerLogLinearLeadingSdV", EULER, dict(SD_BETAS, interpolation_type="log_linear", timestep_spacing="leading",
+                                             steps_offset=1, prediction_type="v_prediction"), 8, None),
+    ("EulerLogLinearKarrasTrailingSd", EULER, dict(SD_BETAS, interpolation_type="log_linear", use_karras_sigmas=True,
+                                                   timestep_spacing="trailing"), 8, None),
+    ("Kdpm2AKarrasTrailingV", KDPM2_A, {"use_karras_sigmas": True, "timestep_spacing": "trailing",
+                                        "prediction_type": "v_prediction"}, 6, 3),
 ]
 
 
@@ -253,7 +281,10 @@ def print_k(src):
         s64, x64 = run_edm(src, which, config, steps, seed, True)
         _, x32 = run_edm(src, which, config, steps, seed, False)
         ts, sig = [float(t) for t in s64.timesteps], [float(v) for v in s64.sigmas]
-        if which is not LMS:  # [t0, m1, t1, m2, t2, ...] and [s0, s1, s1, s2, s2, ..., 0, 0, 0]
+        overrides = any(config.get(k) for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"))
+        if config.get("interpolation_type") == "log_linear" and not overrides:
+            sig = sig[:steps + 1]  # the steps end on sigmas[steps] = sigma_min
+        if which in (KDPM2, KDPM2_A):  # [t0, m1, t1, m2, t2, ...] and [s0, s1, s1, s2, s2, ..., 0, 0, 0]
             ts = ts[:1] + ts[2::2]
             sig = sig[:1] + sig[1:2 * steps - 1:2] + [0.0]
         print("// %s: %s %s, set_timesteps(%d)%s" % (name, which[1], config, steps,

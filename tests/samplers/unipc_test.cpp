@@ -317,6 +317,57 @@ const std::vector<testing::ConfigGolden> kUniPCGolden = {
       0.03347038370784311, 0.72821003014026853},
      262.56485,
      {-0.51624155, -0.513170302, -0.10756696, 0.724694431, 0.0334703773, 0.728210092}},
+    // UniPCFlowShiftTerminal: UniPCMultistepScheduler {'use_flow_sigmas': True, 'prediction_type':
+    // 'flow_prediction', 'flow_shift': 3.0, 'shift_terminal': 0.1}, set_timesteps(10)
+    {"UniPCFlowShiftTerminal",
+     "UniPCMultistepScheduler",
+     "flow_shift=3,prediction_type=flow_prediction,shift_terminal=0.1,use_flow_sigmas=true",
+     10,
+     -1,
+     {999, 957, 907, 849, 781, 699, 599, 474, 314, 99},
+     {0.99999899999999997, 0.95708163702592652, 0.90756806645131505, 0.84981254686328411,
+      0.78157033805888765, 0.69970014992503748, 0.5996668887408394, 0.47467216185837391,
+      0.31404109589041096, 0.099999999999999978, 0},
+     236.68438021820634,
+     {-0.50768768709272016, -0.50403794054418172, -0.08680558868229328, 0.68268866261969974,
+      0.025007401323764122, 0.68654514992519755},
+     236.684357,
+     {-0.507687688, -0.504037797, -0.0868056044, 0.682688415, 0.0250073578, 0.686545014}},
+    // UniPCFlowSigmaMin: UniPCMultistepScheduler {'use_flow_sigmas': True, 'prediction_type':
+    // 'flow_prediction', 'flow_shift': 3.0, 'final_sigmas_type': 'sigma_min'}, set_timesteps(8)
+    {"UniPCFlowSigmaMin",
+     "UniPCMultistepScheduler",
+     "final_sigmas_type=sigma_min,flow_shift=3,prediction_type=flow_prediction,use_flow_sigmas="
+     "true",
+     8,
+     -1,
+     {999, 954, 900, 833, 750, 643, 500, 301},
+     {0.99999899999999997, 0.95459503681483493, 0.9001199760047992, 0.83355548150616465,
+      0.75037481259370309, 0.64346895074946475, 0.50099900099900108, 0.30167765128819646,
+      0.30167765128819646},
+     330.69659509120743,
+     {-0.6946969471201303, -0.69042077897438059, -0.02849717895136266, 0.80944054372763696,
+      0.15827232116875486, 0.81251609486912169},
+     330.696594,
+     {-0.694696963, -0.690420806, -0.0284971744, 0.809440494, 0.158272281, 0.812516034}},
+    // UniPCFlowBh1SigmaMinTerminal: UniPCMultistepScheduler {'use_flow_sigmas': True,
+    // 'prediction_type': 'flow_prediction', 'flow_shift': 2.0, 'solver_type': 'bh1',
+    // 'final_sigmas_type': 'sigma_min', 'shift_terminal': 0.2}, set_timesteps(8)
+    {"UniPCFlowBh1SigmaMinTerminal",
+     "UniPCMultistepScheduler",
+     "final_sigmas_type=sigma_min,flow_shift=2,prediction_type=flow_prediction,shift_terminal=0.2,"
+     "solver_type=bh1,use_flow_sigmas=true",
+     8,
+     -1,
+     {999, 931, 852, 762, 656, 532, 382, 199},
+     {0.99999899999999997, 0.93137981277438642, 0.85296794335503101, 0.76250755320200836,
+      0.65699052696720139, 0.53231647952229511, 0.38274749436052657, 0.19999999999999996,
+      0.19999999999999996},
+     312.35872383708153,
+     {-0.6279686299236924, -0.62413941225315961, -0.073483530718220558, 0.80942241240492263,
+      0.10134496420858356, 0.81255242903690661},
+     312.347046,
+     {-0.627974331, -0.624144912, -0.0734650716, 0.809384406, 0.101353392, 0.812514663}},
 };
 
 TEST(UniPCSampler, MatchesDiffusersFloat64) {
@@ -481,7 +532,9 @@ TEST(UniPCSampler, AliasesConfigAndErrors) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
     }
   };
-  diffusers_throws({{"use_flow_sigmas", "true"}, {"final_sigmas_type", "sigma_min"}}, "sigma_min");
+  // shift_terminal stretches flow sigmas only (diffusers raises without them).
+  diffusers_throws({{"shift_terminal", "0.1"}}, "use_flow_sigmas");
+  diffusers_throws({{"use_flow_sigmas", "true"}, {"shift_terminal", "1.5"}}, "shift_terminal");
   diffusers_throws({{"use_flow_sigmas", "true"}, {"use_karras_sigmas", "true"}},
                    "use_karras_sigmas");
   diffusers_throws({{"flow_shift", "3"}}, "use_flow_sigmas");

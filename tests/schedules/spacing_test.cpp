@@ -10,6 +10,7 @@
 //   checksum = sum_n n * sum_k (k + 1) * timesteps[k]; for trailing the first n values (see
 //   schedules/spacing/trailing.h for diffusers' spurious extra -1); leading with steps_offset=1
 //   over the n whose first timestep stays <= T - 1 (diffuse rejects the others).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -231,6 +232,81 @@ TEST(Spacing, SigmaSpacingsRoundOrTruncateTheModelTime) {
   EXPECT_DOUBLE_EQ(b[0].sigma_ve(), s->at(s->t_max()).sigma_ve());
   EXPECT_DOUBLE_EQ(b[9].sigma_ve(), s->at(s->t_min()).sigma_ve());
   EXPECT_ERROR_NAMING(make_spacing("beta", {{"alpha", "-1"}}), "alpha=-1");
+}
+
+// range=leading / trailing: the sigma range of that spacing's timesteps at the same step count,
+// i.e. the same grid as explicit sigma_min / sigma_max read off that spacing's grid.
+TEST(Spacing, SigmaSpacingsTakeTheRangeOfAnotherSpacing) {
+  const auto s = make_schedule("discrete");
+  for (const std::string name : {"karras", "exponential", "beta"}) {
+    for (const std::string range : {"leading", "trailing", "linspace"}) {
+      SCOPED_TRACE(name + " over " + range);
+      const int64_t n = 9, offset = range == "leading" ? 1 : 0;
+      Config rc;
+      if (range == "leading") rc["steps_offset"] = "1";
+      const TimeGrid src = make_spacing(range, rc)->grid(*s, n);
+      const TimeGrid want = make_spacing(name, {{"sigma_min", format_double(src[n - 1].sigma_ve())},
+                                                {"sigma_max", format_double(src[0].sigma_ve())}})
+                                ->grid(*s, n);
+      const auto sp =
+          make_spacing(name, {{"range", range}, {"range_steps_offset", std::to_string(offset)}});
+      const TimeGrid got = sp->grid(*s, n);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << i;
+      EXPECT_EQ(make_spacing(name, sp->to_config())->grid(*s, n), got);  // config round trip
+      if (range == "linspace") {                                         // the schedule's own range
+        EXPECT_EQ(got, make_spacing(name)->grid(*s, n));
+      } else {
+        EXPECT_LT(got[n - 1].sigma_ve(), got[0].sigma_ve());
+        EXPECT_GT(got[n - 1].sigma_ve(), make_spacing(name)->grid(*s, n)[n - 1].sigma_ve());
+      }
+      // An explicit end wins; one step is sigma_max alone.
+      EXPECT_DOUBLE_EQ(
+          make_spacing(name, {{"range", range}, {"sigma_max", "5"}})->grid(*s, n)[0].sigma_ve(),
+          5.0);
+      EXPECT_EQ(make_spacing(name, {{"range", range}})->grid(*s, 1).size(), 2u);
+    }
+    EXPECT_ERROR_NAMING(make_spacing(name, {{"range", "nowhere"}}), "'nowhere'");
+    EXPECT_ERROR_NAMING(make_spacing(name, {{"range_steps_offset", "-1"}}), "-1");
+    EXPECT_ERROR_NAMING(make_spacing(name, {{"range", "trailing"}, {"range_steps_offset", "1"}}),
+                        "range=leading only");
+  }
+  EXPECT_EQ(make_spacing("karras")->to_config().count("range"), 0u);
+}
+
+// diffusers' interpolation_type=log_linear: the timestep spacing's model times over n + 1
+// log-uniform noise levels from sigma_max to sigma_min, where the run ends.
+TEST(Spacing, LogLinearPutsTheSpacingsTimesOnLogUniformSigmas) {
+  const auto s = make_schedule("discrete");
+  const double smax = s->at(s->t_max()).sigma_ve(), smin = s->at(s->t_min()).sigma_ve();
+  for (const std::string ts : {"linspace", "leading", "trailing"}) {
+    SCOPED_TRACE(ts);
+    const int64_t n = 10;
+    Config tc;
+    if (ts == "leading") tc["steps_offset"] = "1";
+    const TimeGrid times = make_spacing(ts, tc)->grid(*s, n);
+    Config lc{{"spacing", ts}};
+    if (ts == "leading") lc["steps_offset"] = "1";
+    const auto sp = make_spacing("log_linear", lc);
+    const TimeGrid g = sp->grid(*s, n);
+    ASSERT_EQ(g.size(), static_cast<size_t>(n + 1));
+    for (int64_t i = 0; i <= n; ++i) {
+      const double want =
+          std::exp(std::log(smax) + (std::log(smin) - std::log(smax)) * static_cast<double>(i) / n);
+      EXPECT_NEAR(g[i].sigma_ve(), want, 1e-12 * want) << i;
+      EXPECT_NEAR(g[i].alpha * g[i].alpha + g[i].sigma * g[i].sigma, 1.0, 1e-12) << i;
+      if (i < n) {
+        EXPECT_EQ(g[i].t, times[i].t) << i;
+      }
+    }
+    EXPECT_EQ(g.back(), s->at(s->t_min()));
+    EXPECT_FALSE(g.back().is_clean());
+    EXPECT_EQ(make_spacing("log_linear", sp->to_config())->grid(*s, n), g);
+  }
+  EXPECT_ERROR_NAMING(make_spacing("log_linear", {{"spacing", "karras"}}), "'karras'");
+  EXPECT_ERROR_NAMING(make_spacing("log_linear", {{"steps_offset", "-1"}}), "-1");
+  EXPECT_ERROR_NAMING(make_spacing("log_linear", {{"steps_offset", "1"}}), "spacing=leading");
+  EXPECT_ERROR_NAMING(make_spacing("log_linear")->grid(*make_schedule("vp"), 5), "discrete");
 }
 
 }  // namespace

@@ -68,6 +68,21 @@ TimeGrid sigma_ramp_grid(const NoiseSchedule& s, const std::vector<double>& sigm
 /// t_min / t_max; then checks 0 < lo < hi < inf.
 void sigma_range(const NoiseSchedule& s, double& lo, double& hi, const char* who);
 
+/// The values of the sigma spacings' `range` option: where their default sigma_min / sigma_max
+/// come from.
+const std::vector<std::string>& sigma_range_sources();
+
+/// Checks a sigma spacing's range / range_steps_offset (errors name `who` and the value).
+void check_sigma_range_source(const char* who, const std::string& range, int64_t steps_offset);
+
+/// sigma_range with the range's source: for "schedule", the schedule's t_min / t_max; for
+/// "linspace", "leading" (with steps_offset) or "trailing", that spacing's grid at the same step
+/// count n: sigma_max at its first point, sigma_min at its last point before the final one
+/// (diffusers' Euler, Heun, LMS and KDPM2 schedulers interpolate their sigmas at their own
+/// timesteps before the Karras / exponential / beta re-spacing). Explicit values (> 0) win.
+void sigma_range_from(const NoiseSchedule& s, const std::string& range, int64_t steps_offset,
+                      int64_t n, double& lo, double& hi, const char* who);
+
 /// Karras et al. 2022's rho-ramp: n values (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho
 /// from hi down to lo (karras spacing on sigma_ve; flow_match's Karras re-spacing on flow sigma).
 std::vector<double> karras_ramp(double lo, double hi, double rho, int64_t n);

@@ -13,8 +13,10 @@
 // (DPMSolverMultistepScheduler with use_flow_sigmas): sigma_i = the shift of 1 - linspace(1,
 // sigma_min, n + 1), noisiest first, without the 0; the dynamic exponential shift is the static one
 // with s = e^mu (diffusers sets flow_shift = exp(mu)); the network is fed the truncated integer t =
-// floor(t_scale * sigma), the solver steps with the exact sigma. Both end at the clean point (sigma
-// = 0).
+// floor(t_scale * sigma), the solver steps with the exact sigma. rule=unipc
+// (UniPCMultistepScheduler with use_flow_sigmas): n of linspace(1, sigma_min, n + 1), shifted,
+// stretched to shift_terminal, the first nudged 1e-6 below 1, integer times as dpm_solver. All
+// end at the clean point (sigma = 0), or with final=min on their last sigma again.
 #pragma once
 
 #include <memory>
@@ -24,6 +26,7 @@
 
 #include <diffuse/config.h>
 #include <diffuse/schedule.h>
+#include <diffuse/schedules/final_point.h>
 
 namespace diffuse {
 
@@ -49,6 +52,10 @@ struct FlowMatchSpacingOptions {
   /// values, the paper's choice); > 0.
   TORCH_ARG(double, beta_alpha) = 0.6;
   TORCH_ARG(double, beta_beta) = 0.6;
+  /// "zero" (default): the run ends on the clean point; "min": the last noise level again, a
+  /// zero-length last step (diffusers' UniPC with use_flow_sigmas and
+  /// final_sigmas_type="sigma_min").
+  TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
 };
 
 class FlowMatchSpacing final : public TimestepSpacing {

@@ -28,6 +28,12 @@ struct KarrasSpacingOptions {
   TORCH_ARG(bool, trunc_t) = false;
   /// "zero" (default) or "min" (lands on sigma_min, diffusers' final_sigmas_type="sigma_min").
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
+  /// Where sigma_min / sigma_max default from (when 0): "schedule" (default), the schedule's
+  /// t_min / t_max; "linspace", "leading" (with range_steps_offset) or "trailing", that spacing's
+  /// first and last timesteps at the same step count, as diffusers' Euler / Heun / LMS / KDPM2
+  /// schedulers take them with use_karras_sigmas and the like.
+  TORCH_ARG(std::string, range) = "schedule";
+  TORCH_ARG(int64_t, range_steps_offset) = 0;
 };
 
 class KarrasSpacing final : public TimestepSpacing {

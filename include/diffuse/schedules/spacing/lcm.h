@@ -28,6 +28,12 @@ struct LcmSpacingOptions {
   TORCH_ARG(int64_t, original_steps) = 50;
   /// "zero" (default) or "min".
   TORCH_ARG(FinalPoint, final) = FinalPoint::kZero;
+  /// img2img (set_timesteps' strength, the LCM / TCD img2img pipelines): only the first
+  /// floor(original_steps * strength) distillation steps (of the training steps when
+  /// original_steps = 0) are candidates, so the n steps start part-way down; the run then starts
+  /// from the init image noised to the grid's first point (sample() with init_image and strength
+  /// 1). In (0, 1]; default 1.
+  TORCH_ARG(double, strength) = 1.0;
 };
 
 class LcmSpacing final : public TimestepSpacing {
