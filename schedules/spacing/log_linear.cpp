@@ -15,8 +15,9 @@ LogLinearSpacing::LogLinearSpacing(LogLinearSpacingOptions o) : options(std::mov
         "log_linear: spacing must be linspace, leading or trailing, got '", ts, "'");
   check(options.steps_offset() >= 0, "log_linear: steps_offset must be >= 0, got ",
         options.steps_offset());
-  check(options.steps_offset() == 0 || ts == "leading", "log_linear: steps_offset=",
-        options.steps_offset(), " applies to spacing=leading only (spacing=", ts, ")");
+  check(options.steps_offset() == 0 || ts == "leading",
+        "log_linear: steps_offset=", options.steps_offset(),
+        " applies to spacing=leading only (spacing=", ts, ")");
 }
 
 std::unique_ptr<TimestepSpacing> LogLinearSpacing::from_config(const Config& c) {
@@ -29,8 +30,7 @@ std::unique_ptr<TimestepSpacing> LogLinearSpacing::from_config(const Config& c) 
 }
 
 Config LogLinearSpacing::to_config() const {
-  return {{"spacing", options.spacing()},
-          {"steps_offset", std::to_string(options.steps_offset())}};
+  return {{"spacing", options.spacing()}, {"steps_offset", std::to_string(options.steps_offset())}};
 }
 
 TimeGrid LogLinearSpacing::grid(const NoiseSchedule& s, int64_t n) const {
@@ -45,7 +45,7 @@ TimeGrid LogLinearSpacing::grid(const NoiseSchedule& s, int64_t n) const {
   TimeGrid g = detail::grid_from_sigmas(s, sigmas, false, false);
   for (int64_t i = 0; i < n; ++i)
     g[static_cast<size_t>(i)].t = times[static_cast<size_t>(i)].t;  // the spacing's model time
-  g.back() = s.at(s.t_min());  // sigma_min exactly
+  g.back() = s.at(s.t_min());                                       // sigma_min exactly
   return g;
 }
 
