@@ -264,20 +264,13 @@ TEST(Guidance, ConfigRoundTripsAndBadOptions) {
            {"cfg_pp", {{"scale", "0.8"}}}}) {
     EXPECT_EQ(make_guidance(name, config)->to_config(), config) << name;
   }
-  auto throws_naming = [](const std::string& name, const Config& bad, const std::string& what) {
-    try {
-      make_guidance(name, bad);
-      ADD_FAILURE() << "no error for " << name << " " << what;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
-  throws_naming("cfg", {{"sigma_lo", "2"}, {"sigma_hi", "1"}}, "sigma_hi");
-  throws_naming("cfg", {{"sigma_lo", "-1"}}, "sigma_lo");
-  throws_naming("cfg_pp", {{"scale", "3"}}, "3");
-  throws_naming("apg", {{"norm_threshold", "-1"}}, "norm_threshold");
-  throws_naming("apg", {{"space", "eps"}}, "eps");
-  throws_naming("cfg_zero_star", {{"zero_init_steps", "-1"}}, "zero_init_steps");
+  EXPECT_ERROR_NAMING(make_guidance("cfg", {{"sigma_lo", "2"}, {"sigma_hi", "1"}}), "sigma_hi");
+  EXPECT_ERROR_NAMING(make_guidance("cfg", {{"sigma_lo", "-1"}}), "sigma_lo");
+  EXPECT_ERROR_NAMING(make_guidance("cfg_pp", {{"scale", "3"}}), "3");
+  EXPECT_ERROR_NAMING(make_guidance("apg", {{"norm_threshold", "-1"}}), "norm_threshold");
+  EXPECT_ERROR_NAMING(make_guidance("apg", {{"space", "eps"}}), "eps");
+  EXPECT_ERROR_NAMING(make_guidance("cfg_zero_star", {{"zero_init_steps", "-1"}}),
+                      "zero_init_steps");
   EXPECT_THROW(make_guidance("cfg_pp")->combine(Tensor(), Tensor(), StepContext{}), Error);
 }
 

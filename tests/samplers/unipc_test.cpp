@@ -510,37 +510,29 @@ TEST(UniPCSampler, AliasesConfigAndErrors) {
       {"order", "3"},         {"variant", "bh1"},           {"predict_x0", "false"},
       {"corrector", "false"}, {"disable_corrector", "0;4"}, {"lower_order_final", "false"}};
   EXPECT_EQ(make_sampler("unipc", c)->to_config(), c);
-  auto throws_naming = [](const Config& bad, const std::string& what) {
-    try {
-      make_sampler("unipc", bad);
-      ADD_FAILURE() << "no error for " << what;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
-  throws_naming({{"order", "4"}}, "4");
-  throws_naming({{"order", "0"}}, "0");
-  throws_naming({{"variant", "bh3"}}, "bh3");
-  throws_naming({{"disable_corrector", "1.5"}}, "1.5");
-  throws_naming({{"disable_corrector", "-1"}}, "-1");
-  throws_naming({{"no_such_key", "1"}}, "no_such_key");
-  auto diffusers_throws = [](const Config& bad, const std::string& what) {
-    try {
-      from_diffusers("UniPCMultistepScheduler", bad);
-      ADD_FAILURE() << "no error for " << what;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
-    }
-  };
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"order", "4"}}), "4");
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"order", "0"}}), "0");
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"variant", "bh3"}}), "bh3");
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"disable_corrector", "1.5"}}), "1.5");
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"disable_corrector", "-1"}}), "-1");
+  EXPECT_ERROR_NAMING(make_sampler("unipc", {{"no_such_key", "1"}}), "no_such_key");
   // shift_terminal stretches flow sigmas only (diffusers raises without them).
-  diffusers_throws({{"shift_terminal", "0.1"}}, "use_flow_sigmas");
-  diffusers_throws({{"use_flow_sigmas", "true"}, {"shift_terminal", "1.5"}}, "shift_terminal");
-  diffusers_throws({{"use_flow_sigmas", "true"}, {"use_karras_sigmas", "true"}},
-                   "use_karras_sigmas");
-  diffusers_throws({{"flow_shift", "3"}}, "use_flow_sigmas");
-  diffusers_throws({{"solver_p", "DDIMScheduler"}}, "solver_p");
-  diffusers_throws({{"solver_type", "bh3"}}, "bh3");
-  diffusers_throws({{"prediction_type", "flow_prediction"}}, "flow_prediction");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler", {{"shift_terminal", "0.1"}}),
+                      "use_flow_sigmas");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler",
+                                     {{"use_flow_sigmas", "true"}, {"shift_terminal", "1.5"}}),
+                      "shift_terminal");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler",
+                                     {{"use_flow_sigmas", "true"}, {"use_karras_sigmas", "true"}}),
+                      "use_karras_sigmas");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler", {{"flow_shift", "3"}}),
+                      "use_flow_sigmas");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler", {{"solver_p", "DDIMScheduler"}}),
+                      "solver_p");
+  EXPECT_ERROR_NAMING(from_diffusers("UniPCMultistepScheduler", {{"solver_type", "bh3"}}), "bh3");
+  EXPECT_ERROR_NAMING(
+      from_diffusers("UniPCMultistepScheduler", {{"prediction_type", "flow_prediction"}}),
+      "flow_prediction");
 }
 
 }  // namespace
