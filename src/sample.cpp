@@ -245,6 +245,12 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
   ctx.noise = noise_source.get();
   ctx.corrections = corrections;
   ctx.on_step = o.on_step;
+  check(o.resample_jump >= 0 && o.resample_jump <= kMaxNumSteps, "sample(): resample_jump must be ",
+        "in [0, ", kMaxNumSteps, "], got ", o.resample_jump);
+  check(o.resample_times >= 1 && o.resample_times <= 1000,
+        "sample(): resample_times must be in [1, 1000], got ", o.resample_times);
+  ctx.resample_jump = o.resample_jump;
+  ctx.resample_times = o.resample_times;
   // img2img: the last floor(n * strength) steps of the grid, as diffusers' pipelines take them.
   const int64_t n_steps = static_cast<int64_t>(grid.size()) - 1;
   int64_t first_step = 0;

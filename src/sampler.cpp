@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 #include <set>
+#include <vector>
 
 #include <diffuse/brownian.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
 
@@ -77,6 +80,21 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
         n, ") for a grid of ", n, " steps");
   const size_t keep = static_cast<size_t>(std::max<int64_t>(history_size(), 0));
   auto context_at = [&](int64_t i) { return step_context(grid, i, ctx.noise); };
+  // RePaint resampling: jumps left at each grid point, and the history on arrival at each point.
+  const int64_t jump = ctx.resample_jump;
+  check(jump >= 0 && ctx.resample_times >= 1, "sample(): resample_jump must be >= 0 and ",
+        "resample_times >= 1, got resample_jump=", jump, " resample_times=", ctx.resample_times);
+  std::vector<int64_t> jumps_left;
+  std::vector<History> arrived;
+  if (jump > 0 && ctx.resample_times > 1) {
+    check(ctx.noise != nullptr, "sample(): resampling (resample_jump=", jump,
+          ") draws forward noise and needs SampleContext.noise");
+    jumps_left.assign(static_cast<size_t>(n + 1), 0);
+    for (int64_t p = n; p - jump > first_step; p -= jump)
+      jumps_left[static_cast<size_t>(p)] = ctx.resample_times - 1;
+    arrived.resize(static_cast<size_t>(n + 1));
+    arrived[static_cast<size_t>(first_step)] = history;
+  }
   if (!ctx.corrections.empty()) {
     const StepContext first = context_at(first_step);
     for (Correction* c : ctx.corrections) c->on_start(x, first);
@@ -89,6 +107,21 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
     history.push(st.now, r.pred, r.start.defined() ? r.start : x, keep);
     x = std::move(r.x);
     if (ctx.on_step) ctx.on_step(StepInfo{st, x, r.pred});
+    if (jumps_left.empty()) continue;
+    const auto p = static_cast<size_t>(i + 1);
+    arrived[p] = history;
+    if (jumps_left[p] == 0) continue;
+    --jumps_left[p];
+    const size_t q = p - static_cast<size_t>(jump);
+    const TimePoint& from = grid[p];
+    const TimePoint& to = grid[q];
+    check(from.alpha > 0, "sample(): resampling from grid point ", p, " (t=", from.t,
+          ") needs alpha > 0");
+    const double a = to.alpha / from.alpha;
+    const double var = to.sigma * to.sigma - a * a * from.sigma * from.sigma;
+    x = lincomb(x, a, ctx.randn_like(x), std::sqrt(std::max(var, 0.0)));
+    history = arrived[q];
+    i = static_cast<int64_t>(q) - 1;  // the loop's ++i runs step q next
   }
   if (!ctx.corrections.empty()) {
     const StepContext last = context_at(n - 1);

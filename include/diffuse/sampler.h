@@ -82,6 +82,17 @@ struct SampleContext {
   std::vector<Correction*>
       corrections;  ///< on_start / on_time / on_finish are called by the driver
   std::function<void(const StepInfo&)> on_step;
+  /// RePaint's resampling (Lugmayr et al. 2022, "RePaint: Inpainting using Denoising Diffusion
+  /// Probabilistic Models"): with resample_jump = J > 0 and resample_times = R > 1, the run goes
+  /// back J grid points R - 1 times at each of the points n, n - J, n - 2J, ... (counted from the
+  /// final point n, as RePaint's schedule counts from t = 0) that lie more than J points after the
+  /// run's first step: the state at point p is taken to point p - J by the exact forward
+  /// transition x' = (alpha' / alpha) x + sqrt(sigma'^2 - (alpha' sigma / alpha)^2) z (z from
+  /// `noise`), the history is restored to what it was at p - J, and the steps from p - J are run
+  /// again. The run then takes n - first_step + (jump points) (R - 1) J steps; on_step and the
+  /// corrections see the repeated steps again. Defaults 0 and 1: off.
+  int64_t resample_jump = 0;
+  int64_t resample_times = 1;
 
   /// The only way a sampler draws noise.
   Tensor randn_like(const Tensor& x);

@@ -125,6 +125,28 @@ TEST(CliSample, InitImageStrengthAndMask) {
   EXPECT_LT((kept - want).abs().max().item<double>(), 1e-5);
   EXPECT_GT((out.narrow(3, 0, 14) - init.narrow(2, 0, 14).unsqueeze(0)).abs().max().item<double>(),
             1e-2);
+  // RePaint resampling: a different image, the same kept half, carried by the record.
+  r = run_cli(
+      with(base, {"-o", "repaint.png", "--init-image", "src/000000.png", "--mask", "mask.png",
+                  "--resample-jump", "2", "--resample-times", "3", "--save-tensor", "repaint.pt"}),
+      dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor rp;
+  torch::load(rp, dir + "/repaint.pt");
+  EXPECT_LT((rp.narrow(3, 14, 14) - want).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((rp - out).abs().max().item<double>(), 1e-3);
+  const std::string rp_rec = read_text_file(dir + "/repaint.json");
+  EXPECT_NE(rp_rec.find("\"resample_jump\": 2"), std::string::npos) << rp_rec;
+  EXPECT_NE(rp_rec.find("\"resample_times\": 3"), std::string::npos) << rp_rec;
+  r = run_cli({"sample", "--from-record", "repaint.json", "-o", "repaint_again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/repaint.png"), read_text_file(dir + "/repaint_again.png"));
+  r = run_cli(with(base, {"-o", "x.png", "--resample-jump", "-1"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--resample-jump"), std::string::npos) << r.err;
+  r = run_cli(with(base, {"-o", "x.png", "--resample-times", "0"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--resample-times"), std::string::npos) << r.err;
   // Errors name the option.
   r = run_cli(with(base, {"-o", "x.png", "--strength", "0.5"}), dir);
   EXPECT_EQ(r.code, 2);

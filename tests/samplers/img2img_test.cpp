@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // img2img and inpainting in sample() (SampleOptions::init_image, strength, mask): diffusers'
 // strength rule (the last floor(n strength) steps from alpha x0 + sigma noise), the blending of
-// the kept region, and the errors.
+// the kept region, RePaint's resampling jumps (their schedule, and on the Gaussian-mixture
+// testbed against the exact conditional distribution), and the errors.
 #include "test_util.h"
 
+#include <diffuse/gaussian_mixture.h>
+#include <diffuse/metrics.h>
+
 #include <cmath>
+#include <map>
+#include <vector>
 
 namespace diffuse {
 namespace {
@@ -86,6 +92,134 @@ TEST(Img2Img, InpaintingKeepsTheMaskedOutRegion) {
   }
 }
 
+// RePaint's get_schedule_jump (and diffusers' RePaintScheduler.set_timesteps), restated: t counts
+// the model evaluations from the clean end; jump points t = 0, J, 2J, ... < n - J get R - 1 jumps
+// of J steps back up. A step at t is our step index n - 1 - t.
+std::vector<int64_t> repaint_step_sequence(int64_t n, int64_t J, int64_t R) {
+  std::map<int64_t, int64_t> jumps;
+  for (int64_t t = 0; t < n - J; t += J) jumps[t] = R - 1;
+  std::vector<int64_t> steps;
+  int64_t t = n;
+  while (t >= 1) {
+    t -= 1;
+    steps.push_back(n - 1 - t);
+    if (jumps[t] > 0) {
+      jumps[t] -= 1;
+      t += J;
+    }
+  }
+  return steps;
+}
+
+TEST(Resampling, FollowsRePaintsJumpSchedule) {
+  Img2ImgFixture f;
+  const Denoiser d(smooth_eps_network());
+  for (const auto& [jump, times] :
+       std::vector<std::pair<int64_t, int64_t>>{{3, 3}, {2, 4}, {5, 2}}) {
+    SCOPED_TRACE(std::to_string(jump) + " x " + std::to_string(times));
+    SampleOptions o;
+    o.num_steps = 10;
+    o.resample_jump = jump;
+    o.resample_times = times;
+    std::vector<int64_t> seen;
+    o.on_step = [&](const StepInfo& info) { seen.push_back(info.step.index); };
+    RecordingModel rec;
+    rec.f = smooth_eps;
+    (void)sample(*make_sampler("ddpm"), Denoiser(rec.network()), *f.schedule, f.noise, o);
+    EXPECT_EQ(seen, repaint_step_sequence(10, jump, times));
+    EXPECT_EQ(rec.calls->size(), seen.size());
+  }
+  // Off: resample_times 1, or jump 0, is the plain run, draw for draw.
+  SampleOptions plain;
+  plain.num_steps = 10;
+  const Tensor want = sample(*make_sampler("ddpm"), d, *f.schedule, f.noise, plain);
+  for (const auto& [jump, times] : std::vector<std::pair<int64_t, int64_t>>{{3, 1}, {0, 5}}) {
+    SampleOptions o = plain;
+    o.resample_jump = jump;
+    o.resample_times = times;
+    ExpectTensorNear(sample(*make_sampler("ddpm"), d, *f.schedule, f.noise, o), want, 0, 0, "off");
+  }
+  // img2img: the jumps stay inside the part of the grid that runs.
+  SampleOptions part = f.options(0.5);
+  part.resample_jump = 2;
+  part.resample_times = 2;
+  std::vector<int64_t> seen;
+  part.on_step = [&](const StepInfo& info) { seen.push_back(info.step.index); };
+  (void)sample(*make_sampler("ddim"), d, *f.schedule, f.noise, part);
+  std::vector<int64_t> want_steps;
+  for (int64_t i : repaint_step_sequence(5, 2, 2)) want_steps.push_back(i + 5);
+  EXPECT_EQ(seen, want_steps);
+}
+
+// Inpainting x1 given x0 = c on the 2-D mixture with its exact denoiser: the truth is the mixture's
+// exact conditional, sum_k pi_k(c) N(mu_k1, v_k1) with pi_k ∝ w_k N(c; mu_k0, v_k0). Replacing the
+// kept coordinate by its noised value at every call (the plain method) leaves the generated one
+// biased at high noise; RePaint's jumps let it agree with the kept one.
+// Each jump is the forward process q(x_q | x_p): the state the model sees after the jump is
+// (alpha_q / alpha_p) x_p plus fresh Gaussian noise of variance sigma_q^2 - (alpha_q sigma_p /
+// alpha_p)^2, checked on 20,000 elements against the state on_step reported at p. One-step jumps,
+// where that variance is far from sigma_q^2.
+TEST(Resampling, JumpsAreTheForwardProcess) {
+  const auto schedule = make_schedule("discrete");
+  RecordingModel rec;
+  rec.f = [](const Tensor& x, const Tensor&) { return x.tanh() * 0.3; };
+  SampleOptions o;
+  o.num_steps = 10;
+  o.resample_jump = 1;
+  o.resample_times = 2;
+  std::vector<std::pair<int64_t, Tensor>> stepped;
+  o.on_step = [&](const StepInfo& info) { stepped.emplace_back(info.step.index, info.x.clone()); };
+  (void)sample(*make_sampler("ddim"), Denoiser(rec.network()), *schedule,
+               randn({2000, 10}, 4, at::kDouble), o);
+  const TimeGrid grid = make_grid(*schedule, o);
+  ASSERT_EQ(rec.calls->size(), stepped.size());
+  int jumps = 0;
+  for (size_t k = 0; k + 1 < stepped.size(); ++k) {
+    const int64_t p = stepped[k].first + 1, q = stepped[k + 1].first;
+    if (q == p) continue;
+    ++jumps;
+    SCOPED_TRACE("jump from " + std::to_string(p) + " to " + std::to_string(q));
+    ASSERT_EQ(q, p - 1);
+    const TimePoint &from = grid[static_cast<size_t>(p)], &to = grid[static_cast<size_t>(q)];
+    const double a = to.alpha / from.alpha;
+    const double var = to.sigma * to.sigma - a * a * from.sigma * from.sigma;
+    const Tensor r = (*rec.calls)[k + 1].x - a * stepped[k].second;
+    EXPECT_LT(std::abs(r.mean().item<double>()), 4 * std::sqrt(var / 20000.0));
+    EXPECT_NEAR(r.var().item<double>() / var, 1.0, 0.05);
+  }
+  EXPECT_EQ(jumps, 9);  // once at each of the points 10, 9, ..., 2
+}
+
+// The jumps are the exact forward process, so with the exact denoiser of a Gaussian mixture and
+// DDPM (exact in the limit) the resampled run keeps the data distribution: its samples stay at the
+// noise floor of the sliced W2 distance, as the plain run's do. A forward jump with the wrong
+// variance would compound over the 5 x 4 re-runs.
+TEST(Resampling, KeepsTheDistributionOnTheGaussianMixture) {
+  const GaussianMixture gmm = GaussianMixture::preset("mixture_2d");
+  std::shared_ptr<const NoiseSchedule> vp = make_schedule("vp");
+  const Denoiser d(gmm.network(vp));
+  const int64_t n = 3000;
+  const Tensor truth = gmm.sample(n, 101).x0, fresh = gmm.sample(n, 202).x0;
+  const double floor = sliced_wasserstein(fresh, truth, 3);
+  const auto w2 = [&](const char* sampler, int64_t jump, int64_t times) {
+    SampleOptions o;
+    o.num_steps = 40;
+    o.resample_jump = jump;
+    o.resample_times = times;
+    o.seed = 3;
+    const Tensor x = sample(*make_sampler(sampler), d, *vp, randn({n, 2}, 5, at::kDouble), o);
+    return sliced_wasserstein(x, truth, 3);
+  };
+  for (const char* sampler : {"ddim", "ddpm"}) {
+    const double plain = w2(sampler, 0, 1), resampled = w2(sampler, 8, 5);
+    std::cout << "[ repaint ] sliced W2 to the mixture: noise floor " << floor << ", " << sampler
+              << " " << plain << ", resampled (jump 8, 5 times) " << resampled << "\n";
+    EXPECT_LT(plain, 2 * floor);
+    EXPECT_LT(resampled, 2 * floor);
+    EXPECT_NE(plain, resampled);
+  }
+}
+
 TEST(Img2Img, BadInputsAreErrorsNamingTheValue) {
   Img2ImgFixture f;
   const Denoiser d(smooth_eps_network());
@@ -118,6 +252,12 @@ TEST(Img2Img, BadInputsAreErrorsNamingTheValue) {
   nan_init.init_image = f.init.clone();
   nan_init.init_image[0][0][0] = std::nan("");
   expect_error(nan_init, "NaN");
+  SampleOptions bad_jump = f.options(0.5);
+  bad_jump.resample_jump = -2;
+  expect_error(bad_jump, "resample_jump must be");
+  SampleOptions bad_times = f.options(0.5);
+  bad_times.resample_times = 0;
+  expect_error(bad_times, "resample_times must be");
 }
 
 }  // namespace

@@ -60,6 +60,8 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--init-image")) s.init_image = given.init_image;
   if (names.given("--strength")) s.strength = given.strength;
   if (names.given("--mask")) s.mask = given.mask;
+  if (names.given("--resample-jump")) s.resample_jump = given.resample_jump;
+  if (names.given("--resample-times")) s.resample_times = given.resample_times;
   if (names.given("--class")) s.classes = given.classes;
   if (names.given("--correction")) s.corrections = given.corrections;
   if (names.given("--seed")) s.seed = given.seed;
@@ -115,6 +117,12 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
   require(!s.init_image.empty() || (s.strength == 0 && s.mask.empty()),
           named(s.mask.empty() ? "--strength" : "--mask", s.mask.empty() ? "strength" : "mask") +
               " needs " + named("--init-image", "init_image") + " (img2img / inpainting)");
+  require(s.resample_jump >= 0 && s.resample_jump <= 100000,
+          named("--resample-jump", "resample_jump") + " must be in [0, 100000], got " +
+              std::to_string(s.resample_jump));
+  require(s.resample_times >= 1 && s.resample_times <= 1000,
+          named("--resample-times", "resample_times") + " must be in [1, 1000], got " +
+              std::to_string(s.resample_times));
   require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
           "--batch-memory must be > 0 MiB, got " + diffuse::format_double(o.batch_memory_mib));
 }
@@ -402,6 +410,21 @@ void log_run(const SampleSettings& s, const Components& c, const ModelPlan& p, c
                 grid.back().t);
 }
 
+/// The steps one run takes (for the progress bar): the grid's, or its img2img share, plus
+/// RePaint's re-run steps (SampleContext::resample_jump).
+int64_t steps_per_run(const SampleSettings& s) {
+  const int64_t n = s.steps;
+  const int64_t first =
+      s.init_image.empty()
+          ? 0
+          : n - static_cast<int64_t>(std::floor(static_cast<double>(n) * s.strength));
+  int64_t steps = n - first;
+  if (s.resample_jump > 0 && s.resample_times > 1)
+    for (int64_t p = n; p - s.resample_jump > first; p -= s.resample_jump)
+      steps += (s.resample_times - 1) * s.resample_jump;
+  return steps;
+}
+
 /// Samples the images (this rank's share; rank 0 gathers all of them). Sample i uses seed + i,
 /// whatever the chunking; with several ranks each samples a block of the chunks one process would
 /// use (so the images are bit-identical).
@@ -415,7 +438,8 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
   shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
   const auto topt = at::TensorOptions().dtype(t.dtype).device(t.device);
   const auto mine = diffuse::shard_items(s.num, chunk, rank, world);
-  Progress bar("sampling", (mine.second - mine.first + chunk - 1) / chunk * s.steps, "steps");
+  Progress bar("sampling", (mine.second - mine.first + chunk - 1) / chunk * steps_per_run(s),
+               "steps");
   int64_t done_steps = 0;
   const c10::Device device = t.device;
   const auto make_chunk = [&](int64_t start, int64_t m) {
@@ -443,6 +467,8 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
       co.strength = s.strength;
       if (p.mask.defined()) co.mask = p.mask.to(topt).unsqueeze(0);
     }
+    co.resample_jump = s.resample_jump;
+    co.resample_times = s.resample_times;
     at::Tensor noise = diffuse::randn(shape, co.seed, topt);
     return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
   };
@@ -542,6 +568,14 @@ std::function<int()> setup_sample(CLI::App& app) {
   app.add_option("--mask", s->mask,
                  "Inpainting: PNG of the model's size, white = generate, black = keep "
                  "--init-image");
+  app.add_option("--resample-jump", s->resample_jump,
+                 "RePaint resampling (inpainting): every N steps from the end, noise the run back "
+                 "N steps and re-run them (0 = off)")
+      ->capture_default_str();
+  app.add_option("--resample-times", s->resample_times,
+                 "RePaint resampling: run each jumped span this many times (1 = off; RePaint: "
+                 "10)")
+      ->capture_default_str();
   app.add_option("--cfg", s->cfg, "Classifier-free guidance scale (1 = off; conditional models)")
       ->capture_default_str();
   app.add_option("--class", s->classes,

@@ -40,6 +40,9 @@ struct SampleSettings {
   std::string init_image;
   double strength = 0.0;
   std::string mask;
+  /// RePaint's resampling jumps (SampleOptions::resample_jump / resample_times); 0 and 1 = off.
+  int64_t resample_jump = 0;
+  int64_t resample_times = 1;
   std::string classes;  // "" = cycle through all classes; "3", "0,3,7", names
   std::vector<std::string> corrections;
   uint64_t seed = 0;

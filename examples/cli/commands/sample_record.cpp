@@ -30,6 +30,8 @@ json to_json(const SampleSettings& s) {
   j["init_image"] = s.init_image;
   j["strength"] = s.strength;
   j["mask"] = s.mask;
+  j["resample_jump"] = s.resample_jump;
+  j["resample_times"] = s.resample_times;
   j["classes"] = s.classes;
   j["corrections"] = s.corrections;
   j["seed"] = s.seed;
@@ -82,6 +84,14 @@ SampleSettings from_json(const json& j, const std::string& path) {
     if (!j["strength"].is_number())
       fail("field 'strength' must be a number, got " + j["strength"].dump());
     s.strength = j["strength"].get<double>();
+  }
+  // Older records have no resampling fields.
+  for (const char* key : {"resample_jump", "resample_times"}) {
+    if (!j.contains(key)) continue;
+    if (!j[key].is_number_integer())
+      fail(std::string("field '") + key + "' must be an integer, got " + j[key].dump());
+    (std::string(key) == "resample_jump" ? s.resample_jump : s.resample_times) =
+        j[key].get<int64_t>();
   }
   s.classes = text("classes");
   const json& corr = field("corrections");
