@@ -25,14 +25,17 @@ std::unique_ptr<Sampler> DpmSolverPPSinglestepSampler::from_config(const Config&
   o.order(r.get_int("order", o.order()));
   o.solver_type(r.get_enum("solver_type", o.solver_type(), dpm_solver_type_names()));
   o.lower_order_final(r.get_bool("lower_order_final", o.lower_order_final()));
+  o.predict_x0(r.get_bool("predict_x0", o.predict_x0()));
   r.finish();
   return std::make_unique<DpmSolverPPSinglestepSampler>(o);
 }
 
 Config DpmSolverPPSinglestepSampler::to_config() const {
-  return {{"order", std::to_string(options.order())},
-          {"solver_type", enum_name(options.solver_type(), dpm_solver_type_names())},
-          {"lower_order_final", options.lower_order_final() ? "true" : "false"}};
+  Config c{{"order", std::to_string(options.order())},
+           {"solver_type", enum_name(options.solver_type(), dpm_solver_type_names())},
+           {"lower_order_final", options.lower_order_final() ? "true" : "false"}};
+  if (!options.predict_x0()) c["predict_x0"] = "false";  // written only when used
+  return c;
 }
 
 std::vector<int64_t> DpmSolverPPSinglestepSampler::order_list(int64_t num_steps,
@@ -98,29 +101,41 @@ StepResult DpmSolverPPSinglestepSampler::step_impl(const ModelFn& model, const T
   if (order > 1 && history.times[n - (order - 1)].alpha == 0.0) order = 1;
   const TimePoint& g = order == 1 ? st.now : history.times[n - (order - 1)];
   const Tensor& xg = order == 1 ? x : history.xs[n - (order - 1)];
-  const Tensor& mg = order == 1 ? p.x0 : history.preds[n - (order - 1)].x0;
+  // The predictions the solver combines: x0 (DPM-Solver++) or eps (DPM-Solver).
+  const bool data = options.predict_x0();
+  const auto m = [data](const Prediction& q) -> const Tensor& { return data ? q.x0 : q.eps; };
+  const Tensor& mg = order == 1 ? m(p) : m(history.preds[n - (order - 1)]);
   const TimePoint& next = st.next;
+  check(data || g.alpha > 0, "dpm_solver_pp_singlestep: predict_x0=false cannot step from ",
+        "alpha = 0 (zero terminal SNR or pure noise; t=", g.t, ", step ", st.index, ")");
   const double lambda_g = g.log_snr();
   const double h = next.log_snr() - lambda_g;
   if (h == 0.0) return {xg, p};
-  const double a = next.alpha;
-  Tensor x_next = lincomb(xg, next.sigma / g.sigma, mg, a * dpm_phi1(h));
+  // data: sigma'/sigma_g x_g + a (1 - e^{-h}) m_g; noise: alpha'/alpha_g x_g - (sigma' e^h -
+  // sigma') m_g, with sigma' e^h = alpha' sigma_g / alpha_g (finite at sigma' = 0).
+  const double c_first =
+      data ? next.alpha * dpm_phi1(h) : -(next.alpha * g.sigma / g.alpha - next.sigma);
+  Tensor x_next = lincomb(xg, data ? next.sigma / g.sigma : next.alpha / g.alpha, mg, c_first);
   if (order == 1) return {x_next, p};
-  const double em = dpm_expm1_plus(h);
+  // The weight of the higher-order terms: a (e^{-h} - 1 + h), or -sigma' (e^h - 1 - h).
+  const double k = data ? next.alpha : -next.sigma;
+  const double em = data ? dpm_expm1_plus(h) : std::expm1(h) - h;
   const double h0 = st.now.log_snr() - lambda_g;
-  const Tensor e0 = diff_divided(p.x0, mg, h0);
+  const Tensor e0 = diff_divided(m(p), mg, h0);
   const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
   if (order == 2 || midpoint) {
-    add_scaled_(x_next, e0, order == 2 && midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
+    add_scaled_(x_next, e0, order == 2 && midpoint ? 0.5 * c_first * h : k * em);
     return {x_next, p};
   }
   const double h1 = history.times[n - 1].log_snr() - lambda_g;
-  const Tensor e1 = diff_divided(history.preds[n - 1].x0, mg, h1);
+  const Tensor e1 = diff_divided(m(history.preds[n - 1]), mg, h1);
   const double inv = 1.0 / (h0 - h1);
   Tensor first = scaled(e1, h0);
   sub_scaled_(first, e0, h1);
-  add_scaled_(x_next, first, a * em * inv);
-  sub_scaled_(x_next, e0 - e1, 2.0 * a * (em - 0.5 * h * h) * inv);
+  add_scaled_(x_next, first, k * em * inv);
+  // diffusers' D2 term: -a ((e^{-h} - 1 + h) / h^2 - 1/2) D2 for data, -sigma' ((e^h - 1 - h) / h^2
+  // - 1/2) D2 for noise, with D2 = 2 h^2 (E0 - E1) / (h_0 - h_1).
+  add_scaled_(x_next, e0 - e1, (data ? -next.alpha : -next.sigma) * 2.0 * (em - 0.5 * h * h) * inv);
   return {x_next, p};
 }
 

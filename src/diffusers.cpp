@@ -394,9 +394,9 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
     const std::string algo =
         r.get_choice("algorithm_type", "dpmsolver++",
                      {"dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver"});
-    check(algo == "dpmsolver++" || (multi && algo != "sde-dpmsolver"), cls,
+    check(algo == "dpmsolver++" || algo == "dpmsolver" || (multi && algo != "sde-dpmsolver"), cls,
           ": algorithm_type=", algo, " is not supported (diffuse implements dpmsolver++",
-          multi ? ", sde-dpmsolver++ and dpmsolver" : "", ")");
+          multi ? ", sde-dpmsolver++ and dpmsolver" : " and dpmsolver", ")");
     check(algo != "dpmsolver" || out.denoiser_options.prediction_type != Parameterization::kFlow,
           cls, ": algorithm_type=dpmsolver takes no flow_prediction (diffusers refuses it too)");
     const std::string solver_type = r.get_choice("solver_type", "midpoint", {"midpoint", "heun"});
@@ -443,6 +443,7 @@ DiffusersScheduler from_diffusers(const std::string& cls, const Config& config, 
               {"solver_type", solver_type},
               {"lower_order_final", lof ? "true" : "false"}};
     if (multi) sc["euler_at_final"] = eaf ? "true" : "false";
+    if (!multi && algo == "dpmsolver") sc["predict_x0"] = "false";
     // algorithm_type=dpmsolver with final_sigmas_type=zero, which diffusers refuses (its last
     // step is 0 * inf there), is accepted: dpm_solver lands on alpha x0, the limit.
     const char* key = !multi                  ? "dpm_solver_pp_singlestep"

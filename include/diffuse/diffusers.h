@@ -23,7 +23,7 @@
 // set_timesteps() arguments: eta for DDIM and TCD, s_churn/s_tmin/s_tmax/s_noise for Euler, mu for
 // dynamic shifting); keys starting with '_' (e.g. _class_name) are ignored; other unknown keys are
 // errors unless strict=false. Features diffusers has and diffuse does not (learned variances,
-// singlestep noise-prediction DPM-Solver, lambda_min_clipped with trailing spacing, inverted flow
+// singlestep SDE-DPM-Solver++, lambda_min_clipped with trailing spacing, inverted flow
 // sigmas, UniPC's solver_p, DPM-Solver's final_sigmas_type=sigma_min with flow sigmas) are rejected
 // with an error naming the key.
 // Euler's interpolation_type=log_linear is reproduced with its mismatch of model time and noise

@@ -865,6 +865,7 @@ class Generator {
         for (const char* v : {"0", "-3"}) bad.push_back({"lower_order_final_below", v});
       bad.push_back({"lower_order_final", "2"});
       if (key == "dpm_solver_pp") bad.push_back({"third_order", "exact"});
+      if (key == "dpm_solver_pp_singlestep") bad.push_back({"predict_x0", "maybe"});
     } else if (key == "euler" || key == "heun") {
       for (const char* v : {"-1", "nan", "inf"}) bad.push_back({"s_churn", v});
       for (const char* v : {"-0.5", "nan"}) bad.push_back({"s_tmin", v});

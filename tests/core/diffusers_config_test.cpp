@@ -111,8 +111,13 @@ TEST(FromDiffusers, DpmGridsMatchSetTimesteps) {
   EXPECT_EQ(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "dpmsolver"}})
                 .sampler->name(),
             "dpm_solver");
-  EXPECT_THROW(from_diffusers("DPMSolverSinglestepScheduler", {{"algorithm_type", "dpmsolver"}}),
-               Error);
+  EXPECT_EQ(from_diffusers("DPMSolverSinglestepScheduler", {{"algorithm_type", "dpmsolver"}})
+                .sampler->to_config()
+                .at("predict_x0"),
+            "false");
+  EXPECT_THROW(
+      from_diffusers("DPMSolverSinglestepScheduler", {{"algorithm_type", "sde-dpmsolver++"}}),
+      Error);
   EXPECT_THROW(from_diffusers("DPMSolverMultistepScheduler", {{"algorithm_type", "sde-dpmsolver"}}),
                Error);
   // lambda_min_clipped: the grid starts at the last training step kept (goldens in

@@ -33,6 +33,16 @@ CASES = [
     ("MultiLeadingClipped", MULTI, {"lambda_min_clipped": -4.0, "timestep_spacing": "leading"}, 10, None, None),
     ("SingleBeta", SINGLE, {"use_beta_sigmas": True}, 10, None, None),
     ("SingleCosineClipped", SINGLE, dict(COSINE, lambda_min_clipped=-5.1), 10, None, None),
+    # algorithm_type="dpmsolver" (noise prediction); diffusers requires final_sigmas_type=sigma_min for it.
+    ("SingleNoiseOrder2", SINGLE, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}, 10, None, None),
+    ("SingleNoiseOrder3Heun", SINGLE, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
+                                       "solver_order": 3, "solver_type": "heun"}, 12, None, None),
+    ("SingleNoiseOrder3MidpointV", SINGLE, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
+                                            "solver_order": 3, "prediction_type": "v_prediction"}, 11, None, None),
+    ("SingleNoiseOrder2Heun", SINGLE, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min",
+                                       "solver_type": "heun"}, 9, None, None),
+    # (No thresholding case: diffusers' singlestep dpmsolver indexes alpha_t by the timestep tensor there and
+    # fails with a shape error; diffuse thresholds x0 and re-derives eps, as its multistep dpmsolver does.)
 ]
 
 

@@ -147,6 +147,8 @@ const OrderCase kCases[] = {
     // With the Taylor-consistent second-derivative term the multistep solver is third order.
     {"dpm_solver_pp", {{"order", "3"}, {"third_order", "taylor"}}, 3.0},
     {"dpmpp_2s", {}, 2.0},
+    // Its noise-prediction form (diffusers' singlestep algorithm_type="dpmsolver").
+    {"dpm_solver_pp_singlestep", {{"predict_x0", "false"}}, 2.0},
     // DPM-Solver's noise-prediction form: the same orders as the data-prediction form, its
     // diffusers order-3 term included.
     {"dpm_solver", {{"order", "1"}}, 1.0},

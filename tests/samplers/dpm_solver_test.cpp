@@ -195,12 +195,33 @@ TEST(DpmSolverSampler, ConfigAndErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("alpha = 0"), std::string::npos) << e.what();
   }
+  // The singlestep noise form (dpm_solver_pp_singlestep predict_x0=false, goldens in
+  // from_diffusers_test.cpp) refuses alpha = 0 as well.
   try {
-    from_diffusers("DPMSolverSinglestepScheduler", {{"algorithm_type", "dpmsolver"}});
-    ADD_FAILURE() << "no error for singlestep dpmsolver";
+    sampler_from_spec("dpm_solver_pp_singlestep:predict_x0=false")
+        ->sample(testing::model_fn(d), testing::dummy_sample_deter(at::kDouble), grid, ctx);
+    ADD_FAILURE() << "no error at alpha = 0 (singlestep)";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("dpmsolver"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("alpha = 0"), std::string::npos) << e.what();
   }
+}
+
+// Order 1 of the singlestep noise form is the multistep noise form's order 1 (DDIM).
+TEST(DpmSolverSampler, SinglestepNoiseFormOrder1IsDpmSolverOrder1) {
+  auto sched = make_schedule("discrete");
+  const TimeGrid grid = make_spacing("linspace")->grid(*sched, 12);
+  const Denoiser d(testing::nonlinear_network(), DenoiserOptions{});
+  SampleContext ctx;
+  ctx.schedule = sched.get();
+  const Tensor x = testing::dummy_sample_deter(at::kDouble) * 2 - 1;
+  const Tensor single = sampler_from_spec("dpm_solver_pp_singlestep:order=1,predict_x0=false")
+                            ->sample(testing::model_fn(d), x, grid, ctx);
+  const Tensor multi =
+      sampler_from_spec("dpm_solver:order=1")->sample(testing::model_fn(d), x, grid, ctx);
+  testing::ExpectTensorNear(single, multi, 1e-12, 1e-12, "order 1");
+  EXPECT_EQ(
+      sampler_from_spec("dpm_solver_pp_singlestep:predict_x0=false")->to_config().at("predict_x0"),
+      "false");
 }
 
 }  // namespace

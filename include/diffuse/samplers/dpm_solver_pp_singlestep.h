@@ -24,6 +24,12 @@
 //            heun:     ... + a (e^{-h} - 1 + h) (h_0 E1 - h_1 E0) / (h_0 - h_1)
 //                          - 2 a (e^{-h} - 1 + h - h^2 / 2) (E0 - E1) / (h_0 - h_1)
 // (diffusers' D1 = h E, r = h_k / h expanded, so nothing divides by h; at h = 0 x_g is returned.)
+// predict_x0=false is DPM-Solver's noise-prediction form (diffusers' algorithm_type="dpmsolver"):
+// m = eps, x_g scaled by alpha_next / alpha_g, the first-order weight -(sigma_next e^h -
+// sigma_next)
+// (= -(alpha_next sigma_g / alpha_g - sigma_next), alpha_next x0 onto sigma = 0), and
+// -sigma_next (e^h - 1 - h) in place of a (e^{-h} - 1 + h) (midpoint order 2: -sigma_next
+// (e^h - 1) h E0 / 2). It needs alpha_g > 0.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +53,8 @@ struct DpmSolverPPSinglestepOptions {
   /// End on a complete group (see the file comment). Default false (diffusers' class default);
   /// forced on when num_steps % order != 0 or the grid ends on sigma = 0.
   TORCH_ARG(bool, lower_order_final) = false;
+  /// Data prediction, DPM-Solver++ (default true); false: the noise-prediction DPM-Solver.
+  TORCH_ARG(bool, predict_x0) = true;
 };
 
 class DpmSolverPPSinglestepSampler final : public Sampler {
