@@ -11,6 +11,14 @@ EulerCoefficients euler_coefficients(const TimePoint& now, double sigma_ve_to, d
   return {alpha_to * sigma_ve_to / now.sigma, alpha_to * (1.0 - r)};
 }
 
+ForwardTransition forward_transition(const TimePoint& from, const TimePoint& to) {
+  ForwardTransition f;
+  f.scale = to.alpha / from.alpha;
+  f.std =
+      std::sqrt(std::max(0.0, to.sigma * to.sigma - f.scale * f.scale * from.sigma * from.sigma));
+  return f;
+}
+
 AncestralSplit ancestral_split(double sigma_ve, double sigma_ve_next, double eta) {
   if (eta == 0.0 || sigma_ve_next == 0.0) return {sigma_ve_next, 0.0};
   const double r = ve_ratio(sigma_ve_next, sigma_ve);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include <diffuse/registry.h>
+#include <diffuse/samplers/coefficients.h>
 #include <diffuse/samplers/detail/churn.h>
 #include <diffuse/schedules/detail/grid.h>
 #include <diffuse/tensor_ops.h>
@@ -106,13 +107,13 @@ StepResult RestartSampler::step_impl(const ModelFn& model, const Tensor& x, cons
   for (size_t k = 1; k + 1 < ramp.size(); ++k)
     sub.push_back(detail::off_grid_point(ctx, ramp[k], "restart", "a restart sub-grid point"));
   sub.push_back(bottom);
-  const double jump = options.s_noise() * std::sqrt(s_hi * s_hi - s_lo * s_lo);
+  const ForwardTransition up = forward_transition(bottom, top);
+  const double jump = options.s_noise() * up.std;
   Tensor xr = out.x;
   for (int64_t r = 0; r < options.restart_times(); ++r) {
-    // Forward noise from bottom to top, in sigma_ve: x_ve += jump z.
-    Tensor x_ve = divided(xr, bottom.alpha);
-    if (jump > 0) add_scaled_(x_ve, ctx.randn_like(xr), jump);
-    xr = scale_(x_ve, top.alpha);
+    // Forward noise from bottom to top (s_noise scales it).
+    xr = scaled(xr, up.scale);
+    if (jump > 0) add_scaled_(xr, ctx.randn_like(xr), jump);
     for (size_t k = 0; k + 1 < sub.size(); ++k) {
       StepContext sc = st;
       sc.now = sub[k];

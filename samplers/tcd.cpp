@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <diffuse/registry.h>
+#include <diffuse/samplers/coefficients.h>
 #include <diffuse/tensor_ops.h>
 
 namespace diffuse {
@@ -42,10 +43,9 @@ StepResult TcdSampler::step_impl(const ModelFn& model, const Tensor& x, const St
   Prediction p = model(x, now, st);
   Tensor x_next = lincomb(p.x0, s.alpha, p.eps, s.sigma);
   if (s == next) return {x_next, p};
-  const double r = next.alpha / s.alpha;
-  const double w = std::sqrt(std::max(0.0, next.sigma * next.sigma - r * r * s.sigma * s.sigma));
-  scale_(x_next, r);
-  if (w > 0) add_scaled_(x_next, ctx.randn_like(x), w);
+  const ForwardTransition f = forward_transition(s, next);
+  scale_(x_next, f.scale);
+  if (f.std > 0) add_scaled_(x_next, ctx.randn_like(x), f.std);
   return {x_next, p};
 }
 

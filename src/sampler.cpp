@@ -10,6 +10,7 @@
 
 #include <diffuse/brownian.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/samplers/coefficients.h>
 #include <diffuse/tensor_ops.h>
 
 namespace diffuse {
@@ -117,9 +118,8 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
     const TimePoint& to = grid[q];
     check(from.alpha > 0, "sample(): resampling from grid point ", p, " (t=", from.t,
           ") needs alpha > 0");
-    const double a = to.alpha / from.alpha;
-    const double var = to.sigma * to.sigma - a * a * from.sigma * from.sigma;
-    x = lincomb(x, a, ctx.randn_like(x), std::sqrt(std::max(var, 0.0)));
+    const ForwardTransition f = forward_transition(from, to);
+    x = lincomb(x, f.scale, ctx.randn_like(x), f.std);
     history = arrived[q];
     i = static_cast<int64_t>(q) - 1;  // the loop's ++i runs step q next
   }

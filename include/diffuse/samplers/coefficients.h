@@ -47,6 +47,15 @@ struct EulerCoefficients {
 /// sigma_ve_to, then scaled by alpha_to. `now.sigma` must be > 0.
 EulerCoefficients euler_coefficients(const TimePoint& now, double sigma_ve_to, double alpha_to);
 
+/// The forward process from `from` to the noisier point `to`: q(x_to | x_from) = N(scale x_from,
+/// std^2 I) with scale = alpha_to / alpha_from and std^2 = sigma_to^2 - scale^2 sigma_from^2
+/// (clamped at 0 against round-off). Needs alpha_from > 0. TCD's re-noising, Restart's restarts
+/// and RePaint's resampling jumps take it.
+struct ForwardTransition {
+  double scale = 1, std = 0;
+};
+ForwardTransition forward_transition(const TimePoint& from, const TimePoint& to);
+
 /// The two parts of an ancestral step (see ancestral_split).
 struct AncestralSplit {
   double sigma_down = 0, sigma_up = 0;
