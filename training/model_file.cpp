@@ -31,6 +31,7 @@
 #include <diffuse/training/atomic_file.h>
 #include <diffuse/training/dit.h>
 #include <diffuse/training/safetensors.h>
+#include <diffuse/training/torch_checkpoint.h>
 #include <diffuse/training/torchscript.h>
 
 namespace diffuse {
@@ -195,6 +196,12 @@ LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& option
   m.dit = model;
   m.dtype = options.dtype;
   m.network = as_network(model);
+  if (m.card.reversed_time) {
+    // SiT: time 0 = noise, 1 = data, velocity d x / d t along it = -(d x / d sigma).
+    m.network = [net = m.network](const Tensor& x, const Tensor& t, const Conditioning& c) {
+      return net(x, 1.0 - t, c).neg();
+    };
+  }
   m.source = std::move(source);
   m.format = std::move(format);
   return m;
@@ -324,13 +331,20 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       check(!value.empty() && *end == '\0' && std::isfinite(v) && v > 0, what,
             ": sigma_data must be a finite number > 0, got '", value, "'");
       card.sigma_data = v;
+    } else if (key == "reversed_time") {
+      check(value == "true" || value == "false", what,
+            ": reversed_time must be true or false, got '", value, "'");
+      card.reversed_time = value == "true";
+    } else if (key == "vae") {
+      card.vae = value;
     } else if (key == "description") {
       card.description = value;
     } else {
       throw Error(detail::cat(
           what, ": unknown card key '", key,
           "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
-          "class_names, clip_sample, edm_preconditioning, sigma_data, description)"));
+          "class_names, clip_sample, edm_preconditioning, sigma_data, reversed_time, vae, "
+          "description)"));
     }
   }
   check(have_shape, what, ": the model card has no sample_shape (e.g. sample_shape=1x28x28)");
@@ -339,6 +353,10 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       what, ": class_names lists ", card.class_names.size(),
       " names for num_classes=", card.num_classes);
   (void)detail::schedule_from_card(card.schedule, what);
+  check(!card.reversed_time ||
+            detail::parse_prediction_type(card.prediction_type, what) == Parameterization::kFlow,
+        what, ": reversed_time=true needs prediction_type=flow_prediction, got '",
+        card.prediction_type, "'");
   return card;
 }
 
@@ -354,6 +372,8 @@ std::string model_card_text(const ModelCard& c) {
   os << "clip_sample=" << (c.clip_sample ? "true" : "false") << "\n";
   if (c.edm_preconditioning)
     os << "edm_preconditioning=true\nsigma_data=" << format_double(c.sigma_data) << "\n";
+  if (c.reversed_time) os << "reversed_time=true\n";
+  if (!c.vae.empty()) os << "vae=" << c.vae << "\n";
   if (!c.description.empty()) {
     std::string d = c.description;
     for (char& ch : d)
@@ -558,6 +578,12 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
       detail::load_dit_checked(model, ema, "checkpoint '" + path + "'");
       return detail::finish_dit(model, std::move(card), options, path,
                                 "training checkpoint (EMA weights)");
+    }
+    if (!readable) {
+      if (auto m = detail::load_torch_save_model(path, options)) {
+        m->dtype = options.dtype;
+        return *m;
+      }
     }
     if (!readable)
       throw IOError(detail::cat(

@@ -133,7 +133,7 @@ bool json_uint(const nlohmann::json& j, uint64_t* out) {
 }  // namespace detail
 
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
-                                  const std::string& name_for_errors) {
+                                  const std::string& name_for_errors, const TensorFilter& keep) {
   using detail::st_check;
   using nlohmann::json;
   const std::string& f = name_for_errors;
@@ -300,6 +300,7 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
 
   for (size_t i = 0; i < spans.size(); ++i) {
     const Span& s = spans[i];
+    if (keep && !keep(s.name)) continue;
     at::Tensor t = at::empty(shapes[i], at::TensorOptions().dtype(dtypes[i].second));
     if (s.end > s.begin)
       std::memcpy(t.data_ptr(), buffer + s.begin, static_cast<size_t>(s.end - s.begin));
@@ -314,7 +315,7 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
   return out;
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
+SafetensorsFile read_safetensors(const std::string& path, const TensorFilter& keep) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw IOError(detail::cat(path, ": cannot open: ", std::strerror(errno)));
   struct stat st {};
@@ -337,7 +338,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   ::close(fd);
   if (map == MAP_FAILED) throw IOError(detail::cat(path, ": cannot map: ", std::strerror(err)));
   try {
-    SafetensorsFile out = parse_safetensors(static_cast<const uint8_t*>(map), size, path);
+    SafetensorsFile out = parse_safetensors(static_cast<const uint8_t*>(map), size, path, keep);
     ::munmap(map, size);
     return out;
   } catch (...) {

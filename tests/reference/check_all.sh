@@ -54,6 +54,11 @@ cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '
   --to '4.213262465088073e-09}'
 cmp spacing_lists "spacing.py spacings" tests/schedules/spacing_test.cpp --from '{1000, "linspace", {}' \
   --to '{1100, "trailing"'
+echo "== latent_models.py: regenerated fixtures byte-identical to tests/training/fixtures/latent"
+latent_tmp=$(mktemp -d)
+"$py" "$ref"/latent_models.py --out "$latent_tmp" > /dev/null
+diff -r --exclude README.md "$latent_tmp" tests/training/fixtures/latent && echo "latent fixtures: identical"
+rm -rf "$latent_tmp"
 echo "== printed only (compare by eye with the comments that quote them)"
 for args in "spacing.py points" "dpm_solver.py suite" "ddim_ddpm.py ddpm_noise" "k_schedulers.py noise_suite" "ddpm_gaussian.py" \
   "align_your_steps.py" "objectives.py" "frechet_distance.py" "torch_noise.py" "dit_params.py"; do

@@ -69,6 +69,14 @@ struct ModelCard {
   /// by c_skip / c_out), with this sigma_data. Defaults false and 0.5.
   bool edm_preconditioning = false;
   double sigma_data = 0.5;
+  /// The network's time runs the other way (SiT: 0 = noise, 1 = data): it is fed 1 - t and its
+  /// output, a velocity along its own time, is negated. Needs prediction_type flow_prediction and
+  /// a schedule whose model time is sigma in [0, 1] (flow:t_scale=1). Default false.
+  bool reversed_time = false;
+  /// The autoencoder of a latent model: a name (e.g. "sd-vae-ft-ema", what DiT and SiT were
+  /// trained with) or a path, recorded for the user (`diffuse sample --vae` decodes with the VAE
+  /// it is given). Default empty = pixel-space model.
+  std::string vae;
   /// Free text (how it was trained, its FD, ...). Default empty.
   std::string description;
 };

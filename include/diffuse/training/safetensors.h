@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -63,16 +64,22 @@ std::string safetensors_dtype_name(at::ScalarType t);
 
 }  // namespace detail
 
+/// Which tensors to copy out of a file (true = keep); empty = all of them.
+using TensorFilter = std::function<bool(const std::string& name)>;
+
 /// Parses a safetensors file held in memory (`size` bytes at `data`). `name_for_errors` is the
 /// file name put at the start of every error message. Tensors are copied out of `data`, which
-/// may be released afterwards. Throws diffuse::Error for any deviation from the format (see the
-/// file comment) and on big-endian hosts.
+/// may be released afterwards; with `keep`, only the tensors it accepts (the header is still
+/// checked whole, so a file that is malformed anywhere is refused). Throws diffuse::Error for any
+/// deviation from the format (see the file comment) and on big-endian hosts.
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
-                                  const std::string& name_for_errors);
+                                  const std::string& name_for_errors,
+                                  const TensorFilter& keep = {});
 
-/// Reads and parses the safetensors file at `path` (memory-mapped, then copied tensor by tensor).
-/// Errors name the path.
-SafetensorsFile read_safetensors(const std::string& path);
+/// Reads and parses the safetensors file at `path` (memory-mapped, then copied tensor by tensor;
+/// with `keep`, only the tensors it accepts: the VAE part of a 4 GB single-file checkpoint costs
+/// only its own memory). Errors name the path.
+SafetensorsFile read_safetensors(const std::string& path, const TensorFilter& keep = {});
 
 /// The bytes of a safetensors file holding `tensors` and `metadata`. Tensors may be of any
 /// dtype listed by the format (F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL) and on any device; they
