@@ -3,9 +3,9 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <vector>
@@ -39,8 +39,21 @@ struct PyObj;
 using PyRef = std::shared_ptr<PyObj>;
 
 struct PyObj {
-  enum Kind { kNone, kBool, kInt, kFloat, kStr, kBytes, kTuple, kList, kDict, kGlobal, kStorage,
-              kTensor, kOpaque };
+  enum Kind {
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kStr,
+    kBytes,
+    kTuple,
+    kList,
+    kDict,
+    kGlobal,
+    kStorage,
+    kTensor,
+    kOpaque
+  };
   Kind kind = kNone;
   int64_t i = 0;
   double f = 0;
@@ -57,19 +70,19 @@ PyRef make(PyObj::Kind k) {
 }
 
 const char* kind_name(const PyRef& o) {
-  static const char* const names[] = {"None",   "bool",    "int",    "float",  "str",
-                                      "bytes",  "tuple",   "list",   "dict",   "global",
+  static const char* const names[] = {"None",    "bool",   "int",   "float", "str",
+                                      "bytes",   "tuple",  "list",  "dict",  "global",
                                       "storage", "tensor", "object"};
   return names[o->kind];
 }
 
 bool storage_dtype(const std::string& cls, at::ScalarType* out) {
   static const std::map<std::string, at::ScalarType> kTypes = {
-      {"torch.FloatStorage", at::kFloat},    {"torch.DoubleStorage", at::kDouble},
-      {"torch.HalfStorage", at::kHalf},      {"torch.BFloat16Storage", at::kBFloat16},
-      {"torch.LongStorage", at::kLong},      {"torch.IntStorage", at::kInt},
-      {"torch.ShortStorage", at::kShort},    {"torch.CharStorage", at::kChar},
-      {"torch.ByteStorage", at::kByte},      {"torch.BoolStorage", at::kBool},
+      {"torch.FloatStorage", at::kFloat}, {"torch.DoubleStorage", at::kDouble},
+      {"torch.HalfStorage", at::kHalf},   {"torch.BFloat16Storage", at::kBFloat16},
+      {"torch.LongStorage", at::kLong},   {"torch.IntStorage", at::kInt},
+      {"torch.ShortStorage", at::kShort}, {"torch.CharStorage", at::kChar},
+      {"torch.ByteStorage", at::kByte},   {"torch.BoolStorage", at::kBool},
       {"torch.UntypedStorage", at::kByte}};
   auto it = kTypes.find(cls);
   if (it == kTypes.end()) return false;
@@ -88,20 +101,38 @@ class PickleMachine {
       const size_t at = static_cast<size_t>(p_ - begin_);
       const uint8_t op = byte();
       switch (op) {
-        case 0x80: byte(); break;                           // PROTO
-        case 0x95: bytes(8); break;                         // FRAME
-        case '}': push(make(PyObj::kDict)); break;          // EMPTY_DICT
-        case ']': push(make(PyObj::kList)); break;          // EMPTY_LIST
-        case ')': push(make(PyObj::kTuple)); break;         // EMPTY_TUPLE
-        case '(': marks_.push_back(stack_.size()); break;   // MARK
-        case 't': push(from_mark(PyObj::kTuple)); break;    // TUPLE
-        case 'l': push(from_mark(PyObj::kList)); break;     // LIST
-        case 'd': {                                          // DICT
+        case 0x80:
+          byte();
+          break;  // PROTO
+        case 0x95:
+          bytes(8);
+          break;  // FRAME
+        case '}':
+          push(make(PyObj::kDict));
+          break;  // EMPTY_DICT
+        case ']':
+          push(make(PyObj::kList));
+          break;  // EMPTY_LIST
+        case ')':
+          push(make(PyObj::kTuple));
+          break;  // EMPTY_TUPLE
+        case '(':
+          marks_.push_back(stack_.size());
+          break;  // MARK
+        case 't':
+          push(from_mark(PyObj::kTuple));
+          break;  // TUPLE
+        case 'l':
+          push(from_mark(PyObj::kList));
+          break;     // LIST
+        case 'd': {  // DICT
           PyRef items = from_mark(PyObj::kList);
           push(to_dict(items->items));
           break;
         }
-        case 0x85: case 0x86: case 0x87: {                  // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           PyRef t = make(PyObj::kTuple);
           const size_t n = op - 0x84u;
           need(n);
@@ -110,14 +141,14 @@ class PickleMachine {
           push(t);
           break;
         }
-        case 'c': {                                         // GLOBAL
+        case 'c': {  // GLOBAL
           PyRef g = make(PyObj::kGlobal);
           const std::string module = line(), name = line();
           g->s = module + "." + name;
           push(g);
           break;
         }
-        case 0x93: {                                        // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           PyRef name = pop(), module = pop();
           check_kind(name, PyObj::kStr, at);
           check_kind(module, PyObj::kStr, at);
@@ -126,20 +157,46 @@ class PickleMachine {
           push(g);
           break;
         }
-        case 'q': memo(byte()); break;                      // BINPUT
-        case 'r': memo(u32()); break;                       // LONG_BINPUT
-        case 0x94: memo(static_cast<uint32_t>(memo_.size())); break;  // MEMOIZE
-        case 'h': push(get(byte(), at)); break;             // BINGET
-        case 'j': push(get(u32(), at)); break;              // LONG_BINGET
-        case 'X': push(str(PyObj::kStr, u32())); break;     // BINUNICODE
-        case 0x8c: push(str(PyObj::kStr, byte())); break;   // SHORT_BINUNICODE
-        case 0x8d: push(str(PyObj::kStr, u64())); break;    // BINUNICODE8
-        case 'C': push(str(PyObj::kBytes, byte())); break;  // SHORT_BINBYTES
-        case 'B': push(str(PyObj::kBytes, u32())); break;   // BINBYTES
-        case 'K': push(integer(byte())); break;             // BININT1
-        case 'M': push(integer(u16())); break;              // BININT2
-        case 'J': push(integer(static_cast<int32_t>(u32()))); break;  // BININT
-        case 0x8a: {                                        // LONG1
+        case 'q':
+          memo(byte());
+          break;  // BINPUT
+        case 'r':
+          memo(u32());
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo(static_cast<uint32_t>(memo_.size()));
+          break;  // MEMOIZE
+        case 'h':
+          push(get(byte(), at));
+          break;  // BINGET
+        case 'j':
+          push(get(u32(), at));
+          break;  // LONG_BINGET
+        case 'X':
+          push(str(PyObj::kStr, u32()));
+          break;  // BINUNICODE
+        case 0x8c:
+          push(str(PyObj::kStr, byte()));
+          break;  // SHORT_BINUNICODE
+        case 0x8d:
+          push(str(PyObj::kStr, u64()));
+          break;  // BINUNICODE8
+        case 'C':
+          push(str(PyObj::kBytes, byte()));
+          break;  // SHORT_BINBYTES
+        case 'B':
+          push(str(PyObj::kBytes, u32()));
+          break;  // BINBYTES
+        case 'K':
+          push(integer(byte()));
+          break;  // BININT1
+        case 'M':
+          push(integer(u16()));
+          break;  // BININT2
+        case 'J':
+          push(integer(static_cast<int32_t>(u32())));
+          break;      // BININT
+        case 0x8a: {  // LONG1
           const size_t n = byte();
           check_io(n <= 8, path_, ": pickle integer of ", n, " bytes at offset ", at,
                    " (more than 64 bits)");
@@ -150,7 +207,7 @@ class PickleMachine {
           push(integer(static_cast<int64_t>(v)));
           break;
         }
-        case 'G': {                                         // BINFLOAT (big-endian)
+        case 'G': {  // BINFLOAT (big-endian)
           const uint8_t* b = bytes(8);
           uint64_t v = 0;
           for (int k = 0; k < 8; ++k) v = (v << 8) | b[k];
@@ -159,31 +216,38 @@ class PickleMachine {
           push(o);
           break;
         }
-        case 0x88: case 0x89: {                             // NEWTRUE / NEWFALSE
+        case 0x88:
+        case 0x89: {  // NEWTRUE / NEWFALSE
           PyRef o = make(PyObj::kBool);
           o->i = op == 0x88;
           push(o);
           break;
         }
-        case 'N': push(make(PyObj::kNone)); break;
-        case 'Q': push(persistent(pop(), at)); break;       // BINPERSID
-        case 'R': {                                         // REDUCE
+        case 'N':
+          push(make(PyObj::kNone));
+          break;
+        case 'Q':
+          push(persistent(pop(), at));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           PyRef args = pop(), fn = pop();
           push(reduce(fn, args, at));
           break;
         }
-        case 0x81: {                                        // NEWOBJ
+        case 0x81: {  // NEWOBJ
           PyRef args = pop(), cls = pop();
           push(reduce(cls, args, at));
           break;
         }
-        case 'b': pop(); break;  // BUILD: object state (OrderedDict._metadata, objects) dropped
-        case 's': {                                         // SETITEM
+        case 'b':
+          pop();
+          break;     // BUILD: object state (OrderedDict._metadata, objects) dropped
+        case 's': {  // SETITEM
           PyRef v = pop(), k = pop();
           dict_of(top(), at)->dict.emplace_back(k, v);
           break;
         }
-        case 'u': {                                         // SETITEMS
+        case 'u': {  // SETITEMS
           PyRef kv = from_mark(PyObj::kList);
           PyRef d = dict_of(top(), at);
           check_io(kv->items.size() % 2 == 0, path_, ": odd SETITEMS at offset ", at);
@@ -191,18 +255,18 @@ class PickleMachine {
             d->dict.emplace_back(kv->items[k], kv->items[k + 1]);
           break;
         }
-        case 'a': {                                         // APPEND
+        case 'a': {  // APPEND
           PyRef v = pop();
           list_of(top(), at)->items.push_back(v);
           break;
         }
-        case 'e': {                                         // APPENDS
+        case 'e': {  // APPENDS
           PyRef vs = from_mark(PyObj::kList);
           PyRef l = list_of(top(), at);
           l->items.insert(l->items.end(), vs->items.begin(), vs->items.end());
           break;
         }
-        case '.': {                                         // STOP
+        case '.': {  // STOP
           check_io(stack_.size() == 1, path_, ": the pickle ends with ", stack_.size(),
                    " values on its stack");
           return stack_.back();
@@ -301,8 +365,8 @@ class PickleMachine {
     return it->second;
   }
   void check_kind(const PyRef& o, PyObj::Kind k, size_t at) {
-    check_io(o->kind == k, path_, ": data.pkl has a ", kind_name(o), " at offset ", at,
-             " where a ", kind_name(make(k)), " belongs");
+    check_io(o->kind == k, path_, ": data.pkl has a ", kind_name(o), " at offset ", at, " where a ",
+             kind_name(make(k)), " belongs");
   }
   PyRef dict_of(const PyRef& o, size_t at) {
     if (o->kind == PyObj::kOpaque) return make(PyObj::kDict);  // an object's items: dropped
@@ -326,8 +390,8 @@ class PickleMachine {
     auto cached = storages_.find(key);
     if (cached != storages_.end()) return cached->second;
     at::ScalarType dtype{};
-    check_io(storage_dtype(pid->items[1]->s, &dtype), path_, ": storage type ",
-             pid->items[1]->s, " is not supported");
+    check_io(storage_dtype(pid->items[1]->s, &dtype), path_, ": storage type ", pid->items[1]->s,
+             " is not supported");
     const int64_t numel = pid->items[4]->i;
     const std::string record = "data/" + key;
     check_io(reader_.hasRecord(record), path_, ": the archive has no record ", record);
@@ -355,7 +419,8 @@ class PickleMachine {
 
   PyRef rebuild_tensor(const std::vector<PyRef>& a, size_t at) {
     check_io(a.size() >= 4 && a[0]->kind == PyObj::kStorage && a[1]->kind == PyObj::kInt, path_,
-             ": _rebuild_tensor arguments at offset ", at, " are not (storage, offset, size, stride)");
+             ": _rebuild_tensor arguments at offset ", at,
+             " are not (storage, offset, size, stride)");
     const at::Tensor& storage = a[0]->tensor;
     const int64_t offset = a[1]->i;
     const std::vector<int64_t> size = ints(a[2], path_, "size");
@@ -366,8 +431,10 @@ class PickleMachine {
     bool empty = false;
     for (size_t k = 0; k < size.size(); ++k) {
       check_io(size[k] >= 0 && stride[k] >= 0, path_, ": negative tensor size or stride");
-      if (size[k] == 0) empty = true;
-      else last += (size[k] - 1) * stride[k];
+      if (size[k] == 0)
+        empty = true;
+      else
+        last += (size[k] - 1) * stride[k];
       numel *= std::max<int64_t>(size[k], 1);
       check_io(numel < (int64_t{1} << 40) && last < (int64_t{1} << 40), path_,
                ": tensor too large");
@@ -480,14 +547,14 @@ TorchStateDict read_torch_state_dict(const std::string& path) {
       std::vector<std::string> keys;
       for (const auto& kv : root->dict)
         keys.push_back(kv.first->kind == PyObj::kStr ? kv.first->s : kind_name(kv.first));
-      throw IOError(detail::cat(path, ": no state dict (string -> tensor) at the top level nor "
-                                      "under 'ema', 'model' or 'state_dict'; keys: ",
+      throw IOError(detail::cat(path,
+                                ": no state dict (string -> tensor) at the top level nor "
+                                "under 'ema', 'model' or 'state_dict'; keys: ",
                                 detail::list_some(keys)));
     }
   }
   for (const auto& [k, v] : sd->dict) {
-    check_io(out.tensors.emplace(k->s, v->tensor).second, path, ": key '", k->s,
-             "' appears twice");
+    check_io(out.tensors.emplace(k->s, v->tensor).second, path, ": key '", k->s, "' appears twice");
   }
   return out;
 }
@@ -516,7 +583,7 @@ DiTOptions dit_options_from_state_dict(const std::map<std::string, at::Tensor>& 
   int64_t depth = 0;
   while (sd.count("blocks." + std::to_string(depth) + ".attn.qkv.weight")) ++depth;
   check(depth >= 1, what, ": no blocks.0.attn.qkv.weight");
-  const at::Tensor& fc1 = need("blocks.0.mlp.fc1.weight", 2);  // [h, d]
+  const at::Tensor& fc1 = need("blocks.0.mlp.fc1.weight", 2);    // [h, d]
   const at::Tensor& out = need("final_layer.linear.weight", 2);  // [p*p*C_out, d]
   const int64_t out_channels = out.size(0) / (p * p);
   check(out_channels * p * p == out.size(0) && (out_channels == c || out_channels == 2 * c), what,
@@ -525,10 +592,16 @@ DiTOptions dit_options_from_state_dict(const std::map<std::string, at::Tensor>& 
   int64_t heads = num_heads;
   if (heads <= 0) {
     switch (d) {
-      case 384: heads = 6; break;
-      case 768: heads = 12; break;
+      case 384:
+        heads = 6;
+        break;
+      case 768:
+        heads = 12;
+        break;
       case 1024:
-      case 1152: heads = 16; break;
+      case 1152:
+        heads = 16;
+        break;
       default:
         throw ConfigError(detail::cat(what, ": hidden size ", d,
                                       " is not one of DiT's Table 1 sizes (384, 768, 1024, "
@@ -600,7 +673,8 @@ std::optional<LoadedModel> load_torch_save_model(const std::string& path,
                                           path + " with --model-card");
   card.model = merged;
   std::error_code ec;
-  DiT model = dit_from_card(card, path, static_cast<uint64_t>(std::filesystem::file_size(path, ec)));
+  DiT model =
+      dit_from_card(card, path, static_cast<uint64_t>(std::filesystem::file_size(path, ec)));
   try {
     load_dit_state_dict(model, sd.tensors);
   } catch (const Error& e) {

@@ -46,7 +46,7 @@ Tensor TrainerBase::sample(int64_t n, uint64_t seed, Tensor labels) {
   s.ema->eval();
   DenoiserOptions dopt;
   dopt.prediction_type = s.objective->prediction_type();
-  dopt.clip_sample = s.data.data.dim() == 4;
+  dopt.clip_sample = s.data.data.dim() == 4 && s.options.clip_samples();
   Denoiser denoiser(s.hooks.network(s.ema), dopt);
   auto sampler = sampler_from_spec(s.options.sampler());
   SampleOptions so;
@@ -79,7 +79,8 @@ void TrainerBase::preview() {
     std::snprintf(name, sizeof(name), "samples_%08lld", static_cast<long long>(s.step));
     if (x.dim() == 4) {
       path = (std::filesystem::path(o.output_dir()) / (std::string(name) + ".png")).string();
-      save_image_grid(path, x.clamp(-1, 1), o.sample_nrow());
+      const Tensor images = s.callbacks.to_images ? s.callbacks.to_images(x).cpu() : x;
+      save_image_grid(path, images.clamp(-1, 1), o.sample_nrow());
     } else {
       path = (std::filesystem::path(o.output_dir()) / (std::string(name) + ".csv")).string();
       Tensor flat = x.reshape({x.size(0), -1}).to(at::kDouble).contiguous();

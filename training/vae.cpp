@@ -10,13 +10,13 @@
 #include <utility>
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/utils.h>
+#include <nlohmann/json.hpp>
 
 #include <diffuse/config.h>
 #include <diffuse/training/safetensors.h>
@@ -59,8 +59,8 @@ AutoencoderKLOptions vae_preset(const std::string& name) {
   }
   if (name == "tiny")
     return o.block_out_channels({32, 64}).layers_per_block(1).norm_num_groups(8).sample_size(64);
-  throw ConfigError(detail::cat("vae: unknown preset '", name, "'; known: ",
-                                detail::join(vae_preset_names())));
+  throw ConfigError(
+      detail::cat("vae: unknown preset '", name, "'; known: ", detail::join(vae_preset_names())));
 }
 
 std::vector<std::string> vae_preset_names() { return {"sd", "sdxl", "sd3", "flux", "tiny"}; }
@@ -172,8 +172,10 @@ AutoencoderKLOptions vae_options_from_diffusers_config(const std::string& json_t
     } else if (key == "norm_num_groups") {
       o.norm_num_groups(integer(key, v));
     } else if (key == "act_fn") {
-      check(v == "silu", where(key), " must be \"silu\" (the only activation of AutoencoderKL "
-            "checkpoints), got ", v.dump());
+      check(v == "silu", where(key),
+            " must be \"silu\" (the only activation of AutoencoderKL "
+            "checkpoints), got ",
+            v.dump());
     } else if (key == "down_block_types" || key == "up_block_types") {
       const bool down = key == "down_block_types";
       check(v.is_array(), where(key), " must be a list, got ", v.dump());
@@ -206,15 +208,16 @@ AutoencoderKLOptions vae_options_from_diffusers_config(const std::string& json_t
             " (per-channel latent statistics) is not supported; only scaling_factor / "
             "shift_factor");
     } else {
-      throw ConfigError(detail::cat(where(key), " is not an AutoencoderKL option this library "
-                                                "knows"));
+      throw ConfigError(detail::cat(where(key),
+                                    " is not an AutoencoderKL option this library "
+                                    "knows"));
     }
   }
   const size_t levels = o.block_out_channels().size();
-  check(down_types == 0 || down_types == levels, origin, ": ", down_types,
-        " down_block_types for ", levels, " block_out_channels");
-  check(up_types == 0 || up_types == levels, origin, ": ", up_types, " up_block_types for ",
+  check(down_types == 0 || down_types == levels, origin, ": ", down_types, " down_block_types for ",
         levels, " block_out_channels");
+  check(up_types == 0 || up_types == levels, origin, ": ", up_types, " up_block_types for ", levels,
+        " block_out_channels");
   try {
     check_vae_options(o);
   } catch (const Error& e) {
@@ -249,7 +252,8 @@ class VaeResnetImpl : public torch::nn::Module {
     conv1 = register_module("conv1", conv3(in, out));
     norm2 = register_module("norm2", vae_norm(groups, out));
     conv2 = register_module("conv2", conv3(out, out));
-    if (in != out) conv_shortcut = register_module("conv_shortcut", Conv2d(Conv2dOptions(in, out, 1)));
+    if (in != out)
+      conv_shortcut = register_module("conv_shortcut", Conv2d(Conv2dOptions(in, out, 1)));
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
@@ -277,9 +281,9 @@ class VaeAttentionImpl : public torch::nn::Module {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
     at::Tensor t = group_norm->forward(x).reshape({b, c, h * w}).transpose(1, 2);
     at::Tensor q = to_q->forward(t), k = to_k->forward(t), v = to_v->forward(t);
-    at::Tensor scores = at::baddbmm(at::empty({b, h * w, h * w}, q.options()), q,
-                                    k.transpose(1, 2), /*beta=*/0.0,
-                                    /*alpha=*/1.0 / std::sqrt(static_cast<double>(c)));
+    at::Tensor scores =
+        at::baddbmm(at::empty({b, h * w, h * w}, q.options()), q, k.transpose(1, 2), /*beta=*/0.0,
+                    /*alpha=*/1.0 / std::sqrt(static_cast<double>(c)));
     at::Tensor probs = scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble
                            ? at::softmax(scores, -1)
                            : at::softmax(scores, -1, at::kFloat).to(scores.scalar_type());
@@ -322,7 +326,8 @@ class VaeLevelImpl : public torch::nn::Module {
  public:
   VaeLevelImpl(int64_t in, int64_t out, int64_t layers, int64_t groups, int resample) {
     resnets = register_module("resnets", ModuleList());
-    for (int64_t i = 0; i < layers; ++i) resnets->push_back(VaeResnet(i == 0 ? in : out, out, groups));
+    for (int64_t i = 0; i < layers; ++i)
+      resnets->push_back(VaeResnet(i == 0 ? in : out, out, groups));
     if (resample < 0) {
       down = VaeDownsample(out);
       register_module("downsamplers", ModuleList(down));
@@ -346,7 +351,8 @@ TORCH_MODULE(VaeLevel);
 class VaeMidImpl : public torch::nn::Module {
  public:
   VaeMidImpl(int64_t c, int64_t groups, bool attention) {
-    resnets = register_module("resnets", ModuleList(VaeResnet(c, c, groups), VaeResnet(c, c, groups)));
+    resnets =
+        register_module("resnets", ModuleList(VaeResnet(c, c, groups), VaeResnet(c, c, groups)));
     if (attention) {
       attn = VaeAttention(c, groups);
       register_module("attentions", ModuleList(attn));
@@ -444,11 +450,11 @@ void check_images(const at::Tensor& x, int64_t channels, int64_t factor, const c
   check(x.defined() && x.dim() == 4, "vae: ", what, " must be [B, C, H, W], got ",
         x.defined() ? detail::cat(x.sizes()) : std::string("an undefined tensor"));
   check(x.size(0) >= 1, "vae: ", what, " batch must not be empty");
-  check(x.size(1) == channels, "vae: ", what, " must have ", channels, " channels, got ",
-        x.size(1), " (shape ", x.sizes(), ")");
+  check(x.size(1) == channels, "vae: ", what, " must have ", channels, " channels, got ", x.size(1),
+        " (shape ", x.sizes(), ")");
   check(x.size(2) >= 1 && x.size(3) >= 1 && x.size(2) % factor == 0 && x.size(3) % factor == 0,
-        "vae: ", what, " side ", x.size(2), "x", x.size(3), " ", unit, " must be a positive multiple of ",
-        factor);
+        "vae: ", what, " side ", x.size(2), "x", x.size(3), " ", unit,
+        " must be a positive multiple of ", factor);
   check(at::isFloatingType(x.scalar_type()), "vae: ", what, " must be floating point, got ",
         x.scalar_type());
 }
@@ -482,9 +488,10 @@ LatentDistribution AutoencoderKLImpl::encode_distribution(const at::Tensor& imag
   const at::Tensor& p = encoder->conv_in->weight;
   const at::Tensor x = images.to(p.device(), p.scalar_type());
   const Tiling t = resolve_tiling(tiling, f);
-  at::Tensor m = t.tile == 0 ? moments(x)
-                             : detail::tiled_apply(x, t.tile / f * f, t.overlap, 1, f,
-                                                   [&](const at::Tensor& tile) { return moments(tile); });
+  at::Tensor m = t.tile == 0
+                     ? moments(x)
+                     : detail::tiled_apply(x, t.tile / f * f, t.overlap, 1, f,
+                                           [&](const at::Tensor& tile) { return moments(tile); });
   auto parts = m.to(at::kFloat).chunk(2, 1);
   return {parts[0], at::clamp(parts[1], -30.0, 20.0)};
 }
@@ -599,8 +606,8 @@ at::Tensor tiled_apply(const at::Tensor& input, int64_t tile, int64_t overlap, i
         weight = at::zeros({out_len(h), out_len(w)}, piece.options().dtype(at::kFloat));
       }
       const int64_t ov = out_len(overlap);
-      at::Tensor wt = at::outer(ramp(oy, oh, out_len(h), ov), ramp(ox, ow, out_len(w), ov))
-                          .to(piece.device());
+      at::Tensor wt =
+          at::outer(ramp(oy, oh, out_len(h), ov), ramp(ox, ow, out_len(w), ov)).to(piece.device());
       acc.narrow(2, oy, oh).narrow(3, ox, ow).add_(piece.to(at::kFloat) * wt);
       weight.narrow(0, oy, oh).narrow(1, ox, ow).add_(wt);
     }
@@ -692,10 +699,10 @@ std::string vae_ldm_name(const std::string& name, int64_t levels) {
       return "";
     }
     const bool up = part == "up_blocks";
-    const std::string ldm_level =
-        std::to_string(up ? levels - 1 - level : level);
+    const std::string ldm_level = std::to_string(up ? levels - 1 - level : level);
     const std::string head = prefix + (up ? "up." : "down.") + ldm_level + ".";
-    if (p[3] == "resnets" && p.size() >= 6) return head + "block." + p[4] + "." + resnet_tail(undotted(p, 5));
+    if (p[3] == "resnets" && p.size() >= 6)
+      return head + "block." + p[4] + "." + resnet_tail(undotted(p, 5));
     if ((p[3] == "downsamplers" || p[3] == "upsamplers") && p[4] == "0" && p.size() >= 6)
       return head + (up ? "upsample." : "downsample.") + undotted(p, 5);
   }
@@ -704,7 +711,9 @@ std::string vae_ldm_name(const std::string& name, int64_t levels) {
 
 std::string vae_legacy_name(const std::string& name) {
   static const std::vector<std::pair<std::string, std::string>> kRenames = {
-      {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."},
+      {".to_q.", ".query."},
+      {".to_k.", ".key."},
+      {".to_v.", ".value."},
       {".to_out.0.", ".proj_attn."}};
   if (name.find(".attentions.") == std::string::npos) return "";
   for (const auto& [now, before] : kRenames) {
@@ -736,7 +745,8 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
   std::map<std::string, std::pair<std::string, at::Tensor>> found;
   std::vector<std::string> unexpected, duplicated, mismatched, bad_dtype, missing;
   for (const auto& [key, value] : sd) {
-    if (prefixed && key.rfind(kPrefix, 0) != 0) continue;  // the UNet / text encoder of a checkpoint
+    if (prefixed && key.rfind(kPrefix, 0) != 0)
+      continue;  // the UNet / text encoder of a checkpoint
     auto it = by_file_name.find(prefixed ? key : detail::strip_wrapper_prefixes(key));
     if (it == by_file_name.end()) {
       unexpected.push_back(key);
@@ -756,16 +766,16 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
     }
     at::Tensor v = it->second.second;
     if (!v.defined() || !at::isFloatingType(v.scalar_type())) {
-      bad_dtype.push_back(detail::cat(it->second.first, " (",
-                                      v.defined() ? c10::toString(v.scalar_type()) : "undefined", ")"));
+      bad_dtype.push_back(detail::cat(
+          it->second.first, " (", v.defined() ? c10::toString(v.scalar_type()) : "undefined", ")"));
       continue;
     }
     // ldm's attention projections are 1x1 convolutions.
     if (target.dim() == 2 && v.dim() == 4 && v.size(2) == 1 && v.size(3) == 1)
       v = v.reshape({v.size(0), v.size(1)});
     if (v.sizes() != target.sizes()) {
-      mismatched.push_back(detail::cat(it->second.first, " ", v.sizes(), " vs model ",
-                                       target.sizes()));
+      mismatched.push_back(
+          detail::cat(it->second.first, " ", v.sizes(), " vs model ", target.sizes()));
       continue;
     }
     it->second.second = v;
@@ -783,11 +793,10 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
   add("not floating point", bad_dtype);
   if (problems.empty() && found.empty()) problems = "no VAE tensor found";
   if (!problems.empty())
-    throw ConfigError(detail::cat(origin, ": the VAE weights do not fit the architecture (",
-                                  levels, " levels, block_out_channels ",
-                                  channels_text(vae->options().block_out_channels()),
-                                  ", latent_channels ", vae->options().latent_channels(),
-                                  "): ", problems));
+    throw ConfigError(detail::cat(
+        origin, ": the VAE weights do not fit the architecture (", levels,
+        " levels, block_out_channels ", channels_text(vae->options().block_out_channels()),
+        ", latent_channels ", vae->options().latent_channels(), "): ", problems));
   torch::NoGradGuard no_grad;
   for (const auto& [name, kv] : found) targets[name].copy_(kv.second);
 }
@@ -809,7 +818,8 @@ std::string read_text_file(const std::string& path) {
 AutoencoderKL load_vae(const std::string& path, const LoadVaeOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  check_io(fs::exists(path, ec), path, ": no such file or folder (a VAE is a diffusers folder with "
+  check_io(fs::exists(path, ec), path,
+           ": no such file or folder (a VAE is a diffusers folder with "
            "config.json and diffusion_pytorch_model.safetensors, or a .safetensors file)");
   AutoencoderKLOptions o;
   std::string weights = path;

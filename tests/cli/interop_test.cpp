@@ -10,6 +10,10 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include <diffuse/training/data.h>
+
 namespace {
 
 using diffuse::test::cli_test_dir;
@@ -100,3 +104,35 @@ TEST(CliInterop, SafetensorsExportSamplesTheSameImages) {
 }
 
 }  // namespace
+
+// A published latent checkpoint (the reference DiT's torch.save state dict; a small one with random
+// weights, tests/reference/latent_models.py) sampled and decoded through a diffusers VAE folder:
+// RGB images of the VAE's size, the VAE in the record, and a clear error without --vae.
+TEST(CliInterop, LatentDiTCheckpointDecodesThroughAVae) {
+  const std::string dir = cli_test_dir("interop_latent");
+  std::filesystem::copy_file(fixture_path("latent/dit_tiny.pt"), dir + "/DiT-tiny.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::vector<std::string> base = {
+      "sample", "--model", "DiT-tiny.pt", "--model-card", "model=num_heads=4", "--class", "3",
+      "--cfg",  "4",       "--sampler",   "ddim",         "--steps",           "5",       "-n",
+      "3"};
+  std::vector<std::string> args = base;
+  for (const char* a : {"--vae", "", "--save-tensor", "x.pt", "--save-each", "each", "-o", "g.png"})
+    args.push_back(a);
+  args[args.size() - 7] = fixture_path("latent/vae_tiny");
+  auto r = run_cli(args, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor x;
+  torch::load(x, dir + "/x.pt");
+  // 4 x 8 x 8 latents, a VAE that upsamples by 4: 3 x 32 x 32 images.
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{3, 3, 32, 32}));
+  EXPECT_TRUE(at::isfinite(x).all().item<bool>());
+  const at::Tensor png = diffuse::read_image(dir + "/each/000000.png", 3);
+  EXPECT_EQ(png.sizes(), (std::vector<int64_t>{3, 32, 32}));
+  const auto record = nlohmann::json::parse(read_text_file(dir + "/g.json"));
+  EXPECT_EQ(record["settings"]["vae"], fixture_path("latent/vae_tiny"));
+  EXPECT_NE(record["resolved"]["model_card"].get<std::string>().find("vae=sd-vae-ft-ema"),
+            std::string::npos);
+  // Without --vae: the card says the model makes latents.
+  expect_clean_error(run_cli(base, dir), {"give --vae"}, 2);
+}

@@ -11,10 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <diffuse/training/data.h>
 #include <diffuse/training/model_file.h>
 #include <torch/serialize/input-archive.h>
 
 #include "cli/cli_test_util.h"
+#include "test_util.h"
 
 namespace {
 
@@ -208,6 +210,76 @@ TEST(CliTrain, KilledRunResumesToTheUninterruptedResult) {
 // checkpointed (one log line names the checkpoint and the step), the exit status is 128 + signal,
 // and the same command resumes from that step. (A second signal exiting at once is tested on the
 // handler itself, deterministically: tests/training/faults_test.cpp, StopSignal.)
+// Latent training: `diffuse encode` (Fashion-MNIST through a small random VAE, tests/reference/
+// latent_models.py) killed after its first shard resumes to the same shards; a latent DiT run
+// killed after step 2 resumes to the uninterrupted run's checkpoint and model file, bit for bit;
+// the model's card names the VAE and does not clip; the final grid is decoded RGB.
+TEST(CliTrain, LatentRunEncodesTrainsAndResumesBitExactly) {
+  const std::string dir = cli_test_dir("train_latent");
+  const std::string vae = diffuse::testing::fixture_path("latent/vae_tiny");
+  const std::vector<std::string> encode = {
+      "encode", "--vae",        vae,  "--fashion-mnist", "--limit",
+      "40",     "--shard-size", "16", "--batch-size",    "5"};
+  auto with_out = [](std::vector<std::string> args, const std::string& out) {
+    args.push_back("--out");
+    args.push_back(out);
+    return args;
+  };
+  auto r = run_cli(with_out(encode, dir + "/lat"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run_cli(with_out(encode, dir + "/lat_killed"), "", 300,
+              {"DIFFUSE_FAULT_INJECT=before_rename:2:shard_"});
+  ASSERT_EQ(r.code, 128 + SIGKILL) << r.err;
+  EXPECT_TRUE(fs::exists(dir + "/lat_killed/shard_000000.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/lat_killed/shard_000001.safetensors"));
+  r = run_cli(with_out(encode, dir + "/lat_killed"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("1 kept from an earlier run"), std::string::npos) << r.err;
+  for (const char* shard : {"shard_000000", "shard_000001", "shard_000002"})
+    EXPECT_TRUE(read_text_file(dir + "/lat/" + shard + ".safetensors") ==
+                read_text_file(dir + "/lat_killed/" + shard + ".safetensors"))
+        << shard;
+  // Other settings into the same folder: refused, nothing overwritten.
+  auto other = with_out(encode, dir + "/lat");
+  other.push_back("--mode");
+  r = run_cli(other);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("shard_000000.safetensors: an existing shard made with other settings "
+                       "(metadata 'posterior'"),
+            std::string::npos)
+      << r.err;
+
+  write_file(dir + "/latent.json",
+             R"({"latents": "LAT", "preset": "tiny", "patch": 2, "batch_size": 4, "steps": 4,
+    "minutes": 0, "sample_every": 0, "sample_steps": 2, "checkpoint_every": 1, "log_every": 1,
+    "warmup": 0})");
+  std::string cfg = read_text_file(dir + "/latent.json");
+  cfg.replace(cfg.find("LAT"), 3, dir + "/lat");
+  write_file(dir + "/latent.json", cfg);
+  r = run_cli({"train", "--config", dir + "/latent.json", "--out", dir + "/ref"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run_cli({"train", "--config", dir + "/latent.json", "--out", dir + "/killed"}, "", 300,
+              {"DIFFUSE_FAULT_INJECT=after_step:2"});
+  ASSERT_EQ(r.code, 128 + SIGKILL) << r.err;
+  r = run_cli({"train", "--out", dir + "/killed"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resumed from"), std::string::npos) << r.err;
+  const auto want = model_and_ema(dir + "/ref/checkpoints/ckpt_00000004.pt");
+  const auto got = model_and_ema(dir + "/killed/checkpoints/ckpt_00000004.pt");
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, t] : want) EXPECT_TRUE(at::equal(got.at(name), t)) << name;
+  for (const char* f : {"model.pt", "loss.csv", "samples_final.png"})
+    EXPECT_TRUE(read_text_file(dir + "/killed/" + f) == read_text_file(dir + "/ref/" + f)) << f;
+  const diffuse::LoadedModel m = diffuse::load_model(dir + "/ref/model.pt");
+  EXPECT_EQ(m.card.vae, vae);
+  EXPECT_FALSE(m.card.clip_sample);
+  EXPECT_EQ(m.card.sample_shape, (std::vector<int64_t>{4, 8, 8}));  // 32 x 32 through a x4 VAE
+  ASSERT_EQ(m.card.class_names.size(), 10u);
+  // The final grid: 100 decoded RGB images of 32 x 32 in rows of 10 (padding 2).
+  const at::Tensor grid = diffuse::read_image(dir + "/ref/samples_final.png", 3);
+  EXPECT_EQ(grid.sizes(), (std::vector<int64_t>{3, 10 * 34 + 2, 10 * 34 + 2}));
+}
+
 TEST(CliTrain, SignalCheckpointsTheStepAndExitsWith128PlusSignal) {
   for (const int sig : {SIGINT, SIGTERM}) {
     const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";

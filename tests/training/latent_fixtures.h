@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "../test_util.h"
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <diffuse/training/model_file.h>
 #include <diffuse/training/safetensors.h>
@@ -26,10 +26,10 @@
 namespace diffuse {
 namespace {
 
-using testing::fixture_path;
 using test::latent_fixture;
 using test::read_key_list;
 using test::relative_error;
+using testing::fixture_path;
 
 // DiT's forward_with_cfg: the batch is [cond; uncond] of the same x; guidance on channels 0..2
 // only (the reference's default "for reproducibility"), the rest passed through.
@@ -65,10 +65,10 @@ TEST(TorchCheckpoint, ReadsTheReferenceDiTStateDictAndMatchesItsForward) {
   torch::NoGradGuard no_grad;
   const auto& T = io.tensors;
   EXPECT_LT(relative_error(model->forward(T.at("x"), T.at("t"), T.at("y")), T.at("out")), 1e-5);
-  EXPECT_LT(relative_error(dit_forward_with_cfg(model, T.at("cfg_x"), T.at("cfg_t"), T.at("cfg_y"),
-                                                4.0),
-                           T.at("cfg_out")),
-            1e-5);
+  EXPECT_LT(
+      relative_error(dit_forward_with_cfg(model, T.at("cfg_x"), T.at("cfg_t"), T.at("cfg_y"), 4.0),
+                     T.at("cfg_out")),
+      1e-5);
 }
 
 TEST(TorchCheckpoint, TakesTheEmaWeightsOfATrainingCheckpoint) {
@@ -94,7 +94,8 @@ TEST(TorchCheckpoint, SiTMatchesItsForwardAndSamplesWithReversedTime) {
   // SiT's forward drops the learned-sigma channels itself.
   const at::Tensor out = model->forward(T.at("x"), T.at("t"), T.at("y")).narrow(1, 0, 4);
   EXPECT_LT(relative_error(out, T.at("out")), 1e-5);
-  const at::Tensor cfg = dit_forward_with_cfg(model, T.at("cfg_x"), T.at("cfg_t"), T.at("cfg_y"), 4.0);
+  const at::Tensor cfg =
+      dit_forward_with_cfg(model, T.at("cfg_x"), T.at("cfg_t"), T.at("cfg_y"), 4.0);
   EXPECT_LT(relative_error(cfg.narrow(1, 0, 4), T.at("cfg_out")), 1e-5);
 
   // Through load_model with the SiT card: our flow time sigma = 1 - t_SiT, and our velocity
@@ -145,7 +146,8 @@ TEST(TorchCheckpoint, BadFilesAreErrorsThatSayWhatToDo) {
   test::TempDir dir("bad_ckpt");
   {
     std::ofstream f(dir / "legacy.pt", std::ios::binary);
-    f << "\x80\x02" << "not a zip";
+    f << "\x80\x02"
+      << "not a zip";
   }
   EXPECT_ERROR_NAMING(read_torch_state_dict(dir / "legacy.pt"), "convert_checkpoint.py");
   EXPECT_FALSE(is_torch_save_archive(dir / "legacy.pt"));
@@ -158,7 +160,8 @@ TEST(TorchCheckpoint, BadFilesAreErrorsThatSayWhatToDo) {
 }
 
 TEST(TorchCheckpoint, MapsEveryKeyOfDiTXL2) {
-  for (const char* file : {"dit_xl2_256_keys.txt", "dit_xl2_512_keys.txt", "sit_xl2_256_keys.txt"}) {
+  for (const char* file :
+       {"dit_xl2_256_keys.txt", "dit_xl2_512_keys.txt", "sit_xl2_256_keys.txt"}) {
     const auto keys = read_key_list(file);
     std::map<std::string, at::Tensor> shapes;  // meta tensors: shapes without memory
     for (const auto& [k, s] : keys) shapes[k] = at::empty(s, at::TensorOptions().device(at::kMeta));
@@ -188,8 +191,10 @@ TEST(TorchCheckpoint, MapsEveryKeyOfDiTXL2) {
       ++matched;
     }
     // Every key of ours appears: 2 blocks' keys + the rest, against 28 blocks in the list.
-    const size_t per_block = static_cast<size_t>(std::count_if(
-        ours.begin(), ours.end(), [](const auto& kv) { return kv.first.rfind("blocks.0.", 0) == 0; }));
+    const size_t per_block =
+        static_cast<size_t>(std::count_if(ours.begin(), ours.end(), [](const auto& kv) {
+          return kv.first.rfind("blocks.0.", 0) == 0;
+        }));
     EXPECT_EQ(keys.size(), ours.size() + 26 * per_block) << file;
     EXPECT_EQ(matched, keys.size());
   }

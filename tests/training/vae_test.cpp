@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <diffuse/noise.h>
 #include <diffuse/training/safetensors.h>
@@ -24,10 +24,10 @@
 namespace diffuse {
 namespace {
 
-using testing::fixture_path;
 using test::latent_fixture;
 using test::read_key_list;
 using test::relative_error;
+using testing::fixture_path;
 
 // Replays a recorded tensor as the "noise" of a posterior sample.
 class RecordedNoise : public NoiseSource {
@@ -146,7 +146,8 @@ TEST(Vae, LoadErrorsListMissingUnexpectedAndMisshapedTensors) {
   sd.erase("decoder.conv_out.bias");
   sd["encoder.extra.weight"] = at::zeros({1});
   sd["encoder.conv_in.weight"] = at::zeros({5, 3, 3, 3});
-  const std::string msg = testing::error_of([&] { load_vae_state_dict(vae, sd, "bad.safetensors"); });
+  const std::string msg =
+      testing::error_of([&] { load_vae_state_dict(vae, sd, "bad.safetensors"); });
   EXPECT_NE(msg.find("bad.safetensors"), std::string::npos) << msg;
   EXPECT_NE(msg.find("1 missing: decoder.conv_out.bias"), std::string::npos) << msg;
   EXPECT_NE(msg.find("1 unexpected: encoder.extra.weight"), std::string::npos) << msg;
@@ -163,7 +164,8 @@ TEST(Vae, SaveAndLoadRoundTripWithTheArchitectureInTheMetadata) {
   save_vae(dir / "v.safetensors", vae);
   AutoencoderKL back = load_vae(dir / "v.safetensors");
   EXPECT_EQ(format_config(vae_to_config(back->options())), format_config(vae_to_config(o)));
-  for (const auto& [k, v] : vae_state_dict(back)) EXPECT_TRUE(v.equal(vae_state_dict(vae).at(k))) << k;
+  for (const auto& [k, v] : vae_state_dict(back))
+    EXPECT_TRUE(v.equal(vae_state_dict(vae).at(k))) << k;
 }
 
 TEST(Vae, DiffusersConfigErrorsNameTheKey) {
@@ -236,7 +238,8 @@ TEST(Vae, TiledDecodeIsCloseAwayFromTheSeamsAndBoundedAtThem) {
   ASSERT_EQ(tiled.sizes(), whole.sizes());
   const double scale = whole.abs().max().item<double>();
   const at::Tensor err = (tiled - whole).abs();
-  // Away from every tile border (the first tile's interior: pixels [0, 20) of both axes; the next tile starts at 36).
+  // Away from every tile border (the first tile's interior: pixels [0, 20) of both axes; the next
+  // tile starts at 36).
   const double interior = err.narrow(2, 0, 20).narrow(3, 0, 20).max().item<double>() / scale;
   const double overall = err.max().item<double>() / scale;
   EXPECT_LT(interior, 0.05) << "interior " << interior << ", overall " << overall;
@@ -260,7 +263,7 @@ TEST(Vae, ReducedPrecisionDecodeThatOverflowsIsRedoneInFloat32) {
     at::Tensor w = p["decoder.conv_out.weight"];  // [3, 32, 3, 3]; centre taps only
     w.zero_();
     w.select(3, 1).select(2, 1).fill_(1e36f / (32.0f * 0.7310586f));  // silu(1) = 0.7310586
-    p["decoder.conv_out.bias"].fill_(3.3895313892515355e38f);  // bfloat16's largest, exact
+    p["decoder.conv_out.bias"].fill_(3.3895313892515355e38f);         // bfloat16's largest, exact
   }
   const at::Tensor latents = at::randn({2, 4, 4, 4});
   torch::NoGradGuard no_grad;

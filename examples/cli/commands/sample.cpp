@@ -24,6 +24,7 @@
 #include <diffuse/all.h>
 #include <diffuse/training/data.h>
 #include <diffuse/training/model_file.h>
+#include <diffuse/training/vae.h>
 
 namespace diffuse::cli::sample_command {
 namespace {
@@ -62,6 +63,8 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--mask")) s.mask = given.mask;
   if (names.given("--resample-jump")) s.resample_jump = given.resample_jump;
   if (names.given("--resample-times")) s.resample_times = given.resample_times;
+  if (names.given("--vae")) s.vae = given.vae;
+  if (names.given("--vae-tile")) s.vae_tile = given.vae_tile;
   if (names.given("--class")) s.classes = given.classes;
   if (names.given("--correction")) s.corrections = given.corrections;
   if (names.given("--seed")) s.seed = given.seed;
@@ -120,6 +123,14 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
   require(s.resample_jump >= 0 && s.resample_jump <= 100000,
           named("--resample-jump", "resample_jump") + " must be in [0, 100000], got " +
               std::to_string(s.resample_jump));
+  require(s.vae_tile == 0 || (s.vae_tile >= 8 && s.vae_tile <= 8192),
+          named("--vae-tile", "vae_tile") +
+              " must be 0 (whole images) or in [8, 8192] pixels, got " +
+              std::to_string(s.vae_tile));
+  require(s.vae.empty() || s.init_image.empty(),
+          named("--init-image", "init_image") + " with " + named("--vae", "vae") +
+              ": img2img through a VAE is not supported by the CLI (encode the image with "
+              "diffuse::AutoencoderKL::encode and pass SampleOptions::init_image)");
   require(s.resample_times >= 1 && s.resample_times <= 1000,
           named("--resample-times", "resample_times") + " must be in [1, 1000], got " +
               std::to_string(s.resample_times));
@@ -312,6 +323,7 @@ struct ModelPlan {
   int64_t nrow = 8;              ///< images per grid row
   at::Tensor init{};             ///< --init-image as [C, H, W] in [-1, 1] (undefined: none)
   at::Tensor mask{};             ///< --mask as [1, H, W] in [0, 1] (undefined: none)
+  std::optional<diffuse::AutoencoderKL> vae;  ///< --vae: latents are decoded through it
 };
 
 /// A PNG of the model's size as [C, H, W] in [-1, 1] (errors name the option and the path).
@@ -334,8 +346,15 @@ at::Tensor read_model_image(const std::string& path, int64_t channels,
 
 /// Loads the model and checks the settings against its card.
 ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Target& t) {
-  ModelPlan p{
-      load_cli_model(s.model, s.model_card, t.device, t.dtype), nullptr, {}, false, false, 8};
+  ModelPlan p{load_cli_model(s.model, s.model_card, t.device, t.dtype),
+              nullptr,
+              {},
+              false,
+              false,
+              8,
+              {},
+              {},
+              std::nullopt};
   if (!p.model.precision.empty())
     spdlog::info("--dtype {} on {}: {}", dtype_name(t.dtype), t.device.str(), p.model.precision);
   const diffuse::ModelCard& card = p.model.card;
@@ -356,6 +375,31 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
           "DiT); this " +
               p.model.format + " model takes class labels");
   p.nrow = s.nrow > 0 ? s.nrow : (card.num_classes > 0 && s.classes.empty() ? card.num_classes : 8);
+  require(
+      !s.vae.empty() || card.vae.empty(),
+      "the model makes latents for the VAE '" + card.vae +
+          "' (its card says so): give --vae DIR or FILE (a diffusers AutoencoderKL folder, e.g. "
+          "stabilityai/sd-vae-ft-ema, or a .safetensors VAE) to decode them into images");
+  if (!s.vae.empty()) {
+    try {
+      p.vae = diffuse::load_vae(s.vae);
+    } catch (const diffuse::Error& e) {
+      throw UsageError("--vae '" + s.vae + "': " + error_message(e));
+    }
+    const int64_t latent = (*p.vae)->options().latent_channels();
+    require(card.sample_shape.size() == 3 && card.sample_shape[0] == latent,
+            "--vae '" + s.vae + "' decodes " + std::to_string(latent) +
+                "-channel latents; the model makes samples of shape " +
+                diffuse::detail::card_shape_text(card.sample_shape));
+    const int64_t f = (*p.vae)->options().downscale();
+    require(s.vae_tile == 0 || s.vae_tile % f == 0, "--vae-tile " + std::to_string(s.vae_tile) +
+                                                        " must be a multiple of the VAE's " +
+                                                        "downscale factor " + std::to_string(f));
+    (*p.vae)->to(t.device);
+    if (t.dtype == at::kBFloat16 ||
+        (t.dtype == at::kHalf && diffuse::detail::device_computes_float16(t.device)))
+      (*p.vae)->to(t.dtype);
+  }
   if (!s.init_image.empty()) {
     require(
         card.sample_shape.size() == 3 && (card.sample_shape[0] == 1 || card.sample_shape[0] == 3),
@@ -479,6 +523,26 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
   return images;
 }
 
+/// Latents [N, C, h, w] -> images [N, 3, 8h, 8w] through --vae, --batch-size at a time.
+at::Tensor decode_latents(const SampleSettings& s, ModelPlan& p, const at::Tensor& latents) {
+  torch::NoGradGuard no_grad;
+  diffuse::VaeTiling tiling;
+  tiling.tile = s.vae_tile;
+  diffuse::VaeDecodeReport report;
+  std::vector<at::Tensor> parts;
+  const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(s.batch_size, 16));
+  for (int64_t i = 0; i < latents.size(0); i += batch) {
+    const int64_t n = std::min(batch, latents.size(0) - i);
+    parts.push_back((*p.vae)->decode(latents.narrow(0, i, n), tiling, &report).cpu());
+  }
+  spdlog::info("decoded {} latents through the VAE '{}' ({} decoder call{}{})", latents.size(0),
+               s.vae, report.tiles, report.tiles == 1 ? "" : "s",
+               report.float32_fallbacks > 0
+                   ? ", " + std::to_string(report.float32_fallbacks) + " redone in float32"
+                   : std::string());
+  return at::cat(parts, 0);
+}
+
 int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par, CLI::App& app) {
   if (o.list) {
     print_lists(std::cout);
@@ -516,6 +580,9 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   if (!at::isfinite(images).all().item<bool>())
     throw diffuse::NumericalError("sampling produced NaN/Inf values");
 
+  at::Tensor outputs = images;
+  if (plan.vae) outputs = decode_latents(s, plan, images);
+
   ResolvedRun resolved;
   resolved.model = &plan.model;
   resolved.model_path = model_path;
@@ -525,7 +592,7 @@ int run_sample(SampleSettings s, const SampleOutputs& o, const ParallelArgs& par
   resolved.corrections = &c.corrections;
   resolved.guidance = plan.guided ? so.guidance.get() : nullptr;
   resolved.class_ids = &plan.classes;
-  write_outputs(s, o, images, make_record(s, resolved), plan.nrow);
+  write_outputs(s, o, outputs, make_record(s, resolved), plan.nrow);
   return kExitOk;
 }
 
@@ -575,6 +642,14 @@ std::function<int()> setup_sample(CLI::App& app) {
   app.add_option("--resample-times", s->resample_times,
                  "RePaint resampling: run each jumped span this many times (1 = off; RePaint: "
                  "10)")
+      ->capture_default_str();
+  app.add_option("--vae", s->vae,
+                 "Decode the model's latents into images with this AutoencoderKL: a diffusers "
+                 "folder (config.json + diffusion_pytorch_model.safetensors) or a .safetensors "
+                 "file (diffusers or single-file SD names; architecture 'sd')");
+  app.add_option("--vae-tile", s->vae_tile,
+                 "Tiled VAE decode: tile side in pixels (0 = whole images; e.g. 512 bounds the "
+                 "memory of large images)")
       ->capture_default_str();
   app.add_option("--cfg", s->cfg, "Classifier-free guidance scale (1 = off; conditional models)")
       ->capture_default_str();

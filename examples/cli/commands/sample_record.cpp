@@ -32,6 +32,8 @@ json to_json(const SampleSettings& s) {
   j["mask"] = s.mask;
   j["resample_jump"] = s.resample_jump;
   j["resample_times"] = s.resample_times;
+  j["vae"] = s.vae;
+  j["vae_tile"] = s.vae_tile;
   j["classes"] = s.classes;
   j["corrections"] = s.corrections;
   j["seed"] = s.seed;
@@ -92,6 +94,13 @@ SampleSettings from_json(const json& j, const std::string& path) {
       fail(std::string("field '") + key + "' must be an integer, got " + j[key].dump());
     (std::string(key) == "resample_jump" ? s.resample_jump : s.resample_times) =
         j[key].get<int64_t>();
+  }
+  // Older records have no VAE fields (pixel-space models).
+  if (j.contains("vae")) s.vae = text("vae");
+  if (j.contains("vae_tile")) {
+    if (!j["vae_tile"].is_number_integer())
+      fail("field 'vae_tile' must be an integer, got " + j["vae_tile"].dump());
+    s.vae_tile = j["vae_tile"].get<int64_t>();
   }
   s.classes = text("classes");
   const json& corr = field("corrections");

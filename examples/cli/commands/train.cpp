@@ -27,10 +27,12 @@
 #include <diffuse/training/dit.h>
 #include <diffuse/training/evaluation.h>
 #include <diffuse/training/image.h>
+#include <diffuse/training/latents.h>
 #include <diffuse/training/model_file.h>
 #include <diffuse/training/progress.h>
 #include <diffuse/training/stop_signal.h>
 #include <diffuse/training/trainer.h>
+#include <diffuse/training/vae.h>
 
 namespace diffuse::cli::train_command {
 namespace {
@@ -42,6 +44,7 @@ using DiTTrainer = diffuse::Trainer<diffuse::DiT>;
 /// The config's values a run uses, checked, and the components they name.
 struct RunConfig {
   std::string objective_spec, preset, sampler_spec, data_dir, init_from;
+  std::string latents;  ///< config key 'latents': a folder of latent shards ("" = pixels)
   int64_t patch = 0;
   int64_t eval_n = 0;  ///< config key 'eval': EMA samples evaluated after training (0 = off)
   c10::Device device = c10::Device(c10::kCPU);
@@ -68,13 +71,14 @@ RunConfig check_config(const json& cfg, int world) {
   rc.device = parse_device(cfg["device"].get<std::string>());
   rc.seed = cfg["seed"].get<uint64_t>();
   rc.data_dir = cfg["data_dir"].get<std::string>();
+  rc.latents = cfg["latents"].get<std::string>();
   rc.init_from = cfg["init_from"].get<std::string>();
   const std::string autocast = cfg["autocast"].get<std::string>();
 
-  // Fashion-MNIST images are 1 x 28 x 28.
-  require(kImageSize % rc.patch == 0, "config key 'patch' = " + std::to_string(rc.patch) +
-                                          " does not divide the image size " +
-                                          std::to_string(kImageSize));
+  // Fashion-MNIST images are 1 x 28 x 28 (latents are checked once loaded, in model_options).
+  require(!rc.latents.empty() || kImageSize % rc.patch == 0,
+          "config key 'patch' = " + std::to_string(rc.patch) + " does not divide the image size " +
+              std::to_string(kImageSize));
   try {
     (void)diffuse::dit_preset(rc.preset, kImageSize, 1);
   } catch (const diffuse::Error& e) {
@@ -119,10 +123,24 @@ RunConfig check_config(const json& cfg, int world) {
   return rc;
 }
 
-/// The training images (without labels for an unconditional model).
-diffuse::Dataset load_training_data(const json& cfg, const RunConfig& rc) {
-  diffuse::Dataset data =
-      diffuse::load_fashion_mnist("train", rc.data_dir, cfg["limit"].get<int64_t>());
+/// The training images or latents (without labels for an unconditional model).
+diffuse::Dataset load_training_data(const json& cfg, const RunConfig& rc,
+                                    diffuse::LatentsInfo* latents) {
+  diffuse::Dataset data;
+  if (!rc.latents.empty()) {
+    try {
+      data = diffuse::load_latents(rc.latents, latents);
+    } catch (const diffuse::Error& e) {
+      throw UsageError("config key 'latents': " + error_message(e));
+    }
+    const int64_t limit = cfg["limit"].get<int64_t>();
+    if (limit > 0 && limit < data.size()) {
+      data.data = data.data.narrow(0, 0, limit);
+      if (data.labels.defined()) data.labels = data.labels.narrow(0, 0, limit);
+    }
+  } else {
+    data = diffuse::load_fashion_mnist("train", rc.data_dir, cfg["limit"].get<int64_t>());
+  }
   if (cfg["unconditional"].get<bool>()) {
     data.labels = at::Tensor();
     data.num_classes = 0;
@@ -289,9 +307,22 @@ FinalSamples make_final_samples(DiTTrainer& trainer, const diffuse::Dataset& dat
   return f;
 }
 
-/// model.pt (the EMA weights + the card a sampler needs) and samples_final.png.
+/// Latents -> images in [-1, 1] through the VAE, a few at a time.
+at::Tensor decode_in_batches(diffuse::AutoencoderKL& vae, const at::Tensor& latents) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < latents.size(0); i += 16)
+    parts.push_back(vae->decode(latents.narrow(0, i, std::min<int64_t>(16, latents.size(0) - i)))
+                        .clamp(-1, 1)
+                        .cpu());
+  return at::cat(parts, 0);
+}
+
+/// model.pt (the EMA weights + the card a sampler needs) and samples_final.png (the grid decoded
+/// already for latents; `vae` the VAE's path then).
 void write_model_and_grid(const fs::path& out, DiTTrainer& trainer, const RunConfig& rc,
-                          const diffuse::Dataset& data, const at::Tensor& grid) {
+                          const diffuse::Dataset& data, const at::Tensor& grid,
+                          const std::string& vae, const diffuse::LatentsInfo& latents) {
   diffuse::ModelCard card;
   card.architecture = "DiT";
   card.schedule = diffuse::detail::schedule_card_spec(*rc.schedule);
@@ -299,7 +330,11 @@ void write_model_and_grid(const fs::path& out, DiTTrainer& trainer, const RunCon
   card.sample_shape = {data.data.size(1), data.data.size(2), data.data.size(3)};
   card.num_classes = data.num_classes;
   if (data.num_classes == 10) card.class_names = diffuse::fashion_mnist_class_names();
-  card.clip_sample = true;
+  if (!vae.empty() && data.num_classes > 0 &&
+      static_cast<int64_t>(latents.class_names().size()) == data.num_classes)
+    card.class_names = latents.class_names();
+  card.clip_sample = vae.empty();
+  card.vae = vae;
   card.description = "diffuse train: DiT-" + rc.preset + " patch " + std::to_string(rc.patch) +
                      ", objective " + rc.objective_spec + ", " + std::to_string(trainer.step()) +
                      " steps on " + data.name + " (EMA weights)";
@@ -316,11 +351,17 @@ void write_model_and_grid(const fs::path& out, DiTTrainer& trainer, const RunCon
 /// With `eval`: FD / precision / recall of the EMA samples against the test set, into eval.csv.
 void write_final_eval(const fs::path& out, const DiTTrainer& trainer,
                       const diffuse::TrainerOptions& o, const RunConfig& rc,
-                      const FinalSamples& samples) {
+                      const FinalSamples& samples, std::optional<diffuse::AutoencoderKL>& vae) {
   diffuse::FashionClassifier classifier = diffuse::load_fashion_classifier();
   const diffuse::FashionReference ref =
       diffuse::make_fashion_reference(classifier, diffuse::load_fashion_mnist("test", rc.data_dir));
-  const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(samples.eval, classifier, ref);
+  at::Tensor images = samples.eval;
+  if (vae) {
+    // Latents of (resized, RGB) Fashion-MNIST: decoded, grey again, back to 28 x 28.
+    images = decode_in_batches(*vae, images).mean(1, /*keepdim=*/true);
+    images = at::upsample_bilinear2d(images, {kImageSize, kImageSize}, false).clamp(-1, 1);
+  }
+  const diffuse::EvalResult r = diffuse::evaluate_fashion_mnist(images, classifier, ref);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - samples.eval_start).count();
   spdlog::info(
@@ -354,16 +395,45 @@ int run_train(const TrainArgs& a, CLI::App& app) {
   if (const auto rc_launch = launch_if_requested(a.parallel, "train")) return *rc_launch;
   const bool main_rank = group.info.rank == 0;
 
-  const diffuse::Dataset data = load_training_data(cfg, rc);
+  diffuse::LatentsInfo latents;
+  const diffuse::Dataset data = load_training_data(cfg, rc, &latents);
+  // Latents decode through a VAE for previews, the final grid and eval.
+  std::optional<diffuse::AutoencoderKL> vae;
+  std::string vae_path;
+  if (!rc.latents.empty()) {
+    vae_path = cfg["vae"].get<std::string>();
+    if (vae_path.empty()) vae_path = latents.metadata["vae"];
+    try {
+      vae = diffuse::load_vae(vae_path);
+    } catch (const diffuse::Error& e) {
+      throw UsageError("the VAE of the latents ('" + vae_path +
+                       "'; config key 'vae' names "
+                       "another): " +
+                       error_message(e));
+    }
+    const diffuse::AutoencoderKLOptions recorded = latents.vae_options();
+    require(recorded.latent_channels() == (*vae)->options().latent_channels() &&
+                recorded.scaling_factor() == (*vae)->options().scaling_factor() &&
+                recorded.shift_factor() == (*vae)->options().shift_factor(),
+            "the VAE '" + vae_path + "' (" +
+                diffuse::format_config(diffuse::vae_to_config((*vae)->options())) +
+                ") is not the one the latents were encoded with (" +
+                latents.metadata["vae_config"] + ")");
+    (*vae)->to(rc.device);
+  }
   const diffuse::DiTOptions dit = model_options(cfg, rc, data);
   torch::manual_seed(rc.seed);
   diffuse::DiT model(dit);
   model->to(rc.device);
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  const diffuse::TrainerOptions o = trainer_options(cfg, rc, data, dit, a.out);
+  diffuse::TrainerOptions o = trainer_options(cfg, rc, data, dit, a.out);
   diffuse::TrainerCallbacks callbacks =
       diffuse::console_reporter(progress_enabled(), progress_log_interval());
+  if (vae) {
+    o.clip_samples(false);
+    callbacks.to_images = [&vae](const at::Tensor& z) { return decode_in_batches(*vae, z); };
+  }
   // Ctrl-C / SIGTERM (train_until_stopped): stop after the step in progress.
   callbacks.should_stop = [] { return diffuse::stop_signal_received() != 0; };
   DiTTrainer trainer(model, rc.objective, rc.schedule, data, o, callbacks);
@@ -407,8 +477,10 @@ int run_train(const TrainArgs& a, CLI::App& app) {
 
   const FinalSamples samples = make_final_samples(trainer, data, rc, group);
   if (!main_rank) return kExitOk;  // rank 0 writes everything
-  write_model_and_grid(out, trainer, rc, data, samples.grid);
-  if (rc.eval_n > 0) write_final_eval(out, trainer, o, rc, samples);
+  write_model_and_grid(out, trainer, rc, data,
+                       vae ? decode_in_batches(*vae, samples.grid) : samples.grid,
+                       vae ? vae_path : std::string(), latents);
+  if (rc.eval_n > 0) write_final_eval(out, trainer, o, rc, samples, vae);
   return kExitOk;
 }
 

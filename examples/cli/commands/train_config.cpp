@@ -65,6 +65,12 @@ const std::vector<KeySpec>& config_keys() {
        "Classifier-free guidance scale of samples (1 = off)"},
       {"limit", KeyType::kInt, -1, -1, 1e9,
        "Use only the first N training images (-1 = all 60000)"},
+      {"latents", KeyType::kString, "", -inf, inf,
+       "Train on the latent shards of this folder (`diffuse encode`) instead of Fashion-MNIST "
+       "pixels"},
+      {"vae", KeyType::kString, "", -inf, inf,
+       "With latents: the VAE that decodes previews, samples and eval (default: the path the "
+       "shards record)"},
       {"data_dir", KeyType::kString, "", -inf, inf,
        "Fashion-MNIST folder (default: $DIFFUSE_FASHION_MNIST_DIR or "
        "/usr/share/datasets/fashion-mnist)"},

@@ -128,6 +128,9 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, sample_count) = 16;
   /// Images per row of the preview grid, >= 1. Default 4.
   TORCH_ARG(int64_t, sample_nrow) = 4;
+  /// Clip x0 to [-1, 1] when sampling image data (4-D) for previews and sample_many: right for
+  /// pixels, wrong for latents (<diffuse/training/latents.h>), which are unbounded. Default true.
+  TORCH_ARG(bool, clip_samples) = true;
   /// Classifier-free guidance scale of previews (labelled data only); 1 = conditional only
   /// (default). Any finite value.
   TORCH_ARG(double, cfg_scale) = 1.0;
@@ -187,6 +190,9 @@ struct TrainerCallbacks {
   std::function<void(const std::string&, int64_t)> on_checkpoint;
   /// After a preview (samples [n, ...] in data space, path of the PNG or "" if none, step).
   std::function<void(const Tensor&, const std::string&, int64_t)> on_sample;
+  /// Turns preview samples into images [n, C, H, W] in [-1, 1] for the PNG: a latent model's VAE
+  /// decode (see <diffuse/training/latents.h>). Unset (default): the samples are the images.
+  std::function<Tensor(const Tensor&)> to_images;
   /// Polled after every optimiser step (and, data-parallel, during it, see Trainer::request_stop);
   /// returning true stops train() after that step with a checkpoint (StopReason::kInterrupted).
   /// Called on every rank. The CLI's Ctrl-C handling (training/stop_signal.h) plugs in here.

@@ -173,8 +173,9 @@ std::map<std::string, at::Tensor> vae_state_dict(AutoencoderKL& vae);
 
 /// The CompVis / ldm name (as in single-file checkpoints, without "first_stage_model.") of a
 /// diffusers parameter name of a VAE with `levels` resolution levels, e.g.
-/// "decoder.up_blocks.0.resnets.2.conv_shortcut.weight" -> "decoder.up.3.block.2.nin_shortcut.weight"
-/// (levels 4). Empty when the name has no ldm counterpart.
+/// "decoder.up_blocks.0.resnets.2.conv_shortcut.weight" ->
+/// "decoder.up.3.block.2.nin_shortcut.weight" (levels 4). Empty when the name has no ldm
+/// counterpart.
 std::string vae_ldm_name(const std::string& diffusers_name, int64_t levels);
 /// The name older diffusers checkpoints (before the attention rename of diffusers 0.14, e.g.
 /// stabilityai/sd-vae-ft-ema) use: "...attentions.0.to_q.weight" -> "...attentions.0.query.weight"
@@ -214,11 +215,11 @@ void save_vae(const std::string& path, AutoencoderKL& vae,
 namespace detail {
 
 /// Cuts `input` [B, C, H, W] into tiles of side `tile` overlapping by `overlap` (the last tile of a
-/// row or column is moved back to end at the border), applies `fn` to each, and blends the outputs: weights ramp linearly over the
-/// overlaps (1 / (overlap + 1), ..., 1) and are 1 elsewhere, and the sum is normalised by the
-/// total weight (in float32; the result is float32). A pointwise `fn` is reproduced exactly.
-/// The output side is the input side * up / down; tile, overlap and the sides must be multiples
-/// of `down`.
+/// row or column is moved back to end at the border), applies `fn` to each, and blends the outputs:
+/// weights ramp linearly over the overlaps (1 / (overlap + 1), ..., 1) and are 1 elsewhere, and the
+/// sum is normalised by the total weight (in float32; the result is float32). A pointwise `fn` is
+/// reproduced exactly. The output side is the input side * up / down; tile, overlap and the sides
+/// must be multiples of `down`.
 at::Tensor tiled_apply(const at::Tensor& input, int64_t tile, int64_t overlap, int64_t up,
                        int64_t down, const std::function<at::Tensor(const at::Tensor&)>& fn);
 
