@@ -4,10 +4,12 @@
 #include <diffuse/training/image.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -183,6 +185,34 @@ Tensor make_image_grid(const Tensor& images, int64_t nrow, int64_t padding, doub
         .copy_(images[i]);
   }
   return grid;
+}
+
+void save_jpeg(const std::string& path, const Tensor& image, int quality) {
+  check(quality >= 1 && quality <= 100, "save_jpeg('", path,
+        "'): quality must be in [1, 100], got ", quality);
+  const Tensor hwc = detail::image_to_u8_hwc(image, path);
+  const int h = static_cast<int>(hwc.size(0)), w = static_cast<int>(hwc.size(1)),
+            c = static_cast<int>(hwc.size(2));
+  check(c == 1 || c == 3, "save_jpeg('", path, "'): JPEG holds grey or RGB images, got ", c,
+        " channels");
+  std::vector<unsigned char> out;
+  auto sink = [](void* ctx, void* data, int size) {
+    auto* v = static_cast<std::vector<unsigned char>*>(ctx);
+    const auto* p = static_cast<const unsigned char*>(data);
+    v->insert(v->end(), p, p + size);
+  };
+  const int ok = stbi_write_jpg_to_func(sink, &out, w, h, c, hwc.data_ptr<uint8_t>(), quality);
+  check(ok != 0 && !out.empty(), "save_jpeg('", path, "'): JPEG encoding failed");
+  write_bytes_atomic(path, out.data(), out.size());
+}
+
+void save_image(const std::string& path, const Tensor& image,
+                const std::map<std::string, std::string>& text) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (ext == ".jpg" || ext == ".jpeg") return save_jpeg(path, image);
+  check(ext == ".png", "save_image('", path, "'): name it *.png, *.jpg or *.jpeg");
+  save_png(path, image, text);
 }
 
 /// make_image_grid(images, nrow) written with save_png (atomic; errors name `path`).

@@ -27,8 +27,8 @@ int64_t meta_int(const std::map<std::string, std::string>& m, const std::string&
     if (used == it->second.size() && v >= 0) return v;
   } catch (const std::exception&) {
   }
-  throw IOError(detail::cat(path, ": metadata '", key, "' is '", it->second,
-                            "', not an integer >= 0"));
+  throw IOError(
+      detail::cat(path, ": metadata '", key, "' is '", it->second, "', not an integer >= 0"));
 }
 
 std::string shard_name(int64_t k) {
@@ -51,8 +51,7 @@ std::map<std::string, std::string> shared_metadata(AutoencoderKL& vae, const Dat
   if (!class_names.empty()) m["class_names"] = detail::join(class_names, ";");
   m["posterior"] = o.sample ? "sample" : "mode";
   m["seed"] = std::to_string(o.seed);
-  m["image_size"] =
-      std::to_string(images.data.size(2)) + "x" + std::to_string(images.data.size(3));
+  m["image_size"] = std::to_string(images.data.size(2)) + "x" + std::to_string(images.data.size(3));
   return m;
 }
 
@@ -148,8 +147,8 @@ Dataset load_latents(const std::string& dir, LatentsInfo* info) {
              ": not a latent shard written by diffuse encode (no diffuse_latents metadata)");
     const std::string first = m["first"];
     m.erase("first");
-    check_io(first == std::to_string(next_first), path, ": starts at image ", first,
-             ", expected ", next_first, " (a shard is missing or from another encoding)");
+    check_io(first == std::to_string(next_first), path, ": starts at image ", first, ", expected ",
+             next_first, " (a shard is missing or from another encoding)");
     if (k == 0) {
       shared = m;
       count = meta_int(m, "count", path);
@@ -160,9 +159,9 @@ Dataset load_latents(const std::string& dir, LatentsInfo* info) {
                  m.count(key) ? m[key] : "(absent)", "', shard 0 has '", value, "'");
     }
     auto it = f.tensors.find("latents");
-    check_io(it != f.tensors.end() && it->second.dim() == 4 &&
-                 it->second.scalar_type() == at::kFloat,
-             path, ": no float32 [n, C, h, w] tensor 'latents'");
+    check_io(
+        it != f.tensors.end() && it->second.dim() == 4 && it->second.scalar_type() == at::kFloat,
+        path, ": no float32 [n, C, h, w] tensor 'latents'");
     const int64_t n = it->second.size(0);
     const bool labelled = meta_int(shared, "num_classes", path) > 0;
     auto lab = f.tensors.find("labels");
@@ -173,10 +172,12 @@ Dataset load_latents(const std::string& dir, LatentsInfo* info) {
     if (labelled) labels.push_back(lab->second);
     next_first += n;
   }
-  check_io(k > 0, "latents folder '", dir, "' has no shard_000000.safetensors (write one with "
-                  "`diffuse encode`)");
+  check_io(k > 0, "latents folder '", dir,
+           "' has no shard_000000.safetensors (write one with "
+           "`diffuse encode`)");
   check_io(next_first == count, "latents folder '", dir, "' holds ", next_first,
-           " latents of the source's ", count, " (an encode that has not finished? run it again "
+           " latents of the source's ", count,
+           " (an encode that has not finished? run it again "
            "to resume)");
   Dataset d;
   d.data = at::cat(latents, 0);

@@ -92,9 +92,20 @@ bool storage_dtype(const std::string& cls, at::ScalarType* out) {
 
 class PickleMachine {
  public:
-  PickleMachine(const uint8_t* data, size_t size, caffe2::serialize::PyTorchStreamReader& reader,
+  PickleMachine(const uint8_t* data, size_t size, const detail::PickleRecordReader& reader,
                 std::string path)
       : begin_(data), p_(data), end_(data + size), reader_(reader), path_(std::move(path)) {}
+
+  // Every object made is in arena_; unlinking them all first makes destruction iterative (a
+  // hostile pickle nests containers deeply, or makes cycles through the memo).
+  ~PickleMachine() {
+    for (const PyRef& o : arena_) {
+      o->items.clear();
+      o->dict.clear();
+    }
+  }
+  PickleMachine(const PickleMachine&) = delete;
+  PickleMachine& operator=(const PickleMachine&) = delete;
 
   PyRef run() {
     for (;;) {
@@ -108,13 +119,13 @@ class PickleMachine {
           bytes(8);
           break;  // FRAME
         case '}':
-          push(make(PyObj::kDict));
+          push(obj(PyObj::kDict));
           break;  // EMPTY_DICT
         case ']':
-          push(make(PyObj::kList));
+          push(obj(PyObj::kList));
           break;  // EMPTY_LIST
         case ')':
-          push(make(PyObj::kTuple));
+          push(obj(PyObj::kTuple));
           break;  // EMPTY_TUPLE
         case '(':
           marks_.push_back(stack_.size());
@@ -133,7 +144,7 @@ class PickleMachine {
         case 0x85:
         case 0x86:
         case 0x87: {  // TUPLE1..3
-          PyRef t = make(PyObj::kTuple);
+          PyRef t = obj(PyObj::kTuple);
           const size_t n = op - 0x84u;
           need(n);
           t->items.assign(stack_.end() - static_cast<long>(n), stack_.end());
@@ -142,7 +153,7 @@ class PickleMachine {
           break;
         }
         case 'c': {  // GLOBAL
-          PyRef g = make(PyObj::kGlobal);
+          PyRef g = obj(PyObj::kGlobal);
           const std::string module = line(), name = line();
           g->s = module + "." + name;
           push(g);
@@ -152,7 +163,7 @@ class PickleMachine {
           PyRef name = pop(), module = pop();
           check_kind(name, PyObj::kStr, at);
           check_kind(module, PyObj::kStr, at);
-          PyRef g = make(PyObj::kGlobal);
+          PyRef g = obj(PyObj::kGlobal);
           g->s = module->s + "." + name->s;
           push(g);
           break;
@@ -211,20 +222,20 @@ class PickleMachine {
           const uint8_t* b = bytes(8);
           uint64_t v = 0;
           for (int k = 0; k < 8; ++k) v = (v << 8) | b[k];
-          PyRef o = make(PyObj::kFloat);
+          PyRef o = obj(PyObj::kFloat);
           std::memcpy(&o->f, &v, 8);
           push(o);
           break;
         }
         case 0x88:
         case 0x89: {  // NEWTRUE / NEWFALSE
-          PyRef o = make(PyObj::kBool);
+          PyRef o = obj(PyObj::kBool);
           o->i = op == 0x88;
           push(o);
           break;
         }
         case 'N':
-          push(make(PyObj::kNone));
+          push(obj(PyObj::kNone));
           break;
         case 'Q':
           push(persistent(pop(), at));
@@ -281,6 +292,12 @@ class PickleMachine {
   }
 
  private:
+  PyRef obj(PyObj::Kind k) {
+    check_io(arena_.size() < (1u << 24), path_, ": data.pkl makes too many objects");
+    PyRef o = make(k);
+    arena_.push_back(o);
+    return o;
+  }
   uint8_t byte() { return *bytes(1); }
   const uint8_t* bytes(uint64_t n) {
     check_io(n <= static_cast<uint64_t>(end_ - p_), path_, ": data.pkl is truncated (needs ", n,
@@ -311,13 +328,13 @@ class PickleMachine {
     return s;
   }
   PyRef str(PyObj::Kind k, uint64_t n) {
-    PyRef o = make(k);
+    PyRef o = obj(k);
     const uint8_t* b = bytes(n);
     o->s.assign(reinterpret_cast<const char*>(b), n);
     return o;
   }
   PyRef integer(int64_t v) {
-    PyRef o = make(PyObj::kInt);
+    PyRef o = obj(PyObj::kInt);
     o->i = v;
     return o;
   }
@@ -342,7 +359,7 @@ class PickleMachine {
   PyRef from_mark(PyObj::Kind k) {
     check_io(!marks_.empty() && marks_.back() <= stack_.size(), path_,
              ": data.pkl uses a MARK it never set (corrupt pickle)");
-    PyRef o = make(k);
+    PyRef o = obj(k);
     o->items.assign(stack_.begin() + static_cast<long>(marks_.back()), stack_.end());
     stack_.resize(marks_.back());
     marks_.pop_back();
@@ -350,7 +367,7 @@ class PickleMachine {
   }
   PyRef to_dict(const std::vector<PyRef>& kv) {
     check_io(kv.size() % 2 == 0, path_, ": odd DICT item count in data.pkl");
-    PyRef d = make(PyObj::kDict);
+    PyRef d = obj(PyObj::kDict);
     for (size_t k = 0; k < kv.size(); k += 2) d->dict.emplace_back(kv[k], kv[k + 1]);
     return d;
   }
@@ -366,15 +383,15 @@ class PickleMachine {
   }
   void check_kind(const PyRef& o, PyObj::Kind k, size_t at) {
     check_io(o->kind == k, path_, ": data.pkl has a ", kind_name(o), " at offset ", at, " where a ",
-             kind_name(make(k)), " belongs");
+             kind_name(obj(k)), " belongs");
   }
   PyRef dict_of(const PyRef& o, size_t at) {
-    if (o->kind == PyObj::kOpaque) return make(PyObj::kDict);  // an object's items: dropped
+    if (o->kind == PyObj::kOpaque) return obj(PyObj::kDict);  // an object's items: dropped
     check_kind(o, PyObj::kDict, at);
     return o;
   }
   PyRef list_of(const PyRef& o, size_t at) {
-    if (o->kind == PyObj::kOpaque) return make(PyObj::kList);
+    if (o->kind == PyObj::kOpaque) return obj(PyObj::kList);
     check_kind(o, PyObj::kList, at);
     return o;
   }
@@ -394,14 +411,13 @@ class PickleMachine {
              " is not supported");
     const int64_t numel = pid->items[4]->i;
     const std::string record = "data/" + key;
-    check_io(reader_.hasRecord(record), path_, ": the archive has no record ", record);
-    auto [ptr, size] = reader_.getRecord(record);
+    const auto [ptr, size] = reader_(record);  // throws when absent
     const uint64_t elem = c10::elementSize(dtype);
     check_io(numel >= 0 && static_cast<uint64_t>(numel) <= size / elem, path_, ": storage ", key,
              " claims ", numel, " elements of ", elem, " bytes; its record has ", size, " bytes");
-    PyRef o = make(PyObj::kStorage);
+    PyRef o = obj(PyObj::kStorage);
     o->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    if (numel > 0) std::memcpy(o->tensor.data_ptr(), ptr.get(), numel * elem);
+    if (numel > 0) std::memcpy(o->tensor.data_ptr(), ptr, numel * elem);
     storages_[key] = o;
     return o;
   }
@@ -425,7 +441,8 @@ class PickleMachine {
     const int64_t offset = a[1]->i;
     const std::vector<int64_t> size = ints(a[2], path_, "size");
     const std::vector<int64_t> stride = ints(a[3], path_, "stride");
-    check_io(size.size() == stride.size(), path_, ": tensor size and stride differ in length");
+    check_io(size.size() == stride.size() && size.size() <= 64, path_,
+             ": tensor size and stride differ in length or have over 64 dimensions");
     // Every element must lie inside the storage (a hostile file could point outside).
     int64_t last = offset, numel = 1;
     bool empty = false;
@@ -439,10 +456,10 @@ class PickleMachine {
       check_io(numel < (int64_t{1} << 40) && last < (int64_t{1} << 40), path_,
                ": tensor too large");
     }
-    check_io(offset >= 0 && (empty || last < storage.numel()), path_, ": a tensor of size ",
-             detail::cat(at::IntArrayRef(size)), " at storage offset ", offset,
-             " reaches past its storage of ", storage.numel(), " elements");
-    PyRef o = make(PyObj::kTensor);
+    check_io(offset <= storage.numel() && (empty || last < storage.numel()), path_,
+             ": a tensor of size ", detail::cat(at::IntArrayRef(size)), " at storage offset ",
+             offset, " reaches past its storage of ", storage.numel(), " elements");
+    PyRef o = obj(PyObj::kTensor);
     o->tensor = storage.as_strided(size, stride, offset);
     return o;
   }
@@ -453,7 +470,7 @@ class PickleMachine {
     if (fn->kind == PyObj::kGlobal) {
       const std::string& f = fn->s;
       if (f == "collections.OrderedDict" || f == "builtins.dict" || f == "__builtin__.dict")
-        return make(PyObj::kDict);
+        return obj(PyObj::kDict);
       if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor")
         return rebuild_tensor(a, at);
       if ((f == "torch._utils._rebuild_parameter" ||
@@ -461,13 +478,17 @@ class PickleMachine {
           !a.empty() && a[0]->kind == PyObj::kTensor)
         return a[0];
       if (f == "torch._tensor._rebuild_from_type_v2" && a.size() >= 3 &&
-          a[0]->kind == PyObj::kGlobal && a[2]->kind == PyObj::kTuple)
-        return reduce(a[0], a[2], at);
-      PyRef o = make(PyObj::kOpaque);
+          a[0]->kind == PyObj::kGlobal && a[2]->kind == PyObj::kTuple && reduce_depth_ < 4) {
+        ++reduce_depth_;
+        PyRef r = reduce(a[0], a[2], at);
+        --reduce_depth_;
+        return r;
+      }
+      PyRef o = obj(PyObj::kOpaque);
       o->s = f;
       return o;
     }
-    PyRef o = make(PyObj::kOpaque);
+    PyRef o = obj(PyObj::kOpaque);
     o->s = "?";
     return o;
   }
@@ -475,12 +496,14 @@ class PickleMachine {
   const uint8_t* const begin_;
   const uint8_t* p_;
   const uint8_t* const end_;
-  caffe2::serialize::PyTorchStreamReader& reader_;
+  const detail::PickleRecordReader& reader_;
   std::string path_;
   std::vector<PyRef> stack_;
   std::vector<size_t> marks_;
   std::map<uint32_t, PyRef> memo_;
   std::map<std::string, PyRef> storages_;
+  std::vector<PyRef> arena_;
+  int reduce_depth_ = 0;
 };
 
 // A dict whose keys are all strings and values all tensors.
@@ -504,27 +527,12 @@ bool is_torch_save_archive(const std::string& path) {
   }
 }
 
-TorchStateDict read_torch_state_dict(const std::string& path) {
-  std::error_code ec;
-  check_io(std::filesystem::is_regular_file(path, ec), path, ": no such file");
-  check_io(starts_with_zip_magic(path), path,
-           ": not a zip archive; a torch.save() file of PyTorch < 1.6 (legacy pickle) or another "
-           "format. Convert it with scripts/convert_checkpoint.py");
-  PyRef root;
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    check_io(reader.hasRecord("data.pkl"), path,
-             ": a zip archive without data.pkl: not written by torch.save()");
-    auto [ptr, size] = reader.getRecord("data.pkl");
-    PickleMachine machine(static_cast<const uint8_t*>(ptr.get()), size, reader, path);
-    root = machine.run();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    const std::string what = e.what();
-    throw IOError(detail::cat(path, ": unreadable torch.save() archive (",
-                              what.substr(0, what.find('\n')), ")"));
-  }
+namespace detail {
+
+TorchStateDict parse_torch_pickle(const uint8_t* data, size_t size,
+                                  const PickleRecordReader& records, const std::string& path) {
+  PickleMachine machine(data, size, records, path);
+  const PyRef root = machine.run();
   TorchStateDict out;
   PyRef sd = root;
   if (!is_tensor_dict(root)) {
@@ -557,6 +565,37 @@ TorchStateDict read_torch_state_dict(const std::string& path) {
     check_io(out.tensors.emplace(k->s, v->tensor).second, path, ": key '", k->s, "' appears twice");
   }
   return out;
+}
+
+}  // namespace detail
+
+TorchStateDict read_torch_state_dict(const std::string& path) {
+  std::error_code ec;
+  check_io(std::filesystem::is_regular_file(path, ec), path, ": no such file");
+  check_io(starts_with_zip_magic(path), path,
+           ": not a zip archive; a torch.save() file of PyTorch < 1.6 (legacy pickle) or another "
+           "format. Convert it with scripts/convert_checkpoint.py");
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    check_io(reader.hasRecord("data.pkl"), path,
+             ": a zip archive without data.pkl: not written by torch.save()");
+    auto [pkl, pkl_size] = reader.getRecord("data.pkl");
+    at::DataPtr held;  // the last record read stays alive until the next
+    const detail::PickleRecordReader records = [&](const std::string& name) {
+      check_io(reader.hasRecord(name), path, ": the archive has no record ", name);
+      auto [ptr, size] = reader.getRecord(name);
+      held = std::move(ptr);
+      return std::pair<const void*, size_t>(held.get(), size);
+    };
+    return detail::parse_torch_pickle(static_cast<const uint8_t*>(pkl.get()), pkl_size, records,
+                                      path);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw IOError(detail::cat(path, ": unreadable torch.save() archive (",
+                              what.substr(0, what.find('\n')), ")"));
+  }
 }
 
 DiTOptions dit_options_from_state_dict(const std::map<std::string, at::Tensor>& raw,

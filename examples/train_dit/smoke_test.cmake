@@ -2,7 +2,7 @@
 # its resume (--resume), and an unmasking phase started from its weights (--init-from).
 # -DBIN=<program> -DDIR=<scratch directory>
 file(REMOVE_RECURSE "${DIR}")
-set(common --preset tiny --patch 4 --limit 256 --batch-size 16 --minutes 0 --threads 2 --no-progress
+set(common --preset tiny --patch 4 --limit 256 --batch-size 16 --minutes 0 --threads 1 --no-progress
            --sample-every 0 --sample-steps 2 --checkpoint-every 2 --log-every 2)
 function(run)
   execute_process(COMMAND "${BIN}" ${common} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)

@@ -131,13 +131,21 @@ TEST(CliSampleOptions, ValuesCheckedForTheRun) {
       run_cli(with({"sample", "--seed", "18446744073709551615", "-o", "s.png"}, kTinyOptions), dir);
   EXPECT_EQ(big.code, 0) << big.err;
   // Outputs whose names promise another format.
-  expect_clean_error(run_cli(with({"sample", "-o", "x.jpg"}, kTinyOptions), dir), {"x.jpg", "png"},
-                     2);
+  expect_clean_error(run_cli(with({"sample", "-o", "x.gif"}, kTinyOptions), dir),
+                     {"x.gif", "png", "jpg"}, 2);
+  // A JPEG grid (the record only in the .json next to it).
+  const auto jpeg = run_cli(with({"sample", "-o", "grid.jpg"}, kTinyOptions), dir);
+  ASSERT_EQ(jpeg.code, 0) << jpeg.err;
+  const std::string bytes = read_text_file(dir + "/grid.jpg");
+  ASSERT_GT(bytes.size(), 2u);
+  EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0xFF);  // JPEG SOI marker
+  EXPECT_EQ(static_cast<unsigned char>(bytes[1]), 0xD8);
+  EXPECT_TRUE(fs::exists(dir + "/grid.json"));
   expect_clean_error(run_cli(with({"sample", "--save-tensor", "x.txt"}, kTinyOptions), dir),
                      {"x.txt", ".npy", ".pt"}, 2);
   expect_clean_error(run_cli(with({"sample", "--record", "r.txt"}, kTinyOptions), dir),
                      {"r.txt", "json"}, 2);
-  EXPECT_FALSE(fs::exists(dir + "/x.jpg"));
+  EXPECT_FALSE(fs::exists(dir + "/x.gif"));
   // --threads beyond the CPUs is refused (it used to run hundreds of spinning threads).
   expect_clean_error(
       run_cli(with({"--threads", "100000", "sample"}, kTinyOptions), dir, 300, {}, false),

@@ -2,10 +2,11 @@
 // GPU tests (built only with DIFFUSE_CUDA; every test skips itself when no CUDA device is
 // visible): every registered sampler on CUDA equals the CPU run; the CUDA-graph loop equals the
 // eager loop (every sampler, a DiT with classifier-free guidance); autocast bf16 / fp16 training
-// steps on CUDA. Run by scripts/gpu-check.
+// steps on CUDA; the VAE's float16 decode and its float32 fallback. Run by scripts/gpu-check.
 #include <diffuse/cuda_graph.h>
 #include <diffuse/training/dit.h>
 #include <diffuse/training/trainer.h>
+#include <diffuse/training/vae.h>
 
 #include <cmath>
 #include <string>
@@ -171,6 +172,38 @@ TEST(Gpu, AutocastTrainingStepsFollowFloat32) {
       EXPECT_EQ(scale, 1.0);
     }
   }
+}
+
+// The SD-XL failure mode: a decoder whose float16 output overflows (here every output is 7e4, past
+// float16's 65504) is redone in float32 for the affected tile, and a well-behaved one decodes in
+// float16 close to float32.
+TEST(Gpu, VaeFloat16DecodeFallsBackToFloat32WhenItOverflows) {
+  DIFFUSE_REQUIRE_GPU();
+  torch::manual_seed(0);
+  AutoencoderKL vae(vae_preset("tiny"));
+  vae->to(kCuda);
+  torch::NoGradGuard no_grad;
+  const at::Tensor latents = at::randn({2, 4, 8, 8}, at::TensorOptions().device(kCuda));
+  const at::Tensor reference = vae->decode(latents);
+  vae->to(at::kHalf);
+  VaeDecodeReport ok;
+  const at::Tensor half = vae->decode(latents, {}, &ok);
+  EXPECT_EQ(ok.float32_fallbacks, 0);
+  EXPECT_LT((half - reference).abs().max().item<double>(), 2e-2);
+  {
+    auto p = vae->named_parameters(true);
+    p["decoder.conv_norm_out.weight"].zero_();
+    p["decoder.conv_norm_out.bias"].fill_(1.0);
+    at::Tensor w = p["decoder.conv_out.weight"];
+    w.zero_();
+    w.select(3, 1).select(2, 1).fill_(7e4 / (32.0 * 0.7310586));
+    p["decoder.conv_out.bias"].zero_();
+  }
+  VaeDecodeReport report;
+  const at::Tensor out = vae->decode(latents, {}, &report);
+  EXPECT_EQ(report.float32_fallbacks, 1);
+  EXPECT_TRUE(at::isfinite(out).all().item<bool>());
+  EXPECT_NEAR(out.mean().item<double>(), 7e4, 7e4 * 1e-2);
 }
 
 }  // namespace

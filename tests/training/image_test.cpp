@@ -70,6 +70,33 @@ TEST(SavePng, RoundTripsExactBytesThroughStbImage) {
   EXPECT_EQ(dir.count(), 2u) << "no temporary files are left behind";
 }
 
+TEST(SaveJpeg, RgbRoundTripsCloselyAndSaveImagePicksTheFormat) {
+  TempDir dir("jpeg");
+  // A smooth RGB image (JPEG is lossy; smooth content survives quality 95 within a few levels).
+  const Tensor y = at::linspace(-1, 1, 40).view({1, 40, 1});
+  const Tensor x = at::linspace(-1, 1, 56).view({1, 1, 56});
+  const Tensor img = at::cat({(y * 0.8).expand({1, 40, 56}), (x * 0.6).expand({1, 40, 56}),
+                              (0.5 * at::sin(3 * x + 2 * y)).expand({1, 40, 56})},
+                             0);
+  save_image(dir / "a.JPG", img);
+  const Loaded l = load(dir / "a.JPG");
+  ASSERT_EQ(l.w, 56);
+  ASSERT_EQ(l.h, 40);
+  ASSERT_EQ(l.c, 3);
+  const Tensor back = at::from_blob(const_cast<unsigned char*>(l.px.data()), {40, 56, 3}, at::kByte)
+                          .to(at::kDouble)
+                          .permute({2, 0, 1})
+                          .div(127.5)
+                          .sub(1.0);
+  EXPECT_LT((back - img.to(at::kDouble)).abs().mean().item<double>(), 0.02);
+  EXPECT_LT((back - img.to(at::kDouble)).abs().max().item<double>(), 0.15);
+  save_image(dir / "b.png", img);
+  EXPECT_EQ(load(dir / "b.png").c, 3);
+  EXPECT_THROW(save_image(dir / "c.gif", img), Error);
+  EXPECT_THROW(save_jpeg(dir / "d.jpg", at::zeros({4, 8, 8})), Error);  // RGBA: no JPEG
+  EXPECT_EQ(dir.count(), 2u);
+}
+
 TEST(SavePng, FailuresNameThePathAndLeaveNoFile) {
   TempDir dir("png_fail");
   try {

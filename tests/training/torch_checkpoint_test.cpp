@@ -159,6 +159,39 @@ TEST(TorchCheckpoint, BadFilesAreErrorsThatSayWhatToDo) {
                       "not a DiT / SiT state dict");
 }
 
+// The pickle machine builds data only and never recurses on the input's nesting: hostile
+// pickles are one-line errors, not crashes (tests/fuzz/fuzz_model_file runs it under ASan too).
+TEST(TorchCheckpoint, HostilePicklesAreErrorsNotCrashes) {
+  const detail::PickleRecordReader none =
+      [](const std::string& name) -> std::pair<const void*, size_t> {
+    throw IOError("no record " + name);
+  };
+  auto parse = [&](const std::string& bytes) {
+    (void)detail::parse_torch_pickle(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                     none, "hostile.pkl");
+  };
+  // 200,000 nested lists (EMPTY_LIST x n, APPEND x n-1): freed without deep recursion.
+  const int n = 200000;
+  EXPECT_ERROR_NAMING(parse("\x80\x02" + std::string(n, ']') + std::string(n - 1, 'a') + "."),
+                      "hostile.pkl: the pickled object is a list");
+  // A list that contains itself through the memo.
+  EXPECT_ERROR_NAMING(parse(std::string("\x80\x02]q\x00h\x00"
+                                        "a.",
+                                        9)),
+                      "is a list");
+  EXPECT_ERROR_NAMING(parse("\x80\x02}"), "truncated");
+  EXPECT_ERROR_NAMING(parse("\x80\x02\xff."), "opcode 0xff");
+  EXPECT_ERROR_NAMING(parse("\x80\x02"
+                            "a."),
+                      "empty stack");
+  EXPECT_ERROR_NAMING(parse("\x80\x02h\x07."), "memo 7");
+  // A class the machine does not know is an opaque value, never called.
+  using namespace std::string_literals;
+  EXPECT_ERROR_NAMING(parse("\x80\x02"
+                            "cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85R."s),
+                      "object (os.system)");
+}
+
 TEST(TorchCheckpoint, MapsEveryKeyOfDiTXL2) {
   for (const char* file :
        {"dit_xl2_256_keys.txt", "dit_xl2_512_keys.txt", "sit_xl2_256_keys.txt"}) {

@@ -38,9 +38,10 @@ int run_encode(const EncodeArgs& a) {
   require(!a.out.empty(), "--out is required");
   require(a.images.empty() != !a.fashion_mnist,
           "give exactly one source: --images DIR or --fashion-mnist");
-  require(a.size >= 0 && a.size <= 4096, "--size must be in [0, 4096], got " + std::to_string(a.size));
-  require(a.limit == -1 || a.limit >= 1, "--limit must be -1 (all) or >= 1, got " +
-                                             std::to_string(a.limit));
+  require(a.size >= 0 && a.size <= 4096,
+          "--size must be in [0, 4096], got " + std::to_string(a.size));
+  require(a.limit == -1 || a.limit >= 1,
+          "--limit must be -1 (all) or >= 1, got " + std::to_string(a.limit));
   require(a.shard_size >= 1 && a.shard_size <= 1000000,
           "--shard-size must be in [1, 1000000], got " + std::to_string(a.shard_size));
   require(a.batch_size >= 1 && a.batch_size <= 4096,
@@ -65,8 +66,8 @@ int run_encode(const EncodeArgs& a) {
     class_names = diffuse::fashion_mnist_class_names();
     const int64_t side = a.size > 0 ? a.size : 32;  // 28 is not a multiple of 8
     // Bilinear resize of the [-1, 1] images (antialiasing is moot when enlarging).
-    images.data = at::upsample_bilinear2d(images.data, {side, side}, /*align_corners=*/false)
-                      .clamp(-1, 1);
+    images.data =
+        at::upsample_bilinear2d(images.data, {side, side}, /*align_corners=*/false).clamp(-1, 1);
     images.name += "@" + std::to_string(side);
   } else {
     diffuse::ImageFolderOptions io;
@@ -101,10 +102,11 @@ int run_encode(const EncodeArgs& a) {
                images.size(), images.name, images.data.size(3), images.data.size(2), a.vae,
                a.mode ? "mean of the" : "a sample of the", a.seed, a.out);
   const diffuse::EncodeLatentsResult r = diffuse::encode_latents(vae, images, a.out, o);
-  spdlog::info("encode: {} shard(s) written, {} kept from an earlier run; latents [{} x {} x {} x "
-               "{}]",
-               r.shards_written, r.shards_skipped, images.size(), vae->options().latent_channels(),
-               images.data.size(2) / f, images.data.size(3) / f);
+  spdlog::info(
+      "encode: {} shard(s) written, {} kept from an earlier run; latents [{} x {} x {} x "
+      "{}]",
+      r.shards_written, r.shards_skipped, images.size(), vae->options().latent_channels(),
+      images.data.size(2) / f, images.data.size(3) / f);
   return kExitOk;
 }
 
@@ -122,8 +124,9 @@ Output: shard_000000.safetensors, ... ("latents" float32, scaled by the VAE's sc
                  "--help`)")
       ->required();
   app.add_option("--images", a->images, "Image folder (files, or one subfolder per class)");
-  app.add_flag("--fashion-mnist", a->fashion_mnist,
-               "Encode the Fashion-MNIST training set (grey made RGB, resized to --size, default 32)");
+  app.add_flag(
+      "--fashion-mnist", a->fashion_mnist,
+      "Encode the Fashion-MNIST training set (grey made RGB, resized to --size, default 32)");
   app.add_option("--data-dir", a->data_dir, "Fashion-MNIST folder");
   app.add_option("--size", a->size,
                  "Resize (centre crop) to SIZE x SIZE pixels (0 = as they are; Fashion-MNIST: 32)");

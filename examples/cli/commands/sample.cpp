@@ -165,8 +165,9 @@ Target parse_target(const SampleSettings& s, const SettingNames& named) {
 
 /// What the outputs' names promise is what is written.
 void check_output_names(const SampleOutputs& o) {
-  require(ends_with_ci(o.out, ".png"),
-          "--out '" + o.out + "': the grid is written as PNG, name it *.png");
+  require(
+      ends_with_ci(o.out, ".png") || ends_with_ci(o.out, ".jpg") || ends_with_ci(o.out, ".jpeg"),
+      "--out '" + o.out + "': the grid is written as PNG or JPEG, name it *.png or *.jpg");
   require(o.save_tensor.empty() || ends_with_ci(o.save_tensor, ".npy") ||
               ends_with_ci(o.save_tensor, ".pt"),
           "--save-tensor '" + o.save_tensor + "': name it *.npy (NumPy) or *.pt (torch::save)");
@@ -684,8 +685,10 @@ std::function<int()> setup_sample(CLI::App& app) {
   app.add_option("--dtype", s->dtype, "float32, float64, float16, bfloat16")->capture_default_str();
   app.add_option("--nrow", s->nrow, "Images per grid row (0 = number of classes, or 8)")
       ->capture_default_str();
-  app.add_option("-o,--out", o->out,
-                 "PNG grid to write, *.png (the settings go into its tEXt chunk \"diffuse\")")
+  app.add_option(
+         "-o,--out", o->out,
+         "Grid to write: *.png (the settings go into its tEXt chunk \"diffuse\") or *.jpg / *.jpeg "
+         "(quality 95; the settings only in the record)")
       ->capture_default_str();
   app.add_option("--record", o->record,
                  "Settings record JSON (default: the --out path with .json)");

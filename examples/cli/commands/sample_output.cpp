@@ -130,8 +130,9 @@ void write_outputs(const SampleSettings& s, const SampleOutputs& o, const at::Te
         "all",
         shown, s.num);
   ensure_parent(o.out);
-  diffuse::save_png(o.out, diffuse::make_image_grid(images.narrow(0, 0, shown).clamp(-1, 1), nrow),
-                    {{"diffuse", record.dump()}});
+  diffuse::save_image(o.out,
+                      diffuse::make_image_grid(images.narrow(0, 0, shown).clamp(-1, 1), nrow),
+                      {{"diffuse", record.dump()}});
   const std::string record_path = o.record.empty() ? default_record_path(o.out) : o.record;
   ensure_parent(record_path);
   diffuse::write_text_file_atomic(record_path, record.dump(2) + "\n");

@@ -56,6 +56,15 @@ std::map<std::string, std::string> read_png_text(const std::string& path);
 void save_png(const std::string& path, const Tensor& image,
               const std::map<std::string, std::string>& text = {});
 
+/// Writes one image as baseline JPEG (stb_image_write, `quality` 1..100, default 95): [C, H, W]
+/// with C = 1 or 3, or [H, W], values in [-1, 1] as save_png. Atomic; errors name `path`.
+void save_jpeg(const std::string& path, const Tensor& image, int quality = 95);
+
+/// save_png or save_jpeg by the extension of `path` (.png, .jpg, .jpeg, any case; others are an
+/// error). `text` goes into PNG tEXt chunks (JPEG files carry none).
+void save_image(const std::string& path, const Tensor& image,
+                const std::map<std::string, std::string>& text = {});
+
 /// Images per row of make_image_grid(images of n, nrow): nrow clipped to n (a 4-image grid with
 /// nrow 10 has 4 per row). Use it to report a grid's shape.
 inline int64_t image_grid_columns(int64_t n, int64_t nrow) {

@@ -5,10 +5,10 @@
 // A latent folder holds shard_000000.safetensors, shard_000001.safetensors, ...: tensors
 // "latents" float32 [n, C, h, w] (scaled: what the diffusion model sees, (z - shift) * scale) and
 // "labels" int64 [n] (labelled sources only), with string metadata
-//   diffuse_latents = 1, vae (path or name given), vae_config (vae_to_config of the VAE, its scaling
-//   and shift included), source (dataset name), count (images in the source), first (index of
-//   the shard's first image), num_classes, class_names (';'-joined, optional), posterior ("sample"
-//   or "mode"), seed, image_size ("HxW").
+//   diffuse_latents = 1, vae (path or name given), vae_config (vae_to_config of the VAE, its
+//   scaling and shift included), source (dataset name), count (images in the source), first (index
+//   of the shard's first image), num_classes, class_names (';'-joined, optional), posterior
+//   ("sample" or "mode"), seed, image_size ("HxW").
 // Each shard is written atomically, so an interrupted encode resumes by skipping the shards that
 // are there (after checking they were made with the same settings; a shard made with other
 // settings is an error, never overwritten).

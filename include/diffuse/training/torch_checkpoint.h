@@ -13,8 +13,12 @@
 // pickle, as safetensors.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 
 #include <diffuse/tensor.h>
 #include <diffuse/training/dit.h>
@@ -58,6 +62,14 @@ DiTOptions dit_options_from_state_dict(const std::map<std::string, at::Tensor>& 
 ModelCard reference_dit_card(const DiTOptions& o, bool sit);
 
 namespace detail {
+
+/// The bytes of an archive record ("data/<key>"), valid until the next call; throws when absent.
+using PickleRecordReader = std::function<std::pair<const void*, size_t>(const std::string& name)>;
+
+/// The restricted pickle machine of read_torch_state_dict on a data.pkl held in memory, storages
+/// read through `records`. `path` names the source in errors. (The fuzz target's entry point.)
+TorchStateDict parse_torch_pickle(const uint8_t* data, size_t size,
+                                  const PickleRecordReader& records, const std::string& path);
 
 /// load_model() for torch.save() files: a reference DiT / SiT state dict. The card is the
 /// caller's (options.card, keys given replace those of the inferred card), else
