@@ -135,4 +135,12 @@ TEST(CliInterop, LatentDiTCheckpointDecodesThroughAVae) {
             std::string::npos);
   // Without --vae: the card says the model makes latents.
   expect_clean_error(run_cli(base, dir), {"give --vae"}, 2);
+  // A single-file (ldm-named) VAE whose architecture is not the --vae-preset: the error lists the
+  // tensors that do not fit; an unknown preset is named.
+  std::vector<std::string> ldm = base;
+  for (const char* a : {"--vae", "", "--vae-preset", "sdxl"}) ldm.push_back(a);
+  ldm[ldm.size() - 3] = fixture_path("latent/vae_tiny_ldm.safetensors");
+  expect_clean_error(run_cli(ldm, dir), {"--vae", "do not fit the architecture", "missing"}, 2);
+  ldm.back() = "sd4";
+  expect_clean_error(run_cli(ldm, dir), {"unknown preset 'sd4'"}, 2);
 }

@@ -20,6 +20,7 @@ namespace {
 
 struct EncodeArgs {
   std::string vae;
+  std::string vae_preset = "sd";
   std::string images;
   bool fashion_mnist = false;
   std::string data_dir;
@@ -49,7 +50,9 @@ int run_encode(const EncodeArgs& a) {
   const c10::Device device = parse_device(a.device);
   diffuse::AutoencoderKL vae{nullptr};
   try {
-    vae = diffuse::load_vae(a.vae);
+    diffuse::LoadVaeOptions vo;
+    vo.preset = a.vae_preset;
+    vae = diffuse::load_vae(a.vae, vo);
   } catch (const diffuse::Error& e) {
     throw UsageError("--vae '" + a.vae + "': " + error_message(e));
   }
@@ -123,6 +126,9 @@ Output: shard_000000.safetensors, ... ("latents" float32, scaled by the VAE's sc
                  "AutoencoderKL: a diffusers folder or a .safetensors file (see `diffuse sample "
                  "--help`)")
       ->required();
+  app.add_option("--vae-preset", a->vae_preset,
+                 "Architecture of a --vae .safetensors file without a config (sd, sdxl, sd3, flux)")
+      ->capture_default_str();
   app.add_option("--images", a->images, "Image folder (files, or one subfolder per class)");
   app.add_flag(
       "--fashion-mnist", a->fashion_mnist,

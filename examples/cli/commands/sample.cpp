@@ -65,6 +65,7 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--resample-times")) s.resample_times = given.resample_times;
   if (names.given("--vae")) s.vae = given.vae;
   if (names.given("--vae-tile")) s.vae_tile = given.vae_tile;
+  if (names.given("--vae-preset")) s.vae_preset = given.vae_preset;
   if (names.given("--class")) s.classes = given.classes;
   if (names.given("--correction")) s.corrections = given.corrections;
   if (names.given("--seed")) s.seed = given.seed;
@@ -383,7 +384,9 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
           "stabilityai/sd-vae-ft-ema, or a .safetensors VAE) to decode them into images");
   if (!s.vae.empty()) {
     try {
-      p.vae = diffuse::load_vae(s.vae);
+      diffuse::LoadVaeOptions vo;
+      vo.preset = s.vae_preset;
+      p.vae = diffuse::load_vae(s.vae, vo);
     } catch (const diffuse::Error& e) {
       throw UsageError("--vae '" + s.vae + "': " + error_message(e));
     }
@@ -648,6 +651,10 @@ std::function<int()> setup_sample(CLI::App& app) {
                  "Decode the model's latents into images with this AutoencoderKL: a diffusers "
                  "folder (config.json + diffusion_pytorch_model.safetensors) or a .safetensors "
                  "file (diffusers or single-file SD names; architecture 'sd')");
+  app.add_option("--vae-preset", s->vae_preset,
+                 "Architecture of a --vae .safetensors file without a config: sd (SD 1.x/2.x, "
+                 "DiT, SiT), sdxl (scaling 0.13025), sd3, flux")
+      ->capture_default_str();
   app.add_option("--vae-tile", s->vae_tile,
                  "Tiled VAE decode: tile side in pixels (0 = whole images; e.g. 512 bounds the "
                  "memory of large images)")

@@ -45,7 +45,8 @@ struct SampleSettings {
   int64_t resample_times = 1;
   std::string vae;       // --vae: decode latents through this AutoencoderKL ("" = pixel model)
   int64_t vae_tile = 0;  // --vae-tile: tiled decode, tile side in pixels (0 = whole images)
-  std::string classes;   // "" = cycle through all classes; "3", "0,3,7", names
+  std::string vae_preset = "sd";  // --vae-preset: architecture of a VAE file without a config
+  std::string classes;            // "" = cycle through all classes; "3", "0,3,7", names
   std::vector<std::string> corrections;
   uint64_t seed = 0;
   int64_t num = 40;

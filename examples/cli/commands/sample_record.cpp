@@ -34,6 +34,7 @@ json to_json(const SampleSettings& s) {
   j["resample_times"] = s.resample_times;
   j["vae"] = s.vae;
   j["vae_tile"] = s.vae_tile;
+  j["vae_preset"] = s.vae_preset;
   j["classes"] = s.classes;
   j["corrections"] = s.corrections;
   j["seed"] = s.seed;
@@ -97,6 +98,7 @@ SampleSettings from_json(const json& j, const std::string& path) {
   }
   // Older records have no VAE fields (pixel-space models).
   if (j.contains("vae")) s.vae = text("vae");
+  if (j.contains("vae_preset")) s.vae_preset = text("vae_preset");
   if (j.contains("vae_tile")) {
     if (!j["vae_tile"].is_number_integer())
       fail("field 'vae_tile' must be an integer, got " + j["vae_tile"].dump());
