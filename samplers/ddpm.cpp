@@ -16,7 +16,8 @@ const std::vector<std::pair<std::string, DdpmVarianceType>>& variance_type_names
   static const std::vector<std::pair<std::string, DdpmVarianceType>> names{
       {"fixed_small", DdpmVarianceType::kFixedSmall},
       {"fixed_small_log", DdpmVarianceType::kFixedSmallLog},
-      {"fixed_large", DdpmVarianceType::kFixedLarge}};
+      {"fixed_large", DdpmVarianceType::kFixedLarge},
+      {"learned_range", DdpmVarianceType::kLearnedRange}};
   return names;
 }
 
@@ -25,8 +26,9 @@ const std::vector<std::pair<std::string, DdpmVarianceType>>& variance_type_names
 DdpmSampler::DdpmSampler(DdpmOptions o) : options(std::move(o)) {
   const auto v = options.variance_type();
   check(v == DdpmVarianceType::kFixedSmall || v == DdpmVarianceType::kFixedSmallLog ||
-            v == DdpmVarianceType::kFixedLarge,
-        "DdpmOptions.variance_type must be one of kFixedSmall, kFixedSmallLog, kFixedLarge, got ",
+            v == DdpmVarianceType::kFixedLarge || v == DdpmVarianceType::kLearnedRange,
+        "DdpmOptions.variance_type must be one of kFixedSmall, kFixedSmallLog, kFixedLarge, "
+        "kLearnedRange, got ",
         static_cast<int>(v));
 }
 
@@ -70,7 +72,21 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   const double c_x = (now.alpha / next.alpha) * next.sigma * next.sigma / s2;
   Tensor x_next = lincomb(p.x0, c_x0, x, c_x);
   const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
-  if (noisy) {
+  if (noisy && options.variance_type() == DdpmVarianceType::kLearnedRange) {
+    check(p.variance.defined(),
+          "ddpm: variance_type=learned_range needs a network with a learned variance (a "
+          "Denoiser with learned_variance, e.g. a DiT with learn_sigma and the card key "
+          "learned_variance=true)");
+    // exp(0.5 * (frac log(beta') + (1 - frac) log(beta-tilde))), frac = (v + 1) / 2.
+    const double log_large =
+        std::log(std::max(variance(now, next, DdpmVarianceType::kFixedLarge), kMinVariance));
+    const double log_small = std::log(variance(now, next, DdpmVarianceType::kFixedSmall));
+    // log variance = log_small + frac (log_large - log_small); Tensor methods (no ATen operators
+    // in module sources).
+    const Tensor frac = p.variance.to(x.scalar_type()).add(1.0).mul(0.5);
+    const Tensor stddev = frac.mul(log_large - log_small).add(log_small).mul(0.5).exp();
+    x_next = x_next.add(stddev.mul(ctx.randn_like(x)));
+  } else if (noisy) {
     const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
     add_scaled_(x_next, ctx.randn_like(x), stddev);
   }
@@ -79,6 +95,6 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
 
 DIFFUSE_REGISTER_SAMPLER(DdpmSampler, "ddpm",
                          "DDPM ancestral sampling (Ho et al. 2020) on the respaced chain; "
-                         "fixed_small/fixed_large variance");
+                         "fixed_small/fixed_large or learned_range variance");
 
 }  // namespace diffuse

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include <diffuse/detail/aten.h>
 
@@ -25,6 +26,8 @@ std::string to_string(Parameterization p) { return enum_name(p, parameterization
 
 Denoiser::Denoiser(Network net, DenoiserOptions options) : net_(std::move(net)), options_(options) {
   check(static_cast<bool>(net_), "Denoiser needs a network, got an empty function");
+  check(!options_.learned_variance || !options_.edm_preconditioning,
+        "DenoiserOptions: learned_variance and edm_preconditioning cannot be combined");
   check(options_.clip_sample_range > 0, "DenoiserOptions.clip_sample_range must be > 0, got ",
         options_.clip_sample_range);
   check(options_.dynamic_thresholding_ratio > 0 && options_.dynamic_thresholding_ratio <= 1,
@@ -70,12 +73,27 @@ Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Condit
       options_.network_dtype.has_value() && *options_.network_dtype != x.scalar_type();
   Tensor out = net_(cast ? in.to(*options_.network_dtype) : in, t, c);
   check(out.defined(), "the network returned an undefined tensor at t=", at.t);
-  check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
-        " but its input x_t has shape ", x.sizes());
+  if (options_.learned_variance) {
+    std::vector<int64_t> want(x.sizes().begin(), x.sizes().end());
+    if (want.size() >= 2) want[1] *= 2;
+    check(out.sizes() == at::IntArrayRef(want), "the network returned shape ", out.sizes(),
+          " at t=", at.t, "; with learned_variance it must be x_t's ", x.sizes(),
+          " with twice the channels (prediction, then variance)");
+  } else {
+    check(out.sizes() == x.sizes(), "the network returned shape ", out.sizes(), " at t=", at.t,
+          " but its input x_t has shape ", x.sizes());
+  }
   return cast ? out.to(x.scalar_type()) : out;
 }
 
-Prediction Denoiser::convert(const Tensor& out, const Tensor& x, const TimePoint& at) const {
+Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint& at) const {
+  // A learned-variance output [B, 2C, ...]: the prediction, then v.
+  if (options_.learned_variance && raw.dim() >= 2 && x.dim() >= 2 && raw.size(1) == 2 * x.size(1)) {
+    Prediction p = convert(raw.narrow(1, 0, x.size(1)), x, at);
+    p.variance = raw.narrow(1, x.size(1), x.size(1));
+    return p;
+  }
+  const Tensor& out = raw;
   const double a = at.alpha, s = at.sigma;
   Prediction p;
   if (options_.edm_preconditioning) {

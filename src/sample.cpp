@@ -182,11 +182,19 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       const int64_t b = x.size(0);
       Tensor both = d->call_network(at::cat({x, x}, 0), at, cat_conditioning(cond, uncond));
       check_output(both);
+      // A learned variance is not guided: the conditional branch's is kept.
+      Tensor cond_variance;
+      if (d->options().learned_variance) {
+        if (both.scalar_type() != x.scalar_type()) both = both.to(x.scalar_type());
+        cond_variance = both.narrow(0, 0, b).narrow(1, x.size(1), x.size(1));
+        both = both.narrow(1, 0, x.size(1));
+      }
       if (opts->guidance->on_predictions()) {
         if (both.scalar_type() != x.scalar_type()) both = both.to(x.scalar_type());
         Prediction p = opts->guidance->combine_predictions(d->convert(both.narrow(0, 0, b), x, at),
                                                            d->convert(both.narrow(0, b, b), x, at),
                                                            x, at, gstep);
+        p.variance = cond_variance;
         if (!corrections.empty()) {
           for (Correction* c : corrections) c->on_prediction(p, x, gstep);
         }
@@ -194,6 +202,7 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
         return p;
       }
       out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), gstep);
+      if (cond_variance.defined()) out = at::cat({out.to(x.scalar_type()), cond_variance}, 1);
     } else {
       out = d->call_network(x, at, cond);
       check_output(out);

@@ -162,12 +162,14 @@ at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim, double max_p
   return emb;
 }
 
-Network as_network(DiT model) {
-  return [model](const Tensor& x, const Tensor& t, const Conditioning& c) mutable -> Tensor {
+Network as_network(DiT model, bool keep_variance) {
+  return [model, keep_variance](const Tensor& x, const Tensor& t,
+                                const Conditioning& c) mutable -> Tensor {
     Tensor y = model->options.num_classes() > 0 ? c.value : Tensor();
     auto it = c.extra.find("mask");
     Tensor out = model->forward(x, t, y, it != c.extra.end() ? it->second : Tensor());
-    if (model->options.learn_sigma()) out = out.narrow(1, 0, model->options.in_channels());
+    if (model->options.learn_sigma() && !keep_variance)
+      out = out.narrow(1, 0, model->options.in_channels());
     return out;
   };
 }

@@ -195,7 +195,9 @@ LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& option
   m.card = std::move(card);
   m.dit = model;
   m.dtype = options.dtype;
-  m.network = as_network(model);
+  check(!m.card.learned_variance || model->options.learn_sigma(), source,
+        ": the card says learned_variance=true but the DiT has no learn_sigma head");
+  m.network = as_network(model, m.card.learned_variance);
   if (m.card.reversed_time) {
     // SiT: time 0 = noise, 1 = data, velocity d x / d t along it = -(d x / d sigma).
     m.network = [net = m.network](const Tensor& x, const Tensor& t, const Conditioning& c) {
@@ -335,6 +337,10 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       check(value == "true" || value == "false", what,
             ": reversed_time must be true or false, got '", value, "'");
       card.reversed_time = value == "true";
+    } else if (key == "learned_variance") {
+      check(value == "true" || value == "false", what,
+            ": learned_variance must be true or false, got '", value, "'");
+      card.learned_variance = value == "true";
     } else if (key == "vae") {
       card.vae = value;
     } else if (key == "description") {
@@ -343,7 +349,8 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       throw Error(detail::cat(
           what, ": unknown card key '", key,
           "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
-          "class_names, clip_sample, edm_preconditioning, sigma_data, reversed_time, vae, "
+          "class_names, clip_sample, edm_preconditioning, sigma_data, reversed_time, "
+          "learned_variance, vae, "
           "description)"));
     }
   }
@@ -373,6 +380,7 @@ std::string model_card_text(const ModelCard& c) {
   if (c.edm_preconditioning)
     os << "edm_preconditioning=true\nsigma_data=" << format_double(c.sigma_data) << "\n";
   if (c.reversed_time) os << "reversed_time=true\n";
+  if (c.learned_variance) os << "learned_variance=true\n";
   if (!c.vae.empty()) os << "vae=" << c.vae << "\n";
   if (!c.description.empty()) {
     std::string d = c.description;
@@ -395,6 +403,7 @@ DenoiserOptions LoadedModel::denoiser_options() const {
   o.use_clipped_model_output = card.clip_sample;
   o.edm_preconditioning = card.edm_preconditioning;
   o.sigma_data = card.sigma_data;
+  o.learned_variance = card.learned_variance;
   // A float16 / bfloat16 network gets x_t in its dtype (the sampler computes in float32).
   o.network_dtype = dtype;
   return o;

@@ -679,6 +679,7 @@ ModelCard reference_dit_card(const DiTOptions& o, bool sit) {
   } else {
     card.schedule = "discrete:beta_schedule=linear;beta_start=0.0001;beta_end=0.02";
     card.prediction_type = "epsilon";
+    card.learned_variance = o.learn_sigma();  // DiT's DDPM sampler uses it
     card.description = "DiT (facebookresearch/DiT): linear betas, 1000 steps, epsilon";
   }
   return card;

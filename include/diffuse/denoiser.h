@@ -46,6 +46,10 @@ struct Conditioning {
 /// Both predictions at one point: x0 (data) and eps (noise), related by x = alpha*x0 + sigma*eps.
 struct Prediction {
   Tensor x0, eps;
+  /// The network's variance output v in [-1, 1] (iDDPM's learned range, DiT's learn_sigma head)
+  /// when DenoiserOptions::learned_variance, else undefined: the step's log variance is
+  /// (v + 1) / 2 * log(beta) + (1 - v) / 2 * log(beta-tilde) (ddpm:variance_type=learned_range).
+  Tensor variance = {};
 };
 
 /// A user network: (x_t, t of shape [B] in x's dtype, conditioning) -> output shaped like x_t.
@@ -82,6 +86,12 @@ struct DenoiserOptions {
   /// back, while t stays in the sampler's dtype (bfloat16 cannot hold t = 999; diffusers also feeds
   /// float32 timesteps to half-precision models). Default unset: the network gets x_t as is.
   std::optional<at::ScalarType> network_dtype = std::nullopt;
+  /// The network returns [B, 2C, ...]: its prediction, then the learned variance interpolation v
+  /// (iDDPM's learned range; DiT's learn_sigma head kept: as_network(dit, true)). convert() puts
+  /// v in Prediction::variance; with guidance only the prediction channels are combined and the
+  /// conditional branch's v is kept (DiT's forward_with_cfg keeps each half's own). Samplers other
+  /// than ddpm:variance_type=learned_range ignore it. Default false.
+  bool learned_variance = false;
 };
 
 /// Network + parameterisation. Stateless and const: safe to share between threads.

@@ -8,6 +8,7 @@
 #include <torch/script.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -133,6 +134,14 @@ TEST(CliInterop, LatentDiTCheckpointDecodesThroughAVae) {
   EXPECT_EQ(record["settings"]["vae"], fixture_path("latent/vae_tiny"));
   EXPECT_NE(record["resolved"]["model_card"].get<std::string>().find("vae=sd-vae-ft-ema"),
             std::string::npos);
+  // DiT's own sampler: DDPM with the learned variance the card keeps.
+  std::vector<std::string> ddpm = base;
+  std::replace(ddpm.begin(), ddpm.end(), std::string("ddim"),
+               std::string("ddpm:variance_type=learned_range"));
+  for (const char* a : {"--vae", "", "-o", "d.png"}) ddpm.push_back(a);
+  ddpm[ddpm.size() - 3] = fixture_path("latent/vae_tiny");
+  const auto rd = run_cli(ddpm, dir);
+  EXPECT_EQ(rd.code, 0) << rd.err;
   // Without --vae: the card says the model makes latents.
   expect_clean_error(run_cli(base, dir), {"give --vae"}, 2);
   // A single-file (ldm-named) VAE whose architecture is not the --vae-preset: the error lists the

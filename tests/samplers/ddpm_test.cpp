@@ -457,14 +457,69 @@ TEST(DdpmSampler, ConfigRoundTripAndErrors) {
   EXPECT_EQ(c.at("variance_type"), "fixed_large");
   EXPECT_EQ(c.at("diffusers_final_noise"), "true");
   EXPECT_EQ(make_sampler("ddpm", c)->to_config(), c);
+  EXPECT_EQ(
+      make_sampler("ddpm", {{"variance_type", "learned_range"}})->to_config().at("variance_type"),
+      "learned_range");
   try {
-    make_sampler("ddpm", {{"variance_type", "learned_range"}});
-    ADD_FAILURE() << "learned_range was accepted";
+    make_sampler("ddpm", {{"variance_type", "learned"}});  // diffusers' other learned type
+    ADD_FAILURE() << "learned was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("learned_range"), std::string::npos) << e.what();
   }
   EXPECT_THROW(DdpmSampler(DdpmOptions().variance_type(static_cast<DdpmVarianceType>(7))), Error);
   EXPECT_THROW(make_sampler("ddpm", {{"eta", "1"}}), Error);
+}
+
+// learned_range (iDDPM / ADM / DiT): log variance = frac log(beta') + (1 - frac) log(beta-tilde),
+// frac = (v + 1) / 2. So v = -1 everywhere is fixed_small and v = 1 fixed_large, element by
+// element, with the same noise draws; under guidance the conditional branch's v is used.
+TEST(DdpmSampler, LearnedRangeInterpolatesTheFixedVariancesElementwise) {
+  auto sched = make_schedule("discrete");
+  const auto f = [](const Tensor& x, const Tensor& t) {
+    return x.mul(0.3).add(t.view({-1, 1, 1, 1}).mul(1e-4));
+  };
+  // v per element: -1 on channel 0, +1 on channel 1; with labels, the label's sign decides.
+  const Denoiser fixed(
+      [&](const Tensor& x, const Tensor& t, const Conditioning&) { return f(x, t); });
+  DenoiserOptions lv;
+  lv.learned_variance = true;
+  auto v_of = [](const Tensor& x, const Conditioning& c) {
+    Tensor v = at::ones_like(x);
+    if (c.value.defined()) return v.mul(c.value.to(x.scalar_type()).view({-1, 1, 1, 1}));
+    v.select(1, 0).fill_(-1.0);
+    return v;
+  };
+  const Denoiser learned(
+      [&](const Tensor& x, const Tensor& t, const Conditioning& c) {
+        return at::cat({f(x, t), v_of(x, c)}, 1);
+      },
+      lv);
+  const Tensor noise = at::randn({2, 2, 4, 4}, at::kDouble);
+  SampleOptions o;
+  o.num_steps = 12;
+  o.seed = 5;
+  auto run = [&](const char* variance, const Denoiser& d, const SampleOptions& so) {
+    return sample(*make_sampler("ddpm", {{"variance_type", variance}}), d, *sched, noise, so);
+  };
+  const Tensor small = run("fixed_small", fixed, o), large = run("fixed_large", fixed, o);
+  const Tensor mixed = run("learned_range", learned, o);
+  ExpectTensorNear(mixed.select(1, 0), small.select(1, 0), 0, 1e-12, "v = -1: fixed_small");
+  ExpectTensorNear(mixed.select(1, 1), large.select(1, 1), 0, 1e-12, "v = +1: fixed_large");
+  EXPECT_GT((small - large).abs().max().item<double>(), 1e-3);  // the two really differ
+  // Guided: cond labels +1, uncond labels -1; the conditional branch's v (+1) is used.
+  SampleOptions g = o;
+  g.guidance = make_guidance("cfg", {{"scale", "3"}});
+  g.cond.value = at::ones({2}, at::kLong);
+  g.uncond.value = at::full({2}, -1, at::kLong);
+  ExpectTensorNear(run("learned_range", learned, g), run("fixed_large", fixed, g), 0, 1e-12,
+                   "guided: cond branch's v");
+  // Without a learned variance: a clear error.
+  EXPECT_ERROR_NAMING(run("learned_range", fixed, o),
+                      "learned_range needs a network with a learned variance");
+  // A learned-variance network must return twice the channels.
+  const Denoiser wrong(
+      [&](const Tensor& x, const Tensor& t, const Conditioning&) { return f(x, t); }, lv);
+  EXPECT_ERROR_NAMING(run("learned_range", wrong, o), "twice the channels");
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ namespace diffuse {
 enum class DdpmVarianceType {
   kFixedSmall,     ///< "fixed_small" (default): beta-tilde
   kFixedSmallLog,  ///< "fixed_small_log": the same value
-  kFixedLarge      ///< "fixed_large": beta'
+  kFixedLarge,     ///< "fixed_large": beta'
+  kLearnedRange    ///< "learned_range": the network's v interpolates the two logs (iDDPM, DiT)
 };
 
 struct DdpmOptions {
@@ -37,7 +38,10 @@ struct DdpmOptions {
   /// below at 1e-20 as diffusers does. "fixed_small_log": the same value, which diffusers computes
   /// as exp(0.5 * log(var)); identical here because coefficients are host doubles. "fixed_large":
   /// beta' itself (Ho et al.'s sigma_t^2 = beta_t; not clamped, and unlike ADM not replaced by
-  /// beta-tilde at the last step).
+  /// beta-tilde at the last step). "learned_range" (Nichol & Dhariwal 2021, Eq. 15; ADM, DiT,
+  /// diffusers): log variance = (v + 1) / 2 * log(beta') + (1 - v) / 2 * log(beta-tilde), with v
+  /// the network's variance output per element (Prediction::variance; a Denoiser with
+  /// learned_variance), so v = -1 is fixed_small and v = 1 fixed_large.
   TORCH_ARG(DdpmVarianceType, variance_type) = DdpmVarianceType::kFixedSmall;
   /// Also draw noise on the step onto the clean point when the current t > 0, as diffusers'
   /// DDPMScheduler.step does (its test is `t > 0`, not "not the last step"). Only grids that do not
@@ -52,7 +56,8 @@ class DdpmSampler final : public Sampler {
   static constexpr double kMinVariance = 1e-20;
 
   explicit DdpmSampler(DdpmOptions o = {});
-  /// Keys: variance_type (fixed_small | fixed_small_log | fixed_large), diffusers_final_noise.
+  /// Keys: variance_type (fixed_small | fixed_small_log | fixed_large | learned_range),
+  /// diffusers_final_noise.
   static std::unique_ptr<Sampler> from_config(const Config& c);
   Config to_config() const override;
   std::string name() const override { return "ddpm"; }

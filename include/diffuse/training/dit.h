@@ -284,7 +284,8 @@ TORCH_MODULE(DiT);
 /// [0, num_classes] (undefined = null class); an unconditional model ignores it, so a trainer may
 /// pass dataset labels either way. Conditioning.extra["mask"], if present, is the token mask.
 /// With learn_sigma only the first C output channels (the epsilon prediction) are returned, which
-/// is how DiT samples; the variance channels are dropped.
-Network as_network(DiT model);
+/// is how DiT samples with DDIM; with `keep_variance` all 2C are, for a Denoiser with
+/// learned_variance (DiT's own DDPM sampler: ddpm:variance_type=learned_range).
+Network as_network(DiT model, bool keep_variance = false);
 
 }  // namespace diffuse

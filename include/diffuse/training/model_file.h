@@ -73,6 +73,11 @@ struct ModelCard {
   /// output, a velocity along its own time, is negated. Needs prediction_type flow_prediction and
   /// a schedule whose model time is sigma in [0, 1] (flow:t_scale=1). Default false.
   bool reversed_time = false;
+  /// The network also outputs iDDPM's learned variance (a DiT with learn_sigma: its second C
+  /// channels), handed to the sampler (DenoiserOptions::learned_variance) for
+  /// ddpm:variance_type=learned_range, as DiT's own 250-step sampler uses it; other samplers ignore
+  /// it. Default false (the variance channels are dropped).
+  bool learned_variance = false;
   /// The autoencoder of a latent model: a name (e.g. "sd-vae-ft-ema", what DiT and SiT were
   /// trained with) or a path, recorded for the user (`diffuse sample --vae` decodes with the VAE
   /// it is given). Default empty = pixel-space model.
