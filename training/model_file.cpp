@@ -527,15 +527,8 @@ LoadedModel detail::load_model_as(const std::string& path, const LoadModelOption
   check(at::isFloatingType(options.dtype), "model dtype must be a floating type, got ",
         options.dtype);
   // Our formats are zip archives written by torch::serialize; other formats go to the loaders.
-  bool is_zip = false;
-  {
-    std::ifstream f(path, std::ios::binary);
-    check_io(f.good(), "cannot open model file '", path, "'");
-    char magic[4] = {0, 0, 0, 0};
-    f.read(magic, 4);
-    is_zip =
-        f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-  }
+  check_io(std::ifstream(path, std::ios::binary).good(), "cannot open model file '", path, "'");
+  const bool is_zip = detail::starts_with_zip_magic(path);
   // A card given for one of our formats replaces only the keys it names (override_card_text);
   // the other formats' loaders read options.card as the whole card.
   const bool card_override = !options.card.empty();

@@ -20,13 +20,6 @@ namespace diffuse {
 
 namespace {
 
-bool starts_with_zip_magic(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  char magic[4] = {0, 0, 0, 0};
-  f.read(magic, 4);
-  return f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-}
-
 // ---- a restricted pickle machine ----
 //
 // LibTorch's unpickler turns collections.OrderedDict (what state_dict() returns) into None, so it
@@ -516,9 +509,17 @@ bool is_tensor_dict(const PyRef& v) {
 
 }  // namespace
 
+bool detail::starts_with_zip_magic(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {0, 0, 0, 0};
+  f.read(magic, 4);
+  return f.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+}
+
 bool is_torch_save_archive(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec) || !starts_with_zip_magic(path)) return false;
+  if (!std::filesystem::is_regular_file(path, ec) || !detail::starts_with_zip_magic(path))
+    return false;
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
     return reader.hasRecord("data.pkl") && !reader.hasRecord("constants.pkl");
@@ -572,7 +573,7 @@ TorchStateDict parse_torch_pickle(const uint8_t* data, size_t size,
 TorchStateDict read_torch_state_dict(const std::string& path) {
   std::error_code ec;
   check_io(std::filesystem::is_regular_file(path, ec), path, ": no such file");
-  check_io(starts_with_zip_magic(path), path,
+  check_io(detail::starts_with_zip_magic(path), path,
            ": not a zip archive; a torch.save() file of PyTorch < 1.6 (legacy pickle) or another "
            "format. Convert it with scripts/convert_checkpoint.py");
   try {

@@ -63,6 +63,10 @@ ModelCard reference_dit_card(const DiTOptions& o, bool sit);
 
 namespace detail {
 
+/// Whether the file starts with a zip local-file header ("PK\3\4"): torch.save() archives and
+/// the torch::serialize archives of our own model files. False for unreadable files.
+bool starts_with_zip_magic(const std::string& path);
+
 /// The bytes of an archive record ("data/<key>"), valid until the next call; throws when absent.
 using PickleRecordReader = std::function<std::pair<const void*, size_t>(const std::string& name)>;
 
