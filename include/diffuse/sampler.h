@@ -129,6 +129,10 @@ class Sampler {
   virtual int64_t history_size() const { return 0; }
   /// True when the sampler draws noise.
   virtual bool is_stochastic() const { return false; }
+  /// True when the number of network evaluations depends on the model (adaptive step-size
+  /// control, dopri5): model_calls() is then the count of a run whose every interval needs one
+  /// step, and a run may make more.
+  virtual bool adaptive() const { return false; }
   /// Network evaluations for a run of num_steps steps (without guidance doubling).
   virtual int64_t model_calls(int64_t num_steps) const { return num_steps; }
   /// Network evaluations for a run over `grid` (without guidance doubling), for samplers whose

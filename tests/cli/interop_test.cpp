@@ -153,3 +153,37 @@ TEST(CliInterop, LatentDiTCheckpointDecodesThroughAVae) {
   ldm.back() = "sd4";
   expect_clean_error(run_cli(ldm, dir), {"unknown preset 'sd4'"}, 2);
 }
+
+// SiT's own samplers from the CLI: its ODE (adaptive dopri5 over one interval, the network
+// evaluated at t = 1) and its SDE (Euler-Maruyama on linspace(0, 0.96, N) and the "Mean" last
+// step: the card's flow schedule with sigma_min = 0.04).
+TEST(CliInterop, SitCheckpointRunsSitsSamplers) {
+  const std::string dir = cli_test_dir("interop_sit");
+  std::filesystem::copy_file(fixture_path("latent/sit_tiny.pt"), dir + "/SiT-tiny.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string vae = fixture_path("latent/vae_tiny");
+  const std::vector<std::vector<std::string>> runs = {
+      {"--model-card", "model=num_heads=4", "--sampler", "dopri5:clean_end=integrate", "--steps",
+       "1"},
+      {"--model-card", "model=num_heads=4,schedule=flow:t_scale=1;sigma_min=0.04", "--sampler",
+       "euler_maruyama", "--steps", "10"}};
+  int i = 0;
+  for (const auto& extra : runs) {
+    std::vector<std::string> args = {"sample", "--model", "SiT-tiny.pt", "--class", "3", "--cfg",
+                                     "4",      "--vae",   vae,           "-n",      "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const std::string out = "sit" + std::to_string(i++);
+    for (const std::string& a :
+         {std::string("--save-tensor"), out + ".pt", std::string("-o"), out + ".png"})
+      args.push_back(a);
+    const auto r = run_cli(args, dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    at::Tensor x;
+    torch::load(x, dir + "/" + out + ".pt");
+    EXPECT_EQ(x.sizes(), (std::vector<int64_t>{2, 3, 32, 32}));
+    EXPECT_TRUE(at::isfinite(x).all().item<bool>());
+    const auto record = nlohmann::json::parse(read_text_file(dir + "/" + out + ".json"));
+    EXPECT_NE(record["resolved"]["sampler"].dump().find(extra[3].substr(0, 6)), std::string::npos)
+        << record["resolved"].dump();
+  }
+}

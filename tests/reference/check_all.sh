@@ -3,7 +3,7 @@
 # Runs every generator of tests/reference and compares its table with the test that holds it
 # (compare.py: count, exact matches, largest deviations). Needs the sources of README.md's table:
 #   DIFFUSERS_SRC, KDIFFUSION_SRC, AYS_COMFYUI, AYS_A1111, A1111_EXTRA, COMFYUI_SAMPLING, DIT_SRC,
-#   PYTORCH_FID_SRC
+#   PYTORCH_FID_SRC, SIT_SRC, TORCHDIFFEQ_SRC
 # Usage, from the repository root: bash tests/reference/check_all.sh [python (default /usr/bin/python3)]
 set -euo pipefail
 py="${1:-/usr/bin/python3}"
@@ -54,6 +54,7 @@ cmp spacing_tables "spacing.py tables" tests/schedules/spacing_test.cpp --from '
   --to '4.213262465088073e-09}'
 cmp spacing_lists "spacing.py spacings" tests/schedules/spacing_test.cpp --from '{1000, "linspace", {}' \
   --to '{1100, "trailing"'
+cmp sit_samplers "sit_samplers.py" $s/sit_samplers.inc
 echo "== latent_models.py: regenerated fixtures byte-identical to tests/training/fixtures/latent"
 latent_tmp=$(mktemp -d)
 "$py" "$ref"/latent_models.py --out "$latent_tmp" > /dev/null

@@ -89,7 +89,12 @@ TEST(EpsilonScaling, DividesEpsByLambdaAtEveryModelCallAndKeepsX0Consistent) {
       sample(*sampler, Denoiser(spy.network()), *schedule, randn({2, 3}, 4, at::kDouble), o);
       ASSERT_EQ(before->recs.size(), spy.calls->size()) << key;
       ASSERT_EQ(after->recs.size(), spy.calls->size()) << key;
-      EXPECT_EQ(static_cast<int64_t>(spy.calls->size()), sampler->model_calls(o.num_steps)) << key;
+      if (sampler->adaptive())
+        EXPECT_GE(static_cast<int64_t>(spy.calls->size()), sampler->model_calls(o.num_steps))
+            << key;
+      else
+        EXPECT_EQ(static_cast<int64_t>(spy.calls->size()), sampler->model_calls(o.num_steps))
+            << key;
       int64_t inner_calls = 0;
       for (size_t c = 0; c < spy.calls->size(); ++c) {
         const auto& pre = before->recs[c];

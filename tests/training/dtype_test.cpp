@@ -194,6 +194,13 @@ TEST(Dtypes, EveryDtypeRunsEverySamplerWithEveryModelFormat) {
               << f.name << " " << name;
           continue;
         }
+        // An adaptive sampler (dopri5) decides its steps from an error estimate computed in the
+        // run's dtype: float32 and float64 runs may take different steps and then agree to the
+        // tolerance (rtol 1e-3 of states up to sigma_ve ~ 15 in the ve space: measured 2.0e-3).
+        if (sampler_from_spec(name)->adaptive()) {
+          EXPECT_LT(err, 1e-2) << f.name << " " << name;
+          continue;
+        }
         EXPECT_LT(err, name == "dpm_2_ancestral" ? 4e-4 : 1e-4) << f.name << " " << name;
       }
     }
