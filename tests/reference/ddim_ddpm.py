@@ -10,6 +10,8 @@
 For each case: s = DDIMScheduler / DDPMScheduler(**cfg); s.set_timesteps(steps);
 g = torch.Generator().manual_seed(0); x = sample_deter * scale;
 for t in s.timesteps: x = s.step(x * t / (t + 1), t, x, [eta=eta,] generator=g).prev_sample
+(variance_type="learned_range": the model output is cat([x * t / (t + 1), tanh(x) * 0.9], dim=1),
+the second half the learned-variance values v in [-1, 1] that DDPMScheduler splits off)
 once in float64 and once stock float32 (see diffusers_ref.py). Printed: timesteps,
 alphas_cumprod[timesteps] (float64 run), sum(x), sum|x| and x.flatten()[0, 100, 383, 767] of the
 float64 run, sum|x| and the same elements of the float32 run.
@@ -54,6 +56,12 @@ DDPM = [
     ("kDdpmThresh", "ddpm_thresh", dict(LINEAR, clip_sample=False, **THRESH), 10, {}, 20.0),
     ("kDdpmLargeTrailing", "ddpm_large_trailing",
      dict(LINEAR, clip_sample=False, variance_type="fixed_large", timestep_spacing="trailing"), 10, {}, 1.0),
+    # iDDPM / DiT's learned variance: the model returns 2C channels, the second C (tanh(x) * 0.9)
+    # the interpolation v of log beta-tilde and log beta (see LEARNED below).
+    ("kDdpmLearnedRange", "ddpm_learned_range",
+     dict(LINEAR, clip_sample=False, variance_type="learned_range"), 10, {}, 1.0),
+    ("kDdpmLearnedRangeTrailing", "ddpm_learned_range_trailing",
+     dict(LINEAR, clip_sample=False, variance_type="learned_range", timestep_spacing="trailing"), 25, {}, 1.0),
 ]
 IDX = [0, 100, 383, 767]
 
@@ -66,7 +74,10 @@ def run(src, module, cls, cfg, steps, kw, scale, f64):
         g = torch.Generator().manual_seed(0)
         x = ref.dummy_sample_deter(dtype) * scale
         for t in s.timesteps:
-            x = s.step(x * t / (t + 1), t, x, generator=g, **kw).prev_sample
+            out = x * t / (t + 1)
+            if cfg.get("variance_type") == "learned_range":
+                out = torch.cat([out, torch.tanh(x) * 0.9], dim=1)  # LEARNED: [prediction, v]
+            x = s.step(out, t, x, generator=g, **kw).prev_sample
     assert x.dtype == dtype
     return s, x
 

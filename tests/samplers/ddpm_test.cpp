@@ -263,6 +263,34 @@ const GoldenValues kDdpmLargeTrailing = {
     395.1219177246094,
     {-0.01119530200958252, 0.5204971432685852, 0.7934964299201965, -0.10304024070501328}};
 
+const GoldenValues kDdpmLearnedRange = {
+    "ddpm_learned_range",
+    {900, 800, 700, 600, 500, 400, 300, 200, 100, 0},
+    {0.0002702445195582643, 0.001507521059781676, 0.006868278890364642, 0.025567492265459,
+     0.07779665836502389, 0.19357200966664667, 0.39401112252338205, 0.6563470055193468,
+     0.8951415908975365, 0.9999},
+    -19.6626149505309,
+    280.62824879268845,
+    {-0.5407640442561219, 0.2571734494982642, 0.5901863695514651, -0.06462461921823924},
+    280.62841796875,
+    {-0.5407628417015076, 0.2571706175804138, 0.5901855826377869, -0.06462392956018448}};
+const GoldenValues kDdpmLearnedRangeTrailing = {
+    "ddpm_learned_range_trailing",
+    {999, 959, 919, 879, 839, 799, 759, 719, 679, 639, 599, 559, 519,
+     479, 439, 399, 359, 319, 279, 239, 199, 159, 119, 79,  39},
+    {4.035829765375676e-05, 8.912634052801964e-05, 0.0001905313204581149, 0.0003942985699780176,
+     0.0007899397835650771, 0.0015320895496479475, 0.0028767829318072603, 0.005229668950738415,
+     0.009204428484782206,  0.01568506518905322,   0.025879389423334884,  0.041343879825881474,
+     0.06395422347461867,   0.09579421869163277,   0.13894172683788186,   0.19514644493343242,
+     0.26542044496275125,   0.3495948924908046,    0.4459271803303843,    0.5508611357606029,
+     0.6590385082317941,    0.7636265997270155,    0.856966831265905,     0.9314740910162782,
+     0.9806463645668042},
+    -11.811248670865561,
+    281.24467779383554,
+    {-0.6811807783932184, -0.21740155065385916, -0.08195901377842363, 0.47269610066939155},
+    281.2445983886719,
+    {-0.6811807751655579, -0.21740160882472992, -0.08195911347866058, 0.47269588708877563}};
+
 TEST(DdpmSampler, MatchesDiffusersFixedSmall) {
   // DDPMScheduler(linear 1e-4..0.02, clip_sample=False), set_timesteps(10) (leading: 900..0).
   check_golden(ddpm_setup(linear_betas(), "leading", 10), kDdpmSmall);
@@ -308,6 +336,34 @@ TEST(DdpmSampler, MatchesDiffusersThresholding) {
   g.denoiser.sample_max_value = 1.5;
   g.scale = 20.0;
   check_golden(g, kDdpmThresh);
+}
+
+/// The learned-variance dummy of tests/reference/ddim_ddpm.py: [x t / (t + 1), tanh(x) 0.9].
+Network learned_range_network() {
+  return [](const Tensor& x, const Tensor& t, const Conditioning&) {
+    const Tensor tt = t.to(x.scalar_type()).view({-1, 1, 1, 1});
+    return at::cat({x * tt / (tt + 1), x.tanh() * 0.9}, 1);
+  };
+}
+
+TEST(DdpmSampler, MatchesDiffusersLearnedRange) {
+  // DDPMScheduler(linear, variance_type="learned_range", clip_sample=False), set_timesteps(10):
+  // the model's second C channels v give log variance (v + 1) / 2 log beta' + (1 - v) / 2 log
+  // beta-tilde (iDDPM; DiT's sampler). Leading spacing ends on t = 0: no final noise.
+  GoldenSetup g = ddpm_setup(linear_betas(), "leading", 10, {{"variance_type", "learned_range"}});
+  g.denoiser.learned_variance = true;
+  g.network = learned_range_network();
+  check_golden(g, kDdpmLearnedRange);
+}
+
+TEST(DdpmSampler, MatchesDiffusersLearnedRangeTrailing) {
+  // The same on 25 trailing steps (999 .. 39): diffusers adds noise on the last step too.
+  GoldenSetup g =
+      ddpm_setup(linear_betas(), "trailing", 25,
+                 {{"variance_type", "learned_range"}, {"diffusers_final_noise", "true"}});
+  g.denoiser.learned_variance = true;
+  g.network = learned_range_network();
+  check_golden(g, kDdpmLearnedRangeTrailing);
 }
 
 TEST(DdpmSampler, MatchesDiffusersFinalNoiseQuirk) {

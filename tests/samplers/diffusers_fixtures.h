@@ -44,10 +44,11 @@ inline ModelFn model_fn(const Denoiser& d) {
   return [&d](const Tensor& x, const TimePoint& at, const StepContext&) { return d(x, at, {}); };
 }
 
-/// Runs `sampler` over `grid` from x with the dummy model, as the suite's loops do.
+/// Runs `sampler` over `grid` from x with the dummy model (or `network`), as the suite's loops do.
 inline Tensor run_loop(const Sampler& sampler, const NoiseSchedule& schedule, const TimeGrid& grid,
-                       const DenoiserOptions& dopt, const Tensor& x, NoiseSource* noise = nullptr) {
-  Denoiser d(dummy_network(), dopt);
+                       const DenoiserOptions& dopt, const Tensor& x, NoiseSource* noise = nullptr,
+                       const Network& network = {}) {
+  Denoiser d(network ? network : dummy_network(), dopt);
   SampleContext ctx;
   ctx.schedule = &schedule;
   ctx.noise = noise;
@@ -75,6 +76,7 @@ struct GoldenSetup {
   double scale = 1.0;  ///< the loop starts from sample_deter * scale
   bool seeded =
       false;  ///< noise from make_torch_noise(0) (diffusers: generator=torch.manual_seed(0))
+  Network network{};  ///< empty: the dummy model x * t / (t + 1)
 };
 
 /// What diffusers (58eb52c) produced for it: timesteps, alphas_cumprod[timesteps] (float64 run),
@@ -115,7 +117,7 @@ inline void check_golden(const GoldenSetup& g, const GoldenValues& v) {
     std::unique_ptr<NoiseSource> noise;
     if (g.seeded) noise = make_torch_noise(0);
     const Tensor x0 = sample_deter(f64 ? at::kDouble : at::kFloat) * g.scale;
-    const Tensor out = run_loop(*sampler, *schedule, grid, g.denoiser, x0, noise.get());
+    const Tensor out = run_loop(*sampler, *schedule, grid, g.denoiser, x0, noise.get(), g.network);
     ASSERT_EQ(out.scalar_type(), f64 ? at::kDouble : at::kFloat);
     const Tensor flat = out.reshape({-1}).to(at::kDouble);
     if (f64) {
