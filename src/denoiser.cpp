@@ -28,6 +28,8 @@ Denoiser::Denoiser(Network net, DenoiserOptions options) : net_(std::move(net)),
   check(static_cast<bool>(net_), "Denoiser needs a network, got an empty function");
   check(!options_.learned_variance || !options_.edm_preconditioning,
         "DenoiserOptions: learned_variance and edm_preconditioning cannot be combined");
+  check(options_.guided_channels >= 0, "DenoiserOptions.guided_channels must be >= 0, got ",
+        options_.guided_channels);
   check(options_.clip_sample_range > 0, "DenoiserOptions.clip_sample_range must be > 0, got ",
         options_.clip_sample_range);
   check(options_.dynamic_thresholding_ratio > 0 && options_.dynamic_thresholding_ratio <= 1,

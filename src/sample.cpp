@@ -189,11 +189,27 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
         cond_variance = both.narrow(0, 0, b).narrow(1, x.size(1), x.size(1));
         both = both.narrow(1, 0, x.size(1));
       }
+      // guided_channels = k: channels k.. take the conditional branch's output (DiT's / SiT's
+      // forward_with_cfg).
+      const int64_t k = d->options().guided_channels;
+      const bool partial = k > 0 && k < x.size(1);
+      if (k > 0) {
+        check(x.dim() >= 2 && k <= x.size(1), "DenoiserOptions.guided_channels=", k,
+              " exceeds the sample's ", x.dim() >= 2 ? x.size(1) : 0, " channels (shape ",
+              x.sizes(), ")");
+      }
+      auto keep_cond = [&](const Tensor& guided, const Tensor& cond_part) {
+        return at::cat({guided.narrow(1, 0, k), cond_part.narrow(1, k, x.size(1) - k)}, 1);
+      };
       if (opts->guidance->on_predictions()) {
         if (both.scalar_type() != x.scalar_type()) both = both.to(x.scalar_type());
-        Prediction p = opts->guidance->combine_predictions(d->convert(both.narrow(0, 0, b), x, at),
-                                                           d->convert(both.narrow(0, b, b), x, at),
-                                                           x, at, gstep);
+        const Prediction pc = d->convert(both.narrow(0, 0, b), x, at);
+        Prediction p = opts->guidance->combine_predictions(
+            pc, d->convert(both.narrow(0, b, b), x, at), x, at, gstep);
+        if (partial) {
+          p.x0 = keep_cond(p.x0, pc.x0);
+          p.eps = keep_cond(p.eps, pc.eps);
+        }
         p.variance = cond_variance;
         if (!corrections.empty()) {
           for (Correction* c : corrections) c->on_prediction(p, x, gstep);
@@ -202,6 +218,7 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
         return p;
       }
       out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), gstep);
+      if (partial) out = keep_cond(out.to(both.scalar_type()), both.narrow(0, 0, b));
       if (cond_variance.defined()) out = at::cat({out.to(x.scalar_type()), cond_variance}, 1);
     } else {
       out = d->call_network(x, at, cond);

@@ -341,6 +341,12 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       check(value == "true" || value == "false", what,
             ": learned_variance must be true or false, got '", value, "'");
       card.learned_variance = value == "true";
+    } else if (key == "guided_channels") {
+      char* end = nullptr;
+      const long long v = std::strtoll(value.c_str(), &end, 10);
+      check(!value.empty() && *end == '\0' && v >= 0, what,
+            ": guided_channels must be an integer >= 0, got '", value, "'");
+      card.guided_channels = static_cast<int64_t>(v);
     } else if (key == "vae") {
       card.vae = value;
     } else if (key == "description") {
@@ -350,7 +356,7 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
           what, ": unknown card key '", key,
           "' (architecture, model, schedule, prediction_type, sample_shape, num_classes, "
           "class_names, clip_sample, edm_preconditioning, sigma_data, reversed_time, "
-          "learned_variance, vae, "
+          "learned_variance, guided_channels, vae, "
           "description)"));
     }
   }
@@ -381,6 +387,7 @@ std::string model_card_text(const ModelCard& c) {
     os << "edm_preconditioning=true\nsigma_data=" << format_double(c.sigma_data) << "\n";
   if (c.reversed_time) os << "reversed_time=true\n";
   if (c.learned_variance) os << "learned_variance=true\n";
+  if (c.guided_channels > 0) os << "guided_channels=" << c.guided_channels << "\n";
   if (!c.vae.empty()) os << "vae=" << c.vae << "\n";
   if (!c.description.empty()) {
     std::string d = c.description;
@@ -404,6 +411,7 @@ DenoiserOptions LoadedModel::denoiser_options() const {
   o.edm_preconditioning = card.edm_preconditioning;
   o.sigma_data = card.sigma_data;
   o.learned_variance = card.learned_variance;
+  o.guided_channels = card.guided_channels;
   // A float16 / bfloat16 network gets x_t in its dtype (the sampler computes in float32).
   o.network_dtype = dtype;
   return o;

@@ -671,6 +671,8 @@ ModelCard reference_dit_card(const DiTOptions& o, bool sit) {
   card.num_classes = o.num_classes();
   card.clip_sample = false;
   card.vae = "sd-vae-ft-ema";
+  // forward_with_cfg guides channels 0..2 only; the published samples and FIDs use it.
+  card.guided_channels = o.in_channels() == 4 ? 3 : 0;
   if (sit) {
     card.schedule = "flow:t_scale=1";
     card.prediction_type = "flow_prediction";

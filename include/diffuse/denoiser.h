@@ -92,6 +92,12 @@ struct DenoiserOptions {
   /// conditional branch's v is kept (DiT's forward_with_cfg keeps each half's own). Samplers other
   /// than ddpm:variance_type=learned_range ignore it. Default false.
   bool learned_variance = false;
+  /// With guidance, combine only the first guided_channels channels (dim 1) of the prediction;
+  /// the others take the conditional branch's output. DiT's and SiT's forward_with_cfg guide 3 of
+  /// their 4 latent channels ("for reproducibility", their comment), which their published
+  /// samples and FIDs use: the cards of those checkpoints set 3. Default 0 = all channels; >= 0,
+  /// and at most the sample's channel count at each call.
+  int64_t guided_channels = 0;
 };
 
 /// Network + parameterisation. Stateless and const: safe to share between threads.

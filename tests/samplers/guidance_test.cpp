@@ -200,6 +200,43 @@ TEST(Guidance, CfgIntervalGuidesOnlyInsideItsNoiseLevels) {
   ExpectTensorNear(none, cond_only, 0, 0, "interval covering no step");
 }
 
+// guided_channels = k (DiT's / SiT's forward_with_cfg guides 3 of 4 latent channels): channels
+// below k are the guided prediction, the others the conditional branch's, for every guidance.
+TEST(Guidance, GuidedChannelsKeepTheConditionalPredictionElsewhere) {
+  auto schedule = make_schedule("discrete");
+  const TimePoint at = schedule->at(400);
+  const Tensor x = randn({3, 4}, 7, at::kDouble) * at.sigma;
+  DenoiserOptions partial_opts;
+  partial_opts.guided_channels = 3;
+  const Denoiser full(guided_net), partial(guided_net, partial_opts);
+  StepContext st;
+  st.now = at;
+  st.index = 5;  // past cfg_zero_star's zero-init steps
+  st.num_steps = 10;
+  for (const char* name : {"cfg", "cfg_pp", "apg", "cfg_zero_star"}) {
+    SCOPED_TRACE(name);
+    const std::string scale = std::string(name) == "cfg_pp" ? "0.8" : "3";  // cfg_pp: [0, 2]
+    SampleOptions o = guided_options(make_guidance(name, {{"scale", scale}}), 10);
+    const Prediction pf = make_model_fn(full, o, {})(x, at, st);
+    const Prediction pp = make_model_fn(partial, o, {})(x, at, st);
+    const Prediction pc = full(x, at, o.cond);
+    ExpectTensorNear(pp.x0.narrow(1, 0, 3), pf.x0.narrow(1, 0, 3), 0, 1e-15, "guided x0");
+    ExpectTensorNear(pp.eps.narrow(1, 0, 3), pf.eps.narrow(1, 0, 3), 0, 1e-15, "guided eps");
+    ExpectTensorNear(pp.x0.narrow(1, 3, 1), pc.x0.narrow(1, 3, 1), 0, 1e-15, "conditional x0");
+    ExpectTensorNear(pp.eps.narrow(1, 3, 1), pc.eps.narrow(1, 3, 1), 0, 1e-15, "conditional eps");
+    EXPECT_GT((pf.x0.narrow(1, 3, 1) - pc.x0.narrow(1, 3, 1)).abs().max().item<double>(), 1e-3);
+  }
+  // More channels than the sample has, and a negative count: named.
+  DenoiserOptions too_many;
+  too_many.guided_channels = 5;
+  const Denoiser bad(guided_net, too_many);
+  SampleOptions o = guided_options(make_guidance("cfg", {{"scale", "3"}}), 10);
+  EXPECT_ERROR_NAMING(make_model_fn(bad, o, {})(x, at, st), "guided_channels=5");
+  DenoiserOptions negative;
+  negative.guided_channels = -1;
+  EXPECT_ERROR_NAMING(Denoiser(guided_net, negative), "guided_channels must be >= 0");
+}
+
 // CFG++ with DDIM is x' = alpha' x0_g + sigma' eps_u, x0_g = x0_u + lambda (x0_c - x0_u): the
 // update written out with the denoiser's two branches; Euler and DPM-Solver++ order 1 (first-order
 // steps) give the same, and onto sigma = 0 the last step lands on x0_g.

@@ -146,6 +146,48 @@ TEST(TorchCheckpoint, LoadModelGivesTheDiTCard) {
   EXPECT_LT(relative_error(m.network(T.at("x"), T.at("t"), c), T.at("out")), 1e-5);
 }
 
+// The card's guided_channels=3 through the sampler's model function reproduces DiT's and SiT's
+// forward_with_cfg (scale 4): per sample of the conditional half (a ModelFn call has one time),
+// our prediction equals the converted cfg_out, the unguided 4th channel included.
+void expect_forward_with_cfg(const std::string& file, bool sit) {
+  SCOPED_TRACE(file);
+  test::TempDir dir("cfg_ckpt");
+  const std::string path = dir / (sit ? "SiT-tiny.pt" : "DiT-tiny.pt");
+  std::filesystem::copy_file(latent_fixture(file + ".pt"), path);
+  LoadModelOptions lo;
+  lo.card = "model=num_heads=4";
+  const LoadedModel m = load_model(path, lo);
+  EXPECT_EQ(m.card.guided_channels, 3);
+  const Denoiser d(m.network, m.denoiser_options());
+  auto schedule = m.make_schedule();
+  const SafetensorsFile io = read_safetensors(latent_fixture(file + "_io.safetensors"));
+  const auto& T = io.tensors;
+  torch::NoGradGuard no_grad;
+  const int64_t half = T.at("cfg_x").size(0) / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    SampleOptions o;
+    o.guidance = make_guidance("cfg", {{"scale", "4"}});
+    o.cond.value = T.at("cfg_y").narrow(0, i, 1);
+    o.uncond.value = T.at("cfg_y").narrow(0, half + i, 1);
+    const double t = T.at("cfg_t")[i].item<double>();
+    const TimePoint at = schedule->at(sit ? 1.0 - t : t);
+    StepContext st;
+    st.now = at;
+    const at::Tensor x = T.at("cfg_x").narrow(0, i, 1);
+    const Prediction ours = make_model_fn(d, o, {})(x, at, st);
+    at::Tensor ref = T.at("cfg_out").narrow(0, i, 1);
+    if (!sit) ref = at::cat({ref.narrow(1, 0, 4), ref.narrow(1, 4, 4)}, 1);  // + DiT's variance
+    const Prediction expected = d.convert(sit ? -ref.narrow(1, 0, 4) : ref, x, at);
+    EXPECT_LT(relative_error(ours.eps, expected.eps), 1e-5) << "sample " << i;
+    EXPECT_LT(relative_error(ours.x0, expected.x0), 1e-5) << "sample " << i;
+  }
+}
+
+TEST(TorchCheckpoint, GuidedChannelsReproduceForwardWithCfg) {
+  expect_forward_with_cfg("dit_tiny", false);
+  expect_forward_with_cfg("sit_tiny", true);
+}
+
 TEST(TorchCheckpoint, BadFilesAreErrorsThatSayWhatToDo) {
   test::TempDir dir("bad_ckpt");
   {

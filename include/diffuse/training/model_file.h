@@ -78,6 +78,9 @@ struct ModelCard {
   /// ddpm:variance_type=learned_range, as DiT's own 250-step sampler uses it; other samplers ignore
   /// it. Default false (the variance channels are dropped).
   bool learned_variance = false;
+  /// Guide only the first N channels (DenoiserOptions::guided_channels): DiT's and SiT's
+  /// forward_with_cfg guide 3 of 4, so their cards say 3. Default 0 = all.
+  int64_t guided_channels = 0;
   /// The autoencoder of a latent model: a name (e.g. "sd-vae-ft-ema", what DiT and SiT were
   /// trained with) or a path, recorded for the user (`diffuse sample --vae` decodes with the VAE
   /// it is given). Default empty = pixel-space model.
