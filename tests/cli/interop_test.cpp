@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include <diffuse/training/data.h>
+#include <diffuse/training/image.h>
+#include <diffuse/training/vae.h>
 
 namespace {
 
@@ -152,6 +154,54 @@ TEST(CliInterop, LatentDiTCheckpointDecodesThroughAVae) {
   expect_clean_error(run_cli(ldm, dir), {"--vae", "do not fit the architecture", "missing"}, 2);
   ldm.back() = "sd4";
   expect_clean_error(run_cli(ldm, dir), {"unknown preset 'sd4'"}, 2);
+}
+
+// Latent img2img / inpainting: --init-image at the VAE's pixel size is encoded to the posterior
+// mean; with an all-black mask (keep everything) the result is exactly the decoded init latents.
+TEST(CliInterop, LatentImg2ImgEncodesTheInitImage) {
+  const std::string dir = cli_test_dir("interop_latent_img2img");
+  std::filesystem::copy_file(fixture_path("latent/dit_tiny.pt"), dir + "/DiT-tiny.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string vae_dir = fixture_path("latent/vae_tiny");
+  // A smooth RGB image of 32 x 32 (the tiny VAE upsamples 8 x 8 latents by 4), quantised to
+  // 8 bits as the PNG stores it.
+  const at::Tensor ramp = at::linspace(-0.9, 0.9, 32, at::kFloat);
+  const at::Tensor img =
+      at::stack({ramp.view({1, 32}).expand({32, 32}), ramp.view({32, 1}).expand({32, 32}),
+                 (ramp.view({1, 32}) * ramp.view({32, 1}))});
+  diffuse::save_png(dir + "/init.png", img);
+  diffuse::save_png(dir + "/keep.png", at::full({1, 32, 32}, -1.0));
+  const std::vector<std::string> base = {
+      "sample", "--model", "DiT-tiny.pt", "--model-card", "model=num_heads=4", "--class", "3",
+      "--cfg",  "4",       "--sampler",   "ddim",         "--steps",           "4",       "-n",
+      "2",      "--vae",   vae_dir,       "--init-image", "init.png"};
+  std::vector<std::string> args = base;
+  for (const char* a : {"--strength", "0.5", "--save-tensor", "a.pt", "-o", "a.png"})
+    args.push_back(a);
+  const auto r = run_cli(args, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor a;
+  torch::load(a, dir + "/a.pt");
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{2, 3, 32, 32}));
+  EXPECT_TRUE(at::isfinite(a).all().item<bool>());
+  std::vector<std::string> keep = base;
+  for (const char* a2 : {"--mask", "keep.png", "--save-tensor", "k.pt", "-o", "k.png"})
+    keep.push_back(a2);
+  const auto rk = run_cli(keep, dir);
+  ASSERT_EQ(rk.code, 0) << rk.err;
+  at::Tensor k;
+  torch::load(k, dir + "/k.pt");
+  diffuse::AutoencoderKL vae = diffuse::load_vae(vae_dir);
+  torch::NoGradGuard no_grad;
+  const at::Tensor init = diffuse::read_image(dir + "/init.png", 3).unsqueeze(0);
+  const at::Tensor expected = vae->decode(vae->encode(init));  // --save-tensor is unclamped
+  EXPECT_LT((k.select(0, 0) - expected.select(0, 0)).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((k.select(0, 1) - expected.select(0, 0)).abs().max().item<double>(), 1e-4);
+  // An init image of the latent size, not the VAE's: named with both sizes.
+  diffuse::save_png(dir + "/small.png", at::zeros({3, 8, 8}));
+  std::vector<std::string> small = base;
+  small.back() = "small.png";
+  expect_clean_error(run_cli(small, dir), {"--init-image", "8x8", "32x32"}, 2);
 }
 
 // SiT's own samplers from the CLI: its ODE (adaptive dopri5 over one interval, the network

@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
+#include <torch/nn/functional/upsampling.h>
 
 #include <cmath>
 #include <cstdint>
@@ -128,10 +129,6 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
           named("--vae-tile", "vae_tile") +
               " must be 0 (whole images) or in [8, 8192] pixels, got " +
               std::to_string(s.vae_tile));
-  require(s.vae.empty() || s.init_image.empty(),
-          named("--init-image", "init_image") + " with " + named("--vae", "vae") +
-              ": img2img through a VAE is not supported by the CLI (encode the image with "
-              "diffuse::AutoencoderKL::encode and pass SampleOptions::init_image)");
   require(s.resample_times >= 1 && s.resample_times <= 1000,
           named("--resample-times", "resample_times") + " must be in [1, 1000], got " +
               std::to_string(s.resample_times));
@@ -404,7 +401,30 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
         (t.dtype == at::kHalf && diffuse::detail::device_computes_float16(t.device)))
       (*p.vae)->to(t.dtype);
   }
-  if (!s.init_image.empty()) {
+  if (!s.init_image.empty() && p.vae) {
+    // Latent img2img / inpainting: the image at the VAE's pixel size, encoded to the posterior
+    // mean (diffusers' sample_mode="argmax"); the mask taken to the latent size by nearest
+    // neighbour, as diffusers' inpainting pipelines do.
+    diffuse::AutoencoderKL& vae = *p.vae;
+    const int64_t f = vae->options().downscale();
+    const std::vector<int64_t> pixels{vae->options().in_channels(), card.sample_shape[1] * f,
+                                      card.sample_shape[2] * f};
+    const at::Tensor img = read_model_image(s.init_image, pixels[0], pixels, "--init-image");
+    diffuse::VaeTiling tiling;
+    tiling.tile = s.vae_tile;
+    torch::NoGradGuard no_grad;
+    p.init = vae->encode(img.unsqueeze(0).to(t.device), nullptr, tiling).squeeze(0).cpu();
+    if (!s.mask.empty()) {
+      const at::Tensor m = (read_model_image(s.mask, 1, pixels, "--mask") + 1.0) * 0.5;
+      namespace F = torch::nn::functional;
+      p.mask =
+          F::interpolate(m.unsqueeze(0),
+                         F::InterpolateFuncOptions()
+                             .size(std::vector<int64_t>{card.sample_shape[1], card.sample_shape[2]})
+                             .mode(torch::kNearest))
+              .squeeze(0);
+    }
+  } else if (!s.init_image.empty()) {
     require(
         card.sample_shape.size() == 3 && (card.sample_shape[0] == 1 || card.sample_shape[0] == 3),
         "--init-image needs a model that makes 1- or 3-channel images (C x H x W), this one "
