@@ -8,11 +8,14 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <string>
 
 #include <diffuse/config.h>
+#include <diffuse/cpu_allocator.h>
 #include <diffuse/version.h>
 
 namespace {
@@ -84,6 +87,10 @@ int run_command(const std::string& where, const std::function<int()>& action) {
   using namespace diffuse::cli;
   try {
     apply_threads();
+    // Freed tensors stay cached for the next step instead of going back to the OS (see
+    // <diffuse/cpu_allocator.h>); DIFFUSE_CACHING_ALLOCATOR=0 keeps LibTorch's malloc.
+    const char* cache = std::getenv("DIFFUSE_CACHING_ALLOCATOR");
+    if (cache == nullptr || std::string(cache) != "0") diffuse::enable_caching_cpu_allocator();
     (void)progress_interval_setting();  // a bad DIFFUSE_PROGRESS_INTERVAL fails before any work
     return action();
   } catch (const UsageError& e) {

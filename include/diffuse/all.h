@@ -6,6 +6,7 @@
 #include <diffuse/all_objectives.h>
 #include <diffuse/all_samplers.h>
 #include <diffuse/all_schedules.h>
+#include <diffuse/cpu_allocator.h>
 #include <diffuse/diffuse.h>
 #include <diffuse/exposure_bias.h>
 #include <diffuse/gaussian_mixture.h>

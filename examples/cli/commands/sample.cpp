@@ -511,7 +511,7 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
   int64_t done_steps = 0;
   const c10::Device device = t.device;
   const auto make_chunk = [&](int64_t start, int64_t m) {
-    at::NoGradGuard no_grad;
+    c10::InferenceMode inference;  // no autograd state, no version counters
     shape[0] = m;
     diffuse::SampleOptions co = so;
     co.seed = s.seed + static_cast<uint64_t>(start);
