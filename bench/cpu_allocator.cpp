@@ -32,11 +32,6 @@ std::vector<int64_t> parse_shape(const std::string& s) {
   return out;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -44,23 +39,13 @@ int main(int argc, char** argv) try {
   int64_t steps = 50, rounds = 9;
   std::string samplers = "ddim,dpmpp_2m,dpmpp_3m,euler,euler_a,ddpm";
   std::string shapes = "4x4x32x32,1x4x128x128,16x4x64x64";
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    diffuse::check(i + 1 < argc, "option ", k, " needs a value");
-    const std::string v = argv[++i];
-    if (k == "--threads")
-      threads = std::stoi(v);
-    else if (k == "--steps")
-      steps = std::stoll(v);
-    else if (k == "--rounds")
-      rounds = std::stoll(v);
-    else if (k == "--samplers")
-      samplers = v;
-    else if (k == "--shapes")
-      shapes = v;
-    else
-      throw diffuse::Error("unknown option '" + k + "'");
-  }
+  diffuse::bench::parse_key_values(
+      argc, argv,
+      {{"--threads", [&](const std::string& v) { threads = std::stoi(v); }},
+       {"--steps", [&](const std::string& v) { steps = std::stoll(v); }},
+       {"--rounds", [&](const std::string& v) { rounds = std::stoll(v); }},
+       {"--samplers", [&](const std::string& v) { samplers = v; }},
+       {"--shapes", [&](const std::string& v) { shapes = v; }}});
   diffuse::check(threads >= 1 && steps >= 1 && rounds >= 1,
                  "--threads, --steps and --rounds must be >= 1");
   at::set_num_threads(threads);
@@ -97,7 +82,7 @@ int main(int argc, char** argv) try {
         run(!cache_first, cache_first ? plain : cached, cache_first ? &a : &b);
       }
       diffuse::check(at::equal(a, b), name, " ", shape_text, ": the samples differ");
-      const double pm = median(plain), cm = median(cached);
+      const double pm = diffuse::bench::median_of(plain), cm = diffuse::bench::median_of(cached);
       std::printf("%-10s %-14s %10.1f %10.1f %10.1f %10.1f %8.3f\n", name.c_str(),
                   shape_text.c_str(), pm, *std::min_element(plain.begin(), plain.end()), cm,
                   *std::min_element(cached.begin(), cached.end()), cm / pm);

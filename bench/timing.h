@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdint>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -37,6 +39,27 @@ inline std::vector<std::string> split_list(const std::string& s, char sep) {
 /// Seconds elapsed since t0.
 inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// Parses "--key value" pairs: each key's handler gets its value; an unknown key or a key without
+/// a value is an error naming it.
+inline void parse_key_values(
+    int argc, char** argv,
+    const std::map<std::string, std::function<void(const std::string&)>>& handlers) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    check(i + 1 < argc, "option ", k, " needs a value");
+    const auto it = handlers.find(k);
+    check(it != handlers.end(), "unknown option '", k, "'");
+    it->second(argv[++i]);
+  }
+}
+
+/// The median (upper median for an even count) of a non-empty list.
+inline double median_of(std::vector<double> v) {
+  check(!v.empty(), "median of an empty list");
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 /// A network that records how long its calls take (total seconds and number of calls).
