@@ -269,7 +269,7 @@ TORCH_MODULE(VaeResnet);
 // group_norm, heads = 1, softmax in float32 for reduced precision).
 class VaeAttentionImpl : public torch::nn::Module {
  public:
-  VaeAttentionImpl(int64_t channels, int64_t groups) : channels_(channels) {
+  VaeAttentionImpl(int64_t channels, int64_t groups) {
     group_norm = register_module("group_norm", vae_norm(groups, channels));
     to_q = register_module("to_q", Linear(channels, channels));
     to_k = register_module("to_k", Linear(channels, channels));
@@ -293,9 +293,6 @@ class VaeAttentionImpl : public torch::nn::Module {
   GroupNorm group_norm{nullptr};
   Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   ModuleList to_out{nullptr};
-
- private:
-  int64_t channels_;
 };
 TORCH_MODULE(VaeAttention);
 
