@@ -41,7 +41,9 @@ class Pool {
  public:
   void* take(size_t n) {
     const size_t k = size_class(n);
+    // One critical section on a hit; a miss mallocs outside the lock, then registers the block.
     void* p = nullptr;
+    int64_t in_use = 0, reserved = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++allocations_;
@@ -52,15 +54,14 @@ class Pool {
         cached_bytes_ -= static_cast<int64_t>(k);
         --cached_blocks_;
         ++hits_;
+        in_use = register_live(p, k, n);
+        reserved = in_use_ + cached_bytes_;
       }
     }
-    if (p == nullptr) p = aligned_malloc(k);
-    int64_t in_use = 0, reserved = 0;
-    {
+    if (p == nullptr) {
+      p = aligned_malloc(k);
       std::lock_guard<std::mutex> lock(mutex_);
-      live_.emplace(p, Block{k, n});
-      in_use_ += static_cast<int64_t>(k);
-      in_use = in_use_;
+      in_use = register_live(p, k, n);
       reserved = in_use_ + cached_bytes_;
     }
     report(p, static_cast<int64_t>(n), in_use, reserved);
@@ -138,6 +139,12 @@ class Pool {
   struct Block {
     size_t klass, requested;
   };
+  /// Records a block handed out (mutex_ held); returns the bytes now in use.
+  int64_t register_live(void* p, size_t k, size_t n) {
+    live_.emplace(p, Block{k, n});
+    in_use_ += static_cast<int64_t>(k);
+    return in_use_;
+  }
   /// Tell LibTorch's memory profiler (and the benches' peak-memory hooks), as its own CPU
   /// allocator does: the requested size, negative for a free.
   static void report(void* p, int64_t bytes, int64_t in_use, int64_t reserved) {

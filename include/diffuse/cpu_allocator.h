@@ -11,9 +11,9 @@
 // from changes).
 //
 // It is process-wide (c10::SetCPUAllocator), thread-safe (one mutex around its free lists), and
-// off by default in the library; the diffuse CLI turns it on. Buffers below 32 KiB bypass it
-// (malloc's own bins serve them well); larger requests are rounded up to 4 sizes per power of two
-// (at most 25% slack) and 64-byte aligned like LibTorch's. Freed buffers are cached up to
+// off by default in the library; the diffuse CLI turns it on. Every request is rounded up to a
+// size class (multiples of 64 bytes up to 256, then 4 classes per power of two: at most 25%
+// slack) and 64-byte aligned like LibTorch's. Freed buffers are cached up to
 // `max_cached_bytes` (beyond it they go back to malloc); empty_cpu_cache() releases them all.
 // Tensors allocated while it is on may outlive it: their memory returns to malloc when freed.
 //
