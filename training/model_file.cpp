@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -298,6 +299,19 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
     const std::string value = detail::trim(item.substr(eq + 1));
     check(!seen[key], what, ": card key '", key, "' given twice");
     seen[key] = true;
+    // The value of a true/false key, and of a count in [0, max].
+    auto bool_value = [&] {
+      check(value == "true" || value == "false", what, ": ", key, " must be true or false, got '",
+            value, "'");
+      return value == "true";
+    };
+    auto count_value = [&](long long max) {
+      char* end = nullptr;
+      const long long n = std::strtoll(value.c_str(), &end, 10);
+      check(!value.empty() && *end == '\0' && n >= 0 && n <= max, what, ": ", key,
+            " must be an integer >= 0, got '", value, "'");
+      return static_cast<int64_t>(n);
+    };
     if (key == "architecture") {
       card.architecture = value;
     } else if (key == "model") {
@@ -311,22 +325,14 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
       card.sample_shape = detail::parse_shape_text(value, what);
       have_shape = true;
     } else if (key == "num_classes") {
-      char* end = nullptr;
-      const long long n = std::strtoll(value.c_str(), &end, 10);
-      check(!value.empty() && *end == '\0' && n >= 0 && n < (1LL << 31), what,
-            ": num_classes must be an integer >= 0, got '", value, "'");
-      card.num_classes = n;
+      card.num_classes = count_value((1LL << 31) - 1);
     } else if (key == "class_names") {
       card.class_names = detail::split_text(value, ';');
       for (auto& n : card.class_names) n = detail::trim(n);
     } else if (key == "clip_sample") {
-      check(value == "true" || value == "false", what, ": clip_sample must be true or false, got '",
-            value, "'");
-      card.clip_sample = value == "true";
+      card.clip_sample = bool_value();
     } else if (key == "edm_preconditioning") {
-      check(value == "true" || value == "false", what,
-            ": edm_preconditioning must be true or false, got '", value, "'");
-      card.edm_preconditioning = value == "true";
+      card.edm_preconditioning = bool_value();
     } else if (key == "sigma_data") {
       char* end = nullptr;
       const double v = std::strtod(value.c_str(), &end);
@@ -334,19 +340,11 @@ ModelCard parse_model_card(const std::string& text, const std::string& origin) {
             ": sigma_data must be a finite number > 0, got '", value, "'");
       card.sigma_data = v;
     } else if (key == "reversed_time") {
-      check(value == "true" || value == "false", what,
-            ": reversed_time must be true or false, got '", value, "'");
-      card.reversed_time = value == "true";
+      card.reversed_time = bool_value();
     } else if (key == "learned_variance") {
-      check(value == "true" || value == "false", what,
-            ": learned_variance must be true or false, got '", value, "'");
-      card.learned_variance = value == "true";
+      card.learned_variance = bool_value();
     } else if (key == "guided_channels") {
-      char* end = nullptr;
-      const long long v = std::strtoll(value.c_str(), &end, 10);
-      check(!value.empty() && *end == '\0' && v >= 0, what,
-            ": guided_channels must be an integer >= 0, got '", value, "'");
-      card.guided_channels = static_cast<int64_t>(v);
+      card.guided_channels = count_value(std::numeric_limits<long long>::max());
     } else if (key == "vae") {
       card.vae = value;
     } else if (key == "description") {
