@@ -6,8 +6,11 @@
 #include <vector>
 
 #include <diffuse/detail/aten.h>
+#include <diffuse/detail/fused.h>
 
 namespace diffuse {
+
+namespace fused = detail::fused;
 
 const EnumNames<Parameterization>& parameterization_names() {
   static const EnumNames<Parameterization> names{
@@ -89,6 +92,12 @@ Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Condit
 }
 
 Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint& at) const {
+  return convert_checked(raw, x, at, nullptr);
+}
+
+Prediction Denoiser::convert_checked(const Tensor& raw, const Tensor& x, const TimePoint& at,
+                                     int8_t* out_nonfinite) const {
+  if (out_nonfinite != nullptr) *out_nonfinite = -1;
   // A learned-variance output [B, 2C, ...]: the prediction, then v.
   if (options_.learned_variance && raw.dim() >= 2 && x.dim() >= 2 && raw.size(1) == 2 * x.size(1)) {
     Prediction p = convert(raw.narrow(1, 0, x.size(1)), x, at);
@@ -96,6 +105,20 @@ Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint
     return p;
   }
   const Tensor& out = raw;
+  // With a flag wanted and both operands fusable, each first pass over `out` below reads it too.
+  const bool probe = out_nonfinite != nullptr && fused::can_fuse(x, out);
+  bool bad = false;
+  auto solve_ = [&](const Tensor& xs, const Tensor& u, double cu, double d) {
+    return probe ? fused::solve_checked(xs, u, cu, d, &bad) : solve(xs, u, cu, d);
+  };
+  auto lincomb_div_ = [&](const Tensor& a, double ca, const Tensor& u, double cu, double d) {
+    return probe ? fused::lincomb_div_checked(a, ca, u, cu, d, &bad)
+                 : lincomb_divided(a, ca, u, cu, d);
+  };
+  auto done = [&](Prediction p) {
+    if (probe) *out_nonfinite = bad ? 1 : 0;
+    return p;
+  };
   const double a = at.alpha, s = at.sigma;
   Prediction p;
   if (options_.edm_preconditioning) {
@@ -104,26 +127,28 @@ Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint
     const double c_skip = sd * sd / (sv * sv + sd * sd);
     double c_out = sv * sd / std::sqrt(sv * sv + sd * sd);
     if (options_.prediction_type == Parameterization::kVelocity) c_out = -c_out;
-    p.x0 = lincomb(a == 1.0 ? x : divided(x, a), c_skip, out, c_out);
+    const Tensor xa = a == 1.0 ? x : divided(x, a);
+    p.x0 = probe ? fused::lincomb_checked(xa, c_skip, out, c_out, &bad)
+                 : lincomb(xa, c_skip, out, c_out);
     p.eps = solve(x, p.x0, a, s);
-    return p;
+    return done(std::move(p));
   }
   switch (options_.prediction_type) {
     case Parameterization::kEpsilon:
       check(a > 0, "epsilon prediction cannot give x0 at alpha = 0 (t=", at.t,
             ", zero terminal SNR); use prediction_type=v_prediction or sample");
       p.eps = out;
-      p.x0 = solve(x, out, s, a);
+      p.x0 = solve_(x, out, s, a);
       break;
     case Parameterization::kSample:
       check(s > 0, "sample prediction cannot give eps at sigma = 0 (t=", at.t, ")");
       p.x0 = out;
-      p.eps = solve(x, out, a, s);
+      p.eps = solve_(x, out, a, s);
       break;
     case Parameterization::kVelocity: {
       // v = alpha*eps - sigma*x0 and x = alpha*x0 + sigma*eps; solve for (x0, eps).
       const double n = a * a + s * s;
-      p.x0 = lincomb_divided(x, a, out, -s, n);
+      p.x0 = lincomb_div_(x, a, out, -s, n);
       p.eps = lincomb_divided(x, s, out, a, n);
       break;
     }
@@ -131,12 +156,12 @@ Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint
       // v = eps - x0 and x = alpha*x0 + sigma*eps; alpha + sigma = 1 on the flow schedule.
       const double n = a + s;
       check(n > 0, "flow prediction needs alpha + sigma > 0 (t=", at.t, ")");
-      p.x0 = lincomb_divided(x, 1.0, out, -s, n);
+      p.x0 = lincomb_div_(x, 1.0, out, -s, n);
       p.eps = lincomb_divided(x, 1.0, out, a, n);
       break;
     }
   }
-  return p;
+  return done(std::move(p));
 }
 
 void Denoiser::finalize(Prediction& p, const Tensor& x, const TimePoint& at) const {

@@ -115,18 +115,35 @@ void FiniteLog::record(const Tensor& out, const StepContext& step, const TimePoi
   calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
 }
 
+void FiniteLog::record_known(bool nonfinite, const StepContext& step, const TimePoint& at) {
+  flags_.emplace_back();
+  calls_.push_back(
+      Call{step.index, step.num_steps, step.now.t, at.t, nonfinite ? int8_t{1} : int8_t{0}});
+}
+
 void FiniteLog::check() {
   if (flags_.empty()) return;
   std::vector<Tensor> flags;
   flags.swap(flags_);
   std::vector<Call> calls;
   calls.swap(calls_);
-  bool on_cpu = true;
-  for (const Tensor& f : flags) on_cpu = on_cpu && f.device().is_cpu();
   // CPU flags are read in place; device flags are gathered and copied once (the one sync).
-  const Tensor host = on_cpu ? Tensor() : at::stack(flags).to(at::kCPU);
+  std::vector<Tensor> on_device;
+  std::vector<int64_t> slot(flags.size(), -1);
   for (size_t k = 0; k < flags.size(); ++k) {
-    const float v = on_cpu ? *flags[k].data_ptr<float>() : host.data_ptr<float>()[k];
+    if (calls[k].known < 0 && !flags[k].device().is_cpu()) {
+      slot[k] = static_cast<int64_t>(on_device.size());
+      on_device.push_back(flags[k]);
+    }
+  }
+  const Tensor host = on_device.empty() ? Tensor() : at::stack(on_device).to(at::kCPU);
+  for (size_t k = 0; k < flags.size(); ++k) {
+    float v = 0;
+    if (calls[k].known >= 0) {
+      v = calls[k].known != 0 ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    } else {
+      v = slot[k] >= 0 ? host.data_ptr<float>()[slot[k]] : *flags[k].data_ptr<float>();
+    }
     if (!std::isfinite(v)) {
       const Call& c = calls[k];
       // Deferred (several records): which call of the run; a single record is the call itself.
@@ -158,6 +175,16 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
         now.record(out, step, at);
         now.check();
       }
+    };
+    // The on_prediction hooks and clipping of an unguided (or output-guided) prediction.
+    auto finish = [&](Prediction p) {
+      if (!corrections.empty()) {
+        StepContext pstep = step;
+        pstep.call = at;
+        for (Correction* c : corrections) c->on_prediction(p, x, pstep);
+      }
+      d->finalize(p, x, at);
+      return p;
     };
     StepContext gstep = step;  // what the guidance sees: the step, with the call's point
     gstep.call = at;
@@ -222,17 +249,25 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       if (cond_variance.defined()) out = at::cat({out.to(x.scalar_type()), cond_variance}, 1);
     } else {
       out = d->call_network(x, at, cond);
+      // In x's dtype the output is checked by the pass that converts it (where it can be).
+      if (out.scalar_type() == x.scalar_type() && opts->check_finite) {
+        int8_t nonfinite = -1;
+        Prediction p = d->convert_checked(out, x, at, &nonfinite);
+        if (nonfinite < 0) {
+          check_output(out);
+        } else if (deferred != nullptr) {
+          deferred->record_known(nonfinite != 0, step, at);
+        } else {
+          detail::FiniteLog now;
+          now.record_known(nonfinite != 0, step, at);
+          now.check();
+        }
+        return finish(std::move(p));
+      }
       check_output(out);
     }
     if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
-    Prediction p = d->convert(out, x, at);
-    if (!corrections.empty()) {
-      StepContext pstep = step;
-      pstep.call = at;
-      for (Correction* c : corrections) c->on_prediction(p, x, pstep);
-    }
-    d->finalize(p, x, at);
-    return p;
+    return finish(d->convert(out, x, at));
   };
 }
 

@@ -116,6 +116,13 @@ class Denoiser {
   /// x.
   Prediction convert(const Tensor& out, const Tensor& x, const TimePoint& at) const;
 
+  /// convert(), and whether `out` has a NaN/Inf entry, read in the same pass over `out` where the
+  /// conversion has one (x and out contiguous float32/float64 CPU tensors of one shape, no
+  /// learned-variance channels): *out_nonfinite = 1 (some entry NaN/Inf) or 0; -1 when it was
+  /// not read (the caller checks `out` itself then). The same bits as convert().
+  Prediction convert_checked(const Tensor& out, const Tensor& x, const TimePoint& at,
+                             int8_t* out_nonfinite) const;
+
   /// Clipping / thresholding of x0 (eps re-derived from the clipped x0 if
   /// use_clipped_model_output).
   void finalize(Prediction& p, const Tensor& x, const TimePoint& at) const;

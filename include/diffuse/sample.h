@@ -94,7 +94,8 @@ TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o,
 /// device flag per call: sum(out * 0), which is 0 when every entry of out is finite and NaN when
 /// one is NaN or +-Inf (Inf * 0 = NaN), exactly, whatever the magnitudes (every term is 0, so
 /// nothing can overflow); contiguous float32/float64 CPU outputs get the same 0 or NaN from one
-/// fused pass (detail/fused.h). check() reads all flags with one host transfer and throws naming
+/// fused pass (detail/fused.h), or come already read from the pass that converts them to (x0, eps)
+/// (record_known). check() reads all flags with one host transfer and throws naming
 /// the first bad call's step; a run without records costs nothing.
 class FiniteLog {
  public:
@@ -102,10 +103,13 @@ class FiniteLog {
     int64_t index, num_steps;  ///< the sampler step of the call
     double t;                  ///< that step's time (StepContext::now.t)
     double at;                 ///< where the call evaluated the network
+    int8_t known = -1;         ///< -1: the flag is a tensor; 0 / 1: finite / not, known already
   };
 
   /// Adds the flag of one network output.
   void record(const Tensor& out, const StepContext& step, const TimePoint& at);
+  /// Adds a flag already read on the host (by the fused conversion pass): no tensor, no pass.
+  void record_known(bool nonfinite, const StepContext& step, const TimePoint& at);
 
   size_t size() const { return flags_.size(); }
 

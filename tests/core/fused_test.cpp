@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -98,6 +99,19 @@ const std::vector<double> kCoefs = {0.1,
                                     std::numeric_limits<double>::infinity()};
 const std::vector<at::ScalarType> kTypes = {at::kFloat, at::kDouble};
 
+// Runs body once per instruction set this build and CPU have (baseline, AVX2, AVX-512), each with
+// that set's kernels; the set chosen before is restored.
+template <typename F>
+void for_each_isa(const F& body) {
+  const fused::KernelIsa before = fused::kernel_isa();
+  for (fused::KernelIsa isa : fused::supported_kernel_isas()) {
+    SCOPED_TRACE(::testing::Message() << "kernels " << fused::kernel_isa_name(isa));
+    fused::set_kernel_isa(isa);
+    body();
+  }
+  fused::set_kernel_isa(before);
+}
+
 TEST(Fused, TheTestTensorsTakeTheFusedPath) {
   for (auto dt : kTypes) {
     EXPECT_TRUE(fused::can_fuse(data(10, dt, 1)));
@@ -107,74 +121,172 @@ TEST(Fused, TheTestTensorsTakeTheFusedPath) {
 }
 
 TEST(Fused, ScaleAndDivideMatchLibTorch) {
-  for (auto dt : kTypes) {
-    for (int64_t n : kLengths) {
-      const Tensor a = data(n, dt, static_cast<uint64_t>(n));
-      for (double c : kCoefs) {
-        SCOPED_TRACE(::testing::Message() << dt << " n=" << n << " c=" << c);
-        EXPECT_TRUE(same_bits(fused::mul(a, c), mul_ref(a, c)));
-        EXPECT_TRUE(same_bits(fused::div(a, c), div_ref(a, c)));
-        Tensor m = a.clone();
-        fused::mul_(m, c);
-        EXPECT_TRUE(same_bits(m, mul_ref(a, c)));
-        Tensor d = a.clone();
-        fused::div_(d, c);
-        EXPECT_TRUE(same_bits(d, div_ref(a, c)));
-      }
-    }
-  }
-}
-
-TEST(Fused, TwoTermKernelsMatchLibTorch) {
-  for (auto dt : kTypes) {
-    for (int64_t n : kLengths) {
-      const Tensor a = data(n, dt, static_cast<uint64_t>(n) + 1);
-      const Tensor b = data(n, dt, static_cast<uint64_t>(n) + 2);
-      for (size_t i = 0; i < kCoefs.size(); ++i) {
-        const double ca = kCoefs[i], cb = kCoefs[(i * 3 + 1) % kCoefs.size()];
-        const double d = kCoefs[(i * 7 + 2) % kCoefs.size()];
-        SCOPED_TRACE(::testing::Message()
-                     << dt << " n=" << n << " ca=" << ca << " cb=" << cb << " d=" << d);
-        EXPECT_TRUE(same_bits(fused::lincomb(a, ca, b, cb), mul_ref(a, ca) + mul_ref(b, cb)));
-        EXPECT_TRUE(same_bits(fused::lincomb_div(a, ca, b, cb, d),
-                              div_ref(mul_ref(a, ca) + mul_ref(b, cb), d)));
-        EXPECT_TRUE(same_bits(fused::solve(a, b, cb, d), div_ref(a - mul_ref(b, cb), d)));
-        Tensor x = a.clone();
-        fused::add_scaled_(x, b, cb, false);
-        EXPECT_TRUE(same_bits(x, a + mul_ref(b, cb)));
-        x = a.clone();
-        fused::add_scaled_(x, b, cb, true);
-        EXPECT_TRUE(same_bits(x, a - mul_ref(b, cb)));
-        EXPECT_TRUE(same_bits(fused::diff_scaled(a, b, ca, false), mul_ref(a - b, ca)));
-        EXPECT_TRUE(same_bits(fused::diff_scaled(a, b, d, true), div_ref(a - b, d)));
-      }
-    }
-  }
-}
-
-TEST(Fused, NonFiniteFlagFindsEveryNanAndInf) {
-  for (auto dt : kTypes) {
-    for (int64_t n : {1, 9, 17, 1000}) {
-      Tensor a = at::randn({n}, at::TensorOptions().dtype(dt)) * 1e30;
-      a[0] = dt == at::kFloat ? 3.4e38 : 1.7e308;  // huge but finite
-      if (n > 1) a[1] = dt == at::kFloat ? 1e-45 : 5e-324;
-      EXPECT_FALSE(fused::any_nonfinite(a)) << n;
-      for (double bad :
-           {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
-            std::numeric_limits<double>::quiet_NaN()}) {
-        for (int64_t at_i : {int64_t{0}, n / 2, n - 1}) {
-          Tensor b = a.clone();
-          b[at_i] = bad;
-          EXPECT_TRUE(fused::any_nonfinite(b)) << n << " " << at_i << " " << bad;
-          EXPECT_EQ(fused::any_nonfinite(b), !at::isfinite(b).all().item<bool>());
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : kLengths) {
+        const Tensor a = data(n, dt, static_cast<uint64_t>(n));
+        for (double c : kCoefs) {
+          SCOPED_TRACE(::testing::Message() << dt << " n=" << n << " c=" << c);
+          EXPECT_TRUE(same_bits(fused::mul(a, c), mul_ref(a, c)));
+          EXPECT_TRUE(same_bits(fused::div(a, c), div_ref(a, c)));
+          Tensor m = a.clone();
+          fused::mul_(m, c);
+          EXPECT_TRUE(same_bits(m, mul_ref(a, c)));
+          Tensor d = a.clone();
+          fused::div_(d, c);
+          EXPECT_TRUE(same_bits(d, div_ref(a, c)));
         }
       }
     }
-  }
+  });
+}
+
+TEST(Fused, TwoTermKernelsMatchLibTorch) {
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : kLengths) {
+        const Tensor a = data(n, dt, static_cast<uint64_t>(n) + 1);
+        const Tensor b = data(n, dt, static_cast<uint64_t>(n) + 2);
+        for (size_t i = 0; i < kCoefs.size(); ++i) {
+          const double ca = kCoefs[i], cb = kCoefs[(i * 3 + 1) % kCoefs.size()];
+          const double d = kCoefs[(i * 7 + 2) % kCoefs.size()];
+          SCOPED_TRACE(::testing::Message()
+                       << dt << " n=" << n << " ca=" << ca << " cb=" << cb << " d=" << d);
+          EXPECT_TRUE(same_bits(fused::lincomb(a, ca, b, cb), mul_ref(a, ca) + mul_ref(b, cb)));
+          EXPECT_TRUE(same_bits(fused::lincomb_div(a, ca, b, cb, d),
+                                div_ref(mul_ref(a, ca) + mul_ref(b, cb), d)));
+          EXPECT_TRUE(same_bits(fused::solve(a, b, cb, d), div_ref(a - mul_ref(b, cb), d)));
+          Tensor x = a.clone();
+          fused::add_scaled_(x, b, cb, false);
+          EXPECT_TRUE(same_bits(x, a + mul_ref(b, cb)));
+          x = a.clone();
+          fused::add_scaled_(x, b, cb, true);
+          EXPECT_TRUE(same_bits(x, a - mul_ref(b, cb)));
+          EXPECT_TRUE(same_bits(fused::diff_scaled(a, b, ca, false), mul_ref(a - b, ca)));
+          EXPECT_TRUE(same_bits(fused::diff_scaled(a, b, d, true), div_ref(a - b, d)));
+        }
+      }
+    }
+  });
+}
+
+TEST(Fused, NonFiniteFlagFindsEveryNanAndInf) {
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : {1, 9, 17, 1000}) {
+        Tensor a = at::randn({n}, at::TensorOptions().dtype(dt)) * 1e30;
+        a[0] = dt == at::kFloat ? 3.4e38 : 1.7e308;  // huge but finite
+        if (n > 1) a[1] = dt == at::kFloat ? 1e-45 : 5e-324;
+        EXPECT_FALSE(fused::any_nonfinite(a)) << n;
+        for (double bad :
+             {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+              std::numeric_limits<double>::quiet_NaN()}) {
+          for (int64_t at_i : {int64_t{0}, n / 2, n - 1}) {
+            Tensor b = a.clone();
+            b[at_i] = bad;
+            EXPECT_TRUE(fused::any_nonfinite(b)) << n << " " << at_i << " " << bad;
+            EXPECT_EQ(fused::any_nonfinite(b), !at::isfinite(b).all().item<bool>());
+          }
+        }
+      }
+    }
+  });
 }
 
 // The detail:: helpers the samplers call: fused where possible, LibTorch otherwise, the same
 // values either way.
+TEST(Fused, EveryInstructionSetIsListedAndTheBestIsTheDefault) {
+  const auto isas = fused::supported_kernel_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), fused::KernelIsa::kBaseline);
+  // Without DIFFUSE_CPU_ISA the first choice is the best set the CPU has (the tests run without
+  // it).
+  if (std::getenv("DIFFUSE_CPU_ISA") == nullptr) {
+    EXPECT_EQ(fused::kernel_isa(), isas.back()) << fused::kernel_isa_name(fused::kernel_isa());
+  }
+  EXPECT_STREQ(fused::kernel_isa_name(fused::KernelIsa::kAvx512), "avx512");
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) {
+    EXPECT_EQ(isas.back(), fused::KernelIsa::kAvx512);
+  }
+#endif
+}
+
+TEST(Fused, ConversionsWithTheFlagMatchThePlainKernelsAndFindEveryNanAndInf) {
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : kLengths) {
+        const Tensor a = data(n, dt, static_cast<uint64_t>(n) + 5);
+        // u finite, then with one NaN/Inf at the start, middle and end
+        Tensor u = at::randn({n}, at::TensorOptions().dtype(dt));
+        std::vector<std::pair<Tensor, bool>> cases = {{u, false}};
+        for (int64_t i : {int64_t{0}, n / 2, n - 1}) {
+          Tensor b = u.clone();
+          b[i] = i % 2 ? std::numeric_limits<double>::quiet_NaN()
+                       : -std::numeric_limits<double>::infinity();
+          cases.emplace_back(b, true);
+        }
+        // planted specials (NaN/Inf among them for the longer lengths): the flag must match
+        cases.emplace_back(data(n, dt, static_cast<uint64_t>(n) + 6), n >= 100);
+        for (const auto& [b, bad] : cases) {
+          SCOPED_TRACE(::testing::Message() << dt << " n=" << n << " bad=" << bad);
+          const bool want_bad = !at::isfinite(b).all().item<bool>();
+          if (bad) {
+            ASSERT_TRUE(want_bad);
+          }
+          bool flag = !want_bad;
+          EXPECT_TRUE(same_bits(fused::solve_checked(a, b, 0.3, -1.7, &flag),
+                                fused::solve(a, b, 0.3, -1.7)));
+          EXPECT_EQ(flag, want_bad);
+          flag = !want_bad;
+          EXPECT_TRUE(same_bits(fused::lincomb_checked(a, 0.9, b, 1.0 / 3.0, &flag),
+                                fused::lincomb(a, 0.9, b, 1.0 / 3.0)));
+          EXPECT_EQ(flag, want_bad);
+          flag = !want_bad;
+          EXPECT_TRUE(same_bits(fused::lincomb_div_checked(a, 0.9, b, -2.5, 1.3, &flag),
+                                fused::lincomb_div(a, 0.9, b, -2.5, 1.3)));
+          EXPECT_EQ(flag, want_bad);
+        }
+      }
+    }
+  });
+}
+
+TEST(Fused, DenoiserConvertCheckedGivesConvertsBitsAndTheOutputsFlag) {
+  using diffuse::Parameterization;
+  const diffuse::TimePoint at{0.4, 0.8, 0.6};  // t, alpha, sigma
+  for (auto dt : kTypes) {
+    const Tensor x = at::randn({2, 3, 5}, at::TensorOptions().dtype(dt));
+    Tensor bad = at::randn({2, 3, 5}, at::TensorOptions().dtype(dt));
+    bad[1][2][4] = std::numeric_limits<double>::quiet_NaN();
+    for (auto type : {Parameterization::kEpsilon, Parameterization::kSample,
+                      Parameterization::kVelocity, Parameterization::kFlow}) {
+      for (bool edm : {false, true}) {
+        if (edm && (type == Parameterization::kFlow || type == Parameterization::kSample)) continue;
+        diffuse::DenoiserOptions o;
+        o.prediction_type = type;
+        o.edm_preconditioning = edm;
+        const diffuse::Denoiser d(
+            [](const Tensor& v, const Tensor&, const diffuse::Conditioning&) { return v; }, o);
+        for (const Tensor& out : {at::randn({2, 3, 5}, at::TensorOptions().dtype(dt)), bad}) {
+          SCOPED_TRACE(::testing::Message()
+                       << dt << " type " << static_cast<int>(type) << " edm " << edm);
+          int8_t flag = 7;
+          const diffuse::Prediction got = d.convert_checked(out, x, at, &flag);
+          const diffuse::Prediction want = d.convert(out, x, at);
+          EXPECT_TRUE(same_bits(got.x0, want.x0));
+          EXPECT_TRUE(same_bits(got.eps, want.eps));
+          EXPECT_EQ(flag, at::isfinite(out).all().item<bool>() ? 0 : 1);
+        }
+        // Not fusable (a strided view): not read, -1.
+        int8_t flag = 7;
+        d.convert_checked(bad.transpose(1, 2).contiguous().transpose(1, 2), x, at, &flag);
+        EXPECT_EQ(flag, -1);
+      }
+    }
+  }
+}
+
 TEST(Fused, HelpersFallBackForWhatTheKernelsDoNotTake) {
   namespace d = diffuse;
   const Tensor a = data(64, at::kFloat, 5).reshape({8, 8});

@@ -5,11 +5,16 @@
 // rounded to the tensor's dtype, then every sum, in the order the expression gives (the
 // coefficient is rounded to float32 first for float32 tensors, as the 0-dim float32 operand of
 // diffuse::scaled does). The loops must therefore not be contracted into fused multiply-adds,
-// which would skip a rounding: GCC gets fp-contract=off per function, clang a pragma inside it.
-// Checked with -O3 -march=native (FMA available): no fused multiply-add in these loops with g++ 12
-// (also under an explicit -ffp-contract=fast) or clang 14 (default contraction). Clang with an
-// explicit -ffp-contract=fast disregards the pragma by design and does contract them: do not
-// build with that flag if the last bit matters (-ffast-math is detected, see below).
+// which would skip a rounding: src/fused_kernels.cpp compiles them with fp-contract=off (GCC) or
+// the fp contract(off) pragma (clang). Checked with -O3 -march=native (FMA available): no fused
+// multiply-add in these loops with g++ 12 (also under an explicit -ffp-contract=fast) or clang 14
+// (default contraction). Clang with an explicit -ffp-contract=fast disregards the pragma by design
+// and does contract them: do not build with that flag if the last bit matters (-ffast-math is
+// detected, see below).
+//
+// The loops live in src/fused_kernels.inc, compiled there once per instruction set (the build's
+// baseline; with GCC on x86-64 also AVX2 and AVX-512) and picked at run time (kernel_isa()): the
+// default build stays portable and still runs 256- or 512-bit loops where the CPU has them.
 //
 // Only contiguous, strided CPU tensors of float32 or float64 with identical shapes, without
 // requires_grad and without a negation view, take the fused path (can_fuse()); callers fall back
@@ -22,27 +27,15 @@
 
 #include <ATen/Parallel.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include <diffuse/detail/aten.h>
-
-#if defined(__clang__)
-#define DIFFUSE_NO_CONTRACT_FN
-#define DIFFUSE_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
-#elif defined(__GNUC__)
-#define DIFFUSE_NO_CONTRACT_FN __attribute__((optimize("fp-contract=off")))
-#define DIFFUSE_NO_CONTRACT_BODY
-#else
-// MSVC contracts only under /fp:fast or /fp:contract; the pragma turns it off for this header.
-#if defined(_MSC_VER)
-#pragma fp_contract(off)
-#endif
-#define DIFFUSE_NO_CONTRACT_FN
-#define DIFFUSE_NO_CONTRACT_BODY
-#endif
 
 namespace diffuse::detail::fused {
 
@@ -86,135 +79,50 @@ inline float coefficient<float>(double c) {
   return c < 0 ? -mag : mag;
 }
 
-// The raw loops. `out` never overlaps the inputs unless the signature says so (the in-place
-// kernels take one pointer for both).
-namespace kernel {
+/// The instruction sets the kernels are compiled for (src/fused_kernels.cpp): the build's
+/// baseline everywhere, AVX2 and AVX-512 as well with GCC on x86-64. Every set gives the same bits.
+enum class KernelIsa { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 
+/// "baseline", "avx2", "avx512" (the values DIFFUSE_CPU_ISA takes).
+const char* kernel_isa_name(KernelIsa isa);
+/// The sets this build has and this CPU runs, baseline first.
+std::vector<KernelIsa> supported_kernel_isas();
+/// supported_kernel_isas() as "baseline, avx2, avx512".
+std::string supported_kernel_isas_text();
+/// The set in use: DIFFUSE_CPU_ISA when set (an unsupported value is an error), else the best one.
+KernelIsa kernel_isa();
+/// Switches the set in use (tests, benchmarks); not while kernels run on other threads.
+void set_kernel_isa(KernelIsa isa);
+
+/// The raw loops of one instruction set for element type T (fused_kernels.inc has them). `out`
+/// never overlaps the inputs unless the signature says so (the in-place kernels take one pointer
+/// for both); the *_check kernels also return whether their second tensor operand has a NaN/Inf.
 template <typename T>
-DIFFUSE_NO_CONTRACT_FN void mul(const T* __restrict a, T c, T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * c;
-}
+struct KernelTable {
+  void (*mul)(const T* a, T c, T* out, int64_t n);                         // a * c
+  void (*mul_inplace)(T* x, T c, int64_t n);                               // x *= c
+  void (*div)(const T* a, T c, T* out, int64_t n);                         // a / c
+  void (*div_inplace)(T* x, T c, int64_t n);                               // x /= c
+  void (*lincomb)(const T* a, T ca, const T* b, T cb, T* out, int64_t n);  // a ca + b cb
+  void (*lincomb_div)(const T* a, T ca, const T* b, T cb, T d, T* out, int64_t n);
+  void (*solve)(const T* x, const T* u, T cu, T d, T* out, int64_t n);  // (x - u cu) / d
+  void (*add_scaled)(T* x, const T* e, T c, int64_t n);                 // x += e c
+  void (*sub_scaled)(T* x, const T* e, T c, int64_t n);                 // x -= e c
+  void (*diff_mul)(const T* a, const T* b, T c, T* out, int64_t n);     // (a - b) c
+  void (*diff_div)(const T* a, const T* b, T c, T* out, int64_t n);     // (a - b) / c
+  bool (*any_nonfinite)(const T* a, int64_t n);
+  bool (*solve_check)(const T* x, const T* u, T cu, T d, T* out, int64_t n);
+  bool (*lincomb_check)(const T* a, T ca, const T* b, T cb, T* out, int64_t n);
+  bool (*lincomb_div_check)(const T* a, T ca, const T* b, T cb, T d, T* out, int64_t n);
+};
 
+/// The kernels of kernel_isa() for T = float or double.
 template <typename T>
-DIFFUSE_NO_CONTRACT_FN void mul_inplace(T* __restrict x, T c, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] * c;
-}
-
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void div(const T* __restrict a, T c, T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] / c;
-}
-
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void div_inplace(T* __restrict x, T c, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / c;
-}
-
-// out = a * ca + b * cb
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void lincomb(const T* __restrict a, T ca, const T* __restrict b, T cb,
-                                    T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T p = a[i] * ca;
-    const T q = b[i] * cb;
-    out[i] = p + q;
-  }
-}
-
-// out = (a * ca + b * cb) / d
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void lincomb_div(const T* __restrict a, T ca, const T* __restrict b, T cb,
-                                        T d, T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T p = a[i] * ca;
-    const T q = b[i] * cb;
-    const T s = p + q;
-    out[i] = s / d;
-  }
-}
-
-// out = (x - u * cu) / d
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void solve(const T* __restrict x, const T* __restrict u, T cu, T d,
-                                  T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T p = u[i] * cu;
-    const T s = x[i] - p;
-    out[i] = s / d;
-  }
-}
-
-// x = x + e * c (sign > 0) or x = x - e * c (sign < 0)
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void add_scaled(T* __restrict x, const T* __restrict e, T c, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T q = e[i] * c;
-    x[i] = x[i] + q;
-  }
-}
-
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void sub_scaled(T* __restrict x, const T* __restrict e, T c, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T q = e[i] * c;
-    x[i] = x[i] - q;
-  }
-}
-
-// out = (a - b) * c
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void diff_mul(const T* __restrict a, const T* __restrict b, T c,
-                                     T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T s = a[i] - b[i];
-    out[i] = s * c;
-  }
-}
-
-// out = (a - b) / c
-template <typename T>
-DIFFUSE_NO_CONTRACT_FN void diff_div(const T* __restrict a, const T* __restrict b, T c,
-                                     T* __restrict out, int64_t n) {
-  DIFFUSE_NO_CONTRACT_BODY
-  for (int64_t i = 0; i < n; ++i) {
-    const T s = a[i] - b[i];
-    out[i] = s / c;
-  }
-}
-
-// Whether any entry is NaN or +-Inf: all exponent bits set. Integer arithmetic on the bit
-// patterns, so no floating-point flag (-ffinite-math-only included) can fold it away.
-inline bool any_nonfinite(const float* a, int64_t n) {
-  uint32_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, a + i, sizeof u);
-    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad != 0;
-}
-
-inline bool any_nonfinite(const double* a, int64_t n) {
-  uint64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint64_t u;
-    std::memcpy(&u, a + i, sizeof u);
-    bad |= static_cast<uint64_t>((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-  }
-  return bad != 0;
-}
-
-}  // namespace kernel
+const KernelTable<T>& kernels();
+template <>
+const KernelTable<float>& kernels<float>();
+template <>
+const KernelTable<double>& kernels<double>();
 
 /// Runs body(begin, end) over [0, n) on LibTorch's intra-op threads with its elementwise grain
 /// size (one thread below 32768 entries, like TensorIterator).
@@ -242,7 +150,8 @@ inline Tensor mul(const Tensor& a, double c) {
     const T* pa = a.data_ptr<T>();
     T* po = out.data_ptr<T>();
     const T cc = coefficient<T>(c);
-    for_range(a.numel(), [&](int64_t b, int64_t e) { kernel::mul(pa + b, cc, po + b, e - b); });
+    for_range(a.numel(),
+              [&](int64_t b, int64_t e) { kernels<T>().mul(pa + b, cc, po + b, e - b); });
   });
   return out;
 }
@@ -255,7 +164,8 @@ inline Tensor div(const Tensor& a, double c) {
     const T* pa = a.data_ptr<T>();
     T* po = out.data_ptr<T>();
     const T cc = coefficient<T>(c);
-    for_range(a.numel(), [&](int64_t b, int64_t e) { kernel::div(pa + b, cc, po + b, e - b); });
+    for_range(a.numel(),
+              [&](int64_t b, int64_t e) { kernels<T>().div(pa + b, cc, po + b, e - b); });
   });
   return out;
 }
@@ -266,7 +176,8 @@ inline void mul_(Tensor& x, double c) {
     using T = decltype(z);
     T* px = x.data_ptr<T>();
     const T cc = coefficient<T>(c);
-    for_range(x.numel(), [&](int64_t b, int64_t e) { kernel::mul_inplace(px + b, cc, e - b); });
+    for_range(x.numel(),
+              [&](int64_t b, int64_t e) { kernels<T>().mul_inplace(px + b, cc, e - b); });
   });
 }
 
@@ -276,7 +187,8 @@ inline void div_(Tensor& x, double c) {
     using T = decltype(z);
     T* px = x.data_ptr<T>();
     const T cc = coefficient<T>(c);
-    for_range(x.numel(), [&](int64_t b, int64_t e) { kernel::div_inplace(px + b, cc, e - b); });
+    for_range(x.numel(),
+              [&](int64_t b, int64_t e) { kernels<T>().div_inplace(px + b, cc, e - b); });
   });
 }
 
@@ -289,7 +201,7 @@ inline Tensor lincomb(const Tensor& a, double ca, const Tensor& b, double cb) {
     T* po = out.data_ptr<T>();
     const T fa = coefficient<T>(ca), fb = coefficient<T>(cb);
     for_range(a.numel(), [&](int64_t s, int64_t e) {
-      kernel::lincomb(pa + s, fa, pb + s, fb, po + s, e - s);
+      kernels<T>().lincomb(pa + s, fa, pb + s, fb, po + s, e - s);
     });
   });
   return out;
@@ -304,7 +216,7 @@ inline Tensor lincomb_div(const Tensor& a, double ca, const Tensor& b, double cb
     T* po = out.data_ptr<T>();
     const T fa = coefficient<T>(ca), fb = coefficient<T>(cb), fd = coefficient<T>(d);
     for_range(a.numel(), [&](int64_t s, int64_t e) {
-      kernel::lincomb_div(pa + s, fa, pb + s, fb, fd, po + s, e - s);
+      kernels<T>().lincomb_div(pa + s, fa, pb + s, fb, fd, po + s, e - s);
     });
   });
   return out;
@@ -318,8 +230,9 @@ inline Tensor solve(const Tensor& x, const Tensor& u, double cu, double d) {
     const T *px = x.data_ptr<T>(), *pu = u.data_ptr<T>();
     T* po = out.data_ptr<T>();
     const T fu = coefficient<T>(cu), fd = coefficient<T>(d);
-    for_range(x.numel(),
-              [&](int64_t s, int64_t e) { kernel::solve(px + s, pu + s, fu, fd, po + s, e - s); });
+    for_range(x.numel(), [&](int64_t s, int64_t e) {
+      kernels<T>().solve(px + s, pu + s, fu, fd, po + s, e - s);
+    });
   });
   return out;
 }
@@ -333,9 +246,9 @@ inline void add_scaled_(Tensor& x, const Tensor& e, double c, bool negative) {
     const T cc = coefficient<T>(c);
     for_range(x.numel(), [&](int64_t s, int64_t n) {
       if (negative) {
-        kernel::sub_scaled(px + s, pe + s, cc, n - s);
+        kernels<T>().sub_scaled(px + s, pe + s, cc, n - s);
       } else {
-        kernel::add_scaled(px + s, pe + s, cc, n - s);
+        kernels<T>().add_scaled(px + s, pe + s, cc, n - s);
       }
     });
   });
@@ -351,9 +264,9 @@ inline Tensor diff_scaled(const Tensor& a, const Tensor& b, double c, bool divid
     const T cc = coefficient<T>(c);
     for_range(a.numel(), [&](int64_t s, int64_t e) {
       if (divide) {
-        kernel::diff_div(pa + s, pb + s, cc, po + s, e - s);
+        kernels<T>().diff_div(pa + s, pb + s, cc, po + s, e - s);
       } else {
-        kernel::diff_mul(pa + s, pb + s, cc, po + s, e - s);
+        kernels<T>().diff_mul(pa + s, pb + s, cc, po + s, e - s);
       }
     });
   });
@@ -364,14 +277,73 @@ inline Tensor diff_scaled(const Tensor& a, const Tensor& b, double c, bool divid
 inline bool any_nonfinite(const Tensor& a) {
   return dispatch(a, [&](auto z) {
     using T = decltype(z);
-    return kernel::any_nonfinite(a.data_ptr<T>(), a.numel());
+    return kernels<T>().any_nonfinite(a.data_ptr<T>(), a.numel());
   });
+}
+
+// The conversions of a network output `u` with its finiteness flag read in the same pass: the
+// result as solve() / lincomb() / lincomb_div(), and *u_nonfinite = whether u has a NaN or +-Inf
+// entry (the value sample()'s finiteness check needs, without a pass of its own).
+
+/// Runs a *_check kernel over [0, n) in chunks; true when any chunk saw a NaN/Inf.
+template <typename F>
+inline bool for_range_check(int64_t n, const F& chunk) {
+  std::atomic<bool> bad{false};
+  for_range(n, [&](int64_t s, int64_t e) {
+    if (chunk(s, e)) bad.store(true, std::memory_order_relaxed);
+  });
+  return bad.load();
+}
+
+/// (x - u * cu) / d
+inline Tensor solve_checked(const Tensor& x, const Tensor& u, double cu, double d,
+                            bool* u_nonfinite) {
+  Tensor out = empty_as(x);
+  *u_nonfinite = dispatch(x, [&](auto z) {
+    using T = decltype(z);
+    const T *px = x.data_ptr<T>(), *pu = u.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    const T fu = coefficient<T>(cu), fd = coefficient<T>(d);
+    return for_range_check(x.numel(), [&](int64_t s, int64_t e) {
+      return kernels<T>().solve_check(px + s, pu + s, fu, fd, po + s, e - s);
+    });
+  });
+  return out;
+}
+
+/// a * ca + u * cu
+inline Tensor lincomb_checked(const Tensor& a, double ca, const Tensor& u, double cu,
+                              bool* u_nonfinite) {
+  Tensor out = empty_as(a);
+  *u_nonfinite = dispatch(a, [&](auto z) {
+    using T = decltype(z);
+    const T *pa = a.data_ptr<T>(), *pu = u.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    const T fa = coefficient<T>(ca), fu = coefficient<T>(cu);
+    return for_range_check(a.numel(), [&](int64_t s, int64_t e) {
+      return kernels<T>().lincomb_check(pa + s, fa, pu + s, fu, po + s, e - s);
+    });
+  });
+  return out;
+}
+
+/// (a * ca + u * cu) / d
+inline Tensor lincomb_div_checked(const Tensor& a, double ca, const Tensor& u, double cu, double d,
+                                  bool* u_nonfinite) {
+  Tensor out = empty_as(a);
+  *u_nonfinite = dispatch(a, [&](auto z) {
+    using T = decltype(z);
+    const T *pa = a.data_ptr<T>(), *pu = u.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    const T fa = coefficient<T>(ca), fu = coefficient<T>(cu), fd = coefficient<T>(d);
+    return for_range_check(a.numel(), [&](int64_t s, int64_t e) {
+      return kernels<T>().lincomb_div_check(pa + s, fa, pu + s, fu, fd, po + s, e - s);
+    });
+  });
+  return out;
 }
 
 /// Two storages that may share memory (the in-place kernels must not read what they write).
 inline bool may_overlap(const Tensor& a, const Tensor& b) { return a.is_alias_of(b); }
 
 }  // namespace diffuse::detail::fused
-
-#undef DIFFUSE_NO_CONTRACT_FN
-#undef DIFFUSE_NO_CONTRACT_BODY
