@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -163,15 +165,35 @@ at::Tensor dit_timestep_embedding(const at::Tensor& t, int64_t dim, double max_p
 }
 
 Network as_network(DiT model, bool keep_variance) {
-  return [model, keep_variance](const Tensor& x, const Tensor& t,
-                                const Conditioning& c) mutable -> Tensor {
+  return as_network(std::move(model), keep_variance, nullptr);
+}
+
+Network as_network(DiT model, bool keep_variance, std::shared_ptr<DiTStepCache> cache) {
+  return [model, keep_variance, cache](const Tensor& x, const Tensor& t,
+                                       const Conditioning& c) mutable -> Tensor {
     Tensor y = model->options.num_classes() > 0 ? c.value : Tensor();
     auto it = c.extra.find("mask");
-    Tensor out = model->forward(x, t, y, it != c.extra.end() ? it->second : Tensor());
+    const Tensor mask = it != c.extra.end() ? it->second : Tensor();
+    check(!cache || !mask.defined(), "DiT: step caching does not take a token mask");
+    Tensor out = cache ? model->forward_cached(x, t, y, *cache) : model->forward(x, t, y, mask);
     if (model->options.learn_sigma() && !keep_variance)
       out = out.narrow(1, 0, model->options.in_channels());
     return out;
   };
+}
+
+DiTStepCache::DiTStepCache(double threshold, int64_t max_reuse)
+    : threshold_(threshold), max_reuse_(max_reuse) {
+  check(std::isfinite(threshold) && threshold >= 0,
+        "DiTStepCache: threshold must be finite and >= 0, got ", threshold);
+  check(max_reuse >= 0, "DiTStepCache: max_reuse must be >= 0, got ", max_reuse);
+}
+
+void DiTStepCache::reset() {
+  previous_ = Tensor();
+  residual_ = Tensor();
+  accumulated_ = 0;
+  in_a_row_ = computed_ = reused_ = 0;
 }
 
 void DiTPatchEmbedImpl::reset() {
@@ -290,6 +312,50 @@ at::Tensor DiTImpl::label_embedding(const at::Tensor& labels, int64_t batch,
 
 at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
                             const at::Tensor& mask) {
+  return forward_impl(x, t, y, mask, nullptr);
+}
+
+at::Tensor DiTImpl::forward_cached(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                                   DiTStepCache& cache) {
+  return forward_impl(x, t, y, {}, &cache);
+}
+
+at::Tensor DiTImpl::run_blocks(const at::Tensor& h_in, const at::Tensor& c, DiTStepCache* cache) {
+  at::Tensor h = h_in;
+  if (cache == nullptr || blocks->is_empty()) {
+    for (const auto& blk : *blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
+    return h;
+  }
+  // The first block's modulated input decides (see DiTStepCache).
+  auto* first = (*blocks)[0]->as<DiTBlockImpl>();
+  const std::vector<at::Tensor> m = first->adaLN_modulation->forward(c).chunk(6, 1);
+  const at::Tensor now = detail::modulate(detail::plain_layer_norm(h), m[0], m[1]);
+  DiTStepCache& k = *cache;
+  bool reuse = false;
+  if (k.residual_.defined() && k.previous_.defined() && k.residual_.sizes() == h.sizes() &&
+      k.residual_.scalar_type() == h.scalar_type() && k.residual_.device() == h.device() &&
+      k.previous_.sizes() == now.sizes()) {
+    const double base = k.previous_.abs().mean().item<double>();
+    const double change = (now - k.previous_).abs().mean().item<double>();
+    k.accumulated_ += base > 0 ? change / base : std::numeric_limits<double>::infinity();
+    reuse = k.accumulated_ < k.threshold_ && (k.max_reuse_ == 0 || k.in_a_row_ < k.max_reuse_);
+  }
+  k.previous_ = now.detach();
+  if (reuse) {
+    ++k.reused_;
+    ++k.in_a_row_;
+    return h + k.residual_;
+  }
+  for (const auto& blk : *blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
+  k.residual_ = (h - h_in).detach();
+  k.accumulated_ = 0;
+  k.in_a_row_ = 0;
+  ++k.computed_;
+  return h;
+}
+
+at::Tensor DiTImpl::forward_impl(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                                 const at::Tensor& mask, DiTStepCache* cache) {
   const DiTOptions& o = options;
   check(x.defined() && x.dim() == 4, "DiT: x must have shape [B, C, H, W], got ",
         x.defined() ? x.sizes() : at::IntArrayRef{});
@@ -320,7 +386,7 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
     keep = kept_indices(mask, b, n);
     h = at::gather(h, 1, keep.unsqueeze(-1).expand({b, keep.size(1), h.size(2)}));
   }
-  for (const auto& blk : *blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
+  h = run_blocks(h, c, cache);
 
   if (decoder_layer) {
     h = decoder_layer->forward(h, c);

@@ -188,6 +188,28 @@ void load_dit_checked(DiT& model, torch::serialize::InputArchive& ar, const std:
   }
 }
 
+/// Our DiT as the card's network: learned-variance channels kept when the card says so, time
+/// reversed for SiT cards; blocks step-cached with a cache.
+Network dit_network(const DiT& model, const ModelCard& card, std::shared_ptr<DiTStepCache> cache) {
+  Network net = cache ? as_network(model, card.learned_variance, std::move(cache))
+                      : as_network(model, card.learned_variance);
+  if (card.reversed_time) {
+    // SiT: time 0 = noise, 1 = data, velocity d x / d t along it = -(d x / d sigma).
+    net = [net](const Tensor& x, const Tensor& t, const Conditioning& c) {
+      return net(x, 1.0 - t, c).neg();
+    };
+  }
+  return net;
+}
+
+/// A float32 network that also takes float16 inputs (and then returns float16).
+Network accept_half(Network inner) {
+  return [inner](const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
+    if (x.scalar_type() != at::kHalf) return inner(x, t, c);
+    return inner(x.to(at::kFloat), t.to(at::kFloat), c).to(at::kHalf);
+  };
+}
+
 LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& options,
                        std::string source, std::string format) {
   model->to(options.device, options.dtype);
@@ -198,13 +220,7 @@ LoadedModel finish_dit(DiT model, ModelCard card, const LoadModelOptions& option
   m.dtype = options.dtype;
   check(!m.card.learned_variance || model->options.learn_sigma(), source,
         ": the card says learned_variance=true but the DiT has no learn_sigma head");
-  m.network = as_network(model, m.card.learned_variance);
-  if (m.card.reversed_time) {
-    // SiT: time 0 = noise, 1 = data, velocity d x / d t along it = -(d x / d sigma).
-    m.network = [net = m.network](const Tensor& x, const Tensor& t, const Conditioning& c) {
-      return net(x, 1.0 - t, c).neg();
-    };
-  }
+  m.network = dit_network(model, m.card, nullptr);
   m.source = std::move(source);
   m.format = std::move(format);
   return m;
@@ -517,11 +533,16 @@ LoadedModel load_model(const std::string& path, const LoadModelOptions& options)
     m.precision = "float32 (this LibTorch has no float16 CPU kernels)";
   }
   // Callers that feed the network float16 tensors themselves get float16 back.
-  m.network = [inner = m.network](const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
-    if (x.scalar_type() != at::kHalf) return inner(x, t, c);
-    return inner(x.to(at::kFloat), t.to(at::kFloat), c).to(at::kHalf);
-  };
+  m.network = detail::accept_half(m.network);
+  m.half_inputs = true;
   return m;
+}
+
+Network LoadedModel::cached_network(std::shared_ptr<DiTStepCache> cache) const {
+  check(dit.has_value(), "step caching needs a DiT model; ", source, " is ", format);
+  check(cache != nullptr, "LoadedModel::cached_network: the cache is null");
+  Network net = detail::dit_network(*dit, card, std::move(cache));
+  return half_inputs ? detail::accept_half(std::move(net)) : net;
 }
 
 LoadedModel detail::load_model_as(const std::string& path, const LoadModelOptions& options) {

@@ -159,6 +159,34 @@ TEST(CliSample, InitImageStrengthAndMask) {
   EXPECT_NE(r.err.find("missing.png"), std::string::npos) << r.err;
 }
 
+// --step-cache: the DiT's blocks skipped on some steps (the log says how many ran), a different
+// image than without, the threshold carried by the record; a bad threshold names the option.
+TEST(CliSample, StepCacheIsLoggedRecordedAndRegenerates) {
+  const std::string dir = cli_test_dir("sample_step_cache");
+  const std::vector<std::string> base = {"sample", "--steps", "10", "-n",
+                                         "2",      "--class", "3",  "--save-tensor"};
+  auto r = run_cli(with(base, {"plain.pt", "-o", "plain.png"}), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run_cli(with(base, {"cached.pt", "-o", "cached.png", "--step-cache", "0.3"}), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("step cache (threshold 0.3): the DiT blocks ran in"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("ran in 10 of 10"), std::string::npos) << r.err;
+  at::Tensor plain, cached;
+  torch::load(plain, dir + "/plain.pt");
+  torch::load(cached, dir + "/cached.pt");
+  EXPECT_GT((plain - cached).abs().max().item<double>(), 1e-4);
+  const std::string rec = read_text_file(dir + "/cached.json");
+  EXPECT_NE(rec.find("\"step_cache\": 0.3"), std::string::npos) << rec;
+  r = run_cli({"sample", "--from-record", "cached.json", "-o", "again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/cached.png"), read_text_file(dir + "/again.png"));
+  r = run_cli(with(base, {"x.pt", "-o", "x.png", "--step-cache", "-0.5"}), dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--step-cache"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("-0.5"), std::string::npos) << r.err;
+}
+
 TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
   const std::string dir = cli_test_dir("sample_batch");
   ASSERT_EQ(

@@ -64,6 +64,7 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--mask")) s.mask = given.mask;
   if (names.given("--resample-jump")) s.resample_jump = given.resample_jump;
   if (names.given("--resample-times")) s.resample_times = given.resample_times;
+  if (names.given("--step-cache")) s.step_cache = given.step_cache;
   if (names.given("--vae")) s.vae = given.vae;
   if (names.given("--vae-tile")) s.vae_tile = given.vae_tile;
   if (names.given("--vae-preset")) s.vae_preset = given.vae_preset;
@@ -129,6 +130,9 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
           named("--vae-tile", "vae_tile") +
               " must be 0 (whole images) or in [8, 8192] pixels, got " +
               std::to_string(s.vae_tile));
+  require(std::isfinite(s.step_cache) && s.step_cache >= 0 && s.step_cache <= 100,
+          named("--step-cache", "step_cache") + " must be in [0, 100] (0 = off), got " +
+              diffuse::format_double(s.step_cache));
   require(s.resample_times >= 1 && s.resample_times <= 1000,
           named("--resample-times", "resample_times") + " must be in [1, 1000], got " +
               std::to_string(s.resample_times));
@@ -501,7 +505,10 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
   const diffuse::ModelCard& card = p.model.card;
   const int rank = group.info.rank, world = group.info.world_size;
   const int64_t chunk = s.batch_size;
-  diffuse::Denoiser denoiser(p.model.network, p.model.denoiser_options());
+  // --step-cache: one cache per chunk (a run's state), every chunk's counts summed for the log.
+  require(s.step_cache == 0 || p.model.dit.has_value(),
+          "--step-cache needs a DiT model; " + p.model.source + " is " + p.model.format);
+  int64_t cache_computed = 0, cache_reused = 0;
   std::vector<int64_t> shape = {0};
   shape.insert(shape.end(), card.sample_shape.begin(), card.sample_shape.end());
   const auto topt = at::TensorOptions().dtype(t.dtype).device(t.device);
@@ -538,12 +545,26 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
     co.resample_jump = s.resample_jump;
     co.resample_times = s.resample_times;
     at::Tensor noise = diffuse::randn(shape, co.seed, topt);
-    return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
+    if (s.step_cache == 0) {
+      const diffuse::Denoiser denoiser(p.model.network, p.model.denoiser_options());
+      return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
+    }
+    auto cache = std::make_shared<diffuse::DiTStepCache>(s.step_cache);
+    const diffuse::Denoiser denoiser(p.model.cached_network(cache), p.model.denoiser_options());
+    at::Tensor out = diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
+    cache_computed += cache->computed();
+    cache_reused += cache->reused();
+    return out;
   };
   const std::vector<int64_t> item_shape(card.sample_shape.begin(), card.sample_shape.end());
   at::Tensor images = diffuse::sample_sharded(s.num, chunk, rank, world, item_shape, at::kFloat,
                                               make_chunk, group.all_gather());
   bar.finish();
+  if (s.step_cache > 0) {
+    spdlog::info("step cache (threshold {}): the DiT blocks ran in {} of {} network calls",
+                 diffuse::format_double(s.step_cache), cache_computed,
+                 cache_computed + cache_reused);
+  }
   return images;
 }
 
@@ -666,6 +687,11 @@ std::function<int()> setup_sample(CLI::App& app) {
   app.add_option("--resample-times", s->resample_times,
                  "RePaint resampling: run each jumped span this many times (1 = off; RePaint: "
                  "10)")
+      ->capture_default_str();
+  app.add_option("--step-cache", s->step_cache,
+                 "DiT step caching (TeaCache-style): skip the transformer blocks while the "
+                 "accumulated relative change of their modulated input stays below this "
+                 "threshold, reusing the last residual (0 = off; e.g. 0.1)")
       ->capture_default_str();
   app.add_option("--vae", s->vae,
                  "Decode the model's latents into images with this AutoencoderKL: a diffusers "

@@ -43,6 +43,8 @@ struct SampleSettings {
   /// RePaint's resampling jumps (SampleOptions::resample_jump / resample_times); 0 and 1 = off.
   int64_t resample_jump = 0;
   int64_t resample_times = 1;
+  /// --step-cache: DiT step caching threshold (diffuse::DiTStepCache; 0 = off).
+  double step_cache = 0.0;
   std::string vae;       // --vae: decode latents through this AutoencoderKL ("" = pixel model)
   int64_t vae_tile = 0;  // --vae-tile: tiled decode, tile side in pixels (0 = whole images)
   std::string vae_preset = "sd";  // --vae-preset: architecture of a VAE file without a config

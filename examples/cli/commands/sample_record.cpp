@@ -32,6 +32,7 @@ json to_json(const SampleSettings& s) {
   j["mask"] = s.mask;
   j["resample_jump"] = s.resample_jump;
   j["resample_times"] = s.resample_times;
+  j["step_cache"] = s.step_cache;
   j["vae"] = s.vae;
   j["vae_tile"] = s.vae_tile;
   j["vae_preset"] = s.vae_preset;
@@ -95,6 +96,12 @@ SampleSettings from_json(const json& j, const std::string& path) {
       fail(std::string("field '") + key + "' must be an integer, got " + j[key].dump());
     (std::string(key) == "resample_jump" ? s.resample_jump : s.resample_times) =
         j[key].get<int64_t>();
+  }
+  // Older records have no step_cache (off).
+  if (j.contains("step_cache")) {
+    if (!j["step_cache"].is_number())
+      fail("field 'step_cache' must be a number, got " + j["step_cache"].dump());
+    s.step_cache = j["step_cache"].get<double>();
   }
   // Older records have no VAE fields (pixel-space models).
   if (j.contains("vae")) s.vae = text("vae");

@@ -227,6 +227,44 @@ class DiTModulatedLinearImpl : public torch::nn::Cloneable<DiTModulatedLinearImp
 };
 TORCH_MODULE(DiTModulatedLinear);
 
+/// Step caching for a DiT's transformer blocks, TeaCache-style (Liu et al. 2024, "Timestep
+/// Embedding Tells: It's Time to Cache for Video Diffusion Model"; the same idea as FORA, Selvaraju
+/// et al. 2024, and Delta-DiT, Chen et al. 2024, with the decision made from the input instead of
+/// a fixed period): adjacent sampling steps change the blocks' output residual (output - input of
+/// the block stack) little, so a call may reuse the residual of an earlier call instead of running
+/// the blocks. Which calls do is decided from the first block's timestep-modulated input
+/// m = modulate(LayerNorm(h), shift, scale): its relative L1 change |m - m_prev|_1 / |m_prev|_1
+/// from the previous call is accumulated, and while the sum stays below `threshold` (and at most
+/// `max_reuse` calls in a row) the blocks are skipped; otherwise they run, the residual is stored
+/// and the sum starts again from 0. TeaCache also rescales the change with a polynomial fitted per
+/// model; this uses it as is. The embeddings and the final layer always run. Works with every
+/// sampler (it lives in the network) and with classifier-free guidance (the batched branches are
+/// one call). Threshold 0 never skips and gives the uncached output bit for bit.
+///
+/// One cache belongs to one sampling run at a time (it is the run's state; not thread-safe). A
+/// call whose batch shape, dtype or device differs from the stored residual's runs the blocks, and
+/// the first call of a new run (a large jump in t) nearly always does too; reset() forgets the
+/// state and the counts.
+class DiTStepCache {
+ public:
+  /// threshold >= 0 (0 = never skip); max_reuse >= 0 consecutive reuses at most (0 = no limit).
+  explicit DiTStepCache(double threshold, int64_t max_reuse = 0);
+  void reset();
+  double threshold() const { return threshold_; }
+  int64_t max_reuse() const { return max_reuse_; }
+  /// Calls that ran the blocks / reused the residual since construction or reset().
+  int64_t computed() const { return computed_; }
+  int64_t reused() const { return reused_; }
+
+ private:
+  friend class DiTImpl;
+  double threshold_;
+  int64_t max_reuse_;
+  at::Tensor previous_, residual_;  // the last call's modulated input; the stored residual
+  double accumulated_ = 0;
+  int64_t in_a_row_ = 0, computed_ = 0, reused_ = 0;
+};
+
 /// DiT / MaskDiT. Parameters are named as in the reference code (x_embedder.proj, t_embedder.mlp.0,
 /// y_embedder.embedding_table, blocks.<i>.attn.qkv, ..., final_layer.linear; MaskDiT's
 /// decoder_layer, mask_token, decoder_blocks.<i>...); pos_embed and decoder_pos_embed are buffers.
@@ -251,6 +289,11 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
   /// dropped positions. Returns [B, out_channels(), H, W].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {},
                      const at::Tensor& mask = {});
+
+  /// forward() without a mask, with the (encoder) blocks run or skipped as `cache` decides (see
+  /// DiTStepCache); for inference (no autograd through the stored residual).
+  at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                            DiTStepCache& cache);
 
   /// Tokens per image, (input_size / patch_size)^2.
   int64_t num_tokens() const;
@@ -277,6 +320,11 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
   at::Tensor kept_indices(const at::Tensor& mask, int64_t b, int64_t n) const;
 
   at::Tensor unpatchify(const at::Tensor& h) const;
+
+  at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
+                          const at::Tensor& mask, DiTStepCache* cache);
+  /// The encoder blocks on h, or the cached residual added to h (cache not null).
+  at::Tensor run_blocks(const at::Tensor& h, const at::Tensor& c, DiTStepCache* cache);
 };
 TORCH_MODULE(DiT);
 
@@ -287,5 +335,9 @@ TORCH_MODULE(DiT);
 /// is how DiT samples with DDIM; with `keep_variance` all 2C are, for a Denoiser with
 /// learned_variance (DiT's own DDPM sampler: ddpm:variance_type=learned_range).
 Network as_network(DiT model, bool keep_variance = false);
+
+/// as_network() with step caching (DiTStepCache): every call goes through model->forward_cached
+/// with `cache` (not null). The Network then carries the run's state: one per concurrent run.
+Network as_network(DiT model, bool keep_variance, std::shared_ptr<DiTStepCache> cache);
 
 }  // namespace diffuse

@@ -123,6 +123,12 @@ struct LoadedModel {
   /// layer before and after its activation), doubled for temporaries; for other formats, which
   /// this library cannot look into, 1024 values per value of the sample.
   double inference_bytes_per_sample(at::ScalarType dtype) const;
+  /// `network` with our DiT's blocks step-cached by `cache` (DiTStepCache; the same wrapping as
+  /// `network` otherwise). Needs a DiT model (dit set). The result carries the cache's state: one
+  /// per concurrent run.
+  Network cached_network(std::shared_ptr<DiTStepCache> cache) const;
+  /// The network takes float16 inputs in float32 arithmetic (see `precision`).
+  bool half_inputs = false;
 };
 
 /// The batch size that keeps the estimated memory of one network call within `budget_bytes`
