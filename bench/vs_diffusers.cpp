@@ -4,11 +4,14 @@
 // Builds the sampler, schedule and spacing of one diffusers scheduler class + config with
 // diffuse::from_diffusers(), so that it visits the same timesteps and computes the same samples as
 // diffusers' own loop, and times diffuse::sample() on the initial noise the script wrote (raw
-// little-endian float32), with either the trivial network (eps = 0.1 x) or the DiT-S/2-sized cost
-// model of bench/timing.h (weights from the script's files too). The network is timed from the
-// inside (bench::TimedNetwork for wall time; around it, the calling thread's CPU time, which a
-// loaded machine's preemptions do not inflate), one warm-up run, then --runs timed runs; prints
-// one JSON line:
+// little-endian float32, of --shape), with either the trivial network (eps = 0.1 x) or the
+// DiT-S/2-sized cost model of bench/timing.h (weights from the script's files too; [4, 4, 32, 32]
+// only). Stochastic samplers draw their noise from per-sample generators seeded with --seed (the
+// library default). With --caching-allocator 1 (the default, as the diffuse CLI) LibTorch's CPU
+// allocator is diffuse's caching allocator (<diffuse/cpu_allocator.h>); 0 leaves malloc. The
+// network is timed from the inside (bench::TimedNetwork for wall time; around it, the calling
+// thread's CPU time, which a loaded machine's preemptions do not inflate), one warm-up run, then
+// --runs timed runs; prints one JSON line:
 //   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
 //    "total_cpu_s": [...], "network_cpu_s": [...]}
 // and with --save writes the last run's final sample as raw float32.
@@ -17,7 +20,8 @@
 //   diffuse_bench_vs_diffusers --class DDIMScheduler --config "beta_schedule=linear,..."
 //       --inputs DIR [--network trivial|cost] [--matmuls 8] [--steps 50] [--runs 5]
 //       [--warmup-steps N (default --steps)] [--threads 1] [--check-finite 1|0] [--save FILE]
-// DIR holds noise.f32 [4, 4, 32, 32] and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
+//       [--shape 4,4,32,32] [--seed 0] [--caching-allocator 1|0]
+// DIR holds noise.f32 of --shape and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
 // w_out.f32 [384, 16].
 #include <diffuse/all.h>
 #include <diffuse/diffusers.h>
@@ -28,6 +32,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -40,9 +45,13 @@ using diffuse::Tensor;
 struct Args {
   std::string cls, config, inputs, network = "trivial", save;
   int64_t matmuls = 8, steps = 50, runs = 5, warmup_steps = 0;
+  std::vector<int64_t> shape{4, 4, 32, 32};
+  uint64_t seed = 0;
   int threads = 1;
-  bool check_finite = true;
+  bool check_finite = true, caching_allocator = true;
 };
+
+bool parse_flag(const std::string& v) { return v != "0" && v != "false"; }
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -71,13 +80,26 @@ Args parse(int argc, char** argv) {
     else if (k == "--threads")
       a.threads = std::stoi(v);
     else if (k == "--check-finite")
-      a.check_finite = v != "0" && v != "false";
-    else
+      a.check_finite = parse_flag(v);
+    else if (k == "--caching-allocator")
+      a.caching_allocator = parse_flag(v);
+    else if (k == "--seed")
+      a.seed = std::stoull(v);
+    else if (k == "--shape") {
+      a.shape.clear();
+      for (const std::string& d : diffuse::bench::split_list(v, ','))
+        a.shape.push_back(std::stoll(d));
+    } else
       throw diffuse::Error("unknown option '" + k + "'");
   }
   diffuse::check(!a.cls.empty() && !a.inputs.empty(), "--class and --inputs are required");
   diffuse::check(a.network == "trivial" || a.network == "cost",
                  "--network must be trivial or cost, got '", a.network, "'");
+  diffuse::check(!a.shape.empty() &&
+                     std::all_of(a.shape.begin(), a.shape.end(), [](int64_t d) { return d > 0; }),
+                 "--shape needs positive sizes separated by commas");
+  diffuse::check(a.network == "trivial" || a.shape == std::vector<int64_t>{4, 4, 32, 32},
+                 "--network cost needs --shape 4,4,32,32");
   diffuse::check(a.matmuls >= 1 && a.steps >= 1 && a.runs >= 1 && a.threads >= 1,
                  "--matmuls, --steps, --runs and --threads must be positive");
   if (a.warmup_steps <= 0) a.warmup_steps = a.steps;
@@ -127,9 +149,10 @@ std::string json_list(const std::vector<double>& v) {
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
   at::set_num_threads(args.threads);
+  if (args.caching_allocator) diffuse::enable_caching_cpu_allocator();
   const diffuse::DiffusersScheduler s =
       diffuse::from_diffusers(args.cls, diffuse::parse_config(args.config));
-  const Tensor noise = read_f32(args.inputs + "/noise.f32", {4, 4, 32, 32});
+  const Tensor noise = read_f32(args.inputs + "/noise.f32", args.shape);
 
   diffuse::bench::TimedNetwork timer;
   diffuse::Network net = diffuse::bench::trivial_network();
@@ -155,10 +178,12 @@ int main(int argc, char** argv) try {
   const Tensor x_T = s.initial_state(noise, args.steps);
   diffuse::SampleOptions o = s.sample_options(args.steps);
   o.check_finite = args.check_finite;
+  o.seed = args.seed;
 
   // Warm-up (first-call costs: allocator, lazy initialisation), --warmup-steps steps.
   diffuse::SampleOptions warm = s.sample_options(args.warmup_steps);
   warm.check_finite = args.check_finite;
+  warm.seed = args.seed;
   diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
                                s.initial_state(noise, args.warmup_steps), warm);
   Tensor result;
@@ -178,12 +203,13 @@ int main(int argc, char** argv) try {
   if (!args.save.empty()) write_f32(args.save, result);
   std::printf(
       "{\"class\": \"%s\", \"network\": \"%s\", \"steps\": %lld, \"calls\": %lld, \"threads\": %d, "
-      "\"check_finite\": %s, \"total_s\": %s, \"network_s\": %s, \"total_cpu_s\": %s, "
+      "\"check_finite\": %s, \"caching_allocator\": %s, \"total_s\": %s, \"network_s\": %s, "
+      "\"total_cpu_s\": %s, "
       "\"network_cpu_s\": %s}\n",
       args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
       static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
-      json_list(total).c_str(), json_list(network).c_str(), json_list(total_cpu).c_str(),
-      json_list(network_cpu).c_str());
+      args.caching_allocator ? "true" : "false", json_list(total).c_str(),
+      json_list(network).c_str(), json_list(total_cpu).c_str(), json_list(network_cpu).c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "vs_diffusers: %s\n", e.what());

@@ -5,14 +5,20 @@
 Runs diffusers' scheduler loop in Python (set_timesteps, init_noise_sigma, then per timestep
 scale_model_input -> network -> step, as its pipelines do) and diffuse's C++ loop
 (bench/vs_diffusers.cpp: the same scheduler built with diffuse::from_diffusers, then
-diffuse::sample()) on the same [4, 4, 32, 32] float32 initial noise, one intra-op thread, for
+diffuse::sample()) on the same float32 initial noise, for
 
-  ddim      DDIMScheduler                  eta 0, clip_sample false, "leading" spacing (its default)
-  dpmpp_2m  DPMSolverMultistepScheduler    algorithm_type dpmsolver++, solver_order 2, "linspace"
-  euler     EulerDiscreteScheduler         "linspace" spacing, final sigma 0
+  ddim      DDIMScheduler                    eta 0, clip_sample false, "leading" spacing (default)
+  dpmpp_2m  DPMSolverMultistepScheduler      algorithm_type dpmsolver++, solver_order 2, "linspace"
+  dpmpp_3m  DPMSolverMultistepScheduler      the same with solver_order 3
+  euler     EulerDiscreteScheduler           "linspace" spacing, final sigma 0
+  euler_a   EulerAncestralDiscreteScheduler  "linspace" spacing (stochastic)
+  ddpm      DDPMScheduler                    fixed_small variance, clip_sample false, "leading"
+                                             (stochastic)
 
-all on DDPM linear betas 1e-4..0.02, 1000 training steps, epsilon prediction, 50 steps, with two
-networks, both timed from the inside on each side:
+all on DDPM linear betas 1e-4..0.02, 1000 training steps, epsilon prediction, 50 steps, at the
+latent shapes of --shapes (default [4, 4, 32, 32], [1, 4, 128, 128] and [16, 4, 64, 64]) and the
+intra-op thread counts of --threads (default 1 and 2; torch.set_num_threads on the Python side,
+at::set_num_threads on the C++ side), with two networks, both timed from the inside on each side:
 
   trivial   eps = 0.1 x (one elementwise op): the run is almost all the sampler's own cost;
   cost      the DiT-S/2-sized cost model of bench/timing.h (dit_s_cost_network), the SAME op
@@ -20,23 +26,29 @@ networks, both timed from the inside on each side:
             (default 8) matmuls [1024, 384] x [384, 384], x [384, 16], unpatchify, * 0.01;
             weights written by this script and read by the C++ side. A real DiT-S/2 forward is
             about 80 such matmuls for this batch (6.06 GFLOP/image, Peebles & Xie 2023); the
-            overhead is also reported as a share of that, at the measured matmul speed.
+            overhead is also reported as a share of that, at the measured matmul speed. Run at
+            [4, 4, 32, 32] only (the shape the model is cut for).
 
 overhead per step = (total - time inside the network) / steps, the minimum over all runs;
-end-to-end = the minimum total; each both in wall time and in the sampling thread's CPU time
-(CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that thread).
-On a loaded machine a run of a few ms is nearly always preempted for whole scheduler time slices,
-which inflates wall time but not CPU time. The Python and C++ blocks alternate (and swap order
-every round) so that load from other processes hits both alike; every ratio in the output comes
-from this one run. The script also checks that both sides compute the same samples: max |x_diffusers
-- x_diffuse| of the final sample from the same noise (deterministic samplers, same network).
+end-to-end = the minimum total; each in wall time and, with one thread, in the sampling thread's
+CPU time (CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that
+thread; with two, part of it runs on a worker thread, so only wall time is reported). On a
+loaded machine a run of a few ms is often preempted for whole scheduler time slices, which
+inflates wall time but not CPU time. The Python and C++ blocks alternate (and swap order every
+round) so that load from other processes hits both alike; every ratio in the output comes from
+this one run. The C++ side runs with diffuse's caching CPU allocator (as the diffuse CLI does;
+--malloc: LibTorch's default allocator instead); neither side gets any environment tuning. The
+script also checks that both sides compute the same samples: max |x_diffusers - x_diffuse| of
+the final sample from the same noise (deterministic samplers; the stochastic ones draw their
+step noise from different generators: diffusers' torch.Generator, diffuse's per-sample streams).
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
 folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
-python3-torch 1.13 without huggingface_hub: stub modules for huggingface_hub and filelock (hub
-access is never used here), a no-op dependency version check, and placeholders for torch.xpu /
+python3-torch 1.13 (with python3-numpy and python3-packaging) without huggingface_hub: stub
+modules for huggingface_hub, filelock and, when missing, tqdm, PIL, requests, safetensors and
+regex (hub access, progress bars and image export are never used here), a no-op dependency version check, and placeholders for torch.xpu /
 torch.mps (referenced in device tables at import time, never called on CPU). The scheduler code
-itself runs unmodified. Tested with diffusers 58eb52c (and v0.38.0, identical step code).
+itself runs unmodified. Tested with diffusers 58eb52c.
 
 Not part of CI (CI has no Python torch). Example (docs/benchmarks.md, "Side by side with
 diffusers"):
@@ -69,8 +81,14 @@ COMMON = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_s
 SAMPLERS = [
     ("ddim", "DDIMScheduler", dict(clip_sample=False)),
     ("dpmpp_2m", "DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver++", solver_order=2)),
+    ("dpmpp_3m", "DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver++", solver_order=3)),
     ("euler", "EulerDiscreteScheduler", {}),
+    ("euler_a", "EulerAncestralDiscreteScheduler", {}),
+    ("ddpm", "DDPMScheduler", dict(clip_sample=False)),
 ]
+STOCHASTIC = {"euler_a", "ddpm"}
+SHAPES = "4x4x32x32,1x4x128x128,16x4x64x64"
+COST_SHAPE = (4, 4, 32, 32)
 HIDDEN, PATCH, TOKENS, BATCH = 384, 16, 256, 4
 DIT_S_FLOP = 6.06e9 * BATCH  # a DiT-S/2 forward on 32x32x4 latents, this batch
 
@@ -92,10 +110,26 @@ class _Anything:
         return _Anything()
 
 
-class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes `import huggingface_hub[.x]` / `import filelock` give stub modules."""
+# Imported by diffusers' package __init__ for progress bars, image and video export, never used by
+# the scheduler loop: stubbed when not installed.
+OPTIONAL_MODULES = ("tqdm", "PIL", "requests", "safetensors", "regex")
 
-    ROOTS = {"huggingface_hub", "filelock"}
+
+class _AnyMeta(type):
+    """Stub classes answer any class attribute too (PIL.Image.Resampling.BILINEAR)."""
+
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Anything()
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes `import huggingface_hub[.x]` / `import filelock` (and OPTIONAL_MODULES where they are
+    not installed) give stub modules."""
+
+    def __init__(self, roots):
+        self.ROOTS = set(roots)
 
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in self.ROOTS:
@@ -105,14 +139,14 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         m = types.ModuleType(spec.name)
         m.__path__ = []
-        m.__version__ = "0.0.0-stub"
+        m.__version__ = "99.0.0"  # a stub; newer than any version check asks for
 
         def getattr_(attr):
             if attr.startswith("__"):
                 raise AttributeError(attr)
             if attr.isupper():  # constants such as HF_HOME
                 return os.path.join(tempfile.gettempdir(), "no-hub")
-            return type(attr, (_Anything,), {})  # classes, exceptions and functions alike
+            return _AnyMeta(attr, (_Anything,), {})  # classes, exceptions and functions alike
 
         m.__getattr__ = getattr_
         return m
@@ -122,14 +156,18 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def import_diffusers(path):
-    """diffusers' DDIM, DPM-Solver multistep and Euler scheduler classes from a source checkout."""
+    """diffusers' scheduler classes of SAMPLERS from a source checkout."""
     src = path if os.path.isdir(os.path.join(path, "diffusers")) else os.path.join(path, "src")
     if not os.path.isfile(os.path.join(src, "diffusers", "schedulers", "scheduling_ddim.py")):
         sys.exit(f"bench_vs_diffusers: no diffusers source under '{path}' "
                  "(expected src/diffusers/schedulers/scheduling_ddim.py)")
     import torch
+    if importlib.util.find_spec("packaging") is None:
+        sys.exit("bench_vs_diffusers: diffusers needs the 'packaging' module: "
+                 "apt-get install -y python3-packaging")
     if importlib.util.find_spec("huggingface_hub") is None:
-        sys.meta_path.insert(0, _StubFinder())
+        roots = ["huggingface_hub", "filelock"] + [m for m in OPTIONAL_MODULES if importlib.util.find_spec(m) is None]
+        sys.meta_path.insert(0, _StubFinder(roots))
         check = types.ModuleType("diffusers.dependency_versions_check")
         check.dep_version_check = lambda pkg, hint=None: None
         sys.modules["diffusers.dependency_versions_check"] = check
@@ -139,9 +177,12 @@ def import_diffusers(path):
     sys.path.insert(0, src)
     import diffusers
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
     from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+    from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteScheduler
     from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
-    classes = {c.__name__: c for c in (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler)}
+    classes = {c.__name__: c for c in (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler)}
     return diffusers, classes
 
 
@@ -204,10 +245,12 @@ def cost_network(w_in, w, w_out, k):
     return net
 
 
-def diffusers_run(torch, scheduler, net, noise, steps):
+def diffusers_run(torch, scheduler, net, noise, steps, seed=None):
     """One pipeline-style sampling loop; returns ((wall total, wall in network, CPU total, CPU in
-    network) in seconds, network calls, final x)."""
+    network) in seconds, network calls, final x). A seed gives step() a generator (stochastic
+    schedulers), as pipelines pass theirs."""
     net.reset()
+    extra = {} if seed is None else {"generator": torch.Generator().manual_seed(seed)}
     with torch.no_grad():
         c0 = time.thread_time()
         t0 = time.perf_counter()
@@ -215,7 +258,7 @@ def diffusers_run(torch, scheduler, net, noise, steps):
         x = noise * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             eps = net(scheduler.scale_model_input(x, t), t)
-            x = scheduler.step(eps, t, x, return_dict=False)[0]
+            x = scheduler.step(eps, t, x, return_dict=False, **extra)[0]
         total = time.perf_counter() - t0
         cpu = time.thread_time() - c0
     return (total, net.seconds, cpu, net.cpu_seconds), net.calls, x
@@ -243,6 +286,20 @@ def machine():
     return cpu, os.cpu_count(), os.getloadavg()
 
 
+def parse_shapes(text):
+    shapes = []
+    for item in text.split(","):
+        dims = tuple(int(d) for d in item.lower().split("x"))
+        if len(dims) != 4 or min(dims) < 1:
+            raise ValueError(item)
+        shapes.append(dims)
+    return shapes
+
+
+def shape_name(shape):
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffusers", default=os.environ.get("DIFFUSERS_SRC"),
@@ -259,7 +316,13 @@ def main():
                     help="[1024,384]x[384,384] matmuls per cost-network call (default 8; DiT-S/2 ~ 80)")
     ap.add_argument("--samplers", default=",".join(s for s, _, _ in SAMPLERS),
                     help="subset of " + ",".join(s for s, _, _ in SAMPLERS))
+    ap.add_argument("--shapes", default=SHAPES, help=f"latent shapes BxCxHxW, comma-separated (default {SHAPES})")
+    ap.add_argument("--threads", default="1,2", help="intra-op thread counts, comma-separated (default 1,2)")
+    ap.add_argument("--seed", type=int, default=0, help="noise seed of the stochastic samplers (default 0)")
     ap.add_argument("--no-cost", action="store_true", help="trivial network only")
+    ap.add_argument("--no-nocheck", action="store_true", help="skip the check_finite=false C++ runs")
+    ap.add_argument("--malloc", action="store_true",
+                    help="C++ side on LibTorch's default CPU allocator instead of diffuse's caching one")
     ap.add_argument("--json", help="also write all raw timings here")
     args = ap.parse_args()
     if not args.diffusers:
@@ -273,22 +336,38 @@ def main():
     if unknown:
         ap.error(f"unknown sampler(s) {unknown}")
     samplers = [s for s in SAMPLERS if s[0] in wanted]
+    try:
+        shapes = parse_shapes(args.shapes)
+    except ValueError as e:
+        ap.error(f"--shapes: '{e}' is not BxCxHxW with positive sizes")
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+        if min(thread_counts) < 1:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--threads: '{args.threads}' is not a list of positive counts")
 
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
     diffusers, classes = import_diffusers(args.diffusers)
     commit = args.commit or diffusers_commit(args.diffusers, diffusers)
 
     work = tempfile.mkdtemp(prefix="bench_vs_diffusers_")
     g = torch.Generator().manual_seed(0)
-    noise = torch.randn(BATCH, 4, 32, 32, generator=g)
     w = torch.randn(HIDDEN, HIDDEN, generator=g) / math.sqrt(HIDDEN)
     w_in = torch.randn(PATCH, HIDDEN, generator=g) / 4.0
     w_out = torch.randn(HIDDEN, PATCH, generator=g) / math.sqrt(HIDDEN)
-    for name, t in (("noise", noise), ("w", w), ("w_in", w_in), ("w_out", w_out)):
+    for name, t in (("w", w), ("w_in", w_in), ("w_out", w_out)):
         t.numpy().astype("<f4").tofile(os.path.join(work, name + ".f32"))
+    noises = {}
+    for shape in shapes:
+        sdir = os.path.join(work, "x".join(map(str, shape)))
+        os.makedirs(sdir)
+        noises[shape] = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        noises[shape].numpy().astype("<f4").tofile(os.path.join(sdir, "noise.f32"))
+        for name in ("w", "w_in", "w_out"):
+            os.link(os.path.join(work, name + ".f32"), os.path.join(sdir, name + ".f32"))
 
     # name -> (timed network, timed runs per block, warm-up steps: a full run for the cheap trivial
     # network, 2 steps for the cost model: enough for the first-call costs)
@@ -296,27 +375,32 @@ def main():
     if not args.no_cost:
         networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
     # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net)
-    runs = {}  # (sampler, network, side) -> list of (wall total, wall network, CPU total, CPU network)
+    runs = {}  # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net)
     calls = {}
     diffs = {}
     schedulers = {key: classes[cls](**COMMON, **extra) for key, cls, extra in samplers}
 
-    def python_block(key, net_name):
+    def python_block(threads, shape, key, net_name):
         net, n, warmup = networks[net_name]
         sch = schedulers[key]
-        diffusers_run(torch, sch, net, noise, warmup)
+        torch.set_num_threads(threads)
+        seed = args.seed if key in STOCHASTIC else None
+        diffusers_run(torch, sch, net, noises[shape], warmup, seed)
         out = None
         for _ in range(n):
-            times, c, out = diffusers_run(torch, sch, net, noise, args.steps)
-            runs.setdefault((key, net_name, "diffusers"), []).append(times)
-            calls[(key, net_name, "diffusers")] = c
+            times, c, out = diffusers_run(torch, sch, net, noises[shape], args.steps, seed)
+            runs.setdefault((threads, shape, key, net_name, "diffusers"), []).append(times)
+            calls[(threads, shape, key, net_name, "diffusers")] = c
         return out
 
-    def cpp_block(key, cls, extra, net_name, check_finite, save=None):
+    def cpp_block(threads, shape, key, cls, extra, net_name, check_finite, save=None):
         _, n, warmup = networks[net_name]
-        cmd = [args.bin, "--class", cls, "--config", config_string({**COMMON, **extra}), "--inputs", work,
+        cmd = [args.bin, "--class", cls, "--config", config_string({**COMMON, **extra}),
+               "--inputs", os.path.join(work, "x".join(map(str, shape))), "--shape", ",".join(map(str, shape)),
                "--network", net_name, "--matmuls", str(args.matmuls), "--steps", str(args.steps),
-               "--runs", str(n), "--warmup-steps", str(warmup), "--threads", "1", "--check-finite", "1" if check_finite else "0"]
+               "--runs", str(n), "--warmup-steps", str(warmup), "--threads", str(threads),
+               "--check-finite", "1" if check_finite else "0", "--seed", str(args.seed),
+               "--caching-allocator", "0" if args.malloc else "1"]
         if save:
             cmd += ["--save", save]
         p = subprocess.run(cmd, capture_output=True, text=True)
@@ -324,21 +408,23 @@ def main():
             sys.exit(f"bench_vs_diffusers: {' '.join(cmd)} failed:\n{p.stderr}")
         r = json.loads(p.stdout.strip().splitlines()[-1])
         side = "diffuse" if check_finite else "diffuse_nocheck"
-        runs.setdefault((key, net_name, side), []).extend(
+        runs.setdefault((threads, shape, key, net_name, side), []).extend(
             zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
-        calls[(key, net_name, side)] = r["calls"]
+        calls[(threads, shape, key, net_name, side)] = r["calls"]
 
+    configs = [(th, sh, net_name) for th in thread_counts for sh in shapes for net_name in networks
+               if net_name == "trivial" or sh == COST_SHAPE]
     t_start = time.time()
     load0 = os.getloadavg()
     for rnd in range(args.rounds):
-        for i, (key, cls, extra) in enumerate(samplers):
-            for net_name in networks:
+        for ci, (threads, shape, net_name) in enumerate(configs):
+            for i, (key, cls, extra) in enumerate(samplers):
                 save = os.path.join(work, f"{key}_{net_name}.diffuse.f32") if rnd == 0 else None
-                blocks = [lambda: python_block(key, net_name),
-                          lambda: cpp_block(key, cls, extra, net_name, True, save)]
-                if net_name == "trivial":
-                    blocks.append(lambda: cpp_block(key, cls, extra, net_name, False))
-                if (rnd + i) % 2:
+                blocks = [lambda: python_block(threads, shape, key, net_name),
+                          lambda: cpp_block(threads, shape, key, cls, extra, net_name, True, save)]
+                if net_name == "trivial" and not args.no_nocheck:
+                    blocks.append(lambda: cpp_block(threads, shape, key, cls, extra, net_name, False))
+                if (rnd + i + ci) % 2:
                     blocks.reverse()
                 py_out = None
                 for b in blocks:
@@ -346,86 +432,120 @@ def main():
                     if out is not None:
                         py_out = out
                 if rnd == 0:
-                    theirs = np.fromfile(save, dtype="<f4").reshape(tuple(noise.shape))
-                    diffs[(key, net_name)] = float(np.abs(py_out.numpy() - theirs).max())
-                    diffs[(key, net_name)] /= float(np.abs(py_out.numpy()).max())
-                print(f"round {rnd + 1}/{args.rounds} {key} {net_name} done", file=sys.stderr, flush=True)
+                    theirs = np.fromfile(save, dtype="<f4").reshape(shape)
+                    d = float(np.abs(py_out.numpy() - theirs).max()) / float(np.abs(py_out.numpy()).max())
+                    diffs[(threads, shape, key, net_name)] = d
+            print(f"round {rnd + 1}/{args.rounds}: {threads} thread(s) {shape_name(shape)} {net_name} done",
+                  file=sys.stderr, flush=True)
     elapsed = time.time() - t_start
     shutil.rmtree(work, ignore_errors=True)
 
     CLOCK = {"wall": 0, "cpu": 2}  # index of the total in a run record; the network time follows
 
-    def best_overhead(key, net_name, side, clock):
+    def best_overhead(cfg, side, clock):
         c = CLOCK[clock]
-        return min((r[c] - r[c + 1]) / args.steps for r in runs[(key, net_name, side)])
+        return min((r[c] - r[c + 1]) / args.steps for r in runs[cfg + (side,)])
 
-    def best_total(key, net_name, side, clock):
-        return min(r[CLOCK[clock]] for r in runs[(key, net_name, side)])
+    def best_total(cfg, side, clock):
+        return min(r[CLOCK[clock]] for r in runs[cfg + (side,)])
 
-    def best_call(key, net_name, side, clock):
+    def best_call(cfg, side, clock):
         c = CLOCK[clock]
-        return min(r[c + 1] / calls[(key, net_name, side)] for r in runs[(key, net_name, side)])
+        return min(r[c + 1] / calls[cfg + (side,)] for r in runs[cfg + (side,)])
+
+    def diff_cell(key, cfg):
+        return "stochastic" if key in STOCHASTIC else f"{diffs[cfg]:.1e}"
 
     cpu, ncpu, _ = machine()
     print(f"diffusers {diffusers.__version__} at commit {commit}; torch {torch.__version__} "
-          f"(Python {platform.python_version()}); diffuse C++ program {os.path.relpath(args.bin, REPO)}")
-    print(f"{cpu}, {ncpu} hardware threads, 1 intra-op thread on both sides; load average "
-          f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; {elapsed:.0f} s in all")
-    print(f"[4, 4, 32, 32] float32, DDPM linear betas 1e-4..0.02, T = 1000, epsilon prediction, "
-          f"{args.steps} steps; {args.rounds} alternating rounds x {args.runs} runs (trivial) / "
-          f"{args.cost_runs} runs (cost model, {args.matmuls} matmuls); minimum over all runs; "
-          "wall = elapsed time, CPU = the sampling thread's CPU time (not inflated by preemption)\n")
+          f"(Python {platform.python_version()}); diffuse C++ program {os.path.relpath(args.bin, REPO)} "
+          f"({'LibTorch default allocator' if args.malloc else 'caching CPU allocator'})")
+    print(f"{cpu}, {ncpu} hardware threads; load average {load0[0]:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end; {elapsed:.0f} s in all")
+    print(f"float32, DDPM linear betas 1e-4..0.02, T = 1000, epsilon prediction, {args.steps} steps; "
+          f"{args.rounds} alternating rounds x {args.runs} runs (trivial) / {args.cost_runs} runs "
+          f"(cost model, {args.matmuls} matmuls); minimum over all runs; wall = elapsed time, CPU = the "
+          "sampling thread's CPU time (1 thread only; not inflated by preemption)")
 
-    print("Overhead per step, trivial network (µs/step):\n")
-    print("| sampler (diffusers class) | diffusers, wall | diffuse, wall | diffuse ÷ diffusers, wall | "
-          "diffusers, CPU | diffuse, CPU | diffuse ÷ diffusers, CPU | diffuse check_finite off, CPU | "
-          "÷ diffusers, CPU | final x: max abs diff ÷ max abs x, trivial net | same, cost model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for key, cls, _ in samplers:
-        dw, cw = (best_overhead(key, "trivial", s, "wall") for s in ("diffusers", "diffuse"))
-        dc, cc, nc = (best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse", "diffuse_nocheck"))
-        cost_diff = f"{diffs[(key, 'cost')]:.1e}" if "cost" in networks else "-"
-        print(f"| {key} (`{cls}`) | {dw * 1e6:.1f} | {cw * 1e6:.1f} | **{cw / dw:.3f}** | {dc * 1e6:.1f} | "
-              f"{cc * 1e6:.1f} | **{cc / dc:.3f}** | {nc * 1e6:.1f} | {nc / dc:.3f} | "
-              f"{diffs[(key, 'trivial')]:.1e} | {cost_diff} |")
+    print("\nSummary: diffuse ÷ diffusers, overhead per step, trivial network (CPU time with 1 thread, "
+          "wall time with more):\n")
+    cols = [(th, sh) for th in thread_counts for sh in shapes]
+    print("| sampler | " + " | ".join(f"{shape_name(sh)}, {th} thr." for th, sh in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for key, _, _ in samplers:
+        cells = []
+        for th, sh in cols:
+            clock = "cpu" if th == 1 else "wall"
+            cfg = (th, sh, key, "trivial")
+            cells.append(f"{best_overhead(cfg, 'diffuse', clock) / best_overhead(cfg, 'diffusers', clock):.3f}")
+        print(f"| {key} | " + " | ".join(cells) + " |")
+
+    for th, sh in cols:
+        print(f"\nOverhead per step, trivial network, {shape_name(sh)}, {th} thread(s) (µs/step):\n")
+        head = "| sampler (diffusers class) | diffusers, wall | diffuse, wall | ÷, wall "
+        if th == 1:
+            head += "| diffusers, CPU | diffuse, CPU | ÷, CPU "
+        if not args.no_nocheck:
+            head += f"| diffuse check_finite off, {'CPU' if th == 1 else 'wall'} | ÷ "
+        head += "| final x: max abs diff ÷ max abs x |"
+        print(head)
+        print("|---" * (head.count("|") - 1) + "|")
+        for key, cls, _ in samplers:
+            cfg = (th, sh, key, "trivial")
+            dw, cw = (best_overhead(cfg, s, "wall") for s in ("diffusers", "diffuse"))
+            row = f"| {key} (`{cls}`) | {dw * 1e6:.1f} | {cw * 1e6:.1f} | **{cw / dw:.3f}** "
+            clock = "wall"
+            if th == 1:
+                clock = "cpu"
+                dc, cc = (best_overhead(cfg, s, "cpu") for s in ("diffusers", "diffuse"))
+                row += f"| {dc * 1e6:.1f} | {cc * 1e6:.1f} | **{cc / dc:.3f}** "
+            if not args.no_nocheck:
+                nc = best_overhead(cfg, "diffuse_nocheck", clock)
+                row += f"| {nc * 1e6:.1f} | {nc / best_overhead(cfg, 'diffusers', clock):.3f} "
+            print(row + f"| {diff_cell(key, cfg)} |")
 
     if "cost" in networks:
         cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN
-        # DiT-S/2 forward time at the cost model's speed: CPU time per call (the least inflated by
-        # other processes), the best over all runs of both sides; projections ignored
-        call = min(best_call(key, "cost", side, "cpu") for key, _, _ in samplers
-                   for side in ("diffuse", "diffusers"))
-        dit_call = call * DIT_S_FLOP / cost_flop
-        print("\nEnd to end (ms per 50-step run) and the cost model:\n")
-        print("| sampler | trivial net, wall: diffusers | diffuse | ÷ | trivial net, CPU: diffusers | "
-              "diffuse | ÷ | cost model, wall: diffusers | diffuse | ÷ | cost model, CPU: diffusers | "
-              "diffuse | ÷ | overhead with cost model, CPU µs/step: diffusers | diffuse | "
-              "diffusers overhead (CPU) % of a DiT-S/2 forward | diffuse overhead (CPU) % of a DiT-S/2 forward |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for key, _, _ in samplers:
-            row = f"| {key} "
-            for net_name, fmt in (("trivial", ".2f"), ("cost", ".0f")):
-                for clock in ("wall", "cpu"):
-                    d, c = (best_total(key, net_name, s, clock) for s in ("diffusers", "diffuse"))
+        for th in thread_counts:
+            clock = "cpu" if th == 1 else "wall"
+            cfgs = [(th, COST_SHAPE, key, "cost") for key, _, _ in samplers]
+            call = min(best_call(cfg, side, clock) for cfg in cfgs for side in ("diffuse", "diffusers"))
+            dit_call = call * DIT_S_FLOP / cost_flop
+            print(f"\nEnd to end (ms per {args.steps}-step run), [4, 4, 32, 32], {th} thread(s), and the "
+                  "cost model:\n")
+            print("| sampler | trivial net, wall: diffusers | diffuse | ÷ | cost model, wall: diffusers | "
+                  f"diffuse | ÷ | cost model, {clock}: diffusers | diffuse | ÷ | overhead with cost model, "
+                  f"{clock} µs/step: diffusers | diffuse | diffusers overhead % of a DiT-S/2 forward | "
+                  "diffuse overhead % of a DiT-S/2 forward | final x (cost model): max abs diff ÷ max abs x |")
+            print("|---" * 16 + "|")
+            for key, _, _ in samplers:
+                tcfg, ccfg = (th, COST_SHAPE, key, "trivial"), (th, COST_SHAPE, key, "cost")
+                row = f"| {key} "
+                for cfg, clk, fmt in ((tcfg, "wall", ".2f"), (ccfg, "wall", ".0f"), (ccfg, clock, ".0f")):
+                    d, c = (best_total(cfg, s, clk) for s in ("diffusers", "diffuse"))
                     row += f"| {d * 1e3:{fmt}} | {c * 1e3:{fmt}} | {c / d:.3f} "
-            oc = [best_overhead(key, "cost", s, "cpu") for s in ("diffusers", "diffuse")]
-            nfe = calls[(key, "trivial", "diffuse")] / args.steps
-            ov = [best_overhead(key, "trivial", s, "cpu") for s in ("diffusers", "diffuse")]
-            row += (f"| {oc[0] * 1e6:.0f} | {oc[1] * 1e6:.0f} | {100 * ov[0] / (nfe * dit_call):.4f}% | "
-                    f"{100 * ov[1] / (nfe * dit_call):.4f}% |")
-            print(row)
-        cpp_call = min(best_call(key, "cost", "diffuse", "cpu") for key, _, _ in samplers)
-        py_call = min(best_call(key, "cost", "diffusers", "cpu") for key, _, _ in samplers)
-        print(f"\nCost model call ({args.matmuls} matmuls), CPU time: {cpp_call * 1e3:.1f} ms in C++, "
-              f"{py_call * 1e3:.1f} ms in Python = {cost_flop / call / 1e9:.1f} GFLOP/s, so a full DiT-S/2 "
-              f"forward ({DIT_S_FLOP / 1e9:.1f} GFLOP) ~ {dit_call * 1e3:.0f} ms; the % columns divide the "
-              "trivial-network CPU overhead per step by that (NFE/step = 1 for all three)")
+                oc = [best_overhead(ccfg, s, clock) for s in ("diffusers", "diffuse")]
+                nfe = calls[tcfg + ("diffuse",)] / args.steps
+                ov = [best_overhead(tcfg, s, clock) for s in ("diffusers", "diffuse")]
+                row += (f"| {oc[0] * 1e6:.0f} | {oc[1] * 1e6:.0f} | {100 * ov[0] / (nfe * dit_call):.4f}% | "
+                        f"{100 * ov[1] / (nfe * dit_call):.4f}% | {diff_cell(key, ccfg)} |")
+                print(row)
+            cpp_call = min(best_call(cfg, "diffuse", clock) for cfg in cfgs)
+            py_call = min(best_call(cfg, "diffusers", clock) for cfg in cfgs)
+            print(f"\nCost model call ({args.matmuls} matmuls), {clock} time: {cpp_call * 1e3:.1f} ms in C++, "
+                  f"{py_call * 1e3:.1f} ms in Python = {cost_flop / call / 1e9:.1f} GFLOP/s, so a full DiT-S/2 "
+                  f"forward ({DIT_S_FLOP / 1e9:.1f} GFLOP) ~ {dit_call * 1e3:.0f} ms; the % columns divide the "
+                  "trivial-network overhead per step by that (NFE/step = 1 for all)")
     if args.json:
+        def k(cfg):
+            return "/".join(str(p) if not isinstance(p, tuple) else "x".join(map(str, p)) for p in cfg)
+
         with open(args.json, "w") as f:
             json.dump({"diffusers_commit": commit, "steps": args.steps, "matmuls": args.matmuls,
-                       "runs": {"/".join(k): v for k, v in runs.items()},
-                       "calls": {"/".join(k): v for k, v in calls.items()},
-                       "relative_max_abs_diff": {"/".join(k): v for k, v in diffs.items()}}, f, indent=1)
+                       "allocator": "malloc" if args.malloc else "caching",
+                       "runs": {k(c): v for c, v in runs.items()},
+                       "calls": {k(c): v for c, v in calls.items()},
+                       "relative_max_abs_diff": {k(c): v for c, v in diffs.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":
