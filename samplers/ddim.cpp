@@ -58,14 +58,21 @@ StepResult DdimSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   const TimePoint& now = st.now;
   TimePoint next = st.next;
   if (options.prev_timestep() == DdimPrevTimestep::kTrainStride) next = train_stride_next(st, ctx);
-  Prediction p = model(x, now, st);
   const double eta_sigma =
       (options.eta() > 0 && next.sigma > 0 && now.sigma > 0)
           ? options.eta() * (next.sigma / now.sigma) *
                 std::sqrt(std::max(0.0, 1.0 - (now.alpha * now.alpha) / (next.alpha * next.alpha)))
           : 0.0;
   const double dir = std::sqrt(std::max(0.0, next.sigma * next.sigma - eta_sigma * eta_sigma));
-  Tensor x_next = lincomb(p.x0, next.alpha, p.eps, dir);
+  // x_next = alpha' x0 + dir eps, computed by the model function in its conversion pass where it
+  // can (StepContext::update).
+  const LinearUpdate update{LinearUpdate::Form::kX0Eps, next.alpha, dir};
+  StepContext call = st;
+  call.update = &update;
+  Prediction p = model(x, now, call);
+  Tensor x_next = std::move(p.update);
+  p.update = Tensor();
+  if (!x_next.defined()) x_next = lincomb(p.x0, next.alpha, p.eps, dir);
   if (eta_sigma > 0) add_scaled_(x_next, ctx.randn_like(x), eta_sigma);
   return {x_next, p};
 }

@@ -61,9 +61,16 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
   if (kdiff && is_stochastic()) z = ctx.randn_like(x);
   const double g = gamma(st);
   if (g <= 0) {
-    Prediction p = model(x, now, st);
+    // The update, computed by the model function in its conversion pass where it can.
     const auto c = euler_coefficients(now, next.sigma_ve(), next.alpha);
-    return {lincomb(x, c.cx, p.x0, c.cx0), p};
+    const LinearUpdate update{LinearUpdate::Form::kXX0, c.cx, c.cx0};
+    StepContext call = st;
+    call.update = &update;
+    Prediction p = model(x, now, call);
+    Tensor x_next = std::move(p.update);
+    p.update = Tensor();
+    if (!x_next.defined()) x_next = lincomb(x, c.cx, p.x0, c.cx0);
+    return {x_next, p};
   }
   const double sigma = now.sigma_ve();
   const double sigma_hat = sigma * (g + 1.0);

@@ -97,7 +97,25 @@ Prediction Denoiser::convert(const Tensor& raw, const Tensor& x, const TimePoint
 
 Prediction Denoiser::convert_checked(const Tensor& raw, const Tensor& x, const TimePoint& at,
                                      int8_t* out_nonfinite) const {
+  return convert_checked(raw, x, at, out_nonfinite, nullptr);
+}
+
+Prediction Denoiser::convert_checked(const Tensor& raw, const Tensor& x, const TimePoint& at,
+                                     int8_t* out_nonfinite, const LinearUpdate* update) const {
   if (out_nonfinite != nullptr) *out_nonfinite = -1;
+  // The step's update in the conversion pass: epsilon prediction, nothing that changes x0 later.
+  if (update != nullptr && options_.prediction_type == Parameterization::kEpsilon &&
+      !options_.edm_preconditioning && !options_.learned_variance && !options_.clip_sample &&
+      !options_.thresholding && at.alpha > 0 && fused::can_fuse(x, raw)) {
+    bool bad = false;
+    Prediction p;
+    p.eps = raw;
+    p.x0 = fused::solve_update_checked(x, raw, at.sigma, at.alpha,
+                                       update->form == LinearUpdate::Form::kXX0, update->ca,
+                                       update->cb, &p.update, &bad);
+    if (out_nonfinite != nullptr) *out_nonfinite = bad ? 1 : 0;
+    return p;
+  }
   // A learned-variance output [B, 2C, ...]: the prediction, then v.
   if (options_.learned_variance && raw.dim() >= 2 && x.dim() >= 2 && raw.size(1) == 2 * x.size(1)) {
     Prediction p = convert(raw.narrow(1, 0, x.size(1)), x, at);

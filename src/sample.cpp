@@ -249,11 +249,17 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       if (cond_variance.defined()) out = at::cat({out.to(x.scalar_type()), cond_variance}, 1);
     } else {
       out = d->call_network(x, at, cond);
-      // In x's dtype the output is checked by the pass that converts it (where it can be).
-      if (out.scalar_type() == x.scalar_type() && opts->check_finite) {
+      // In x's dtype the output is checked by the pass that converts it (where it can be), which
+      // also computes the step's update (StepContext::update) where it can: not when a
+      // correction's on_prediction hook may still change the prediction.
+      if (out.scalar_type() == x.scalar_type()) {
+        const LinearUpdate* update = corrections.empty() ? step.update : nullptr;
         int8_t nonfinite = -1;
-        Prediction p = d->convert_checked(out, x, at, &nonfinite);
-        if (nonfinite < 0) {
+        Prediction p =
+            d->convert_checked(out, x, at, opts->check_finite ? &nonfinite : nullptr, update);
+        if (!opts->check_finite) {
+          // nothing to check
+        } else if (nonfinite < 0) {
           check_output(out);
         } else if (deferred != nullptr) {
           deferred->record_known(nonfinite != 0, step, at);
@@ -267,7 +273,8 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       check_output(out);
     }
     if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
-    return finish(d->convert(out, x, at));
+    return finish(
+        d->convert_checked(out, x, at, nullptr, corrections.empty() ? step.update : nullptr));
   };
 }
 
@@ -365,7 +372,9 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
     model = [inner = std::move(model), mask, keep, init, noise0](
                 const Tensor& xt, const TimePoint& at, const StepContext& st) {
       const Tensor known = init * at.alpha + noise0 * at.sigma;
-      Prediction p = inner(xt * mask + known * keep, at, st);
+      StepContext plain = st;
+      plain.update = nullptr;  // the prediction changes below: the step computes its update
+      Prediction p = inner(xt * mask + known * keep, at, plain);
       p.x0 = p.x0 * mask + init * keep;
       if (at.sigma > 0) p.eps = (xt - p.x0 * at.alpha) / at.sigma;
       return p;

@@ -44,8 +44,23 @@ struct Conditioning {
 };
 
 /// Both predictions at one point: x0 (data) and eps (noise), related by x = alpha*x0 + sigma*eps.
+/// The linear update a sampler step makes right after a model call, which the model function may
+/// compute in the same pass as the conversion to (x0, eps) (StepContext::update; the result comes
+/// back in Prediction::update): out = A * ca + B * cb with the bits of lincomb(A, ca, B, cb), where
+/// (A, B) is (x0, eps) (form kX0Eps: DDIM) or (x, x0) (form kXX0: Euler, DPM-Solver++), x being the
+/// state the model was called on.
+struct LinearUpdate {
+  enum class Form { kX0Eps, kXX0 };
+  Form form = Form::kX0Eps;
+  double ca = 0, cb = 0;
+};
+
 struct Prediction {
   Tensor x0, eps;
+  /// The StepContext::update the step asked for, computed by the model function in its conversion
+  /// pass; undefined when it could not (the step then computes it itself). Samplers move it out
+  /// before the prediction is kept in the history.
+  Tensor update = {};
   /// The network's variance output v in [-1, 1] (iDDPM's learned range, DiT's learn_sigma head)
   /// when DenoiserOptions::learned_variance, else undefined: the step's log variance is
   /// (v + 1) / 2 * log(beta) + (1 - v) / 2 * log(beta-tilde) (ddpm:variance_type=learned_range).
@@ -122,6 +137,13 @@ class Denoiser {
   /// not read (the caller checks `out` itself then). The same bits as convert().
   Prediction convert_checked(const Tensor& out, const Tensor& x, const TimePoint& at,
                              int8_t* out_nonfinite) const;
+
+  /// convert_checked() that also computes `update` (when not null) into Prediction::update in the
+  /// same pass, where it can: an epsilon network without EDM preconditioning, clipping,
+  /// thresholding or learned variance, on fusable tensors; otherwise Prediction::update stays
+  /// undefined. The bits of convert() and of lincomb().
+  Prediction convert_checked(const Tensor& out, const Tensor& x, const TimePoint& at,
+                             int8_t* out_nonfinite, const LinearUpdate* update) const;
 
   /// Clipping / thresholding of x0 (eps re-derived from the clipped x0 if
   /// use_clipped_model_output).

@@ -35,6 +35,11 @@ struct StepContext {
   /// of a step is at `now`; a multi-stage solver's inner calls (Heun's corrector, DPM++ 2S's
   /// midpoint, Euler's churned sigma_hat) are elsewhere.
   TimePoint call;
+  /// Set by a sampler for its model call: the linear update it makes from the prediction, which
+  /// the model function may compute in its conversion pass (Prediction::update; make_model_fn
+  /// does for epsilon networks without clipping or corrections). Null: none. A ModelFn that wraps
+  /// another and changes the prediction must pass null down (or clear Prediction::update).
+  const LinearUpdate* update = nullptr;
 };
 
 /// The context of step i on `grid` (index, num_steps, now = grid[i], next = grid[i + 1]); branch

@@ -9,11 +9,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <diffuse/denoiser.h>
 #include <diffuse/detail/fused.h>
 #include <diffuse/noise.h>
+#include <diffuse/sample.h>
+#include <diffuse/samplers/coefficients.h>
+#include <diffuse/schedule.h>
 
 namespace {
 
@@ -250,6 +254,82 @@ TEST(Fused, ConversionsWithTheFlagMatchThePlainKernelsAndFindEveryNanAndInf) {
       }
     }
   });
+}
+
+TEST(Fused, ConversionWithTheUpdateMatchesSolveThenLincomb) {
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : kLengths) {
+        const Tensor x = data(n, dt, static_cast<uint64_t>(n) + 7);
+        Tensor u = data(n, dt, static_cast<uint64_t>(n) + 8);
+        for (size_t i = 0; i < kCoefs.size(); i += 2) {
+          const double cu = kCoefs[i], d = kCoefs[(i * 5 + 3) % kCoefs.size()];
+          const double ca = kCoefs[(i * 3 + 1) % kCoefs.size()],
+                       cb = kCoefs[(i + 4) % kCoefs.size()];
+          SCOPED_TRACE(::testing::Message() << dt << " n=" << n << " cu=" << cu << " d=" << d
+                                            << " ca=" << ca << " cb=" << cb);
+          const Tensor x0 = fused::solve(x, u, cu, d);
+          for (bool with_x : {false, true}) {
+            Tensor update;
+            bool flag = false;
+            EXPECT_TRUE(same_bits(
+                fused::solve_update_checked(x, u, cu, d, with_x, ca, cb, &update, &flag), x0));
+            EXPECT_TRUE(same_bits(
+                update, with_x ? fused::lincomb(x, ca, x0, cb) : fused::lincomb(x0, ca, u, cb)));
+            EXPECT_EQ(flag, !at::isfinite(u).all().item<bool>());
+          }
+        }
+      }
+    }
+  });
+}
+
+// The samplers that ask the model function for their update (StepContext::update: DDIM, Euler,
+// DPM-Solver++ of every order) give the same samples bit for bit whether the update is computed in
+// the conversion pass or by the step itself, in float32 and float64, with and without noise.
+TEST(Fused, SamplersGiveTheSameBitsWithTheUpdateInTheConversionPass) {
+  const auto schedule = diffuse::make_schedule("discrete");
+  const diffuse::Denoiser denoiser(
+      [](const Tensor& x, const Tensor& t, const diffuse::Conditioning&) {
+        return x * 0.3 + at::sin(x) * 0.1;
+      });
+  for (const char* spec : {"ddim", "ddim:eta=1", "euler", "dpm_solver_pp:order=1", "dpmpp_2m",
+                           "dpmpp_3m", "euler:s_churn=0.5"}) {
+    for (auto dt : kTypes) {
+      SCOPED_TRACE(::testing::Message() << spec << " " << dt);
+      const auto sampler = diffuse::sampler_from_spec(spec);
+      diffuse::SampleOptions o;
+      o.num_steps = 12;
+      const diffuse::TimeGrid grid = diffuse::make_grid(*schedule, o);
+      const diffuse::ModelFn inner = diffuse::make_model_fn(denoiser, o, {});
+      int taken = 0;
+      const diffuse::ModelFn asking = [&](const Tensor& x, const diffuse::TimePoint& at,
+                                          const diffuse::StepContext& st) {
+        diffuse::Prediction p = inner(x, at, st);
+        taken += p.update.defined() ? 1 : 0;
+        return p;
+      };
+      const diffuse::ModelFn not_asking = [&](const Tensor& x, const diffuse::TimePoint& at,
+                                              const diffuse::StepContext& st) {
+        diffuse::StepContext plain = st;
+        plain.update = nullptr;
+        return inner(x, at, plain);
+      };
+      const Tensor x_T = at::randn({2, 3, 4, 4}, at::TensorOptions().dtype(dt)) * grid[0].sigma;
+      diffuse::SampleContext c1, c2;
+      auto n1 = diffuse::make_per_sample_noise(9), n2 = diffuse::make_per_sample_noise(9);
+      c1.noise = n1.get();
+      c2.noise = n2.get();
+      c1.schedule = c2.schedule = schedule.get();
+      const Tensor fused_run = sampler->sample(asking, x_T, grid, c1);
+      const Tensor plain_run = sampler->sample(not_asking, x_T, grid, c2);
+      EXPECT_TRUE(same_bits(fused_run, plain_run));
+      // Every step but a churned one asked and got its update (Euler's churned steps do not ask).
+      if (std::string(spec).find("churn") == std::string::npos) {
+        EXPECT_GE(taken, 11);
+      }
+    }
+  }
 }
 
 TEST(Fused, DenoiserConvertCheckedGivesConvertsBitsAndTheOutputsFlag) {

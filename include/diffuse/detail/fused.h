@@ -114,6 +114,11 @@ struct KernelTable {
   bool (*solve_check)(const T* x, const T* u, T cu, T d, T* out, int64_t n);
   bool (*lincomb_check)(const T* a, T ca, const T* b, T cb, T* out, int64_t n);
   bool (*lincomb_div_check)(const T* a, T ca, const T* b, T cb, T d, T* out, int64_t n);
+  // x0 = (x - u cu) / d and out = x0 ca + u cb, or out = x ca + x0 cb; flag of u
+  bool (*solve_update_x0_eps)(const T* x, const T* u, T cu, T d, T ca, T cb, T* x0, T* out,
+                              int64_t n);
+  bool (*solve_update_x_x0)(const T* x, const T* u, T cu, T d, T ca, T cb, T* x0, T* out,
+                            int64_t n);
 };
 
 /// The kernels of kernel_isa() for T = float or double.
@@ -341,6 +346,27 @@ inline Tensor lincomb_div_checked(const Tensor& a, double ca, const Tensor& u, d
     });
   });
   return out;
+}
+
+/// x0 = (x - u * cu) / d (returned) and, in the same pass, *update = x0 * ca + u * cb
+/// (with_x = false) or x * ca + x0 * cb (with_x = true), and *u_nonfinite.
+inline Tensor solve_update_checked(const Tensor& x, const Tensor& u, double cu, double d,
+                                   bool with_x, double ca, double cb, Tensor* update,
+                                   bool* u_nonfinite) {
+  Tensor x0 = empty_as(x);
+  *update = empty_as(x);
+  *u_nonfinite = dispatch(x, [&](auto z) {
+    using T = decltype(z);
+    const T *px = x.data_ptr<T>(), *pu = u.data_ptr<T>();
+    T *p0 = x0.data_ptr<T>(), *po = update->data_ptr<T>();
+    const T fu = coefficient<T>(cu), fd = coefficient<T>(d);
+    const T fa = coefficient<T>(ca), fb = coefficient<T>(cb);
+    const auto kernel = with_x ? kernels<T>().solve_update_x_x0 : kernels<T>().solve_update_x0_eps;
+    return for_range_check(x.numel(), [&](int64_t s, int64_t e) {
+      return kernel(px + s, pu + s, fu, fd, fa, fb, p0 + s, po + s, e - s);
+    });
+  });
+  return x0;
 }
 
 /// Two storages that may share memory (the in-place kernels must not read what they write).
