@@ -18,7 +18,11 @@
 //
 //   diffuse_bench_sampler_overhead [--threads N] [--steps 50] [--runs 7] [--cost-steps 10]
 //                                  [--cost-matmuls 8] [--samplers a,b,c] [--check-finite 1|0]
+//                                  [--caching-allocator 1|0]
+// --caching-allocator 1 (default) runs on diffuse's caching CPU allocator (as the CLI does): with
+// LibTorch's malloc the runs are bimodal (freed buffers go back to the OS and fault in again).
 #include <diffuse/all.h>
+#include <diffuse/detail/fused.h>
 
 #include "timing.h"
 
@@ -43,7 +47,7 @@ using diffuse::bench::TimedNetwork;
 struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t steps = 50, runs = 7, cost_steps = 10, cost_matmuls = 8;
-  bool check_finite = true;
+  bool check_finite = true, caching_allocator = true;
   std::vector<std::string> samplers;
 };
 
@@ -54,7 +58,7 @@ Args parse(int argc, char** argv) {
     if (k == "--help" || k == "-h") {
       std::printf(
           "usage: %s [--threads N] [--steps 50] [--runs 7] [--cost-steps 10] [--cost-matmuls 8] "
-          "[--samplers a,b] [--check-finite 1|0]\n",
+          "[--samplers a,b] [--check-finite 1|0] [--caching-allocator 1|0]\n",
           argv[0]);
       std::exit(0);
     }
@@ -72,6 +76,8 @@ Args parse(int argc, char** argv) {
       a.cost_matmuls = std::stoll(v);
     else if (k == "--check-finite")
       a.check_finite = v != "0" && v != "false";
+    else if (k == "--caching-allocator")
+      a.caching_allocator = v != "0" && v != "false";
     else if (k == "--samplers") {
       std::stringstream ss(v);
       std::string item;
@@ -91,6 +97,7 @@ Args parse(int argc, char** argv) {
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
   at::set_num_threads(args.threads);
+  if (args.caching_allocator) diffuse::enable_caching_cpu_allocator();
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   const int64_t batch = 4, tokens = 256, hidden = 384;
 
@@ -131,9 +138,11 @@ int main(int argc, char** argv) try {
   std::printf(
       "threads %d, batch [4, 4, 32, 32] float32 CPU, %lld steps x %lld runs (min), discrete "
       "schedule, "
-      "default spacing, check_finite %s\n",
+      "default spacing, check_finite %s, %s, kernels %s\n",
       args.threads, static_cast<long long>(args.steps), static_cast<long long>(args.runs),
-      args.check_finite ? "on" : "off");
+      args.check_finite ? "on" : "off",
+      args.caching_allocator ? "caching CPU allocator" : "LibTorch's CPU allocator",
+      diffuse::detail::fused::kernel_isa_name(diffuse::detail::fused::kernel_isa()));
   std::printf(
       "cost model: %lld matmuls [%lld, %d] x [%d, %d] = %.2f GFLOP/call, %.1f ms/call (%.1f "
       "GFLOP/s); "
