@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <diffuse/noise.h>
 
+#include <algorithm>
 #include <utility>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
@@ -52,8 +54,15 @@ class PerSampleNoise final : public NoiseSource {
     // empty(shape).normal_(0, 1, g), and a row of a contiguous buffer is itself contiguous, so
     // every row gets exactly the numbers a separate draw would (no per-row tensors, no cat); one
     // conversion to the caller's dtype and device at the end.
+    // The rows are independent (one generator each), so they are drawn on the intra-op threads,
+    // a row at a time: the same numbers whatever the thread count.
     Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
-    for (int64_t i = 0; i < batch; ++i) out.narrow(0, i, 1).normal_(0.0, 1.0, gens_[i]);
+    const int64_t row = std::max<int64_t>(1, out.numel() / batch);
+    at::parallel_for(0, batch, std::max<int64_t>(1, at::internal::GRAIN_SIZE / row),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t i = begin; i < end; ++i)
+                         out.narrow(0, i, 1).normal_(0.0, 1.0, gens_[i]);
+                     });
     return out.to(options.device(), options.dtype().toScalarType());
   }
 

@@ -3,7 +3,10 @@
 // depend on the batch size, a seed reproduces a run bit for bit, recorded noise replays.
 #include "test_util.h"
 
+#include <ATen/Parallel.h>
+
 #include <atomic>
+#include <vector>
 
 namespace diffuse {
 namespace {
@@ -77,6 +80,27 @@ TEST(PerSampleNoise, RowIIsSeedPlusIAndIndependentOfBatchSize) {
         << i;
   // Rows differ from each other.
   EXPECT_FALSE(at::equal(four[0], four[1]));
+}
+
+// The rows are drawn on the intra-op threads (large draws): the same numbers on 1 and 2 threads,
+// and the same as row-by-row draws.
+TEST(PerSampleNoise, DrawsAreTheSameOnAnyThreadCount) {
+  const int before = at::get_num_threads();
+  std::vector<Tensor> draws;
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    auto noise = make_per_sample_noise(5);
+    draws.push_back(noise->randn({8, 4, 64, 64}, at::kFloat));  // 16K values per row
+    draws.push_back(noise->randn({8, 4, 64, 64}, at::kFloat));  // the generators' second draw
+  }
+  at::set_num_threads(before);
+  EXPECT_TRUE(at::equal(draws[0], draws[2]));
+  EXPECT_TRUE(at::equal(draws[1], draws[3]));
+  EXPECT_FALSE(at::equal(draws[0], draws[1]));
+  for (int64_t i = 0; i < 8; ++i)
+    EXPECT_TRUE(at::equal(draws[0].narrow(0, i, 1),
+                          make_torch_noise(5 + i)->randn({1, 4, 64, 64}, at::kFloat)))
+        << i;
 }
 
 struct NoisyRun {
