@@ -240,6 +240,18 @@ std::optional<LoadedModel> load_torchscript_model(const std::string& path,
   }
   if (card.architecture == "DiT" && card.model.empty()) card.architecture = "torchscript";
   module.to(options.dtype);
+  // Frozen for inference: the forward no longer looks up its parameters and attributes one by one
+  // (torch.jit.freeze; optimize_numerics off, so no folding that would change the outputs). A
+  // module that freezing refuses (one that assigns attributes in forward) runs as loaded.
+  std::string format = "TorchScript";
+  if (options.freeze_torchscript) {
+    try {
+      module = torch::jit::freeze(module, c10::nullopt, /*optimize_numerics=*/false);
+      format = "TorchScript (frozen)";
+    } catch (const std::exception&) {
+      format = "TorchScript (not frozen: torch::jit::freeze refused it)";
+    }
+  }
   TorchScriptOptions o;
   o.device = options.device;
   o.sample_shape = card.sample_shape;
@@ -269,7 +281,7 @@ std::optional<LoadedModel> load_torchscript_model(const std::string& path,
   m.card = std::move(card);
   m.network = net.network;
   m.source = path;
-  m.format = "TorchScript";
+  m.format = format;
   return m;
 }
 

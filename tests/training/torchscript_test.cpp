@@ -221,5 +221,38 @@ TEST(TorchScript, ModuleExportedFromPyTorchGivesThePyTorchOutput) {
                    "null class");
 }
 
+// load_model freezes a TorchScript module for inference by default (LoadModelOptions::
+// freeze_torchscript): the same outputs as the module as loaded, the format says which; a module
+// that assigns an attribute in forward is frozen too and keeps working.
+TEST(TorchScript, LoadModelFreezesWithoutChangingTheOutputs) {
+  LoadModelOptions frozen_options, plain_options;
+  plain_options.freeze_torchscript = false;
+  const LoadedModel frozen = load_model(fixture_path("tiny_eps.pt"), frozen_options);
+  const LoadedModel plain = load_model(fixture_path("tiny_eps.pt"), plain_options);
+  EXPECT_EQ(frozen.format, "TorchScript (frozen)");
+  EXPECT_EQ(plain.format, "TorchScript");
+  at::Tensor x = at::cos(at::arange(2 * 64, at::kFloat) * 0.11).reshape({2, 1, 8, 8});
+  at::Tensor t = at::tensor({3.0f, 500.0f});
+  Conditioning c;
+  c.value = at::tensor(at::ArrayRef<int64_t>{2, 4});
+  torch::NoGradGuard g;
+  EXPECT_TRUE(at::equal(frozen.network(x, t, c), plain.network(x, t, c)));
+
+  test::TempDir dir("ts_freeze");
+  torch::jit::Module m("Counter");
+  m.register_attribute("diffuse_card", c10::StringType::get(),
+                       std::string("sample_shape=1x2x2,prediction_type=epsilon"));
+  m.register_attribute("calls", c10::IntType::get(), int64_t{0});
+  m.define("def forward(self, x, t):\n    self.calls += 1\n    return x * 0.5\n");
+  const std::string path = dir / "counter.pt";
+  m.save(path);
+  const LoadedModel counted = load_model(path);
+  EXPECT_EQ(counted.format, "TorchScript (frozen)");  // a mutated attribute stays an attribute
+  for (int i = 0; i < 2; ++i) {
+    const at::Tensor y = counted.network(at::ones({1, 1, 2, 2}), at::ones({1}), {});
+    EXPECT_TRUE(at::allclose(y, at::full({1, 1, 2, 2}, 0.5)));
+  }
+}
+
 }  // namespace
 }  // namespace diffuse

@@ -145,6 +145,10 @@ struct LoadModelOptions {
   /// For formats that cannot carry a card (or to override the card stored in the file): card text.
   /// Default empty = use the file's own card.
   std::string card;
+  /// TorchScript modules: frozen for inference after loading (torch::jit::freeze without numeric
+  /// rewrites: parameters and attributes become graph constants, the same outputs); a module that
+  /// cannot be frozen runs as loaded (LoadedModel::format says which). Default on.
+  bool freeze_torchscript = true;
 };
 
 /// Saves `model` (its parameters and buffers) with `card` (architecture DiT; card.model is replaced
