@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <diffuse/denoiser.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -62,6 +63,25 @@ double edm_sigma(const TimePoint& at) {
 }
 }  // namespace
 
+namespace {
+
+/// at::full({n}, v, o), without LibTorch's fill dispatch for CPU float32/float64 (the same value:
+/// v rounded to the dtype).
+Tensor time_tensor(int64_t n, double v, const at::TensorOptions& o) {
+  const auto dtype = o.dtype().toScalarType();
+  if (!o.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble))
+    return at::full({n}, v, o);
+  Tensor t = at::empty({n}, o);
+  if (dtype == at::kFloat) {
+    std::fill_n(t.data_ptr<float>(), n, static_cast<float>(v));
+  } else {
+    std::fill_n(t.data_ptr<double>(), n, v);
+  }
+  return t;
+}
+
+}  // namespace
+
 Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Conditioning& c) const {
   Tensor t;
   Tensor in = x;
@@ -69,10 +89,10 @@ Tensor Denoiser::call_network(const Tensor& x, const TimePoint& at, const Condit
     const double s = edm_sigma(at);
     const double sd = options_.sigma_data;
     const double c_in = 1.0 / std::sqrt(s * s + sd * sd);
-    t = at::full({x.size(0)}, 0.25 * std::log(s), x.options());
+    t = time_tensor(x.size(0), 0.25 * std::log(s), x.options());
     in = at.alpha == 1.0 ? scaled(x, c_in) : scaled(divided(x, at.alpha), c_in);
   } else {
-    t = at::full({x.size(0)}, at.t, x.options());
+    t = time_tensor(x.size(0), at.t, x.options());
   }
   const bool cast =
       options_.network_dtype.has_value() && *options_.network_dtype != x.scalar_type();

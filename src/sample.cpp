@@ -394,7 +394,13 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
   Tensor result = out.to(noise.scalar_type());
   // Once per run: a result that overflowed the caller's dtype, or that the update arithmetic made
   // non-finite from finite network outputs, is an error rather than a silent NaN/Inf.
-  if (o.check_finite && !at::isfinite(result).all().item<bool>()) {
+  // (One integer pass over a contiguous float32/float64 CPU result; LibTorch's isfinite + all +
+  // item otherwise.)
+  auto all_finite = [](const Tensor& r) {
+    return detail::fused::can_fuse(r) ? !detail::fused::any_nonfinite(r)
+                                      : at::isfinite(r).all().item<bool>();
+  };
+  if (o.check_finite && !all_finite(result)) {
     check_numerics(!at::isfinite(out).all().item<bool>(), "sample(): the result does not fit ",
                    noise.scalar_type(), ": its largest magnitude is ",
                    out.abs().max().item<double>(), " (finite in ", out.scalar_type(),
