@@ -6,6 +6,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
@@ -56,10 +57,14 @@ class PerSampleNoise final : public NoiseSource {
     // conversion to the caller's dtype and device at the end.
     // The rows are independent (one generator each), so they are drawn on the intra-op threads,
     // a row at a time: the same numbers whatever the thread count.
+    // The workers run under the caller's thread-local state (InferenceMode, grad mode): normal_
+    // is a dispatched op, and an inference tensor may only be written in inference mode.
     Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
     const int64_t row = std::max<int64_t>(1, out.numel() / batch);
+    const at::ThreadLocalState caller;
     at::parallel_for(0, batch, std::max<int64_t>(1, at::internal::GRAIN_SIZE / row),
                      [&](int64_t begin, int64_t end) {
+                       at::ThreadLocalStateGuard state(caller);
                        for (int64_t i = begin; i < end; ++i)
                          out.narrow(0, i, 1).normal_(0.0, 1.0, gens_[i]);
                      });

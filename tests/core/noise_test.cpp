@@ -4,6 +4,7 @@
 #include "test_util.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 
 #include <atomic>
 #include <vector>
@@ -93,7 +94,14 @@ TEST(PerSampleNoise, DrawsAreTheSameOnAnyThreadCount) {
     draws.push_back(noise->randn({8, 4, 64, 64}, at::kFloat));  // 16K values per row
     draws.push_back(noise->randn({8, 4, 64, 64}, at::kFloat));  // the generators' second draw
   }
+  // Under InferenceMode (as the CLI samples) the workers write the inference tensor too.
+  {
+    at::set_num_threads(2);
+    c10::InferenceMode inference;
+    draws.push_back(make_per_sample_noise(5)->randn({8, 4, 64, 64}, at::kFloat));
+  }
   at::set_num_threads(before);
+  EXPECT_TRUE(at::equal(draws[4], draws[0]));
   EXPECT_TRUE(at::equal(draws[0], draws[2]));
   EXPECT_TRUE(at::equal(draws[1], draws[3]));
   EXPECT_FALSE(at::equal(draws[0], draws[1]));
