@@ -7,24 +7,29 @@
 #include <cstring>
 #include <memory>
 
+#include <ATen/Parallel.h>
+
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/detail/fused.h>
+
+// The AVX2 and AVX-512 copies need GCC on x86-64 (as the fused kernels of fused_kernels.cpp).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__FAST_MATH__)
+#define DIFFUSE_PHILOX_DISPATCH 1
+#include <immintrin.h>
+#else
+#define DIFFUSE_PHILOX_DISPATCH 0
+#endif
 
 // The same numbers from every compiler and instruction set: no a * b + c fused into one rounding
 // (GCC contracts by default in C++, clang within expressions). The option covers exactly the
 // functions below (push / pop: this file may share a unity translation unit), which call only
-// builtins, so that everything inlines into the loop (GCC does not inline across differing
-// optimisation options).
+// builtins, so that everything inlines into the loops (GCC inlines neither across differing
+// optimisation options nor into another instruction set's function: hence one copy of the loops
+// per set, src/philox_kernels.inc).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
-#endif
-// Runtime dispatch on x86-64 with GCC: an AVX2 clone of the loop (the same IEEE operations, so
-// the same numbers; no FMA) chosen at load time, the baseline otherwise.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define DIFFUSE_PHILOX_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DIFFUSE_PHILOX_CLONES
 #endif
 #if defined(__clang__)
 #define DIFFUSE_NO_CONTRACT_BLOCK _Pragma("clang fp contract(off)")
@@ -61,77 +66,59 @@ inline void philox_block(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uin
   out[3] = c3;
 }
 
-inline float bits_to_float(uint32_t b) {
-  float f;
-  __builtin_memcpy(&f, &b, sizeof f);
-  return f;
-}
-inline uint32_t float_to_bits(float f) {
-  uint32_t b;
-  __builtin_memcpy(&b, &f, sizeof b);
-  return b;
-}
+/// Counter words of blocks b0 .. b0 + nb of one (sample, draw) stream, one array per word
+/// (structure of arrays, so that each Philox round is one loop over the blocks with one key).
+struct Blocks {
+  alignas(64) uint32_t w0[kChunk];
+  alignas(64) uint32_t w1[kChunk];
+  alignas(64) uint32_t w2[kChunk];
+  alignas(64) uint32_t w3[kChunk];
+};
 
-/// ln(u) for u in (0, 1]: u = m 2^e with m in [sqrt(1/2), sqrt(2)), ln(m) = 2 atanh(s),
-/// s = (m - 1) / (m + 1), |s| <= 0.172, by its series to s^11 (relative error < 1e-9 before
-/// float rounding).
-inline float log_unit(float u) {
-  DIFFUSE_NO_CONTRACT_BLOCK
-  const uint32_t b = float_to_bits(u);
-  int32_t e = static_cast<int32_t>((b >> 23) & 0xffu) - 127;
-  float m = bits_to_float((b & 0x007fffffu) | 0x3f800000u);  // [1, 2)
-  // Branch-free (the loop vectorises): big = 1 when m > sqrt(2), then m / 2 and e + 1 (exact).
-  const int32_t big = static_cast<int32_t>(m > 1.41421356f);
-  m = m * (1.0f - 0.5f * static_cast<float>(big));
-  e += big;
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  const float poly =
-      1.0f +
-      s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11)))));
-  return static_cast<float>(e) * 0.693147180559945f + 2.0f * s * poly;
-}
+namespace philox_base {
+#include "philox_kernels.inc"
+}  // namespace philox_base
 
-/// sqrt(x) for x in [1e-7, 64] without libm (a correctly rounded sqrt keeps errno handling, which
-/// stops GCC vectorising the loop): the classic bit-level guess of 1 / sqrt(x), three Newton steps
-/// (relative error below 1e-7), times x.
-inline float sqrt_pos(float x) {
-  DIFFUSE_NO_CONTRACT_BLOCK
-  float y = bits_to_float(0x5f3759dfu - (float_to_bits(x) >> 1));
-  const float h = 0.5f * x;
-  y = y * (1.5f - h * y * y);
-  y = y * (1.5f - h * y * y);
-  y = y * (1.5f - h * y * y);
-  return x * y;
-}
+#if DIFFUSE_PHILOX_DISPATCH
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace philox_avx2 {
+#include "philox_kernels.inc"
+}  // namespace philox_avx2
+#pragma GCC pop_options
 
-/// sin and cos of 2 pi v for v in [0, 1): quadrant q = floor(4 v), t = (4 v - q) pi / 2 in
-/// [0, pi / 2), Taylor polynomials to t^13 / t^14 (error < 1e-7), then the quadrant's signs.
-inline void sincos_turn(float v, float* sn, float* cs) {
-  DIFFUSE_NO_CONTRACT_BLOCK
-  const float w = v * 4.0f;
-  const int32_t q = static_cast<int32_t>(w);  // 0..3 (w >= 0)
-  const float t = (w - static_cast<float>(q)) * 1.57079632679490f;
-  const float t2 = t * t;
-  const float s =
-      t * (1.0f + t2 * (-1.0f / 6 +
-                        t2 * (1.0f / 120 +
-                              t2 * (-1.0f / 5040 +
-                                    t2 * (1.0f / 362880 + t2 * (-1.0f / 39916800 +
-                                                                t2 * (1.0f / 6227020800.0f)))))));
-  const float c =
-      1.0f +
-      t2 * (-0.5f + t2 * (1.0f / 24 +
-                          t2 * (-1.0f / 720 + t2 * (1.0f / 40320 +
-                                                    t2 * (-1.0f / 3628800 +
-                                                          t2 * (1.0f / 479001600 +
-                                                                t2 * (-1.0f / 87178291200.0f)))))));
-  // q = 0: (s, c); 1: (c, -s); 2: (-s, -c); 3: (-c, s). Branch-free, exact: the swap weights
-  // are 0 and 1, the signs +-1.
-  const float odd = static_cast<float>(q & 1);
-  const float a = s * (1.0f - odd) + c * odd, bb = c * (1.0f - odd) + s * odd;
-  *sn = a * (1.0f - 2.0f * static_cast<float>(q >> 1));
-  *cs = bb * (1.0f - 2.0f * static_cast<float>(((q + 1) >> 1) & 1));
+#pragma GCC push_options
+#pragma GCC target("avx512f,prefer-vector-width=512")
+// GCC 12 warns inside its own intrinsics (their deliberately undefined pass-through operand).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace philox_avx512 {
+#define DIFFUSE_PHILOX_AVX512_ROUNDS 1
+#include "philox_kernels.inc"
+#undef DIFFUSE_PHILOX_AVX512_ROUNDS
+}  // namespace philox_avx512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+/// Normals first .. first + n (first a multiple of 4) of make_philox_noise(seed)'s stream for
+/// (sample, draw), by the kernels in use.
+void normals_range(float* out, int64_t first, int64_t n, uint64_t seed, uint64_t sample,
+                   uint64_t draw) {
+  const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const auto c1 = static_cast<uint32_t>(draw), c2 = static_cast<uint32_t>(sample),
+             c3 = static_cast<uint32_t>(sample >> 32) ^ static_cast<uint32_t>(draw >> 32);
+#if DIFFUSE_PHILOX_DISPATCH
+  switch (fused::kernel_isa()) {
+    case fused::KernelIsa::kAvx512:
+      return philox_avx512::normals(out, first, n, k0, k1, c1, c2, c3);
+    case fused::KernelIsa::kAvx2:
+      return philox_avx2::normals(out, first, n, k0, k1, c1, c2, c3);
+    default:
+      break;
+  }
+#endif
+  philox_base::normals(out, first, n, k0, k1, c1, c2, c3);
 }
 
 }  // namespace
@@ -140,33 +127,8 @@ void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]
   philox_block(ctr[0], ctr[1], ctr[2], ctr[3], key[0], key[1], out);
 }
 
-DIFFUSE_PHILOX_CLONES
 void philox_normal(float* out, int64_t n, uint64_t seed, uint64_t sample, uint64_t draw) {
-  DIFFUSE_NO_CONTRACT_BLOCK
-  const auto k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  const auto c1 = static_cast<uint32_t>(draw), c2 = static_cast<uint32_t>(sample),
-             c3 = static_cast<uint32_t>(sample >> 32) ^ static_cast<uint32_t>(draw >> 32);
-  uint32_t words[kChunk * 4];
-  float z[kChunk * 4];
-  const int64_t blocks = (n + 3) / 4;
-  for (int64_t b0 = 0; b0 < blocks; b0 += kChunk) {
-    const int64_t nb = blocks - b0 < kChunk ? blocks - b0 : kChunk;
-    for (int64_t b = 0; b < nb; ++b)
-      philox_block(static_cast<uint32_t>(b0 + b), c1, c2, c3, k0, k1, words + 4 * b);
-    // Box-Muller on the pairs (w0, w1), (w2, w3): u1 = (top 23 bits + 1/2) / 2^23 in (0, 1)
-    // (never 0, and exact in float32), u2 = top 24 bits / 2^24 in [0, 1).
-    for (int64_t p = 0; p < 2 * nb; ++p) {
-      const float u1 = (static_cast<float>(words[2 * p] >> 9) + 0.5f) * 1.1920928955078125e-7f;
-      const float u2 = static_cast<float>(words[2 * p + 1] >> 8) * 5.9604644775390625e-8f;
-      const float r = sqrt_pos(-2.0f * log_unit(u1));
-      float sn = 0, cs = 0;
-      sincos_turn(u2, &sn, &cs);
-      z[2 * p] = r * cs;
-      z[2 * p + 1] = r * sn;
-    }
-    const int64_t first = 4 * b0, count = 4 * nb < n - first ? 4 * nb : n - first;
-    __builtin_memcpy(out + first, z, static_cast<size_t>(count) * sizeof(float));
-  }
+  normals_range(out, 0, n, seed, sample, draw);
 }
 
 }  // namespace detail
@@ -184,11 +146,21 @@ class PhiloxNoise final : public NoiseSource {
     check(!shape.empty(), "philox noise needs a batch dimension, got a 0-d shape");
     Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
     const int64_t batch = shape[0];
-    if (batch > 0) {
+    if (batch > 0 && out.numel() > 0) {
+      // Counter-based: any segment of any sample can be drawn on its own, so the segments run on
+      // the intra-op threads (at least 8192 normals per task; the same numbers on any count).
       const int64_t per = out.numel() / batch;
+      constexpr int64_t kSegment = 2048;  // a multiple of 4: segments start at a block
+      const int64_t segments = (per + kSegment - 1) / kSegment;
       float* data = out.data_ptr<float>();
-      for (int64_t i = 0; i < batch; ++i)
-        detail::philox_normal(data + i * per, per, seed_, static_cast<uint64_t>(i), draw_);
+      const uint64_t seed = seed_, draw = draw_;
+      at::parallel_for(0, batch * segments, 4, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t i = t / segments, first = (t % segments) * kSegment;
+          detail::normals_range(data + i * per + first, first, std::min(kSegment, per - first),
+                                seed, static_cast<uint64_t>(i), draw);
+        }
+      });
     }
     ++draw_;
     return out.to(options.device(), options.dtype().toScalarType());

@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // make_philox_noise: Philox4x32-10 against Random123's known answers, the normals against a
 // double-precision Box-Muller of the same words (libm's log / cos / sin), their distribution, and
-// the counter-based contract (batch-size and draw-order independence, determinism).
+// the counter-based contract (batch-size and draw-order independence, determinism), and the same
+// bits from every instruction set and thread count.
 #include <cmath>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include <diffuse/detail/fused.h>
 
 #include "test_util.h"
 
@@ -95,6 +101,30 @@ TEST(PhiloxNoise, CounterBasedContract) {
   auto e = make_philox_noise(9);
   EXPECT_TRUE(
       at::equal(e->randn({4, 3, 5}, at::TensorOptions().dtype(at::kDouble)), a0.to(at::kDouble)));
+}
+
+// Every kernel instruction set, and the segments drawn on 1 or 2 intra-op threads, give the
+// bits of the baseline loops drawing each sample whole: samples of 5000 normals span three 2048
+// segments and end inside a Philox block.
+TEST(PhiloxNoise, SameBitsOnEveryInstructionSetAndThreadCount) {
+  namespace fused = detail::fused;
+  const fused::KernelIsa before = fused::kernel_isa();
+  const int threads_before = at::get_num_threads();
+  fused::set_kernel_isa(fused::KernelIsa::kBaseline);
+  std::vector<float> want(3 * 5000);
+  for (int i = 0; i < 3; ++i) detail::philox_normal(want.data() + i * 5000, 5000, 77, i, 0);
+  const Tensor expected = at::from_blob(want.data(), {3, 5000}, at::kFloat).clone();
+  for (const fused::KernelIsa isa : fused::supported_kernel_isas()) {
+    for (const int threads : {1, 2}) {
+      fused::set_kernel_isa(isa);
+      at::set_num_threads(threads);
+      const Tensor z = make_philox_noise(77)->randn({3, 5000}, at::TensorOptions());
+      EXPECT_TRUE(at::equal(z, expected))
+          << fused::kernel_isa_name(isa) << ", " << threads << " thread(s)";
+    }
+  }
+  at::set_num_threads(threads_before);
+  fused::set_kernel_isa(before);
 }
 
 }  // namespace
