@@ -67,14 +67,9 @@ StepResult DdimSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   // x_next = alpha' x0 + dir eps, computed by the model function in its conversion pass where it
   // can (StepContext::update).
   const LinearUpdate update{LinearUpdate::Form::kX0Eps, next.alpha, dir};
-  StepContext call = st;
-  call.update = &update;
-  Prediction p = model(x, now, call);
-  Tensor x_next = std::move(p.update);
-  p.update = Tensor();
-  if (!x_next.defined()) x_next = lincomb(p.x0, next.alpha, p.eps, dir);
-  if (eta_sigma > 0) add_scaled_(x_next, ctx.randn_like(x), eta_sigma);
-  return {x_next, p};
+  UpdatedPrediction r = predict_with_update(model, x, st, &update);
+  if (eta_sigma > 0) add_scaled_(r.x_next, ctx.randn_like(x), eta_sigma);
+  return {std::move(r.x_next), std::move(r.pred)};
 }
 
 DIFFUSE_REGISTER_SAMPLER(DdimSampler, "ddim",

@@ -64,13 +64,17 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   const TimePoint& now = st.now;
   const TimePoint& next = st.next;
   check(next.alpha > 0, "ddpm: cannot step onto a point with alpha = 0 (t=", next.t, ")");
-  Prediction p = model(x, now, st);
   const double s2 = now.sigma * now.sigma;
   const double beta = step_beta(now, next);
-  // Eq. (7): the posterior mean in terms of the (clipped) x0 prediction.
+  // Eq. (7): the posterior mean in terms of the (clipped) x0 prediction, computed by the model
+  // function in its conversion pass where it can (x c_x + x0 c_x0: the sum of two rounded
+  // products, the same bits in either order).
   const double c_x0 = next.alpha * beta / s2;
   const double c_x = (now.alpha / next.alpha) * next.sigma * next.sigma / s2;
-  Tensor x_next = lincomb(p.x0, c_x0, x, c_x);
+  const LinearUpdate mean{LinearUpdate::Form::kXX0, c_x, c_x0};
+  UpdatedPrediction r = predict_with_update(model, x, st, &mean);
+  const Prediction& p = r.pred;
+  Tensor& x_next = r.x_next;
   const bool noisy = !next.is_clean() || (options.diffusers_final_noise() && now.t > 0);
   if (noisy && options.variance_type() == DdpmVarianceType::kLearnedRange) {
     check(p.variance.defined(),

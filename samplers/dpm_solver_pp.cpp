@@ -76,15 +76,12 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
   // x0. The model function may compute it in its conversion pass (StepContext::update).
   const LinearUpdate first_order{LinearUpdate::Form::kXX0, next.sigma / s0.sigma, a * dpm_phi1(h)};
-  StepContext call = st;
-  call.update = h == 0.0 ? nullptr : &first_order;
-  Prediction p = model(x, s0, call);
-  Tensor x_next = std::move(p.update);
-  p.update = Tensor();
+  UpdatedPrediction r = predict_with_update(model, x, st, h == 0.0 ? nullptr : &first_order);
+  Prediction& p = r.pred;
+  Tensor& x_next = r.x_next;
   const int64_t order = order_at(st, history.size());
   if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
   const Tensor& m0 = p.x0;
-  if (!x_next.defined()) x_next = lincomb(x, first_order.ca, m0, first_order.cb);
   if (order == 1) return {x_next, p};
 
   const size_t n = history.size();

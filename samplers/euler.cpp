@@ -64,13 +64,8 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
     // The update, computed by the model function in its conversion pass where it can.
     const auto c = euler_coefficients(now, next.sigma_ve(), next.alpha);
     const LinearUpdate update{LinearUpdate::Form::kXX0, c.cx, c.cx0};
-    StepContext call = st;
-    call.update = &update;
-    Prediction p = model(x, now, call);
-    Tensor x_next = std::move(p.update);
-    p.update = Tensor();
-    if (!x_next.defined()) x_next = lincomb(x, c.cx, p.x0, c.cx0);
-    return {x_next, p};
+    UpdatedPrediction r = predict_with_update(model, x, st, &update);
+    return {std::move(r.x_next), std::move(r.pred)};
   }
   const double sigma = now.sigma_ve();
   const double sigma_hat = sigma * (g + 1.0);

@@ -45,13 +45,14 @@ StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& 
   const TimePoint& now = st.now;
   const TimePoint& next = st.next;
   check(now.sigma > 0, "euler_ancestral: step ", st.index, " starts at sigma = 0 (t=", now.t, ")");
-  Prediction p = model(x, now, st);
   double noise_std = 0;
   const auto c = ancestral_coefficients(resolve_ancestral_rule(options.split(), ctx.schedule), now,
                                         next, options.eta(), options.s_noise(), &noise_std);
-  Tensor x_next = lincomb(x, c.cx, p.x0, c.cx0);
-  if (noise_std > 0) add_scaled_(x_next, ctx.randn_like(x), noise_std);
-  return {x_next, p};
+  // The deterministic part, computed by the model function in its conversion pass where it can.
+  const LinearUpdate update{LinearUpdate::Form::kXX0, c.cx, c.cx0};
+  UpdatedPrediction r = predict_with_update(model, x, st, &update);
+  if (noise_std > 0) add_scaled_(r.x_next, ctx.randn_like(x), noise_std);
+  return {std::move(r.x_next), std::move(r.pred)};
 }
 
 DIFFUSE_REGISTER_SAMPLER(

@@ -26,6 +26,21 @@ StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise) {
   return st;
 }
 
+UpdatedPrediction predict_with_update(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                      const LinearUpdate* update) {
+  StepContext call = st;
+  call.update = update;
+  UpdatedPrediction r{model(x, st.now, call), Tensor()};
+  r.x_next = std::move(r.pred.update);
+  r.pred.update = Tensor();
+  if (update != nullptr && !r.x_next.defined()) {
+    r.x_next = update->form == LinearUpdate::Form::kX0Eps
+                   ? lincomb(r.pred.x0, update->ca, r.pred.eps, update->cb)
+                   : lincomb(x, update->ca, r.pred.x0, update->cb);
+  }
+  return r;
+}
+
 void History::push(const TimePoint& at, const Prediction& pred, const Tensor& x, size_t keep) {
   if (keep == 0) return;
   times.push_back(at);

@@ -50,6 +50,18 @@ StepContext step_context(const TimeGrid& grid, int64_t i, NoiseSource* noise);
 using ModelFn =
     std::function<Prediction(const Tensor& x, const TimePoint& at, const StepContext& step)>;
 
+/// A model call that asked for a linear update, and the update's result.
+struct UpdatedPrediction {
+  Prediction pred;  ///< the prediction, its `update` moved out (ready for the history)
+  Tensor x_next;    ///< `update` applied: A * ca + B * cb (undefined when no update was asked)
+};
+
+/// Calls `model` at st.now with StepContext::update = `update` (null: none) and returns the
+/// prediction and the update's result: the model function's (its conversion pass) where it
+/// computed it, else lincomb of the form's tensors here, the same bits either way.
+UpdatedPrediction predict_with_update(const ModelFn& model, const Tensor& x, const StepContext& st,
+                                      const LinearUpdate* update);
+
 /// What earlier steps of this run left behind, newest last: the time of each step's first model
 /// call, its prediction, and the state x the step advanced from (StepResult::start when the
 /// sampler set it, else the step's input).
