@@ -7,10 +7,11 @@
 // little-endian float32, of --shape), with either the trivial network (eps = 0.1 x) or the
 // DiT-S/2-sized cost model of bench/timing.h (weights from the script's files too; [4, 4, 32, 32]
 // only). Stochastic samplers draw their noise from per-sample generators seeded with --seed (the
-// library default). With --caching-allocator 1 (the default, as the diffuse CLI) LibTorch's CPU
-// allocator is diffuse's caching allocator (<diffuse/cpu_allocator.h>); 0 leaves malloc. The
-// network is timed from the inside (bench::TimedNetwork for wall time; around it, the calling
-// thread's CPU time, which a loaded machine's preemptions do not inflate), one warm-up run, then
+// library default), or with --noise philox from make_philox_noise(--seed). With --caching-allocator
+// 1 (the default, as the diffuse CLI) LibTorch's CPU allocator is diffuse's caching allocator
+// (<diffuse/cpu_allocator.h>); 0 leaves malloc. The network is timed from the inside
+// (bench::TimedNetwork for wall time; around it, the calling thread's CPU time, which a loaded
+// machine's preemptions do not inflate), one warm-up run, then
 // --runs timed runs; prints one JSON line:
 //   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
 //    "total_cpu_s": [...], "network_cpu_s": [...]}
@@ -20,7 +21,7 @@
 //   diffuse_bench_vs_diffusers --class DDIMScheduler --config "beta_schedule=linear,..."
 //       --inputs DIR [--network trivial|cost] [--matmuls 8] [--steps 50] [--runs 5]
 //       [--warmup-steps N (default --steps)] [--threads 1] [--check-finite 1|0] [--save FILE]
-//       [--shape 4,4,32,32] [--seed 0] [--caching-allocator 1|0]
+//       [--shape 4,4,32,32] [--seed 0] [--noise per-sample|philox] [--caching-allocator 1|0]
 // DIR holds noise.f32 of --shape and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
 // w_out.f32 [384, 16].
 #include <diffuse/all.h>
@@ -43,7 +44,7 @@ namespace {
 using diffuse::Tensor;
 
 struct Args {
-  std::string cls, config, inputs, network = "trivial", save;
+  std::string cls, config, inputs, network = "trivial", save, noise = "per-sample";
   int64_t matmuls = 8, steps = 50, runs = 5, warmup_steps = 0;
   std::vector<int64_t> shape{4, 4, 32, 32};
   uint64_t seed = 0;
@@ -85,6 +86,8 @@ Args parse(int argc, char** argv) {
       a.caching_allocator = parse_flag(v);
     else if (k == "--seed")
       a.seed = std::stoull(v);
+    else if (k == "--noise")
+      a.noise = v;
     else if (k == "--shape") {
       a.shape.clear();
       for (const std::string& d : diffuse::bench::split_list(v, ','))
@@ -93,6 +96,8 @@ Args parse(int argc, char** argv) {
       throw diffuse::Error("unknown option '" + k + "'");
   }
   diffuse::check(!a.cls.empty() && !a.inputs.empty(), "--class and --inputs are required");
+  diffuse::check(a.noise == "per-sample" || a.noise == "philox",
+                 "--noise must be per-sample or philox, got '", a.noise, "'");
   diffuse::check(a.network == "trivial" || a.network == "cost",
                  "--network must be trivial or cost, got '", a.network, "'");
   diffuse::check(!a.shape.empty() &&
@@ -184,6 +189,12 @@ int main(int argc, char** argv) try {
   diffuse::SampleOptions warm = s.sample_options(args.warmup_steps);
   warm.check_finite = args.check_finite;
   warm.seed = args.seed;
+  // A fresh source per run (a noise source counts its draws), made outside the timed call.
+  const auto fresh_noise = [&args]() -> std::shared_ptr<diffuse::NoiseSource> {
+    if (args.noise == "philox") return diffuse::make_philox_noise(args.seed);
+    return nullptr;  // sample()'s default: per-sample generators seeded o.seed
+  };
+  warm.noise = fresh_noise();
   diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
                                s.initial_state(noise, args.warmup_steps), warm);
   Tensor result;
@@ -191,6 +202,7 @@ int main(int argc, char** argv) try {
   int64_t calls = 0;
   for (int64_t r = 0; r < args.runs; ++r) {
     *net_cpu = 0;
+    o.noise = fresh_noise();
     const double c0 = thread_cpu_seconds();
     const diffuse::bench::RunTime m =
         diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser, x_T, o, &result);
@@ -203,12 +215,13 @@ int main(int argc, char** argv) try {
   if (!args.save.empty()) write_f32(args.save, result);
   std::printf(
       "{\"class\": \"%s\", \"network\": \"%s\", \"steps\": %lld, \"calls\": %lld, \"threads\": %d, "
-      "\"check_finite\": %s, \"caching_allocator\": %s, \"total_s\": %s, \"network_s\": %s, "
+      "\"check_finite\": %s, \"caching_allocator\": %s, \"noise\": \"%s\", \"total_s\": %s, "
+      "\"network_s\": %s, "
       "\"total_cpu_s\": %s, "
       "\"network_cpu_s\": %s}\n",
       args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
       static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
-      args.caching_allocator ? "true" : "false", json_list(total).c_str(),
+      args.caching_allocator ? "true" : "false", args.noise.c_str(), json_list(total).c_str(),
       json_list(network).c_str(), json_list(total_cpu).c_str(), json_list(network_cpu).c_str());
   return 0;
 } catch (const std::exception& e) {

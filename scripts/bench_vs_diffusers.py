@@ -41,6 +41,8 @@ this one run. The C++ side runs with diffuse's caching CPU allocator (as the dif
 script also checks that both sides compute the same samples: max |x_diffusers - x_diffuse| of
 the final sample from the same noise (deterministic samplers; the stochastic ones draw their
 step noise from different generators: diffusers' torch.Generator, diffuse's per-sample streams).
+The stochastic samplers run a second time on the C++ side with --noise philox (make_philox_noise,
+the counter-based generator; --no-philox skips it), reported in rows of their own.
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
 folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
@@ -321,6 +323,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="noise seed of the stochastic samplers (default 0)")
     ap.add_argument("--no-cost", action="store_true", help="trivial network only")
     ap.add_argument("--no-nocheck", action="store_true", help="skip the check_finite=false C++ runs")
+    ap.add_argument("--no-philox", action="store_true",
+                    help="skip the C++ runs of the stochastic samplers with make_philox_noise")
     ap.add_argument("--malloc", action="store_true",
                     help="C++ side on LibTorch's default CPU allocator instead of diffuse's caching one")
     ap.add_argument("--json", help="also write all raw timings here")
@@ -374,7 +378,8 @@ def main():
     networks = {"trivial": (Timed(trivial_network), args.runs, args.steps)}
     if not args.no_cost:
         networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
-    # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net)
+    # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net),
+    # diffuse with make_philox_noise (stochastic samplers, trivial net)
     runs = {}  # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net)
     calls = {}
     diffs = {}
@@ -393,21 +398,21 @@ def main():
             calls[(threads, shape, key, net_name, "diffusers")] = c
         return out
 
-    def cpp_block(threads, shape, key, cls, extra, net_name, check_finite, save=None):
+    def cpp_block(threads, shape, key, cls, extra, net_name, check_finite, save=None, noise="per-sample"):
         _, n, warmup = networks[net_name]
         cmd = [args.bin, "--class", cls, "--config", config_string({**COMMON, **extra}),
                "--inputs", os.path.join(work, "x".join(map(str, shape))), "--shape", ",".join(map(str, shape)),
                "--network", net_name, "--matmuls", str(args.matmuls), "--steps", str(args.steps),
                "--runs", str(n), "--warmup-steps", str(warmup), "--threads", str(threads),
                "--check-finite", "1" if check_finite else "0", "--seed", str(args.seed),
-               "--caching-allocator", "0" if args.malloc else "1"]
+               "--caching-allocator", "0" if args.malloc else "1", "--noise", noise]
         if save:
             cmd += ["--save", save]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"bench_vs_diffusers: {' '.join(cmd)} failed:\n{p.stderr}")
         r = json.loads(p.stdout.strip().splitlines()[-1])
-        side = "diffuse" if check_finite else "diffuse_nocheck"
+        side = "diffuse_philox" if noise == "philox" else "diffuse" if check_finite else "diffuse_nocheck"
         runs.setdefault((threads, shape, key, net_name, side), []).extend(
             zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
         calls[(threads, shape, key, net_name, side)] = r["calls"]
@@ -424,6 +429,9 @@ def main():
                           lambda: cpp_block(threads, shape, key, cls, extra, net_name, True, save)]
                 if net_name == "trivial" and not args.no_nocheck:
                     blocks.append(lambda: cpp_block(threads, shape, key, cls, extra, net_name, False))
+                if net_name == "trivial" and key in STOCHASTIC and not args.no_philox:
+                    blocks.append(lambda: cpp_block(threads, shape, key, cls, extra, net_name, True,
+                                                    noise="philox"))
                 if (rnd + i + ci) % 2:
                     blocks.reverse()
                 py_out = None
@@ -472,13 +480,17 @@ def main():
     cols = [(th, sh) for th in thread_counts for sh in shapes]
     print("| sampler | " + " | ".join(f"{shape_name(sh)}, {th} thr." for th, sh in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
-    for key, _, _ in samplers:
+    summary_rows = [(key, "diffuse", key) for key, _, _ in samplers]
+    if not args.no_philox:
+        summary_rows += [(key, "diffuse_philox", f"{key}, philox noise") for key, _, _ in samplers
+                         if key in STOCHASTIC]
+    for key, side, label in summary_rows:
         cells = []
         for th, sh in cols:
             clock = "cpu" if th == 1 else "wall"
             cfg = (th, sh, key, "trivial")
-            cells.append(f"{best_overhead(cfg, 'diffuse', clock) / best_overhead(cfg, 'diffusers', clock):.3f}")
-        print(f"| {key} | " + " | ".join(cells) + " |")
+            cells.append(f"{best_overhead(cfg, side, clock) / best_overhead(cfg, 'diffusers', clock):.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
     for th, sh in cols:
         print(f"\nOverhead per step, trivial network, {shape_name(sh)}, {th} thread(s) (µs/step):\n")
@@ -503,6 +515,18 @@ def main():
                 nc = best_overhead(cfg, "diffuse_nocheck", clock)
                 row += f"| {nc * 1e6:.1f} | {nc / best_overhead(cfg, 'diffusers', clock):.3f} "
             print(row + f"| {diff_cell(key, cfg)} |")
+        for key, cls, _ in samplers:
+            if key not in STOCHASTIC or args.no_philox:
+                continue
+            cfg = (th, sh, key, "trivial")
+            dw, pw = (best_overhead(cfg, s, "wall") for s in ("diffusers", "diffuse_philox"))
+            row = f"| {key}, diffuse with philox noise | {dw * 1e6:.1f} | {pw * 1e6:.1f} | **{pw / dw:.3f}** "
+            if th == 1:
+                dc, pc = (best_overhead(cfg, s, "cpu") for s in ("diffusers", "diffuse_philox"))
+                row += f"| {dc * 1e6:.1f} | {pc * 1e6:.1f} | **{pc / dc:.3f}** "
+            if not args.no_nocheck:
+                row += "| – | – "
+            print(row + "| stochastic |")
 
     if "cost" in networks:
         cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN
