@@ -73,27 +73,29 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   const double lambda0 = s0.log_snr();
   const double h = next.log_snr() - lambda0;  // +inf onto the clean point or from alpha = 0
   const double a = next.alpha;
-  // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
-  // x0. The model function may compute it in its conversion pass (StepContext::update).
-  const LinearUpdate first_order{LinearUpdate::Form::kXX0, next.sigma / s0.sigma, a * dpm_phi1(h)};
-  UpdatedPrediction r = predict_with_update(model, x, st, h == 0.0 ? nullptr : &first_order);
-  Prediction& p = r.pred;
-  Tensor& x_next = r.x_next;
   const int64_t order = order_at(st, history.size());
-  if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
-  const Tensor& m0 = p.x0;
-  if (order == 1) return {x_next, p};
-
   const size_t n = history.size();
-  const Tensor& m1 = history.preds[n - 1].x0;
-  const double inv_h0 = dpm_inv_step(lambda0 - history.times[n - 1].log_snr());
-  const Tensor e0 = diff_scaled(m0, m1, inv_h0);
+  // Order 1 (DPM-Solver++ Eq. (9) / DDIM): exact for h = +inf too, where it returns alpha_next *
+  // x0. Order 2 adds c e0 with e0 = (m0 - m1) / h0, m1 the previous step's x0. The model function
+  // may compute the update (order 2: both terms) in its conversion pass (StepContext::update).
+  LinearUpdate update{LinearUpdate::Form::kXX0, next.sigma / s0.sigma, a * dpm_phi1(h)};
+  const double inv_h0 = order >= 2 ? dpm_inv_step(lambda0 - history.times[n - 1].log_snr()) : 0.0;
   const double em = dpm_expm1_plus(h);  // e^{-h} - 1 + h
   if (order == 2) {
     const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
-    add_scaled_(x_next, e0, midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em);
-    return {x_next, p};
+    update.diff = &history.preds[n - 1].x0;
+    update.c_diff = inv_h0;
+    update.c_out = midpoint ? 0.5 * a * dpm_phi1(h) * h : a * em;
   }
+  UpdatedPrediction r = predict_with_update(model, x, st, h == 0.0 ? nullptr : &update);
+  Prediction& p = r.pred;
+  Tensor& x_next = r.x_next;
+  if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
+  if (order <= 2) return {x_next, p};
+
+  const Tensor& m0 = p.x0;
+  const Tensor& m1 = history.preds[n - 1].x0;
+  const Tensor e0 = diff_scaled(m0, m1, inv_h0);
   const Tensor& m2 = history.preds[n - 2].x0;
   const double h0 = lambda0 - history.times[n - 1].log_snr();
   const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();

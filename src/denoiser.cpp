@@ -124,15 +124,19 @@ Prediction Denoiser::convert_checked(const Tensor& raw, const Tensor& x, const T
                                      int8_t* out_nonfinite, const LinearUpdate* update) const {
   if (out_nonfinite != nullptr) *out_nonfinite = -1;
   // The step's update in the conversion pass: epsilon prediction, nothing that changes x0 later.
-  if (update != nullptr && options_.prediction_type == Parameterization::kEpsilon &&
+  // A second-order term needs its tensor fusable alongside x (else the step computes it all).
+  const bool diff_ok =
+      update == nullptr || update->diff == nullptr ||
+      (update->form == LinearUpdate::Form::kXX0 && fused::can_fuse(x, *update->diff));
+  if (update != nullptr && diff_ok && options_.prediction_type == Parameterization::kEpsilon &&
       !options_.edm_preconditioning && !options_.learned_variance && !options_.clip_sample &&
       !options_.thresholding && at.alpha > 0 && fused::can_fuse(x, raw)) {
     bool bad = false;
     Prediction p;
     p.eps = raw;
-    p.x0 = fused::solve_update_checked(x, raw, at.sigma, at.alpha,
-                                       update->form == LinearUpdate::Form::kXX0, update->ca,
-                                       update->cb, &p.update, &bad);
+    p.x0 = fused::solve_update_checked(
+        x, raw, at.sigma, at.alpha, update->form == LinearUpdate::Form::kXX0, update->ca,
+        update->cb, &p.update, &bad, update->diff, update->c_diff, update->c_out);
     if (out_nonfinite != nullptr) *out_nonfinite = bad ? 1 : 0;
     return p;
   }

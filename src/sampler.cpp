@@ -37,6 +37,8 @@ UpdatedPrediction predict_with_update(const ModelFn& model, const Tensor& x, con
     r.x_next = update->form == LinearUpdate::Form::kX0Eps
                    ? lincomb(r.pred.x0, update->ca, r.pred.eps, update->cb)
                    : lincomb(x, update->ca, r.pred.x0, update->cb);
+    if (update->diff != nullptr)
+      add_scaled_(r.x_next, diff_scaled(r.pred.x0, *update->diff, update->c_diff), update->c_out);
   }
   return r;
 }

@@ -48,11 +48,15 @@ struct Conditioning {
 /// compute in the same pass as the conversion to (x0, eps) (StepContext::update; the result comes
 /// back in Prediction::update): out = A * ca + B * cb with the bits of lincomb(A, ca, B, cb), where
 /// (A, B) is (x0, eps) (form kX0Eps: DDIM) or (x, x0) (form kXX0: Euler, DPM-Solver++), x being the
-/// state the model was called on.
+/// state the model was called on. Form kXX0 may add a second-order term: with `diff` set,
+/// out += ((x0 - *diff) * c_diff) * c_out, the bits of add_scaled_(out, diff_scaled(x0, *diff,
+/// c_diff), c_out) (DPM-Solver++ 2M's e0 term; `diff` is the previous step's x0).
 struct LinearUpdate {
   enum class Form { kX0Eps, kXX0 };
   Form form = Form::kX0Eps;
   double ca = 0, cb = 0;
+  const Tensor* diff = nullptr;
+  double c_diff = 0, c_out = 0;
 };
 
 struct Prediction {

@@ -278,6 +278,19 @@ TEST(Fused, ConversionWithTheUpdateMatchesSolveThenLincomb) {
                 update, with_x ? fused::lincomb(x, ca, x0, cb) : fused::lincomb(x0, ca, u, cb)));
             EXPECT_EQ(flag, !at::isfinite(u).all().item<bool>());
           }
+          // With DPM-Solver++ 2M's second-order term: the bits of lincomb, diff_mul, add_scaled.
+          const Tensor m = data(n, dt, static_cast<uint64_t>(n) + 9);
+          const double c1 = kCoefs[(i + 2) % kCoefs.size()],
+                       c2 = kCoefs[(i * 7 + 5) % kCoefs.size()];
+          Tensor update;
+          bool flag = false;
+          EXPECT_TRUE(same_bits(
+              fused::solve_update_checked(x, u, cu, d, true, ca, cb, &update, &flag, &m, c1, c2),
+              x0));
+          Tensor want = fused::lincomb(x, ca, x0, cb);
+          fused::add_scaled_(want, fused::diff_scaled(x0, m, c1, false), c2, false);
+          EXPECT_TRUE(same_bits(update, want)) << "c1=" << c1 << " c2=" << c2;
+          EXPECT_EQ(flag, !at::isfinite(u).all().item<bool>());
         }
       }
     }
@@ -285,8 +298,9 @@ TEST(Fused, ConversionWithTheUpdateMatchesSolveThenLincomb) {
 }
 
 // The samplers that ask the model function for their update (StepContext::update: DDIM, Euler,
-// DPM-Solver++ of every order) give the same samples bit for bit whether the update is computed in
-// the conversion pass or by the step itself, in float32 and float64, with and without noise.
+// DPM-Solver++ of every order, 2M's second-order term included, DDPM, Euler ancestral) give the
+// same samples bit for bit whether the update is computed in the conversion pass or by the step
+// itself, in float32 and float64, with and without noise.
 TEST(Fused, SamplersGiveTheSameBitsWithTheUpdateInTheConversionPass) {
   const auto schedule = diffuse::make_schedule("discrete");
   const diffuse::Denoiser denoiser(
@@ -294,7 +308,8 @@ TEST(Fused, SamplersGiveTheSameBitsWithTheUpdateInTheConversionPass) {
         return x * 0.3 + at::sin(x) * 0.1;
       });
   for (const char* spec : {"ddim", "ddim:eta=1", "euler", "dpm_solver_pp:order=1", "dpmpp_2m",
-                           "dpmpp_3m", "euler:s_churn=0.5"}) {
+                           "dpm_solver_pp:order=2,solver_type=heun", "dpmpp_3m",
+                           "euler:s_churn=0.5", "ddpm", "euler_ancestral"}) {
     for (auto dt : kTypes) {
       SCOPED_TRACE(::testing::Message() << spec << " " << dt);
       const auto sampler = diffuse::sampler_from_spec(spec);

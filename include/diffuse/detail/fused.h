@@ -119,6 +119,9 @@ struct KernelTable {
                               int64_t n);
   bool (*solve_update_x_x0)(const T* x, const T* u, T cu, T d, T ca, T cb, T* x0, T* out,
                             int64_t n);
+  // and out = (x ca + x0 cb) + ((x0 - m) c1) c2
+  bool (*solve_update_x_x0_diff)(const T* x, const T* u, const T* m, T cu, T d, T ca, T cb, T c1,
+                                 T c2, T* x0, T* out, int64_t n);
 };
 
 /// The kernels of kernel_isa() for T = float or double.
@@ -349,10 +352,12 @@ inline Tensor lincomb_div_checked(const Tensor& a, double ca, const Tensor& u, d
 }
 
 /// x0 = (x - u * cu) / d (returned) and, in the same pass, *update = x0 * ca + u * cb
-/// (with_x = false) or x * ca + x0 * cb (with_x = true), and *u_nonfinite.
+/// (with_x = false) or x * ca + x0 * cb (with_x = true), and *u_nonfinite. With `m` (with_x
+/// only; fusable like x, of its size), *update also gets + ((x0 - m) * c1) * c2.
 inline Tensor solve_update_checked(const Tensor& x, const Tensor& u, double cu, double d,
                                    bool with_x, double ca, double cb, Tensor* update,
-                                   bool* u_nonfinite) {
+                                   bool* u_nonfinite, const Tensor* m = nullptr, double c1 = 0,
+                                   double c2 = 0) {
   Tensor x0 = empty_as(x);
   *update = empty_as(x);
   *u_nonfinite = dispatch(x, [&](auto z) {
@@ -361,6 +366,14 @@ inline Tensor solve_update_checked(const Tensor& x, const Tensor& u, double cu, 
     T *p0 = x0.data_ptr<T>(), *po = update->data_ptr<T>();
     const T fu = coefficient<T>(cu), fd = coefficient<T>(d);
     const T fa = coefficient<T>(ca), fb = coefficient<T>(cb);
+    if (m != nullptr) {
+      const T* pm = m->data_ptr<T>();
+      const T f1 = coefficient<T>(c1), f2 = coefficient<T>(c2);
+      return for_range_check(x.numel(), [&](int64_t s, int64_t e) {
+        return kernels<T>().solve_update_x_x0_diff(px + s, pu + s, pm + s, fu, fd, fa, fb, f1, f2,
+                                                   p0 + s, po + s, e - s);
+      });
+    }
     const auto kernel = with_x ? kernels<T>().solve_update_x_x0 : kernels<T>().solve_update_x0_eps;
     return for_range_check(x.numel(), [&](int64_t s, int64_t e) {
       return kernel(px + s, pu + s, fu, fd, fa, fb, p0 + s, po + s, e - s);
