@@ -15,7 +15,9 @@
 // --runs timed runs; prints one JSON line:
 //   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
 //    "total_cpu_s": [...], "network_cpu_s": [...]}
-// and with --save writes the last run's final sample as raw float32.
+// and with --save writes the last run's final sample as raw float32. With --floor 1 it only
+// measures the memory floor of one update of --shape (print_floor) and prints
+//   {"floor_pass_us": ..., "floor_memcpy_us": ..., "isa": ...}
 // Not a unit test and not meant to be run by hand: the script passes all the options.
 //
 //   diffuse_bench_vs_diffusers --class DDIMScheduler --config "beta_schedule=linear,..."
@@ -25,6 +27,7 @@
 // DIR holds noise.f32 of --shape and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
 // w_out.f32 [384, 16].
 #include <diffuse/all.h>
+#include <diffuse/detail/fused.h>
 #include <diffuse/diffusers.h>
 
 #include "timing.h"
@@ -35,6 +38,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -49,7 +53,7 @@ struct Args {
   std::vector<int64_t> shape{4, 4, 32, 32};
   uint64_t seed = 0;
   int threads = 1;
-  bool check_finite = true, caching_allocator = true;
+  bool check_finite = true, caching_allocator = true, floor = false;
 };
 
 bool parse_flag(const std::string& v) { return v != "0" && v != "false"; }
@@ -88,6 +92,8 @@ Args parse(int argc, char** argv) {
       a.seed = std::stoull(v);
     else if (k == "--noise")
       a.noise = v;
+    else if (k == "--floor")
+      a.floor = parse_flag(v);
     else if (k == "--shape") {
       a.shape.clear();
       for (const std::string& d : diffuse::bench::split_list(v, ','))
@@ -95,7 +101,8 @@ Args parse(int argc, char** argv) {
     } else
       throw diffuse::Error("unknown option '" + k + "'");
   }
-  diffuse::check(!a.cls.empty() && !a.inputs.empty(), "--class and --inputs are required");
+  diffuse::check(a.floor || (!a.cls.empty() && !a.inputs.empty()),
+                 "--class and --inputs are required");
   diffuse::check(a.noise == "per-sample" || a.noise == "philox",
                  "--noise must be per-sample or philox, got '", a.noise, "'");
   diffuse::check(a.network == "trivial" || a.network == "cost",
@@ -151,8 +158,39 @@ std::string json_list(const std::vector<double>& v) {
 
 }  // namespace
 
+/// The memory floor of one update of --shape in float32 on this thread: the fastest of 100 x 20
+/// calls of the fused kernel a*ca + b*cb on preallocated buffers (one pass reading two arrays and
+/// writing a third, as DDIM's or Euler's update; the kernels of kernel_isa()), and of a memcpy of
+/// one array. CPU time, microseconds.
+void print_floor(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<float> a(static_cast<size_t>(n), 0.5f), b(static_cast<size_t>(n), -0.25f),
+      out(static_cast<size_t>(n));
+  const auto& k = diffuse::detail::fused::kernels<float>();
+  double best_pass = 1e9, best_copy = 1e9;
+  constexpr int kCalls = 20;  // per clock reading (a reading costs a system call)
+  for (int r = 0; r < 100; ++r) {
+    const double c0 = thread_cpu_seconds();
+    for (int i = 0; i < kCalls; ++i) k.lincomb(a.data(), 0.9f, b.data(), 0.1f, out.data(), n);
+    const double c1 = thread_cpu_seconds();
+    for (int i = 0; i < kCalls; ++i)
+      std::memcpy(out.data(), a.data() + (i & 1), static_cast<size_t>(n - 1) * sizeof(float));
+    const double c2 = thread_cpu_seconds();
+    best_pass = std::min(best_pass, (c1 - c0) / kCalls);
+    best_copy = std::min(best_copy, (c2 - c1) / kCalls);
+  }
+  std::printf("{\"floor_pass_us\": %.4f, \"floor_memcpy_us\": %.4f, \"isa\": \"%s\"}\n",
+              best_pass * 1e6, best_copy * 1e6,
+              diffuse::detail::fused::kernel_isa_name(diffuse::detail::fused::kernel_isa()));
+}
+
 int main(int argc, char** argv) try {
   const Args args = parse(argc, argv);
+  if (args.floor) {
+    print_floor(args.shape);
+    return 0;
+  }
   at::set_num_threads(args.threads);
   if (args.caching_allocator) diffuse::enable_caching_cpu_allocator();
   const diffuse::DiffusersScheduler s =

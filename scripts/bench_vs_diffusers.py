@@ -42,7 +42,10 @@ script also checks that both sides compute the same samples: max |x_diffusers - 
 the final sample from the same noise (deterministic samplers; the stochastic ones draw their
 step noise from different generators: diffusers' torch.Generator, diffuse's per-sample streams).
 The stochastic samplers run a second time on the C++ side with --noise philox (make_philox_noise,
-the counter-based generator; --no-philox skips it), reported in rows of their own.
+the counter-based generator; --no-philox skips it), reported in rows of their own. Each round
+also measures the memory floor of one update on every shape (one thread, CPU time: the fastest
+fused pass a * ca + b * cb on preallocated buffers, `--floor 1` of the C++ program) and the
+report divides each sampler's 1-thread overhead per step by it.
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
 folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
@@ -417,6 +420,18 @@ def main():
             zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
         calls[(threads, shape, key, net_name, side)] = r["calls"]
 
+    floors = {}  # shape -> (fused pass, memcpy) in µs, minima over the rounds
+
+    def floor_block(shape):
+        """The memory floor of one update of this shape (diffuse_bench_vs_diffusers --floor 1)."""
+        p = subprocess.run([args.bin, "--floor", "1", "--shape", ",".join(map(str, shape))],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"bench_vs_diffusers: the floor measurement failed:\n{p.stderr}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        old = floors.get(shape, (float("inf"), float("inf")))
+        floors[shape] = (min(old[0], r["floor_pass_us"]), min(old[1], r["floor_memcpy_us"]))
+
     configs = [(th, sh, net_name) for th in thread_counts for sh in shapes for net_name in networks
                if net_name == "trivial" or sh == COST_SHAPE]
     t_start = time.time()
@@ -443,6 +458,8 @@ def main():
                     theirs = np.fromfile(save, dtype="<f4").reshape(shape)
                     d = float(np.abs(py_out.numpy() - theirs).max()) / float(np.abs(py_out.numpy()).max())
                     diffs[(threads, shape, key, net_name)] = d
+            if threads == 1 and net_name == "trivial":
+                floor_block(shape)
             print(f"round {rnd + 1}/{args.rounds}: {threads} thread(s) {shape_name(shape)} {net_name} done",
                   file=sys.stderr, flush=True)
     elapsed = time.time() - t_start
@@ -528,6 +545,20 @@ def main():
                 row += "| – | – "
             print(row + "| stochastic |")
 
+    if floors:
+        print("\nMemory floor, 1 thread, CPU time: the fastest fused pass a * ca + b * cb over the shape "
+              "on preallocated float32 buffers (reads two arrays, writes one: a DDIM or Euler update), "
+              "and a memcpy of one array; per-step overhead (CPU time) ÷ the pass:\n")
+        fshapes = [sh for sh in shapes if sh in floors]
+        print("| | " + " | ".join(shape_name(sh) for sh in fshapes) + " |")
+        print("|---" * (len(fshapes) + 1) + "|")
+        print("| fused pass, µs | " + " | ".join(f"{floors[sh][0]:.2f}" for sh in fshapes) + " |")
+        print("| memcpy, µs | " + " | ".join(f"{floors[sh][1]:.2f}" for sh in fshapes) + " |")
+        for key, _, _ in samplers:
+            cells = [f"{best_overhead((1, sh, key, 'trivial'), 'diffuse', 'cpu') * 1e6 / floors[sh][0]:.2f}"
+                     for sh in fshapes]
+            print(f"| {key} ÷ floor | " + " | ".join(cells) + " |")
+
     if "cost" in networks:
         cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN
         for th in thread_counts:
@@ -569,7 +600,8 @@ def main():
                        "allocator": "malloc" if args.malloc else "caching",
                        "runs": {k(c): v for c, v in runs.items()},
                        "calls": {k(c): v for c, v in calls.items()},
-                       "relative_max_abs_diff": {k(c): v for c, v in diffs.items()}}, f, indent=1)
+                       "relative_max_abs_diff": {k(c): v for c, v in diffs.items()},
+                       "floor_us": {"x".join(map(str, sh)): v for sh, v in floors.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":
