@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <dlfcn.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,6 +256,20 @@ void apply_threads() {
   spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={})", n,
                 t > 0 ? "" : " (automatic)", cpus,
                 std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "unset");
+  const std::string blas = blas_kernels();
+  if (!blas.empty()) {
+    const char* mended = std::getenv("DIFFUSE_OPENBLAS_MENDED");
+    spdlog::debug("{} kernels{}", blas,
+                  mended ? fmt::format(" (set by the launcher; OpenBLAS had picked {})", mended)
+                         : std::string());
+  }
+}
+
+std::string blas_kernels() {
+  using CoreName = char* (*)();
+  auto f = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* core = f ? f() : nullptr;
+  return core ? std::string("OpenBLAS ") + core : std::string();
 }
 
 namespace {

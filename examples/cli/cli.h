@@ -152,6 +152,10 @@ inline constexpr double kThreadProbeSeconds = 0.05;
 int auto_threads();
 /// The common "--threads" handling after parsing: in [0, usable_cpus()], 0 = auto_threads().
 void apply_threads();
+/// The BLAS kernels matrix products run on, "OpenBLAS <core>" (openblas_get_corename; the
+/// `diffuse` launcher may have set OPENBLAS_CORETYPE), or "" when LibTorch does not use OpenBLAS.
+/// Another core rounds matrix products differently.
+std::string blas_kernels();
 
 /// The full command line, quoted where needed (for records and logs).
 std::string command_line(int argc, char** argv);

@@ -70,6 +70,44 @@ TEST(CliSample, SameSeedSameBytesAndRecordRegenerates) {
   EXPECT_EQ(read_text_file(dir + "/c.png"), read_text_file(dir + "/override.png"));
 }
 
+// The record names the BLAS kernels of the run (another OpenBLAS core rounds matrix products
+// differently): the launcher's mended choice on a CPU with AVX2 (never a pre-AVX core), the user's
+// OPENBLAS_CORETYPE when set; --from-record of a record made with other kernels warns, naming both
+// and the variable that reproduces them, and still runs.
+TEST(CliSample, RecordNamesTheBlasKernelsAndFromRecordWarnsWhenTheyDiffer) {
+  const std::string dir = cli_test_dir("sample_blas");
+  auto r = run_cli(with({"sample", "-o", "a.png"}, kTiny), dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto rec = nlohmann::json::parse(read_text_file(dir + "/a.json"));
+  if (!rec["resolved"].contains("blas")) GTEST_SKIP() << "LibTorch does not use OpenBLAS here";
+  const std::string blas = rec["resolved"]["blas"].get<std::string>();
+  EXPECT_EQ(blas.rfind("OpenBLAS ", 0), 0u) << blas;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    for (const char* old : {"Prescott", "Core2", "Penryn", "Nehalem", "Atom"}) {
+      EXPECT_NE(blas, std::string("OpenBLAS ") + old);
+    }
+  }
+#endif
+  r = run_cli(with({"sample", "-o", "h.png"}, kTiny), dir, 300, {"OPENBLAS_CORETYPE=Prescott"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(dir + "/h.json"))["resolved"]["blas"],
+            "OpenBLAS Prescott");
+  // A record from other kernels: a warning, and the images.
+  rec["resolved"]["blas"] = "OpenBLAS Zen";
+  std::ofstream(dir + "/zen.json") << rec.dump();
+  r = run_cli({"sample", "--from-record", "zen.json", "-o", "again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("made with OpenBLAS Zen kernels, this run uses " + blas), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("OPENBLAS_CORETYPE=Zen reproduces them"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir + "/again.png"));
+  // The same kernels: no warning.
+  r = run_cli({"sample", "--from-record", "a.json", "-o", "same.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("kernels"), std::string::npos) << r.err;
+}
+
 // --guidance picks the guidance (its scale from --cfg unless the spec sets one); the record keeps
 // it and regenerates the same bytes; a bad spec is a usage error naming the option.
 TEST(CliSample, GuidanceSpecIsRecordedAndRegenerates) {

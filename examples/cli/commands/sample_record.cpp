@@ -157,6 +157,21 @@ json read_record(const std::string& path) {
   if (png || (j.is_object() && j.contains("settings"))) {
     require(j.is_object() && j.contains("settings"),
             "record '" + path + "' has no 'settings' object");
+    // Another BLAS core rounds the network's matrix products differently: same settings, other
+    // bytes. Said, not refused.
+    const std::string here = blas_kernels();
+    if (j.contains("resolved") && j["resolved"].is_object() && j["resolved"].contains("blas") &&
+        j["resolved"]["blas"].is_string() && j["resolved"]["blas"] != here) {
+      const std::string there = j["resolved"]["blas"].get<std::string>();
+      const auto space = there.rfind(' ');
+      spdlog::warn(
+          "record '{}' was made with {} kernels, this run uses {}: matrix products round "
+          "differently, so the images may differ in the last bits{}",
+          path, printable(there), here.empty() ? std::string("another BLAS") : here,
+          there.rfind("OpenBLAS ", 0) == 0 && space != std::string::npos
+              ? " (OPENBLAS_CORETYPE=" + printable(there.substr(space + 1)) + " reproduces them)"
+              : std::string());
+    }
     return j.at("settings");
   }
   return j;
@@ -188,6 +203,8 @@ json make_record(const SampleSettings& s, const ResolvedRun& r) {
   record["settings"] = to_json(s);
   json resolved;
   resolved["diffuse_version"] = DIFFUSE_VERSION_STRING;
+  const std::string blas = blas_kernels();
+  if (!blas.empty()) resolved["blas"] = blas;
   resolved["model_format"] = r.model->format;
   resolved["model_checksum"] = file_checksum(r.model_path);
   resolved["model_card"] = diffuse::model_card_text(r.model->card);
