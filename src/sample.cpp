@@ -102,27 +102,22 @@ namespace detail {
 
 void FiniteLog::record(const Tensor& out, const StepContext& step, const TimePoint& at) {
   if (fused::can_fuse(out)) {
-    // Contiguous float32/float64 CPU output: one integer pass over the bit patterns writes the
-    // same flag value sum(out * 0) would have (0 or NaN) into a fresh 0-dim tensor.
-    Tensor flag = at::empty({}, at::TensorOptions().dtype(at::kFloat));
-    *flag.data_ptr<float>() =
-        fused::any_nonfinite(out) ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    flags_.push_back(std::move(flag));
-  } else {
-    // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
-    flags_.push_back(diffuse::scaled(out, 0.0).sum(at::kFloat));
+    // Contiguous float32/float64 CPU output: one integer pass over the bit patterns, read now.
+    record_known(fused::any_nonfinite(out), step, at);
+    return;
   }
-  calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t});
+  // Summed in float32: a tensor of zeros and NaNs converts exactly from any floating dtype.
+  calls_.push_back(
+      Call{step.index, step.num_steps, step.now.t, at.t, static_cast<int64_t>(flags_.size())});
+  flags_.push_back(diffuse::scaled(out, 0.0).sum(at::kFloat));
 }
 
 void FiniteLog::record_known(bool nonfinite, const StepContext& step, const TimePoint& at) {
-  flags_.emplace_back();
-  calls_.push_back(
-      Call{step.index, step.num_steps, step.now.t, at.t, nonfinite ? int8_t{1} : int8_t{0}});
+  calls_.push_back(Call{step.index, step.num_steps, step.now.t, at.t, -1, nonfinite});
 }
 
 void FiniteLog::check() {
-  if (flags_.empty()) return;
+  if (calls_.empty()) return;
   std::vector<Tensor> flags;
   flags.swap(flags_);
   std::vector<Call> calls;
@@ -130,25 +125,25 @@ void FiniteLog::check() {
   // CPU flags are read in place; device flags are gathered and copied once (the one sync).
   std::vector<Tensor> on_device;
   std::vector<int64_t> slot(flags.size(), -1);
-  for (size_t k = 0; k < flags.size(); ++k) {
-    if (calls[k].known < 0 && !flags[k].device().is_cpu()) {
-      slot[k] = static_cast<int64_t>(on_device.size());
-      on_device.push_back(flags[k]);
+  for (size_t f = 0; f < flags.size(); ++f) {
+    if (!flags[f].device().is_cpu()) {
+      slot[f] = static_cast<int64_t>(on_device.size());
+      on_device.push_back(flags[f]);
     }
   }
   const Tensor host = on_device.empty() ? Tensor() : at::stack(on_device).to(at::kCPU);
-  for (size_t k = 0; k < flags.size(); ++k) {
-    float v = 0;
-    if (calls[k].known >= 0) {
-      v = calls[k].known != 0 ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    } else {
-      v = slot[k] >= 0 ? host.data_ptr<float>()[slot[k]] : *flags[k].data_ptr<float>();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const Call& c = calls[k];
+    bool bad = c.nonfinite;
+    if (c.flag >= 0) {
+      const float v = slot[c.flag] >= 0 ? host.data_ptr<float>()[slot[c.flag]]
+                                        : *flags[c.flag].data_ptr<float>();
+      bad = !std::isfinite(v);
     }
-    if (!std::isfinite(v)) {
-      const Call& c = calls[k];
+    if (bad) {
       // Deferred (several records): which call of the run; a single record is the call itself.
       const std::string which =
-          flags.size() > 1 ? cat("network call ", k + 1, " of the run's ", flags.size(), ", ")
+          calls.size() > 1 ? cat("network call ", k + 1, " of the run's ", calls.size(), ", ")
                            : std::string("network ");
       throw NumericalError(cat("the network returned NaN/Inf output at step ", c.index, " of ",
                                c.num_steps, " (t=", c.t, "; ", which, "evaluated at t=", c.at,
@@ -166,15 +161,18 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
   const SampleOptions* opts = &o;
   return [d, opts, corrections, deferred](const Tensor& x, const TimePoint& at,
                                           const StepContext& step) {
-    auto check_output = [&](const Tensor& out) {
+    // The finiteness check of a network output (check_finite): its flag (or one read already by
+    // the conversion pass: known = 0 / 1) goes to the run's log, or is checked now.
+    auto check_output = [&](const Tensor& out, int8_t known = -1) {
       if (!opts->check_finite) return;
-      if (deferred != nullptr) {
-        deferred->record(out, step, at);
+      detail::FiniteLog now;
+      detail::FiniteLog& log = deferred != nullptr ? *deferred : now;
+      if (known < 0) {
+        log.record(out, step, at);
       } else {
-        detail::FiniteLog now;
-        now.record(out, step, at);
-        now.check();
+        log.record_known(known != 0, step, at);
       }
+      if (deferred == nullptr) now.check();
     };
     // The on_prediction hooks and clipping of an unguided (or output-guided) prediction.
     auto finish = [&](Prediction p) {
@@ -247,34 +245,24 @@ ModelFn make_model_fn(const Denoiser& denoiser, const SampleOptions& o,
       out = opts->guidance->combine(both.narrow(0, 0, b), both.narrow(0, b, b), gstep);
       if (partial) out = keep_cond(out.to(both.scalar_type()), both.narrow(0, 0, b));
       if (cond_variance.defined()) out = at::cat({out.to(x.scalar_type()), cond_variance}, 1);
-    } else {
-      out = d->call_network(x, at, cond);
-      // In x's dtype the output is checked by the pass that converts it (where it can be), which
-      // also computes the step's update (StepContext::update) where it can: not when a
-      // correction's on_prediction hook may still change the prediction.
-      if (out.scalar_type() == x.scalar_type()) {
-        const LinearUpdate* update = corrections.empty() ? step.update : nullptr;
-        int8_t nonfinite = -1;
-        Prediction p =
-            d->convert_checked(out, x, at, opts->check_finite ? &nonfinite : nullptr, update);
-        if (!opts->check_finite) {
-          // nothing to check
-        } else if (nonfinite < 0) {
-          check_output(out);
-        } else if (deferred != nullptr) {
-          deferred->record_known(nonfinite != 0, step, at);
-        } else {
-          detail::FiniteLog now;
-          now.record_known(nonfinite != 0, step, at);
-          now.check();
-        }
-        return finish(std::move(p));
-      }
-      check_output(out);
     }
-    if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
-    return finish(
-        d->convert_checked(out, x, at, nullptr, corrections.empty() ? step.update : nullptr));
+    // An unguided output in x's dtype is checked by the pass that converts it (where it can be);
+    // one in another dtype before it is cast (a guided one was checked as `both`).
+    bool unchecked = !guided;
+    if (!guided) out = d->call_network(x, at, cond);
+    if (out.scalar_type() != x.scalar_type()) {
+      if (unchecked) check_output(out);
+      unchecked = false;
+      out = out.to(x.scalar_type());
+    }
+    // The conversion also computes the step's update (StepContext::update) where it can: not when
+    // a correction's on_prediction hook may still change the prediction.
+    int8_t nonfinite = -1;
+    Prediction p =
+        d->convert_checked(out, x, at, unchecked && opts->check_finite ? &nonfinite : nullptr,
+                           corrections.empty() ? step.update : nullptr);
+    if (unchecked) check_output(out, nonfinite);
+    return finish(std::move(p));
   };
 }
 

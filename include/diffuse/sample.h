@@ -93,17 +93,18 @@ TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& o,
 /// The finiteness check of network outputs without a host sync per call. record() adds one
 /// device flag per call: sum(out * 0), which is 0 when every entry of out is finite and NaN when
 /// one is NaN or +-Inf (Inf * 0 = NaN), exactly, whatever the magnitudes (every term is 0, so
-/// nothing can overflow); contiguous float32/float64 CPU outputs get the same 0 or NaN from one
-/// fused pass (detail/fused.h), or come already read from the pass that converts them to (x0, eps)
-/// (record_known). check() reads all flags with one host transfer and throws naming
-/// the first bad call's step; a run without records costs nothing.
+/// nothing can overflow); contiguous float32/float64 CPU outputs are read at once by one fused
+/// pass (detail/fused.h), or come already read from the pass that converts them to (x0, eps)
+/// (record_known). check() reads all device flags with one host transfer and throws naming the
+/// first bad call's step; a run without records costs nothing.
 class FiniteLog {
  public:
   struct Call {
     int64_t index, num_steps;  ///< the sampler step of the call
     double t;                  ///< that step's time (StepContext::now.t)
     double at;                 ///< where the call evaluated the network
-    int8_t known = -1;         ///< -1: the flag is a tensor; 0 / 1: finite / not, known already
+    int64_t flag = -1;         ///< its flag tensor's index in flags_, or -1: known already
+    bool nonfinite = false;    ///< the known flag (flag == -1)
   };
 
   /// Adds the flag of one network output.
@@ -111,14 +112,14 @@ class FiniteLog {
   /// Adds a flag already read on the host (by the fused conversion pass): no tensor, no pass.
   void record_known(bool nonfinite, const StepContext& step, const TimePoint& at);
 
-  size_t size() const { return flags_.size(); }
+  size_t size() const { return calls_.size(); }
 
   /// Throws (NumericalError) for the first recorded call whose output was not finite, then
   /// forgets the records.
   void check();
 
  private:
-  std::vector<Tensor> flags_;
+  std::vector<Tensor> flags_;  ///< the flags still to read, of the calls that have one
   std::vector<Call> calls_;
 };
 
