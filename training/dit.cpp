@@ -248,13 +248,20 @@ void DiTBlockImpl::reset() {
       torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(cond_dim_, 6 * dim_)));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
-  // (shift, scale, gate) for attention, then for the MLP.
-  std::vector<at::Tensor> m = adaLN_modulation->forward(c).chunk(6, 1);
-  at::Tensor h = x + m[2].unsqueeze(1) *
-                         attn->forward(detail::modulate(detail::plain_layer_norm(x), m[0], m[1]));
+std::vector<at::Tensor> DiTBlockImpl::modulation(const at::Tensor& c) {
+  return adaLN_modulation->forward(c).chunk(6, 1);
+}
+
+at::Tensor DiTBlockImpl::forward_modulated(const at::Tensor& x, const std::vector<at::Tensor>& m,
+                                           const at::Tensor& attn_input) {
+  at::Tensor h = x + m[2].unsqueeze(1) * attn->forward(attn_input);
   return h + m[5].unsqueeze(1) *
                  mlp->forward(detail::modulate(detail::plain_layer_norm(h), m[3], m[4]));
+}
+
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
+  const std::vector<at::Tensor> m = modulation(c);
+  return forward_modulated(x, m, detail::modulate(detail::plain_layer_norm(x), m[0], m[1]));
 }
 
 void DiTModulatedLinearImpl::reset() {
@@ -328,7 +335,7 @@ at::Tensor DiTImpl::run_blocks(const at::Tensor& h_in, const at::Tensor& c, DiTS
   }
   // The first block's modulated input decides (see DiTStepCache).
   auto* first = (*blocks)[0]->as<DiTBlockImpl>();
-  const std::vector<at::Tensor> m = first->adaLN_modulation->forward(c).chunk(6, 1);
+  const std::vector<at::Tensor> m = first->modulation(c);
   const at::Tensor now = detail::modulate(detail::plain_layer_norm(h), m[0], m[1]);
   DiTStepCache& k = *cache;
   bool reuse = false;
@@ -346,7 +353,9 @@ at::Tensor DiTImpl::run_blocks(const at::Tensor& h_in, const at::Tensor& c, DiTS
     ++k.in_a_row_;
     return h + k.residual_;
   }
-  for (const auto& blk : *blocks) h = blk->as<DiTBlockImpl>()->forward(h, c);
+  // Computed: the first block goes on from its modulation and input, already at hand.
+  h = first->forward_modulated(h, m, now);
+  for (size_t i = 1; i < blocks->size(); ++i) h = (*blocks)[i]->as<DiTBlockImpl>()->forward(h, c);
   k.residual_ = (h - h_in).detach();
   k.accumulated_ = 0;
   k.in_a_row_ = 0;

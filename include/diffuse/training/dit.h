@@ -197,6 +197,12 @@ class DiTBlockImpl : public torch::nn::Cloneable<DiTBlockImpl> {
   }
   void reset() override;
   at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
+  /// The six adaLN chunks of c: (shift, scale, gate) for attention, then for the MLP.
+  std::vector<at::Tensor> modulation(const at::Tensor& c);
+  /// forward() from its parts: m = modulation(c) and the attention's input modulate(norm(x), m[0],
+  /// m[1]), computed already (DiTStepCache's decision needs it).
+  at::Tensor forward_modulated(const at::Tensor& x, const std::vector<at::Tensor>& m,
+                               const at::Tensor& attn_input);
   DiTAttention attn{nullptr};
   DiTMlp mlp{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
