@@ -14,6 +14,7 @@
 #include <iterator>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <zlib.h>
@@ -66,20 +67,84 @@ bool ends_with_ci(const std::string& s, const std::string& suffix) {
   return true;
 }
 
+namespace {
+
+uint32_t be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+/// A PNG's image data (its IDAT chunks: one zlib stream) must inflate completely, to no more than
+/// its header implies. stb_image inflates without a limit and reads zeros past the end of a
+/// truncated stream: a 42-byte 1x1 PNG made it allocate 2 GB (found by fuzz_images). The bound:
+/// the unfiltered size height * (1 + row bytes), twice over plus 4 KiB (Adam7 interlacing adds a
+/// filter byte per row of each pass). Called after the chunk walk (every chunk lies in the file).
+void check_png_data(const unsigned char* data, size_t size, const std::string& name) {
+  uint64_t cap = 0;
+  std::vector<std::pair<const unsigned char*, uint32_t>> idat;
+  for (size_t pos = 8; pos + 12 <= size;) {
+    const uint32_t len = be32(data + pos);
+    const unsigned char* type = data + pos + 4;
+    if (std::memcmp(type, "IHDR", 4) == 0 && len >= 13 && cap == 0) {
+      const uint64_t width = be32(data + pos + 8), height = be32(data + pos + 12);
+      const uint64_t depth = data[pos + 16], color = data[pos + 17];
+      const uint64_t samples = color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1;
+      if (width > 0 && height > 0 && width <= (1u << 24) && height <= (1u << 24) && depth <= 16)
+        cap = 2 * height * (1 + (width * samples * depth + 7) / 8) + 4096;
+    } else if (std::memcmp(type, "IDAT", 4) == 0) {
+      idat.emplace_back(data + pos + 8, len);
+    } else if (std::memcmp(type, "IEND", 4) == 0) {
+      break;
+    }
+    pos += 12 + size_t{len};
+  }
+  if (cap == 0 || idat.empty()) return;  // stb_image names what is missing
+  z_stream zs{};
+  check_io(inflateInit(&zs) == Z_OK, "cannot read image '", name, "': zlib initialisation failed");
+  unsigned char out[1 << 14];
+  uint64_t total = 0;
+  int ret = Z_OK;
+  for (size_t i = 0; i < idat.size() && ret != Z_STREAM_END; ++i) {
+    zs.next_in = const_cast<unsigned char*>(idat[i].first);
+    zs.avail_in = idat[i].second;
+    while (ret != Z_STREAM_END && total <= cap) {
+      zs.next_out = out;
+      zs.avail_out = sizeof(out);
+      ret = inflate(&zs, Z_NO_FLUSH);
+      total += sizeof(out) - zs.avail_out;
+      if (ret == Z_BUF_ERROR || (ret == Z_OK && zs.avail_in == 0 && zs.avail_out != 0)) break;
+      if (ret != Z_OK && ret != Z_STREAM_END) break;
+    }
+    if (total > cap || (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)) break;
+  }
+  const std::string why = zs.msg ? zs.msg : "";
+  inflateEnd(&zs);
+  check_io(total <= cap, "cannot read image '", name, "': its PNG image data inflates past ", cap,
+           " bytes, more than its header's size allows");
+  check_io(
+      ret == Z_STREAM_END, "cannot read image '", name, "': its PNG image data is ",
+      ret == Z_OK || ret == Z_BUF_ERROR ? std::string("truncated") : "corrupt (zlib: " + why + ")");
+}
+
+}  // namespace
+
 unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
                           const std::string& name, int* w, int* h) {
   check_io(size <= static_cast<size_t>(std::numeric_limits<int>::max()), "cannot read image '",
            name, "': ", size, " bytes is too large");
   static const unsigned char kPngSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
   if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) {
-    for (size_t pos = 8; pos + 12 <= size;) {
-      const uint32_t len = (uint32_t{data[pos]} << 24) | (uint32_t{data[pos + 1]} << 16) |
-                           (uint32_t{data[pos + 2]} << 8) | uint32_t{data[pos + 3]};
+    size_t pos = 8;
+    bool end = false;
+    while (!end && pos + 12 <= size) {
+      const uint32_t len = be32(data + pos);
       check_io(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
                " (length ", len, ") runs past the end of the file");
-      if (std::memcmp(data + pos + 4, "IEND", 4) == 0) break;
-      pos += 12 + len;
+      end = std::memcmp(data + pos + 4, "IEND", 4) == 0;
+      pos += 12 + size_t{len};
     }
+    // A chunk cut off by the end of the file (stb_image would read zeros for the rest).
+    check_io(end || pos == size, "cannot read image '", name, "': PNG chunk at byte ", pos,
+             " is cut off by the end of the file (", size - pos, " bytes left)");
   }
   int in_file = 0;
   check_io(stbi_info_from_memory(data, static_cast<int>(size), w, h, &in_file) != 0,
@@ -88,6 +153,7 @@ unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
   check_io(*w > 0 && *h > 0 && static_cast<int64_t>(*w) * *h <= kMaxImagePixels,
            "cannot read image '", name, "': ", *w, "x", *h, " is larger than the limit of ",
            kMaxImagePixels, " pixels");
+  if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) check_png_data(data, size, name);
   unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), w, h, &in_file, channels);
   check_io(px != nullptr, "cannot read image '", name,
            "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");

@@ -75,6 +75,63 @@ TEST(FuzzRegression, PngChunkLongerThanTheFileIsAnError) {
   EXPECT_ERROR_NAMING((void)read_image(tga, 1), tga + "': 2304x28129 is larger than the limit");
 }
 
+/// A PNG chunk: length, type, data, CRC.
+void append_chunk(std::vector<unsigned char>& png, const char* type,
+                  const std::vector<unsigned char>& data) {
+  const auto n = static_cast<uint32_t>(data.size());
+  for (int i = 3; i >= 0; --i) png.push_back(static_cast<unsigned char>(n >> (8 * i)));
+  const size_t start = png.size();
+  png.insert(png.end(), type, type + 4);
+  png.insert(png.end(), data.begin(), data.end());
+  const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), png.data() + start, 4 + n);
+  for (int i = 3; i >= 0; --i) png.push_back(static_cast<unsigned char>(crc >> (8 * i)));
+}
+
+/// A 1x1 8-bit grey PNG whose IDAT holds `idat`.
+std::vector<unsigned char> grey_1x1_png(const std::vector<unsigned char>& idat) {
+  std::vector<unsigned char> png = {137, 80, 78, 71, 13, 10, 26, 10};
+  append_chunk(png, "IHDR", {0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0});
+  append_chunk(png, "IDAT", idat);
+  append_chunk(png, "IEND", {});
+  return png;
+}
+
+std::vector<unsigned char> deflate(const std::vector<unsigned char>& raw) {
+  uLongf n = ::compressBound(static_cast<uLong>(raw.size()));
+  std::vector<unsigned char> out(n);
+  EXPECT_EQ(::compress(out.data(), &n, raw.data(), static_cast<uLong>(raw.size())), Z_OK);
+  out.resize(n);
+  return out;
+}
+
+// Finding: a 42-byte 1x1 PNG whose IDAT chunk is cut off by the end of the file made stb_image
+// allocate 2 GB (it reads zeros past the end and inflates without a limit). Now a cut-off chunk
+// is an error, and the image data must inflate completely to no more than its header allows.
+TEST(FuzzRegression, PngImageDataMustInflateToItsHeadersSize) {
+  const std::string path = fuzz_fixture("png_1x1_idat_cut_off.png");
+  EXPECT_ERROR_NAMING((void)read_image(path, 1),
+                      path + "': PNG chunk at byte 33 is cut off by the end of the file");
+  // A well-formed 1x1 image decodes: one filter byte, one pixel (128 -> 0.0039...).
+  const std::vector<unsigned char> raw = {0, 128};
+  const std::vector<unsigned char> ok = grey_1x1_png(deflate(raw));
+  const Tensor img = decode_image(ok.data(), ok.size(), "ok.png", 1);
+  EXPECT_EQ(img.sizes(), (std::vector<int64_t>{1, 1, 1}));
+  EXPECT_FLOAT_EQ(img.item<float>(), 128 / 127.5f - 1);
+  // Its stream cut short inside the chunk; a stream of 1 MB for 2 bytes; a broken stream.
+  std::vector<unsigned char> cut = deflate(raw);
+  cut.resize(3);
+  const std::vector<unsigned char> trunc = grey_1x1_png(cut);
+  EXPECT_ERROR_NAMING((void)decode_image(trunc.data(), trunc.size(), "t.png", 1),
+                      "'t.png': its PNG image data is truncated");
+  const std::vector<unsigned char> bomb =
+      grey_1x1_png(deflate(std::vector<unsigned char>(1 << 20)));
+  EXPECT_ERROR_NAMING((void)decode_image(bomb.data(), bomb.size(), "b.png", 1),
+                      "'b.png': its PNG image data inflates past 4100 bytes");
+  const std::vector<unsigned char> broken = grey_1x1_png({0x78, 0x9c, 0xff, 0xff, 0xff});
+  EXPECT_ERROR_NAMING((void)decode_image(broken.data(), broken.size(), "c.png", 1),
+                      "'c.png': its PNG image data is corrupt (zlib: ");
+}
+
 // Finding (in LibTorch, not fixed here): a model file whose pickled string announces 1.7 GB makes
 // LibTorch's unpickler reserve that much before it notices the data ends. load_model still turns
 // it into a one-line error naming the file; the transient allocation is documented.
