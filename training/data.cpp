@@ -73,30 +73,50 @@ uint32_t be32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-/// A PNG's image data (its IDAT chunks: one zlib stream) must inflate completely, to no more than
-/// its header implies. stb_image inflates without a limit and reads zeros past the end of a
-/// truncated stream: a 42-byte 1x1 PNG made it allocate 2 GB (found by fuzz_images). The bound:
-/// the unfiltered size height * (1 + row bytes), twice over plus 4 KiB (Adam7 interlacing adds a
-/// filter byte per row of each pass). Called after the chunk walk (every chunk lies in the file).
-void check_png_data(const unsigned char* data, size_t size, const std::string& name) {
+/// What the inflate check needs of a PNG: its IDAT chunks and the bound on their inflated size
+/// (0: no usable IHDR before them).
+struct PngLayout {
   uint64_t cap = 0;
   std::vector<std::pair<const unsigned char*, uint32_t>> idat;
-  for (size_t pos = 8; pos + 12 <= size;) {
+};
+
+/// Walks a PNG's chunks: each must lie inside the data (stb_image reserves a chunk's announced
+/// length before reading it) and none may be cut off by the end of the file (stb_image would read
+/// zeros for the rest). Collects what check_png_data needs. The bound: the unfiltered size
+/// height * (1 + row bytes), twice over plus 4 KiB (Adam7 interlacing adds a filter byte per row
+/// of each pass).
+PngLayout walk_png(const unsigned char* data, size_t size, const std::string& name) {
+  PngLayout layout;
+  size_t pos = 8;
+  bool end = false;
+  while (!end && pos + 12 <= size) {
     const uint32_t len = be32(data + pos);
+    check_io(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
+             " (length ", len, ") runs past the end of the file");
     const unsigned char* type = data + pos + 4;
-    if (std::memcmp(type, "IHDR", 4) == 0 && len >= 13 && cap == 0) {
+    if (std::memcmp(type, "IHDR", 4) == 0 && len >= 13 && layout.cap == 0) {
       const uint64_t width = be32(data + pos + 8), height = be32(data + pos + 12);
       const uint64_t depth = data[pos + 16], color = data[pos + 17];
       const uint64_t samples = color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1;
       if (width > 0 && height > 0 && width <= (1u << 24) && height <= (1u << 24) && depth <= 16)
-        cap = 2 * height * (1 + (width * samples * depth + 7) / 8) + 4096;
+        layout.cap = 2 * height * (1 + (width * samples * depth + 7) / 8) + 4096;
     } else if (std::memcmp(type, "IDAT", 4) == 0) {
-      idat.emplace_back(data + pos + 8, len);
-    } else if (std::memcmp(type, "IEND", 4) == 0) {
-      break;
+      layout.idat.emplace_back(data + pos + 8, len);
     }
+    end = std::memcmp(type, "IEND", 4) == 0;
     pos += 12 + size_t{len};
   }
+  check_io(end || pos == size, "cannot read image '", name, "': PNG chunk at byte ", pos,
+           " is cut off by the end of the file (", size - pos, " bytes left)");
+  return layout;
+}
+
+/// A PNG's image data (its IDAT chunks: one zlib stream) must inflate completely, to no more than
+/// layout.cap bytes. stb_image inflates without a limit and reads zeros past the end of a
+/// truncated stream: a 42-byte 1x1 PNG made it allocate 2 GB (found by fuzz_images).
+void check_png_data(const PngLayout& layout, const std::string& name) {
+  const uint64_t cap = layout.cap;
+  const auto& idat = layout.idat;
   if (cap == 0 || idat.empty()) return;  // stb_image names what is missing
   z_stream zs{};
   check_io(inflateInit(&zs) == Z_OK, "cannot read image '", name, "': zlib initialisation failed");
@@ -132,20 +152,8 @@ unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
   check_io(size <= static_cast<size_t>(std::numeric_limits<int>::max()), "cannot read image '",
            name, "': ", size, " bytes is too large");
   static const unsigned char kPngSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-  if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) {
-    size_t pos = 8;
-    bool end = false;
-    while (!end && pos + 12 <= size) {
-      const uint32_t len = be32(data + pos);
-      check_io(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
-               " (length ", len, ") runs past the end of the file");
-      end = std::memcmp(data + pos + 4, "IEND", 4) == 0;
-      pos += 12 + size_t{len};
-    }
-    // A chunk cut off by the end of the file (stb_image would read zeros for the rest).
-    check_io(end || pos == size, "cannot read image '", name, "': PNG chunk at byte ", pos,
-             " is cut off by the end of the file (", size - pos, " bytes left)");
-  }
+  const bool png = size >= 8 && std::memcmp(data, kPngSignature, 8) == 0;
+  const PngLayout layout = png ? walk_png(data, size, name) : PngLayout{};
   int in_file = 0;
   check_io(stbi_info_from_memory(data, static_cast<int>(size), w, h, &in_file) != 0,
            "cannot read image '", name,
@@ -153,7 +161,7 @@ unsigned char* stb_decode(const unsigned char* data, size_t size, int channels,
   check_io(*w > 0 && *h > 0 && static_cast<int64_t>(*w) * *h <= kMaxImagePixels,
            "cannot read image '", name, "': ", *w, "x", *h, " is larger than the limit of ",
            kMaxImagePixels, " pixels");
-  if (size >= 8 && std::memcmp(data, kPngSignature, 8) == 0) check_png_data(data, size, name);
+  if (png) check_png_data(layout, name);
   unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), w, h, &in_file, channels);
   check_io(px != nullptr, "cannot read image '", name,
            "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
