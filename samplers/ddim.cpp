@@ -68,7 +68,7 @@ StepResult DdimSampler::step_impl(const ModelFn& model, const Tensor& x, const S
   // can (StepContext::update).
   const LinearUpdate update{LinearUpdate::Form::kX0Eps, next.alpha, dir};
   UpdatedPrediction r = predict_with_update(model, x, st, &update);
-  if (eta_sigma > 0) add_scaled_(r.x_next, ctx.randn_like(x), eta_sigma);
+  if (eta_sigma > 0) ctx.add_randn_(r.x_next, eta_sigma);
   return {std::move(r.x_next), std::move(r.pred)};
 }
 

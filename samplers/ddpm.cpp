@@ -92,7 +92,7 @@ StepResult DdpmSampler::step_impl(const ModelFn& model, const Tensor& x, const S
     x_next = x_next.add(stddev.mul(ctx.randn_like(x)));
   } else if (noisy) {
     const double stddev = std::sqrt(std::max(variance(now, next, options.variance_type()), 0.0));
-    add_scaled_(x_next, ctx.randn_like(x), stddev);
+    ctx.add_randn_(x_next, stddev);
   }
   return {x_next, p};
 }

@@ -68,7 +68,7 @@ StepResult Dpm2Sampler::step_impl(const ModelFn& model, const Tensor& x, const S
   Tensor x_next = x_ve;
   add_scaled_(x_next, diff_divided(x_mid, p2.x0, sigma_mid), target - sigma);
   if (split.sigma_up > 0 && options.s_noise() > 0)
-    add_scaled_(x_next, ctx.randn_like(x), options.s_noise() * split.sigma_up);
+    ctx.add_randn_(x_next, options.s_noise() * split.sigma_up);
   return {scale_(x_next, next.alpha), p};
 }
 

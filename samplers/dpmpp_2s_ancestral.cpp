@@ -58,7 +58,7 @@ StepResult DpmPP2SAncestralSampler::step_impl(const ModelFn& model, const Tensor
     x_next = lincomb(x_ve, split.sigma_down / sigma, p2.x0, -std::expm1(-h));
   }
   if (!next.is_clean() && split.sigma_up > 0 && options.s_noise() > 0)
-    add_scaled_(x_next, ctx.randn_like(x), options.s_noise() * split.sigma_up);
+    ctx.add_randn_(x_next, options.s_noise() * split.sigma_up);
   return {scale_(x_next, next.alpha), p};
 }
 

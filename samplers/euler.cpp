@@ -74,7 +74,7 @@ StepResult EulerSampler::step_impl(const ModelFn& model, const Tensor& x, const 
     // diffusers: model output at the grid point, noise added afterwards, eps reused at sigma_hat.
     Prediction p = model(x, now, st);
     Tensor x_hat_ve = divided(x, now.alpha);
-    add_scaled_(x_hat_ve, ctx.randn_like(x), noise_std);
+    ctx.add_randn_(x_hat_ve, noise_std);
     Tensor x_next = add_scaled_(x_hat_ve, p.eps, next.sigma_ve() - sigma_hat);
     scale_(x_next, next.alpha);
     return {x_next, p};

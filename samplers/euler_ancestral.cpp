@@ -51,7 +51,7 @@ StepResult EulerAncestralSampler::step_impl(const ModelFn& model, const Tensor& 
   // The deterministic part, computed by the model function in its conversion pass where it can.
   const LinearUpdate update{LinearUpdate::Form::kXX0, c.cx, c.cx0};
   UpdatedPrediction r = predict_with_update(model, x, st, &update);
-  if (noise_std > 0) add_scaled_(r.x_next, ctx.randn_like(x), noise_std);
+  if (noise_std > 0) ctx.add_randn_(r.x_next, noise_std);
   return {std::move(r.x_next), std::move(r.pred)};
 }
 

@@ -50,7 +50,7 @@ StepResult LcmSampler::step_impl(const ModelFn& model, const Tensor& x, const St
     if (now.sigma > 0) p.eps = solve(x, p.x0, now.alpha, now.sigma);
   }
   Tensor x_next = scaled(p.x0, next.alpha);
-  if (next.sigma > 0) add_scaled_(x_next, ctx.randn_like(x), next.sigma);
+  if (next.sigma > 0) ctx.add_randn_(x_next, next.sigma);
   return {x_next, p};
 }
 

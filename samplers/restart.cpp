@@ -113,7 +113,7 @@ StepResult RestartSampler::step_impl(const ModelFn& model, const Tensor& x, cons
   for (int64_t r = 0; r < options.restart_times(); ++r) {
     // Forward noise from bottom to top (s_noise scales it).
     xr = scaled(xr, up.scale);
-    if (jump > 0) add_scaled_(xr, ctx.randn_like(xr), jump);
+    if (jump > 0) ctx.add_randn_(xr, jump);
     for (size_t k = 0; k + 1 < sub.size(); ++k) {
       StepContext sc = st;
       sc.now = sub[k];

@@ -45,7 +45,7 @@ StepResult TcdSampler::step_impl(const ModelFn& model, const Tensor& x, const St
   if (s == next) return {x_next, p};
   const ForwardTransition f = forward_transition(s, next);
   scale_(x_next, f.scale);
-  if (f.std > 0) add_scaled_(x_next, ctx.randn_like(x), f.std);
+  if (f.std > 0) ctx.add_randn_(x_next, f.std);
   return {x_next, p};
 }
 

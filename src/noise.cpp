@@ -10,8 +10,12 @@
 
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/tensor_ops.h>
 
 namespace diffuse {
+
+void NoiseSource::add_randn_(Tensor& x, double c) { add_scaled_(x, randn_like(x), c); }
+
 namespace detail {
 
 at::Generator cpu_generator(uint64_t seed) {

@@ -80,6 +80,12 @@ Tensor SampleContext::randn_like(const Tensor& x) {
   return noise->randn_like(x);
 }
 
+void SampleContext::add_randn_(Tensor& x, double c) {
+  check(noise != nullptr,
+        "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
+  noise->add_randn_(x, c);
+}
+
 Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx,
                        int64_t first_step) const {
   check(static_cast<bool>(model), "sample(): the model function is empty");

@@ -11,6 +11,7 @@
 #include <c10/core/TensorOptions.h>
 #include <c10/util/ArrayRef.h>
 
+#include <diffuse/detail/philox.h>
 #include <diffuse/tensor.h>
 
 namespace diffuse {
@@ -21,6 +22,9 @@ class NoiseSource {
   /// A tensor of N(0, 1) draws with this shape, dtype and device.
   virtual Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) = 0;
   Tensor randn_like(const Tensor& x) { return randn(x.sizes(), x.options()); }
+  /// x += z c for the next draw z = randn_like(x), with the bits of add_scaled_(x, z, c). A source
+  /// may do it without materialising z (make_philox_noise does, for float32 CPU tensors).
+  virtual void add_randn_(Tensor& x, double c);
 };
 
 /// One LibTorch CPU generator for the whole batch: draws are torch.randn(shape, generator=g)
@@ -40,20 +44,16 @@ std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws);
 /// function of (seed, i, k, j), Philox4x32-10 (Salmon et al. 2011, "Parallel Random Numbers: As
 /// Easy as 1, 2, 3"; the generator of PyTorch's CUDA backend and of JAX) with the key = seed and
 /// the counter = (j / 4, k, i), turned into normals by the Box-Muller transform in float32 with
-/// diffuse's own log and sin/cos (no libm calls, no FMA contraction, so the loop vectorises and
-/// the numbers are the same on every x86-64 and ARM machine and build; within 2e-6 of the exact
-/// transform of the same words). Like per-sample noise,
-/// sample i's noise does not depend on the batch size; unlike it, nothing depends on the order of
-/// the draws within a sample either. Not the stream of any PyTorch generator.
+/// diffuse's own log and sin/cos and the correctly rounded sqrt (no libm calls, no FMA
+/// contraction, so the loop vectorises and the numbers are the same on every x86-64 and ARM
+/// machine and build; within 1e-6 of the exact transform of the same words). Like per-sample
+/// noise, sample i's noise does not depend on the batch size; unlike it, nothing depends on the
+/// order of the draws within a sample either. Not the stream of any PyTorch generator.
 std::unique_ptr<NoiseSource> make_philox_noise(uint64_t seed);
 
 namespace detail {
 /// A LibTorch CPU generator seeded `seed` (torch.Generator().manual_seed(seed)).
 at::Generator cpu_generator(uint64_t seed);
-/// One Philox4x32-10 block: the 4 words for counter `ctr` under key `key`.
-void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
-/// n standard normals of make_philox_noise(seed) for batch element `sample` in draw `draw`.
-void philox_normal(float* out, int64_t n, uint64_t seed, uint64_t sample, uint64_t draw);
 }  // namespace detail
 
 }  // namespace diffuse

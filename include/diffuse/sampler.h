@@ -111,8 +111,10 @@ struct SampleContext {
   int64_t resample_jump = 0;
   int64_t resample_times = 1;
 
-  /// The only way a sampler draws noise.
+  /// The only ways a sampler draws noise: the next draw shaped like x, or x += z c with it (the
+  /// bits of add_scaled_(x, randn_like(x), c); the noise source may skip materialising z).
   Tensor randn_like(const Tensor& x);
+  void add_randn_(Tensor& x, double c);
 
   /// The run's Brownian path (<diffuse/brownian.h>) for the samplers with Brownian-tree noise
   /// (dpmpp_sde, dpmpp_3m_sde); made by brownian_like's first call, reset by Sampler::sample.

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // make_philox_noise: Philox4x32-10 against Random123's known answers, the normals against a
-// double-precision Box-Muller of the same words (libm's log / cos / sin), their distribution, and
+// double-precision Box-Muller of the same words (libm's log / cos / sin; random words and the
+// ends of the ranges), their distribution, and
 // the counter-based contract (batch-size and draw-order independence, determinism), and the same
 // bits from every instruction set and thread count.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include <ATen/Parallel.h>
 
 #include <diffuse/detail/fused.h>
+#include <diffuse/detail/philox.h>
+#include <diffuse/tensor_ops.h>
 
 #include "test_util.h"
 
@@ -57,7 +61,39 @@ TEST(PhiloxNoise, NormalsAreBoxMullerOfTheWords) {
       worst = std::max(worst, std::abs(z[static_cast<size_t>(4 * b + 2 * p + 1)] - e1));
     }
   }
-  EXPECT_LT(worst, 2e-6) << "largest |float32 approximation - libm double|";
+  EXPECT_LT(worst, 1e-6) << "largest |float32 approximation - libm double|";
+}
+
+// The words at the ends of the ranges: u1 next to 0 and 1 (the largest and the smallest radius),
+// the angle at and next to every quarter turn and half quarter (where the reduction switches
+// quadrant), and next to a full turn.
+TEST(PhiloxNoise, BoxMullerAtTheEdgesOfItsRanges) {
+  std::vector<uint32_t> radius_words = {0u,          0x1ffu,      0x200u,      0x7fffffffu,
+                                        0x80000000u, 0xfffffdffu, 0xfffffe00u, 0xffffffffu};
+  for (uint32_t j = 1; j < (1u << 23); j *= 3) radius_words.push_back(j << 9);  // other octaves
+  std::vector<uint32_t> angle_words;
+  for (uint32_t eighth = 0; eighth <= 8; ++eighth) {
+    for (const int64_t d : {-1, 0, 1}) {
+      const int64_t k = static_cast<int64_t>(eighth) * 0x200000 + d;  // 24-bit angle index
+      if (k >= 0 && k < (int64_t{1} << 24)) angle_words.push_back(static_cast<uint32_t>(k) << 8);
+    }
+  }
+  double worst = 0;
+  for (const uint32_t a : radius_words) {
+    for (const uint32_t b : angle_words) {
+      const uint32_t words[4] = {a, b, ~a, b};
+      float z[4];
+      detail::philox_box_muller(words, z);
+      for (int p = 0; p < 2; ++p) {
+        const double u1 = (static_cast<double>(words[2 * p] >> 9) + 0.5) / 8388608.0;
+        const double angle = 2.0 * M_PI * static_cast<double>(words[2 * p + 1] >> 8) / 16777216.0;
+        const double r = std::sqrt(-2.0 * std::log(u1));
+        worst = std::max(worst, std::abs(z[2 * p] - r * std::cos(angle)));
+        worst = std::max(worst, std::abs(z[2 * p + 1] - r * std::sin(angle)));
+      }
+    }
+  }
+  EXPECT_LT(worst, 1e-6) << "largest |float32 approximation - libm double|";
 }
 
 TEST(PhiloxNoise, IsStandardNormal) {
@@ -125,6 +161,48 @@ TEST(PhiloxNoise, SameBitsOnEveryInstructionSetAndThreadCount) {
   }
   at::set_num_threads(threads_before);
   fused::set_kernel_isa(before);
+}
+
+// add_randn_ (x += z c without materialising z on the fused float32 path) has the bits of
+// add_scaled_(x, randn_like(x), c) and takes one draw, on every instruction set and thread count;
+// float64, a view with strides and the other sources take the default path.
+TEST(PhiloxNoise, AddRandnHasTheBitsOfAddScaled) {
+  namespace fused = detail::fused;
+  const fused::KernelIsa before = fused::kernel_isa();
+  const int threads_before = at::get_num_threads();
+  const double c = 0.3711;
+  for (const fused::KernelIsa isa : fused::supported_kernel_isas()) {
+    for (const int threads : {1, 2}) {
+      fused::set_kernel_isa(isa);
+      at::set_num_threads(threads);
+      for (const auto dtype : {at::kFloat, at::kDouble}) {
+        for (const std::vector<int64_t>& shape :
+             {std::vector<int64_t>{3, 5000}, {2, 7}, {1, 1}, {4, 3, 8, 8}}) {
+          const Tensor x = at::randn(shape, at::TensorOptions().dtype(dtype));
+          auto fused_source = make_philox_noise(5), plain_source = make_philox_noise(5);
+          Tensor a = x.clone(), b = x.clone();
+          for (int draw = 0; draw < 2; ++draw) {  // the second draw checks the draw counter
+            fused_source->add_randn_(a, c);
+            add_scaled_(b, plain_source->randn_like(b), c);
+          }
+          EXPECT_TRUE(at::equal(a, b)) << fused::kernel_isa_name(isa) << ", " << threads
+                                       << " thread(s), " << dtype << ", " << x.sizes();
+        }
+      }
+    }
+  }
+  at::set_num_threads(threads_before);
+  fused::set_kernel_isa(before);
+  // A strided view and the default implementation of the other sources.
+  const Tensor base = at::randn({4, 6});
+  Tensor v = base.clone().t(), w = base.clone().t();
+  make_philox_noise(3)->add_randn_(v, c);
+  add_scaled_(w, make_philox_noise(3)->randn_like(w), c);
+  EXPECT_TRUE(at::equal(v, w));
+  Tensor p = base.clone(), q = base.clone();
+  make_per_sample_noise(3)->add_randn_(p, c);
+  add_scaled_(q, make_per_sample_noise(3)->randn_like(q), c);
+  EXPECT_TRUE(at::equal(p, q));
 }
 
 }  // namespace

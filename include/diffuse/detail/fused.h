@@ -36,6 +36,7 @@
 #include <vector>
 
 #include <diffuse/detail/aten.h>
+#include <diffuse/detail/kernel_isa.h>
 
 namespace diffuse::detail::fused {
 
@@ -78,21 +79,6 @@ inline float coefficient<float>(double c) {
                                            : std::numeric_limits<float>::infinity();
   return c < 0 ? -mag : mag;
 }
-
-/// The instruction sets the kernels are compiled for (src/fused_kernels.cpp): the build's
-/// baseline everywhere, AVX2 and AVX-512 as well with GCC on x86-64. Every set gives the same bits.
-enum class KernelIsa { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
-
-/// "baseline", "avx2", "avx512" (the values DIFFUSE_CPU_ISA takes).
-const char* kernel_isa_name(KernelIsa isa);
-/// The sets this build has and this CPU runs, baseline first.
-std::vector<KernelIsa> supported_kernel_isas();
-/// supported_kernel_isas() as "baseline, avx2, avx512".
-std::string supported_kernel_isas_text();
-/// The set in use: DIFFUSE_CPU_ISA when set (an unsupported value is an error), else the best one.
-KernelIsa kernel_isa();
-/// Switches the set in use (tests, benchmarks); not while kernels run on other threads.
-void set_kernel_isa(KernelIsa isa);
 
 /// The raw loops of one instruction set for element type T (fused_kernels.inc has them). `out`
 /// never overlaps the inputs unless the signature says so (the in-place kernels take one pointer
