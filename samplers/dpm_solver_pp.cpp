@@ -79,7 +79,8 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   // x0. Order 2 adds c e0 with e0 = (m0 - m1) / h0, m1 the previous step's x0. The model function
   // may compute the update (order 2: both terms) in its conversion pass (StepContext::update).
   LinearUpdate update{LinearUpdate::Form::kXX0, next.sigma / s0.sigma, a * dpm_phi1(h)};
-  const double inv_h0 = order >= 2 ? dpm_inv_step(lambda0 - history.times[n - 1].log_snr()) : 0.0;
+  const double h0 = order >= 2 ? lambda0 - history.times[n - 1].log_snr() : 0.0;
+  const double inv_h0 = order >= 2 ? dpm_inv_step(h0) : 0.0;
   const double em = dpm_expm1_plus(h);  // e^{-h} - 1 + h
   if (order == 2) {
     const bool midpoint = options.solver_type() == DpmSolverType::kMidpoint;
@@ -97,7 +98,6 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   const Tensor& m1 = history.preds[n - 1].x0;
   const Tensor e0 = diff_scaled(m0, m1, inv_h0);
   const Tensor& m2 = history.preds[n - 2].x0;
-  const double h0 = lambda0 - history.times[n - 1].log_snr();
   const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();
   const Tensor e1 = diff_scaled(m1, m2, dpm_inv_step(h1));
   const double w = std::isinf(h1) ? 0.0 : h0 / (h0 + h1);
@@ -106,7 +106,7 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   Tensor first = scaled(e0, 1.0 + w);
   sub_scaled_(first, e1, w);
   add_scaled_(x_next, first, a * em);
-  sub_scaled_(x_next, e0 - e1, a * (em - 0.5 * h * h) * inv_sum);
+  sub_scaled_(x_next, diff_scaled(e0, e1, 1.0), a * (em - 0.5 * h * h) * inv_sum);  // e0 - e1
   return {x_next, p};
 }
 

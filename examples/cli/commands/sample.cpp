@@ -347,6 +347,11 @@ at::Tensor read_model_image(const std::string& path, int64_t channels,
   return img;
 }
 
+/// --mask as [1, H, W] in [0, 1] (white = 1) at the size `shape` gives.
+at::Tensor read_mask(const std::string& path, const std::vector<int64_t>& shape) {
+  return (read_model_image(path, 1, shape, "--mask") + 1.0) * 0.5;
+}
+
 /// Loads the model and checks the settings against its card.
 ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Target& t) {
   ModelPlan p{load_cli_model(s.model, s.model_card, t.device, t.dtype),
@@ -419,7 +424,7 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
     torch::NoGradGuard no_grad;
     p.init = vae->encode(img.unsqueeze(0).to(t.device), nullptr, tiling).squeeze(0).cpu();
     if (!s.mask.empty()) {
-      const at::Tensor m = (read_model_image(s.mask, 1, pixels, "--mask") + 1.0) * 0.5;
+      const at::Tensor m = read_mask(s.mask, pixels);
       namespace F = torch::nn::functional;
       p.mask =
           F::interpolate(m.unsqueeze(0),
@@ -437,8 +442,7 @@ ModelPlan load_model_plan(const SampleSettings& s, const Components& c, const Ta
             std::to_string(card.sample_shape.empty() ? 0 : card.sample_shape[0]) + " channels");
     p.init =
         read_model_image(s.init_image, card.sample_shape[0], card.sample_shape, "--init-image");
-    if (!s.mask.empty())
-      p.mask = (read_model_image(s.mask, 1, card.sample_shape, "--mask") + 1.0) * 0.5;
+    if (!s.mask.empty()) p.mask = read_mask(s.mask, card.sample_shape);
   }
   return p;
 }
