@@ -4,7 +4,7 @@
 
     /usr/bin/python3 scripts/bench_end_to_end.py --dit /path/to/DiT --diffusers /path/to/diffusers \
         [--bin build/examples/cli/diffuse] [--images 40,400] [--threads 1,2] [--steps 50] \
-        [--rounds 3] [--json FILE]
+        [--rounds 3] [--network shipped|dit-s2] [--json FILE]
 
 The job: N class-conditional samples of the shipped Fashion-MNIST DiT (training/assets/
 fashion_mnist_dit.pt, diffuse's default model) with DPM-Solver++ 2M, 50 steps, classifier-free
@@ -25,9 +25,19 @@ from wait4: user + system, every thread), so both sides pay their start-up and m
   the timesteps diffuse's record lists, from the per-sample noise diffuse draws (image i:
   torch.Generator().manual_seed(seed + i)). It writes the final x as .npy.
 
+--network dit-s2 runs the same job on a DiT-S/2-sized network instead (the DiT paper's S/2 on
+32x32x4 latents: 12 blocks of width 384, 1000 classes, learn_sigma; 33M parameters, 6 GMAC per
+image and call), with random weights that this script writes first (reference models.py, seeded
+--seed, every weight but the fixed position embedding drawn from N(0, 0.02^2)) as a torch.save()
+state dict, which diffuse reads as it reads the published DiT checkpoints (`--model FILE
+--model-card vae=`: the latents are compared, not decoded); CFG 4 on channels 0..2 as DiT's
+forward_with_cfg (the reference card's guided_channels), no clip_sample. It is 550x the shipped
+model's arithmetic: use a few images and steps on a CPU.
+
 The worker runs twice per block: with OpenBLAS's own kernel choice (what `python3` gets) and with
 the OPENBLAS_CORETYPE diffuse's launcher picks, so the table separates the BLAS kernels from the
-rest. Blocks alternate and swap order every round; every ratio comes from this one run. The first
+rest. Blocks alternate and swap order every round; every ratio comes from this one run, and a
+table gives each side's run-to-run spread (max / min over the rounds). The first
 round also compares the two sides' final images (x clamped to [-1, 1]: max |x_diffusers -
 x_diffuse| / max |x|; float32 rounding, amplified by the first step's 1 / alpha).
 Needs python3-torch, python3-numpy and python3-packaging (Debian) and a built diffuse.
@@ -49,6 +59,11 @@ MODEL = os.path.join(REPO, "training", "assets", "fashion_mnist_dit.pt")
 DIT_CONFIG = dict(input_size=28, patch_size=4, in_channels=1, hidden_size=64, depth=4, num_heads=4,
                   mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
 CFG = 2.0
+# --network dit-s2: a DiT-S/2-sized network (the DiT paper's S/2 on 32x32x4 latents, 1000 classes,
+# learn_sigma), random weights written by this script: time does not depend on the values.
+S2_CONFIG = dict(input_size=32, patch_size=2, in_channels=4, hidden_size=384, depth=12, num_heads=6,
+                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True)
+S2_CFG = 4.0  # DiT's sample.py default
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,9 +133,14 @@ def worker(a):
     import models as dit_models  # facebookresearch/DiT's models.py
 
     t_imported = time.perf_counter()
+    s2 = a.network == "dit-s2"
+    cfgd = S2_CONFIG if s2 else DIT_CONFIG
     with torch.no_grad():
-        model = dit_models.DiT(**DIT_CONFIG)
-        state = {k[len("model."):]: v for k, v in torch.jit.load(MODEL).state_dict().items()}
+        model = dit_models.DiT(**cfgd)
+        if s2:  # a torch.save() state dict with DiT's own names, as the published checkpoints
+            state = torch.load(a.model_file, map_location="cpu")
+        else:  # a LibTorch archive of a state dict with DiT's key names
+            state = {k[len("model."):]: v for k, v in torch.jit.load(MODEL).state_dict().items()}
         model.load_state_dict(state)
         model.eval()
         sched = classes["DPMSolverMultistepScheduler"](
@@ -129,28 +149,50 @@ def worker(a):
             solver_type="midpoint", lower_order_final=True)
         sched.set_timesteps(timesteps=[int(t) for t in a.timesteps.split(",")])
         t_loaded = time.perf_counter()
-        n = a.images
-        x = torch.cat([torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(a.seed + i))
+        n, c, size, classes_n = a.images, cfgd["in_channels"], cfgd["input_size"], cfgd["num_classes"]
+        x = torch.cat([torch.randn(1, c, size, size, generator=torch.Generator().manual_seed(a.seed + i))
                        for i in range(n)])
         x = x * sched.init_noise_sigma
-        y = torch.arange(n) % 10
-        y_in = torch.cat([y, torch.full_like(y, 10)])  # the null class
+        y = torch.arange(n) % classes_n
+        y_in = torch.cat([y, torch.full_like(y, classes_n)])  # the null class
         for t in sched.timesteps:
             t_in = torch.full((2 * n,), float(t))
-            eps = model(torch.cat([x, x]), t_in, y_in)
-            cond, uncond = eps.chunk(2)
-            eps = uncond + a.cfg * (cond - uncond)
-            # The model card's clip_sample=true: x0 clipped to [-1, 1] (DPMSolverMultistepScheduler
-            # has no clip_sample; the clipped x0, as the eps it implies, is what diffuse uses).
-            ab = sched.alphas_cumprod[int(t)]
-            alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
-            x0 = ((x - sigma * eps) / alpha).clamp(-1, 1)
-            eps = (x - alpha * x0) / sigma
+            out = model(torch.cat([x, x]), t_in, y_in)[:, :c]  # learn_sigma: the eps channels
+            cond, uncond = out.chunk(2)
+            if s2:  # DiT's forward_with_cfg guides channels 0..2 only (the card's guided_channels)
+                eps = cond.clone()
+                eps[:, :3] = uncond[:, :3] + a.cfg * (cond[:, :3] - uncond[:, :3])
+            else:
+                eps = uncond + a.cfg * (cond - uncond)
+                # The model card's clip_sample=true: x0 clipped to [-1, 1] (DPMSolverMultistep-
+                # Scheduler has no clip_sample; the clipped x0, as the eps it implies, is what
+                # diffuse uses).
+                ab = sched.alphas_cumprod[int(t)]
+                alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+                x0 = ((x - sigma * eps) / alpha).clamp(-1, 1)
+                eps = (x - alpha * x0) / sigma
             x = sched.step(eps, t, x).prev_sample
         t_sampled = time.perf_counter()
     np.save(a.out, x.numpy())
     print(json.dumps({"import_s": t_imported - t_start, "load_s": t_loaded - t_imported,
                       "sample_s": t_sampled - t_loaded, "blas": openblas_core()}))
+
+
+def make_s2(a):
+    """Writes the random DiT-S/2 state dict (torch.save, DiT's key names) to a.make_s2."""
+    import torch
+
+    timm_stand_in(torch)
+    sys.path.insert(0, a.dit)
+    import models as dit_models
+
+    torch.manual_seed(a.seed)
+    model = dit_models.DiT(**S2_CONFIG)
+    with torch.no_grad():  # DiT zero-initialises its adaLN and output layers: make them non-zero
+        for name, p in model.named_parameters():
+            if name != "pos_embed":
+                p.normal_(0.0, 0.02)
+    torch.save(model.state_dict(), a.make_s2)
 
 
 def openblas_core():
@@ -201,11 +243,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json")
+    ap.add_argument("--network", choices=("shipped", "dit-s2"), default="shipped",
+                    help="the shipped model, or a random DiT-S/2-sized one (32x32x4 latents)")
+    ap.add_argument("--make-s2", help=argparse.SUPPRESS)
+    ap.add_argument("--model-file", help=argparse.SUPPRESS)
     # worker mode
     ap.add_argument("--timesteps", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--cfg", type=float, default=CFG, help=argparse.SUPPRESS)
+    ap.add_argument("--cfg", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.cfg is None:
+        a.cfg = S2_CFG if a.network == "dit-s2" else CFG
+    if a.make_s2:
+        return make_s2(a)
     if a.worker:
         a.images = int(a.images)
         a.threads = int(a.threads)
@@ -222,10 +272,19 @@ def main():
     py = sys.executable or "/usr/bin/python3"
     base_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
 
+    model_args = []
+    if a.network == "dit-s2":
+        # The reference card of a DiT checkpoint names the SD VAE; "vae=" keeps the latents.
+        model_file = os.path.join(work, "DiT-S-2-32.pt")
+        timed([sys.executable or "/usr/bin/python3", os.path.abspath(__file__), "--make-s2",
+               model_file, "--dit", a.dit, "--seed", str(a.seed)])
+        model_args = ["--model", model_file, "--model-card", "vae=", "--cfg", str(a.cfg)]
+
     def cpp(n, th, tag):
         out = os.path.join(work, f"cpp_{n}_{th}_{tag}")
-        cmd = [a.bin, "--threads", str(th), "-q", "sample", "-n", str(n), "--steps", str(a.steps),
-               "--seed", str(a.seed), "-o", out + ".png", "--save-tensor", out + ".npy"]
+        cmd = [a.bin, "--threads", str(th), "-q", "sample"] + model_args + [
+               "-n", str(n), "--steps", str(a.steps), "--seed", str(a.seed), "-o", out + ".png",
+               "--save-tensor", out + ".npy"]
         c0 = cpu_children()
         wall, _ = timed(cmd, env=base_env)
         rec = json.load(open(out + ".json"))
@@ -238,7 +297,8 @@ def main():
             env["OPENBLAS_CORETYPE"] = coretype
         cmd = [py, os.path.abspath(__file__), "--worker", "--dit", a.dit, "--diffusers", a.diffusers,
                "--images", str(n), "--threads", str(th), "--seed", str(a.seed), "--timesteps",
-               ",".join(str(t) for t in timesteps), "--out", out]
+               ",".join(str(t) for t in timesteps), "--out", out, "--network", a.network,
+               "--cfg", str(a.cfg)] + (["--model-file", model_file] if a.network == "dit-s2" else [])
         c0 = cpu_children()
         wall, stdout = timed(cmd, env=env)
         info = json.loads(stdout.strip().splitlines()[-1])
@@ -269,7 +329,7 @@ def main():
                 infos.setdefault((n, th, side), []).append(info)
                 outs[side] = npy
             if rnd == 0:
-                ref = np.load(outs["diffuse"])
+                ref = np.clip(np.load(outs["diffuse"]), -1, 1)
                 for side in ("pytorch", "pytorch_mended"):
                     # diffuse's --save-tensor holds the images, x clamped to [-1, 1]
                     other = np.clip(np.load(outs[side]).reshape(ref.shape), -1, 1)
@@ -285,7 +345,9 @@ def main():
             cpu_name = line.split(":", 1)[1].strip()
             break
     py_core = infos[(images[0], threads[0], "pytorch")][0]["blas"]
-    print(f"shipped model ({os.path.relpath(MODEL, REPO)}), DPM++ 2M {a.steps} steps, CFG {CFG}, "
+    network = (f"shipped model ({os.path.relpath(MODEL, REPO)})" if a.network == "shipped" else
+               "random DiT-S/2 (32x32x4 latents, 1000 classes, learn_sigma; no VAE decode)")
+    print(f"{network}, DPM++ 2M {a.steps} steps, CFG {a.cfg}, "
           f"seed {a.seed}, float32 CPU; {cpu_name}, {os.cpu_count()} hardware threads; load "
           f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; {a.rounds} alternating "
           f"rounds, {elapsed:.0f} s in all; OpenBLAS kernels: python3's own {py_core or '?'}, "
@@ -308,6 +370,20 @@ def main():
             print(f"| {n} | {th} | {d[0]:.2f} | {d[1]:.2f} | {p[0]:.2f} | {p[1]:.2f} | **{d[1] / p[1]:.2f}** "
                   f"| {q[0]:.2f} | {q[1]:.2f} | **{d[1] / q[1]:.2f}** "
                   f"| {diffs[(n, th, 'pytorch')]:.1e} / {diffs[(n, th, 'pytorch_mended')]:.1e} |")
+    print(f"\nRun-to-run spread over the {a.rounds} rounds: max ÷ min of each side's whole-process "
+          "time (wall / CPU)\n")
+    print("| images | threads | diffuse | PyTorch+diffusers | PyTorch+diffusers, mended kernels |")
+    print("|---|---|---|---|---|")
+
+    def spread(rs, i):
+        v = [r[i] for r in rs]
+        return max(v) / min(v)
+
+    for n in images:
+        for th in threads:
+            cells = [f"{spread(runs[(n, th, s)], 0):.3f} / {spread(runs[(n, th, s)], 1):.3f}"
+                     for s in ("diffuse", "pytorch", "pytorch_mended")]
+            print(f"| {n} | {th} | " + " | ".join(cells) + " |")
     print("\nPython worker's own split, seconds (median): import torch + DiT + diffusers / build and "
           "load the model / sample\n")
     print("| images | threads | kernels | import | load | sample |")
