@@ -74,17 +74,19 @@ Tensor SampleContext::brownian_like(const Tensor& x, double s0, double s1, doubl
   return brownian->normalized(s0, s1, x.options());
 }
 
-Tensor SampleContext::randn_like(const Tensor& x) {
-  check(noise != nullptr,
+namespace {
+
+NoiseSource& stochastic_source(const SampleContext& ctx) {
+  check(ctx.noise != nullptr,
         "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
-  return noise->randn_like(x);
+  return *ctx.noise;
 }
 
-void SampleContext::add_randn_(Tensor& x, double c) {
-  check(noise != nullptr,
-        "this sampler is stochastic and needs a noise source (seed or NoiseSource)");
-  noise->add_randn_(x, c);
-}
+}  // namespace
+
+Tensor SampleContext::randn_like(const Tensor& x) { return stochastic_source(*this).randn_like(x); }
+
+void SampleContext::add_randn_(Tensor& x, double c) { stochastic_source(*this).add_randn_(x, c); }
 
 Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, SampleContext& ctx,
                        int64_t first_step) const {

@@ -29,6 +29,15 @@
 
 namespace diffuse {
 
+namespace {
+
+/// A big-endian 32-bit word (PNG chunk headers, idx dimensions).
+uint32_t be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+}  // namespace
+
 namespace detail {
 
 std::vector<unsigned char> read_maybe_gzipped(const std::string& path) {
@@ -68,10 +77,6 @@ bool ends_with_ci(const std::string& s, const std::string& suffix) {
 }
 
 namespace {
-
-uint32_t be32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
 
 /// What the inflate check needs of a PNG: its IDAT chunks and the bound on their inflated size
 /// (0: no usable IHDR before them).
@@ -219,8 +224,7 @@ Tensor parse_idx(const unsigned char* data, size_t size, const std::string& name
   size_t count = 1;
   for (int d = 0; d < ndims; ++d) {
     const unsigned char* p = &data[4 + 4 * static_cast<size_t>(d)];
-    const uint32_t v =
-        (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+    const uint32_t v = be32(p);
     dims[static_cast<size_t>(d)] = static_cast<int64_t>(v);
     check_io(v == 0 || count <= (size_t{1} << 40) / v, "idx file '", path,
              "' announces an absurd size");
