@@ -154,11 +154,11 @@ DiT dit_from_card(const ModelCard& card, const std::string& what, uint64_t file_
   check(card.num_classes == o.num_classes(), what, ": num_classes ", card.num_classes,
         " does not match the DiT's ", o.num_classes());
   if (file_bytes > 0) check_dit_fits_file(o, file_bytes, what);
-  return DiT(o);
+  return unloaded_dit(o);  // every caller loads all of its weights (strictly)
 }
 
 void load_dit_checked(DiT& model, torch::serialize::InputArchive& ar, const std::string& what) {
-  const DiT reference(model->options);
+  const DiT reference = unloaded_dit(model->options);  // for the shapes
   try {
     model->load(ar);
   } catch (const c10::Error& e) {

@@ -431,7 +431,11 @@ std::string list_some(const std::vector<std::string>& items, size_t shown) {
 
 }  // namespace detail
 
-void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd, bool strict) {
+namespace {
+
+// The checks of load_dit_state_dict; the (model tensor name, state-dict tensor) pairs to set.
+std::vector<std::pair<std::string, at::Tensor>> match_dit_state_dict(
+    DiT& model, const std::map<std::string, at::Tensor>& sd, bool strict) {
   std::map<std::string, at::Tensor> targets = dit_state_dict(model);
   std::map<std::string, std::pair<std::string, at::Tensor>> found;  // our name -> (key, tensor)
   std::vector<std::string> unexpected, duplicated, mismatched, bad_dtype, missing;
@@ -484,8 +488,48 @@ void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd
   if (found.empty() && !sd.empty() && problems.empty())
     problems = "no key of the state dict names a tensor of the model";
   check(problems.empty(), "load_dit_state_dict: ", problems);
+  std::vector<std::pair<std::string, at::Tensor>> pairs;
+  for (const auto& [name, kv] : found) pairs.emplace_back(name, kv.second);
+  return pairs;
+}
+
+// The model's parameters and buffers themselves (not detached: set_data reaches the module).
+std::map<std::string, at::Tensor> dit_tensors(DiT& model) {
+  std::map<std::string, at::Tensor> t;
+  for (const auto& p : model->named_parameters()) t[p.key()] = p.value();
+  for (const auto& b : model->named_buffers()) t[b.key()] = b.value();
+  return t;
+}
+
+}  // namespace
+
+void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd, bool strict) {
+  const auto pairs = match_dit_state_dict(model, sd, strict);
+  std::map<std::string, at::Tensor> targets = dit_tensors(model);
   torch::NoGradGuard no_grad;
-  for (const auto& [name, kv] : found) targets[name].copy_(kv.second);
+  for (const auto& [name, value] : pairs) targets.at(name).copy_(value);
+}
+
+void detail::adopt_dit_state_dict(DiT& model, std::map<std::string, at::Tensor>&& sd, bool strict) {
+  auto pairs = match_dit_state_dict(model, sd, strict);
+  sd.clear();  // the pairs hold what is adopted; the rest is freed as it is copied
+  std::map<std::string, at::Tensor> targets = dit_tensors(model);
+  torch::NoGradGuard no_grad;
+  std::set<const void*> storages;
+  for (auto& [name, value] : pairs) {
+    at::Tensor& target = targets.at(name);
+    // Adopted: a tensor of the target's type that is the whole of a storage no other tensor of
+    // the dict uses (a tied pair is copied, so that the model's weights stay untied).
+    const bool own = value.scalar_type() == target.scalar_type() &&
+                     value.device() == target.device() && value.is_contiguous() &&
+                     value.storage_offset() == 0 && value.storage().nbytes() == value.nbytes() &&
+                     !value.requires_grad();
+    if (own && storages.insert(value.storage().data()).second)
+      target.set_data(value);
+    else
+      target.copy_(value);
+    value = at::Tensor();  // a copied tensor's storage goes now, not at the end
+  }
 }
 
 void save_dit_safetensors(const std::string& path, DiT& model,
@@ -512,9 +556,9 @@ DiT load_dit_safetensors(const std::string& path, const std::optional<DiTOptions
   std::error_code ec;
   detail::check_dit_fits_file(*o, static_cast<uint64_t>(std::filesystem::file_size(path, ec)),
                               path);
-  DiT model(*o);
+  DiT model = detail::unloaded_dit(*o);  // the strict load below sets every weight
   try {
-    load_dit_state_dict(model, f.tensors);
+    detail::adopt_dit_state_dict(model, std::move(f.tensors));
   } catch (const Error& e) {
     throw Error(detail::cat(path, ": ", e.what()));
   }
@@ -560,7 +604,7 @@ std::optional<LoadedModel> load_safetensors_model(const std::string& path,
   const auto file_bytes = static_cast<uint64_t>(std::filesystem::file_size(path, ec));
   DiT model = dit_from_card(card, path, file_bytes);
   try {
-    load_dit_state_dict(model, f.tensors);
+    detail::adopt_dit_state_dict(model, std::move(f.tensors));
   } catch (const Error& e) {
     throw Error(cat(path, ": ", e.what()));
   }

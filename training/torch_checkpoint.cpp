@@ -404,13 +404,22 @@ class PickleMachine {
              " is not supported");
     const int64_t numel = pid->items[4]->i;
     const std::string record = "data/" + key;
-    const auto [ptr, size] = reader_(record);  // throws when absent
+    const detail::PickleRecord rec = reader_(record);  // throws when absent
     const uint64_t elem = c10::elementSize(dtype);
-    check_io(numel >= 0 && static_cast<uint64_t>(numel) <= size / elem, path_, ": storage ", key,
-             " claims ", numel, " elements of ", elem, " bytes; its record has ", size, " bytes");
+    check_io(numel >= 0 && static_cast<uint64_t>(numel) <= rec.size / elem, path_, ": storage ",
+             key, " claims ", numel, " elements of ", elem, " bytes; its record has ", rec.size,
+             " bytes");
     PyRef o = obj(PyObj::kStorage);
-    o->tensor = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    if (numel > 0) std::memcpy(o->tensor.data_ptr(), ptr, numel * elem);
+    const auto options = at::TensorOptions().dtype(dtype);
+    if (rec.owner && numel > 0 && reinterpret_cast<uintptr_t>(rec.data) % elem == 0) {
+      // The record's own buffer becomes the storage: no copy, and no second copy of the weights
+      // while they are loaded.
+      o->tensor = at::from_blob(
+          const_cast<void*>(rec.data), {numel}, [owner = rec.owner](void*) {}, options);
+    } else {
+      o->tensor = at::empty({numel}, options);
+      if (numel > 0) std::memcpy(o->tensor.data_ptr(), rec.data, numel * elem);
+    }
     storages_[key] = o;
     return o;
   }
@@ -581,12 +590,11 @@ TorchStateDict read_torch_state_dict(const std::string& path) {
     check_io(reader.hasRecord("data.pkl"), path,
              ": a zip archive without data.pkl: not written by torch.save()");
     auto [pkl, pkl_size] = reader.getRecord("data.pkl");
-    at::DataPtr held;  // the last record read stays alive until the next
     const detail::PickleRecordReader records = [&](const std::string& name) {
       check_io(reader.hasRecord(name), path, ": the archive has no record ", name);
-      auto [ptr, size] = reader.getRecord(name);
-      held = std::move(ptr);
-      return std::pair<const void*, size_t>(held.get(), size);
+      auto [ptr, size] = reader.getRecord(name);  // LibTorch's allocator: 64-byte aligned
+      auto owner = std::make_shared<at::DataPtr>(std::move(ptr));
+      return detail::PickleRecord{owner->get(), size, owner};
     };
     return detail::parse_torch_pickle(static_cast<const uint8_t*>(pkl.get()), pkl_size, records,
                                       path);
@@ -719,7 +727,7 @@ std::optional<LoadedModel> load_torch_save_model(const std::string& path,
   DiT model =
       dit_from_card(card, path, static_cast<uint64_t>(std::filesystem::file_size(path, ec)));
   try {
-    load_dit_state_dict(model, sd.tensors);
+    adopt_dit_state_dict(model, std::move(sd.tensors));
   } catch (const Error& e) {
     throw ConfigError(cat(path, ": ", e.what()));
   }

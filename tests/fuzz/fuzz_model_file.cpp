@@ -38,7 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)diffuse::detail::parse_torch_pickle(
         data, size,
         [](const std::string&) {
-          return std::pair<const void*, size_t>(zeros.data(), zeros.size());
+          return diffuse::detail::PickleRecord{zeros.data(), zeros.size(), nullptr};
         },
         "fuzz data.pkl");
   });

@@ -337,6 +337,55 @@ TEST(Safetensors, DiTRoundTripGivesIdenticalOutputs) {
                    1e-3, "double copy");
 }
 
+// The loaders' form (adopt_dit_state_dict into an unloaded_dit): the same model as a copying load,
+// without a second copy of the weights; tied or other-dtype tensors are copied, so the model's
+// weights never alias one another and stay trainable.
+TEST(Safetensors, AdoptingLoadTakesTensorsOverAndUntiesSharedOnes) {
+  torch::manual_seed(21);
+  DiT a(tiny_reference_options());
+  {
+    torch::NoGradGuard g;
+    for (auto& p : a->parameters()) p.normal_(0, 0.2);
+  }
+  std::map<std::string, at::Tensor> sd;
+  for (const auto& kv : dit_state_dict(a)) sd[kv.first] = kv.second.clone();
+  // Tied: one storage under two names (a checkpoint may hold them so).
+  sd["blocks.1.mlp.fc1.bias"] = sd["blocks.0.mlp.fc1.bias"];
+  sd["t_embedder.mlp.0.bias"] = sd["t_embedder.mlp.0.bias"].to(at::kDouble);  // another dtype
+  const void* fc2 = sd["blocks.0.mlp.fc2.weight"].data_ptr();
+  std::map<std::string, at::Tensor> want = sd;
+  for (auto& kv : want) kv.second = kv.second.to(at::kFloat).clone();
+
+  DiT b = detail::unloaded_dit(tiny_reference_options());
+  detail::adopt_dit_state_dict(b, std::move(sd));
+  EXPECT_TRUE(sd.empty());
+  for (const auto& kv : dit_state_dict(b))
+    EXPECT_TRUE(at::equal(kv.second, want.at(kv.first))) << kv.first;
+  auto* blk0 = b->blocks[0]->as<DiTBlockImpl>();
+  auto* blk1 = b->blocks[1]->as<DiTBlockImpl>();
+  EXPECT_EQ(blk0->mlp->fc2->weight.data_ptr(), fc2) << "taken over, not copied";
+  EXPECT_TRUE(blk0->mlp->fc2->weight.requires_grad());
+  EXPECT_NE(blk0->mlp->fc1->bias.data_ptr(), blk1->mlp->fc1->bias.data_ptr()) << "untied";
+  EXPECT_EQ(b->t_embedder->mlp[0]->as<torch::nn::LinearImpl>()->bias.scalar_type(), at::kFloat);
+  // The same forward as a copying load into a freshly initialised model.
+  DiT c(tiny_reference_options());
+  load_dit_state_dict(c, want);
+  at::Tensor x = at::randn({2, 2, 8, 8}), t = at::tensor({0.3f, 700.0f});
+  at::Tensor y = at::tensor(at::ArrayRef<int64_t>{1, 2});
+  torch::NoGradGuard g;
+  EXPECT_TRUE(at::equal(b->forward(x, t, y), c->forward(x, t, y)));
+  // Trainable: an in-place step changes that weight alone.
+  blk0->mlp->fc1->bias.add_(1.0);
+  EXPECT_TRUE(at::equal(blk1->mlp->fc1->bias, want.at("blocks.1.mlp.fc1.bias")));
+  // On error the dict is left as given and nothing is taken.
+  std::map<std::string, at::Tensor> bad = want;
+  bad.erase("final_layer.linear.weight");
+  const std::string msg =
+      testing::error_of([&] { detail::adopt_dit_state_dict(c, std::move(bad)); });
+  EXPECT_NE(msg.find("1 missing: final_layer.linear.weight"), std::string::npos) << msg;
+  EXPECT_EQ(bad.size(), want.size() - 1);
+}
+
 TEST(Safetensors, LoadListsEveryMissingUnexpectedAndMisshapedKey) {
   torch::manual_seed(2);
   DiT m(tiny_reference_options());

@@ -208,8 +208,7 @@ TEST(TorchCheckpoint, BadFilesAreErrorsThatSayWhatToDo) {
 // The pickle machine builds data only and never recurses on the input's nesting: hostile
 // pickles are one-line errors, not crashes (tests/fuzz/fuzz_model_file runs it under ASan too).
 TEST(TorchCheckpoint, HostilePicklesAreErrorsNotCrashes) {
-  const detail::PickleRecordReader none =
-      [](const std::string& name) -> std::pair<const void*, size_t> {
+  const detail::PickleRecordReader none = [](const std::string& name) -> detail::PickleRecord {
     throw IOError("no record " + name);
   };
   auto parse = [&](const std::string& bytes) {

@@ -7,9 +7,9 @@
 #include "cli.h"
 
 #include <cstdio>
-#include <fstream>
 
 #include <diffuse/all.h>
+#include <diffuse/detail/xxh64.h>
 #include <diffuse/training/image.h>
 #include <diffuse/version.h>
 
@@ -179,21 +179,18 @@ json read_record(const std::string& path) {
 
 namespace {
 
-/// FNV-1a 64 of a file's bytes, hex: identifies the exact weights a record was made with.
+/// XXH64 of a file's bytes, hex: identifies the exact weights a record was made with (read at
+/// 10+ GB/s; FNV-1a, its predecessor here, took 0.2 s over a 132 MB DiT-S/2). A file gone since
+/// the model was loaded is said so in the record rather than losing the images.
 std::string file_checksum(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  uint64_t h = 1469598103934665603ull;
-  char buf[1 << 16];
-  while (f) {
-    f.read(buf, sizeof(buf));
-    for (std::streamsize i = 0; i < f.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ull;
-    }
+  try {
+    char out[32];
+    std::snprintf(out, sizeof(out), "xxh64:%016llx",
+                  static_cast<unsigned long long>(diffuse::detail::xxh64_file(path)));
+    return out;
+  } catch (const diffuse::Error& e) {
+    return std::string("unavailable: ") + e.what();
   }
-  char out[32];
-  std::snprintf(out, sizeof(out), "fnv1a64:%016llx", static_cast<unsigned long long>(h));
-  return out;
 }
 
 }  // namespace

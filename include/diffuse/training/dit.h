@@ -334,6 +334,16 @@ class DiTImpl : public torch::nn::Cloneable<DiTImpl> {
 };
 TORCH_MODULE(DiT);
 
+namespace detail {
+
+/// A DiT of `options` for a loader that sets every parameter right away: built without drawing
+/// initial weights, its Linear weights and biases are uninitialised memory (the patch, label and
+/// time embeddings keep their cheap default draws). Options are validated as by the constructor.
+/// Only for strict loads (every weight present, or an error and the model dropped).
+DiT unloaded_dit(const DiTOptions& options);
+
+}  // namespace detail
+
 /// Wraps a DiT as a diffuse::Network. Conditioning.value = int64 class labels [B] in
 /// [0, num_classes] (undefined = null class); an unconditional model ignores it, so a trainer may
 /// pass dataset labels either way. Conditioning.extra["mask"], if present, is the token mask.

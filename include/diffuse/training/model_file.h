@@ -204,7 +204,8 @@ double dit_min_weights(const DiTOptions& o);
 /// attempt to allocate and initialise terabytes.
 void check_dit_fits_file(const DiTOptions& o, uint64_t file_bytes, const std::string& what);
 
-/// A DiT built from a card (architecture DiT). `file_bytes`: the size of the file its weights come
+/// A DiT built from a card (architecture DiT), its Linear weights not initialised (unloaded_dit:
+/// the caller loads every weight, strictly). `file_bytes`: the size of the file its weights come
 /// from (see check_dit_fits_file); 0 skips that check.
 DiT dit_from_card(const ModelCard& card, const std::string& what, uint64_t file_bytes = 0);
 

@@ -126,6 +126,17 @@ std::string list_some(const std::vector<std::string>& items, size_t shown = 5);
 void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd,
                          bool strict = true);
 
+namespace detail {
+
+/// load_dit_state_dict taking the tensors over: each that is of the model tensor's dtype and
+/// device, contiguous and the whole of a storage no other tensor of `sd` uses becomes the model's
+/// tensor (set_data: no copy, and the weights are not held twice while loading); the others are
+/// copied. The same checks and errors (the model is unchanged on error; `sd` is then left as
+/// given).
+void adopt_dit_state_dict(DiT& model, std::map<std::string, at::Tensor>&& sd, bool strict = true);
+
+}  // namespace detail
+
 /// The metadata key under which save_dit_safetensors stores the architecture
 /// (format_config(to_config(options)), e.g. "depth=4,hidden_size=64,...").
 inline const char* const kDiTMetadataKey = "diffuse_dit";

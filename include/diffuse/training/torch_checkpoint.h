@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -67,8 +68,18 @@ namespace detail {
 /// the torch::serialize archives of our own model files. False for unreadable files.
 bool starts_with_zip_magic(const std::string& path);
 
-/// The bytes of an archive record ("data/<key>"), valid until the next call; throws when absent.
-using PickleRecordReader = std::function<std::pair<const void*, size_t>(const std::string& name)>;
+/// The bytes of an archive record ("data/<key>"). Without an `owner` they are valid until the
+/// next read and are copied; with one, the storage tensor uses them in place and holds `owner`
+/// (so the bytes must be writable, and aligned for the storage's element type, or they are
+/// copied after all).
+struct PickleRecord {
+  const void* data = nullptr;
+  size_t size = 0;
+  std::shared_ptr<void> owner;
+};
+
+/// Reads a record; throws when absent.
+using PickleRecordReader = std::function<PickleRecord(const std::string& name)>;
 
 /// The restricted pickle machine of read_torch_state_dict on a data.pkl held in memory, storages
 /// read through `records`. `path` names the source in errors. (The fuzz target's entry point.)
