@@ -429,6 +429,20 @@ std::string list_some(const std::vector<std::string>& items, size_t shown) {
   return s;
 }
 
+std::string StateDictProblems::text(const char* duplicated_what, bool strict) const {
+  std::string out;
+  auto add = [&](const std::string& what, const std::vector<std::string>& items) {
+    if (items.empty()) return;
+    out += cat(out.empty() ? "" : "; ", items.size(), " ", what, ": ", list_some(items));
+  };
+  if (strict) add("missing", missing);
+  if (strict) add("unexpected", unexpected);
+  add(duplicated_what, duplicated);
+  add("shape mismatched", mismatched);
+  add("not floating point", bad_dtype);
+  return out;
+}
+
 }  // namespace detail
 
 namespace {
@@ -438,15 +452,15 @@ std::vector<std::pair<std::string, at::Tensor>> match_dit_state_dict(
     DiT& model, const std::map<std::string, at::Tensor>& sd, bool strict) {
   std::map<std::string, at::Tensor> targets = dit_state_dict(model);
   std::map<std::string, std::pair<std::string, at::Tensor>> found;  // our name -> (key, tensor)
-  std::vector<std::string> unexpected, duplicated, mismatched, bad_dtype, missing;
+  detail::StateDictProblems pr;
   for (const auto& [key, value] : sd) {
     const std::string name = detail::strip_wrapper_prefixes(key);
     if (!targets.count(name)) {
-      unexpected.push_back(key);
+      pr.unexpected.push_back(key);
       continue;
     }
     if (found.count(name)) {
-      duplicated.push_back(key + " (also " + found[name].first + ")");
+      pr.duplicated.push_back(key + " (also " + found[name].first + ")");
       continue;
     }
     found[name] = {key, value};
@@ -454,12 +468,12 @@ std::vector<std::pair<std::string, at::Tensor>> match_dit_state_dict(
   for (const auto& [name, target] : targets) {
     auto it = found.find(name);
     if (it == found.end()) {
-      missing.push_back(name);
+      pr.missing.push_back(name);
       continue;
     }
     const at::Tensor& v = it->second.second;
     if (!v.defined()) {
-      bad_dtype.push_back(it->second.first + " (undefined)");
+      pr.bad_dtype.push_back(it->second.first + " (undefined)");
       continue;
     }
     if (v.sizes() != target.sizes()) {
@@ -467,24 +481,14 @@ std::vector<std::pair<std::string, at::Tensor>> match_dit_state_dict(
       if (name == "y_embedder.embedding_table.weight" && v.dim() == 2 &&
           v.size(0) == target.size(0) - 1)
         hint = "; a reference model trained with class_dropout_prob = 0 has no null-class row";
-      mismatched.push_back(
+      pr.mismatched.push_back(
           detail::cat(it->second.first, " ", v.sizes(), " vs model ", target.sizes(), hint));
       continue;
     }
     if (at::isFloatingType(target.scalar_type()) && !at::isFloatingType(v.scalar_type()))
-      bad_dtype.push_back(detail::cat(it->second.first, " (", v.scalar_type(), ")"));
+      pr.bad_dtype.push_back(detail::cat(it->second.first, " (", v.scalar_type(), ")"));
   }
-  std::string problems;
-  auto add = [&](const char* what, const std::vector<std::string>& items) {
-    if (items.empty()) return;
-    problems += detail::cat(problems.empty() ? "" : "; ", items.size(), " ", what, ": ",
-                            detail::list_some(items));
-  };
-  if (strict) add("missing", missing);
-  if (strict) add("unexpected", unexpected);
-  add("duplicated (with and without a prefix)", duplicated);
-  add("shape mismatched", mismatched);
-  add("not floating point", bad_dtype);
+  std::string problems = pr.text("duplicated (with and without a prefix)", strict);
   if (found.empty() && !sd.empty() && problems.empty())
     problems = "no key of the state dict names a tensor of the model";
   check(problems.empty(), "load_dit_state_dict: ", problems);

@@ -740,17 +740,17 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
       if (!cand.empty()) by_file_name.emplace(p + detail::strip_wrapper_prefixes(cand), ours);
   }
   std::map<std::string, std::pair<std::string, at::Tensor>> found;
-  std::vector<std::string> unexpected, duplicated, mismatched, bad_dtype, missing;
+  detail::StateDictProblems pr;
   for (const auto& [key, value] : sd) {
     if (prefixed && key.rfind(kPrefix, 0) != 0)
       continue;  // the UNet / text encoder of a checkpoint
     auto it = by_file_name.find(prefixed ? key : detail::strip_wrapper_prefixes(key));
     if (it == by_file_name.end()) {
-      unexpected.push_back(key);
+      pr.unexpected.push_back(key);
       continue;
     }
     if (found.count(it->second)) {
-      duplicated.push_back(key + " (also " + found[it->second].first + ")");
+      pr.duplicated.push_back(key + " (also " + found[it->second].first + ")");
       continue;
     }
     found[it->second] = {key, value};
@@ -758,12 +758,12 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
   for (const auto& [name, target] : targets) {
     auto it = found.find(name);
     if (it == found.end()) {
-      missing.push_back(name);
+      pr.missing.push_back(name);
       continue;
     }
     at::Tensor v = it->second.second;
     if (!v.defined() || !at::isFloatingType(v.scalar_type())) {
-      bad_dtype.push_back(detail::cat(
+      pr.bad_dtype.push_back(detail::cat(
           it->second.first, " (", v.defined() ? c10::toString(v.scalar_type()) : "undefined", ")"));
       continue;
     }
@@ -771,23 +771,13 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
     if (target.dim() == 2 && v.dim() == 4 && v.size(2) == 1 && v.size(3) == 1)
       v = v.reshape({v.size(0), v.size(1)});
     if (v.sizes() != target.sizes()) {
-      mismatched.push_back(
+      pr.mismatched.push_back(
           detail::cat(it->second.first, " ", v.sizes(), " vs model ", target.sizes()));
       continue;
     }
     it->second.second = v;
   }
-  std::string problems;
-  auto add = [&](const char* what, const std::vector<std::string>& items) {
-    if (items.empty()) return;
-    problems += detail::cat(problems.empty() ? "" : "; ", items.size(), " ", what, ": ",
-                            detail::list_some(items));
-  };
-  add("missing", missing);
-  add("unexpected", unexpected);
-  add("duplicated (under two namings)", duplicated);
-  add("shape mismatched", mismatched);
-  add("not floating point", bad_dtype);
+  std::string problems = pr.text("duplicated (under two namings)");
   if (problems.empty() && found.empty()) problems = "no VAE tensor found";
   if (!problems.empty())
     throw ConfigError(detail::cat(

@@ -112,6 +112,14 @@ std::string strip_wrapper_prefixes(std::string key);
 
 std::string list_some(const std::vector<std::string>& items, size_t shown = 5);
 
+/// What a state-dict load found wrong, each kind reported with its count and first few keys.
+struct StateDictProblems {
+  std::vector<std::string> missing, unexpected, duplicated, mismatched, bad_dtype;
+  /// "2 missing: a, b; 1 unexpected: c; ..." ("" when there is nothing); `duplicated_what` says
+  /// how a tensor came to be named twice; missing and unexpected keys count only when `strict`.
+  std::string text(const char* duplicated_what, bool strict = true) const;
+};
+
 }  // namespace detail
 
 /// Loads a state dict under reference DiT names (as dit_state_dict writes, as the reference code's
