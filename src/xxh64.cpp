@@ -55,6 +55,7 @@ Xxh64::Xxh64(uint64_t seed) : seed_(seed) {
 }
 
 void Xxh64::update(const void* data, size_t size) {
+  if (size == 0) return;  // data may be null then (memcpy may not be given null)
   auto p = static_cast<const unsigned char*>(data);
   total_ += size;
   if (buffered_ > 0) {
@@ -68,7 +69,7 @@ void Xxh64::update(const void* data, size_t size) {
     buffered_ = 0;
   }
   for (; size >= 32; p += 32, size -= 32) xxh_stripe(acc_, p);
-  std::memcpy(buf_, p, size);
+  if (size > 0) std::memcpy(buf_, p, size);
   buffered_ = size;
 }
 

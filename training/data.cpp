@@ -26,17 +26,11 @@
 
 #include <diffuse/config.h>
 #include <diffuse/gaussian_mixture.h>
+#include <diffuse/training/image.h>
 
 namespace diffuse {
 
-namespace {
-
-/// A big-endian 32-bit word (PNG chunk headers, idx dimensions).
-uint32_t be32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
-}  // namespace
+using detail::be32;
 
 namespace detail {
 
@@ -92,25 +86,21 @@ struct PngLayout {
 /// of each pass).
 PngLayout walk_png(const unsigned char* data, size_t size, const std::string& name) {
   PngLayout layout;
-  size_t pos = 8;
   bool end = false;
-  while (!end && pos + 12 <= size) {
-    const uint32_t len = be32(data + pos);
-    check_io(len <= size - pos - 12, "cannot read image '", name, "': PNG chunk at byte ", pos,
-             " (length ", len, ") runs past the end of the file");
-    const unsigned char* type = data + pos + 4;
-    if (std::memcmp(type, "IHDR", 4) == 0 && len >= 13 && layout.cap == 0) {
-      const uint64_t width = be32(data + pos + 8), height = be32(data + pos + 12);
-      const uint64_t depth = data[pos + 16], color = data[pos + 17];
-      const uint64_t samples = color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1;
-      if (width > 0 && height > 0 && width <= (1u << 24) && height <= (1u << 24) && depth <= 16)
-        layout.cap = 2 * height * (1 + (width * samples * depth + 7) / 8) + 4096;
-    } else if (std::memcmp(type, "IDAT", 4) == 0) {
-      layout.idat.emplace_back(data + pos + 8, len);
-    }
-    end = std::memcmp(type, "IEND", 4) == 0;
-    pos += 12 + size_t{len};
-  }
+  const size_t pos = detail::walk_png_chunks(
+      data, size, "cannot read image '" + name + "': ",
+      [&](const detail::PngChunk& c) {
+        if (std::memcmp(c.type, "IHDR", 4) == 0 && c.length >= 13 && layout.cap == 0) {
+          const uint64_t width = be32(c.data), height = be32(c.data + 4);
+          const uint64_t depth = c.data[8], color = c.data[9];
+          const uint64_t samples = color == 2 ? 3 : color == 4 ? 2 : color == 6 ? 4 : 1;
+          if (width > 0 && height > 0 && width <= (1u << 24) && height <= (1u << 24) && depth <= 16)
+            layout.cap = 2 * height * (1 + (width * samples * depth + 7) / 8) + 4096;
+        } else if (std::memcmp(c.type, "IDAT", 4) == 0) {
+          layout.idat.emplace_back(c.data, c.length);
+        }
+      },
+      &end);
   check_io(end || pos == size, "cannot read image '", name, "': PNG chunk at byte ", pos,
            " is cut off by the end of the file (", size - pos, " bytes left)");
   return layout;

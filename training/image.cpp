@@ -61,6 +61,23 @@ Tensor image_to_u8_hwc(const Tensor& image, const std::string& path) {
   return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(at::kByte).permute({1, 2, 0}).contiguous();
 }
 
+size_t walk_png_chunks(const unsigned char* b, size_t size, const std::string& where,
+                       const std::function<void(const PngChunk&)>& visit, bool* saw_iend) {
+  size_t pos = 8;
+  bool end = false;
+  while (!end && pos + 12 <= size) {
+    const uint32_t len = be32(b + pos);
+    check_io(len <= size - pos - 12, where, "PNG chunk at byte ", pos, " (length ", len,
+             ") runs past the end of the file");
+    const PngChunk chunk{b + pos + 4, b + pos + 8, len, pos};
+    visit(chunk);
+    end = std::memcmp(chunk.type, "IEND", 4) == 0;
+    pos += 12 + size_t{len};
+  }
+  if (saw_iend != nullptr) *saw_iend = end;
+  return pos;
+}
+
 }  // namespace detail
 
 /// Returns `png` (a complete PNG stream) with a tEXt chunk keyword/text inserted right after the
@@ -109,19 +126,13 @@ std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_
   static const unsigned char kSig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
   check_io(size >= 8 && std::memcmp(b, kSig, 8) == 0, "'", path, "' is not a PNG file");
   std::map<std::string, std::string> out;
-  size_t pos = 8;
-  while (pos + 12 <= size) {
-    const uint32_t len = (uint32_t(b[pos]) << 24) | (uint32_t(b[pos + 1]) << 16) |
-                         (uint32_t(b[pos + 2]) << 8) | uint32_t(b[pos + 3]);
-    check_io(len <= size - pos - 12, "'", path, "': PNG chunk at byte ", pos,
-             " runs past the end of the file");
-    const std::string type(reinterpret_cast<const char*>(&b[pos + 4]), 4);
-    const unsigned char* data = &b[pos + 8];
-    const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), &b[pos + 4], static_cast<uInt>(len + 4));
-    const uint32_t stored = (uint32_t(data[len]) << 24) | (uint32_t(data[len + 1]) << 16) |
-                            (uint32_t(data[len + 2]) << 8) | uint32_t(data[len + 3]);
-    check_io(static_cast<uint32_t>(crc) == stored, "'", path, "': CRC mismatch in PNG chunk '",
-             type, "'");
+  detail::walk_png_chunks(b, size, "'" + path + "': ", [&](const detail::PngChunk& c) {
+    const std::string type(reinterpret_cast<const char*>(c.type), 4);
+    const unsigned char* data = c.data;
+    const uint32_t len = c.length;
+    const uLong crc = ::crc32(::crc32(0L, Z_NULL, 0), c.type, static_cast<uInt>(len + 4));
+    check_io(static_cast<uint32_t>(crc) == detail::be32(data + len), "'", path,
+             "': CRC mismatch in PNG chunk '", type, "'");
     if (type == "tEXt") {
       const auto* nul = static_cast<const unsigned char*>(std::memchr(data, 0, len));
       check_io(nul != nullptr, "'", path, "': tEXt chunk without a keyword separator");
@@ -129,9 +140,7 @@ std::map<std::string, std::string> png_text_chunks(const unsigned char* b, size_
           std::string(reinterpret_cast<const char*>(nul + 1),
                       static_cast<size_t>(data + len - nul - 1));
     }
-    if (type == "IEND") break;
-    pos += 12 + len;
-  }
+  });
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,6 +31,27 @@ std::vector<unsigned char> encode_png(const unsigned char* pixels, int width, in
 /// [C, H, W] or [H, W] floating image in [-1, 1] -> uint8 [H, W, C] contiguous on the CPU.
 /// C must be 1 (grey), 3 (RGB) or 4 (RGBA). Non-finite values are an error (NumericalError).
 Tensor image_to_u8_hwc(const Tensor& image, const std::string& path);
+
+/// A big-endian 32-bit word (PNG chunk headers, idx dimensions).
+inline uint32_t be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+/// One chunk of a PNG stream: its 4-byte type, its data and their length, its offset.
+struct PngChunk {
+  const unsigned char* type;
+  const unsigned char* data;
+  uint32_t length;
+  size_t offset;
+};
+
+/// Walks the chunks of a PNG stream held in memory (`b` starts with the 8-byte signature, which is
+/// not checked here) up to and including IEND, calling `visit` for each (its CRC unchecked). A
+/// chunk longer than what is left is an IOError "<where>PNG chunk at byte N (length L) runs past
+/// the end of the file". Returns the offset after the last chunk walked; *saw_iend (if given) says
+/// whether the walk ended at IEND.
+size_t walk_png_chunks(const unsigned char* b, size_t size, const std::string& where,
+                       const std::function<void(const PngChunk&)>& visit, bool* saw_iend = nullptr);
 
 }  // namespace detail
 
