@@ -540,16 +540,10 @@ void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd
   for (const auto& [name, value] : pairs) targets.at(name).copy_(value);
 }
 
-void detail::adopt_dit_state_dict(DiT& model, std::map<std::string, at::Tensor>&& sd, bool strict) {
-  auto pairs = match_dit_state_dict(model, sd, strict);
-  sd.clear();  // the pairs hold what is adopted; the rest is freed as it is copied
-  std::map<std::string, at::Tensor> targets = dit_tensors(model);
+void detail::adopt_or_copy(std::vector<std::pair<at::Tensor, at::Tensor>>& targets_and_values) {
   torch::NoGradGuard no_grad;
   std::set<const void*> storages;
-  for (auto& [name, value] : pairs) {
-    at::Tensor& target = targets.at(name);
-    // Adopted: a tensor of the target's type that is the whole of a storage no other tensor of
-    // the dict uses (a tied pair is copied, so that the model's weights stay untied).
+  for (auto& [target, value] : targets_and_values) {
     const bool own = value.scalar_type() == target.scalar_type() &&
                      value.device() == target.device() && value.is_contiguous() &&
                      value.storage_offset() == 0 && value.storage().nbytes() == value.nbytes() &&
@@ -560,6 +554,16 @@ void detail::adopt_dit_state_dict(DiT& model, std::map<std::string, at::Tensor>&
       target.copy_(value);
     value = at::Tensor();  // a copied tensor's storage goes now, not at the end
   }
+}
+
+void detail::adopt_dit_state_dict(DiT& model, std::map<std::string, at::Tensor>&& sd, bool strict) {
+  auto pairs = match_dit_state_dict(model, sd, strict);
+  sd.clear();  // the pairs hold the tensors now
+  std::map<std::string, at::Tensor> targets = dit_tensors(model);
+  std::vector<std::pair<at::Tensor, at::Tensor>> work;
+  for (auto& [name, value] : pairs) work.emplace_back(targets.at(name), std::move(value));
+  pairs.clear();
+  adopt_or_copy(work);
 }
 
 void save_dit_safetensors(const std::string& path, DiT& model,

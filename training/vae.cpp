@@ -747,8 +747,12 @@ std::string vae_legacy_name(const std::string& name) {
   return "";
 }
 
-void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Tensor>& sd,
-                         const std::string& origin) {
+namespace {
+
+// The checks of load_vae_state_dict; the (our name, file tensor, reshaped to ours) pairs to set.
+std::map<std::string, at::Tensor> match_vae_state_dict(AutoencoderKL& vae,
+                                                       const std::map<std::string, at::Tensor>& sd,
+                                                       const std::string& origin) {
   std::map<std::string, at::Tensor> targets = vae_state_dict(vae);
   const int64_t levels = static_cast<int64_t>(vae->options().block_out_channels().size());
   const std::string kPrefix = "first_stage_model.";
@@ -811,8 +815,19 @@ void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Ten
         origin, ": the VAE weights do not fit the architecture (", levels,
         " levels, block_out_channels ", channels_text(vae->options().block_out_channels()),
         ", latent_channels ", vae->options().latent_channels(), "): ", problems));
+  std::map<std::string, at::Tensor> matched;
+  for (auto& [name, kv] : found) matched.emplace(name, std::move(kv.second));
+  return matched;
+}
+
+}  // namespace
+
+void load_vae_state_dict(AutoencoderKL& vae, const std::map<std::string, at::Tensor>& sd,
+                         const std::string& origin) {
+  const std::map<std::string, at::Tensor> matched = match_vae_state_dict(vae, sd, origin);
+  std::map<std::string, at::Tensor> targets = vae_state_dict(vae);
   torch::NoGradGuard no_grad;
-  for (const auto& [name, kv] : found) targets[name].copy_(kv.second);
+  for (const auto& [name, value] : matched) targets.at(name).copy_(value);
 }
 
 namespace {
@@ -882,7 +897,15 @@ AutoencoderKL load_vae(const std::string& path, const LoadVaeOptions& options) {
     } scope;
     return AutoencoderKL(o);
   }();
-  load_vae_state_dict(vae, file.tensors, weights);
+  {
+    // The file's tensors become the VAE's where they can (no second copy while loading).
+    std::map<std::string, at::Tensor> matched = match_vae_state_dict(vae, file.tensors, weights);
+    file.tensors.clear();
+    std::vector<std::pair<at::Tensor, at::Tensor>> work;
+    for (const auto& kv : vae->named_parameters(true))
+      work.emplace_back(kv.value(), std::move(matched.at(kv.key())));
+    detail::adopt_or_copy(work);
+  }
   vae->eval();
   return vae;
 }

@@ -166,6 +166,17 @@ TEST(Vae, SaveAndLoadRoundTripWithTheArchitectureInTheMetadata) {
   EXPECT_EQ(format_config(vae_to_config(back->options())), format_config(vae_to_config(o)));
   for (const auto& [k, v] : vae_state_dict(back))
     EXPECT_TRUE(v.equal(vae_state_dict(vae).at(k))) << k;
+  // load_vae builds the modules without initial weights and takes the file's tensors over: each
+  // parameter its own memory, still a trainable parameter, the same forward.
+  std::set<const void*> seen;
+  for (const auto& kv : back->named_parameters(true)) {
+    EXPECT_TRUE(seen.insert(kv.value().data_ptr()).second) << kv.key() << " shares memory";
+    EXPECT_TRUE(kv.value().requires_grad()) << kv.key();
+    EXPECT_EQ(kv.value().scalar_type(), at::kFloat) << kv.key();
+  }
+  torch::NoGradGuard no_grad;
+  const at::Tensor z = at::sin(at::arange(2 * 4 * 4 * 4, at::kFloat) * 0.3).reshape({2, 4, 4, 4});
+  EXPECT_TRUE(at::equal(back->decode(z), vae->decode(z)));
 }
 
 TEST(Vae, DiffusersConfigErrorsNameTheKey) {

@@ -136,6 +136,12 @@ void load_dit_state_dict(DiT& model, const std::map<std::string, at::Tensor>& sd
 
 namespace detail {
 
+/// Sets each target (a module's own parameter or buffer, not a detached alias) to its value: the
+/// value itself (set_data: no copy) when it is of the target's dtype and device, contiguous, the
+/// whole of its storage and the first value seen on that storage (so that no two targets end up
+/// sharing memory); a copy otherwise. Each value is released as soon as it has been used.
+void adopt_or_copy(std::vector<std::pair<at::Tensor, at::Tensor>>& targets_and_values);
+
 /// load_dit_state_dict taking the tensors over: each that is of the model tensor's dtype and
 /// device, contiguous and the whole of a storage no other tensor of `sd` uses becomes the model's
 /// tensor (set_data: no copy, and the weights are not held twice while loading); the others are
