@@ -17,6 +17,8 @@
 #include <diffuse/config.h>
 #include <diffuse/detail/aten.h>
 
+#include "unloaded_layers.h"
+
 namespace diffuse {
 
 void validate(const DiTOptions& o) {
@@ -196,27 +198,6 @@ void DiTStepCache::reset() {
   in_a_row_ = computed_ = reused_ = 0;
 }
 
-namespace {
-
-// Set while unloaded_dit builds a model whose weights a loader is about to set.
-thread_local bool t_unloaded = false;
-
-// torch::nn::Linear(in, out). Its constructor draws kaiming-uniform weights from the global
-// generator (about 5 ns a weight on one core: 0.15 s for DiT-S/2, twice that with DiT's own
-// xavier draws after it); for a model about to be loaded it is built empty and given memory
-// that is not even touched (the loader's tensors usually replace it, so the weights are not
-// resident twice while loading).
-torch::nn::Linear dit_linear(int64_t in, int64_t out) {
-  if (!t_unloaded) return torch::nn::Linear(in, out);
-  torch::nn::Linear lin(torch::nn::LinearOptions(1, 0));  // no weight to draw
-  lin->options = torch::nn::LinearOptions(in, out);
-  lin->weight.set_data(at::empty({out, in}));
-  lin->bias.set_data(at::empty({out}));
-  return lin;
-}
-
-}  // namespace
-
 void DiTPatchEmbedImpl::reset() {
   proj = register_module(
       "proj",
@@ -225,8 +206,8 @@ void DiTPatchEmbedImpl::reset() {
 
 void DiTTimestepEmbedderImpl::reset() {
   mlp = register_module(
-      "mlp", torch::nn::Sequential(dit_linear(kFrequencySize, hidden_), torch::nn::SiLU(),
-                                   dit_linear(hidden_, hidden_)));
+      "mlp", torch::nn::Sequential(detail::linear_layer(kFrequencySize, hidden_), torch::nn::SiLU(),
+                                   detail::linear_layer(hidden_, hidden_)));
 }
 
 at::Tensor DiTTimestepEmbedderImpl::forward(const at::Tensor& t, at::ScalarType dtype) {
@@ -239,8 +220,8 @@ void DiTLabelEmbedderImpl::reset() {
 }
 
 void DiTAttentionImpl::reset() {
-  qkv = register_module("qkv", dit_linear(dim_, 3 * dim_));
-  proj = register_module("proj", dit_linear(dim_, dim_));
+  qkv = register_module("qkv", detail::linear_layer(dim_, 3 * dim_));
+  proj = register_module("proj", detail::linear_layer(dim_, dim_));
 }
 
 at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
@@ -252,8 +233,8 @@ at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
 }
 
 void DiTMlpImpl::reset() {
-  fc1 = register_module("fc1", dit_linear(dim_, hidden_));
-  fc2 = register_module("fc2", dit_linear(hidden_, dim_));
+  fc1 = register_module("fc1", detail::linear_layer(dim_, hidden_));
+  fc2 = register_module("fc2", detail::linear_layer(hidden_, dim_));
 }
 
 at::Tensor DiTMlpImpl::forward(const at::Tensor& x) {
@@ -264,9 +245,9 @@ void DiTBlockImpl::reset() {
   attn = register_module("attn", DiTAttention(dim_, heads_));
   mlp = register_module("mlp",
                         DiTMlp(dim_, static_cast<int64_t>(static_cast<double>(dim_) * mlp_ratio_)));
-  adaLN_modulation =
-      register_module("adaLN_modulation",
-                      torch::nn::Sequential(torch::nn::SiLU(), dit_linear(cond_dim_, 6 * dim_)));
+  adaLN_modulation = register_module(
+      "adaLN_modulation",
+      torch::nn::Sequential(torch::nn::SiLU(), detail::linear_layer(cond_dim_, 6 * dim_)));
 }
 
 std::vector<at::Tensor> DiTBlockImpl::modulation(const at::Tensor& c) {
@@ -286,10 +267,10 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
 }
 
 void DiTModulatedLinearImpl::reset() {
-  linear = register_module("linear", dit_linear(dim_, out_));
-  adaLN_modulation =
-      register_module("adaLN_modulation",
-                      torch::nn::Sequential(torch::nn::SiLU(), dit_linear(cond_dim_, 2 * dim_)));
+  linear = register_module("linear", detail::linear_layer(dim_, out_));
+  adaLN_modulation = register_module(
+      "adaLN_modulation",
+      torch::nn::Sequential(torch::nn::SiLU(), detail::linear_layer(cond_dim_, 2 * dim_)));
 }
 
 at::Tensor DiTModulatedLinearImpl::forward(const at::Tensor& x, const at::Tensor& c) {
@@ -328,14 +309,11 @@ void DiTImpl::reset() {
   final_layer = register_module(
       "final_layer",
       DiTModulatedLinear(final_dim, d, o.patch_size() * o.patch_size() * out_channels()));
-  if (!t_unloaded) initialize_weights();
+  if (!detail::building_unloaded()) initialize_weights();
 }
 
 DiT detail::unloaded_dit(const DiTOptions& options) {
-  struct Scope {
-    Scope() { t_unloaded = true; }
-    ~Scope() { t_unloaded = false; }
-  } scope;
+  const UnloadedScope unloaded;
   return DiT(options);
 }
 

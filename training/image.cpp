@@ -69,7 +69,7 @@ size_t walk_png_chunks(const unsigned char* b, size_t size, const std::string& w
     const uint32_t len = be32(b + pos);
     check_io(len <= size - pos - 12, where, "PNG chunk at byte ", pos, " (length ", len,
              ") runs past the end of the file");
-    const PngChunk chunk{b + pos + 4, b + pos + 8, len, pos};
+    const PngChunk chunk{b + pos + 4, b + pos + 8, len};
     visit(chunk);
     end = std::memcmp(chunk.type, "IEND", 4) == 0;
     pos += 12 + size_t{len};

@@ -21,6 +21,8 @@
 #include <diffuse/config.h>
 #include <diffuse/training/safetensors.h>
 
+#include "unloaded_layers.h"
+
 namespace diffuse {
 
 // ---------------------------------------------------------------- options
@@ -237,39 +239,12 @@ using torch::nn::GroupNormOptions;
 using torch::nn::Linear;
 using torch::nn::ModuleList;
 
-// Set while load_vae builds the model whose weights it is about to set.
-thread_local bool t_vae_unloaded = false;
-
-// Conv2d(o) and Linear(in, out). Their constructors draw kaiming-uniform weights (about 5 ns a
-// weight on one core: 0.4 s for the SD VAE); for a VAE about to be loaded they are built without
-// weights and given memory that is not even touched.
-Conv2d vae_conv(const Conv2dOptions& o) {
-  if (!t_vae_unloaded) return Conv2d(o);
-  Conv2dOptions none = o;
-  none.in_channels(o.groups()).out_channels(o.groups());  // one kernel a group to draw
-  Conv2d conv(none);
-  conv->options.in_channels(o.in_channels()).out_channels(o.out_channels());
-  const auto& k = *o.kernel_size();
-  conv->weight.set_data(at::empty({o.out_channels(), o.in_channels() / o.groups(), k[0], k[1]}));
-  if (conv->bias.defined()) conv->bias.set_data(at::empty({o.out_channels()}));
-  return conv;
-}
-
-Linear vae_linear(int64_t in, int64_t out) {
-  if (!t_vae_unloaded) return Linear(in, out);
-  Linear lin(torch::nn::LinearOptions(1, 0));
-  lin->options = torch::nn::LinearOptions(in, out);
-  lin->weight.set_data(at::empty({out, in}));
-  lin->bias.set_data(at::empty({out}));
-  return lin;
-}
-
 GroupNorm vae_norm(int64_t groups, int64_t channels) {
   return GroupNorm(GroupNormOptions(groups, channels).eps(1e-6));
 }
 
 Conv2d conv3(int64_t in, int64_t out, int64_t stride = 1, int64_t padding = 1) {
-  return vae_conv(Conv2dOptions(in, out, 3).stride(stride).padding(padding));
+  return detail::conv2d_layer(Conv2dOptions(in, out, 3).stride(stride).padding(padding));
 }
 
 class VaeResnetImpl : public torch::nn::Module {
@@ -280,7 +255,8 @@ class VaeResnetImpl : public torch::nn::Module {
     norm2 = register_module("norm2", vae_norm(groups, out));
     conv2 = register_module("conv2", conv3(out, out));
     if (in != out)
-      conv_shortcut = register_module("conv_shortcut", vae_conv(Conv2dOptions(in, out, 1)));
+      conv_shortcut =
+          register_module("conv_shortcut", detail::conv2d_layer(Conv2dOptions(in, out, 1)));
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
@@ -298,11 +274,11 @@ class VaeAttentionImpl : public torch::nn::Module {
  public:
   VaeAttentionImpl(int64_t channels, int64_t groups) {
     group_norm = register_module("group_norm", vae_norm(groups, channels));
-    to_q = register_module("to_q", vae_linear(channels, channels));
-    to_k = register_module("to_k", vae_linear(channels, channels));
-    to_v = register_module("to_v", vae_linear(channels, channels));
+    to_q = register_module("to_q", detail::linear_layer(channels, channels));
+    to_k = register_module("to_k", detail::linear_layer(channels, channels));
+    to_v = register_module("to_v", detail::linear_layer(channels, channels));
     to_out = register_module("to_out", ModuleList());
-    to_out->push_back(vae_linear(channels, channels));
+    to_out->push_back(detail::linear_layer(channels, channels));
   }
   at::Tensor forward(const at::Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
@@ -454,9 +430,11 @@ AutoencoderKLImpl::AutoencoderKLImpl(AutoencoderKLOptions options) : options_(st
   decoder = register_module("decoder", std::make_shared<VaeDecoderImpl>(options_));
   const int64_t l = options_.latent_channels();
   if (options_.use_quant_conv())
-    quant_conv = register_module("quant_conv", vae_conv(Conv2dOptions(2 * l, 2 * l, 1)));
+    quant_conv =
+        register_module("quant_conv", detail::conv2d_layer(Conv2dOptions(2 * l, 2 * l, 1)));
   if (options_.use_post_quant_conv())
-    post_quant_conv = register_module("post_quant_conv", vae_conv(Conv2dOptions(l, l, 1)));
+    post_quant_conv =
+        register_module("post_quant_conv", detail::conv2d_layer(Conv2dOptions(l, l, 1)));
 }
 
 // ---------------------------------------------------------------- encode / decode
@@ -888,13 +866,10 @@ AutoencoderKL load_vae(const std::string& path, const LoadVaeOptions& options) {
     o.scaling_factor(*options.scaling_factor);
     check_vae_options(o);
   }
-  // Built without initial weights: load_vae_state_dict sets every one (or throws, and the model
-  // is dropped).
+  // Built without initial weights: the strict match below finds every one (or throws, and the
+  // model is dropped).
   AutoencoderKL vae = [&] {
-    struct Scope {
-      Scope() { t_vae_unloaded = true; }
-      ~Scope() { t_vae_unloaded = false; }
-    } scope;
+    const detail::UnloadedScope unloaded;
     return AutoencoderKL(o);
   }();
   {

@@ -37,12 +37,11 @@ inline uint32_t be32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-/// One chunk of a PNG stream: its 4-byte type, its data and their length, its offset.
+/// One chunk of a PNG stream: its 4-byte type, its data and their length.
 struct PngChunk {
   const unsigned char* type;
   const unsigned char* data;
   uint32_t length;
-  size_t offset;
 };
 
 /// Walks the chunks of a PNG stream held in memory (`b` starts with the 8-byte signature, which is
