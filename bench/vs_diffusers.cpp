@@ -14,7 +14,8 @@
 // machine's preemptions do not inflate), one warm-up run, then
 // --runs timed runs; prints one JSON line:
 //   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
-//    "total_cpu_s": [...], "network_cpu_s": [...]}
+//    "total_cpu_s": [...], "network_cpu_s": [...], "probe_s": ..., "probe_cpu_s": ...}
+// (probe: the timing's own cost per network call, measure_probe)
 // and with --save writes the last run's final sample as raw float32. With --floor 1 it only
 // measures the memory floor of one update of --shape (print_floor) and prints
 //   {"floor_pass_us": ..., "floor_memcpy_us": ..., "isa": ...}
@@ -146,6 +147,58 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+/// `inner` with the calling thread's CPU time inside each call added to *cpu.
+diffuse::Network cpu_timed(diffuse::Network inner, std::shared_ptr<double> cpu) {
+  return [inner, cpu](const Tensor& x, const Tensor& t, const diffuse::Conditioning& c) {
+    const double c0 = thread_cpu_seconds();
+    Tensor out = inner(x, t, c);
+    *cpu += thread_cpu_seconds() - c0;
+    return out;
+  };
+}
+
+/// What the timing of one network call adds to (total - time inside the network), seconds.
+struct ProbeCost {
+  double wall = 0, cpu = 0;
+};
+
+/// The instrumentation's own cost per network call: the two wrappers of a timed run (wall clock
+/// outside, thread CPU clock inside) around a network that does nothing, called kCalls times,
+/// minus what each wrapper counted as inside the network, minus the same calls of the bare
+/// network. A thread CPU clock reading is a system call (about 1.3 us here, half of it outside the
+/// interval it closes), a cost of the measurement, not of either sampler: the script subtracts
+/// calls x this from each run's overhead, and its Python twin measures its own wrapper alike.
+/// Median of 7 repetitions.
+ProbeCost measure_probe(const Tensor& x) {
+  constexpr int kCalls = 1000, kReps = 7;
+  const diffuse::Network noop = [](const Tensor& in, const Tensor&, const diffuse::Conditioning&) {
+    return in;
+  };
+  const Tensor t = at::zeros({x.size(0)}, x.options());
+  const diffuse::Conditioning cond;
+  std::vector<double> wall, cpu;
+  for (int r = 0; r < kReps; ++r) {
+    diffuse::bench::TimedNetwork timer;
+    auto inside_cpu = std::make_shared<double>(0.0);
+    const diffuse::Network wrapped = timer.wrap(cpu_timed(noop, inside_cpu));
+    const auto w0 = diffuse::bench::Clock::now();
+    const double c0 = thread_cpu_seconds();
+    for (int i = 0; i < kCalls; ++i) (void)wrapped(x, t, cond);
+    const double c1 = thread_cpu_seconds();
+    const double w1 = diffuse::bench::seconds_since(w0);
+    const auto w2 = diffuse::bench::Clock::now();
+    const double c2 = thread_cpu_seconds();
+    for (int i = 0; i < kCalls; ++i) (void)noop(x, t, cond);
+    const double c3 = thread_cpu_seconds();
+    const double w3 = diffuse::bench::seconds_since(w2);
+    wall.push_back((w1 - *timer.seconds - w3) / kCalls);
+    cpu.push_back((c1 - c0 - *inside_cpu - (c3 - c2)) / kCalls);
+  }
+  std::sort(wall.begin(), wall.end());
+  std::sort(cpu.begin(), cpu.end());
+  return {wall[kReps / 2], cpu[kReps / 2]};
+}
+
 std::string json_list(const std::vector<double>& v) {
   std::string s = "[";
   char buf[32];
@@ -209,14 +262,7 @@ int main(int argc, char** argv) try {
   // CPU time inside the network, read within the wall-timed call (so the wall overhead does not
   // include these clock reads). With one intra-op thread all work runs on this thread.
   auto net_cpu = std::make_shared<double>(0.0);
-  diffuse::Network cpu_timed = [net, net_cpu](const Tensor& x, const Tensor& t,
-                                              const diffuse::Conditioning& c) {
-    const double c0 = thread_cpu_seconds();
-    Tensor out = net(x, t, c);
-    *net_cpu += thread_cpu_seconds() - c0;
-    return out;
-  };
-  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(cpu_timed));
+  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(cpu_timed(net, net_cpu)));
   // diffusers' pipeline: latents = noise * init_noise_sigma (in its own units), then the loop.
   const Tensor x_T = s.initial_state(noise, args.steps);
   diffuse::SampleOptions o = s.sample_options(args.steps);
@@ -235,6 +281,7 @@ int main(int argc, char** argv) try {
   warm.noise = fresh_noise();
   diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
                                s.initial_state(noise, args.warmup_steps), warm);
+  const ProbeCost probe = measure_probe(x_T);
   Tensor result;
   std::vector<double> total, network, total_cpu, network_cpu;
   int64_t calls = 0;
@@ -256,11 +303,12 @@ int main(int argc, char** argv) try {
       "\"check_finite\": %s, \"caching_allocator\": %s, \"noise\": \"%s\", \"total_s\": %s, "
       "\"network_s\": %s, "
       "\"total_cpu_s\": %s, "
-      "\"network_cpu_s\": %s}\n",
+      "\"network_cpu_s\": %s, \"probe_s\": %.9g, \"probe_cpu_s\": %.9g}\n",
       args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
       static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
       args.caching_allocator ? "true" : "false", args.noise.c_str(), json_list(total).c_str(),
-      json_list(network).c_str(), json_list(total_cpu).c_str(), json_list(network_cpu).c_str());
+      json_list(network).c_str(), json_list(total_cpu).c_str(), json_list(network_cpu).c_str(),
+      probe.wall, probe.cpu);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "vs_diffusers: %s\n", e.what());

@@ -29,7 +29,10 @@ at::set_num_threads on the C++ side), with two networks, both timed from the ins
             overhead is also reported as a share of that, at the measured matmul speed. Run at
             [4, 4, 32, 32] only (the shape the model is cut for).
 
-overhead per step = (total - time inside the network) / steps, the minimum over all runs;
+overhead per step = (total - time inside the network - calls x the timing's own cost per call) /
+steps, the minimum over all runs (the timing's cost: each side measures what its wrappers add per
+network call around a network that does nothing; mostly the thread CPU clock's system calls, about
+1.3 us a reading here, which would otherwise count as sampler overhead on both sides);
 end-to-end = the minimum total; each in wall time and, with one thread, in the sampling thread's
 CPU time (CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that
 thread; with two, part of it runs on a worker thread, so only wall time is reported). On a
@@ -231,6 +234,32 @@ class Timed:
         return out
 
 
+def measure_probe(x, calls=1000, reps=7):
+    """The timing's own cost per network call (bench/vs_diffusers.cpp measure_probe's twin): a
+    Timed network that does nothing, called `calls` times, minus what Timed counted as inside the
+    network, minus the same calls of the bare function; (wall, CPU) seconds, medians of `reps`.
+    A thread CPU clock reading is a system call (about 1.3 us here, part of it outside the interval
+    it closes): a cost of the measurement, subtracted from each run's overhead on both sides."""
+
+    def noop(x, t):
+        return x
+
+    wall, cpu = [], []
+    for _ in range(reps):
+        timed = Timed(noop)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(calls):
+            timed(x, 0)
+        w1, c1 = time.perf_counter() - t0, time.thread_time() - c0
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(calls):
+            noop(x, 0)
+        w2, c2 = time.perf_counter() - t0, time.thread_time() - c0
+        wall.append((w1 - timed.seconds - w2) / calls)
+        cpu.append((c1 - timed.cpu_seconds - c2) / calls)
+    return sorted(wall)[reps // 2], sorted(cpu)[reps // 2]
+
+
 def trivial_network(x, t):
     return x * 0.1
 
@@ -383,7 +412,9 @@ def main():
         networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
     # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net),
     # diffuse with make_philox_noise (stochastic samplers, trivial net)
-    runs = {}  # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net)
+    # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net, timing cost
+    # per network call in wall time, in CPU time)
+    runs = {}
     calls = {}
     diffs = {}
     schedulers = {key: classes[cls](**COMMON, **extra) for key, cls, extra in samplers}
@@ -394,10 +425,11 @@ def main():
         torch.set_num_threads(threads)
         seed = args.seed if key in STOCHASTIC else None
         diffusers_run(torch, sch, net, noises[shape], warmup, seed)
+        probe = measure_probe(noises[shape])
         out = None
         for _ in range(n):
             times, c, out = diffusers_run(torch, sch, net, noises[shape], args.steps, seed)
-            runs.setdefault((threads, shape, key, net_name, "diffusers"), []).append(times)
+            runs.setdefault((threads, shape, key, net_name, "diffusers"), []).append(times + probe)
             calls[(threads, shape, key, net_name, "diffusers")] = c
         return out
 
@@ -417,7 +449,8 @@ def main():
         r = json.loads(p.stdout.strip().splitlines()[-1])
         side = "diffuse_philox" if noise == "philox" else "diffuse" if check_finite else "diffuse_nocheck"
         runs.setdefault((threads, shape, key, net_name, side), []).extend(
-            zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
+            (w, wn, c, cn, r["probe_s"], r["probe_cpu_s"])
+            for w, wn, c, cn in zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
         calls[(threads, shape, key, net_name, side)] = r["calls"]
 
     floors = {}  # shape -> (fused pass, memcpy) in µs, minima over the rounds
@@ -465,11 +498,18 @@ def main():
     elapsed = time.time() - t_start
     shutil.rmtree(work, ignore_errors=True)
 
-    CLOCK = {"wall": 0, "cpu": 2}  # index of the total in a run record; the network time follows
+    # index of the total in a run record; the network time follows; the timing's cost per call at
+    # PROBE[clock]
+    CLOCK = {"wall": 0, "cpu": 2}
+    PROBE = {"wall": 4, "cpu": 5}
 
     def best_overhead(cfg, side, clock):
-        c = CLOCK[clock]
-        return min((r[c] - r[c + 1]) / args.steps for r in runs[cfg + (side,)])
+        c, p, n = CLOCK[clock], PROBE[clock], calls[cfg + (side,)]
+        return min((r[c] - r[c + 1] - n * r[p]) / args.steps for r in runs[cfg + (side,)])
+
+    def median_probe(side, clock):
+        v = sorted(r[PROBE[clock]] for key, rs in runs.items() if key[-1] == side for r in rs)
+        return v[len(v) // 2]
 
     def best_total(cfg, side, clock):
         return min(r[CLOCK[clock]] for r in runs[cfg + (side,)])
@@ -491,6 +531,10 @@ def main():
           f"{args.rounds} alternating rounds x {args.runs} runs (trivial) / {args.cost_runs} runs "
           f"(cost model, {args.matmuls} matmuls); minimum over all runs; wall = elapsed time, CPU = the "
           "sampling thread's CPU time (1 thread only; not inflated by preemption)")
+    print("timing cost per network call, subtracted from each run's overhead (medians; wall / CPU "
+          f"µs): diffusers {median_probe('diffusers', 'wall') * 1e6:.2f} / "
+          f"{median_probe('diffusers', 'cpu') * 1e6:.2f}, diffuse {median_probe('diffuse', 'wall') * 1e6:.2f} / "
+          f"{median_probe('diffuse', 'cpu') * 1e6:.2f}")
 
     print("\nSummary: diffuse ÷ diffusers, overhead per step, trivial network (CPU time with 1 thread, "
           "wall time with more):\n")
