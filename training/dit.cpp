@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Declared in <diffuse/training/dit.h>.
 #include <diffuse/training/dit.h>
+#include <diffuse/training/gelu.h>
 
 #include <cmath>
 #include <cstdint>
@@ -238,7 +239,7 @@ void DiTMlpImpl::reset() {
 }
 
 at::Tensor DiTMlpImpl::forward(const at::Tensor& x) {
-  return fc2->forward(at::gelu(fc1->forward(x), "tanh"));
+  return fc2->forward(gelu_tanh(fc1->forward(x)));
 }
 
 void DiTBlockImpl::reset() {
