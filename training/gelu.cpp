@@ -46,9 +46,7 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
     const at::Tensor x = ctx->get_saved_variables()[0];
     if (!grad[0].defined()) return {at::Tensor()};
     // A backward that is itself differentiated (create_graph) takes LibTorch's formula.
-    if (at::GradMode::is_enabled() || grad[0].sizes() != x.sizes()) {
-      return {at::gelu_backward(grad[0], x, "tanh")};
-    }
+    if (at::GradMode::is_enabled()) return {at::gelu_backward(grad[0], x, "tanh")};
     return {gelu_backward_tensor(x, grad[0])};
   }
 };
