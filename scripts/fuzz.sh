@@ -28,7 +28,9 @@ artifacts="${DIFFUSE_FUZZ_ARTIFACTS:-$build/artifacts}"
 
 DIFFUSE_DEB_PACKAGES+=(clang libclang-rt-14-dev)
 diffuse_install_deps
+# -O1 as in scripts/sanitize.sh, which shares this build folder in CI (same flags, no rebuild).
 cmake -G Ninja -S "$DIFFUSE_ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
   -DCMAKE_CXX_COMPILER="${CXX:-clang++}" -DDIFFUSE_FUZZ=ON -DDIFFUSE_BUILD_TESTS=OFF \
   -DDIFFUSE_BUILD_EXAMPLES=OFF -DDIFFUSE_BUILD_BENCH=OFF -DDIFFUSE_INSTALL=OFF
 cmake --build "$build" -j "$(diffuse_jobs)" --target "${targets[@]}" fuzz_make_corpus
