@@ -5,8 +5,13 @@
 # DIFFUSE_UNITY_BUILD (default ON) batches the sources of the libraries, the test binaries and the
 # CLI; -DDIFFUSE_UNITY_BUILD=OFF compiles one object per source (what you want while editing one
 # test file over and over). The module sources (one algorithm per .cpp, each with a registration
-# anchor) are batched by cmake/DiffuseGenerateUmbrella.cmake instead, fourteen to a generated file with
-# one anchor each, so a one-file edit of a sampler recompiles one object (its batch).
+# anchor) are batched by cmake/DiffuseGenerateUmbrella.cmake instead, thirty to a generated file
+# with one anchor each, so a one-file edit of a sampler recompiles one object (its batch).
+# The batch sizes (library 11, modules 30, training 14, tests 19, CLI 7, CLI tests 9) make two
+# objects of most targets: both cores busy, the header parse paid twice per target. Against the
+# earlier 8 / 14 / 8 / 10 / 6 / 5 the fresh `test.sh` build took 422 s instead of 476 s and the
+# add_subdirectory consumer 56 s instead of 93 s; a one-file edit costs more (samplers/euler.cpp
+# 23 s, training/trainer.cpp 47 s: docs/benchmarks.md, "Incremental builds").
 #
 # Tests are compiled with -O0: their own code is a thin layer over calls into the library and
 # LibTorch (compiled with the build type's flags). Measured on one unity batch of the samplers

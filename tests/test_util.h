@@ -59,6 +59,14 @@ inline std::string fixture_path(const std::string& name) {
   return (dir / name).string();
 }
 
+/// The whole content of a file ("" if it cannot be read).
+inline std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 /// Every number in a text file (whitespace-separated; lines starting with '#' skipped): reference
 /// values written by the fixture scripts.
 inline std::vector<double> read_numbers(const std::string& path) {

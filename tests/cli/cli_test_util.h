@@ -20,6 +20,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 namespace diffuse::test {
 
 struct CliResult {
@@ -37,12 +39,7 @@ struct CliResult {
   }
 };
 
-inline std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
+using diffuse::testing::read_text_file;
 
 /// A fresh directory for one test under the build tree's cli_tests/ (removed first if present).
 inline std::string cli_test_dir(const std::string& name) {

@@ -26,18 +26,14 @@
 #include <gtest/gtest.h>
 
 #include "temp_dir.h"
+#include "test_util.h"
 
 namespace {
 
 using namespace diffuse;
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using diffuse::testing::read_text_file;
 
 TEST(ShardChunks, ContiguousBalancedAndComplete) {
   for (int64_t chunks = 0; chunks <= 9; ++chunks) {
@@ -126,8 +122,8 @@ TEST(ShardedSampling, TwoRanksGatherTheSingleProcessImagesBitForBit) {
   const LaunchResult r = launch_processes(o);
   ::close(devnull);
   ASSERT_EQ(r.exit_code, 0) << r.message << "\n"
-                            << read_text(dir.path / "error0.txt")
-                            << read_text(dir.path / "error1.txt");
+                            << read_text_file(dir.path / "error0.txt")
+                            << read_text_file(dir.path / "error1.txt");
   for (int rank = 0; rank < 2; ++rank) {
     std::vector<Tensor> got;
     torch::load(got, dir / ("rank" + std::to_string(rank) + ".pt"));

@@ -34,6 +34,7 @@
 #include <gtest/gtest.h>
 
 #include "temp_dir.h"
+#include "test_util.h"
 
 extern char** environ;
 
@@ -196,12 +197,7 @@ std::vector<int> wait_workers(const std::vector<pid_t>& pids, std::chrono::secon
   return status;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using diffuse::testing::read_text_file;
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -352,7 +348,7 @@ void run_training_workers(const std::string& role, const test::TempDir& dir, dou
   for (int r = 0; r < 2; ++r) {
     ASSERT_TRUE(WIFEXITED(st[r]) && WEXITSTATUS(st[r]) == 0)
         << "rank " << r << " status " << st[r] << ": "
-        << read_text(dir / ("exception_" + std::to_string(r) + ".txt"));
+        << read_text_file(dir / ("exception_" + std::to_string(r) + ".txt"));
   }
   std::vector<Tensor> s0, s1;
   torch::load(s0, dir / "state_rank0.pt");
@@ -423,8 +419,8 @@ TEST(Distributed, AKilledRankMakesTheOtherFailNotHang) {
   ASSERT_FALSE(hung) << "rank 0 hung after rank 1 was killed";
   EXPECT_TRUE(WIFSIGNALED(st[1]) && WTERMSIG(st[1]) == SIGKILL);
   ASSERT_TRUE(WIFEXITED(st[0])) << st[0];
-  EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text(dir / "exception_0.txt");
-  const std::string msg = read_text(dir / "error_rank0.txt");
+  EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text_file(dir / "exception_0.txt");
+  const std::string msg = read_text_file(dir / "error_rank0.txt");
   std::printf("rank 0 reported: %s\n", msg.c_str());
   EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos)
       << msg;
@@ -445,8 +441,8 @@ TEST(Distributed, AStoppedRankMakesTheOtherTimeOut) {
   ::waitpid(r1, nullptr, 0);
   ASSERT_FALSE(hung) << "rank 0 hung while rank 1 was stopped";
   ASSERT_TRUE(WIFEXITED(st[0])) << st[0];
-  EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text(dir / "exception_0.txt");
-  const std::string msg = read_text(dir / "error_rank0.txt");
+  EXPECT_EQ(WEXITSTATUS(st[0]), 0) << read_text_file(dir / "exception_0.txt");
+  const std::string msg = read_text_file(dir / "error_rank0.txt");
   std::printf("rank 0 reported: %s\n", msg.c_str());
   EXPECT_NE(msg.find("distributed all_reduce_mean failed on rank 0 of 2"), std::string::npos)
       << msg;

@@ -18,18 +18,14 @@
 #include <gtest/gtest.h>
 
 #include "temp_dir.h"
+#include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using diffuse::testing::read_text_file;
 
 /// Options running `script` with /bin/sh as every rank, output into files in `dir`.
 struct ShellLaunch {
@@ -54,8 +50,8 @@ struct ShellLaunch {
     seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
     return r;
   }
-  std::string out() const { return read_text(out_path); }
-  std::string err() const { return read_text(err_path); }
+  std::string out() const { return read_text_file(out_path); }
+  std::string err() const { return read_text_file(err_path); }
 
   diffuse::LaunchOptions o;
   fs::path out_path, err_path;
@@ -79,7 +75,7 @@ TEST(Launch, EveryRankGetsTheTorchrunVariables) {
   for (int rank = 0; rank < 3; ++rank) {
     const std::string want = std::to_string(rank) + " 3 " + std::to_string(rank) + " 127.0.0.1 " +
                              std::to_string(r.master_port) + " x\n";
-    EXPECT_EQ(read_text(dir.path / ("rank" + std::to_string(rank) + ".txt")), want);
+    EXPECT_EQ(read_text_file(dir.path / ("rank" + std::to_string(rank) + ".txt")), want);
   }
   // Rank 0 as is; the others' lines prefixed, on the stream they wrote to.
   const std::string out = l.out(), err = l.err();
@@ -174,8 +170,8 @@ TEST(Launch, ForwardsSigtermToTheRanks) {
   EXPECT_EQ(r.interrupted_by, SIGTERM);
   EXPECT_EQ(r.exit_code, 128 + SIGTERM);
   EXPECT_EQ(r.failed_rank, -1);
-  EXPECT_EQ(read_text(dir.path / "term0.txt"), "got TERM 0\n");
-  EXPECT_EQ(read_text(dir.path / "term1.txt"), "got TERM 1\n");
+  EXPECT_EQ(read_text_file(dir.path / "term0.txt"), "got TERM 0\n");
+  EXPECT_EQ(read_text_file(dir.path / "term1.txt"), "got TERM 1\n");
   EXPECT_NE(r.message.find("interrupted by signal 15 (SIGTERM), forwarded to the 2 ranks"),
             std::string::npos)
       << r.message;

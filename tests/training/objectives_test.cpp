@@ -577,7 +577,7 @@ TEST(ObjectiveConformance, CudaMatchesCpuFromACpuGenerator) {
   }
 }
 
-void ExpectErrorNaming(const std::function<void()>& f, const std::string& needle) {
+void ExpectObjectiveError(const std::function<void()>& f, const std::string& needle) {
   try {
     f();
     ADD_FAILURE() << "expected an error naming '" << needle << "'";
@@ -588,36 +588,40 @@ void ExpectErrorNaming(const std::function<void()>& f, const std::string& needle
 
 TEST(ObjectiveConformance, BadOptionsAreErrorsNamingTheValue) {
   for (const char* key : {"denoising", "masked_denoising"}) {
-    ExpectErrorNaming([&] { make_objective(key, {{"prediction_type", "score"}}); }, "score");
-    ExpectErrorNaming([&] { make_objective(key, {{"weighting", "p2"}}); }, "p2");
-    ExpectErrorNaming([&] { make_objective(key, {{"time_sampling", "cosine"}}); }, "cosine");
-    ExpectErrorNaming([&] { make_objective(key, {{"snr_gamma", "-1"}}); }, "-1");
-    ExpectErrorNaming([&] { make_objective(key, {{"p_std", "0"}}); }, "p_std");
-    ExpectErrorNaming([&] { make_objective(key, {{"sigma_data", "0"}}); }, "sigma_data");
-    ExpectErrorNaming([&] { make_objective(key, {{"no_such_option", "1"}}); }, "no_such_option");
+    ExpectObjectiveError([&] { make_objective(key, {{"prediction_type", "score"}}); }, "score");
+    ExpectObjectiveError([&] { make_objective(key, {{"weighting", "p2"}}); }, "p2");
+    ExpectObjectiveError([&] { make_objective(key, {{"time_sampling", "cosine"}}); }, "cosine");
+    ExpectObjectiveError([&] { make_objective(key, {{"snr_gamma", "-1"}}); }, "-1");
+    ExpectObjectiveError([&] { make_objective(key, {{"p_std", "0"}}); }, "p_std");
+    ExpectObjectiveError([&] { make_objective(key, {{"sigma_data", "0"}}); }, "sigma_data");
+    ExpectObjectiveError([&] { make_objective(key, {{"no_such_option", "1"}}); }, "no_such_option");
   }
-  ExpectErrorNaming([] { make_objective("denoising", {{"input_perturbation", "-0.1"}}); }, "-0.1");
-  ExpectErrorNaming([] { make_objective("denoising", {{"mask_ratio", "0.5"}}); }, "mask_ratio");
-  ExpectErrorNaming(
+  ExpectObjectiveError(
+      [] {
+        make_objective("denoising", {{"input_perturbation", "-0.1"}});
+      },
+      "-0.1");
+  ExpectObjectiveError([] { make_objective("denoising", {{"mask_ratio", "0.5"}}); }, "mask_ratio");
+  ExpectObjectiveError(
       [] {
         make_objective("maskdit", {{"mask_ratio", "1"}});
       },
       "mask_ratio must be in [0, 1), got 1");
-  ExpectErrorNaming([] { make_objective("maskdit", {{"mask_ratio", "-0.25"}}); }, "-0.25");
-  ExpectErrorNaming([] { make_objective("maskdit", {{"mae_weight", "-2"}}); }, "-2");
-  ExpectErrorNaming(
+  ExpectObjectiveError([] { make_objective("maskdit", {{"mask_ratio", "-0.25"}}); }, "-0.25");
+  ExpectObjectiveError([] { make_objective("maskdit", {{"mae_weight", "-2"}}); }, "-2");
+  ExpectObjectiveError(
       [] {
         make_objective("maskdit", {{"patch_size", "0"}});
       },
       "patch_size must be >= 1, got 0");
   const auto s = tiny_schedule();
   auto g = gen(0);
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("maskdit", {{"patch_size", "3"}})->draw(s, {fixed_x0(), {}}, g);
       },
       "patch_size=3");
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("maskdit", {{"mask_ratio", "0.9"}})->draw(s, {fixed_x0(), {}}, g);
       },
@@ -627,20 +631,20 @@ TEST(ObjectiveConformance, BadOptionsAreErrorsNamingTheValue) {
                       ->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw()));
   ObjectiveDraw d = fixed_draw();
   d.extra["mask"] = at::zeros({2, 16}, at::kBool);
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("maskdit", {{"patch_size", "1"}})
             ->evaluate(simple_net(), s, {fixed_x0(), {}}, d);
       },
       "gives 1");  // ... but the MAE term needs two values per patch
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("ddpm_ip")->evaluate(simple_net(), s, {fixed_x0(), {}}, fixed_draw());
       },
       "xi");
   // Epsilon + MAE on a zero-terminal-SNR schedule cannot form x0 at t = T - 1.
   const DiscreteSchedule z(DiscreteScheduleOptions().rescale_betas_zero_snr(true));
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("masked_denoising")
             ->evaluate(simple_net(), z, {fixed_x0(), {}}, fixed_draw(false, true));
@@ -648,7 +652,7 @@ TEST(ObjectiveConformance, BadOptionsAreErrorsNamingTheValue) {
       "zero terminal SNR");
   // A network with the wrong output shape.
   Network bad = [](const Tensor& x, const Tensor&, const Conditioning&) { return x.sum(1); };
-  ExpectErrorNaming(
+  ExpectObjectiveError(
       [&] {
         make_objective("denoising")->evaluate(bad, s, {fixed_x0(), {}}, fixed_draw());
       },
