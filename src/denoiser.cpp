@@ -8,6 +8,7 @@
 
 #include <diffuse/detail/aten.h>
 #include <diffuse/detail/fused.h>
+#include <diffuse/detail/step_buffers.h>
 
 namespace diffuse {
 
@@ -71,7 +72,7 @@ Tensor time_tensor(int64_t n, double v, const at::TensorOptions& o) {
   const auto dtype = o.dtype().toScalarType();
   if (!o.device().is_cpu() || (dtype != at::kFloat && dtype != at::kDouble))
     return at::full({n}, v, o);
-  Tensor t = at::empty({n}, o);
+  Tensor t = detail::step_empty({n}, o);
   if (dtype == at::kFloat) {
     std::fill_n(t.data_ptr<float>(), n, static_cast<float>(v));
   } else {

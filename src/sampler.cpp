@@ -10,6 +10,7 @@
 
 #include <diffuse/brownian.h>
 #include <diffuse/detail/aten.h>
+#include <diffuse/detail/step_buffers.h>
 #include <diffuse/samplers/coefficients.h>
 #include <diffuse/tensor_ops.h>
 
@@ -99,6 +100,10 @@ Tensor Sampler::sample(const ModelFn& model, Tensor x, const TimeGrid& grid, Sam
   check(at::isFloatingType(out_dtype), "sample(): the initial sample must be floating point, got ",
         out_dtype);
   if (compute_dtype(out_dtype) != out_dtype) x = x.to(compute_dtype(out_dtype));
+  // The run's step buffers: each step's x0, next state and time tensor reuse the memory of those
+  // the previous steps dropped (detail/step_buffers.h).
+  detail::StepBuffers buffers;
+  const detail::StepBuffersScope buffers_scope(&buffers);
   History history;
   ctx.brownian.reset();  // a new run, a new Brownian path
   const int64_t n = static_cast<int64_t>(grid.size()) - 1;

@@ -37,6 +37,7 @@
 
 #include <diffuse/detail/aten.h>
 #include <diffuse/detail/kernel_isa.h>
+#include <diffuse/detail/step_buffers.h>
 
 namespace diffuse::detail::fused {
 
@@ -125,7 +126,8 @@ inline void for_range(int64_t n, const F& body) {
   at::parallel_for(0, n, at::internal::GRAIN_SIZE, body);
 }
 
-inline Tensor empty_as(const Tensor& t) { return at::empty(t.sizes(), t.options()); }
+/// An uninitialised tensor like t (from the run's StepBuffers while sample() runs).
+inline Tensor empty_as(const Tensor& t) { return step_empty(t.sizes(), t.options()); }
 
 /// Calls f(T{}) with T = float or double after t's dtype (t must satisfy can_fuse()).
 template <typename F>
