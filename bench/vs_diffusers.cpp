@@ -214,14 +214,17 @@ std::string json_list(const std::vector<double>& v) {
 /// The memory floor of one update of --shape in float32 on this thread: the fastest of 100 x 20
 /// calls of the fused kernel a*ca + b*cb on preallocated buffers (one pass reading two arrays and
 /// writing a third, as DDIM's or Euler's update; the kernels of kernel_isa()), and of a memcpy of
-/// one array. CPU time, microseconds.
+/// one array. CPU time, microseconds. Also the fastest call of the kernel a DDIM step runs (its
+/// conversion pass: x0 = (x - u cu) / d, x0 ca + u cb and u's NaN/Inf flag in one pass; two
+/// reads, two writes and an exact division per entry), the least that step can cost.
 void print_floor(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   std::vector<float> a(static_cast<size_t>(n), 0.5f), b(static_cast<size_t>(n), -0.25f),
       out(static_cast<size_t>(n));
   const auto& k = diffuse::detail::fused::kernels<float>();
-  double best_pass = 1e9, best_copy = 1e9;
+  std::vector<float> out2(static_cast<size_t>(n));
+  double best_pass = 1e9, best_copy = 1e9, best_update = 1e9;
   constexpr int kCalls = 20;  // per clock reading (a reading costs a system call)
   for (int r = 0; r < 100; ++r) {
     const double c0 = thread_cpu_seconds();
@@ -230,12 +233,19 @@ void print_floor(const std::vector<int64_t>& shape) {
     for (int i = 0; i < kCalls; ++i)
       std::memcpy(out.data(), a.data() + (i & 1), static_cast<size_t>(n - 1) * sizeof(float));
     const double c2 = thread_cpu_seconds();
+    for (int i = 0; i < kCalls; ++i)
+      (void)k.solve_update_x0_eps(a.data(), b.data(), 0.3f, 0.7f, 0.9f, 0.2f, out.data(),
+                                  out2.data(), n);
+    const double c3 = thread_cpu_seconds();
     best_pass = std::min(best_pass, (c1 - c0) / kCalls);
     best_copy = std::min(best_copy, (c2 - c1) / kCalls);
+    best_update = std::min(best_update, (c3 - c2) / kCalls);
   }
-  std::printf("{\"floor_pass_us\": %.4f, \"floor_memcpy_us\": %.4f, \"isa\": \"%s\"}\n",
-              best_pass * 1e6, best_copy * 1e6,
-              diffuse::detail::fused::kernel_isa_name(diffuse::detail::fused::kernel_isa()));
+  std::printf(
+      "{\"floor_pass_us\": %.4f, \"floor_memcpy_us\": %.4f, \"floor_ddim_kernel_us\": %.4f, "
+      "\"isa\": \"%s\"}\n",
+      best_pass * 1e6, best_copy * 1e6, best_update * 1e6,
+      diffuse::detail::fused::kernel_isa_name(diffuse::detail::fused::kernel_isa()));
 }
 
 int main(int argc, char** argv) try {

@@ -11,7 +11,7 @@
 # objects of most targets: both cores busy, the header parse paid twice per target. Against the
 # earlier 8 / 14 / 8 / 10 / 6 / 5 the fresh `test.sh` build took 422 s instead of 476 s and the
 # add_subdirectory consumer 56 s instead of 93 s; a one-file edit costs more (samplers/euler.cpp
-# 23 s, training/trainer.cpp 47 s: docs/benchmarks.md, "Incremental builds").
+# 23 s, training/trainer.cpp 47 s: docs/benchmarks.md, "Compile cost").
 #
 # Tests are compiled with -O0: their own code is a thin layer over calls into the library and
 # LibTorch (compiled with the build type's flags). Measured on one unity batch of the samplers

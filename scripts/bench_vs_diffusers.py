@@ -48,7 +48,8 @@ The stochastic samplers run a second time on the C++ side with --noise philox (m
 the counter-based generator; --no-philox skips it), reported in rows of their own. Each round
 also measures the memory floor of one update on every shape (one thread, CPU time: the fastest
 fused pass a * ca + b * cb on preallocated buffers, `--floor 1` of the C++ program) and the
-report divides each sampler's 1-thread overhead per step by it.
+report divides each sampler's 1-thread overhead per step by it; the same program times the kernel
+of DDIM's step alone (its division-bound conversion pass), the least such a step can cost.
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
 folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
@@ -453,7 +454,7 @@ def main():
             for w, wn, c, cn in zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
         calls[(threads, shape, key, net_name, side)] = r["calls"]
 
-    floors = {}  # shape -> (fused pass, memcpy) in µs, minima over the rounds
+    floors = {}  # shape -> (fused pass, memcpy, DDIM's update kernel) in µs, minima over the rounds
 
     def floor_block(shape):
         """The memory floor of one update of this shape (diffuse_bench_vs_diffusers --floor 1)."""
@@ -462,8 +463,9 @@ def main():
         if p.returncode != 0:
             sys.exit(f"bench_vs_diffusers: the floor measurement failed:\n{p.stderr}")
         r = json.loads(p.stdout.strip().splitlines()[-1])
-        old = floors.get(shape, (float("inf"), float("inf")))
-        floors[shape] = (min(old[0], r["floor_pass_us"]), min(old[1], r["floor_memcpy_us"]))
+        old = floors.get(shape, (float("inf"),) * 3)
+        floors[shape] = (min(old[0], r["floor_pass_us"]), min(old[1], r["floor_memcpy_us"]),
+                         min(old[2], r["floor_ddim_kernel_us"]))
 
     configs = [(th, sh, net_name) for th in thread_counts for sh in shapes for net_name in networks
                if net_name == "trivial" or sh == COST_SHAPE]
@@ -592,16 +594,23 @@ def main():
     if floors:
         print("\nMemory floor, 1 thread, CPU time: the fastest fused pass a * ca + b * cb over the shape "
               "on preallocated float32 buffers (reads two arrays, writes one: a DDIM or Euler update), "
-              "and a memcpy of one array; per-step overhead (CPU time) ÷ the pass:\n")
+              "and a memcpy of one array; per-step overhead (CPU time) ÷ the pass. Also the kernel "
+              "of DDIM's step alone on preallocated buffers (x0 = (x - u cu) / d and x0 ca + u cb with "
+              "u's NaN/Inf flag: two reads, two writes, an exact division per entry):\n")
         fshapes = [sh for sh in shapes if sh in floors]
         print("| | " + " | ".join(shape_name(sh) for sh in fshapes) + " |")
         print("|---" * (len(fshapes) + 1) + "|")
         print("| fused pass, µs | " + " | ".join(f"{floors[sh][0]:.2f}" for sh in fshapes) + " |")
         print("| memcpy, µs | " + " | ".join(f"{floors[sh][1]:.2f}" for sh in fshapes) + " |")
+        print("| DDIM's update kernel, µs | " + " | ".join(f"{floors[sh][2]:.2f}" for sh in fshapes) + " |")
         for key, _, _ in samplers:
             cells = [f"{best_overhead((1, sh, key, 'trivial'), 'diffuse', 'cpu') * 1e6 / floors[sh][0]:.2f}"
                      for sh in fshapes]
             print(f"| {key} ÷ floor | " + " | ".join(cells) + " |")
+        if any(key == "ddim" for key, _, _ in samplers):
+            cells = [f"{best_overhead((1, sh, 'ddim', 'trivial'), 'diffuse', 'cpu') * 1e6 / floors[sh][2]:.2f}"
+                     for sh in fshapes]
+            print("| ddim ÷ its update kernel | " + " | ".join(cells) + " |")
 
     if "cost" in networks:
         cost_flop = args.matmuls * 2.0 * BATCH * TOKENS * HIDDEN * HIDDEN

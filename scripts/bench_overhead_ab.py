@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Per-step sampler overhead of two builds of diffuse, alternating (before / after a change).
+
+    /usr/bin/python3 scripts/bench_overhead_ab.py BIN_A BIN_B [--threads 1] [--rounds 5]
+        [--shape 4,4,32,32] [--runs 5] [--steps 50]
+
+BIN_A and BIN_B are two diffuse_bench_vs_diffusers programs (bench/vs_diffusers.cpp; copy the
+first one aside before rebuilding). Each round runs DDIM, DPM++ 2M, 3M, Euler (per-sample noise)
+and Euler a, DDPM (Philox noise) on the trivial network (eps = 0.1 x) with both programs, the
+order of the two swapped every round, so that the load of a shared machine hits both alike. The
+input noise is drawn here (numpy, seed 0) and written to a temporary folder.
+
+Per-step overhead = (the sampling thread's CPU time - the CPU time inside the network - the timing's
+own cost per network call x calls) / steps, as scripts/bench_vs_diffusers.py counts it; the report
+gives each sampler's median over all runs of each program, B / A, and both against the memory floor
+of the shape (`--floor 1` of BIN_B: the fused pass a*ca + b*cb, and the kernel of DDIM's step).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+COMMON = ("num_train_timesteps=1000,beta_start=0.0001,beta_end=0.02,beta_schedule=linear,"
+          "prediction_type=epsilon")
+CASES = [("ddim", "DDIMScheduler", ",clip_sample=false", "per-sample"),
+         ("dpmpp_2m", "DPMSolverMultistepScheduler", ",algorithm_type=dpmsolver++,solver_order=2",
+          "per-sample"),
+         ("dpmpp_3m", "DPMSolverMultistepScheduler", ",algorithm_type=dpmsolver++,solver_order=3",
+          "per-sample"),
+         ("euler", "EulerDiscreteScheduler", "", "per-sample"),
+         ("euler_a", "EulerAncestralDiscreteScheduler", "", "philox"),
+         ("ddpm", "DDPMScheduler", ",clip_sample=false", "philox")]
+
+
+def run(binary, args, inputs, cls, config, noise):
+    cmd = [binary, "--class", cls, "--config", config, "--inputs", inputs, "--shape", args.shape,
+           "--network", "trivial", "--steps", str(args.steps), "--runs", str(args.runs),
+           "--warmup-steps", str(args.steps), "--threads", str(args.threads), "--check-finite", "1",
+           "--seed", "0", "--caching-allocator", "1", "--noise", noise]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench_overhead_ab: {' '.join(cmd)} failed:\n{p.stderr}")
+    j = json.loads(p.stdout.strip().splitlines()[-1])
+    return [(t - n - j["probe_cpu_s"] * j["calls"]) / j["steps"] * 1e6
+            for t, n in zip(j["total_cpu_s"], j["network_cpu_s"])]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bin_a")
+    ap.add_argument("bin_b")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--shape", default="4,4,32,32")
+    args = ap.parse_args()
+    import numpy as np
+
+    shape = [int(v) for v in args.shape.split(",")]
+    with tempfile.TemporaryDirectory() as inputs:
+        rng = np.random.default_rng(0)
+        rng.standard_normal(int(np.prod(shape)), dtype=np.float32).astype("<f4").tofile(
+            os.path.join(inputs, "noise.f32"))
+        per = {}
+        for r in range(args.rounds):
+            for name, cls, extra, noise in CASES:
+                order = (args.bin_a, args.bin_b) if r % 2 == 0 else (args.bin_b, args.bin_a)
+                for b in order:
+                    per.setdefault((name, b), []).extend(
+                        run(b, args, inputs, cls, COMMON + extra, noise))
+    p = subprocess.run([args.bin_b, "--floor", "1", "--shape", args.shape], capture_output=True,
+                       text=True, check=True)
+    floor = json.loads(p.stdout.strip().splitlines()[-1])
+    print(f"A = {args.bin_a}\nB = {args.bin_b}\nshape [{args.shape}], {args.threads} thread(s), "
+          f"{args.rounds} alternating rounds x {args.runs} runs; medians, CPU µs per step")
+    print(f"floor (BIN_B --floor 1): fused pass {floor['floor_pass_us']:.2f} µs, DDIM's kernel "
+          f"{floor.get('floor_ddim_kernel_us', float('nan')):.2f} µs, ISA {floor['isa']}\n")
+    print("| sampler | A | B | B ÷ A | A ÷ floor | B ÷ floor |")
+    print("|---|---|---|---|---|---|")
+    for name, *_ in CASES:
+        a = statistics.median(per[(name, args.bin_a)])
+        b = statistics.median(per[(name, args.bin_b)])
+        f = floor["floor_pass_us"]
+        print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.3f} | {a / f:.2f} | {b / f:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
