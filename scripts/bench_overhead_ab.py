@@ -7,7 +7,8 @@
 
 BIN_A and BIN_B are two diffuse_bench_vs_diffusers programs (bench/vs_diffusers.cpp; copy the
 first one aside before rebuilding). Each round runs DDIM, DPM++ 2M, 3M, Euler (per-sample noise)
-and Euler a, DDPM (Philox noise) on the trivial network (eps = 0.1 x) with both programs, the
+and Euler a, DDPM (Philox noise; scripts/bench_vs_diffusers.py's samplers and configurations) on
+the trivial network (eps = 0.1 x) with both programs, the
 order of the two swapped every round, so that the load of a shared machine hits both alike. The
 input noise is drawn here (numpy, seed 0) and written to a temporary folder.
 
@@ -24,16 +25,12 @@ import subprocess
 import sys
 import tempfile
 
-COMMON = ("num_train_timesteps=1000,beta_start=0.0001,beta_end=0.02,beta_schedule=linear,"
-          "prediction_type=epsilon")
-CASES = [("ddim", "DDIMScheduler", ",clip_sample=false", "per-sample"),
-         ("dpmpp_2m", "DPMSolverMultistepScheduler", ",algorithm_type=dpmsolver++,solver_order=2",
-          "per-sample"),
-         ("dpmpp_3m", "DPMSolverMultistepScheduler", ",algorithm_type=dpmsolver++,solver_order=3",
-          "per-sample"),
-         ("euler", "EulerDiscreteScheduler", "", "per-sample"),
-         ("euler_a", "EulerAncestralDiscreteScheduler", "", "philox"),
-         ("ddpm", "DDPMScheduler", ",clip_sample=false", "philox")]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vs_diffusers import COMMON, SAMPLERS, STOCHASTIC, config_string  # noqa: E402
+
+# (name, diffusers class, config string, noise): the stochastic ones with the Philox source.
+CASES = [(key, cls, config_string({**COMMON, **extra}), "philox" if key in STOCHASTIC else "per-sample")
+         for key, cls, extra in SAMPLERS]
 
 
 def run(binary, args, inputs, cls, config, noise):
@@ -68,11 +65,10 @@ def main():
             os.path.join(inputs, "noise.f32"))
         per = {}
         for r in range(args.rounds):
-            for name, cls, extra, noise in CASES:
+            for name, cls, config, noise in CASES:
                 order = (args.bin_a, args.bin_b) if r % 2 == 0 else (args.bin_b, args.bin_a)
                 for b in order:
-                    per.setdefault((name, b), []).extend(
-                        run(b, args, inputs, cls, COMMON + extra, noise))
+                    per.setdefault((name, b), []).extend(run(b, args, inputs, cls, config, noise))
     p = subprocess.run([args.bin_b, "--floor", "1", "--shape", args.shape], capture_output=True,
                        text=True, check=True)
     floor = json.loads(p.stdout.strip().splitlines()[-1])

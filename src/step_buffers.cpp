@@ -42,10 +42,6 @@ Tensor StepBuffers::empty(at::IntArrayRef sizes, const at::TensorOptions& option
   return t;
 }
 
-Tensor StepBuffers::empty_like(const Tensor& t) {
-  return empty(t.sizes(), at::TensorOptions().dtype(t.dtype()).device(t.device()));
-}
-
 StepBuffers* current_step_buffers() { return tls_step_buffers; }
 
 StepBuffersScope::StepBuffersScope(StepBuffers* buffers) : previous_(tls_step_buffers) {

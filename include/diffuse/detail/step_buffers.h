@@ -24,8 +24,6 @@ class StepBuffers {
   /// An uninitialised contiguous tensor of these sizes and options: a pooled buffer nothing else
   /// refers to, else a new one (kept in the pool where a slot is free).
   Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
-  /// empty() of t's sizes, dtype and device.
-  Tensor empty_like(const Tensor& t);
   /// How many buffers were handed out again / newly allocated (for the tests).
   int64_t reused() const { return reused_; }
   int64_t allocated() const { return allocated_; }
