@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -358,13 +359,10 @@ def main():
           "| final x: max abs diff ÷ max abs x (own / mended) |")
     print("|---" * 11 + "|")
 
-    def med(v):
-        v = sorted(v)
-        return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
-
     for n in images:
         for th in threads:
-            m = {s: (med([r[0] for r in runs[(n, th, s)]]), med([r[1] for r in runs[(n, th, s)]]))
+            m = {s: (statistics.median([r[0] for r in runs[(n, th, s)]]),
+                     statistics.median([r[1] for r in runs[(n, th, s)]]))
                  for s in ("diffuse", "pytorch", "pytorch_mended")}
             d, p, q = m["diffuse"], m["pytorch"], m["pytorch_mended"]
             print(f"| {n} | {th} | {d[0]:.2f} | {d[1]:.2f} | {p[0]:.2f} | {p[1]:.2f} | **{d[1] / p[1]:.2f}** "
@@ -392,8 +390,8 @@ def main():
         for th in threads:
             for s, label in (("pytorch", "own"), ("pytorch_mended", launcher_core)):
                 i = infos[(n, th, s)]
-                print(f"| {n} | {th} | {label} | {med([v['import_s'] for v in i]):.2f} | "
-                      f"{med([v['load_s'] for v in i]):.2f} | {med([v['sample_s'] for v in i]):.2f} |")
+                print(f"| {n} | {th} | {label} | {statistics.median([v['import_s'] for v in i]):.2f} | "
+                      f"{statistics.median([v['load_s'] for v in i]):.2f} | {statistics.median([v['sample_s'] for v in i]):.2f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"runs": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in runs.items()},

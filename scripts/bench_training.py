@@ -46,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,11 +151,6 @@ def grab(pattern, text, what):
     return m.group(1)
 
 
-def median(v):
-    v = sorted(v)
-    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -244,11 +240,11 @@ def main():
         d = [r["images_per_s"] for r in runs[(th, "diffuse")]]
         for side, label in sides.items():
             v = [r["images_per_s"] for r in runs[(th, side)]]
-            s = summary[f"{th}/{side}"] = {"min": min(v), "median": median(v), "max": max(v),
+            s = summary[f"{th}/{side}"] = {"min": min(v), "median": statistics.median(v), "max": max(v),
                                            "spread": max(v) / min(v),
-                                           "ratio_median": median(d) / median(v),
+                                           "ratio_median": statistics.median(d) / statistics.median(v),
                                            "ratio_best": max(d) / max(v),
-                                           "mean_loss": median([r["mean_loss"] for r in
+                                           "mean_loss": statistics.median([r["mean_loss"] for r in
                                                                 runs[(th, side)]])}
             ratios = ("—", "—") if side == "diffuse" else (f"**{s['ratio_median']:.2f}**",
                                                            f"{s['ratio_best']:.2f}")
