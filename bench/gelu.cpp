@@ -14,29 +14,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
-
-namespace {
-
-double best_of(int calls, const std::function<void()>& f) {
-  double best = 1e30;
-  for (int i = 0; i < calls; ++i) {
-    const auto t0 = diffuse::bench::Clock::now();
-    f();
-    best = std::min(best, diffuse::bench::seconds_since(t0));
-  }
-  return best;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
 
 int main(int argc, char** argv) try {
   int rounds = 9, threads = 1;
@@ -65,21 +45,22 @@ int main(int argc, char** argv) try {
       const bool torch_first = r % 2 == 0;
       for (int side = 0; side < 2; ++side) {
         if ((side == 0) == torch_first) {
-          tf.push_back(best_of(5, [&] { (void)at::gelu(x, "tanh"); }));
-          tb.push_back(best_of(5, [&] {
+          tf.push_back(diffuse::bench::min_time(5, [&] { (void)at::gelu(x, "tanh"); }));
+          tb.push_back(diffuse::bench::min_time(5, [&] {
             const at::Tensor xr = x.detach().requires_grad_(true);
             at::gelu(xr, "tanh").backward(g);
           }));
         } else {
-          of.push_back(best_of(5, [&] { (void)diffuse::gelu_tanh(x); }));
-          ob.push_back(best_of(5, [&] {
+          of.push_back(diffuse::bench::min_time(5, [&] { (void)diffuse::gelu_tanh(x); }));
+          ob.push_back(diffuse::bench::min_time(5, [&] {
             const at::Tensor xr = x.detach().requires_grad_(true);
             diffuse::gelu_tanh(xr).backward(g);
           }));
         }
       }
     }
-    const double f_t = median(tf), f_o = median(of), b_t = median(tb), b_o = median(ob);
+    using diffuse::bench::median_of;
+    const double f_t = median_of(tf), f_o = median_of(of), b_t = median_of(tb), b_o = median_of(ob);
     std::printf(
         "[%lld, %lld] forward: at::gelu %.3f  gelu_tanh %.3f  (ratio %.2f)   forward + "
         "backward (autograd): at::gelu %.3f  gelu_tanh %.3f  (ratio %.2f)\n",
