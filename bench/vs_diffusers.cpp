@@ -9,13 +9,17 @@
 // only). Stochastic samplers draw their noise from per-sample generators seeded with --seed (the
 // library default), or with --noise philox from make_philox_noise(--seed). With --caching-allocator
 // 1 (the default, as the diffuse CLI) LibTorch's CPU allocator is diffuse's caching allocator
-// (<diffuse/cpu_allocator.h>); 0 leaves malloc. The network is timed from the inside
-// (bench::TimedNetwork for wall time; around it, the calling thread's CPU time, which a loaded
-// machine's preemptions do not inflate), one warm-up run, then
-// --runs timed runs; prints one JSON line:
+// (<diffuse/cpu_allocator.h>); 0 leaves malloc. The network is timed from the inside by the wall
+// clock (bench::TimedNetwork); its CPU time, which a loaded machine's preemptions do not inflate,
+// by as many calls of the bare network after each run (network_alone: no clock reading inside
+// the run but its two ends). One warm-up run, then --runs timed runs; prints one JSON line:
 //   {"class": ..., "network": ..., "steps": N, "calls": NFE, "total_s": [...], "network_s": [...],
-//    "total_cpu_s": [...], "network_cpu_s": [...], "probe_s": ..., "probe_cpu_s": ...}
-// (probe: the timing's own cost per network call, measure_probe)
+//    "total_cpu_s": [...], "network_cpu_s": [...], "network_alone_s": [...], "probe_s": ...,
+//    "probe_cpu_s": ...}
+// (network_cpu_s / network_alone_s: CPU / wall seconds of the calls alone; probe: the timing's
+// own cost per network call, measure_probe). --network-cpu inside reads the thread CPU clock
+// around every network call instead (the accounting of the runs before 2026-12-07; network_alone_s
+// is then the in-run CPU time too), to show what those readings cost (network_alone, why).
 // and with --save writes the last run's final sample as raw float32. With --floor 1 it only
 // measures the memory floor of one update of --shape (print_floor) and prints
 //   {"floor_pass_us": ..., "floor_memcpy_us": ..., "isa": ...}
@@ -25,6 +29,7 @@
 //       --inputs DIR [--network trivial|cost] [--matmuls 8] [--steps 50] [--runs 5]
 //       [--warmup-steps N (default --steps)] [--threads 1] [--check-finite 1|0] [--save FILE]
 //       [--shape 4,4,32,32] [--seed 0] [--noise per-sample|philox] [--caching-allocator 1|0]
+//       [--network-cpu alone|inside]
 // DIR holds noise.f32 of --shape and, for --network cost, w_in.f32 [16, 384], w.f32 [384, 384],
 // w_out.f32 [384, 16].
 #include <diffuse/all.h>
@@ -49,7 +54,8 @@ namespace {
 using diffuse::Tensor;
 
 struct Args {
-  std::string cls, config, inputs, network = "trivial", save, noise = "per-sample";
+  std::string cls, config, inputs, network = "trivial", save, noise = "per-sample",
+                                   network_cpu = "alone";
   int64_t matmuls = 8, steps = 50, runs = 5, warmup_steps = 0;
   std::vector<int64_t> shape{4, 4, 32, 32};
   uint64_t seed = 0;
@@ -93,6 +99,8 @@ Args parse(int argc, char** argv) {
       a.seed = std::stoull(v);
     else if (k == "--noise")
       a.noise = v;
+    else if (k == "--network-cpu")
+      a.network_cpu = v;
     else if (k == "--floor")
       a.floor = parse_flag(v);
     else if (k == "--shape") {
@@ -106,6 +114,8 @@ Args parse(int argc, char** argv) {
                  "--class and --inputs are required");
   diffuse::check(a.noise == "per-sample" || a.noise == "philox",
                  "--noise must be per-sample or philox, got '", a.noise, "'");
+  diffuse::check(a.network_cpu == "alone" || a.network_cpu == "inside",
+                 "--network-cpu must be alone or inside, got '", a.network_cpu, "'");
   diffuse::check(a.network == "trivial" || a.network == "cost",
                  "--network must be trivial or cost, got '", a.network, "'");
   diffuse::check(!a.shape.empty() &&
@@ -147,7 +157,8 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-/// `inner` with the calling thread's CPU time inside each call added to *cpu.
+/// `inner` with the calling thread's CPU time inside each call added to *cpu (--network-cpu
+/// inside).
 diffuse::Network cpu_timed(diffuse::Network inner, std::shared_ptr<double> cpu) {
   return [inner, cpu](const Tensor& x, const Tensor& t, const diffuse::Conditioning& c) {
     const double c0 = thread_cpu_seconds();
@@ -157,19 +168,40 @@ diffuse::Network cpu_timed(diffuse::Network inner, std::shared_ptr<double> cpu) 
   };
 }
 
+/// Wall and thread CPU seconds of `calls` calls of the bare network on x (the time tensor t).
+struct AloneTime {
+  double wall = 0, cpu = 0;
+};
+
+/// The network's own time in a run, measured apart: the same number of calls of it alone, on the
+/// run's initial state, right after the run. Why not a CPU clock around each call inside the run:
+/// a thread CPU clock reading is a system call, and on the AMD EPYC VM of 2026-12-07 one before
+/// and after every network call made the sampler's own code after it slower by up to 3 us a step
+/// (a DDIM update kernel of [4, 4, 32, 32]: 1.7 us in a loop, 5.0 us with the two readings around
+/// the network call before it; the kernel entry leaves caches and TLB to refill): a cost of the
+/// measurement that landed in the sampler's overhead, on both sides.
+AloneTime network_alone(const diffuse::Network& net, const Tensor& x, const Tensor& t,
+                        int64_t calls) {
+  const diffuse::Conditioning cond;
+  const auto w0 = diffuse::bench::Clock::now();
+  const double c0 = thread_cpu_seconds();
+  for (int64_t i = 0; i < calls; ++i) (void)net(x, t, cond);
+  const double c1 = thread_cpu_seconds();
+  return {diffuse::bench::seconds_since(w0), c1 - c0};
+}
+
 /// What the timing of one network call adds to (total - time inside the network), seconds.
 struct ProbeCost {
   double wall = 0, cpu = 0;
 };
 
-/// The instrumentation's own cost per network call: the two wrappers of a timed run (wall clock
-/// outside, thread CPU clock inside) around a network that does nothing, called kCalls times,
-/// minus what each wrapper counted as inside the network, minus the same calls of the bare
-/// network. A thread CPU clock reading is a system call (about 1.3 us here, half of it outside the
-/// interval it closes), a cost of the measurement, not of either sampler: the script subtracts
-/// calls x this from each run's overhead, and its Python twin measures its own wrapper alike.
-/// Median of 7 repetitions.
-ProbeCost measure_probe(const Tensor& x) {
+/// The instrumentation's own cost per network call: the wrapper of a timed run (the wall clock
+/// around the call) around a network that does nothing, called kCalls times, minus what it
+/// counted as inside the network, minus the same calls of the bare network: a cost of the
+/// measurement, not of either sampler (tens of ns: the clock is read without a system call). The
+/// script subtracts calls x this from each run's overhead, and its Python twin measures its own
+/// wrapper alike. Median of 7 repetitions.
+ProbeCost measure_probe(const Tensor& x, bool cpu_inside) {
   constexpr int kCalls = 1000, kReps = 7;
   const diffuse::Network noop = [](const Tensor& in, const Tensor&, const diffuse::Conditioning&) {
     return in;
@@ -180,7 +212,7 @@ ProbeCost measure_probe(const Tensor& x) {
   for (int r = 0; r < kReps; ++r) {
     diffuse::bench::TimedNetwork timer;
     auto inside_cpu = std::make_shared<double>(0.0);
-    const diffuse::Network wrapped = timer.wrap(cpu_timed(noop, inside_cpu));
+    const diffuse::Network wrapped = timer.wrap(cpu_inside ? cpu_timed(noop, inside_cpu) : noop);
     const auto w0 = diffuse::bench::Clock::now();
     const double c0 = thread_cpu_seconds();
     for (int i = 0; i < kCalls; ++i) (void)wrapped(x, t, cond);
@@ -211,7 +243,7 @@ std::string json_list(const std::vector<double>& v) {
 
 }  // namespace
 
-/// The memory floor of one update of --shape in float32 on this thread: the fastest of 100 x 20
+/// The memory floor of one update of --shape in float32 on this thread: the fastest of 100 x 200
 /// calls of the fused kernel a*ca + b*cb on preallocated buffers (one pass reading two arrays and
 /// writing a third, as DDIM's or Euler's update; the kernels of kernel_isa()), and of a memcpy of
 /// one array. CPU time, microseconds. Also the fastest call of the kernel a DDIM step runs (its
@@ -225,7 +257,9 @@ void print_floor(const std::vector<int64_t>& shape) {
   const auto& k = diffuse::detail::fused::kernels<float>();
   std::vector<float> out2(static_cast<size_t>(n));
   double best_pass = 1e9, best_copy = 1e9, best_update = 1e9;
-  constexpr int kCalls = 20;  // per clock reading (a reading costs a system call)
+  // Calls per clock reading: a reading is a system call, and the first call after one is slower
+  // (network_alone); 200 make that negligible.
+  constexpr int kCalls = 200;
   for (int r = 0; r < 100; ++r) {
     const double c0 = thread_cpu_seconds();
     for (int i = 0; i < kCalls; ++i) k.lincomb(a.data(), 0.9f, b.data(), 0.1f, out.data(), n);
@@ -269,10 +303,11 @@ int main(int argc, char** argv) try {
                                              read_f32(args.inputs + "/w_out.f32", {hidden, patch}),
                                              args.matmuls);
   }
-  // CPU time inside the network, read within the wall-timed call (so the wall overhead does not
-  // include these clock reads). With one intra-op thread all work runs on this thread.
+  // Only the wall clock inside the run (network_alone for the CPU time, and why).
+  const bool cpu_inside = args.network_cpu == "inside";
   auto net_cpu = std::make_shared<double>(0.0);
-  const diffuse::Denoiser denoiser = s.denoiser(timer.wrap(cpu_timed(net, net_cpu)));
+  const diffuse::Denoiser denoiser =
+      s.denoiser(timer.wrap(cpu_inside ? cpu_timed(net, net_cpu) : net));
   // diffusers' pipeline: latents = noise * init_noise_sigma (in its own units), then the loop.
   const Tensor x_T = s.initial_state(noise, args.steps);
   diffuse::SampleOptions o = s.sample_options(args.steps);
@@ -291,10 +326,11 @@ int main(int argc, char** argv) try {
   warm.noise = fresh_noise();
   diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser,
                                s.initial_state(noise, args.warmup_steps), warm);
-  const ProbeCost probe = measure_probe(x_T);
+  const ProbeCost probe = measure_probe(x_T, cpu_inside);
   Tensor result;
-  std::vector<double> total, network, total_cpu, network_cpu;
+  std::vector<double> total, network, total_cpu, network_cpu, network_alone_wall;
   int64_t calls = 0;
+  const Tensor t_alone = at::zeros({x_T.size(0)}, x_T.options());
   for (int64_t r = 0; r < args.runs; ++r) {
     *net_cpu = 0;
     o.noise = fresh_noise();
@@ -302,7 +338,10 @@ int main(int argc, char** argv) try {
     const diffuse::bench::RunTime m =
         diffuse::bench::timed_sample(*s.sampler, *s.schedule, timer, denoiser, x_T, o, &result);
     total_cpu.push_back(thread_cpu_seconds() - c0);
-    network_cpu.push_back(*net_cpu);
+    const AloneTime alone =
+        cpu_inside ? AloneTime{*net_cpu, *net_cpu} : network_alone(net, x_T, t_alone, m.calls);
+    network_cpu.push_back(alone.cpu);
+    network_alone_wall.push_back(alone.wall);
     total.push_back(m.total);
     network.push_back(m.network);
     calls = m.calls;
@@ -313,12 +352,12 @@ int main(int argc, char** argv) try {
       "\"check_finite\": %s, \"caching_allocator\": %s, \"noise\": \"%s\", \"total_s\": %s, "
       "\"network_s\": %s, "
       "\"total_cpu_s\": %s, "
-      "\"network_cpu_s\": %s, \"probe_s\": %.9g, \"probe_cpu_s\": %.9g}\n",
+      "\"network_cpu_s\": %s, \"network_alone_s\": %s, \"probe_s\": %.9g, \"probe_cpu_s\": %.9g}\n",
       args.cls.c_str(), args.network.c_str(), static_cast<long long>(args.steps),
       static_cast<long long>(calls), args.threads, args.check_finite ? "true" : "false",
       args.caching_allocator ? "true" : "false", args.noise.c_str(), json_list(total).c_str(),
       json_list(network).c_str(), json_list(total_cpu).c_str(), json_list(network_cpu).c_str(),
-      probe.wall, probe.cpu);
+      json_list(network_alone_wall).c_str(), probe.wall, probe.cpu);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "vs_diffusers: %s\n", e.what());

@@ -29,13 +29,21 @@ at::set_num_threads on the C++ side), with two networks, both timed from the ins
             overhead is also reported as a share of that, at the measured matmul speed. Run at
             [4, 4, 32, 32] only (the shape the model is cut for).
 
-overhead per step = (total - time inside the network - calls x the timing's own cost per call) /
-steps, the minimum over all runs (the timing's cost: each side measures what its wrappers add per
-network call around a network that does nothing; mostly the thread CPU clock's system calls, about
-1.3 us a reading here, which would otherwise count as sampler overhead on both sides);
-end-to-end = the minimum total; each in wall time and, with one thread, in the sampling thread's
-CPU time (CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that
-thread; with two, part of it runs on a worker thread, so only wall time is reported). On a
+overhead per step = (total - time in the network - calls x the timing's own cost per call) /
+steps, with the minimum of each over all runs (the timing's cost: each side measures what its
+wrapper adds per network call around a network that does nothing); end-to-end = the minimum
+total; each in wall time and, with one thread, in the sampling thread's CPU time
+(CLOCK_THREAD_CPUTIME_ID on both sides: with one intra-op thread all work runs on that thread;
+with two, part of it runs on a worker thread, so only wall time is reported). Inside a run only
+the wall clock is read around each trivial-network call (perf_counter / steady_clock: no system
+call); that network's CPU time is that of as many calls of it alone on the run's input right
+after the run, on each side. (Until 2026-12-07 both sides read the thread CPU clock around every
+call: a system call, and on the AMD EPYC VM of that day its kernel entry left the caches and TLB
+to refill, which made the sampler code after each call slower, by 1-2.5 us a step for diffuse's
+DDIM at [4, 4, 32, 32], 2.4 -> 3.6-4.8 us; `--network-cpu inside` of the C++ program still
+measures that way.) The header prints the trivial network's time per call in the runs and alone
+(wall), which should agree. The cost model's calls (tens of ms) keep the CPU clock around each
+call: a reading is lost in them, and one run's calls alone would not repeat its phases. On a
 loaded machine a run of a few ms is often preempted for whole scheduler time slices, which
 inflates wall time but not CPU time. The Python and C++ blocks alternate (and swap order every
 round) so that load from other processes hits both alike; every ratio in the output comes from
@@ -49,7 +57,8 @@ the counter-based generator; --no-philox skips it), reported in rows of their ow
 also measures the memory floor of one update on every shape (one thread, CPU time: the fastest
 fused pass a * ca + b * cb on preallocated buffers, `--floor 1` of the C++ program) and the
 report divides each sampler's 1-thread overhead per step by it; the same program times the kernel
-of DDIM's step alone (its division-bound conversion pass), the least such a step can cost.
+of DDIM's step alone (its conversion pass, two reads and two writes), the least such a step can
+cost.
 
 diffusers needs no installation: point --diffusers (or $DIFFUSERS_SRC) at a source checkout (the
 folder holding src/diffusers, or src itself). Its import is shimmed to run under Debian's
@@ -216,10 +225,13 @@ def diffusers_commit(path, diffusers):
 
 
 class Timed:
-    """A network timed from the inside: wall and thread CPU seconds and calls since reset()."""
+    """A network timed from the inside: wall seconds and calls since reset(), and with cpu_inside
+    the thread CPU seconds too (a system call per reading: only for the cost model, whose calls
+    dwarf it; the trivial network's CPU time comes from network_alone)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, cpu_inside=False):
         self.fn = fn
+        self.cpu_inside = cpu_inside
         self.reset()
 
     def reset(self):
@@ -227,27 +239,38 @@ class Timed:
 
     def __call__(self, x, t):
         t0 = time.perf_counter()
-        c0 = time.thread_time()
-        out = self.fn(x, t)
-        self.cpu_seconds += time.thread_time() - c0
+        if self.cpu_inside:
+            c0 = time.thread_time()
+            out = self.fn(x, t)
+            self.cpu_seconds += time.thread_time() - c0
+        else:
+            out = self.fn(x, t)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out
 
 
-def measure_probe(x, calls=1000, reps=7):
+def network_alone(fn, x, t, calls):
+    """(wall, thread CPU) seconds of `calls` calls of the bare network: its CPU time in a run,
+    measured apart (bench/vs_diffusers.cpp network_alone's twin, and why)."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for _ in range(calls):
+        fn(x, t)
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def measure_probe(x, cpu_inside, calls=1000, reps=7):
     """The timing's own cost per network call (bench/vs_diffusers.cpp measure_probe's twin): a
     Timed network that does nothing, called `calls` times, minus what Timed counted as inside the
-    network, minus the same calls of the bare function; (wall, CPU) seconds, medians of `reps`.
-    A thread CPU clock reading is a system call (about 1.3 us here, part of it outside the interval
-    it closes): a cost of the measurement, subtracted from each run's overhead on both sides."""
+    network, minus the same calls of the bare function; (wall, CPU) seconds, medians of `reps`: a
+    cost of the measurement, subtracted from each run's overhead on both sides."""
 
     def noop(x, t):
         return x
 
     wall, cpu = [], []
     for _ in range(reps):
-        timed = Timed(noop)
+        timed = Timed(noop, cpu_inside)
         t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(calls):
             timed(x, 0)
@@ -282,7 +305,9 @@ def cost_network(w_in, w, w_out, k):
 
 def diffusers_run(torch, scheduler, net, noise, steps, seed=None):
     """One pipeline-style sampling loop; returns ((wall total, wall in network, CPU total, CPU in
-    network) in seconds, network calls, final x). A seed gives step() a generator (stochastic
+    the network, wall of the network's calls alone) in seconds, network calls, final x); the CPU
+    in the network is that of its calls alone unless `net` reads the CPU clock inside (then the
+    last entry is its in-run wall time). A seed gives step() a generator (stochastic
     schedulers), as pipelines pass theirs."""
     net.reset()
     extra = {} if seed is None else {"generator": torch.Generator().manual_seed(seed)}
@@ -296,7 +321,10 @@ def diffusers_run(torch, scheduler, net, noise, steps, seed=None):
             x = scheduler.step(eps, t, x, return_dict=False, **extra)[0]
         total = time.perf_counter() - t0
         cpu = time.thread_time() - c0
-    return (total, net.seconds, cpu, net.cpu_seconds), net.calls, x
+        if net.cpu_inside:
+            return (total, net.seconds, cpu, net.cpu_seconds, net.seconds), net.calls, x
+        alone_wall, alone_cpu = network_alone(net.fn, noise, scheduler.timesteps[0], net.calls)
+    return (total, net.seconds, cpu, alone_cpu, alone_wall), net.calls, x
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,11 +438,12 @@ def main():
     # network, 2 steps for the cost model: enough for the first-call costs)
     networks = {"trivial": (Timed(trivial_network), args.runs, args.steps)}
     if not args.no_cost:
-        networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls)), args.cost_runs, 2)
+        networks["cost"] = (Timed(cost_network(w_in, w, w_out, args.matmuls), cpu_inside=True),
+                            args.cost_runs, 2)
     # sides: diffusers (Python), diffuse (C++, defaults), diffuse with check_finite off (trivial net),
     # diffuse with make_philox_noise (stochastic samplers, trivial net)
-    # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net, timing cost
-    # per network call in wall time, in CPU time)
+    # (threads, shape, sampler, network, side) -> list of (wall, wall net, CPU, CPU net, wall of the
+    # network's calls alone, timing cost per network call in wall time, in CPU time)
     runs = {}
     calls = {}
     diffs = {}
@@ -426,7 +455,7 @@ def main():
         torch.set_num_threads(threads)
         seed = args.seed if key in STOCHASTIC else None
         diffusers_run(torch, sch, net, noises[shape], warmup, seed)
-        probe = measure_probe(noises[shape])
+        probe = measure_probe(noises[shape], net.cpu_inside)
         out = None
         for _ in range(n):
             times, c, out = diffusers_run(torch, sch, net, noises[shape], args.steps, seed)
@@ -441,7 +470,8 @@ def main():
                "--network", net_name, "--matmuls", str(args.matmuls), "--steps", str(args.steps),
                "--runs", str(n), "--warmup-steps", str(warmup), "--threads", str(threads),
                "--check-finite", "1" if check_finite else "0", "--seed", str(args.seed),
-               "--caching-allocator", "0" if args.malloc else "1", "--noise", noise]
+               "--caching-allocator", "0" if args.malloc else "1", "--noise", noise,
+               "--network-cpu", "inside" if net_name == "cost" else "alone"]
         if save:
             cmd += ["--save", save]
         p = subprocess.run(cmd, capture_output=True, text=True)
@@ -450,8 +480,9 @@ def main():
         r = json.loads(p.stdout.strip().splitlines()[-1])
         side = "diffuse_philox" if noise == "philox" else "diffuse" if check_finite else "diffuse_nocheck"
         runs.setdefault((threads, shape, key, net_name, side), []).extend(
-            (w, wn, c, cn, r["probe_s"], r["probe_cpu_s"])
-            for w, wn, c, cn in zip(r["total_s"], r["network_s"], r["total_cpu_s"], r["network_cpu_s"]))
+            (w, wn, c, cn, wa, r["probe_s"], r["probe_cpu_s"])
+            for w, wn, c, cn, wa in zip(r["total_s"], r["network_s"], r["total_cpu_s"],
+                                        r["network_cpu_s"], r["network_alone_s"]))
         calls[(threads, shape, key, net_name, side)] = r["calls"]
 
     floors = {}  # shape -> (fused pass, memcpy, DDIM's update kernel) in µs, minima over the rounds
@@ -503,11 +534,18 @@ def main():
     # index of the total in a run record; the network time follows; the timing's cost per call at
     # PROBE[clock]
     CLOCK = {"wall": 0, "cpu": 2}
-    PROBE = {"wall": 4, "cpu": 5}
+    PROBE = {"wall": 5, "cpu": 6}
 
     def best_overhead(cfg, side, clock):
-        c, p, n = CLOCK[clock], PROBE[clock], calls[cfg + (side,)]
-        return min((r[c] - r[c + 1] - n * r[p]) / args.steps for r in runs[cfg + (side,)])
+        """(least total - least network time - calls x timing cost) / steps over the runs."""
+        c, p, n, rs = CLOCK[clock], PROBE[clock], calls[cfg + (side,)], runs[cfg + (side,)]
+        return (min(r[c] for r in rs) - min(r[c + 1] for r in rs) - n * min(r[p] for r in rs)) / args.steps
+
+    def median_call(side, index):
+        """Median over all trivial-network runs of one side of a network time per call."""
+        v = sorted(r[index] / calls[key] for key, rs in runs.items()
+                   if key[-1] == side and key[3] == "trivial" for r in rs)
+        return v[len(v) // 2]
 
     def median_probe(side, clock):
         v = sorted(r[PROBE[clock]] for key, rs in runs.items() if key[-1] == side for r in rs)
@@ -531,12 +569,16 @@ def main():
           f"{os.getloadavg()[0]:.2f} at the end; {elapsed:.0f} s in all")
     print(f"float32, DDPM linear betas 1e-4..0.02, T = 1000, epsilon prediction, {args.steps} steps; "
           f"{args.rounds} alternating rounds x {args.runs} runs (trivial) / {args.cost_runs} runs "
-          f"(cost model, {args.matmuls} matmuls); minimum over all runs; wall = elapsed time, CPU = the "
-          "sampling thread's CPU time (1 thread only; not inflated by preemption)")
+          f"(cost model, {args.matmuls} matmuls); minima over all runs; wall = elapsed time, CPU = the "
+          "sampling thread's CPU time (1 thread only; not inflated by preemption; the network's from "
+          "its calls alone)")
     print("timing cost per network call, subtracted from each run's overhead (medians; wall / CPU "
           f"µs): diffusers {median_probe('diffusers', 'wall') * 1e6:.2f} / "
           f"{median_probe('diffusers', 'cpu') * 1e6:.2f}, diffuse {median_probe('diffuse', 'wall') * 1e6:.2f} / "
           f"{median_probe('diffuse', 'cpu') * 1e6:.2f}")
+    print("trivial network's time per call in the runs / alone after each run (medians; wall µs): "
+          f"diffusers {median_call('diffusers', 1) * 1e6:.2f} / {median_call('diffusers', 4) * 1e6:.2f}, "
+          f"diffuse {median_call('diffuse', 1) * 1e6:.2f} / {median_call('diffuse', 4) * 1e6:.2f}")
 
     print("\nSummary: diffuse ÷ diffusers, overhead per step, trivial network (CPU time with 1 thread, "
           "wall time with more):\n")
