@@ -541,10 +541,12 @@ def main():
         c, p, n, rs = CLOCK[clock], PROBE[clock], calls[cfg + (side,)], runs[cfg + (side,)]
         return (min(r[c] for r in rs) - min(r[c + 1] for r in rs) - n * min(r[p] for r in rs)) / args.steps
 
-    def median_call(side, index):
-        """Median over all trivial-network runs of one side of a network time per call."""
+    def median_call(side, index, shape=None, threads=None):
+        """Median of one side's trivial-network time per call (all runs, or those of one shape and
+        thread count)."""
         v = sorted(r[index] / calls[key] for key, rs in runs.items()
-                   if key[-1] == side and key[3] == "trivial" for r in rs)
+                   if key[-1] == side and key[3] == "trivial" and shape in (None, key[1])
+                   and threads in (None, key[0]) for r in rs)
         return v[len(v) // 2]
 
     def median_probe(side, clock):
@@ -645,6 +647,10 @@ def main():
         print("| fused pass, µs | " + " | ".join(f"{floors[sh][0]:.2f}" for sh in fshapes) + " |")
         print("| memcpy, µs | " + " | ".join(f"{floors[sh][1]:.2f}" for sh in fshapes) + " |")
         print("| DDIM's update kernel, µs | " + " | ".join(f"{floors[sh][2]:.2f}" for sh in fshapes) + " |")
+        for side in ("diffusers", "diffuse"):
+            print(f"| trivial network per call, {side}: in the runs / alone, wall µs | " + " | ".join(
+                f"{median_call(side, 1, sh, 1) * 1e6:.2f} / {median_call(side, 4, sh, 1) * 1e6:.2f}"
+                for sh in fshapes) + " |")
         for key, _, _ in samplers:
             cells = [f"{best_overhead((1, sh, key, 'trivial'), 'diffuse', 'cpu') * 1e6 / floors[sh][0]:.2f}"
                      for sh in fshapes]
