@@ -94,19 +94,14 @@ StepResult DpmSolverPPSampler::step_impl(const ModelFn& model, const Tensor& x,
   if (h == 0.0) return {x, p};  // zero-length final step: every term vanishes
   if (order <= 2) return {x_next, p};
 
-  const Tensor& m0 = p.x0;
-  const Tensor& m1 = history.preds[n - 1].x0;
-  const Tensor e0 = diff_scaled(m0, m1, inv_h0);
-  const Tensor& m2 = history.preds[n - 2].x0;
+  // Order 3: with e0 = (m0 - m1) / h0 and e1 = (m1 - m2) / h1, x_next += a em ((1 + w) e0 - w e1)
+  // - a (em - h^2 / 2) (e0 - e1) d2_scale / (h0 + h1), w = h0 / (h0 + h1): one pass.
   const double h1 = history.times[n - 1].log_snr() - history.times[n - 2].log_snr();
-  const Tensor e1 = diff_scaled(m1, m2, dpm_inv_step(h1));
   const double w = std::isinf(h1) ? 0.0 : h0 / (h0 + h1);
   const double d2_scale = options.third_order() == DpmThirdOrder::kTaylor ? 2.0 : 1.0;
   const double inv_sum = std::isinf(h1) ? 0.0 : d2_scale / (h0 + h1);
-  Tensor first = scaled(e0, 1.0 + w);
-  sub_scaled_(first, e1, w);
-  add_scaled_(x_next, first, a * em);
-  sub_scaled_(x_next, diff_scaled(e0, e1, 1.0), a * (em - 0.5 * h * h) * inv_sum);  // e0 - e1
+  add_dpm3_terms_(x_next, p.x0, history.preds[n - 1].x0, history.preds[n - 2].x0, inv_h0,
+                  dpm_inv_step(h1), 1.0 + w, w, a * em, a * (em - 0.5 * h * h) * inv_sum);
   return {x_next, p};
 }
 

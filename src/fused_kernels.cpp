@@ -46,7 +46,7 @@ namespace {
     &mul<T>, &mul_inplace<T>, &div<T>, &div_inplace<T>, &lincomb<T>, &lincomb_div<T>, &solve<T>, \
         &add_scaled<T>, &sub_scaled<T>, &diff_mul<T>, &diff_div<T>, &any_nonfinite<T>,           \
         &solve_check<T>, &lincomb_check<T>, &lincomb_div_check<T>, &solve_update_x0_eps<T>,      \
-        &solve_update_x_x0<T>, &solve_update_x_x0_diff<T>                                        \
+        &solve_update_x_x0<T>, &solve_update_x_x0_diff<T>, &dpm3_terms<T>                        \
   }
 
 #if defined(__GNUC__) && !defined(__clang__)

@@ -109,6 +109,21 @@ Tensor solve(const Tensor& x, const Tensor& u, double cu, double d) {
   return divide_(r, d);
 }
 
+Tensor& add_dpm3_terms_(Tensor& x, const Tensor& m0, const Tensor& m1, const Tensor& m2, double c0,
+                        double c1, double cw1, double cw, double ca, double cb) {
+  if (fused::can_fuse(x, m0) && fused::can_fuse(x, m1) && fused::can_fuse(x, m2) &&
+      !fused::may_overlap(x, m0) && !fused::may_overlap(x, m1) && !fused::may_overlap(x, m2)) {
+    fused::dpm3_terms_(x, m0, m1, m2, c0, c1, cw1, cw, ca, cb);
+    return x;
+  }
+  const Tensor e0 = diff_scaled(m0, m1, c0);
+  const Tensor e1 = diff_scaled(m1, m2, c1);
+  Tensor first = scaled(e0, cw1);
+  sub_scaled_(first, e1, cw);
+  add_scaled_(x, first, ca);
+  return sub_scaled_(x, diff_scaled(e0, e1, 1.0), cb);
+}
+
 Tensor lincomb_divided(const Tensor& a, double ca, const Tensor& b, double cb, double d) {
   if (fused::can_fuse(a, b)) return fused::lincomb_div(a, ca, b, cb, d);
   Tensor r = lincomb(a, ca, b, cb);

@@ -50,4 +50,12 @@ Tensor diff_divided(const Tensor& a, const Tensor& b, double c);
 /// (x - u * cu) / d in a fresh tensor, rounded like that expression.
 Tensor solve(const Tensor& x, const Tensor& u, double cu, double d);
 
+/// DPM-Solver++ 3M's third-order terms, added in place to its update x (a tensor the caller owns):
+/// with e0 = diff_scaled(m0, m1, c0) and e1 = diff_scaled(m1, m2, c1),
+/// first = scaled(e0, cw1) - e1 * cw (sub_scaled_), x += first * ca (add_scaled_), then
+/// x -= diff_scaled(e0, e1, 1) * cb (sub_scaled_): those bits, in one pass over the four tensors
+/// where they are fusable (else by those calls).
+Tensor& add_dpm3_terms_(Tensor& x, const Tensor& m0, const Tensor& m1, const Tensor& m2, double c0,
+                        double c1, double cw1, double cw, double ca, double cb);
+
 }  // namespace diffuse

@@ -18,6 +18,7 @@
 #include <diffuse/sample.h>
 #include <diffuse/samplers/coefficients.h>
 #include <diffuse/schedule.h>
+#include <diffuse/tensor_ops.h>
 
 namespace {
 
@@ -295,6 +296,49 @@ TEST(Fused, ConversionWithTheUpdateMatchesSolveThenLincomb) {
       }
     }
   });
+}
+
+// DPM-Solver++ 3M's third-order terms in one pass (add_dpm3_terms_): the bits of LibTorch's
+// expressions e0 = (m0 - m1) c0, e1 = (m1 - m2) c1, x + (e0 cw1 - e1 cw) ca, then - (e0 - e1) cb;
+// and the same through the fallback when an operand is a strided view.
+TEST(Fused, DpmThirdOrderTermsMatchLibTorch) {
+  const size_t k = kCoefs.size();
+  auto reference = [](const Tensor& x, const Tensor& m0, const Tensor& m1, const Tensor& m2,
+                      const std::vector<double>& c) {
+    const Tensor e0 = mul_ref(m0 - m1, c[0]), e1 = mul_ref(m1 - m2, c[1]);
+    const Tensor y = x + mul_ref(mul_ref(e0, c[2]) - mul_ref(e1, c[3]), c[4]);
+    return y - mul_ref(e0 - e1, c[5]);
+  };
+  for_each_isa([&] {
+    for (auto dt : kTypes) {
+      for (int64_t n : kLengths) {
+        const auto s = static_cast<uint64_t>(n);
+        const Tensor x = data(n, dt, s + 11), m0 = data(n, dt, s + 12), m1 = data(n, dt, s + 13),
+                     m2 = data(n, dt, s + 14);
+        for (size_t i = 0; i < k; i += 2) {
+          const std::vector<double> c = {kCoefs[i],
+                                         kCoefs[(i * 5 + 1) % k],
+                                         kCoefs[(i + 2) % k],
+                                         kCoefs[(i * 3 + 4) % k],
+                                         kCoefs[(i * 7 + 5) % k],
+                                         kCoefs[(i + 6) % k]};
+          SCOPED_TRACE(::testing::Message() << dt << " n=" << n << " i=" << i);
+          Tensor got = x.clone();
+          diffuse::add_dpm3_terms_(got, m0, m1, m2, c[0], c[1], c[2], c[3], c[4], c[5]);
+          EXPECT_TRUE(same_bits(got, reference(x, m0, m1, m2, c)));
+        }
+      }
+    }
+  });
+  // Strided operands: not fused, the same bits.
+  const Tensor x = data(64, at::kFloat, 21).reshape({8, 8}), m0 = data(64, at::kFloat, 22),
+               m1 = data(64, at::kFloat, 23).reshape({8, 8}), m2 = data(64, at::kFloat, 24);
+  const Tensor m0t = m0.reshape({8, 8}).t(), m2s = m2.reshape({8, 8}).t();
+  EXPECT_FALSE(fused::can_fuse(x, m0t));
+  const std::vector<double> c = {0.7, -1.3, 1.25, 0.25, 0.125, -0.0625};
+  Tensor got = x.clone();
+  diffuse::add_dpm3_terms_(got, m0t, m1, m2s, c[0], c[1], c[2], c[3], c[4], c[5]);
+  EXPECT_TRUE(same_bits(got, reference(x, m0t, m1, m2s, c)));
 }
 
 // The samplers that ask the model function for their update (StepContext::update: DDIM, Euler,

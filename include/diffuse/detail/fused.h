@@ -109,6 +109,9 @@ struct KernelTable {
   // and out = (x ca + x0 cb) + ((x0 - m) c1) c2
   bool (*solve_update_x_x0_diff)(const T* x, const T* u, const T* m, T cu, T d, T ca, T cb, T c1,
                                  T c2, T* x0, T* out, int64_t n);
+  // x += ((m0 - m1) c0 cw1 - (m1 - m2) c1 cw) ca - ((m0 - m1) c0 - (m1 - m2) c1) cb
+  void (*dpm3_terms)(T* x, const T* m0, const T* m1, const T* m2, T c0, T c1, T cw1, T cw, T ca,
+                     T cb, int64_t n);
 };
 
 /// The kernels of kernel_isa() for T = float or double.
@@ -267,6 +270,22 @@ inline Tensor diff_scaled(const Tensor& a, const Tensor& b, double c, bool divid
     });
   });
   return out;
+}
+
+/// DPM-Solver++ 3M's third-order terms added to x in one pass (tensor_ops.h add_dpm3_terms_); x
+/// must not overlap m0, m1 or m2, all fusable together.
+inline void dpm3_terms_(Tensor& x, const Tensor& m0, const Tensor& m1, const Tensor& m2, double c0,
+                        double c1, double cw1, double cw, double ca, double cb) {
+  dispatch(x, [&](auto z) {
+    using T = decltype(z);
+    T* px = x.data_ptr<T>();
+    const T *p0 = m0.data_ptr<T>(), *p1 = m1.data_ptr<T>(), *p2 = m2.data_ptr<T>();
+    const T f0 = coefficient<T>(c0), f1 = coefficient<T>(c1), fw1 = coefficient<T>(cw1),
+            fw = coefficient<T>(cw), fa = coefficient<T>(ca), fb = coefficient<T>(cb);
+    for_range(x.numel(), [&](int64_t s, int64_t e) {
+      kernels<T>().dpm3_terms(px + s, p0 + s, p1 + s, p2 + s, f0, f1, fw1, fw, fa, fb, e - s);
+    });
+  });
 }
 
 /// Whether any entry of `a` is NaN or +-Inf (serial: a reduction, read once per network call).
