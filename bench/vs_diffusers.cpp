@@ -226,9 +226,7 @@ ProbeCost measure_probe(const Tensor& x, bool cpu_inside) {
     wall.push_back((w1 - *timer.seconds - w3) / kCalls);
     cpu.push_back((c1 - c0 - *inside_cpu - (c3 - c2)) / kCalls);
   }
-  std::sort(wall.begin(), wall.end());
-  std::sort(cpu.begin(), cpu.end());
-  return {wall[kReps / 2], cpu[kReps / 2]};
+  return {diffuse::bench::median_of(wall), diffuse::bench::median_of(cpu)};
 }
 
 std::string json_list(const std::vector<double>& v) {

@@ -85,6 +85,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -281,7 +282,7 @@ def measure_probe(x, cpu_inside, calls=1000, reps=7):
         w2, c2 = time.perf_counter() - t0, time.thread_time() - c0
         wall.append((w1 - timed.seconds - w2) / calls)
         cpu.append((c1 - timed.cpu_seconds - c2) / calls)
-    return sorted(wall)[reps // 2], sorted(cpu)[reps // 2]
+    return statistics.median_high(wall), statistics.median_high(cpu)
 
 
 def trivial_network(x, t):
@@ -544,14 +545,14 @@ def main():
     def median_call(side, index, shape=None, threads=None):
         """Median of one side's trivial-network time per call (all runs, or those of one shape and
         thread count)."""
-        v = sorted(r[index] / calls[key] for key, rs in runs.items()
-                   if key[-1] == side and key[3] == "trivial" and shape in (None, key[1])
-                   and threads in (None, key[0]) for r in rs)
-        return v[len(v) // 2]
+        return statistics.median_high(r[index] / calls[key] for key, rs in runs.items()
+                                      if key[-1] == side and key[3] == "trivial"
+                                      and shape in (None, key[1]) and threads in (None, key[0])
+                                      for r in rs)
 
     def median_probe(side, clock):
-        v = sorted(r[PROBE[clock]] for key, rs in runs.items() if key[-1] == side for r in rs)
-        return v[len(v) // 2]
+        return statistics.median_high(r[PROBE[clock]] for key, rs in runs.items() if key[-1] == side
+                                      for r in rs)
 
     def best_total(cfg, side, clock):
         return min(r[CLOCK[clock]] for r in runs[cfg + (side,)])
