@@ -21,7 +21,7 @@ Tensor StepBuffers::empty(at::IntArrayRef sizes, const at::TensorOptions& option
   const auto dtype = options.dtype();
   for (Tensor& s : slots_) {
     if (s.defined() && pool_only(s) && s.dtype() == dtype && s.sizes() == sizes &&
-        s.is_contiguous() && s.device().is_cpu()) {
+        s.is_contiguous()) {  // every slot holds a CPU tensor (only those are kept)
       ++reused_;
       return s;
     }
