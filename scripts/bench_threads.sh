@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # Threads benchmark (docs/benchmarks.md, "Threads"): wall time of `diffuse sample` (the README's
 # default command: 40 images, 20 steps) and training images/s of a short `diffuse train`, for
-#   --threads 1, --threads 2, --threads 0 (automatic, the default) with passive OpenMP waits (the
-#   tool's default), and --threads 2 with libgomp's own spinning waits (GOMP_SPINCOUNT=300000, what
-#   the tool did before it set OMP_WAIT_POLICY=PASSIVE),
+#   --threads 1, --threads 2, --threads 0 (automatic, the default) with the launcher's OpenMP waits
+#   (passive after a 1000-spin wait, GOMP_SPINCOUNT=1000), and --threads 2 with fully passive waits
+#   (GOMP_SPINCOUNT=0, the tool's default until 2026-12-07) and with libgomp's own spinning waits
+#   (GOMP_SPINCOUNT=300000, what the tool did before it set OMP_WAIT_POLICY=PASSIVE),
 # each on an idle machine and next to one competing busy process (a shell busy loop on one CPU).
 # Contenders alternate within each round; the table gives the median of the rounds.
 #   scripts/bench_threads.sh [path/to/diffuse] [rounds]
@@ -21,9 +22,10 @@ cat > train.json <<'J'
  "sample_every": 0, "sample_steps": 1, "checkpoint_every": 0, "keep_checkpoints": 1, "log_every": 10,
  "warmup": 0}
 J
-contenders=("1|" "2|" "0|" "2|GOMP_SPINCOUNT=300000")
+contenders=("1|" "2|" "0|" "2|GOMP_SPINCOUNT=0" "2|GOMP_SPINCOUNT=300000")
 label() { case "$1" in "1|") echo "--threads 1";; "2|") echo "--threads 2";; "0|") echo "default (auto)";;
-  *) echo "--threads 2, spinning waits";; esac; }
+  "2|GOMP_SPINCOUNT=0") echo "--threads 2, fully passive waits (GOMP_SPINCOUNT=0)";;
+  *) echo "--threads 2, spinning waits (GOMP_SPINCOUNT=300000)";; esac; }
 run() {  # run <contender> <what>: prints one number (sample: wall seconds; train: images/s)
   local threads=${1%%|*} env=${1#*|} t0 t1
   if [ "$2" = sample ]; then

@@ -253,9 +253,13 @@ void apply_threads() {
                                    std::to_string(cpus) + " CPUs), got " + std::to_string(t));
   const int n = t > 0 ? static_cast<int>(t) : auto_threads();
   at::set_num_threads(n);
-  spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={})", n,
-                t > 0 ? "" : " (automatic)", cpus,
-                std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "unset");
+  const auto env_or_unset = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : "unset");
+  };
+  spdlog::debug("{} intra-op thread(s){} ({} CPUs usable; OMP_WAIT_POLICY={}, GOMP_SPINCOUNT={})",
+                n, t > 0 ? "" : " (automatic)", cpus, env_or_unset("OMP_WAIT_POLICY"),
+                env_or_unset("GOMP_SPINCOUNT"));
   const std::string blas = blas_kernels();
   if (!blas.empty()) {
     const char* mended = std::getenv("DIFFUSE_OPENBLAS_MENDED");

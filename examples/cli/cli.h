@@ -147,8 +147,9 @@ double measure_free_cpus(int cpus, double window_s);
 /// Length of the probe behind --threads 0 (automatic), in seconds.
 inline constexpr double kThreadProbeSeconds = 0.05;
 /// --threads 0 (automatic): the CPUs that are free now (measure_free_cpus), at least 1. OpenMP
-/// threads wait passively (the `diffuse` launcher, launcher.cpp, sets OMP_WAIT_POLICY=PASSIVE
-/// before LibTorch loads), so a thread that shares its CPU with another process later costs little.
+/// threads spin briefly, then wait passively (the `diffuse` launcher, launcher.cpp, sets
+/// OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=1000 before LibTorch loads), so a thread that shares
+/// its CPU with another process later costs little.
 int auto_threads();
 /// The common "--threads" handling after parsing: in [0, usable_cpus()], 0 = auto_threads().
 void apply_threads();

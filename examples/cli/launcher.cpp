@@ -8,6 +8,16 @@
 // 2 threads took 37-40 s instead of 6-7 s next to two compilers (docs/benchmarks.md, "Threads"). A
 // value already set is kept.
 //
+// Fully passive waits cost as much on an idle machine: every parallel region then wakes the other
+// thread through a system call, and a training step of the tiny DiT is ~400 short regions, so 2
+// threads trained no faster than 1. When it sets the policy itself, the launcher also sets
+// GOMP_SPINCOUNT=1000 (libgomp's own throttled spin for ACTIVE, about 10 us by its estimate of
+// 100000 spins per ms), which libgomp puts before the policy: a thread spins that long before it
+// sleeps, and not at all when there are more OpenMP threads than CPUs. Measured on 2 vCPUs against
+// fully passive waits, 2 threads: training +22-31 % images/s idle and -13-16 % next to a busy
+// process, sampling -11-18 % time idle and +13-16 % busy (libgomp's default spin: -54 % busy
+// training; docs/benchmarks.md, "A short spin by default"). A GOMP_SPINCOUNT already set is kept.
+//
 // It also mends OpenBLAS's choice of kernels. OpenBLAS (the BLAS of Debian's LibTorch) picks them
 // by CPU model when it is loaded, and falls back to its SSE3 "Prescott" kernels for a model it
 // does not know: 0.3.21 on an Emerald Rapids Xeon (family 6, model 207) with AVX-512 ran the
@@ -73,9 +83,13 @@ const char* better_openblas_core(std::string picked) {
 
 int main(int argc, char** argv) {
   (void)argc;
-  if (::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0) != 0) {
-    std::fprintf(stderr, "diffuse: error: cannot set OMP_WAIT_POLICY: %s\n", std::strerror(errno));
-    return 1;
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0 ||
+        ::setenv("GOMP_SPINCOUNT", "1000", /*overwrite=*/0) != 0) {
+      std::fprintf(stderr, "diffuse: error: cannot set OMP_WAIT_POLICY: %s\n",
+                   std::strerror(errno));
+      return 1;
+    }
   }
   if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
     const std::string picked = openblas_core();

@@ -2,7 +2,8 @@
 // `diffuse sample` options a new user trips over: A1111 names that carry a schedule, corrections
 // whose defaults would do nothing, values that are valid as numbers but not for the run (a guidance
 // scale beyond the dtype, a negative seed), output names that promise another format, strict
-// records and schedule files, the thread count, automatic batches and the grid's size.
+// records and schedule files, the thread count and OpenMP waits, automatic batches and the grid's
+// size.
 #include "cli/cli_test_util.h"
 
 #include <filesystem>
@@ -228,6 +229,28 @@ TEST(CliSampleOptions, FromRecordReusesTheThreadCount) {
   // --threads overrides the record, and the new record says so.
   ASSERT_EQ(run_cli({"sample", "--from-record", "two.png", "-o", "one.png"}, dir).code, 0);
   EXPECT_EQ(record_of(dir + "/one.png")["settings"]["threads"], 1);
+}
+
+// The launcher's OpenMP waits: passive after a short spin (GOMP_SPINCOUNT=1000) when the
+// environment names no policy; a policy or spin count of the environment is kept as it is. The
+// tool logs both at -v with the thread count.
+TEST(CliSampleOptions, LauncherSetsAShortSpinUnlessTheEnvironmentChose) {
+  const std::string dir = cli_test_dir("sample_wait_policy");
+  const auto logged = [&](const std::vector<std::string>& env) {
+    auto r = run_cli(with({"-v", "sample", "-o", "w.png"}, kTinyOptions), dir, 300, env);
+    EXPECT_EQ(r.code, 0) << r.err;
+    const auto at = r.err.find("1 intra-op thread(s) (");
+    if (at == std::string::npos) return r.err;
+    return r.err.substr(at, r.err.find('\n', at) - at);
+  };
+  const std::string plain = logged({});
+  EXPECT_NE(plain.find("OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=1000)"), std::string::npos)
+      << plain;
+  const std::string active = logged({"OMP_WAIT_POLICY=ACTIVE"});
+  EXPECT_NE(active.find("OMP_WAIT_POLICY=ACTIVE, GOMP_SPINCOUNT=unset)"), std::string::npos)
+      << active;
+  const std::string none = logged({"GOMP_SPINCOUNT=0"});
+  EXPECT_NE(none.find("OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=0)"), std::string::npos) << none;
 }
 
 TEST(CliSampleOptions, AutomaticBatchesFollowTheMemoryBudgetAndTheGridIsBounded) {
