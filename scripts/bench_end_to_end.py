@@ -36,7 +36,9 @@ model's arithmetic: use a few images and steps on a CPU.
 
 The worker runs twice per block: with OpenBLAS's own kernel choice (what `python3` gets) and with
 the OPENBLAS_CORETYPE diffuse's launcher picks, so the table separates the BLAS kernels from the
-rest. Blocks alternate and swap order every round; every ratio comes from this one run, and a
+rest; where the two are the same kernels (OpenBLAS knows the CPU), the second run would repeat the
+first and is left out. The launcher's kernels and the grid's timesteps come from a one-image
+diffuse run before the rounds. Blocks alternate and swap order every round; every ratio comes from this one run, and a
 table gives each side's run-to-run spread (max / min over the rounds). The first
 round also compares the two sides' final images (x clamped to [-1, 1]: max |x_diffusers -
 x_diffuse| / max |x|; float32 rounding, amplified by the first step's 1 / alpha).
@@ -305,10 +307,18 @@ def main():
         info = json.loads(stdout.strip().splitlines()[-1])
         return wall, cpu_children() - c0, info, out
 
-    # The grid and the launcher's kernels, from one diffuse run.
-    _, _, rec, _ = cpp(images[0], threads[0], "probe")
+    # The grid and the launcher's kernels, from a one-image diffuse run (the grid does not depend
+    # on the image count), and the kernels python3 gets by itself.
+    _, _, rec, _ = cpp(1, threads[0], "probe")
     timesteps = [int(t) for t in rec["resolved"]["grid_t"][:-1]]
     launcher_core = rec["resolved"].get("blas", "").replace("OpenBLAS ", "")
+    _, own = timed([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "from bench_end_to_end import openblas_core; print(openblas_core())",
+                    os.path.dirname(os.path.abspath(__file__))], env=base_env)
+    own_core = own.strip().splitlines()[-1] if own.strip() else ""
+    # The mended run only where it runs other kernels than python3's own.
+    mended = bool(launcher_core) and launcher_core.lower() != own_core.lower()
+    py_sides = ("pytorch", "pytorch_mended") if mended else ("pytorch",)
     import numpy as np
 
     runs = {}  # (n, threads, side) -> list of (wall, cpu)
@@ -321,6 +331,7 @@ def main():
             blocks = [("diffuse", lambda: cpp(n, th, rnd)),
                       ("pytorch", lambda: python(n, th, timesteps, None, f"own{rnd}")),
                       ("pytorch_mended", lambda: python(n, th, timesteps, launcher_core, f"m{rnd}"))]
+            blocks = blocks[:1 + len(py_sides)]
             if (rnd + ci) % 2:
                 blocks.reverse()
             outs = {}
@@ -331,7 +342,7 @@ def main():
                 outs[side] = npy
             if rnd == 0:
                 ref = np.clip(np.load(outs["diffuse"]), -1, 1)
-                for side in ("pytorch", "pytorch_mended"):
+                for side in py_sides:
                     # diffuse's --save-tensor holds the images, x clamped to [-1, 1]
                     other = np.clip(np.load(outs[side]).reshape(ref.shape), -1, 1)
                     diffs[(n, th, side)] = float(np.abs(other - ref).max() / np.abs(ref).max())
@@ -352,26 +363,29 @@ def main():
           f"seed {a.seed}, float32 CPU; {cpu_name}, {os.cpu_count()} hardware threads; load "
           f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; {a.rounds} alternating "
           f"rounds, {elapsed:.0f} s in all; OpenBLAS kernels: python3's own {py_core or '?'}, "
-          f"the diffuse launcher's {launcher_core or '?'}")
+          f"the diffuse launcher's {launcher_core or '?'}"
+          + ("" if mended else " (the same kernels: the Python side runs once per block)"))
     print("\nWhole process, seconds (median of the rounds; CPU = user + system of every thread):\n")
-    print("| images | threads | diffuse wall | diffuse CPU | PyTorch+diffusers wall | CPU | ÷ CPU "
-          f"| PyTorch+diffusers, OPENBLAS_CORETYPE={launcher_core} wall | CPU | ÷ CPU "
-          "| final x: max abs diff ÷ max abs x (own / mended) |")
-    print("|---" * 11 + "|")
+    head = "| images | threads | diffuse wall | diffuse CPU | PyTorch+diffusers wall | CPU | ÷ CPU "
+    if mended:
+        head += f"| PyTorch+diffusers, OPENBLAS_CORETYPE={launcher_core} wall | CPU | ÷ CPU "
+    print(head + "| final x: max abs diff ÷ max abs x" + (" (own / mended)" if mended else "") + " |")
+    print("|---" * (8 + 3 * mended) + "|")
 
     for n in images:
         for th in threads:
             m = {s: (statistics.median([r[0] for r in runs[(n, th, s)]]),
                      statistics.median([r[1] for r in runs[(n, th, s)]]))
-                 for s in ("diffuse", "pytorch", "pytorch_mended")}
-            d, p, q = m["diffuse"], m["pytorch"], m["pytorch_mended"]
-            print(f"| {n} | {th} | {d[0]:.2f} | {d[1]:.2f} | {p[0]:.2f} | {p[1]:.2f} | **{d[1] / p[1]:.2f}** "
-                  f"| {q[0]:.2f} | {q[1]:.2f} | **{d[1] / q[1]:.2f}** "
-                  f"| {diffs[(n, th, 'pytorch')]:.1e} / {diffs[(n, th, 'pytorch_mended')]:.1e} |")
+                 for s in ("diffuse",) + py_sides}
+            d = m["diffuse"]
+            cells = [f"{m[s][0]:.2f} | {m[s][1]:.2f} | **{d[1] / m[s][1]:.2f}**" for s in py_sides]
+            diff = " / ".join(f"{diffs[(n, th, s)]:.1e}" for s in py_sides)
+            print(f"| {n} | {th} | {d[0]:.2f} | {d[1]:.2f} | " + " | ".join(cells) + f" | {diff} |")
     print(f"\nRun-to-run spread over the {a.rounds} rounds: max ÷ min of each side's whole-process "
           "time (wall / CPU)\n")
-    print("| images | threads | diffuse | PyTorch+diffusers | PyTorch+diffusers, mended kernels |")
-    print("|---|---|---|---|---|")
+    print("| images | threads | diffuse | PyTorch+diffusers |"
+          + (" PyTorch+diffusers, mended kernels |" if mended else ""))
+    print("|---" * (4 + mended) + "|")
 
     def spread(rs, i):
         v = [r[i] for r in rs]
@@ -380,7 +394,7 @@ def main():
     for n in images:
         for th in threads:
             cells = [f"{spread(runs[(n, th, s)], 0):.3f} / {spread(runs[(n, th, s)], 1):.3f}"
-                     for s in ("diffuse", "pytorch", "pytorch_mended")]
+                     for s in ("diffuse",) + py_sides]
             print(f"| {n} | {th} | " + " | ".join(cells) + " |")
     print("\nPython worker's own split, seconds (median): import torch + DiT + diffusers / build and "
           "load the model / sample\n")
@@ -388,7 +402,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for n in images:
         for th in threads:
-            for s, label in (("pytorch", "own"), ("pytorch_mended", launcher_core)):
+            for s, label in zip(py_sides, ("own", launcher_core)):
                 i = infos[(n, th, s)]
                 print(f"| {n} | {th} | {label} | {statistics.median([v['import_s'] for v in i]):.2f} | "
                       f"{statistics.median([v['load_s'] for v in i]):.2f} | {statistics.median([v['sample_s'] for v in i]):.2f} |")
