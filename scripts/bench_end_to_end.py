@@ -210,6 +210,15 @@ def openblas_core():
     return f().decode()
 
 
+def own_openblas_core(python, env):
+    """The OpenBLAS core a fresh `python` process picks by itself in `env` ("" without one)."""
+    p = subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "from bench_end_to_end import openblas_core; print(openblas_core())",
+                        os.path.dirname(os.path.abspath(__file__))],
+                       env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return p.stdout.strip()
+
+
 # --------------------------------------------------------------------------------------------
 # Driver
 
@@ -312,10 +321,7 @@ def main():
     _, _, rec, _ = cpp(1, threads[0], "probe")
     timesteps = [int(t) for t in rec["resolved"]["grid_t"][:-1]]
     launcher_core = rec["resolved"].get("blas", "").replace("OpenBLAS ", "")
-    _, own = timed([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                    "from bench_end_to_end import openblas_core; print(openblas_core())",
-                    os.path.dirname(os.path.abspath(__file__))], env=base_env)
-    own_core = own.strip().splitlines()[-1] if own.strip() else ""
+    own_core = own_openblas_core(py, base_env)
     # The mended run only where it runs other kernels than python3's own.
     mended = bool(launcher_core) and launcher_core.lower() != own_core.lower()
     py_sides = ("pytorch", "pytorch_mended") if mended else ("pytorch",)

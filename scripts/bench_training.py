@@ -30,7 +30,8 @@ So both sides leave out the process start, loading the data, building the model 
 follows the last step (diffuse's final checkpoint, model file and sample grid). The first step
 (allocations, AdamW's state) is in on both sides. Each run is a fresh process. The PyTorch worker
 runs twice per block: with OpenBLAS's own kernel choice (what `python3` gets) and with the
-OPENBLAS_CORETYPE diffuse's launcher picks, so the table separates the BLAS kernels from the rest.
+OPENBLAS_CORETYPE diffuse's launcher picks, so the table separates the BLAS kernels from the rest;
+where the two are the same kernels, the second run would repeat the first and is left out.
 Blocks alternate and swap order every round; every ratio comes from this one run. The workers get
 libgomp's default wait policy (the launcher sets OMP_WAIT_POLICY=PASSIVE for diffuse): with 2
 threads next to another busy process their spinning threads slow them down, so compare 2-thread
@@ -53,7 +54,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_end_to_end import DIT_CONFIG, openblas_core, timm_stand_in  # noqa: E402
+from bench_end_to_end import DIT_CONFIG, openblas_core, own_openblas_core, timm_stand_in  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.environ.get("DIFFUSE_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
@@ -180,6 +181,9 @@ def main():
     # The kernels the launcher picks (logged with -v before anything is trained).
     _, log = run([a.bin, "-v", "--threads", "1", "train", "--print-config"], base_env)
     launcher_core = grab(r"OpenBLAS (\S+) kernels", log, "OpenBLAS kernels")
+    # The mended run only where it runs other kernels than python3's own.
+    mended = launcher_core.lower() != own_openblas_core(sys.executable or "/usr/bin/python3",
+                                                        base_env).lower()
 
     def diffuse(th):
         out = os.path.join(work, "run")
@@ -205,14 +209,15 @@ def main():
         line = [ln for ln in out.splitlines() if ln.startswith("{")][-1]  # after any warnings
         return dict(json.loads(line), wall_s=wall)
 
-    sides = {"diffuse": "diffuse train", "pytorch": "PyTorch loop, OpenBLAS's own kernels",
-             "pytorch_mended": f"PyTorch loop, OPENBLAS_CORETYPE={launcher_core}"}
+    sides = {"diffuse": "diffuse train", "pytorch": "PyTorch loop, OpenBLAS's own kernels"}
+    if mended:
+        sides["pytorch_mended"] = f"PyTorch loop, OPENBLAS_CORETYPE={launcher_core}"
     runs = {}  # (threads, side) -> list of run dicts
     t0, load0 = time.time(), os.getloadavg()[0]
     for rnd in range(a.runs):
         for ti, th in enumerate(threads):
             blocks = [("diffuse", lambda: diffuse(th)), ("pytorch", lambda: pytorch(th, None)),
-                      ("pytorch_mended", lambda: pytorch(th, launcher_core))]
+                      ("pytorch_mended", lambda: pytorch(th, launcher_core))][:len(sides)]
             if (rnd + ti) % 2:
                 blocks.reverse()
             for side, fn in blocks:
@@ -230,7 +235,9 @@ def main():
           f"run, float32 CPU; {cpu_name}, {os.cpu_count()} hardware threads; load {load0:.2f} at the "
           f"start, {os.getloadavg()[0]:.2f} at the end; {a.runs} alternating rounds, {elapsed:.0f} s "
           f"in all; OpenBLAS kernels: diffuse {first['diffuse']['blas']}, python3's own "
-          f"{first['pytorch']['blas'] or '?'}, mended {first['pytorch_mended']['blas'] or '?'}")
+          f"{first['pytorch']['blas'] or '?'}"
+          + (f", mended {first['pytorch_mended']['blas'] or '?'}" if mended else
+             " (the launcher's too: the PyTorch loop runs once per round)"))
     print(f"\nImages/s in the training steps alone, {a.runs} runs per side (fresh processes):\n")
     print("| threads | side | min | median | max | max ÷ min | diffuse ÷ side, medians "
           "| diffuse ÷ side, bests | mean loss |")
