@@ -38,6 +38,7 @@ namespace {
 constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;  // Philox4x32 multipliers
 constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;  // Weyl key increments
 constexpr int64_t kChunk = 256;                           // blocks per pass (1024 normals)
+static_assert(kChunk % 64 == 0, "the AVX-512 rounds take 64 blocks at a time");
 
 /// Counter words of blocks b0 .. b0 + nb of one (sample, draw) stream, one array per word
 /// (structure of arrays, so that each Philox round is one loop over the blocks with one key).
