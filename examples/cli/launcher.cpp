@@ -9,7 +9,7 @@
 // value already set is kept.
 //
 // Fully passive waits cost as much on an idle machine: every parallel region then wakes the other
-// thread through a system call, and a training step of the tiny DiT is ~400 short regions, so 2
+// thread through a system call, and a training step of the tiny DiT is ~340 short regions, so 2
 // threads trained no faster than 1. When it sets the policy itself, the launcher also sets
 // GOMP_SPINCOUNT=1000 (libgomp's own throttled spin for ACTIVE, about 10 us by its estimate of
 // 100000 spins per ms), which libgomp puts before the policy: a thread spins that long before it
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
     if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0 ||
         ::setenv("GOMP_SPINCOUNT", "1000", /*overwrite=*/0) != 0) {
-      std::fprintf(stderr, "diffuse: error: cannot set OMP_WAIT_POLICY: %s\n",
+      std::fprintf(stderr, "diffuse: error: cannot set OMP_WAIT_POLICY and GOMP_SPINCOUNT: %s\n",
                    std::strerror(errno));
       return 1;
     }
