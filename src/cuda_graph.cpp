@@ -53,7 +53,7 @@ CudaGraphSampler::CudaGraphSampler(const Sampler& sampler, const Denoiser& denoi
   {
     c10::cuda::CUDAStreamGuard stream_guard(side);
     for (int i = 0; i < warmup; ++i) {
-      auto source = make_per_sample_noise(options_.seed);
+      auto source = detail::default_run_noise(options_.seed, input_.sizes());
       noise_->record(source.get());
       (void)diffuse::sample(sampler, denoiser, schedule, input_, options_);
     }
@@ -84,7 +84,7 @@ CudaGraphSampler::CudaGraphSampler(const Sampler& sampler, const Denoiser& denoi
 }
 
 Tensor CudaGraphSampler::run(const Tensor& noise, uint64_t seed) {
-  auto source = make_per_sample_noise(seed);
+  auto source = detail::default_run_noise(seed, noise.sizes());
   return run(noise, *source);
 }
 

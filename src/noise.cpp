@@ -80,6 +80,31 @@ class PerSampleNoise final : public NoiseSource {
   std::vector<at::Generator> gens_;
 };
 
+// A source continued past one draw of a given shape, made lazily at its first draw.
+class AfterInitialDraw final : public NoiseSource {
+ public:
+  AfterInitialDraw(std::unique_ptr<NoiseSource> inner, c10::IntArrayRef initial)
+      : inner_(std::move(inner)), initial_(initial.vec()) {}
+  Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
+    skip_initial();
+    return inner_->randn(shape, options);
+  }
+  void add_randn_(Tensor& x, double c) override {
+    skip_initial();
+    inner_->add_randn_(x, c);
+  }
+
+ private:
+  void skip_initial() {
+    if (skipped_) return;
+    skipped_ = true;
+    (void)inner_->randn(initial_, at::TensorOptions().dtype(at::kFloat));
+  }
+  std::unique_ptr<NoiseSource> inner_;
+  std::vector<int64_t> initial_;
+  bool skipped_ = false;
+};
+
 class ReplayNoise final : public NoiseSource {
  public:
   explicit ReplayNoise(std::vector<Tensor> draws) : draws_(std::move(draws)) {}
@@ -105,6 +130,26 @@ std::unique_ptr<NoiseSource> make_torch_noise(uint64_t seed) {
 std::unique_ptr<NoiseSource> make_per_sample_noise(uint64_t seed) {
   return std::make_unique<PerSampleNoise>(seed);
 }
+const std::vector<std::string>& noise_names() {
+  static const std::vector<std::string> names = {"per_sample", "torch", "philox"};
+  return names;
+}
+
+std::unique_ptr<NoiseSource> make_noise(const std::string& name, uint64_t seed,
+                                        uint64_t first_sample) {
+  if (name == "per_sample") return make_per_sample_noise(seed + first_sample);
+  if (name == "torch") return make_torch_noise(seed + first_sample);
+  if (name == "philox") return make_philox_noise(seed, first_sample);
+  throw ConfigError(detail::cat("the noise source must be ", detail::one_of(noise_names()),
+                                ", got '", name, "'"));
+}
+
+namespace detail {
+std::unique_ptr<NoiseSource> default_run_noise(uint64_t seed, c10::IntArrayRef initial_shape) {
+  return std::make_unique<AfterInitialDraw>(make_per_sample_noise(seed), initial_shape);
+}
+}  // namespace detail
+
 std::unique_ptr<NoiseSource> make_replay_noise(std::vector<Tensor> draws) {
   return std::make_unique<ReplayNoise>(std::move(draws));
 }

@@ -19,7 +19,7 @@ namespace {
 
 class PhiloxNoise final : public NoiseSource {
  public:
-  explicit PhiloxNoise(uint64_t seed) : seed_(seed) {}
+  PhiloxNoise(uint64_t seed, uint64_t first_sample) : seed_(seed), first_(first_sample) {}
   Tensor randn(c10::IntArrayRef shape, const c10::TensorOptions& options) override {
     check(!shape.empty(), "philox noise needs a batch dimension, got a 0-d shape");
     Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
@@ -56,12 +56,12 @@ class PhiloxNoise final : public NoiseSource {
       const int64_t per = numel / batch;
       constexpr int64_t kSegment = 2048;  // a multiple of 4: segments start at a block
       const int64_t segments = (per + kSegment - 1) / kSegment;
-      const uint64_t seed = seed_, k = draw_;
+      const uint64_t seed = seed_, k = draw_, first_sample = first_;
       at::parallel_for(0, batch * segments, 4, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
           const int64_t i = t / segments, first = (t % segments) * kSegment;
           kernel(data + i * per + first, std::min(kSegment, per - first), seed,
-                 static_cast<uint64_t>(i), k, first);
+                 first_sample + static_cast<uint64_t>(i), k, first);
         }
       });
     }
@@ -69,13 +69,14 @@ class PhiloxNoise final : public NoiseSource {
   }
 
   uint64_t seed_;
+  uint64_t first_;  // the sample number of batch element 0
   uint64_t draw_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<NoiseSource> make_philox_noise(uint64_t seed) {
-  return std::make_unique<PhiloxNoise>(seed);
+std::unique_ptr<NoiseSource> make_philox_noise(uint64_t seed, uint64_t first_sample) {
+  return std::make_unique<PhiloxNoise>(seed, first_sample);
 }
 
 }  // namespace diffuse

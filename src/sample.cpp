@@ -295,7 +295,8 @@ Tensor sample(const Sampler& sampler, const Denoiser& denoiser, const NoiseSched
   }
   const TimeGrid grid = detail::make_grid(schedule, o, corrections);
   std::shared_ptr<NoiseSource> noise_source =
-      o.noise ? o.noise : std::shared_ptr<NoiseSource>(make_per_sample_noise(o.seed));
+      o.noise ? o.noise
+              : std::shared_ptr<NoiseSource>(detail::default_run_noise(o.seed, noise.sizes()));
   SampleContext ctx;
   ctx.schedule = &schedule;
   ctx.noise = noise_source.get();

@@ -67,7 +67,7 @@ Tensor lincomb(const Tensor& a, double ca, const Tensor& b, double cb) {
 }
 
 Tensor& add_scaled_(Tensor& x, const Tensor& e, double c) {
-  if (fused::can_fuse(x, e) && !fused::may_overlap(x, e)) {
+  if (fused::can_fuse_into(x, e)) {
     fused::add_scaled_(x, e, c, false);
   } else {
     x.add_(scaled(e, c));
@@ -76,7 +76,7 @@ Tensor& add_scaled_(Tensor& x, const Tensor& e, double c) {
 }
 
 Tensor& sub_scaled_(Tensor& x, const Tensor& e, double c) {
-  if (fused::can_fuse(x, e) && !fused::may_overlap(x, e)) {
+  if (fused::can_fuse_into(x, e)) {
     fused::add_scaled_(x, e, c, true);
   } else {
     x.sub_(scaled(e, c));
@@ -111,8 +111,7 @@ Tensor solve(const Tensor& x, const Tensor& u, double cu, double d) {
 
 Tensor& add_dpm3_terms_(Tensor& x, const Tensor& m0, const Tensor& m1, const Tensor& m2, double c0,
                         double c1, double cw1, double cw, double ca, double cb) {
-  if (fused::can_fuse(x, m0) && fused::can_fuse(x, m1) && fused::can_fuse(x, m2) &&
-      !fused::may_overlap(x, m0) && !fused::may_overlap(x, m1) && !fused::may_overlap(x, m2)) {
+  if (fused::can_fuse_into(x, m0) && fused::can_fuse_into(x, m1) && fused::can_fuse_into(x, m2)) {
     fused::dpm3_terms_(x, m0, m1, m2, c0, c1, cw1, cw, ca, cb);
     return x;
   }

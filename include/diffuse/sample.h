@@ -38,7 +38,10 @@ struct SampleOptions {
   /// Applied in list order at every hook.
   std::vector<std::shared_ptr<Correction>> corrections;
   /// Where noise comes from. Null: per-sample generators seeded with `seed` (sample i gets
-  /// seed + i; independent of the batch size).
+  /// seed + i; independent of the batch size), continued past one draw of the starting noise's
+  /// shape: that draw is randn(shape, seed), so a run started from randn(shape, seed) with this
+  /// seed is diffusers' pipeline with generator=[Generator().manual_seed(seed + i), ...] (latents,
+  /// then the steps' noise from the same generators) and never draws its starting noise again.
   std::shared_ptr<NoiseSource> noise;
   uint64_t seed = 0;
   /// Check every network output for NaN/Inf and throw naming the first bad step and network call,
@@ -81,7 +84,8 @@ std::unique_ptr<TimestepSpacing> make_spacing(const std::string& name, const Con
 /// per-run copies as in sample()).
 TimeGrid make_grid(const NoiseSchedule& schedule, const SampleOptions& options);
 
-/// Draws an initial N(0, I) tensor from `seed` with the per-sample convention of sample().
+/// Draws an initial N(0, I) tensor from `seed` with the per-sample convention of sample(); pass
+/// the same seed in SampleOptions::seed and the run's noise continues these generators.
 Tensor randn(c10::IntArrayRef shape, uint64_t seed, const c10::TensorOptions& options = {});
 
 namespace detail {

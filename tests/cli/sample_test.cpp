@@ -225,6 +225,48 @@ TEST(CliSample, StepCacheIsLoggedRecordedAndRegenerates) {
   EXPECT_NE(r.err.find("-0.5"), std::string::npos) << r.err;
 }
 
+// --noise: the record carries the source and regenerates it; philox gives image i the same noise
+// whatever the batching; a record without the field (written before it existed) regenerates with
+// its own stream, in which the steps restarted the generators; a bad name is refused.
+TEST(CliSample, NoiseSourceIsRecordedAndRegenerates) {
+  const std::string dir = cli_test_dir("sample_noise");
+  const std::vector<std::string> base = {"sample", "--sampler", "euler_a", "--steps", "3",
+                                         "-n",     "4",         "--class", "5"};
+  const auto tensor_of = [&](const std::vector<std::string>& extra, const std::string& name) {
+    const auto r =
+        run_cli(with(with(base, extra), {"-o", name + ".png", "--save-tensor", name + ".pt"}), dir);
+    EXPECT_EQ(r.code, 0) << r.err;
+    at::Tensor t;
+    torch::load(t, dir + "/" + name + ".pt");
+    return t;
+  };
+  const at::Tensor per_sample = tensor_of({}, "per_sample");
+  const at::Tensor philox = tensor_of({"--noise", "philox"}, "philox");
+  const at::Tensor philox_b2 = tensor_of({"--noise", "philox", "--batch-size", "2"}, "philox_b2");
+  const at::Tensor restart = tensor_of({"--noise", "per_sample_restart"}, "restart");
+  EXPECT_GT((per_sample - philox).abs().max().item<double>(), 0.1);
+  EXPECT_GT((per_sample - restart).abs().max().item<double>(), 1e-3);
+  // Same noise per image whatever the batching (the network's GEMMs round per batch size).
+  EXPECT_TRUE(at::allclose(philox, philox_b2, 0, 2e-3)) << (philox - philox_b2).abs().max();
+  const nlohmann::json rec = nlohmann::json::parse(read_text_file(dir + "/philox.json"));
+  EXPECT_EQ(rec["settings"]["noise"], "philox");
+  auto r = run_cli({"sample", "--from-record", "philox.json", "-o", "again.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/philox.png"), read_text_file(dir + "/again.png"));
+  // A record from before the field: the restarted stream, and its record says so.
+  nlohmann::json old = nlohmann::json::parse(read_text_file(dir + "/per_sample.json"));
+  EXPECT_EQ(old["settings"]["noise"], "per_sample");
+  old["settings"].erase("noise");
+  std::ofstream(dir + "/legacy.json") << old.dump();
+  r = run_cli({"sample", "--from-record", "legacy.json", "-o", "old.png"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_text_file(dir + "/restart.png"), read_text_file(dir + "/old.png"));
+  EXPECT_EQ(nlohmann::json::parse(read_text_file(dir + "/old.json"))["settings"]["noise"],
+            "per_sample_restart");
+  expect_clean_error(run_cli(with(base, {"--noise", "mt19937", "-o", "x.png"}), dir),
+                     {"--noise", "'mt19937'", "per_sample", "philox"}, 2);
+}
+
 TEST(CliSample, ImageIndependentOfBatchSizeAndTensorOutputs) {
   const std::string dir = cli_test_dir("sample_batch");
   ASSERT_EQ(

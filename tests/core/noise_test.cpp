@@ -180,6 +180,67 @@ TEST(ReplayNoise, RunningOutAndShapeMismatchAreErrors) {
                Error);
 }
 
+// Without SampleOptions::noise a run continues the per-sample generators past its starting noise
+// randn(shape, seed): the same run as one given that source after the starting draw (diffusers'
+// pipelines with a list of generators draw the latents, then the steps' noise, from them), and
+// not the run that restarts the generators, whose first step would draw the starting noise again.
+TEST(DefaultRunNoise, ContinuesTheGeneratorsPastTheStartingNoise) {
+  NoisyRun run;
+  const Tensor by_default = run(3, 12);
+  auto continued = std::shared_ptr<NoiseSource>(make_per_sample_noise(12));
+  EXPECT_TRUE(at::equal(continued->randn({3, 7}, at::kFloat), randn({3, 7}, 12)));
+  EXPECT_TRUE(at::equal(by_default, run(3, 12, continued)));
+  EXPECT_FALSE(at::equal(by_default, run(3, 12, make_per_sample_noise(12))));
+  // The source itself: the first draw is the generators' second, for any later shape.
+  auto source = detail::default_run_noise(12, {3, 7});
+  auto reference = make_per_sample_noise(12);
+  (void)reference->randn({3, 7}, at::kFloat);
+  EXPECT_TRUE(at::equal(source->randn({3, 2}, at::kDouble), reference->randn({3, 2}, at::kDouble)));
+  EXPECT_TRUE(at::equal(source->randn({3, 7}, at::kFloat), reference->randn({3, 7}, at::kFloat)));
+  // add_randn_ continues the same way.
+  auto add_source = detail::default_run_noise(12, {3, 7});
+  Tensor x = at::ones({3, 7});
+  add_source->add_randn_(x, 0.5);
+  auto add_reference = make_per_sample_noise(12);
+  (void)add_reference->randn({3, 7}, at::kFloat);
+  Tensor y = at::ones({3, 7});
+  add_reference->add_randn_(y, 0.5);
+  EXPECT_TRUE(at::equal(x, y));
+}
+
+// The sources by name: per_sample and torch seeded seed + first_sample, philox's batch element i
+// drawing as sample first_sample + i; an unknown name is an error naming it and the choices.
+TEST(MakeNoise, NamesTheSourcesAndRejectsOthers) {
+  const auto f = at::TensorOptions().dtype(at::kFloat);
+  EXPECT_TRUE(at::equal(make_noise("per_sample", 5, 3)->randn({2, 9}, f),
+                        make_per_sample_noise(8)->randn({2, 9}, f)));
+  EXPECT_TRUE(at::equal(make_noise("per_sample", 5)->randn({5, 9}, f).narrow(0, 3, 2),
+                        make_noise("per_sample", 5, 3)->randn({2, 9}, f)));
+  EXPECT_TRUE(at::equal(make_noise("torch", 5, 3)->randn({2, 9}, f),
+                        make_torch_noise(8)->randn({2, 9}, f)));
+  // Philox: two draws of samples 3 and 4 are those of a batch of 5 from sample 0.
+  auto whole = make_noise("philox", 5), part = make_noise("philox", 5, 3);
+  for (int draw = 0; draw < 2; ++draw) {
+    const Tensor w = whole->randn({5, 1030}, f), p = part->randn({2, 1030}, f);
+    EXPECT_TRUE(at::equal(w.narrow(0, 3, 2), p)) << draw;
+  }
+  Tensor x = at::zeros({2, 1030}), y = at::zeros({5, 1030});
+  make_philox_noise(5, 3)->add_randn_(x, 1.0);
+  make_philox_noise(5)->add_randn_(y, 1.0);
+  EXPECT_TRUE(at::equal(x, y.narrow(0, 3, 2)));
+  EXPECT_FALSE(
+      at::equal(make_philox_noise(5, 3)->randn({2, 9}, f), make_philox_noise(8)->randn({2, 9}, f)));
+  EXPECT_EQ(noise_names(), (std::vector<std::string>{"per_sample", "torch", "philox"}));
+  try {
+    make_noise("mt19937", 0);
+    ADD_FAILURE() << "expected an error for an unknown noise source";
+  } catch (const ConfigError& e) {
+    const std::string msg = e.what();
+    for (const char* part : {"'mt19937'", "per_sample", "torch", "philox"})
+      EXPECT_NE(msg.find(part), std::string::npos) << msg;
+  }
+}
+
 TEST(PerSampleNoise, ZeroDimShapeIsAnError) {
   EXPECT_THROW(make_per_sample_noise(0)->randn({}, at::kFloat), Error);
 }

@@ -74,16 +74,25 @@ std::vector<testing::RecordingModel::Call> spy_run(const std::shared_ptr<Correct
   return *spy.calls;
 }
 
+/// The noise the steps of spy_run(..., seed) draw: the per-sample generators seeded `seed`,
+/// continued past the draw of the run's starting noise ([batch, 3]; SampleOptions::noise).
+std::unique_ptr<NoiseSource> run_stream(int64_t batch, uint64_t seed = 5) {
+  auto stream = make_per_sample_noise(seed);
+  (void)stream->randn({batch, 3}, at::kFloat);
+  return stream;
+}
+
 TEST(ConditionAnnealing, ConditionalBranchMatchesTheClosedFormAndUncondIsUntouched) {
   // psi = 0: the network sees y_hat = sqrt(g) y + s sqrt(1 - g) n with n the next draws of the
-  // run's noise stream (per-sample generators seeded 5, replayed here independently).
+  // run's noise stream (per-sample generators seeded 5, past the run's starting noise: replayed
+  // here independently).
   const int64_t B = 3, E = 64, N = 10;
   const Tensor y = randn({B, E}, 11, at::kDouble) * 0.7 + 0.2;
   const Tensor u = randn({B, E}, 12, at::kDouble) * 0.1;
   const double s = 0.3;
   const auto calls = spy_run(cads({{"psi", "0"}, {"noise_scale", "0.3"}}), y, u, N);
   ASSERT_EQ(calls.size(), static_cast<size_t>(N));
-  auto replay = make_per_sample_noise(5);
+  auto replay = run_stream(B);
   Tensor prev_n;
   for (int64_t i = 0; i < N; ++i) {
     const Tensor seen_c = calls[static_cast<size_t>(i)].c.value.narrow(0, 0, B);
@@ -112,7 +121,7 @@ TEST(ConditionAnnealing, BothBranchesWhenAsked) {
   const Tensor y = randn({B, E}, 11, at::kDouble);
   const Tensor u = randn({B, E}, 12, at::kDouble) * 0.1;
   const auto calls = spy_run(cads({{"psi", "0"}, {"apply_to", "both"}}), y, u, N);
-  auto replay = make_per_sample_noise(5);
+  auto replay = run_stream(B);
   for (int64_t i = 0; i < N; ++i) {
     const Tensor seen_c = calls[static_cast<size_t>(i)].c.value.narrow(0, 0, B);
     const Tensor seen_u = calls[static_cast<size_t>(i)].c.value.narrow(0, B, B);

@@ -43,7 +43,9 @@ TEST(StaticNoise, ReplayedDrawsReproduceTheEagerRunOfEverySampler) {
       ++stochastic;
       EXPECT_FALSE(at::equal(warm_run, eager));  // seed 0 != seed 7: the replay below must refill
     }
+    // The eager run's draws: seed 7's per-sample generators past the starting noise's draw.
     auto source = make_per_sample_noise(7);
+    (void)source->randn(noise.sizes(), at::kFloat);
     sn->refill(*source);
     sn->rewind();
     const Tensor replayed = sample(*sampler, s.denoiser, *s.schedule, noise, s.options(0, sn));

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/nn/functional/upsampling.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -71,6 +72,7 @@ SampleSettings merge_record(const SampleSettings& given, const std::string& path
   if (names.given("--class")) s.classes = given.classes;
   if (names.given("--correction")) s.corrections = given.corrections;
   if (names.given("--seed")) s.seed = given.seed;
+  if (names.given("--noise")) s.noise = given.noise;
   if (names.given("--num")) s.num = given.num;
   if (names.given("--batch-size")) s.batch_size = given.batch_size;
   if (names.given("--device")) s.device = given.device;
@@ -136,6 +138,13 @@ void check_settings(const SampleSettings& s, const SampleOutputs& o, const Setti
   require(s.resample_times >= 1 && s.resample_times <= 1000,
           named("--resample-times", "resample_times") + " must be in [1, 1000], got " +
               std::to_string(s.resample_times));
+  {
+    const std::vector<std::string>& known = diffuse::noise_names();
+    require(
+        s.noise == kRestartNoise || std::find(known.begin(), known.end(), s.noise) != known.end(),
+        named("--noise", "noise") + " must be " + diffuse::detail::one_of(known) + ", got '" +
+            printable(s.noise) + "'");
+  }
   require(std::isfinite(o.batch_memory_mib) && o.batch_memory_mib > 0,
           "--batch-memory must be > 0 MiB, got " + diffuse::format_double(o.batch_memory_mib));
 }
@@ -475,12 +484,11 @@ void log_run(const SampleSettings& s, const Components& c, const ModelPlan& p, c
   const diffuse::ModelCard& card = p.model.card;
   spdlog::info(
       "{} {} ({} classes, {}, {} schedule) | {} {} steps{}{} | {} images in batches of {}, seed {} "
-      "| {} on "
-      "{}, {} thread(s)",
+      "({} noise) | {} on {}, {} thread(s)",
       p.model.format, model_path, card.num_classes, card.prediction_type, p.schedule->name(),
       s.sampler, s.steps, c.spacing ? " (" + c.spacing->name() + ")" : std::string(),
       p.guided ? ", " + s.guidance + " " + diffuse::format_double(s.cfg) : std::string(), s.num,
-      s.batch_size, s.seed, dtype_name(t.dtype), t.device.str(), at::get_num_threads());
+      s.batch_size, s.seed, s.noise, dtype_name(t.dtype), t.device.str(), at::get_num_threads());
   spdlog::debug("sampler {} | spacing {} | grid t {} .. {}", canonical_spec(*c.sampler),
                 c.spacing ? canonical_spec(*c.spacing) : std::string("default"), grid.front().t,
                 grid.back().t);
@@ -548,7 +556,14 @@ at::Tensor sample_images(const SampleSettings& s, const Components& c, ModelPlan
     }
     co.resample_jump = s.resample_jump;
     co.resample_times = s.resample_times;
-    at::Tensor noise = diffuse::randn(shape, co.seed, topt);
+    // The starting noise is the source's first draw and the sampler continues the source (the
+    // old records' stream restarted the per-sample generators for the steps instead).
+    const bool restart = s.noise == kRestartNoise;
+    std::shared_ptr<diffuse::NoiseSource> source =
+        diffuse::make_noise(restart ? "per_sample" : s.noise, s.seed, static_cast<uint64_t>(start));
+    at::Tensor noise = source->randn(shape, topt);
+    co.noise =
+        restart ? diffuse::make_noise("per_sample", s.seed, static_cast<uint64_t>(start)) : source;
     if (s.step_cache == 0) {
       const diffuse::Denoiser denoiser(p.model.network, p.model.denoiser_options());
       return diffuse::sample(*c.sampler, denoiser, *p.schedule, noise, co).cpu();
@@ -727,6 +742,12 @@ std::function<int()> setup_sample(CLI::App& app) {
             return std::string();
           },
           "UINT64", "seed"));
+  app.add_option("--noise", s->noise,
+                 "Noise source: per_sample (a PyTorch CPU generator per image, seeded seed + i: "
+                 "diffusers' list of generators), philox (counter-based, 4x faster, not PyTorch's "
+                 "stream) or torch (one PyTorch generator per batch, seeded seed + the batch's "
+                 "first index: depends on --batch-size)")
+      ->capture_default_str();
   app.add_option("-n,--num", s->num,
                  "Number of images (at most 1,000,000; the grid shows the first 1,024)")
       ->capture_default_str();

@@ -51,6 +51,9 @@ struct SampleSettings {
   std::string classes;            // "" = cycle through all classes; "3", "0,3,7", names
   std::vector<std::string> corrections;
   uint64_t seed = 0;
+  /// --noise: where the starting noise and the stochastic samplers' draws come from, a
+  /// diffuse::make_noise name (per_sample, torch, philox), or kRestartNoise (below).
+  std::string noise = "per_sample";
   int64_t num = 40;
   int64_t batch_size = 0;  // 0 = automatic: as many as fit --batch-memory
   std::string device = "cpu";
@@ -60,6 +63,12 @@ struct SampleSettings {
   // another thread count (docs/reliability.md), so --from-record reuses it. 0 = not recorded.
   int64_t threads = 0;
 };
+
+/// The stream of records written before the `noise` field (diffuse 0.1.0 up to December 2026):
+/// per-sample generators seeded seed + i for the starting noise, and again from the seed for the
+/// steps, so a stochastic sampler's first draw repeated the starting noise. Kept so those records
+/// still regenerate their images; new runs continue the generators instead (per_sample).
+inline constexpr const char* kRestartNoise = "per_sample_restart";
 
 /// The largest --num, and the most images the grid PNG shows.
 constexpr int64_t kMaxNum = 1000000;

@@ -39,6 +39,7 @@ json to_json(const SampleSettings& s) {
   j["classes"] = s.classes;
   j["corrections"] = s.corrections;
   j["seed"] = s.seed;
+  j["noise"] = s.noise;
   j["num"] = s.num;
   j["batch_size"] = s.batch_size;
   j["device"] = s.device;
@@ -121,6 +122,8 @@ SampleSettings from_json(const json& j, const std::string& path) {
   if (!field("seed").is_number_unsigned())
     fail("field 'seed' must be an integer in [0, 2^64 - 1], got " + j["seed"].dump());
   s.seed = j["seed"].get<uint64_t>();
+  // Older records have no noise field: their stream restarted the generators for the steps.
+  s.noise = j.contains("noise") ? text("noise") : std::string(kRestartNoise);
   s.num = integer("num");
   s.batch_size = integer("batch_size");
   s.device = text("device");

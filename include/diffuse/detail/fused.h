@@ -392,4 +392,9 @@ inline Tensor solve_update_checked(const Tensor& x, const Tensor& u, double cu, 
 /// Two storages that may share memory (the in-place kernels must not read what they write).
 inline bool may_overlap(const Tensor& a, const Tensor& b) { return a.is_alias_of(b); }
 
+/// Whether an in-place kernel may write x while reading m: both fusable, no shared memory.
+inline bool can_fuse_into(const Tensor& x, const Tensor& m) {
+  return can_fuse(x, m) && !may_overlap(x, m);
+}
+
 }  // namespace diffuse::detail::fused
