@@ -213,7 +213,7 @@ inline TrainingScale measure_training(const TrainingConfig& cfg, int64_t batch, 
     s.cpu_seconds = std::min(s.cpu_seconds, st.cpu_seconds);
     s.peak_bytes = std::max(s.peak_bytes, st.step_peak);
   });
-  s.seconds = median(times);
+  s.seconds = median_of(times);
   s.parameters = tb.parameters();
   return s;
 }

@@ -198,7 +198,7 @@ inline Suite training_suite() {
           step_peak = std::max(step_peak, st.step_peak);
           total_peak = std::max(total_peak, st.total_peak);
         });
-        const double med = median(times);
+        const double med = median_of(times);
         Result res;
         res.values = {{"ms/step", med * 1e3, true},
                       {"images/s", static_cast<double>(tb.batch()) / med, false},

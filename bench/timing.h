@@ -55,11 +55,12 @@ inline void parse_key_values(
   }
 }
 
-/// The median (upper median for an even count) of a non-empty list.
+/// The median of a non-empty list (the mean of the middle two for an even count).
 inline double median_of(std::vector<double> v) {
   check(!v.empty(), "median of an empty list");
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
 /// A network that records how long its calls take (total seconds and number of calls).

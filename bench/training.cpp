@@ -53,7 +53,7 @@
 namespace {
 
 using diffuse::Tensor;
-using diffuse::bench::median;
+using diffuse::bench::median_of;
 using diffuse::bench::mib;
 using diffuse::bench::PeakMemory;
 using diffuse::bench::TrainingBench;
@@ -135,7 +135,7 @@ void run(const diffuse::bench::TrainingConfig& cfg, const Args& args,
   const char* names[2] = {"no mask", "mask ratio 0.5"};
   double ips[2];
   for (int m : {0, 1}) {
-    const double med = median(times[m]);
+    const double med = median_of(times[m]);
     ips[m] = static_cast<double>(batch) / med;
     std::printf("  %-18s %12.1f %12.1f %16.2f %16.2f\n", names[m], med * 1e3, ips[m],
                 mib(step_peak[m]), mib(total_peak[m]));

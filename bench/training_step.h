@@ -119,12 +119,6 @@ inline Tensor random_mask(int64_t b, int64_t n, double ratio, const at::TensorOp
   return at::ones({b, n}, opts.dtype(at::kBool)).scatter(1, order.narrow(1, 0, keep), false);
 }
 
-inline double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.empty() ? 0.0 : v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 inline double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 /// One model + AdamW optimiser; step() runs and measures one training step.
